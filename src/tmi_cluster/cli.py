@@ -1,0 +1,293 @@
+"""The ``tmi-cluster`` command: a thin click group over the library.
+
+Exit codes (:class:`ExitCode`): 0 success, 1 failure, 2 usage error (click's), 69 a service or
+feature is unavailable, 78 the configuration is invalid. Errors print one ``error:`` line per
+problem on stderr, never a traceback and never a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from tmi_cluster import __version__
+from tmi_cluster.config import CONFIG_FILE_NAME, Settings, load_settings, mask_url, settings_json
+from tmi_cluster.configref import starter_toml
+from tmi_cluster.errors import (
+    ConfigError,
+    EmbeddedRedisError,
+    NotAvailableError,
+    RedisUnavailableError,
+    StorageError,
+    TmiClusterError,
+)
+from tmi_cluster.features import describe
+from tmi_cluster.logs import configure_logging
+from tmi_cluster.store import Store
+from tmi_cluster.supervisor import Supervisor
+
+__all__ = ["ExitCode", "cli", "main"]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of the command."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
+    CONFIG = 78  # sysexits EX_CONFIG
+
+
+def _exit_code(error: TmiClusterError) -> ExitCode:
+    if isinstance(error, ConfigError):
+        return ExitCode.CONFIG
+    if isinstance(error, NotAvailableError | RedisUnavailableError | EmbeddedRedisError):
+        return ExitCode.UNAVAILABLE
+    return ExitCode.FAILURE
+
+
+class _Group(click.Group):
+    """A click group that turns our errors into ``error:`` lines and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TmiClusterError as error:
+            lines = error.problems if isinstance(error, ConfigError) else str(error).splitlines()
+            for line in lines or [error.__class__.__name__]:
+                click.echo(f"error: {line}", err=True)
+            ctx.exit(_exit_code(error))
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """The settings for this invocation, loaded once (``--config`` honoured)."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = load_settings(obj.get("config"))
+    settings: Settings = obj["settings"]
+    return settings
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="tmi-cluster")
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TMI_CLUSTER_CONFIG",
+    help=f"Configuration file (default: ./{CONFIG_FILE_NAME} when it exists).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Keep a Twitch bot connected to any number of chat channels."""
+    ctx.ensure_object(dict)["config"] = config
+
+
+# -- commands of this release ---------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Start a supervisor on this host (the main job); Ctrl-C or SIGTERM stops it.
+
+    With redis.url empty it starts a private Redis server for the host, and stops it on exit.
+    This release runs the supervisor's shell (database, Redis, record, heartbeat); worker
+    processes and Twitch connections arrive in a later release.
+    """
+    settings = _settings(ctx)
+    configure_logging(settings)
+    asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:  # a second signal forces the exit
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    supervisor = Supervisor(settings)
+
+    def ready(line: str) -> None:
+        click.echo(line + "; press Ctrl-C to stop")
+
+    await supervisor.run(stop, on_ready=ready)
+    click.echo(f"supervisor {supervisor.id} stopped")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing configuration file.")
+@click.pass_context
+def install(ctx: click.Context, force: bool) -> None:
+    """Write a commented starter tmi-cluster.toml and create the database tables."""
+    config: Path | None = ctx.ensure_object(dict).get("config")
+    target = config or Path(CONFIG_FILE_NAME)
+    if target.exists() and not force:
+        raise TmiClusterError(f"{target} exists; use --force to overwrite it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(starter_toml(), encoding="utf-8")
+    except OSError as exc:
+        raise TmiClusterError(f"cannot write {target}: {exc.strerror}") from exc
+    click.echo(f"wrote {target}")
+    ctx.ensure_object(dict)["config"] = target
+    ctx.invoke(migrate)
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or update the database tables (idempotent)."""
+    settings = _settings(ctx)
+    with Store.from_settings(settings) as store:
+        applied = store.migrate()
+        revision = store.revision()
+    where = mask_url(settings.database.url)
+    if applied:
+        click.echo(f"migrated {where} to revision {revision} (applied {', '.join(applied)})")
+    else:
+        click.echo(f"{where} is up to date (revision {revision})")
+
+
+@cli.command()
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the settings as JSON (secrets masked)."
+)
+@click.pass_context
+def features(ctx: click.Context, as_json: bool) -> None:
+    """Print the active setup: config file, database, Redis, identity, limits (secrets masked)."""
+    settings = _settings(ctx)
+    if as_json:
+        click.echo(settings_json(settings))
+        return
+    rows = describe(settings)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name.ljust(width)}  {value}")
+
+
+@cli.command(name="list")
+@click.pass_context
+def list_(ctx: click.Context) -> None:
+    """List supervisors and processes, with their state and last sign of life."""
+    settings = _settings(ctx)
+    with Store.from_settings(settings) as store:
+        if store.revision() is None:
+            raise StorageError("the database has no tables yet: run 'tmi-cluster migrate'")
+        supervisors = store.supervisors()
+        processes = store.processes()
+    now = datetime.now(UTC)
+    click.echo(
+        _table(
+            ["supervisor", "host", "pid", "state", "last seen", "processes"],
+            [
+                [
+                    s.id,
+                    s.hostname,
+                    str(s.pid),
+                    s.state,
+                    _ago(now, s.last_seen_at),
+                    str(sum(1 for p in processes if p.supervisor_id == s.id)),
+                ]
+                for s in supervisors
+            ],
+        )
+    )
+    click.echo()
+    click.echo(
+        _table(
+            ["process", "supervisor", "pid", "state", "last seen", "channels"],
+            [
+                [
+                    p.id,
+                    p.supervisor_id,
+                    str(p.pid or ""),
+                    p.state,
+                    _ago(now, p.last_seen_at),
+                    str(p.channels),
+                ]
+                for p in processes
+            ],
+        )
+    )
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    return f"{max(0.0, (now - then).total_seconds()):.0f} s ago"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return f"no {header[0]}es" if header[0].endswith("s") else f"no {header[0]}s"
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+# -- commands that later releases fill ------------------------------------------------------
+
+_LATER = {
+    "purge": (
+        "Remove dead supervisors and processes and rejoin their channels elsewhere.",
+        "the coordinator",
+    ),
+    "terminate": ("Ask one or all supervisors to stop gracefully.", "the command bus"),
+    "health": ("Exit 0 when the cluster is healthy, 1 when not.", "health checks"),
+    "join": ("Join channels now.", "the command bus"),
+    "part": ("Part channels now.", "the command bus"),
+    "authorize": ("Grant or revoke a channel's authorization.", "the channel managers"),
+    "send": ("Send a chat message to a channel.", "the command bus"),
+    "tail": ("Print the cluster's chat events as they arrive.", "the event stream"),
+    "scale": ("Set the number of worker processes.", "auto-scaling"),
+    "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
+    "simulate": ("Run the built-in Twitch chat simulator.", "the chat simulator"),
+    "demo": ("Run a cluster against the simulator, with the dashboard.", "the chat simulator"),
+}
+
+
+def _later_command(name: str, summary: str, arrives_with: str) -> click.Command:
+    def callback(**_: Any) -> NoReturn:
+        raise NotAvailableError(
+            f"'tmi-cluster {name}' is not in this release yet; it arrives with {arrives_with}"
+        )
+
+    return click.Command(
+        name,
+        callback=callback,
+        help=f"{summary}\n\nNot in this release yet: arrives with {arrives_with}.",
+        short_help=f"{summary.rstrip('.')} (not yet available).",
+        params=[click.Argument(["args"], nargs=-1, required=False)],
+        context_settings={"ignore_unknown_options": True},
+    )
+
+
+for _name, (_summary, _arrives) in _LATER.items():
+    cli.add_command(_later_command(_name, _summary, _arrives))
+
+
+def main() -> None:
+    """Entry point of the ``tmi-cluster`` script."""
+    cli.main(prog_name="tmi-cluster")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

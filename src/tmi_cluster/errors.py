@@ -1,0 +1,73 @@
+"""Every error that tmi-cluster raises on purpose.
+
+The tree::
+
+    TmiClusterError                 the root: ``except TmiClusterError`` catches all of ours
+    ├── ConfigError                 a setting is unknown, of the wrong type, or invalid;
+    │                               ``problems`` lists one line per problem, each naming the
+    │                               key, where its value came from and what is expected
+    ├── StorageError                the SQL database failed or cannot be reached
+    │   └── MigrationError          the schema could not be brought up to date
+    ├── RedisUnavailableError       Redis cannot be reached, or answered with an error
+    ├── EmbeddedRedisError          the private Redis server could not be started or found
+    ├── InvalidChannelError         a channel name is not a Twitch login (also a ValueError)
+    └── NotAvailableError           a command or feature that this release does not have yet
+
+Errors of the libraries underneath (redis, SQLAlchemy, ssl, sockets, the operating system) are
+translated into these at the boundary, with the original kept as ``__cause__``. Messages say what
+went wrong and what to do about it, and never contain a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EmbeddedRedisError",
+    "InvalidChannelError",
+    "MigrationError",
+    "NotAvailableError",
+    "RedisUnavailableError",
+    "StorageError",
+    "TmiClusterError",
+]
+
+
+class TmiClusterError(Exception):
+    """The root of every error that tmi-cluster raises on purpose."""
+
+
+class ConfigError(TmiClusterError):
+    """The configuration cannot be used.
+
+    ``problems`` holds one line per problem; ``str(error)`` joins them with newlines. Each line
+    names the key (``auto_scale.thresholds.scale_out``), the value's source (``tmi-cluster.toml,
+    line 12`` or ``environment variable TMI_CLUSTER_...``) and what is expected.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StorageError(TmiClusterError):
+    """The SQL database failed or cannot be reached."""
+
+
+class MigrationError(StorageError):
+    """The database schema could not be brought up to date."""
+
+
+class RedisUnavailableError(TmiClusterError):
+    """Redis cannot be reached, or answered with an error."""
+
+
+class EmbeddedRedisError(TmiClusterError):
+    """The private Redis server could not be started, or none is running where one is needed."""
+
+
+class InvalidChannelError(TmiClusterError, ValueError):
+    """A channel name is not a Twitch login (1 to 25 letters, digits or underscores)."""
+
+
+class NotAvailableError(TmiClusterError):
+    """The requested command or feature is not part of this release yet."""

@@ -1,0 +1,95 @@
+"""What ``tmi-cluster features`` prints: the active setup, one line per aspect, secrets masked."""
+
+from __future__ import annotations
+
+from tmi_cluster.config import Settings, mask_url
+from tmi_cluster.embedded import find_embedded
+
+__all__ = ["describe"]
+
+
+def describe(settings: Settings) -> list[tuple[str, str]]:
+    """(aspect, description) pairs of the active setup; never contains a secret."""
+    connection = settings.tmi.connection
+    identity = settings.tmi.identity
+    scale = settings.auto_scale
+    join, auth, messages = (
+        settings.throttle.join,
+        settings.throttle.auth,
+        settings.throttle.messages,
+    )
+    cleanup = settings.channel_manager.auto_cleanup
+    return [
+        ("config file", str(settings.config_file) if settings.config_file else "none (defaults)"),
+        ("database", mask_url(settings.database.url)),
+        ("redis", _redis(settings)),
+        ("key prefix", settings.prefix),
+        (
+            "identity",
+            f"{identity.username} (token set)"
+            if not identity.anonymous
+            else "anonymous justinfan (read only)"
+            + (" - a token is set but no username" if identity.token else ""),
+        ),
+        (
+            "connection",
+            f"{connection.transport} {connection.server}:{connection.effective_port} "
+            f"{'TLS' if connection.secure else 'plain'}, reconnect {_on(connection.reconnect)}, "
+            f"rejoin {_on(connection.rejoin)}, ping every {connection.ping_interval:g} s "
+            f"(timeout {connection.ping_timeout:g} s), "
+            f"{connection.channels_per_connection} channels per connection",
+        ),
+        ("channel manager", settings.channel_manager.use),
+        (
+            "auto cleanup",
+            f"every {cleanup.interval:g} s, stale after "
+            f"{settings.channel_manager.channel.stale:g} h"
+            if cleanup.enabled
+            else "off",
+        ),
+        ("restrict messages", _on(settings.channel_manager.channel.restrict_messages)),
+        (
+            "auto scale",
+            f"{scale.processes.min}-{scale.processes.max} processes, "
+            f"{scale.thresholds.channels} channels = 100 %, in below "
+            f"{scale.thresholds.scale_in:g} %, out above {scale.thresholds.scale_out:g} %, "
+            f"cooldown {scale.cooldown:g} s, restore {_on(scale.restore)}",
+        ),
+        (
+            "limits",
+            f"join {join.allow} / {join.every:g} s, login {auth.allow} / {auth.every:g} s, "
+            f"messages {messages.allow} / {messages.every:g} s "
+            f"({messages.moderator_allow} as moderator), "
+            f"{messages.channel_interval:g} s between messages in a channel, "
+            f"{messages.max_length} characters",
+        ),
+        ("handlers", ", ".join(settings.handlers.modules) or "none"),
+        (
+            "event stream",
+            f"on (about {settings.handlers.stream_maxlen} events)"
+            if settings.handlers.stream
+            else "off",
+        ),
+        (
+            "web",
+            f"http://{settings.web.host}:{settings.web.port}/{settings.path.strip('/')}"
+            + (
+                ", token required off loopback"
+                if settings.web.token.get_secret_value()
+                else ", loopback only"
+            ),
+        ),
+        ("log level", settings.log.level),
+    ]
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _redis(settings: Settings) -> str:
+    if settings.redis.url:
+        return mask_url(settings.redis.url)
+    state = find_embedded(settings.redis.embedded_dir)
+    where = f"running at 127.0.0.1:{state.port}" if state else "started by 'tmi-cluster run'"
+    return f"embedded private server, {where} (state in {settings.redis.embedded_dir})"

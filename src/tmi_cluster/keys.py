@@ -1,0 +1,115 @@
+"""Every Redis key of a cluster, and its expiry, under the configured prefix.
+
+No other module writes a key name. The layout (``P`` is ``settings.prefix``, ``tmi-cluster:`` by
+default; ``{x}`` a placeholder)::
+
+    P supervisor:{id}:heartbeat      string, expires after supervisor.stale s   a live supervisor
+    P process:{id}:heartbeat         string, expires after process.stale s      a live worker
+    P coordinator:lease              string (holder id), expires after LEASE_S  the leader
+    P assignment                     hash   channel login -> process id         who holds a channel
+    P commands:process:{id}          stream of commands for one worker (join, part, raw, exit)
+    P commands:supervisor:{id}       stream of commands for one supervisor (scale, terminate)
+    P commands:send                  stream of chat messages to send; any authenticated worker
+    P commands:join                  stream of join and part requests for the coordinator
+    P events                         stream of chat events for other processes (bounded length)
+    P ratelimit:{account}:{bucket}   string or hash, the token bucket of one Twitch account
+    P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
+    P scale:restore                  string, expires after RESTORE_S            last process count
+    P lock:{name}                    string (owner token), expires              a short lock
+
+Command streams are read by consumer groups (``XREADGROUP``) and acknowledged after execution, so
+that a command read by a worker that then dies is claimed by another; heartbeats are keys with
+expiry, never SQL rows. Only commands of Redis 6.2 are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tmi_cluster.config import Settings
+
+__all__ = ["DEDUPE_S", "LEASE_S", "RESTORE_S", "Keys"]
+
+#: Seconds a coordinator lease lives without renewal.
+LEASE_S = 10
+#: Seconds an event's de-duplication key lives (longer than any reconnect overlap).
+DEDUPE_S = 120
+#: Seconds the last process count is remembered for ``auto_scale.restore``.
+RESTORE_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one cluster. Build with :meth:`from_settings`."""
+
+    prefix: str
+    supervisor_ttl_s: float
+    process_ttl_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Keys:
+        """Keys under ``settings.prefix``, with heartbeat expiries from the stale settings."""
+        return cls(settings.prefix, settings.supervisor.stale, settings.process.stale)
+
+    def supervisor_heartbeat(self, supervisor_id: str) -> str:
+        """Heartbeat of one supervisor (expires after :attr:`supervisor_ttl_s`)."""
+        return f"{self.prefix}supervisor:{supervisor_id}:heartbeat"
+
+    def process_heartbeat(self, process_id: str) -> str:
+        """Heartbeat of one worker process (expires after :attr:`process_ttl_s`)."""
+        return f"{self.prefix}process:{process_id}:heartbeat"
+
+    @property
+    def coordinator_lease(self) -> str:
+        """The coordinator's lease (expires after :data:`LEASE_S`)."""
+        return f"{self.prefix}coordinator:lease"
+
+    @property
+    def assignment(self) -> str:
+        """Hash of channel login to the id of the process that holds it."""
+        return f"{self.prefix}assignment"
+
+    def process_commands(self, process_id: str) -> str:
+        """Command stream of one worker."""
+        return f"{self.prefix}commands:process:{process_id}"
+
+    def supervisor_commands(self, supervisor_id: str) -> str:
+        """Command stream of one supervisor."""
+        return f"{self.prefix}commands:supervisor:{supervisor_id}"
+
+    @property
+    def send_commands(self) -> str:
+        """Shared stream of chat messages to send."""
+        return f"{self.prefix}commands:send"
+
+    @property
+    def join_commands(self) -> str:
+        """Stream of join and part requests for the coordinator."""
+        return f"{self.prefix}commands:join"
+
+    @property
+    def events(self) -> str:
+        """Stream of chat events for other processes."""
+        return f"{self.prefix}events"
+
+    def ratelimit(self, account: str, bucket: str) -> str:
+        """Token bucket ``bucket`` (join, auth, messages, ...) of one Twitch account."""
+        return f"{self.prefix}ratelimit:{account}:{bucket}"
+
+    def dedupe(self, key: str) -> str:
+        """De-duplication marker of one event (expires after :data:`DEDUPE_S`)."""
+        return f"{self.prefix}dedupe:{key}"
+
+    @property
+    def scale_restore(self) -> str:
+        """Last seen process count (expires after :data:`RESTORE_S`)."""
+        return f"{self.prefix}scale:restore"
+
+    def lock(self, name: str) -> str:
+        """A short mutual-exclusion lock."""
+        return f"{self.prefix}lock:{name}"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this cluster."""
+        return self.prefix.replace("*", r"\*").replace("?", r"\?").replace("[", r"\[") + "*"

@@ -1,0 +1,34 @@
+"""Twitch channel logins: the one place that says what a valid channel name is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from tmi_cluster.errors import InvalidChannelError
+
+__all__ = ["MAX_LOGIN_LENGTH", "normalise_login", "normalise_logins"]
+
+#: Twitch logins are at most 25 characters long.
+MAX_LOGIN_LENGTH = 25
+_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
+
+
+def normalise_login(name: str) -> str:
+    """``name`` as a channel login: lower case, without a leading ``#``.
+
+    Raises :class:`InvalidChannelError` (a ``ValueError``) unless the result is 1 to 25 letters,
+    digits or underscores, so that no other text can reach an IRC line or a query.
+    """
+    login = name.strip().removeprefix("#").lower()
+    if not _LOGIN.fullmatch(login):
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise InvalidChannelError(
+            f"invalid channel name {shown!r}: expected 1 to 25 letters, digits or underscores"
+        )
+    return login
+
+
+def normalise_logins(names: Iterable[str]) -> list[str]:
+    """Each of ``names`` normalised, duplicates removed, first occurrence order kept."""
+    return list(dict.fromkeys(normalise_login(name) for name in names))

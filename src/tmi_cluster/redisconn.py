@@ -1,0 +1,78 @@
+"""The one place that opens Redis connections, synchronous and asyncio.
+
+Every process of the cluster reaches Redis through :func:`connect` or :func:`connect_async`.
+With ``redis.url`` set, that server is used; with it empty, the host's private server started by
+the supervisor (see :mod:`tmi_cluster.embedded`) is found through its state file, and
+:class:`~tmi_cluster.errors.EmbeddedRedisError` says so when none runs.
+
+Errors of redis-py are translated at this boundary into
+:class:`~tmi_cluster.errors.RedisUnavailableError` by :func:`translate_errors`, with the URL shown
+password-masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import redis
+import redis.asyncio
+import redis.exceptions
+
+from tmi_cluster.config import Settings, mask_url
+from tmi_cluster.embedded import find_embedded
+from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
+
+__all__ = ["connect", "connect_async", "resolve_url", "translate_errors"]
+
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def resolve_url(settings: Settings) -> str:
+    """The Redis URL to use: ``redis.url``, else the running embedded server's."""
+    if settings.redis.url:
+        return settings.redis.url
+    state = find_embedded(settings.redis.embedded_dir)
+    if state is None:
+        raise EmbeddedRedisError(
+            f"no embedded Redis server runs for {settings.redis.embedded_dir}: start the cluster "
+            "with 'tmi-cluster run' first, or set redis.url to a Redis server"
+        )
+    return state.url
+
+
+def connect(
+    settings: Settings, *, url: str | None = None, name: str = "tmi-cluster"
+) -> redis.Redis:
+    """A synchronous client (bytes in, bytes out). The caller closes it."""
+    return redis.Redis.from_url(
+        url or resolve_url(settings),
+        socket_connect_timeout=_CONNECT_TIMEOUT_S,
+        health_check_interval=30,
+        client_name=name,
+    )
+
+
+def connect_async(
+    settings: Settings, *, url: str | None = None, name: str = "tmi-cluster"
+) -> redis.asyncio.Redis:
+    """An asyncio client (bytes in, bytes out). The caller awaits ``aclose()``."""
+    return redis.asyncio.Redis.from_url(
+        url or resolve_url(settings),
+        socket_connect_timeout=_CONNECT_TIMEOUT_S,
+        health_check_interval=30,
+        client_name=name,
+    )
+
+
+@contextlib.contextmanager
+def translate_errors(url: str) -> Iterator[None]:
+    """Raise redis-py's connection and response errors as RedisUnavailableError."""
+    try:
+        yield
+    except redis.exceptions.AuthenticationError as exc:
+        raise RedisUnavailableError(f"Redis at {mask_url(url)} refused the password") from exc
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise RedisUnavailableError(f"cannot reach Redis at {mask_url(url)}: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise RedisUnavailableError(f"Redis at {mask_url(url)} answered an error: {exc}") from exc

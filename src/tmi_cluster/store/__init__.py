@@ -1,0 +1,394 @@
+"""Durable state in SQL: channels, supervisors, processes and their history.
+
+:class:`Store` is synchronous (writes are rare and small); asyncio code calls it through
+``asyncio.to_thread``. It works on SQLite (the default, one file shared by the processes of one
+host) and PostgreSQL (several hosts). Every method that takes channels accepts any number of them:
+lists are split into chunks well below every backend's placeholder limit, so 250,000 channels are
+as valid an argument as one.
+
+Errors of the database are raised as :class:`~tmi_cluster.errors.StorageError` (and
+:class:`~tmi_cluster.errors.MigrationError` for ``migrate``) with the URL shown password-masked.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import insert as sql_insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from tmi_cluster.config import Settings, mask_url
+from tmi_cluster.errors import MigrationError, StorageError
+from tmi_cluster.logins import normalise_logins
+from tmi_cluster.store.models import (
+    ChannelRecord,
+    HistoryRecord,
+    JoinOutcome,
+    ProcessRecord,
+    RunState,
+    SupervisorRecord,
+    utcnow,
+)
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Channel",
+    "JoinOutcome",
+    "RunState",
+    "Store",
+]
+
+#: Channels per statement: far below SQLite's 999 and PostgreSQL's 65,535 placeholders.
+CHUNK_SIZE = 500
+_MIGRATIONS = Path(__file__).parent / "migrations"
+#: Key of the PostgreSQL advisory lock that serialises concurrent ``migrate`` runs.
+_MIGRATION_LOCK = 0x746D6963  # "tmic"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A channel as the store knows it."""
+
+    login: str
+    wanted: bool
+    authorized: bool
+    revoked: bool
+    reconnect: bool
+    options: Mapping[str, Any]
+    acknowledged_at: datetime | None
+    last_join_outcome: str | None
+    last_join_at: datetime | None
+
+
+def _chunks(items: Sequence[str], size: int = CHUNK_SIZE) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Store:
+    """The SQL database of a cluster. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self._shown = mask_url(url)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StorageError(f"cannot use database {self._shown}: {_reason(exc)}") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """A store on ``database.url``."""
+        return cls(settings.database.url, echo=settings.database.echo)
+
+    def close(self) -> None:
+        """Release every connection. Idempotent."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Bring the schema up to date; return the revisions applied (empty when current).
+
+        Idempotent, and safe when several hosts run it at once (PostgreSQL takes an advisory
+        lock; SQLite serialises writers itself).
+        """
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        script = ScriptDirectory.from_config(config)
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                    )
+                before = MigrationContext.configure(conn).get_current_revision()
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except SQLAlchemyError as exc:
+            raise MigrationError(f"cannot migrate database {self._shown}: {_reason(exc)}") from exc
+        head = script.get_current_head()
+        if before == head:
+            return []
+        return [rev.revision for rev in script.iterate_revisions(head, before)][::-1]
+
+    def revision(self) -> str | None:
+        """The schema revision of the database; None before the first migration."""
+        with self._connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot reach database {self._shown}: {_reason(exc)}") from exc
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self)
+
+    # -- channels -------------------------------------------------------------------------
+
+    def want(self, channels: Iterable[str], *, now: datetime | None = None) -> None:
+        """Mark channels wanted and acknowledged now, creating those not yet known."""
+        at = now or utcnow()
+        self._upsert(channels, {"wanted": True, "acknowledged_at": at}, at)
+
+    def unwant(self, channels: Iterable[str]) -> None:
+        """Mark channels no longer wanted (unknown ones are ignored)."""
+        self._set(channels, wanted=False)
+
+    def acknowledge(self, channels: Iterable[str], *, now: datetime | None = None) -> None:
+        """Record fresh interest in channels (delays their stale cleanup)."""
+        at = now or utcnow()
+        self._upsert(channels, {"acknowledged_at": at}, at)
+
+    def authorize(
+        self,
+        channels: Iterable[str],
+        *,
+        reconnect: bool = False,
+        options: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Grant authorization, with ``reconnect`` and free-form ``options``; clears a revoke."""
+        at = now or utcnow()
+        values = {
+            "authorized": True,
+            "authorized_at": at,
+            "revoked": False,
+            "reconnect": reconnect,
+            "options": dict(options or {}),
+        }
+        self._upsert(channels, values, at)
+
+    def revoke(self, channels: Iterable[str]) -> None:
+        """Withdraw authorization; the channel is no longer wanted."""
+        self._set(channels, authorized=False, revoked=True, wanted=False)
+
+    def record_join_outcomes(
+        self, outcomes: Mapping[str, JoinOutcome], *, now: datetime | None = None
+    ) -> None:
+        """Store the result of the last join attempt of each channel."""
+        at = now or utcnow()
+        by_outcome: dict[JoinOutcome, list[str]] = {}
+        for login, outcome in outcomes.items():
+            by_outcome.setdefault(JoinOutcome(outcome), []).append(login)
+        for outcome, logins in by_outcome.items():
+            self._set(logins, last_join_outcome=outcome.value, last_join_at=at)
+
+    def channels(self, channels: Iterable[str]) -> dict[str, Channel]:
+        """The known channels among ``channels``, by login."""
+        logins = normalise_logins(channels)
+        found: dict[str, Channel] = {}
+        with self._read() as conn:
+            for chunk in _chunks(logins):
+                rows = conn.execute(
+                    select(ChannelRecord).where(ChannelRecord.login.in_(chunk))
+                ).all()
+                found.update((row.login, _channel(row)) for row in rows)
+        return found
+
+    def wanted(self) -> list[str]:
+        """Logins of every wanted channel, sorted."""
+        with self._read() as conn:
+            query = select(ChannelRecord.login).where(ChannelRecord.wanted.is_(True))
+            return sorted(conn.scalars(query))
+
+    def count_channels(self) -> int:
+        """How many channels the store knows."""
+        with self._read() as conn:
+            return int(conn.scalar(select(func.count()).select_from(ChannelRecord)) or 0)
+
+    def _read(self) -> _Transaction:
+        return _Transaction(self, write=False)
+
+    def _upsert(self, channels: Iterable[str], values: Mapping[str, Any], at: datetime) -> None:
+        logins = normalise_logins(channels)
+        insert = sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert
+        defaults: dict[str, Any] = {
+            "wanted": False,
+            "authorized": False,
+            "authorized_at": None,
+            "revoked": False,
+            "reconnect": False,
+            "options": {},
+            "acknowledged_at": None,
+            "created_at": at,
+        }
+        with self._write() as conn:
+            for chunk in _chunks(logins, CHUNK_SIZE * 10):
+                stmt = insert(ChannelRecord)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["login"], set_={**values, "updated_at": at}
+                )
+                rows = [{**defaults, **values, "login": login, "updated_at": at} for login in chunk]
+                conn.execute(stmt, rows)
+
+    def _set(self, channels: Iterable[str], **values: Any) -> None:
+        logins = normalise_logins(channels)
+        with self._write() as conn:
+            for chunk in _chunks(logins):
+                conn.execute(
+                    update(ChannelRecord)
+                    .where(ChannelRecord.login.in_(chunk))
+                    .values(**values, updated_at=utcnow())
+                )
+
+    # -- supervisors and processes --------------------------------------------------------
+
+    def record_supervisor(
+        self,
+        supervisor_id: str,
+        state: RunState,
+        *,
+        pid: int,
+        options: Mapping[str, Any] | None = None,
+        detail: str = "",
+    ) -> None:
+        """Create or update a supervisor's latest state, and append it to the history."""
+        at = utcnow()
+        with self._write() as conn:
+            row = conn.execute(
+                select(SupervisorRecord.id).where(SupervisorRecord.id == supervisor_id)
+            ).first()
+            values: dict[str, Any] = {"state": state.value, "last_seen_at": at, "pid": pid}
+            if state in (RunState.STOPPED, RunState.DEAD):
+                values["stopped_at"] = at
+            if row is None:
+                conn.execute(
+                    sql_insert(SupervisorRecord).values(
+                        id=supervisor_id,
+                        hostname=socket.gethostname(),
+                        options=dict(options or {}),
+                        metrics={},
+                        started_at=at,
+                        **values,
+                    )
+                )
+            else:
+                conn.execute(
+                    update(SupervisorRecord)
+                    .where(SupervisorRecord.id == supervisor_id)
+                    .values(**values)
+                )
+            conn.execute(
+                sql_insert(HistoryRecord).values(
+                    at=at, supervisor_id=supervisor_id, state=state.value, detail=detail[:500]
+                )
+            )
+
+    def supervisors(self) -> list[SupervisorRecord]:
+        """Every supervisor record, newest first."""
+        with self._read() as conn:
+            query = select(SupervisorRecord).order_by(SupervisorRecord.started_at.desc())
+            return [SupervisorRecord(**row._asdict()) for row in conn.execute(query).all()]
+
+    def processes(self) -> list[ProcessRecord]:
+        """Every process record, newest first."""
+        with self._read() as conn:
+            query = select(ProcessRecord).order_by(ProcessRecord.started_at.desc())
+            return [ProcessRecord(**row._asdict()) for row in conn.execute(query).all()]
+
+    def history(self, supervisor_id: str) -> list[HistoryRecord]:
+        """The lifecycle steps of one supervisor and its processes, oldest first."""
+        with self._read() as conn:
+            query = (
+                select(HistoryRecord)
+                .where(HistoryRecord.supervisor_id == supervisor_id)
+                .order_by(HistoryRecord.id)
+            )
+            return [HistoryRecord(**row._asdict()) for row in conn.execute(query).all()]
+
+
+class _Transaction:
+    """A connection in a transaction whose database errors surface as StorageError."""
+
+    def __init__(self, store: Store, *, write: bool = True) -> None:
+        self._store = store
+        self._write = write
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        self._conn = self._store._connect()
+        self._conn.begin()
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            if exc is None and self._write:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            conn.close()
+        if isinstance(exc, SQLAlchemyError):
+            action = "write to" if self._write else "read from"
+            raise StorageError(
+                f"cannot {action} database {self._store._shown}: {_reason(exc)}"
+            ) from exc
+
+
+def _channel(record: Any) -> Channel:
+    return Channel(
+        login=record.login,
+        wanted=record.wanted,
+        authorized=record.authorized,
+        revoked=record.revoked,
+        reconnect=record.reconnect,
+        options=dict(record.options or {}),
+        acknowledged_at=record.acknowledged_at,
+        last_join_outcome=record.last_join_outcome,
+        last_join_at=record.last_join_at,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error, without SQLAlchemy's background link."""
+    orig = getattr(exc, "orig", None)
+    message = str(orig if orig is not None else exc).strip().splitlines()
+    return message[0] if message else exc.__class__.__name__
