@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -59,9 +58,8 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x746D6963  # "tmic"
 
 
-@dataclass(frozen=True, slots=True)
-class Channel:
-    """A channel as the store knows it."""
+class Channel(NamedTuple):
+    """A channel as the store knows it (fields in the order of the query that reads it)."""
 
     login: str
     wanted: bool
@@ -218,12 +216,13 @@ class Store:
         """The known channels among ``channels``, by login."""
         logins = normalise_logins(channels)
         found: dict[str, Channel] = {}
+        columns = [getattr(ChannelRecord, name) for name in Channel._fields]
         with self._read() as conn:
             for chunk in _chunks(logins):
-                rows = conn.execute(
-                    select(ChannelRecord).where(ChannelRecord.login.in_(chunk))
-                ).all()
-                found.update((row.login, _channel(row)) for row in rows)
+                rows = conn.execute(select(*columns).where(ChannelRecord.login.in_(chunk)))
+                for row in rows:
+                    channel = Channel._make(row)
+                    found[channel.login] = channel
         return found
 
     def wanted(self) -> list[str]:
@@ -253,12 +252,13 @@ class Store:
             "acknowledged_at": None,
             "created_at": at,
         }
+        stmt = insert(ChannelRecord)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["login"], set_={**values, "updated_at": at}
+        )
         with self._write() as conn:
+            # executemany: one row's parameters per execution, so no placeholder limit applies.
             for chunk in _chunks(logins, CHUNK_SIZE * 10):
-                stmt = insert(ChannelRecord)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["login"], set_={**values, "updated_at": at}
-                )
                 rows = [{**defaults, **values, "login": login, "updated_at": at} for login in chunk]
                 conn.execute(stmt, rows)
 
@@ -371,20 +371,6 @@ class _Transaction:
             raise StorageError(
                 f"cannot {action} database {self._store._shown}: {_reason(exc)}"
             ) from exc
-
-
-def _channel(record: Any) -> Channel:
-    return Channel(
-        login=record.login,
-        wanted=record.wanted,
-        authorized=record.authorized,
-        revoked=record.revoked,
-        reconnect=record.reconnect,
-        options=dict(record.options or {}),
-        acknowledged_at=record.acknowledged_at,
-        last_join_outcome=record.last_join_outcome,
-        last_join_at=record.last_join_at,
-    )
 
 
 def _reason(exc: BaseException) -> str:

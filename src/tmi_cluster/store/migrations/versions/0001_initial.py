@@ -68,7 +68,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["supervisor_id"],
             ["tmi_cluster_supervisors.id"],
-            name="fk_tmi_cluster_supervisor_processes_supervisor_id_tmi_cluster_supervisors",
+            name="fk_tmi_cluster_supervisor_processes_supervisor_id",
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_tmi_cluster_supervisor_processes"),

@@ -1,0 +1,222 @@
+"""The command line as users run it: the installed script, in real processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from tmi_cluster.cli import ExitCode
+from tmi_cluster.embedded import find_embedded
+from tmi_cluster.store import Store
+
+COMMANDS = [
+    "authorize",
+    "dashboard",
+    "demo",
+    "features",
+    "health",
+    "install",
+    "join",
+    "list",
+    "migrate",
+    "part",
+    "purge",
+    "run",
+    "scale",
+    "send",
+    "simulate",
+    "tail",
+    "terminate",
+]
+LATER = sorted(set(COMMANDS) - {"features", "install", "list", "migrate", "run"})
+SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")}
+    env.update(extra)
+    return env
+
+
+def tmi(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SCRIPT, *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _redis_servers() -> set[int]:
+    return {
+        p.pid
+        for p in psutil.process_iter(["name"])
+        if "redis-server" in (p.info["name"] or "") and p.status() != psutil.STATUS_ZOMBIE
+    }
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    result = tmi(tmp_path, "--help")
+    assert result.returncode == 0
+    listed = [
+        line.split()[0]
+        for line in result.stdout.split("Commands:")[1].splitlines()
+        if line.startswith("  ") and not line.startswith("   ")
+    ]
+    assert listed == COMMANDS
+
+
+def test_version(tmp_path: Path) -> None:
+    result = tmi(tmp_path, "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "tmi-cluster, version 0.1.0"
+
+
+@pytest.mark.parametrize("command", LATER)
+def test_later_commands_say_so(tmp_path: Path, command: str) -> None:
+    result = tmi(tmp_path, command, "x")
+    assert result.returncode == ExitCode.UNAVAILABLE
+    assert result.stderr.startswith(f"error: 'tmi-cluster {command}' is not in this release yet")
+    assert "not yet available" in tmi(tmp_path, "--help").stdout
+    assert "Not in this release yet" in tmi(tmp_path, command, "--help").stdout
+
+
+def test_install_migrate_features_leave_no_redis_behind(tmp_path: Path) -> None:
+    before = _redis_servers()
+    result = tmi(tmp_path, "install")
+    assert result.returncode == 0, result.stderr
+    assert "wrote tmi-cluster.toml" in result.stdout
+    assert "to revision 0001" in result.stdout
+    assert (tmp_path / "tmi-cluster.db").exists()
+    for _ in range(2):
+        result = tmi(tmp_path, "migrate")
+        assert result.returncode == 0, result.stderr
+        assert "is up to date (revision 0001)" in result.stdout
+    result = tmi(tmp_path, "features")
+    assert result.returncode == 0, result.stderr
+    assert f"config file        {tmp_path / 'tmi-cluster.toml'}" in result.stdout
+    assert "embedded private server, started by 'tmi-cluster run'" in result.stdout
+    result = tmi(tmp_path, "list")
+    assert result.returncode == 0
+    assert "no supervisors" in result.stdout
+    assert _redis_servers() <= before
+
+
+def test_install_refuses_to_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "tmi-cluster.toml").write_text("prefix = 'mine:'\n")
+    result = tmi(tmp_path, "install")
+    assert result.returncode == ExitCode.FAILURE
+    assert result.stderr == "error: tmi-cluster.toml exists; use --force to overwrite it\n"
+    assert (tmp_path / "tmi-cluster.toml").read_text() == "prefix = 'mine:'\n"
+    assert tmi(tmp_path, "install", "--force").returncode == 0
+    assert "# prefix = " in (tmp_path / "tmi-cluster.toml").read_text()
+
+
+def test_migrate_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    first = tmi(tmp_path, "migrate", TMI_CLUSTER_DATABASE__URL=postgres_url)
+    assert first.returncode == 0, first.stderr
+    assert "to revision 0001" in first.stdout
+    second = tmi(tmp_path, "migrate", TMI_CLUSTER_DATABASE__URL=postgres_url)
+    assert "is up to date (revision 0001)" in second.stdout
+
+
+def test_features_never_show_secrets(tmp_path: Path) -> None:
+    secrets = {
+        "TMI_CLUSTER_TMI__IDENTITY__USERNAME": "mybot",
+        "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": "oauth:s3cr3tt0ken",
+        "TMI_CLUSTER_WEB__TOKEN": "webs3cret",
+        "TMI_CLUSTER_REDIS__URL": "redis://:redisp4ss@127.0.0.1:6379/0",
+        "TMI_CLUSTER_DATABASE__URL": "postgresql://u:dbp4ss@127.0.0.1/test",
+    }
+    for args in (["features"], ["features", "--json"]):
+        result = tmi(tmp_path, *args, **secrets)
+        assert result.returncode == 0, result.stderr
+        for needle in ("s3cr3tt0ken", "webs3cret", "redisp4ss", "dbp4ss"):
+            assert needle not in result.stdout + result.stderr
+    text = tmi(tmp_path, "features", **secrets).stdout
+    assert "mybot (token set)" in text
+    assert "redis://:***@127.0.0.1:6379/0" in text
+
+
+def test_config_error_is_one_line_and_exit_78(tmp_path: Path) -> None:
+    (tmp_path / "tmi-cluster.toml").write_text("[process]\nmemory = 'big'\n")
+    result = tmi(tmp_path, "features")
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr == (
+        f"error: {tmp_path / 'tmi-cluster.toml'}, line 2: process.memory: "
+        "expected a valid integer, got 'big'\n"
+    )
+    result = tmi(tmp_path, "--config", "missing.toml", "features")
+    assert result.returncode == ExitCode.CONFIG
+    assert "missing.toml: cannot read the configuration file" in result.stderr
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [SCRIPT, "run"],
+        cwd=tmp_path,
+        env=_env(TMI_CLUSTER_TMI__IDENTITY__PASSWORD="oauth:zzsecret"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert " running (Redis: embedded redis://:***@127.0.0.1:" in line, line
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def test_run_starts_embedded_redis_and_stops_it_on_sigterm(
+    tmp_path: Path, supervisor: subprocess.Popen[str]
+) -> None:
+    state = find_embedded(tmp_path / ".tmi-cluster")
+    assert state is not None
+    client = redis.Redis.from_url(state.url)
+    beats = [key for key in client.scan_iter(match="tmi-cluster:supervisor:*:heartbeat")]
+    assert len(beats) == 1
+    assert 0 < client.pttl(beats[0]) <= 30_000
+    client.close()
+    listed = tmi(tmp_path, "list")
+    assert " running " in listed.stdout
+    server = psutil.Process(state.pid)
+
+    supervisor.send_signal(signal.SIGTERM)
+    out, err = supervisor.communicate(timeout=30)
+    assert supervisor.returncode == 0, err
+    assert "stopped" in out
+    assert "zzsecret" not in out + err
+    server.wait(timeout=10)
+    assert find_embedded(tmp_path / ".tmi-cluster") is None
+    with Store(f"sqlite:///{tmp_path / 'tmi-cluster.db'}") as store:
+        [record] = store.supervisors()
+        assert record.state == "stopped"
+        assert [h.state for h in store.history(record.id)] == ["running", "stopped"]
+
+
+def test_run_killed_leaves_no_redis(tmp_path: Path, supervisor: subprocess.Popen[str]) -> None:
+    state = find_embedded(tmp_path / ".tmi-cluster")
+    assert state is not None
+    server = psutil.Process(state.pid)
+    supervisor.kill()
+    supervisor.communicate(timeout=30)
+    try:
+        server.wait(timeout=10)
+    except psutil.TimeoutExpired:
+        assert server.status() == psutil.STATUS_ZOMBIE
+    assert find_embedded(tmp_path / ".tmi-cluster") is None

@@ -1,0 +1,319 @@
+"""Settings: defaults, file, environment, and an exact, one-line error for every bad value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tmi_cluster.config import Settings, load_settings, mask_url, settings_json
+from tmi_cluster.errors import ConfigError
+
+Make = Callable[..., Settings]
+
+# Every key of the original's config/tmi-cluster.php that keeps its meaning here.
+ORIGINAL_KEYS = [
+    "prefix",
+    "path",
+    "domain",
+    "middleware",
+    "fast_termination",
+    "memory_limit",
+    "tmi.identity.username",
+    "tmi.identity.password",
+    "tmi.connection.secure",
+    "tmi.connection.server",
+    "tmi.connection.reconnect",
+    "tmi.connection.rejoin",
+    "tmi.options.debug",
+    "supervisor.stale",
+    "process.stale",
+    "process.timeout",
+    "process.memory",
+    "process.periodic_timer",
+    "auto_scale.restore",
+    "auto_scale.processes.min",
+    "auto_scale.processes.max",
+    "auto_scale.thresholds.channels",
+    "auto_scale.thresholds.scale_in",
+    "auto_scale.thresholds.scale_out",
+    "throttle.join.allow",
+    "throttle.join.every",
+    "throttle.join.take",
+    "throttle.join.block",
+    "channel_manager.use",
+    "channel_manager.auto_cleanup.enabled",
+    "channel_manager.auto_cleanup.interval",
+    "channel_manager.auto_cleanup.max_delay",
+    "channel_manager.channel.restrict_messages",
+    "channel_manager.channel.stale",
+]
+
+
+def _get(settings: Settings, key: str) -> object:
+    value: object = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("key", ORIGINAL_KEYS)
+def test_every_original_key_exists_under_its_name(key: str) -> None:
+    _get(Settings(), key)
+
+
+def test_defaults_follow_the_original_where_they_still_make_sense(make_settings: Make) -> None:
+    settings = make_settings()
+    assert settings.prefix == "tmi-cluster:"
+    assert settings.auto_scale.processes.min == 2
+    assert settings.auto_scale.processes.max == 25
+    assert settings.auto_scale.thresholds.channels == 50
+    assert settings.auto_scale.thresholds.scale_in == 50
+    assert settings.auto_scale.thresholds.scale_out == 70
+    assert settings.channel_manager.use == "dummy"
+    assert settings.channel_manager.channel.stale == 168
+    assert settings.throttle.join.allow == 20  # today's Twitch, not the verified 2000
+    assert settings.tmi.identity.anonymous
+    assert settings.config_file is None
+    assert settings.embedded_redis
+
+
+def test_file_values_are_read_and_relative_paths_resolved(
+    make_settings: Make, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        """
+prefix = "bot:"
+[tmi.identity]
+username = "MyBot"
+password = "oauth:abc"
+[auto_scale.thresholds]
+scale_out = 80
+[database]
+url = "sqlite:///data/bot.db"
+"""
+    )
+    assert settings.prefix == "bot:"
+    assert settings.tmi.identity.username == "mybot"
+    assert settings.tmi.identity.token == "abc"
+    assert settings.auto_scale.thresholds.scale_out == 80
+    assert settings.database.url == f"sqlite:///{tmp_path}/data/bot.db"
+    assert settings.redis.embedded_dir == str(tmp_path / ".tmi-cluster")
+    assert settings.config_file == tmp_path / "tmi-cluster.toml"
+
+
+def test_environment_overrides_the_file(make_settings: Make) -> None:
+    settings = make_settings(
+        "[redis]\nurl = 'redis://file:6379/0'\n",
+        {
+            "TMI_CLUSTER_REDIS__URL": "redis://env:6379/1",
+            "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__SCALE_OUT": "75",
+            "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
+            "TMI_CLUSTER_HANDLERS__MODULES": '["app.handlers:Bot"]',
+            "TMI_CLUSTER_TMI__CONNECTION__SERVER": "127.0.0.1",
+            "TMI_CLUSTER_CONFIG": "ignored-here",
+            "TMI_CLUSTER_TEST_DATABASE_URL": "not a setting",
+        },
+    )
+    assert settings.redis.url == "redis://env:6379/1"
+    assert settings.auto_scale.thresholds.scale_out == 75
+    assert settings.tmi.connection.secure is False
+    assert settings.tmi.connection.effective_port == 6667
+    assert settings.handlers.modules == ["app.handlers:Bot"]
+    assert settings.tmi.connection.server == "127.0.0.1"
+
+
+def test_config_file_from_variable(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text('prefix = "x:"\n')
+    settings = load_settings(environ={"TMI_CLUSTER_CONFIG": str(path)}, cwd=tmp_path)
+    assert settings.prefix == "x:"
+    assert settings.config_file == path
+
+
+def test_config_file_in_current_folder_is_found(tmp_path: Path) -> None:
+    (tmp_path / "tmi-cluster.toml").write_text('prefix = "here:"\n')
+    assert load_settings(environ={}, cwd=tmp_path).prefix == "here:"
+
+
+def _error(make: Make, toml: str | None = None, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        make(toml, env)
+    assert len(caught.value.problems) == 1, caught.value.problems
+    return caught.value.problems[0]
+
+
+def test_unknown_key_names_key_file_line_and_suggestion(
+    make_settings: Make, tmp_path: Path
+) -> None:
+    line = _error(make_settings, "prefix = 'a:'\n\n[tmi.conection]\nserver = 'x'\n")
+    assert line == (
+        f"{tmp_path / 'tmi-cluster.toml'}, line 3: tmi.conection: unknown key; "
+        "did you mean 'tmi.connection'?"
+    )
+
+
+def test_unknown_nested_key_in_dotted_form(make_settings: Make) -> None:
+    line = _error(make_settings, "[auto_scale]\nthresholds.scale_outt = 3\n")
+    assert ", line 2: auto_scale.thresholds.scale_outt: unknown key" in line
+    assert "did you mean 'auto_scale.thresholds.scale_out'" in line
+
+
+def test_renamed_original_key_points_to_its_new_home(make_settings: Make) -> None:
+    line = _error(make_settings, "use = 'default'\n")
+    assert "line 1: use: unknown key" in line
+    assert "redis.url" in line
+
+
+def test_wrong_type_in_file(make_settings: Make) -> None:
+    line = _error(make_settings, "[auto_scale.thresholds]\n\nscale_out = 'seventy'\n")
+    assert line.endswith(
+        "line 3: auto_scale.thresholds.scale_out: expected a valid number, got 'seventy'"
+    )
+
+
+def test_section_given_a_value_in_file(make_settings: Make) -> None:
+    line = _error(make_settings, "tmi = 3\n")
+    assert "line 1: tmi: expected a table of keys, got 3" in line
+
+
+def test_wrong_type_in_environment(make_settings: Make) -> None:
+    line = _error(make_settings, None, {"TMI_CLUSTER_PROCESS__MEMORY": "lots"})
+    assert line == (
+        "environment variable TMI_CLUSTER_PROCESS__MEMORY: process.memory: "
+        "expected a valid integer, unable to parse string as an integer"
+    )
+
+
+def test_unknown_environment_variable(make_settings: Make) -> None:
+    line = _error(make_settings, None, {"TMI_CLUSTER_REDIS__URLL": "redis://x"})
+    assert line == (
+        "environment variable TMI_CLUSTER_REDIS__URLL: redis.urll: unknown key; "
+        "did you mean 'redis.url'?"
+    )
+
+
+def test_environment_variable_naming_a_section(make_settings: Make) -> None:
+    line = _error(make_settings, None, {"TMI_CLUSTER_REDIS": "redis://x"})
+    assert "TMI_CLUSTER_REDIS: redis: is a section" in line
+    assert "TMI_CLUSTER_REDIS__URL" in line
+
+
+def test_bad_list_in_environment(make_settings: Make) -> None:
+    line = _error(make_settings, None, {"TMI_CLUSTER_HANDLERS__MODULES": "app.handlers"})
+    assert line.startswith("environment variable TMI_CLUSTER_HANDLERS__MODULES: handlers.modules:")
+    assert "JSON" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:6379", "expected a Redis URL"),
+        ("redis://", "the host is missing"),
+        ("redis://host:99999/0", "expected a Redis URL"),
+        ("redis://host:6379/zero", "the database must be a number"),
+    ],
+)
+def test_bad_redis_url(make_settings: Make, url: str, expected: str) -> None:
+    line = _error(make_settings, f"[redis]\nurl = '{url}'\n")
+    assert "line 2: redis.url: " in line
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://u@h/db", "database 'mysql' is not supported"),
+        ("not a url", "expected sqlite:///FILE"),
+        ("sqlite://", "in-memory SQLite"),
+        ("postgresql://u@h", "the database name is missing"),
+    ],
+)
+def test_bad_database_url(make_settings: Make, url: str, expected: str) -> None:
+    line = _error(make_settings, None, {"TMI_CLUSTER_DATABASE__URL": url})
+    assert line.startswith("environment variable TMI_CLUSTER_DATABASE__URL: database.url: ")
+    assert expected in line
+
+
+def test_bad_url_never_shows_its_password(make_settings: Make) -> None:
+    line = _error(make_settings, "[redis]\nurl = 'http://user:hunter2@host:1/0'\n")
+    assert "hunter2" not in line
+    assert "user:***@host" in line
+
+
+def test_secret_of_wrong_type_is_not_echoed(make_settings: Make) -> None:
+    line = _error(make_settings, "[web]\ntoken = 12345678\n")
+    assert "12345678" not in line
+    assert "web.token" in line
+
+
+def test_cross_field_rule_names_both_keys(make_settings: Make) -> None:
+    line = _error(make_settings, "[auto_scale.processes]\nmin = 5\nmax = 2\n")
+    assert "auto_scale.processes.min (5) must not exceed auto_scale.processes.max (2)" in line
+
+
+def test_invalid_login(make_settings: Make) -> None:
+    line = _error(make_settings, "[tmi.identity]\nusername = 'bad name!'\n")
+    assert "line 2: tmi.identity.username: expected a Twitch login" in line
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "nope.toml", environ={})
+    assert str(caught.value) == (
+        f"{tmp_path / 'nope.toml'}: cannot read the configuration file: No such file or directory"
+    )
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})  # a folder cannot be read as a file
+    assert str(caught.value) == f"{tmp_path}: cannot read the configuration file: Is a directory"
+
+
+def test_invalid_toml_names_the_line(make_settings: Make) -> None:
+    line = _error(make_settings, "prefix = 'a'\n[tmi\n")
+    assert "invalid TOML" in line
+    assert "line 2" in line
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_bytes(b"prefix = '\xff'\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
+        ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_mask_url(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+
+
+def test_settings_json_masks_every_secret(make_settings: Make) -> None:
+    settings = make_settings(
+        None,
+        {
+            "TMI_CLUSTER_TMI__IDENTITY__USERNAME": "bot",
+            "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": "oauth:tok3n",
+            "TMI_CLUSTER_WEB__TOKEN": "w3btoken",
+            "TMI_CLUSTER_REDIS__URL": "redis://:redispw@h:1/0",
+            "TMI_CLUSTER_DATABASE__URL": "postgresql://u:dbpw@h/db",
+        },
+    )
+    text = settings_json(settings)
+    for secret in ("tok3n", "w3btoken", "redispw", "dbpw"):
+        assert secret not in text
+    data = json.loads(text)
+    assert data["tmi"]["identity"]["password"] == "***"
+    assert data["database"]["url"] == "postgresql+psycopg://u:***@h/db"
+    assert "tok3n" not in repr(settings)

@@ -1,0 +1,116 @@
+"""The SQL store, on SQLite and PostgreSQL: migrations, channels (up to 250,000), records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from tmi_cluster.errors import InvalidChannelError, MigrationError, StorageError
+from tmi_cluster.store import JoinOutcome, RunState, Store
+from tmi_cluster.store.models import Base
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    with Store(database_url) as store:
+        store.migrate()
+        yield store
+
+
+def test_migrate_is_idempotent(database_url: str) -> None:
+    with Store(database_url) as store:
+        assert store.revision() is None
+        assert store.migrate() == ["0001"]
+        assert store.migrate() == []
+        assert store.revision() == "0001"
+
+
+def test_models_and_migrations_agree(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_channels_lifecycle(store: Store) -> None:
+    at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    store.want(["#Alpha", "beta", "alpha"], now=at)
+    found = store.channels(["alpha", "beta", "gamma"])
+    assert sorted(found) == ["alpha", "beta"]
+    assert found["alpha"].wanted
+    assert found["alpha"].acknowledged_at == at
+    assert found["alpha"].acknowledged_at.tzinfo is not None
+    assert store.wanted() == ["alpha", "beta"]
+
+    store.authorize(["alpha"], reconnect=True, options={"lang": "de"}, now=at)
+    alpha = store.channels(["alpha"])["alpha"]
+    assert (alpha.authorized, alpha.reconnect, alpha.options) == (True, True, {"lang": "de"})
+    assert alpha.wanted  # authorizing keeps the wanted flag
+
+    later = at + timedelta(hours=1)
+    store.acknowledge(["beta", "delta"], now=later)
+    assert store.channels(["beta"])["beta"].acknowledged_at == later
+    assert not store.channels(["delta"])["delta"].wanted
+
+    store.record_join_outcomes({"alpha": JoinOutcome.JOINED, "beta": JoinOutcome.SUSPENDED})
+    result = store.channels(["alpha", "beta"])
+    assert result["alpha"].last_join_outcome == "joined"
+    assert result["beta"].last_join_outcome == "msg_channel_suspended"
+
+    store.revoke(["alpha"])
+    alpha = store.channels(["alpha"])["alpha"]
+    assert (alpha.authorized, alpha.revoked, alpha.wanted) == (False, True, False)
+    store.unwant(["beta"])
+    assert store.wanted() == []
+    assert store.count_channels() == 3
+
+
+@pytest.mark.parametrize("name", ["", "a" * 26, "bad name", "#", "x;DROP TABLE", "ä"])
+def test_invalid_channel_names_are_refused(store: Store, name: str) -> None:
+    with pytest.raises(InvalidChannelError, match="invalid channel name"):
+        store.want([name])
+    assert store.count_channels() == 0
+
+
+def test_a_25_character_login_fits(store: Store) -> None:
+    login = "a" * 25
+    store.want(["#" + login])
+    assert list(store.channels([login])) == [login]
+
+
+def test_250000_channels_in_one_call(store: Store) -> None:
+    logins = [f"channel{i}" for i in range(250_000)]
+    store.want(logins)
+    assert len(store.channels(logins)) == 250_000
+    store.revoke(logins[:200_000])
+    store.record_join_outcomes(dict.fromkeys(logins[200_000:], JoinOutcome.TIMEOUT))
+    assert len(store.wanted()) == 50_000
+    assert store.count_channels() == 250_000
+
+
+def test_supervisor_record_and_history(store: Store) -> None:
+    store.record_supervisor("host-1", RunState.RUNNING, pid=42, options={"a": 1})
+    store.record_supervisor("host-1", RunState.STOPPED, pid=42, detail="bye")
+    [record] = store.supervisors()
+    assert (record.id, record.state, record.pid) == ("host-1", "stopped", 42)
+    assert record.stopped_at is not None
+    assert [h.state for h in store.history("host-1")] == ["running", "stopped"]
+    assert store.processes() == []
+
+
+def test_unreachable_database_is_a_storage_error_without_password() -> None:
+    with Store("postgresql+psycopg://user:sekret@127.0.0.1:1/db?connect_timeout=2") as store:
+        with pytest.raises(MigrationError) as caught:
+            store.migrate()
+        assert "sekret" not in str(caught.value)
+        assert "user:***@127.0.0.1:1/db" in str(caught.value)
+        with pytest.raises(StorageError, match="cannot reach database"):
+            store.channels(["a"])
+
+
+def test_reading_before_migrate_is_a_storage_error(sqlite_url: str) -> None:
+    with Store(sqlite_url) as store, pytest.raises(StorageError, match="no such table"):
+        store.wanted()
