@@ -317,3 +317,21 @@ def test_settings_json_masks_every_secret(make_settings: Make) -> None:
     assert data["tmi"]["identity"]["password"] == "***"
     assert data["database"]["url"] == "postgresql+psycopg://u:***@h/db"
     assert "tok3n" not in repr(settings)
+
+
+def test_repr_of_settings_masks_url_passwords() -> None:
+    settings = Settings.model_validate(
+        {"redis": {"url": "redis://:pw123@h:1/0"}, "database": {"url": "postgresql://u:pw456@h/d"}}
+    )
+    text = repr(settings) + str(settings)
+    assert "pw123" not in text
+    assert "pw456" not in text
+    assert "redis://:***@h:1/0" in text
+
+
+@pytest.mark.parametrize("key", ["middleware", "handlers.modules"])
+def test_import_paths_are_checked(make_settings: Make, key: str) -> None:
+    section, _, name = key.rpartition(".")
+    toml = (f"[{section}]\n" if section else "") + f"{name} = ['app.mw:make', 'not a path']\n"
+    line = _error(make_settings, toml)
+    assert f"{key}: expected 'package.module' or 'package.module:name', got 'not a path'" in line

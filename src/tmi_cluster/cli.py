@@ -207,6 +207,7 @@ def list_(ctx: click.Context) -> None:
                 ]
                 for s in supervisors
             ],
+            "no supervisors",
         )
     )
     click.echo()
@@ -224,6 +225,7 @@ def list_(ctx: click.Context) -> None:
                 ]
                 for p in processes
             ],
+            "no processes",
         )
     )
 
@@ -232,9 +234,9 @@ def _ago(now: datetime, then: datetime) -> str:
     return f"{max(0.0, (now - then).total_seconds()):.0f} s ago"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     if not rows:
-        return f"no {header[0]}es" if header[0].endswith("s") else f"no {header[0]}s"
+        return empty
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

@@ -359,7 +359,15 @@ class ChannelManager(_Section):
 # what this design adds
 
 
-class Redis(_Section):
+class _UrlSection(_Section):
+    """A section whose ``url`` may hold a password: its repr shows it masked."""
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name == "url" and isinstance(value, str) else value
+
+
+class Redis(_UrlSection):
     """Redis: live coordination (commands, events, heartbeats, limits)."""
 
     url: str = Field(
@@ -385,7 +393,7 @@ class Redis(_Section):
         return value
 
 
-class Database(_Section):
+class Database(_UrlSection):
     """The SQL database: durable state (channels, supervisors, processes)."""
 
     url: str = Field(
@@ -413,6 +421,13 @@ class Web(_Section):
     )
 
 
+def _check_import_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", path):
+            raise ValueError(f"expected 'package.module' or 'package.module:name', got {path!r}")
+    return paths
+
+
 class Handlers(_Section):
     """Where chat events go."""
 
@@ -426,15 +441,7 @@ class Handlers(_Section):
         100_000, ge=1000, description="Approximate length bound of the event stream."
     )
 
-    @field_validator("modules")
-    @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        for path in value:
-            if not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", path):
-                raise ValueError(
-                    f"expected 'package.module' or 'package.module:Class', got {path!r}"
-                )
-        return value
+    _modules = field_validator("modules")(_check_import_paths)
 
 
 class Log(_Section):
@@ -465,6 +472,8 @@ class Settings(_Section):
     memory_limit: int = Field(
         64, ge=16, description="Megabytes of memory after which a supervisor restarts itself."
     )
+    _middleware = field_validator("middleware")(_check_import_paths)
+
     tmi: Tmi = Field(default_factory=Tmi)
     supervisor: Supervisor = Field(default_factory=Supervisor)
     process: Process = Field(default_factory=Process)
@@ -794,11 +803,9 @@ def _problems(exc: ValidationError, sources: Mapping[tuple[str, ...], Source]) -
             )
             continue
         detail = _expected(str(error["msg"]))
-        got = (
-            ""
-            if not loc or (error["type"] == "value_error" and key not in URL_KEYS)
-            else (f", got {_show(key, error['input'])}")
-        )
+        # Our own validators describe the value in their message; URLs are shown masked.
+        shows_input = bool(loc) and (error["type"] != "value_error" or key in URL_KEYS)
+        got = f", got {_show(key, error['input'])}" if shows_input else ""
         problems.append(f"{where}{key}: {detail}{got}")
     return problems
 
