@@ -1,5 +1,8 @@
 """The ``tmi-cluster`` command: a thin click group over the library.
 
+Commands import the heavy parts of the library (SQLAlchemy, Alembic, redis) inside their body,
+so that ``--help`` and the commands that do not need them start fast.
+
 Exit codes (:class:`ExitCode`): 0 success, 1 failure, 2 usage error (click's), 69 a service or
 feature is unavailable, 78 the configuration is invalid. Errors print one ``error:`` line per
 problem on stderr, never a traceback and never a secret.
@@ -28,10 +31,6 @@ from tmi_cluster.errors import (
     StorageError,
     TmiClusterError,
 )
-from tmi_cluster.features import describe
-from tmi_cluster.logs import configure_logging
-from tmi_cluster.store import Store
-from tmi_cluster.supervisor import Supervisor
 
 __all__ = ["ExitCode", "cli", "main"]
 
@@ -103,12 +102,16 @@ def run(ctx: click.Context) -> None:
     This release runs the supervisor's shell (database, Redis, record, heartbeat); worker
     processes and Twitch connections arrive in a later release.
     """
+    from tmi_cluster.logs import configure_logging
+
     settings = _settings(ctx)
     configure_logging(settings)
     asyncio.run(_run(settings))
 
 
 async def _run(settings: Settings) -> None:
+    from tmi_cluster.supervisor import Supervisor
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[int] = []
@@ -154,6 +157,8 @@ def install(ctx: click.Context, force: bool) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Create or update the database tables (idempotent)."""
+    from tmi_cluster.store import Store
+
     settings = _settings(ctx)
     with Store.from_settings(settings) as store:
         applied = store.migrate()
@@ -172,6 +177,8 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 def features(ctx: click.Context, as_json: bool) -> None:
     """Print the active setup: config file, database, Redis, identity, limits (secrets masked)."""
+    from tmi_cluster.features import describe
+
     settings = _settings(ctx)
     if as_json:
         click.echo(settings_json(settings))
@@ -186,6 +193,8 @@ def features(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """List supervisors and processes, with their state and last sign of life."""
+    from tmi_cluster.store import Store
+
     settings = _settings(ctx)
     with Store.from_settings(settings) as store:
         if store.revision() is None:

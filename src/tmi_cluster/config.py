@@ -46,8 +46,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from tmi_cluster.errors import ConfigError
 
@@ -527,6 +525,9 @@ def check_redis_url(url: str) -> None:
 
 def normalise_database_url(url: str) -> str:
     """Check a database URL and pick the psycopg driver for PostgreSQL; ValueError if unusable."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - SQLAlchemy loads in 0.3 s
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
     expected = "expected sqlite:///FILE or postgresql://user:password@host:5432/database"
     try:
         parsed = make_url(url)
@@ -823,6 +824,8 @@ def _model_at(path: tuple[str, ...]) -> type[BaseModel]:
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
     """Make the SQLite file and the embedded Redis folder absolute, relative to ``base``."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - SQLAlchemy loads in 0.3 s
+
     url = make_url(settings.database.url)
     database = settings.database
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_absolute():
