@@ -38,3 +38,37 @@ def test_config_error_lists_problems() -> None:
     error = errors.ConfigError(["a: x", "b: y"])
     assert error.problems == ["a: x", "b: y"]
     assert str(error) == "a: x\nb: y"
+
+
+def test_irc_api_is_pinned() -> None:
+    from tmi_cluster import irc  # noqa: PLC0415
+
+    assert irc.__all__ == [
+        "Message",
+        "escape_tag_value",
+        "parse",
+        "serialize",
+        "split_source",
+        "unescape_tag_value",
+    ]
+
+
+def test_events_api_lists_every_event_type() -> None:
+    from tmi_cluster import events  # noqa: PLC0415
+
+    assert len(set(events.__all__)) == len(events.__all__)  # ruff (RUF022) keeps it sorted
+    names = {cls.__name__ for cls in events.ALL_EVENT_TYPES}
+    assert names <= set(events.__all__)
+    assert len(events.ALL_EVENT_TYPES) == 42
+    for name in (
+        "ALL_EVENT_TYPES",
+        "MALFORMED",
+        "Emote",
+        "Event",
+        "from_json",
+        "from_message",
+        "to_json",
+        "UserEvent",
+        "ModeEvent",
+    ):
+        assert name in events.__all__

@@ -11,6 +11,9 @@ The tree::
     ├── RedisUnavailableError       Redis cannot be reached, or answered with an error
     ├── EmbeddedRedisError          the private Redis server could not be started or found
     ├── InvalidChannelError         a channel name is not a Twitch login (also a ValueError)
+    ├── ParseError                  a received line is not a valid IRC message (``line`` holds it)
+    ├── UnsafeLineError             a line to send would not be exactly one valid IRC line
+    │                               (CR, LF or NUL in it, a bad parameter); also a ValueError
     └── NotAvailableError           a command or feature that this release does not have yet
 
 Errors of the libraries underneath (redis, SQLAlchemy, ssl, sockets, the operating system) are
@@ -26,9 +29,11 @@ __all__ = [
     "InvalidChannelError",
     "MigrationError",
     "NotAvailableError",
+    "ParseError",
     "RedisUnavailableError",
     "StorageError",
     "TmiClusterError",
+    "UnsafeLineError",
 ]
 
 
@@ -71,3 +76,24 @@ class InvalidChannelError(TmiClusterError, ValueError):
 
 class NotAvailableError(TmiClusterError):
     """The requested command or feature is not part of this release yet."""
+
+
+class ParseError(TmiClusterError):
+    """A received line is not a valid IRC message.
+
+    ``line`` holds the offending line, truncated to :data:`ParseError.MAX_SHOWN` characters.
+    """
+
+    MAX_SHOWN = 200
+
+    def __init__(self, reason: str, line: str) -> None:
+        self.reason = reason
+        self.line = line if len(line) <= self.MAX_SHOWN else line[: self.MAX_SHOWN] + "..."
+        super().__init__(f"{reason}: {self.line!r}")
+
+
+class UnsafeLineError(TmiClusterError, ValueError):
+    """A line to send would not be exactly one valid IRC line (CR, LF or NUL, a bad parameter).
+
+    Raised instead of sending, so that no text can inject a second IRC command.
+    """

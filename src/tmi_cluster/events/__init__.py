@@ -1,0 +1,176 @@
+"""Chat events: every Twitch chat message as a typed, serialisable Python object.
+
+:func:`from_message` turns one parsed :class:`~tmi_cluster.irc.Message` into its events;
+:func:`to_json` and :func:`from_json` give each event a stable JSON form (tagged with its class
+name under ``"type"``) that round-trips exactly. The catalogue: ``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from tmi_cluster.events.build import from_message
+from tmi_cluster.events.emote import Emote
+from tmi_cluster.events.types import (
+    AnnouncementEvent,
+    AnonGiftPaidUpgradeEvent,
+    AnonSubGiftEvent,
+    AnonSubMysteryGiftEvent,
+    BitsBadgeTierEvent,
+    CapEvent,
+    CheerEvent,
+    ClearChatEvent,
+    ClearMsgEvent,
+    EmoteOnlyModeEvent,
+    EndOfNamesEvent,
+    Event,
+    FollowersOnlyModeEvent,
+    GiftPaidUpgradeEvent,
+    GlobalUserStateEvent,
+    JoinEvent,
+    MessageEvent,
+    ModeEvent,
+    MotdEvent,
+    NameReplyEvent,
+    NoticeEvent,
+    PartEvent,
+    PingEvent,
+    PongEvent,
+    PrimePaidUpgradeEvent,
+    R9kModeEvent,
+    RaidEvent,
+    ReconnectEvent,
+    ResubEvent,
+    RitualEvent,
+    RoomStateEvent,
+    SlowModeEvent,
+    SubEvent,
+    SubGiftEvent,
+    SubMysteryGiftEvent,
+    SubsOnlyModeEvent,
+    UnknownEvent,
+    UnknownUserNoticeEvent,
+    UnraidEvent,
+    UserEvent,
+    UserNoticeEvent,
+    UserStateEvent,
+    ViewerMilestoneEvent,
+    WelcomeEvent,
+    WhisperEvent,
+)
+from tmi_cluster.events.values import MALFORMED
+
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "MALFORMED",
+    "AnnouncementEvent",
+    "AnonGiftPaidUpgradeEvent",
+    "AnonSubGiftEvent",
+    "AnonSubMysteryGiftEvent",
+    "BitsBadgeTierEvent",
+    "CapEvent",
+    "CheerEvent",
+    "ClearChatEvent",
+    "ClearMsgEvent",
+    "Emote",
+    "EmoteOnlyModeEvent",
+    "EndOfNamesEvent",
+    "Event",
+    "FollowersOnlyModeEvent",
+    "GiftPaidUpgradeEvent",
+    "GlobalUserStateEvent",
+    "JoinEvent",
+    "MessageEvent",
+    "ModeEvent",
+    "MotdEvent",
+    "NameReplyEvent",
+    "NoticeEvent",
+    "PartEvent",
+    "PingEvent",
+    "PongEvent",
+    "PrimePaidUpgradeEvent",
+    "R9kModeEvent",
+    "RaidEvent",
+    "ReconnectEvent",
+    "ResubEvent",
+    "RitualEvent",
+    "RoomStateEvent",
+    "SlowModeEvent",
+    "SubEvent",
+    "SubGiftEvent",
+    "SubMysteryGiftEvent",
+    "SubsOnlyModeEvent",
+    "UnknownEvent",
+    "UnknownUserNoticeEvent",
+    "UnraidEvent",
+    "UserEvent",
+    "UserNoticeEvent",
+    "UserStateEvent",
+    "ViewerMilestoneEvent",
+    "WelcomeEvent",
+    "WhisperEvent",
+    "from_json",
+    "from_message",
+    "to_json",
+]
+
+#: Every event type that :func:`from_message` can produce.
+ALL_EVENT_TYPES: tuple[type[Event], ...] = (
+    AnnouncementEvent,
+    AnonGiftPaidUpgradeEvent,
+    AnonSubGiftEvent,
+    AnonSubMysteryGiftEvent,
+    BitsBadgeTierEvent,
+    CapEvent,
+    CheerEvent,
+    ClearChatEvent,
+    ClearMsgEvent,
+    EmoteOnlyModeEvent,
+    EndOfNamesEvent,
+    FollowersOnlyModeEvent,
+    GiftPaidUpgradeEvent,
+    GlobalUserStateEvent,
+    JoinEvent,
+    MessageEvent,
+    MotdEvent,
+    NameReplyEvent,
+    NoticeEvent,
+    PartEvent,
+    PingEvent,
+    PongEvent,
+    PrimePaidUpgradeEvent,
+    R9kModeEvent,
+    RaidEvent,
+    ReconnectEvent,
+    ResubEvent,
+    RitualEvent,
+    RoomStateEvent,
+    SlowModeEvent,
+    SubEvent,
+    SubGiftEvent,
+    SubMysteryGiftEvent,
+    SubsOnlyModeEvent,
+    UnknownEvent,
+    UnknownUserNoticeEvent,
+    UnraidEvent,
+    UserNoticeEvent,
+    UserStateEvent,
+    ViewerMilestoneEvent,
+    WelcomeEvent,
+    WhisperEvent,
+)
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[ALL_EVENT_TYPES])  # noqa: UP007
+
+
+def to_json(event: Event) -> bytes:
+    """The JSON form of an event: an object with ``"type"`` (the class name) and every field."""
+    return _ENCODER.encode(event)
+
+
+def from_json(data: bytes | str) -> Event:
+    """The event whose JSON form is ``data``; raises ``msgspec.ValidationError`` if it is none."""
+    return _DECODER.decode(data)
