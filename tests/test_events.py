@@ -464,3 +464,15 @@ def test_events_are_immutable() -> None:
     [event] = _events(":a!a@a PRIVMSG #c :hi")
     with pytest.raises(AttributeError):
         event.channel = "other"  # type: ignore[misc]
+
+
+def test_catalogue_is_current() -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    from tmi_cluster.events.catalogue import SOURCES, catalogue_markdown  # noqa: PLC0415
+
+    assert set(SOURCES) == {cls.__name__ for cls in ALL_EVENT_TYPES}
+    docs = Path(__file__).parent.parent / "docs" / "events.md"
+    assert docs.read_text(encoding="utf-8") == catalogue_markdown(), (
+        "regenerate with: python -m tmi_cluster.events.catalogue > docs/events.md"
+    )

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from tmi_cluster.errors import ParseError
 from tmi_cluster.events import Event, from_json, from_message, to_json
-from tmi_cluster.irc import Message, parse, serialize
-from tmi_cluster.irc.message import _ESCAPE_RE, _unescape_match, unescape_tag_value
+from tmi_cluster.irc import Message, parse, serialize, split_source
+from tmi_cluster.irc._split import ESCAPE_RE, unescape_match
+from tmi_cluster.irc.message import unescape_tag_value
 
 NIGHTLY = os.environ.get("TMI_CLUSTER_FUZZ") == "nightly"
 FUZZ = settings(
@@ -195,7 +196,7 @@ def test_serialize_then_parse_round_trips(
 @FUZZ
 @given(st.text(alphabet=st.sampled_from(list("\\s:rnx=ab")), max_size=40))
 def test_fast_unescape_matches_the_reference(raw: str) -> None:
-    reference = _ESCAPE_RE.sub(_unescape_match, raw)
+    reference = ESCAPE_RE.sub(unescape_match, raw)
     assert unescape_tag_value(raw) == reference
     assert parse(f"@k={raw} X").tags == {"k": reference}
 
@@ -205,3 +206,10 @@ def test_reference_unescape_is_the_spec() -> None:
         re.sub(r"\\(.?)", lambda m: {"s": " ", ":": ";"}.get(m.group(1), m.group(1)), "a\\sb\\:c")
         == "a b;c"
     )
+
+
+@FUZZ
+@given(st.text(alphabet=st.sampled_from(list("ab!@.~")), max_size=12))
+def test_fast_nick_matches_split_source(source: str) -> None:
+    message = Message("PRIVMSG", [], {}, source)
+    assert message.nick == split_source(source)[0]

@@ -181,7 +181,6 @@ def _clearchat(message: Message) -> list[Event]:
             target_user_id=tags.get("target-user-id"),
             duration=duration,
             room_id=tags.get("room-id"),
-            sent_at=values.sent_at(tags),
         )
     ]
 
@@ -198,7 +197,6 @@ def _clearmsg(message: Message) -> list[Event]:
             target_message_id=tags.get("target-msg-id", ""),
             text=params[1] if len(params) > 1 else "",
             room_id=tags.get("room-id"),
-            sent_at=values.sent_at(tags),
         )
     ]
 
@@ -367,7 +365,7 @@ BUILDERS: dict[str, _Builder] = {
 
 def from_message(message: Message) -> list[Event]:
     """The events of one message (at least one). Never raises; see the module contract."""
-    builder = BUILDERS.get(message.command.upper(), _unknown)
+    builder = BUILDERS.get(message.command) or BUILDERS.get(message.command.upper(), _unknown)
     try:
         return builder(message)
     except Exception:

@@ -478,7 +478,11 @@ class ClearChatEvent(Event, frozen=True, kw_only=True):
     target_user_id: str | None = None
     duration: int | None = None
     room_id: str | None = None
-    sent_at: datetime | None = None
+
+    @cached_property
+    def sent_at(self) -> datetime | None:
+        """When Twitch sent it (tag ``tmi-sent-ts``), aware UTC; None when absent or malformed."""
+        return values.sent_at(self.tags)
 
     @property
     def dedupe_key(self) -> str | None:
@@ -496,7 +500,11 @@ class ClearMsgEvent(Event, frozen=True, kw_only=True):
     target_message_id: str = ""
     text: str = ""
     room_id: str | None = None
-    sent_at: datetime | None = None
+
+    @cached_property
+    def sent_at(self) -> datetime | None:
+        """When Twitch sent it (tag ``tmi-sent-ts``), aware UTC; None when absent or malformed."""
+        return values.sent_at(self.tags)
 
     @property
     def dedupe_key(self) -> str | None:
