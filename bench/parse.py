@@ -53,7 +53,7 @@ def _pure_split() -> Callable[[str], object]:
 def _ours_pure(lines: list[str]) -> None:
     """``parse`` with the pure-Python hot loop swapped in."""
     compiled = message_module.split_line  # type: ignore[attr-defined]
-    message_module.split_line = _pure_split()  # type: ignore[attr-defined]
+    message_module.split_line = _pure_split()  # type: ignore[attr-defined,assignment]
     try:
         for line in lines:
             parse(line)
