@@ -1,0 +1,428 @@
+"""The chat simulator, driven over real sockets as a Twitch client would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+import pytest
+
+from tmi_cluster.events import MessageEvent, from_message
+from tmi_cluster.irc import Message, parse
+from tmi_cluster.simulator import ChatSimulator, Limits
+
+P = ParamSpec("P")
+T = TypeVar("T")
+TIMEOUT_S = 5.0
+
+
+def run(test: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async test on a fresh event loop."""
+
+    @functools.wraps(test)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+class Client:
+    """A raw Twitch client: write lines, read parsed messages."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(
+        cls, sim: ChatSimulator, nick: str = "justinfan123", token: str | None = None,
+        caps: str = "twitch.tv/tags twitch.tv/commands",
+    ) -> Client:  # fmt: skip
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        client = cls(reader, writer)
+        if caps:
+            await client.send(f"CAP REQ :{caps}")
+        if token is not None:
+            await client.send(f"PASS oauth:{token}")
+        await client.send(f"NICK {nick}")
+        return client
+
+    async def send(self, *lines: str) -> None:
+        self.writer.write("".join(f"{line}\r\n" for line in lines).encode())
+        await self.writer.drain()
+
+    async def read(self) -> Message | None:
+        """The next message, or None at the end of the connection."""
+        line = await asyncio.wait_for(self.reader.readline(), TIMEOUT_S)
+        return parse(line) if line else None
+
+    async def expect(self, check: Callable[[Message], bool]) -> Message:
+        """Read until a message passes ``check``."""
+        while True:
+            message = await self.read()
+            assert message is not None, "the connection closed first"
+            if check(message):
+                return message
+
+    async def closed(self) -> None:
+        """Wait for the server to close the connection, then close ours."""
+        with contextlib.suppress(ConnectionError):  # an abort may arrive as a reset
+            while await self.read() is not None:
+                pass
+        await self.close()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def command(name: str, *params: str) -> Callable[[Message], bool]:
+    return lambda m: m.command == name and list(m.params[: len(params)]) == list(params)
+
+
+@run
+async def test_anonymous_login_and_capabilities() -> None:
+    async with ChatSimulator() as sim:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        client = Client(reader, writer)
+        await client.send("CAP LS 302")
+        listed = await client.expect(command("CAP", "*", "LS"))
+        assert listed.params[-1].split() == [
+            "twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership",
+        ]  # fmt: skip
+        await client.send("CAP REQ :twitch.tv/tags sasl")
+        nak = await client.expect(command("CAP", "*"))
+        assert nak.params[1] == "NAK"
+        await client.send("CAP REQ :twitch.tv/tags twitch.tv/commands", "NICK justinfan42")
+        await client.expect(command("CAP", "*", "ACK"))
+        welcome = await client.expect(command("001"))
+        assert welcome.params == ["justinfan42", "Welcome, GLHF!"]
+        await client.expect(command("376"))
+        await client.close()
+
+
+@run
+async def test_account_login_and_its_failures() -> None:
+    async with ChatSimulator() as sim:
+        sim.add_account("mybot", "s3cret")
+        good = await Client.connect(sim, "mybot", "s3cret")
+        await good.expect(command("001", "mybot"))
+        state = await good.expect(command("GLOBALUSERSTATE"))
+        assert state.tags["display-name"] == "mybot"
+        await good.close()
+
+        bad = await Client.connect(sim, "mybot", "wrong")
+        notice = await bad.expect(command("NOTICE"))
+        assert notice.params == ["*", "Login authentication failed"]
+        await bad.closed()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        no_pass = Client(reader, writer)
+        await no_pass.send("NICK mybot")
+        notice = await no_pass.expect(command("NOTICE"))
+        assert notice.params == ["*", "Improperly formatted auth"]
+        await no_pass.closed()
+        assert sim.account("mybot").authentications == 2
+
+
+@run
+async def test_join_batch_echo_state_names_and_part() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"]) as sim:
+        client = await Client.connect(sim)
+        await client.send("JOIN #alpha,#Beta")
+        for name in ("alpha", "beta"):
+            join = await client.expect(command("JOIN"))
+            assert (join.nick, join.params) == ("justinfan123", [f"#{name}"])
+            userstate = await client.expect(command("USERSTATE"))
+            assert userstate.params == [f"#{name}"]
+            roomstate = await client.expect(command("ROOMSTATE"))
+            assert roomstate.tags["room-id"]
+            assert (await client.expect(command("353"))).params[-1] == "justinfan123"
+            await client.expect(command("366"))
+        assert len(sim.joined("alpha")) == 1
+        await client.send("PART #alpha")
+        part = await client.expect(command("PART"))
+        assert part.params == ["#alpha"]
+        assert sim.joined("alpha") == ()
+        await client.close()
+
+
+@run
+async def test_suspended_banned_and_nonexistent_channels() -> None:
+    async with ChatSimulator(channels=["gone", "strict"]) as sim:
+        sim.add_account("mybot", "t")
+        sim.suspend("gone")
+        sim.ban("mybot", "strict")
+        client = await Client.connect(sim, "mybot", "t")
+        await client.send("JOIN #gone,#strict,#nowhere", "PING :probe")
+        suspended = await client.expect(command("NOTICE"))
+        assert (suspended.tags["msg-id"], suspended.params[0]) == ("msg_channel_suspended", "#gone")
+        banned = await client.expect(command("NOTICE"))
+        assert (banned.tags["msg-id"], banned.params[0]) == ("msg_banned", "#strict")
+        # A channel that does not exist gives silence: the next reply is our PONG.
+        pong = await client.read()
+        assert pong is not None
+        assert (pong.command, pong.params[-1]) == ("PONG", "probe")
+        await client.close()
+
+
+@run
+async def test_generated_traffic_reaches_the_reader_exactly_once() -> None:
+    async with ChatSimulator(channels=[f"channel{i}" for i in range(1, 6)], seed=3) as sim:
+        client = await Client.connect(sim)
+        await client.send("JOIN #channel1,#channel2,#channel3,#channel4,#channel5")
+        for _ in range(5):
+            await client.expect(command("366"))
+        generated = sim.generate(300)
+        with_ids = [line for line in generated if line.message_id]
+        received: list[str] = []
+        for _ in generated:
+            message = await client.read()
+            assert message is not None
+            if "id" in message.tags:
+                received.append(message.tags["id"])
+            for event in from_message(message):
+                _ = event.dedupe_key
+        assert sorted(received) == sorted(line.message_id or "" for line in with_ids)
+        assert len(set(received)) == len(received)
+        recorded = [d for ch in range(1, 6) for d in sim.deliveries(f"channel{ch}")]
+        assert len(recorded) == len(with_ids)
+        assert all(d.connections == (1,) for d in recorded)
+        busiest = max(range(1, 6), key=lambda ch: len(sim.deliveries(f"channel{ch}")))
+        assert busiest == 1  # the skew: the first channel is the busiest
+        await client.close()
+
+
+@run
+async def test_traffic_at_a_rate_and_its_realistic_events() -> None:
+    async with ChatSimulator(channels=["alpha"], rate=2000, seed=5) as sim:
+        client = await Client.connect(sim)
+        await client.send("JOIN #alpha")
+        await client.expect(command("366"))
+        kinds: set[str] = set()
+        messages = 0
+        while messages < 400:
+            message = await client.read()
+            assert message is not None
+            kinds.add(message.command)
+            for event in from_message(message):
+                if isinstance(event, MessageEvent):
+                    messages += 1
+                    assert event.sent_at is not None
+                    assert all(0 <= e.start <= e.end < len(event.text) for e in event.emotes)
+        assert {"PRIVMSG", "USERNOTICE", "CLEARCHAT"} <= kinds
+        await client.close()
+
+
+@run
+async def test_privmsg_is_relayed_with_tags() -> None:
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        sim.add_account("mybot", "t")
+        reader = await Client.connect(sim)
+        sender = await Client.connect(sim, "mybot", "t")
+        await reader.send("JOIN #alpha")
+        await reader.expect(command("366"))
+        await sender.send("JOIN #alpha")
+        await sender.expect(command("366"))
+        await sender.send("PRIVMSG #alpha :hello there 👋")
+        relayed = await reader.expect(command("PRIVMSG"))
+        assert relayed.params == ["#alpha", "hello there 👋"]
+        assert relayed.nick == "mybot"
+        assert relayed.tags["id"]
+        assert relayed.tags["display-name"] == "mybot"
+        await sender.expect(command("USERSTATE", "#alpha"))
+        [delivery] = sim.deliveries("alpha")
+        assert delivery.message_id == relayed.tags["id"]
+        assert sim.account("mybot").messages == 1
+        assert sim.connections()[1].sent[-1] == "PRIVMSG #alpha :hello there 👋"
+        await reader.close()
+        await sender.close()
+
+
+@run
+async def test_clients_without_capabilities_get_plain_privmsg_only() -> None:
+    async with ChatSimulator(channels=["alpha"], seed=2) as sim:
+        client = await Client.connect(sim, caps="")
+        await client.send("JOIN #alpha")
+        await client.expect(command("366"))
+        sim.generate(200, "alpha")
+        await client.send("PING :end")
+        while True:
+            message = await client.read()
+            assert message is not None
+            if message.command == "PONG":
+                break
+            assert message.command == "PRIVMSG"
+            assert message.tags == {}
+        await client.close()
+
+
+@run
+async def test_join_budget_disconnects_as_twitch_does() -> None:
+    limits = Limits(join_allow=5, join_every_s=60)
+    async with ChatSimulator(channels=[f"c{i}" for i in range(10)], limits=limits) as sim:
+        sim.add_account("mybot", "t")
+        client = await Client.connect(sim, "mybot", "t")
+        await client.send("JOIN #c0,#c1,#c2,#c3,#c4")
+        for _ in range(5):
+            await client.expect(command("366"))
+        await client.send("JOIN #c5")
+        await client.closed()
+        [violation] = sim.account("mybot").violations
+        assert violation.kind == "join_rate"
+        assert sim.account("mybot").joins == 5
+
+
+@run
+async def test_channel_cap_for_accounts_but_not_where_moderator() -> None:
+    limits = Limits(channel_cap=2)
+    async with ChatSimulator(channels=["a", "b", "c", "mod"], limits=limits) as sim:
+        sim.add_account("mybot", "t", moderator_in=["mod"])
+        client = await Client.connect(sim, "mybot", "t")
+        await client.send("JOIN #mod,#a,#b,#c")
+        for name in ("mod", "a", "b"):
+            assert (await client.expect(command("JOIN"))).params == [f"#{name}"]
+        notice = await client.expect(command("NOTICE"))
+        assert (notice.tags["msg-id"], notice.params[0]) == (
+            "msg_concurrent_channel_limit_reached",
+            "#c",
+        )
+        assert [v.kind for v in sim.account("mybot").violations] == ["channel_cap"]
+        await client.close()
+
+
+@run
+async def test_message_rules() -> None:
+    limits = Limits(message_allow=3, message_every_s=60, channel_interval_s=0)
+    async with ChatSimulator(channels=["a", "b"], limits=limits) as sim:
+        sim.add_account("mybot", "t")
+        client = await Client.connect(sim, "mybot", "t")
+        await client.send("PRIVMSG #a :one", "PRIVMSG #a :one")
+        duplicate = await client.expect(command("NOTICE"))
+        assert duplicate.tags["msg-id"] == "msg_duplicate"
+        await client.send("PRIVMSG #a :" + "x" * 501, "PRIVMSG #a :two", "PRIVMSG #b :three",
+                          "PRIVMSG #b :four", "PING :end")  # fmt: skip
+        await client.expect(command("PONG"))
+        stats = sim.account("mybot")
+        assert stats.messages == 3
+        assert [v.kind for v in stats.violations] == [
+            "duplicate",
+            "message_too_long",
+            "message_rate",
+        ]
+        assert [d.message_id for d in sim.deliveries("b")][1:] == []  # "four" was never sent
+        await client.close()
+
+
+@run
+async def test_one_second_between_messages_in_a_channel() -> None:
+    async with ChatSimulator(channels=["a"]) as sim:
+        sim.add_account("mybot", "t")
+        client = await Client.connect(sim, "mybot", "t")
+        await client.send("PRIVMSG #a :first", "PRIVMSG #a :second")
+        notice = await client.expect(command("NOTICE"))
+        assert notice.tags["msg-id"] == "msg_ratelimit"
+        assert len(sim.deliveries("a")) == 1
+        await client.close()
+
+
+@run
+async def test_bad_input_never_crashes_the_simulator() -> None:
+    async with ChatSimulator(channels=["a"]) as sim:
+        client = await Client.connect(sim)
+        await client.expect(command("376"))
+        await client.send("FOO bar", "@only=tags", "PRIVMSG #a :bare\rcr", ":src", "")
+        unknown = await client.expect(command("421"))
+        assert unknown.params[:2] == ["justinfan123", "FOO"]
+        await client.send("PING :still-here")
+        await client.expect(command("PONG"))
+        malformed = [v.kind for v in sim.account("justinfan123").violations]
+        assert malformed.count("malformed") == 3
+
+        nul = await Client.connect(sim)
+        await nul.send("PING :a\0b")
+        await nul.closed()
+
+        long = await Client.connect(sim)
+        long.writer.write(b"PRIVMSG #a :" + b"x" * 5000 + b"\r\n")
+        await long.closed()
+        assert any(v.kind == "line_too_long" for v in sim.account("justinfan123").violations)
+
+        fresh = await Client.connect(sim, "justinfan7")
+        await fresh.expect(command("001"))
+        await fresh.close()
+        await client.close()
+
+
+@run
+async def test_slow_reader_is_dropped() -> None:
+    limits = Limits(max_send_buffer_bytes=64 * 1024)
+    async with ChatSimulator(channels=["a"], limits=limits) as sim:
+        client = await Client.connect(sim)
+        await client.send("JOIN #a")
+        await client.expect(command("366"))
+        client.writer.transport.pause_reading()  # type: ignore[attr-defined]
+        connection = sim.connections()[0].id
+        for _ in range(200):
+            sim.generate(500, "a")
+            if connection not in {c.id for c in sim.connections() if c.open}:
+                break
+            await asyncio.sleep(0)  # let the event loop flush what the socket takes
+        assert any(v.kind == "slow_reader" for v in sim.account("justinfan123").violations)
+        await client.close()
+
+
+@run
+async def test_server_ping_and_client_ping() -> None:
+    async with ChatSimulator(limits=Limits(ping_interval_s=0.05)) as sim:
+        client = await Client.connect(sim)
+        ping = await client.expect(command("PING"))
+        assert ping.params == ["tmi.twitch.tv"]
+        await client.send("PING :hello")
+        pong = await client.expect(command("PONG"))
+        assert pong.params == ["tmi.twitch.tv", "hello"]
+        await client.close()
+
+
+@run
+async def test_faults_reconnect_drop_and_stall() -> None:
+    async with ChatSimulator(channels=["a"]) as sim:
+        first = await Client.connect(sim)
+        await first.expect(command("376"))
+        sim.reconnect(close_after_s=0.05)
+        await first.expect(command("RECONNECT"))
+        await first.closed()
+
+        second = await Client.connect(sim)
+        await second.expect(command("376"))
+        sim.drop()
+        await second.closed()
+
+        third = await Client.connect(sim)
+        await third.expect(command("376"))
+        sim.stall()
+        await third.send("PING :anyone")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(third.read(), 0.3)  # half-open: no answer, no close
+        sim.stall(stalled=False)
+        await third.send("PING :back")
+        await third.expect(command("PONG"))
+        await third.close()
+
+
+@run
+async def test_pause_resume_and_rate() -> None:
+    async with ChatSimulator(channels=["a"], rate=0) as sim:
+        client = await Client.connect(sim)
+        await client.send("JOIN #a")
+        await client.expect(command("366"))
+        sim.pause()
+        sim.set_rate(500)
+        assert sim.rate == 500
+        sim.resume()
+        await client.expect(lambda m: m.command in ("PRIVMSG", "USERNOTICE", "CLEARCHAT"))
+        await client.close()
