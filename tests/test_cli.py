@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ COMMANDS = [
     "tail",
     "terminate",
 ]
-LATER = sorted(set(COMMANDS) - {"features", "install", "list", "migrate", "run"})
+LATER = sorted(set(COMMANDS) - {"features", "install", "list", "migrate", "run", "simulate"})
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 
 
@@ -220,3 +221,49 @@ def test_run_killed_leaves_no_redis(tmp_path: Path, supervisor: subprocess.Popen
     except psutil.TimeoutExpired:
         assert server.status() == psutil.STATUS_ZOMBIE
     assert find_embedded(tmp_path / ".tmi-cluster") is None
+
+
+def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text("# login:token[:moderator channels]\nmybot:s3cret:alpha\n")
+    process = subprocess.Popen(
+        [SCRIPT, "simulate", "--port", "0", "--channels", "alpha,beta", "--rate", "200",
+         "--accounts", str(accounts)],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "(2 channels, 200 messages/s, 1 accounts)" in line, line
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"CAP REQ :twitch.tv/tags twitch.tv/commands\r\n"
+                         b"PASS oauth:s3cret\r\nNICK mybot\r\nJOIN #alpha\r\n")  # fmt: skip
+            received = b""
+            while received.count(b" PRIVMSG #alpha ") < 5:
+                chunk = sock.recv(65536)
+                assert chunk, received[-500:]
+                received += chunk
+            assert b":tmi.twitch.tv 001 mybot :" in received
+            assert b"badges=moderator/1" in received  # moderator in alpha, from the file
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert "simulator stopped" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_simulate_rejects_bad_input(tmp_path: Path) -> None:
+    result = tmi(tmp_path, "simulate", "--channels", "a,b c")
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr == (
+        "error: --channels: invalid channel name 'b c': expected 1 to 25 letters, digits or "
+        "underscores\n"
+    )
+    (tmp_path / "accounts.txt").write_text("ok:token\nbroken\n")
+    result = tmi(tmp_path, "simulate", "--accounts", "accounts.txt")
+    assert result.returncode == ExitCode.CONFIG
+    assert "accounts.txt, line 2: expected login:token" in result.stderr

@@ -254,6 +254,64 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     return "\n".join(lines)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=6667, show_default=True, help="IRC port (plain TCP); 0: any free.")
+@click.option(
+    "--channels",
+    default="10",
+    show_default=True,
+    help="A count (channel1 ... channelN), names separated by commas, or @FILE (a name a line).",
+)
+@click.option(
+    "--rate", default=10.0, show_default=True, help="Generated messages per second, in all."
+)
+@click.option(
+    "--accounts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Accounts file: login:token or login:token:chan1,chan2 (moderator there), a line each.",
+)
+@click.option("--seed", type=int, help="Seed for reproducible traffic.")
+def simulate(
+    host: str, port: int, channels: str, rate: float, accounts: Path | None, seed: int | None
+) -> None:
+    """Run the built-in Twitch chat simulator until Ctrl-C.
+
+    It behaves like Twitch's chat servers: login (anonymous justinfan or accounts), CAP, JOIN
+    and PART, generated chat with realistic tags, relay of PRIVMSG, Twitch's limits per account,
+    PING. TLS, WebSocket and the HTTP control port arrive in a later release.
+    """
+    from tmi_cluster.simulator import ChatSimulator
+    from tmi_cluster.simulator.options import parse_channels, read_accounts
+
+    if rate < 0:
+        raise ConfigError(f"--rate: expected a number of messages per second >= 0, got {rate:g}")
+    names = parse_channels(channels)
+    specs = read_accounts(accounts) if accounts is not None else []
+
+    async def serve() -> None:
+        simulator = ChatSimulator(host=host, port=port, channels=names, rate=rate, seed=seed)
+        for spec in specs:
+            simulator.add_account(spec.login, spec.token, moderator_in=spec.moderator_in)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await simulator.start()
+        except OSError as exc:
+            raise TmiClusterError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        click.echo(
+            f"simulator listening on {host}:{simulator.port} ({len(names)} channels, "
+            f"{rate:g} messages/s, {len(specs)} accounts); press Ctrl-C to stop"
+        )
+        await stop.wait()
+        await simulator.aclose()
+        click.echo("simulator stopped")
+
+    asyncio.run(serve())
+
+
 # -- commands that later releases fill ------------------------------------------------------
 
 _LATER = {
@@ -270,7 +328,6 @@ _LATER = {
     "tail": ("Print the cluster's chat events as they arrive.", "the event stream"),
     "scale": ("Set the number of worker processes.", "auto-scaling"),
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
-    "simulate": ("Run the built-in Twitch chat simulator.", "the chat simulator"),
     "demo": ("Run a cluster against the simulator, with the dashboard.", "the chat simulator"),
 }
 
