@@ -3,7 +3,8 @@
 ``--channels`` is a count (``channel1`` ... ``channelN``), a comma-separated list of names, or
 ``@FILE`` with one name a line. An accounts file has one account a line,
 ``login:token`` or ``login:token:chan1,chan2`` (moderator in those channels; the token may
-keep its ``oauth:`` prefix); ``#`` starts a comment. Errors name the input, the line and the problem.
+keep its ``oauth:`` prefix); ``#`` starts a comment. Errors name the input, the line and the
+problem.
 """
 
 from __future__ import annotations
