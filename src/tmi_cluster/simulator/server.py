@@ -385,6 +385,14 @@ class ChatSimulator:
             for c in self._all_connections.values()
         ]  # fmt: skip
 
+    def buffered_bytes(self) -> int:
+        """Bytes written to connections that their sockets have not taken yet."""
+        return sum(
+            c.transport.get_write_buffer_size()
+            for c in self._connections.values()
+            if c.transport is not None and not c.closed
+        )
+
     def joined(self, channel: str) -> tuple[int, ...]:
         """Ids of the connections joined to ``channel`` now."""
         return self._channels[channel.lstrip("#").lower()].joined()
