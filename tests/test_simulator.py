@@ -426,3 +426,13 @@ async def test_pause_resume_and_rate() -> None:
         sim.resume()
         await client.expect(lambda m: m.command in ("PRIVMSG", "USERNOTICE", "CLEARCHAT"))
         await client.close()
+
+
+def test_the_documented_example_runs() -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    text = (Path(__file__).parent.parent / "docs" / "simulator.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/simulator.md", "exec"), namespace)  # noqa: S102 - our own docs
+    namespace["test_my_bot"]()
