@@ -436,3 +436,30 @@ def test_the_documented_example_runs() -> None:
     namespace: dict[str, Any] = {}
     exec(compile(code, "docs/simulator.md", "exec"), namespace)  # noqa: S102 - our own docs
     namespace["test_my_bot"]()
+
+
+@run
+async def test_tls_port_with_a_verifiable_certificate() -> None:
+    import ssl  # noqa: PLC0415
+
+    async with ChatSimulator(channels=["alpha"], tls_port=0) as sim:
+        assert sim.tls_port
+        assert sim.ca_file is not None
+        assert sim.ca_file.exists()
+        context = ssl.create_default_context(cafile=str(sim.ca_file))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", sim.tls_port, ssl=context, server_hostname="localhost"
+        )
+        client = Client(reader, writer)
+        await client.send("NICK justinfan9", "JOIN #alpha")
+        await client.expect(command("366"))
+        sim.generate(5, "alpha")
+        await client.expect(lambda m: m.command in ("PRIVMSG", "USERNOTICE", "CLEARCHAT",
+                                                    "CLEARMSG", "ROOMSTATE"))  # fmt: skip
+        await client.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection("127.0.0.1", sim.tls_port,
+                                          ssl=ssl.create_default_context(),
+                                          server_hostname="localhost")  # fmt: skip
+        folder = sim.ca_file.parent
+    assert not folder.exists()

@@ -258,6 +258,12 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=6667, show_default=True, help="IRC port (plain TCP); 0: any free.")
 @click.option(
+    "--tls-port",
+    type=int,
+    help="Also serve TLS on this port (0: any free), with a self-signed certificate whose CA "
+    "file is printed. Needs the 'tls' extra.",
+)
+@click.option(
     "--channels",
     default="10",
     show_default=True,
@@ -273,13 +279,19 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
 )
 @click.option("--seed", type=int, help="Seed for reproducible traffic.")
 def simulate(
-    host: str, port: int, channels: str, rate: float, accounts: Path | None, seed: int | None
+    host: str,
+    port: int,
+    tls_port: int | None,
+    channels: str,
+    rate: float,
+    accounts: Path | None,
+    seed: int | None,
 ) -> None:
     """Run the built-in Twitch chat simulator until Ctrl-C.
 
     It behaves like Twitch's chat servers: login (anonymous justinfan or accounts), CAP, JOIN
     and PART, generated chat with realistic tags, relay of PRIVMSG, Twitch's limits per account,
-    PING. TLS, WebSocket and the HTTP control port arrive in a later release.
+    PING. WebSocket and the HTTP control port arrive in a later release.
     """
     from tmi_cluster.simulator import ChatSimulator
     from tmi_cluster.simulator.options import parse_channels, read_accounts
@@ -290,7 +302,9 @@ def simulate(
     specs = read_accounts(accounts) if accounts is not None else []
 
     async def serve() -> None:
-        simulator = ChatSimulator(host=host, port=port, channels=names, rate=rate, seed=seed)
+        simulator = ChatSimulator(
+            host=host, port=port, channels=names, rate=rate, seed=seed, tls_port=tls_port
+        )
         for spec in specs:
             simulator.add_account(spec.login, spec.token, moderator_in=spec.moderator_in)
         stop = asyncio.Event()
@@ -300,11 +314,14 @@ def simulate(
         try:
             await simulator.start()
         except OSError as exc:
-            raise TmiClusterError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            await simulator.aclose()
+            raise TmiClusterError(f"cannot listen on {host}: {exc.strerror}") from exc
         click.echo(
             f"simulator listening on {host}:{simulator.port} ({len(names)} channels, "
             f"{rate:g} messages/s, {len(specs)} accounts); press Ctrl-C to stop"
         )
+        if simulator.tls_port is not None:
+            click.echo(f"TLS on {host}:{simulator.tls_port}, CA file {simulator.ca_file}")
         await stop.wait()
         await simulator.aclose()
         click.echo("simulator stopped")

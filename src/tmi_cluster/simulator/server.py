@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import shutil
+import ssl
+import tempfile
 import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tmi_cluster.errors import ParseError
+from tmi_cluster.errors import NotAvailableError, ParseError
 from tmi_cluster.irc import Message, escape_tag_value, parse, serialize
 from tmi_cluster.simulator.limits import Limits, Window
 from tmi_cluster.simulator.traffic import GeneratedLine, Traffic
@@ -230,9 +234,17 @@ class ChatSimulator:
         limits: Limits | None = None,
         seed: int | None = None,
         record: bool = True,
+        tls_port: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
+        self._requested_tls_port = tls_port
+        #: The TLS port (after start, when ``tls_port`` was given), and the CA file that
+        #: verifies its self-signed certificate (for ``localhost``, 127.0.0.1 and ::1).
+        self.tls_port: int | None = None
+        self.ca_file: Path | None = None
+        self._tls_folder: str | None = None
+        self._tls_server: asyncio.Server | None = None
         self.limits = limits or Limits()
         self.rate = rate
         self.record = record
@@ -261,6 +273,12 @@ class ChatSimulator:
             self._new_connection, self.host, self._requested_port
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        if self._requested_tls_port is not None:
+            context = self._tls_context()
+            self._tls_server = await loop.create_server(
+                self._new_connection, self.host, self._requested_tls_port, ssl=context
+            )
+            self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
         self._tasks = [
             asyncio.create_task(self._generate_forever(), name="simulator-traffic"),
             asyncio.create_task(self._ping_forever(), name="simulator-ping"),
@@ -275,12 +293,34 @@ class ChatSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self._server is not None:
-            self._server.close()
-            for connection in list(self._connections.values()):
-                connection.abort()
-            await self._server.wait_closed()
-            self._server = None
+        servers = [server for server in (self._server, self._tls_server) if server is not None]
+        for server in servers:
+            server.close()
+        for connection in list(self._connections.values()):
+            connection.abort()
+        for server in servers:
+            await server.wait_closed()
+        self._server = self._tls_server = None
+        if self._tls_folder is not None:
+            shutil.rmtree(self._tls_folder, ignore_errors=True)
+            self._tls_folder = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """A server context with a fresh self-signed certificate; writes :attr:`ca_file`."""
+        try:
+            import trustme  # noqa: PLC0415 - optional: the 'tls' extra
+        except ImportError as exc:
+            raise NotAvailableError(
+                "the simulator's TLS port needs the 'tls' extra: pip install 'tmi-cluster[tls]'"
+            ) from exc
+        authority = trustme.CA()
+        certificate = authority.issue_cert("localhost", "127.0.0.1", "::1")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        certificate.configure_cert(context)
+        self._tls_folder = tempfile.mkdtemp(prefix="tmi-cluster-simulator-")
+        self.ca_file = Path(self._tls_folder) / "ca.pem"
+        authority.cert_pem.write_to_path(str(self.ca_file))
+        return context
 
     async def __aenter__(self) -> Self:
         return await self.start()
