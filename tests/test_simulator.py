@@ -463,3 +463,33 @@ async def test_tls_port_with_a_verifiable_certificate() -> None:
                                           server_hostname="localhost")  # fmt: skip
         folder = sim.ca_file.parent
     assert not folder.exists()
+
+
+@run
+async def test_websocket_transport_several_lines_per_frame_both_ways() -> None:
+    from websockets.asyncio.client import connect  # noqa: PLC0415
+
+    async with ChatSimulator(channels=["alpha"], websocket_port=0) as sim:
+        assert sim.websocket_port
+        async with connect(f"ws://127.0.0.1:{sim.websocket_port}") as socket:
+            # One frame with several lines; the last without CR LF, as irc-ws clients send.
+            await socket.send("CAP REQ :twitch.tv/tags twitch.tv/commands\r\nNICK justinfan5\r\n"
+                              "JOIN #alpha")  # fmt: skip
+            lines: list[str] = []
+            while not any(" 366 " in line for line in lines):
+                frame = await asyncio.wait_for(socket.recv(), TIMEOUT_S)
+                assert isinstance(frame, str)
+                lines += [line for line in frame.split("\r\n") if line]
+            assert any(line.endswith("JOIN #alpha") for line in lines)
+            sim.generate(20, "alpha")
+            received: list[str] = []
+            while len(received) < 20:
+                frame = await asyncio.wait_for(socket.recv(), TIMEOUT_S)
+                assert isinstance(frame, str)
+                received += [line for line in frame.split("\r\n") if line]
+            assert all(parse(line).command != "" for line in received)
+            await socket.send("PING :ws")
+            pong = await asyncio.wait_for(socket.recv(), TIMEOUT_S)
+            assert isinstance(pong, str)
+            assert pong.startswith(":tmi.twitch.tv PONG tmi.twitch.tv :ws")
+        assert [c.login for c in sim.connections()] == ["justinfan5"]

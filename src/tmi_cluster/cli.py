@@ -264,6 +264,9 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     "file is printed. Needs the 'tls' extra.",
 )
 @click.option(
+    "--websocket-port", type=int, help="Also serve IRC over WebSocket on this port (0: any free)."
+)
+@click.option(
     "--channels",
     default="10",
     show_default=True,
@@ -282,6 +285,7 @@ def simulate(
     host: str,
     port: int,
     tls_port: int | None,
+    websocket_port: int | None,
     channels: str,
     rate: float,
     accounts: Path | None,
@@ -291,7 +295,7 @@ def simulate(
 
     It behaves like Twitch's chat servers: login (anonymous justinfan or accounts), CAP, JOIN
     and PART, generated chat with realistic tags, relay of PRIVMSG, Twitch's limits per account,
-    PING. WebSocket and the HTTP control port arrive in a later release.
+    PING. The HTTP control port arrives in a later release.
     """
     from tmi_cluster.simulator import ChatSimulator
     from tmi_cluster.simulator.options import parse_channels, read_accounts
@@ -303,7 +307,13 @@ def simulate(
 
     async def serve() -> None:
         simulator = ChatSimulator(
-            host=host, port=port, channels=names, rate=rate, seed=seed, tls_port=tls_port
+            host=host,
+            port=port,
+            channels=names,
+            rate=rate,
+            seed=seed,
+            tls_port=tls_port,
+            websocket_port=websocket_port,
         )
         for spec in specs:
             simulator.add_account(spec.login, spec.token, moderator_in=spec.moderator_in)
@@ -322,6 +332,8 @@ def simulate(
         )
         if simulator.tls_port is not None:
             click.echo(f"TLS on {host}:{simulator.tls_port}, CA file {simulator.ca_file}")
+        if simulator.websocket_port is not None:
+            click.echo(f"WebSocket on ws://{host}:{simulator.websocket_port}")
         await stop.wait()
         await simulator.aclose()
         click.echo("simulator stopped")

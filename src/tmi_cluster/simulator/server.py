@@ -22,10 +22,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from websockets.asyncio.server import Server as WebSocketServer
+from websockets.asyncio.server import serve as websocket_serve
+
 from tmi_cluster.errors import NotAvailableError, ParseError
 from tmi_cluster.irc import Message, escape_tag_value, parse, serialize
 from tmi_cluster.simulator.limits import Limits, Window
 from tmi_cluster.simulator.traffic import GeneratedLine, Traffic
+from tmi_cluster.simulator.websocket import serve_connection
 
 __all__ = [
     "AccountStats",
@@ -235,6 +239,7 @@ class ChatSimulator:
         seed: int | None = None,
         record: bool = True,
         tls_port: int | None = None,
+        websocket_port: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -245,6 +250,10 @@ class ChatSimulator:
         self.ca_file: Path | None = None
         self._tls_folder: str | None = None
         self._tls_server: asyncio.Server | None = None
+        self._requested_websocket_port = websocket_port
+        #: The WebSocket port (after start, when ``websocket_port`` was given).
+        self.websocket_port: int | None = None
+        self._websocket_server: WebSocketServer | None = None
         self.limits = limits or Limits()
         self.rate = rate
         self.record = record
@@ -279,6 +288,14 @@ class ChatSimulator:
                 self._new_connection, self.host, self._requested_tls_port, ssl=context
             )
             self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
+        if self._requested_websocket_port is not None:
+            self._websocket_server = await websocket_serve(
+                lambda socket: serve_connection(socket, self._new_connection),
+                self.host,
+                self._requested_websocket_port,
+                max_size=self.limits.max_line_bytes * 64,
+            )
+            self.websocket_port = int(next(iter(self._websocket_server.sockets)).getsockname()[1])
         self._tasks = [
             asyncio.create_task(self._generate_forever(), name="simulator-traffic"),
             asyncio.create_task(self._ping_forever(), name="simulator-ping"),
@@ -296,11 +313,15 @@ class ChatSimulator:
         servers = [server for server in (self._server, self._tls_server) if server is not None]
         for server in servers:
             server.close()
+        if self._websocket_server is not None:
+            self._websocket_server.close()
         for connection in list(self._connections.values()):
             connection.abort()
         for server in servers:
             await server.wait_closed()
-        self._server = self._tls_server = None
+        if self._websocket_server is not None:
+            await self._websocket_server.wait_closed()
+        self._server = self._tls_server = self._websocket_server = None
         if self._tls_folder is not None:
             shutil.rmtree(self._tls_folder, ignore_errors=True)
             self._tls_folder = None
