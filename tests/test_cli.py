@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,7 +230,8 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
     accounts.write_text("# login:token[:moderator channels]\nmybot:s3cret:alpha\n")
     process = subprocess.Popen(
         [SCRIPT, "simulate", "--port", "0", "--channels", "alpha,beta", "--rate", "200",
-         "--accounts", str(accounts), "--tls-port", "0", "--websocket-port", "0"],
+         "--accounts", str(accounts), "--tls-port", "0", "--websocket-port", "0",
+         "--control-port", "0"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -240,6 +243,10 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
         assert tls_line.startswith("TLS on 127.0.0.1:"), tls_line
         assert Path(tls_line.split("CA file ")[1].strip()).exists()
         assert process.stdout.readline().startswith("WebSocket on ws://127.0.0.1:")
+        control = process.stdout.readline()
+        assert control.startswith("control port on http://127.0.0.1:"), control
+        with urllib.request.urlopen(control.split(" on ")[1].strip() + "/state") as response:  # noqa: S310
+            assert json.loads(response.read())["channels"] == {"alpha": [], "beta": []}
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"CAP REQ :twitch.tv/tags twitch.tv/commands\r\n"
                          b"PASS oauth:s3cret\r\nNICK mybot\r\nJOIN #alpha\r\n")  # fmt: skip

@@ -493,3 +493,79 @@ async def test_websocket_transport_several_lines_per_frame_both_ways() -> None:
             assert isinstance(pong, str)
             assert pong.startswith(":tmi.twitch.tv PONG tmi.twitch.tv :ws")
         assert [c.login for c in sim.connections()] == ["justinfan5"]
+
+
+def _http(method: str, url: str, body: object = None) -> tuple[int, Any]:
+    import json  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    data = (
+        None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    )
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@run
+async def test_control_port() -> None:
+    async with ChatSimulator(channels=["alpha"], control_port=0) as sim:
+        base = f"http://127.0.0.1:{sim.control_port}"
+
+        async def call(method: str, path: str, body: object = None) -> tuple[int, Any]:
+            return await asyncio.to_thread(_http, method, base + path, body)
+
+        account_body = {"login": "MyBot", "token": "t", "moderator_in": ["alpha"]}
+        assert await call("POST", "/accounts", account_body) == (200, {"ok": True})
+        assert (await call("POST", "/channels", {"name": "beta"}))[0] == 200
+        client = await Client.connect(sim, "mybot", "t")
+        await client.send("JOIN #alpha")
+        await client.expect(command("366"))
+        status, state = await call("GET", "/state")
+        assert status == 200
+        assert state["channels"] == {"alpha": [1], "beta": []}
+        status, generated = await call("POST", "/generate", {"count": 3, "channel": "alpha"})
+        assert (status, len(generated)) == (200, 3)
+        status, delivered = await call("GET", "/channels/alpha/deliveries")
+        assert [d["message_id"] for d in delivered] == [
+            g["message_id"] for g in generated if g["message_id"]
+        ]
+        status, paused = await call("POST", "/traffic", {"rate": 50, "paused": True})
+        assert (paused["rate"], paused["paused"]) == (50.0, True)
+        assert sim.paused
+        status, account = await call("GET", "/accounts/mybot")
+        assert (account["authentications"], account["joins"]) == (1, 1)
+        status, connections = await call("GET", "/connections")
+        assert connections[0]["login"] == "mybot"
+        assert connections[0]["sent"][-1] == "JOIN #alpha"
+        fault = {"connections": [1], "close_after_s": 0.05}
+        assert (await call("POST", "/faults/reconnect", fault))[0] == 200
+        await client.expect(command("RECONNECT"))
+        await client.closed()
+
+        # Bad input: a clear 400 or 404, never a crash.
+        assert await call("POST", "/traffic", b"not json") == (
+            400,
+            {"error": "the body is not JSON"},
+        )
+        assert await call("POST", "/traffic", {"rate": -1}) == (
+            400,
+            {"error": "'rate' must be >= 0"},
+        )
+        assert await call("POST", "/generate", {"count": "many"}) == (
+            400, {"error": "'count' has the wrong type"},
+        )  # fmt: skip
+        assert await call("POST", "/faults/drop", {"connections": "all"}) == (
+            400, {"error": "'connections' must be a list of connection ids or null"},
+        )  # fmt: skip
+        assert await call("GET", "/channels/nowhere/deliveries") == (
+            404, {"error": "unknown channel 'nowhere'"},
+        )  # fmt: skip
+        status, error = await call("POST", "/channels/bad%20name/suspend", {})
+        assert status == 400
+        assert "invalid channel name" in error["error"]
+        assert (await call("GET", "/state"))[0] == 200

@@ -267,6 +267,11 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     "--websocket-port", type=int, help="Also serve IRC over WebSocket on this port (0: any free)."
 )
 @click.option(
+    "--control-port",
+    type=int,
+    help="Serve the HTTP control port (faults, traffic, accounting as JSON) here (0: any free).",
+)
+@click.option(
     "--channels",
     default="10",
     show_default=True,
@@ -286,6 +291,7 @@ def simulate(
     port: int,
     tls_port: int | None,
     websocket_port: int | None,
+    control_port: int | None,
     channels: str,
     rate: float,
     accounts: Path | None,
@@ -295,7 +301,7 @@ def simulate(
 
     It behaves like Twitch's chat servers: login (anonymous justinfan or accounts), CAP, JOIN
     and PART, generated chat with realistic tags, relay of PRIVMSG, Twitch's limits per account,
-    PING. The HTTP control port arrives in a later release.
+    PING; TLS, WebSocket and an HTTP control port on request.
     """
     from tmi_cluster.simulator import ChatSimulator
     from tmi_cluster.simulator.options import parse_channels, read_accounts
@@ -314,6 +320,7 @@ def simulate(
             seed=seed,
             tls_port=tls_port,
             websocket_port=websocket_port,
+            control_port=control_port,
         )
         for spec in specs:
             simulator.add_account(spec.login, spec.token, moderator_in=spec.moderator_in)
@@ -334,6 +341,8 @@ def simulate(
             click.echo(f"TLS on {host}:{simulator.tls_port}, CA file {simulator.ca_file}")
         if simulator.websocket_port is not None:
             click.echo(f"WebSocket on ws://{host}:{simulator.websocket_port}")
+        if simulator.control_port is not None:
+            click.echo(f"control port on http://{host}:{simulator.control_port}")
         await stop.wait()
         await simulator.aclose()
         click.echo("simulator stopped")

@@ -27,6 +27,7 @@ from websockets.asyncio.server import serve as websocket_serve
 
 from tmi_cluster.errors import NotAvailableError, ParseError
 from tmi_cluster.irc import Message, escape_tag_value, parse, serialize
+from tmi_cluster.simulator.control import ControlServer
 from tmi_cluster.simulator.limits import Limits, Window
 from tmi_cluster.simulator.traffic import GeneratedLine, Traffic
 from tmi_cluster.simulator.websocket import serve_connection
@@ -240,6 +241,7 @@ class ChatSimulator:
         record: bool = True,
         tls_port: int | None = None,
         websocket_port: int | None = None,
+        control_port: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -254,6 +256,11 @@ class ChatSimulator:
         #: The WebSocket port (after start, when ``websocket_port`` was given).
         self.websocket_port: int | None = None
         self._websocket_server: WebSocketServer | None = None
+        self._requested_control_port = control_port
+        #: The HTTP control port (after start, when ``control_port`` was given).
+        self.control_port: int | None = None
+        self._control: ControlServer | None = None
+        self._control_task: asyncio.Task[None] | None = None
         self.limits = limits or Limits()
         self.rate = rate
         self.record = record
@@ -296,6 +303,12 @@ class ChatSimulator:
                 max_size=self.limits.max_line_bytes * 64,
             )
             self.websocket_port = int(next(iter(self._websocket_server.sockets)).getsockname()[1])
+        if self._requested_control_port is not None:
+            self._control = ControlServer(self, self.host, self._requested_control_port)
+            self.control_port = self._control.port
+            self._control_task = asyncio.create_task(
+                self._control.serve(), name="simulator-control"
+            )
         self._tasks = [
             asyncio.create_task(self._generate_forever(), name="simulator-traffic"),
             asyncio.create_task(self._ping_forever(), name="simulator-ping"),
@@ -304,6 +317,11 @@ class ChatSimulator:
 
     async def aclose(self) -> None:
         """Stop listening, close every connection, stop the tasks. Idempotent."""
+        if self._control is not None and self._control_task is not None:
+            self._control.stop()
+            await self._control_task
+            self._control.close_socket()
+            self._control = self._control_task = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -392,6 +410,15 @@ class ChatSimulator:
     def set_rate(self, rate: float) -> None:
         """Change the total generated messages per second."""
         self.rate = rate
+
+    @property
+    def paused(self) -> bool:
+        """True while generated traffic is paused."""
+        return self._paused
+
+    def channel_names(self) -> list[str]:
+        """Every channel that exists, in order of creation (the first ones the busiest)."""
+        return list(self._channels)
 
     def pause(self) -> None:
         """Stop generating traffic (connections stay)."""
