@@ -569,3 +569,26 @@ async def test_control_port() -> None:
         assert status == 400
         assert "invalid channel name" in error["error"]
         assert (await call("GET", "/state"))[0] == 200
+
+
+@run
+async def test_authentication_budget_and_unsuspend() -> None:
+    limits = Limits(auth_allow=2, auth_every_s=60)
+    async with ChatSimulator(channels=["alpha"], limits=limits) as sim:
+        sim.add_account("mybot", "t")
+        for _ in range(2):
+            client = await Client.connect(sim, "mybot", "t")
+            await client.expect(command("001"))
+            await client.close()
+        refused = await Client.connect(sim, "mybot", "t")
+        notice = await refused.expect(command("NOTICE"))
+        assert notice.params == ["*", "Login authentication failed"]
+        await refused.closed()
+        assert [v.kind for v in sim.account("mybot").violations] == ["auth_rate"]
+
+        sim.suspend("alpha")
+        sim.suspend("alpha", suspended=False)
+        reader = await Client.connect(sim)
+        await reader.send("JOIN #alpha")
+        await reader.expect(command("366"))
+        await reader.close()

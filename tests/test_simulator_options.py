@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tmi_cluster.errors import ConfigError
-from tmi_cluster.simulator.options import AccountSpec, parse_channels, read_accounts
+from tmi_cluster.simulator.options import AccountSpec, parse_channels, parse_limits, read_accounts
 
 
 def test_channels_as_count_list_and_file(tmp_path: Path) -> None:
@@ -66,4 +66,28 @@ def test_bad_accounts(tmp_path: Path, line: str, message: str) -> None:
     path.write_text(line + "\n")
     with pytest.raises(ConfigError) as caught:
         read_accounts(path)
+    assert message in str(caught.value)
+
+
+def test_limits_overrides() -> None:
+    from tmi_cluster.simulator import Limits  # noqa: PLC0415
+
+    limits = parse_limits(["join_allow=40", "channel_interval_s=0.5"])
+    assert (limits.join_allow, limits.channel_interval_s) == (40, 0.5)
+    assert limits.message_allow == Limits().message_allow
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("join_allow", "expected NAME=VALUE"),
+        ("speed=1", "expected NAME=VALUE with NAME one of join_allow"),
+        ("join_allow=lots", "expected a number"),
+        ("join_allow=1.5", "expected a number"),
+        ("ping_interval_s=-1", "expected a number >= 0"),
+    ],
+)
+def test_bad_limits(item: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="--limit") as caught:
+        parse_limits([item])
     assert message in str(caught.value)

@@ -286,6 +286,13 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     help="Accounts file: login:token or login:token:chan1,chan2 (moderator there), a line each.",
 )
 @click.option("--seed", type=int, help="Seed for reproducible traffic.")
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change one of Twitch's limits, for example join_allow=40 (repeatable).",
+)
 def simulate(
     host: str,
     port: int,
@@ -296,6 +303,7 @@ def simulate(
     rate: float,
     accounts: Path | None,
     seed: int | None,
+    limits: tuple[str, ...],
 ) -> None:
     """Run the built-in Twitch chat simulator until Ctrl-C.
 
@@ -304,12 +312,13 @@ def simulate(
     PING; TLS, WebSocket and an HTTP control port on request.
     """
     from tmi_cluster.simulator import ChatSimulator
-    from tmi_cluster.simulator.options import parse_channels, read_accounts
+    from tmi_cluster.simulator.options import parse_channels, parse_limits, read_accounts
 
     if rate < 0:
         raise ConfigError(f"--rate: expected a number of messages per second >= 0, got {rate:g}")
     names = parse_channels(channels)
     specs = read_accounts(accounts) if accounts is not None else []
+    settings = parse_limits(limits)
 
     async def serve() -> None:
         simulator = ChatSimulator(
@@ -321,6 +330,7 @@ def simulate(
             tls_port=tls_port,
             websocket_port=websocket_port,
             control_port=control_port,
+            limits=settings,
         )
         for spec in specs:
             simulator.add_account(spec.login, spec.token, moderator_in=spec.moderator_in)

@@ -9,13 +9,16 @@ problem.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tmi_cluster.errors import ConfigError, InvalidChannelError
 from tmi_cluster.logins import normalise_login, normalise_logins
+from tmi_cluster.simulator.limits import Limits
 
-__all__ = ["AccountSpec", "parse_channels", "read_accounts"]
+__all__ = ["AccountSpec", "parse_channels", "parse_limits", "read_accounts"]
 
 MAX_GENERATED_CHANNELS = 1_000_000
 
@@ -92,3 +95,23 @@ def read_accounts(path: str | Path) -> list[AccountSpec]:
         except InvalidChannelError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return accounts
+
+
+def parse_limits(items: list[str] | tuple[str, ...]) -> Limits:
+    """``Limits`` with ``NAME=VALUE`` overrides (``join_allow=40``); ConfigError if one is bad."""
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        name = name.strip()
+        if not equals or name not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"--limit {item!r}: expected NAME=VALUE with NAME one of {known}")
+        try:
+            value = int(text) if fields[name].type in (int, "int") else float(text)
+        except ValueError:
+            raise ConfigError(f"--limit {item!r}: expected a number") from None
+        if value < 0:
+            raise ConfigError(f"--limit {item!r}: expected a number >= 0")
+        changes[name] = value
+    return dataclasses.replace(Limits(), **changes)
