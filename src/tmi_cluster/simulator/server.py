@@ -487,7 +487,7 @@ class ChatSimulator:
 
     def _violation(self, connection: _Connection, kind: str, detail: str = "") -> None:
         login = connection.login or f"connection-{connection.id}"
-        self.account(login).violations.append(Violation(kind, time.monotonic(), detail))
+        self._violation_for(self.account(login), kind, detail)
 
     def _forget(self, connection: _Connection) -> None:
         self._connections.pop(connection.id, None)
@@ -793,9 +793,6 @@ class ChatSimulator:
         argument = message.params[-1] if message.params else _SERVER
         connection.send(f":{_SERVER} PONG {_SERVER} :{argument}")
 
-    def _pong(self, connection: _Connection, message: Message) -> None:
-        return None
-
     def _quit(self, connection: _Connection, message: Message) -> None:
         connection.abort()
 
@@ -822,6 +819,6 @@ _HANDLERS = {
     "PART": ChatSimulator._part,
     "PRIVMSG": ChatSimulator._privmsg,
     "PING": ChatSimulator._ping,
-    "PONG": ChatSimulator._pong,
+    "PONG": ChatSimulator._ignore,
     "QUIT": ChatSimulator._quit,
 }
