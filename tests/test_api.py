@@ -59,7 +59,7 @@ def test_events_api_lists_every_event_type() -> None:
     assert len(set(events.__all__)) == len(events.__all__)  # ruff (RUF022) keeps it sorted
     names = {cls.__name__ for cls in events.ALL_EVENT_TYPES}
     assert names <= set(events.__all__)
-    assert len(events.ALL_EVENT_TYPES) == 42
+    assert len(events.ALL_EVENT_TYPES) == 44
     for name in (
         "ALL_EVENT_TYPES",
         "MALFORMED",

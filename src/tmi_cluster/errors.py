@@ -11,6 +11,7 @@ The tree::
     ├── RedisUnavailableError       Redis cannot be reached, or answered with an error
     ├── EmbeddedRedisError          the private Redis server could not be started or found
     ├── InvalidChannelError         a channel name is not a Twitch login (also a ValueError)
+    ├── LoginError                  Twitch refused a login (bad or malformed token)
     ├── ParseError                  a received line is not a valid IRC message (``line`` holds it)
     ├── UnsafeLineError             a line to send would not be exactly one valid IRC line
     │                               (CR, LF or NUL in it, a bad parameter); also a ValueError
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "EmbeddedRedisError",
     "InvalidChannelError",
+    "LoginError",
     "MigrationError",
     "NotAvailableError",
     "ParseError",
@@ -72,6 +74,10 @@ class EmbeddedRedisError(TmiClusterError):
 
 class InvalidChannelError(TmiClusterError, ValueError):
     """A channel name is not a Twitch login (1 to 25 letters, digits or underscores)."""
+
+
+class LoginError(TmiClusterError):
+    """Twitch refused a login: ``Login authentication failed`` or ``Improperly formatted auth``."""
 
 
 class NotAvailableError(TmiClusterError):

@@ -64,6 +64,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "EndOfNamesEvent": ("366", "(new)"),
     "CapEvent": ("CAP ACK / NAK / LS", "(new)"),
     "UnknownEvent": ("any other line", "(new: the original dropped unknown lines)"),
+    "ConnectedEvent": ("a connection's confirmed login (001)", "(new)"),
+    "DisconnectedEvent": ("a lost or closed connection", "(missing in the original)"),
 }
 
 _INTRO = """# Chat events

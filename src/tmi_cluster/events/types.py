@@ -26,6 +26,8 @@ __all__ = [
     "CheerEvent",
     "ClearChatEvent",
     "ClearMsgEvent",
+    "ConnectedEvent",
+    "DisconnectedEvent",
     "EmoteOnlyModeEvent",
     "EndOfNamesEvent",
     "Event",
@@ -677,6 +679,21 @@ class CapEvent(Event, frozen=True, kw_only=True):
 
     subcommand: str = ""
     capabilities: list[str] = msgspec.field(default_factory=list)
+
+
+class ConnectedEvent(Event, frozen=True, kw_only=True):
+    """A connection logged in (after any reconnect too); ``user`` is the login in use."""
+
+    connection: str = ""
+    user: str = ""
+
+
+class DisconnectedEvent(Event, frozen=True, kw_only=True):
+    """A connection was lost or closed, with the reason; ``reconnecting`` when it will retry."""
+
+    connection: str = ""
+    reason: str = ""
+    reconnecting: bool = False
 
 
 class UnknownEvent(Event, frozen=True, kw_only=True):

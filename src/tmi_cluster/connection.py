@@ -1,0 +1,534 @@
+"""One Twitch chat connection: transports, login, keepalive, reconnect, make-before-break.
+
+A :class:`Connection` is the logical connection an application or a pool holds; underneath,
+one :class:`_Session` is one physical link (TCP, TLS or WebSocket) with its login, its reading
+and its keepalive. Contracts:
+
+- Login: ``CAP REQ`` for the Twitch capabilities (a NAK is accepted: a plain IRC server still
+  works), ``PASS oauth:<token>`` then ``NICK`` for an account, ``NICK justinfan<digits>``
+  anonymously. A login counts as confirmed at ``001``; a ``Login authentication failed`` or
+  ``Improperly formatted auth`` stops the connection (retrying a refused token is useless) with
+  :class:`~tmi_cluster.errors.LoginError`'s message as the disconnect reason.
+- Reading: lines are framed across reads; a line longer than ``max_line_bytes`` is discarded up
+  to its end (counted in ``oversized_lines``), so memory stays bounded; unparsable lines are
+  counted in ``malformed_lines`` and skipped. Server ``PING`` is answered at once.
+- Keepalive: our own ``PING`` every ``ping_interval_s``; no ``PONG`` within ``ping_timeout_s``
+  means the link is dead (a half-open connection is noticed).
+- Reconnect: after any loss, immediately, then with exponential backoff (``backoff_base_s``,
+  doubling, capped at ``backoff_cap_s``) and jitter; the backoff resets only after a confirmed
+  login. Channels are rejoined (``rejoin``).
+- ``RECONNECT`` from the server is handled make-before-break: a new session logs in and joins
+  every channel (or ``overlap_timeout_s`` passes), both run for ``overlap_linger_s`` more, then
+  the old one is closed. Events are
+  de-duplicated by ``dedupe_key`` across the overlap, so nothing is lost or seen twice.
+- Every line sent goes through :func:`~tmi_cluster.irc.serialize`: no text can inject a second
+  command. The token is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import random
+import secrets
+import ssl
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal, Self
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import WebSocketException
+
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import LoginError, ParseError
+from tmi_cluster.events import ConnectedEvent, DisconnectedEvent, Event, from_message
+from tmi_cluster.irc import Message, parse, serialize
+from tmi_cluster.logins import normalise_logins
+
+__all__ = ["Connection", "ConnectionOptions", "ConnectionState"]
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = ("twitch.tv/tags", "twitch.tv/commands")
+_DEDUPE_MEMORY = 50_000
+_JOIN_LINE_BYTES = 500
+_FAILED_LOGINS = ("Login authentication failed", "Improperly formatted auth")
+
+
+class ConnectionState(enum.StrEnum):
+    """Lifecycle of a :class:`Connection`."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How to connect; :meth:`from_settings` reads them from the settings."""
+
+    host: str = "irc.chat.twitch.tv"
+    port: int = 6697
+    secure: bool = True
+    transport: Literal["tcp", "websocket"] = "tcp"
+    ca_file: str | None = None
+    login: str | None = None
+    token: str = field(default="", repr=False)
+    capabilities: tuple[str, ...] = CAPABILITIES
+    ping_interval_s: float = 30.0
+    ping_timeout_s: float = 5.0
+    login_timeout_s: float = 10.0
+    reconnect: bool = True
+    rejoin: bool = True
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    max_line_bytes: int = 16_384
+    overlap_timeout_s: float = 10.0
+    overlap_linger_s: float = 1.0
+    name: str = "connection"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, name: str = "connection") -> ConnectionOptions:
+        """Options from ``tmi.connection`` and ``tmi.identity``."""
+        connection = settings.tmi.connection
+        identity = settings.tmi.identity
+        return cls(
+            host=connection.server,
+            port=connection.effective_port,
+            secure=connection.secure,
+            transport=connection.transport,
+            ca_file=connection.ca_file or None,
+            login=None if identity.anonymous else identity.username,
+            token=identity.token,
+            ping_interval_s=connection.ping_interval,
+            ping_timeout_s=connection.ping_timeout,
+            reconnect=connection.reconnect,
+            rejoin=connection.rejoin,
+            name=name,
+        )
+
+    def backoff_s(self, attempt: int) -> float:
+        """The wait before reconnect attempt ``attempt`` (1: at once), with jitter."""
+        if attempt <= 1:
+            return 0.0
+        delay = min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** (attempt - 2))
+        return float(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
+
+
+class _Framer:
+    """Lines out of a byte stream, with a bound on a line's length."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.skipping = False
+        self.oversized = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buffer += data
+        lines: list[bytes] = []
+        while True:
+            end = self.buffer.find(b"\n")
+            if end == -1:
+                if len(self.buffer) > self.limit:
+                    if not self.skipping:
+                        self.oversized += 1
+                    self.skipping = True
+                    self.buffer.clear()
+                return lines
+            line = bytes(self.buffer[: end - 1 if end and self.buffer[end - 1] == 13 else end])
+            del self.buffer[: end + 1]
+            if self.skipping:
+                self.skipping = False
+                continue
+            if len(line) > self.limit:
+                self.oversized += 1
+                continue
+            lines.append(line)
+
+
+class _Session:
+    """One physical link: connect, log in, read, keep alive, close."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(
+        self, options: ConnectionOptions, deliver: Callable[[Message, _Session], None]
+    ) -> None:
+        self.options = options
+        self.deliver = deliver
+        self.number = next(self._numbers)
+        self.nick = options.login or f"justinfan{secrets.randbelow(90_000) + 10_000}"
+        self.joined: set[str] = set()
+        self.join_changed = asyncio.Event()
+        self.malformed = 0
+        self._framer = _Framer(options.max_line_bytes)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._socket: ClientConnection | None = None
+        self._logged_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pong = asyncio.Event()
+        self._ping_token = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self.closed = asyncio.Event()
+        self.reason = ""
+
+    @property
+    def oversized(self) -> int:
+        return self._framer.oversized
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if not self.options.secure:
+            return None
+        return ssl.create_default_context(cafile=self.options.ca_file)
+
+    async def open(self) -> None:
+        """Connect and log in; raise LoginError, OSError, TimeoutError or a WebSocket error."""
+        options = self.options
+        if options.transport == "websocket":
+            scheme = "wss" if options.secure else "ws"
+            self._socket = await websocket_connect(
+                f"{scheme}://{options.host}:{options.port}",
+                ssl=self._ssl(),
+                open_timeout=options.login_timeout_s,
+            )
+        else:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    options.host, options.port, ssl=self._ssl(),
+                    server_hostname=options.host if options.secure else None,
+                ),
+                options.login_timeout_s,
+            )  # fmt: skip
+        self._tasks.append(asyncio.create_task(self._read_forever(), name=f"read-{self.number}"))
+        lines = []
+        if options.capabilities:
+            lines.append(serialize("CAP", ["REQ", " ".join(options.capabilities)]))
+        if options.login:
+            lines.append(serialize("PASS", [f"oauth:{options.token}"]))
+        lines.append(serialize("NICK", [self.nick]))
+        await self.send_lines(lines)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._logged_in), options.login_timeout_s)
+        except BaseException:
+            await self.close("login failed")
+            raise
+        self._tasks.append(asyncio.create_task(self._keep_alive(), name=f"ping-{self.number}"))
+
+    async def send_lines(self, lines: Sequence[str]) -> None:
+        """Write whole lines (already serialised)."""
+        data = "".join(f"{line}\r\n" for line in lines)
+        if self._socket is not None:
+            await self._socket.send(data)
+        elif self._writer is not None:
+            self._writer.write(data.encode())
+            await self._writer.drain()
+
+    async def _read(self) -> bytes:
+        if self._socket is not None:
+            frame = await self._socket.recv()
+            data = frame.encode() if isinstance(frame, str) else bytes(frame)
+            return data if data.endswith(b"\n") else data + b"\r\n"
+        assert self._reader is not None
+        return await self._reader.read(65_536)
+
+    async def _read_forever(self) -> None:
+        reason = "closed by the server"
+        try:
+            while True:
+                data = await self._read()
+                if not data:
+                    break
+                for line in self._framer.feed(data):
+                    self._handle(line)
+        except (OSError, WebSocketException, asyncio.IncompleteReadError) as exc:
+            reason = f"connection lost: {exc.__class__.__name__}"
+        finally:
+            self._finish(self.reason or reason)
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            message = parse(line)
+        except ParseError:
+            self.malformed += 1
+            return
+        command = message.command
+        if command == "PING":
+            argument = message.params[-1] if message.params else "tmi.twitch.tv"
+            asyncio.get_running_loop().create_task(self._quietly(serialize("PONG", [argument])))
+        elif command == "PONG":
+            if message.params and message.params[-1] == self._ping_token:
+                self._pong.set()
+        elif command == "001" and not self._logged_in.done():
+            self._logged_in.set_result(None)
+        elif command == "NOTICE" and not self._logged_in.done():
+            text = message.params[-1] if message.params else ""
+            if text in _FAILED_LOGINS:
+                self._logged_in.set_exception(LoginError(f"{self.nick}: {text}"))
+        elif command in ("JOIN", "PART") and message.nick == self.nick and message.params:
+            channel = message.params[0].lstrip("#").lower()
+            (self.joined.add if command == "JOIN" else self.joined.discard)(channel)
+            self.join_changed.set()
+        self.deliver(message, self)
+
+    async def _quietly(self, line: str) -> None:
+        with contextlib.suppress(OSError, WebSocketException):
+            await self.send_lines([line])
+
+    async def _keep_alive(self) -> None:
+        options = self.options
+        while not self.closed.is_set():
+            await asyncio.sleep(options.ping_interval_s)
+            self._ping_token = f"tmi-cluster-{secrets.token_hex(4)}"
+            self._pong.clear()
+            await self._quietly(serialize("PING", [self._ping_token]))
+            try:
+                await asyncio.wait_for(self._pong.wait(), options.ping_timeout_s)
+            except TimeoutError:
+                self._abort(f"no PONG within {options.ping_timeout_s:g} s")
+                return
+
+    def _abort(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        if self._writer is not None:
+            self._writer.transport.abort()
+        if self._socket is not None:
+            self._socket.transport.abort()
+
+    def _finish(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        if not self._logged_in.done():
+            self._logged_in.set_exception(ConnectionError(self.reason))
+            self._logged_in.exception()  # retrieved: no "never retrieved" warning
+        self.closed.set()
+
+    async def close(self, reason: str = "closed") -> None:
+        """Close the link and stop its tasks. Idempotent."""
+        self.reason = self.reason or reason
+        self._abort(reason)
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        for task in self._tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        if self._socket is not None:
+            with contextlib.suppress(OSError, WebSocketException):
+                await self._socket.close()
+        self._finish(reason)
+
+
+class Connection:
+    """A Twitch chat connection that stays up: use ``async with``, or :meth:`start` and
+    :meth:`aclose`. Events (chat, Connected, Disconnected) go to ``on_event``."""
+
+    def __init__(
+        self, options: ConnectionOptions, *, on_event: Callable[[Event], None] | None = None
+    ) -> None:
+        self.options = options
+        self.state = ConnectionState.IDLE
+        self.channels: set[str] = set()
+        self._on_event = on_event or (lambda event: None)
+        self._session: _Session | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._replacing: asyncio.Task[None] | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._connected = asyncio.Event()
+        self._closing = False
+        self.reconnects = 0
+
+    async def start(self) -> Self:
+        """Start connecting in the background (see :meth:`wait_connected`)."""
+        if self._task is None:
+            self.state = ConnectionState.CONNECTING
+            self._task = asyncio.create_task(self._run(), name=f"connection-{self.options.name}")
+        return self
+
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        """Wait until the connection is logged in."""
+        await asyncio.wait_for(self._connected.wait(), timeout_s)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close for good. Idempotent."""
+        self._closing = True
+        for task in (self._replacing, self._task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._session is not None:
+            await self._session.close("closed by the application")
+        self.state = ConnectionState.CLOSED
+
+    # -- application side -------------------------------------------------------------------
+
+    @property
+    def nick(self) -> str | None:
+        """The login in use, once connected."""
+        return self._session.nick if self._session else None
+
+    async def join(self, channels: Iterable[str]) -> None:
+        """Join channels (remembered, and rejoined after a reconnect)."""
+        names = [n for n in normalise_logins(channels) if n not in self.channels]
+        self.channels.update(names)
+        if self._session is not None and self._connected.is_set():
+            await self._join_on(self._session, names)
+
+    async def part(self, channels: Iterable[str]) -> None:
+        """Part channels."""
+        names = [n for n in normalise_logins(channels) if n in self.channels]
+        self.channels.difference_update(names)
+        if self._session is not None and self._connected.is_set() and names:
+            await self._session.send_lines([serialize("PART", [",".join(f"#{n}" for n in names)])])
+
+    async def send(self, command: str, params: Sequence[str] = ()) -> None:
+        """Send one command; UnsafeLineError if it would not be exactly one line."""
+        line = serialize(command, params)
+        if self._session is None or not self._connected.is_set():
+            raise ConnectionError(f"{self.options.name} is not connected")
+        await self._session.send_lines([line])
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _join_lines(channels: Sequence[str]) -> list[str]:
+        lines: list[str] = []
+        batch: list[str] = []
+        for name in channels:
+            if batch and len(",".join(batch)) + len(name) + 2 > _JOIN_LINE_BYTES:
+                lines.append(serialize("JOIN", [",".join(batch)]))
+                batch = []
+            batch.append(f"#{name}")
+        if batch:
+            lines.append(serialize("JOIN", [",".join(batch)]))
+        return lines
+
+    async def _join_on(self, session: _Session, channels: Sequence[str]) -> None:
+        if channels:
+            await session.send_lines(self._join_lines(channels))
+
+    def _deliver(self, message: Message, session: _Session) -> None:
+        replacing = self._replacing is not None and not self._replacing.done()
+        current = session is self._session and not self._closing
+        if message.command == "RECONNECT" and current and not replacing:
+            self._replacing = asyncio.create_task(self._replace(session))
+        for event in from_message(message):
+            key = event.dedupe_key
+            if key is not None:
+                if key in self._seen:
+                    continue
+                self._seen[key] = None
+                if len(self._seen) > _DEDUPE_MEMORY:
+                    self._seen.popitem(last=False)
+            self._on_event(event)
+
+    def _emit(self, event: Event) -> None:
+        self._on_event(event)
+
+    async def _replace(self, old: _Session) -> None:
+        """Make-before-break: log a new session in, join everything there, then drop the old."""
+        new = _Session(self.options, self._deliver)
+        try:
+            await new.open()
+        except (OSError, TimeoutError, LoginError, WebSocketException, ConnectionError) as exc:
+            log.warning("%s: replacement after RECONNECT failed: %s", self.options.name, exc)
+            return  # the old session's end will trigger a normal reconnect
+        await self._join_on(new, sorted(self.channels))
+        deadline = asyncio.get_running_loop().time() + self.options.overlap_timeout_s
+        while not self.channels <= new.joined:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            new.join_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(new.join_changed.wait(), remaining)
+        self._session = new
+        self.reconnects += 1
+        # Keep the old link a moment: lines Twitch already sent on it are still arriving, and
+        # the new link's first lines may lag its JOIN confirmations. De-duplication covers both.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(old.closed.wait(), self.options.overlap_linger_s)
+        await old.close("replaced after RECONNECT")
+
+    async def _run(self) -> None:
+        attempt = 0
+        first_login = True
+        options = self.options
+        while not self._closing:
+            attempt += 1
+            await asyncio.sleep(options.backoff_s(attempt))
+            session = _Session(options, self._deliver)
+            try:
+                await session.open()
+            except LoginError as exc:
+                self._emit(DisconnectedEvent(connection=options.name, reason=str(exc)))
+                self.state = ConnectionState.CLOSED
+                return
+            except (OSError, TimeoutError, WebSocketException, ConnectionError) as exc:
+                reason = f"cannot connect: {exc.__class__.__name__}: {exc}"
+                self._emit(DisconnectedEvent(connection=options.name, reason=reason,
+                                             reconnecting=options.reconnect))  # fmt: skip
+                if not options.reconnect:
+                    self.state = ConnectionState.CLOSED
+                    return
+                self.state = ConnectionState.RECONNECTING
+                continue
+            attempt = 0  # reset only after a confirmed login
+            self._session = session
+            self.state = ConnectionState.CONNECTED
+            self._connected.set()
+            self._emit(ConnectedEvent(connection=options.name, user=session.nick))
+            if options.rejoin or first_login:
+                await self._join_on(session, sorted(self.channels))
+            first_login = False
+            reason = await self._until_lost()
+            self._connected.clear()
+            if self._closing:
+                return
+            reconnecting = options.reconnect
+            self._emit(
+                DisconnectedEvent(connection=options.name, reason=reason, reconnecting=reconnecting)
+            )
+            if not reconnecting:
+                self.state = ConnectionState.CLOSED
+                return
+            self.state = ConnectionState.RECONNECTING
+            self.reconnects += 1
+
+    async def _until_lost(self) -> str:
+        """Wait until the current session ends for good (a replaced one does not count)."""
+        while True:
+            session = self._session
+            assert session is not None
+            await session.closed.wait()
+            replacing = self._replacing
+            if replacing is not None and not replacing.done():
+                await replacing  # a RECONNECT replacement decides who is current
+            if self._session is session:
+                await session.close(session.reason)
+                return session.reason

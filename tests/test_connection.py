@@ -1,0 +1,283 @@
+"""One Twitch connection against the simulator (and one hostile raw server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+
+from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
+from tmi_cluster.events import (
+    ConnectedEvent,
+    DisconnectedEvent,
+    Event,
+    MessageEvent,
+    UserNoticeEvent,
+)
+from tmi_cluster.simulator import ChatSimulator
+
+from .test_simulator import run
+
+TIMEOUT_S = 10.0
+E = TypeVar("E", bound=Event)
+
+
+def state(connection: Connection) -> ConnectionState:
+    """The state, read through a call (so that type narrowing does not stick)."""
+    return connection.state
+
+
+class Recorder:
+    """Collects events; lets a test wait for a condition on them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def until(self, check: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
+        async def wait() -> None:
+            while not check():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout_s)
+
+
+def _options(sim: ChatSimulator, **changes: object) -> ConnectionOptions:
+    base: dict[str, object] = {"host": "127.0.0.1", "port": sim.port, "secure": False,
+                               "backoff_base_s": 0.05, "backoff_cap_s": 0.2}  # fmt: skip
+    base.update(changes)
+    return ConnectionOptions(**base)  # type: ignore[arg-type]
+
+
+@run
+async def test_anonymous_connection_joins_and_reads() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"], seed=1) as sim:
+        events = Recorder()
+        async with Connection(_options(sim), on_event=events) as connection:
+            await connection.join(["alpha", "#Beta"])
+            await connection.wait_connected(TIMEOUT_S)
+            [connected] = events.of(ConnectedEvent)
+            assert isinstance(connected, ConnectedEvent)
+            assert connected.user.startswith("justinfan")
+            await events.until(lambda: len(sim.joined("alpha")) == len(sim.joined("beta")) == 1)
+            lines = sim.generate(50)
+            wanted = {line.message_id for line in lines if line.command == "PRIVMSG"}
+            await events.until(lambda: {e.message_id for e in events.of(MessageEvent)} >= wanted)
+            assert state(connection) is ConnectionState.CONNECTED
+        assert state(connection) is ConnectionState.CLOSED
+
+
+@run
+async def test_account_over_tls_sends_and_another_reads() -> None:
+    async with ChatSimulator(channels=["alpha"], tls_port=0) as sim:
+        sim.add_account("mybot", "s3cret")
+        assert sim.tls_port is not None
+        options = ConnectionOptions(
+            host="localhost",
+            port=sim.tls_port,
+            secure=True,
+            ca_file=str(sim.ca_file),
+            login="mybot",
+            token="s3cret",
+        )
+        reader_events = Recorder()
+        async with Connection(_options(sim), on_event=reader_events) as reader, \
+                Connection(options) as bot:  # fmt: skip
+            await reader.join(["alpha"])
+            await reader_events.until(lambda: len(sim.joined("alpha")) == 1)
+            await bot.wait_connected(TIMEOUT_S)
+            assert bot.nick == "mybot"
+            await bot.send("PRIVMSG", ["#alpha", "hello over TLS"])
+            await reader_events.until(lambda: any(
+                getattr(e, "text", None) == "hello over TLS" for e in reader_events.of(MessageEvent)
+            ))  # fmt: skip
+
+
+@run
+async def test_websocket_transport() -> None:
+    async with ChatSimulator(channels=["alpha"], websocket_port=0) as sim:
+        assert sim.websocket_port is not None
+        events = Recorder()
+        options = _options(sim, port=sim.websocket_port, transport="websocket")
+        async with Connection(options, on_event=events) as connection:
+            await connection.join(["alpha"])
+            await events.until(lambda: len(sim.joined("alpha")) == 1)
+            lines = sim.generate(20, "alpha")
+            wanted = {line.message_id for line in lines if line.command == "PRIVMSG"}
+            await events.until(lambda: {e.message_id for e in events.of(MessageEvent)} >= wanted)
+
+
+@run
+async def test_refused_login_stops_without_retrying() -> None:
+    async with ChatSimulator() as sim:
+        sim.add_account("mybot", "right")
+        events = Recorder()
+        async with Connection(_options(sim, login="mybot", token="wrong"), on_event=events) as c:
+            await events.until(lambda: bool(events.of(DisconnectedEvent)))
+            [lost] = events.of(DisconnectedEvent)
+            assert isinstance(lost, DisconnectedEvent)
+            assert lost.reason == "mybot: Login authentication failed"
+            assert not lost.reconnecting
+            await events.until(lambda: state(c) is ConnectionState.CLOSED)
+        assert "wrong" not in repr(_options(sim, token="wrong"))
+        assert sim.account("mybot").authentications == 1
+
+
+@run
+async def test_abrupt_close_reconnects_with_backoff_and_rejoins() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"]) as sim:
+        events = Recorder()
+        async with Connection(_options(sim), on_event=events) as connection:
+            await connection.join(["alpha", "beta"])
+            await events.until(lambda: len(sim.joined("alpha")) == len(sim.joined("beta")) == 1)
+            first = sim.joined("alpha")
+            sim.drop()
+            await events.until(lambda: len(events.of(ConnectedEvent)) == 2)
+            [lost] = events.of(DisconnectedEvent)
+            assert isinstance(lost, DisconnectedEvent)
+            assert lost.reconnecting
+            await events.until(lambda: len(sim.joined("alpha")) == len(sim.joined("beta")) == 1
+                               and sim.joined("alpha") != first)  # fmt: skip
+            assert connection.reconnects == 1
+
+
+@run
+async def test_half_open_connection_is_detected_by_ping() -> None:
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        events = Recorder()
+        options = _options(sim, ping_interval_s=0.2, ping_timeout_s=0.3)
+        async with Connection(options, on_event=events) as connection:
+            await connection.join(["alpha"])
+            await connection.wait_connected(TIMEOUT_S)
+            loop = asyncio.get_running_loop()
+            sim.stall()
+            stalled_at = loop.time()
+            await events.until(lambda: bool(events.of(DisconnectedEvent)))
+            detected_after = loop.time() - stalled_at
+            [lost] = events.of(DisconnectedEvent)
+            assert isinstance(lost, DisconnectedEvent)
+            assert lost.reason == "no PONG within 0.3 s"
+            assert detected_after < 0.2 + 0.3 + 0.5
+            await events.until(lambda: len(events.of(ConnectedEvent)) == 2)
+
+
+@run
+async def test_reconnect_under_traffic_loses_and_duplicates_nothing() -> None:
+    channels = ["alpha", "beta", "gamma"]
+    async with ChatSimulator(channels=channels, rate=3000, seed=9) as sim:
+        events = Recorder()
+        options = _options(sim, overlap_linger_s=0.3)
+        async with Connection(options, on_event=events) as connection:
+            await connection.join(channels)
+            await events.until(lambda: all(len(sim.joined(c)) == 1 for c in channels))
+            await events.until(lambda: len(events.of(MessageEvent)) > 50)
+            sim.reconnect(close_after_s=1.0)
+            await events.until(lambda: connection.reconnects == 1)
+            await events.until(lambda: all(len(sim.joined(c)) == 1 for c in channels))
+            await events.until(lambda: len(events.of(MessageEvent)) > 3000)
+            sim.pause()
+            expected = {d.message_id for c in channels for d in sim.deliveries(c) if d.connections}
+
+            def received() -> list[str]:
+                # One MessageEvent per PRIVMSG and one UserNoticeEvent per USERNOTICE.
+                kinds = (MessageEvent, UserNoticeEvent)
+                return [e.tags["id"] for e in events.events if type(e) in kinds]
+
+            await events.until(lambda: set(received()) >= expected)
+            ids = received()
+            assert len(ids) == len(set(ids)), "a message was delivered twice"
+            assert set(ids) == expected
+            assert not events.of(DisconnectedEvent)  # make-before-break: never down
+            overlap = [d for c in channels for d in sim.deliveries(c) if len(d.connections) == 2]
+            assert overlap, "the test should cover messages sent during the overlap"
+
+
+async def _hostile_server(lines: list[bytes]) -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b":tmi.twitch.tv 001 justinfan1 :Welcome\r\n")
+        for line in lines:
+            writer.write(line)
+            await writer.drain()
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+@run
+async def test_bad_server_input_never_ends_the_connection() -> None:
+    hostile = [
+        b"\xff\xfe garbage \x00 line\r\n",
+        b"@only=tags\r\n",
+        b":src\r\n",
+        b"x" * 100_000 + b"\r\n",
+        b"@msg-id=msg_channel_suspended :tmi.twitch.tv NOTICE #nobody :suspended\r\n",
+        b":a!a@a PRIVMSG #c :caf\xc3\xa9 \xff after a bad byte\r\n",
+        b"PING :still-there\r\n",
+    ]
+    server, port = await _hostile_server(hostile)
+    async with server:
+        events = Recorder()
+        options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=())
+        async with Connection(options, on_event=events) as connection:
+            await events.until(lambda: any(
+                getattr(e, "text", "").endswith("after a bad byte") for e in events.of(MessageEvent)
+            ))  # fmt: skip
+            assert state(connection) is ConnectionState.CONNECTED
+            assert not events.of(DisconnectedEvent)
+            session = connection._session
+            assert session is not None
+            assert session.oversized == 1
+            assert session.malformed == 3
+
+
+def test_backoff_grows_with_jitter_and_a_cap() -> None:
+    options = ConnectionOptions(backoff_base_s=1.0, backoff_cap_s=8.0)
+    assert options.backoff_s(1) == 0.0
+    for attempt, ceiling in [(2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (9, 8.0)]:
+        delay = options.backoff_s(attempt)
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_options_from_settings() -> None:
+    from tmi_cluster.config import Settings  # noqa: PLC0415
+
+    settings = Settings.model_validate(
+        {"tmi": {"identity": {"username": "Bot", "password": "oauth:tok"},
+                 "connection": {"transport": "websocket", "ping_interval": 12}}}
+    )  # fmt: skip
+    options = ConnectionOptions.from_settings(settings, name="c1")
+    assert (options.login, options.token, options.port, options.transport) == (
+        "bot", "tok", 6697, "websocket",
+    )  # fmt: skip
+    assert options.ping_interval_s == 12
+    assert "tok" not in repr(options)
+
+
+@pytest.mark.parametrize("text", ["hi\r\nJOIN #evil", "hi\nPART #x"])
+def test_sending_never_injects(text: str) -> None:
+    from tmi_cluster.errors import UnsafeLineError  # noqa: PLC0415
+
+    async def attempt() -> None:
+        async with ChatSimulator(channels=["alpha"]) as sim:
+            sim.add_account("mybot", "t")
+            async with Connection(_options(sim, login="mybot", token="t")) as bot:
+                await bot.wait_connected(TIMEOUT_S)
+                with pytest.raises(UnsafeLineError):
+                    await bot.send("PRIVMSG", ["#alpha", text])
+                assert all("evil" not in line for c in sim.connections() for line in c.sent)
+
+    asyncio.run(attempt())
