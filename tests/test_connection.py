@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
 from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
 from tmi_cluster.events import (
+    CapEvent,
     ConnectedEvent,
     DisconnectedEvent,
     Event,
+    JoinEvent,
     MessageEvent,
     UserNoticeEvent,
 )
@@ -281,3 +288,76 @@ def test_sending_never_injects(text: str) -> None:
                 assert all("evil" not in line for c in sim.connections() for line in c.sent)
 
     asyncio.run(attempt())
+
+
+@pytest.fixture
+def inspircd(tmp_path: Path) -> Iterator[int]:
+    """A real InspIRCd (Debian's package) on a free loopback port, plain TCP."""
+    binary = shutil.which("inspircd") or (
+        "/usr/sbin/inspircd" if Path("/usr/sbin/inspircd").exists() else None
+    )
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("inspircd is not installed and CI is set (.ci/run installs it)")
+        pytest.skip("inspircd is not installed (apt-get install inspircd)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    template = (Path(__file__).parent / "inspircd" / "inspircd.conf.template").read_text()
+    config = tmp_path / "inspircd.conf"
+    config.write_text(template.replace("{port}", str(port)).replace("{folder}", str(tmp_path)))
+    process = subprocess.Popen(
+        [binary, "--runasroot", "--nofork", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    for line in process.stdout:  # wait for its own word that it runs
+        if "is now running" in line:
+            break
+    else:
+        pytest.fail(f"inspircd did not start; see {tmp_path / 'inspircd.log'}")
+    yield port
+    process.terminate()
+    try:
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
+def test_a_real_irc_server_refusing_twitch_capabilities(inspircd: int) -> None:
+    async def scenario() -> None:
+        events = Recorder()
+        options = ConnectionOptions(host="127.0.0.1", port=inspircd, secure=False)
+        async with Connection(options, on_event=events) as connection:
+            await connection.join(["alpha", "beta"])
+            await connection.wait_connected(TIMEOUT_S)
+            await events.until(
+                lambda: {e.channel for e in events.of(JoinEvent)} == {"alpha", "beta"}
+            )
+            nak = [e for e in events.of(CapEvent) if e.subcommand == "NAK"]
+            assert nak, "InspIRCd refuses the Twitch capabilities"
+            reader, writer = await asyncio.open_connection("127.0.0.1", inspircd)
+            writer.write(b"NICK other\r\nUSER other 0 * :other\r\n")
+            await writer.drain()
+            while b" 001 " not in await asyncio.wait_for(reader.readline(), TIMEOUT_S):
+                pass
+            writer.write(b"JOIN #alpha\r\n")
+            await writer.drain()
+            while b" 366 " not in await asyncio.wait_for(reader.readline(), TIMEOUT_S):
+                pass
+            writer.write(b"PRIVMSG #alpha :hello from a second client\r\n")
+            await writer.drain()
+            await events.until(lambda: any(
+                e.text == "hello from a second client" and e.user == "other"
+                for e in events.of(MessageEvent)
+            ))  # fmt: skip
+            await connection.send("PRIVMSG", ["#alpha", "hello back"])
+            while True:
+                line = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
+                if b"PRIVMSG #alpha :hello back" in line:
+                    break
+            writer.close()
+            await writer.wait_closed()
+
+    asyncio.run(scenario())

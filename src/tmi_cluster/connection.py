@@ -6,9 +6,11 @@ and its keepalive. Contracts:
 
 - Login: ``CAP REQ`` for the Twitch capabilities (a NAK is accepted: a plain IRC server still
   works), ``PASS oauth:<token>`` then ``NICK`` for an account, ``NICK justinfan<digits>``
-  anonymously. A login counts as confirmed at ``001``; a ``Login authentication failed`` or
-  ``Improperly formatted auth`` stops the connection (retrying a refused token is useless) with
-  :class:`~tmi_cluster.errors.LoginError`'s message as the disconnect reason.
+  anonymously, then ``USER`` and ``CAP END`` (which complete registration on a plain IRC
+  server; Twitch ignores them). A login counts as confirmed at ``001``; a ``Login
+  authentication failed`` or ``Improperly formatted auth`` stops the connection (retrying a
+  refused token is useless) with :class:`~tmi_cluster.errors.LoginError`'s message as the
+  disconnect reason.
 - Reading: lines are framed across reads; a line longer than ``max_line_bytes`` is discarded up
   to its end (counted in ``oversized_lines``), so memory stays bounded; unparsable lines are
   counted in ``malformed_lines`` and skipped. Server ``PING`` is answered at once.
@@ -215,6 +217,10 @@ class _Session:
         if options.login:
             lines.append(serialize("PASS", [f"oauth:{options.token}"]))
         lines.append(serialize("NICK", [self.nick]))
+        # USER and CAP END complete registration on plain IRC servers; Twitch ignores them.
+        lines.append(serialize("USER", [self.nick, "0", "*", self.nick]))
+        if options.capabilities:
+            lines.append(serialize("CAP", ["END"]))
         await self.send_lines(lines)
         try:
             await asyncio.wait_for(asyncio.shield(self._logged_in), options.login_timeout_s)
