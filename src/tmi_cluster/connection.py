@@ -23,6 +23,7 @@ and its keepalive. Contracts:
   every channel (or ``overlap_timeout_s`` passes), both run for ``overlap_linger_s`` more, then
   the old one is closed. Events are
   de-duplicated by ``dedupe_key`` across the overlap, so nothing is lost or seen twice.
+- Every JOIN sent is first taken from ``join_window`` (when given), rejoins included.
 - Every line sent goes through :func:`~tmi_cluster.irc.serialize`: no text can inject a second
   command. The token is never logged.
 """
@@ -52,6 +53,7 @@ from tmi_cluster.errors import LoginError, ParseError
 from tmi_cluster.events import ConnectedEvent, DisconnectedEvent, Event, from_message
 from tmi_cluster.irc import Message, parse, serialize
 from tmi_cluster.logins import normalise_logins
+from tmi_cluster.ratelimit import Window
 
 __all__ = ["Connection", "ConnectionOptions", "ConnectionState"]
 
@@ -343,9 +345,16 @@ class Connection:
     :meth:`aclose`. Events (chat, Connected, Disconnected) go to ``on_event``."""
 
     def __init__(
-        self, options: ConnectionOptions, *, on_event: Callable[[Event], None] | None = None
+        self,
+        options: ConnectionOptions,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        join_window: Window | None = None,
     ) -> None:
         self.options = options
+        #: Every JOIN this connection sends (joins, rejoins, make-before-break) is taken from
+        #: this window first; share one across connections of an account (None: no limit).
+        self.join_window = join_window
         self.state = ConnectionState.IDLE
         self.channels: set[str] = set()
         self._on_event = on_event or (lambda event: None)
@@ -435,8 +444,13 @@ class Connection:
         return lines
 
     async def _join_on(self, session: _Session, channels: Sequence[str]) -> None:
-        if channels:
-            await session.send_lines(self._join_lines(channels))
+        window = self.join_window
+        step = window.rate.allow if window is not None else max(len(channels), 1)
+        for start in range(0, len(channels), step):
+            group = channels[start : start + step]
+            if window is not None:
+                await window.take(len(group))
+            await session.send_lines(self._join_lines(group))
 
     def _deliver(self, message: Message, session: _Session) -> None:
         replacing = self._replacing is not None and not self._replacing.done()

@@ -16,7 +16,7 @@ import tempfile
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -275,6 +275,7 @@ class ChatSimulator:
         self._tasks: list[asyncio.Task[None]] = []
         self._paused = False
         self._all_connections: dict[int, _Connection] = {}
+        self._changed: asyncio.Event | None = None
         self._traffic = Traffic({}, seed=seed)
         for name in channels:
             self.add_channel(name)
@@ -481,6 +482,22 @@ class ChatSimulator:
             if c.transport is not None and not c.closed
         )
 
+    def _touch(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def wait_until(self, check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Wait until ``check()`` holds, re-checking whenever a connection, a membership or a
+        delivery changes; TimeoutError after ``timeout_s``."""
+
+        async def wait() -> None:
+            while not check():
+                self._changed = self._changed or asyncio.Event()
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout_s)
+
     def joined(self, channel: str) -> tuple[int, ...]:
         """Ids of the connections joined to ``channel`` now."""
         return self._channels[channel.lstrip("#").lower()].joined()
@@ -490,6 +507,7 @@ class ChatSimulator:
         self._violation_for(self.account(login), kind, detail)
 
     def _forget(self, connection: _Connection) -> None:
+        self._touch()
         self._connections.pop(connection.id, None)
         for name in connection.channels:
             channel = self._channels.get(name)
@@ -522,6 +540,7 @@ class ChatSimulator:
                     outgoing[member].append(data)
         for connection, chunks in outgoing.items():
             connection.write(b"".join(chunks))
+        self._touch()
 
     async def _generate_forever(self) -> None:
         due = 0.0
@@ -693,6 +712,7 @@ class ChatSimulator:
         connection.channels.add(name)
         channel.members[connection.id] = connection
         channel.snapshot = None
+        self._touch()
         connection.send(f":{connection.prefix} JOIN #{name}")
         if "twitch.tv/commands" in connection.capabilities:
             moderator = account is not None and name in account.moderator_in
@@ -722,6 +742,7 @@ class ChatSimulator:
                 connection.channels.discard(name)
                 channel.members.pop(connection.id, None)
                 channel.snapshot = None
+                self._touch()
                 connection.send(f":{connection.prefix} PART #{name}")
 
     def _privmsg(self, connection: _Connection, message: Message) -> None:
@@ -748,6 +769,7 @@ class ChatSimulator:
         data = (_twitch_tags(tags) + " " + line).encode() + b"\r\n"
         if self.record:
             self._deliveries[name].append(Delivery(message_id, channel.joined()))
+        self._touch()
         for member in channel.members.values():
             if member is not connection:
                 member.write(data if member.full else member.shape(data, "PRIVMSG"))
