@@ -592,3 +592,15 @@ async def test_authentication_budget_and_unsuspend() -> None:
         await reader.send("JOIN #alpha")
         await reader.expect(command("366"))
         await reader.close()
+
+
+@run
+async def test_duplicate_rule_compares_with_the_previous_message_only() -> None:
+    async with ChatSimulator(channels=["a"], limits=Limits(channel_interval_s=0)) as sim:
+        sim.add_account("mybot", "t")
+        client = await Client.connect(sim, "mybot", "t")
+        await client.send("PRIVMSG #a :same", "PRIVMSG #a :other", "PRIVMSG #a :same", "PING :end")
+        await client.expect(command("PONG"))
+        assert sim.account("mybot").messages == 3
+        assert sim.account("mybot").violations == []
+        await client.close()

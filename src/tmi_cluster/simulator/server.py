@@ -120,7 +120,7 @@ class _Channel:
     members: dict[int, _Connection] = field(default_factory=dict)
     snapshot: tuple[int, ...] | None = None
     last_message: dict[str, float] = field(default_factory=dict)
-    recent: dict[str, float] = field(default_factory=dict)
+    previous: dict[str, tuple[float, str]] = field(default_factory=dict)  # login -> last message
 
     def joined(self) -> tuple[int, ...]:
         if self.snapshot is None:
@@ -796,8 +796,9 @@ class ChatSimulator:
             self._violation_for(stats, "channel_rate", name)
             self._notice(connection, name, "msg_ratelimit", _TOO_QUICK)
             return False
-        key = f"{account.login}\0{text}"
-        if now - channel.recent.get(key, -1e9) < self.limits.duplicate_window_s:
+        # Twitch compares with the account's previous message in the channel only.
+        previous_at, previous_text = channel.previous.get(account.login, (-1e9, ""))
+        if text == previous_text and now - previous_at < self.limits.duplicate_window_s:
             self._violation_for(stats, "duplicate", name)
             self._notice(connection, name, "msg_duplicate", _DUPLICATE)
             return False
@@ -808,7 +809,7 @@ class ChatSimulator:
         if not moderator:
             account.moderator_messages.take(now)  # both buckets count every message
         channel.last_message[account.login] = now
-        channel.recent[key] = now
+        channel.previous[account.login] = (now, text)
         return True
 
     def _ping(self, connection: _Connection, message: Message) -> None:
