@@ -361,3 +361,58 @@ def test_a_real_irc_server_refusing_twitch_capabilities(inspircd: int) -> None:
             await writer.wait_closed()
 
     asyncio.run(scenario())
+
+
+FLOOD_SERVER = """
+import socket, sys
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+client, _ = server.accept()
+client.sendall(b":tmi.twitch.tv 001 justinfan1 :Welcome\\r\\n")
+chunk = b"x" * 1_000_000
+for _ in range(int(sys.argv[1])):
+    client.sendall(chunk)  # megabytes without a line end
+    client.sendall(b"\\r\\n")
+client.sendall(b":a!a@a PRIVMSG #c :after the flood\\r\\n")
+while client.recv(65536):  # until the client closes; an early exit would reset the link
+    pass
+"""
+
+
+def test_a_flood_of_long_lines_does_not_grow_memory() -> None:
+    import sys  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    megabytes = 60
+    server = subprocess.Popen(
+        [sys.executable, "-c", FLOOD_SERVER, str(megabytes)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+
+        async def scenario() -> int:
+            events = Recorder()
+            options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=())
+            tracemalloc.start()
+            try:
+                async with Connection(options, on_event=events) as connection:
+                    await events.until(
+                        lambda: any(e.text == "after the flood" for e in events.of(MessageEvent)),
+                        timeout_s=60,
+                    )
+                    session = connection._session
+                    assert session is not None
+                    assert session.oversized == megabytes
+                peak: int = tracemalloc.get_traced_memory()[1]
+                return peak
+            finally:
+                tracemalloc.stop()
+
+        peak = asyncio.run(scenario())
+        assert peak < 4 * 1024 * 1024, (
+            f"peak {peak} bytes while reading {megabytes} MB of long lines"
+        )
+    finally:
+        server.kill()
+        server.communicate()
