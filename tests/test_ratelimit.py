@@ -25,9 +25,16 @@ from .test_simulator import run
     ],
 )
 def test_local_window_arithmetic(takes: list[tuple[float, int]], expected: list[float]) -> None:
-    window = LocalWindow(Rate(3, 10))
+    window = LocalWindow(Rate(3, 10), margin_s=0)
     waits = [window.try_take_at(now, count) for now, count in takes]
     assert waits == pytest.approx(expected)
+
+
+def test_the_margin_makes_windows_stricter_than_twitchs() -> None:
+    window = LocalWindow(Rate(3, 10), margin_s=0.5)
+    assert [window.try_take_at(t) for t in (0, 1, 2)] == [0, 0, 0]
+    assert window.try_take_at(10.2) == pytest.approx(0.3)  # Twitch would already allow it
+    assert window.try_take_at(10.5) == 0
 
 
 def test_bad_rates_and_counts() -> None:
@@ -49,9 +56,10 @@ async def test_shared_window_counts_and_refuses(redis_server: str, redis_prefix:
     client = redis.asyncio.Redis.from_url(redis_server)
     try:
         window = SharedWindow(client, f"{redis_prefix}ratelimit:bot:join", Rate(3, 1.0))
+        assert window.window_s == 1.25
         assert [await window.try_take() for _ in range(3)] == [0, 0, 0]
         wait = await window.try_take()
-        assert 0 < wait <= 1.0
+        assert 0 < wait <= 1.25
         other = SharedWindow(client, window.key, Rate(3, 1.0))  # another process's view
         assert await other.try_take() > 0
         await window.take()  # waits for the oldest to leave

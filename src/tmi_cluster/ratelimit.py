@@ -12,6 +12,10 @@ within one window, exceeding a limit that Twitch counts over the window.)
   the window. Any number of processes together never exceed ``allow`` per window.
 - ``take(n)`` waits until the events fit, then counts them.
 
+Both count each window ``margin_s`` (default :data:`DEFAULT_MARGIN_S`) longer than Twitch does:
+we count an event when we send it, Twitch when it arrives, and uneven network and scheduling
+delays would otherwise let Twitch see ``allow + 1`` events inside one of its windows.
+
 Presets (:data:`NORMAL`, :data:`VERIFIED`) hold Twitch's numbers; every number is a setting.
 """
 
@@ -29,6 +33,7 @@ from typing import Protocol
 import redis.asyncio
 
 __all__ = [
+    "DEFAULT_MARGIN_S",
     "NORMAL",
     "VERIFIED",
     "AccountRates",
@@ -37,6 +42,11 @@ __all__ = [
     "SharedWindow",
     "Window",
 ]
+
+
+#: Seconds added to every window, so that delays between our count and Twitch's never make us
+#: exceed a limit.
+DEFAULT_MARGIN_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,15 @@ def _check(rate: Rate, count: int) -> None:
 class LocalWindow:
     """A sliding window in this process."""
 
-    def __init__(self, rate: Rate, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        rate: Rate,
+        *,
+        margin_s: float = DEFAULT_MARGIN_S,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.rate = rate
+        self.window_s = rate.every_s + margin_s
         self._clock = clock or time.monotonic
         self._times: deque[float] = deque()
 
@@ -107,7 +124,7 @@ class LocalWindow:
         """:meth:`try_take` at time ``now`` (pure arithmetic, for tests)."""
         _check(self.rate, count)
         times = self._times
-        horizon = now - self.rate.every_s
+        horizon = now - self.window_s
         while times and times[0] <= horizon:
             times.popleft()
         overflow = len(times) + count - self.rate.allow
@@ -115,7 +132,7 @@ class LocalWindow:
             times.extend([now] * count)
             return 0.0
         # The overflow-th oldest event must leave the window first.
-        return times[overflow - 1] + self.rate.every_s - now
+        return times[overflow - 1] + self.window_s - now
 
     async def try_take(self, count: int = 1) -> float:
         return self.try_take_at(self._clock(), count)
@@ -151,8 +168,16 @@ return {math.max(1, tonumber(oldest[2]) + window - now), now}
 class SharedWindow:
     """A sliding window shared by every process through Redis (one key per account and limit)."""
 
-    def __init__(self, client: redis.asyncio.Redis, key: str, rate: Rate) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        key: str,
+        rate: Rate,
+        *,
+        margin_s: float = DEFAULT_MARGIN_S,
+    ) -> None:
         self.rate = rate
+        self.window_s = rate.every_s + margin_s
         self.key = key
         self._client = client
         self._script = client.register_script(_SCRIPT)
@@ -163,7 +188,7 @@ class SharedWindow:
 
     async def try_take(self, count: int = 1) -> float:
         _check(self.rate, count)
-        window_us = int(self.rate.every_s * 1_000_000)
+        window_us = int(self.window_s * 1_000_000)
         nonce = f"{self._member}:{next(self._calls)}"
         wait_us, now_us = await self._script(
             keys=[self.key], args=[self.rate.allow, window_us, count, nonce]

@@ -4,7 +4,8 @@ Contracts of :meth:`Sender.say`:
 
 - Text longer than ``max_length`` characters is split, at a space where one is near the end
   of the chunk, and every part is sent: never truncated silently.
-- At least ``channel_interval_s`` between two messages in one channel.
+- At least ``channel_interval_s`` (plus ``margin_s``, for the network's uneven delays) between
+  two messages in one channel.
 - Twitch drops a message identical to the previous one in the channel within 30 s
   (``msg_duplicate``); such a message gets an invisible tag character (U+E0000) appended, the
   usual remedy of Twitch bots, so that it is delivered.
@@ -22,7 +23,7 @@ import time
 from tmi_cluster.connection import Connection
 from tmi_cluster.events import Event, UserStateEvent
 from tmi_cluster.logins import normalise_login
-from tmi_cluster.ratelimit import LocalWindow, Rate, Window
+from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
 
 __all__ = ["Sender", "split_text"]
 
@@ -59,11 +60,12 @@ class Sender:
         channel_interval_s: float = 1.0,
         duplicate_window_s: float = 30.0,
         max_length: int = 500,
+        margin_s: float = DEFAULT_MARGIN_S,
     ) -> None:
         self.connection = connection
         self.messages = messages or LocalWindow(Rate(20, 30.0))
         self.moderator_messages = moderator_messages or LocalWindow(Rate(100, 30.0))
-        self.channel_interval_s = channel_interval_s
+        self.channel_interval_s = channel_interval_s + margin_s
         self.duplicate_window_s = duplicate_window_s
         self.max_length = max_length
         self.moderator_in: set[str] = set()
