@@ -138,17 +138,21 @@ async def _run(settings: Settings) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing configuration file.")
 @click.pass_context
 def install(ctx: click.Context, force: bool) -> None:
-    """Write a commented starter tmi-cluster.toml and create the database tables."""
+    """Write a commented starter tmi-cluster.toml (an existing one is kept unless --force) and
+    create the database tables."""
     config: Path | None = ctx.ensure_object(dict).get("config")
     target = config or Path(CONFIG_FILE_NAME)
     if target.exists() and not force:
-        raise TmiClusterError(f"{target} exists; use --force to overwrite it")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(starter_toml(), encoding="utf-8")
-    except OSError as exc:
-        raise TmiClusterError(f"cannot write {target}: {exc.strerror}") from exc
-    click.echo(f"wrote {target}")
+        # Never overwritten without --force; keeping it is not an error, so that the README's
+        # "install && run" works on every run, not only the first.
+        click.echo(f"kept the existing {target} (--force writes a fresh starter file)")
+    else:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(starter_toml(), encoding="utf-8")
+        except OSError as exc:
+            raise TmiClusterError(f"cannot write {target}: {exc.strerror}") from exc
+        click.echo(f"wrote {target}")
     ctx.ensure_object(dict)["config"] = target
     ctx.invoke(migrate)
 
