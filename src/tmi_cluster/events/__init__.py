@@ -11,6 +11,7 @@ from typing import Union
 
 import msgspec
 
+from tmi_cluster.events import types
 from tmi_cluster.events.build import from_message
 from tmi_cluster.events.emote import Emote
 from tmi_cluster.events.types import (
@@ -120,52 +121,12 @@ __all__ = [
     "to_json",
 ]
 
-#: Every event type that :func:`from_message` can produce.
-ALL_EVENT_TYPES: tuple[type[Event], ...] = (
-    AnnouncementEvent,
-    AnonGiftPaidUpgradeEvent,
-    AnonSubGiftEvent,
-    AnonSubMysteryGiftEvent,
-    BitsBadgeTierEvent,
-    CapEvent,
-    CheerEvent,
-    ClearChatEvent,
-    ClearMsgEvent,
-    ConnectedEvent,
-    DisconnectedEvent,
-    EmoteOnlyModeEvent,
-    EndOfNamesEvent,
-    FollowersOnlyModeEvent,
-    GiftPaidUpgradeEvent,
-    GlobalUserStateEvent,
-    JoinEvent,
-    MessageEvent,
-    MotdEvent,
-    NameReplyEvent,
-    NoticeEvent,
-    PartEvent,
-    PingEvent,
-    PongEvent,
-    PrimePaidUpgradeEvent,
-    R9kModeEvent,
-    RaidEvent,
-    ReconnectEvent,
-    ResubEvent,
-    RitualEvent,
-    RoomStateEvent,
-    SlowModeEvent,
-    SubEvent,
-    SubGiftEvent,
-    SubMysteryGiftEvent,
-    SubsOnlyModeEvent,
-    UnknownEvent,
-    UnknownUserNoticeEvent,
-    UnraidEvent,
-    UserNoticeEvent,
-    UserStateEvent,
-    ViewerMilestoneEvent,
-    WelcomeEvent,
-    WhisperEvent,
+#: Every event type that :func:`from_message` can produce: every type of ``events.types``
+#: but the three bases.
+ALL_EVENT_TYPES: tuple[type[Event], ...] = tuple(
+    getattr(types, name)
+    for name in types.__all__
+    if name not in ("Event", "UserEvent", "ModeEvent")
 )
 
 _ENCODER = msgspec.json.Encoder()
