@@ -10,6 +10,7 @@ problem.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,16 +54,22 @@ def parse_channels(text: str) -> list[str]:
     return names
 
 
-def _channel_file(path: Path) -> list[str]:
+def _content_lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) of each line that is neither blank nor a ``#`` comment."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConfigError(f"--channels: cannot read {path}: {exc.strerror}") from None
-    names = []
+        raise ConfigError(f"{option}: cannot read {path}: {exc.strerror}") from None
     for number, line in enumerate(lines, start=1):
-        name = line.split("#", 1)[0].strip()
-        if not name:
-            continue
+        text = line.strip()
+        if text and not text.startswith("#"):
+            yield number, text
+
+
+def _channel_file(path: Path) -> list[str]:
+    names = []
+    for number, line in _content_lines(path, "--channels"):
+        name = line.split("#", 1)[0].strip()  # a name may be followed by a comment
         try:
             names.append(normalise_login(name))
         except InvalidChannelError as exc:
@@ -75,15 +82,8 @@ def _channel_file(path: Path) -> list[str]:
 def read_accounts(path: str | Path) -> list[AccountSpec]:
     """The accounts of an accounts file; ConfigError naming the line of a bad one."""
     source = Path(path)
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"--accounts: cannot read {source}: {exc.strerror}") from None
     accounts = []
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
+    for number, text in _content_lines(source, "--accounts"):
         where = f"{source}, line {number}"
         login, _, rest = text.partition(":")
         token, _, channels = rest.removeprefix("oauth:").partition(":")
