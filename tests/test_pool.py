@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import pytest
+import redis.asyncio
+
+from tmi_cluster.config import Settings
 from tmi_cluster.connection import ConnectionOptions
-from tmi_cluster.events import MessageEvent
+from tmi_cluster.errors import NoIdentityError
+from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent, UserNoticeEvent
 from tmi_cluster.pool import Pool
-from tmi_cluster.ratelimit import LocalWindow, Rate
+from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
 
 from .test_connection import Recorder
@@ -105,3 +111,140 @@ async def test_the_channel_cap_is_reported() -> None:
                 "joined", "joined", "msg_concurrent_channel_limit_reached",
             ]  # fmt: skip
             assert pool.channels == {"a", "b"}
+
+
+# -- make-before-break moves --------------------------------------------------------------------
+
+
+@run
+async def test_a_move_joins_first_and_loses_and_duplicates_nothing() -> None:
+    channels = ["alpha", "beta"]
+    async with ChatSimulator(channels=channels, rate=3000, seed=5) as sim:
+        events = Recorder()
+        options = _options(sim, overlap_linger_s=0.3)
+        async with Pool(options, channels_per_connection=1, connect_interval_s=0,
+                        on_event=events) as pool:  # fmt: skip
+            await pool.join(channels)
+            source, other = pool.where("alpha"), pool.where("beta")
+            await events.until(lambda: len(events.of(MessageEvent)) > 300)
+            outcome = await pool.move("#Alpha")
+            assert outcome.ok
+            assert outcome.connection not in (source, other, None)
+            assert pool.where("alpha") == outcome.connection
+            await sim.wait_until(lambda: len(sim.joined("alpha")) == 1)
+            moved = len(events.of(MessageEvent))
+            await events.until(lambda: len(events.of(MessageEvent)) > moved + 300)
+            sim.pause()
+            expected = {d.message_id for c in channels for d in sim.deliveries(c) if d.connections}
+
+            def received() -> list[str]:
+                kinds = (MessageEvent, UserNoticeEvent)
+                return [e.tags["id"] for e in events.events if type(e) in kinds]
+
+            await events.until(lambda: set(received()) >= expected)
+            ids = received()
+            assert len(ids) == len(set(ids)), "a message was delivered twice"
+            assert set(ids) == expected
+            both = [d for d in sim.deliveries("alpha") if len(d.connections) == 2]
+            assert both, "the test should cover messages sent while both connections held it"
+            own_joins = [e for e in events.of(JoinEvent) if e.channel == "alpha"]
+            assert len(own_joins) == 1  # the move's second JOIN is not shown again
+            assert not [e for e in events.of(PartEvent) if e.channel == "alpha"]
+            assert pool.connections[source or ""].channels == set()
+
+
+@run
+async def test_a_failed_move_leaves_the_channel_where_it_was() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"]) as sim, \
+            Pool(_options(sim), channels_per_connection=1, connect_interval_s=0,
+                 join_timeout_s=2) as pool:  # fmt: skip
+        await pool.join(["alpha", "beta"])
+        source = pool.where("alpha")
+        target = pool.where("beta")
+        sim.suspend("alpha")
+        outcome = await pool.move("alpha", to=target)
+        assert (outcome.result, outcome.connection) == ("msg_channel_suspended", None)
+        assert pool.where("alpha") == source
+        assert "alpha" not in pool.connections[target or ""].channels
+        with pytest.raises(ValueError, match="does not hold"):
+            await pool.move("nowhere")
+        with pytest.raises(ValueError, match="no connection named"):
+            await pool.move("beta", to="nope")
+        assert (await pool.move("beta", to=target)).connection == target  # already there
+
+
+# -- from the settings: anonymous reading, authenticated sending, shared windows ---------------
+
+
+def test_rates_come_from_the_preset_and_explicit_limits(
+    make_settings: Callable[..., Settings],
+) -> None:
+    assert AccountRates.from_settings(make_settings()) == NORMAL
+    verified = '[throttle]\npreset = "verified"\n'
+    assert AccountRates.from_settings(make_settings(verified)) == VERIFIED
+    env = {"TMI_CLUSTER_THROTTLE__MESSAGES__EVERY": "20"}
+    mixed = AccountRates.from_settings(
+        make_settings(verified + "[throttle.join]\nallow = 50\n", env=env)
+    )
+    assert mixed.join == Rate(50, VERIFIED.join.every_s)
+    assert mixed.auth == VERIFIED.auth
+    assert mixed.messages == Rate(VERIFIED.messages.allow, 20.0)
+    assert mixed.moderator_messages == Rate(VERIFIED.moderator_messages.allow, 20.0)
+
+
+def _sim_settings(sim: ChatSimulator, make: Callable[..., Settings], extra: str = "") -> Settings:
+    return make(
+        f'[tmi.connection]\nserver = "127.0.0.1"\nport = {sim.port}\nsecure = false\n'
+        f"connect_interval = 0\n{extra}"
+    )
+
+
+@run
+async def test_without_identity_the_pool_reads_anonymously_and_cannot_send(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        settings = _sim_settings(sim, make_settings)
+        async with Pool.from_settings(settings) as pool:
+            assert pool.sender is None
+            assert (await pool.join(["alpha"]))["alpha"].ok
+            assert next(c.login or "" for c in sim.connections()).startswith("justinfan")
+            with pytest.raises(NoIdentityError, match=r"tmi\.identity\.username"):
+                await pool.say("alpha", "hello")
+
+
+@run
+async def test_read_anonymously_send_as_the_identity_through_shared_windows(
+    make_settings: Callable[..., Settings], redis_server: str, redis_prefix: str
+) -> None:
+    limits = Limits(message_allow=3, message_every_s=2.0, channel_interval_s=0.1)
+    async with ChatSimulator(channels=["alpha"], limits=limits) as sim:
+        sim.add_account("mybot", "secret")
+        settings = make_settings(
+            f'prefix = "{redis_prefix}"\n'
+            f'[tmi.connection]\nserver = "127.0.0.1"\nport = {sim.port}\nsecure = false\n'
+            "connect_interval = 0\nread_anonymously = true\n"
+            '[tmi.identity]\nusername = "MyBot"\npassword = "oauth:secret"\n'
+            "[throttle.messages]\nallow = 3\nevery = 2\nchannel_interval = 0.1\n"
+        )  # fmt: skip
+        events = Recorder()
+        client = redis.asyncio.Redis.from_url(redis_server)
+        try:
+            async with Pool.from_settings(settings, redis_client=client, on_event=events) as pool:
+                assert (await pool.join(["alpha"]))["alpha"].ok
+                assert pool.sender is not None
+                for i in range(5):  # more than the window allows: the window must hold them
+                    assert await pool.say("alpha", f"message {i}") == 1
+                await events.until(lambda: len(events.of(MessageEvent)) == 5)
+                assert [e.user for e in events.of(MessageEvent)] == ["mybot"] * 5
+                logins = sorted(c.login or "" for c in sim.connections())
+                assert len(logins) == 2
+                assert logins[0].startswith("justinfan")
+                assert logins[1] == "mybot"
+                assert sim.account("mybot").violations == []
+                assert sim.account("mybot").joins == 0  # the identity joined nothing
+                keys = {k.decode() async for k in client.scan_iter(match=f"{redis_prefix}*")}
+                assert f"{redis_prefix}ratelimit:mybot:messages" in keys
+                assert f"{redis_prefix}ratelimit:justinfan:join" in keys
+        finally:
+            await client.aclose()

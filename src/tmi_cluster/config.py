@@ -143,6 +143,17 @@ class Connection(_Section):
     channels_per_connection: int = Field(
         50, ge=1, le=1000, description="Channels on one connection (Twitch advises 50-100)."
     )
+    read_anonymously: bool = Field(
+        False,
+        description="Read chat through anonymous connections even when an identity is set "
+        "(the identity then only sends). Without an identity, reading is always anonymous.",
+    )
+    connect_interval: float = Field(
+        2.0, ge=0, description="Least seconds between two new connections of one worker."
+    )
+    join_timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for a join's confirmation before it fails."
+    )
 
     @field_validator("server")
     @classmethod
@@ -265,8 +276,8 @@ class JoinThrottle(_Section):
     allow: int = Field(
         20,
         ge=1,
-        description="JOINs allowed per 'every' seconds (original: 2000, the verified-bot limit "
-        "Twitch no longer grants; today 20 per 10 s).",
+        description="JOINs allowed per 'every' seconds. Preset normal: 20 (today's Twitch); "
+        "verified: 2000 (the original's default, a limit Twitch no longer grants).",
     )
     every: float = Field(10.0, gt=0, description="Window of the JOIN budget, in seconds.")
     take: int = Field(
@@ -278,14 +289,16 @@ class JoinThrottle(_Section):
 class AuthThrottle(_Section):
     """Authentication (PASS+NICK) budget per account."""
 
-    allow: int = Field(20, ge=1, description="Logins allowed per 'every' seconds.")
+    allow: int = Field(20, ge=1, description="Logins allowed per 'every' seconds (verified: 200).")
     every: float = Field(10.0, gt=0, description="Window of the login budget, in seconds.")
 
 
 class MessageThrottle(_Section):
     """Chat message budget per account."""
 
-    allow: int = Field(20, ge=1, description="Messages per 'every' seconds where not moderator.")
+    allow: int = Field(
+        20, ge=1, description="Messages per 'every' seconds where not moderator (verified: 7500)."
+    )
     moderator_allow: int = Field(
         100, ge=1, description="Messages per 'every' seconds where moderator or broadcaster."
     )
@@ -296,14 +309,23 @@ class MessageThrottle(_Section):
     duplicate_window: float = Field(
         30.0, ge=0, description="Seconds during which Twitch drops an identical message."
     )
-    max_length: int = Field(
-        500, ge=1, description="Characters of text per message; longer text is split."
+    max_length: int = Field(500, ge=3, description="Characters of text per message; see long_text.")
+    long_text: Literal["split", "refuse"] = Field(
+        "split",
+        description="Text over max_length: 'split' into several messages at word boundaries "
+        "(never inside a grapheme), or 'refuse' with an error (nothing sent).",
     )
 
 
 class Throttle(_Section):
     """Twitch's limits, enforced per account across all processes."""
 
+    preset: Literal["normal", "verified"] = Field(
+        "normal",
+        description="Starting numbers for every limit: 'normal' (today's Twitch) or 'verified' "
+        "(the legacy verified-bot limits: JOIN 2000, login 200 per 10 s, messages 7500 per "
+        "30 s). A limit set explicitly below overrides its preset number.",
+    )
     join: JoinThrottle = Field(default_factory=JoinThrottle)
     auth: AuthThrottle = Field(default_factory=AuthThrottle)
     messages: MessageThrottle = Field(default_factory=MessageThrottle)

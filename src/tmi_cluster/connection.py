@@ -23,7 +23,8 @@ and its keepalive. Contracts:
   every channel (or ``overlap_timeout_s`` passes), both run for ``overlap_linger_s`` more, then
   the old one is closed. Events are
   de-duplicated by ``dedupe_key`` across the overlap, so nothing is lost or seen twice.
-- Every JOIN sent is first taken from ``join_window`` (when given), rejoins included.
+- Every JOIN sent is first taken from ``join_window`` (when given), rejoins included; every
+  login of an account from ``auth_window`` (when given), reconnects included.
 - Every line sent goes through :func:`~tmi_cluster.irc.serialize`: no text can inject a second
   command. The token is never logged.
 """
@@ -39,7 +40,7 @@ import random
 import secrets
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self
@@ -350,14 +351,19 @@ class Connection:
         *,
         on_event: Callable[[Event], None] | None = None,
         join_window: Window | None = None,
+        auth_window: Window | None = None,
     ) -> None:
         self.options = options
         #: Every JOIN this connection sends (joins, rejoins, make-before-break) is taken from
         #: this window first; share one across connections of an account (None: no limit).
         self.join_window = join_window
+        #: Every login of an account (first, reconnects, RECONNECT replacements) is taken from
+        #: this window first; anonymous logins are not counted (None: no limit).
+        self.auth_window = auth_window
         self.state = ConnectionState.IDLE
         self.channels: set[str] = set()
-        self._on_event = on_event or (lambda event: None)
+        #: Receives every event (replaceable until :meth:`start`).
+        self.on_event: Callable[[Event], None] = on_event or (lambda event: None)
         self._session: _Session | None = None
         self._task: asyncio.Task[None] | None = None
         self._replacing: asyncio.Task[None] | None = None
@@ -421,9 +427,16 @@ class Connection:
         if self._session is not None and self._connected.is_set() and names:
             await self._session.send_lines([serialize("PART", [",".join(f"#{n}" for n in names)])])
 
-    async def send(self, command: str, params: Sequence[str] = ()) -> None:
-        """Send one command; UnsafeLineError if it would not be exactly one line."""
-        line = serialize(command, params)
+    async def send(
+        self,
+        command: str,
+        params: Sequence[str] = (),
+        *,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send one command (with client tags, if given); UnsafeLineError if it would not be
+        exactly one line, ConnectionError when not connected."""
+        line = serialize(command, params, tags=tags)
         if self._session is None or not self._connected.is_set():
             raise ConnectionError(f"{self.options.name} is not connected")
         await self._session.send_lines([line])
@@ -465,16 +478,21 @@ class Connection:
                 self._seen[key] = None
                 if len(self._seen) > _DEDUPE_MEMORY:
                     self._seen.popitem(last=False)
-            self._on_event(event)
+            self.on_event(event)
 
     def _emit(self, event: Event) -> None:
-        self._on_event(event)
+        self.on_event(event)
+
+    async def _open(self, session: _Session) -> None:
+        if self.auth_window is not None and self.options.login:
+            await self.auth_window.take()
+        await session.open()
 
     async def _replace(self, old: _Session) -> None:
         """Make-before-break: log a new session in, join everything there, then drop the old."""
         new = _Session(self.options, self._deliver)
         try:
-            await new.open()
+            await self._open(new)
         except (OSError, TimeoutError, LoginError, WebSocketException, ConnectionError) as exc:
             log.warning("%s: replacement after RECONNECT failed: %s", self.options.name, exc)
             return  # the old session's end will trigger a normal reconnect
@@ -504,7 +522,7 @@ class Connection:
             await asyncio.sleep(options.backoff_s(attempt))
             session = _Session(options, self._deliver)
             try:
-                await session.open()
+                await self._open(session)
             except LoginError as exc:
                 self._emit(DisconnectedEvent(connection=options.name, reason=str(exc)))
                 self.state = ConnectionState.CLOSED

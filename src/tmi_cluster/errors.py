@@ -15,6 +15,9 @@ The tree::
     ├── ParseError                  a received line is not a valid IRC message (``line`` holds it)
     ├── UnsafeLineError             a line to send would not be exactly one valid IRC line
     │                               (CR, LF or NUL in it, a bad parameter); also a ValueError
+    ├── MessageTooLongError         text over the length limit where splitting is turned off;
+    │                               also a ValueError
+    ├── NoIdentityError             sending needs a Twitch identity and none is configured
     └── NotAvailableError           a command or feature that this release does not have yet
 
 Errors of the libraries underneath (redis, SQLAlchemy, ssl, sockets, the operating system) are
@@ -29,7 +32,9 @@ __all__ = [
     "EmbeddedRedisError",
     "InvalidChannelError",
     "LoginError",
+    "MessageTooLongError",
     "MigrationError",
+    "NoIdentityError",
     "NotAvailableError",
     "ParseError",
     "RedisUnavailableError",
@@ -103,3 +108,14 @@ class UnsafeLineError(TmiClusterError, ValueError):
 
     Raised instead of sending, so that no text can inject a second IRC command.
     """
+
+
+class MessageTooLongError(TmiClusterError, ValueError):
+    """Text longer than ``throttle.messages.max_length`` while ``long_text`` is ``refuse``.
+
+    Raised before anything is sent.
+    """
+
+
+class NoIdentityError(TmiClusterError):
+    """Sending needs ``tmi.identity.username`` and ``password``; the bot reads anonymously."""

@@ -12,7 +12,7 @@ default; ``{x}`` a placeholder)::
     P commands:send                  stream of chat messages to send; any authenticated worker
     P commands:join                  stream of join and part requests for the coordinator
     P events                         stream of chat events for other processes (bounded length)
-    P ratelimit:{account}:{bucket}   string or hash, the token bucket of one Twitch account
+    P ratelimit:{account}:{bucket}   sorted set, expires with its window         a rate window
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
     P scale:restore                  string, expires after RESTORE_S            last process count
     P lock:{name}                    string (owner token), expires              a short lock
@@ -93,7 +93,7 @@ class Keys:
         return f"{self.prefix}events"
 
     def ratelimit(self, account: str, bucket: str) -> str:
-        """Token bucket ``bucket`` (join, auth, messages, ...) of one Twitch account."""
+        """Sliding window ``bucket`` (join, auth, messages, moderator_messages) of one account."""
         return f"{self.prefix}ratelimit:{account}:{bucket}"
 
     def dedupe(self, key: str) -> str:

@@ -12,6 +12,16 @@ Contracts:
   ``msg_concurrent_channel_limit_reached`` (NOTICEs), or ``timeout`` after ``join_timeout_s``
   (a channel that does not exist gives silence). A failed channel is not kept.
 - Events of every connection go to ``on_event``; :meth:`join` returns each channel's outcome.
+- :meth:`move` moves a channel to another connection make-before-break: the new connection
+  joins and is confirmed, both stay joined ``overlap_linger_s``, then the old one parts. During
+  the move, events of the channel are de-duplicated across the two connections (by
+  ``dedupe_key``; JOIN, PART and state events only from the connection that holds the channel),
+  so the application sees none twice and loses none.
+- Reading and sending are separate: the pool reads through ``options`` (anonymous when it has
+  no login) and sends through ``sender`` (one authenticated connection, opened at the first
+  :meth:`say`). :meth:`from_settings` builds both from the settings: reading is anonymous when
+  no identity is configured or ``tmi.connection.read_anonymously`` is set; the windows are the
+  account's, shared through Redis when a client is given.
 """
 
 from __future__ import annotations
@@ -19,17 +29,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
 
-from tmi_cluster.connection import Connection, ConnectionOptions
-from tmi_cluster.events import Event, JoinEvent, NoticeEvent, RoomStateEvent
-from tmi_cluster.logins import normalise_logins
-from tmi_cluster.ratelimit import LocalWindow, Rate, Window
+import redis.asyncio
 
-__all__ = ["JOIN_FAILURES", "JoinOutcome", "Pool"]
+from tmi_cluster.config import Settings
+from tmi_cluster.connection import Connection, ConnectionOptions
+from tmi_cluster.errors import NoIdentityError
+from tmi_cluster.events import Event, JoinEvent, NoticeEvent, RoomStateEvent
+from tmi_cluster.keys import Keys
+from tmi_cluster.logins import normalise_login, normalise_logins
+from tmi_cluster.ratelimit import AccountRates, AccountWindows, LocalWindow, Rate, Window
+from tmi_cluster.sender import Sender
+
+__all__ = ["ANONYMOUS_ACCOUNT", "JOIN_FAILURES", "JoinOutcome", "Pool"]
+
+#: The account name under which anonymous connections share their windows.
+ANONYMOUS_ACCOUNT = "justinfan"
 
 #: NOTICE msg-ids that end a join attempt, as Twitch sends them.
 JOIN_FAILURES = frozenset(
@@ -51,8 +71,18 @@ class JoinOutcome:
         return self.result == "joined"
 
 
+@dataclass
+class _Move:
+    """A channel on its way from ``source`` to ``target``; ``seen`` de-duplicates the overlap."""
+
+    source: str
+    target: str
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+
 class Pool:
-    """The connections of one worker. Use ``async with``; :meth:`join` and :meth:`part`."""
+    """The connections of one worker. Use ``async with``; :meth:`join`, :meth:`part`,
+    :meth:`move` and :meth:`say`."""
 
     def __init__(
         self,
@@ -60,8 +90,10 @@ class Pool:
         *,
         channels_per_connection: int = 50,
         join_window: Window | None = None,
+        auth_window: Window | None = None,
         connect_interval_s: float = 2.0,
         join_timeout_s: float = 10.0,
+        sender: Sender | None = None,
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
         if channels_per_connection < 1:
@@ -69,14 +101,79 @@ class Pool:
         self.options = options
         self.channels_per_connection = channels_per_connection
         self.join_window = join_window or LocalWindow(Rate(20, 10.0))
+        self.auth_window = auth_window
         self._opens = LocalWindow(Rate(1, connect_interval_s)) if connect_interval_s > 0 else None
         self.join_timeout_s = join_timeout_s
+        #: Sends for :meth:`say`; None when the pool has no identity to send with.
+        self.sender = sender
+        self._sender_started = False
         self._on_event = on_event or (lambda event: None)
         self.connections: dict[str, Connection] = {}
         self._where: dict[str, str] = {}  # channel -> connection name
         self._waiting: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._moving: dict[str, _Move] = {}
         self._names = itertools.count(1)
         self._lock = asyncio.Lock()
+        if sender is not None:
+            sender.connection.on_event = self._sender_event
+
+    def _sender_event(self, event: Event) -> None:
+        assert self.sender is not None
+        self.sender.observe(event)
+        self._on_event(event)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        redis_client: redis.asyncio.Redis | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        name: str = "pool",
+    ) -> Pool:
+        """A pool as the settings describe it (``tmi.*`` and ``throttle.*``).
+
+        With ``redis_client``, every window is shared with every other process of the cluster
+        using the same account; without, the windows are this process's own.
+        """
+        rates = AccountRates.from_settings(settings)
+        keys = Keys.from_settings(settings)
+        identity = settings.tmi.identity
+
+        def windows(account: str) -> AccountWindows:
+            if redis_client is None:
+                return AccountWindows.local(rates)
+            return AccountWindows.shared(redis_client, keys, account, rates)
+
+        connection = settings.tmi.connection
+        options = ConnectionOptions.from_settings(settings, name=name)
+        account = None if identity.anonymous else windows(normalise_login(identity.username))
+        read_anonymously = account is None or connection.read_anonymously
+        read = windows(ANONYMOUS_ACCOUNT) if read_anonymously else account
+        assert read is not None
+        sender = None
+        if account is not None:
+            messages = settings.throttle.messages
+            sending = Connection(replace(options, name=f"{name}-send"), auth_window=account.auth)
+            sender = Sender(
+                sending,
+                messages=account.messages,
+                moderator_messages=account.moderator_messages,
+                channel_interval_s=messages.channel_interval,
+                duplicate_window_s=messages.duplicate_window,
+                max_length=messages.max_length,
+                long_text=messages.long_text,
+            )
+        return cls(
+            replace(options, login=None, token="") if read_anonymously else options,
+            channels_per_connection=connection.channels_per_connection,
+            join_window=read.join,
+            auth_window=None if read_anonymously else read.auth,
+            connect_interval_s=connection.connect_interval,
+            join_timeout_s=connection.join_timeout,
+            sender=sender,
+            on_event=on_event,
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -90,11 +187,14 @@ class Pool:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection. Idempotent."""
+        """Close every connection, the sender's too. Idempotent."""
         for connection in list(self.connections.values()):
             await connection.aclose()
+        if self.sender is not None and self._sender_started:
+            await self.sender.connection.aclose()
         self.connections.clear()
         self._where.clear()
+        self._moving.clear()
 
     def where(self, channel: str) -> str | None:
         """The name of the connection holding ``channel``, or None."""
@@ -121,20 +221,39 @@ class Pool:
             outcomes.update(result)
         return {c: outcomes[c] for c in wanted}
 
-    async def _place(self, channels: list[str]) -> list[tuple[str, list[str]]]:
-        """Assign channels to connections with room, opening connections as needed."""
+    def _load(self) -> dict[str, int]:
+        """Channels per connection, counting reservations and moves in flight."""
+        load = dict.fromkeys(self.connections, 0)
+        for name in self._where.values():
+            load[name] += 1
+        for move in self._moving.values():
+            load[move.target] += 1
+        return load
+
+    async def _place(
+        self, channels: list[str], *, avoid: str | None = None
+    ) -> list[tuple[str, list[str]]]:
+        """Assign channels to connections with room (not ``avoid``), opening connections as
+        needed. Reserves them in ``_where`` unless ``avoid`` is given (a move reserves its own).
+        """
         placed: dict[str, list[str]] = {}
-        load = {name: len(c.channels) for name, c in self.connections.items()}
+        load = self._load()
         for channel in channels:
             name = next(
-                (n for n, used in load.items() if used < self.channels_per_connection), None
+                (
+                    n
+                    for n, used in load.items()
+                    if used < self.channels_per_connection and n != avoid
+                ),
+                None,
             )
             if name is None:
                 name = await self._open()
                 load[name] = 0
             load[name] += 1
             placed.setdefault(name, []).append(channel)
-            self._where[channel] = name  # reserved; released again if the join fails
+            if avoid is None:
+                self._where[channel] = name  # reserved; released again if the join fails
         return list(placed.items())
 
     async def _open(self) -> str:
@@ -143,13 +262,17 @@ class Pool:
         name = f"{self.options.name}-{next(self._names)}"
         options = replace(self.options, name=name)
         connection = Connection(
-            options, on_event=lambda event: self._event(name, event), join_window=self.join_window
+            options,
+            on_event=lambda event: self._event(name, event),
+            join_window=self.join_window,
+            auth_window=self.auth_window,
         )
         self.connections[name] = connection
         await connection.start()
         return name
 
-    async def _join_batch(self, name: str, channels: list[str]) -> dict[str, JoinOutcome]:
+    async def _confirm(self, name: str, channels: list[str]) -> dict[str, str]:
+        """Join ``channels`` on connection ``name`` and return each one's result."""
         connection = self.connections[name]
         loop = asyncio.get_running_loop()
         futures = {}
@@ -158,17 +281,23 @@ class Pool:
             self._waiting[(name, channel)] = future
             futures[channel] = future
         await connection.join(channels)  # the connection takes them from the join window
-        outcomes = {}
+        results = {}
         for channel, future in futures.items():
             try:
-                result = await asyncio.wait_for(future, self.join_timeout_s)
+                results[channel] = await asyncio.wait_for(future, self.join_timeout_s)
             except TimeoutError:
-                result = "timeout"
+                results[channel] = "timeout"
             finally:
                 self._waiting.pop((name, channel), None)
+            if results[channel] != "joined":
+                await connection.part([channel])
+        return results
+
+    async def _join_batch(self, name: str, channels: list[str]) -> dict[str, JoinOutcome]:
+        outcomes = {}
+        for channel, result in (await self._confirm(name, channels)).items():
             if result != "joined":
                 self._where.pop(channel, None)
-                await connection.part([channel])
             outcomes[channel] = JoinOutcome(channel, result, name if result == "joined" else None)
         return outcomes
 
@@ -185,6 +314,15 @@ class Pool:
                     future.set_result("joined")
                 elif isinstance(event, NoticeEvent) and event.msg_id in JOIN_FAILURES:
                     future.set_result(event.msg_id)
+        if channel is not None and (move := self._moving.get(channel)) is not None:
+            key = event.dedupe_key
+            if key is None:
+                if name != self._where.get(channel):
+                    return  # the other side's JOIN, PART or state: the application has its own
+            elif key in move.seen:
+                return
+            else:
+                move.seen[key] = None
         self._on_event(event)
 
     async def part(self, channels: Iterable[str]) -> None:
@@ -197,3 +335,57 @@ class Pool:
         for name, batch in by_connection.items():
             with contextlib.suppress(ConnectionError):
                 await self.connections[name].part(batch)
+
+    # -- moving ---------------------------------------------------------------------------
+
+    async def move(self, channel: str, to: str | None = None) -> JoinOutcome:
+        """Move a held channel to connection ``to`` (default: one with room, opened if need be)
+        make-before-break; return the new join's outcome. On failure the channel stays where
+        it was. ValueError if the pool does not hold the channel or ``to`` is unknown."""
+        name = normalise_login(channel)
+        source = self._where.get(name)
+        if source is None:
+            raise ValueError(f"the pool does not hold #{name}")
+        if name in self._moving:
+            raise ValueError(f"#{name} is already being moved")
+        if to is not None and to not in self.connections:
+            raise ValueError(f"no connection named {to!r} in the pool")
+        if to == source:
+            return JoinOutcome(name, "joined", source)
+        async with self._lock:
+            target = to or (await self._place([name], avoid=source))[0][0]
+            self._moving[name] = _Move(source, target)
+        try:
+            result = (await self._confirm(target, [name]))[name]
+            if result != "joined":
+                return JoinOutcome(name, result)
+            if self._where.get(name) != source:  # parted meanwhile
+                await self.connections[target].part([name])
+                return JoinOutcome(name, "parted")
+            self._where[name] = target
+            # Lines already on their way over the old link still arrive: keep both a moment.
+            await asyncio.sleep(self.options.overlap_linger_s)
+            with contextlib.suppress(ConnectionError):
+                await self.connections[source].part([name])
+            await asyncio.sleep(self.options.overlap_linger_s)  # the old link's last lines
+            return JoinOutcome(name, "joined", target)
+        finally:
+            self._moving.pop(name, None)
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def say(
+        self, channel: str, text: str, *, reply_to: str | None = None, action: bool = False
+    ) -> int:
+        """Send through the authenticated identity (see :meth:`Sender.say`); return the number
+        of messages sent. NoIdentityError when the pool has none."""
+        if self.sender is None:
+            raise NoIdentityError(
+                "sending needs a Twitch identity: set tmi.identity.username and "
+                "tmi.identity.password"
+            )
+        if not self._sender_started:
+            self._sender_started = True
+            await self.sender.connection.start()
+        await self.sender.connection.wait_connected(self.sender.connection.options.login_timeout_s)
+        return await self.sender.say(channel, text, reply_to=reply_to, action=action)

@@ -16,7 +16,9 @@ Both count each window ``margin_s`` (default :data:`DEFAULT_MARGIN_S`) longer th
 we count an event when we send it, Twitch when it arrives, and uneven network and scheduling
 delays would otherwise let Twitch see ``allow + 1`` events inside one of its windows.
 
-Presets (:data:`NORMAL`, :data:`VERIFIED`) hold Twitch's numbers; every number is a setting.
+Presets (:data:`NORMAL`, :data:`VERIFIED`) hold Twitch's numbers; every number is a setting
+(:meth:`AccountRates.from_settings`: ``throttle.preset``, then each limit set explicitly).
+:class:`AccountWindows` holds one account's four windows, in-process or shared.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio
+
+from tmi_cluster.config import Settings
+from tmi_cluster.keys import Keys
 
 __all__ = [
     "DEFAULT_MARGIN_S",
     "NORMAL",
     "VERIFIED",
     "AccountRates",
+    "AccountWindows",
     "LocalWindow",
     "Rate",
     "SharedWindow",
@@ -69,6 +75,26 @@ class AccountRates:
     auth: Rate
     messages: Rate
     moderator_messages: Rate
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccountRates:
+        """``throttle.preset``'s numbers, each replaced by the limit when set explicitly."""
+        throttle = settings.throttle
+        base = VERIFIED if throttle.preset == "verified" else NORMAL
+
+        def pick(section: Any, key: str, preset: float) -> Any:
+            return getattr(section, key) if key in section.model_fields_set else preset
+
+        join, auth, msgs = throttle.join, throttle.auth, throttle.messages
+        every = pick(msgs, "every", base.messages.every_s)
+        return cls(
+            join=Rate(pick(join, "allow", base.join.allow), pick(join, "every", base.join.every_s)),
+            auth=Rate(pick(auth, "allow", base.auth.allow), pick(auth, "every", base.auth.every_s)),
+            messages=Rate(pick(msgs, "allow", base.messages.allow), every),
+            moderator_messages=Rate(
+                pick(msgs, "moderator_allow", base.moderator_messages.allow), every
+            ),
+        )
 
 
 #: Twitch's limits for a normal account today.
@@ -200,3 +226,46 @@ class SharedWindow:
 
     async def take(self, count: int = 1) -> None:
         await _take(self, count)
+
+
+@dataclass(frozen=True)
+class AccountWindows:
+    """The four windows of one Twitch account: what a pool and a sender take from."""
+
+    join: Window
+    auth: Window
+    messages: Window
+    moderator_messages: Window
+
+    @classmethod
+    def local(cls, rates: AccountRates, *, margin_s: float = DEFAULT_MARGIN_S) -> AccountWindows:
+        """Windows of this process only."""
+        return cls(
+            *(
+                LocalWindow(rate, margin_s=margin_s)
+                for rate in (rates.join, rates.auth, rates.messages, rates.moderator_messages)
+            )
+        )
+
+    @classmethod
+    def shared(
+        cls,
+        client: redis.asyncio.Redis,
+        keys: Keys,
+        account: str,
+        rates: AccountRates,
+        *,
+        margin_s: float = DEFAULT_MARGIN_S,
+    ) -> AccountWindows:
+        """Windows shared by every process using ``account`` (anonymous reads: any fixed name,
+        such as ``justinfan``), under ``keys.ratelimit(account, bucket)``."""
+
+        def shared(bucket: str, rate: Rate) -> SharedWindow:
+            return SharedWindow(client, keys.ratelimit(account, bucket), rate, margin_s=margin_s)
+
+        return cls(
+            shared("join", rates.join),
+            shared("auth", rates.auth),
+            shared("messages", rates.messages),
+            shared("moderator_messages", rates.moderator_messages),
+        )

@@ -2,8 +2,14 @@
 
 Contracts of :meth:`Sender.say`:
 
-- Text longer than ``max_length`` characters is split, at a space where one is near the end
-  of the chunk, and every part is sent: never truncated silently.
+- Text longer than ``max_length`` characters is split (``long_text="split"``, the default), at
+  a space where one is near the end of the chunk, never inside a grapheme cluster (an emoji
+  with its skin tone, a flag, a letter with its accents stay whole), and every part is sent:
+  never truncated silently. With ``long_text="refuse"`` such text raises
+  :class:`~tmi_cluster.errors.MessageTooLongError` and nothing is sent.
+- ``action=True`` sends a ``/me`` action (``\x01ACTION text\x01``); ``reply_to`` (a message id)
+  makes the message a reply in a thread (tag ``reply-parent-msg-id``; on the first part only
+  when the text is split).
 - At least ``channel_interval_s`` (plus ``margin_s``, for the network's uneven delays) between
   two messages in one channel.
 - Twitch drops a message identical to the previous one in the channel within 30 s
@@ -12,15 +18,21 @@ Contracts of :meth:`Sender.say`:
 - Every message is taken from the account's windows as Twitch counts them: in a channel where
   the account moderates (learned from USERSTATE, see :meth:`observe`), from
   ``moderator_messages`` only; elsewhere from ``messages`` and ``moderator_messages`` both.
-- The text goes through :func:`~tmi_cluster.irc.serialize`: CR, LF and NUL are refused.
+- The text goes through :func:`~tmi_cluster.irc.serialize`: CR, LF and NUL are refused with
+  :class:`~tmi_cluster.errors.UnsafeLineError` before anything of the text is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
+from typing import Literal
+
+import regex
 
 from tmi_cluster.connection import Connection
+from tmi_cluster.errors import MessageTooLongError, UnsafeLineError
 from tmi_cluster.events import Event, UserStateEvent
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
@@ -28,23 +40,40 @@ from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
 __all__ = ["Sender", "split_text"]
 
 _INVISIBLE = " \U000e0000"
+_GRAPHEME = regex.compile(r"\X")
+_UNSAFE = ("\r", "\n", "\0")
 
 
 def split_text(text: str, max_length: int = 500) -> list[str]:
-    """``text`` in parts of at most ``max_length`` characters, cut at a space when one lies in
-    the last fifth of a part."""
+    """``text`` in parts of at most ``max_length`` characters (code points).
+
+    A part ends at a space when one lies in its last fifth (the space is dropped), else at the
+    last grapheme-cluster boundary that fits; only a single cluster longer than ``max_length``
+    is cut inside.
+    """
     if max_length < 1:
         raise ValueError("max_length must be at least 1")
+    if len(text) <= max_length:
+        return [text]
+    bounds = [m.start() for m in _GRAPHEME.finditer(text)]
+    starts = {*bounds, len(text)}
     parts = []
-    rest = text
-    while len(rest) > max_length:
-        cut = rest.rfind(" ", max_length - max_length // 5, max_length + 1)
-        if cut <= 0:
-            cut = max_length
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not parts:
-        parts.append(rest)
+    start = 0
+    while len(text) - start > max_length:
+        limit = start + max_length
+        cut = text.rfind(" ", limit - max_length // 5, limit + 1)
+        if cut > start and cut + 1 in starts:
+            parts.append(text[start:cut].rstrip(" "))
+            start = cut + 1
+        else:
+            index = bisect.bisect_right(bounds, limit) - 1
+            cut = bounds[index] if index >= 0 and bounds[index] > start else limit
+            parts.append(text[start:cut])
+            start = cut
+        while start < len(text) and text[start] == " " and start + 1 in starts:
+            start += 1
+    if start < len(text) or not parts:
+        parts.append(text[start:])
     return parts
 
 
@@ -60,14 +89,18 @@ class Sender:
         channel_interval_s: float = 1.0,
         duplicate_window_s: float = 30.0,
         max_length: int = 500,
+        long_text: Literal["split", "refuse"] = "split",
         margin_s: float = DEFAULT_MARGIN_S,
     ) -> None:
+        if max_length <= len(_INVISIBLE):
+            raise ValueError(f"max_length must be more than {len(_INVISIBLE)}")
         self.connection = connection
         self.messages = messages or LocalWindow(Rate(20, 30.0))
         self.moderator_messages = moderator_messages or LocalWindow(Rate(100, 30.0))
         self.channel_interval_s = channel_interval_s + margin_s
         self.duplicate_window_s = duplicate_window_s
         self.max_length = max_length
+        self.long_text = long_text
         self.moderator_in: set[str] = set()
         self._last: dict[str, tuple[float, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -80,28 +113,50 @@ class Sender:
             else:
                 self.moderator_in.discard(event.channel)
 
-    async def say(self, channel: str, text: str) -> int:
-        """Send ``text`` to ``channel`` within the rules; return the number of messages sent."""
+    async def say(
+        self, channel: str, text: str, *, reply_to: str | None = None, action: bool = False
+    ) -> int:
+        """Send ``text`` to ``channel`` within the rules; return the number of messages sent.
+
+        Raises UnsafeLineError (CR, LF or NUL in the text or ``reply_to``) or
+        MessageTooLongError (``long_text="refuse"``) before anything is sent.
+        """
         name = normalise_login(channel)
+        for value, what in ((text, "the text"), (reply_to or "", "reply_to")):
+            if any(c in value for c in _UNSAFE):
+                raise UnsafeLineError(f"{what} contains CR, LF or NUL; nothing was sent")
+        if reply_to is not None and (not reply_to or " " in reply_to):
+            raise ValueError(f"reply_to must be a message id, got {reply_to!r}")
+        room = self.max_length - len(_INVISIBLE)
+        if len(text) > room and self.long_text == "refuse":
+            raise MessageTooLongError(
+                f"text of {len(text)} characters exceeds {room} "
+                "(throttle.messages.long_text is 'refuse'); nothing was sent"
+            )
+        parts = split_text(text, room)
         lock = self._locks.setdefault(name, asyncio.Lock())
-        parts = split_text(text, self.max_length - len(_INVISIBLE))
         async with lock:
-            for part in parts:
-                await self._send_one(name, part)
+            for index, part in enumerate(parts):
+                tags = {"reply-parent-msg-id": reply_to} if reply_to and index == 0 else None
+                await self._send_one(name, part, tags, action)
         return len(parts)
 
-    async def _send_one(self, channel: str, text: str) -> None:
+    async def _send_one(
+        self, channel: str, text: str, tags: dict[str, str] | None, action: bool
+    ) -> None:
         last_at, last_text = self._last.get(channel, (-1e9, ""))
         wait_s = last_at + self.channel_interval_s - time.monotonic()
         if wait_s > 0:
             await asyncio.sleep(wait_s)
         now = time.monotonic()
+        if action:
+            text = f"\x01ACTION {text}\x01"
         if text == last_text and now - last_at < self.duplicate_window_s:
-            text += _INVISIBLE
+            text = f"{text[:-1]}{_INVISIBLE}\x01" if action else text + _INVISIBLE
         if channel in self.moderator_in:
             await self.moderator_messages.take()
         else:
             await self.messages.take()
             await self.moderator_messages.take()
-        await self.connection.send("PRIVMSG", [f"#{channel}", text])
+        await self.connection.send("PRIVMSG", [f"#{channel}", text], tags=tags)
         self._last[channel] = (time.monotonic(), text)

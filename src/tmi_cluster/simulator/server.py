@@ -765,6 +765,9 @@ class ChatSimulator:
                 "room-id": channel.room_id, "subscriber": "0",
                 "tmi-sent-ts": str(int(time.time() * 1000)), "turbo": "0",
                 "user-id": _user_id(account.login), "user-type": ""}  # fmt: skip
+        parent = message.tags.get("reply-parent-msg-id")
+        if parent:
+            tags["reply-parent-msg-id"] = parent
         line = serialize("PRIVMSG", [f"#{name}", text], source=connection.prefix)
         data = (_twitch_tags(tags) + " " + line).encode() + b"\r\n"
         if self.record:
