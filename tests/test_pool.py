@@ -17,7 +17,7 @@ from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, R
 from tmi_cluster.simulator import ChatSimulator, Limits
 
 from .test_connection import Recorder
-from .test_simulator import run
+from .test_simulator import run, run_documented_example
 
 
 def _options(sim: ChatSimulator, **changes: object) -> ConnectionOptions:
@@ -248,3 +248,7 @@ async def test_read_anonymously_send_as_the_identity_through_shared_windows(
                 assert f"{redis_prefix}ratelimit:justinfan:join" in keys
         finally:
             await client.aclose()
+
+
+def test_the_documented_example_runs() -> None:
+    run_documented_example("connections.md", "test_greet_everyone")

@@ -428,14 +428,19 @@ async def test_pause_resume_and_rate() -> None:
         await client.close()
 
 
-def test_the_documented_example_runs() -> None:
+def run_documented_example(document: str, test: str) -> None:
+    """Run the first Python block of ``docs/<document>``, then its function ``test``."""
     from pathlib import Path  # noqa: PLC0415
 
-    text = (Path(__file__).parent.parent / "docs" / "simulator.md").read_text(encoding="utf-8")
+    text = (Path(__file__).parent.parent / "docs" / document).read_text(encoding="utf-8")
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict[str, Any] = {}
-    exec(compile(code, "docs/simulator.md", "exec"), namespace)  # noqa: S102 - our own docs
-    namespace["test_my_bot"]()
+    exec(compile(code, f"docs/{document}", "exec"), namespace)  # noqa: S102 - our own docs
+    namespace[test]()
+
+
+def test_the_documented_example_runs() -> None:
+    run_documented_example("simulator.md", "test_my_bot")
 
 
 @run
@@ -604,3 +609,12 @@ async def test_duplicate_rule_compares_with_the_previous_message_only() -> None:
         assert sim.account("mybot").messages == 3
         assert sim.account("mybot").violations == []
         await client.close()
+
+
+@run
+async def test_channels_added_later_get_traffic() -> None:
+    async with ChatSimulator(channels=["a"], seed=3) as sim:
+        sim.add_channels(["b", "#C", "a"])
+        sim.add_channel("d")
+        assert sorted(sim.channel_names()) == ["a", "b", "c", "d"]
+        assert {line.channel for line in sim.generate(500)} == {"a", "b", "c", "d"}

@@ -277,8 +277,7 @@ class ChatSimulator:
         self._all_connections: dict[int, _Connection] = {}
         self._changed: asyncio.Event | None = None
         self._traffic = Traffic({}, seed=seed)
-        for name in channels:
-            self.add_channel(name)
+        self.add_channels(channels)
         self.port = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -382,9 +381,17 @@ class ChatSimulator:
 
     def add_channel(self, name: str) -> None:
         """Make a channel exist (joining one that does not gives silence, as on Twitch)."""
-        login = name.lstrip("#").lower()
-        if login not in self._channels:
-            self._channels[login] = _Channel(login, str(100_000 + len(self._channels)))
+        self.add_channels([name])
+
+    def add_channels(self, names: Iterable[str]) -> None:
+        """Make channels exist; the traffic's channel picks are prepared once for all."""
+        added = False
+        for name in names:
+            login = name.lstrip("#").lower()
+            if login not in self._channels:
+                self._channels[login] = _Channel(login, str(100_000 + len(self._channels)))
+                added = True
+        if added:
             self._traffic.set_channels({c.name: c.room_id for c in self._channels.values()})
 
     def add_account(self, login: str, token: str, *, moderator_in: Iterable[str] = ()) -> None:
