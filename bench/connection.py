@@ -233,6 +233,7 @@ class Result:
     steps: list[Step]
     rss_per_1000_mib: float
     rss_mib: float
+    rss_after_mib: float  # after the traffic: what reading for a while left behind
 
     @property
     def best(self) -> Step | None:
@@ -336,13 +337,15 @@ async def _measure(reader: str, channels: int, plan: Plan) -> Result:
             step = await _step(sim, parent, (low + high) / 2, plan.seconds, plan.drain_s)
             steps.append(step)
             low, high = (step.nominal, high) if step.sustained else (low, step.nominal)
+        await _ask(parent, "reset")  # the harness's own latency records go
+        _, after_traffic = await _ask(parent, "rss")
         await _ask(parent, "stop")
         process.join(10)
         if process.is_alive():
             process.kill()
         return Result(
             reader, channels, steps, (after - before) / (1 << 20) / (channels / 1000),
-            after / (1 << 20),
+            after / (1 << 20), after_traffic / (1 << 20),
         )  # fmt: skip
 
 
@@ -353,8 +356,8 @@ _COMMON_RATE = 10_000.0  # every reader's latency is also shown at this rate
 def _print(results: list[Result]) -> None:
     print()
     header = ("channels", "reader", "sustained/s", "p50 ms", "p99 ms",
-              "p50@10k", "p99@10k", "MiB/1k ch", "RSS MiB")  # fmt: skip
-    print("{:>9} {:<24} {:>12} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8}".format(*header))
+              "p50@10k", "p99@10k", "MiB/1k ch", "RSS MiB", "after")  # fmt: skip
+    print("{:>9} {:<24} {:>12} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>6}".format(*header))
     for result in results:
         best = result.best
         common = next((s for s in result.steps if s.nominal == _COMMON_RATE), None)
@@ -369,7 +372,7 @@ def _print(results: list[Result]) -> None:
         print(
             f"{result.channels:>9,} {result.reader:<24} {cells[0]:>12} {cells[1]:>7} "
             f"{cells[2]:>7} {cells[3]:>8} {cells[4]:>8} {result.rss_per_1000_mib:>10.1f} "
-            f"{result.rss_mib:>8.0f}"
+            f"{result.rss_mib:>8.0f} {result.rss_after_mib:>6.0f}"
         )
     print("* the simulator generated less than asked (it shares the machine): a lower bound")
     print()

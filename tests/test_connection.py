@@ -207,6 +207,7 @@ async def test_reconnect_under_traffic_loses_and_duplicates_nothing() -> None:
             assert not events.of(DisconnectedEvent)  # make-before-break: never down
             overlap = [d for c in channels for d in sim.deliveries(c) if len(d.connections) == 2]
             assert overlap, "the test should cover messages sent during the overlap"
+            assert len(connection._seen) == 0  # de-duplication keeps nothing after the overlap
 
 
 async def _hostile_server(lines: list[bytes]) -> tuple[asyncio.Server, int]:

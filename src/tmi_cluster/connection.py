@@ -367,7 +367,10 @@ class Connection:
         self._session: _Session | None = None
         self._task: asyncio.Task[None] | None = None
         self._replacing: asyncio.Task[None] | None = None
+        # Keys of the events delivered while two sessions overlap (a RECONNECT), and only then:
+        # one session never delivers an event twice, so nothing is kept the rest of the time.
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._deduping = False
         self._connected = asyncio.Event()
         self._closing = False
         self.reconnects = 0
@@ -471,7 +474,7 @@ class Connection:
         if message.command == "RECONNECT" and current and not replacing:
             self._replacing = asyncio.create_task(self._replace(session))
         for event in from_message(message):
-            key = event.dedupe_key
+            key = event.dedupe_key if self._deduping else None
             if key is not None:
                 if key in self._seen:
                     continue
@@ -490,6 +493,14 @@ class Connection:
 
     async def _replace(self, old: _Session) -> None:
         """Make-before-break: log a new session in, join everything there, then drop the old."""
+        self._deduping = True
+        try:
+            await self._overlap(old)
+        finally:
+            self._deduping = False
+            self._seen.clear()
+
+    async def _overlap(self, old: _Session) -> None:
         new = _Session(self.options, self._deliver)
         try:
             await self._open(new)
