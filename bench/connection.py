@@ -19,7 +19,9 @@ At each rate the reader counts the PRIVMSG lines it handled and the delay from t
 ``tmi-sent-ts`` to its handler. A rate is *sustained* when every PRIVMSG generated was handled
 within the drain time after the step, and the 99th percentile delay stayed under 500 ms (a
 reader that falls behind builds a backlog, and its delays grow past that within a step).
-Memory: the reader's resident set growth from before joining to after, per 1,000 channels.
+Memory: the reader's resident set growth from before joining to after, per 1,000 channels (the
+reader is a freshly spawned interpreter, its imports done before the first measure); and its
+resident set after all the traffic.
 """
 
 from __future__ import annotations
@@ -309,8 +311,10 @@ async def _measure(reader: str, channels: int, plan: Plan) -> Result:
         channels=names, seed=7, record=False, limits=limits, websocket_port=0
     ) as sim:
         assert sim.websocket_port is not None
-        parent, child = multiprocessing.Pipe()
-        process = multiprocessing.Process(
+        # A fresh interpreter, not a fork: the reader's memory must not include the simulator's.
+        spawn = multiprocessing.get_context("spawn")
+        parent, child = spawn.Pipe()
+        process = spawn.Process(
             target=_child, args=(reader, sim.port, sim.websocket_port, names, child), daemon=True
         )
         process.start()

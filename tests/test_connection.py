@@ -14,6 +14,7 @@ from typing import TypeVar
 import pytest
 
 from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
+from tmi_cluster.errors import LoginError
 from tmi_cluster.events import (
     CapEvent,
     ConnectedEvent,
@@ -136,6 +137,8 @@ async def test_refused_login_stops_without_retrying() -> None:
             assert lost.reason == "mybot: Login authentication failed"
             assert not lost.reconnecting
             await events.until(lambda: state(c) is ConnectionState.CLOSED)
+            with pytest.raises(LoginError, match="Login authentication failed"):
+                await c.wait_connected(TIMEOUT_S)  # at once, with the reason
         assert "wrong" not in repr(_options(sim, token="wrong"))
         assert sim.account("mybot").authentications == 1
 

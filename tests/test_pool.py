@@ -10,7 +10,7 @@ import redis.asyncio
 
 from tmi_cluster.config import Settings
 from tmi_cluster.connection import ConnectionOptions
-from tmi_cluster.errors import NoIdentityError
+from tmi_cluster.errors import LoginError, NoIdentityError
 from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent, UserNoticeEvent
 from tmi_cluster.pool import Pool
 from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
@@ -244,6 +244,7 @@ async def test_read_anonymously_send_as_the_identity_through_shared_windows(
                 assert sim.account("mybot").violations == []
                 assert sim.account("mybot").joins == 0  # the identity joined nothing
                 keys = {k.decode() async for k in client.scan_iter(match=f"{redis_prefix}*")}
+                assert f"{redis_prefix}ratelimit:mybot:auth" in keys
                 assert f"{redis_prefix}ratelimit:mybot:messages" in keys
                 assert f"{redis_prefix}ratelimit:justinfan:join" in keys
         finally:
@@ -252,3 +253,21 @@ async def test_read_anonymously_send_as_the_identity_through_shared_windows(
 
 def test_the_documented_example_runs() -> None:
     run_documented_example("connections.md", "test_greet_everyone")
+
+
+@run
+async def test_a_refused_identity_fails_say_with_the_reason(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        sim.add_account("mybot", "right")
+        settings = make_settings(
+            f'[tmi.connection]\nserver = "127.0.0.1"\nport = {sim.port}\nsecure = false\n'
+            '[tmi.identity]\nusername = "mybot"\npassword = "oauth:wrong"\n'
+        )
+        async with Pool.from_settings(settings) as pool:
+            with pytest.raises(LoginError, match="Login authentication failed"):
+                await pool.say("alpha", "hello")
+            with pytest.raises(LoginError):
+                await pool.say("alpha", "again")  # no second attempt with a refused token
+        assert sim.account("mybot").authentications == 1

@@ -371,6 +371,8 @@ class Connection:
         # one session never delivers an event twice, so nothing is kept the rest of the time.
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._deduping = False
+        #: Why the connection stopped for good (a refused login), else None.
+        self.failure: LoginError | None = None
         self._connected = asyncio.Event()
         self._closing = False
         self.reconnects = 0
@@ -383,8 +385,27 @@ class Connection:
         return self
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
-        """Wait until the connection is logged in."""
-        await asyncio.wait_for(self._connected.wait(), timeout_s)
+        """Wait until the connection is logged in. Raises LoginError when Twitch refused the
+        login, ConnectionError when the connection ended for good (or was never started),
+        TimeoutError after ``timeout_s``."""
+        if self._connected.is_set():
+            return
+        task = self._task
+        if task is None:
+            raise ConnectionError(f"{self.options.name} was not started")
+        connected = asyncio.ensure_future(self._connected.wait())
+        try:
+            await asyncio.wait({connected, task}, timeout=timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            connected.cancel()
+        if self._connected.is_set():
+            return
+        if isinstance(self.failure, LoginError):
+            raise self.failure
+        if task.done():
+            raise ConnectionError(f"{self.options.name} is closed")
+        raise TimeoutError(f"{self.options.name} did not log in within {timeout_s} s")
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -535,6 +556,7 @@ class Connection:
             try:
                 await self._open(session)
             except LoginError as exc:
+                self.failure = exc
                 self._emit(DisconnectedEvent(connection=options.name, reason=str(exc)))
                 self.state = ConnectionState.CLOSED
                 return
