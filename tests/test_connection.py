@@ -60,6 +60,25 @@ class Recorder:
         await asyncio.wait_for(wait(), timeout_s)
 
 
+async def every_message_exactly_once(
+    events: Recorder, sim: ChatSimulator, channels: list[str]
+) -> None:
+    """Stop the traffic; then every message the simulator delivered while one of our
+    connections was joined must arrive, and none twice (the simulator's accounting judges)."""
+    sim.pause()
+    expected = {d.message_id for c in channels for d in sim.deliveries(c) if d.connections}
+
+    def received() -> list[str]:
+        # One MessageEvent per PRIVMSG and one UserNoticeEvent per USERNOTICE.
+        kinds = (MessageEvent, UserNoticeEvent)
+        return [e.tags["id"] for e in events.events if type(e) in kinds]
+
+    await events.until(lambda: set(received()) >= expected)
+    ids = received()
+    assert len(ids) == len(set(ids)), "a message was delivered twice"
+    assert set(ids) == expected
+
+
 def _options(sim: ChatSimulator, **changes: object) -> ConnectionOptions:
     base: dict[str, object] = {"host": "127.0.0.1", "port": sim.port, "secure": False,
                                "backoff_base_s": 0.05, "backoff_cap_s": 0.2}  # fmt: skip
@@ -195,18 +214,7 @@ async def test_reconnect_under_traffic_loses_and_duplicates_nothing() -> None:
             await events.until(lambda: connection.reconnects == 1)
             await events.until(lambda: all(len(sim.joined(c)) == 1 for c in channels))
             await events.until(lambda: len(events.of(MessageEvent)) > 3000)
-            sim.pause()
-            expected = {d.message_id for c in channels for d in sim.deliveries(c) if d.connections}
-
-            def received() -> list[str]:
-                # One MessageEvent per PRIVMSG and one UserNoticeEvent per USERNOTICE.
-                kinds = (MessageEvent, UserNoticeEvent)
-                return [e.tags["id"] for e in events.events if type(e) in kinds]
-
-            await events.until(lambda: set(received()) >= expected)
-            ids = received()
-            assert len(ids) == len(set(ids)), "a message was delivered twice"
-            assert set(ids) == expected
+            await every_message_exactly_once(events, sim, channels)
             assert not events.of(DisconnectedEvent)  # make-before-break: never down
             overlap = [d for c in channels for d in sim.deliveries(c) if len(d.connections) == 2]
             assert overlap, "the test should cover messages sent during the overlap"

@@ -11,12 +11,12 @@ import redis.asyncio
 from tmi_cluster.config import Settings
 from tmi_cluster.connection import ConnectionOptions
 from tmi_cluster.errors import LoginError, NoIdentityError
-from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent, UserNoticeEvent
+from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent
 from tmi_cluster.pool import Pool
 from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
 
-from .test_connection import Recorder
+from .test_connection import Recorder, every_message_exactly_once
 from .test_simulator import run, run_documented_example
 
 
@@ -134,17 +134,7 @@ async def test_a_move_joins_first_and_loses_and_duplicates_nothing() -> None:
             await sim.wait_until(lambda: len(sim.joined("alpha")) == 1)
             moved = len(events.of(MessageEvent))
             await events.until(lambda: len(events.of(MessageEvent)) > moved + 300)
-            sim.pause()
-            expected = {d.message_id for c in channels for d in sim.deliveries(c) if d.connections}
-
-            def received() -> list[str]:
-                kinds = (MessageEvent, UserNoticeEvent)
-                return [e.tags["id"] for e in events.events if type(e) in kinds]
-
-            await events.until(lambda: set(received()) >= expected)
-            ids = received()
-            assert len(ids) == len(set(ids)), "a message was delivered twice"
-            assert set(ids) == expected
+            await every_message_exactly_once(events, sim, channels)
             both = [d for d in sim.deliveries("alpha") if len(d.connections) == 2]
             assert both, "the test should cover messages sent while both connections held it"
             own_joins = [e for e in events.of(JoinEvent) if e.channel == "alpha"]
