@@ -156,6 +156,12 @@ def test_features_never_show_secrets(tmp_path: Path) -> None:
     assert "redis://:***@127.0.0.1:6379/0" in text
 
 
+def test_features_show_the_effective_limits(tmp_path: Path) -> None:
+    text = tmi(tmp_path, "features", TMI_CLUSTER_THROTTLE__PRESET="verified",
+               TMI_CLUSTER_THROTTLE__JOIN__ALLOW="50").stdout  # fmt: skip
+    assert "preset verified: join 50 / 10 s, login 200 / 10 s, messages 7500 / 30 s" in text
+
+
 def test_config_error_is_one_line_and_exit_78(tmp_path: Path) -> None:
     (tmp_path / "tmi-cluster.toml").write_text("[process]\nmemory = 'big'\n")
     result = tmi(tmp_path, "features")

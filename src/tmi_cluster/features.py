@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import find_embedded
+from tmi_cluster.ratelimit import AccountRates, Rate
 
 __all__ = ["describe"]
 
@@ -13,11 +14,8 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
     connection = settings.tmi.connection
     identity = settings.tmi.identity
     scale = settings.auto_scale
-    join, auth, messages = (
-        settings.throttle.join,
-        settings.throttle.auth,
-        settings.throttle.messages,
-    )
+    rates = AccountRates.from_settings(settings)
+    messages = settings.throttle.messages
     cleanup = settings.channel_manager.auto_cleanup
     return [
         ("config file", str(settings.config_file) if settings.config_file else "none (defaults)"),
@@ -27,6 +25,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         (
             "identity",
             f"{identity.username} (token set)"
+            + (", reading anonymously" if connection.read_anonymously else "")
             if not identity.anonymous
             else "anonymous justinfan (read only)"
             + (" - a token is set but no username" if identity.token else ""),
@@ -57,11 +56,11 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         (
             "limits",
-            f"join {join.allow} / {join.every:g} s, login {auth.allow} / {auth.every:g} s, "
-            f"messages {messages.allow} / {messages.every:g} s "
-            f"({messages.moderator_allow} as moderator), "
+            f"preset {settings.throttle.preset}: join {_rate(rates.join)}, "
+            f"login {_rate(rates.auth)}, messages {_rate(rates.messages)} "
+            f"({_rate(rates.moderator_messages)} as moderator), "
             f"{messages.channel_interval:g} s between messages in a channel, "
-            f"{messages.max_length} characters",
+            f"{messages.max_length} characters (longer text: {messages.long_text})",
         ),
         ("handlers", ", ".join(settings.handlers.modules) or "none"),
         (
@@ -93,3 +92,7 @@ def _redis(settings: Settings) -> str:
     state = find_embedded(settings.redis.embedded_dir)
     where = f"running at 127.0.0.1:{state.port}" if state else "started by 'tmi-cluster run'"
     return f"embedded private server, {where} (state in {settings.redis.embedded_dir})"
+
+
+def _rate(rate: Rate) -> str:
+    return f"{rate.allow} / {rate.every_s:g} s"
