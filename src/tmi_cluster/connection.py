@@ -401,7 +401,7 @@ class Connection:
             connected.cancel()
         if self._connected.is_set():
             return
-        if isinstance(self.failure, LoginError):
+        if self.failure is not None:
             raise self.failure
         if task.done():
             raise ConnectionError(f"{self.options.name} is closed")

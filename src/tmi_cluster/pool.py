@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -77,7 +76,7 @@ class _Move:
 
     source: str
     target: str
-    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    seen: set[str] = field(default_factory=set)
 
 
 class Pool:
@@ -106,7 +105,6 @@ class Pool:
         self.join_timeout_s = join_timeout_s
         #: Sends for :meth:`say`; None when the pool has no identity to send with.
         self.sender = sender
-        self._sender_started = False
         self._on_event = on_event or (lambda event: None)
         self.connections: dict[str, Connection] = {}
         self._where: dict[str, str] = {}  # channel -> connection name
@@ -148,9 +146,10 @@ class Pool:
         connection = settings.tmi.connection
         options = ConnectionOptions.from_settings(settings, name=name)
         account = None if identity.anonymous else windows(normalise_login(identity.username))
-        read_anonymously = account is None or connection.read_anonymously
-        read = windows(ANONYMOUS_ACCOUNT) if read_anonymously else account
-        assert read is not None
+        if account is None or connection.read_anonymously:
+            read, read_options = windows(ANONYMOUS_ACCOUNT), replace(options, login=None, token="")
+        else:
+            read, read_options = account, options
         sender = None
         if account is not None:
             messages = settings.throttle.messages
@@ -165,10 +164,10 @@ class Pool:
                 long_text=messages.long_text,
             )
         return cls(
-            replace(options, login=None, token="") if read_anonymously else options,
+            read_options,
             channels_per_connection=connection.channels_per_connection,
             join_window=read.join,
-            auth_window=None if read_anonymously else read.auth,
+            auth_window=read.auth,  # counted for logins with an account only
             connect_interval_s=connection.connect_interval,
             join_timeout_s=connection.join_timeout,
             sender=sender,
@@ -190,7 +189,7 @@ class Pool:
         """Close every connection, the sender's too. Idempotent."""
         for connection in list(self.connections.values()):
             await connection.aclose()
-        if self.sender is not None and self._sender_started:
+        if self.sender is not None:
             await self.sender.connection.aclose()
         self.connections.clear()
         self._where.clear()
@@ -322,7 +321,7 @@ class Pool:
             elif key in move.seen:
                 return
             else:
-                move.seen[key] = None
+                move.seen.add(key)
         self._on_event(event)
 
     async def part(self, channels: Iterable[str]) -> None:
@@ -384,8 +383,6 @@ class Pool:
                 "sending needs a Twitch identity: set tmi.identity.username and "
                 "tmi.identity.password"
             )
-        if not self._sender_started:
-            self._sender_started = True
-            await self.sender.connection.start()
+        await self.sender.connection.start()  # at the first message; idempotent
         await self.sender.connection.wait_connected(self.sender.connection.options.login_timeout_s)
         return await self.sender.say(channel, text, reply_to=reply_to, action=action)
