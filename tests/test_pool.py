@@ -12,7 +12,7 @@ from tmi_cluster.config import Settings
 from tmi_cluster.connection import ConnectionOptions
 from tmi_cluster.errors import LoginError, NoIdentityError
 from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent
-from tmi_cluster.pool import Pool
+from tmi_cluster.pool import Pool, PoolState
 from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
 
@@ -261,3 +261,19 @@ async def test_a_refused_identity_fails_say_with_the_reason(
             with pytest.raises(LoginError):
                 await pool.say("alpha", "again")  # no second attempt with a refused token
         assert sim.account("mybot").authentications == 1
+
+
+@run
+async def test_a_closed_pool_refuses_work() -> None:
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        pool = Pool(_options(sim), connect_interval_s=0)
+        assert pool.state is PoolState.OPEN
+        assert (await pool.join(["alpha"]))["alpha"].ok
+        await pool.aclose()
+        await pool.aclose()  # idempotent
+        assert PoolState(pool.state.value) is PoolState.CLOSED  # re-read: no narrowing
+        assert pool.channels == set()
+        for attempt in (pool.join(["alpha"]), pool.move("alpha"), pool.say("alpha", "hi")):
+            with pytest.raises(RuntimeError, match="is closed"):
+                await attempt
+        await sim.wait_until(lambda: not sim.joined("alpha"))  # its connections are gone

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -45,7 +46,7 @@ from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.ratelimit import AccountRates, AccountWindows, LocalWindow, Rate, Window
 from tmi_cluster.sender import Sender
 
-__all__ = ["ANONYMOUS_ACCOUNT", "JOIN_FAILURES", "JoinOutcome", "Pool"]
+__all__ = ["ANONYMOUS_ACCOUNT", "JOIN_FAILURES", "JoinOutcome", "Pool", "PoolState"]
 
 #: The account name under which anonymous connections share their windows.
 ANONYMOUS_ACCOUNT = "justinfan"
@@ -54,6 +55,13 @@ ANONYMOUS_ACCOUNT = "justinfan"
 JOIN_FAILURES = frozenset(
     {"msg_channel_suspended", "msg_banned", "tos_ban", "msg_concurrent_channel_limit_reached"}
 )
+
+
+class PoolState(enum.StrEnum):
+    """Lifecycle of a :class:`Pool`: usable while ``open``; ``closed`` after :meth:`Pool.aclose`."""
+
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ class Pool:
         if channels_per_connection < 1:
             raise ValueError("channels_per_connection must be at least 1")
         self.options = options
+        self.state = PoolState.OPEN
         self.channels_per_connection = channels_per_connection
         self.join_window = join_window or LocalWindow(Rate(20, 10.0))
         self.auth_window = auth_window
@@ -186,7 +195,8 @@ class Pool:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection, the sender's too. Idempotent."""
+        """Close every connection, the sender's too. Idempotent; the pool cannot be reopened."""
+        self.state = PoolState.CLOSED
         for connection in list(self.connections.values()):
             await connection.aclose()
         if self.sender is not None:
@@ -194,6 +204,10 @@ class Pool:
         self.connections.clear()
         self._where.clear()
         self._moving.clear()
+
+    def _check_open(self) -> None:
+        if self.state is PoolState.CLOSED:
+            raise RuntimeError(f"{self.options.name} is closed")
 
     def where(self, channel: str) -> str | None:
         """The name of the connection holding ``channel``, or None."""
@@ -207,7 +221,9 @@ class Pool:
     # -- joining --------------------------------------------------------------------------
 
     async def join(self, channels: Iterable[str]) -> dict[str, JoinOutcome]:
-        """Join channels not held yet; return each one's outcome (held ones: ``joined``)."""
+        """Join channels not held yet; return each one's outcome (held ones: ``joined``).
+        RuntimeError once the pool is closed."""
+        self._check_open()
         wanted = normalise_logins(channels)
         outcomes = {c: JoinOutcome(c, "joined", self._where[c]) for c in wanted if c in self._where}
         todo = [c for c in wanted if c not in self._where]
@@ -340,7 +356,9 @@ class Pool:
     async def move(self, channel: str, to: str | None = None) -> JoinOutcome:
         """Move a held channel to connection ``to`` (default: one with room, opened if need be)
         make-before-break; return the new join's outcome. On failure the channel stays where
-        it was. ValueError if the pool does not hold the channel or ``to`` is unknown."""
+        it was. ValueError if the pool does not hold the channel or ``to`` is unknown;
+        RuntimeError once the pool is closed."""
+        self._check_open()
         name = normalise_login(channel)
         source = self._where.get(name)
         if source is None:
@@ -377,7 +395,8 @@ class Pool:
         self, channel: str, text: str, *, reply_to: str | None = None, action: bool = False
     ) -> int:
         """Send through the authenticated identity (see :meth:`Sender.say`); return the number
-        of messages sent. NoIdentityError when the pool has none."""
+        of messages sent. NoIdentityError when the pool has none; RuntimeError once closed."""
+        self._check_open()
         if self.sender is None:
             raise NoIdentityError(
                 "sending needs a Twitch identity: set tmi.identity.username and "
