@@ -107,7 +107,7 @@ def reference_markdown() -> str:
     out = [
         "# Configuration reference",
         "",
-        "<!-- Generated from src/tmi_cluster/config.py by "
+        "<!-- Generated from src/tmi_cluster/config/model.py by "
         "`python -m tmi_cluster.configref > docs/configuration.md`; a test keeps it current. -->",
         "",
         "Settings are read from the defaults, then `tmi-cluster.toml` (the current folder, "
