@@ -1,8 +1,10 @@
-"""The chat server: connections, login, channels, relay, generated traffic, faults, accounting.
+"""The chat server: listening, channels and accounts, generated traffic, faults, accounting.
 
 One :class:`ChatSimulator` is an asyncio server that behaves like Twitch's chat servers (see
 ``docs/simulator.md``). Use it as an async context manager; every fault and every account,
 channel and rate can be changed while it runs, and everything it did is recorded for tests.
+What clients send is answered by :mod:`~tmi_cluster.simulator.commands`; the state kept per
+account, channel and connection lives in :mod:`~tmi_cluster.simulator.peers`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ import shutil
 import ssl
 import tempfile
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -25,10 +25,19 @@ from typing import Self
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import serve as websocket_serve
 
-from tmi_cluster.errors import NotAvailableError, ParseError
-from tmi_cluster.irc import Message, escape_tag_value, parse, serialize
+from tmi_cluster.errors import NotAvailableError
+from tmi_cluster.simulator.commands import SERVER, Commands
 from tmi_cluster.simulator.control import ControlServer
 from tmi_cluster.simulator.limits import Limits, Window
+from tmi_cluster.simulator.peers import (
+    AccountStats,
+    ConnectionInfo,
+    Delivery,
+    Violation,
+    _Account,
+    _Channel,
+    _Connection,
+)
 from tmi_cluster.simulator.traffic import GeneratedLine, Traffic
 from tmi_cluster.simulator.websocket import serve_connection
 
@@ -40,184 +49,7 @@ __all__ = [
     "Violation",
 ]
 
-CAPABILITIES = ("twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership")
-_SERVER = "tmi.twitch.tv"
 _TICK_S = 0.01
-_WELCOME = [
-    ("001", "Welcome, GLHF!"),
-    ("002", f"Your host is {_SERVER}"),
-    ("003", "This server is rather new"),
-    ("004", "-"),
-    ("375", "-"),
-    ("372", "You are in a maze of twisty passages, all alike."),
-    ("376", ">"),
-]
-_CAPPED = "Your account has reached the maximum number of channels."
-_TOO_QUICK = "Your message was not sent because you are sending messages too quickly."
-_DUPLICATE = (
-    "Your message was not sent because it is identical to the previous one you sent, "
-    "less than 30 seconds ago."
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    """One limit an account or connection exceeded."""
-
-    kind: str
-    at: float
-    detail: str = ""
-
-
-@dataclass
-class AccountStats:
-    """What one login did, across all its connections."""
-
-    login: str
-    authentications: int = 0
-    joins: int = 0
-    messages: int = 0
-    violations: list[Violation] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A message sent into a channel, and the connections joined to it at that moment."""
-
-    message_id: str
-    connections: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """A connection as the simulator sees it."""
-
-    id: int
-    login: str | None
-    channels: frozenset[str]
-    capabilities: frozenset[str]
-    sent: tuple[str, ...]
-    open: bool
-
-
-@dataclass
-class _Account:
-    login: str
-    token: str
-    moderator_in: set[str]
-    joins: Window
-    auths: Window
-    messages: Window
-    moderator_messages: Window
-
-
-@dataclass
-class _Channel:
-    name: str
-    room_id: str
-    suspended: bool = False
-    banned: set[str] = field(default_factory=set)
-    members: dict[int, _Connection] = field(default_factory=dict)
-    snapshot: tuple[int, ...] | None = None
-    last_message: dict[str, float] = field(default_factory=dict)
-    previous: dict[str, tuple[float, str]] = field(default_factory=dict)  # login -> last message
-
-    def joined(self) -> tuple[int, ...]:
-        if self.snapshot is None:
-            self.snapshot = tuple(sorted(self.members))
-        return self.snapshot
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection (any transport): framing in, buffered writes out."""
-
-    def __init__(self, simulator: ChatSimulator, connection_id: int) -> None:
-        self.sim = simulator
-        self.id = connection_id
-        self.transport: asyncio.WriteTransport | None = None
-        self.buffer = bytearray()
-        self.capabilities: set[str] = set()
-        self.password: str | None = None
-        self.login: str | None = None
-        self.account: _Account | None = None
-        self.channels: set[str] = set()
-        self.sent: list[str] = []
-        self.half_open = False
-        self.closed = False
-        self.full = False  # both tags and commands: lines go out as generated
-        self.anonymous_joins = Window(
-            simulator.limits.anonymous_join_allow, simulator.limits.join_every_s
-        )
-
-    # -- asyncio.Protocol -------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self.transport = transport
-        self.sim._connections[self.id] = self
-
-    def data_received(self, data: bytes) -> None:
-        if self.half_open or self.closed:
-            return
-        buffer = self.buffer
-        buffer += data
-        limit = self.sim.limits.max_line_bytes
-        while True:
-            end = buffer.find(b"\n")
-            if end == -1:
-                if len(buffer) > limit:
-                    self.sim._violation(
-                        self, "line_too_long", f"{len(buffer)} bytes without an end"
-                    )
-                    self.abort()
-                return
-            line = bytes(buffer[:end])
-            del buffer[: end + 1]
-            if len(line) > limit:
-                self.sim._violation(self, "line_too_long", f"{len(line)} bytes")
-                self.abort()
-                return
-            self.sim._receive(self, line)
-            if self.closed:
-                return
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.sim._forget(self)
-
-    # -- writing ----------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        transport = self.transport
-        if self.closed or self.half_open or transport is None:
-            return
-        transport.write(data)
-        if transport.get_write_buffer_size() > self.sim.limits.max_send_buffer_bytes:
-            self.sim._violation(self, "slow_reader", "send buffer over its bound")
-            self.abort()
-
-    def shape(self, data: bytes, command: str) -> bytes:
-        """A tagged line as this connection gets it: without tags unless it asked for them, and
-        nothing but PRIVMSG unless it asked for commands (empty: not sent)."""
-        if command != "PRIVMSG" and "twitch.tv/commands" not in self.capabilities:
-            return b""
-        if "twitch.tv/tags" not in self.capabilities and data[:1] == b"@":
-            return data[data.index(b" ") + 1 :]
-        return data
-
-    def send(self, line: str) -> None:
-        self.write(line.encode() + b"\r\n")
-
-    def abort(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.closed = True
-            self.transport.abort()
-            self.sim._forget(self)
-
-    @property
-    def prefix(self) -> str:
-        login = self.login or "*"
-        return f"{login}!{login}@{login}.tmi.twitch.tv"
 
 
 class ChatSimulator:
@@ -277,6 +109,8 @@ class ChatSimulator:
         self._all_connections: dict[int, _Connection] = {}
         self._changed: asyncio.Event | None = None
         self._traffic = Traffic({}, seed=seed)
+        #: The handlers of what clients send.
+        self.commands = Commands(self)
         self.add_channels(channels)
         self.port = 0
 
@@ -450,7 +284,7 @@ class ChatSimulator:
         """Send RECONNECT to some or all connections, and close them ``close_after_s`` later."""
         loop = asyncio.get_running_loop()
         for connection in self._select(connections):
-            connection.send(f":{_SERVER} RECONNECT")
+            connection.send(f":{SERVER} RECONNECT")
             loop.call_later(close_after_s, connection.abort)
 
     def drop(self, connections: Iterable[int] | None = None) -> None:
@@ -573,285 +407,7 @@ class ChatSimulator:
             await asyncio.sleep(interval)
             for connection in list(self._connections.values()):
                 if connection.login is not None:
-                    connection.send(f"PING :{_SERVER}")
-
-    # -- commands ---------------------------------------------------------------------------
-
-    def _receive(self, connection: _Connection, raw: bytes) -> None:
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if b"\0" in raw:
-            self._violation(connection, "malformed", "NUL in a line")
-            connection.abort()
-            return
-        if not raw.strip():
-            return
-        try:
-            message = parse(raw)
-        except ParseError as exc:
-            self._violation(connection, "malformed", exc.reason)
-            return
-        connection.sent.append(message.raw)
-        handler = _HANDLERS.get(message.command.upper())
-        if handler is None:
-            if connection.login is not None:
-                connection.send(
-                    f":{_SERVER} 421 {connection.login} {message.command[:50]} :Unknown command"
-                )
-            return
-        handler(self, connection, message)
-
-    def _cap(self, connection: _Connection, message: Message) -> None:
-        params = message.params
-        sub = params[0].upper() if params else ""
-        if sub == "LS":
-            connection.send(f":{_SERVER} CAP * LS :{' '.join(CAPABILITIES)}")
-        elif sub == "REQ":
-            wanted = params[-1].split() if len(params) > 1 else []
-            if wanted and all(cap in CAPABILITIES for cap in wanted):
-                connection.capabilities.update(wanted)
-                connection.full = {
-                    "twitch.tv/tags",
-                    "twitch.tv/commands",
-                } <= connection.capabilities
-                connection.send(f":{_SERVER} CAP * ACK :{' '.join(wanted)}")
-            else:
-                connection.send(f":{_SERVER} CAP * NAK :{' '.join(wanted)}")
-
-    def _pass(self, connection: _Connection, message: Message) -> None:
-        connection.password = message.params[0] if message.params else ""
-
-    def _nick(self, connection: _Connection, message: Message) -> None:
-        if connection.login is not None or not message.params:
-            return
-        login = message.params[0].lower()
-        stats = self.account(login)
-        if login.startswith("justinfan") and login[9:].isdigit():
-            self._welcome(connection, login)
-            return
-        password = connection.password
-        if password is None or not password.startswith("oauth:"):
-            connection.send(f":{_SERVER} NOTICE * :Improperly formatted auth")
-            connection.abort()
-            return
-        account = self._accounts.get(login)
-        stats.authentications += 1
-        now = time.monotonic()
-        if account is not None and not account.auths.take(now):
-            self._violation_for(stats, "auth_rate", "over the authentication budget")
-            connection.send(f":{_SERVER} NOTICE * :Login authentication failed")
-            connection.abort()
-            return
-        if account is None or account.token != password[len("oauth:") :]:
-            connection.send(f":{_SERVER} NOTICE * :Login authentication failed")
-            connection.abort()
-            return
-        connection.account = account
-        self._welcome(connection, login)
+                    connection.send(f"PING :{SERVER}")
 
     def _violation_for(self, stats: AccountStats, kind: str, detail: str) -> None:
         stats.violations.append(Violation(kind, time.monotonic(), detail))
-
-    def _welcome(self, connection: _Connection, login: str) -> None:
-        connection.login = login
-        for numeric, text in _WELCOME:
-            connection.send(f":{_SERVER} {numeric} {login} :{text}")
-        if connection.account is not None and "twitch.tv/commands" in connection.capabilities:
-            tags = {"badge-info": "", "badges": "", "color": "", "display-name": login,
-                    "emote-sets": "0", "user-id": _user_id(login), "user-type": ""}  # fmt: skip
-            connection.send(self._tagged(connection, "GLOBALUSERSTATE", [], tags))
-
-    def _tagged(
-        self,
-        connection: _Connection,
-        command: str,
-        params: list[str],
-        tags: dict[str, str],
-        source: str = _SERVER,
-    ) -> str:
-        line = serialize(command, params, source=source)
-        if "twitch.tv/tags" not in connection.capabilities:
-            return line
-        return _twitch_tags(tags) + " " + line
-
-    def _join(self, connection: _Connection, message: Message) -> None:
-        if connection.login is None or not message.params:
-            return
-        names = [n.strip().lstrip("#").lower() for n in message.params[0].split(",") if n.strip()]
-        now = time.monotonic()
-        stats = self.account(connection.login)
-        account = connection.account
-        window = account.joins if account is not None else connection.anonymous_joins
-        if not window.take(now, len(names)):
-            self._violation_for(stats, "join_rate", f"{len(names)} JOINs over the budget")
-            connection.abort()  # as Twitch does
-            return
-        stats.joins += len(names)
-        for name in names:
-            self._join_one(connection, name)
-
-    def _join_one(self, connection: _Connection, name: str) -> None:
-        channel = self._channels.get(name)
-        if channel is None or name in connection.channels:
-            return  # a channel that does not exist gives silence
-        login = connection.login or ""
-        if channel.suspended:
-            self._notice(
-                connection, name, "msg_channel_suspended", "This channel has been suspended."
-            )
-            return
-        if login in channel.banned:
-            self._notice(
-                connection,
-                name,
-                "msg_banned",
-                f"You are permanently banned from talking in {name}.",
-            )
-            return
-        account = connection.account
-        if account is not None:
-            counted = {c for other in self._connections.values() if other.account is account
-                       for c in other.channels if c not in account.moderator_in}  # fmt: skip
-            if name not in account.moderator_in and len(counted) >= self.limits.channel_cap:
-                self._violation_for(self.account(login), "channel_cap", name)
-                self._notice(connection, name, "msg_concurrent_channel_limit_reached", _CAPPED)
-                return
-        connection.channels.add(name)
-        channel.members[connection.id] = connection
-        channel.snapshot = None
-        self._touch()
-        connection.send(f":{connection.prefix} JOIN #{name}")
-        if "twitch.tv/commands" in connection.capabilities:
-            moderator = account is not None and name in account.moderator_in
-            connection.send(self._tagged(connection, "USERSTATE", [f"#{name}"], {
-                "badge-info": "", "badges": "moderator/1" if moderator else "", "color": "",
-                "display-name": login, "emote-sets": "0", "mod": "1" if moderator else "0",
-                "subscriber": "0", "user-type": "mod" if moderator else "",
-            }))  # fmt: skip
-            connection.send(self._tagged(connection, "ROOMSTATE", [f"#{name}"], {
-                "emote-only": "0", "followers-only": "-1", "r9k": "0", "room-id": channel.room_id,
-                "slow": "0", "subs-only": "0",
-            }))  # fmt: skip
-        connection.send(f":{login}.tmi.twitch.tv 353 {login} = #{name} :{login}")
-        connection.send(f":{login}.tmi.twitch.tv 366 {login} #{name} :End of /NAMES list")
-
-    def _notice(self, connection: _Connection, channel: str, msg_id: str, text: str) -> None:
-        connection.send(
-            self._tagged(connection, "NOTICE", [f"#{channel}", text], {"msg-id": msg_id})
-        )
-
-    def _part(self, connection: _Connection, message: Message) -> None:
-        if connection.login is None or not message.params:
-            return
-        for name in (n.strip().lstrip("#").lower() for n in message.params[0].split(",")):
-            channel = self._channels.get(name)
-            if name in connection.channels and channel is not None:
-                connection.channels.discard(name)
-                channel.members.pop(connection.id, None)
-                channel.snapshot = None
-                self._touch()
-                connection.send(f":{connection.prefix} PART #{name}")
-
-    def _privmsg(self, connection: _Connection, message: Message) -> None:
-        account = connection.account
-        if account is None or len(message.params) < 2:
-            return  # anonymous logins cannot send; Twitch ignores them
-        name = message.params[0].lstrip("#").lower()
-        channel = self._channels.get(name)
-        if channel is None:
-            return
-        text = message.params[1]
-        moderator = name in account.moderator_in
-        if not self._may_send(connection, account, channel, text, moderator):
-            return
-        self.account(account.login).messages += 1
-        message_id = self._traffic.new_id()
-        tags = {"badge-info": "", "badges": "moderator/1" if moderator else "", "color": "",
-                "display-name": account.login, "emotes": "", "first-msg": "0", "flags": "",
-                "id": message_id, "mod": "1" if moderator else "0", "returning-chatter": "0",
-                "room-id": channel.room_id, "subscriber": "0",
-                "tmi-sent-ts": str(int(time.time() * 1000)), "turbo": "0",
-                "user-id": _user_id(account.login), "user-type": ""}  # fmt: skip
-        parent = message.tags.get("reply-parent-msg-id")
-        if parent:
-            tags["reply-parent-msg-id"] = parent
-        line = serialize("PRIVMSG", [f"#{name}", text], source=connection.prefix)
-        data = (_twitch_tags(tags) + " " + line).encode() + b"\r\n"
-        if self.record:
-            self._deliveries[name].append(Delivery(message_id, channel.joined()))
-        self._touch()
-        for member in channel.members.values():
-            if member is not connection:
-                member.write(data if member.full else member.shape(data, "PRIVMSG"))
-        connection.send(self._tagged(connection, "USERSTATE", [f"#{name}"], {
-            "display-name": account.login, "mod": "1" if moderator else "0",
-        }))  # fmt: skip
-
-    def _may_send(
-        self,
-        connection: _Connection,
-        account: _Account,
-        channel: _Channel,
-        text: str,
-        moderator: bool,
-    ) -> bool:
-        """Apply Twitch's message rules; record and answer a refusal as Twitch does."""
-        stats = self.account(account.login)
-        now = time.monotonic()
-        name = channel.name
-        if len(text) > self.limits.max_message_chars:
-            self._violation_for(stats, "message_too_long", f"{len(text)} characters")
-            return False
-        if now - channel.last_message.get(account.login, -1e9) < self.limits.channel_interval_s:
-            self._violation_for(stats, "channel_rate", name)
-            self._notice(connection, name, "msg_ratelimit", _TOO_QUICK)
-            return False
-        # Twitch compares with the account's previous message in the channel only.
-        previous_at, previous_text = channel.previous.get(account.login, (-1e9, ""))
-        if text == previous_text and now - previous_at < self.limits.duplicate_window_s:
-            self._violation_for(stats, "duplicate", name)
-            self._notice(connection, name, "msg_duplicate", _DUPLICATE)
-            return False
-        window = account.moderator_messages if moderator else account.messages
-        if not window.take(now):
-            self._violation_for(stats, "message_rate", name)
-            return False  # Twitch ignores the account's messages for a while
-        if not moderator:
-            account.moderator_messages.take(now)  # both buckets count every message
-        channel.last_message[account.login] = now
-        channel.previous[account.login] = (now, text)
-        return True
-
-    def _ping(self, connection: _Connection, message: Message) -> None:
-        argument = message.params[-1] if message.params else _SERVER
-        connection.send(f":{_SERVER} PONG {_SERVER} :{argument}")
-
-    def _quit(self, connection: _Connection, message: Message) -> None:
-        connection.abort()
-
-    def _ignore(self, connection: _Connection, message: Message) -> None:
-        return None
-
-
-def _user_id(login: str) -> str:
-    """A stable user id for a login (the same in every process)."""
-    return str(zlib.crc32(login.encode()))
-
-
-def _twitch_tags(tags: dict[str, str]) -> str:
-    """Tags as Twitch writes them: every tag with ``=``, even when its value is empty."""
-    return "@" + ";".join(f"{key}={escape_tag_value(value)}" for key, value in tags.items())
-
-
-_HANDLERS = {
-    "CAP": ChatSimulator._cap,
-    "PASS": ChatSimulator._pass,
-    "NICK": ChatSimulator._nick,
-    "USER": ChatSimulator._ignore,
-    "JOIN": ChatSimulator._join,
-    "PART": ChatSimulator._part,
-    "PRIVMSG": ChatSimulator._privmsg,
-    "PING": ChatSimulator._ping,
-    "PONG": ChatSimulator._ignore,
-    "QUIT": ChatSimulator._quit,
-}
