@@ -40,10 +40,10 @@ import random
 import secrets
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
@@ -182,7 +182,7 @@ class _Session:
         self._logged_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pong = asyncio.Event()
         self._ping_token = ""
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # owned here; cancelled by close()
         self.closed = asyncio.Event()
         self.reason = ""
 
@@ -213,7 +213,7 @@ class _Session:
                 ),
                 options.login_timeout_s,
             )  # fmt: skip
-        self._tasks.append(asyncio.create_task(self._read_forever(), name=f"read-{self.number}"))
+        self._spawn(self._read_forever(), f"read-{self.number}")
         lines = []
         if options.capabilities:
             lines.append(serialize("CAP", ["REQ", " ".join(options.capabilities)]))
@@ -230,7 +230,7 @@ class _Session:
         except BaseException:
             await self.close("login failed")
             raise
-        self._tasks.append(asyncio.create_task(self._keep_alive(), name=f"ping-{self.number}"))
+        self._spawn(self._keep_alive(), f"ping-{self.number}")
 
     async def send_lines(self, lines: Sequence[str]) -> None:
         """Write whole lines (already serialised)."""
@@ -272,7 +272,7 @@ class _Session:
         command = message.command
         if command == "PING":
             argument = message.params[-1] if message.params else "tmi.twitch.tv"
-            asyncio.get_running_loop().create_task(self._quietly(serialize("PONG", [argument])))
+            self._spawn(self._quietly(serialize("PONG", [argument])), f"pong-{self.number}")
         elif command == "PONG":
             if message.params and message.params[-1] == self._ping_token:
                 self._pong.set()
@@ -287,6 +287,12 @@ class _Session:
             (self.joined.add if command == "JOIN" else self.joined.discard)(channel)
             self.join_changed.set()
         self.deliver(message, self)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coroutine`` as a task this session owns (kept until done, cancelled by close)."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _quietly(self, line: str) -> None:
         with contextlib.suppress(OSError, WebSocketException):
@@ -324,10 +330,11 @@ class _Session:
         self.reason = self.reason or reason
         self._abort(reason)
         current = asyncio.current_task()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             if task is not current:
                 task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             if task is not current:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -27,6 +27,7 @@ class WebSocketTransport(asyncio.WriteTransport):
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None  # kept: a task nobody holds may vanish
         self._closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -58,7 +59,7 @@ class WebSocketTransport(asyncio.WriteTransport):
     def close(self) -> None:
         if not self._closing:
             self._closing = True
-            asyncio.get_running_loop().create_task(self._socket.close())
+            self._closer = asyncio.get_running_loop().create_task(self._socket.close())
 
     def abort(self) -> None:
         self._closing = True
