@@ -277,3 +277,35 @@ async def test_a_closed_pool_refuses_work() -> None:
             with pytest.raises(RuntimeError, match="is closed"):
                 await attempt
         await sim.wait_until(lambda: not sim.joined("alpha"))  # its connections are gone
+
+
+@run
+async def test_concurrent_joins_never_join_a_channel_twice() -> None:
+    names = [f"c{i}" for i in range(12)]
+    async with ChatSimulator(channels=names) as sim, \
+            Pool(_options(sim), channels_per_connection=5,
+                 connect_interval_s=0.05) as pool:  # fmt: skip
+        first, second, third = await asyncio.gather(
+            pool.join(names), pool.join(reversed(names)), pool.join(names[:3])
+        )
+        for outcomes in (first, second, third):
+            assert all(outcome.ok for outcome in outcomes.values())
+        assert all(first[n].connection == second[n].connection for n in names)
+        assert all(len(sim.joined(n)) == 1 for n in names)  # one connection each, never two
+        assert sum(len(c.channels) for c in pool.connections.values()) == len(names)
+
+
+@run
+async def test_a_channel_parted_while_its_join_is_pending_is_not_kept() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"]) as sim, \
+            Pool(_options(sim), connect_interval_s=0) as pool:  # fmt: skip
+        joining = asyncio.ensure_future(pool.join(["alpha", "beta"]))
+        await sim.wait_until(lambda: bool(sim.connections()))  # the join is under way
+        await pool.part(["alpha"])
+        outcomes = await joining
+        assert outcomes["beta"].ok
+        assert outcomes["alpha"].result in {"parted", "joined"}
+        assert pool.channels == {"beta"} | ({"alpha"} if outcomes["alpha"].ok else set())
+        await sim.wait_until(lambda: len(sim.joined("alpha")) == (1 if outcomes["alpha"].ok else 0))
+        held = {c for connection in pool.connections.values() for c in connection.channels}
+        assert held == pool.channels  # nothing joined that the pool does not know of

@@ -66,7 +66,8 @@ class PoolState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class JoinOutcome:
-    """How one join ended: ``joined``, a NOTICE msg-id, or ``timeout``; on which connection."""
+    """How one join ended: ``joined``, a NOTICE msg-id, ``timeout``, or ``parted`` (parted
+    before it was confirmed); on which connection."""
 
     channel: str
     result: str
@@ -119,6 +120,7 @@ class Pool:
         self._where: dict[str, str] = {}  # channel -> connection name
         self._waiting: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._moving: dict[str, _Move] = {}
+        self._pending: dict[str, asyncio.Future[JoinOutcome]] = {}  # joins under way
         self._names = itertools.count(1)
         self._lock = asyncio.Lock()
         if sender is not None:
@@ -222,18 +224,35 @@ class Pool:
 
     async def join(self, channels: Iterable[str]) -> dict[str, JoinOutcome]:
         """Join channels not held yet; return each one's outcome (held ones: ``joined``).
+
+        Concurrent calls never join a channel twice: a channel whose join is under way gets
+        that join's outcome. A channel parted before its join is confirmed ends ``parted``.
         RuntimeError once the pool is closed."""
         self._check_open()
         wanted = normalise_logins(channels)
-        outcomes = {c: JoinOutcome(c, "joined", self._where[c]) for c in wanted if c in self._where}
-        todo = [c for c in wanted if c not in self._where]
+        loop = asyncio.get_running_loop()
         async with self._lock:
+            others = {c: self._pending[c] for c in wanted if c in self._pending}
+            outcomes = {
+                c: JoinOutcome(c, "joined", self._where[c])
+                for c in wanted
+                if c in self._where and c not in others
+            }
+            todo = [c for c in wanted if c not in self._where and c not in others]
             placed = await self._place(todo)
-        waits = []
-        for name, batch in placed:
-            waits.append(self._join_batch(name, batch))
-        for result in await asyncio.gather(*waits):
-            outcomes.update(result)
+            mine: dict[str, asyncio.Future[JoinOutcome]] = {c: loop.create_future() for c in todo}
+            self._pending.update(mine)
+        try:
+            for result in await asyncio.gather(*(self._join_batch(n, b) for n, b in placed)):
+                for channel, outcome in result.items():
+                    outcomes[channel] = outcome
+                    mine[channel].set_result(outcome)
+        finally:
+            for channel, future in mine.items():
+                self._pending.pop(channel, None)
+                future.cancel()  # no-op when done; else those waiting on it stop too
+        for channel, future in others.items():
+            outcomes[channel] = await asyncio.shield(future)
         return {c: outcomes[c] for c in wanted}
 
     def _load(self) -> dict[str, int]:
@@ -310,8 +329,13 @@ class Pool:
 
     async def _join_batch(self, name: str, channels: list[str]) -> dict[str, JoinOutcome]:
         outcomes = {}
-        for channel, result in (await self._confirm(name, channels)).items():
-            if result != "joined":
+        for channel, confirmed in (await self._confirm(name, channels)).items():
+            result = confirmed
+            if result == "joined" and self._where.get(channel) != name:  # parted meanwhile
+                with contextlib.suppress(ConnectionError):
+                    await self.connections[name].part([channel])
+                result = "parted"
+            elif result != "joined":
                 self._where.pop(channel, None)
             outcomes[channel] = JoinOutcome(channel, result, name if result == "joined" else None)
         return outcomes
