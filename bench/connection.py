@@ -19,6 +19,9 @@ At each rate the reader counts the PRIVMSG lines it handled and the delay from t
 ``tmi-sent-ts`` to its handler. A rate is *sustained* when every PRIVMSG generated was handled
 within the drain time after the step, and the 99th percentile delay stayed under 500 ms (a
 reader that falls behind builds a backlog, and its delays grow past that within a step).
+After the first rate that fails, three bisection steps narrow the ceiling down, each with a
+fresh reader process when the previous step failed (a reader that fell behind, or lost its
+channels, must not burden the next step).
 Memory: the reader's resident set growth from before joining to after, per 1,000 channels (the
 reader is a freshly spawned interpreter, its imports done before the first measure); and its
 resident set after all the traffic.
@@ -304,51 +307,74 @@ async def _settle(pipe: Pipe, limit_s: float = 120.0) -> None:
         await asyncio.sleep(0.5)  # polling another process's count: no event to wait on
 
 
-async def _measure(reader: str, channels: int, plan: Plan) -> Result:
-    names = [f"channel{i}" for i in range(1, channels + 1)]
-    limits = Limits(ping_interval_s=0, max_send_buffer_bytes=1 << 30)
-    async with ChatSimulator(
-        channels=names, seed=7, record=False, limits=limits, websocket_port=0
-    ) as sim:
+class _Reader:
+    """One reader process, joined to every channel; :meth:`ask` talks to it."""
+
+    def __init__(self, kind: str, process: multiprocessing.process.BaseProcess, pipe: Pipe):
+        self.kind = kind
+        self.process = process
+        self.pipe = pipe
+
+    @classmethod
+    async def start(cls, kind: str, sim: ChatSimulator, names: list[str]) -> _Reader:
         assert sim.websocket_port is not None
         # A fresh interpreter, not a fork: the reader's memory must not include the simulator's.
         spawn = multiprocessing.get_context("spawn")
         parent, child = spawn.Pipe()
         process = spawn.Process(
-            target=_child, args=(reader, sim.port, sim.websocket_port, names, child), daemon=True
+            target=_child, args=(kind, sim.port, sim.websocket_port, names, child), daemon=True
         )
         process.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 600
         while not await loop.run_in_executor(None, parent.poll, 1.0):
             if not process.is_alive():
-                raise SystemExit(f"{reader} exited ({process.exitcode}) before it had joined")
+                raise SystemExit(f"{kind} exited ({process.exitcode}) before it had joined")
             if loop.time() > deadline:
                 process.kill()
-                raise SystemExit(f"{reader} did not join {channels:,} channels in 10 minutes")
+                raise SystemExit(f"{kind} did not join {len(names):,} channels in 10 minutes")
         ready = parent.recv()
         assert ready == "ready", ready
-        before, after = await _ask(parent, "rss")
+        return cls(kind, process, parent)
+
+    async def ask(self, command: str) -> Any:
+        return await _ask(self.pipe, command)
+
+    async def stop(self) -> None:
+        await self.ask("stop")
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+async def _measure(kind: str, channels: int, plan: Plan) -> Result:
+    names = [f"channel{i}" for i in range(1, channels + 1)]
+    limits = Limits(ping_interval_s=0, max_send_buffer_bytes=1 << 30)
+    async with ChatSimulator(
+        channels=names, seed=7, record=False, limits=limits, websocket_port=0
+    ) as sim:
+        reader = await _Reader.start(kind, sim, names)
+        before, after = await reader.ask("rss")
         steps = []
         for rate in plan.rates:
-            step = await _step(sim, parent, rate, plan.seconds, plan.drain_s)
+            step = await _step(sim, reader.pipe, rate, plan.seconds, plan.drain_s)
             steps.append(step)
             if not step.sustained or step.simulator_bound:
                 break
+        await reader.ask("reset")  # the harness's own latency records go
+        _, after_traffic = await reader.ask("rss")
         low = max((s.nominal for s in steps if s.sustained), default=0.0)
         high = steps[-1].nominal if not steps[-1].sustained else 0.0
         for _ in range(plan.refine if high else 0):  # bisect: last good, first bad
-            step = await _step(sim, parent, (low + high) / 2, plan.seconds, plan.drain_s)
+            if not steps[-1].sustained:  # a reader that fell behind starts afresh
+                await reader.stop()
+                reader = await _Reader.start(kind, sim, names)
+            step = await _step(sim, reader.pipe, (low + high) / 2, plan.seconds, plan.drain_s)
             steps.append(step)
             low, high = (step.nominal, high) if step.sustained else (low, step.nominal)
-        await _ask(parent, "reset")  # the harness's own latency records go
-        _, after_traffic = await _ask(parent, "rss")
-        await _ask(parent, "stop")
-        process.join(10)
-        if process.is_alive():
-            process.kill()
+        await reader.stop()
         return Result(
-            reader, channels, steps, (after - before) / (1 << 20) / (channels / 1000),
+            kind, channels, steps, (after - before) / (1 << 20) / (channels / 1000),
             after / (1 << 20), after_traffic / (1 << 20),
         )  # fmt: skip
 
