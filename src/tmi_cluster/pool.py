@@ -341,6 +341,9 @@ class Pool:
         return outcomes
 
     def _event(self, name: str, event: Event) -> None:
+        if not self._waiting and not self._moving:  # the hot path: no join or move under way
+            self._on_event(event)
+            return
         channel = event.channel
         if channel is not None and (name, channel) in self._waiting:
             future = self._waiting[(name, channel)]
