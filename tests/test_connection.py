@@ -428,3 +428,29 @@ def test_a_flood_of_long_lines_does_not_grow_memory() -> None:
     finally:
         server.kill()
         server.communicate()
+
+
+@run
+async def test_a_failing_handler_is_logged_and_the_connection_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with ChatSimulator(channels=["alpha"], seed=2) as sim:
+        events = Recorder()
+
+        def handler(event: Event) -> None:
+            events(event)
+            if isinstance(event, MessageEvent) and len(events.of(MessageEvent)) % 2:
+                raise RuntimeError("a bug in the application")
+
+        with caplog.at_level("ERROR", logger="tmi_cluster.connection"):
+            async with Connection(_options(sim), on_event=handler) as connection:
+                await connection.join(["alpha"])
+                await events.until(lambda: len(sim.joined("alpha")) == 1)
+                lines = sim.generate(40, "alpha")
+                wanted = {line.message_id for line in lines if line.command == "PRIVMSG"}
+                await events.until(
+                    lambda: {e.message_id for e in events.of(MessageEvent)} >= wanted
+                )
+                assert not events.of(DisconnectedEvent)  # the bug did not cost the connection
+        failures = [r for r in caplog.records if "the event handler failed" in r.getMessage()]
+        assert len(failures) == (len(wanted) + 1) // 2

@@ -382,7 +382,8 @@ class _Session:
 
 class Connection:
     """A Twitch chat connection that stays up: use ``async with``, or :meth:`start` and
-    :meth:`aclose`. Events (chat, Connected, Disconnected) go to ``on_event``."""
+    :meth:`aclose`. Events (chat, Connected, Disconnected) go to ``on_event``; an exception
+    it raises is logged and does not end the connection."""
 
     def __init__(
         self,
@@ -533,23 +534,27 @@ class Connection:
             replacing = self._replacing is not None and not self._replacing.done()
             if session is self._session and not self._closing and not replacing:
                 self._replacing = asyncio.create_task(self._replace(session))
-        on_event = self.on_event
-        if not self._deduping:  # the hot path: one session, nothing to de-duplicate
-            for event in from_message(message):
-                on_event(event)
-            return
+        deduping = self._deduping
         for event in from_message(message):
-            key = event.dedupe_key
-            if key is not None:
-                if key in self._seen:
-                    continue
-                self._seen[key] = None
-                if len(self._seen) > _DEDUPE_MEMORY:
-                    self._seen.popitem(last=False)
-            on_event(event)
+            if deduping:
+                key = event.dedupe_key
+                if key is not None:
+                    if key in self._seen:
+                        continue
+                    self._seen[key] = None
+                    if len(self._seen) > _DEDUPE_MEMORY:
+                        self._seen.popitem(last=False)
+            self._emit(event)
 
     def _emit(self, event: Event) -> None:
-        self.on_event(event)
+        """Hand ``event`` to the application; a failing handler is logged, and the connection
+        goes on (an application bug must not cost the chat)."""
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception(
+                "%s: the event handler failed on %s", self.options.name, type(event).__name__
+            )
 
     async def _open(self, session: _Session) -> None:
         if self.auth_window is not None and self.options.login:
