@@ -9,7 +9,8 @@ import sys
 import pytest
 import redis.asyncio
 
-from tmi_cluster.ratelimit import NORMAL, VERIFIED, LocalWindow, Rate, SharedWindow
+from tmi_cluster.bus import SharedWindow
+from tmi_cluster.ratelimit import NORMAL, VERIFIED, LocalWindow, Rate
 
 from .test_simulator import run
 
@@ -71,7 +72,8 @@ async def test_shared_window_counts_and_refuses(redis_server: str, redis_prefix:
 WORKER = """
 import asyncio, json, sys, time
 import redis.asyncio
-from tmi_cluster.ratelimit import Rate, SharedWindow
+from tmi_cluster.bus import SharedWindow
+from tmi_cluster.ratelimit import Rate
 
 async def main(url, key, allow, every, seconds):
     client = redis.asyncio.Redis.from_url(url)

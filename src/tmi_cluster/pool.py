@@ -37,11 +37,11 @@ from typing import Self
 
 import redis.asyncio
 
+from tmi_cluster.bus import Keys, shared_account_windows
 from tmi_cluster.config import Settings
 from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.errors import NoIdentityError
 from tmi_cluster.events import Event, JoinEvent, NoticeEvent, RoomStateEvent
-from tmi_cluster.keys import Keys
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.ratelimit import AccountRates, AccountWindows, LocalWindow, Rate, Window
 from tmi_cluster.sender import Sender
@@ -152,7 +152,7 @@ class Pool:
         def windows(account: str) -> AccountWindows:
             if redis_client is None:
                 return AccountWindows.local(rates)
-            return AccountWindows.shared(redis_client, keys, account, rates)
+            return shared_account_windows(redis_client, keys, account, rates)
 
         connection = settings.tmi.connection
         options = ConnectionOptions.from_settings(settings, name=name)

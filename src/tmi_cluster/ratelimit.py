@@ -6,10 +6,8 @@ within one window, exceeding a limit that Twitch counts over the window.)
 
 - :class:`LocalWindow`: one process. ``try_take(n)`` returns 0 when the events were counted,
   or how many seconds to wait before they would fit.
-- :class:`SharedWindow`: every process of the cluster, one Twitch account: the same contract,
-  decided by one atomic Lua script on Redis using Redis's own clock (hosts may disagree on
-  the time; Redis does not), with keys from :class:`~tmi_cluster.keys.Keys` that expire with
-  the window. Any number of processes together never exceed ``allow`` per window.
+- :class:`tmi_cluster.bus.SharedWindow` (in the bus, which owns Redis): every process of the
+  cluster, one Twitch account, the same contract.
 - ``take(n)`` waits until the events fit, then counts them.
 
 Both count each window ``margin_s`` (default :data:`DEFAULT_MARGIN_S`) longer than Twitch does:
@@ -18,24 +16,20 @@ delays would otherwise let Twitch see ``allow + 1`` events inside one of its win
 
 Presets (:data:`NORMAL`, :data:`VERIFIED`) hold Twitch's numbers; every number is a setting
 (:meth:`AccountRates.from_settings`: ``throttle.preset``, then each limit set explicitly).
-:class:`AccountWindows` holds one account's four windows, in-process or shared.
+:class:`AccountWindows` holds one account's four windows (in-process here; shared ones come from
+:func:`tmi_cluster.bus.shared_account_windows`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis.asyncio
-
 from tmi_cluster.config import Settings
-from tmi_cluster.keys import Keys
 
 __all__ = [
     "DEFAULT_MARGIN_S",
@@ -45,8 +39,9 @@ __all__ = [
     "AccountWindows",
     "LocalWindow",
     "Rate",
-    "SharedWindow",
     "Window",
+    "check_count",
+    "take_waiting",
 ]
 
 
@@ -118,7 +113,8 @@ class Window(Protocol):
         ...
 
 
-async def _take(window: Window, count: int) -> None:
+async def take_waiting(window: Window, count: int) -> None:
+    """Wait until ``count`` events fit in ``window``, then count them (``take``'s loop)."""
     while True:
         wait_s = await window.try_take(count)
         if wait_s <= 0:
@@ -126,7 +122,8 @@ async def _take(window: Window, count: int) -> None:
         await asyncio.sleep(wait_s)
 
 
-def _check(rate: Rate, count: int) -> None:
+def check_count(rate: Rate, count: int) -> None:
+    """ValueError unless 1 <= count <= rate.allow."""
     if not 1 <= count <= rate.allow:
         raise ValueError(f"cannot take {count} at once from a window of {rate.allow}")
 
@@ -148,7 +145,7 @@ class LocalWindow:
 
     def try_take_at(self, now: float, count: int = 1) -> float:
         """:meth:`try_take` at time ``now`` (pure arithmetic, for tests)."""
-        _check(self.rate, count)
+        check_count(self.rate, count)
         times = self._times
         horizon = now - self.window_s
         while times and times[0] <= horizon:
@@ -164,68 +161,7 @@ class LocalWindow:
         return self.try_take_at(self._clock(), count)
 
     async def take(self, count: int = 1) -> None:
-        await _take(self, count)
-
-
-# KEYS[1]: the window's sorted set. ARGV: allow, window in microseconds, count, a unique nonce.
-# Returns {0, now} when counted, else {microseconds to wait, now}; now and the scores are
-# Redis's clock (TIME), in microseconds.
-_SCRIPT = """
-local now_t = redis.call('TIME')
-local now = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
-local allow = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local count = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local used = redis.call('ZCARD', KEYS[1])
-local overflow = used + count - allow
-if overflow <= 0 then
-  for i = 1, count do
-    redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. now .. ':' .. i)
-  end
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return {0, now}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], overflow - 1, overflow - 1, 'WITHSCORES')
-return {math.max(1, tonumber(oldest[2]) + window - now), now}
-"""
-
-
-class SharedWindow:
-    """A sliding window shared by every process through Redis (one key per account and limit)."""
-
-    def __init__(
-        self,
-        client: redis.asyncio.Redis,
-        key: str,
-        rate: Rate,
-        *,
-        margin_s: float = DEFAULT_MARGIN_S,
-    ) -> None:
-        self.rate = rate
-        self.window_s = rate.every_s + margin_s
-        self.key = key
-        self._client = client
-        self._script = client.register_script(_SCRIPT)
-        self._member = secrets.token_hex(6)
-        self._calls = itertools.count()
-        #: Redis's time (microseconds) of the last counted events, for accounting and tests.
-        self.last_taken_us: int | None = None
-
-    async def try_take(self, count: int = 1) -> float:
-        _check(self.rate, count)
-        window_us = int(self.window_s * 1_000_000)
-        nonce = f"{self._member}:{next(self._calls)}"
-        wait_us, now_us = await self._script(
-            keys=[self.key], args=[self.rate.allow, window_us, count, nonce]
-        )
-        if int(wait_us) == 0:
-            self.last_taken_us = int(now_us)
-            return 0.0
-        return int(wait_us) / 1_000_000
-
-    async def take(self, count: int = 1) -> None:
-        await _take(self, count)
+        await take_waiting(self, count)
 
 
 @dataclass(frozen=True)
@@ -245,27 +181,4 @@ class AccountWindows:
                 LocalWindow(rate, margin_s=margin_s)
                 for rate in (rates.join, rates.auth, rates.messages, rates.moderator_messages)
             )
-        )
-
-    @classmethod
-    def shared(
-        cls,
-        client: redis.asyncio.Redis,
-        keys: Keys,
-        account: str,
-        rates: AccountRates,
-        *,
-        margin_s: float = DEFAULT_MARGIN_S,
-    ) -> AccountWindows:
-        """Windows shared by every process using ``account`` (anonymous reads: any fixed name,
-        such as ``justinfan``), under ``keys.ratelimit(account, bucket)``."""
-
-        def shared(bucket: str, rate: Rate) -> SharedWindow:
-            return SharedWindow(client, keys.ratelimit(account, bucket), rate, margin_s=margin_s)
-
-        return cls(
-            shared("join", rates.join),
-            shared("auth", rates.auth),
-            shared("messages", rates.messages),
-            shared("moderator_messages", rates.moderator_messages),
         )

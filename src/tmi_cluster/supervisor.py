@@ -18,10 +18,9 @@ from collections.abc import Callable
 
 import redis.asyncio
 
+from tmi_cluster.bus import Heartbeat, Keys, connect_async, translate_errors
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import EmbeddedRedis
-from tmi_cluster.keys import Keys
-from tmi_cluster.redisconn import connect_async, translate_errors
 from tmi_cluster.store import RunState, Store
 
 __all__ = ["Supervisor", "new_supervisor_id"]
@@ -94,18 +93,21 @@ class Supervisor:
             self.state = RunState.STOPPING
             await asyncio.shield(self._final_writes(store, client))
 
+    def _heartbeat(self, client: redis.asyncio.Redis) -> Heartbeat:
+        ttl_s = self.keys.supervisor_ttl_s
+        return Heartbeat(
+            client,
+            self.keys.supervisor_heartbeat(self.id),
+            ttl_s=ttl_s,
+            interval_s=min(self.settings.process.periodic_timer, ttl_s / 3),
+            value=str(os.getpid()),
+        )
+
     async def _beat(self, client: redis.asyncio.Redis, stop: asyncio.Event) -> None:
-        key = self.keys.supervisor_heartbeat(self.id)
-        ttl_ms = int(self.keys.supervisor_ttl_s * 1000)
-        interval = min(self.settings.process.periodic_timer, self.keys.supervisor_ttl_s / 3)
-        while not stop.is_set():
-            await client.set(key, os.getpid(), px=ttl_ms)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+        await self._heartbeat(client).run(stop)
 
     async def _final_writes(self, store: Store, client: redis.asyncio.Redis) -> None:
-        with contextlib.suppress(Exception):
-            await client.delete(self.keys.supervisor_heartbeat(self.id))
+        await self._heartbeat(client).clear()
         with contextlib.suppress(Exception):
             await client.aclose()
         await asyncio.to_thread(

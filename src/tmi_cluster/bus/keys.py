@@ -1,6 +1,7 @@
 """Every Redis key of a cluster, and its expiry, under the configured prefix.
 
-No other module writes a key name. The layout (``P`` is ``settings.prefix``, ``tmi-cluster:`` by
+No other module writes a key name (the bus, :mod:`tmi_cluster.bus`, is the only code that calls
+Redis). The layout (``P`` is ``settings.prefix``, ``tmi-cluster:`` by
 default; ``{x}`` a placeholder)::
 
     P supervisor:{id}:heartbeat      string, expires after supervisor.stale s   a live supervisor

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tmi_cluster.bus import Keys
 from tmi_cluster.config import Settings
-from tmi_cluster.keys import Keys
 
 
 def test_every_key_is_under_the_prefix_and_distinct() -> None:

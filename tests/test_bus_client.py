@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tmi_cluster.bus import Keys, connect, connect_async, resolve_url, translate_errors
 from tmi_cluster.config import Settings
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
-from tmi_cluster.keys import Keys
-from tmi_cluster.redisconn import connect, connect_async, resolve_url, translate_errors
 
 Make = Callable[..., Settings]
 

@@ -1,13 +1,14 @@
-"""The one place that opens Redis connections, synchronous and asyncio.
+"""Opening Redis connections, synchronous and asyncio, and translating redis-py's errors.
 
 Every process of the cluster reaches Redis through :func:`connect` or :func:`connect_async`.
 With ``redis.url`` set, that server is used; with it empty, the host's private server started by
 the supervisor (see :mod:`tmi_cluster.embedded`) is found through its state file, and
 :class:`~tmi_cluster.errors.EmbeddedRedisError` says so when none runs.
 
-Errors of redis-py are translated at this boundary into
-:class:`~tmi_cluster.errors.RedisUnavailableError` by :func:`translate_errors`, with the URL shown
-password-masked.
+Errors of redis-py (and of the sockets under it) are translated at this boundary into
+:class:`~tmi_cluster.errors.RedisUnavailableError` by :func:`translate_errors` (the URL shown
+password-masked) or :func:`translated` (a description of the server), with the original kept
+as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import find_embedded
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 
-__all__ = ["connect", "connect_async", "resolve_url", "translate_errors"]
+__all__ = [
+    "connect",
+    "connect_async",
+    "describe_client",
+    "resolve_url",
+    "translate_errors",
+    "translated",
+]
 
 _CONNECT_TIMEOUT_S = 5.0
 
@@ -65,14 +73,29 @@ def connect_async(
     )
 
 
+def describe_client(client: redis.asyncio.Redis | redis.Redis) -> str:
+    """``host:port`` (or the socket path) of a client's server, for messages; never a secret."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
 @contextlib.contextmanager
-def translate_errors(url: str) -> Iterator[None]:
-    """Raise redis-py's connection and response errors as RedisUnavailableError."""
+def translated(where: str) -> Iterator[None]:
+    """Raise redis-py's errors (and socket errors) as RedisUnavailableError naming ``where``."""
     try:
         yield
     except redis.exceptions.AuthenticationError as exc:
-        raise RedisUnavailableError(f"Redis at {mask_url(url)} refused the password") from exc
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise RedisUnavailableError(f"cannot reach Redis at {mask_url(url)}: {exc}") from exc
+        raise RedisUnavailableError(f"Redis at {where} refused the password") from exc
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        reason = str(exc) or exc.__class__.__name__
+        raise RedisUnavailableError(f"cannot reach Redis at {where}: {reason}") from exc
     except redis.exceptions.RedisError as exc:
-        raise RedisUnavailableError(f"Redis at {mask_url(url)} answered an error: {exc}") from exc
+        raise RedisUnavailableError(f"Redis at {where} answered an error: {exc}") from exc
+
+
+def translate_errors(url: str) -> contextlib.AbstractContextManager[None]:
+    """Raise redis-py's connection and response errors as RedisUnavailableError, the URL shown
+    password-masked."""
+    return translated(mask_url(url))

@@ -1,0 +1,48 @@
+"""The cluster's bus: everything of the cluster that lives in Redis, and the only code that
+calls Redis.
+
+- :mod:`~tmi_cluster.bus.keys`: every key name and expiry; the layout is documented there, in
+  one place.
+- :mod:`~tmi_cluster.bus.client`: opening connections (a configured server or the host's
+  embedded one) and translating redis-py's errors into
+  :class:`~tmi_cluster.errors.RedisUnavailableError`.
+- :mod:`~tmi_cluster.bus.windows`: Twitch's limits per account shared by every process (one
+  atomic script on Redis's clock); a Redis outage is waited out, never fatal.
+- :mod:`~tmi_cluster.bus.heartbeat`: liveness keys with expiry.
+
+The command and event streams, the coordinator's lease and the assignment join them with the
+cluster's next parts; their keys are reserved in :class:`Keys` already.
+"""
+
+from __future__ import annotations
+
+from tmi_cluster.bus.client import (
+    connect,
+    connect_async,
+    describe_client,
+    resolve_url,
+    translate_errors,
+    translated,
+)
+from tmi_cluster.bus.heartbeat import Heartbeat, live_supervisors
+from tmi_cluster.bus.keys import DEDUPE_S, LEASE_S, RESTORE_S, Keys
+from tmi_cluster.bus.windows import RETRY_CAP_S, Outage, SharedWindow, shared_account_windows
+
+__all__ = [
+    "DEDUPE_S",
+    "LEASE_S",
+    "RESTORE_S",
+    "RETRY_CAP_S",
+    "Heartbeat",
+    "Keys",
+    "Outage",
+    "SharedWindow",
+    "connect",
+    "connect_async",
+    "describe_client",
+    "live_supervisors",
+    "resolve_url",
+    "shared_account_windows",
+    "translate_errors",
+    "translated",
+]

@@ -1,0 +1,86 @@
+"""Heartbeats: a key per live supervisor or process, kept alive by its owner, expiring by itself.
+
+Liveness is the key's existence, never a SQL row: a supervisor or process killed with SIGKILL
+stops renewing its key, which expires ``ttl_s`` later (``supervisor.stale``,
+``process.stale``). A Redis outage is waited out: the beat logs it once, retries every
+``interval_s``, and goes on when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import redis
+import redis.asyncio
+
+from tmi_cluster.bus.client import describe_client, translated
+from tmi_cluster.bus.keys import Keys
+from tmi_cluster.bus.windows import Outage
+from tmi_cluster.errors import RedisUnavailableError
+
+__all__ = ["Heartbeat", "live_supervisors"]
+
+
+class Heartbeat:
+    """Keeps ``key`` (holding ``value``) alive: renewed every ``interval_s``, expiring after
+    ``ttl_s`` without renewal. ``beats`` counts the renewals Redis accepted."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        key: str,
+        *,
+        ttl_s: float,
+        interval_s: float,
+        value: str = "1",
+        outage: Outage | None = None,
+    ) -> None:
+        if not 0 < interval_s < ttl_s:
+            raise ValueError(f"a heartbeat needs 0 < interval_s < ttl_s, got {interval_s}, {ttl_s}")
+        self.key = key
+        self.ttl_s = ttl_s
+        self.interval_s = interval_s
+        self.value = value
+        self.outage = outage or Outage()
+        self.beats = 0
+        self._client = client
+        self._where = describe_client(client)
+
+    async def beat(self) -> None:
+        """Renew the key once; RedisUnavailableError when Redis cannot be reached."""
+        with translated(self._where):
+            await self._client.set(self.key, self.value, px=int(self.ttl_s * 1000))
+        self.beats += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Beat until ``stop`` is set; an outage is logged once and waited out."""
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"heartbeat {self.key}")
+            else:
+                self.outage.ended()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_s)
+
+    async def clear(self) -> None:
+        """Delete the key (a clean stop); an unreachable Redis lets it expire instead."""
+        with contextlib.suppress(RedisUnavailableError), translated(self._where):
+            await self._client.delete(self.key)
+
+
+def live_supervisors(client: redis.Redis, keys: Keys, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` have a live heartbeat now (one round trip); RedisUnavailableError when
+    Redis cannot be reached."""
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    with translated(describe_client(client)):
+        pipe = client.pipeline(transaction=False)
+        for supervisor_id in wanted:
+            pipe.exists(keys.supervisor_heartbeat(supervisor_id))
+        found = pipe.execute()
+    return {supervisor_id for supervisor_id, n in zip(wanted, found, strict=True) if n}

@@ -1,0 +1,167 @@
+"""Sliding windows shared by every process of the cluster through Redis.
+
+The contract of :class:`~tmi_cluster.ratelimit.Window`, decided by one atomic Lua script on
+Redis using Redis's own clock (hosts may disagree on the time; Redis does not), with keys from
+:class:`~tmi_cluster.bus.keys.Keys` that expire with the window. Any number of processes
+together never exceed ``allow`` per window.
+
+While Redis cannot be reached, :meth:`SharedWindow.try_take` raises
+:class:`~tmi_cluster.errors.RedisUnavailableError`, and :meth:`SharedWindow.take` *waits*: it
+retries with capped backoff (at most :data:`RETRY_CAP_S` apart), logs the outage once (through
+:class:`Outage`, shared by the windows of one process) and once more when Redis is back. Waiting,
+not a local share of the budget: no process knows how many others share the account while Redis
+is away, so any local share could exceed Twitch's limit, and Twitch answers that with a
+disconnect. What waits is only what needs the window: logins and JOINs (reconnects, new
+channels) and messages; channels already joined keep reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import secrets
+
+import redis.asyncio
+
+from tmi_cluster.bus.client import describe_client, translated
+from tmi_cluster.bus.keys import Keys
+from tmi_cluster.errors import RedisUnavailableError
+from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, AccountRates, AccountWindows, Rate, check_count
+
+__all__ = ["RETRY_CAP_S", "Outage", "SharedWindow", "shared_account_windows"]
+
+log = logging.getLogger(__name__)
+
+#: The longest wait between two attempts while Redis is unreachable.
+RETRY_CAP_S = 1.0
+_RETRY_BASE_S = 0.05
+
+# KEYS[1]: the window's sorted set. ARGV: allow, window in microseconds, count, a unique nonce.
+# Returns {0, now} when counted, else {microseconds to wait, now}; now and the scores are
+# Redis's clock (TIME), in microseconds.
+_SCRIPT = """
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
+local allow = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+local overflow = used + count - allow
+if overflow <= 0 then
+  for i = 1, count do
+    redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. now .. ':' .. i)
+  end
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return {0, now}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], overflow - 1, overflow - 1, 'WITHSCORES')
+return {math.max(1, tonumber(oldest[2]) + window - now), now}
+"""
+
+
+class Outage:
+    """Logs a Redis outage once when it starts and once when it ends, however many callers
+    meet it. ``active`` is True in between; ``outages`` counts how many began."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.outages = 0
+
+    def began(self, error: RedisUnavailableError, what: str) -> None:
+        """A call failed: log the first failure of an outage (with its reason), not the rest."""
+        if not self.active:
+            self.active = True
+            self.outages += 1
+            log.warning("%s waits for Redis: %s", what, error)
+
+    def ended(self) -> None:
+        """A call succeeded: log the end of an outage."""
+        if self.active:
+            self.active = False
+            log.warning("Redis answers again; waiting work goes on")
+
+
+class SharedWindow:
+    """A sliding window shared by every process through Redis (one key per account and limit)."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        key: str,
+        rate: Rate,
+        *,
+        margin_s: float = DEFAULT_MARGIN_S,
+        outage: Outage | None = None,
+    ) -> None:
+        self.rate = rate
+        self.window_s = rate.every_s + margin_s
+        self.key = key
+        self.outage = outage or Outage()
+        self._client = client
+        self._where = describe_client(client)
+        self._script = client.register_script(_SCRIPT)
+        self._member = secrets.token_hex(6)
+        self._calls = itertools.count()
+        #: Redis's time (microseconds) of the last counted events, for accounting and tests.
+        self.last_taken_us: int | None = None
+
+    async def try_take(self, count: int = 1) -> float:
+        """As :meth:`Window.try_take`; RedisUnavailableError when Redis cannot be reached."""
+        check_count(self.rate, count)
+        window_us = int(self.window_s * 1_000_000)
+        nonce = f"{self._member}:{next(self._calls)}"
+        with translated(self._where):
+            wait_us, now_us = await self._script(
+                keys=[self.key], args=[self.rate.allow, window_us, count, nonce]
+            )
+        if int(wait_us) == 0:
+            self.last_taken_us = int(now_us)
+            return 0.0
+        return int(wait_us) / 1_000_000
+
+    async def take(self, count: int = 1) -> None:
+        """Wait until ``count`` events fit, then count them; waits out a Redis outage."""
+        failures = 0
+        while True:
+            try:
+                wait_s = await self.try_take(count)
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"rate window {self.key}")
+                failures += 1
+                delay = min(RETRY_CAP_S, _RETRY_BASE_S * 2 ** (failures - 1))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                continue
+            self.outage.ended()
+            failures = 0
+            if wait_s <= 0:
+                return
+            await asyncio.sleep(wait_s)
+
+
+def shared_account_windows(
+    client: redis.asyncio.Redis,
+    keys: Keys,
+    account: str,
+    rates: AccountRates,
+    *,
+    margin_s: float = DEFAULT_MARGIN_S,
+    outage: Outage | None = None,
+) -> AccountWindows:
+    """The four windows of ``account`` shared by every process using it (anonymous reads: any
+    fixed name, such as ``justinfan``), under ``keys.ratelimit(account, bucket)``."""
+    outage = outage or Outage()
+
+    def shared(bucket: str, rate: Rate) -> SharedWindow:
+        return SharedWindow(
+            client, keys.ratelimit(account, bucket), rate, margin_s=margin_s, outage=outage
+        )
+
+    return AccountWindows(
+        shared("join", rates.join),
+        shared("auth", rates.auth),
+        shared("messages", rates.messages),
+        shared("moderator_messages", rates.moderator_messages),
+    )
