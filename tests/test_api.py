@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
 import tmi_cluster
 from tmi_cluster import errors
 
 PUBLIC = [
     "ConfigError",
+    "Connection",
+    "ConnectionOptions",
+    "ConnectionState",
     "EmbeddedRedisError",
+    "EventQueue",
     "InvalidChannelError",
+    "JoinOutcome",
+    "JoinResult",
+    "LoginError",
+    "MessageTooLongError",
     "MigrationError",
+    "NoIdentityError",
     "NotAvailableError",
+    "ParseError",
+    "Pool",
+    "PoolState",
     "RedisUnavailableError",
     "Settings",
     "StorageError",
     "TmiClusterError",
+    "UnsafeLineError",
+    "Worker",
+    "WorkerState",
     "__version__",
+    "build_pool",
     "load_settings",
 ]
 
@@ -25,6 +46,31 @@ def test_public_api_is_pinned() -> None:
     assert sorted(tmi_cluster.__all__) == tmi_cluster.__all__
     for name in PUBLIC:
         assert hasattr(tmi_cluster, name)
+    assert set(errors.__all__) <= set(PUBLIC)  # every error of ours can be caught by name
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = tmi_cluster.nothing
+
+
+def test_the_public_modules_are_pinned() -> None:
+    from tmi_cluster import simulator  # noqa: PLC0415
+
+    assert simulator.__all__ == [
+        "AccountStats",
+        "ChatSimulator",
+        "ConnectionInfo",
+        "Delivery",
+        "Limits",
+        "Violation",
+    ]
+
+
+def test_the_docs_import_only_the_public_api() -> None:
+    public = {"tmi_cluster", "tmi_cluster.events", "tmi_cluster.irc", "tmi_cluster.simulator"}
+    docs = Path(__file__).parent.parent / "docs"
+    for page in [*docs.glob("*.md"), docs.parent / "README.md"]:
+        for module in re.findall(r"^\s*(?:from|import) (tmi_cluster[\w.]*)", page.read_text(),
+                                 re.MULTILINE):  # fmt: skip
+            assert module in public, f"{page.name} imports the internal module {module}"
 
 
 def test_every_error_has_one_root() -> None:
@@ -59,10 +105,9 @@ def test_events_api_lists_every_event_type() -> None:
     assert len(set(events.__all__)) == len(events.__all__)  # ruff (RUF022) keeps it sorted
     names = {cls.__name__ for cls in events.ALL_EVENT_TYPES}
     assert names <= set(events.__all__)
-    assert len(events.ALL_EVENT_TYPES) == 44
+    assert len(events.ALL_EVENT_TYPES) == 45
     for name in (
         "ALL_EVENT_TYPES",
-        "MALFORMED",
         "Emote",
         "Event",
         "from_json",

@@ -155,7 +155,8 @@ async def test_refused_login_stops_without_retrying() -> None:
             assert isinstance(lost, DisconnectedEvent)
             assert lost.reason == "mybot: Login authentication failed"
             assert not lost.reconnecting
-            await events.until(lambda: state(c) is ConnectionState.CLOSED)
+            await events.until(lambda: state(c) is ConnectionState.FAILED)
+            assert isinstance(c.failure, LoginError)
             with pytest.raises(LoginError, match="Login authentication failed"):
                 await c.wait_connected(TIMEOUT_S)  # at once, with the reason
         assert "wrong" not in repr(_options(sim, token="wrong"))
@@ -257,10 +258,8 @@ async def test_bad_server_input_never_ends_the_connection() -> None:
             ))  # fmt: skip
             assert state(connection) is ConnectionState.CONNECTED
             assert not events.of(DisconnectedEvent)
-            session = connection._session
-            assert session is not None
-            assert session.oversized == 1
-            assert session.malformed == 3
+            assert connection.oversized_lines == 1
+            assert connection.malformed_lines == 3
 
 
 def test_backoff_grows_with_jitter_and_a_cap() -> None:
@@ -273,12 +272,13 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
 
 def test_options_from_settings() -> None:
     from tmi_cluster.config import Settings  # noqa: PLC0415
+    from tmi_cluster.worker import connection_options  # noqa: PLC0415
 
     settings = Settings.model_validate(
         {"tmi": {"identity": {"username": "Bot", "password": "oauth:tok"},
                  "connection": {"transport": "websocket", "ping_interval": 12}}}
     )  # fmt: skip
-    options = ConnectionOptions.from_settings(settings, name="c1")
+    options = connection_options(settings, name="c1")
     assert (options.login, options.token, options.port, options.transport) == (
         "bot", "tok", 6697, "websocket",
     )  # fmt: skip
@@ -413,9 +413,7 @@ def test_a_flood_of_long_lines_does_not_grow_memory() -> None:
                         lambda: any(e.text == "after the flood" for e in events.of(MessageEvent)),
                         timeout_s=60,
                     )
-                    session = connection._session
-                    assert session is not None
-                    assert session.oversized == megabytes
+                    assert connection.oversized_lines == megabytes
                 peak: int = tracemalloc.get_traced_memory()[1]
                 return peak
             finally:

@@ -15,6 +15,7 @@ from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent
 from tmi_cluster.pool import Pool, PoolState
 from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
+from tmi_cluster.worker import build_pool
 
 from .test_connection import Recorder, every_message_exactly_once
 from .test_simulator import run, run_documented_example
@@ -195,7 +196,7 @@ async def test_without_identity_the_pool_reads_anonymously_and_cannot_send(
 ) -> None:
     async with ChatSimulator(channels=["alpha"]) as sim:
         settings = _sim_settings(sim, make_settings)
-        async with Pool.from_settings(settings) as pool:
+        async with build_pool(settings) as pool:
             assert pool.sender is None
             assert (await pool.join(["alpha"]))["alpha"].ok
             assert next(c.login or "" for c in sim.connections()).startswith("justinfan")
@@ -220,7 +221,7 @@ async def test_read_anonymously_send_as_the_identity_through_shared_windows(
         events = Recorder()
         client = redis.asyncio.Redis.from_url(redis_server)
         try:
-            async with Pool.from_settings(settings, redis_client=client, on_event=events) as pool:
+            async with build_pool(settings, redis_client=client, on_event=events) as pool:
                 assert (await pool.join(["alpha"]))["alpha"].ok
                 assert pool.sender is not None
                 for i in range(5):  # more than the window allows: the window must hold them
@@ -255,7 +256,7 @@ async def test_a_refused_identity_fails_say_with_the_reason(
             f'[tmi.connection]\nserver = "127.0.0.1"\nport = {sim.port}\nsecure = false\n'
             '[tmi.identity]\nusername = "mybot"\npassword = "oauth:wrong"\n'
         )
-        async with Pool.from_settings(settings) as pool:
+        async with build_pool(settings) as pool:
             with pytest.raises(LoginError, match="Login authentication failed"):
                 await pool.say("alpha", "hello")
             with pytest.raises(LoginError):

@@ -1,9 +1,9 @@
 """Several real worker processes sharing one Twitch account, the simulator as the judge.
 
-Each process builds its pool from the settings (:meth:`Pool.from_settings`) with the cluster's
-Redis, joins its own channels and says something in each, all at once and as fast as its
-windows let it. Together they must stay within the account's JOIN, login and message budgets
-as the simulator counts them, and still get everything done.
+Each process builds its pool from the settings (:func:`tmi_cluster.worker.build_pool`) with
+the cluster's Redis, joins its own channels and says something in each, all at once and as
+fast as its windows let it. Together they must stay within the account's JOIN, login and
+message budgets as the simulator counts them, and still get everything done.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ WORKER = """
 import asyncio, json, sys
 import redis.asyncio
 from tmi_cluster.config import load_settings
-from tmi_cluster.pool import Pool
+from tmi_cluster.worker import build_pool
 
 async def main(config, index, count):
     settings = load_settings(config, environ={})
     client = redis.asyncio.Redis.from_url(settings.redis.url)
     channels = [f"p{index}c{i}" for i in range(count)]
-    async with Pool.from_settings(settings, redis_client=client, name=f"w{index}") as pool:
+    async with build_pool(settings, redis_client=client, name=f"w{index}") as pool:
         outcomes = await pool.join(channels)
         joined = [c for c, outcome in outcomes.items() if outcome.ok]
         sent = await asyncio.gather(*(pool.say(c, f"hello from {index}") for c in joined))

@@ -10,7 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from tmi_cluster.errors import InvalidChannelError, MigrationError, StorageError
-from tmi_cluster.store import JoinOutcome, RunState, Store
+from tmi_cluster.outcomes import JoinResult
+from tmi_cluster.store import RunState, Store
 from tmi_cluster.store.models import Base
 
 
@@ -55,7 +56,7 @@ def test_channels_lifecycle(store: Store) -> None:
     assert store.channels(["beta"])["beta"].acknowledged_at == later
     assert not store.channels(["delta"])["delta"].wanted
 
-    store.record_join_outcomes({"alpha": JoinOutcome.JOINED, "beta": JoinOutcome.SUSPENDED})
+    store.record_join_outcomes({"alpha": JoinResult.JOINED, "beta": JoinResult.SUSPENDED})
     result = store.channels(["alpha", "beta"])
     assert result["alpha"].last_join_outcome == "joined"
     assert result["beta"].last_join_outcome == "msg_channel_suspended"
@@ -86,7 +87,7 @@ def test_250000_channels_in_one_call(store: Store) -> None:
     store.want(logins)
     assert len(store.channels(logins)) == 250_000
     store.revoke(logins[:200_000])
-    store.record_join_outcomes(dict.fromkeys(logins[200_000:], JoinOutcome.TIMEOUT))
+    store.record_join_outcomes(dict.fromkeys(logins[200_000:], JoinResult.TIMEOUT))
     assert len(store.wanted()) == 50_000
     assert store.count_channels() == 250_000
 

@@ -1,19 +1,20 @@
-"""One Twitch chat connection: transports, login, keepalive, reconnect, make-before-break.
+"""One Twitch chat connection: login, keepalive, reconnect, make-before-break, its channels.
 
 A :class:`Connection` is the logical connection an application or a pool holds; underneath,
-one :class:`_Session` is one physical link (TCP, TLS or WebSocket) with its login, its reading
-and its keepalive. Contracts:
+one session (:mod:`tmi_cluster.session`) is one physical link (a :mod:`~tmi_cluster.transport`:
+TCP, TLS or WebSocket) with its login, its reading and its keepalive. Contracts:
 
 - Login: ``CAP REQ`` for the Twitch capabilities (a NAK is accepted: a plain IRC server still
   works), ``PASS oauth:<token>`` then ``NICK`` for an account, ``NICK justinfan<digits>``
   anonymously, then ``USER`` and ``CAP END`` (which complete registration on a plain IRC
   server; Twitch ignores them). A login counts as confirmed at ``001``; a ``Login
-  authentication failed`` or ``Improperly formatted auth`` stops the connection (retrying a
-  refused token is useless) with :class:`~tmi_cluster.errors.LoginError`'s message as the
-  disconnect reason.
+  authentication failed`` or ``Improperly formatted auth`` stops the connection for good
+  (retrying a refused token is useless): state ``failed``, :attr:`Connection.failure` holds the
+  :class:`~tmi_cluster.errors.LoginError`.
 - Reading: lines are framed across reads; a line longer than ``max_line_bytes`` is discarded up
-  to its end (counted in ``oversized_lines``), so memory stays bounded; unparsable lines are
-  counted in ``malformed_lines`` and skipped. Server ``PING`` is answered at once.
+  to its end (counted in :attr:`Connection.oversized_lines`), so memory stays bounded;
+  unparsable lines are counted in :attr:`Connection.malformed_lines` and skipped. Server
+  ``PING`` is answered at once.
 - Keepalive: our own ``PING`` every ``ping_interval_s``; no ``PONG`` within ``ping_timeout_s``
   means the link is dead (a half-open connection is noticed).
 - Reconnect: after any loss, immediately, then with exponential backoff (``backoff_base_s``,
@@ -21,10 +22,21 @@ and its keepalive. Contracts:
   login. Channels are rejoined (``rejoin``).
 - ``RECONNECT`` from the server is handled make-before-break: a new session logs in and joins
   every channel (or ``overlap_timeout_s`` passes), both run for ``overlap_linger_s`` more, then
-  the old one is closed. Events are
-  de-duplicated by ``dedupe_key`` across the overlap, so nothing is lost or seen twice.
-- Every JOIN sent is first taken from ``join_window`` (when given), rejoins included; every
-  login of an account from ``auth_window`` (when given), reconnects included.
+  the old one is closed. Events are de-duplicated by ``dedupe_key`` across the overlap, so
+  nothing is lost or seen twice.
+- Channels: :attr:`Connection.channels` is always what the server confirmed or is confirming,
+  never more. Every JOIN sent (joins, rejoins, make-before-break) is confirmed by the server's
+  echo or the channel's ROOMSTATE within ``join_timeout_s``, or fails: a refusing NOTICE, a
+  timeout (then the channel is parted, in case a late confirmation comes). A channel that was
+  held and is lost without :meth:`Connection.part` (a refused or timed-out rejoin, a
+  server-side PART, a connection that gives up) leaves :attr:`Connection.channels` and is
+  reported as a :class:`~tmi_cluster.events.ChannelLostEvent` with its reason; a join that a
+  caller awaits gets its :class:`~tmi_cluster.outcomes.JoinResult` instead.
+- Every JOIN is first taken from ``join_window`` (when given), rejoins included; every login of
+  an account from ``auth_window`` (when given), reconnects included.
+- No task dies silently: an unexpected error in the connection's own task is logged with its
+  traceback and ends the connection in state ``failed``, with the reason in
+  :attr:`Connection.failure`, a final DisconnectedEvent and a ChannelLostEvent per channel.
 - Every line sent goes through :func:`~tmi_cluster.irc.serialize`: no text can inject a second
   command. The token is never logged.
 """
@@ -34,36 +46,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import itertools
 import logging
 import random
-import secrets
-import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Self
 
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as websocket_connect
-from websockets.exceptions import WebSocketException
-
-from tmi_cluster.config import Settings
-from tmi_cluster.errors import LoginError, ParseError
-from tmi_cluster.events import ConnectedEvent, DisconnectedEvent, Event, from_message
-from tmi_cluster.irc import Message, parse, serialize
+from tmi_cluster.errors import LoginError, TmiClusterError
+from tmi_cluster.events import (
+    ChannelLostEvent,
+    ConnectedEvent,
+    DisconnectedEvent,
+    Event,
+    from_message,
+)
+from tmi_cluster.irc import Message, serialize
 from tmi_cluster.logins import normalise_logins
+from tmi_cluster.outcomes import JOIN_REFUSALS, JoinResult
 from tmi_cluster.ratelimit import Window
+from tmi_cluster.session import Session
+from tmi_cluster.transport import Endpoint
 
-__all__ = ["Connection", "ConnectionOptions", "ConnectionState"]
+__all__ = ["CAPABILITIES", "Connection", "ConnectionOptions", "ConnectionState"]
 
 log = logging.getLogger(__name__)
 
 CAPABILITIES = ("twitch.tv/tags", "twitch.tv/commands")
 _DEDUPE_MEMORY = 50_000
 _JOIN_LINE_BYTES = 500
-_FAILED_LOGINS = ("Login authentication failed", "Improperly formatted auth")
+_MEMBERSHIP = frozenset({"JOIN", "PART", "NOTICE", "ROOMSTATE"})
+#: What ends a connect attempt without ending the connection: it is retried.
+_RETRIABLE = (OSError, TimeoutError, ConnectionError)
 
 
 class ConnectionState(enum.StrEnum):
@@ -73,17 +88,20 @@ class ConnectionState(enum.StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
+    #: Ended for good without being closed: a refused login, or an unexpected error
+    #: (:attr:`Connection.failure` says which).
+    FAILED = "failed"
     CLOSED = "closed"
 
 
 @dataclass(frozen=True)
 class ConnectionOptions:
-    """How to connect; :meth:`from_settings` reads them from the settings."""
+    """How to connect. Built from settings at the edge (:func:`tmi_cluster.worker`)."""
 
     host: str = "irc.chat.twitch.tv"
     port: int = 6697
     secure: bool = True
-    transport: Literal["tcp", "websocket"] = "tcp"
+    transport: str = "tcp"
     ca_file: str | None = None
     login: str | None = None
     token: str = field(default="", repr=False)
@@ -91,6 +109,7 @@ class ConnectionOptions:
     ping_interval_s: float = 30.0
     ping_timeout_s: float = 5.0
     login_timeout_s: float = 10.0
+    join_timeout_s: float = 10.0
     reconnect: bool = True
     rejoin: bool = True
     backoff_base_s: float = 1.0
@@ -100,24 +119,11 @@ class ConnectionOptions:
     overlap_linger_s: float = 1.0
     name: str = "connection"
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, name: str = "connection") -> ConnectionOptions:
-        """Options from ``tmi.connection`` and ``tmi.identity``."""
-        connection = settings.tmi.connection
-        identity = settings.tmi.identity
-        return cls(
-            host=connection.server,
-            port=connection.effective_port,
-            secure=connection.secure,
-            transport=connection.transport,
-            ca_file=connection.ca_file or None,
-            login=None if identity.anonymous else identity.username,
-            token=identity.token,
-            ping_interval_s=connection.ping_interval,
-            ping_timeout_s=connection.ping_timeout,
-            reconnect=connection.reconnect,
-            rejoin=connection.rejoin,
-            name=name,
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where the transport connects."""
+        return Endpoint(
+            self.transport, self.host, self.port, self.secure, self.ca_file, self.login_timeout_s
         )
 
     def backoff_s(self, attempt: int) -> float:
@@ -128,262 +134,10 @@ class ConnectionOptions:
         return float(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
 
 
-class _Framer:
-    """Lines out of a byte stream, with a bound on a line's length."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.buffer = bytearray()
-        self.skipping = False
-        self.oversized = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The complete lines in ``data`` (with what came before), without CR LF; a line longer
-        than ``limit`` is dropped and counted, and so is everything up to its end."""
-        if self.buffer:
-            data = bytes(self.buffer) + data
-            self.buffer.clear()
-        parts = data.split(b"\n")
-        rest = parts.pop()  # after the last LF: the start of a line still to come
-        lines: list[bytes] = []
-        limit = self.limit
-        for part in parts:
-            if self.skipping:  # the end of a line that was too long
-                self.skipping = False
-                continue
-            line = part[:-1] if part[-1:] == b"\r" else part
-            if len(line) > limit:
-                self.oversized += 1
-                continue
-            lines.append(line)
-        if self.skipping or len(rest) > limit:
-            if not self.skipping:
-                self.oversized += 1
-            self.skipping = True
-        else:
-            self.buffer += rest
-        return lines
-
-
-class _Reading(asyncio.Protocol):
-    """The TCP (or TLS) side of a session: bytes go straight to the session's framer as they
-    arrive, with no task switch per read (which matters with hundreds of connections)."""
-
-    def __init__(self, session: _Session) -> None:
-        self.session = session
-        self.writable = asyncio.Event()
-        self.writable.set()
-
-    def data_received(self, data: bytes) -> None:
-        self.session.received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.writable.set()  # nobody waits for a transport that is gone
-        reason = f"connection lost: {exc.__class__.__name__}" if exc else "closed by the server"
-        self.session.lost(reason)
-
-    def pause_writing(self) -> None:
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.writable.set()
-
-
-class _Session:
-    """One physical link: connect, log in, read, keep alive, close."""
-
-    _numbers = itertools.count(1)
-
-    def __init__(
-        self, options: ConnectionOptions, deliver: Callable[[Message, _Session], None]
-    ) -> None:
-        self.options = options
-        self.deliver = deliver
-        self.number = next(self._numbers)
-        self.nick = options.login or f"justinfan{secrets.randbelow(90_000) + 10_000}"
-        self.joined: set[str] = set()
-        self.join_changed = asyncio.Event()
-        self.malformed = 0
-        self._framer = _Framer(options.max_line_bytes)
-        self._transport: asyncio.Transport | None = None  # TCP or TLS
-        self._reading: _Reading | None = None
-        self._socket: ClientConnection | None = None
-        self._logged_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pong = asyncio.Event()
-        self._ping_token = ""
-        self._tasks: set[asyncio.Task[None]] = set()  # owned here; cancelled by close()
-        self.closed = asyncio.Event()
-        self.reason = ""
-
-    @property
-    def oversized(self) -> int:
-        return self._framer.oversized
-
-    def _ssl(self) -> ssl.SSLContext | None:
-        if not self.options.secure:
-            return None
-        return ssl.create_default_context(cafile=self.options.ca_file)
-
-    async def open(self) -> None:
-        """Connect and log in; raise LoginError, OSError, TimeoutError or a WebSocket error."""
-        options = self.options
-        if options.transport == "websocket":
-            scheme = "wss" if options.secure else "ws"
-            self._socket = await websocket_connect(
-                f"{scheme}://{options.host}:{options.port}",
-                ssl=self._ssl(),
-                open_timeout=options.login_timeout_s,
-            )
-        else:
-            loop = asyncio.get_running_loop()
-            transport, self._reading = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Reading(self), options.host, options.port, ssl=self._ssl(),
-                    server_hostname=options.host if options.secure else None,
-                ),
-                options.login_timeout_s,
-            )  # fmt: skip
-            assert isinstance(transport, asyncio.Transport)
-            self._transport = transport
-        if self._socket is not None:
-            self._spawn(self._read_forever(), f"read-{self.number}")
-        lines = []
-        if options.capabilities:
-            lines.append(serialize("CAP", ["REQ", " ".join(options.capabilities)]))
-        if options.login:
-            lines.append(serialize("PASS", [f"oauth:{options.token}"]))
-        lines.append(serialize("NICK", [self.nick]))
-        # USER and CAP END complete registration on plain IRC servers; Twitch ignores them.
-        lines.append(serialize("USER", [self.nick, "0", "*", self.nick]))
-        if options.capabilities:
-            lines.append(serialize("CAP", ["END"]))
-        await self.send_lines(lines)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._logged_in), options.login_timeout_s)
-        except BaseException:
-            await self.close("login failed")
-            raise
-        self._spawn(self._keep_alive(), f"ping-{self.number}")
-
-    async def send_lines(self, lines: Sequence[str]) -> None:
-        """Write whole lines (already serialised)."""
-        data = "".join(f"{line}\r\n" for line in lines)
-        if self._socket is not None:
-            await self._socket.send(data)
-        elif self._transport is not None and self._reading is not None:
-            if self._transport.is_closing():
-                raise ConnectionError(self.reason or "the connection is closed")
-            self._transport.write(data.encode())
-            await self._reading.writable.wait()
-
-    def received(self, data: bytes) -> None:
-        """Handle what the server sent (any number of lines, or part of one)."""
-        for line in self._framer.feed(data):
-            self._handle(line)
-
-    def lost(self, reason: str) -> None:
-        """The link is gone (TCP or TLS)."""
-        self._finish(self.reason or reason)
-
-    async def _read_forever(self) -> None:
-        """WebSocket reading: each frame holds whole lines."""
-        assert self._socket is not None
-        reason = "closed by the server"
-        try:
-            while True:
-                frame = await self._socket.recv()
-                data = frame.encode() if isinstance(frame, str) else bytes(frame)
-                self.received(data if data.endswith(b"\n") else data + b"\r\n")
-        except (OSError, WebSocketException) as exc:
-            reason = f"connection lost: {exc.__class__.__name__}"
-        finally:
-            self._finish(self.reason or reason)
-
-    def _handle(self, line: bytes) -> None:
-        try:
-            message = parse(line)
-        except ParseError:
-            self.malformed += 1
-            return
-        command = message.command
-        if command == "PING":
-            argument = message.params[-1] if message.params else "tmi.twitch.tv"
-            self._spawn(self._quietly(serialize("PONG", [argument])), f"pong-{self.number}")
-        elif command == "PONG":
-            if message.params and message.params[-1] == self._ping_token:
-                self._pong.set()
-        elif command == "001" and not self._logged_in.done():
-            self._logged_in.set_result(None)
-        elif command == "NOTICE" and not self._logged_in.done():
-            text = message.params[-1] if message.params else ""
-            if text in _FAILED_LOGINS:
-                self._logged_in.set_exception(LoginError(f"{self.nick}: {text}"))
-        elif command in ("JOIN", "PART") and message.nick == self.nick and message.params:
-            channel = message.params[0].lstrip("#").lower()
-            (self.joined.add if command == "JOIN" else self.joined.discard)(channel)
-            self.join_changed.set()
-        self.deliver(message, self)
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coroutine`` as a task this session owns (kept until done, cancelled by close)."""
-        task = asyncio.create_task(coroutine, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _quietly(self, line: str) -> None:
-        with contextlib.suppress(OSError, WebSocketException):
-            await self.send_lines([line])
-
-    async def _keep_alive(self) -> None:
-        options = self.options
-        while not self.closed.is_set():
-            await asyncio.sleep(options.ping_interval_s)
-            self._ping_token = f"tmi-cluster-{secrets.token_hex(4)}"
-            self._pong.clear()
-            await self._quietly(serialize("PING", [self._ping_token]))
-            try:
-                await asyncio.wait_for(self._pong.wait(), options.ping_timeout_s)
-            except TimeoutError:
-                self._abort(f"no PONG within {options.ping_timeout_s:g} s")
-                return
-
-    def _abort(self, reason: str) -> None:
-        self.reason = self.reason or reason
-        if self._transport is not None:
-            self._transport.abort()
-        if self._socket is not None:
-            self._socket.transport.abort()
-
-    def _finish(self, reason: str) -> None:
-        self.reason = self.reason or reason
-        if not self._logged_in.done():
-            self._logged_in.set_exception(ConnectionError(self.reason))
-            self._logged_in.exception()  # retrieved: no "never retrieved" warning
-        self.closed.set()
-
-    async def close(self, reason: str = "closed") -> None:
-        """Close the link and stop its tasks. Idempotent."""
-        self.reason = self.reason or reason
-        self._abort(reason)
-        current = asyncio.current_task()
-        tasks = list(self._tasks)
-        for task in tasks:
-            if task is not current:
-                task.cancel()
-        for task in tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._socket is not None:
-            with contextlib.suppress(OSError, WebSocketException):
-                await self._socket.close()
-        self._finish(reason)
-
-
 class Connection:
     """A Twitch chat connection that stays up: use ``async with``, or :meth:`start` and
-    :meth:`aclose`. Events (chat, Connected, Disconnected) go to ``on_event``; an exception
-    it raises is logged and does not end the connection."""
+    :meth:`aclose`. Events (chat, Connected, Disconnected, ChannelLost) go to ``on_event``; an
+    exception it raises is logged and does not end the connection."""
 
     def __init__(
         self,
@@ -401,38 +155,47 @@ class Connection:
         #: this window first; anonymous logins are not counted (None: no limit).
         self.auth_window = auth_window
         self.state = ConnectionState.IDLE
+        #: The channels held: confirmed by the server, or being (re)joined.
         self.channels: set[str] = set()
         #: Receives every event (replaceable until :meth:`start`).
         self.on_event: Callable[[Event], None] = on_event or (lambda event: None)
-        self._session: _Session | None = None
+        self._session: Session | None = None
+        self._incoming: Session | None = None  # a RECONNECT replacement joining its channels
         self._task: asyncio.Task[None] | None = None
         self._replacing: asyncio.Task[None] | None = None
+        self._waiters: dict[str, asyncio.Future[JoinResult]] = {}
         # Keys of the events delivered while two sessions overlap (a RECONNECT), and only then:
         # one session never delivers an event twice, so nothing is kept the rest of the time.
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._deduping = False
-        #: Why the connection stopped for good (a refused login), else None.
-        self.failure: LoginError | None = None
+        #: Why the connection ended for good (a refused login, an unexpected error), else None.
+        self.failure: TmiClusterError | None = None
         self._connected = asyncio.Event()
         self._closing = False
+        self._ended_lines = [0, 0]  # malformed, oversized lines of sessions that ended
         self.reconnects = 0
 
     async def start(self) -> Self:
         """Start connecting in the background (see :meth:`wait_connected`)."""
         if self._task is None:
             self.state = ConnectionState.CONNECTING
-            self._task = asyncio.create_task(self._run(), name=f"connection-{self.options.name}")
+            self._task = asyncio.create_task(self._guarded(), name=f"connection-{self.name}")
         return self
+
+    @property
+    def name(self) -> str:
+        """The connection's name (``options.name``), used in events and logs."""
+        return self.options.name
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Wait until the connection is logged in. Raises LoginError when Twitch refused the
-        login, ConnectionError when the connection ended for good (or was never started),
-        TimeoutError after ``timeout_s``."""
+        login, ConnectionError naming the reason when the connection ended for good (or was
+        never started), TimeoutError after ``timeout_s``."""
         if self._connected.is_set():
             return
         task = self._task
         if task is None:
-            raise ConnectionError(f"{self.options.name} was not started")
+            raise ConnectionError(f"{self.name} was not started")
         connected = asyncio.ensure_future(self._connected.wait())
         try:
             await asyncio.wait({connected, task}, timeout=timeout_s,
@@ -441,11 +204,13 @@ class Connection:
             connected.cancel()
         if self._connected.is_set():
             return
-        if self.failure is not None:
+        if isinstance(self.failure, LoginError):
             raise self.failure
+        if self.failure is not None:
+            raise ConnectionError(f"{self.name} failed: {self.failure}") from self.failure
         if task.done():
-            raise ConnectionError(f"{self.options.name} is closed")
-        raise TimeoutError(f"{self.options.name} did not log in within {timeout_s} s")
+            raise ConnectionError(f"{self.name} is {self.state}")
+        raise TimeoutError(f"{self.name} did not log in within {timeout_s} s")
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -459,16 +224,22 @@ class Connection:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close for good. Idempotent."""
+        """Close for good: joins still waiting end ``closed``; no ChannelLostEvent (the
+        application asked). Idempotent."""
         self._closing = True
         for task in (self._replacing, self._task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._session is not None:
-            await self._session.close("closed by the application")
-        self.state = ConnectionState.CLOSED
+        for session in (self._incoming, self._session):
+            if session is not None:
+                await session.close("closed by the application")
+        for channel in list(self.channels):
+            self._resolve(channel, JoinResult.CLOSED)
+        self.channels.clear()
+        if self.state is not ConnectionState.FAILED:
+            self.state = ConnectionState.CLOSED
 
     # -- application side -------------------------------------------------------------------
 
@@ -477,19 +248,88 @@ class Connection:
         """The login in use, once connected."""
         return self._session.nick if self._session else None
 
-    async def join(self, channels: Iterable[str]) -> None:
-        """Join channels (remembered, and rejoined after a reconnect)."""
-        names = [n for n in normalise_logins(channels) if n not in self.channels]
-        self.channels.update(names)
-        if self._session is not None and self._connected.is_set():
-            await self._join_on(self._session, names)
+    @property
+    def joined(self) -> set[str]:
+        """The channels the server has confirmed on the current link (empty while down)."""
+        return set(self._session.joined) if self._session is not None else set()
+
+    @property
+    def malformed_lines(self) -> int:
+        """Received lines that were not valid IRC and were skipped, over every link."""
+        current = self._session.malformed if self._session else 0
+        return self._ended_lines[0] + current
+
+    @property
+    def oversized_lines(self) -> int:
+        """Received lines over ``max_line_bytes``, discarded, over every link."""
+        current = self._session.oversized if self._session else 0
+        return self._ended_lines[1] + current
+
+    async def join(self, channels: Iterable[str]) -> dict[str, JoinResult]:
+        """Join channels and wait for each one's result (held ones: ``joined`` at once).
+
+        Each is confirmed or failed within ``join_timeout_s`` of its JOIN being sent; while
+        the connection is down, the JOIN is sent when it is up again. A channel whose join is
+        under way shares that join's result. Failed channels are not held. On a connection that
+        ended for good, every channel ends ``login_refused`` or ``closed`` at once.
+        """
+        names = normalise_logins(channels)
+        if self.state in (ConnectionState.FAILED, ConnectionState.CLOSED):
+            ended = (
+                JoinResult.LOGIN_REFUSED
+                if isinstance(self.failure, LoginError)
+                else JoinResult.CLOSED
+            )
+            return dict.fromkeys(names, ended)
+        loop = asyncio.get_running_loop()
+        fresh = [name for name in names if name not in self.channels]
+        for name in fresh:
+            self.channels.add(name)
+            self._waiters[name] = loop.create_future()
+        # Taken now: a result may arrive (and leave ``_waiters``) before it is awaited.
+        waiters = {name: self._waiters[name] for name in names if name in self._waiters}
+        session = self._session
+        if fresh and session is not None and self._connected.is_set():
+            await self._join_on(session, fresh)
+        results: dict[str, JoinResult] = {}
+        try:
+            for name in names:
+                results[name] = await self._result_of(name, waiters.get(name))
+        except asyncio.CancelledError:
+            for name in fresh:  # nobody waits for these any more: a failure becomes an event
+                if name not in results:
+                    waiters[name].cancel()
+            raise
+        return results
+
+    async def _result_of(
+        self, channel: str, waiter: asyncio.Future[JoinResult] | None
+    ) -> JoinResult:
+        if waiter is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                return await asyncio.shield(waiter)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # our own cancellation, not the other caller's
+        return JoinResult.JOINED if channel in self.channels else JoinResult.PARTED
 
     async def part(self, channels: Iterable[str]) -> None:
-        """Part channels."""
+        """Part channels (a join under way ends ``parted``); others are ignored."""
         names = [n for n in normalise_logins(channels) if n in self.channels]
-        self.channels.difference_update(names)
-        if self._session is not None and self._connected.is_set() and names:
-            await self._session.send_lines([serialize("PART", [",".join(f"#{n}" for n in names)])])
+        for name in names:
+            self.channels.discard(name)
+            self._resolve(name, JoinResult.PARTED)
+        for session in (self._session, self._incoming):
+            if session is None or not names:
+                continue
+            for name in names:
+                timer = session.awaiting.pop(name, None)
+                if timer is not None:
+                    timer.cancel()
+            session.parting.update(names)
+            if self._connected.is_set() or session is self._incoming:
+                with contextlib.suppress(ConnectionError):
+                    await session.send_lines(self._lines("PART", names))
 
     async def send(
         self,
@@ -502,35 +342,142 @@ class Connection:
         exactly one line, ConnectionError when not connected."""
         line = serialize(command, params, tags=tags)
         if self._session is None or not self._connected.is_set():
-            raise ConnectionError(f"{self.options.name} is not connected")
+            raise ConnectionError(f"{self.name} is not connected")
         await self._session.send_lines([line])
 
-    # -- internals ----------------------------------------------------------------------------
+    # -- channels -----------------------------------------------------------------------------
 
     @staticmethod
-    def _join_lines(channels: Sequence[str]) -> list[str]:
+    def _lines(command: str, channels: Sequence[str]) -> list[str]:
         lines: list[str] = []
         batch: list[str] = []
         for name in channels:
             if batch and len(",".join(batch)) + len(name) + 2 > _JOIN_LINE_BYTES:
-                lines.append(serialize("JOIN", [",".join(batch)]))
+                lines.append(serialize(command, [",".join(batch)]))
                 batch = []
             batch.append(f"#{name}")
         if batch:
-            lines.append(serialize("JOIN", [",".join(batch)]))
+            lines.append(serialize(command, [",".join(batch)]))
         return lines
 
-    async def _join_on(self, session: _Session, channels: Sequence[str]) -> None:
+    async def _join_on(self, session: Session, channels: Sequence[str]) -> None:
+        """Send JOINs for ``channels`` on ``session`` under the join window, each with its
+        confirmation deadline. Channels parted meanwhile, or already joined or awaited there,
+        are skipped; a link that is gone ends quietly (the next link rejoins)."""
         window = self.join_window
         step = window.rate.allow if window is not None else max(len(channels), 1)
+        loop = asyncio.get_running_loop()
         for start in range(0, len(channels), step):
-            group = channels[start : start + step]
+            if session.closed.is_set():
+                return
             if window is not None:
-                await window.take(len(group))
-            await session.send_lines(self._join_lines(group))
+                await window.take(len(channels[start : start + step]))
+            group = [
+                name
+                for name in channels[start : start + step]
+                if name in self.channels and name not in session.joined
+                and name not in session.awaiting
+            ]  # fmt: skip
+            if not group or session.closed.is_set():
+                continue
+            for name in group:
+                session.parting.discard(name)
+                session.awaiting[name] = loop.call_later(
+                    self.options.join_timeout_s, self._timed_out, session, name
+                )
+            try:
+                await session.send_lines(self._lines("JOIN", group))
+            except ConnectionError:
+                return  # the session is gone; its end cancelled the deadlines
 
-    def _deliver(self, message: Message, session: _Session) -> None:
-        if message.command == "RECONNECT":
+    def _authoritative(self, session: Session) -> bool:
+        """Whether ``session``'s failures count: the replacement while a RECONNECT overlap
+        runs, else the current session."""
+        return session is (self._incoming or self._session)
+
+    def _membership(self, message: Message, session: Session) -> None:
+        """Follow the server's word on our channels (JOIN/PART echoes, ROOMSTATE, NOTICE)."""
+        if not message.params:
+            return
+        channel = message.params[0].lstrip("#").lower()
+        command = message.command
+        if command == "NOTICE":
+            self._on_notice(message, session, channel)
+        elif command == "ROOMSTATE":
+            if channel in session.awaiting:  # else a mode change
+                self._on_confirmed(session, channel)
+        elif message.nick == session.nick:  # not another user's (the membership capability)
+            if command == "JOIN":
+                session.joined.add(channel)
+                self._on_confirmed(session, channel)
+            else:
+                self._on_parted(session, channel)
+
+    def _on_notice(self, message: Message, session: Session, channel: str) -> None:
+        result = JOIN_REFUSALS.get(message.tags.get("msg-id", ""))
+        if result is None:
+            return
+        timer = session.awaiting.pop(channel, None)
+        if timer is not None:
+            timer.cancel()
+            if self._authoritative(session) or channel in self._waiters:
+                self._fail(channel, result)
+
+    def _on_parted(self, session: Session, channel: str) -> None:
+        session.joined.discard(channel)
+        session.join_changed.set()
+        if channel in session.parting:
+            session.parting.discard(channel)
+        elif channel in session.awaiting:
+            pass  # our own earlier PART, echoed before the JOIN sent after it
+        elif channel in self.channels and self._authoritative(session):
+            self._fail(channel, JoinResult.REMOVED)
+
+    def _on_confirmed(self, session: Session, channel: str) -> None:
+        timer = session.awaiting.pop(channel, None)
+        if timer is not None:
+            timer.cancel()
+        session.join_changed.set()
+        if channel in self.channels:
+            self._resolve(channel, JoinResult.JOINED)
+        elif channel not in session.parting:  # parted while the JOIN was on its way
+            session.parting.add(channel)
+            session.spawn(session.quietly(serialize("PART", [f"#{channel}"])), "part-late")
+
+    def _timed_out(self, session: Session, channel: str) -> None:
+        if session.awaiting.pop(channel, None) is None or channel not in self.channels:
+            return
+        if not (self._authoritative(session) or channel in self._waiters):
+            return
+        self._fail(channel, JoinResult.TIMEOUT)
+        session.parting.add(channel)  # a late confirmation must not leave it joined
+        session.spawn(session.quietly(serialize("PART", [f"#{channel}"])), "part-timeout")
+
+    def _resolve(self, channel: str, result: JoinResult) -> bool:
+        """Give a waiting join its result; False when nobody waits for it."""
+        waiter = self._waiters.pop(channel, None)
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(result)
+        return True
+
+    def _fail(self, channel: str, result: JoinResult) -> None:
+        """``channel`` is not held any more: tell its waiting join, else report it lost."""
+        self.channels.discard(channel)
+        if not self._resolve(channel, result):
+            self._emit(ChannelLostEvent(channel=channel, connection=self.name, reason=result.value))
+
+    def _lose_all(self, result: JoinResult) -> None:
+        for channel in sorted(self.channels):
+            self._fail(channel, result)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _deliver(self, message: Message, session: Session) -> None:
+        command = message.command
+        if command in _MEMBERSHIP:
+            self._membership(message, session)
+        elif command == "RECONNECT":
             replacing = self._replacing is not None and not self._replacing.done()
             if session is self._session and not self._closing and not replacing:
                 self._replacing = asyncio.create_task(self._replace(session))
@@ -552,41 +499,45 @@ class Connection:
         try:
             self.on_event(event)
         except Exception:
-            log.exception(
-                "%s: the event handler failed on %s", self.options.name, type(event).__name__
-            )
+            log.exception("%s: the event handler failed on %s", self.name, type(event).__name__)
 
-    async def _open(self, session: _Session) -> None:
+    # -- sessions -----------------------------------------------------------------------------
+
+    async def _open(self, session: Session) -> None:
         if self.auth_window is not None and self.options.login:
             await self.auth_window.take()
         await session.open()
 
-    async def _replace(self, old: _Session) -> None:
+    async def _replace(self, old: Session) -> None:
         """Make-before-break: log a new session in, join everything there, then drop the old."""
         self._deduping = True
         try:
             await self._overlap(old)
         finally:
+            self._incoming = None
             self._deduping = False
             self._seen.clear()
 
-    async def _overlap(self, old: _Session) -> None:
-        new = _Session(self.options, self._deliver)
+    async def _overlap(self, old: Session) -> None:
+        new = Session(self.options, self._deliver)
         try:
             await self._open(new)
-        except (OSError, TimeoutError, LoginError, WebSocketException, ConnectionError) as exc:
-            log.warning("%s: replacement after RECONNECT failed: %s", self.options.name, exc)
+        except (*_RETRIABLE, LoginError) as exc:
+            log.warning("%s: replacement after RECONNECT failed: %s", self.name, exc)
             return  # the old session's end will trigger a normal reconnect
+        self._incoming = new
         await self._join_on(new, sorted(self.channels))
         deadline = asyncio.get_running_loop().time() + self.options.overlap_timeout_s
-        while not self.channels <= new.joined:
+        while not self.channels <= new.joined and not new.closed.is_set():
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
             new.join_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(new.join_changed.wait(), remaining)
+        self._retire(old)
         self._session = new
+        self._incoming = None
         self.reconnects += 1
         # Keep the old link a moment: lines Twitch already sent on it are still arriving, and
         # the new link's first lines may lag its JOIN confirmations. De-duplication covers both.
@@ -594,49 +545,72 @@ class Connection:
             await asyncio.wait_for(old.closed.wait(), self.options.overlap_linger_s)
         await old.close("replaced after RECONNECT")
 
+    def _retire(self, session: Session) -> None:
+        self._ended_lines[0] += session.malformed
+        self._ended_lines[1] += session.oversized
+
+    async def _guarded(self) -> None:
+        """The connection's task: :meth:`_run`, and a visible failure if it ever raises."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s failed", self.name)
+            self.failure = TmiClusterError(f"unexpected {exc.__class__.__name__}: {exc}")
+            self._end(ConnectionState.FAILED, str(self.failure), JoinResult.CLOSED)
+        finally:
+            self._connected.clear()
+            if self._session is not None and not self._closing:
+                await self._session.close(self._session.reason or "ended")
+
+    def _end(self, state: ConnectionState, reason: str, result: JoinResult) -> None:
+        """End for good: a final DisconnectedEvent, then every channel lost with ``result``."""
+        self.state = state
+        self._emit(DisconnectedEvent(connection=self.name, reason=reason))
+        self._lose_all(result)
+
     async def _run(self) -> None:
         attempt = 0
-        first_login = True
         options = self.options
         while not self._closing:
             attempt += 1
             await asyncio.sleep(options.backoff_s(attempt))
-            session = _Session(options, self._deliver)
+            session = Session(options, self._deliver)
             try:
                 await self._open(session)
             except LoginError as exc:
                 self.failure = exc
-                self._emit(DisconnectedEvent(connection=options.name, reason=str(exc)))
-                self.state = ConnectionState.CLOSED
+                self._end(ConnectionState.FAILED, str(exc), JoinResult.LOGIN_REFUSED)
                 return
-            except (OSError, TimeoutError, WebSocketException, ConnectionError) as exc:
+            except _RETRIABLE as exc:
                 reason = f"cannot connect: {exc.__class__.__name__}: {exc}"
-                self._emit(DisconnectedEvent(connection=options.name, reason=reason,
-                                             reconnecting=options.reconnect))  # fmt: skip
                 if not options.reconnect:
-                    self.state = ConnectionState.CLOSED
+                    self._end(ConnectionState.CLOSED, reason, JoinResult.CLOSED)
                     return
+                self._emit(DisconnectedEvent(connection=self.name, reason=reason,
+                                             reconnecting=True))  # fmt: skip
                 self.state = ConnectionState.RECONNECTING
                 continue
             attempt = 0  # reset only after a confirmed login
+            first_login = self._session is None
+            if self._session is not None:
+                self._retire(self._session)
             self._session = session
             self.state = ConnectionState.CONNECTED
             self._connected.set()
-            self._emit(ConnectedEvent(connection=options.name, user=session.nick))
-            if options.rejoin or first_login:
-                await self._join_on(session, sorted(self.channels))
-            first_login = False
+            self._emit(ConnectedEvent(connection=self.name, user=session.nick))
+            if not options.rejoin and not first_login:
+                self._lose_all(JoinResult.CLOSED)  # not rejoined: not held any more
+            await self._join_on(session, sorted(self.channels))
             reason = await self._until_lost()
             self._connected.clear()
             if self._closing:
                 return
-            reconnecting = options.reconnect
-            self._emit(
-                DisconnectedEvent(connection=options.name, reason=reason, reconnecting=reconnecting)
-            )
-            if not reconnecting:
-                self.state = ConnectionState.CLOSED
+            if not options.reconnect:
+                self._end(ConnectionState.CLOSED, reason, JoinResult.CLOSED)
                 return
+            self._emit(DisconnectedEvent(connection=self.name, reason=reason, reconnecting=True))
             self.state = ConnectionState.RECONNECTING
             self.reconnects += 1
 

@@ -8,9 +8,16 @@ Contracts:
   the account's join window first (:mod:`tmi_cluster.ratelimit`; shared through Redis when the
   pool is given a shared window), so the budget holds however many pools share the account.
 - A join is confirmed by the server's echo of our JOIN or by the channel's ROOMSTATE, and fails
-  with its reason: ``msg_channel_suspended``, ``msg_banned``, ``tos_ban``,
-  ``msg_concurrent_channel_limit_reached`` (NOTICEs), or ``timeout`` after ``join_timeout_s``
-  (a channel that does not exist gives silence). A failed channel is not kept.
+  with its reason (:class:`~tmi_cluster.outcomes.JoinResult`): ``msg_channel_suspended``,
+  ``msg_banned``, ``tos_ban``, ``msg_concurrent_channel_limit_reached`` (NOTICEs), or
+  ``timeout`` after ``join_timeout_s`` (a channel that does not exist gives silence). A failed
+  channel is not kept.
+- The pool tells the truth about its channels: :attr:`Pool.channels` and :meth:`Pool.where`
+  hold exactly what its connections hold (confirmed by the server, or being rejoined after a
+  reconnect). Every channel lost without :meth:`part` (a refused or timed-out rejoin, a
+  server-side PART, a ban, a connection that gives up) leaves the map and reaches ``on_event``
+  as a :class:`~tmi_cluster.events.ChannelLostEvent` with its reason; a connection that ended
+  for good leaves the pool.
 - Events of every connection go to ``on_event``; :meth:`join` returns each channel's outcome.
 - :meth:`move` moves a channel to another connection make-before-break: the new connection
   joins and is confirmed, both stay joined ``overlap_linger_s``, then the old one parts. During
@@ -19,15 +26,12 @@ Contracts:
   so the application sees none twice and loses none.
 - Reading and sending are separate: the pool reads through ``options`` (anonymous when it has
   no login) and sends through ``sender`` (one authenticated connection, opened at the first
-  :meth:`say`). :meth:`from_settings` builds both from the settings: reading is anonymous when
-  no identity is configured or ``tmi.connection.read_anonymously`` is set; the windows are the
-  account's, shared through Redis when a client is given.
+  :meth:`say`). :func:`tmi_cluster.worker.build_pool` builds both from the settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import itertools
 from collections.abc import Callable, Iterable
@@ -35,26 +39,18 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
 
-import redis.asyncio
-
-from tmi_cluster.bus import Keys, shared_account_windows
-from tmi_cluster.config import Settings
 from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.errors import NoIdentityError
-from tmi_cluster.events import Event, JoinEvent, NoticeEvent, RoomStateEvent
+from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent, Event
 from tmi_cluster.logins import normalise_login, normalise_logins
-from tmi_cluster.ratelimit import AccountRates, AccountWindows, LocalWindow, Rate, Window
+from tmi_cluster.outcomes import JoinResult
+from tmi_cluster.ratelimit import LocalWindow, Rate, Window
 from tmi_cluster.sender import Sender
 
-__all__ = ["ANONYMOUS_ACCOUNT", "JOIN_FAILURES", "JoinOutcome", "Pool", "PoolState"]
+__all__ = ["ANONYMOUS_ACCOUNT", "JoinOutcome", "Pool", "PoolState"]
 
 #: The account name under which anonymous connections share their windows.
 ANONYMOUS_ACCOUNT = "justinfan"
-
-#: NOTICE msg-ids that end a join attempt, as Twitch sends them.
-JOIN_FAILURES = frozenset(
-    {"msg_channel_suspended", "msg_banned", "tos_ban", "msg_concurrent_channel_limit_reached"}
-)
 
 
 class PoolState(enum.StrEnum):
@@ -66,17 +62,16 @@ class PoolState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class JoinOutcome:
-    """How one join ended: ``joined``, a NOTICE msg-id, ``timeout``, or ``parted`` (parted
-    before it was confirmed); on which connection."""
+    """How one join ended (a :class:`~tmi_cluster.outcomes.JoinResult`), on which connection."""
 
     channel: str
-    result: str
+    result: JoinResult
     connection: str | None = None
 
     @property
     def ok(self) -> bool:
         """True when the channel was joined."""
-        return self.result == "joined"
+        return self.result is JoinResult.JOINED
 
 
 @dataclass
@@ -100,25 +95,25 @@ class Pool:
         join_window: Window | None = None,
         auth_window: Window | None = None,
         connect_interval_s: float = 2.0,
-        join_timeout_s: float = 10.0,
+        join_timeout_s: float | None = None,
         sender: Sender | None = None,
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
         if channels_per_connection < 1:
             raise ValueError("channels_per_connection must be at least 1")
+        if join_timeout_s is not None:
+            options = replace(options, join_timeout_s=join_timeout_s)
         self.options = options
         self.state = PoolState.OPEN
         self.channels_per_connection = channels_per_connection
         self.join_window = join_window or LocalWindow(Rate(20, 10.0))
         self.auth_window = auth_window
         self._opens = LocalWindow(Rate(1, connect_interval_s)) if connect_interval_s > 0 else None
-        self.join_timeout_s = join_timeout_s
         #: Sends for :meth:`say`; None when the pool has no identity to send with.
         self.sender = sender
         self._on_event = on_event or (lambda event: None)
         self.connections: dict[str, Connection] = {}
         self._where: dict[str, str] = {}  # channel -> connection name
-        self._waiting: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._moving: dict[str, _Move] = {}
         self._pending: dict[str, asyncio.Future[JoinOutcome]] = {}  # joins under way
         self._names = itertools.count(1)
@@ -130,60 +125,6 @@ class Pool:
         assert self.sender is not None
         self.sender.observe(event)
         self._on_event(event)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        redis_client: redis.asyncio.Redis | None = None,
-        on_event: Callable[[Event], None] | None = None,
-        name: str = "pool",
-    ) -> Pool:
-        """A pool as the settings describe it (``tmi.*`` and ``throttle.*``).
-
-        With ``redis_client``, every window is shared with every other process of the cluster
-        using the same account; without, the windows are this process's own.
-        """
-        rates = AccountRates.from_settings(settings)
-        keys = Keys.from_settings(settings)
-        identity = settings.tmi.identity
-
-        def windows(account: str) -> AccountWindows:
-            if redis_client is None:
-                return AccountWindows.local(rates)
-            return shared_account_windows(redis_client, keys, account, rates)
-
-        connection = settings.tmi.connection
-        options = ConnectionOptions.from_settings(settings, name=name)
-        account = None if identity.anonymous else windows(normalise_login(identity.username))
-        if account is None or connection.read_anonymously:
-            read, read_options = windows(ANONYMOUS_ACCOUNT), replace(options, login=None, token="")
-        else:
-            read, read_options = account, options
-        sender = None
-        if account is not None:
-            messages = settings.throttle.messages
-            sending = Connection(replace(options, name=f"{name}-send"), auth_window=account.auth)
-            sender = Sender(
-                sending,
-                messages=account.messages,
-                moderator_messages=account.moderator_messages,
-                channel_interval_s=messages.channel_interval,
-                duplicate_window_s=messages.duplicate_window,
-                max_length=messages.max_length,
-                long_text=messages.long_text,
-            )
-        return cls(
-            read_options,
-            channels_per_connection=connection.channels_per_connection,
-            join_window=read.join,
-            auth_window=read.auth,  # counted for logins with an account only
-            connect_interval_s=connection.connect_interval,
-            join_timeout_s=connection.join_timeout,
-            sender=sender,
-            on_event=on_event,
-        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -234,7 +175,7 @@ class Pool:
         async with self._lock:
             others = {c: self._pending[c] for c in wanted if c in self._pending}
             outcomes = {
-                c: JoinOutcome(c, "joined", self._where[c])
+                c: JoinOutcome(c, JoinResult.JOINED, self._where[c])
                 for c in wanted
                 if c in self._where and c not in others
             }
@@ -256,12 +197,14 @@ class Pool:
         return {c: outcomes[c] for c in wanted}
 
     def _load(self) -> dict[str, int]:
-        """Channels per connection, counting reservations and moves in flight."""
+        """Channels per live connection, counting reservations and moves in flight."""
         load = dict.fromkeys(self.connections, 0)
         for name in self._where.values():
-            load[name] += 1
+            if name in load:
+                load[name] += 1
         for move in self._moving.values():
-            load[move.target] += 1
+            if move.target in load:
+                load[move.target] += 1
         return load
 
     async def _place(
@@ -305,66 +248,42 @@ class Pool:
         await connection.start()
         return name
 
-    async def _confirm(self, name: str, channels: list[str]) -> dict[str, str]:
-        """Join ``channels`` on connection ``name`` and return each one's result."""
-        connection = self.connections[name]
-        loop = asyncio.get_running_loop()
-        futures = {}
-        for channel in channels:
-            future: asyncio.Future[str] = loop.create_future()
-            self._waiting[(name, channel)] = future
-            futures[channel] = future
-        await connection.join(channels)  # the connection takes them from the join window
-        results = {}
-        for channel, future in futures.items():
-            try:
-                results[channel] = await asyncio.wait_for(future, self.join_timeout_s)
-            except TimeoutError:
-                results[channel] = "timeout"
-            finally:
-                self._waiting.pop((name, channel), None)
-            if results[channel] != "joined":
-                await connection.part([channel])
-        return results
-
     async def _join_batch(self, name: str, channels: list[str]) -> dict[str, JoinOutcome]:
+        connection = self.connections.get(name)
+        if connection is None:  # it ended for good while the batch waited
+            results = dict.fromkeys(channels, JoinResult.CLOSED)
+        else:
+            results = await connection.join(channels)
         outcomes = {}
-        for channel, confirmed in (await self._confirm(name, channels)).items():
+        for channel, confirmed in results.items():
             result = confirmed
-            if result == "joined" and self._where.get(channel) != name:  # parted meanwhile
-                with contextlib.suppress(ConnectionError):
-                    await self.connections[name].part([channel])
-                result = "parted"
-            elif result != "joined":
-                self._where.pop(channel, None)
-            outcomes[channel] = JoinOutcome(channel, result, name if result == "joined" else None)
+            held = self._where.get(channel) == name
+            if result.ok and not held and connection is not None:  # parted before it began
+                await connection.part([channel])
+                result = JoinResult.PARTED
+            elif not result.ok and held:
+                del self._where[channel]
+            outcomes[channel] = JoinOutcome(channel, result, name if result.ok else None)
         return outcomes
 
     def _event(self, name: str, event: Event) -> None:
-        if not self._waiting and not self._moving:  # the hot path: no join or move under way
-            self._on_event(event)
-            return
-        channel = event.channel
-        if channel is not None and (name, channel) in self._waiting:
-            future = self._waiting[(name, channel)]
-            if not future.done():
-                connection = self.connections.get(name)
-                own = connection is not None and connection.nick
-                if (isinstance(event, JoinEvent) and event.user == own) or isinstance(
-                    event, RoomStateEvent
-                ):
-                    future.set_result("joined")
-                elif isinstance(event, NoticeEvent) and event.msg_id in JOIN_FAILURES:
-                    future.set_result(event.msg_id)
-        if channel is not None and (move := self._moving.get(channel)) is not None:
-            key = event.dedupe_key
-            if key is None:
-                if name != self._where.get(channel):
-                    return  # the other side's JOIN, PART or state: the application has its own
-            elif key in move.seen:
-                return
-            else:
-                move.seen.add(key)
+        if self._moving:
+            channel = event.channel
+            if channel is not None and (move := self._moving.get(channel)) is not None:
+                key = event.dedupe_key
+                if key is None:
+                    if name != self._where.get(channel) and not isinstance(event, ChannelLostEvent):
+                        return  # the other side's JOIN, PART or state: the holder has its own
+                elif key in move.seen:
+                    return
+                else:
+                    move.seen.add(key)
+        if isinstance(event, ChannelLostEvent):
+            if event.channel is None or self._where.get(event.channel) != name:
+                return  # not the holder (the other side of a move): nothing was lost
+            del self._where[event.channel]
+        elif isinstance(event, DisconnectedEvent) and not event.reconnecting:
+            self.connections.pop(name, None)  # ended for good; its channels were reported
         self._on_event(event)
 
     async def part(self, channels: Iterable[str]) -> None:
@@ -375,8 +294,9 @@ class Pool:
             if name is not None:
                 by_connection.setdefault(name, []).append(channel)
         for name, batch in by_connection.items():
-            with contextlib.suppress(ConnectionError):
-                await self.connections[name].part(batch)
+            connection = self.connections.get(name)
+            if connection is not None:
+                await connection.part(batch)
 
     # -- moving ---------------------------------------------------------------------------
 
@@ -395,26 +315,36 @@ class Pool:
         if to is not None and to not in self.connections:
             raise ValueError(f"no connection named {to!r} in the pool")
         if to == source:
-            return JoinOutcome(name, "joined", source)
+            return JoinOutcome(name, JoinResult.JOINED, source)
         async with self._lock:
             target = to or (await self._place([name], avoid=source))[0][0]
             self._moving[name] = _Move(source, target)
         try:
-            result = (await self._confirm(target, [name]))[name]
-            if result != "joined":
-                return JoinOutcome(name, result)
-            if self._where.get(name) != source:  # parted meanwhile
-                await self.connections[target].part([name])
-                return JoinOutcome(name, "parted")
-            self._where[name] = target
-            # Lines already on their way over the old link still arrive: keep both a moment.
-            await asyncio.sleep(self.options.overlap_linger_s)
-            with contextlib.suppress(ConnectionError):
-                await self.connections[source].part([name])
-            await asyncio.sleep(self.options.overlap_linger_s)  # the old link's last lines
-            return JoinOutcome(name, "joined", target)
+            return await self._move(name, source, target)
         finally:
             self._moving.pop(name, None)
+
+    async def _move(self, name: str, source: str, target: str) -> JoinOutcome:
+        arriving = self.connections.get(target)
+        result = (await arriving.join([name]))[name] if arriving else JoinResult.CLOSED
+        if not result.ok:
+            return JoinOutcome(name, result)
+        assert arriving is not None
+        if self._where.get(name) != source:  # parted or lost meanwhile
+            await arriving.part([name])
+            return JoinOutcome(name, JoinResult.PARTED)
+        self._where[name] = target
+        # Lines already on their way over the old link still arrive: keep both a moment.
+        await asyncio.sleep(self.options.overlap_linger_s)
+        leaving = self.connections.get(source)
+        if name not in arriving.channels:  # lost on the target meanwhile (reported)
+            if leaving is not None and name in leaving.channels:
+                self._where[name] = source  # still held where it was
+            return JoinOutcome(name, JoinResult.CLOSED)
+        if leaving is not None:
+            await leaving.part([name])
+        await asyncio.sleep(self.options.overlap_linger_s)  # the old link's last lines
+        return JoinOutcome(name, JoinResult.JOINED, target)
 
     # -- sending --------------------------------------------------------------------------
 

@@ -85,6 +85,7 @@ class Supervisor:
                 await asyncio.to_thread(
                     store.record_supervisor, self.id, RunState.RUNNING, pid=os.getpid()
                 )
+                await self._heartbeat(client).beat()  # alive before it says so
                 self.state = RunState.RUNNING
                 if on_ready is not None:
                     on_ready(self._describe())

@@ -441,6 +441,19 @@ class Handlers(_Section):
     stream_maxlen: int = Field(
         100_000, ge=1000, description="Approximate length bound of the event stream."
     )
+    queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="Events waiting for the handlers in a worker, at most. The read path never "
+        "waits for a handler: a slow handler fills this queue instead of stalling the "
+        "connections.",
+    )
+    queue_full: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest",
+        description="What a full handler queue does with one more event: 'drop_oldest' (the "
+        "default: keep the chat current, as a bot answering commands wants) or 'drop_newest'. "
+        "Dropped events are counted and logged once per overflow.",
+    )
 
     _modules = field_validator("modules")(_check_import_paths)
 

@@ -21,6 +21,7 @@ from tmi_cluster.events.types import (
     AnonSubMysteryGiftEvent,
     BitsBadgeTierEvent,
     CapEvent,
+    ChannelLostEvent,
     CheerEvent,
     ClearChatEvent,
     ClearMsgEvent,
@@ -63,17 +64,16 @@ from tmi_cluster.events.types import (
     WelcomeEvent,
     WhisperEvent,
 )
-from tmi_cluster.events.values import MALFORMED
 
 __all__ = [
     "ALL_EVENT_TYPES",
-    "MALFORMED",
     "AnnouncementEvent",
     "AnonGiftPaidUpgradeEvent",
     "AnonSubGiftEvent",
     "AnonSubMysteryGiftEvent",
     "BitsBadgeTierEvent",
     "CapEvent",
+    "ChannelLostEvent",
     "CheerEvent",
     "ClearChatEvent",
     "ClearMsgEvent",

@@ -66,6 +66,10 @@ SOURCES: dict[str, tuple[str, str]] = {
     "UnknownEvent": ("any other line", "(new: the original dropped unknown lines)"),
     "ConnectedEvent": ("a connection's confirmed login (001)", "(new)"),
     "DisconnectedEvent": ("a lost or closed connection", "(missing in the original)"),
+    "ChannelLostEvent": (
+        "a held channel lost: refused or timed-out rejoin, server PART, a connection that gave up",
+        "(missing in the original: lost channels went unnoticed)",
+    ),
 }
 
 _INTRO = """# Chat events
@@ -89,9 +93,9 @@ Every event has `channel` (login, lower case, without `#`, or null), `tags` (une
 - `shared_chat_key`: like `dedupe_key`, but every Shared Chat copy of one message (`source-id`)
   has the same key: use it to deliver a shared message once for the whole session.
 
-Malformed tag values degrade to a default and are counted in `tmi_cluster.events.MALFORMED`
-(tag name -> count): a bad number gives 0 (or null where optional), a bad `tmi-sent-ts` gives
-`sent_at` null, a badge without `/` and an emote range outside the text are left out.
+Malformed tag values degrade to a documented default: a bad number gives 0 (or null where
+optional), a bad `tmi-sent-ts` gives `sent_at` null, a badge without `/` and an emote range
+outside the text are left out.
 
 ## Index
 

@@ -23,6 +23,7 @@ __all__ = [
     "AnonSubMysteryGiftEvent",
     "BitsBadgeTierEvent",
     "CapEvent",
+    "ChannelLostEvent",
     "CheerEvent",
     "ClearChatEvent",
     "ClearMsgEvent",
@@ -694,6 +695,20 @@ class DisconnectedEvent(Event, frozen=True, kw_only=True):
     connection: str = ""
     reason: str = ""
     reconnecting: bool = False
+
+
+class ChannelLostEvent(Event, frozen=True, kw_only=True):
+    """A channel that was held is not joined any more, without the application parting it.
+
+    ``reason`` is a :class:`~tmi_cluster.outcomes.JoinResult` value: a refused rejoin
+    (``msg_channel_suspended``, ``msg_banned``, ``tos_ban``,
+    ``msg_concurrent_channel_limit_reached``), ``timeout`` (a rejoin got no confirmation),
+    ``removed`` (the server parted it), ``login_refused`` or ``closed`` (the connection gave
+    up); ``connection`` names the connection that held it.
+    """
+
+    connection: str = ""
+    reason: str = ""
 
 
 class UnknownEvent(Event, frozen=True, kw_only=True):

@@ -1,8 +1,7 @@
 """Tag value conversions shared by the event types, each with a documented default.
 
-A malformed value degrades to its default and is counted in :data:`MALFORMED` (tag name ->
-count). Events read these lazily and cache the result, so each malformed value of an event is
-counted once, when its field is first read:
+A malformed value degrades to its documented default (no value of Twitch's can make an event
+unreadable); events read these lazily and cache the result:
 
 - a number (``bits``, ``ban-duration``, ``msg-param-*`` counts, room modes) that is not one: 0,
   or None where the field is optional;
@@ -13,11 +12,9 @@ counted once, when its field is first read:
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 
 __all__ = [
-    "MALFORMED",
     "Emote",
     "badges",
     "count",
@@ -30,19 +27,15 @@ __all__ = [
 
 from tmi_cluster.events.emote import Emote
 
-#: Malformed tag values met in this process, by tag name (and ``"<builder>"``).
-MALFORMED: Counter[str] = Counter()
-
 
 def number(tags: dict[str, str], name: str) -> int | None:
-    """The integer value of a tag; None when absent or empty, or (counted) when malformed."""
+    """The integer value of a tag; None when absent, empty or malformed."""
     value = tags.get(name)
     if not value:
         return None
     digits = value[1:] if value[0] == "-" else value
     if digits.isascii() and digits.isdigit():
         return int(value)
-    MALFORMED[name] += 1
     return None
 
 
@@ -60,7 +53,6 @@ def sent_at(tags: dict[str, str]) -> datetime | None:
     try:
         return datetime.fromtimestamp(millis / 1000, UTC)
     except (OverflowError, OSError, ValueError):
-        MALFORMED["tmi-sent-ts"] += 1
         return None
 
 
@@ -74,8 +66,6 @@ def badges(tags: dict[str, str], name: str) -> dict[str, str]:
         badge, slash, version = item.partition("/")
         if slash and badge:
             found[badge] = version
-        else:
-            MALFORMED[name] += 1
     return found
 
 
@@ -88,7 +78,6 @@ def emotes(value: str | None, text: str) -> list[Emote]:
     for group in value.split("/"):
         emote_id, colon, ranges = group.partition(":")
         if not colon or not emote_id:
-            MALFORMED["emotes"] += 1
             continue
         for span in ranges.split(","):
             start, dash, end = span.partition("-")
@@ -101,8 +90,6 @@ def emotes(value: str | None, text: str) -> list[Emote]:
                 and int(start) <= int(end) < length
             ):
                 found.append(Emote(emote_id, int(start), int(end)))
-            else:
-                MALFORMED["emotes"] += 1
     found.sort(key=lambda emote: emote.start)
     return found
 
@@ -119,5 +106,4 @@ def optional_flag(tags: dict[str, str], name: str) -> bool | None:
         return None
     if value in ("0", "1"):
         return value == "1"
-    MALFORMED[name] += 1
     return None

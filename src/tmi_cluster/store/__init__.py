@@ -33,10 +33,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.errors import MigrationError, StorageError
 from tmi_cluster.logins import normalise_logins
+from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.store.models import (
     ChannelRecord,
     HistoryRecord,
-    JoinOutcome,
     ProcessRecord,
     RunState,
     SupervisorRecord,
@@ -46,7 +46,6 @@ from tmi_cluster.store.models import (
 __all__ = [
     "CHUNK_SIZE",
     "Channel",
-    "JoinOutcome",
     "RunState",
     "Store",
 ]
@@ -202,13 +201,13 @@ class Store:
         self._set(channels, authorized=False, revoked=True, wanted=False)
 
     def record_join_outcomes(
-        self, outcomes: Mapping[str, JoinOutcome], *, now: datetime | None = None
+        self, outcomes: Mapping[str, JoinResult], *, now: datetime | None = None
     ) -> None:
         """Store the result of the last join attempt of each channel."""
         at = now or utcnow()
-        by_outcome: dict[JoinOutcome, list[str]] = {}
+        by_outcome: dict[JoinResult, list[str]] = {}
         for login, outcome in outcomes.items():
-            by_outcome.setdefault(JoinOutcome(outcome), []).append(login)
+            by_outcome.setdefault(JoinResult(outcome), []).append(login)
         for outcome, logins in by_outcome.items():
             self._set(logins, last_join_outcome=outcome.value, last_join_at=at)
 

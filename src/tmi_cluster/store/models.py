@@ -32,7 +32,6 @@ __all__ = [
     "Base",
     "ChannelRecord",
     "HistoryRecord",
-    "JoinOutcome",
     "ProcessRecord",
     "RunState",
     "SupervisorRecord",
@@ -81,17 +80,6 @@ class Base(DeclarativeBase):
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
     }
-
-
-class JoinOutcome(enum.StrEnum):
-    """The result of the last attempt to join a channel."""
-
-    JOINED = "joined"
-    SUSPENDED = "msg_channel_suspended"
-    BANNED = "msg_banned"
-    TOS_BAN = "tos_ban"
-    CHANNEL_LIMIT = "msg_concurrent_channel_limit_reached"
-    TIMEOUT = "timeout"
 
 
 class RunState(enum.StrEnum):

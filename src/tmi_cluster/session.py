@@ -1,0 +1,210 @@
+"""One physical link of a connection: connect, log in, read lines, keep alive, close.
+
+Internal to :mod:`tmi_cluster.connection`, which owns the sessions and their channels. A
+:class:`Session` speaks to its :class:`~tmi_cluster.transport.Transport` only; every parsed line
+goes to its ``deliver`` callback after the session's own handling (PING, PONG, login).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tmi_cluster.errors import LoginError, ParseError
+from tmi_cluster.irc import Message, parse, serialize
+from tmi_cluster.transport import Transport, TransportError, open_transport
+
+if TYPE_CHECKING:
+    from tmi_cluster.connection import ConnectionOptions
+
+__all__ = ["FAILED_LOGINS", "Framer", "Session"]
+
+#: The NOTICE texts with which Twitch refuses a login.
+FAILED_LOGINS = ("Login authentication failed", "Improperly formatted auth")
+
+
+class Framer:
+    """Lines out of a byte stream, with a bound on a line's length."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.skipping = False
+        self.oversized = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The complete lines in ``data`` (with what came before), without CR LF; a line longer
+        than ``limit`` is dropped and counted, and so is everything up to its end."""
+        if self.buffer:
+            data = bytes(self.buffer) + data
+            self.buffer.clear()
+        parts = data.split(b"\n")
+        rest = parts.pop()  # after the last LF: the start of a line still to come
+        lines: list[bytes] = []
+        limit = self.limit
+        for part in parts:
+            if self.skipping:  # the end of a line that was too long
+                self.skipping = False
+                continue
+            line = part[:-1] if part[-1:] == b"\r" else part
+            if len(line) > limit:
+                self.oversized += 1
+                continue
+            lines.append(line)
+        if self.skipping or len(rest) > limit:
+            if not self.skipping:
+                self.oversized += 1
+            self.skipping = True
+        else:
+            self.buffer += rest
+        return lines
+
+
+class Session:
+    """One physical link: connect, log in, read, keep alive, close; and the channels the server
+    confirmed on it (``joined``), is confirming (``awaiting``) or is parting (``parting``)."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(
+        self, options: ConnectionOptions, deliver: Callable[[Message, Session], None]
+    ) -> None:
+        self.options = options
+        self.deliver = deliver
+        self.number = next(self._numbers)
+        self.nick = options.login or f"justinfan{secrets.randbelow(90_000) + 10_000}"
+        self.joined: set[str] = set()
+        self.awaiting: dict[str, asyncio.TimerHandle] = {}
+        self.parting: set[str] = set()
+        self.join_changed = asyncio.Event()
+        self.malformed = 0
+        self._framer = Framer(options.max_line_bytes)
+        self._transport: Transport | None = None
+        self._logged_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pong = asyncio.Event()
+        self._ping_token = ""
+        self._tasks: set[asyncio.Task[None]] = set()  # owned here; cancelled by close()
+        self.closed = asyncio.Event()
+        self.reason = ""
+
+    @property
+    def oversized(self) -> int:
+        return self._framer.oversized
+
+    async def open(self) -> None:
+        """Connect and log in; raise LoginError, OSError, TimeoutError or ConnectionError."""
+        options = self.options
+        self._transport = await open_transport(options.endpoint, self)
+        lines = []
+        if options.capabilities:
+            lines.append(serialize("CAP", ["REQ", " ".join(options.capabilities)]))
+        if options.login:
+            lines.append(serialize("PASS", [f"oauth:{options.token}"]))
+        lines.append(serialize("NICK", [self.nick]))
+        # USER and CAP END complete registration on plain IRC servers; Twitch ignores them.
+        lines.append(serialize("USER", [self.nick, "0", "*", self.nick]))
+        if options.capabilities:
+            lines.append(serialize("CAP", ["END"]))
+        try:
+            await self.send_lines(lines)
+            await asyncio.wait_for(asyncio.shield(self._logged_in), options.login_timeout_s)
+        except BaseException:
+            await self.close("login failed")
+            raise
+        self.spawn(self._keep_alive(), f"ping-{self.number}")
+
+    async def send_lines(self, lines: Sequence[str]) -> None:
+        """Write whole lines (already serialised); TransportError when the link is gone."""
+        if self._transport is None or self.closed.is_set():
+            raise TransportError(self.reason or "the connection is closed")
+        await self._transport.write("".join(f"{line}\r\n" for line in lines).encode())
+
+    def received(self, data: bytes) -> None:
+        """Handle what the server sent (any number of lines, or part of one)."""
+        for line in self._framer.feed(data):
+            self._handle(line)
+
+    def lost(self, reason: str) -> None:
+        """The link is gone."""
+        self._finish(self.reason or reason)
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            message = parse(line)
+        except ParseError:
+            self.malformed += 1
+            return
+        command = message.command
+        if command == "PING":
+            argument = message.params[-1] if message.params else "tmi.twitch.tv"
+            self.spawn(self.quietly(serialize("PONG", [argument])), f"pong-{self.number}")
+        elif command == "PONG":
+            if message.params and message.params[-1] == self._ping_token:
+                self._pong.set()
+        elif command == "001" and not self._logged_in.done():
+            self._logged_in.set_result(None)
+        elif command == "NOTICE" and not self._logged_in.done():
+            text = message.params[-1] if message.params else ""
+            if text in FAILED_LOGINS:
+                self._logged_in.set_exception(LoginError(f"{self.nick}: {text}"))
+        self.deliver(message, self)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coroutine`` as a task this session owns (kept until done, cancelled by close)."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def quietly(self, line: str) -> None:
+        """Send one line; a link that is gone is not an error here."""
+        with contextlib.suppress(ConnectionError):
+            await self.send_lines([line])
+
+    async def _keep_alive(self) -> None:
+        options = self.options
+        while not self.closed.is_set():
+            await asyncio.sleep(options.ping_interval_s)
+            self._ping_token = f"tmi-cluster-{secrets.token_hex(4)}"
+            self._pong.clear()
+            await self.quietly(serialize("PING", [self._ping_token]))
+            try:
+                await asyncio.wait_for(self._pong.wait(), options.ping_timeout_s)
+            except TimeoutError:
+                self.abort(f"no PONG within {options.ping_timeout_s:g} s")
+                return
+
+    def abort(self, reason: str) -> None:
+        """Drop the link at once."""
+        self.reason = self.reason or reason
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _finish(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        if not self._logged_in.done():
+            self._logged_in.set_exception(TransportError(self.reason))
+            self._logged_in.exception()  # retrieved: no "never retrieved" warning
+        for timer in self.awaiting.values():
+            timer.cancel()
+        self.awaiting.clear()
+        self.joined.clear()
+        self.closed.set()
+
+    async def close(self, reason: str = "closed") -> None:
+        """Close the link and stop its tasks. Idempotent."""
+        self.reason = self.reason or reason
+        self.abort(reason)
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._transport is not None:
+            await self._transport.close()
+        self._finish(reason)

@@ -1,0 +1,287 @@
+"""A worker's composition: the one place where its parts are built from the settings.
+
+Everything below this module takes small option objects (:class:`ConnectionOptions`, rates,
+windows); settings are read here, at the edge:
+
+- :func:`connection_options`: ``tmi.connection`` and ``tmi.identity`` as connection options.
+- :func:`build_pool`: a :class:`~tmi_cluster.pool.Pool` as ``tmi.*`` and ``throttle.*``
+  describe it. Reading is anonymous when no identity is configured or
+  ``tmi.connection.read_anonymously`` is set; sending goes through one authenticated connection
+  (opened at the first ``say``) when there is an identity. With a Redis client, every window is
+  shared with every other process of the cluster using the same account (anonymous reads under
+  ``justinfan``); without, the windows are this process's own. This is also the library's
+  entry point for a pool of one's own (``tmi_cluster.build_pool``).
+- :class:`EventQueue`: the bounded queue between the read path and the application's handlers.
+- :class:`Worker`: pool + queue + handler dispatch, an async context manager. The worker
+  process (the supervisor's child), the command consumer and the event stream build on it.
+
+The event path: socket -> framing -> parse -> typed event -> the pool (truth about channels,
+de-duplication during moves) -> :meth:`EventQueue.put` (never waits) -> the dispatch task ->
+each handler in turn. A slow handler therefore never stalls reading: it fills the queue, and a
+full queue drops by ``handlers.queue_full`` (``drop_oldest`` by default), counting every dropped
+event in :attr:`EventQueue.dropped` and logging once per overflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Literal, Self
+
+import redis.asyncio
+
+from tmi_cluster.bus import Keys, Outage, shared_account_windows
+from tmi_cluster.config import Settings
+from tmi_cluster.connection import Connection, ConnectionOptions
+from tmi_cluster.events import Event
+from tmi_cluster.logins import normalise_login
+from tmi_cluster.pool import ANONYMOUS_ACCOUNT, Pool
+from tmi_cluster.ratelimit import AccountRates, AccountWindows
+from tmi_cluster.sender import Sender
+
+__all__ = [
+    "EventQueue",
+    "Handler",
+    "Worker",
+    "WorkerState",
+    "build_pool",
+    "connection_options",
+]
+
+log = logging.getLogger(__name__)
+
+#: An application's handler: a plain function or a coroutine function of one event.
+Handler = Callable[[Event], Awaitable[None] | None]
+
+
+def connection_options(settings: Settings, *, name: str = "connection") -> ConnectionOptions:
+    """Connection options from ``tmi.connection`` and ``tmi.identity``."""
+    connection = settings.tmi.connection
+    identity = settings.tmi.identity
+    return ConnectionOptions(
+        host=connection.server,
+        port=connection.effective_port,
+        secure=connection.secure,
+        transport=connection.transport,
+        ca_file=connection.ca_file or None,
+        login=None if identity.anonymous else identity.username,
+        token=identity.token,
+        ping_interval_s=connection.ping_interval,
+        ping_timeout_s=connection.ping_timeout,
+        join_timeout_s=connection.join_timeout,
+        reconnect=connection.reconnect,
+        rejoin=connection.rejoin,
+        name=name,
+    )
+
+
+def build_pool(
+    settings: Settings,
+    *,
+    redis_client: redis.asyncio.Redis | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    name: str = "pool",
+) -> Pool:
+    """A pool as the settings describe it (``tmi.*`` and ``throttle.*``); see the module
+    docstring. The caller enters it (``async with``) and closes it."""
+    rates = AccountRates.from_settings(settings)
+    keys = Keys.from_settings(settings)
+    identity = settings.tmi.identity
+    outage = Outage()
+
+    def windows(account: str) -> AccountWindows:
+        if redis_client is None:
+            return AccountWindows.local(rates)
+        return shared_account_windows(redis_client, keys, account, rates, outage=outage)
+
+    connection = settings.tmi.connection
+    options = connection_options(settings, name=name)
+    account = None if identity.anonymous else windows(normalise_login(identity.username))
+    if account is None or connection.read_anonymously:
+        read, read_options = windows(ANONYMOUS_ACCOUNT), replace(options, login=None, token="")
+    else:
+        read, read_options = account, options
+    sender = None
+    if account is not None:
+        messages = settings.throttle.messages
+        sending = Connection(replace(options, name=f"{name}-send"), auth_window=account.auth)
+        sender = Sender(
+            sending,
+            messages=account.messages,
+            moderator_messages=account.moderator_messages,
+            channel_interval_s=messages.channel_interval,
+            duplicate_window_s=messages.duplicate_window,
+            max_length=messages.max_length,
+            long_text=messages.long_text,
+        )
+    return Pool(
+        read_options,
+        channels_per_connection=connection.channels_per_connection,
+        join_window=read.join,
+        auth_window=read.auth,  # counted for logins with an account only
+        connect_interval_s=connection.connect_interval,
+        sender=sender,
+        on_event=on_event,
+    )
+
+
+class EventQueue:
+    """A bounded queue of events: :meth:`put` never waits (it is called on the read path),
+    :meth:`get` waits for the next event. When full, ``policy`` decides: ``drop_oldest`` makes
+    room by dropping the oldest waiting event, ``drop_newest`` drops the new one; either way
+    :attr:`dropped` counts it, and the overflow is logged once until the queue drains to half.
+    """
+
+    def __init__(
+        self, maxsize: int, *, policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("an event queue needs room for at least one event")
+        self.maxsize = maxsize
+        self.policy = policy
+        #: Events dropped because the queue was full, since it was made.
+        self.dropped = 0
+        #: Events put, since it was made (dropped ones included).
+        self.put_count = 0
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self._overflowing = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, event: Event) -> None:
+        """Queue ``event``; when full, drop by the policy (counted). Never waits."""
+        self.put_count += 1
+        items = self._items
+        if len(items) >= self.maxsize:
+            self.dropped += 1
+            if not self._overflowing:
+                self._overflowing = True
+                log.warning(
+                    "the handlers fall behind: %d events wait; dropping the %s (%s)",
+                    len(items),
+                    "oldest" if self.policy == "drop_oldest" else "newest",
+                    "handlers.queue_full",
+                )
+            if self.policy == "drop_newest":
+                return
+            items.popleft()
+        items.append(event)
+        self._ready.set()
+
+    async def get(self) -> Event:
+        """The oldest waiting event; waits for one."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        event = self._items.popleft()
+        if self._overflowing and len(self._items) <= self.maxsize // 2:
+            self._overflowing = False
+            log.warning("the handlers caught up; %d events dropped so far", self.dropped)
+        return event
+
+
+class WorkerState(enum.StrEnum):
+    """Lifecycle of a :class:`Worker`."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    #: The dispatch task ended on an error of ours (``failure`` says which).
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class Worker:
+    """A pool whose events reach ``handlers`` through a bounded :class:`EventQueue`.
+
+    Use ``async with Worker.from_settings(settings, handlers=[...]) as worker`` and
+    ``worker.pool``. Handlers run one event at a time, in order, in the dispatch task (never on
+    the read path); one that raises is logged with its traceback and counted in
+    :attr:`handler_errors`, and the others and the connections go on.
+    """
+
+    def __init__(self, pool: Pool, queue: EventQueue, handlers: Sequence[Handler] = ()) -> None:
+        self.pool = pool
+        self.queue = queue
+        self.handlers = list(handlers)
+        self.state = WorkerState.IDLE
+        #: Handler calls that raised, since the worker started.
+        self.handler_errors = 0
+        #: Events every handler has been given, since the worker started.
+        self.dispatched = 0
+        self.failure: BaseException | None = None
+        self._dispatch: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        handlers: Sequence[Handler] = (),
+        redis_client: redis.asyncio.Redis | None = None,
+        name: str = "pool",
+    ) -> Worker:
+        """A worker as the settings describe it (``build_pool`` and ``handlers.queue_*``)."""
+        queue = EventQueue(settings.handlers.queue_size, policy=settings.handlers.queue_full)
+        pool = build_pool(settings, redis_client=redis_client, on_event=queue.put, name=name)
+        return cls(pool, queue, handlers)
+
+    async def __aenter__(self) -> Self:
+        if self.state is WorkerState.IDLE:
+            self._dispatch = asyncio.create_task(self._dispatch_forever(), name="dispatch")
+            self.state = WorkerState.RUNNING
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool, then stop dispatching (events still queued are dropped).
+        Idempotent."""
+        await self.pool.aclose()
+        if self._dispatch is not None:
+            self._dispatch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatch
+        if self.state is not WorkerState.FAILED:
+            self.state = WorkerState.CLOSED
+
+    async def _dispatch_forever(self) -> None:
+        try:
+            while True:
+                event = await self.queue.get()
+                for handler in self.handlers:
+                    await self._call(handler, event)
+                self.dispatched += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours: visible, not silent
+            log.exception("the worker's event dispatch failed")
+            self.failure = exc
+            self.state = WorkerState.FAILED
+
+    async def _call(self, handler: Handler, event: Event) -> None:
+        try:
+            result = handler(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.handler_errors += 1
+            log.exception(
+                "handler %s failed on %s",
+                getattr(handler, "__qualname__", repr(handler)),
+                type(event).__name__,
+            )
