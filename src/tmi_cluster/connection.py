@@ -288,9 +288,11 @@ class Connection:
             self._waiters[name] = loop.create_future()
         # Taken now: a result may arrive (and leave ``_waiters``) before it is awaited.
         waiters = {name: self._waiters[name] for name in names if name in self._waiters}
-        session = self._session
+        session, incoming = self._session, self._incoming
         if fresh and session is not None and self._connected.is_set():
             await self._join_on(session, fresh)
+        if fresh and incoming is not None:  # a RECONNECT replacement needs them too
+            await self._join_on(incoming, fresh)
         results: dict[str, JoinResult] = {}
         try:
             for name in names:

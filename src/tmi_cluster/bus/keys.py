@@ -14,6 +14,7 @@ default; ``{x}`` a placeholder)::
     P commands:join                  stream of join and part requests for the coordinator
     P events                         stream of chat events for other processes (bounded length)
     P ratelimit:{account}:{bucket}   sorted set, expires with its window         a rate window
+    P ratelimit:epoch                string (random token), no expiry           Redis's memory
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
     P scale:restore                  string, expires after RESTORE_S            last process count
     P lock:{name}                    string (owner token), expires              a short lock
@@ -96,6 +97,11 @@ class Keys:
     def ratelimit(self, account: str, bucket: str) -> str:
         """Sliding window ``bucket`` (join, auth, messages, moderator_messages) of one account."""
         return f"{self.prefix}ratelimit:{account}:{bucket}"
+
+    @property
+    def ratelimit_epoch(self) -> str:
+        """A token naming the current memory of Redis: a new one means the windows were lost."""
+        return f"{self.prefix}ratelimit:epoch"
 
     def dedupe(self, key: str) -> str:
         """De-duplication marker of one event (expires after :data:`DEDUPE_S`)."""

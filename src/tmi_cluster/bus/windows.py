@@ -13,6 +13,14 @@ not a local share of the budget: no process knows how many others share the acco
 is away, so any local share could exceed Twitch's limit, and Twitch answers that with a
 disconnect. What waits is only what needs the window: logins and JOINs (reconnects, new
 channels) and messages; channels already joined keep reading.
+
+A Redis that restarted has forgotten every window (the cluster's Redis keeps nothing on disk).
+The windows notice it by the epoch key (``P ratelimit:epoch``, a random token that the first
+caller after a start writes): a process that saw another epoch before counts nothing for one
+window's length, so that what it took before the restart and what it takes after can never
+add up to more than ``allow`` in one window. (A process that first calls Redis after the
+restart cannot know what others took before it; in a cluster, every process meets Redis
+several times a second, so the others have all seen the old epoch.)
 """
 
 from __future__ import annotations
@@ -38,12 +46,22 @@ log = logging.getLogger(__name__)
 RETRY_CAP_S = 1.0
 _RETRY_BASE_S = 0.05
 
-# KEYS[1]: the window's sorted set. ARGV: allow, window in microseconds, count, a unique nonce.
-# Returns {0, now} when counted, else {microseconds to wait, now}; now and the scores are
-# Redis's clock (TIME), in microseconds.
+# KEYS[1]: the window's sorted set; KEYS[2]: the epoch (a token naming this Redis's memory).
+# ARGV: allow, window in microseconds, count, a unique nonce, the epoch the caller last saw
+# ('' for none), a new epoch token. Returns {0, now, epoch} when counted, {-1, now, epoch} when
+# the caller saw another epoch (Redis forgot everything: nothing counted), else {microseconds
+# to wait, now, epoch}; now and the scores are Redis's clock (TIME), in microseconds.
 _SCRIPT = """
 local now_t = redis.call('TIME')
 local now = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[2], epoch)
+end
+if ARGV[5] ~= '' and ARGV[5] ~= epoch then
+  return {-1, now, epoch}
+end
 local allow = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
@@ -55,10 +73,10 @@ if overflow <= 0 then
     redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. now .. ':' .. i)
   end
   redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return {0, now}
+  return {0, now, epoch}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], overflow - 1, overflow - 1, 'WITHSCORES')
-return {math.max(1, tonumber(oldest[2]) + window - now), now}
+return {math.max(1, tonumber(oldest[2]) + window - now), now, epoch}
 """
 
 
@@ -93,12 +111,19 @@ class SharedWindow:
         key: str,
         rate: Rate,
         *,
+        epoch_key: str,
         margin_s: float = DEFAULT_MARGIN_S,
         outage: Outage | None = None,
     ) -> None:
         self.rate = rate
         self.window_s = rate.every_s + margin_s
         self.key = key
+        self.epoch_key = epoch_key
+        #: The epoch of Redis's memory this window last saw (None: never called yet).
+        self.epoch: str | None = None
+        #: How many times this window found that Redis had forgotten its state.
+        self.restarts_seen = 0
+        self._fenced_until = 0.0
         self.outage = outage or Outage()
         self._client = client
         self._where = describe_client(client)
@@ -109,14 +134,31 @@ class SharedWindow:
         self.last_taken_us: int | None = None
 
     async def try_take(self, count: int = 1) -> float:
-        """As :meth:`Window.try_take`; RedisUnavailableError when Redis cannot be reached."""
+        """As :meth:`Window.try_take`; RedisUnavailableError when Redis cannot be reached.
+        For one window's length after Redis forgot its state (see the module), nothing is
+        counted and the rest of that time is returned."""
         check_count(self.rate, count)
+        loop = asyncio.get_running_loop()
+        fenced_s = self._fenced_until - loop.time()
+        if fenced_s > 0:
+            return fenced_s
         window_us = int(self.window_s * 1_000_000)
         nonce = f"{self._member}:{next(self._calls)}"
+        args: list[int | str] = [
+            self.rate.allow, window_us, count, nonce, self.epoch or "", secrets.token_hex(8)
+        ]  # fmt: skip
         with translated(self._where):
-            wait_us, now_us = await self._script(
-                keys=[self.key], args=[self.rate.allow, window_us, count, nonce]
+            wait_us, now_us, epoch = await self._script(keys=[self.key, self.epoch_key], args=args)
+        self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        if int(wait_us) < 0:
+            self.restarts_seen += 1
+            self._fenced_until = loop.time() + self.window_s
+            log.warning(
+                "Redis forgot the rate windows (a restart); %s counts nothing for %.2f s",
+                self.key,
+                self.window_s,
             )
+            return self.window_s
         if int(wait_us) == 0:
             self.last_taken_us = int(now_us)
             return 0.0
@@ -156,7 +198,12 @@ def shared_account_windows(
 
     def shared(bucket: str, rate: Rate) -> SharedWindow:
         return SharedWindow(
-            client, keys.ratelimit(account, bucket), rate, margin_s=margin_s, outage=outage
+            client,
+            keys.ratelimit(account, bucket),
+            rate,
+            epoch_key=keys.ratelimit_epoch,
+            margin_s=margin_s,
+            outage=outage,
         )
 
     return AccountWindows(

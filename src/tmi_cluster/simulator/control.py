@@ -13,7 +13,8 @@ GET    /channels/{name}/deliveries              message ids sent into a channel,
 POST   /accounts                                ``{"login", "token", "moderator_in": [...]}``
 POST   /channels                                ``{"name"}``: make a channel exist
 POST   /channels/{name}/suspend                 ``{"suspended": true}``
-POST   /channels/{name}/ban                     ``{"login"}``
+POST   /channels/{name}/ban                     ``{"login", "banned": true}``
+POST   /channels/{name}/kick                    ``{"login": null}``: a server-side PART
 POST   /traffic                                 ``{"rate"}`` and/or ``{"paused"}``
 POST   /generate                                ``{"count", "channel"}``: lines now
 POST   /faults/reconnect                        ``{"connections": [ids] or null, "close_after_s"}``
@@ -163,7 +164,16 @@ class _Routes:
     async def ban(self, request: Request) -> Any:
         data = await _body(request)
         name = normalise_login(request.path_params["name"])
-        self.sim.ban(normalise_login(_field(data, "login", str)), name)
+        login = normalise_login(_field(data, "login", str))
+        self.sim.ban(login, name, _field(data, "banned", bool, True))
+
+    async def kick(self, request: Request) -> Any:
+        data = await _body(request)
+        name = normalise_login(request.path_params["name"])
+        login = data.get("login")
+        if login is not None:
+            login = normalise_login(_field(data, "login", str))
+        return {"parted": self.sim.kick(name, login)}
 
     async def traffic(self, request: Request) -> Any:
         data = await _body(request)
@@ -219,6 +229,7 @@ def control_app(sim: ChatSimulator) -> Starlette:
         ("/channels", routes.add_channel),
         ("/channels/{name}/suspend", routes.suspend),
         ("/channels/{name}/ban", routes.ban),
+        ("/channels/{name}/kick", routes.kick),
         ("/traffic", routes.traffic),
         ("/generate", routes.generate),
         ("/faults/reconnect", routes.reconnect),

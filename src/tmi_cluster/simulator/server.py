@@ -245,9 +245,27 @@ class ChatSimulator:
         """Mark a channel suspended: joins get ``msg_channel_suspended``."""
         self._channels[channel.lstrip("#").lower()].suspended = suspended
 
-    def ban(self, login: str, channel: str) -> None:
-        """Ban ``login`` from ``channel``: its joins get ``msg_banned``."""
-        self._channels[channel.lstrip("#").lower()].banned.add(login.lower())
+    def ban(self, login: str, channel: str, banned: bool = True) -> None:
+        """Ban ``login`` from ``channel`` (or lift the ban): its joins get ``msg_banned``."""
+        names = self._channels[channel.lstrip("#").lower()].banned
+        (names.add if banned else names.discard)(login.lower())
+
+    def kick(self, channel: str, login: str | None = None) -> int:
+        """Part ``channel`` server-side for the connections joined to it (only ``login``'s,
+        when given): each gets a PART it did not ask for. Returns how many were parted."""
+        name = channel.lstrip("#").lower()
+        room = self._channels[name]
+        parted = 0
+        for connection in list(room.members.values()):
+            if login is not None and connection.login != login.lower():
+                continue
+            connection.channels.discard(name)
+            room.members.pop(connection.id, None)
+            room.snapshot = None
+            connection.send(f":{connection.prefix} PART #{name}")
+            parted += 1
+        self._touch()
+        return parted
 
     def set_rate(self, rate: float) -> None:
         """Change the total generated messages per second."""
