@@ -162,6 +162,22 @@ def test_features_show_the_effective_limits(tmp_path: Path) -> None:
     assert "preset verified: join 50 / 10 s, login 200 / 10 s, messages 7500 / 30 s" in text
 
 
+def test_reserved_variables_left_exported_do_not_break_commands(tmp_path: Path) -> None:
+    reserved = {
+        "TMI_CLUSTER_FUZZ": "nightly",
+        "TMI_CLUSTER_PURE_PYTHON": "1",
+        "TMI_CLUSTER_TEST_DATABASE_URL": "postgresql://u@h/db",
+    }
+    result = tmi(tmp_path, "features", **reserved)
+    assert result.returncode == 0, result.stderr
+    result = tmi(tmp_path, "features", TMI_CLUSTER_FUZ="nightly", **reserved)
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr == (
+        "error: environment variable TMI_CLUSTER_FUZ: fuz: unknown key; "
+        "did you mean TMI_CLUSTER_FUZZ (not a setting)?\n"
+    )
+
+
 def test_config_error_is_one_line_and_exit_78(tmp_path: Path) -> None:
     (tmp_path / "tmi-cluster.toml").write_text("[process]\nmemory = 'big'\n")
     result = tmi(tmp_path, "features")
