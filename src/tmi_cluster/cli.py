@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import os
 import signal
 from datetime import UTC, datetime
@@ -258,21 +259,68 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     return "\n".join(lines)
 
 
+class _Port(click.IntRange):
+    """A TCP port on the command line: 0 to 65535, 0 letting the system pick a free one."""
+
+    name = "port"
+
+    def __init__(self) -> None:
+        super().__init__(0, 65535)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return int(super().convert(value, param, ctx))
+        except click.BadParameter:
+            self.fail(f"expected a port from 0 to 65535 (0: any free), got {value!r}", param, ctx)
+
+
+class _Rate(click.FloatRange):
+    """Messages per second on the command line: a finite number >= 0."""
+
+    name = "rate"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            rate = float(super().convert(value, param, ctx))
+        except click.BadParameter:
+            rate = math.nan
+        if not math.isfinite(rate):
+            self.fail(f"expected a number of messages per second >= 0, got {value!r}", param, ctx)
+        return rate
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=6667, show_default=True, help="IRC port (plain TCP); 0: any free.")
+@click.option(
+    "--port",
+    type=_Port(),
+    default=6667,
+    show_default=True,
+    help="IRC port (plain TCP); 0: any free.",
+)
 @click.option(
     "--tls-port",
-    type=int,
+    type=_Port(),
     help="Also serve TLS on this port (0: any free), with a self-signed certificate whose CA "
     "file is printed. Needs the 'tls' extra.",
 )
 @click.option(
-    "--websocket-port", type=int, help="Also serve IRC over WebSocket on this port (0: any free)."
+    "--websocket-port",
+    type=_Port(),
+    help="Also serve IRC over WebSocket on this port (0: any free).",
 )
 @click.option(
     "--control-port",
-    type=int,
+    type=_Port(),
     help="Serve the HTTP control port (faults, traffic, accounting as JSON) here (0: any free).",
 )
 @click.option(
@@ -282,14 +330,18 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     help="A count (channel1 ... channelN), names separated by commas, or @FILE (a name a line).",
 )
 @click.option(
-    "--rate", default=10.0, show_default=True, help="Generated messages per second, in all."
+    "--rate",
+    type=_Rate(),
+    default=10.0,
+    show_default=True,
+    help="Generated messages per second, in all.",
 )
 @click.option(
     "--accounts",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Accounts file: login:token or login:token:chan1,chan2 (moderator there), a line each.",
 )
-@click.option("--seed", type=int, help="Seed for reproducible traffic.")
+@click.option("--seed", type=int, help="Seed for reproducible traffic (an integer).")
 @click.option(
     "--limit",
     "limits",
@@ -318,8 +370,6 @@ def simulate(
     from tmi_cluster.simulator import ChatSimulator
     from tmi_cluster.simulator.options import parse_channels, parse_limits, read_accounts
 
-    if rate < 0:
-        raise ConfigError(f"--rate: expected a number of messages per second >= 0, got {rate:g}")
     names = parse_channels(channels)
     specs = read_accounts(accounts) if accounts is not None else []
     settings = parse_limits(limits)
@@ -348,8 +398,8 @@ def simulate(
             await simulator.aclose()
             raise TmiClusterError(f"cannot listen on {host}: {exc.strerror}") from exc
         click.echo(
-            f"simulator listening on {host}:{simulator.port} ({len(names)} channels, "
-            f"{rate:g} messages/s, {len(specs)} accounts); press Ctrl-C to stop"
+            f"simulator listening on {host}:{simulator.port} ({_plural(len(names), 'channel')}, "
+            f"{rate:g} messages/s, {_plural(len(specs), 'account')}); press Ctrl-C to stop"
         )
         if simulator.tls_port is not None:
             click.echo(f"TLS on {host}:{simulator.tls_port}, CA file {simulator.ca_file}")
@@ -380,7 +430,7 @@ _LATER = {
     "tail": ("Print the cluster's chat events as they arrive.", "the event stream"),
     "scale": ("Set the number of worker processes.", "auto-scaling"),
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
-    "demo": ("Run a cluster against the simulator, with the dashboard.", "the chat simulator"),
+    "demo": ("Run a cluster against the simulator, with the dashboard.", "the worker processes"),
 }
 
 
