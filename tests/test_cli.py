@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -154,6 +155,20 @@ def test_features_never_show_secrets(tmp_path: Path) -> None:
     text = tmi(tmp_path, "features", **secrets).stdout
     assert "mybot (token set)" in text
     assert "redis://:***@127.0.0.1:6379/0" in text
+
+
+def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
+    result = tmi(tmp_path, "features", TMI_CLUSTER_HANDLERS__MODULES='["app.bot:Bot"]')
+    assert result.returncode == 0, result.stderr
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.splitlines())
+    assert lines["handlers"] == (
+        "not available yet (arrives with the worker processes); configured: app.bot:Bot"
+    )
+    assert lines["event stream"].startswith("not available yet (arrives with the worker processes)")
+    assert lines["web"].startswith("not available yet (arrives with the web pages); configured: ")
+    assert lines["memory limit"] == (
+        "supervisor 64 MB, worker 128 MB: not enforced yet (arrives with the worker processes)"
+    )
 
 
 def test_features_show_the_effective_limits(tmp_path: Path) -> None:
