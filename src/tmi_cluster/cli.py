@@ -15,7 +15,6 @@ import enum
 import math
 import os
 import signal
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -197,7 +196,12 @@ def features(ctx: click.Context, as_json: bool) -> None:
 @cli.command(name="list")
 @click.pass_context
 def list_(ctx: click.Context) -> None:
-    """List supervisors and processes, with their state and last sign of life."""
+    """List supervisors and processes, with their state and last sign of life.
+
+    Liveness comes from the Redis heartbeats: a record that says running without a heartbeat is
+    shown dead. When Redis cannot be reached, the records are listed with a warning.
+    """
+    from tmi_cluster.listing import check_liveness, process_rows, supervisor_rows
     from tmi_cluster.store import Store
 
     settings = _settings(ctx)
@@ -206,21 +210,13 @@ def list_(ctx: click.Context) -> None:
             raise StorageError("the database has no tables yet: run 'tmi-cluster migrate'")
         supervisors = store.supervisors()
         processes = store.processes()
-    now = datetime.now(UTC)
+    liveness = check_liveness(settings, supervisors, processes)
+    if liveness.warning:
+        click.echo(f"warning: {liveness.warning}", err=True)
     click.echo(
         _table(
             ["supervisor", "host", "pid", "state", "last seen", "processes"],
-            [
-                [
-                    s.id,
-                    s.hostname,
-                    str(s.pid),
-                    s.state,
-                    _ago(now, s.last_seen_at),
-                    str(sum(1 for p in processes if p.supervisor_id == s.id)),
-                ]
-                for s in supervisors
-            ],
+            supervisor_rows(supervisors, processes, liveness),
             "no supervisors",
         )
     )
@@ -228,24 +224,10 @@ def list_(ctx: click.Context) -> None:
     click.echo(
         _table(
             ["process", "supervisor", "pid", "state", "last seen", "channels"],
-            [
-                [
-                    p.id,
-                    p.supervisor_id,
-                    str(p.pid or ""),
-                    p.state,
-                    _ago(now, p.last_seen_at),
-                    str(p.channels),
-                ]
-                for p in processes
-            ],
+            process_rows(processes, liveness),
             "no processes",
         )
     )
-
-
-def _ago(now: datetime, then: datetime) -> str:
-    return f"{max(0.0, (now - then).total_seconds()):.0f} s ago"
 
 
 def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
