@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
-import os
 import signal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -96,41 +95,24 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 @cli.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Start a supervisor on this host (the main job); Ctrl-C or SIGTERM stops it.
+    """Start a supervisor on this host (the main job); Ctrl-C or SIGTERM stops it gracefully, a
+    second one at once.
 
     With redis.url empty it starts a private Redis server for the host, and stops it on exit.
     This release runs the supervisor's shell (database, Redis, record, heartbeat); worker
     processes and Twitch connections arrive in a later release.
     """
     from tmi_cluster.logs import configure_logging
+    from tmi_cluster.supervisor import Supervisor
 
     settings = _settings(ctx)
     configure_logging(settings)
-    asyncio.run(_run(settings))
-
-
-async def _run(settings: Settings) -> None:
-    from tmi_cluster.supervisor import Supervisor
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) > 1:  # a second signal forces the exit
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
     supervisor = Supervisor(settings)
 
     def ready(line: str) -> None:
         click.echo(line + "; press Ctrl-C to stop")
 
-    await supervisor.run(stop, on_ready=ready)
+    asyncio.run(supervisor.run_until_signalled(on_ready=ready))
     click.echo(f"supervisor {supervisor.id} stopped")
 
 
