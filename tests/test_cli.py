@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,7 +18,7 @@ import psutil
 import pytest
 import redis
 
-from tmi_cluster.cli import ExitCode
+from tmi_cluster.cli import ExitCode, simulate
 from tmi_cluster.embedded import find_embedded
 from tmi_cluster.store import Store
 
@@ -156,10 +157,40 @@ def test_features_never_show_secrets(tmp_path: Path) -> None:
     assert "redis://:***@127.0.0.1:6379/0" in text
 
 
+def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
+    result = tmi(tmp_path, "features", TMI_CLUSTER_HANDLERS__MODULES='["app.bot:Bot"]')
+    assert result.returncode == 0, result.stderr
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.splitlines())
+    assert lines["handlers"] == (
+        "not available yet (arrives with the worker processes); configured: app.bot:Bot"
+    )
+    assert lines["event stream"].startswith("not available yet (arrives with the worker processes)")
+    assert lines["web"].startswith("not available yet (arrives with the web pages); configured: ")
+    assert lines["memory limit"] == (
+        "supervisor 64 MB, worker 128 MB: not enforced yet (arrives with the worker processes)"
+    )
+
+
 def test_features_show_the_effective_limits(tmp_path: Path) -> None:
     text = tmi(tmp_path, "features", TMI_CLUSTER_THROTTLE__PRESET="verified",
                TMI_CLUSTER_THROTTLE__JOIN__ALLOW="50").stdout  # fmt: skip
     assert "preset verified: join 50 / 10 s, login 200 / 10 s, messages 7500 / 30 s" in text
+
+
+def test_reserved_variables_left_exported_do_not_break_commands(tmp_path: Path) -> None:
+    reserved = {
+        "TMI_CLUSTER_FUZZ": "nightly",
+        "TMI_CLUSTER_PURE_PYTHON": "1",
+        "TMI_CLUSTER_TEST_DATABASE_URL": "postgresql://u@h/db",
+    }
+    result = tmi(tmp_path, "features", **reserved)
+    assert result.returncode == 0, result.stderr
+    result = tmi(tmp_path, "features", TMI_CLUSTER_FUZ="nightly", **reserved)
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr == (
+        "error: environment variable TMI_CLUSTER_FUZ: fuz: unknown key; "
+        "did you mean TMI_CLUSTER_FUZZ (not a setting)?\n"
+    )
 
 
 def test_config_error_is_one_line_and_exit_78(tmp_path: Path) -> None:
@@ -246,7 +277,7 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        assert "(2 channels, 200 messages/s, 1 accounts)" in line, line
+        assert "(2 channels, 200 messages/s, 1 account)" in line, line
         port = int(line.split("127.0.0.1:")[1].split()[0])
         tls_line = process.stdout.readline()
         assert tls_line.startswith("TLS on 127.0.0.1:"), tls_line
@@ -287,3 +318,68 @@ def test_simulate_rejects_bad_input(tmp_path: Path) -> None:
     result = tmi(tmp_path, "simulate", "--accounts", "accounts.txt")
     assert result.returncode == ExitCode.CONFIG
     assert "accounts.txt, line 2: expected login:token" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--port", "-5"], "'--port': expected a port from 0 to 65535 (0: any free), got '-5'"),
+        (["--port", "99999"], "'--port': expected a port from 0 to 65535 (0: any free), got "),
+        (["--tls-port", "65536"], "'--tls-port': expected a port from 0 to 65535"),
+        (["--websocket-port", "x"], "'--websocket-port': expected a port from 0 to 65535"),
+        (["--control-port", "-1"], "'--control-port': expected a port from 0 to 65535"),
+        (["--rate", "-1"], "'--rate': expected a number of messages per second >= 0, got '-1'"),
+        (["--rate", "nan"], "'--rate': expected a number of messages per second >= 0, got 'nan'"),
+        (["--rate", "inf"], "'--rate': expected a number of messages per second >= 0, got 'inf'"),
+        (["--seed", "1.5"], "'--seed': '1.5' is not a valid integer"),
+    ],
+)
+def test_simulate_rejects_bad_numbers(tmp_path: Path, args: list[str], shown: str) -> None:
+    result = tmi(tmp_path, "simulate", *args)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"Error: Invalid value for {shown}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_simulate_banner_counts_in_the_singular(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [SCRIPT, "simulate", "--port", "0", "--channels", "solo", "--rate", "0"],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "(1 channel, 0 messages/s, 0 accounts); press Ctrl-C to stop" in line, line
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert "simulator stopped" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_demo_names_what_it_waits_for(tmp_path: Path) -> None:
+    result = tmi(tmp_path, "demo")
+    assert result.stderr == (
+        "error: 'tmi-cluster demo' is not in this release yet; "
+        "it arrives with the worker processes\n"
+    )
+
+
+def test_docs_list_every_simulate_option() -> None:
+    row = next(
+        line
+        for line in (Path(__file__).parent.parent / "docs" / "cli.md").read_text().splitlines()
+        if line.startswith("| `simulate ")
+    )
+    for param in simulate.params:
+        assert f"[{param.opts[0]}" in row, param.opts[0]
+
+
+def test_starter_file_is_ignored_by_git() -> None:
+    root = Path(__file__).parent.parent
+    ignored = (root / ".gitignore").read_text().splitlines()
+    assert "tmi-cluster.toml" in ignored
+    assert "tmi-cluster.db*" in ignored

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from tmi_cluster.config import Settings, load_settings
-from tmi_cluster.configref import reference_markdown, starter_toml
+from tmi_cluster.config import RESERVED_ENV, Settings, load_settings
+from tmi_cluster.configref import _RESERVED_USES, reference_markdown, starter_toml
 
 DOCS = Path(__file__).parent.parent / "docs" / "configuration.md"
 
@@ -36,3 +36,10 @@ def test_starter_file_names_every_key_at_its_default() -> None:
     assert "[auto_scale.thresholds]" in headers
     assert "scale_out = 70.0" in uncommented
     assert 'use = "dummy"' in uncommented
+
+
+def test_reference_explains_every_reserved_variable() -> None:
+    assert set(_RESERVED_USES) == RESERVED_ENV
+    text = reference_markdown()
+    for name, _ in _RESERVED_USES.values():
+        assert f"`{name}`" in text

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -115,3 +119,33 @@ def test_unreachable_database_is_a_storage_error_without_password() -> None:
 def test_reading_before_migrate_is_a_storage_error(sqlite_url: str) -> None:
     with Store(sqlite_url) as store, pytest.raises(StorageError, match="no such table"):
         store.wanted()
+
+
+# psycopg made unimportable in a fresh interpreter, as when the 'postgres' extra is missing.
+_WITHOUT_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None
+from tmi_cluster.cli import main
+sys.argv = ["tmi-cluster", *sys.argv[1:]]
+main()
+"""
+
+
+def test_postgresql_without_the_extra_names_the_extra(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")}
+    env["TMI_CLUSTER_DATABASE__URL"] = "postgresql://bot:hunter2@127.0.0.1:5432/test"
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_PSYCOPG, "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        "error: cannot use database postgresql+psycopg://bot:***@127.0.0.1:5432/test: "
+        "its driver psycopg is not installed; install it with: "
+        "pip install 'tmi-cluster[postgres]'\n"
+    )

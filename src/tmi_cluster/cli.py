@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import os
+import math
 import signal
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -96,41 +95,24 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 @cli.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Start a supervisor on this host (the main job); Ctrl-C or SIGTERM stops it.
+    """Start a supervisor on this host (the main job); Ctrl-C or SIGTERM stops it gracefully, a
+    second one at once.
 
     With redis.url empty it starts a private Redis server for the host, and stops it on exit.
     This release runs the supervisor's shell (database, Redis, record, heartbeat); worker
     processes and Twitch connections arrive in a later release.
     """
     from tmi_cluster.logs import configure_logging
+    from tmi_cluster.supervisor import Supervisor
 
     settings = _settings(ctx)
     configure_logging(settings)
-    asyncio.run(_run(settings))
-
-
-async def _run(settings: Settings) -> None:
-    from tmi_cluster.supervisor import Supervisor
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) > 1:  # a second signal forces the exit
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
     supervisor = Supervisor(settings)
 
     def ready(line: str) -> None:
         click.echo(line + "; press Ctrl-C to stop")
 
-    await supervisor.run(stop, on_ready=ready)
+    asyncio.run(supervisor.run_until_signalled(on_ready=ready))
     click.echo(f"supervisor {supervisor.id} stopped")
 
 
@@ -196,7 +178,12 @@ def features(ctx: click.Context, as_json: bool) -> None:
 @cli.command(name="list")
 @click.pass_context
 def list_(ctx: click.Context) -> None:
-    """List supervisors and processes, with their state and last sign of life."""
+    """List supervisors and processes, with their state and last sign of life.
+
+    Liveness comes from the Redis heartbeats: a record that says running without a heartbeat is
+    shown dead. When Redis cannot be reached, the records are listed with a warning.
+    """
+    from tmi_cluster.listing import check_liveness, process_rows, supervisor_rows
     from tmi_cluster.store import Store
 
     settings = _settings(ctx)
@@ -205,21 +192,13 @@ def list_(ctx: click.Context) -> None:
             raise StorageError("the database has no tables yet: run 'tmi-cluster migrate'")
         supervisors = store.supervisors()
         processes = store.processes()
-    now = datetime.now(UTC)
+    liveness = check_liveness(settings, supervisors, processes)
+    if liveness.warning:
+        click.echo(f"warning: {liveness.warning}", err=True)
     click.echo(
         _table(
             ["supervisor", "host", "pid", "state", "last seen", "processes"],
-            [
-                [
-                    s.id,
-                    s.hostname,
-                    str(s.pid),
-                    s.state,
-                    _ago(now, s.last_seen_at),
-                    str(sum(1 for p in processes if p.supervisor_id == s.id)),
-                ]
-                for s in supervisors
-            ],
+            supervisor_rows(supervisors, processes, liveness),
             "no supervisors",
         )
     )
@@ -227,24 +206,10 @@ def list_(ctx: click.Context) -> None:
     click.echo(
         _table(
             ["process", "supervisor", "pid", "state", "last seen", "channels"],
-            [
-                [
-                    p.id,
-                    p.supervisor_id,
-                    str(p.pid or ""),
-                    p.state,
-                    _ago(now, p.last_seen_at),
-                    str(p.channels),
-                ]
-                for p in processes
-            ],
+            process_rows(processes, liveness),
             "no processes",
         )
     )
-
-
-def _ago(now: datetime, then: datetime) -> str:
-    return f"{max(0.0, (now - then).total_seconds()):.0f} s ago"
 
 
 def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
@@ -258,21 +223,68 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     return "\n".join(lines)
 
 
+class _Port(click.IntRange):
+    """A TCP port on the command line: 0 to 65535, 0 letting the system pick a free one."""
+
+    name = "port"
+
+    def __init__(self) -> None:
+        super().__init__(0, 65535)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return int(super().convert(value, param, ctx))
+        except click.BadParameter:
+            self.fail(f"expected a port from 0 to 65535 (0: any free), got {value!r}", param, ctx)
+
+
+class _Rate(click.FloatRange):
+    """Messages per second on the command line: a finite number >= 0."""
+
+    name = "rate"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            rate = float(super().convert(value, param, ctx))
+        except click.BadParameter:
+            rate = math.nan
+        if not math.isfinite(rate):
+            self.fail(f"expected a number of messages per second >= 0, got {value!r}", param, ctx)
+        return rate
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=6667, show_default=True, help="IRC port (plain TCP); 0: any free.")
+@click.option(
+    "--port",
+    type=_Port(),
+    default=6667,
+    show_default=True,
+    help="IRC port (plain TCP); 0: any free.",
+)
 @click.option(
     "--tls-port",
-    type=int,
+    type=_Port(),
     help="Also serve TLS on this port (0: any free), with a self-signed certificate whose CA "
     "file is printed. Needs the 'tls' extra.",
 )
 @click.option(
-    "--websocket-port", type=int, help="Also serve IRC over WebSocket on this port (0: any free)."
+    "--websocket-port",
+    type=_Port(),
+    help="Also serve IRC over WebSocket on this port (0: any free).",
 )
 @click.option(
     "--control-port",
-    type=int,
+    type=_Port(),
     help="Serve the HTTP control port (faults, traffic, accounting as JSON) here (0: any free).",
 )
 @click.option(
@@ -282,14 +294,18 @@ def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     help="A count (channel1 ... channelN), names separated by commas, or @FILE (a name a line).",
 )
 @click.option(
-    "--rate", default=10.0, show_default=True, help="Generated messages per second, in all."
+    "--rate",
+    type=_Rate(),
+    default=10.0,
+    show_default=True,
+    help="Generated messages per second, in all.",
 )
 @click.option(
     "--accounts",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Accounts file: login:token or login:token:chan1,chan2 (moderator there), a line each.",
 )
-@click.option("--seed", type=int, help="Seed for reproducible traffic.")
+@click.option("--seed", type=int, help="Seed for reproducible traffic (an integer).")
 @click.option(
     "--limit",
     "limits",
@@ -318,8 +334,6 @@ def simulate(
     from tmi_cluster.simulator import ChatSimulator
     from tmi_cluster.simulator.options import parse_channels, parse_limits, read_accounts
 
-    if rate < 0:
-        raise ConfigError(f"--rate: expected a number of messages per second >= 0, got {rate:g}")
     names = parse_channels(channels)
     specs = read_accounts(accounts) if accounts is not None else []
     settings = parse_limits(limits)
@@ -348,8 +362,8 @@ def simulate(
             await simulator.aclose()
             raise TmiClusterError(f"cannot listen on {host}: {exc.strerror}") from exc
         click.echo(
-            f"simulator listening on {host}:{simulator.port} ({len(names)} channels, "
-            f"{rate:g} messages/s, {len(specs)} accounts); press Ctrl-C to stop"
+            f"simulator listening on {host}:{simulator.port} ({_plural(len(names), 'channel')}, "
+            f"{rate:g} messages/s, {_plural(len(specs), 'account')}); press Ctrl-C to stop"
         )
         if simulator.tls_port is not None:
             click.echo(f"TLS on {host}:{simulator.tls_port}, CA file {simulator.ca_file}")
@@ -380,7 +394,7 @@ _LATER = {
     "tail": ("Print the cluster's chat events as they arrive.", "the event stream"),
     "scale": ("Set the number of worker processes.", "auto-scaling"),
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
-    "demo": ("Run a cluster against the simulator, with the dashboard.", "the chat simulator"),
+    "demo": ("Run a cluster against the simulator, with the dashboard.", "the worker processes"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from tmi_cluster.config import ENV_PREFIX, Settings
+from tmi_cluster.config import ENV_PREFIX, RESERVED_ENV, Settings
 
 __all__ = ["reference_markdown", "starter_toml"]
 
@@ -54,6 +54,15 @@ def _type_name(field: FieldInfo) -> str:
     name = getattr(annotation, "__name__", None) or str(annotation)
     text = str(annotation) if getattr(annotation, "__args__", None) else name
     return text.replace("typing.", "")
+
+
+#: What each reserved variable is for, one entry per name of ``RESERVED_ENV`` (a test pins it).
+_RESERVED_USES = {
+    "CONFIG": ("TMI_CLUSTER_CONFIG", "the configuration file, as `--config`"),
+    "FUZZ": ("TMI_CLUSTER_FUZZ", "`nightly` runs the fuzz tests at full size"),
+    "PURE_PYTHON": ("TMI_CLUSTER_PURE_PYTHON", "`1` at install skips the compiled parser"),
+    "TEST_*": ("TMI_CLUSTER_TEST_*", "the test suite's own, such as TMI_CLUSTER_TEST_DATABASE_URL"),
+}
 
 
 def _env(path: tuple[str, ...]) -> str:
@@ -114,9 +123,21 @@ def reference_markdown() -> str:
         "`--config PATH` or `$TMI_CLUSTER_CONFIG`), then environment variables "
         "`TMI_CLUSTER_<SECTION>__<KEY>` (values read as the key's type: `true`/`false`, numbers, "
         "lists as JSON). An unknown key, a wrong type or a bad URL stops the start with one line "
-        "per problem naming the key, its source (file and line, or variable) and what is "
-        "expected. Relative paths are relative to the configuration file's folder (or the "
-        "current folder without one). Secrets are masked wherever settings are shown.",
+        "per problem, every problem of the file and the variables at once, each naming the key, "
+        "its source (file and line, or variable), the bad value and what is expected. Relative "
+        "paths are relative to the configuration file's folder (or the current folder without "
+        "one). Secrets are masked wherever settings are shown, in errors too.",
+        "",
+        "Which variables are settings: every variable whose name starts with `TMI_CLUSTER_` is "
+        "a setting, its first part after `TMI_CLUSTER_` naming a top-level key or section "
+        "(`TMI_CLUSTER_PREFIX`, `TMI_CLUSTER_REDIS__URL`), except these reserved names, which "
+        "tmi-cluster uses for other purposes and the settings ignore: "
+        + ", ".join(
+            f"`{_RESERVED_USES[name][0]}` ({_RESERVED_USES[name][1]})"
+            for name in sorted(RESERVED_ENV)
+        )
+        + ". Any other `TMI_CLUSTER_*` variable that names no key is an error with the closest "
+        "key, so that a typo is never silently ignored.",
         "",
         "`tmi-cluster install` writes a commented starter file; `tmi-cluster features` shows "
         "the active setup.",

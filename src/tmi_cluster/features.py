@@ -1,4 +1,9 @@
-"""What ``tmi-cluster features`` prints: the active setup, one line per aspect, secrets masked."""
+"""What ``tmi-cluster features`` prints: the active setup, one line per aspect, secrets masked.
+
+A part that this release does not have yet (handlers, the event stream, the web pages, memory
+limits) says "not available yet" or "not enforced yet" and what it arrives with, then what is
+configured for it, so that nobody takes a setting for a working feature.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
     rates = AccountRates.from_settings(settings)
     messages = settings.throttle.messages
     cleanup = settings.channel_manager.auto_cleanup
+    handlers = settings.handlers.modules
     return [
         ("config file", str(settings.config_file) if settings.config_file else "none (defaults)"),
         ("database", mask_url(settings.database.url)),
@@ -62,16 +68,30 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             f"{messages.channel_interval:g} s between messages in a channel, "
             f"{messages.max_length} characters (longer text: {messages.long_text})",
         ),
-        ("handlers", ", ".join(settings.handlers.modules) or "none"),
+        (
+            "memory limit",
+            f"supervisor {settings.memory_limit} MB, worker {settings.process.memory} MB: "
+            + _not_yet("the worker processes", "not enforced yet"),
+        ),
+        (
+            "handlers",
+            _not_yet("the worker processes")
+            + (f"; configured: {', '.join(settings.handlers.modules)}" if handlers else ""),
+        ),
         (
             "event stream",
-            f"on (about {settings.handlers.stream_maxlen} events)"
-            if settings.handlers.stream
-            else "off",
+            _not_yet("the worker processes")
+            + (
+                f"; configured: on (about {settings.handlers.stream_maxlen} events)"
+                if settings.handlers.stream
+                else "; configured: off"
+            ),
         ),
         (
             "web",
-            f"http://{settings.web.host}:{settings.web.port}/{settings.path.strip('/')}"
+            _not_yet("the web pages")
+            + f"; configured: http://{settings.web.host}:{settings.web.port}/"
+            + settings.path.strip("/")
             + (
                 ", token required off loopback"
                 if settings.web.token.get_secret_value()
@@ -80,6 +100,11 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         ("log level", settings.log.level),
     ]
+
+
+def _not_yet(arrives_with: str, what: str = "not available yet") -> str:
+    """The honest state of a part that this release does not have yet."""
+    return f"{what} (arrives with {arrives_with})"
 
 
 def _on(flag: bool) -> str:

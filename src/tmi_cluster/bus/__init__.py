@@ -24,7 +24,7 @@ from tmi_cluster.bus.client import (
     translate_errors,
     translated,
 )
-from tmi_cluster.bus.heartbeat import Heartbeat, live_supervisors
+from tmi_cluster.bus.heartbeat import Heartbeat, live_processes, live_supervisors
 from tmi_cluster.bus.keys import DEDUPE_S, LEASE_S, RESTORE_S, Keys
 from tmi_cluster.bus.windows import RETRY_CAP_S, Outage, SharedWindow, shared_account_windows
 
@@ -40,6 +40,7 @@ __all__ = [
     "connect",
     "connect_async",
     "describe_client",
+    "live_processes",
     "live_supervisors",
     "resolve_url",
     "shared_account_windows",

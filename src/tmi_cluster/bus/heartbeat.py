@@ -20,7 +20,7 @@ from tmi_cluster.bus.keys import Keys
 from tmi_cluster.bus.windows import Outage
 from tmi_cluster.errors import RedisUnavailableError
 
-__all__ = ["Heartbeat", "live_supervisors"]
+__all__ = ["Heartbeat", "live_processes", "live_supervisors"]
 
 
 class Heartbeat:
@@ -73,14 +73,25 @@ class Heartbeat:
 
 
 def live_supervisors(client: redis.Redis, keys: Keys, ids: Iterable[str]) -> set[str]:
-    """Which of ``ids`` have a live heartbeat now (one round trip); RedisUnavailableError when
-    Redis cannot be reached."""
-    wanted = list(ids)
-    if not wanted:
+    """Which of the supervisor ``ids`` have a live heartbeat now (one round trip);
+    RedisUnavailableError when Redis cannot be reached."""
+    return _live(
+        client, {supervisor_id: keys.supervisor_heartbeat(supervisor_id) for supervisor_id in ids}
+    )
+
+
+def live_processes(client: redis.Redis, keys: Keys, ids: Iterable[str]) -> set[str]:
+    """Which of the worker process ``ids`` have a live heartbeat now (one round trip);
+    RedisUnavailableError when Redis cannot be reached."""
+    return _live(client, {process_id: keys.process_heartbeat(process_id) for process_id in ids})
+
+
+def _live(client: redis.Redis, heartbeats: dict[str, str]) -> set[str]:
+    if not heartbeats:
         return set()
     with translated(describe_client(client)):
         pipe = client.pipeline(transaction=False)
-        for supervisor_id in wanted:
-            pipe.exists(keys.supervisor_heartbeat(supervisor_id))
+        for key in heartbeats.values():
+            pipe.exists(key)
         found = pipe.execute()
-    return {supervisor_id for supervisor_id, n in zip(wanted, found, strict=True) if n}
+    return {owner for owner, n in zip(heartbeats, found, strict=True) if n}

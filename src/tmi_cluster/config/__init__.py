@@ -17,11 +17,15 @@ Where settings come from, the later winning:
    it exists;
 3. environment variables ``TMI_CLUSTER_<SECTION>__<KEY>``, ``__`` between levels, for example
    ``TMI_CLUSTER_REDIS__URL`` or ``TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__SCALE_OUT``. Values are
-   read as the key's type (``true``/``false``, numbers; lists as JSON).
+   read as the key's type (``true``/``false``, numbers; lists as JSON). Every ``TMI_CLUSTER_*``
+   variable is a setting except the reserved names of :data:`RESERVED_ENV` (``CONFIG``,
+   ``FUZZ``, ``PURE_PYTHON``, ``TEST_*``), which the project uses for other purposes; any other
+   name that is no key is an error with the closest key.
 
 Contract: :func:`load_settings` either returns valid settings or raises
-:class:`~tmi_cluster.errors.ConfigError` whose lines each name the key, the value's source (file
-and line, or variable) and what is expected. An unknown key is an error, never ignored. Secret
+:class:`~tmi_cluster.errors.ConfigError` listing every problem of the file and the variables at
+once, each line naming the key, the value's source (file and line, or variable), the bad value
+and what is expected. An unknown key is an error, never ignored. Secret
 values (OAuth tokens, passwords in URLs) never appear in an error or in :func:`mask_url` output.
 
 Relative paths (the SQLite file, the embedded Redis folder) are resolved against the folder of
@@ -31,7 +35,9 @@ the configuration file, or the current folder when there is none.
 from tmi_cluster.config.loader import (
     CONFIG_FILE_NAME,
     ENV_PREFIX,
+    RESERVED_ENV,
     Source,
+    is_reserved_env,
     load_settings,
     settings_json,
 )
@@ -41,11 +47,13 @@ from tmi_cluster.config.urls import check_redis_url, mask_url, normalise_databas
 __all__ = [
     "CONFIG_FILE_NAME",
     "ENV_PREFIX",
+    "RESERVED_ENV",
     "SECRET_KEYS",
     "URL_KEYS",
     "Settings",
     "Source",
     "check_redis_url",
+    "is_reserved_env",
     "load_settings",
     "mask_url",
     "normalise_database_url",

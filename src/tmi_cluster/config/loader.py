@@ -27,18 +27,43 @@ from tmi_cluster.config.model import SECRET_KEYS, URL_KEYS, Settings
 from tmi_cluster.config.urls import mask_url
 from tmi_cluster.errors import ConfigError
 
-__all__ = ["CONFIG_FILE_NAME", "ENV_PREFIX", "Source", "load_settings", "settings_json"]
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "ENV_PREFIX",
+    "RESERVED_ENV",
+    "Source",
+    "is_reserved_env",
+    "load_settings",
+    "settings_json",
+]
 
 CONFIG_FILE_NAME = "tmi-cluster.toml"
 ENV_PREFIX = "TMI_CLUSTER_"
-#: Environment variables under ``TMI_CLUSTER_`` that are not settings.
-RESERVED_ENV = frozenset({"TMI_CLUSTER_CONFIG"})
-#: Prefixes of variables under ``TMI_CLUSTER_`` that are not settings (the test suite's).
-RESERVED_ENV_PREFIXES = ("TMI_CLUSTER_TEST_",)
+#: Names after ``TMI_CLUSTER_`` that the project uses for other purposes than settings, ignored
+#: by the loader: ``CONFIG`` (the configuration file), ``FUZZ`` (the fuzz tests' size),
+#: ``PURE_PYTHON`` (install without the compiled parser) and ``TEST_*`` (the test suite's). A
+#: trailing ``*`` matches any rest. No settings key may start with one of them (a test pins it).
+RESERVED_ENV = frozenset({"CONFIG", "FUZZ", "PURE_PYTHON", "TEST_*"})
 #: Keys of the original that have a new home here, with the hint shown when one is used.
 RENAMED_KEYS = {
     "use": "the original's Redis connection name is replaced by redis.url",
 }
+
+
+def is_reserved_env(name: str) -> bool:
+    """True when ``name`` (a whole variable name, ``TMI_CLUSTER_...``) is reserved, not a setting.
+
+    The rule: every ``TMI_CLUSTER_*`` variable is a setting (its first part after the prefix
+    names a top-level key or section, ``__`` between levels) unless it is in
+    :data:`RESERVED_ENV`; a variable that is neither is an error naming the closest key.
+    """
+    if not name.startswith(ENV_PREFIX):
+        return False
+    rest = name[len(ENV_PREFIX) :]
+    return any(
+        rest.startswith(entry[:-1]) if entry.endswith("*") else rest == entry
+        for entry in RESERVED_ENV
+    )
 
 
 @dataclass(frozen=True)
@@ -54,6 +79,16 @@ class Source:
             return f"environment variable {self.name}"
         return f"{self.name}, line {self.line}" if self.line else self.name
 
+    @property
+    def order(self) -> tuple[int, int, str]:
+        """Sort key of problems: the file's in line order, then variables by name."""
+        return (0, self.line or 0, "") if self.kind == "file" else (1, 0, self.name)
+
+
+#: One problem: where it sorts (:attr:`Source.order`; unknown sources last) and its line.
+_Problem = tuple[tuple[int, int, str], str]
+_NO_SOURCE = (2, 0, "")
+
 
 def load_settings(
     config: str | os.PathLike[str] | None = None,
@@ -65,20 +100,27 @@ def load_settings(
 
     ``config`` names the file (else ``$TMI_CLUSTER_CONFIG``, else ``./tmi-cluster.toml`` when it
     exists). ``environ`` defaults to ``os.environ``, ``cwd`` to the current folder. Raises
-    :class:`ConfigError` naming the key, source and expectation of each bad value.
+    :class:`ConfigError` listing every problem of the file and of the variables at once, each
+    naming the key, its source, the bad value (secrets masked) and what is expected.
     """
     env = os.environ if environ is None else environ
     here = Path(cwd) if cwd is not None else Path.cwd()
     path = _config_path(config, env, here)
     data: dict[str, Any] = {}
     sources: dict[tuple[str, ...], Source] = {}
+    problems: list[_Problem] = []
     if path is not None:
-        data, sources = _read_file(path)
-    _apply_env(env, data, sources)
+        try:
+            data, sources = _read_file(path)
+        except ConfigError as error:  # reported with the variables' problems
+            problems += [(Source("file", str(path)).order, line) for line in error.problems]
+    problems += _apply_env(env, data, sources)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, sources)) from None
+        problems += _problems(exc, sources)
+    if problems:
+        raise ConfigError([line for _, line in sorted(problems, key=lambda p: p[0])])
     base = path.parent if path is not None else here
     settings = _resolve_paths(settings, base.resolve())
     settings._config_file = path.resolve() if path is not None else None
@@ -159,20 +201,24 @@ def _leaf_paths(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterat
 
 def _apply_env(
     env: Mapping[str, str], data: dict[str, Any], sources: dict[tuple[str, ...], Source]
-) -> None:
-    problems: list[str] = []
+) -> list[_Problem]:
+    """Merge the ``TMI_CLUSTER_*`` settings of ``env`` into ``data``; return every problem."""
+    problems: list[_Problem] = []
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
-            continue
-        if name.startswith(RESERVED_ENV_PREFIXES):
+        if not name.startswith(ENV_PREFIX) or is_reserved_env(name):
             continue
         path = tuple(name[len(ENV_PREFIX) :].lower().split("__"))
+        key = ".".join(path)
         source = Source("env", name)
         try:
             annotation = _field_annotation(path)
+        except ValueError as exc:  # the value is not shown: it may be a mistyped secret
+            problems.append((source.order, f"{source}: {key}: {exc}{_reserved_hint(path)}"))
+            continue
+        try:
             value = _coerce(annotation, env[name])
         except ValueError as exc:
-            problems.append(f"{source}: {'.'.join(path)}: {exc}")
+            problems.append((source.order, f"{source}: {key}: {exc}, got {_show(key, env[name])}"))
             continue
         node = data
         for part in path[:-1]:
@@ -182,8 +228,16 @@ def _apply_env(
             node = child
         node[path[-1]] = value
         sources[path] = source
-    if problems:
-        raise ConfigError(problems)
+    return problems
+
+
+def _reserved_hint(path: tuple[str, ...]) -> str:
+    """A hint when an unknown top-level variable looks like a reserved one (not a setting)."""
+    if len(path) != 1 or difflib.get_close_matches(path[0], Settings.model_fields, n=1):
+        return ""
+    names = [entry.lower() for entry in RESERVED_ENV if not entry.endswith("*")]
+    match = difflib.get_close_matches(path[0], names, n=1)
+    return f"; did you mean {ENV_PREFIX}{match[0].upper()} (not a setting)?" if match else ""
 
 
 def _field_annotation(path: tuple[str, ...]) -> Any:
@@ -214,16 +268,19 @@ def _example_key(path: tuple[str, ...], model: type[BaseModel]) -> str:
 def _coerce(annotation: Any, raw: str) -> Any:
     """Read an environment string as ``annotation`` (lax: "true", "70", JSON for lists)."""
     adapter: TypeAdapter[Any] = TypeAdapter(annotation)
-    text = raw
     origin = getattr(annotation, "__origin__", None)
     try:
-        if origin in (list, dict):
-            return adapter.validate_json(text)
+        if origin is list:
+            return adapter.validate_json(raw)
         if annotation is SecretStr:
-            return text
-        return adapter.validate_python(text, strict=False)
+            return raw
+        return adapter.validate_python(raw, strict=False)
     except ValidationError as exc:
         error = exc.errors()[0]
+        if origin is list and error["type"] in ("json_invalid", "list_type"):
+            raise ValueError('expected a JSON list, for example ["a", "b"]') from None
+        if error["type"] == "bool_parsing":
+            raise ValueError("expected true or false") from None
         raise ValueError(_expected(str(error["msg"]))) from None
 
 
@@ -237,24 +294,27 @@ def _unknown_key(path: tuple[str, ...], siblings: list[str]) -> str:
 
 
 def _expected(message: str) -> str:
-    for prefix in ("Value error, ", "Input should be "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-            return message if prefix == "Value error, " else "expected " + message
+    """Pydantic's message as what is expected (our validators' messages kept as written)."""
+    if message.startswith("Value error, "):
+        return message[len("Value error, ") :]
+    if message.startswith("Input should be "):
+        # "a valid integer, unable to parse string as an integer": the value is shown instead.
+        return "expected " + message[len("Input should be ") :].partition(", unable to ")[0]
     return message[:1].lower() + message[1:]
 
 
 def _show(key: str, value: Any) -> str:
+    """``value`` as shown in a message: secrets hidden, passwords in URLs masked, shortened."""
     if key in SECRET_KEYS:
         return "<secret>"
-    if key in URL_KEYS and isinstance(value, str):
+    if isinstance(value, str) and (key in URL_KEYS or "@" in value):
         return repr(mask_url(value))
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _problems(exc: ValidationError, sources: Mapping[tuple[str, ...], Source]) -> list[str]:
-    problems = []
+def _problems(exc: ValidationError, sources: Mapping[tuple[str, ...], Source]) -> list[_Problem]:
+    problems: list[_Problem] = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
         key = ".".join(loc)
@@ -262,20 +322,21 @@ def _problems(exc: ValidationError, sources: Mapping[tuple[str, ...], Source]) -
             (sources[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in sources), None
         )
         where = f"{source}: " if source else ""
-        if error["type"] == "extra_forbidden":
+        order = source.order if source else _NO_SOURCE
+        if error["type"] == "extra_forbidden":  # the value is not shown: it may be a secret
             siblings = list(_model_at(loc[:-1]).model_fields)
-            problems.append(f"{where}{key}: {_unknown_key(loc, siblings)}")
+            problems.append((order, f"{where}{key}: {_unknown_key(loc, siblings)}"))
             continue
         if error["type"] == "model_type" or error["type"] == "dict_type":
-            problems.append(
-                f"{where}{key}: expected a table of keys, got {_show(key, error['input'])}"
-            )
+            got = _show(key, error["input"])
+            problems.append((order, f"{where}{key}: expected a table of keys, got {got}"))
             continue
         detail = _expected(str(error["msg"]))
-        # Our own validators describe the value in their message; URLs are shown masked.
-        shows_input = bool(loc) and (error["type"] != "value_error" or key in URL_KEYS)
-        got = f", got {_show(key, error['input'])}" if shows_input else ""
-        problems.append(f"{where}{key}: {detail}{got}")
+        # A section's own rule names its keys and values itself; so do messages with "got".
+        value = error["input"]
+        shows_input = bool(loc) and not isinstance(value, Mapping) and ", got " not in detail
+        got = f", got {_show(key, value)}" if shows_input else ""
+        problems.append((order, f"{where}{key}: {detail}{got}"))
     return problems
 
 

@@ -193,7 +193,10 @@ class Process(_Section):
         60.0, gt=0, description="Seconds a worker gets to stop gracefully before it is killed."
     )
     memory: int = Field(
-        128, ge=16, description="Megabytes of memory after which a worker is restarted."
+        128,
+        ge=16,
+        description="Megabytes of memory after which a worker is restarted. Not enforced in "
+        "this release (it arrives with the worker processes).",
     )
     periodic_timer: float = Field(
         2.0, gt=0, description="Seconds between a worker's heartbeats and periodic tasks."
@@ -484,7 +487,10 @@ class Settings(_Section):
         False, description="Let 'terminate' return before the workers have stopped."
     )
     memory_limit: int = Field(
-        64, ge=16, description="Megabytes of memory after which a supervisor restarts itself."
+        64,
+        ge=16,
+        description="Megabytes of memory after which a supervisor restarts itself. Not enforced "
+        "in this release (it arrives with the worker processes).",
     )
     _middleware = field_validator("middleware")(_check_import_paths)
 

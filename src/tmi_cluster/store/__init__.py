@@ -95,7 +95,11 @@ class Store:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
-        except (SQLAlchemyError, ImportError) as exc:
+        except ImportError as exc:  # the dialect's driver, imported by create_engine
+            raise StorageError(
+                _missing_driver(self._shown, parsed.get_backend_name(), exc)
+            ) from exc
+        except SQLAlchemyError as exc:
             raise StorageError(f"cannot use database {self._shown}: {_reason(exc)}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -370,6 +374,23 @@ class _Transaction:
             raise StorageError(
                 f"cannot {action} database {self._store._shown}: {_reason(exc)}"
             ) from exc
+
+
+#: The extra that brings the driver of each backend that needs one.
+_DRIVER_EXTRAS = {"postgresql": ("psycopg", "postgres")}
+
+
+def _missing_driver(shown: str, backend: str, exc: ImportError) -> str:
+    """The message for a database driver that cannot be imported: which extra to install."""
+    if backend not in _DRIVER_EXTRAS:
+        return f"cannot use database {shown}: {_reason(exc)}"
+    driver, extra = _DRIVER_EXTRAS[backend]
+    missing = isinstance(exc, ModuleNotFoundError) or exc.name == driver
+    problem = "is not installed" if missing else f"cannot be imported ({_reason(exc)})"
+    return (
+        f"cannot use database {shown}: its driver {driver} {problem}; "
+        f"install it with: pip install 'tmi-cluster[{extra}]'"
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,0 +1,145 @@
+"""``tmi-cluster list``: liveness from the Redis heartbeats, never from a stale SQL row."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tmi_cluster.listing import Liveness, shown_state, supervisor_rows
+from tmi_cluster.store import RunState, Store
+from tmi_cluster.store.models import SupervisorRecord
+
+from .test_cli import SCRIPT, _env, tmi
+
+
+@pytest.mark.parametrize(
+    ("recorded", "live", "shown"),
+    [
+        ("running", True, "running"),
+        ("running", False, "dead"),
+        ("running", None, "running?"),
+        ("starting", False, "dead"),
+        ("stopping", False, "dead"),
+        ("stopping", True, "stopping"),
+        ("stopped", False, "stopped"),
+        ("stopped", None, "stopped"),
+        ("stopped", True, "stopped"),
+        ("dead", None, "dead"),
+    ],
+)
+def test_shown_state(recorded: str, live: bool | None, shown: str) -> None:
+    assert shown_state(recorded, live) == shown
+
+
+def test_last_seen_is_now_only_with_a_heartbeat() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    record = SupervisorRecord(
+        id="s1", hostname="h", pid=1, state="running", last_seen_at=now - timedelta(seconds=90)
+    )
+    live = supervisor_rows([record], [], Liveness(frozenset({"s1"}), frozenset()), now)
+    dead = supervisor_rows([record], [], Liveness(frozenset(), frozenset()), now)
+    unknown = supervisor_rows([record], [], Liveness(None, None, "x"), now)
+    assert live == [["s1", "h", "1", "running", "now", "0"]]
+    assert dead == [["s1", "h", "1", "dead", "90 s ago", "0"]]
+    assert unknown == [["s1", "h", "1", "running?", "90 s ago", "0"]]
+
+
+def _supervisor_line(listed: str, supervisor_id: str) -> list[str]:
+    for line in listed.splitlines():
+        if line.startswith(supervisor_id + " "):
+            return line.split()
+    raise AssertionError(f"{supervisor_id} not listed:\n{listed}")
+
+
+@pytest.fixture
+def external_supervisor(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    env = {
+        "TMI_CLUSTER_REDIS__URL": redis_server,
+        "TMI_CLUSTER_PREFIX": redis_prefix,
+        "TMI_CLUSTER_SUPERVISOR__STALE": "1",
+        "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
+    }
+    process = subprocess.Popen(
+        [SCRIPT, "run"],
+        cwd=tmp_path,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert " running (Redis: redis://127.0.0.1:" in line, line
+    yield process, env
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def test_supervisor_killed_with_sigkill_is_listed_dead(
+    tmp_path: Path, external_supervisor: tuple[subprocess.Popen[str], dict[str, str]]
+) -> None:
+    process, env = external_supervisor
+    with Store(env["TMI_CLUSTER_DATABASE__URL"]) as store:
+        [record] = store.supervisors()
+    listed = tmi(tmp_path, "list", **env)
+    assert listed.returncode == 0, listed.stderr
+    assert _supervisor_line(listed.stdout, record.id)[3:5] == ["running", "now"]
+
+    process.kill()
+    process.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:  # each `list` is a process start; the heartbeat expires one second after the kill
+        listed = tmi(tmp_path, "list", **env)
+        assert listed.returncode == 0, listed.stderr
+        row = _supervisor_line(listed.stdout, record.id)
+        if row[3] == "dead" or time.monotonic() > deadline:
+            break
+    assert row[3] == "dead", listed.stdout
+    assert row[5:7] == ["s", "ago"]  # the record's own last sign of life
+    assert listed.stderr == ""
+    with Store(env["TMI_CLUSTER_DATABASE__URL"]) as store:
+        [still] = store.supervisors()
+    assert still.state == "running"  # the SQL row was left behind; list did not trust it
+
+
+def test_unreachable_redis_lists_records_with_one_warning(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cluster.db'}"
+    with Store(url) as store:
+        store.migrate()
+        store.record_supervisor("host-1", RunState.RUNNING, pid=4242)
+        store.record_supervisor("host-2", RunState.STOPPED, pid=4343)
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        listed = tmi(
+            tmp_path,
+            "list",
+            TMI_CLUSTER_DATABASE__URL=url,
+            TMI_CLUSTER_REDIS__URL=f"redis://:hunter2@127.0.0.1:{port}/0",
+        )
+    assert listed.returncode == 0, listed.stderr
+    [warning] = listed.stderr.splitlines()
+    assert warning.startswith(f"warning: cannot reach Redis at 127.0.0.1:{port}: ")
+    assert warning.endswith("; liveness unknown: a state marked '?' is the database's last record")
+    assert "hunter2" not in listed.stdout + listed.stderr
+    assert _supervisor_line(listed.stdout, "host-1")[3] == "running?"
+    assert _supervisor_line(listed.stdout, "host-2")[3] == "stopped"
+
+
+def test_without_the_embedded_server_no_record_is_alive(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path / 'tmi-cluster.db'}") as store:
+        store.migrate()
+        store.record_supervisor("host-1", RunState.RUNNING, pid=4242)
+    listed = tmi(tmp_path, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr == ""
+    assert _supervisor_line(listed.stdout, "host-1")[3] == "dead"
