@@ -17,7 +17,7 @@ import contextlib
 import os
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,7 +30,7 @@ from tmi_cluster import (
     Pool,
 )
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent
-from tmi_cluster.ratelimit import LocalWindow, Rate
+from tmi_cluster.ratelimit import LocalWindow, Rate, Window
 from tmi_cluster.simulator import ChatSimulator, Limits
 
 from .test_connection import Recorder
@@ -210,6 +210,9 @@ class _Failing:
         if not self.failed:
             self.failed = True
             raise RuntimeError("a bug")
+
+    async def take_with(self, others: Sequence[Window], count: int = 1) -> None:
+        await self.take(count)
 
 
 @run

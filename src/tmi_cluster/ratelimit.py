@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -112,6 +112,13 @@ class Window(Protocol):
         """Wait until ``count`` events fit, then count them."""
         ...
 
+    async def take_with(self, others: Sequence[Window], count: int = 1) -> None:
+        """Wait until ``count`` events fit in this window and in each of ``others`` (windows
+        of the same kind), then count them in all at the same moment: an event that two
+        limits count (a message where the bot does not moderate) is never counted in one
+        window long before it is sent and counted in the other."""
+        ...
+
 
 async def take_waiting(window: Window, count: int) -> None:
     """Wait until ``count`` events fit in ``window``, then count them (``take``'s loop)."""
@@ -145,6 +152,13 @@ class LocalWindow:
 
     def try_take_at(self, now: float, count: int = 1) -> float:
         """:meth:`try_take` at time ``now`` (pure arithmetic, for tests)."""
+        wait_s = self.wait_at(now, count)
+        if wait_s <= 0:
+            self._times.extend([now] * count)
+        return wait_s
+
+    def wait_at(self, now: float, count: int = 1) -> float:
+        """Seconds until ``count`` events would fit at ``now`` (0: they fit); counts nothing."""
         check_count(self.rate, count)
         times = self._times
         horizon = now - self.window_s
@@ -152,7 +166,6 @@ class LocalWindow:
             times.popleft()
         overflow = len(times) + count - self.rate.allow
         if overflow <= 0:
-            times.extend([now] * count)
             return 0.0
         # The overflow-th oldest event must leave the window first.
         return times[overflow - 1] + self.window_s - now
@@ -162,6 +175,20 @@ class LocalWindow:
 
     async def take(self, count: int = 1) -> None:
         await take_waiting(self, count)
+
+    async def take_with(self, others: Sequence[Window], count: int = 1) -> None:
+        windows = [self, *others]
+        if not all(isinstance(w, LocalWindow) for w in windows):
+            raise TypeError("a LocalWindow takes together with LocalWindows only")
+        local = [w for w in windows if isinstance(w, LocalWindow)]
+        while True:
+            now = self._clock()
+            wait_s = max(w.wait_at(now, count) for w in local)
+            if wait_s <= 0:
+                for window in local:
+                    window._times.extend([now] * count)
+                return
+            await asyncio.sleep(wait_s)
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,7 @@ class Sender:
             text = f"{text[:-1]}{_INVISIBLE}\x01" if action else text + _INVISIBLE
         if channel in self.moderator_in:
             await self.moderator_messages.take()
-        else:
-            await self.messages.take()
-            await self.moderator_messages.take()
+        else:  # counted by both limits at the same moment, as Twitch counts it on arrival
+            await self.messages.take_with([self.moderator_messages])
         await self.connection.send("PRIVMSG", [f"#{channel}", text], tags=tags)
         self._last[channel] = (time.monotonic(), text)

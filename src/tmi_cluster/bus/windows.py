@@ -30,13 +30,21 @@ import itertools
 import logging
 import random
 import secrets
+from collections.abc import Sequence
 
 import redis.asyncio
 
 from tmi_cluster.bus.client import describe_client, translated
 from tmi_cluster.bus.keys import Keys
 from tmi_cluster.errors import RedisUnavailableError
-from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, AccountRates, AccountWindows, Rate, check_count
+from tmi_cluster.ratelimit import (
+    DEFAULT_MARGIN_S,
+    AccountRates,
+    AccountWindows,
+    Rate,
+    Window,
+    check_count,
+)
 
 __all__ = ["RETRY_CAP_S", "Outage", "SharedWindow", "shared_account_windows"]
 
@@ -46,37 +54,46 @@ log = logging.getLogger(__name__)
 RETRY_CAP_S = 1.0
 _RETRY_BASE_S = 0.05
 
-# KEYS[1]: the window's sorted set; KEYS[2]: the epoch (a token naming this Redis's memory).
-# ARGV: allow, window in microseconds, count, a unique nonce, the epoch the caller last saw
-# ('' for none), a new epoch token. Returns {0, now, epoch} when counted, {-1, now, epoch} when
-# the caller saw another epoch (Redis forgot everything: nothing counted), else {microseconds
-# to wait, now, epoch}; now and the scores are Redis's clock (TIME), in microseconds.
+# KEYS[1]: the epoch (a token naming this Redis's memory); KEYS[2..]: the windows' sorted sets.
+# ARGV: count, a unique nonce, the epoch the caller last saw ('' for none), a new epoch token,
+# then each window's allow and length in microseconds. Counts ``count`` events in every window
+# at once when they fit in all. Returns {0, now, epoch} when counted; {-1, now, epoch} when the
+# caller saw another epoch (Redis forgot everything; nothing counted); else {microseconds until
+# they would fit in all, now, epoch}. Times are Redis's clock (TIME), in microseconds.
 _SCRIPT = """
 local now_t = redis.call('TIME')
 local now = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
-local epoch = redis.call('GET', KEYS[2])
+local epoch = redis.call('GET', KEYS[1])
 if not epoch then
-  epoch = ARGV[6]
-  redis.call('SET', KEYS[2], epoch)
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[1], epoch)
 end
-if ARGV[5] ~= '' and ARGV[5] ~= epoch then
+if ARGV[3] ~= '' and ARGV[3] ~= epoch then
   return {-1, now, epoch}
 end
-local allow = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local count = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local used = redis.call('ZCARD', KEYS[1])
-local overflow = used + count - allow
-if overflow <= 0 then
-  for i = 1, count do
-    redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. now .. ':' .. i)
+local count = tonumber(ARGV[1])
+local wait = 0
+for k = 2, #KEYS do
+  local allow = tonumber(ARGV[2 * k + 1])
+  local window = tonumber(ARGV[2 * k + 2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - window)
+  local overflow = redis.call('ZCARD', KEYS[k]) + count - allow
+  if overflow > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[k], overflow - 1, overflow - 1, 'WITHSCORES')
+    wait = math.max(wait, tonumber(oldest[2]) + window - now, 1)
   end
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return {0, now, epoch}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], overflow - 1, overflow - 1, 'WITHSCORES')
-return {math.max(1, tonumber(oldest[2]) + window - now), now, epoch}
+if wait > 0 then
+  return {wait, now, epoch}
+end
+for k = 2, #KEYS do
+  local window = tonumber(ARGV[2 * k + 2])
+  for i = 1, count do
+    redis.call('ZADD', KEYS[k], now, ARGV[2] .. ':' .. now .. ':' .. i)
+  end
+  redis.call('PEXPIRE', KEYS[k], math.ceil(window / 1000) + 1000)
+end
+return {0, now, epoch}
 """
 
 
@@ -87,19 +104,31 @@ class Outage:
     def __init__(self) -> None:
         self.active = False
         self.outages = 0
+        #: The reason of the current (or last) outage.
+        self.reason = ""
+        self._changed = asyncio.Event()
 
     def began(self, error: RedisUnavailableError, what: str) -> None:
         """A call failed: log the first failure of an outage (with its reason), not the rest."""
         if not self.active:
             self.active = True
             self.outages += 1
+            self.reason = str(error)
             log.warning("%s waits for Redis: %s", what, error)
+            self._changed.set()
 
     def ended(self) -> None:
         """A call succeeded: log the end of an outage."""
         if self.active:
             self.active = False
             log.warning("Redis answers again; waiting work goes on")
+            self._changed.set()
+
+    async def wait(self, *, active: bool) -> None:
+        """Wait until an outage is (``active=True``) or is not under way."""
+        while self.active is not active:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 class SharedWindow:
@@ -137,39 +166,60 @@ class SharedWindow:
         """As :meth:`Window.try_take`; RedisUnavailableError when Redis cannot be reached.
         For one window's length after Redis forgot its state (see the module), nothing is
         counted and the rest of that time is returned."""
-        check_count(self.rate, count)
+        return await self._try_take([self], count)
+
+    async def _try_take(self, windows: Sequence[SharedWindow], count: int) -> float:
+        for window in windows:
+            check_count(window.rate, count)
         loop = asyncio.get_running_loop()
-        fenced_s = self._fenced_until - loop.time()
+        fenced_s = max(w._fenced_until for w in windows) - loop.time()
         if fenced_s > 0:
             return fenced_s
-        window_us = int(self.window_s * 1_000_000)
         nonce = f"{self._member}:{next(self._calls)}"
-        args: list[int | str] = [
-            self.rate.allow, window_us, count, nonce, self.epoch or "", secrets.token_hex(8)
-        ]  # fmt: skip
+        args: list[int | str] = [count, nonce, self.epoch or "", secrets.token_hex(8)]
+        for window in windows:
+            args += [window.rate.allow, int(window.window_s * 1_000_000)]
         with translated(self._where):
-            wait_us, now_us, epoch = await self._script(keys=[self.key, self.epoch_key], args=args)
-        self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+            wait_us, now_us, raw_epoch = await self._script(
+                keys=[self.epoch_key, *(w.key for w in windows)], args=args
+            )
+        epoch = raw_epoch.decode() if isinstance(raw_epoch, bytes) else str(raw_epoch)
         if int(wait_us) < 0:
-            self.restarts_seen += 1
-            self._fenced_until = loop.time() + self.window_s
+            fence = loop.time() + max(w.window_s for w in windows)
+            for window in windows:
+                window.epoch = epoch
+                window.restarts_seen += 1
+                window._fenced_until = max(window._fenced_until, fence)
             log.warning(
                 "Redis forgot the rate windows (a restart); %s counts nothing for %.2f s",
-                self.key,
-                self.window_s,
+                ", ".join(w.key for w in windows),
+                fence - loop.time(),
             )
-            return self.window_s
+            return fence - loop.time()
+        for window in windows:
+            window.epoch = epoch
         if int(wait_us) == 0:
-            self.last_taken_us = int(now_us)
+            for window in windows:
+                window.last_taken_us = int(now_us)
             return 0.0
         return int(wait_us) / 1_000_000
 
     async def take(self, count: int = 1) -> None:
         """Wait until ``count`` events fit, then count them; waits out a Redis outage."""
+        await self._take([self], count)
+
+    async def take_with(self, others: Sequence[Window], count: int = 1) -> None:
+        """As :meth:`Window.take_with`, in one atomic script; ``others`` share this client."""
+        shared = [w for w in others if isinstance(w, SharedWindow)]
+        if len(shared) != len(others) or any(w._client is not self._client for w in shared):
+            raise TypeError("a SharedWindow takes together with SharedWindows of its client")
+        await self._take([self, *shared], count)
+
+    async def _take(self, windows: Sequence[SharedWindow], count: int) -> None:
         failures = 0
         while True:
             try:
-                wait_s = await self.try_take(count)
+                wait_s = await self._try_take(windows, count)
             except RedisUnavailableError as error:
                 self.outage.began(error, f"rate window {self.key}")
                 failures += 1
