@@ -218,6 +218,28 @@ async def test_traffic_at_a_rate_and_its_realistic_events() -> None:
         await client.close()
 
 
+def test_every_generated_line_holds_real_values() -> None:
+    """No ``{...}`` placeholder survives anywhere in a generated line, and the room id is the
+    channel's own, in every kind of line."""
+    from tmi_cluster.simulator.traffic import Traffic  # noqa: PLC0415
+
+    rooms = {"alpha": "100000", "beta": "100001"}
+    traffic = Traffic(rooms, seed=9)
+    kinds: set[str] = set()
+    for _ in range(20_000):
+        line = traffic.next()
+        assert b"{" not in line.data.split(b" :", 1)[0], line.data  # tags and prefix
+        assert b"{channel}" not in line.data
+        assert b"{room}" not in line.data
+        message = parse(line.data)
+        kinds.add(message.command)
+        assert message.params[0] == f"#{line.channel}"
+        assert message.tags["room-id"] == rooms[line.channel], line.data
+        for event in from_message(message):
+            assert getattr(event, "room_id", rooms[line.channel]) == rooms[line.channel]
+    assert {"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG", "ROOMSTATE"} <= kinds
+
+
 @run
 async def test_privmsg_is_relayed_with_tags() -> None:
     async with ChatSimulator(channels=["alpha"]) as sim:

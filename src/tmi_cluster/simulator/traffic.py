@@ -58,7 +58,7 @@ class Traffic:
         self._counter = itertools.count(1)
         self._templates = [self._template() for _ in range(_TEMPLATES)]
         self._template_index = 0
-        self._tails: dict[tuple[int, str], bytes] = {}
+        self._tails: dict[tuple[int, str], tuple[bytes, bytes, bytes]] = {}
         self._picks: list[str] = []
         self._pick_index = 0
         self._room_ids: dict[str, str] = {}
@@ -93,22 +93,29 @@ class Traffic:
         template = self._templates[self._template_index]
         stamp = str(now_ms if now_ms is not None else int(time.time() * 1000)).encode()
         key = (self._template_index, channel)
-        tail = self._tails.get(key)
-        if tail is None:
-            tail = template.tail.replace(b"{room}", self._room_ids[channel].encode()).replace(
-                b"{channel}", channel.encode()
-            )
+        parts = self._tails.get(key)
+        if parts is None:
+            parts = self._render(template, channel)
             if len(self._tails) < 200_000:
-                self._tails[key] = tail
+                self._tails[key] = parts
+        head, middle, tail = parts
         if not template.has_id:
-            data = b"@" + template.head + b"tmi-sent-ts=" + stamp + tail
+            data = b"@" + head + b"tmi-sent-ts=" + stamp + tail
             return GeneratedLine(channel, None, data, template.command)
         message_id = self.new_id()
         data = b"".join(
-            (b"@", template.head, b"id=", message_id.encode(), b";", template.middle,
-             b"tmi-sent-ts=", stamp, tail)
-        )  # fmt: skip
+            (b"@", head, b"id=", message_id.encode(), b";", middle, b"tmi-sent-ts=", stamp, tail)
+        )
         return GeneratedLine(channel, message_id, data, template.command)
+
+    def _render(self, template: _Template, channel: str) -> tuple[bytes, bytes, bytes]:
+        """The template's parts for ``channel``: every placeholder filled, wherever it is."""
+        room, name = self._room_ids[channel].encode(), channel.encode()
+
+        def fill(part: bytes) -> bytes:
+            return part.replace(b"{room}", room).replace(b"{channel}", name)
+
+        return fill(template.head), fill(template.middle), fill(template.tail)
 
     # -- templates -----------------------------------------------------------------------
 
