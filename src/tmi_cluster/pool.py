@@ -184,8 +184,10 @@ class Pool:
             mine: dict[str, asyncio.Future[JoinOutcome]] = {c: loop.create_future() for c in todo}
             self._pending.update(mine)
         try:
-            for result in await asyncio.gather(*(self._join_batch(n, b) for n, b in placed)):
-                for channel, outcome in result.items():
+            async with asyncio.TaskGroup() as group:  # the batches succeed or fail together
+                batches = [group.create_task(self._join_batch(n, b)) for n, b in placed]
+            for batch in batches:
+                for channel, outcome in batch.result().items():
                     outcomes[channel] = outcome
                     mine[channel].set_result(outcome)
         finally:
