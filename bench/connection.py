@@ -7,8 +7,9 @@ The simulator runs in this process (one core) and generates its realistic mix of
 increasing rates. Each reader runs alone in a child process (the other core), joined to every
 channel:
 
-- ``tmi-cluster``: one :class:`~tmi_cluster.pool.Pool` (50 channels per connection, TCP), a
-  handler receiving every typed event; over WebSocket too, to compare like with like;
+- ``tmi-cluster``: one :class:`~tmi_cluster.Worker` composition: a pool (50 channels per
+  connection, TCP), the bounded event queue at its default size and a handler receiving every
+  typed event off the read path; over WebSocket too, to compare like with like;
 - ``TwitchIO 2``: ``twitchio<3`` (one WebSocket connection, which is how it reads), an
   ``event_message`` handler; its pacing of joins (20 per 11 s) is bypassed by joining in chunks,
   since only reading is measured;
@@ -98,15 +99,15 @@ def _rss() -> int:
 async def _tmi_cluster(
     port: int, ws_port: int, channels: list[str], pipe: Pipe, transport: str
 ) -> None:
-    from tmi_cluster.connection import ConnectionOptions
+    from tmi_cluster import ConnectionOptions, EventQueue, Pool, Settings, Worker
     from tmi_cluster.events import Event, MessageEvent
-    from tmi_cluster.pool import Pool
     from tmi_cluster.ratelimit import LocalWindow, Rate
 
+    handlers = Settings().handlers  # the default queue: size and policy (before measuring)
     tally = _Tally()
     before = _rss()
 
-    def on_event(event: Event) -> None:
+    def handler(event: Event) -> None:  # runs in the worker's dispatch task, off the read path
         if type(event) is MessageEvent:
             tally.add(int(event.tags.get("tmi-sent-ts", "0")))
 
@@ -116,14 +117,18 @@ async def _tmi_cluster(
         transport="websocket" if websocket else "tcp", ping_interval_s=3600,
     )  # fmt: skip
     window = LocalWindow(Rate(1_000_000, 1.0))
-    async with Pool(options, join_window=window, connect_interval_s=0, join_timeout_s=120,
-                    on_event=on_event) as pool:  # fmt: skip
+    queue = EventQueue(handlers.queue_size, policy=handlers.queue_full)
+    pool = Pool(options, join_window=window, connect_interval_s=0, join_timeout_s=120,
+                on_event=queue.put)  # fmt: skip
+    async with Worker(pool, queue, [handler]):
         outcomes = await pool.join(channels)
         failed = [c for c, o in outcomes.items() if not o.ok]
         if failed:
             raise SystemExit(f"tmi-cluster could not join {len(failed)} channels")
         pipe.send("ready")
         await _serve(pipe, tally, before)
+    if queue.dropped:
+        print(f"tmi-cluster: {queue.dropped} events dropped by a full handler queue")
 
 
 async def _twitchio(port: int, ws_port: int, channels: list[str], pipe: Pipe) -> None:

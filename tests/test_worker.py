@@ -70,7 +70,9 @@ async def test_a_stuck_handler_never_stalls_reading(
                 assert ids[-1] not in handled
         assert worker.state is WorkerState.CLOSED
     overflows = [r for r in caplog.records if "fall behind" in r.getMessage()]
-    assert len(overflows) == 1  # logged once per overflow, not once per event
+    # once per overflow, not once per event: the queue filled before the handler's first
+    # batch, and again while it was stuck
+    assert 1 <= len(overflows) <= 2 < queue.dropped
 
 
 @run

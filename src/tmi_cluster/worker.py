@@ -16,8 +16,10 @@ windows); settings are read here, at the edge:
   process (the supervisor's child), the command consumer and the event stream build on it.
 
 The event path: socket -> framing -> parse -> typed event -> the pool (truth about channels,
-de-duplication during moves) -> :meth:`EventQueue.put` (never waits) -> the dispatch task ->
-each handler in turn. A slow handler therefore never stalls reading: it fills the queue, and a
+de-duplication during moves) -> :meth:`EventQueue.put` (never waits) -> the dispatch task,
+which takes everything waiting in one batch at each turn of the event loop -> each handler in
+turn, event by event. At most ``handlers.queue_size`` events wait, plus the batch being
+handled. A slow handler therefore never stalls reading: it fills the queue, and a
 full queue drops by ``handlers.queue_full`` (``drop_oldest`` by default), counting every dropped
 event in :attr:`EventQueue.dropped` and logging once per overflow.
 """
@@ -179,14 +181,23 @@ class EventQueue:
 
     async def get(self) -> Event:
         """The oldest waiting event; waits for one."""
-        while not self._items:
+        return (await self.get_batch(1))[0]
+
+    async def get_batch(self, limit: int = 256) -> list[Event]:
+        """The oldest waiting events, at least one and at most ``limit``; waits for one."""
+        items = self._items
+        while not items:
             self._ready.clear()
             await self._ready.wait()
-        event = self._items.popleft()
-        if self._overflowing and len(self._items) <= self.maxsize // 2:
+        if len(items) <= limit:
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(limit)]
+        if self._overflowing and len(items) <= self.maxsize // 2:
             self._overflowing = False
             log.warning("the handlers caught up; %d events dropped so far", self.dropped)
-        return event
+        return batch
 
 
 class WorkerState(enum.StrEnum):
@@ -260,12 +271,21 @@ class Worker:
             self.state = WorkerState.CLOSED
 
     async def _dispatch_forever(self) -> None:
+        handlers = self.handlers
         try:
             while True:
-                event = await self.queue.get()
-                for handler in self.handlers:
-                    await self._call(handler, event)
-                self.dispatched += 1
+                # Everything waiting, at once: one wake-up for all that the sockets read in one
+                # turn of the loop, and the sockets get their turn between batches.
+                for event in await self.queue.get_batch(self.queue.maxsize):
+                    for handler in handlers:
+                        try:
+                            result = handler(event)
+                            if result is not None and inspect.isawaitable(result):
+                                await result
+                        except Exception:
+                            self._failed(handler, event)
+                    self.dispatched += 1
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: visible, not silent
@@ -273,15 +293,10 @@ class Worker:
             self.failure = exc
             self.state = WorkerState.FAILED
 
-    async def _call(self, handler: Handler, event: Event) -> None:
-        try:
-            result = handler(event)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            self.handler_errors += 1
-            log.exception(
-                "handler %s failed on %s",
-                getattr(handler, "__qualname__", repr(handler)),
-                type(event).__name__,
-            )
+    def _failed(self, handler: Handler, event: Event) -> None:
+        self.handler_errors += 1
+        log.exception(
+            "handler %s failed on %s",
+            getattr(handler, "__qualname__", repr(handler)),
+            type(event).__name__,
+        )
