@@ -219,7 +219,7 @@ async def test_reconnect_under_traffic_loses_and_duplicates_nothing() -> None:
             assert not events.of(DisconnectedEvent)  # make-before-break: never down
             overlap = [d for c in channels for d in sim.deliveries(c) if len(d.connections) == 2]
             assert overlap, "the test should cover messages sent during the overlap"
-            assert len(connection._seen) == 0  # de-duplication keeps nothing after the overlap
+            assert connection.dedupe_keys == 0  # de-duplication keeps nothing after the overlap
 
 
 async def _hostile_server(lines: list[bytes]) -> tuple[asyncio.Server, int]:
@@ -452,3 +452,23 @@ async def test_a_failing_handler_is_logged_and_the_connection_goes_on(
                 assert not events.of(DisconnectedEvent)  # the bug did not cost the connection
         failures = [r for r in caplog.records if "the event handler failed" in r.getMessage()]
         assert len(failures) == (len(wanted) + 1) // 2
+
+
+@run
+async def test_a_failing_task_of_a_link_drops_the_link_with_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tmi_cluster.session import Session  # noqa: PLC0415 - the link under a connection
+
+    async with ChatSimulator() as sim:
+        session = Session(_options(sim), lambda message, link: None)
+        await session.open()
+
+        async def broken() -> None:
+            raise RuntimeError("a bug")
+
+        session.spawn(broken(), "broken-task")
+        await asyncio.wait_for(session.closed.wait(), TIMEOUT_S)
+        assert session.reason == "broken-task failed: RuntimeError: a bug"
+        assert any("broken-task failed" in r.getMessage() for r in caplog.records)
+        await session.close()

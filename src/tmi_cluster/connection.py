@@ -254,6 +254,11 @@ class Connection:
         return set(self._session.joined) if self._session is not None else set()
 
     @property
+    def dedupe_keys(self) -> int:
+        """Event keys kept for de-duplication now: only while a RECONNECT overlap runs."""
+        return len(self._seen)
+
+    @property
     def malformed_lines(self) -> int:
         """Received lines that were not valid IRC and were skipped, over every link."""
         current = self._session.malformed if self._session else 0

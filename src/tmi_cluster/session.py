@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import secrets
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from tmi_cluster.connection import ConnectionOptions
 
 __all__ = ["FAILED_LOGINS", "Framer", "Session"]
+
+log = logging.getLogger(__name__)
 
 #: The NOTICE texts with which Twitch refuses a login.
 FAILED_LOGINS = ("Login authentication failed", "Improperly formatted auth")
@@ -157,7 +160,18 @@ class Session:
         """Run ``coroutine`` as a task this session owns (kept until done, cancelled by close)."""
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task of ours ended: an unexpected error drops the link (the connection reconnects)
+        and is logged with its traceback, never lost."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("%s: %s failed", self.nick, task.get_name(), exc_info=error)
+            self.abort(f"{task.get_name()} failed: {error.__class__.__name__}: {error}")
 
     async def quietly(self, line: str) -> None:
         """Send one line; a link that is gone is not an error here."""
