@@ -73,6 +73,15 @@ def test_channels_lifecycle(store: Store) -> None:
     assert store.count_channels() == 3
 
 
+def test_every_join_result_the_pool_reports_can_be_recorded(store: Store) -> None:
+    logins = [f"c{i}" for i in range(len(JoinResult))]
+    store.want(logins)
+    store.record_join_outcomes(dict(zip(logins, JoinResult, strict=True)))
+    found = store.channels(logins)
+    assert [found[login].last_join_outcome for login in logins] == [r.value for r in JoinResult]
+    assert "parted" in {r.value for r in JoinResult}  # the pool reports it; it fits
+
+
 @pytest.mark.parametrize("name", ["", "a" * 26, "bad name", "#", "x;DROP TABLE", "ä"])
 def test_invalid_channel_names_are_refused(store: Store, name: str) -> None:
     with pytest.raises(InvalidChannelError, match="invalid channel name"):
