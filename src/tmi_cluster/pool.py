@@ -52,6 +52,9 @@ __all__ = ["ANONYMOUS_ACCOUNT", "JoinOutcome", "Pool", "PoolState"]
 #: The account name under which anonymous connections share their windows.
 ANONYMOUS_ACCOUNT = "justinfan"
 
+#: Events the pool's own map follows (they have no subclasses).
+_BOOKKEEPING = frozenset({ChannelLostEvent, DisconnectedEvent})
+
 
 class PoolState(enum.StrEnum):
     """Lifecycle of a :class:`Pool`: usable while ``open``; ``closed`` after :meth:`Pool.aclose`."""
@@ -269,6 +272,9 @@ class Pool:
         return outcomes
 
     def _event(self, name: str, event: Event) -> None:
+        if not self._moving and type(event) not in _BOOKKEEPING:  # the hot path
+            self._on_event(event)
+            return
         if self._moving:
             channel = event.channel
             if channel is not None and (move := self._moving.get(channel)) is not None:

@@ -163,7 +163,9 @@ class EventQueue:
         """Queue ``event``; when full, drop by the policy (counted). Never waits."""
         self.put_count += 1
         items = self._items
-        if len(items) >= self.maxsize:
+        if not items:
+            self._ready.set()  # the consumer waits only on an empty queue
+        elif len(items) >= self.maxsize:
             self.dropped += 1
             if not self._overflowing:
                 self._overflowing = True
@@ -177,7 +179,6 @@ class EventQueue:
                 return
             items.popleft()
         items.append(event)
-        self._ready.set()
 
     async def get(self) -> Event:
         """The oldest waiting event; waits for one."""
@@ -226,7 +227,7 @@ class Worker:
         self.state = WorkerState.IDLE
         #: Handler calls that raised, since the worker started.
         self.handler_errors = 0
-        #: Events every handler has been given, since the worker started.
+        #: Events every handler has been given, since the worker started (counted per batch).
         self.dispatched = 0
         self.failure: BaseException | None = None
         self._dispatch: asyncio.Task[None] | None = None
@@ -276,7 +277,8 @@ class Worker:
             while True:
                 # Everything waiting, at once: one wake-up for all that the sockets read in one
                 # turn of the loop, and the sockets get their turn between batches.
-                for event in await self.queue.get_batch(self.queue.maxsize):
+                batch = await self.queue.get_batch(self.queue.maxsize)
+                for event in batch:
                     for handler in handlers:
                         try:
                             result = handler(event)
@@ -284,7 +286,7 @@ class Worker:
                                 await result
                         except Exception:
                             self._failed(handler, event)
-                    self.dispatched += 1
+                self.dispatched += len(batch)
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
