@@ -84,7 +84,8 @@ async def test_a_redis_that_forgot_its_windows_fences_for_one_window(
         assert await window.try_take() == 0
         first = window.epoch
         await client.delete(epoch, window.key)  # what a restart without persistence does
-        assert await window.try_take() == window.window_s  # nothing counted
+        fenced = await window.try_take()  # nothing counted, for one window's length
+        assert window.window_s - 0.1 < fenced <= window.window_s
         assert window.restarts_seen == 1
         assert window.epoch != first
         assert await client.zcard(window.key) == 0
