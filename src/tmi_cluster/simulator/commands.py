@@ -245,7 +245,9 @@ class Commands:
         line = serialize("PRIVMSG", [f"#{name}", text], source=connection.prefix)
         data = (_twitch_tags(tags) + " " + line).encode() + b"\r\n"
         if self.sim.record:
-            self.sim._deliveries[name].append(Delivery(message_id, channel.joined()))
+            self.sim._deliveries[name].append(
+                Delivery(message_id, channel.joined(), time.monotonic())
+            )
         self.sim._touch()
         for member in channel.members.values():
             if member is not connection:

@@ -37,10 +37,12 @@ class AccountStats:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A message sent into a channel, and the connections joined to it at that moment."""
+    """A message sent into a channel, the connections joined to it at that moment, and when
+    (``time.monotonic()`` of the simulator's process)."""
 
     message_id: str
     connections: tuple[int, ...]
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

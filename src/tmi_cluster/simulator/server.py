@@ -389,10 +389,13 @@ class ChatSimulator:
     def _deliver(self, lines: list[GeneratedLine]) -> None:
         outgoing: defaultdict[_Connection, list[bytes]] = defaultdict(list)
         channels = self._channels
+        now = time.monotonic()
         for line in lines:
             state = channels[line.channel]
             if self.record and line.message_id is not None:
-                self._deliveries[line.channel].append(Delivery(line.message_id, state.joined()))
+                self._deliveries[line.channel].append(
+                    Delivery(line.message_id, state.joined(), now)
+                )
             for member in state.members.values():
                 data = line.data if member.full else member.shape(line.data, line.command)
                 if data:
