@@ -449,3 +449,17 @@ def test_import_paths_are_checked(make_settings: Make, key: str) -> None:
     toml = (f"[{section}]\n" if section else "") + f"{name} = ['app.mw:make', 'not a path']\n"
     line = _error(make_settings, toml)
     assert f"{key}: expected 'package.module' or 'package.module:name', got 'not a path'" in line
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_a_duration_must_be_finite(make_settings: Callable[..., Settings], value: str) -> None:
+    with pytest.raises(ConfigError, match="ping_interval: expected a finite number"):
+        make_settings(None, {"TMI_CLUSTER_TMI__CONNECTION__PING_INTERVAL": value})
+
+
+def test_a_token_with_a_line_break_is_refused_without_being_shown(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(ConfigError, match="no spaces, line breaks") as caught:
+        make_settings(None, {"TMI_CLUSTER_TMI__IDENTITY__PASSWORD": "oauth:x\r\nJOIN #evil"})
+    assert "evil" not in str(caught.value)

@@ -59,7 +59,7 @@ def _options(sim: ChatSimulator, **changes: object) -> ConnectionOptions:
 
 def _pool(sim: ChatSimulator, events: Recorder, **changes: object) -> Pool:
     return Pool(
-        _options(sim, login="bot", token="tok", **changes),
+        _options(sim, **{"login": "bot", "token": "tok", **changes}),
         channels_per_connection=3,
         connect_interval_s=0,
         join_window=LocalWindow(Rate(1_000, 1.0)),
@@ -67,10 +67,9 @@ def _pool(sim: ChatSimulator, events: Recorder, **changes: object) -> Pool:
     )
 
 
-def _server_view(sim: ChatSimulator, login: str = "bot") -> list[frozenset[str]]:
-    return sorted(
-        (c.channels for c in sim.connections() if c.open and c.login == login), key=sorted
-    )
+def _server_view(sim: ChatSimulator) -> list[frozenset[str]]:
+    """The channels of each open connection (every test here has only the pool's)."""
+    return sorted((c.channels for c in sim.connections() if c.open), key=sorted)
 
 
 def _pool_view(pool: Pool) -> list[frozenset[str]]:
@@ -194,6 +193,43 @@ async def test_a_failed_move_leaves_the_channel_where_it_was() -> None:
             assert pool.where("alpha") == source
             assert len(sim.joined("alpha")) == 1
             assert _lost(events) == {}
+
+
+@run
+async def test_a_part_during_a_moves_overlap_parts_the_channel_on_both_sides() -> None:
+    async with ChatSimulator(channels=["alpha"], limits=LIMITS) as sim:
+        sim.add_account("bot", "tok")
+        events = Recorder()
+        async with _pool(sim, events, overlap_linger_s=1.0) as pool:
+            await pool.join(["alpha"])
+            moving = asyncio.ensure_future(pool.move("alpha"))
+            await sim.wait_until(lambda: len(sim.joined("alpha")) == 2)  # the overlap
+            await pool.part(["alpha"])
+            assert (await moving).result is JoinResult.PARTED
+            assert pool.channels == set()
+            await sim.wait_until(lambda: not sim.joined("alpha"))
+            assert _lost(events) == {}
+
+
+@run
+async def test_a_loss_on_one_side_of_a_move_is_no_loss_for_the_pool() -> None:
+    async with ChatSimulator(channels=["alpha"], limits=LIMITS) as sim:
+        events = Recorder()
+        async with _pool(sim, events, login=None, token="", overlap_linger_s=1.0) as pool:
+            await pool.join(["alpha"])
+            source = pool.where("alpha")
+            moving = asyncio.ensure_future(pool.move("alpha"))
+            await sim.wait_until(lambda: len(sim.joined("alpha")) == 2)  # the overlap
+            target = next(n for n in pool.connections if n != source)
+            nick = pool.connections[target].nick
+            assert nick is not None
+            assert sim.kick("alpha", nick) == 1  # the server parts the target only
+            outcome = await moving
+            assert outcome.result is JoinResult.CLOSED  # the move failed...
+            assert pool.where("alpha") == source  # ...and the channel stayed where it was
+            assert _lost(events) == {}  # nothing was lost for the application
+            await _settle(pool, sim, events, 10)
+            assert pool.channels == {"alpha"}
 
 
 @dataclass

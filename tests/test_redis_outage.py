@@ -120,7 +120,7 @@ async def test_a_redis_restart_under_joins_and_sends_breaks_no_limit(
 ) -> None:
     own_redis.start()
     channels = [f"c{i}" for i in range(30)]
-    limits = Limits(join_allow=10, join_every_s=2.0, auth_allow=5, auth_every_s=2.0,
+    limits = Limits(join_allow=10, join_every_s=2.0, auth_allow=5, auth_every_s=8.0,
                     message_allow=4, message_every_s=2.0, channel_interval_s=0.1)  # fmt: skip
     async with ChatSimulator(channels=channels, limits=limits) as sim:
         sim.add_account("bot", "tok")
@@ -129,18 +129,21 @@ async def test_a_redis_restart_under_joins_and_sends_breaks_no_limit(
             f'[tmi.connection]\nserver = "127.0.0.1"\nport = {sim.port}\nsecure = false\n'
             "connect_interval = 0\nchannels_per_connection = 10\njoin_timeout = 20\n"
             '[tmi.identity]\nusername = "bot"\npassword = "oauth:tok"\n'
-            "[throttle.join]\nallow = 10\nevery = 2\n[throttle.auth]\nallow = 5\nevery = 2\n"
+            "[throttle.join]\nallow = 10\nevery = 2\n[throttle.auth]\nallow = 5\nevery = 8\n"
             "[throttle.messages]\nallow = 4\nevery = 2\nchannel_interval = 0.1\n"
         )
         client = redis.asyncio.Redis.from_url(own_redis.url)
         try:
             async with build_pool(settings, redis_client=client) as pool:
                 joining = asyncio.ensure_future(pool.join(channels))
-                texts = [f"message {i}" for i in range(10)]
-                saying = asyncio.gather(*(pool.say(channels[i], t) for i, t in enumerate(texts)))
                 await sim.wait_until(lambda: sim.account("bot").joins >= 10, 30)
                 own_redis.kill()  # everything under way now waits
-                await asyncio.sleep(1.5)  # the outage itself
+                # The first messages: the sending connection's first login waits for Redis,
+                # then for the login window's fence after the restart (8.25 s): longer than
+                # a login's own 10 s limit in all.
+                texts = [f"message {i}" for i in range(10)]
+                saying = asyncio.gather(*(pool.say(channels[i], t) for i, t in enumerate(texts)))
+                await asyncio.sleep(3)  # the outage itself
                 own_redis.start()  # an empty Redis: every window forgotten
                 outcomes = await asyncio.wait_for(joining, 60)
                 sent = await asyncio.wait_for(saying, 60)

@@ -84,10 +84,16 @@ def test_limits_overrides() -> None:
         ("speed=1", "expected NAME=VALUE with NAME one of join_allow"),
         ("join_allow=lots", "expected a number"),
         ("join_allow=1.5", "expected a number"),
-        ("ping_interval_s=-1", "expected a number >= 0"),
+        ("ping_interval_s=-1", "expected a finite number >= 0"),
     ],
 )
 def test_bad_limits(item: str, message: str) -> None:
     with pytest.raises(ConfigError, match="--limit") as caught:
         parse_limits([item])
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_limit_must_be_a_finite_number(value: str) -> None:
+    with pytest.raises(ConfigError, match="expected a finite number >= 0"):
+        parse_limits([f"join_every_s={value}"])

@@ -84,6 +84,7 @@ class _Move:
     source: str
     target: str
     seen: set[str] = field(default_factory=set)
+    parted: bool = False  # the application parted the channel while it moved
 
 
 class Pool:
@@ -287,20 +288,38 @@ class Pool:
                 else:
                     move.seen.add(key)
         if isinstance(event, ChannelLostEvent):
-            if event.channel is None or self._where.get(event.channel) != name:
-                return  # not the holder (the other side of a move): nothing was lost
-            del self._where[event.channel]
+            if not self._lost(name, event.channel):
+                return  # not lost for the pool: the other side of a move holds it
         elif isinstance(event, DisconnectedEvent) and not event.reconnecting:
             self.connections.pop(name, None)  # ended for good; its channels were reported
         self._on_event(event)
 
+    def _lost(self, name: str, channel: str | None) -> bool:
+        """Connection ``name`` lost ``channel``: True when the pool lost it (the map follows)."""
+        if channel is None or self._where.get(channel) != name:
+            return False  # not the holder (the other side of a move): nothing was lost
+        move = self._moving.get(channel)
+        if move is not None:
+            other = self.connections.get(move.target if name == move.source else move.source)
+            if other is not None and channel in other.channels:
+                self._where[channel] = other.name  # held, or being joined, there: the move
+                return False  # settles it (and reports a loss if that side fails too)
+        del self._where[channel]
+        return True
+
     async def part(self, channels: Iterable[str]) -> None:
-        """Part channels the pool holds (others are ignored)."""
+        """Part channels the pool holds (others are ignored); one that is being moved is parted
+        on both sides."""
         by_connection: dict[str, list[str]] = {}
         for channel in normalise_logins(channels):
             name = self._where.pop(channel, None)
-            if name is not None:
-                by_connection.setdefault(name, []).append(channel)
+            if name is None:
+                continue
+            by_connection.setdefault(name, []).append(channel)
+            if (move := self._moving.get(channel)) is not None:
+                move.parted = True
+                other = move.target if name == move.source else move.source
+                by_connection.setdefault(other, []).append(channel)
         for name, batch in by_connection.items():
             connection = self.connections.get(name)
             if connection is not None:
@@ -333,26 +352,40 @@ class Pool:
             self._moving.pop(name, None)
 
     async def _move(self, name: str, source: str, target: str) -> JoinOutcome:
+        move = self._moving[name]
         arriving = self.connections.get(target)
         result = (await arriving.join([name]))[name] if arriving else JoinResult.CLOSED
-        if not result.ok:
-            return JoinOutcome(name, result)
-        assert arriving is not None
-        if self._where.get(name) != source:  # parted or lost meanwhile
-            await arriving.part([name])
-            return JoinOutcome(name, JoinResult.PARTED)
-        self._where[name] = target
-        # Lines already on their way over the old link still arrive: keep both a moment.
-        await asyncio.sleep(self.options.overlap_linger_s)
-        leaving = self.connections.get(source)
-        if name not in arriving.channels:  # lost on the target meanwhile (reported)
-            if leaving is not None and name in leaving.channels:
-                self._where[name] = source  # still held where it was
-            return JoinOutcome(name, JoinResult.CLOSED)
-        if leaving is not None:
-            await leaving.part([name])
-        await asyncio.sleep(self.options.overlap_linger_s)  # the old link's last lines
-        return JoinOutcome(name, JoinResult.JOINED, target)
+        if result.ok and not move.parted and name in self._where:
+            self._where[name] = target
+            # Lines already on their way over the old link still arrive: keep both a moment.
+            await asyncio.sleep(self.options.overlap_linger_s)
+        return await self._settle_move(name, move, result)
+
+    async def _settle_move(self, name: str, move: _Move, result: JoinResult) -> JoinOutcome:
+        """End a move by what the two connections hold now, whatever happened meanwhile."""
+        leaving, arriving = self.connections.get(move.source), self.connections.get(move.target)
+        on_source = leaving is not None and name in leaving.channels
+        on_target = arriving is not None and name in arriving.channels
+        failed = result if not result.ok else JoinResult.CLOSED
+        if move.parted or name not in self._where:  # parted, or lost and reported meanwhile
+            for connection, holds in ((leaving, on_source), (arriving, on_target)):
+                if connection is not None and holds:
+                    await connection.part([name])
+            return JoinOutcome(name, JoinResult.PARTED if move.parted else failed)
+        if result.ok and on_target:
+            self._where[name] = move.target
+            if leaving is not None and on_source:
+                await leaving.part([name])
+                await asyncio.sleep(self.options.overlap_linger_s)  # the old link's last lines
+            return JoinOutcome(name, JoinResult.JOINED, move.target)
+        if on_source:  # the move failed: the channel stays where it was
+            self._where[name] = move.source
+            if arriving is not None and on_target:
+                await arriving.part([name])
+            return JoinOutcome(name, failed)
+        del self._where[name]  # lost on both sides while it moved
+        self._on_event(ChannelLostEvent(channel=name, connection=move.source, reason=failed.value))
+        return JoinOutcome(name, failed)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -360,7 +393,11 @@ class Pool:
         self, channel: str, text: str, *, reply_to: str | None = None, action: bool = False
     ) -> int:
         """Send through the authenticated identity (see :meth:`Sender.say`); return the number
-        of messages sent. NoIdentityError when the pool has none; RuntimeError once closed."""
+        of messages sent. NoIdentityError when the pool has none; RuntimeError once closed.
+
+        Waits while the sending connection (opened at the first message) logs in, however
+        long its login window makes it wait (a Redis outage is waited out); LoginError when
+        Twitch refuses the token. Wrap it in ``asyncio.timeout`` for a deadline of your own."""
         self._check_open()
         if self.sender is None:
             raise NoIdentityError(
@@ -368,5 +405,5 @@ class Pool:
                 "tmi.identity.password"
             )
         await self.sender.connection.start()  # at the first message; idempotent
-        await self.sender.connection.wait_connected(self.sender.connection.options.login_timeout_s)
+        await self.sender.connection.wait_connected()  # until up, or ended for good
         return await self.sender.say(channel, text, reply_to=reply_to, action=action)

@@ -58,7 +58,9 @@ URL_KEYS = frozenset({"redis.url", "database.url"})
 class _Section(BaseModel):
     """Base of every settings section: unknown keys and loose types are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +88,15 @@ class Identity(_Section):
         if value and not re.fullmatch(r"[a-zA-Z0-9_]{1,25}", value):
             raise ValueError("expected a Twitch login: 1 to 25 letters, digits or underscores")
         return value.lower()
+
+    @field_validator("password")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if any(c.isspace() or not c.isprintable() for c in value.get_secret_value()):
+            raise ValueError(
+                "an OAuth token has no spaces, line breaks or control characters (value hidden)"
+            )
+        return value
 
     @property
     def token(self) -> str:

@@ -10,6 +10,7 @@ problem.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,7 @@ def parse_limits(items: list[str] | tuple[str, ...]) -> Limits:
             value = int(text) if fields[name].type in (int, "int") else float(text)
         except ValueError:
             raise ConfigError(f"--limit {item!r}: expected a number") from None
-        if value < 0:
-            raise ConfigError(f"--limit {item!r}: expected a number >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"--limit {item!r}: expected a finite number >= 0")
         changes[name] = value
     return dataclasses.replace(Limits(), **changes)
