@@ -24,7 +24,6 @@ from tmi_cluster.events import (
     MessageEvent,
     UserNoticeEvent,
 )
-from tmi_cluster.ratelimit import LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator
 
 from .test_simulator import run
@@ -221,31 +220,6 @@ async def test_reconnect_under_traffic_loses_and_duplicates_nothing() -> None:
             overlap = [d for c in channels for d in sim.deliveries(c) if len(d.connections) == 2]
             assert overlap, "the test should cover messages sent during the overlap"
             assert connection.dedupe_keys == 0  # de-duplication keeps nothing after the overlap
-
-
-@run
-async def test_a_replacement_lost_during_the_overlap_keeps_the_old_link() -> None:
-    channels = ["alpha", "beta"]
-    async with ChatSimulator(channels=channels, rate=3000, seed=11) as sim:
-        events = Recorder()
-        options = _options(sim, overlap_timeout_s=30.0, overlap_linger_s=0.3)
-        window = LocalWindow(Rate(2, 60.0))  # the replacement's JOINs wait: it cannot take over
-        async with Connection(options, on_event=events, join_window=window) as connection:
-            await connection.join(channels)
-            [old] = [c.id for c in sim.connections() if c.open]
-            sim.reconnect(close_after_s=30)  # the old link closes late
-            await sim.wait_until(lambda: sum(c.open for c in sim.connections()) == 2)
-            [new] = [c.id for c in sim.connections() if c.open and c.id != old]
-            sim.drop([new])  # the replacement dies before it takes over
-            # the overlap ends at once (its JOINs stop waiting for the window): no more
-            # de-duplication, the old link goes on alone
-            await events.until(lambda: connection.dedupe_keys == 0)
-            before = len(events.of(MessageEvent))
-            await events.until(lambda: len(events.of(MessageEvent)) > before + 300)
-            assert not events.of(DisconnectedEvent)  # the old link stayed, nothing went down
-            assert [c.id for c in sim.connections() if c.open] == [old]
-            assert connection.state is ConnectionState.CONNECTED
-            assert connection.reconnects == 0
 
 
 async def _hostile_server(lines: list[bytes]) -> tuple[asyncio.Server, int]:

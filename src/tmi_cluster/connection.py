@@ -23,8 +23,7 @@ TCP, TLS or WebSocket) with its login, its reading and its keepalive. Contracts:
 - ``RECONNECT`` from the server is handled make-before-break: a new session logs in and joins
   every channel (or ``overlap_timeout_s`` passes), both run for ``overlap_linger_s`` more, then
   the old one is closed. Events are de-duplicated by ``dedupe_key`` across the overlap, so
-  nothing is lost or seen twice. A replacement lost before it took over leaves the old link
-  in place until that one closes (a normal reconnect follows).
+  nothing is lost or seen twice.
 - Channels: :attr:`Connection.channels` is always what the server confirmed or is confirming,
   never more. Every JOIN sent (joins, rejoins, make-before-break) is confirmed by the server's
   echo or the channel's ROOMSTATE within ``join_timeout_s``, or fails: a refusing NOTICE, a
@@ -378,10 +377,8 @@ class Connection:
         for start in range(0, len(channels), step):
             if session.closed.is_set():
                 return
-            if window is not None and not await self._take_for(
-                session, window, len(channels[start : start + step])
-            ):
-                return  # the link went while its JOINs waited for the window
+            if window is not None:
+                await window.take(len(channels[start : start + step]))
             group = [
                 name
                 for name in channels[start : start + step]
@@ -399,25 +396,6 @@ class Connection:
                 await session.send_lines(self._lines("JOIN", group))
             except ConnectionError:
                 return  # the session is gone; its end cancelled the deadlines
-
-    @staticmethod
-    async def _take_for(session: Session, window: Window, count: int) -> bool:
-        """Take ``count`` from ``window`` for ``session``; False (the wait abandoned) if the
-        link closes first: a dead link's JOINs must not hold a place in the window's queue."""
-        taking = asyncio.ensure_future(window.take(count))
-        closing = asyncio.ensure_future(session.closed.wait())
-        try:
-            await asyncio.wait({taking, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closing.cancel()
-            if not taking.done():
-                taking.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await taking
-        if taking.cancelled():
-            return False
-        taking.result()  # an error of the window's is the connection's
-        return not session.closed.is_set()
 
     def _authoritative(self, session: Session) -> bool:
         """Whether ``session``'s failures count: the replacement while a RECONNECT overlap
@@ -564,13 +542,6 @@ class Connection:
             new.join_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(new.join_changed.wait(), remaining)
-        if new.closed.is_set() and not old.closed.is_set():
-            # The replacement was lost before it took over: the old link still works, so it
-            # stays until it closes (then a normal reconnect follows), rather than closing a
-            # good link for a dead one.
-            log.warning("%s: the replacement after RECONNECT was lost: %s", self.name, new.reason)
-            self._retire(new)
-            return
         self._retire(old)
         self._session = new
         self._incoming = None
