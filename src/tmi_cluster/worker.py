@@ -136,9 +136,10 @@ def build_pool(
 
 class EventQueue:
     """A bounded queue of events: :meth:`put` never waits (it is called on the read path),
-    :meth:`get` waits for the next event. When full, ``policy`` decides: ``drop_oldest`` makes
-    room by dropping the oldest waiting event, ``drop_newest`` drops the new one; either way
-    :attr:`dropped` counts it, and the overflow is logged once until the queue drains to half.
+    :meth:`get_batch` waits for events and takes all that wait. When full, ``policy`` decides:
+    ``drop_oldest`` makes room by dropping the oldest waiting event, ``drop_newest`` drops the
+    new one; either way :attr:`dropped` counts it, and the overflow is logged once until the
+    handlers take what waits.
     """
 
     def __init__(
@@ -180,22 +181,15 @@ class EventQueue:
             items.popleft()
         items.append(event)
 
-    async def get(self) -> Event:
-        """The oldest waiting event; waits for one."""
-        return (await self.get_batch(1))[0]
-
-    async def get_batch(self, limit: int = 256) -> list[Event]:
-        """The oldest waiting events, at least one and at most ``limit``; waits for one."""
+    async def get_batch(self) -> list[Event]:
+        """Every waiting event, oldest first (at least one); waits for one."""
         items = self._items
         while not items:
             self._ready.clear()
             await self._ready.wait()
-        if len(items) <= limit:
-            batch = list(items)
-            items.clear()
-        else:
-            batch = [items.popleft() for _ in range(limit)]
-        if self._overflowing and len(items) <= self.maxsize // 2:
+        batch = list(items)
+        items.clear()
+        if self._overflowing:
             self._overflowing = False
             log.warning("the handlers caught up; %d events dropped so far", self.dropped)
         return batch
@@ -277,7 +271,7 @@ class Worker:
             while True:
                 # Everything waiting, at once: one wake-up for all that the sockets read in one
                 # turn of the loop, and the sockets get their turn between batches.
-                batch = await self.queue.get_batch(self.queue.maxsize)
+                batch = await self.queue.get_batch()
                 for event in batch:
                     for handler in handlers:
                         try:
