@@ -17,6 +17,7 @@ from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionStat
 from tmi_cluster.errors import LoginError
 from tmi_cluster.events import (
     CapEvent,
+    ChannelLostEvent,
     ConnectedEvent,
     DisconnectedEvent,
     Event,
@@ -24,6 +25,7 @@ from tmi_cluster.events import (
     MessageEvent,
     UserNoticeEvent,
 )
+from tmi_cluster.ratelimit import LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator
 
 from .test_simulator import run
@@ -222,6 +224,106 @@ async def test_reconnect_under_traffic_loses_and_duplicates_nothing() -> None:
             assert connection.dedupe_keys == 0  # de-duplication keeps nothing after the overlap
 
 
+def _open_links(sim: ChatSimulator) -> set[int]:
+    return {c.id for c in sim.connections() if c.open}
+
+
+@run
+async def test_a_replacement_that_lags_delivers_nothing_twice() -> None:
+    # The new link falls behind: lines the old one delivered are still on their way to it when
+    # the old one closes. De-duplication must last until the new link has caught up.
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        events = Recorder()
+        options = _options(sim, overlap_linger_s=0.0)
+        async with Connection(options, on_event=events) as connection:
+            await connection.join(["alpha"])
+            [old] = sim.joined("alpha")
+            sim.reconnect(close_after_s=60)  # the server would keep the old link a long while
+            await events.until(lambda: len(events.of(JoinEvent)) == 2)  # the new link joined
+            [new] = set(sim.joined("alpha")) - {old}
+            sim.hold([new])
+            sim.generate(20, "alpha")  # both links get these; the new one late
+            await sim.wait_until(lambda: old not in _open_links(sim))  # the old one retired
+            sim.hold([new], held=False)
+            await every_message_exactly_once(events, sim, ["alpha"])
+            await events.until(lambda: connection.dedupe_keys == 0)
+
+
+@run
+async def test_an_old_link_that_lags_loses_nothing() -> None:
+    # The old link falls behind: lines sent before the new one joined are only there. It must
+    # not be closed before it has delivered them.
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        events = Recorder()
+        options = _options(sim, overlap_linger_s=0.0)
+        async with Connection(options, on_event=events) as connection:
+            await connection.join(["alpha"])
+            [old] = sim.joined("alpha")
+            sim.reconnect(close_after_s=60)
+            sim.hold([old])  # after the RECONNECT, before anything else
+            sim.generate(20, "alpha")  # only the old link is joined: only it can deliver these
+            await events.until(lambda: len(events.of(JoinEvent)) == 2)  # the new link joined
+            await events.until(lambda: connection.reconnects == 1)  # and took over
+            sim.hold([old], held=False)
+            await every_message_exactly_once(events, sim, ["alpha"])
+            await sim.wait_until(lambda: old not in _open_links(sim))
+            assert not events.of(DisconnectedEvent)
+
+
+@run
+async def test_a_channel_lost_while_the_old_link_holds_it_delivers_no_more() -> None:
+    # The replacement is refused a channel (suspended meanwhile) that the old link still holds:
+    # the channel is lost, and the old link's lines of it are no one's any more.
+    async with ChatSimulator(channels=["alpha", "beta"]) as sim:
+        events = Recorder()
+        options = _options(sim, overlap_linger_s=0.0)
+        async with Connection(options, on_event=events) as connection:
+            await connection.join(["alpha", "beta"])
+            [old] = sim.joined("alpha")
+            sim.suspend("beta")  # a suspension keeps those joined, refuses new joins
+            sim.hold([old])
+            sim.reconnect([old], close_after_s=60)  # held too: sent when released
+            lines = sim.generate(10, "beta")  # on the old link, behind the RECONNECT
+            sim.hold([old], held=False)
+            await events.until(lambda: bool(events.of(ChannelLostEvent)))
+            [lost] = events.of(ChannelLostEvent)
+            assert (lost.channel, lost.reason) == ("beta", "msg_channel_suspended")
+            sim.generate(10, "beta")
+            await sim.wait_until(lambda: old not in _open_links(sim))
+            wanted = {line.message_id for line in lines if line.message_id}
+            kinds = (MessageEvent, UserNoticeEvent)
+            got = [e.tags["id"] for e in events.events if type(e) in kinds]
+            assert set(got) == wanted  # before the loss, once each; after it, nothing
+            assert len(got) == len(wanted)
+
+
+@run
+async def test_a_replacement_lost_during_the_overlap_keeps_the_old_link() -> None:
+    channels = ["alpha", "beta"]
+    async with ChatSimulator(channels=channels, rate=3000, seed=11) as sim:
+        events = Recorder()
+        options = _options(sim, overlap_timeout_s=30.0, overlap_linger_s=0.3)
+        window = LocalWindow(Rate(2, 60.0))  # the replacement's JOINs wait: it cannot take over
+        async with Connection(options, on_event=events, join_window=window) as connection:
+            await connection.join(channels)
+            [old] = _open_links(sim)
+            sim.reconnect(close_after_s=30)  # the old link closes late
+            await sim.wait_until(lambda: len(_open_links(sim)) == 2)
+            [new] = _open_links(sim) - {old}
+            sim.drop([new])  # the replacement dies before it takes over
+            # the overlap ends at once (its JOINs stop waiting for the window): no more
+            # de-duplication, the old link goes on alone
+            await events.until(lambda: connection.dedupe_keys == 0)
+            before = len(events.of(MessageEvent))
+            await events.until(lambda: len(events.of(MessageEvent)) > before + 300)
+            assert not events.of(DisconnectedEvent)  # the old link stayed, nothing went down
+            assert _open_links(sim) == {old}
+            assert state(connection) is ConnectionState.CONNECTED
+            assert connection.reconnects == 0
+            assert connection.channels == set(channels) == connection.joined
+            assert connection.dedupe_keys == 0  # the overlap really ended
+
+
 async def _hostile_server(lines: list[bytes]) -> tuple[asyncio.Server, int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b":tmi.twitch.tv 001 justinfan1 :Welcome\r\n")
@@ -251,11 +353,16 @@ async def test_bad_server_input_never_ends_the_connection() -> None:
     server, port = await _hostile_server(hostile)
     async with server:
         events = Recorder()
-        options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=())
+        options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=(),
+                                    join_timeout_s=60.0)  # fmt: skip
         async with Connection(options, on_event=events) as connection:
+            # Held before the lines come (the connection's task logs in first): only a held
+            # channel's events are delivered.
+            joining = asyncio.create_task(connection.join(["c"]))
             await events.until(lambda: any(
                 getattr(e, "text", "").endswith("after a bad byte") for e in events.of(MessageEvent)
             ))  # fmt: skip
+            joining.cancel()
             assert state(connection) is ConnectionState.CONNECTED
             assert not events.of(DisconnectedEvent)
             assert connection.oversized_lines == 1
@@ -405,15 +512,18 @@ def test_a_flood_of_long_lines_does_not_grow_memory() -> None:
 
         async def scenario() -> int:
             events = Recorder()
-            options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=())
+            options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=(),
+                                        join_timeout_s=120.0)  # fmt: skip
             tracemalloc.start()
             try:
                 async with Connection(options, on_event=events) as connection:
+                    joining = asyncio.create_task(connection.join(["c"]))  # held: delivered
                     await events.until(
                         lambda: any(e.text == "after the flood" for e in events.of(MessageEvent)),
                         timeout_s=60,
                     )
                     assert connection.oversized_lines == megabytes
+                    joining.cancel()
                 peak: int = tracemalloc.get_traced_memory()[1]
                 return peak
             finally:

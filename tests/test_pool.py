@@ -145,6 +145,46 @@ async def test_a_move_joins_first_and_loses_and_duplicates_nothing() -> None:
 
 
 @run
+async def test_a_move_to_a_connection_that_lags_delivers_nothing_twice() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"]) as sim:
+        events = Recorder()
+        async with Pool(_options(sim, overlap_linger_s=0.0), channels_per_connection=1,
+                        connect_interval_s=0, on_event=events) as pool:  # fmt: skip
+            await pool.join(["alpha", "beta"])
+            source, target = pool.where("alpha"), pool.where("beta")
+            [target_link] = sim.joined("beta")
+            moving = asyncio.create_task(pool.move("alpha", to=target))
+            await sim.wait_until(lambda: pool.where("alpha") == target)  # joined there
+            sim.hold([target_link])
+            sim.generate(20, "alpha")  # both get these; the target late
+            await sim.wait_until(lambda: sim.joined("alpha") == (target_link,))  # source parted
+            sim.hold([target_link], held=False)
+            outcome = await asyncio.wait_for(moving, 10.0)
+            assert (outcome.ok, outcome.connection) == (True, target)
+            await every_message_exactly_once(events, sim, ["alpha", "beta"])
+            assert pool.connections[source or ""].channels == set()
+
+
+@run
+async def test_a_move_from_a_connection_that_lags_loses_nothing() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"]) as sim:
+        events = Recorder()
+        async with Pool(_options(sim, overlap_linger_s=0.0), channels_per_connection=1,
+                        connect_interval_s=0, on_event=events) as pool:  # fmt: skip
+            await pool.join(["alpha", "beta"])
+            target = pool.where("beta")
+            [source_link] = sim.joined("alpha")
+            sim.hold([source_link])
+            sim.generate(20, "alpha")  # only the source is joined: only it can deliver these
+            moving = asyncio.create_task(pool.move("alpha", to=target))
+            await sim.wait_until(lambda: pool.where("alpha") == target)  # joined there
+            sim.hold([source_link], held=False)
+            outcome = await asyncio.wait_for(moving, 10.0)
+            assert outcome.ok
+            await every_message_exactly_once(events, sim, ["alpha", "beta"])
+
+
+@run
 async def test_a_failed_move_leaves_the_channel_where_it_was() -> None:
     async with ChatSimulator(channels=["alpha", "beta"]) as sim, \
             Pool(_options(sim), channels_per_connection=1, connect_interval_s=0,

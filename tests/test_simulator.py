@@ -437,6 +437,33 @@ async def test_faults_reconnect_drop_and_stall() -> None:
 
 
 @run
+async def test_a_held_link_gets_everything_late_and_in_order() -> None:
+    async with ChatSimulator(channels=["a"], limits=Limits(max_send_buffer_bytes=4096)) as sim:
+        client = await Client.connect(sim)
+        await client.send("JOIN #a")
+        await client.expect(command("366"))
+        sim.hold()
+        await client.send("PING :one")
+        await sim.wait_until(lambda: sim.connections()[0].sent[-1] == "PING :one")
+        lines = sim.generate(3, "a")
+        await client.send("PING :two")
+        await sim.wait_until(lambda: sim.connections()[0].sent[-1] == "PING :two")
+        sim.hold(held=False)
+        first = await client.expect(command("PONG"))
+        seen: list[Message] = []
+        while (line := await client.read()) is not None and line.command != "PONG":
+            seen.append(line)
+        assert first.params[-1] == "one"
+        assert line is not None
+        assert line.params[-1] == "two"
+        assert [m.tags.get("id") for m in seen] == [line.message_id for line in lines]
+        sim.hold()
+        sim.generate(100, "a")  # far more than 4 KiB held: a slow reader, dropped
+        await client.closed()
+        assert [v.kind for v in sim.account("justinfan123").violations] == ["slow_reader"]
+
+
+@run
 async def test_pause_resume_and_rate() -> None:
     async with ChatSimulator(channels=["a"], rate=0) as sim:
         client = await Client.connect(sim)
@@ -569,6 +596,12 @@ async def test_control_port() -> None:
         status, connections = await call("GET", "/connections")
         assert connections[0]["login"] == "mybot"
         assert connections[0]["sent"][-1] == "JOIN #alpha"
+        assert (await call("POST", "/faults/hold", {"connections": [1]}))[0] == 200
+        await client.send("PING :held")
+        await sim.wait_until(lambda: sim.connections()[0].sent[-1] == "PING :held")
+        assert sim.buffered_bytes() == 0  # kept back, not in the send buffer
+        assert (await call("POST", "/faults/hold", {"connections": [1], "held": False}))[0] == 200
+        assert (await client.expect(command("PONG"))).params[-1] == "held"
         fault = {"connections": [1], "close_after_s": 0.05}
         assert (await call("POST", "/faults/reconnect", fault))[0] == 200
         await client.expect(command("RECONNECT"))

@@ -1,4 +1,5 @@
-"""A soak: a pool on 1,000 channels at a steady rate under random mixes of faults.
+"""A soak: a pool on 1,000 channels at a steady rate under random mixes of faults
+(RECONNECT, drop, stall, a lagging link, suspend and unsuspend, server-side PART).
 
 Judged by the simulator's own deliveries: every message delivered to one of the pool's
 connections while it was healthy reached the application exactly once, none twice, and after
@@ -83,13 +84,14 @@ async def test_a_pool_under_random_faults_delivers_every_message_once() -> None:
             await pool.join(CHANNELS)
             deadline = time.monotonic() + DURATION_S
             faults: Counter[str] = Counter()
+            loop = asyncio.get_running_loop()
             while time.monotonic() < deadline:
                 phase_end = min(deadline, time.monotonic() + 8)
                 while time.monotonic() < phase_end:
                     ids = [c.id for c in sim.connections() if c.open]
                     picked = rng.sample(ids, k=min(len(ids), rng.randint(1, 3)))
-                    kind = rng.choice(["reconnect", "reconnect", "drop", "stall", "suspend",
-                                       "kick"])  # fmt: skip
+                    kind = rng.choice(["reconnect", "reconnect", "drop", "stall", "hold",
+                                       "suspend", "kick"])  # fmt: skip
                     faults[kind] += 1
                     now = time.monotonic()
                     if kind == "reconnect":
@@ -102,6 +104,9 @@ async def test_a_pool_under_random_faults_delivers_every_message_once() -> None:
                     elif kind == "stall":
                         sim.stall(picked[:1])
                         _fault(faulted, picked[:1], now)
+                    elif kind == "hold":  # a link lags, less than the keepalive allows
+                        sim.hold(picked[:1])
+                        loop.call_later(rng.uniform(0.1, 0.8), sim.hold, picked[:1], False)
                     elif kind == "suspend":
                         sim.suspend(rng.choice(CHANNELS), rng.random() < 0.5)
                     else:

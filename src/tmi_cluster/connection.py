@@ -21,9 +21,17 @@ TCP, TLS or WebSocket) with its login, its reading and its keepalive. Contracts:
   doubling, capped at ``backoff_cap_s``) and jitter; the backoff resets only after a confirmed
   login. Channels are rejoined (``rejoin``).
 - ``RECONNECT`` from the server is handled make-before-break: a new session logs in and joins
-  every channel (or ``overlap_timeout_s`` passes), both run for ``overlap_linger_s`` more, then
-  the old one is closed. Events are de-duplicated by ``dedupe_key`` across the overlap, so
-  nothing is lost or seen twice.
+  every channel (or ``overlap_timeout_s`` passes) and takes over. The old one is closed once it
+  has caught up (a PING answered on it: every line the server sent it before the new link
+  covered its channels has been read, however far it lags) and ``overlap_linger_s`` has passed;
+  de-duplication by ``dedupe_key`` ends once the new link has caught up in turn (a PING answered
+  there: every line it still owed that the old link delivered has come). The handover goes by
+  the order of each link's lines, not by time, so nothing is lost or seen twice however the
+  links lag (each wait is bounded by ``overlap_timeout_s``). A replacement lost before it took
+  over leaves the old link in place, its channels made to match.
+- Only held channels deliver: an event of a channel not in :attr:`Connection.channels` (parted,
+  failed, lost, or joined late after a timeout) is dropped, so a channel that went elsewhere is
+  never delivered by two connections. JOIN, PART, NOTICE and ROOMSTATE events always pass.
 - Channels: :attr:`Connection.channels` is always what the server confirmed or is confirming,
   never more. Every JOIN sent (joins, rejoins, make-before-break) is confirmed by the server's
   echo or the channel's ROOMSTATE within ``join_timeout_s``, or fails: a refusing NOTICE, a
@@ -79,6 +87,13 @@ _JOIN_LINE_BYTES = 500
 _MEMBERSHIP = frozenset({"JOIN", "PART", "NOTICE", "ROOMSTATE"})
 #: What ends a connect attempt without ending the connection: it is retried.
 _RETRIABLE = (OSError, TimeoutError, ConnectionError)
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Done callback of an abandoned task: its outcome is read, so that none is reported as
+    never retrieved (a cancelled one has none)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ConnectionState(enum.StrEnum):
@@ -161,6 +176,8 @@ class Connection:
         self.on_event: Callable[[Event], None] = on_event or (lambda event: None)
         self._session: Session | None = None
         self._incoming: Session | None = None  # a RECONNECT replacement joining its channels
+        self._leaving: Session | None = None  # a replaced session delivering its last lines
+        self._again = False  # a RECONNECT came on the new session while the last one settled
         self._task: asyncio.Task[None] | None = None
         self._replacing: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[JoinResult]] = {}
@@ -232,7 +249,7 @@ class Connection:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for session in (self._incoming, self._session):
+        for session in (self._incoming, self._leaving, self._session):
             if session is not None:
                 await session.close("closed by the application")
         for channel in list(self.channels):
@@ -326,7 +343,7 @@ class Connection:
         for name in names:
             self.channels.discard(name)
             self._resolve(name, JoinResult.PARTED)
-        for session in (self._session, self._incoming):
+        for session in (self._session, self._incoming, self._leaving):
             if session is None or not names:
                 continue
             for name in names:
@@ -334,7 +351,7 @@ class Connection:
                 if timer is not None:
                     timer.cancel()
             session.parting.update(names)
-            if self._connected.is_set() or session is self._incoming:
+            if self._connected.is_set() or session is not self._session:
                 with contextlib.suppress(ConnectionError):
                     await session.send_lines(self._lines("PART", names))
 
@@ -351,6 +368,19 @@ class Connection:
         if self._session is None or not self._connected.is_set():
             raise ConnectionError(f"{self.name} is not connected")
         await self._session.send_lines([line])
+
+    async def caught_up(self, timeout_s: float | None = None) -> bool:
+        """Wait until every line the server sent this connection before now has been read
+        and delivered (a PING answered on each live link; a RECONNECT replacement included).
+        True then; False if a link closed first, the connection is down, or ``timeout_s``
+        (default ``overlap_timeout_s``) passed. A make-before-break move waits on this before
+        it parts the old side and before it stops de-duplicating."""
+        timeout = self.options.overlap_timeout_s if timeout_s is None else timeout_s
+        sessions = [s for s in (self._session, self._incoming) if s is not None]
+        if not sessions or not self._connected.is_set():
+            return False
+        results = await asyncio.gather(*(session.caught_up(timeout) for session in sessions))
+        return all(results)
 
     # -- channels -----------------------------------------------------------------------------
 
@@ -377,8 +407,10 @@ class Connection:
         for start in range(0, len(channels), step):
             if session.closed.is_set():
                 return
-            if window is not None:
-                await window.take(len(channels[start : start + step]))
+            if window is not None and not await self._take_for(
+                session, window, len(channels[start : start + step])
+            ):
+                return  # the link went while its JOINs waited for the window
             group = [
                 name
                 for name in channels[start : start + step]
@@ -396,6 +428,27 @@ class Connection:
                 await session.send_lines(self._lines("JOIN", group))
             except ConnectionError:
                 return  # the session is gone; its end cancelled the deadlines
+
+    @staticmethod
+    async def _take_for(session: Session, window: Window, count: int) -> bool:
+        """Take ``count`` from ``window`` for ``session``'s JOINs; False when the link closes
+        first (its place in the window's queue is given up: a dead link's JOINs must not hold
+        up the next link's). A cancellation of ours cancels the take and goes on."""
+        if session.closed.is_set():
+            return False
+        taking = asyncio.ensure_future(window.take(count))
+        closing = asyncio.ensure_future(session.closed.wait())
+        try:
+            await asyncio.wait({taking, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not taking.done():
+                taking.cancel()  # not awaited: awaiting it could swallow our own cancellation
+                taking.add_done_callback(_retrieved)
+        if not taking.done() or taking.cancelled():
+            return False
+        taking.result()  # an error of the window's is the connection's
+        return not session.closed.is_set()
 
     def _authoritative(self, session: Session) -> bool:
         """Whether ``session``'s failures count: the replacement while a RECONNECT overlap
@@ -484,12 +537,16 @@ class Connection:
         command = message.command
         if command in _MEMBERSHIP:
             self._membership(message, session)
-        elif command == "RECONNECT":
-            replacing = self._replacing is not None and not self._replacing.done()
-            if session is self._session and not self._closing and not replacing:
+        elif command == "RECONNECT" and session is self._session and not self._closing:
+            if self._replacing is None or self._replacing.done():
                 self._replacing = asyncio.create_task(self._replace(session))
+            else:  # the last replacement is still settling: this one follows it
+                self._again = True
         deduping = self._deduping
+        held = None if command in _MEMBERSHIP else self.channels
         for event in from_message(message):
+            if held is not None and event.channel is not None and event.channel not in held:
+                continue  # not ours (any more): another connection may hold it now
             if deduping:
                 key = event.dedupe_key
                 if key is not None:
@@ -516,14 +573,21 @@ class Connection:
         await session.open()
 
     async def _replace(self, old: Session) -> None:
-        """Make-before-break: log a new session in, join everything there, then drop the old."""
-        self._deduping = True
-        try:
-            await self._overlap(old)
-        finally:
-            self._incoming = None
-            self._deduping = False
-            self._seen.clear()
+        """Make-before-break: log a new session in, join everything there, then drop the old;
+        again if the new one was told to RECONNECT meanwhile."""
+        while True:
+            self._again = False
+            self._deduping = True
+            try:
+                await self._overlap(old)
+            finally:
+                self._incoming = self._leaving = None
+                self._deduping = False
+                self._seen.clear()
+            current = self._session
+            if not self._again or current is None or current is old or current.closed.is_set():
+                return
+            old = current
 
     async def _overlap(self, old: Session) -> None:
         new = Session(self.options, self._deliver)
@@ -534,23 +598,50 @@ class Connection:
             return  # the old session's end will trigger a normal reconnect
         self._incoming = new
         await self._join_on(new, sorted(self.channels))
-        deadline = asyncio.get_running_loop().time() + self.options.overlap_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.overlap_timeout_s
         while not self.channels <= new.joined and not new.closed.is_set():
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             new.join_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(new.join_changed.wait(), remaining)
+        if new.closed.is_set() and not old.closed.is_set():
+            log.warning("%s: the replacement after RECONNECT was lost: %s", self.name, new.reason)
+            self._retire(new)
+            self._incoming = None
+            await self._restore(old)
+            return
         self._retire(old)
         self._session = new
         self._incoming = None
+        self._leaving = old
         self.reconnects += 1
-        # Keep the old link a moment: lines Twitch already sent on it are still arriving, and
-        # the new link's first lines may lag its JOIN confirmations. De-duplication covers both.
+        # The old link is closed once it has delivered everything the server sent it before
+        # the new one covered its channels (a PING answered there), and not before the linger
+        # (margin for lines that reach the two links by different ways).
+        lingered = loop.time() + self.options.overlap_linger_s
+        if not await old.caught_up(self.options.overlap_timeout_s) and not old.closed.is_set():
+            log.warning("%s: the old link did not catch up within %g s after RECONNECT",
+                        self.name, self.options.overlap_timeout_s)  # fmt: skip
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(old.closed.wait(), self.options.overlap_linger_s)
+            await asyncio.wait_for(old.closed.wait(), max(0.0, lingered - loop.time()))
+        self._leaving = None
         await old.close("replaced after RECONNECT")
+        # De-duplication ends once the new link has delivered what it still owed of the lines
+        # the old one delivered (a PING answered on it).
+        await new.caught_up(self.options.overlap_timeout_s)
+
+    async def _restore(self, old: Session) -> None:
+        """Go on with ``old`` after its replacement was lost: the channels that changed during
+        the overlap are made to match (failed ones parted there, new ones joined there)."""
+        gone = sorted(old.joined - self.channels)
+        if gone:
+            old.parting.update(gone)
+            with contextlib.suppress(ConnectionError):
+                await old.send_lines(self._lines("PART", gone))
+        await self._join_on(old, sorted(self.channels - old.joined - old.awaiting.keys()))
 
     def _retire(self, session: Session) -> None:
         self._ended_lines[0] += session.malformed

@@ -20,10 +20,13 @@ Contracts:
   for good leaves the pool.
 - Events of every connection go to ``on_event``; :meth:`join` returns each channel's outcome.
 - :meth:`move` moves a channel to another connection make-before-break: the new connection
-  joins and is confirmed, both stay joined ``overlap_linger_s``, then the old one parts. During
-  the move, events of the channel are de-duplicated across the two connections (by
-  ``dedupe_key``; JOIN, PART and state events only from the connection that holds the channel),
-  so the application sees none twice and loses none.
+  joins and is confirmed; the old one parts once it has caught up (everything the server sent
+  it before then delivered: :meth:`Connection.caught_up`) and ``overlap_linger_s`` has passed;
+  the move ends once the new one has caught up in turn. During the move, events of the channel
+  are de-duplicated across the two connections (by ``dedupe_key``; JOIN, PART and state events
+  only from the connection that holds the channel), so the application sees none twice and
+  loses none, however far either connection lags (each wait bounded by the connections'
+  ``overlap_timeout_s``).
 - Reading and sending are separate: the pool reads through ``options`` (anonymous when it has
   no login) and sends through ``sender`` (one authenticated connection, opened at the first
   :meth:`say`). :func:`tmi_cluster.worker.build_pool` builds both from the settings.
@@ -357,8 +360,14 @@ class Pool:
         result = (await arriving.join([name]))[name] if arriving else JoinResult.CLOSED
         if result.ok and not move.parted and name in self._where:
             self._where[name] = target
-            # Lines already on their way over the old link still arrive: keep both a moment.
-            await asyncio.sleep(self.options.overlap_linger_s)
+            # What the old side was sent before the new one joined must arrive before it parts
+            # (only a held channel delivers), and not before the linger: a margin for lines
+            # that reach the two connections by different ways.
+            leaving = self.connections.get(source)
+            await asyncio.gather(
+                leaving.caught_up() if leaving is not None else asyncio.sleep(0),
+                asyncio.sleep(self.options.overlap_linger_s),
+            )
         return await self._settle_move(name, move, result)
 
     async def _settle_move(self, name: str, move: _Move, result: JoinResult) -> JoinOutcome:
@@ -376,7 +385,8 @@ class Pool:
             self._where[name] = move.target
             if leaving is not None and on_source:
                 await leaving.part([name])
-                await asyncio.sleep(self.options.overlap_linger_s)  # the old link's last lines
+            if arriving is not None:  # what it still owes of the old side's lines, de-duplicated
+                await arriving.caught_up()
             return JoinOutcome(name, JoinResult.JOINED, move.target)
         if on_source:  # the move failed: the channel stays where it was
             self._where[name] = move.source

@@ -90,6 +90,7 @@ class Session:
         self._logged_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pong = asyncio.Event()
         self._ping_token = ""
+        self._barriers: dict[str, asyncio.Future[None]] = {}  # PING token -> its PONG
         self._tasks: set[asyncio.Task[None]] = set()  # owned here; cancelled by close()
         self.closed = asyncio.Event()
         self.reason = ""
@@ -145,9 +146,12 @@ class Session:
         if command == "PING":
             argument = message.params[-1] if message.params else "tmi.twitch.tv"
             self.spawn(self.quietly(serialize("PONG", [argument])), f"pong-{self.number}")
-        elif command == "PONG":
-            if message.params and message.params[-1] == self._ping_token:
+        elif command == "PONG" and message.params:
+            token = message.params[-1]
+            if token == self._ping_token:
                 self._pong.set()
+            elif (barrier := self._barriers.get(token)) is not None and not barrier.done():
+                barrier.set_result(None)
         elif command == "001" and not self._logged_in.done():
             self._logged_in.set_result(None)
         elif command == "NOTICE" and not self._logged_in.done():
@@ -177,6 +181,31 @@ class Session:
         """Send one line; a link that is gone is not an error here."""
         with contextlib.suppress(ConnectionError):
             await self.send_lines([line])
+
+    async def caught_up(self, timeout_s: float) -> bool:
+        """Wait until this link has delivered every line the server sent on it before now.
+
+        A PING is sent and its PONG awaited: the server answers in order, so when the PONG
+        arrives every line it wrote earlier has been read and delivered, however far the link
+        lags behind. True then; False when the link closes first or ``timeout_s`` passes.
+        """
+        if self.closed.is_set():
+            return False
+        token = f"tmi-cluster-sync-{secrets.token_hex(4)}"
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers[token] = answered
+        closing = asyncio.ensure_future(self.closed.wait())
+        either: set[asyncio.Future[Any]] = {answered, closing}
+        try:
+            await self.send_lines([serialize("PING", [token])])
+            await asyncio.wait(either, timeout=timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        except ConnectionError:
+            return False
+        finally:
+            closing.cancel()
+            del self._barriers[token]
+        return answered.done()
 
     async def _keep_alive(self) -> None:
         options = self.options

@@ -62,6 +62,7 @@ class Commands:
             self.sim._violation(connection, "malformed", exc.reason)
             return
         connection.sent.append(message.raw)
+        self.sim._touch()
         handler = HANDLERS.get(message.command.upper())
         if handler is None:
             if connection.login is not None:

@@ -20,6 +20,7 @@ POST   /generate                                ``{"count", "channel"}``: lines 
 POST   /faults/reconnect                        ``{"connections": [ids] or null, "close_after_s"}``
 POST   /faults/drop                             ``{"connections"}``
 POST   /faults/stall                            ``{"connections", "stalled": true}``
+POST   /faults/hold                             ``{"connections", "held": true}``: a lagging link
 ====== ======================================= ==============================================
 """
 
@@ -214,6 +215,10 @@ class _Routes:
         data = await _body(request)
         self.sim.stall(_connections(data), _field(data, "stalled", bool, True))
 
+    async def hold(self, request: Request) -> Any:
+        data = await _body(request)
+        self.sim.hold(_connections(data), _field(data, "held", bool, True))
+
 
 def control_app(sim: ChatSimulator) -> Starlette:
     """The ASGI app of the control port for ``sim``."""
@@ -235,6 +240,7 @@ def control_app(sim: ChatSimulator) -> Starlette:
         ("/faults/reconnect", routes.reconnect),
         ("/faults/drop", routes.drop),
         ("/faults/stall", routes.stall),
+        ("/faults/hold", routes.hold),
     ]
     return Starlette(
         routes=[Route(path, _guarded(handler)) for path, handler in get]

@@ -100,6 +100,8 @@ class _Connection(asyncio.Protocol):
         self.channels: set[str] = set()
         self.sent: list[str] = []
         self.half_open = False
+        self.held: list[bytes] | None = None  # a lagging link: what is written waits here
+        self.held_bytes = 0
         self.closed = False
         self.full = False  # both tags and commands: lines go out as generated
         self.anonymous_joins = Window(
@@ -148,10 +150,27 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if self.closed or self.half_open or transport is None:
             return
+        if self.held is not None:
+            self.held.append(data)
+            self.held_bytes += len(data)
+            if self.held_bytes > self.sim.limits.max_send_buffer_bytes:
+                self.sim._violation(self, "slow_reader", "held data over the send buffer bound")
+                self.abort()
+            return
         transport.write(data)
         if transport.get_write_buffer_size() > self.sim.limits.max_send_buffer_bytes:
             self.sim._violation(self, "slow_reader", "send buffer over its bound")
             self.abort()
+
+    def hold(self, held: bool) -> None:
+        """Start keeping what is written (a lagging link), or write all of it out now."""
+        if held:
+            if self.held is None:
+                self.held, self.held_bytes = [], 0
+            return
+        waiting, self.held, self.held_bytes = self.held, None, 0
+        if waiting:
+            self.write(b"".join(waiting))
 
     def shape(self, data: bytes, command: str) -> bytes:
         """A tagged line as this connection gets it: without tags unless it asked for them, and

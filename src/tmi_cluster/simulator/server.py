@@ -315,6 +315,13 @@ class ChatSimulator:
         for connection in self._select(connections):
             connection.half_open = stalled
 
+    def hold(self, connections: Iterable[int] | None = None, held: bool = True) -> None:
+        """Make connections lag: what the server sends them is kept, in order, and arrives
+        when they are released (``held=False``); they still read what the client sends. Held
+        data counts against the send buffer's bound (``slow_reader`` over it)."""
+        for connection in self._select(connections):
+            connection.hold(held)
+
     # -- accounting -------------------------------------------------------------------------
 
     def deliveries(self, channel: str) -> list[Delivery]:
@@ -347,7 +354,7 @@ class ChatSimulator:
 
     async def wait_until(self, check: Callable[[], bool], timeout_s: float = 10.0) -> None:
         """Wait until ``check()`` holds, re-checking whenever a connection, a membership or a
-        delivery changes; TimeoutError after ``timeout_s``."""
+        delivery changes or a line arrives; TimeoutError after ``timeout_s``."""
 
         async def wait() -> None:
             while not check():
