@@ -32,8 +32,11 @@ from tmi_cluster.simulator.traffic import Traffic
 _LINES_PER_READ = 50
 
 
+_CHANNELS = [f"channel{i}" for i in range(1000)]
+
+
 def _corpus(lines: int) -> list[bytes]:
-    traffic = Traffic({f"channel{i}": str(100_000 + i) for i in range(1000)}, seed=7)
+    traffic = Traffic({name: str(100_000 + i) for i, name in enumerate(_CHANNELS)}, seed=7)
     data = [traffic.next().data for _ in range(lines)]
     return [b"".join(data[i : i + _LINES_PER_READ]) for i in range(0, lines, _LINES_PER_READ)]
 
@@ -54,6 +57,7 @@ async def _through_pool(reads: list[bytes], handler: Callable[[Event], None], qu
     pool = Pool(options, connect_interval_s=0, on_event=queue.put if queued else handler)
     # A connection wired to the pool as the pool wires its own, fed by hand: all but the socket.
     connection = Connection(options, on_event=lambda e: pool._event("bench-1", e))
+    connection.channels.update(_CHANNELS)  # held, as after their joins: their events pass
     session = Session(options, connection._deliver)
     async with Worker(pool, queue, [handler] if queued else []):
         for index, read in enumerate(reads):

@@ -93,27 +93,53 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 @cli.command()
+@click.option("--id", "supervisor_id", help="The supervisor's id (default: <host>-<random>).")
 @click.pass_context
-def run(ctx: click.Context) -> None:
-    """Start a supervisor on this host (the main job); Ctrl-C or SIGTERM stops it gracefully, a
-    second one at once.
+def run(ctx: click.Context, supervisor_id: str | None) -> None:
+    """Start a supervisor on this host (the main job) with its worker processes; Ctrl-C or
+    SIGTERM stops it gracefully, a second one at once. SIGUSR1 restarts the workers one by one,
+    SIGUSR2 pauses them, SIGCONT lets them go on.
 
     With redis.url empty it starts a private Redis server for the host, and stops it on exit.
-    This release runs the supervisor's shell (database, Redis, record, heartbeat); worker
-    processes and Twitch connections arrive in a later release.
+    With no Twitch identity configured (tmi.connection.simulate = "auto"), the workers read from
+    the built-in Twitch chat simulator, which the supervisor runs.
     """
+    import os
+    import sys
+
     from tmi_cluster.logs import configure_logging
     from tmi_cluster.supervisor import Supervisor
 
     settings = _settings(ctx)
     configure_logging(settings)
-    supervisor = Supervisor(settings)
+    config = ctx.obj.get("config")
+    supervisor = Supervisor(
+        settings, supervisor_id=supervisor_id, config_path=str(config) if config else None
+    )
 
     def ready(line: str) -> None:
         click.echo(line + "; press Ctrl-C to stop")
 
     asyncio.run(supervisor.run_until_signalled(on_ready=ready))
     click.echo(f"supervisor {supervisor.id} stopped")
+    if supervisor.restart_wanted:  # over memory_limit: the same supervisor, a fresh process
+        click.echo(f"supervisor {supervisor.id} starts again (memory_limit)")
+        argv = [*_without_id(sys.argv[1:]), "--id", supervisor.id]
+        os.execv(sys.executable, [sys.executable, "-m", "tmi_cluster.cli", *argv])  # noqa: S606
+
+
+def _without_id(args: list[str]) -> list[str]:
+    """Command-line arguments without ``--id X`` / ``--id=X``."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--id":
+            skip = True
+        elif not arg.startswith("--id="):
+            kept.append(arg)
+    return kept
 
 
 @cli.command()
@@ -176,28 +202,29 @@ def features(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
-def list_(ctx: click.Context) -> None:
-    """List supervisors and processes, with their state and last sign of life.
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List supervisors and processes, with their state, last heartbeat and figures.
 
     Liveness comes from the Redis heartbeats: a record that says running without a heartbeat is
     shown dead. When Redis cannot be reached, the records are listed with a warning.
     """
-    from tmi_cluster.listing import check_liveness, process_rows, supervisor_rows
-    from tmi_cluster.store import Store
+    import json
+
+    from tmi_cluster.listing import check_liveness, cluster_json, process_rows, supervisor_rows
 
     settings = _settings(ctx)
-    with Store.from_settings(settings) as store:
-        if store.revision() is None:
-            raise StorageError("the database has no tables yet: run 'tmi-cluster migrate'")
-        supervisors = store.supervisors()
-        processes = store.processes()
+    supervisors, processes = _records(settings)
     liveness = check_liveness(settings, supervisors, processes)
     if liveness.warning:
         click.echo(f"warning: {liveness.warning}", err=True)
+    if as_json:
+        click.echo(json.dumps(cluster_json(supervisors, processes, liveness), indent=2))
+        return
     click.echo(
         _table(
-            ["supervisor", "host", "pid", "state", "last seen", "processes"],
+            ["supervisor", "host", "pid", "state", "age", "last heartbeat", "processes"],
             supervisor_rows(supervisors, processes, liveness),
             "no supervisors",
         )
@@ -205,11 +232,132 @@ def list_(ctx: click.Context) -> None:
     click.echo()
     click.echo(
         _table(
-            ["process", "supervisor", "pid", "state", "last seen", "channels"],
+            [
+                "process",
+                "supervisor",
+                "pid",
+                "state",
+                "last heartbeat",
+                "channels",
+                "connections",
+                "memory",
+                "messages/s",
+            ],
             process_rows(processes, liveness),
             "no processes",
         )
     )
+
+
+def _records(settings: Settings) -> tuple[list[Any], list[Any]]:
+    """The supervisor and process records (StorageError when there are no tables)."""
+    from tmi_cluster.store import Store
+
+    with Store.from_settings(settings) as store:
+        if store.revision() is None:
+            raise StorageError("the database has no tables yet: run 'tmi-cluster migrate'")
+        return store.supervisors(), store.processes()
+
+
+@cli.command()
+@click.option("--host-only", is_flag=True, help="Only the supervisors of this host.")
+@click.option("--hostname", help="Only the supervisors of this host name (matched exactly).")
+@click.option("--at-least-one", is_flag=True, help="Unhealthy when no supervisor is alive.")
+@click.pass_context
+def health(ctx: click.Context, host_only: bool, hostname: str | None, at_least_one: bool) -> None:
+    """Exit 0 when the cluster is healthy, 1 when not, with a one-line reason.
+
+    Unhealthy: a supervisor that should run has no heartbeat, or runs fewer than
+    auto_scale.processes.min workers (the reason says why when it knows), Redis cannot be asked,
+    or (--at-least-one) no supervisor is alive.
+    """
+    import socket
+
+    from tmi_cluster import listing
+
+    settings = _settings(ctx)
+    host = hostname if hostname is not None else (socket.gethostname() if host_only else None)
+    try:
+        supervisors, processes = _records(settings)
+    except StorageError as error:
+        click.echo(f"unhealthy: {error}")
+        ctx.exit(ExitCode.FAILURE)
+    liveness = listing.check_liveness(settings, supervisors, processes)
+    ok, reason = listing.health(
+        supervisors,
+        processes,
+        liveness,
+        hostname=host,
+        at_least_one=at_least_one,
+        minimum=settings.auto_scale.processes.min,
+    )
+    click.echo(("healthy: " if ok else "unhealthy: ") + reason)
+    ctx.exit(ExitCode.OK if ok else ExitCode.FAILURE)
+
+
+@cli.command()
+@click.argument("supervisor", required=False)
+@click.pass_context
+def terminate(ctx: click.Context, supervisor: str | None) -> None:
+    """Ask one supervisor (or every live one) to stop gracefully, as on a deploy, and wait
+    until it has (unless fast_termination is set)."""
+    from tmi_cluster import admin
+
+    settings = _settings(ctx)
+    stopped = asyncio.run(admin.terminate(settings, supervisor))
+    for supervisor_id, done in stopped.items():
+        click.echo(f"{supervisor_id}: {'stopped' if done else 'asked to stop'}")
+    if not stopped:
+        click.echo("no live supervisor")
+    if not all(stopped.values()) and not settings.fast_termination:
+        ctx.exit(ExitCode.FAILURE)
+
+
+@cli.command()
+@click.pass_context
+def purge(ctx: click.Context) -> None:
+    """Forget dead supervisors and processes and release their channels (the supervisors also
+    do this by themselves, once for the whole cluster)."""
+    from tmi_cluster import admin
+
+    result = asyncio.run(admin.purge(_settings(ctx)))
+    click.echo(
+        f"dead: {_plural(len(result.dead_supervisors), 'supervisor')}, "
+        f"{_plural(len(result.dead_processes), 'process')}; "
+        f"{_plural(result.released, 'channel')} released; {_plural(result.deleted, 'record')} "
+        "deleted"
+    )
+
+
+@cli.command()
+@click.argument("channels", nargs=-1, required=True)
+@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the outcomes.")  # fmt: skip
+@click.pass_context
+def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float) -> None:
+    """Join channels now: each goes to the live worker process with the fewest channels, and
+    its outcome is printed (exit 1 unless every channel joined)."""
+    from tmi_cluster import admin
+
+    if not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise click.BadParameter(f"expected a number of seconds > 0, got {timeout_s}")
+    outcomes = asyncio.run(admin.join(_settings(ctx), list(channels), timeout_s=timeout_s))
+    for channel, outcome in outcomes.items():
+        click.echo(f"#{channel}: {outcome}")
+    if any(not o.startswith("joined") for o in outcomes.values()):
+        ctx.exit(ExitCode.FAILURE)
+
+
+@cli.command()
+@click.argument("channels", nargs=-1, required=True)
+@click.pass_context
+def part(ctx: click.Context, channels: tuple[str, ...]) -> None:
+    """Part channels now (their worker processes part them within a second or two)."""
+    from tmi_cluster import admin
+
+    parted = asyncio.run(admin.part(_settings(ctx), list(channels)))
+    for channel, owner in parted.items():
+        click.echo(f"#{channel}: {'parted from ' + owner if owner else 'was not joined'}")
 
 
 def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
@@ -381,20 +529,12 @@ def simulate(
 # -- commands that later releases fill ------------------------------------------------------
 
 _LATER = {
-    "purge": (
-        "Remove dead supervisors and processes and rejoin their channels elsewhere.",
-        "the coordinator",
-    ),
-    "terminate": ("Ask one or all supervisors to stop gracefully.", "the command bus"),
-    "health": ("Exit 0 when the cluster is healthy, 1 when not.", "health checks"),
-    "join": ("Join channels now.", "the command bus"),
-    "part": ("Part channels now.", "the command bus"),
     "authorize": ("Grant or revoke a channel's authorization.", "the channel managers"),
     "send": ("Send a chat message to a channel.", "the command bus"),
     "tail": ("Print the cluster's chat events as they arrive.", "the event stream"),
     "scale": ("Set the number of worker processes.", "auto-scaling"),
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
-    "demo": ("Run a cluster against the simulator, with the dashboard.", "the worker processes"),
+    "demo": ("Run a cluster against the simulator, with the dashboard.", "the web pages"),
 }
 
 

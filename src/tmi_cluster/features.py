@@ -1,7 +1,7 @@
 """What ``tmi-cluster features`` prints: the active setup, one line per aspect, secrets masked.
 
-A part that this release does not have yet (handlers, the event stream, the web pages, memory
-limits) says "not available yet" or "not enforced yet" and what it arrives with, then what is
+A part that this release does not have yet (handler dispatch, the event stream, the web pages)
+says "not available yet" or "not enforced yet" and what it arrives with, then what is
 configured for it, so that nobody takes a setting for a working feature.
 """
 
@@ -44,6 +44,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             f"(timeout {connection.ping_timeout:g} s), "
             f"{connection.channels_per_connection} channels per connection",
         ),
+        ("chat", _chat(settings)),
         ("channel manager", settings.channel_manager.use),
         (
             "auto cleanup",
@@ -70,17 +71,19 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         (
             "memory limit",
-            f"supervisor {settings.memory_limit} MB, worker {settings.process.memory} MB: "
-            + _not_yet("the worker processes", "not enforced yet"),
+            f"supervisor {settings.memory_limit} MB (then it starts itself again), worker "
+            f"{settings.process.memory} MB (then it is replaced)",
         ),
         (
             "handlers",
-            _not_yet("the worker processes")
+            "imported by every worker at start (a module that does not import stops the "
+            "launch); dispatch to them "
+            + _not_yet("the application side")
             + (f"; configured: {', '.join(settings.handlers.modules)}" if handlers else ""),
         ),
         (
             "event stream",
-            _not_yet("the worker processes")
+            _not_yet("the application side")
             + (
                 f"; configured: on (about {settings.handlers.stream_maxlen} events)"
                 if settings.handlers.stream
@@ -105,6 +108,15 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
 def _not_yet(arrives_with: str, what: str = "not available yet") -> str:
     """The honest state of a part that this release does not have yet."""
     return f"{what} (arrives with {arrives_with})"
+
+
+def _chat(settings: Settings) -> str:
+    from tmi_cluster.supervisor import wants_simulator  # noqa: PLC0415 - heavy, only here
+
+    mode = settings.tmi.connection.simulate
+    if wants_simulator(settings):
+        return f"the built-in simulator, run by the supervisor (tmi.connection.simulate = {mode})"
+    return f"Twitch (tmi.connection.simulate = {mode})"
 
 
 def _on(flag: bool) -> str:

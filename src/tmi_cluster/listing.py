@@ -12,11 +12,12 @@ exist (the supervisor owns that server), so every such record is dead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from tmi_cluster.bus import Keys, connect, live_processes, live_supervisors
+from tmi_cluster.bus import Keys, connect, statuses
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 from tmi_cluster.store import RunState
@@ -26,6 +27,8 @@ __all__ = [
     "CLAIMS_ALIVE",
     "Liveness",
     "check_liveness",
+    "cluster_json",
+    "health",
     "process_rows",
     "shown_state",
     "supervisor_rows",
@@ -35,12 +38,16 @@ __all__ = [
 CLAIMS_ALIVE = frozenset({RunState.STARTING, RunState.RUNNING, RunState.STOPPING})
 
 
+Status = Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class Liveness:
-    """Ids with a live heartbeat; None where Redis could not be asked (``warning`` says why)."""
+    """The live heartbeats' statuses by id; None where Redis could not be asked (``warning``
+    says why)."""
 
-    supervisors: frozenset[str] | None
-    processes: frozenset[str] | None
+    supervisors: Mapping[str, Status] | None
+    processes: Mapping[str, Status] | None
     warning: str | None = None
 
 
@@ -49,24 +56,22 @@ def check_liveness(
     supervisors: Iterable[SupervisorRecord],
     processes: Iterable[ProcessRecord],
 ) -> Liveness:
-    """Ask Redis which of the records that claim to be alive have a heartbeat (one round trip).
-
-    Redis is not contacted when no record claims to be alive.
-    """
+    """Ask Redis which of the records that claim to be alive have a heartbeat, with its status
+    (one round trip). Redis is not contacted when no record claims to be alive."""
     supervisor_ids = [s.id for s in supervisors if s.state in CLAIMS_ALIVE]
     process_ids = [p.id for p in processes if p.state in CLAIMS_ALIVE]
-    none: frozenset[str] = frozenset()
     if not supervisor_ids and not process_ids:
-        return Liveness(none, none)
+        return Liveness({}, {})
     try:
         client = connect(settings, name="tmi-cluster:list")
     except EmbeddedRedisError:  # no embedded server runs, so none of its heartbeats exists
-        return Liveness(none, none)
+        return Liveness({}, {})
     keys = Keys.from_settings(settings)
     try:
-        return Liveness(
-            frozenset(live_supervisors(client, keys, supervisor_ids)),
-            frozenset(live_processes(client, keys, process_ids)),
+        found = statuses(
+            client,
+            [keys.supervisor_heartbeat(i) for i in supervisor_ids]
+            + [keys.process_heartbeat(i) for i in process_ids],
         )
     except RedisUnavailableError as error:
         return Liveness(
@@ -76,6 +81,10 @@ def check_liveness(
         )
     finally:
         client.close()
+    return Liveness(
+        {i: found[k] for i in supervisor_ids if (k := keys.supervisor_heartbeat(i)) in found},
+        {i: found[k] for i in process_ids if (k := keys.process_heartbeat(i)) in found},
+    )
 
 
 def shown_state(recorded: str, live: bool | None) -> str:
@@ -88,14 +97,59 @@ def shown_state(recorded: str, live: bool | None) -> str:
     return recorded if live else RunState.DEAD.value
 
 
-def _is_live(record_id: str, live: frozenset[str] | None) -> bool | None:
+def _status(record_id: str, live: Mapping[str, Status] | None) -> Status | None:
+    return None if live is None else live.get(record_id)
+
+
+def _is_live(record_id: str, live: Mapping[str, Status] | None) -> bool | None:
     return None if live is None else record_id in live
 
 
-def _seen(now: datetime, then: datetime, state: str, live: bool | None) -> str:
-    if live and state in CLAIMS_ALIVE:
+def _heard_at(status: Status | None, recorded: datetime) -> datetime:
+    """When a record's owner was last heard of: its heartbeat's time, else the record's."""
+    if status is not None and isinstance(status.get("at"), int | float):
+        return datetime.fromtimestamp(float(status["at"]), UTC)
+    return recorded
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    seconds = max(0.0, (now - then).total_seconds())
+    if seconds < 1.5:
         return "now"
-    return f"{max(0.0, (now - then).total_seconds()):.0f} s ago"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def _age(now: datetime, since: datetime) -> str:
+    seconds = max(0.0, (now - since).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _state(recorded: str, status: Status | None, live: bool | None) -> str:
+    shown = shown_state(recorded, live)
+    if live and status is not None and status.get("state") in ("paused", "stopping"):
+        return str(status["state"])
+    return shown
+
+
+def _process_count(
+    s: SupervisorRecord, processes: Sequence[ProcessRecord], liveness: Liveness
+) -> int:
+    """The supervisor's live worker processes: by their own heartbeats, else by its own word."""
+    live = liveness.processes
+    if live is not None:
+        return sum(1 for p in processes if p.supervisor_id == s.id and p.id in live)
+    status = _status(s.id, liveness.supervisors)
+    if status is not None and isinstance(status.get("processes"), int):
+        return int(status["processes"])
+    return 0
 
 
 def supervisor_rows(
@@ -104,27 +158,138 @@ def supervisor_rows(
     liveness: Liveness,
     now: datetime | None = None,
 ) -> list[list[str]]:
-    """Rows of supervisor, host, pid, state, last seen, processes."""
+    """Rows of supervisor, host, pid, state, age, last heartbeat, processes."""
     at = now or datetime.now(UTC)
     rows = []
     for s in supervisors:
+        status = _status(s.id, liveness.supervisors)
         live = _is_live(s.id, liveness.supervisors)
-        count = sum(1 for p in processes if p.supervisor_id == s.id)
-        state = shown_state(s.state, live)
-        seen = _seen(at, s.last_seen_at, s.state, live)
-        rows.append([s.id, s.hostname, str(s.pid), state, seen, str(count)])
+        rows.append(
+            [
+                s.id,
+                s.hostname,
+                str(s.pid),
+                _state(s.state, status, live),
+                _age(s.stopped_at or at, s.started_at),
+                _ago(at, _heard_at(status, s.last_seen_at)),
+                str(_process_count(s, processes, liveness)),
+            ]
+        )
     return rows
+
+
+def _megabytes(value: object) -> str:
+    return f"{int(value) / 1048576:.0f} MiB" if isinstance(value, int | float) else ""
 
 
 def process_rows(
     processes: Sequence[ProcessRecord], liveness: Liveness, now: datetime | None = None
 ) -> list[list[str]]:
-    """Rows of process, supervisor, pid, state, last seen, channels."""
+    """Rows of process, supervisor, pid, state, last heartbeat, channels, connections, memory,
+    messages per second."""
     at = now or datetime.now(UTC)
     rows = []
     for p in processes:
+        status = _status(p.id, liveness.processes)
         live = _is_live(p.id, liveness.processes)
-        state = shown_state(p.state, live)
-        seen = _seen(at, p.last_seen_at, p.state, live)
-        rows.append([p.id, p.supervisor_id, str(p.pid or ""), state, seen, str(p.channels)])
+        figures = status if status is not None else {**(p.metrics or {}), "channels": p.channels}
+        rows.append(
+            [
+                p.id,
+                p.supervisor_id,
+                str(p.pid or ""),
+                _state(p.state, status, live),
+                _ago(at, _heard_at(status, p.last_seen_at)),
+                str(figures.get("channels", 0)),
+                str(figures.get("connections", "")),
+                _megabytes(figures.get("memory_bytes")),
+                str(figures.get("messages_per_s", "")),
+            ]
+        )
     return rows
+
+
+def cluster_json(
+    supervisors: Sequence[SupervisorRecord],
+    processes: Sequence[ProcessRecord],
+    liveness: Liveness,
+) -> dict[str, list[dict[str, Any]]]:
+    """What ``list --json`` prints (the keys are a contract; times in ISO 8601)."""
+    shown_supervisors = []
+    for s in supervisors:
+        status = _status(s.id, liveness.supervisors)
+        live = _is_live(s.id, liveness.supervisors)
+        shown_supervisors.append(
+            {
+                "id": s.id,
+                "host": s.hostname,
+                "pid": s.pid,
+                "state": _state(s.state, status, live),
+                "last_heartbeat": _heard_at(status, s.last_seen_at).isoformat(),
+                "processes": _process_count(s, processes, liveness),
+                "started": s.started_at.isoformat(),
+                "problem": status.get("problem") if status is not None else None,
+            }
+        )
+    shown_processes = []
+    for p in processes:
+        status = _status(p.id, liveness.processes)
+        live = _is_live(p.id, liveness.processes)
+        figures = status if status is not None else {**(p.metrics or {}), "channels": p.channels}
+        shown_processes.append(
+            {
+                "id": p.id,
+                "supervisor": p.supervisor_id,
+                "pid": p.pid,
+                "state": _state(p.state, status, live),
+                "channels": int(figures.get("channels", 0) or 0),
+                "connections": int(figures.get("connections", 0) or 0),
+                "memory_bytes": int(figures.get("memory_bytes", 0) or 0),
+                "messages_per_s": float(figures.get("messages_per_s", 0.0) or 0.0),
+                "last_heartbeat": _heard_at(status, p.last_seen_at).isoformat(),
+                "exit_code": p.exit_code,
+            }
+        )
+    return {"supervisors": shown_supervisors, "processes": shown_processes}
+
+
+def health(
+    supervisors: Sequence[SupervisorRecord],
+    processes: Sequence[ProcessRecord],
+    liveness: Liveness,
+    *,
+    hostname: str | None = None,
+    at_least_one: bool = False,
+    minimum: int = 1,
+) -> tuple[bool, str]:
+    """Whether the cluster (or the supervisors of host ``hostname``, matched exactly) is
+    healthy, and a one-line reason.
+
+    Unhealthy: Redis cannot be asked; a supervisor whose record claims it alive has no heartbeat
+    (dead); a live supervisor runs fewer than ``minimum`` worker processes (it says why, when it
+    knows); with ``at_least_one``, no live supervisor at all. Stopped supervisors do not count.
+    """
+    where = f" on {hostname}" if hostname is not None else ""
+    if liveness.supervisors is None:
+        return False, f"cannot tell: {liveness.warning}"
+    considered = [
+        s for s in supervisors
+        if s.state in CLAIMS_ALIVE and (hostname is None or s.hostname == hostname)
+    ]  # fmt: skip
+    live = [s for s in considered if s.id in liveness.supervisors]
+    dead = [s for s in considered if s.id not in liveness.supervisors]
+    if dead:
+        names = ", ".join(s.id for s in dead)
+        return False, f"{len(dead)} supervisor(s){where} without a heartbeat (dead): {names}"
+    for s in live:
+        count = _process_count(s, processes, liveness)
+        if count < minimum:
+            status = liveness.supervisors.get(s.id) or {}
+            why = f": {status['problem']}" if status.get("problem") else ""
+            return False, f"supervisor {s.id} runs {count} of {minimum} worker processes{why}"
+    if not live:
+        if at_least_one:
+            return False, f"no live supervisor{where}"
+        return True, f"no supervisor{where} is expected to run"
+    total = sum(_process_count(s, processes, liveness) for s in live)
+    return True, f"{len(live)} supervisor(s){where} alive with {total} worker processes"

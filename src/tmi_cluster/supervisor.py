@@ -1,41 +1,55 @@
-"""The supervisor of one host: its services, its record, its heartbeat, its shutdown.
+"""The supervisor of one host: its services, its worker processes, its record, its heartbeat,
+its shutdown.
 
-This release runs the supervisor's shell: it migrates the database, starts the private Redis
-server when ``redis.url`` is empty, records itself in SQL (start and stop, with history), keeps a
-heartbeat key in Redis, and on stop shields its final writes, stops Redis and cleans up. Worker
-processes, scaling and the command streams build on it in later releases.
+It migrates the database, starts the private Redis server when ``redis.url`` is empty, records
+itself in SQL (state changes, with history), keeps a heartbeat key in Redis (its value a JSON
+status: pid, host, state, processes, problem), runs ``auto_scale.processes.min`` worker
+processes (:mod:`tmi_cluster.processes`), takes orders from its command stream
+(:mod:`tmi_cluster.bus.control`), purges the dead of the cluster (once for the whole cluster,
+under a lock: :mod:`tmi_cluster.housekeeping`), and on stop hands its channels over, stops its
+workers within ``process.timeout``, shields its final writes, stops Redis and cleans up.
 
 Lifecycle (:attr:`Supervisor.state`, a :class:`~tmi_cluster.store.RunState`)::
 
     STARTING  migrate; start the embedded Redis; wait for Redis (at most ``redis_wait_s``);
-              first heartbeat; record "running"
-    RUNNING   the heartbeat renews its key; a Redis outage is logged once and waited out
-    STOPPING  stop the heartbeat, delete its key, record "stopped" (shielded; a database
-              outage is logged, never raised), stop the embedded Redis
+              claim the id (refused when a live supervisor has it); record "running"
+    RUNNING   heartbeat; workers kept running and replaced; orders; purges; a Redis outage is
+              logged once and waited out
+    STOPPING  hand the channels to live processes of other supervisors (make-before-break: the
+              workers part them once the new owners hold them), stop the workers (killed after
+              ``process.timeout``), delete the heartbeat, record "stopped" (shielded; a
+              database outage is logged, never raised), stop the embedded Redis
     STOPPED   everything released; aclose() again does nothing
 
 Use it as an async context manager (``async with Supervisor(settings) as supervisor``), or let
 :meth:`Supervisor.run_until_signalled` do all of it: the first SIGINT or SIGTERM stops gracefully,
-a second one ends the process at once by that signal (no final writes; the heartbeat then expires
-and ``tmi-cluster list`` shows the supervisor dead).
+a second one ends the process at once by that signal (no final writes; the heartbeat then expires,
+the workers see their supervisor gone and stop within seconds, and ``tmi-cluster list`` shows the
+supervisor dead); SIGUSR1 replaces the workers one by one, SIGUSR2 pauses them (they keep their
+channels and take no new work), SIGCONT lets them go on. A supervisor over ``memory_limit``
+stops and asks to be started again (:attr:`Supervisor.restart_wanted`; ``tmi-cluster run`` then
+starts itself again with the same id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
 import signal
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+import psutil
 import redis.asyncio
 
-from tmi_cluster.bus import Heartbeat, Keys, Outage, connect_async
+from tmi_cluster.bus import Assignment, Heartbeat, Keys, Order, Outage, connect_async, read_orders
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.errors import (
@@ -44,9 +58,19 @@ from tmi_cluster.errors import (
     StorageError,
     TmiClusterError,
 )
+from tmi_cluster.housekeeping import PURGE_EVERY_S, live_processes, purge_once, spread
+from tmi_cluster.processes import ClusterEvent, Processes, worker_environment
+from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import RunState, Store
 
-__all__ = ["REDIS_WAIT_S", "STOP_SIGNALS", "Supervisor", "new_supervisor_id"]
+__all__ = [
+    "REDIS_WAIT_S",
+    "STOP_SIGNALS",
+    "IdInUseError",
+    "Supervisor",
+    "new_supervisor_id",
+    "wants_simulator",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +78,24 @@ log = logging.getLogger(__name__)
 REDIS_WAIT_S = 30.0
 #: Seconds between two attempts to reach Redis while starting.
 _REDIS_RETRY_S = 1.0
+#: Seconds a supervisor runs before its memory counts (no restart loop at start).
+_MEMORY_GRACE_S = 60.0
 #: The signals that stop a supervisor run by :meth:`Supervisor.run_until_signalled`.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class IdInUseError(TmiClusterError):
+    """A live supervisor already has the id asked for."""
+
+
+def wants_simulator(settings: Settings) -> bool:
+    """Whether ``tmi.connection.simulate`` asks for the built-in simulator: 'always', or 'auto'
+    with no identity and Twitch's own server."""
+    mode = settings.tmi.connection.simulate
+    if mode != "auto":
+        return mode == "always"
+    default_server = type(settings.tmi.connection).model_fields["server"].default
+    return not settings.tmi.identity.username and settings.tmi.connection.server == default_server
 
 
 def new_supervisor_id() -> str:
@@ -79,8 +119,16 @@ class Supervisor:
         *,
         supervisor_id: str | None = None,
         redis_wait_s: float = REDIS_WAIT_S,
+        config_path: str | None = None,
+        on_event: Callable[[ClusterEvent], None] | None = None,
+        simulate: bool | None = None,
     ) -> None:
         self.settings = settings
+        #: Whether the workers read from the built-in simulator (run by the supervisor).
+        self.simulate = wants_simulator(settings) if simulate is None else simulate
+        self.simulator: ChatSimulator | None = None
+        self.config_path = config_path
+        self.on_event = on_event
         self.id = supervisor_id or new_supervisor_id()
         self.state = RunState.STARTING
         self.keys = Keys.from_settings(settings)
@@ -100,6 +148,12 @@ class Supervisor:
         self._beat_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._recorded = False
+        #: The worker processes (once running).
+        self.processes: Processes | None = None
+        #: Set when the supervisor stopped to be started again (over ``memory_limit``).
+        self.restart_wanted = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started_at = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -150,6 +204,41 @@ class Supervisor:
         self._beat_task = asyncio.create_task(
             self._beat(self._heartbeat), name=f"supervisor {self.id} heartbeat"
         )
+        assert self.redis_url is not None
+        env = worker_environment(self.redis_url, self.config_path)
+        if self.simulate:
+            self.simulator = await ChatSimulator(open_channels=True, rate=20.0).start()
+            env.update(
+                {
+                    "TMI_CLUSTER_TMI__CONNECTION__SERVER": self.simulator.host,
+                    "TMI_CLUSTER_TMI__CONNECTION__PORT": str(self.simulator.port),
+                    "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
+                    "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
+                }
+            )
+        earlier = await asyncio.to_thread(store.processes)
+        numbers = [
+            int(p.id.rsplit("-", 1)[1])
+            for p in earlier
+            if p.supervisor_id == self.id and p.id.rsplit("-", 1)[-1].isdigit()
+        ]
+        self.processes = Processes(
+            settings,
+            self.id,
+            assignment=Assignment(self._client, self.keys),
+            store=store,
+            env=env,
+            on_event=self.on_event,
+            first_number=max(numbers, default=0) + 1,
+        )
+        for work, name in (
+            (self.processes.run(self._stop), "workers"),
+            (self._take_orders(), "orders"),
+            (self._housekeeping(), "housekeeping"),
+        ):
+            task = asyncio.create_task(work, name=f"supervisor {self.id} {name}")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
 
     def stop(self) -> None:
         """Ask for a graceful stop (``wait()`` returns; ``aclose()`` carries it out)."""
@@ -180,29 +269,151 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
+        others = {signal.SIGUSR1: Order.RESTART, signal.SIGUSR2: Order.PAUSE,
+                  signal.SIGCONT: Order.CONTINUE}  # fmt: skip
+        for signum, order in others.items():
+            loop.add_signal_handler(signum, self.order, order)
         try:
             async with self:
                 if self.state is RunState.RUNNING and on_ready is not None:
                     on_ready(self.describe())
                 await self.wait()
         finally:
-            for signum in STOP_SIGNALS:
+            for signum in (*STOP_SIGNALS, *others):
                 loop.remove_signal_handler(signum)
         if self.failure is not None:
             raise TmiClusterError(
                 f"supervisor {self.id} stopped after a failure: {self.failure}"
             ) from self.failure
 
+    def order(self, order: Order | str) -> None:
+        """Carry out an order (from a signal or the supervisor's command stream)."""
+        processes = self.processes
+        if order is Order.TERMINATE:
+            log.info("supervisor %s: told to terminate", self.id)
+            self.stop()
+        elif processes is None or self.state is not RunState.RUNNING:
+            log.info("supervisor %s: %s ignored while %s", self.id, order, self.state)
+        elif order is Order.RESTART:
+            log.info("supervisor %s: replacing the workers one by one", self.id)
+            self._spawn_task(processes.roll(), "restart")
+        elif order in (Order.PAUSE, Order.CONTINUE):
+            log.info("supervisor %s: %s", self.id, "paused" if order is Order.PAUSE else "going on")
+            processes.pause(order is Order.PAUSE)
+        else:
+            log.warning("supervisor %s: unknown order %r ignored", self.id, order)
+
     def describe(self) -> str:
         """One line: the id, state, Redis and database (passwords masked)."""
         where = mask_url(self.redis_url or "")
         redis_shown = "embedded " + where if self.settings.embedded_redis else where
+        chat = ""
+        if self.simulator is not None:
+            chat = (
+                f"; chat: the built-in simulator at {self.simulator.host}:{self.simulator.port}, "
+                "no Twitch identity is configured"
+            )
         return (
             f"supervisor {self.id} {self.state.value} (Redis: {redis_shown}; "
-            f"database: {mask_url(self.settings.database.url)})"
+            f"database: {mask_url(self.settings.database.url)}{chat})"
         )
 
     # -- inside -----------------------------------------------------------------------------
+
+    def _status(self) -> str:
+        """The heartbeat's value: what ``list`` and ``health`` show of a live supervisor."""
+        processes = self.processes
+        return json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "state": self.state.value,
+                "processes": len(processes.running()) if processes is not None else 0,
+                "paused": processes.paused if processes is not None else False,
+                "problem": processes.problem if processes is not None else None,
+                "started": self._started_at,
+                "at": time.time(),
+            }
+        )
+
+    def _spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=f"supervisor {self.id} {name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task of the supervisor ended: an unexpected error stops the supervisor, visibly."""
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("supervisor %s: %s failed; stopping", self.id, task.get_name(), exc_info=error)
+        self.failure = error
+        self._stop.set()
+
+    async def _take_orders(self) -> None:
+        assert self._client is not None
+        after = "$"
+        while not self._stop.is_set():
+            try:
+                after, orders = await read_orders(self._client, self.keys, self.id, after, 2.0)
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"supervisor {self.id}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                continue
+            for order in orders:
+                self.order(order)
+
+    async def _housekeeping(self) -> None:
+        """Purge the dead of the cluster (once per period for the whole cluster), and restart
+        the supervisor when it is over ``memory_limit``."""
+        assert self._client is not None
+        assert self._store is not None
+        me = psutil.Process()
+        limit = self.settings.memory_limit * 1024 * 1024
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), PURGE_EVERY_S)
+            if self._stop.is_set():
+                return
+            try:
+                result = await purge_once(self._store, self._client, self.keys)
+            except (RedisUnavailableError, StorageError) as error:
+                log.warning("supervisor %s: the purge waits: %s", self.id, error)
+            else:
+                if result is not None and (result.dead_supervisors or result.dead_processes):
+                    log.warning("purged the dead: supervisors %s, processes %s (%d channels "
+                                "released)", result.dead_supervisors or "none",
+                                result.dead_processes or "none", result.released)  # fmt: skip
+            rss = me.memory_info().rss
+            if rss > limit and time.time() - self._started_at >= _MEMORY_GRACE_S:
+                log.warning("supervisor %s uses %d MiB (over memory_limit %d): restarting",
+                            self.id, rss // 1048576, self.settings.memory_limit)  # fmt: skip
+                self.restart_wanted = True
+                self._stop.set()
+
+    async def _hand_over(self) -> None:
+        """Give the channels of this supervisor's workers to live workers of other supervisors
+        (their workers part them once the new owners hold them)."""
+        processes, store, client = self.processes, self._store, self._client
+        if processes is None or store is None or client is None:
+            return
+        mine = set(processes.children)
+        try:
+            others = [p for p in await live_processes(store, client, self.keys) if p not in mine]
+            if not others:
+                return
+            given = 0
+            for process_id in sorted(mine):
+                channels = sorted(await processes.assignment.of(process_id))
+                given += await spread(processes.assignment, channels, others)
+            if given:
+                log.info("supervisor %s: %d channels handed to %d other processes",
+                         self.id, given, len(others))  # fmt: skip
+        except (RedisUnavailableError, StorageError) as error:
+            log.warning("supervisor %s: cannot hand its channels over: %s", self.id, error)
 
     def _new_heartbeat(self, client: redis.asyncio.Redis) -> Heartbeat:
         ttl_s = self.keys.supervisor_ttl_s
@@ -211,7 +422,7 @@ class Supervisor:
             self.keys.supervisor_heartbeat(self.id),
             ttl_s=ttl_s,
             interval_s=min(self.settings.process.periodic_timer, ttl_s / 3),
-            value=str(os.getpid()),
+            value_of=self._status,
             outage=self.outage,
         )
 
@@ -221,7 +432,7 @@ class Supervisor:
         deadline = loop.time() + self.redis_wait_s
         while not self._stop.is_set():
             try:
-                await heartbeat.beat()
+                claimed = await heartbeat.claim()
             except RedisUnavailableError as error:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -233,6 +444,11 @@ class Supervisor:
                     await asyncio.wait_for(self._stop.wait(), min(_REDIS_RETRY_S, remaining))
             else:
                 self.outage.ended()
+                if not claimed:
+                    raise IdInUseError(
+                        f"a live supervisor already has the id {self.id!r}: choose another "
+                        f"--id, or stop that one first ('tmi-cluster terminate {self.id}')"
+                    )
                 return True
         return False
 
@@ -259,6 +475,18 @@ class Supervisor:
     async def _close(self) -> None:
         self.state = RunState.STOPPING
         try:
+            for task in list(self._tasks):
+                if task.get_name().endswith(("orders", "housekeeping", "restart")):
+                    task.cancel()
+            if self.processes is not None:
+                await self._hand_over()
+                await self.processes.stop(self.settings.process.timeout)
+            for task in list(self._tasks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.simulator is not None:
+                await self.simulator.aclose()
             if self._beat_task is not None:
                 self._beat_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

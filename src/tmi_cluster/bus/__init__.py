@@ -9,6 +9,9 @@ calls Redis.
 - :mod:`~tmi_cluster.bus.windows`: Twitch's limits per account shared by every process (one
   atomic script on Redis's clock); a Redis outage is waited out, never fatal.
 - :mod:`~tmi_cluster.bus.heartbeat`: liveness keys with expiry.
+- :mod:`~tmi_cluster.bus.assignment`: the assignment ``channel -> process``, what each process
+  holds, the notices that tell a worker to follow it, and the workers' reports.
+- :mod:`~tmi_cluster.bus.control`: orders for supervisors (terminate, restart, pause, continue).
 
 The command and event streams, the coordinator's lease and the assignment join them with the
 cluster's next parts; their keys are reserved in :class:`Keys` already.
@@ -16,6 +19,7 @@ cluster's next parts; their keys are reserved in :class:`Keys` already.
 
 from __future__ import annotations
 
+from tmi_cluster.bus.assignment import Assignment, Report
 from tmi_cluster.bus.client import (
     connect,
     connect_async,
@@ -24,7 +28,14 @@ from tmi_cluster.bus.client import (
     translate_errors,
     translated,
 )
-from tmi_cluster.bus.heartbeat import Heartbeat, live_processes, live_supervisors
+from tmi_cluster.bus.control import Order, read_orders, send_order
+from tmi_cluster.bus.heartbeat import (
+    Heartbeat,
+    live_processes,
+    live_supervisors,
+    statuses,
+    statuses_async,
+)
 from tmi_cluster.bus.keys import DEDUPE_S, LEASE_S, RESTORE_S, Keys
 from tmi_cluster.bus.windows import RETRY_CAP_S, Outage, SharedWindow, shared_account_windows
 
@@ -33,17 +44,24 @@ __all__ = [
     "LEASE_S",
     "RESTORE_S",
     "RETRY_CAP_S",
+    "Assignment",
     "Heartbeat",
     "Keys",
+    "Order",
     "Outage",
+    "Report",
     "SharedWindow",
     "connect",
     "connect_async",
     "describe_client",
     "live_processes",
     "live_supervisors",
+    "read_orders",
     "resolve_url",
+    "send_order",
     "shared_account_windows",
+    "statuses",
+    "statuses_async",
     "translate_errors",
     "translated",
 ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -20,12 +22,19 @@ from tmi_cluster.bus.keys import Keys
 from tmi_cluster.bus.windows import Outage
 from tmi_cluster.errors import RedisUnavailableError
 
-__all__ = ["Heartbeat", "live_processes", "live_supervisors"]
+__all__ = [
+    "Heartbeat",
+    "live_processes",
+    "live_supervisors",
+    "statuses",
+    "statuses_async",
+]
 
 
 class Heartbeat:
-    """Keeps ``key`` (holding ``value``) alive: renewed every ``interval_s``, expiring after
-    ``ttl_s`` without renewal. ``beats`` counts the renewals Redis accepted."""
+    """Keeps ``key`` (holding ``value``, or what ``value_of()`` returns at each beat) alive:
+    renewed every ``interval_s``, expiring after ``ttl_s`` without renewal. ``beats`` counts the
+    renewals Redis accepted."""
 
     def __init__(
         self,
@@ -35,6 +44,7 @@ class Heartbeat:
         ttl_s: float,
         interval_s: float,
         value: str = "1",
+        value_of: Callable[[], str] | None = None,
         outage: Outage | None = None,
     ) -> None:
         if not 0 < interval_s < ttl_s:
@@ -43,6 +53,7 @@ class Heartbeat:
         self.ttl_s = ttl_s
         self.interval_s = interval_s
         self.value = value
+        self.value_of = value_of
         self.outage = outage or Outage()
         self.beats = 0
         self._client = client
@@ -50,9 +61,24 @@ class Heartbeat:
 
     async def beat(self) -> None:
         """Renew the key once; RedisUnavailableError when Redis cannot be reached."""
+        if self.value_of is not None:
+            self.value = self.value_of()
         with translated(self._where):
             await self._client.set(self.key, self.value, px=int(self.ttl_s * 1000))
         self.beats += 1
+
+    async def claim(self) -> bool:
+        """Set the key only if it does not exist (a first beat that must be the only owner);
+        False when another owner's key is there."""
+        if self.value_of is not None:
+            self.value = self.value_of()
+        with translated(self._where):
+            created = await self._client.set(
+                self.key, self.value, px=int(self.ttl_s * 1000), nx=True
+            )
+        if created:
+            self.beats += 1
+        return bool(created)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Beat until ``stop`` is set; an outage is logged once and waited out."""
@@ -95,3 +121,36 @@ def _live(client: redis.Redis, heartbeats: dict[str, str]) -> set[str]:
             pipe.exists(key)
         found = pipe.execute()
     return {owner for owner, n in zip(heartbeats, found, strict=True) if n}
+
+
+def _status(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A heartbeat's value as a status: a JSON object, or ``{"pid": ...}`` for a bare pid."""
+    if raw is None:
+        return None
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"value": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def statuses(client: redis.Redis, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The live heartbeats among ``keys`` (one round trip), each key's value as a status;
+    RedisUnavailableError when Redis cannot be reached."""
+    if not keys:
+        return {}
+    with translated(describe_client(client)):
+        values: Any = client.mget(list(keys))
+    return {k: s for k, v in zip(keys, values, strict=True) if (s := _status(v)) is not None}
+
+
+async def statuses_async(
+    client: redis.asyncio.Redis, keys: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """:func:`statuses` for asyncio code."""
+    if not keys:
+        return {}
+    with translated(describe_client(client)):
+        values: Any = await client.mget(list(keys))
+    return {k: s for k, v in zip(keys, values, strict=True) if (s := _status(v)) is not None}

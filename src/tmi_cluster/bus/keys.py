@@ -5,23 +5,28 @@ Redis). The layout (``P`` is ``settings.prefix``, ``tmi-cluster:`` by
 default; ``{x}`` a placeholder)::
 
     P supervisor:{id}:heartbeat      string, expires after supervisor.stale s   a live supervisor
-    P process:{id}:heartbeat         string, expires after process.stale s      a live worker
+    P process:{id}:heartbeat         string (JSON status), expires after process.stale s
+    P process:{id}:channels          set    the channels assigned to the process
+    P process:{id}:held              set    the channels it holds, confirmed by Twitch
     P coordinator:lease              string (holder id), expires after LEASE_S  the leader
     P assignment                     hash   channel login -> process id         who holds a channel
-    P commands:process:{id}          stream of commands for one worker (join, part, raw, exit)
+    P commands:process:{id}          stream of notices for one worker (``op``: sync, pause, ...)
     P commands:supervisor:{id}       stream of commands for one supervisor (scale, terminate)
     P commands:send                  stream of chat messages to send; any authenticated worker
     P commands:join                  stream of join and part requests for the coordinator
     P events                         stream of chat events for other processes (bounded length)
+    P reports                        stream of join outcomes and lost channels (bounded length)
     P ratelimit:{account}:{bucket}   sorted set, expires with its window         a rate window
     P ratelimit:epoch                string (random token), no expiry           Redis's memory
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
     P scale:restore                  string, expires after RESTORE_S            last process count
     P lock:{name}                    string (owner token), expires              a short lock
 
-Command streams are read by consumer groups (``XREADGROUP``) and acknowledged after execution, so
-that a command read by a worker that then dies is claimed by another; heartbeats are keys with
-expiry, never SQL rows. Only commands of Redis 6.2 are used.
+The assignment script (:mod:`tmi_cluster.bus.assignment`) builds the names of a process's set
+and command stream from the prefix inside Redis, exactly as :meth:`Keys.process_channels` and
+:meth:`Keys.process_commands` do. Command streams are read by consumer groups (``XREADGROUP``)
+and acknowledged after execution, so that a command read by a worker that then dies is claimed
+by another; heartbeats are keys with expiry, never SQL rows. Only commands of Redis 6.2 are used.
 """
 
 from __future__ import annotations
@@ -60,6 +65,19 @@ class Keys:
     def process_heartbeat(self, process_id: str) -> str:
         """Heartbeat of one worker process (expires after :attr:`process_ttl_s`)."""
         return f"{self.prefix}process:{process_id}:heartbeat"
+
+    def process_channels(self, process_id: str) -> str:
+        """Set of the channels assigned to one process (kept with :attr:`assignment`)."""
+        return f"{self.prefix}process:{process_id}:channels"
+
+    def process_held(self, process_id: str) -> str:
+        """Set of the channels one process holds (confirmed by Twitch)."""
+        return f"{self.prefix}process:{process_id}:held"
+
+    @property
+    def reports(self) -> str:
+        """Stream of join outcomes and lost channels, from every worker."""
+        return f"{self.prefix}reports"
 
     @property
     def coordinator_lease(self) -> str:

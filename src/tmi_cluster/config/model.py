@@ -114,6 +114,13 @@ class Connection(_Section):
     """How each Twitch connection is made and kept."""
 
     server: str = Field("irc.chat.twitch.tv", description="Chat server host name.")
+    simulate: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Run the built-in Twitch chat simulator in the supervisor and connect the "
+        "workers to it: 'auto' when no identity is configured and the server is Twitch's (so a "
+        "first 'tmi-cluster run' works offline; set 'never' to read Twitch anonymously), "
+        "'always', or 'never'.",
+    )
     port: int = Field(
         0, ge=0, le=65535, description="Chat server port. 0: 6697 when secure, else 6667."
     )
@@ -195,10 +202,10 @@ class Process(_Section):
     """Worker processes."""
 
     stale: float = Field(
-        10.0,
+        3.0,
         gt=0,
-        description="Seconds without a heartbeat after which a worker is dead and its channels "
-        "move (original: 90).",
+        description="Seconds without a heartbeat after which a worker is dead (its supervisor "
+        "kills and replaces a hung one; original: 90). A worker beats every third of this.",
     )
     timeout: float = Field(
         60.0, gt=0, description="Seconds a worker gets to stop gracefully before it is killed."
@@ -206,8 +213,8 @@ class Process(_Section):
     memory: int = Field(
         128,
         ge=16,
-        description="Megabytes of memory after which a worker is restarted. Not enforced in "
-        "this release (it arrives with the worker processes).",
+        description="Megabytes of memory after which a worker is replaced gracefully (the "
+        "replacement takes its channels over first).",
     )
     periodic_timer: float = Field(
         2.0, gt=0, description="Seconds between a worker's heartbeats and periodic tasks."
@@ -498,10 +505,11 @@ class Settings(_Section):
         False, description="Let 'terminate' return before the workers have stopped."
     )
     memory_limit: int = Field(
-        64,
+        256,
         ge=16,
-        description="Megabytes of memory after which a supervisor restarts itself. Not enforced "
-        "in this release (it arrives with the worker processes).",
+        description="Megabytes of memory after which a supervisor stops cleanly and starts "
+        "itself again, with the same id (original: 64, for PHP; a Python supervisor with the "
+        "built-in simulator idles at about 90).",
     )
     _middleware = field_validator("middleware")(_check_import_paths)
 

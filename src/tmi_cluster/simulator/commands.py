@@ -6,13 +6,15 @@ recording what happened in the simulator's accounting.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tmi_cluster.errors import ParseError
+from tmi_cluster.errors import InvalidChannelError, ParseError
 from tmi_cluster.irc import Message, escape_tag_value, parse, serialize
+from tmi_cluster.logins import normalise_login
 from tmi_cluster.simulator.peers import Delivery, _Account, _Channel, _Connection
 
 if TYPE_CHECKING:
@@ -160,6 +162,10 @@ class Commands:
 
     def _join_one(self, connection: _Connection, name: str) -> None:
         channel = self.sim._channels.get(name)
+        if channel is None and self.sim.open_channels:
+            with contextlib.suppress(InvalidChannelError):
+                self.sim.add_channel(normalise_login(name))
+                channel = self.sim._channels.get(name)
         if channel is None or name in connection.channels:
             return  # a channel that does not exist gives silence
         login = connection.login or ""

@@ -74,8 +74,11 @@ class ChatSimulator:
         tls_port: int | None = None,
         websocket_port: int | None = None,
         control_port: int | None = None,
+        open_channels: bool = False,
     ) -> None:
         self.host = host
+        #: A JOIN of a channel that does not exist creates it (else: silence, as on Twitch).
+        self.open_channels = open_channels
         self._requested_port = port
         self._requested_tls_port = tls_port
         #: The TLS port (after start, when ``tls_port`` was given), and the CA file that

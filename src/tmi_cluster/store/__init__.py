@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy import insert as sql_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -317,6 +317,118 @@ class Store:
                     at=at, supervisor_id=supervisor_id, state=state.value, detail=detail[:500]
                 )
             )
+
+    def record_process(
+        self,
+        process_id: str,
+        supervisor_id: str,
+        state: RunState,
+        *,
+        pid: int | None = None,
+        channels: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        exit_code: int | None = None,
+        detail: str = "",
+        history: bool = True,
+    ) -> None:
+        """Create or update a worker process's latest state, and (``history``) append it to the
+        history. Called on state changes and at most every 30 s, never per heartbeat."""
+        at = utcnow()
+        values: dict[str, Any] = {"state": state.value, "last_seen_at": at}
+        if pid is not None:
+            values["pid"] = pid
+        if channels is not None:
+            values["channels"] = channels
+        if metrics is not None:
+            values["metrics"] = dict(metrics)
+        if exit_code is not None:
+            values["exit_code"] = exit_code
+        if state in (RunState.STOPPED, RunState.DEAD):
+            values["stopped_at"] = at
+        with self._write() as conn:
+            row = conn.execute(
+                select(ProcessRecord.id).where(ProcessRecord.id == process_id)
+            ).first()
+            if row is None:
+                values.setdefault("metrics", {})
+                conn.execute(
+                    sql_insert(ProcessRecord).values(
+                        id=process_id, supervisor_id=supervisor_id, started_at=at, **values
+                    )
+                )
+            else:
+                conn.execute(
+                    update(ProcessRecord).where(ProcessRecord.id == process_id).values(**values)
+                )
+            if history:
+                conn.execute(
+                    sql_insert(HistoryRecord).values(
+                        at=at,
+                        supervisor_id=supervisor_id,
+                        process_id=process_id,
+                        state=state.value,
+                        detail=detail[:500],
+                    )
+                )
+
+    def set_supervisor_metrics(self, supervisor_id: str, metrics: Mapping[str, Any]) -> None:
+        """Replace a supervisor's metrics (its process count, a problem it reports)."""
+        with self._write() as conn:
+            conn.execute(
+                update(SupervisorRecord)
+                .where(SupervisorRecord.id == supervisor_id)
+                .values(metrics=dict(metrics), last_seen_at=utcnow())
+            )
+
+    def mark_dead(self, supervisor_ids: Iterable[str], process_ids: Iterable[str]) -> None:
+        """Record supervisors and processes found dead (no heartbeat), with their history."""
+        at = utcnow()
+        with self._write() as conn:
+            for supervisor_id in supervisor_ids:
+                conn.execute(
+                    update(SupervisorRecord)
+                    .where(SupervisorRecord.id == supervisor_id)
+                    .values(state=RunState.DEAD.value, stopped_at=at)
+                )
+                conn.execute(
+                    sql_insert(HistoryRecord).values(
+                        at=at,
+                        supervisor_id=supervisor_id,
+                        state=RunState.DEAD.value,
+                        detail="no heartbeat",
+                    )
+                )
+            for process_id in process_ids:
+                owner = conn.execute(
+                    select(ProcessRecord.supervisor_id).where(ProcessRecord.id == process_id)
+                ).scalar()
+                conn.execute(
+                    update(ProcessRecord)
+                    .where(ProcessRecord.id == process_id)
+                    .values(state=RunState.DEAD.value, stopped_at=at)
+                )
+                if owner is not None:
+                    conn.execute(
+                        sql_insert(HistoryRecord).values(
+                            at=at,
+                            supervisor_id=owner,
+                            process_id=process_id,
+                            state=RunState.DEAD.value,
+                            detail="no heartbeat",
+                        )
+                    )
+
+    def delete_records(
+        self, *, supervisor_ids: Iterable[str] = (), process_ids: Iterable[str] = ()
+    ) -> None:
+        """Delete the rows of supervisors (with their processes) and processes; the history
+        stays."""
+        with self._write() as conn:
+            for chunk in _chunks(list(process_ids)):
+                conn.execute(delete(ProcessRecord).where(ProcessRecord.id.in_(chunk)))
+            for chunk in _chunks(list(supervisor_ids)):
+                conn.execute(delete(ProcessRecord).where(ProcessRecord.supervisor_id.in_(chunk)))
+                conn.execute(delete(SupervisorRecord).where(SupervisorRecord.id.in_(chunk)))
 
     def supervisors(self) -> list[SupervisorRecord]:
         """Every supervisor record, newest first."""

@@ -1,0 +1,143 @@
+"""What the cluster commands of the CLI do (``terminate``, ``purge``, ``join``, ``part``), as
+library functions.
+
+``join`` and ``part`` are the thin path that writes the assignment directly until the
+coordinator owns it: a joined channel goes to the live worker process with the fewest channels
+and is recorded as wanted in SQL (so that a restored cluster finds it), a parted one is
+unassigned and no longer wanted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio
+
+from tmi_cluster import housekeeping
+from tmi_cluster.bus import Assignment, Keys, Order, connect_async, send_order, statuses_async
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
+from tmi_cluster.listing import CLAIMS_ALIVE
+from tmi_cluster.logins import normalise_logins
+from tmi_cluster.store import Store
+
+__all__ = ["join", "part", "purge", "terminate"]
+
+
+async def _live_supervisors(
+    store: Store, client: redis.asyncio.Redis, keys: Keys
+) -> dict[str, dict[str, object]]:
+    records = await asyncio.to_thread(store.supervisors)
+    ids = [s.id for s in records if s.state in CLAIMS_ALIVE]
+    found = await statuses_async(client, [keys.supervisor_heartbeat(i) for i in ids])
+    return {i: found[k] for i in ids if (k := keys.supervisor_heartbeat(i)) in found}
+
+
+async def terminate(settings: Settings, supervisor_id: str | None = None) -> dict[str, bool]:
+    """Ask one supervisor (or every live one) to stop gracefully; wait until each has stopped
+    (its heartbeat gone), at most ``process.timeout`` plus 15 s, unless ``fast_termination``.
+    Return each supervisor's id and whether it stopped; TmiClusterError for an unknown or dead
+    supervisor id."""
+    keys = Keys.from_settings(settings)
+    client = connect_async(settings, name="tmi-cluster:terminate")
+    try:
+        with Store.from_settings(settings) as store:
+            live = await _live_supervisors(store, client, keys)
+        targets = [supervisor_id] if supervisor_id is not None else sorted(live)
+        if supervisor_id is not None and supervisor_id not in live:
+            raise TmiClusterError(
+                f"no live supervisor {supervisor_id!r} (see 'tmi-cluster list'; live: "
+                f"{', '.join(sorted(live)) or 'none'})"
+            )
+        for target in targets:
+            await send_order(client, keys, target, Order.TERMINATE)
+        stopped = dict.fromkeys(targets, False)
+        if settings.fast_termination:
+            return stopped
+        deadline = time.monotonic() + settings.process.timeout + 15.0
+        while not all(stopped.values()) and time.monotonic() < deadline:
+            try:
+                found = await statuses_async(
+                    client, [keys.supervisor_heartbeat(t) for t in targets]
+                )
+            except RedisUnavailableError:
+                if not settings.embedded_redis:
+                    raise
+                return dict.fromkeys(targets, True)  # the host's Redis went with its supervisor
+            for target in targets:
+                stopped[target] = keys.supervisor_heartbeat(target) not in found
+            if not all(stopped.values()):
+                await asyncio.sleep(0.2)
+        return stopped
+    finally:
+        await client.aclose()
+
+
+async def purge(settings: Settings) -> housekeeping.PurgeResult:
+    """Purge the cluster now (every dead or stopped record deleted)."""
+    keys = Keys.from_settings(settings)
+    client = connect_async(settings, name="tmi-cluster:purge")
+    try:
+        with Store.from_settings(settings) as store:
+            return await housekeeping.purge(store, client, keys, retention_s=0)
+    finally:
+        await client.aclose()
+
+
+async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> dict[str, str]:
+    """Join ``channels`` (InvalidChannelError before anything is done for a bad name); return
+    each one's outcome: ``joined (process)``, the failure's reason, ``no answer within N s``.
+    NotAvailableError when no worker process is alive."""
+    names = normalise_logins(channels)
+    keys = Keys.from_settings(settings)
+    client = connect_async(settings, name="tmi-cluster:join")
+    try:
+        assignment = Assignment(client, keys)
+        with Store.from_settings(settings) as store:
+            live = sorted(await housekeeping.live_processes(store, client, keys))
+            if not live:
+                raise NotAvailableError(
+                    "no live worker process to join channels: start one with 'tmi-cluster run'"
+                )
+            await asyncio.to_thread(store.want, names)
+        owners = await assignment.owners(names)
+        results: dict[str, str] = {}
+        for channel, owner in owners.items():
+            if owner in live:
+                held = await assignment.holding({channel: owner})
+                if held:
+                    results[channel] = f"joined ({owner}, already)"
+        after = await assignment.last_report_id()
+        waiting = [n for n in names if n not in results]
+        await housekeeping.spread(assignment, waiting, live)
+        placed = await assignment.owners(waiting)
+        deadline = time.monotonic() + timeout_s
+        while waiting and time.monotonic() < deadline:
+            for report in await assignment.reports(after, deadline - time.monotonic()):
+                after = report.id
+                if report.channel in waiting and report.process == placed.get(report.channel):
+                    shown = report.result
+                    results[report.channel] = (
+                        f"joined ({report.process})" if shown == "joined" else shown
+                    )
+                    waiting.remove(report.channel)
+        for channel in waiting:
+            results[channel] = f"no answer within {timeout_s:g} s (assigned to {placed[channel]})"
+        return {name: results[name] for name in names}
+    finally:
+        await client.aclose()
+
+
+async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]:
+    """Part ``channels``: unassigned (their processes part them) and no longer wanted; return
+    each one's former owner."""
+    names = normalise_logins(channels)
+    keys = Keys.from_settings(settings)
+    client = connect_async(settings, name="tmi-cluster:part")
+    try:
+        with Store.from_settings(settings) as store:
+            await asyncio.to_thread(store.unwant, names)
+        return await Assignment(client, keys).unassign(names)
+    finally:
+        await client.aclose()

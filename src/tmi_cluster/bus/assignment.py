@@ -1,0 +1,269 @@
+"""The assignment ``channel -> process`` in Redis, what each process holds, and its reports.
+
+The assignment is the truth of who should hold a channel; a worker follows it (joins what is
+assigned to it, parts what is not) and reports back what the server confirmed. Contracts:
+
+- :meth:`Assignment.assign` and :meth:`Assignment.unassign` change the hash and each process's
+  own set of channels in one atomic script, so that a channel is assigned to at most one process
+  at any moment; every process whose set changed gets a ``sync`` notice on its command stream.
+  A notice carries no data (the sets are the truth): one lost or read twice changes nothing.
+- A worker records what it holds (:meth:`Assignment.record_held`), and a worker that gives a
+  channel up to another process parts it only once :meth:`Assignment.holding` says the other
+  one holds it (make-before-break), or its deadline passed.
+- Join outcomes and lost channels go to the bounded ``reports`` stream
+  (:meth:`Assignment.report`), read by whoever waits for them (:meth:`Assignment.reports`).
+
+This is the thin path used until the coordinator writes the assignment under its lease; the
+coordinator replaces the writers, not the readers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+
+from tmi_cluster.bus.client import describe_client, translated
+from tmi_cluster.bus.keys import Keys
+
+__all__ = ["REPORTS_MAXLEN", "Assignment", "Report"]
+
+#: About how many reports the ``reports`` stream keeps (trimmed approximately).
+REPORTS_MAXLEN = 10_000
+#: About how many notices a process's command stream keeps.
+_NOTICES_MAXLEN = 100
+#: A blocking read waits at most this long (under redis-py's default socket timeout of 5 s).
+_BLOCK_CAP_S = 2.0
+
+# KEYS[1]: the assignment hash. ARGV[1]: the key prefix; then pairs of channel, process ('' to
+# unassign). Returns the previous owner of each channel ('' for none). Each process's set is
+# ``<prefix>process:<id>:channels`` and its command stream ``<prefix>commands:process:<id>``
+# (the names of Keys.process_channels and Keys.process_commands).
+_ASSIGN = """
+local prefix = ARGV[1]
+local previous = {}
+local touched = {}
+for i = 2, #ARGV, 2 do
+  local channel, process = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[1], channel) or ''
+  if old ~= process then
+    if old ~= '' then
+      redis.call('SREM', prefix .. 'process:' .. old .. ':channels', channel)
+      touched[old] = true
+    end
+    if process == '' then
+      redis.call('HDEL', KEYS[1], channel)
+    else
+      redis.call('HSET', KEYS[1], channel, process)
+      redis.call('SADD', prefix .. 'process:' .. process .. ':channels', channel)
+      touched[process] = true
+    end
+  end
+  previous[#previous + 1] = old
+end
+for process, _ in pairs(touched) do
+  redis.call('XADD', prefix .. 'commands:process:' .. process, 'MAXLEN', '~', ARGV_MAXLEN,
+             '*', 'op', 'sync')
+end
+return previous
+""".replace("ARGV_MAXLEN", str(_NOTICES_MAXLEN))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One line of the ``reports`` stream: what happened to a channel on a process."""
+
+    id: str
+    process: str
+    channel: str
+    result: str
+
+
+def _block(timeout_s: float) -> int:
+    """Milliseconds for XREAD's BLOCK: at least 1 (0 would wait for ever), at most the cap."""
+    return max(1, int(min(timeout_s, _BLOCK_CAP_S) * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Assignment:
+    """The assignment and the holdings of one cluster (``keys``), through ``client``.
+
+    Every method raises :class:`~tmi_cluster.errors.RedisUnavailableError` when Redis cannot be
+    reached; none waits without a deadline of its own except :meth:`notices` and
+    :meth:`reports`, which take one.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._script = client.register_script(_ASSIGN)
+        self._where = describe_client(client)
+
+    # -- writers (the coordinator's, and until it exists the CLI's and the supervisor's) -------
+
+    async def assign(self, channels: Mapping[str, str]) -> dict[str, str | None]:
+        """Assign each channel to its process, atomically; return each one's previous owner."""
+        return await self._run([(c, p) for c, p in channels.items()])
+
+    async def unassign(self, channels: Iterable[str]) -> dict[str, str | None]:
+        """Assign channels to no one; return each one's previous owner."""
+        return await self._run([(channel, "") for channel in channels])
+
+    async def _run(self, pairs: Sequence[tuple[str, str]]) -> dict[str, str | None]:
+        previous: dict[str, str | None] = {}
+        for start in range(0, len(pairs), 1000):  # bounded scripts: Redis serves others between
+            chunk = pairs[start : start + 1000]
+            argv = [self.keys.prefix, *(x for pair in chunk for x in pair)]
+            with translated(self._where):
+                owners = await self._script(keys=[self.keys.assignment], args=argv)
+            for (channel, _), owner in zip(chunk, owners, strict=True):
+                previous[channel] = _text(owner) or None
+        return previous
+
+    async def transfer(self, source: str, target: str) -> list[str]:
+        """Assign every channel of ``source`` to ``target``; return them."""
+        channels = sorted(await self.of(source))
+        await self.assign(dict.fromkeys(channels, target))
+        return channels
+
+    async def forget(self, process_id: str) -> list[str]:
+        """Unassign a process's channels and delete its keys (it is gone); return them."""
+        channels = sorted(await self.of(process_id))
+        await self.unassign(channels)
+        with translated(self._where):
+            await self.client.delete(
+                self.keys.process_channels(process_id),
+                self.keys.process_held(process_id),
+                self.keys.process_commands(process_id),
+            )
+        return channels
+
+    # -- readers ------------------------------------------------------------------------------
+
+    async def owners(self, channels: Sequence[str]) -> dict[str, str | None]:
+        """The process each channel is assigned to (None: no one)."""
+        if not channels:
+            return {}
+        with translated(self._where):
+            values = await self.client.hmget(self.keys.assignment, list(channels))
+        return {c: _text(v) if v else None for c, v in zip(channels, values, strict=True)}
+
+    async def of(self, process_id: str) -> set[str]:
+        """The channels assigned to a process."""
+        with translated(self._where):
+            members = await self.client.smembers(self.keys.process_channels(process_id))
+        return {_text(m) for m in members}
+
+    async def counts(self, process_ids: Sequence[str]) -> dict[str, int]:
+        """How many channels are assigned to each process (one round trip)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for process_id in process_ids:
+                pipe.scard(self.keys.process_channels(process_id))
+            with translated(self._where):
+                sizes = await pipe.execute()
+        return {p: int(n) for p, n in zip(process_ids, sizes, strict=True)}
+
+    # -- the worker's side --------------------------------------------------------------------
+
+    async def record_held(
+        self, process_id: str, joined: Iterable[str] = (), left: Iterable[str] = ()
+    ) -> None:
+        """Record channels the process now holds (``joined``) and no longer holds (``left``)."""
+        key = self.keys.process_held(process_id)
+        joined, left = list(joined), list(left)
+        async with self.client.pipeline(transaction=True) as pipe:
+            if joined:
+                pipe.sadd(key, *joined)
+            if left:
+                pipe.srem(key, *left)
+            if joined or left:
+                with translated(self._where):
+                    await pipe.execute()
+
+    async def set_held(self, process_id: str, channels: Iterable[str]) -> None:
+        """Replace what the process is recorded to hold (at its start, and to repair)."""
+        key = self.keys.process_held(process_id)
+        members = list(channels)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if members:
+                pipe.sadd(key, *members)
+            with translated(self._where):
+                await pipe.execute()
+
+    async def held(self, process_id: str) -> set[str]:
+        """What a process is recorded to hold."""
+        with translated(self._where):
+            members = await self.client.smembers(self.keys.process_held(process_id))
+        return {_text(m) for m in members}
+
+    async def holding(self, pairs: Mapping[str, str]) -> set[str]:
+        """Of ``channel -> process`` pairs, the channels whose process holds them now."""
+        items = list(pairs.items())
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel, process_id in items:
+                pipe.sismember(self.keys.process_held(process_id), channel)
+            with translated(self._where):
+                answers = await pipe.execute()
+        return {channel for (channel, _), yes in zip(items, answers, strict=True) if yes}
+
+    async def notices(self, process_id: str, after: str, timeout_s: float) -> tuple[str, int]:
+        """Wait at most ``timeout_s`` (2 s at most) for notices on a process's command stream
+        after id ``after`` ("$": from now); return the last id read and how many came."""
+        key = self.keys.process_commands(process_id)
+        with translated(self._where):
+            answer: Any = await self.client.xread({key: after}, count=1000, block=_block(timeout_s))
+        if not answer:
+            if after == "$":
+                return await self._last_id(key), 0
+            return after, 0
+        entries = answer[0][1]
+        return _text(entries[-1][0]), len(entries)
+
+    async def _last_id(self, key: str) -> str:
+        with translated(self._where):
+            info: Any = await self.client.xrevrange(key, count=1)
+        return _text(info[0][0]) if info else "0-0"
+
+    async def report(self, process_id: str, outcomes: Mapping[str, str]) -> None:
+        """Append what happened to channels on a process (``channel -> result``)."""
+        if not outcomes:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel, result in outcomes.items():
+                pipe.xadd(
+                    self.keys.reports,
+                    {"process": process_id, "channel": channel, "result": result},
+                    maxlen=REPORTS_MAXLEN,
+                    approximate=True,
+                )
+            with translated(self._where):
+                await pipe.execute()
+
+    async def last_report_id(self) -> str:
+        """The id of the newest report ("0-0" when none): read :meth:`reports` after it."""
+        return await self._last_id(self.keys.reports)
+
+    async def reports(self, after: str, timeout_s: float) -> list[Report]:
+        """Reports after id ``after``, waiting at most ``timeout_s`` (2 s at most) for the
+        first."""
+        with translated(self._where):
+            answer: Any = await self.client.xread(
+                {self.keys.reports: after}, count=1000, block=_block(timeout_s)
+            )
+        if not answer:
+            return []
+        return [
+            Report(
+                _text(entry_id),
+                _text(fields[b"process"]),
+                _text(fields[b"channel"]),
+                _text(fields[b"result"]),
+            )
+            for entry_id, fields in answer[0][1]
+        ]

@@ -1,0 +1,68 @@
+"""Orders for supervisors: the ``commands:supervisor:{id}`` stream.
+
+An order is one entry ``{"op": ...}`` (:class:`Order`). A supervisor reads its stream from the
+moment it starts (orders sent to an earlier supervisor of the same id are not its own) and
+carries each order out once; the stream is trimmed to about 100 entries.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import redis.asyncio
+
+from tmi_cluster.bus.client import describe_client, translated
+from tmi_cluster.bus.keys import Keys
+
+__all__ = ["Order", "read_orders", "send_order"]
+
+_MAXLEN = 100
+_BLOCK_CAP_S = 2.0
+
+
+class Order(enum.StrEnum):
+    """What a supervisor can be told to do."""
+
+    #: Stop gracefully (as on SIGTERM).
+    TERMINATE = "terminate"
+    #: Replace every worker, one by one (as on SIGUSR1).
+    RESTART = "restart"
+    #: Workers keep their channels and take no new work (as on SIGUSR2).
+    PAUSE = "pause"
+    #: Go on after a pause (as on SIGCONT).
+    CONTINUE = "continue"
+
+
+async def send_order(
+    client: redis.asyncio.Redis, keys: Keys, supervisor_id: str, order: Order
+) -> None:
+    """Append ``order`` to a supervisor's stream."""
+    with translated(describe_client(client)):
+        await client.xadd(
+            keys.supervisor_commands(supervisor_id),
+            {"op": order.value},
+            maxlen=_MAXLEN,
+            approximate=True,
+        )
+
+
+async def read_orders(
+    client: redis.asyncio.Redis, keys: Keys, supervisor_id: str, after: str, timeout_s: float
+) -> tuple[str, list[Order | str]]:
+    """Orders after id ``after`` ("$": from now), waiting at most ``timeout_s`` (2 s at most);
+    the last id read and the orders (an unknown op is returned as its text)."""
+    key = keys.supervisor_commands(supervisor_id)
+    block = max(1, int(min(timeout_s, _BLOCK_CAP_S) * 1000))
+    with translated(describe_client(client)):
+        if after == "$":  # the newest id now, so that nothing sent from here on is missed
+            newest: Any = await client.xrevrange(key, count=1)
+            after = newest[0][0].decode() if newest else "0-0"
+        answer: Any = await client.xread({key: after}, count=100, block=block)
+    if not answer:
+        return after, []
+    orders: list[Order | str] = []
+    for _, fields in answer[0][1]:
+        op = fields.get(b"op", b"").decode(errors="replace")
+        orders.append(Order(op) if op in Order._value2member_map_ else op)
+    return answer[0][1][-1][0].decode(), orders

@@ -1,0 +1,160 @@
+"""Cluster-wide chores: who is alive, purging the dead, handing channels to live processes.
+
+- :func:`live_processes` reads the records of every worker process in SQL and keeps those with a
+  heartbeat (with their status), one SQL read and one Redis round trip.
+- :func:`purge`: supervisors and processes whose records claim them alive but whose heartbeat
+  is gone (after their ``stale`` time since they started) are recorded dead; the channels of dead
+  processes go to the live process with the fewest, else are unassigned; the rows of the dead
+  (and of the cleanly stopped) older than ``retention_s`` are deleted (0: all of them), the
+  history stays. Supervisors run it every :data:`PURGE_EVERY_S` seconds under one Redis lock,
+  so that it runs once for the whole cluster, not once per supervisor; ``tmi-cluster purge``
+  runs it at once.
+- :func:`spread`: channels given to live processes, the least loaded first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio
+
+from tmi_cluster.bus import Assignment, Keys, statuses_async, translated
+from tmi_cluster.bus.client import describe_client
+from tmi_cluster.listing import CLAIMS_ALIVE
+from tmi_cluster.store import Store
+
+__all__ = [
+    "PURGE_EVERY_S",
+    "RETENTION_S",
+    "PurgeResult",
+    "live_processes",
+    "purge",
+    "purge_once",
+    "spread",
+]
+
+#: Seconds between two automatic purges of the cluster.
+PURGE_EVERY_S = 5.0
+#: Rows of the dead and stopped kept this long by the automatic purge (for ``list``).
+RETENTION_S = 3600.0
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What a purge found and did."""
+
+    dead_supervisors: list[str]
+    dead_processes: list[str]
+    released: int
+    deleted: int
+
+
+async def live_processes(
+    store: Store, client: redis.asyncio.Redis, keys: Keys
+) -> dict[str, dict[str, Any]]:
+    """Every live worker process of the cluster: its id and its heartbeat's status."""
+    records = await asyncio.to_thread(store.processes)
+    ids = [p.id for p in records if p.state in CLAIMS_ALIVE]
+    found = await statuses_async(client, [keys.process_heartbeat(i) for i in ids])
+    return {i: found[keys.process_heartbeat(i)] for i in ids if keys.process_heartbeat(i) in found}
+
+
+async def spread(assignment: Assignment, channels: Sequence[str], targets: Sequence[str]) -> int:
+    """Assign ``channels`` to ``targets``, each to the one with the fewest at that point;
+    return how many were assigned (none without targets)."""
+    if not targets or not channels:
+        return 0
+    counts = await assignment.counts(list(targets))
+    plan: dict[str, str] = {}
+    for channel in channels:
+        target = min(targets, key=lambda t: counts[t])
+        plan[channel] = target
+        counts[target] += 1
+    await assignment.assign(plan)
+    return len(plan)
+
+
+async def purge(
+    store: Store,
+    client: redis.asyncio.Redis,
+    keys: Keys,
+    *,
+    retention_s: float = RETENTION_S,
+    now: datetime | None = None,
+) -> PurgeResult:
+    """Purge the cluster once (see the module's docstring)."""
+    at = now or datetime.now(UTC)
+    supervisors = await asyncio.to_thread(store.supervisors)
+    processes = await asyncio.to_thread(store.processes)
+    supervisor_grace = timedelta(seconds=keys.supervisor_ttl_s)
+    process_grace = timedelta(seconds=keys.process_ttl_s)
+    claims = [s for s in supervisors if s.state in CLAIMS_ALIVE]
+    process_claims = [p for p in processes if p.state in CLAIMS_ALIVE]
+    found = await statuses_async(
+        client,
+        [keys.supervisor_heartbeat(s.id) for s in claims]
+        + [keys.process_heartbeat(p.id) for p in process_claims],
+    )
+    dead_supervisors = [
+        s.id
+        for s in claims
+        if keys.supervisor_heartbeat(s.id) not in found and at - s.started_at > supervisor_grace
+    ]
+    dead_processes = [
+        p.id
+        for p in process_claims
+        if keys.process_heartbeat(p.id) not in found and at - p.last_seen_at > process_grace
+    ]
+    if dead_supervisors or dead_processes:
+        await asyncio.to_thread(store.mark_dead, dead_supervisors, dead_processes)
+    assignment = Assignment(client, keys)
+    live = [p.id for p in process_claims if keys.process_heartbeat(p.id) in found]
+    released = 0
+    gone = set(dead_processes) | {p.id for p in processes if p.state not in CLAIMS_ALIVE}
+    for process_id in sorted(gone):
+        channels = sorted(await assignment.of(process_id))
+        if channels:
+            released += len(channels)
+            if not await spread(assignment, channels, live):
+                await assignment.unassign(channels)
+        await assignment.forget(process_id)
+    cutoff = at - timedelta(seconds=retention_s)
+    old_supervisors = [
+        s.id
+        for s in supervisors
+        if (s.id in dead_supervisors or s.state not in CLAIMS_ALIVE)
+        and (retention_s <= 0 or (s.stopped_at or at) <= cutoff)
+    ]
+    old_processes = [
+        p.id
+        for p in processes
+        if (p.id in dead_processes or p.state not in CLAIMS_ALIVE)
+        and (retention_s <= 0 or (p.stopped_at or at) <= cutoff)
+    ]
+    if old_supervisors or old_processes:
+        await asyncio.to_thread(
+            store.delete_records, supervisor_ids=old_supervisors, process_ids=old_processes
+        )
+    return PurgeResult(
+        dead_supervisors, dead_processes, released, len(old_supervisors) + len(old_processes)
+    )
+
+
+async def purge_once(
+    store: Store, client: redis.asyncio.Redis, keys: Keys, *, lock_s: float = PURGE_EVERY_S
+) -> PurgeResult | None:
+    """:func:`purge` if no other supervisor purged in the last ``lock_s`` seconds (a lock in
+    Redis that is left to expire: at most one purge per period for the whole cluster); None
+    when another one did."""
+    token = secrets.token_hex(8)
+    key = keys.lock("purge")
+    with translated(describe_client(client)):
+        taken = await client.set(key, token, px=int(lock_s * 1000), nx=True)
+    if not taken:
+        return None
+    return await purge(store, client, keys)

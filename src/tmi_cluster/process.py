@@ -1,0 +1,407 @@
+"""One worker process, the supervisor's child: ``python -m tmi_cluster.process --id ID
+--supervisor SUPERVISOR`` (the original's ``tmi-cluster:process``).
+
+It runs a :class:`~tmi_cluster.worker.Worker` (pool, sender, handler queue) and around it:
+
+- a heartbeat key in Redis every ``min(process.periodic_timer, process.stale / 3)`` seconds,
+  expiring after ``process.stale``, whose value is the process's status as JSON (supervisor, pid,
+  state, channels, connections, memory_bytes, messages_per_s): what ``tmi-cluster list`` shows;
+- the assignment (:mod:`tmi_cluster.bus.assignment`): it joins the channels assigned to it, on
+  each ``sync`` notice and at least every ``process.periodic_timer``, reports every outcome and
+  every lost channel, and records what it holds. A channel assigned elsewhere is parted once its
+  new owner holds it (make-before-break), or after ``process.timeout``; an unassigned one at once.
+  A failed join is retried with backoff (5 s, doubling, at most 5 minutes) while it stays assigned;
+- its parent: the supervisor holds the other end of the process's standard input, so the
+  process sees its supervisor end, however it ends (even SIGKILL), as the end of its input, and
+  stops within a few seconds (on Linux, the parent's death also sends it SIGTERM). No orphans;
+- signals: SIGTERM or SIGINT stops gracefully (joins stop, pending hand-overs finish within
+  ``process.timeout``, the pool closes); SIGUSR2 pauses (channels kept, nothing new joined) and
+  SIGCONT continues.
+
+It prints ``ready`` on its standard output once it runs. Exit codes: 0 after a stop, 1 after an
+unexpected error (logged with its traceback), 78 when it cannot start at all (invalid settings,
+a handler module that does not import; the reason is the last line on standard error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import enum
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import psutil
+import redis.asyncio
+
+from tmi_cluster.bus import Assignment, Heartbeat, Keys, Outage, connect_async
+from tmi_cluster.config import Settings, load_settings
+from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
+from tmi_cluster.events import ChannelLostEvent, Event, MessageEvent
+from tmi_cluster.outcomes import JoinResult
+from tmi_cluster.worker import Worker
+
+__all__ = ["EXIT_LAUNCH", "READY", "ProcessState", "WorkerProcess", "import_handlers", "main"]
+
+log = logging.getLogger(__name__)
+
+#: Exit code of a worker that cannot start at all (sysexits EX_CONFIG).
+EXIT_LAUNCH = 78
+#: The line a worker prints on its standard output once it runs.
+READY = "ready"
+#: A failed join is tried again after this, doubling up to :data:`_RETRY_CAP_S`.
+_RETRY_S = 5.0
+_RETRY_CAP_S = 300.0
+#: Seconds a worker whose supervisor is gone takes at most to stop.
+_ORPHAN_STOP_S = 2.0
+_PR_SET_PDEATHSIG = 1
+
+
+class ProcessState(enum.StrEnum):
+    """What a worker process says of itself in its heartbeat."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+
+
+def import_handlers(paths: Sequence[str]) -> list[object]:
+    """Import ``handlers.modules`` (``package.module`` or ``package.module:Name``); ConfigError
+    naming the first one that does not import or lacks the name."""
+    loaded: list[object] = []
+    for path in paths:
+        module_name, _, attribute = path.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # any error of the user's module is a launch failure
+            raise ConfigError(
+                [f"handlers.modules: {path!r} does not import: {exc.__class__.__name__}: {exc}"]
+            ) from exc
+        if attribute:
+            if not hasattr(module, attribute):
+                raise ConfigError([f"handlers.modules: {module_name} has no {attribute!r}"])
+            loaded.append(getattr(module, attribute))
+        else:
+            loaded.append(module)
+    return loaded
+
+
+class WorkerProcess:
+    """The worker process's life: see the module's docstring. :meth:`run` returns its exit
+    code."""
+
+    def __init__(
+        self, settings: Settings, process_id: str, supervisor_id: str, *, paused: bool = False
+    ) -> None:
+        self.settings = settings
+        self.id = process_id
+        self.supervisor_id = supervisor_id
+        self.state = ProcessState.PAUSED if paused else ProcessState.STARTING
+        self.paused = paused
+        self.keys = Keys.from_settings(settings)
+        self.outage = Outage()
+        self._stop = asyncio.Event()
+        self._stop_within_s = settings.process.timeout
+        self._wake = asyncio.Event()
+        self._messages = 0
+        self._rate = (time.monotonic(), 0, 0.0)  # when, messages then, messages per second
+        self._retry: dict[str, tuple[float, float]] = {}  # channel -> (next try, delay)
+        self._leaving: dict[str, float] = {}  # channel -> deadline of its hand-over
+        self._lost: dict[str, str] = {}  # reported by the pool, to be reported on
+        self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
+        self._joining: asyncio.Task[None] | None = None
+        self._worker: Worker | None = None
+        self._process = psutil.Process()
+        #: Why the process stopped on its own (an unexpected error), else None.
+        self.failure: BaseException | None = None
+
+    # -- control ------------------------------------------------------------------------------
+
+    def stop(self, within_s: float | None = None) -> None:
+        """Stop gracefully within ``within_s`` (default ``process.timeout``)."""
+        if within_s is not None:
+            self._stop_within_s = min(self._stop_within_s, within_s)
+        self._stop.set()
+        self._wake.set()
+
+    def pause(self, paused: bool = True) -> None:
+        """Keep the channels held, join nothing new (``paused=False``: go on)."""
+        self.paused = paused
+        if self.state in (ProcessState.RUNNING, ProcessState.PAUSED):
+            self.state = ProcessState.PAUSED if paused else ProcessState.RUNNING
+        self._wake.set()
+
+    def status(self) -> dict[str, object]:
+        """The heartbeat's value."""
+        pool = self._worker.pool if self._worker is not None else None
+        now = time.monotonic()
+        since, counted, rate = self._rate
+        if now - since >= 1.0:
+            rate = (self._messages - counted) / (now - since)
+            self._rate = (now, self._messages, rate)
+        return {
+            "supervisor": self.supervisor_id,
+            "pid": os.getpid(),
+            "state": self.state.value,
+            "channels": len(pool.channels) if pool is not None else 0,
+            "connections": len(pool.connections) if pool is not None else 0,
+            "memory_bytes": self._process.memory_info().rss,
+            "messages_per_s": round(rate, 1),
+            "at": time.time(),
+        }
+
+    # -- the run ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until stopped; the exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGUSR2, self.pause, True)
+        loop.add_signal_handler(signal.SIGCONT, self.pause, False)
+        _watch_parent(loop, self)
+        client = connect_async(self.settings, name=f"process:{self.id}")
+        try:
+            return await self._run(client)
+        except Exception:
+            log.exception("worker process %s failed", self.id)
+            return 1
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _run(self, client: redis.asyncio.Redis) -> int:
+        assignment = Assignment(client, self.keys)
+        heartbeat = Heartbeat(
+            client,
+            self.keys.process_heartbeat(self.id),
+            ttl_s=self.keys.process_ttl_s,
+            interval_s=min(self.settings.process.periodic_timer, self.keys.process_ttl_s / 3),
+            value_of=lambda: json.dumps(self.status()),
+            outage=self.outage,
+        )
+        worker = Worker.from_settings(
+            self.settings, handlers=[self._observe], redis_client=client, name=self.id
+        )
+        self._worker = worker
+        async with worker, asyncio.TaskGroup() as tasks:
+            beating = tasks.create_task(self._beat(heartbeat), name="heartbeat")
+            following = tasks.create_task(self._follow(assignment), name="assignment")
+            if not self.paused:
+                self.state = ProcessState.RUNNING
+            print(READY, flush=True)
+            await self._stop.wait()
+            self.state = ProcessState.STOPPING
+            following.cancel()
+            await self._hand_over(assignment)
+            beating.cancel()
+        with contextlib.suppress(TmiClusterError):
+            await assignment.set_held(self.id, ())
+        await heartbeat.clear()
+        return 0 if self.failure is None else 1
+
+    async def _beat(self, heartbeat: Heartbeat) -> None:
+        while True:
+            try:
+                await heartbeat.beat()
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"worker process {self.id}")
+            else:
+                self.outage.ended()
+            await asyncio.sleep(heartbeat.interval_s)
+
+    def _observe(self, event: Event) -> None:
+        """A handler of the worker's own: counts messages, notes lost channels."""
+        if type(event) is MessageEvent:
+            self._messages += 1
+        elif isinstance(event, ChannelLostEvent) and event.channel is not None:
+            self._lost[event.channel] = event.reason
+            self._wake.set()
+
+    # -- following the assignment ----------------------------------------------------------------
+
+    async def _follow(self, assignment: Assignment) -> None:
+        """Follow the assignment until cancelled; an outage is waited out."""
+        after = "$"
+        period = self.settings.process.periodic_timer
+        while True:
+            try:
+                await self._reconcile(assignment)
+                timeout = 0.25 if self._leaving or self._lost else period
+                after, _ = await assignment.notices(self.id, after, timeout)
+                self.outage.ended()
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"worker process {self.id}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                self._wake.clear()
+
+    async def _flush(self, assignment: Assignment) -> None:
+        """Report and record the join results and losses noted since the last time (kept for
+        the next time if Redis does not answer)."""
+        if self._outcomes:
+            outcomes = dict(self._outcomes)
+            joined = [c for c, result in outcomes.items() if result == JoinResult.JOINED]
+            await assignment.record_held(self.id, joined=joined)
+            await assignment.report(self.id, outcomes)
+            for channel in outcomes:
+                self._outcomes.pop(channel, None)
+        if self._lost:
+            lost = dict(self._lost)
+            await assignment.record_held(self.id, left=lost)
+            await assignment.report(self.id, lost)
+            for channel in lost:
+                self._lost.pop(channel, None)
+
+    async def _reconcile(self, assignment: Assignment) -> None:
+        pool = self._require_worker().pool
+        await self._flush(assignment)
+        wanted = await assignment.of(self.id)
+        held = pool.channels
+        busy = self._joining is not None and not self._joining.done()
+        now = time.monotonic()
+        fresh = sorted(c for c in wanted - held if c not in self._retry or self._retry[c][0] <= now)
+        if fresh and not busy and not self.paused:
+            self._joining = asyncio.create_task(self._join(fresh), name="joins")
+            self._joining.add_done_callback(self._joined)
+        for channel in wanted & self._leaving.keys():
+            del self._leaving[channel]  # assigned back to us
+        for channel in held - wanted:
+            self._leaving.setdefault(channel, now + self.settings.process.timeout)
+        await self._part_handed_over(assignment, now)
+
+    async def _part_handed_over(self, assignment: Assignment, now: float) -> None:
+        """Part the channels leaving us whose new owner holds them, or that nobody owns now,
+        or whose hand-over ran out of time."""
+        if not self._leaving:
+            return
+        pool = self._require_worker().pool
+        leaving = sorted(self._leaving)
+        owners = await assignment.owners(leaving)
+        elsewhere = {c: p for c, p in owners.items() if p is not None and p != self.id}
+        taken = await assignment.holding(elsewhere) if elsewhere else set()
+        done = [
+            c
+            for c in leaving
+            if owners[c] is None or c in taken or self._leaving[c] <= now or c not in pool.channels
+        ]
+        late = [c for c in done if self._leaving[c] <= now and c not in taken and owners[c]]
+        if late:
+            log.warning("%s: %d channels parted before their new owner held them (after %g s)",
+                        self.id, len(late), self.settings.process.timeout)  # fmt: skip
+        if done:
+            await pool.part(done)
+            await assignment.record_held(self.id, left=done)
+            for channel in done:
+                self._leaving.pop(channel, None)
+                self._retry.pop(channel, None)
+
+    async def _join(self, channels: list[str]) -> None:
+        """Join ``channels``; the results are reported by the next reconciliation."""
+        outcomes = await self._require_worker().pool.join(channels)
+        for channel, outcome in outcomes.items():
+            self._outcomes[channel] = outcome.result.value
+            if outcome.ok:
+                self._retry.pop(channel, None)
+            else:
+                self._retry_later(channel)
+        self._wake.set()
+
+    def _joined(self, task: asyncio.Task[None]) -> None:
+        """A join batch ended: an unexpected error is a failure of the process, never silent."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("worker process %s: a join failed", self.id, exc_info=task.exception())
+        self.failure = task.exception()
+        self.stop(_ORPHAN_STOP_S)
+
+    def _retry_later(self, channel: str) -> None:
+        _, delay = self._retry.get(channel, (0.0, _RETRY_S / 2))
+        delay = min(_RETRY_CAP_S, delay * 2)
+        self._retry[channel] = (time.monotonic() + delay, delay)
+
+    async def _hand_over(self, assignment: Assignment) -> None:
+        """While stopping: finish hand-overs under way, within the stop's deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_within_s
+        if self._joining is not None and not self._joining.done():
+            self._joining.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TmiClusterError):
+                await self._joining
+        while self._leaving and loop.time() < deadline:
+            try:
+                await self._reconcile_leaving(assignment)
+            except RedisUnavailableError:
+                break
+            if self._leaving:
+                await asyncio.sleep(0.1)
+
+    async def _reconcile_leaving(self, assignment: Assignment) -> None:
+        pool = self._require_worker().pool
+        await self._flush(assignment)
+        wanted = await assignment.of(self.id)
+        now = time.monotonic()
+        for channel in pool.channels - wanted:
+            self._leaving.setdefault(channel, now + self._stop_within_s)
+        await self._part_handed_over(assignment, now)
+
+    def _require_worker(self) -> Worker:
+        assert self._worker is not None
+        return self._worker
+
+
+def _watch_parent(loop: asyncio.AbstractEventLoop, process: WorkerProcess) -> None:
+    """Stop ``process`` soon when the supervisor ends: the end of standard input (the
+    supervisor holds its other end), and on Linux the parent-death signal."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    def read_until_end() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):  # the raw descriptor: no buffer lock held at exit
+                pass
+        loop.call_soon_threadsafe(_orphaned, process)
+
+    threading.Thread(target=read_until_end, name="parent-watch", daemon=True).start()
+
+
+def _orphaned(process: WorkerProcess) -> None:
+    log.warning("worker process %s: its supervisor is gone; stopping", process.id)
+    process.stop(_ORPHAN_STOP_S)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of a worker process; the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m tmi_cluster.process")
+    parser.add_argument("--id", required=True, help="this process's id")
+    parser.add_argument("--supervisor", required=True, help="the supervisor's id")
+    parser.add_argument("--paused", action="store_true", help="start paused")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        import_handlers(settings.handlers.modules)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_LAUNCH
+    from tmi_cluster.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings)
+    process = WorkerProcess(settings, args.id, args.supervisor, paused=args.paused)
+    return asyncio.run(process.run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""A supervisor's worker processes: spawn, watch, restart, replace, stop.
+
+Contracts:
+
+- A worker is ``python -m tmi_cluster.process`` (:mod:`tmi_cluster.process`) in a session of
+  its own (a Ctrl-C on the terminal reaches the supervisor only, which decides), its standard
+  input a pipe the supervisor holds (its end ends the worker), its id ``<supervisor>-<n>``.
+- An exit is seen at once (the child's end is awaited); a hung worker when its heartbeat is
+  missing for ``process.stale`` seconds while Redis answers (it is then killed). Either way the
+  process is replaced: the first time at once, after repeated failures more slowly
+  (:func:`restart_delay`: 1, 2, 4, ... s, at most 60 s; a worker that ran
+  :data:`HEALTHY_S` seconds resets the count), each with a :class:`WorkerProcessRestarting`,
+  or an :class:`UnableToLaunchProcess` when it ended before it was ready (its last line on
+  standard error is the reason, kept in :attr:`Processes.problem` until a worker runs again).
+- A dead worker's channels go to a live worker of the supervisor at once, else to its
+  replacement once that is ready. A worker over ``process.memory`` is replaced gracefully:
+  the replacement starts, takes over its channels (it joins them before the old one parts
+  them), then the old one stops. :meth:`Processes.roll` does the same for every worker, one by
+  one (SIGUSR1).
+- Records in SQL on every state change and at most every 30 s, never per heartbeat; a database
+  outage is logged and the work goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from tmi_cluster.bus import Assignment, Keys, statuses_async
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import RedisUnavailableError, StorageError
+from tmi_cluster.process import EXIT_LAUNCH, READY
+from tmi_cluster.store import RunState, Store
+
+__all__ = [
+    "HEALTHY_S",
+    "Child",
+    "ClusterEvent",
+    "Processes",
+    "UnableToLaunchProcess",
+    "WorkerProcessRestarting",
+    "restart_delay",
+    "worker_environment",
+]
+
+log = logging.getLogger(__name__)
+
+#: A worker that ran this long resets its supervisor's count of failures in a row.
+HEALTHY_S = 30.0
+#: The longest wait before a failed worker is started again.
+RESTART_CAP_S = 60.0
+#: Seconds between two records of a worker's figures in SQL.
+RECORD_EVERY_S = 30.0
+#: Lines of a worker's standard error kept for the reason of its end.
+_TAIL_LINES = 20
+
+
+def restart_delay(failures: int) -> float:
+    """The wait before starting a worker again after ``failures`` failures in a row: none after
+    the first, then 1, 2, 4, ... seconds, at most :data:`RESTART_CAP_S`."""
+    if failures <= 1:
+        return 0.0
+    return float(min(RESTART_CAP_S, 2.0 ** (failures - 2)))
+
+
+@dataclass(frozen=True)
+class WorkerProcessRestarting:
+    """A worker ended unexpectedly and is started again after ``delay_s`` (the original's
+    event of this name)."""
+
+    supervisor: str
+    process: str
+    reason: str
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class UnableToLaunchProcess:
+    """A worker ended before it was ready; ``error`` says why (the original's event)."""
+
+    supervisor: str
+    process: str
+    error: str
+    delay_s: float
+
+
+ClusterEvent = WorkerProcessRestarting | UnableToLaunchProcess
+
+
+@dataclass
+class Child:
+    """One worker process of the supervisor."""
+
+    id: str
+    proc: asyncio.subprocess.Process
+    started: float
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+    #: Asked to stop: its end is expected.
+    stopping: bool = False
+    #: The worker whose channels it takes over once ready (a graceful replacement).
+    replaces: str | None = None
+    #: Being replaced (by the worker of that id).
+    replaced_by: str | None = None
+    last_seen: float = 0.0
+    last_record: float = 0.0
+    status: dict[str, Any] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Processes:
+    """The worker processes of supervisor ``supervisor_id``; see the module's docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        supervisor_id: str,
+        *,
+        assignment: Assignment,
+        store: Store,
+        env: Mapping[str, str],
+        on_event: Callable[[ClusterEvent], None] | None = None,
+        first_number: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.supervisor_id = supervisor_id
+        self.assignment = assignment
+        self.keys: Keys = assignment.keys
+        self.store = store
+        self.env = dict(env)
+        self.on_event = on_event or (lambda event: None)
+        #: How many workers should run.
+        self.target = settings.auto_scale.processes.min
+        self.children: dict[str, Child] = {}
+        #: Why workers cannot start (the last UnableToLaunchProcess), until one runs again.
+        self.problem: str | None = None
+        self.paused = False
+        self.restarts = 0
+        self._numbers = first_number - 1  # ids go on after those of earlier runs
+        self._failures = 0
+        self._next_start = 0.0
+        self._orphans: list[str] = []  # dead workers whose channels wait for a live one
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._redis_ok_since = time.monotonic()
+        self._storage_failing = False
+
+    # -- the watch ----------------------------------------------------------------------------
+
+    def running(self) -> list[Child]:
+        """The workers that are up and not on their way out."""
+        return [c for c in self.children.values() if not c.stopping and c.replaced_by is None]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep :attr:`target` workers running until ``stop`` is set."""
+        check_every = min(1.0, self.keys.process_ttl_s / 3)
+        next_check = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            if not self._stopping and len(self.running()) < self.target and now >= self._next_start:
+                await self._spawn()
+            if now >= next_check:
+                await self._check()
+                next_check = now + check_every
+            self._changed.clear()
+            wait = max(0.05, min(check_every, self._next_start - now if self._next_start > now
+                                 else check_every))  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+
+    async def _spawn(self, *, replaces: str | None = None) -> Child:
+        self._numbers += 1
+        process_id = f"{self.supervisor_id}-{self._numbers}"
+        argv = [sys.executable, "-m", "tmi_cluster.process", "--id", process_id,
+                "--supervisor", self.supervisor_id]  # fmt: skip
+        if self.paused:
+            argv.append("--paused")
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            start_new_session=True,
+        )
+        child = Child(process_id, proc, time.monotonic(), replaces=replaces)
+        child.last_seen = child.started
+        self.children[process_id] = child
+        child.tasks = [
+            asyncio.create_task(self._read_stdout(child), name=f"{process_id} stdout"),
+            asyncio.create_task(self._read_stderr(child), name=f"{process_id} stderr"),
+            asyncio.create_task(self._await_exit(child), name=f"{process_id} exit"),
+        ]
+        log.info("worker process %s started (pid %d)", process_id, proc.pid)
+        await self._record(child, RunState.STARTING, detail="started")
+        return child
+
+    async def _read_stdout(self, child: Child) -> None:
+        stream = child.proc.stdout
+        assert stream is not None
+        while line := await stream.readline():
+            if line.strip() == READY.encode() and not child.ready.is_set():
+                child.ready.set()
+                child.last_seen = time.monotonic()
+                self._changed.set()
+                await self._on_ready(child)
+
+    async def _read_stderr(self, child: Child) -> None:
+        stream = child.proc.stderr
+        assert stream is not None
+        while line := await stream.readline():
+            text = line.decode(errors="replace").rstrip()
+            child.tail.append(text)
+            sys.stderr.write(f"[{child.id}] {text}\n")
+
+    async def _await_exit(self, child: Child) -> None:
+        code = await child.proc.wait()
+        for task in child.tasks:
+            if task is not asyncio.current_task() and task.get_name().endswith("stderr"):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 1.0)  # its last lines: the reason
+        self.children.pop(child.id, None)
+        self._changed.set()
+        await self._on_exit(child, code)
+
+    async def _on_ready(self, child: Child) -> None:
+        self.problem = None
+        await self._record(child, RunState.RUNNING, detail="ready")
+        try:
+            if child.replaces is not None:
+                await self.assignment.transfer(child.replaces, child.id)
+                old = self.children.get(child.replaces)
+                if old is not None:
+                    await self._ask_to_stop(old)
+            for dead in list(self._orphans):
+                await self.assignment.transfer(dead, child.id)
+                await self.assignment.forget(dead)
+                self._orphans.remove(dead)
+        except RedisUnavailableError as error:
+            log.warning("worker process %s: cannot take its channels over yet: %s", child.id, error)
+
+    async def _on_exit(self, child: Child, code: int) -> None:
+        how = _describe_exit(code)
+        state = RunState.STOPPED if child.stopping and code == 0 else RunState.DEAD
+        await self._record(child, state, exit_code=code, detail=how)
+        if child.stopping or self._stopping:
+            log.info("worker process %s stopped (%s)", child.id, how)
+            await self._release(child)
+            return
+        ran_s = time.monotonic() - child.started
+        self._failures = 1 if ran_s >= HEALTHY_S else self._failures + 1
+        delay = restart_delay(self._failures)
+        self._next_start = time.monotonic() + delay
+        self.restarts += 1
+        event: ClusterEvent
+        if not child.ready.is_set() or code == EXIT_LAUNCH:
+            reason = _last_error(child.tail) or how
+            self.problem = f"worker processes cannot start: {reason}"
+            event = UnableToLaunchProcess(self.supervisor_id, child.id, reason, delay)
+            log.error("worker process %s could not start (%s): %s; trying again in %g s",
+                      child.id, how, reason, delay)  # fmt: skip
+        else:
+            event = WorkerProcessRestarting(self.supervisor_id, child.id, how, delay)
+            log.warning("worker process %s %s; restarting in %g s", child.id, how, delay)
+        self._emit(event)
+        await self._release(child)
+
+    async def _release(self, child: Child) -> None:
+        """Give a worker's channels to another of ours, else to the next one ready."""
+        try:
+            others = [c for c in self.running() if c.ready.is_set()]
+            if child.replaced_by is not None and child.replaced_by in self.children:
+                others = [self.children[child.replaced_by]]
+            if self._stopping:  # no one of ours takes them: they were handed over, or wait
+                await self.assignment.forget(child.id)  # for a restore (they stay wanted)
+                return
+            if not others:
+                if await self.assignment.of(child.id):
+                    self._orphans.append(child.id)
+                else:
+                    await self.assignment.forget(child.id)
+                return
+            counts = await self.assignment.counts([c.id for c in others])
+            target = min(others, key=lambda c: counts[c.id]).id
+            await self.assignment.transfer(child.id, target)
+            await self.assignment.forget(child.id)
+        except RedisUnavailableError as error:
+            log.warning("the channels of %s wait for Redis: %s", child.id, error)
+            self._orphans.append(child.id)
+
+    async def _check(self) -> None:
+        """Heartbeats (a hung worker is killed) and memory (a big one is replaced)."""
+        ready = [c for c in self.children.values() if c.ready.is_set()]
+        now = time.monotonic()
+        try:
+            found = await statuses_async(
+                self.assignment.client, [self.keys.process_heartbeat(c.id) for c in ready]
+            )
+        except RedisUnavailableError:
+            self._redis_ok_since = float("inf")
+            return
+        if self._redis_ok_since == float("inf"):
+            self._redis_ok_since = now  # Redis is back: every worker gets a fresh grace
+        stale = self.keys.process_ttl_s
+        for child in ready:
+            status = found.get(self.keys.process_heartbeat(child.id))
+            if status is not None:
+                child.last_seen, child.status = now, status
+            elif now - max(child.last_seen, self._redis_ok_since) > stale and not child.stopping:
+                log.error("worker process %s: no heartbeat for %g s; killing it", child.id, stale)
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
+                continue
+            await self._check_memory(child)
+            if now - child.last_record >= RECORD_EVERY_S:
+                await self._record(child, RunState.RUNNING, history=False)
+        if self._orphans and self.running():
+            target = next((c for c in self.running() if c.ready.is_set()), None)
+            if target is not None:
+                await self._on_ready_orphans(target)
+
+    async def _on_ready_orphans(self, target: Child) -> None:
+        with contextlib.suppress(RedisUnavailableError):
+            for dead in list(self._orphans):
+                await self.assignment.transfer(dead, target.id)
+                await self.assignment.forget(dead)
+                self._orphans.remove(dead)
+
+    async def _check_memory(self, child: Child) -> None:
+        limit = self.settings.process.memory * 1024 * 1024
+        if child.replaced_by is not None or child.stopping or self._stopping:
+            return
+        try:
+            rss = psutil.Process(child.proc.pid).memory_info().rss
+        except psutil.Error:
+            return
+        if rss > limit:
+            log.warning("worker process %s uses %d MiB (over process.memory %d): replacing it",
+                        child.id, rss // 1048576, self.settings.process.memory)  # fmt: skip
+            await self.replace(child)
+
+    # -- replacing and stopping ------------------------------------------------------------------
+
+    async def replace(self, child: Child) -> Child:
+        """Start a worker that takes ``child``'s channels over, then stops it (gracefully)."""
+        new = await self._spawn(replaces=child.id)
+        child.replaced_by = new.id
+        return new
+
+    async def roll(self) -> None:
+        """Replace every worker, one after the other (each new one ready before the next)."""
+        for child in list(self.running()):
+            if self._stopping:
+                return
+            new = await self.replace(child)
+            ready = asyncio.ensure_future(new.ready.wait())
+            ended = asyncio.ensure_future(new.proc.wait())
+            try:
+                await asyncio.wait({ready, ended}, timeout=self.settings.process.timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            finally:
+                ready.cancel()
+                ended.cancel()
+
+    def pause(self, paused: bool) -> None:
+        """Pause (``True``) or continue every worker: SIGUSR2 or SIGCONT to each."""
+        self.paused = paused
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGUSR2 if paused else signal.SIGCONT)
+
+    async def _ask_to_stop(self, child: Child) -> None:
+        child.stopping = True
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.terminate()
+        await self._record(child, RunState.STOPPING, detail="asked to stop")
+
+    async def stop(self, within_s: float) -> None:
+        """Stop every worker gracefully within ``within_s``; kill those still running then."""
+        self._stopping = True
+        deadline = time.monotonic() + within_s
+        tasks = [task for child in self.children.values() for task in child.tasks]
+        for child in list(self.children.values()):
+            await self._ask_to_stop(child)
+        waits = [asyncio.ensure_future(c.proc.wait()) for c in list(self.children.values())]
+        if waits:
+            await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()))
+        for child in list(self.children.values()):
+            if child.proc.returncode is None:
+                log.warning("worker process %s did not stop in time; killing it", child.id)
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
+        for child in list(self.children.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(child.proc.wait(), 5.0)
+        if tasks:  # their exits recorded and their channels released, before Redis goes
+            await asyncio.wait(tasks, timeout=5.0)
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _emit(self, event: ClusterEvent) -> None:
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("the cluster event handler failed on %s", type(event).__name__)
+
+    async def _record(
+        self,
+        child: Child,
+        state: RunState,
+        *,
+        exit_code: int | None = None,
+        detail: str = "",
+        history: bool = True,
+    ) -> None:
+        child.last_record = time.monotonic()
+        status = child.status
+        try:
+            await asyncio.to_thread(
+                self.store.record_process,
+                child.id,
+                self.supervisor_id,
+                state,
+                pid=child.proc.pid,
+                channels=int(status.get("channels", 0)),
+                metrics={
+                    k: status[k]
+                    for k in ("connections", "memory_bytes", "messages_per_s")
+                    if k in status
+                },
+                exit_code=exit_code,
+                detail=detail,
+                history=history,
+            )
+        except StorageError as error:
+            if not self._storage_failing:
+                log.error("the records of the worker processes cannot be written: %s", error)
+            self._storage_failing = True
+        else:
+            self._storage_failing = False
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _last_error(tail: deque[str]) -> str:
+    """The reason a worker gave on standard error: its last ``error:`` line, else its last."""
+    for line in reversed(tail):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    return tail[-1] if tail else ""
+
+
+def worker_environment(redis_url: str, config: str | None) -> dict[str, str]:
+    """The environment of a worker: the supervisor's, with the Redis server it uses and its
+    configuration file made explicit."""
+    env = dict(os.environ)
+    env["TMI_CLUSTER_REDIS__URL"] = redis_url
+    if config is not None:
+        env["TMI_CLUSTER_CONFIG"] = os.path.abspath(config)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
