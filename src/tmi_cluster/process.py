@@ -233,11 +233,15 @@ class WorkerProcess:
     async def _follow(self, assignment: Assignment) -> None:
         """Follow the assignment until cancelled; an outage is waited out."""
         after = "$"
-        period = self.settings.process.periodic_timer
-        while True:
+        # Each wait is short: redis-py may finish a blocking read that it was told to cancel,
+        # so the loop also ends by itself, within one wait, once the process stops.
+        period = min(self.settings.process.periodic_timer, 0.5)
+        while not self._stop.is_set():
             try:
                 await self._reconcile(assignment)
-                timeout = 0.25 if self._leaving or self._lost else period
+                joining = self._joining is not None and not self._joining.done()
+                pending = joining or self._outcomes or self._lost or self._leaving
+                timeout = 0.1 if pending else period  # results go out within 0.1 s
                 after, _ = await assignment.notices(self.id, after, timeout)
                 self.outage.ended()
             except RedisUnavailableError as error:
@@ -271,7 +275,7 @@ class WorkerProcess:
         busy = self._joining is not None and not self._joining.done()
         now = time.monotonic()
         fresh = sorted(c for c in wanted - held if c not in self._retry or self._retry[c][0] <= now)
-        if fresh and not busy and not self.paused:
+        if fresh and not busy and not self.paused and not self._stop.is_set():
             self._joining = asyncio.create_task(self._join(fresh), name="joins")
             self._joining.add_done_callback(self._joined)
         for channel in wanted & self._leaving.keys():

@@ -5,8 +5,9 @@ Contracts:
 - A worker is ``python -m tmi_cluster.process`` (:mod:`tmi_cluster.process`) in a session of
   its own (a Ctrl-C on the terminal reaches the supervisor only, which decides), its standard
   input a pipe the supervisor holds (its end ends the worker), its id ``<supervisor>-<n>``.
-- An exit is seen at once (the child's end is awaited); a hung worker when its heartbeat is
-  missing for ``process.stale`` seconds while Redis answers (it is then killed). Either way the
+- An exit is seen at once (the child's end is awaited); a hung worker when its last heartbeat
+  is more than ``process.stale`` seconds old while Redis answers (it is then killed; checked
+  twice a second). Either way the
   process is replaced: the first time at once, after repeated failures more slowly
   (:func:`restart_delay`: 1, 2, 4, ... s, at most 60 s; a worker that ran
   :data:`HEALTHY_S` seconds resets the count), each with a :class:`WorkerProcessRestarting`,
@@ -164,7 +165,7 @@ class Processes:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep :attr:`target` workers running until ``stop`` is set."""
-        check_every = min(1.0, self.keys.process_ttl_s / 3)
+        check_every = min(0.5, self.keys.process_ttl_s / 6)
         next_check = 0.0
         while not stop.is_set():
             now = time.monotonic()
@@ -313,11 +314,15 @@ class Processes:
         if self._redis_ok_since == float("inf"):
             self._redis_ok_since = now  # Redis is back: every worker gets a fresh grace
         stale = self.keys.process_ttl_s
+        wall = time.time()
         for child in ready:
             status = found.get(self.keys.process_heartbeat(child.id))
             if status is not None:
-                child.last_seen, child.status = now, status
-            elif now - max(child.last_seen, self._redis_ok_since) > stale and not child.stopping:
+                child.status = status
+                beat = status.get("at")  # the worker's own clock, on this host: how old it is
+                age = wall - float(beat) if isinstance(beat, int | float) else 0.0
+                child.last_seen = min(now, now - age)
+            if now - max(child.last_seen, self._redis_ok_since) > stale and not child.stopping:
                 log.error("worker process %s: no heartbeat for %g s; killing it", child.id, stale)
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.kill()

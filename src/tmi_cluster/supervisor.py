@@ -148,6 +148,7 @@ class Supervisor:
         self._beat_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._recorded = False
+        self._claimed = False  # the heartbeat key is ours (never delete another's)
         #: The worker processes (once running).
         self.processes: Processes | None = None
         #: Set when the supervisor stopped to be started again (over ``memory_limit``).
@@ -444,7 +445,9 @@ class Supervisor:
                     await asyncio.wait_for(self._stop.wait(), min(_REDIS_RETRY_S, remaining))
             else:
                 self.outage.ended()
-                if not claimed:
+                if claimed:
+                    self._claimed = True
+                else:
                     raise IdInUseError(
                         f"a live supervisor already has the id {self.id!r}: choose another "
                         f"--id, or stop that one first ('tmi-cluster terminate {self.id}')"
@@ -503,7 +506,7 @@ class Supervisor:
             self.state = RunState.STOPPED
 
     async def _final_writes(self) -> None:
-        if self._heartbeat is not None:
+        if self._heartbeat is not None and self._claimed:
             await self._heartbeat.clear()  # an unreachable Redis lets the key expire instead
         if self._client is not None:
             with contextlib.suppress(Exception):  # closing sockets of a server that is gone

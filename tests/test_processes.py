@@ -1,0 +1,382 @@
+"""Supervisors and their worker processes, as real processes: spawning, kill -9, hangs,
+signals, terminate, health, ``list --json``; psutil checks for orphans and zombies.
+
+The supervisors run the built-in simulator (``tmi.connection.simulate = "always"``); what the
+workers hold is read from Redis (the ``held`` sets they keep) and their heartbeats.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+from tmi_cluster.bus import Keys
+from tmi_cluster.processes import restart_delay
+
+from .test_cli import SCRIPT, _env, tmi
+
+TIMEOUT_S = 20.0
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = TIMEOUT_S, what: str = "") -> Any:
+    """Poll ``check`` (another process's state) until it returns something true."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}")
+        time.sleep(0.02)
+
+
+class Supervisor:
+    """``tmi-cluster run`` in a process of its own, its output in files."""
+
+    def __init__(self, folder: Path, env: dict[str, str], supervisor_id: str, label: str) -> None:
+        self.id = supervisor_id
+        self.folder = folder
+        self.env = env
+        self.out = folder / f"{label}.out"
+        self.err = folder / f"{label}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.process = subprocess.Popen(
+                [SCRIPT, "run", "--id", supervisor_id],
+                cwd=folder, env=_env(**env), stdout=out, stderr=err,
+            )  # fmt: skip
+        self.pid = self.process.pid
+
+    def ready(self) -> None:
+        wait_for(
+            lambda: " running (Redis:" in self.out.read_text() or self.process.poll() is not None,
+            what=f"{self.id} to run",
+        )
+        assert self.process.poll() is None, self.err.read_text()
+
+    def workers(self) -> list[psutil.Process]:
+        try:
+            children = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return [c for c in children if "tmi_cluster.process" in " ".join(_cmdline(c))]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> Iterator[Callable[..., Supervisor]]:
+    started: list[Supervisor] = []
+    base = {
+        "TMI_CLUSTER_REDIS__URL": redis_server,
+        "TMI_CLUSTER_PREFIX": redis_prefix,
+        "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
+        "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",
+        "TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL": "0",
+        "TMI_CLUSTER_SUPERVISOR__STALE": "2",
+        "TMI_CLUSTER_PROCESS__TIMEOUT": "10",
+    }
+
+    def start(name: str = "sup-a", ready: bool = True, **extra: str) -> Supervisor:
+        label = f"{name}.{len(started) + 1}"
+        supervisor = Supervisor(tmp_path, {**base, **extra}, name, label)
+        started.append(supervisor)
+        if ready:
+            supervisor.ready()
+        return supervisor
+
+    start.env = base  # type: ignore[attr-defined]
+    yield start
+    pids = [w.pid for s in started for w in s.workers()]
+    for supervisor in started:
+        supervisor.stop()
+    for pid in pids:
+        _gone_within(pid, 10)  # no orphan is left
+
+
+def _gone_within(pid: int, timeout_s: float) -> None:
+    """Process ``pid`` ends within ``timeout_s`` (psutil.TimeoutExpired if not)."""
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    process.wait(timeout_s)
+    assert not process.is_running()
+
+
+def _keys(env: dict[str, str]) -> Keys:
+    return Keys(env["TMI_CLUSTER_PREFIX"], 2.0, 3.0)
+
+
+def _statuses(client: redis.Redis, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    keys = _keys(env)
+    names: Any = client.keys(keys.prefix + "process:*:heartbeat")
+    result = {}
+    for name in names:
+        raw: Any = client.get(name)
+        if raw:
+            process_id = name.decode().removeprefix(keys.prefix + "process:").rsplit(":", 1)[0]
+            result[process_id] = json.loads(raw)
+    return result
+
+
+def _held(client: redis.Redis, env: dict[str, str], process_id: str) -> set[str]:
+    members: Any = client.smembers(_keys(env).process_held(process_id))
+    return {m.decode() for m in members}
+
+
+def _join(tmp_path: Path, env: dict[str, str], *channels: str) -> dict[str, str]:
+    result = tmi(tmp_path, "join", *channels, **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dict(line.split(": ", 1) for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"), [(0, 0), (1, 0), (2, 1), (3, 2), (4, 4), (7, 32), (8, 60), (50, 60)]
+)
+def test_restart_delay(failures: int, delay: float) -> None:
+    assert restart_delay(failures) == delay
+
+
+def test_kill_9_of_a_worker_is_replaced_within_2_s_and_its_channels_follow(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    supervisor = cluster()
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
+    joined = _join(tmp_path, env, "alpha", "beta", "gamma", "delta")
+    owners = {c.lstrip("#"): o.split("(")[1].rstrip(")") for c, o in joined.items()}
+    victim_id = owners["alpha"]
+    victim = next(w for w in supervisor.workers() if victim_id in _cmdline(w))
+    lost = {c for c, o in owners.items() if o == victim_id}
+    killed_at = time.monotonic()
+    victim.kill()
+
+    def replaced() -> bool:
+        statuses = _statuses(redis_client, env)
+        fresh = [p for p, s in statuses.items() if p not in owners.values()]
+        holders = set().union(*(_held(redis_client, env, p) for p in statuses))
+        return bool(fresh) and lost <= holders
+
+    wait_for(replaced, what="a replacement and the lost channels held again")
+    assert time.monotonic() - killed_at < 2.0
+    assert len(supervisor.workers()) == 2
+    log = supervisor.err.read_text()
+    assert f"worker process {victim_id} was killed by SIGKILL; restarting in 0 s" in log
+
+
+def test_a_hung_worker_is_killed_when_its_heartbeat_lapses(
+    cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    supervisor = cluster()
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
+    [hung, other] = supervisor.workers()
+    hung.suspend()  # SIGSTOP: alive, but its heartbeat stops
+    stopped_at = time.monotonic()
+    wait_for(lambda: not psutil.pid_exists(hung.pid) or hung.status() == psutil.STATUS_ZOMBIE,
+             what="the hung worker killed")  # fmt: skip
+    # process.stale (3 s) after its last beat (at most 1 s before the stop), and one check
+    assert time.monotonic() - stopped_at < 3.0 + 0.5
+    wait_for(lambda: len(supervisor.workers()) == 2, what="its replacement")
+    assert other.is_running()
+    assert "no heartbeat for 3 s; killing it" in supervisor.err.read_text()
+
+
+def test_kill_9_of_a_supervisor_leaves_no_orphans_and_is_listed_dead(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    first = cluster("sup-a")
+    second = cluster("sup-b")
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: len(first.workers()) == 2, what="sup-a's workers")
+    orphans = first.workers()
+    first.process.kill()
+    first.process.wait()
+    killed_at = time.monotonic()
+    for worker in orphans:
+        _gone_within(worker.pid, 5)  # they see their supervisor gone and stop
+    assert time.monotonic() - killed_at < 5.0
+
+    def listed() -> dict[str, Any] | None:
+        shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+        states = {s["id"]: s["state"] for s in shown["supervisors"]}
+        return shown if states.get("sup-a") == "dead" else None
+
+    shown = wait_for(listed, what="sup-a listed dead")
+    states = {s["id"]: s["state"] for s in shown["supervisors"]}
+    assert states["sup-b"] == "running"
+    assert len(second.workers()) == 2
+
+
+def test_terminate_stops_everything_within_the_deadline(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    supervisors = [cluster("sup-a"), cluster("sup-b")]
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: all(len(s.workers()) == 2 for s in supervisors), what="four workers")
+    workers = [w for s in supervisors for w in s.workers()]
+    _join(tmp_path, env, "alpha", "beta", "gamma")
+    unknown = tmi(tmp_path, "terminate", "nobody", **env)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: no live supervisor 'nobody' (see 'tmi-cluster list'")
+    began = time.monotonic()
+    one = tmi(tmp_path, "terminate", "sup-a", **env)
+    assert (one.returncode, one.stdout) == (0, "sup-a: stopped\n"), one.stderr
+    assert supervisors[0].process.wait(5) == 0
+    assert supervisors[1].process.poll() is None
+    # sup-a's channels went to sup-b's workers before sup-a's workers parted them
+    held = set().union(*(_held(redis_client, env, p) for p in _statuses(redis_client, env)))
+    assert held == {"alpha", "beta", "gamma"}
+    everyone = tmi(tmp_path, "terminate", **env)
+    assert (everyone.returncode, everyone.stdout) == (0, "sup-b: stopped\n"), everyone.stderr
+    assert supervisors[1].process.wait(5) == 0
+    assert time.monotonic() - began < 10.0 + 15.0
+    for worker in workers:
+        assert not psutil.pid_exists(worker.pid)  # reaped by its supervisor: no zombie
+
+
+def test_sigusr1_replaces_the_workers_and_sigusr2_pauses_them(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    supervisor = cluster()
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
+    _join(tmp_path, env, "alpha", "beta")
+    before = {w.pid for w in supervisor.workers()}
+    supervisor.process.send_signal(signal.SIGUSR1)
+
+    def rolled() -> bool:
+        now = {w.pid for w in supervisor.workers()}
+        statuses = _statuses(redis_client, env)
+        held = set().union(*(_held(redis_client, env, p) for p in statuses))
+        return len(now) == 2 and not now & before and held == {"alpha", "beta"}
+
+    wait_for(rolled, what="two new workers holding both channels")
+    supervisor.process.send_signal(signal.SIGUSR2)
+    wait_for(lambda: {s["state"] for s in _statuses(redis_client, env).values()} == {"paused"},
+             what="paused workers")  # fmt: skip
+    shown = tmi(tmp_path, "list", **env).stdout
+    assert " paused " in shown
+    supervisor.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: {s["state"] for s in _statuses(redis_client, env).values()} == {"running"},
+             what="running workers")  # fmt: skip
+
+
+def test_health_in_each_state(tmp_path: Path, cluster: Callable[..., Supervisor]) -> None:
+    env = cluster.env  # type: ignore[attr-defined]
+    assert tmi(tmp_path, "migrate", **env).returncode == 0
+    nobody = tmi(tmp_path, "health", **env)
+    assert (nobody.returncode, nobody.stdout) == (0, "healthy: no supervisor is expected to run\n")
+    assert tmi(tmp_path, "health", "--at-least-one", **env).returncode == 1
+    supervisor = cluster()
+    host = socket.gethostname()
+
+    def healthy() -> subprocess.CompletedProcess[str] | None:
+        result = tmi(tmp_path, "health", "--at-least-one", **env)
+        return result if result.returncode == 0 else None
+
+    assert wait_for(healthy).stdout.startswith("healthy: 1 supervisor(s) alive with 2 worker")
+    other = tmi(tmp_path, "health", "--hostname", host[:-1] or "x", "--at-least-one", **env)
+    assert other.returncode == 1  # an exact host match: a prefix of the name is another host
+    assert other.stdout == f"unhealthy: no live supervisor on {host[:-1] or 'x'}\n"
+    assert tmi(tmp_path, "health", "--host-only", **env).returncode == 0
+    supervisor.process.kill()
+    supervisor.process.wait()
+
+    def dead() -> subprocess.CompletedProcess[str] | None:
+        result = tmi(tmp_path, "health", **env)
+        return result if "dead" in result.stdout else None
+
+    found = wait_for(dead)
+    assert found.returncode == 1
+    assert found.stdout == "unhealthy: 1 supervisor(s) without a heartbeat (dead): sup-a\n"
+
+
+def test_a_worker_that_cannot_start_is_reported_and_retried(
+    tmp_path: Path, cluster: Callable[..., Supervisor]
+) -> None:
+    env = cluster.env  # type: ignore[attr-defined]
+    supervisor = cluster(TMI_CLUSTER_HANDLERS__MODULES='["no_such_module_here"]')
+    wait_for(lambda: "could not start" in supervisor.err.read_text(), what="the launch failure")
+
+    def explained() -> subprocess.CompletedProcess[str] | None:
+        result = tmi(tmp_path, "health", **env)
+        return result if "cannot start" in result.stdout else None
+
+    health = wait_for(explained)
+    assert health.returncode == 1
+    assert health.stdout.startswith("unhealthy: supervisor sup-a runs 0 of 2 worker processes: ")
+    assert "'no_such_module_here' does not import: ModuleNotFoundError" in health.stdout
+    shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+    [record] = shown["supervisors"]
+    assert "no_such_module_here" in record["problem"]
+    assert supervisor.process.poll() is None  # the supervisor stays up and says why
+    log = supervisor.err.read_text()
+    assert "trying again in 1 s" in log  # slower each time
+
+
+def test_list_json_has_the_contract_keys(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    env = cluster.env  # type: ignore[attr-defined]
+    cluster()
+    wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
+    _join(tmp_path, env, "alpha")
+    shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+    [supervisor] = shown["supervisors"]
+    assert {"id", "host", "pid", "state", "last_heartbeat", "processes"} <= supervisor.keys()
+    assert (supervisor["id"], supervisor["state"], supervisor["processes"]) == (
+        "sup-a",
+        "running",
+        2,
+    )
+    assert len(shown["processes"]) == 2
+    for process in shown["processes"]:
+        assert {"id", "supervisor", "pid", "state", "channels", "connections", "memory_bytes",
+                "messages_per_s", "last_heartbeat"} <= process.keys()  # fmt: skip
+        assert process["supervisor"] == "sup-a"
+        assert process["memory_bytes"] > 10_000_000
+        assert "T" in process["last_heartbeat"]  # ISO 8601
+    assert sum(p["channels"] for p in shown["processes"]) == 1
+
+
+def test_a_second_supervisor_with_a_live_id_is_refused(
+    tmp_path: Path, cluster: Callable[..., Supervisor]
+) -> None:
+    cluster("sup-a")
+    clash = cluster("sup-a", ready=False)
+    assert clash.process.wait(30) == 1
+    assert (
+        clash.err.read_text()
+        .strip()
+        .endswith(
+            "error: a live supervisor already has the id 'sup-a': choose another --id, or stop "
+            "that one first ('tmi-cluster terminate sup-a')"
+        )
+    )
