@@ -582,3 +582,19 @@ async def test_a_failing_task_of_a_link_drops_the_link_with_the_reason(
         assert session.reason == "broken-task failed: RuntimeError: a bug"
         assert any("broken-task failed" in r.getMessage() for r in caplog.records)
         await session.close()
+
+
+@run
+async def test_closing_sends_what_was_written_first() -> None:
+    async with ChatSimulator() as sim:
+        connection = await Connection(_options(sim)).start()
+        await connection.wait_connected(TIMEOUT_S)
+        padding = "x" * 300
+        # About 1 MB, unanswered: what neither asyncio's buffer nor the socket has sent yet must
+        # still go out (a close that aborts sends a reset, and the server may drop it all).
+        for number in range(3000):
+            await connection.send("PONG", [f"n{number}{padding}"])
+        await connection.aclose()
+        await sim.wait_until(lambda: sim.connections()[0].sent[-1] == f"PONG n2999{padding}")
+        pings = [line for line in sim.connections()[0].sent if line.startswith("PONG n")]
+        assert len(pings) == 3000

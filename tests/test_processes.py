@@ -24,6 +24,7 @@ from tmi_cluster.bus import Keys
 from tmi_cluster.processes import restart_delay
 
 from .test_cli import SCRIPT, _env, tmi
+from .test_redis_outage import RedisProcess
 
 TIMEOUT_S = 20.0
 
@@ -380,3 +381,81 @@ def test_a_second_supervisor_with_a_live_id_is_refused(
             "that one first ('tmi-cluster terminate sup-a')"
         )
     )
+
+
+def test_a_redis_restart_under_a_running_cluster_changes_nothing(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_prefix: str
+) -> None:
+    own = RedisProcess(tmp_path)
+    own.start()
+    try:
+        env = {**cluster.env, "TMI_CLUSTER_REDIS__URL": own.url}  # type: ignore[attr-defined]
+        supervisor = cluster(TMI_CLUSTER_REDIS__URL=own.url)
+        client = redis.Redis.from_url(own.url)
+        wait_for(lambda: len(_statuses(client, env)) == 2, what="two workers")
+        before = {w.pid for w in supervisor.workers()}
+        own.kill()
+        wait_for(lambda: "cannot reach Redis" in supervisor.err.read_text(), what="the outage")
+        own.start()  # empty: every key is gone
+        wait_for(lambda: len(_statuses(client, env)) == 2, what="the heartbeats again")
+        assert _join(tmp_path, env, "alpha")["#alpha"].startswith("joined (")
+        assert {w.pid for w in supervisor.workers()} == before  # no worker was killed
+        assert supervisor.process.poll() is None
+        client.close()
+    finally:
+        own.kill()
+
+
+def test_the_channels_of_a_dead_supervisor_go_to_the_live_ones_and_purge_forgets_it(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    first, second = cluster("sup-a"), cluster("sup-b")
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: len(_statuses(redis_client, env)) == 4, what="four workers")
+    channels = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}
+    _join(tmp_path, env, *sorted(channels))
+    first.process.kill()
+    first.process.wait()
+
+    def moved() -> bool:  # purged by sup-b by itself, once the dead are known
+        statuses = _statuses(redis_client, env)
+        held = set().union(*(_held(redis_client, env, p) for p in statuses))
+        return held == channels and all(s["supervisor"] == "sup-b" for s in statuses.values())
+
+    wait_for(moved, timeout_s=30, what="sup-a's channels held by sup-b's workers")
+    purged = tmi(tmp_path, "purge", **env)
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith("dead: ")
+    shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+    assert [s["id"] for s in shown["supervisors"]] == ["sup-b"]
+    assert {p["supervisor"] for p in shown["processes"]} == {"sup-b"}
+    assert second.process.poll() is None
+    assert "purged the dead: supervisors ['sup-a']" in second.err.read_text()
+
+
+def test_join_and_part_refuse_bad_input_and_need_a_worker(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    env = cluster.env  # type: ignore[attr-defined]
+    assert tmi(tmp_path, "migrate", **env).returncode == 0
+    nobody = tmi(tmp_path, "join", "alpha", **env)
+    assert (nobody.returncode, nobody.stderr) == (
+        69, "error: no live worker process to join channels: start one with 'tmi-cluster run'\n"
+    )  # fmt: skip
+    cluster()
+    wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
+    bad = tmi(tmp_path, "join", "alpha", "not a channel", **env)
+    assert bad.returncode == 1
+    assert bad.stderr == (
+        "error: invalid channel name 'not a channel': expected 1 to 25 letters, digits or "
+        "underscores\n"
+    )
+    assert not redis_client.hgetall(_keys(env).assignment)  # nothing was done
+    first = _join(tmp_path, env, "#Alpha")["#alpha"]
+    assert first.startswith("joined (")
+    assert _join(tmp_path, env, "alpha")["#alpha"] == first[:-1] + ", already)"
+    parted = tmi(tmp_path, "part", "alpha", "beta", **env)
+    assert parted.returncode == 0
+    assert parted.stdout.splitlines()[1] == "#beta: was not joined"
+    wait_for(lambda: not any(_held(redis_client, env, p) for p in _statuses(redis_client, env)),
+             what="alpha parted")  # fmt: skip

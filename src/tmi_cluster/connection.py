@@ -85,6 +85,8 @@ CAPABILITIES = ("twitch.tv/tags", "twitch.tv/commands")
 _DEDUPE_MEMORY = 50_000
 _JOIN_LINE_BYTES = 500
 _MEMBERSHIP = frozenset({"JOIN", "PART", "NOTICE", "ROOMSTATE"})
+#: At most this long, a closing connection sends what it still has buffered.
+_FLUSH_S = 2.0
 #: What ends a connect attempt without ending the connection: it is retried.
 _RETRIABLE = (OSError, TimeoutError, ConnectionError)
 
@@ -241,8 +243,8 @@ class Connection:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close for good: joins still waiting end ``closed``; no ChannelLostEvent (the
-        application asked). Idempotent."""
+        """Close for good: what was written is sent first (at most 2 s); joins still waiting
+        end ``closed``; no ChannelLostEvent (the application asked). Idempotent."""
         self._closing = True
         for task in (self._replacing, self._task):
             if task is not None and not task.done():
@@ -250,8 +252,8 @@ class Connection:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         for session in (self._incoming, self._leaving, self._session):
-            if session is not None:
-                await session.close("closed by the application")
+            if session is not None:  # what the application wrote still goes out
+                await session.close("closed by the application", flush_s=_FLUSH_S)
         for channel in list(self.channels):
             self._resolve(channel, JoinResult.CLOSED)
         self.channels.clear()

@@ -237,9 +237,12 @@ class Session:
         self.joined.clear()
         self.closed.set()
 
-    async def close(self, reason: str = "closed") -> None:
-        """Close the link and stop its tasks. Idempotent."""
+    async def close(self, reason: str = "closed", *, flush_s: float = 0.0) -> None:
+        """Close the link and stop its tasks. Idempotent. With ``flush_s``, what is still
+        buffered is sent first (for at most that long): a line written is not lost."""
         self.reason = self.reason or reason
+        if flush_s > 0 and self._transport is not None and not self.closed.is_set():
+            await self._transport.finish(flush_s)
         self.abort(reason)
         current = asyncio.current_task()
         tasks = [task for task in self._tasks if task is not current]

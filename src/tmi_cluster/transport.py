@@ -80,18 +80,23 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Close the link and stop what it runs."""
 
+    async def finish(self, timeout_s: float) -> None:
+        """Send what is still buffered, then close; drop the link after ``timeout_s``."""
+
 
 class _Protocol(asyncio.Protocol):
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
         self.writable = asyncio.Event()
         self.writable.set()
+        self.ended = asyncio.Event()
 
     def data_received(self, data: bytes) -> None:
         self.receiver.received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable.set()  # nobody waits for a transport that is gone
+        self.ended.set()
         self.receiver.lost(
             f"connection lost: {exc.__class__.__name__}" if exc else "closed by the server"
         )
@@ -137,6 +142,12 @@ class TcpTransport:
     async def close(self) -> None:
         self._transport.abort()
 
+    async def finish(self, timeout_s: float) -> None:
+        self._transport.close()  # asyncio writes out its buffer, then closes
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._protocol.ended.wait(), timeout_s)
+        self._transport.abort()
+
 
 class WebSocketTransport:
     """IRC over WebSocket: a task reads frames and hands their lines on."""
@@ -180,6 +191,11 @@ class WebSocketTransport:
 
     def abort(self) -> None:
         self._socket.transport.abort()
+
+    async def finish(self, timeout_s: float) -> None:
+        with contextlib.suppress(OSError, WebSocketException, TimeoutError):
+            await asyncio.wait_for(self._socket.close(), timeout_s)  # frames out, then close
+        await self.close()
 
     async def close(self) -> None:
         self.abort()
