@@ -48,6 +48,7 @@ __all__ = [
     "HEALTHY_S",
     "Child",
     "ClusterEvent",
+    "RECORD_EVERY_S",
     "Processes",
     "UnableToLaunchProcess",
     "WorkerProcessRestarting",

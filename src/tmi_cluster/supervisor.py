@@ -59,7 +59,7 @@ from tmi_cluster.errors import (
     TmiClusterError,
 )
 from tmi_cluster.housekeeping import PURGE_EVERY_S, live_processes, purge_once, spread
-from tmi_cluster.processes import ClusterEvent, Processes, worker_environment
+from tmi_cluster.processes import RECORD_EVERY_S, ClusterEvent, Processes, worker_environment
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import RunState, Store
 
@@ -374,6 +374,7 @@ class Supervisor:
         assert self._store is not None
         me = psutil.Process()
         limit = self.settings.memory_limit * 1024 * 1024
+        next_record = time.monotonic() + RECORD_EVERY_S
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), PURGE_EVERY_S)
@@ -389,6 +390,14 @@ class Supervisor:
                                 "released)", result.dead_supervisors or "none",
                                 result.dead_processes or "none", result.released)  # fmt: skip
             rss = me.memory_info().rss
+            if time.monotonic() >= next_record:  # figures in SQL at most every 30 s
+                next_record = time.monotonic() + RECORD_EVERY_S
+                with contextlib.suppress(StorageError):
+                    await asyncio.to_thread(self._store.set_supervisor_metrics, self.id, {
+                        "processes": len(self.processes.running()) if self.processes else 0,
+                        "problem": self.processes.problem if self.processes else None,
+                        "memory_bytes": rss,
+                    })  # fmt: skip
             if rss > limit and time.time() - self._started_at >= _MEMORY_GRACE_S:
                 log.warning("supervisor %s uses %d MiB (over memory_limit %d): restarting",
                             self.id, rss // 1048576, self.settings.memory_limit)  # fmt: skip
