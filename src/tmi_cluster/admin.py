@@ -12,26 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-import redis.asyncio
-
 from tmi_cluster import housekeeping
 from tmi_cluster.bus import Assignment, Keys, Order, connect_async, send_order, statuses_async
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
-from tmi_cluster.listing import CLAIMS_ALIVE
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Store
 
 __all__ = ["join", "part", "purge", "terminate"]
-
-
-async def _live_supervisors(
-    store: Store, client: redis.asyncio.Redis, keys: Keys
-) -> dict[str, dict[str, object]]:
-    records = await asyncio.to_thread(store.supervisors)
-    ids = [s.id for s in records if s.state in CLAIMS_ALIVE]
-    found = await statuses_async(client, [keys.supervisor_heartbeat(i) for i in ids])
-    return {i: found[k] for i in ids if (k := keys.supervisor_heartbeat(i)) in found}
 
 
 async def terminate(settings: Settings, supervisor_id: str | None = None) -> dict[str, bool]:
@@ -43,7 +31,7 @@ async def terminate(settings: Settings, supervisor_id: str | None = None) -> dic
     client = connect_async(settings, name="tmi-cluster:terminate")
     try:
         with Store.from_settings(settings) as store:
-            live = await _live_supervisors(store, client, keys)
+            live = await housekeeping.live_supervisors(store, client, keys)
         targets = [supervisor_id] if supervisor_id is not None else sorted(live)
         if supervisor_id is not None and supervisor_id not in live:
             raise TmiClusterError(

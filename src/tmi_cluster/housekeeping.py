@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ __all__ = [
     "RETENTION_S",
     "PurgeResult",
     "live_processes",
+    "live_supervisors",
     "purge",
     "purge_once",
     "spread",
@@ -59,9 +60,24 @@ async def live_processes(
 ) -> dict[str, dict[str, Any]]:
     """Every live worker process of the cluster: its id and its heartbeat's status."""
     records = await asyncio.to_thread(store.processes)
-    ids = [p.id for p in records if p.state in CLAIMS_ALIVE]
-    found = await statuses_async(client, [keys.process_heartbeat(i) for i in ids])
-    return {i: found[keys.process_heartbeat(i)] for i in ids if keys.process_heartbeat(i) in found}
+    return await _live(client, [p.id for p in records if p.state in CLAIMS_ALIVE],
+                       keys.process_heartbeat)  # fmt: skip
+
+
+async def live_supervisors(
+    store: Store, client: redis.asyncio.Redis, keys: Keys
+) -> dict[str, dict[str, Any]]:
+    """Every live supervisor of the cluster: its id and its heartbeat's status."""
+    records = await asyncio.to_thread(store.supervisors)
+    return await _live(client, [s.id for s in records if s.state in CLAIMS_ALIVE],
+                       keys.supervisor_heartbeat)  # fmt: skip
+
+
+async def _live(
+    client: redis.asyncio.Redis, ids: list[str], key_of: Callable[[str], str]
+) -> dict[str, dict[str, Any]]:
+    found = await statuses_async(client, [key_of(i) for i in ids])
+    return {i: found[key_of(i)] for i in ids if key_of(i) in found}
 
 
 async def spread(assignment: Assignment, channels: Sequence[str], targets: Sequence[str]) -> int:

@@ -178,6 +178,16 @@ def supervisor_rows(
     return rows
 
 
+def _process_view(
+    p: ProcessRecord, liveness: Liveness
+) -> tuple[Status | None, bool | None, Status]:
+    """A process's heartbeat status, whether it is live, and its figures (from the heartbeat
+    when live, else from its record)."""
+    status = _status(p.id, liveness.processes)
+    figures = status if status is not None else {**(p.metrics or {}), "channels": p.channels}
+    return status, _is_live(p.id, liveness.processes), figures
+
+
 def _megabytes(value: object) -> str:
     return f"{int(value) / 1048576:.0f} MiB" if isinstance(value, int | float) else ""
 
@@ -190,9 +200,7 @@ def process_rows(
     at = now or datetime.now(UTC)
     rows = []
     for p in processes:
-        status = _status(p.id, liveness.processes)
-        live = _is_live(p.id, liveness.processes)
-        figures = status if status is not None else {**(p.metrics or {}), "channels": p.channels}
+        status, live, figures = _process_view(p, liveness)
         rows.append(
             [
                 p.id,
@@ -233,9 +241,7 @@ def cluster_json(
         )
     shown_processes = []
     for p in processes:
-        status = _status(p.id, liveness.processes)
-        live = _is_live(p.id, liveness.processes)
-        figures = status if status is not None else {**(p.metrics or {}), "channels": p.channels}
+        status, live, figures = _process_view(p, liveness)
         shown_processes.append(
             {
                 "id": p.id,

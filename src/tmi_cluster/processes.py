@@ -46,9 +46,9 @@ from tmi_cluster.store import RunState, Store
 
 __all__ = [
     "HEALTHY_S",
+    "RECORD_EVERY_S",
     "Child",
     "ClusterEvent",
-    "RECORD_EVERY_S",
     "Processes",
     "UnableToLaunchProcess",
     "WorkerProcessRestarting",
