@@ -9,6 +9,8 @@ default; ``{x}`` a placeholder)::
     P process:{id}:channels          set    the channels assigned to the process
     P process:{id}:held              set    the channels it holds, confirmed by Twitch
     P coordinator:lease              string (holder id), expires after LEASE_S  the leader
+    P coordinator:lease:token        string (its fencing token), expires with the lease
+    P coordinator:fence              integer, no expiry: the token of the latest acquisition
     P assignment                     hash   channel login -> process id         who holds a channel
     P commands:process:{id}          stream of notices for one worker (``op``: sync, pause, ...)
     P commands:supervisor:{id}       stream of commands for one supervisor (scale, terminate)
@@ -83,6 +85,11 @@ class Keys:
     def coordinator_lease(self) -> str:
         """The coordinator's lease (expires after :data:`LEASE_S`)."""
         return f"{self.prefix}coordinator:lease"
+
+    @property
+    def coordinator_fence(self) -> str:
+        """The fencing counter: incremented on every acquisition of the lease."""
+        return f"{self.prefix}coordinator:fence"
 
     @property
     def assignment(self) -> str:
