@@ -56,14 +56,16 @@ def one_run(redis_url: str, folder: Path) -> dict[str, float]:
         client.hset(prefix + "assignment", channel, owner)
         client.sadd(f"{prefix}process:{owner}:channels", channel)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")}
-    env.update({
-        "TMI_CLUSTER_REDIS__URL": redis_url,
-        "TMI_CLUSTER_PREFIX": prefix,
-        "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{folder / f'{prefix[:-1]}.db'}",
-        "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",
-        "TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL": "0",
-        "TMI_CLUSTER_LOG__LEVEL": "warning",
-    })
+    env.update(
+        {
+            "TMI_CLUSTER_REDIS__URL": redis_url,
+            "TMI_CLUSTER_PREFIX": prefix,
+            "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{folder / f'{prefix[:-1]}.db'}",
+            "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",
+            "TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL": "0",
+            "TMI_CLUSTER_LOG__LEVEL": "warning",
+        }
+    )
 
     def beating(process_id: str) -> bool:
         return bool(client.exists(f"{prefix}process:{process_id}:heartbeat"))
@@ -85,7 +87,7 @@ def one_run(redis_url: str, folder: Path) -> dict[str, float]:
         children = [c for c in supervisor.children() if "tmi_cluster.process" in c.cmdline()]
         rss_supervisor = supervisor.memory_info().rss
         rss_worker = max(c.memory_info().rss for c in children)
-        victim = next(c for c in children if workers[0] in c.cmdline())
+        victim = next(c for c in children if f"--id={workers[0]}" in c.cmdline())
         killed = time.monotonic()
         victim.send_signal(signal.SIGKILL)
         replacement = f"{supervisor_id}-3"

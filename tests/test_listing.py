@@ -53,7 +53,7 @@ def test_last_seen_is_now_only_with_a_heartbeat() -> None:
     dead = supervisor_rows([record], [], Liveness({}, {}), now)
     unknown = supervisor_rows([record], [], Liveness(None, None, "x"), now)
     assert live == [["s1", "h", "1", "running", "10 min", "now", "2"]]
-    assert dead == [["s1", "h", "1", "dead", "10 min", "90 s ago", "0"]]
+    assert dead == [["s1", "h", "1", "dead", "8 min", "90 s ago", "0"]]  # ran until last heard
     assert unknown == [["s1", "h", "1", "running?", "10 min", "90 s ago", "0"]]
 
 

@@ -173,7 +173,7 @@ def test_kill_9_of_a_worker_is_replaced_within_2_s_and_its_channels_follow(
     joined = _join(tmp_path, env, "alpha", "beta", "gamma", "delta")
     owners = {c.lstrip("#"): o.split("(")[1].rstrip(")") for c, o in joined.items()}
     victim_id = owners["alpha"]
-    victim = next(w for w in supervisor.workers() if victim_id in _cmdline(w))
+    victim = next(w for w in supervisor.workers() if f"--id={victim_id}" in _cmdline(w))
     lost = {c for c, o in owners.items() if o == victim_id}
     killed_at = time.monotonic()
     victim.kill()
@@ -303,9 +303,15 @@ def test_health_in_each_state(tmp_path: Path, cluster: Callable[..., Supervisor]
         return result if result.returncode == 0 else None
 
     assert wait_for(healthy).stdout.startswith("healthy: 1 supervisor(s) alive with 2 worker")
-    other = tmi(tmp_path, "health", "--hostname", host[:-1] or "x", "--at-least-one", **env)
+    prefix = host[:-1] or "x"
+    other = tmi(tmp_path, "health", "--hostname", prefix, **env)
     assert other.returncode == 1  # an exact host match: a prefix of the name is another host
-    assert other.stdout == f"unhealthy: no live supervisor on {host[:-1] or 'x'}\n"
+    assert (
+        other.stdout
+        == f"unhealthy: no supervisor has ever run on host {prefix!r} (check the name)\n"
+    )
+    both = tmi(tmp_path, "health", "--host-only", "--hostname", host, **env)
+    assert both.returncode == 2
     assert tmi(tmp_path, "health", "--host-only", **env).returncode == 0
     supervisor.process.kill()
     supervisor.process.wait()
@@ -445,7 +451,7 @@ def test_join_and_part_refuse_bad_input_and_need_a_worker(
     cluster()
     wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
     bad = tmi(tmp_path, "join", "alpha", "not a channel", **env)
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a usage error
     assert bad.stderr == (
         "error: invalid channel name 'not a channel': expected 1 to 25 letters, digits or "
         "underscores\n"

@@ -12,14 +12,31 @@ from __future__ import annotations
 import asyncio
 import time
 
+import redis.asyncio
+
 from tmi_cluster import housekeeping
-from tmi_cluster.bus import Assignment, Keys, Order, connect_async, send_order, statuses_async
+from tmi_cluster.bus import (
+    Assignment,
+    Keys,
+    Order,
+    connect_async,
+    describe_client,
+    send_order,
+    statuses_async,
+    translated,
+)
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Store
 
 __all__ = ["join", "part", "purge", "terminate"]
+
+
+async def _reachable(client: redis.asyncio.Redis) -> None:
+    """RedisUnavailableError, naming the server, unless Redis answers."""
+    with translated(describe_client(client)):
+        await client.ping()
 
 
 async def terminate(settings: Settings, supervisor_id: str | None = None) -> dict[str, bool]:
@@ -30,6 +47,7 @@ async def terminate(settings: Settings, supervisor_id: str | None = None) -> dic
     keys = Keys.from_settings(settings)
     client = connect_async(settings, name="tmi-cluster:terminate")
     try:
+        await _reachable(client)
         with Store.from_settings(settings) as store:
             live = await housekeeping.live_supervisors(store, client, keys)
         targets = [supervisor_id] if supervisor_id is not None else sorted(live)
@@ -67,6 +85,7 @@ async def purge(settings: Settings) -> housekeeping.PurgeResult:
     keys = Keys.from_settings(settings)
     client = connect_async(settings, name="tmi-cluster:purge")
     try:
+        await _reachable(client)
         with Store.from_settings(settings) as store:
             return await housekeeping.purge(store, client, keys, retention_s=0)
     finally:
@@ -81,14 +100,18 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
     keys = Keys.from_settings(settings)
     client = connect_async(settings, name="tmi-cluster:join")
     try:
+        await _reachable(client)
         assignment = Assignment(client, keys)
         with Store.from_settings(settings) as store:
-            live = sorted(await housekeeping.live_processes(store, client, keys))
-            if not live:
+            statuses = await housekeeping.live_processes(store, client, keys)
+            if not statuses:
                 raise NotAvailableError(
                     "no live worker process to join channels: start one with 'tmi-cluster run'"
                 )
             await asyncio.to_thread(store.want, names)
+        # Paused workers take no new work: prefer the others; with none, say so at once.
+        going = sorted(p for p, s in statuses.items() if s.get("state") != "paused")
+        live = going or sorted(statuses)
         owners = await assignment.owners(names)
         results: dict[str, str] = {}
         for channel, owner in owners.items():
@@ -100,7 +123,7 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
         waiting = [n for n in names if n not in results]
         await housekeeping.spread(assignment, waiting, live)
         placed = await assignment.owners(waiting)
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + (timeout_s if going else 0.0)
         while waiting and time.monotonic() < deadline:
             for report in await assignment.reports(after, deadline - time.monotonic()):
                 after = report.id
@@ -111,7 +134,11 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
                     )
                     waiting.remove(report.channel)
         for channel in waiting:
-            results[channel] = f"no answer within {timeout_s:g} s (assigned to {placed[channel]})"
+            results[channel] = (
+                f"no answer within {timeout_s:g} s (assigned to {placed[channel]})"
+                if going
+                else f"assigned to {placed[channel]}, which is paused: it joins on SIGCONT"
+            )
         return {name: results[name] for name in names}
     finally:
         await client.aclose()
@@ -124,6 +151,7 @@ async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]
     keys = Keys.from_settings(settings)
     client = connect_async(settings, name="tmi-cluster:part")
     try:
+        await _reachable(client)
         with Store.from_settings(settings) as store:
             await asyncio.to_thread(store.unwant, names)
         return await Assignment(client, keys).unassign(names)

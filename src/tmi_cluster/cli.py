@@ -25,6 +25,7 @@ from tmi_cluster.configref import starter_toml
 from tmi_cluster.errors import (
     ConfigError,
     EmbeddedRedisError,
+    InvalidChannelError,
     NotAvailableError,
     RedisUnavailableError,
     StorageError,
@@ -47,6 +48,8 @@ class ExitCode(enum.IntEnum):
 def _exit_code(error: TmiClusterError) -> ExitCode:
     if isinstance(error, ConfigError):
         return ExitCode.CONFIG
+    if isinstance(error, InvalidChannelError):
+        return ExitCode.USAGE
     if isinstance(error, NotAvailableError | RedisUnavailableError | EmbeddedRedisError):
         return ExitCode.UNAVAILABLE
     return ExitCode.FAILURE
@@ -92,8 +95,21 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 # -- commands of this release ---------------------------------------------------------------
 
 
+def _supervisor_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from tmi_cluster.supervisor import check_supervisor_id
+
+    if value is None:
+        return None
+    try:
+        return check_supervisor_id(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @cli.command()
-@click.option("--id", "supervisor_id", help="The supervisor's id (default: <host>-<random>).")
+@click.option("--id", "supervisor_id", callback=_supervisor_id,
+              help="The supervisor's id (default: <host>-<random>): 1 to 48 ASCII letters, "
+              "digits, '.', '_' or '-'.")  # fmt: skip
 @click.pass_context
 def run(ctx: click.Context, supervisor_id: str | None) -> None:
     """Start a supervisor on this host (the main job) with its worker processes; Ctrl-C or
@@ -250,8 +266,18 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 
 
 def _records(settings: Settings) -> tuple[list[Any], list[Any]]:
-    """The supervisor and process records (StorageError when there are no tables)."""
+    """The supervisor and process records (StorageError when there are no tables, or no
+    SQLite file: a read-only command never creates one)."""
+    from sqlalchemy.engine import make_url
+
     from tmi_cluster.store import Store
+
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise StorageError(
+            f"no database at {url.database}: run this where the cluster's tmi-cluster.toml is "
+            "(or give --config), or 'tmi-cluster install' to start a cluster here"
+        )
 
     with Store.from_settings(settings) as store:
         if store.revision() is None:
@@ -275,6 +301,8 @@ def health(ctx: click.Context, host_only: bool, hostname: str | None, at_least_o
 
     from tmi_cluster import listing
 
+    if host_only and hostname is not None:
+        raise click.UsageError("give --host-only (this host) or --hostname NAME, not both")
     settings = _settings(ctx)
     host = hostname if hostname is not None else (socket.gethostname() if host_only else None)
     try:
@@ -323,7 +351,7 @@ def purge(ctx: click.Context) -> None:
     result = asyncio.run(admin.purge(_settings(ctx)))
     click.echo(
         f"dead: {_plural(len(result.dead_supervisors), 'supervisor')}, "
-        f"{_plural(len(result.dead_processes), 'process')}; "
+        f"{_plural(len(result.dead_processes), 'process', 'processes')}; "
         f"{_plural(result.released, 'channel')} released; {_plural(result.deleted, 'record')} "
         "deleted"
     )
@@ -331,7 +359,8 @@ def purge(ctx: click.Context) -> None:
 
 @cli.command()
 @click.argument("channels", nargs=-1, required=True)
-@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=3600),
+              default=30.0, show_default=True,
               help="Seconds to wait for the outcomes.")  # fmt: skip
 @click.pass_context
 def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float) -> None:
@@ -339,8 +368,6 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float) -> Non
     its outcome is printed (exit 1 unless every channel joined)."""
     from tmi_cluster import admin
 
-    if not math.isfinite(timeout_s) or timeout_s <= 0:
-        raise click.BadParameter(f"expected a number of seconds > 0, got {timeout_s}")
     outcomes = asyncio.run(admin.join(_settings(ctx), list(channels), timeout_s=timeout_s))
     for channel, outcome in outcomes.items():
         click.echo(f"#{channel}: {outcome}")
@@ -406,8 +433,8 @@ class _Rate(click.FloatRange):
         return rate
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {plural or word + 's'}"
 
 
 @cli.command()

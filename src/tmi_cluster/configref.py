@@ -82,7 +82,18 @@ _DIFFERENCES = [
         "30",
         "heartbeats are Redis keys with expiry, not SQL rows, so death is seen in seconds",
     ),
-    ("process.stale", "90", "10", "the same; channels of a dead worker move within seconds"),
+    (
+        "process.stale",
+        "90",
+        "3",
+        "the same; a hung worker is killed and replaced, its channels move, within seconds",
+    ),
+    (
+        "memory_limit",
+        "64",
+        "256",
+        "a Python supervisor with the built-in simulator idles at ~90 MB",
+    ),
     (
         "throttle.join.allow",
         "2000",

@@ -38,7 +38,12 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         (
             "connection",
-            f"{connection.transport} {connection.server}:{connection.effective_port} "
+            (
+                "not used now (the workers read from the built-in simulator): "
+                if _simulated(settings)
+                else ""
+            )
+            + f"{connection.transport} {connection.server}:{connection.effective_port} "
             f"{'TLS' if connection.secure else 'plain'}, reconnect {_on(connection.reconnect)}, "
             f"rejoin {_on(connection.rejoin)}, ping every {connection.ping_interval:g} s "
             f"(timeout {connection.ping_timeout:g} s), "
@@ -108,6 +113,12 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
 def _not_yet(arrives_with: str, what: str = "not available yet") -> str:
     """The honest state of a part that this release does not have yet."""
     return f"{what} (arrives with {arrives_with})"
+
+
+def _simulated(settings: Settings) -> bool:
+    from tmi_cluster.supervisor import wants_simulator  # noqa: PLC0415 - heavy, only here
+
+    return wants_simulator(settings)
 
 
 def _chat(settings: Settings) -> str:

@@ -139,6 +139,9 @@ async def purge(
             if not await spread(assignment, channels, live):
                 await assignment.unassign(channels)
         await assignment.forget(process_id)
+    if dead_supervisors:  # their orders streams: nobody reads them any more
+        with translated(describe_client(client)):
+            await client.delete(*(keys.supervisor_commands(s) for s in dead_supervisors))
     cutoff = at - timedelta(seconds=retention_s)
     old_supervisors = [
         s.id

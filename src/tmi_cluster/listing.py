@@ -49,6 +49,8 @@ class Liveness:
     supervisors: Mapping[str, Status] | None
     processes: Mapping[str, Status] | None
     warning: str | None = None
+    #: Why Redis could not be asked (the warning without what it means for ``list``).
+    error: str | None = None
 
 
 def check_liveness(
@@ -78,6 +80,7 @@ def check_liveness(
             None,
             None,
             f"{error}; liveness unknown: a state marked '?' is the database's last record",
+            str(error),
         )
     finally:
         client.close()
@@ -170,7 +173,7 @@ def supervisor_rows(
                 s.hostname,
                 str(s.pid),
                 _state(s.state, status, live),
-                _age(s.stopped_at or at, s.started_at),
+                _age(_ended_at(s, status, live) or at, s.started_at),
                 _ago(at, _heard_at(status, s.last_seen_at)),
                 str(_process_count(s, processes, liveness)),
             ]
@@ -184,8 +187,21 @@ def _process_view(
     """A process's heartbeat status, whether it is live, and its figures (from the heartbeat
     when live, else from its record)."""
     status = _status(p.id, liveness.processes)
-    figures = status if status is not None else {**(p.metrics or {}), "channels": p.channels}
-    return status, _is_live(p.id, liveness.processes), figures
+    live = _is_live(p.id, liveness.processes)
+    if status is not None:
+        return status, live, status
+    if live is None and p.state in CLAIMS_ALIVE:  # unknown: the record's last figures
+        return None, live, {**(p.metrics or {}), "channels": p.channels}
+    return None, live, {"channels": 0, "connections": 0, "messages_per_s": 0.0}  # holds none
+
+
+def _ended_at(s: SupervisorRecord, status: Status | None, live: bool | None) -> datetime | None:
+    """When a supervisor stopped, or (dead) was last heard of; None while it runs."""
+    if s.stopped_at is not None:
+        return s.stopped_at
+    if live is False:
+        return _heard_at(status, s.last_seen_at)
+    return None
 
 
 def _megabytes(value: object) -> str:
@@ -259,6 +275,17 @@ def cluster_json(
     return {"supervisors": shown_supervisors, "processes": shown_processes}
 
 
+def _none_live(
+    supervisors: Sequence[SupervisorRecord], hostname: str | None, at_least_one: bool
+) -> tuple[bool, str]:
+    where = f" on {hostname}" if hostname is not None else ""
+    if hostname is not None and not any(s.hostname == hostname for s in supervisors):
+        return False, f"no supervisor has ever run on host {hostname!r} (check the name)"
+    if at_least_one:
+        return False, f"no live supervisor{where}"
+    return True, f"no supervisor{where} is expected to run"
+
+
 def health(
     supervisors: Sequence[SupervisorRecord],
     processes: Sequence[ProcessRecord],
@@ -277,7 +304,7 @@ def health(
     """
     where = f" on {hostname}" if hostname is not None else ""
     if liveness.supervisors is None:
-        return False, f"cannot tell: {liveness.warning}"
+        return False, f"cannot tell: {liveness.error}"
     considered = [
         s for s in supervisors
         if s.state in CLAIMS_ALIVE and (hostname is None or s.hostname == hostname)
@@ -294,8 +321,6 @@ def health(
             why = f": {status['problem']}" if status.get("problem") else ""
             return False, f"supervisor {s.id} runs {count} of {minimum} worker processes{why}"
     if not live:
-        if at_least_one:
-            return False, f"no live supervisor{where}"
-        return True, f"no supervisor{where} is expected to run"
+        return _none_live(supervisors, hostname, at_least_one)
     total = sum(_process_count(s, processes, liveness) for s in live)
     return True, f"{len(live)} supervisor(s){where} alive with {total} worker processes"

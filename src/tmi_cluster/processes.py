@@ -14,7 +14,9 @@ Contracts:
   or an :class:`UnableToLaunchProcess` when it ended before it was ready (its last line on
   standard error is the reason, kept in :attr:`Processes.problem` until a worker runs again).
 - A dead worker's channels go to a live worker of the supervisor at once, else to its
-  replacement once that is ready. A worker over ``process.memory`` is replaced gracefully:
+  replacement once that is ready. A worker over ``process.memory`` (and under it when it
+  started: a limit below a fresh worker's size is warned about once, not acted on) is
+  replaced gracefully:
   the replacement starts, takes over its channels (it joins them before the old one parts
   them), then the old one stops. :meth:`Processes.roll` does the same for every worker, one by
   one (SIGUSR1).
@@ -117,6 +119,10 @@ class Child:
     replaced_by: str | None = None
     last_seen: float = 0.0
     last_record: float = 0.0
+    #: Its process has ended (its end is being handled).
+    ended: bool = False
+    #: Its memory when first checked after it was ready (None: not yet).
+    first_rss: int | None = None
     status: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -157,12 +163,17 @@ class Processes:
         self._stopping = False
         self._redis_ok_since = time.monotonic()
         self._storage_failing = False
+        self._memory_warned = False
 
     # -- the watch ----------------------------------------------------------------------------
 
     def running(self) -> list[Child]:
         """The workers that are up and not on their way out."""
-        return [c for c in self.children.values() if not c.stopping and c.replaced_by is None]
+        return [
+            c
+            for c in self.children.values()
+            if not c.stopping and not c.ended and c.replaced_by is None
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep :attr:`target` workers running until ``stop`` is set."""
@@ -184,8 +195,8 @@ class Processes:
     async def _spawn(self, *, replaces: str | None = None) -> Child:
         self._numbers += 1
         process_id = f"{self.supervisor_id}-{self._numbers}"
-        argv = [sys.executable, "-m", "tmi_cluster.process", "--id", process_id,
-                "--supervisor", self.supervisor_id]  # fmt: skip
+        argv = [sys.executable, "-m", "tmi_cluster.process", f"--id={process_id}",
+                f"--supervisor={self.supervisor_id}"]  # fmt: skip
         if self.paused:
             argv.append("--paused")
         proc = await asyncio.create_subprocess_exec(
@@ -232,9 +243,12 @@ class Processes:
             if task is not asyncio.current_task() and task.get_name().endswith("stderr"):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 1.0)  # its last lines: the reason
-        self.children.pop(child.id, None)
-        self._changed.set()
-        await self._on_exit(child, code)
+        child.ended = True  # not running any more; still listed until its end is handled,
+        try:  # so that the watch loop starts no replacement before the backoff is set
+            await self._on_exit(child, code)
+        finally:
+            self.children.pop(child.id, None)
+            self._changed.set()
 
     async def _on_ready(self, child: Child) -> None:
         self.problem = None
@@ -254,7 +268,7 @@ class Processes:
 
     async def _on_exit(self, child: Child, code: int) -> None:
         how = _describe_exit(code)
-        state = RunState.STOPPED if child.stopping and code == 0 else RunState.DEAD
+        state = RunState.STOPPED if child.stopping or self._stopping else RunState.DEAD
         await self._record(child, state, exit_code=code, detail=how)
         if child.stopping or self._stopping:
             log.info("worker process %s stopped (%s)", child.id, how)
@@ -266,12 +280,13 @@ class Processes:
         self._next_start = time.monotonic() + delay
         self.restarts += 1
         event: ClusterEvent
-        if not child.ready.is_set() or code == EXIT_LAUNCH:
+        if code == EXIT_LAUNCH or (not child.ready.is_set() and code > 0):
             reason = _last_error(child.tail) or how
             self.problem = f"worker processes cannot start: {reason}"
             event = UnableToLaunchProcess(self.supervisor_id, child.id, reason, delay)
-            log.error("worker process %s could not start (%s): %s; trying again in %g s",
-                      child.id, how, reason, delay)  # fmt: skip
+            shown = reason if reason == how else f"{how}: {reason}"
+            log.error("worker process %s could not start (%s); trying again in %g s",
+                      child.id, shown, delay)  # fmt: skip
         else:
             event = WorkerProcessRestarting(self.supervisor_id, child.id, how, delay)
             log.warning("worker process %s %s; restarting in %g s", child.id, how, delay)
@@ -281,7 +296,7 @@ class Processes:
     async def _release(self, child: Child) -> None:
         """Give a worker's channels to another of ours, else to the next one ready."""
         try:
-            others = [c for c in self.running() if c.ready.is_set()]
+            others = [c for c in self.running() if c.ready.is_set() and c is not child]
             if child.replaced_by is not None and child.replaced_by in self.children:
                 others = [self.children[child.replaced_by]]
             if self._stopping:  # no one of ours takes them: they were handed over, or wait
@@ -303,7 +318,7 @@ class Processes:
 
     async def _check(self) -> None:
         """Heartbeats (a hung worker is killed) and memory (a big one is replaced)."""
-        ready = [c for c in self.children.values() if c.ready.is_set()]
+        ready = [c for c in self.children.values() if c.ready.is_set() and not c.ended]
         now = time.monotonic()
         try:
             found = await statuses_async(
@@ -351,7 +366,14 @@ class Processes:
             rss = psutil.Process(child.proc.pid).memory_info().rss
         except psutil.Error:
             return
-        if rss > limit:
+        if child.first_rss is None:
+            child.first_rss = rss
+            if rss > limit and not self._memory_warned:
+                self._memory_warned = True
+                log.warning("process.memory (%d MB) is below what a worker needs from the start "
+                            "(%d MiB): workers are not replaced for their memory; raise it",
+                            self.settings.process.memory, rss // 1048576)  # fmt: skip
+        if rss > limit and child.first_rss <= limit:
             log.warning("worker process %s uses %d MiB (over process.memory %d): replacing it",
                         child.id, rss // 1048576, self.settings.process.memory)  # fmt: skip
             await self.replace(child)

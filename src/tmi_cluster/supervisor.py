@@ -38,6 +38,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -48,6 +49,7 @@ from typing import Any, Self
 
 import psutil
 import redis.asyncio
+import redis.exceptions
 
 from tmi_cluster.bus import Assignment, Heartbeat, Keys, Order, Outage, connect_async, read_orders
 from tmi_cluster.config import Settings, mask_url
@@ -68,6 +70,7 @@ __all__ = [
     "STOP_SIGNALS",
     "IdInUseError",
     "Supervisor",
+    "check_supervisor_id",
     "new_supervisor_id",
     "wants_simulator",
 ]
@@ -86,6 +89,22 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class IdInUseError(TmiClusterError):
     """A live supervisor already has the id asked for."""
+
+
+#: What a supervisor id may be: it names keys, records and worker ids (``<id>-<n>``).
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
+
+
+def check_supervisor_id(value: str) -> str:
+    """``value`` if it is a valid supervisor id (1 to 48 ASCII letters, digits, ``.``, ``_``
+    or ``-``, not starting with ``.``, ``_`` or ``-``), else ValueError saying so."""
+    if not _ID.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ValueError(
+            f"invalid supervisor id {shown!r}: expected 1 to 48 ASCII letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return value
 
 
 def wants_simulator(settings: Settings) -> bool:
@@ -129,7 +148,11 @@ class Supervisor:
         self.simulator: ChatSimulator | None = None
         self.config_path = config_path
         self.on_event = on_event
-        self.id = supervisor_id or new_supervisor_id()
+        self.id = (
+            check_supervisor_id(supervisor_id)
+            if supervisor_id is not None
+            else (new_supervisor_id())
+        )
         self.state = RunState.STARTING
         self.keys = Keys.from_settings(settings)
         self.redis_url: str | None = None
@@ -445,6 +468,10 @@ class Supervisor:
                 claimed = await heartbeat.claim()
             except RedisUnavailableError as error:
                 remaining = deadline - loop.time()
+                if isinstance(error.__cause__, redis.exceptions.AuthenticationError):
+                    raise RedisUnavailableError(
+                        f"{error}: check the password in redis.url (waiting would not help)"
+                    ) from error
                 if remaining <= 0:
                     raise RedisUnavailableError(
                         f"{error} (waited {self.redis_wait_s:g} s): start Redis, or check redis.url"
@@ -517,6 +544,9 @@ class Supervisor:
     async def _final_writes(self) -> None:
         if self._heartbeat is not None and self._claimed:
             await self._heartbeat.clear()  # an unreachable Redis lets the key expire instead
+            if self._client is not None:
+                with contextlib.suppress(Exception):  # its orders stream: nobody reads it now
+                    await self._client.delete(self.keys.supervisor_commands(self.id))
         if self._client is not None:
             with contextlib.suppress(Exception):  # closing sockets of a server that is gone
                 await self._client.aclose()

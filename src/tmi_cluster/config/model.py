@@ -217,7 +217,10 @@ class Process(_Section):
         "replacement takes its channels over first).",
     )
     periodic_timer: float = Field(
-        2.0, gt=0, description="Seconds between a worker's heartbeats and periodic tasks."
+        2.0,
+        gt=0,
+        description="Seconds between a worker's periodic tasks (a full look at its assignment "
+        "at least this often); heartbeats come every min(this, stale / 3) seconds.",
     )
 
 
