@@ -390,3 +390,17 @@ def test_starter_file_is_ignored_by_git() -> None:
     ignored = (root / ".gitignore").read_text().splitlines()
     assert "tmi-cluster.toml" in ignored
     assert "tmi-cluster.db*" in ignored
+
+
+@pytest.mark.parametrize(
+    ("args", "kept"),
+    [
+        (["run"], ["run"]),
+        (["-c", "x.toml", "run", "--id", "old"], ["-c", "x.toml", "run"]),
+        (["run", "--id=old"], ["run"]),
+    ],
+)
+def test_a_restart_drops_the_old_id_option(args: list[str], kept: list[str]) -> None:
+    from tmi_cluster.cli import _without_id  # noqa: PLC0415
+
+    assert _without_id(args) == kept

@@ -279,3 +279,27 @@ def test_database_outage_at_stop_is_logged(
     assert "no such table" in err
     assert "Traceback" not in err
     assert out.endswith(" stopped\n")
+
+
+def test_a_supervisor_over_memory_limit_stops_to_start_again(
+    make_settings: Make, tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    settings = make_settings(
+        None,
+        {
+            "TMI_CLUSTER_REDIS__URL": redis_server,
+            "TMI_CLUSTER_PREFIX": redis_prefix,
+            "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
+            "TMI_CLUSTER_MEMORY_LIMIT": "16",  # any Python process is over it
+        },
+    )
+    supervisor = Supervisor(settings, memory_grace_s=0.0)
+
+    async def scenario() -> None:
+        async with supervisor:
+            await asyncio.wait_for(supervisor.wait(), 20)  # it asks for its own stop
+
+    asyncio.run(scenario())
+    assert supervisor.restart_wanted
+    assert supervisor.failure is None
+    assert _state(supervisor) is RunState.STOPPED  # cleanly: `tmi-cluster run` then starts again

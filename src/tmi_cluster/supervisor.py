@@ -66,6 +66,7 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import RunState, Store
 
 __all__ = [
+    "MEMORY_GRACE_S",
     "REDIS_WAIT_S",
     "STOP_SIGNALS",
     "IdInUseError",
@@ -82,7 +83,7 @@ REDIS_WAIT_S = 30.0
 #: Seconds between two attempts to reach Redis while starting.
 _REDIS_RETRY_S = 1.0
 #: Seconds a supervisor runs before its memory counts (no restart loop at start).
-_MEMORY_GRACE_S = 60.0
+MEMORY_GRACE_S = 60.0
 #: The signals that stop a supervisor run by :meth:`Supervisor.run_until_signalled`.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -141,12 +142,14 @@ class Supervisor:
         config_path: str | None = None,
         on_event: Callable[[ClusterEvent], None] | None = None,
         simulate: bool | None = None,
+        memory_grace_s: float = MEMORY_GRACE_S,
     ) -> None:
         self.settings = settings
         #: Whether the workers read from the built-in simulator (run by the supervisor).
         self.simulate = wants_simulator(settings) if simulate is None else simulate
         self.simulator: ChatSimulator | None = None
         self.config_path = config_path
+        self.memory_grace_s = memory_grace_s
         self.on_event = on_event
         self.id = (
             check_supervisor_id(supervisor_id)
@@ -421,7 +424,7 @@ class Supervisor:
                         "problem": self.processes.problem if self.processes else None,
                         "memory_bytes": rss,
                     })  # fmt: skip
-            if rss > limit and time.time() - self._started_at >= _MEMORY_GRACE_S:
+            if rss > limit and time.time() - self._started_at >= self.memory_grace_s:
                 log.warning("supervisor %s uses %d MiB (over memory_limit %d): restarting",
                             self.id, rss // 1048576, self.settings.memory_limit)  # fmt: skip
                 self.restart_wanted = True
