@@ -1,0 +1,55 @@
+"""The coordinator's planner on a big snapshot: 250,000 channels over 5,000 processes.
+
+Run: ``python bench/planner.py`` (5 rounds each) or ``python bench/planner.py --quick``
+(1 round). Target (issue 11): under 1 s. Cases: a cold start (nothing assigned yet), a steady
+state (nothing to do), and a failover (one process of 5,000 dead: its channels move), each
+with 10 hosts of 5 supervisors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tmi_cluster.planner import Member, Snapshot, plan
+
+PROCESSES = 5_000
+CHANNELS = 250_000
+
+
+def _members() -> list[Member]:
+    return [
+        Member(f"p{i}", supervisor=f"s{i % 50}", host=f"h{i % 10}", capacity=60)
+        for i in range(PROCESSES)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one round per case")
+    rounds = 1 if parser.parse_args().quick else 5
+    members = _members()
+    wanted = frozenset(f"channel{i}" for i in range(CHANNELS))
+    cold = Snapshot(wanted, tuple(members), {})
+    placed = plan(cold).applied({})
+    steady = Snapshot(wanted, tuple(members), placed)
+    failover = Snapshot(wanted, tuple(members[1:]), placed)
+    print(f"{'case':30} {'best s':>8} {'assigned':>9} {'moves':>6}")
+    for name, snapshot in (
+        ("cold start", cold),
+        ("steady", steady),
+        ("failover (1 dead)", failover),
+    ):
+        best = float("inf")
+        result = None
+        for _ in range(rounds):
+            started = time.perf_counter()
+            result = plan(snapshot)
+            best = min(best, time.perf_counter() - started)
+        assert result is not None
+        print(f"{name:30} {best:8.3f} {len(result.assign):9,} {result.moves:6}")
+    print("target: under 1 s for each")
+
+
+if __name__ == "__main__":
+    main()
