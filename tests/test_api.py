@@ -30,6 +30,7 @@ PUBLIC = [
     "PoolState",
     "RedisUnavailableError",
     "Settings",
+    "StaleLeaseError",
     "StorageError",
     "TmiClusterError",
     "UnsafeLineError",

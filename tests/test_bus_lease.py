@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio
 
-from tmi_cluster.bus import Keys
+from tmi_cluster.bus import Assignment, Keys
 from tmi_cluster.bus.lease import FENCE_CHECK, Lease
+from tmi_cluster.errors import StaleLeaseError
 
 from .test_simulator import run
 
@@ -72,3 +73,28 @@ async def test_an_expired_lease_goes_to_the_next_and_fences_the_former_holder(
 def test_a_lease_needs_a_positive_ttl() -> None:
     with pytest.raises(ValueError, match="ttl_s > 0"):
         Lease(redis.asyncio.Redis(), _keys("x:"), "a", 0)
+
+
+@run
+async def test_the_assignment_written_under_a_stale_token_is_refused(
+    url: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(url)
+    keys = _keys(redis_prefix)
+    try:
+        old, new = Lease(client, keys, "old", 10.0), Lease(client, keys, "new", 10.0)
+        token = await old.acquire()
+        fenced = Assignment(client, keys, token=token)
+        assert await fenced.assign({"alpha": "p1"}) == {"alpha": None}
+        await client.delete(keys.coordinator_lease)  # the old leader's lease ran out
+        newer = await new.acquire()
+        with pytest.raises(StaleLeaseError, match=f"token {token} is not current \\({newer} is\\)"):
+            await fenced.assign({"alpha": "p2", "beta": "p2"})
+        assert await Assignment(client, keys).owners(["alpha", "beta"]) == {
+            "alpha": "p1", "beta": None
+        }  # fmt: skip
+        current = Assignment(client, keys, token=newer)
+        assert await current.assign({"beta": "p2"}) == {"beta": None}
+        assert await Assignment(client, keys).assign({"gamma": "p3"}) == {"gamma": None}  # unfenced
+    finally:
+        await client.aclose()

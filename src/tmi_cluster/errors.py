@@ -9,6 +9,8 @@ The tree::
     ├── StorageError                the SQL database failed or cannot be reached
     │   └── MigrationError          the schema could not be brought up to date
     ├── RedisUnavailableError       Redis cannot be reached, or answered with an error
+    ├── StaleLeaseError             a write fenced by a lease token that is not current any
+    │                               more (another coordinator took over); nothing was written
     ├── EmbeddedRedisError          the private Redis server could not be started or found
     ├── InvalidChannelError         a channel name is not a Twitch login (also a ValueError)
     ├── LoginError                  Twitch refused a login (bad or malformed token)
@@ -38,6 +40,7 @@ __all__ = [
     "NotAvailableError",
     "ParseError",
     "RedisUnavailableError",
+    "StaleLeaseError",
     "StorageError",
     "TmiClusterError",
     "UnsafeLineError",
@@ -71,6 +74,11 @@ class MigrationError(StorageError):
 
 class RedisUnavailableError(TmiClusterError):
     """Redis cannot be reached, or answered with an error."""
+
+
+class StaleLeaseError(TmiClusterError):
+    """A write fenced by a lease token that is not current any more: another coordinator took
+    over. Nothing of it was written."""
 
 
 class EmbeddedRedisError(TmiClusterError):

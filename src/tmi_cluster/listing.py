@@ -115,9 +115,11 @@ def _heard_at(status: Status | None, recorded: datetime) -> datetime:
     return recorded
 
 
-def _ago(now: datetime, then: datetime) -> str:
+def _ago(now: datetime, then: datetime, live: bool | None) -> str:
+    """How long ago ``then`` was; ``now`` only for a live heartbeat (a dead record's last sign
+    of life is always a time ago, however recent)."""
     seconds = max(0.0, (now - then).total_seconds())
-    if seconds < 1.5:
+    if live and seconds < 1.5:
         return "now"
     if seconds < 120:
         return f"{seconds:.0f} s ago"
@@ -174,7 +176,7 @@ def supervisor_rows(
                 str(s.pid),
                 _state(s.state, status, live),
                 _age(_ended_at(s, status, live) or at, s.started_at),
-                _ago(at, _heard_at(status, s.last_seen_at)),
+                _ago(at, _heard_at(status, s.last_seen_at), live),
                 str(_process_count(s, processes, liveness)),
             ]
         )
@@ -223,7 +225,7 @@ def process_rows(
                 p.supervisor_id,
                 str(p.pid or ""),
                 _state(p.state, status, live),
-                _ago(at, _heard_at(status, p.last_seen_at)),
+                _ago(at, _heard_at(status, p.last_seen_at), live),
                 str(figures.get("channels", 0)),
                 str(figures.get("connections", "")),
                 _megabytes(figures.get("memory_bytes")),

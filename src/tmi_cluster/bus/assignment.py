@@ -27,6 +27,7 @@ import redis.asyncio
 
 from tmi_cluster.bus.client import describe_client, translated
 from tmi_cluster.bus.keys import Keys
+from tmi_cluster.errors import RedisUnavailableError, StaleLeaseError
 
 __all__ = ["REPORTS_MAXLEN", "Assignment", "Report"]
 
@@ -37,15 +38,24 @@ _NOTICES_MAXLEN = 100
 #: A blocking read waits at most this long (under redis-py's default socket timeout of 5 s).
 _BLOCK_CAP_S = 2.0
 
-# KEYS[1]: the assignment hash. ARGV[1]: the key prefix; then pairs of channel, process ('' to
-# unassign). Returns the previous owner of each channel ('' for none). Each process's set is
-# ``<prefix>process:<id>:channels`` and its command stream ``<prefix>commands:process:<id>``
-# (the names of Keys.process_channels and Keys.process_commands).
+# KEYS[1]: the assignment hash, KEYS[2]: the coordinator's fence. ARGV[1]: the key prefix,
+# ARGV[2]: the writer's fencing token ('' for an unfenced write); then pairs of channel, process
+# ('' to unassign). Returns the previous owner of each channel ('' for none), or the error
+# 'STALE <current>' before writing anything when the token is not the current one. Each
+# process's set is ``<prefix>process:<id>:channels`` and its command stream
+# ``<prefix>commands:process:<id>`` (the names of Keys.process_channels and
+# Keys.process_commands).
 _ASSIGN = """
 local prefix = ARGV[1]
+if ARGV[2] ~= '' then
+  local fence = redis.call('GET', KEYS[2]) or '0'
+  if fence ~= ARGV[2] then
+    return redis.error_reply('STALE ' .. fence)
+  end
+end
 local previous = {}
 local touched = {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local channel, process = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', KEYS[1], channel) or ''
   if old ~= process then
@@ -98,9 +108,15 @@ class Assignment:
     :meth:`reports`, which take one.
     """
 
-    def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, keys: Keys, *, token: int | None = None
+    ) -> None:
         self.client = client
         self.keys = keys
+        #: The coordinator's fencing token (:mod:`tmi_cluster.bus.lease`): with one, every
+        #: write is carried out only while it is current, else StaleLeaseError and nothing is
+        #: written. None: unfenced (the CLI's and the supervisors' thin path).
+        self.token = token
         self._script = client.register_script(_ASSIGN)
         self._where = describe_client(client)
 
@@ -118,9 +134,21 @@ class Assignment:
         previous: dict[str, str | None] = {}
         for start in range(0, len(pairs), 1000):  # bounded scripts: Redis serves others between
             chunk = pairs[start : start + 1000]
-            argv = [self.keys.prefix, *(x for pair in chunk for x in pair)]
-            with translated(self._where):
-                owners = await self._script(keys=[self.keys.assignment], args=argv)
+            token = "" if self.token is None else str(self.token)
+            argv = [self.keys.prefix, token, *(x for pair in chunk for x in pair)]
+            try:
+                with translated(self._where):
+                    owners = await self._script(
+                        keys=[self.keys.assignment, self.keys.coordinator_fence], args=argv
+                    )
+            except RedisUnavailableError as error:
+                if str(error.__cause__).startswith("STALE"):
+                    raise StaleLeaseError(
+                        f"fencing token {self.token} is not current "
+                        f"({str(error.__cause__).split()[-1]} is): another coordinator took "
+                        "over; nothing was written"
+                    ) from error
+                raise
             for (channel, _), owner in zip(chunk, owners, strict=True):
                 previous[channel] = _text(owner) or None
         return previous
