@@ -24,6 +24,7 @@ from tmi_cluster.store import Store
 
 COMMANDS = [
     "authorize",
+    "channels",
     "dashboard",
     "demo",
     "features",
@@ -43,8 +44,8 @@ COMMANDS = [
 ]
 LATER = sorted(
     set(COMMANDS)
-    - {"features", "health", "install", "join", "list", "migrate", "part", "purge", "run",
-       "simulate", "terminate"}
+    - {"channels", "features", "health", "install", "join", "list", "migrate", "part", "purge",
+       "run", "simulate", "terminate"}
 )  # fmt: skip
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 

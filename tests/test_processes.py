@@ -22,6 +22,7 @@ import redis
 
 from tmi_cluster.bus import Keys
 from tmi_cluster.processes import restart_delay
+from tmi_cluster.store import Store
 
 from .test_cli import SCRIPT, _env, tmi
 from .test_redis_outage import RedisProcess
@@ -468,3 +469,40 @@ def test_join_and_part_refuse_bad_input_and_need_a_worker(
     assert parted.stdout.splitlines()[1] == "#beta: was not joined"
     wait_for(lambda: not any(_held(redis_client, env, p) for p in _statuses(redis_client, env)),
              what="alpha parted")  # fmt: skip
+
+
+def test_channels_shows_each_channel_state(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    env = cluster.env  # type: ignore[attr-defined]
+    cluster()
+    wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
+    _join(tmp_path, env, "alpha", "beta")
+    assert tmi(tmp_path, "part", "beta", **env).returncode == 0
+    keys = _keys(env)
+    # zeta is wanted, its owner is gone and its last join there failed: a failure
+    with Store(env["TMI_CLUSTER_DATABASE__URL"]) as store:
+        store.want(["zeta"])
+    redis_client.hset(keys.assignment, "zeta", "gone-1")
+    redis_client.xadd(keys.reports, {"process": "gone-1", "channel": "zeta",
+                                     "result": "msg_banned"})  # fmt: skip
+
+    def shown() -> dict[str, dict[str, Any]] | None:
+        listed = tmi(tmp_path, "channels", "--json", **env)
+        assert listed.returncode == 0, listed.stderr
+        rows = {row["channel"]: row for row in json.loads(listed.stdout)}
+        return rows if rows["alpha"]["state"] == "joined" else None
+
+    rows = wait_for(shown, what="alpha joined")
+    assert set(rows) == {"alpha", "beta", "zeta"}
+    assert {"channel", "state", "process", "since", "failure"} <= rows["alpha"].keys()
+    assert rows["alpha"]["process"] is not None
+    assert (rows["beta"]["state"], rows["beta"]["process"]) == ("parted", None)
+    assert (rows["zeta"]["state"], rows["zeta"]["failure"]) == ("failed", "msg_banned")
+    only = json.loads(tmi(tmp_path, "channels", "--json", "--state", "parted", **env).stdout)
+    assert [row["channel"] for row in only] == ["beta"]
+    table = tmi(tmp_path, "channels", "alpha", **env).stdout.splitlines()
+    assert table[0].split() == ["channel", "state", "process", "since", "last", "failure"]
+    assert table[1].split()[:2] == ["alpha", "joined"]
+    bad = tmi(tmp_path, "channels", "--state", "nonsense", **env)
+    assert bad.returncode == 2

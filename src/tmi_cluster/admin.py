@@ -30,7 +30,11 @@ from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClus
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Store
 
-__all__ = ["join", "part", "purge", "terminate"]
+__all__ = ["CHANNEL_STATES", "channels", "join", "part", "purge", "terminate"]
+
+#: The states ``tmi-cluster channels`` shows.
+CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted")
+_JOINED = "joined"
 
 
 async def _reachable(client: redis.asyncio.Redis) -> None:
@@ -157,3 +161,65 @@ async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]
         return await Assignment(client, keys).unassign(names)
     finally:
         await client.aclose()
+
+
+async def channels(
+    settings: Settings, names: list[str], *, state: str | None = None
+) -> list[dict[str, str | None]]:
+    """Each known channel's state (one of :data:`CHANNEL_STATES`), owner process, the time of
+    its last change, and its last failure (the latest failed join reported for it); the named
+    ones only when ``names`` is not empty; those in ``state`` only when given."""
+    logins = normalise_logins(names)
+    keys = Keys.from_settings(settings)
+    client = connect_async(settings, name="tmi-cluster:channels")
+    try:
+        await _reachable(client)
+        assignment = Assignment(client, keys)
+        with Store.from_settings(settings) as store:
+            rows = await asyncio.to_thread(store.channel_states, logins)
+            live = await housekeeping.live_processes(store, client, keys)
+        owners = await assignment.owners([login for login, _, _ in rows])
+        held_by: dict[str, set[str]] = {}
+        for process_id in live:
+            for channel in await assignment.held(process_id):
+                held_by.setdefault(channel, set()).add(process_id)
+        failures = await _last_failures(assignment)
+        shown: list[dict[str, str | None]] = []
+        for login, wanted, since in rows:
+            owner = owners.get(login)
+            holders = held_by.get(login, set())
+            failure = failures.get(login)
+            if not wanted:
+                current = "parted"
+            elif owner is None:
+                current = "wanted"
+            elif owner in holders:
+                current = "moving" if holders - {owner} else _JOINED
+            elif holders:
+                current = "moving"
+            else:
+                current = "failed" if failure is not None and failure[0] == owner else "joining"
+            if state is None or current == state:
+                shown.append(
+                    {
+                        "channel": login,
+                        "state": current,
+                        "process": owner,
+                        "since": since.isoformat(),
+                        "failure": failure[1] if failure is not None else None,
+                    }
+                )
+        return shown
+    finally:
+        await client.aclose()
+
+
+async def _last_failures(assignment: Assignment) -> dict[str, tuple[str, str]]:
+    """The latest report of each channel that is a failure: channel -> (process, reason)."""
+    latest: dict[str, tuple[str, str]] = {}
+    after = "0-0"
+    while reports := await assignment.reports(after, 0.001):
+        after = reports[-1].id
+        for report in reports:
+            latest[report.channel] = (report.process, report.result)
+    return {c: v for c, v in latest.items() if v[1] != _JOINED}

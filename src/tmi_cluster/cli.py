@@ -376,6 +376,29 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float) -> Non
 
 
 @cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--state", type=click.Choice(["wanted", "joining", "joined", "moving", "failed",
+              "parted"]), help="Only the channels in this state.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_context
+def channels(ctx: click.Context, names: tuple[str, ...], state: str | None, as_json: bool) -> None:
+    """Each channel's state (wanted, joining, joined, moving, failed, parted), owner process,
+    since when, and its last failure; every known channel, or the ones named."""
+    import json
+
+    from tmi_cluster import admin
+
+    shown = asyncio.run(admin.channels(_settings(ctx), list(names), state=state))
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    rows = [[str(c["channel"]), str(c["state"]), c["process"] or "", str(c["since"]),
+             c["failure"] or ""] for c in shown]  # fmt: skip
+    click.echo(_table(["channel", "state", "process", "since", "last failure"], rows,
+                      "no channels"))  # fmt: skip
+
+
+@cli.command()
 @click.argument("channels", nargs=-1, required=True)
 @click.pass_context
 def part(ctx: click.Context, channels: tuple[str, ...]) -> None:

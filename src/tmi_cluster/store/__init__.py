@@ -228,6 +228,19 @@ class Store:
                     found[channel.login] = channel
         return found
 
+    def channel_states(self, channels: Iterable[str] = ()) -> list[tuple[str, bool, datetime]]:
+        """(login, wanted, last change) of the named channels, or of every known one, sorted."""
+        logins = normalise_logins(channels)
+        query = select(ChannelRecord.login, ChannelRecord.wanted, ChannelRecord.updated_at)
+        with self._read() as conn:
+            if not logins:
+                rows = list(conn.execute(query.order_by(ChannelRecord.login)))
+            else:
+                rows = []
+                for chunk in _chunks(logins):
+                    rows.extend(conn.execute(query.where(ChannelRecord.login.in_(chunk))))
+        return sorted((str(r[0]), bool(r[1]), r[2]) for r in rows)
+
     def wanted(self) -> list[str]:
         """Logins of every wanted channel, sorted."""
         with self._read() as conn:
