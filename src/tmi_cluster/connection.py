@@ -249,8 +249,9 @@ class Connection:
         for task in (self._replacing, self._task):
             if task is not None and not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.wait({task}, timeout=5.0)  # never a wait without a deadline
+                if not task.done():
+                    log.error("%s: %s did not stop within 5 s", self.name, task.get_name())
         for session in (self._incoming, self._leaving, self._session):
             if session is not None:  # what the application wrote still goes out
                 await session.close("closed by the application", flush_s=_FLUSH_S)
@@ -587,7 +588,13 @@ class Connection:
                 self._deduping = False
                 self._seen.clear()
             current = self._session
-            if not self._again or current is None or current is old or current.closed.is_set():
+            if (
+                not self._again
+                or self._closing
+                or current is None
+                or current is old
+                or current.closed.is_set()
+            ):
                 return
             old = current
 

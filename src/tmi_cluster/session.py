@@ -248,9 +248,8 @@ class Session:
         tasks = [task for task in self._tasks if task is not current]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:  # waited for, not awaited: a cancellation of ours must not be swallowed
+            await asyncio.wait(tasks, timeout=5.0)
         if self._transport is not None:
             await self._transport.close()
         self._finish(reason)
