@@ -10,7 +10,9 @@ unassigned and no longer wanted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import redis.asyncio
 
@@ -37,10 +39,17 @@ CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted")
 _JOINED = "joined"
 
 
-async def _reachable(client: redis.asyncio.Redis) -> None:
-    """RedisUnavailableError, naming the server, unless Redis answers."""
-    with translated(describe_client(client)):
-        await client.ping()
+@contextlib.asynccontextmanager
+async def _redis(settings: Settings, command: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """The command's Redis client, checked first (RedisUnavailableError naming the server
+    unless Redis answers), closed after."""
+    client = connect_async(settings, name=f"tmi-cluster:{command}")
+    try:
+        with translated(describe_client(client)):
+            await client.ping()
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def terminate(settings: Settings, supervisor_id: str | None = None) -> dict[str, bool]:
@@ -49,9 +58,7 @@ async def terminate(settings: Settings, supervisor_id: str | None = None) -> dic
     Return each supervisor's id and whether it stopped; TmiClusterError for an unknown or dead
     supervisor id."""
     keys = Keys.from_settings(settings)
-    client = connect_async(settings, name="tmi-cluster:terminate")
-    try:
-        await _reachable(client)
+    async with _redis(settings, "terminate") as client:
         with Store.from_settings(settings) as store:
             live = await housekeeping.live_supervisors(store, client, keys)
         targets = [supervisor_id] if supervisor_id is not None else sorted(live)
@@ -80,20 +87,14 @@ async def terminate(settings: Settings, supervisor_id: str | None = None) -> dic
             if not all(stopped.values()):
                 await asyncio.sleep(0.2)
         return stopped
-    finally:
-        await client.aclose()
 
 
 async def purge(settings: Settings) -> housekeeping.PurgeResult:
     """Purge the cluster now (every dead or stopped record deleted)."""
     keys = Keys.from_settings(settings)
-    client = connect_async(settings, name="tmi-cluster:purge")
-    try:
-        await _reachable(client)
+    async with _redis(settings, "purge") as client:
         with Store.from_settings(settings) as store:
             return await housekeeping.purge(store, client, keys, retention_s=0)
-    finally:
-        await client.aclose()
 
 
 async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> dict[str, str]:
@@ -102,9 +103,7 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
     NotAvailableError when no worker process is alive."""
     names = normalise_logins(channels)
     keys = Keys.from_settings(settings)
-    client = connect_async(settings, name="tmi-cluster:join")
-    try:
-        await _reachable(client)
+    async with _redis(settings, "join") as client:
         assignment = Assignment(client, keys)
         with Store.from_settings(settings) as store:
             statuses = await housekeeping.live_processes(store, client, keys)
@@ -144,8 +143,6 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
                 else f"assigned to {placed[channel]}, which is paused: it joins on SIGCONT"
             )
         return {name: results[name] for name in names}
-    finally:
-        await client.aclose()
 
 
 async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]:
@@ -153,14 +150,10 @@ async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]
     each one's former owner."""
     names = normalise_logins(channels)
     keys = Keys.from_settings(settings)
-    client = connect_async(settings, name="tmi-cluster:part")
-    try:
-        await _reachable(client)
+    async with _redis(settings, "part") as client:
         with Store.from_settings(settings) as store:
             await asyncio.to_thread(store.unwant, names)
         return await Assignment(client, keys).unassign(names)
-    finally:
-        await client.aclose()
 
 
 async def channels(
@@ -171,9 +164,7 @@ async def channels(
     ones only when ``names`` is not empty; those in ``state`` only when given."""
     logins = normalise_logins(names)
     keys = Keys.from_settings(settings)
-    client = connect_async(settings, name="tmi-cluster:channels")
-    try:
-        await _reachable(client)
+    async with _redis(settings, "channels") as client:
         assignment = Assignment(client, keys)
         with Store.from_settings(settings) as store:
             rows = await asyncio.to_thread(store.channel_states, logins)
@@ -210,8 +201,6 @@ async def channels(
                     }
                 )
         return shown
-    finally:
-        await client.aclose()
 
 
 async def _last_failures(assignment: Assignment) -> dict[str, tuple[str, str]]:

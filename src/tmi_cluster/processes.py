@@ -259,10 +259,7 @@ class Processes:
                 old = self.children.get(child.replaces)
                 if old is not None:
                     await self._ask_to_stop(old)
-            for dead in list(self._orphans):
-                await self.assignment.transfer(dead, child.id)
-                await self.assignment.forget(dead)
-                self._orphans.remove(dead)
+            await self._adopt_orphans(child)
         except RedisUnavailableError as error:
             log.warning("worker process %s: cannot take its channels over yet: %s", child.id, error)
 
@@ -349,14 +346,15 @@ class Processes:
         if self._orphans and self.running():
             target = next((c for c in self.running() if c.ready.is_set()), None)
             if target is not None:
-                await self._on_ready_orphans(target)
+                with contextlib.suppress(RedisUnavailableError):  # the next check tries again
+                    await self._adopt_orphans(target)
 
-    async def _on_ready_orphans(self, target: Child) -> None:
-        with contextlib.suppress(RedisUnavailableError):
-            for dead in list(self._orphans):
-                await self.assignment.transfer(dead, target.id)
-                await self.assignment.forget(dead)
-                self._orphans.remove(dead)
+    async def _adopt_orphans(self, target: Child) -> None:
+        """Give the channels of dead workers that waited for a live one to ``target``."""
+        for dead in list(self._orphans):
+            await self.assignment.transfer(dead, target.id)
+            await self.assignment.forget(dead)
+            self._orphans.remove(dead)
 
     async def _check_memory(self, child: Child) -> None:
         limit = self.settings.process.memory * 1024 * 1024

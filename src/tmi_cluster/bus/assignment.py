@@ -25,7 +25,7 @@ from typing import Any
 
 import redis.asyncio
 
-from tmi_cluster.bus.client import describe_client, translated
+from tmi_cluster.bus.client import block_ms, describe_client, translated
 from tmi_cluster.bus.keys import Keys
 from tmi_cluster.errors import RedisUnavailableError, StaleLeaseError
 
@@ -35,8 +35,6 @@ __all__ = ["REPORTS_MAXLEN", "Assignment", "Report"]
 REPORTS_MAXLEN = 10_000
 #: About how many notices a process's command stream keeps.
 _NOTICES_MAXLEN = 100
-#: A blocking read waits at most this long (under redis-py's default socket timeout of 5 s).
-_BLOCK_CAP_S = 2.0
 
 # KEYS[1]: the assignment hash, KEYS[2]: the coordinator's fence. ARGV[1]: the key prefix,
 # ARGV[2]: the writer's fencing token ('' for an unfenced write); then pairs of channel, process
@@ -89,11 +87,6 @@ class Report:
     process: str
     channel: str
     result: str
-
-
-def _block(timeout_s: float) -> int:
-    """Milliseconds for XREAD's BLOCK: at least 1 (0 would wait for ever), at most the cap."""
-    return max(1, int(min(timeout_s, _BLOCK_CAP_S) * 1000))
 
 
 def _text(value: bytes | str) -> str:
@@ -245,7 +238,9 @@ class Assignment:
         after id ``after`` ("$": from now); return the last id read and how many came."""
         key = self.keys.process_commands(process_id)
         with translated(self._where):
-            answer: Any = await self.client.xread({key: after}, count=1000, block=_block(timeout_s))
+            answer: Any = await self.client.xread(
+                {key: after}, count=1000, block=block_ms(timeout_s)
+            )
         if not answer:
             if after == "$":
                 return await self._last_id(key), 0
@@ -282,7 +277,7 @@ class Assignment:
         first."""
         with translated(self._where):
             answer: Any = await self.client.xread(
-                {self.keys.reports: after}, count=1000, block=_block(timeout_s)
+                {self.keys.reports: after}, count=1000, block=block_ms(timeout_s)
             )
         if not answer:
             return []

@@ -25,6 +25,8 @@ from tmi_cluster.embedded import find_embedded
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 
 __all__ = [
+    "BLOCK_CAP_S",
+    "block_ms",
     "connect",
     "connect_async",
     "describe_client",
@@ -34,6 +36,14 @@ __all__ = [
 ]
 
 _CONNECT_TIMEOUT_S = 5.0
+#: A blocking read waits at most this long (under redis-py's default socket timeout of 5 s).
+BLOCK_CAP_S = 2.0
+
+
+def block_ms(timeout_s: float) -> int:
+    """Milliseconds for a blocking read's BLOCK: at least 1 (0 would wait for ever), at most
+    :data:`BLOCK_CAP_S`."""
+    return max(1, int(min(timeout_s, BLOCK_CAP_S) * 1000))
 
 
 def resolve_url(settings: Settings) -> str:

@@ -12,13 +12,12 @@ from typing import Any
 
 import redis.asyncio
 
-from tmi_cluster.bus.client import describe_client, translated
+from tmi_cluster.bus.client import block_ms, describe_client, translated
 from tmi_cluster.bus.keys import Keys
 
 __all__ = ["Order", "read_orders", "send_order"]
 
 _MAXLEN = 100
-_BLOCK_CAP_S = 2.0
 
 
 class Order(enum.StrEnum):
@@ -53,7 +52,7 @@ async def read_orders(
     """Orders after id ``after`` ("$": from now), waiting at most ``timeout_s`` (2 s at most);
     the last id read and the orders (an unknown op is returned as its text)."""
     key = keys.supervisor_commands(supervisor_id)
-    block = max(1, int(min(timeout_s, _BLOCK_CAP_S) * 1000))
+    block = block_ms(timeout_s)
     with translated(describe_client(client)):
         if after == "$":  # the newest id now, so that nothing sent from here on is missed
             newest: Any = await client.xrevrange(key, count=1)
