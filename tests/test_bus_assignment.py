@@ -33,9 +33,9 @@ async def test_owners_sets_notices_and_transfers(redis_server: str, redis_prefix
         await assignment.record_held("p3", joined=["a", "c"])
         await assignment.record_held("p3", left=["c"])
         assert await assignment.holding({"a": "p3", "c": "p3", "b": "p1"}) == {"a"}
-        assert sorted(await assignment.forget("p3")) == ["a", "c"]
-        assert await assignment.owners(["a", "c"]) == {"a": None, "c": None}
-        assert await client.exists(keys.process_held("p3"), keys.process_channels("p3")) == 0
+        await assignment.forget("p3")  # gone: its keys go, its channels wait for the coordinator
+        assert await assignment.owners(["a", "c"]) == {"a": "p3", "c": "p3"}
+        assert await client.exists(keys.process_held("p3"), keys.process_commands("p3")) == 0
     finally:
         await client.aclose()
 

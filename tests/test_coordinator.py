@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
+from tmi_cluster.autoscale import ScalePolicy
 from tmi_cluster.bus import Assignment, Keys
 from tmi_cluster.coordinator import Coordinator
-from tmi_cluster.planner import Snapshot
 from tmi_cluster.store import RunState, Store
 
 from .test_simulator import run
@@ -46,8 +46,9 @@ async def test_only_the_leader_acts_and_the_dead_lose_their_channels(
     try:
         for process_id in ("p1", "p2"):
             await _beat(client, keys, process_id)
-        leader = Coordinator(client, store, keys, "s1", capacity=4)
-        other = Coordinator(client, store, keys, "s2", capacity=4)
+        policy = ScalePolicy(minimum=1, maximum=5, capacity=4)  # more processes could come
+        leader = Coordinator(client, store, keys, "s1", capacity=4, policy=policy)
+        other = Coordinator(client, store, keys, "s2", capacity=4, policy=policy)
         first = await leader.run_once()
         assert first is not None
         assert await other.run_once() is None  # not the lease's holder: nothing done
@@ -71,8 +72,8 @@ class _Paused(Coordinator):
 
     rival: Coordinator
 
-    async def snapshot(self) -> Snapshot:
-        taken = await super().snapshot()
+    async def _assignment(self) -> dict[str, str]:
+        taken = await super()._assignment()
         await self.client.delete(self.keys.coordinator_lease)  # its lease ran out meanwhile
         assert await self.rival.lease.acquire() > 0  # and another took over
         return taken

@@ -79,6 +79,7 @@ members_strategy = st.lists(
         st.sampled_from(["h1", "h2"]),
         st.integers(0, 6),
         st.booleans(),
+        st.one_of(st.none(), st.integers(0, 5)),
     ),
     max_size=6,
     unique_by=lambda m: m.id,
@@ -95,17 +96,33 @@ channels = st.sets(st.sampled_from([f"c{i}" for i in range(30)]), max_size=30)
     ),
     channels,
     st.integers(0, 10),
+    st.one_of(st.none(), st.integers(0, 20)),
+    st.dictionaries(
+        st.sampled_from([f"c{i}" for i in range(30)]), st.sampled_from([f"p{i}" for i in range(10)])
+    ),
 )
-def test_properties(
+def test_properties(  # noqa: PLR0917 (hypothesis gives them positionally)
     members: list[Member],
     wanted: set[str],
     assignment: dict[str, str],
     blocked: set[str],
     max_moves: int,
+    budget: int | None,
+    holders: dict[str, str],
 ) -> None:
-    result = plan(Snapshot.of(wanted, members, assignment, blocked), max_moves=max_moves)
+    holders = {c: p for c, p in holders.items() if c not in assignment}
+    snapshot = Snapshot.of(wanted, members, assignment, blocked, holders=holders, budget=budget)
+    result = plan(snapshot, max_moves=max_moves)
     after = result.applied(assignment)
     live = {m.id: m for m in members}
+    # the joins stay within the budgets: in all, and each member's slots
+    joins = Counter(p for c, p in result.assign.items() if holders.get(c) != p)
+    if budget is not None:
+        assert sum(joins.values()) <= budget
+    for owner, count in joins.items():
+        slots = live[owner].slots
+        assert slots is None or count <= slots
+    assert result.joins == sum(joins.values())
     assert not result.assign.keys() & result.unassign  # one decision per channel
     assert set(after) <= wanted - blocked  # only wanted, unblocked channels are assigned
     for owner in result.assign.values():
@@ -116,9 +133,38 @@ def test_properties(
     for owner, count in placed.items():
         before = sum(1 for c, p in assignment.items() if p == owner and c in after)
         assert before + count <= max(live[owner].capacity, before)
-    # every wanted channel is placed when the capacity exists
+    # every wanted channel is placed when the capacity exists and the budgets do not limit
     room = sum(m.capacity for m in members if not m.draining)
     placeable = len(wanted - blocked)
-    if placeable <= room:
+    unlimited = budget is None and all(m.slots is None for m in members)
+    if placeable <= room and unlimited:
         assert set(after) == wanted - blocked, (result, after)
+    # what is not placed either waits for capacity or is paced by the budgets, never both
+    assert set(result.waiting) | set(result.paced) == (wanted - blocked) - set(after)
+    if result.waiting:
+        assert not result.paced
     assert result.moves <= max_moves
+
+
+def test_budgets_pace_the_joins_and_spread_them() -> None:
+    members = [Member("p1", "s1", "h1", 100, slots=3), Member("p2", "s2", "h2", 100, slots=3)]
+    wanted = [f"c{i}" for i in range(10)]
+    result = plan(Snapshot.of(wanted, members, {}, budget=5))
+    assert result.joins == 5  # the account's budget
+    assert max(Counter(result.assign.values()).values()) <= 3  # each one's slots
+    assert len(result.paced) == 5
+    assert result.waiting == []
+    slots_only = plan(Snapshot.of(wanted, members, {}))
+    assert Counter(slots_only.assign.values()) == {"p1": 3, "p2": 3}
+    free = [Member(m.id, m.supervisor, m.host, m.capacity) for m in members]
+    assert len(plan(Snapshot.of(wanted, free, {})).assign) == 10
+
+
+def test_held_channels_without_an_owner_are_adopted_without_a_join() -> None:
+    members = _members("p1", "p2", capacity=10)
+    result = plan(Snapshot.of(["a", "b", "c"], members, {}, holders={"a": "p2", "b": "p2"},
+                              budget=1))  # fmt: skip
+    assert result.assign["a"] == result.assign["b"] == "p2"
+    assert result.adopted == 2
+    assert result.joins == 1
+    assert "c" in result.assign

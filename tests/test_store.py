@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 
 from tmi_cluster.errors import InvalidChannelError, MigrationError, StorageError
 from tmi_cluster.outcomes import JoinResult
-from tmi_cluster.store import RunState, Store
+from tmi_cluster.store import Failure, RunState, Store
 from tmi_cluster.store.models import Base
 
 
@@ -29,9 +29,9 @@ def store(database_url: str) -> Iterator[Store]:
 def test_migrate_is_idempotent(database_url: str) -> None:
     with Store(database_url) as store:
         assert store.revision() is None
-        assert store.migrate() == ["0001"]
+        assert store.migrate() == ["0001", "0002"]
         assert store.migrate() == []
-        assert store.revision() == "0001"
+        assert store.revision() == "0002"
 
 
 def test_models_and_migrations_agree(store: Store) -> None:
@@ -158,3 +158,30 @@ def test_postgresql_without_the_extra_names_the_extra(tmp_path: Path) -> None:
         "its driver psycopg is not installed; install it with: "
         "pip install 'tmi-cluster[postgres]'\n"
     )
+
+
+def test_failures_are_recorded_cleared_and_reset_by_a_new_join(store: Store) -> None:
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    store.want(["alpha", "beta", "gamma"], now=at)
+    store.record_failures([
+        Failure("alpha", "msg_banned", 1, None, True, at),
+        Failure("beta", "timeout", 3, at + timedelta(seconds=40), False, at),
+    ])  # fmt: skip
+    found = store.failures()
+    assert sorted(found) == ["alpha", "beta"]
+    assert found["alpha"].given_up
+    assert found["alpha"].reason == "msg_banned"
+    assert found["beta"].attempts == 3
+    assert found["beta"].retry_at == at + timedelta(seconds=40)
+    store.clear_failures(["beta"])
+    assert sorted(store.failures()) == ["alpha"]
+    assert store.channels(["beta"])["beta"].last_join_outcome == "joined"
+    store.want(["alpha"])  # asked for again: tried again
+    assert store.failures() == {}
+
+
+def test_the_clusters_state_is_kept(store: Store) -> None:
+    assert store.state("scale") is None
+    store.set_state("scale", {"processes": 4})
+    store.set_state("scale", {"processes": 5})
+    assert store.state("scale") == {"processes": 5}

@@ -1,10 +1,9 @@
-"""What the cluster commands of the CLI do (``terminate``, ``purge``, ``join``, ``part``), as
-library functions.
+"""What the cluster commands of the CLI do (``terminate``, ``purge``, ``join``, ``part``,
+``channels``, ``scale``), as library functions.
 
-``join`` and ``part`` are the thin path that writes the assignment directly until the
-coordinator owns it: a joined channel goes to the live worker process with the fewest channels
-and is recorded as wanted in SQL (so that a restored cluster finds it), a parted one is
-unassigned and no longer wanted.
+``join`` and ``part`` change what is wanted, never the assignment: the channels are marked
+wanted (or no longer) in SQL, ``P wanted:version`` is incremented and the coordinator is woken;
+it places (or parts) them within a pass, and ``join`` waits for the joins' outcomes.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio
 
@@ -28,6 +28,7 @@ from tmi_cluster.bus import (
     translated,
 )
 from tmi_cluster.config import Settings
+from tmi_cluster.coordinator import wake
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Store
@@ -97,10 +98,18 @@ async def purge(settings: Settings) -> housekeeping.PurgeResult:
             return await housekeeping.purge(store, client, keys, retention_s=0)
 
 
+async def _changed_wanted(client: redis.asyncio.Redis, keys: Keys) -> None:
+    """Tell the coordinator that the wanted channels changed in SQL."""
+    with translated(describe_client(client)):
+        await client.incr(keys.wanted_version)
+    await wake(client, keys)
+
+
 async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> dict[str, str]:
     """Join ``channels`` (InvalidChannelError before anything is done for a bad name); return
     each one's outcome: ``joined (process)``, the failure's reason, ``no answer within N s``.
-    NotAvailableError when no worker process is alive."""
+    NotAvailableError when no worker process is alive. The channels stay wanted whatever the
+    outcome (the coordinator retries a failure as its reason demands)."""
     names = normalise_logins(channels)
     keys = Keys.from_settings(settings)
     async with _redis(settings, "join") as client:
@@ -112,103 +121,106 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
                     "no live worker process to join channels: start one with 'tmi-cluster run'"
                 )
             await asyncio.to_thread(store.want, names)
-        # Paused workers take no new work: prefer the others; with none, say so at once.
         going = sorted(p for p, s in statuses.items() if s.get("state") != "paused")
-        live = going or sorted(statuses)
         owners = await assignment.owners(names)
         results: dict[str, str] = {}
-        for channel, owner in owners.items():
-            if owner in live:
-                held = await assignment.holding({channel: owner})
-                if held:
-                    results[channel] = f"joined ({owner}, already)"
+        held = await assignment.holding({c: o for c, o in owners.items() if o in statuses})
+        for channel in held:
+            results[channel] = f"joined ({owners[channel]}, already)"
         after = await assignment.last_report_id()
+        await _changed_wanted(client, keys)
         waiting = [n for n in names if n not in results]
-        await housekeeping.spread(assignment, waiting, live)
-        placed = await assignment.owners(waiting)
+        # Paused workers take no new work: with nothing but paused ones, say so at once.
         deadline = time.monotonic() + (timeout_s if going else 0.0)
         while waiting and time.monotonic() < deadline:
-            for report in await assignment.reports(after, deadline - time.monotonic()):
-                after = report.id
-                if report.channel in waiting and report.process == placed.get(report.channel):
+            reports = await assignment.reports(after, deadline - time.monotonic())
+            if not reports:
+                continue
+            after = reports[-1].id
+            mine = [r for r in reports if r.channel in waiting]
+            now_owned = await assignment.owners(sorted({r.channel for r in mine}))
+            for report in mine:
+                if report.channel in waiting and now_owned.get(report.channel) == report.process:
                     shown = report.result
                     results[report.channel] = (
                         f"joined ({report.process})" if shown == "joined" else shown
                     )
                     waiting.remove(report.channel)
+        placed = await assignment.owners(waiting)
         for channel in waiting:
+            owner = placed.get(channel)
+            where = f"assigned to {owner}" if owner else "not assigned yet"
             results[channel] = (
-                f"no answer within {timeout_s:g} s (assigned to {placed[channel]})"
+                f"no answer within {timeout_s:g} s ({where})"
                 if going
-                else f"assigned to {placed[channel]}, which is paused: it joins on SIGCONT"
+                else f"{where}; the workers are paused: they join on SIGCONT"
             )
         return {name: results[name] for name in names}
 
 
 async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]:
-    """Part ``channels``: unassigned (their processes part them) and no longer wanted; return
-    each one's former owner."""
+    """Part ``channels``: no longer wanted (the coordinator unassigns them within a pass and
+    their processes part them); return each one's owner until now."""
     names = normalise_logins(channels)
     keys = Keys.from_settings(settings)
     async with _redis(settings, "part") as client:
         with Store.from_settings(settings) as store:
             await asyncio.to_thread(store.unwant, names)
-        return await Assignment(client, keys).unassign(names)
+        owners = await Assignment(client, keys).owners(names)
+        await _changed_wanted(client, keys)
+        return owners
 
 
 async def channels(
     settings: Settings, names: list[str], *, state: str | None = None
-) -> list[dict[str, str | None]]:
+) -> list[dict[str, Any]]:
     """Each known channel's state (one of :data:`CHANNEL_STATES`), owner process, the time of
-    its last change, and its last failure (the latest failed join reported for it); the named
-    ones only when ``names`` is not empty; those in ``state`` only when given."""
+    its last change, and its last failure (the reason of the failed joins in a row that the
+    coordinator recorded, with ``attempts``, ``retry_at`` and ``given_up``); the named ones
+    only when ``names`` is not empty; those in ``state`` only when given."""
     logins = normalise_logins(names)
     keys = Keys.from_settings(settings)
     async with _redis(settings, "channels") as client:
         assignment = Assignment(client, keys)
         with Store.from_settings(settings) as store:
             rows = await asyncio.to_thread(store.channel_states, logins)
+            failures = await asyncio.to_thread(store.failures)
             live = await housekeeping.live_processes(store, client, keys)
         owners = await assignment.owners([login for login, _, _ in rows])
         held_by: dict[str, set[str]] = {}
         for process_id in live:
             for channel in await assignment.held(process_id):
                 held_by.setdefault(channel, set()).add(process_id)
-        failures = await _last_failures(assignment)
-        shown: list[dict[str, str | None]] = []
+        shown: list[dict[str, Any]] = []
         for login, wanted, since in rows:
             owner = owners.get(login)
             holders = held_by.get(login, set())
             failure = failures.get(login)
             if not wanted:
                 current = "parted"
-            elif owner is None:
-                current = "wanted"
-            elif owner in holders:
+            elif owner is not None and owner in holders:
                 current = "moving" if holders - {owner} else _JOINED
             elif holders:
                 current = "moving"
+            elif owner is not None:
+                current = "joining"  # a retry of a failed one too
             else:
-                current = "failed" if failure is not None and failure[0] == owner else "joining"
+                current = "failed" if failure is not None else "wanted"
             if state is None or current == state:
+                retry = failure.retry_at if failure is not None else None
+                failed_at = failure.failed_at if failure is not None else None
                 shown.append(
                     {
                         "channel": login,
                         "state": current,
                         "process": owner,
-                        "since": since.isoformat(),
-                        "failure": failure[1] if failure is not None else None,
+                        "since": (failed_at or since).isoformat()
+                        if current == "failed"
+                        else since.isoformat(),
+                        "failure": failure.reason if failure is not None else None,
+                        "attempts": failure.attempts if failure is not None else 0,
+                        "retry_at": retry.isoformat() if retry is not None else None,
+                        "given_up": failure.given_up if failure is not None else False,
                     }
                 )
         return shown
-
-
-async def _last_failures(assignment: Assignment) -> dict[str, tuple[str, str]]:
-    """The latest report of each channel that is a failure: channel -> (process, reason)."""
-    latest: dict[str, tuple[str, str]] = {}
-    after = "0-0"
-    while reports := await assignment.reports(after, 0.001):
-        after = reports[-1].id
-        for report in reports:
-            latest[report.channel] = (report.process, report.result)
-    return {c: v for c, v in latest.items() if v[1] != _JOINED}

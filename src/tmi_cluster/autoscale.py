@@ -36,6 +36,10 @@ class Cause(enum.StrEnum):
     SCALE_OUT = "scale_out"
     SCALE_IN = "scale_in"
     STEADY = "steady"
+    #: A restarted cluster came back at its recent size (``restore``).
+    RESTORE = "restore"
+    #: Set by hand (``tmi-cluster scale``).
+    MANUAL = "manual"
 
 
 @dataclass(frozen=True)

@@ -375,6 +375,19 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float) -> Non
         ctx.exit(ExitCode.FAILURE)
 
 
+def _failure_shown(channel: dict[str, Any]) -> str:
+    """The last failure of a channel in words: its reason, how often, what happens next."""
+    if not channel["failure"]:
+        return ""
+    attempts = int(channel["attempts"])
+    text = str(channel["failure"]) + (f" ({attempts} times)" if attempts > 1 else "")
+    if channel["given_up"]:
+        return text + ", given up: join it again to retry"
+    if channel["retry_at"]:
+        return text + f", retry at {channel['retry_at']}"
+    return text
+
+
 @cli.command()
 @click.argument("names", nargs=-1)
 @click.option("--state", type=click.Choice(["wanted", "joining", "joined", "moving", "failed",
@@ -393,7 +406,7 @@ def channels(ctx: click.Context, names: tuple[str, ...], state: str | None, as_j
         click.echo(json.dumps(shown, indent=2))
         return
     rows = [[str(c["channel"]), str(c["state"]), c["process"] or "", str(c["since"]),
-             c["failure"] or ""] for c in shown]  # fmt: skip
+             _failure_shown(c)] for c in shown]  # fmt: skip
     click.echo(_table(["channel", "state", "process", "since", "last failure"], rows,
                       "no channels"))  # fmt: skip
 

@@ -1,40 +1,151 @@
-"""The coordinator's pass: under the lease, the cluster's actual assignment made to follow
-what is wanted.
+"""The coordinator: under the lease, the cluster's assignment made to follow what is wanted,
+failed joins retried or given up, and the cluster's size decided.
 
-:meth:`Coordinator.run_once` is one level-triggered pass:
+Every supervisor runs :meth:`Coordinator.run`; the one that holds the lease
+(:mod:`tmi_cluster.bus.lease`, renewed every pass, lost ``lease_s`` after its holder stops
+renewing) acts, the others only try to take it. Each pass (:meth:`Coordinator.run_once`), once
+a second or at once when woken (:func:`wake`: a join or part asked for, a worker process gone):
 
-1. take or renew the lease (:mod:`tmi_cluster.bus.lease`); without it, do nothing;
-2. read the snapshot: the wanted channels (SQL), the live worker processes (their records and
-   heartbeats; a process whose state is ``stopping`` is draining) with the hosts of their
-   supervisors, and the assignment (Redis);
-3. plan (:func:`tmi_cluster.planner.plan`, a pure function);
-4. write the plan fenced by the lease's token: if another coordinator took over meanwhile,
-   :class:`~tmi_cluster.errors.StaleLeaseError`, nothing is written and this one steps down.
+1. take or renew the lease; without it, do nothing;
+2. read the workers' reports since the last pass (a cursor in Redis, so that a new leader goes
+   on where the last one stopped): a join confirmed ends a channel's failures; a failed join of
+   the channel's owner is recorded with its reason and retried after a delay that the reason
+   demands, or given up (:func:`retry_delay`); records go to SQL, and wait in memory while the
+   database is away;
+3. read the snapshot: the wanted channels (SQL, cached, read again when ``P wanted:version``
+   changes or every :data:`WANTED_REFRESH_S`; while the database is away the cached set is
+   used, and with none the pass does nothing rather than unassign anything), the live worker
+   processes and supervisors (their heartbeats in Redis alone), which are being emptied
+   (``P draining``, a stopping supervisor or process), what each holds, and the assignment;
+4. plan (:func:`tmi_cluster.planner.plan`, pure), within the join budgets (:class:`JoinBudget`);
+5. write the plan fenced by the lease's token: if another coordinator took over meanwhile,
+   :class:`~tmi_cluster.errors.StaleLeaseError`, nothing is written and this one steps down;
+6. decide the cluster's size (:mod:`tmi_cluster.autoscale`, cluster-wide): each supervisor's
+   target in ``P scale:targets``, told to it by an order; a scale-out goes to the supervisor
+   with the fewest workers, a scale-in drains the least-loaded worker of the cluster.
 
-Not yet run by the supervisors: the thin path (``tmi-cluster join`` and the supervisors writing
-the assignment) is still what runs; the loop that calls this pass every second in every
-supervisor replaces it next.
+An unexpected error in a pass is logged with its traceback and shown as :attr:`problem` (the
+supervisor's status carries it); the next pass runs as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio
 
-from tmi_cluster.bus import Assignment, Keys, translated
-from tmi_cluster.bus.client import describe_client
+from tmi_cluster.autoscale import Cause, ScalePolicy, decide, initial_size
+from tmi_cluster.bus import Assignment, Keys, Outage, translated
+from tmi_cluster.bus.client import block_ms, describe_client
+from tmi_cluster.bus.control import Order, send_order
+from tmi_cluster.bus.heartbeat import scan_statuses
 from tmi_cluster.bus.lease import Lease
-from tmi_cluster.errors import StaleLeaseError
-from tmi_cluster.housekeeping import live_processes
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import RedisUnavailableError, StaleLeaseError, StorageError
+from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.planner import Member, Plan, Snapshot, plan
-from tmi_cluster.store import Store
+from tmi_cluster.ratelimit import AccountRates
+from tmi_cluster.store import Failure, Store
 
-__all__ = ["Coordinator"]
+__all__ = [
+    "LEASE_S",
+    "PASS_S",
+    "WANTED_REFRESH_S",
+    "Coordinator",
+    "JoinBudget",
+    "retry_delay",
+    "wake",
+]
 
 log = logging.getLogger(__name__)
+
+#: Seconds the lease lives without renewal: how long losing the leader costs at most.
+LEASE_S = 3.0
+#: Seconds between two passes when nothing wakes the coordinator.
+PASS_S = 1.0
+#: Seconds after which the wanted channels are read from SQL again even without a change.
+WANTED_REFRESH_S = 30.0
+#: About how many wake-ups the wake stream keeps.
+_WAKE_MAXLEN = 10
+#: The state key of the cluster's size in SQL (``auto_scale.restore``).
+_SCALE_STATE = "scale"
+
+# reason -> (first delay, longest delay, attempts before giving up or None): see retry_delay.
+_RETRIES: dict[str, tuple[float, float, int | None]] = {
+    JoinResult.SUSPENDED: (60.0, 3600.0, None),  # suspensions end
+    JoinResult.CHANNEL_LIMIT: (30.0, 600.0, None),  # the account's channels free up
+    JoinResult.TIMEOUT: (5.0, 600.0, 12),  # silence: most likely no such channel
+}
+_OTHER_RETRY = (5.0, 300.0, None)  # a lost channel, a connection that ended, a refused login
+_GIVE_UP = frozenset({JoinResult.BANNED, JoinResult.TOS_BAN})  # only a new request helps
+
+
+def retry_delay(reason: str, attempts: int) -> float | None:
+    """Seconds until a channel whose join failed ``attempts`` times in a row (the last for
+    ``reason``) is tried again; None: given up (a ban; a join that timed out 12 times).
+
+    Delays double from a first delay up to a cap: ``msg_channel_suspended`` 60 s to 1 h,
+    ``msg_concurrent_channel_limit_reached`` 30 s to 10 min, ``timeout`` 5 s to 10 min, any
+    other reason (a lost channel, a connection that ended) 5 s to 5 min. A channel asked for
+    again (``tmi-cluster join``) starts over at once.
+    """
+    if reason in _GIVE_UP:
+        return None
+    first, cap, give_up_after = _RETRIES.get(reason, _OTHER_RETRY)
+    if give_up_after is not None and attempts >= give_up_after:
+        return None
+    return float(min(cap, first * 2.0 ** max(0, attempts - 1)))
+
+
+@dataclass(frozen=True)
+class JoinBudget:
+    """How many joins may be under way (assigned, not yet confirmed) at once: ``account`` for
+    the whole cluster (the bot's account, whose JOIN window every process shares), and
+    ``per_process`` for each worker (its anonymous connections, each its own identity with
+    its own window). None: no limit of that kind. The windows themselves keep every JOIN
+    within Twitch's limits; these keep enough work queued for the windows to be used fully,
+    and no more, so that a backlog is spread over the identities."""
+
+    account: int | None = None
+    per_process: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JoinBudget:
+        """One window's worth of the account's JOINs when it reads with the account, else
+        one window's worth of each anonymous connection a worker opens at its capacity."""
+        connection = settings.tmi.connection
+        if settings.tmi.identity.anonymous or connection.read_anonymously:
+            per_connection = settings.throttle.join.anonymous_allow
+            connections = math.ceil(
+                settings.auto_scale.thresholds.channels / connection.channels_per_connection
+            )
+            return cls(per_process=per_connection * max(1, connections))
+        return cls(account=AccountRates.from_settings(settings).join.allow)
+
+
+async def wake(client: redis.asyncio.Redis, keys: Keys) -> None:
+    """Ask the coordinator to make a pass now (the leader wakes at once)."""
+    with translated(describe_client(client)):
+        await client.xadd(keys.coordinator_wake, {"at": "1"}, maxlen=_WAKE_MAXLEN, approximate=True)
+
+
+@dataclass
+class _Scaled:
+    """A scale decision carried out: a supervisor's new target, why."""
+
+    supervisor: str
+    before: int
+    after: int
+    cause: Cause
 
 
 class Coordinator:
@@ -48,44 +159,131 @@ class Coordinator:
         holder: str,
         *,
         capacity: int,
-        lease_s: float = 10.0,
+        budget: JoinBudget | None = None,
+        policy: ScalePolicy | None = None,
+        lease_s: float = LEASE_S,
         max_moves: int = 100,
+        pass_s: float = PASS_S,
     ) -> None:
         self.client = client
         self.store = store
         self.keys = keys
         self.capacity = capacity
+        self.budget = budget or JoinBudget()
+        #: The auto-scaler's policy; None: the coordinator does not scale.
+        self.policy = policy
         self.max_moves = max_moves
+        self.pass_s = pass_s
         self.lease = Lease(client, keys, holder, lease_s)
+        #: Whether the last pass held the lease.
+        self.leading = False
+        #: Why the last pass failed (an unexpected error), else None.
+        self.problem: str | None = None
+        #: The last plan carried out.
+        self.last_plan: Plan | None = None
+        #: Scale decisions carried out, the latest last (at most 100 kept).
+        self.scaled: list[_Scaled] = []
+        self.outage = Outage()
+        self._wanted: frozenset[str] | None = None
+        self._version: bytes | None = None
+        self._loaded_at = 0.0
+        self._failures: dict[str, Failure] = {}
+        self._unwritten: dict[str, Failure | None] = {}  # None: cleared
+        self._db_failing = False
+        self._assigned: dict[str, str] = {}
+        self._where = describe_client(client)
 
-    async def snapshot(self) -> Snapshot:
-        """What the plan is made from, read now."""
-        wanted = await asyncio.to_thread(self.store.wanted)
-        statuses = await live_processes(self.store, self.client, self.keys)
-        supervisors = await asyncio.to_thread(self.store.supervisors)
-        hosts = {s.id: s.hostname for s in supervisors}
-        members = [
-            Member(
-                process_id,
-                supervisor=str(status.get("supervisor", "")),
-                host=hosts.get(str(status.get("supervisor", "")), ""),
-                capacity=self.capacity,
-                draining=status.get("state") == "stopping",
+    @classmethod
+    def from_settings(
+        cls, client: redis.asyncio.Redis, store: Store, settings: Settings, holder: str
+    ) -> Coordinator:
+        """A coordinator as the settings describe it (capacity, budgets, auto-scaling)."""
+        return cls(
+            client,
+            store,
+            Keys.from_settings(settings),
+            holder,
+            capacity=settings.auto_scale.thresholds.channels,
+            budget=JoinBudget.from_settings(settings),
+            policy=ScalePolicy.from_settings(settings),
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Make a pass every ``pass_s`` seconds, or at once when woken, until ``stop`` is set;
+        then give the lease up. Never raises: an outage is waited out, an error shown."""
+        after = "$"
+        while not stop.is_set():
+            try:
+                await self.run_once()
+                self.outage.ended()
+                self.problem = None
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"coordinator {self.lease.holder}")
+                self.leading = False
+            except Exception as error:  # a bug: visible, and the next pass goes on
+                log.exception("coordinator %s: a pass failed", self.lease.holder)
+                self.problem = f"{type(error).__name__}: {error}"
+            try:
+                after = await self._wait(after)
+            except RedisUnavailableError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.pass_s)
+        with contextlib.suppress(RedisUnavailableError):
+            if self.leading:
+                await self.lease.release()
+        self.leading = False
+
+    async def _wait(self, after: str) -> str:
+        """Wait for a wake-up after id ``after`` or ``pass_s``; the last id seen."""
+        with translated(self._where):
+            if after == "$":
+                newest: Any = await self.client.xrevrange(self.keys.coordinator_wake, count=1)
+                after = newest[0][0].decode() if newest else "0-0"
+            answer: Any = await self.client.xread(
+                {self.keys.coordinator_wake: after}, count=100, block=block_ms(self.pass_s)
             )
-            for process_id, status in sorted(statuses.items())
-        ]
-        with translated(describe_client(self.client)):
-            raw: Any = await self.client.hgetall(self.keys.assignment)
-        assignment = {k.decode(): v.decode() for k, v in raw.items()}
-        return Snapshot.of(wanted, members, assignment)
+        return answer[0][1][-1][0].decode() if answer else after
+
+    # -- one pass -------------------------------------------------------------------------------
 
     async def run_once(self) -> Plan | None:
         """One pass; the plan carried out, or None when another coordinator holds the lease
-        (or took it over before the writes)."""
+        (or took it over before the writes), or no wanted channels could be read yet."""
         token = await self.lease.acquire()
         if not token:
+            if self.leading:
+                log.info("coordinator %s: no longer leading", self.lease.holder)
+            self.leading = False
             return None
-        result = plan(await self.snapshot(), max_moves=self.max_moves)
+        if not self.leading:
+            log.info("coordinator %s leads (fencing token %d)", self.lease.holder, token)
+            self.leading = True
+        wanted = await self._load_wanted()
+        if wanted is None:
+            return None
+        members, supervisors = await self._members()
+        assignment = await self._assignment()
+        await self._read_reports(assignment, members)
+        held = await self._held(members)
+        now = datetime.now(UTC)
+        blocked = {
+            c for c, f in self._failures.items()
+            if f.given_up or (f.retry_at is not None and f.retry_at > now)
+        }  # fmt: skip
+        members = self._with_slots(members, assignment, held)
+        capacity_members = [m for m in members if not m.draining]
+        targets = await self._targets(supervisors)
+        at_max = self.policy is None or sum(targets.values()) >= self.policy.maximum
+        placeable = len(wanted - blocked)
+        if capacity_members and at_max and placeable > self.capacity * len(capacity_members):
+            even = math.ceil(placeable / len(capacity_members))  # no more processes: overload
+            members = [_replace_capacity(m, even) for m in members]
+        holders = {c: p for p, channels in held.items() for c in channels if c not in assignment}
+        snapshot = Snapshot.of(wanted, members, assignment, blocked, holders=holders,
+                               budget=self._account_budget(assignment, held))  # fmt: skip
+        result = plan(snapshot, max_moves=self.max_moves)
         fenced = Assignment(self.client, self.keys, token=token)
         try:
             if result.unassign:
@@ -95,5 +293,278 @@ class Coordinator:
         except StaleLeaseError as error:
             log.warning("coordinator %s steps down: %s", self.lease.holder, error)
             self.lease.token = 0
+            self.leading = False
             return None
+        self.last_plan = result
+        await self._write_failures()
+        if self.policy is not None:
+            self._assigned = assignment
+            await self._scale(self.policy, members, targets, channels=placeable, result=result)
         return result
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _load_wanted(self) -> frozenset[str] | None:
+        with translated(self._where):
+            version: Any = await self.client.get(self.keys.wanted_version)
+        fresh = time.monotonic() - self._loaded_at < WANTED_REFRESH_S
+        if self._wanted is not None and version == self._version and fresh:
+            return self._wanted
+        try:
+            wanted = await asyncio.to_thread(self.store.wanted)
+            failures = await asyncio.to_thread(self.store.failures)
+        except StorageError as error:
+            if not self._db_failing:
+                log.warning("coordinator %s: the database is away (%s); %s", self.lease.holder,
+                            error, "going on with the wanted channels read before"
+                            if self._wanted is not None else "waiting for it")  # fmt: skip
+            self._db_failing = True
+            self._loaded_at = time.monotonic() - WANTED_REFRESH_S + 5.0  # try again in 5 s
+            return self._wanted
+        if self._db_failing:
+            log.warning("coordinator %s: the database answers again", self.lease.holder)
+            self._db_failing = False
+        self._wanted, self._version, self._loaded_at = frozenset(wanted), version, time.monotonic()
+        self._failures = {**failures}
+        for channel, pending in self._unwritten.items():  # what is not written yet wins
+            if pending is None:
+                self._failures.pop(channel, None)
+            else:
+                self._failures[channel] = pending
+        return self._wanted
+
+    async def _members(self) -> tuple[list[Member], dict[str, dict[str, Any]]]:
+        processes = await scan_statuses(self.client, self.keys, "process")
+        supervisors = await scan_statuses(self.client, self.keys, "supervisor")
+        with translated(self._where):
+            raw: Any = await self.client.hgetall(self.keys.draining)
+        draining = {k.decode() for k in raw}
+        members = []
+        for process_id, status in sorted(processes.items()):
+            supervisor_id = str(status.get("supervisor", ""))
+            supervisor = supervisors.get(supervisor_id, {})
+            members.append(
+                Member(
+                    process_id,
+                    supervisor=supervisor_id,
+                    host=str(supervisor.get("host", "")),
+                    capacity=self.capacity,
+                    draining=status.get("state") == "stopping"
+                    or supervisor.get("state") == "stopping"
+                    or process_id in draining,
+                    slots=0 if status.get("state") == "paused" else None,
+                )
+            )
+        return members, supervisors
+
+    async def _assignment(self) -> dict[str, str]:
+        with translated(self._where):
+            raw: Any = await self.client.hgetall(self.keys.assignment)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def _held(self, members: list[Member]) -> dict[str, set[str]]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.smembers(self.keys.process_held(member.id))
+            with translated(self._where):
+                answers: Any = await pipe.execute()
+        return {
+            m.id: {c.decode() for c in channels}
+            for m, channels in zip(members, answers, strict=True)
+        }
+
+    def _with_slots(
+        self, members: list[Member], assignment: Mapping[str, str], held: Mapping[str, set[str]]
+    ) -> list[Member]:
+        """Each member's slots: the per-process budget less its joins under way."""
+        if self.budget.per_process is None:
+            return members
+        pending = Counter(p for c, p in assignment.items() if c not in held.get(p, ()))
+        return [
+            Member(m.id, m.supervisor, m.host, m.capacity, m.draining,
+                   0 if m.slots == 0 else max(0, self.budget.per_process - pending[m.id]))
+            for m in members
+        ]  # fmt: skip
+
+    def _account_budget(
+        self, assignment: Mapping[str, str], held: Mapping[str, set[str]]
+    ) -> int | None:
+        if self.budget.account is None:
+            return None
+        pending = sum(1 for c, p in assignment.items() if c not in held.get(p, ()))
+        return max(0, self.budget.account - pending)
+
+    async def _read_reports(self, assignment: Mapping[str, str], members: list[Member]) -> None:
+        """Follow the workers' reports since the last pass (see the module's docstring)."""
+        with translated(self._where):
+            cursor: Any = await self.client.get(self.keys.coordinator_reports)
+        after = cursor.decode() if cursor else "0-0"
+        reader = Assignment(self.client, self.keys)
+        active = {m.id for m in members if not m.draining}
+        now = datetime.now(UTC)
+        for _ in range(20):  # at most 20,000 reports a pass: the rest next time
+            reports = await reader.reports(after, 0.0)
+            if not reports:
+                break
+            after = reports[-1].id
+            for report in reports:
+                channel, result = report.channel, report.result
+                if result == JoinResult.JOINED:
+                    if channel in self._failures:
+                        del self._failures[channel]
+                        self._unwritten[channel] = None
+                elif result == JoinResult.PARTED:
+                    continue  # asked for
+                elif assignment.get(channel) == report.process and report.process in active:
+                    attempts = self._failures[channel].attempts + 1 if channel in self._failures \
+                        else 1  # fmt: skip
+                    delay = retry_delay(result, attempts)
+                    failure = Failure(channel, result, attempts,
+                                      None if delay is None else now + timedelta(seconds=delay),
+                                      delay is None, now)  # fmt: skip
+                    self._failures[channel] = self._unwritten[channel] = failure
+                    if delay is None:
+                        log.warning("channel %s: given up after %s (join it again to retry)",
+                                    channel, result)  # fmt: skip
+        if cursor is None or after != cursor.decode():
+            with translated(self._where):
+                await self.client.set(self.keys.coordinator_reports, after)
+
+    async def _write_failures(self) -> None:
+        if not self._unwritten:
+            return
+        pending = dict(self._unwritten)
+        cleared = [c for c, f in pending.items() if f is None]
+        failed = [f for f in pending.values() if f is not None]
+        try:
+            if cleared:
+                await asyncio.to_thread(self.store.clear_failures, cleared)
+            if failed:
+                await asyncio.to_thread(self.store.record_failures, failed)
+        except StorageError as error:
+            if not self._db_failing:
+                log.warning("coordinator %s: failed joins wait for the database: %s",
+                            self.lease.holder, error)  # fmt: skip
+            self._db_failing = True
+            return
+        for channel, value in pending.items():
+            if self._unwritten.get(channel) is value:
+                del self._unwritten[channel]
+
+    # -- the cluster's size ---------------------------------------------------------------------
+
+    async def _targets(self, supervisors: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+        """The targets of the live supervisors that are not stopping."""
+        with translated(self._where):
+            raw: Any = await self.client.hgetall(self.keys.scale_targets)
+        targets = {k.decode(): int(v) for k, v in raw.items()}
+        return {
+            s: targets.get(s, -1) for s, status in supervisors.items()
+            if status.get("state") != "stopping"
+        }  # fmt: skip
+
+    async def _scale(
+        self,
+        policy: ScalePolicy,
+        members: list[Member],
+        targets: dict[str, int],
+        *,
+        channels: int,
+        result: Plan,
+    ) -> None:
+        """Decide the cluster's size and carry a change out (see the module's docstring)."""
+        if not targets:
+            return
+        with translated(self._where):
+            raw: Any = await self.client.hgetall(self.keys.scale_state)
+            clock: Any = await self.client.time()
+        state = {k.decode(): v.decode() for k, v in raw.items()}
+        now = float(clock[0]) + float(clock[1]) / 1e6
+        changes = await self._targets_for_new(policy, targets)
+        since = now - float(state.get("last_change", "0") or 0)
+        decision = decide(policy, sum(targets.values()), channels, since_last_change_s=since,
+                          paused=state.get("paused") == "1")  # fmt: skip
+        if decision.change > 0:
+            for supervisor in _fewest(targets, decision.change):
+                targets[supervisor] += 1
+                changes[supervisor] = (targets[supervisor], decision.cause)
+        elif decision.change < 0:
+            load = Counter(result.applied(self._assigned).values())
+            candidates = sorted(
+                (m for m in members if not m.draining and targets.get(m.supervisor, 0) > 0),
+                key=lambda m: (load[m.id], m.id),
+            )
+            for member in candidates[: -decision.change]:
+                targets[member.supervisor] -= 1
+                changes[member.supervisor] = (targets[member.supervisor], decision.cause)
+                with translated(self._where):
+                    await self.client.hset(self.keys.draining, member.id, "scale_in")
+                log.info("coordinator: scaling in: %s drains (%d channels)", member.id,
+                         load[member.id])  # fmt: skip
+        if changes:
+            await self._apply_targets(changes, decision.cause if decision.change else None, now)
+            with contextlib.suppress(StorageError):
+                await asyncio.to_thread(self.store.set_state, _SCALE_STATE,
+                                        {"processes": sum(targets.values())})  # fmt: skip
+
+    async def _targets_for_new(
+        self, policy: ScalePolicy, targets: dict[str, int]
+    ) -> dict[str, tuple[int, Cause]]:
+        """Targets for the supervisors without one (-1 in ``targets``): a cluster starting from
+        nothing comes back at its recent size (``restore``) or ``min``; a supervisor joining a
+        running cluster starts with none (scale-outs go to it first, having the fewest)."""
+        new = [s for s, t in targets.items() if t < 0]
+        if not new:
+            return {}
+        known = sum(t for t in targets.values() if t >= 0)
+        cause = Cause.STEADY
+        total = known
+        if known == 0:
+            remembered = await self._remembered()
+            total = initial_size(policy, remembered)
+            cause = Cause.BELOW_MINIMUM if remembered is None else Cause.RESTORE
+        for supervisor in new:
+            targets[supervisor] = 0
+        for supervisor in _fewest(targets, total - known):
+            targets[supervisor] += 1
+        return {supervisor: (targets[supervisor], cause) for supervisor in new}
+
+    async def _apply_targets(
+        self, changes: Mapping[str, tuple[int, Cause]], cause: Cause | None, now: float
+    ) -> None:
+        """Write the new targets (and the time of a decided change), then tell each one."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            for supervisor, (target, _) in changes.items():
+                pipe.hset(self.keys.scale_targets, supervisor, target)
+            if cause is not None:
+                pipe.hset(self.keys.scale_state,
+                          mapping={"last_change": f"{now:.3f}", "cause": cause.value})  # fmt: skip
+            with translated(self._where):
+                await pipe.execute()
+        for supervisor, (target, why) in changes.items():
+            await send_order(self.client, self.keys, supervisor, Order.SCALE,
+                             processes=target, cause=why.value)  # fmt: skip
+
+    async def _remembered(self) -> int | None:
+        try:
+            value = await asyncio.to_thread(self.store.state, _SCALE_STATE)
+        except StorageError:
+            return None
+        processes = (value or {}).get("processes")
+        return int(processes) if isinstance(processes, int) else None
+
+
+def _fewest(targets: dict[str, int], count: int) -> list[str]:
+    """``count`` supervisors to give one worker more each, the fewest first (repeats allowed)."""
+    picked: list[str] = []
+    scratch = dict(targets)
+    for _ in range(max(0, count)):
+        supervisor = min(scratch, key=lambda s: (scratch[s], s))
+        scratch[supervisor] += 1
+        picked.append(supervisor)
+    return picked
+
+
+def _replace_capacity(member: Member, capacity: int) -> Member:
+    return Member(member.id, member.supervisor, member.host, capacity, member.draining,
+                  member.slots)  # fmt: skip

@@ -1,22 +1,23 @@
-"""Cluster-wide chores: who is alive, purging the dead, handing channels to live processes.
+"""Cluster-wide chores: who is alive, purging the dead.
 
 - :func:`live_processes` reads the records of every worker process in SQL and keeps those with a
   heartbeat (with their status), one SQL read and one Redis round trip.
 - :func:`purge`: supervisors and processes whose records claim them alive but whose heartbeat
-  is gone (after their ``stale`` time since they started) are recorded dead; the channels of dead
-  processes go to the live process with the fewest, else are unassigned; the rows of the dead
+  is gone (after their ``stale`` time since they started) are recorded dead; the keys of dead
+  processes are deleted (what they held, their notices, their draining mark; their channels
+  are the coordinator's to place again, as it does for any owner without a heartbeat); the rows
+  of the dead
   (and of the cleanly stopped) older than ``retention_s`` are deleted (0: all of them), the
   history stays. Supervisors run it every :data:`PURGE_EVERY_S` seconds under one Redis lock,
   so that it runs once for the whole cluster, not once per supervisor; ``tmi-cluster purge``
   runs it at once.
-- :func:`spread`: channels given to live processes, the least loaded first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +37,6 @@ __all__ = [
     "live_supervisors",
     "purge",
     "purge_once",
-    "spread",
 ]
 
 #: Seconds between two automatic purges of the cluster.
@@ -80,21 +80,6 @@ async def _live(
     return {i: found[key_of(i)] for i in ids if key_of(i) in found}
 
 
-async def spread(assignment: Assignment, channels: Sequence[str], targets: Sequence[str]) -> int:
-    """Assign ``channels`` to ``targets``, each to the one with the fewest at that point;
-    return how many were assigned (none without targets)."""
-    if not targets or not channels:
-        return 0
-    counts = await assignment.counts(list(targets))
-    plan: dict[str, str] = {}
-    for channel in channels:
-        target = min(targets, key=lambda t: counts[t])
-        plan[channel] = target
-        counts[target] += 1
-    await assignment.assign(plan)
-    return len(plan)
-
-
 async def purge(
     store: Store,
     client: redis.asyncio.Redis,
@@ -129,15 +114,10 @@ async def purge(
     if dead_supervisors or dead_processes:
         await asyncio.to_thread(store.mark_dead, dead_supervisors, dead_processes)
     assignment = Assignment(client, keys)
-    live = [p.id for p in process_claims if keys.process_heartbeat(p.id) in found]
     released = 0
     gone = set(dead_processes) | {p.id for p in processes if p.state not in CLAIMS_ALIVE}
     for process_id in sorted(gone):
-        channels = sorted(await assignment.of(process_id))
-        if channels:
-            released += len(channels)
-            if not await spread(assignment, channels, live):
-                await assignment.unassign(channels)
+        released += len(await assignment.of(process_id))
         await assignment.forget(process_id)
     if dead_supervisors:  # their orders streams: nobody reads them any more
         with translated(describe_client(client)):

@@ -7,18 +7,26 @@ load out, a bounded number per plan. Rules, in order:
 
 1. A channel that is not wanted, or is blocked (a failed join waiting for its retry), is
    unassigned.
-2. A wanted channel whose owner is not a live member, or is draining, is unowned.
+2. A wanted channel whose owner is not a live member, or is draining, is unowned. An unowned
+   channel that a live member, not draining and below its capacity, holds already
+   (:attr:`Snapshot.holders`: after Redis forgot the assignment) is adopted by it: no join.
 3. Each unowned wanted channel goes to the member with the most free capacity; among equals,
    to the one whose host, then supervisor, holds the fewest channels (spread across hosts),
    then by id (deterministic). A member at its capacity takes none; what does not fit waits
    (:attr:`Plan.waiting`: a reason to scale out).
-4. Rebalancing: while the most loaded member holds more than ``tolerance`` channels more than
+4. Join budgets: every channel given to a member costs a JOIN. A member takes at most its
+   :attr:`Member.slots` new channels in one plan (the budget of its own identities, such as
+   its anonymous connections), and the whole cluster at most :attr:`Snapshot.budget` (the
+   budget of the bot's account, shared by every process); what the budgets leave out is
+   :attr:`Plan.paced`: placed by a later plan, not a reason to scale out.
+5. Rebalancing: while the most loaded member holds more than ``tolerance`` channels more than
    the least loaded one (both not draining, the latter below its capacity), one channel moves
-   from the first to the second, at most ``max_moves`` per plan.
+   from the first to the second, at most ``max_moves`` per plan and within the budgets.
 
 Invariants (property-tested): no channel has two owners; no member gets more than its capacity
-from the plan; every wanted, unblocked channel is assigned when the capacity exists; at most
-``max_moves`` rebalancing moves.
+or its slots from the plan; the plan's joins stay within the budget; every wanted, unblocked
+channel is assigned when the capacity and the budgets allow; at most ``max_moves`` rebalancing
+moves.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ class Member:
     capacity: int = 50
     #: Being emptied (scale-in, a stop): it keeps nothing and takes nothing.
     draining: bool = False
+    #: How many new channels (joins) it may take in one plan; None: no limit of its own.
+    slots: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,10 @@ class Snapshot:
     assignment: Mapping[str, str]
     #: Wanted channels not to be placed now (a failed join waiting for its retry).
     blocked: frozenset[str] = frozenset()
+    #: Channels held by a member without being assigned to it (``channel -> member``).
+    holders: Mapping[str, str] = field(default_factory=dict)
+    #: How many joins the whole plan may cost; None: no limit.
+    budget: int | None = None
 
     @classmethod
     def of(
@@ -63,9 +77,13 @@ class Snapshot:
         members: Iterable[Member],
         assignment: Mapping[str, str],
         blocked: Iterable[str] = (),
+        *,
+        holders: Mapping[str, str] | None = None,
+        budget: int | None = None,
     ) -> Snapshot:
         """A snapshot from any iterables."""
-        return cls(frozenset(wanted), tuple(members), dict(assignment), frozenset(blocked))
+        return cls(frozenset(wanted), tuple(members), dict(assignment), frozenset(blocked),
+                   dict(holders or {}), budget)  # fmt: skip
 
 
 @dataclass
@@ -75,8 +93,17 @@ class Plan:
     assign: dict[str, str] = field(default_factory=dict)
     unassign: set[str] = field(default_factory=set)
     waiting: list[str] = field(default_factory=list)
+    #: Channels left for a later plan by the join budgets (not a reason to scale out).
+    paced: list[str] = field(default_factory=list)
     #: How many of :attr:`assign` are rebalancing moves (the rest had no live owner).
     moves: int = 0
+    #: How many of :attr:`assign` are adoptions (held already: no join).
+    adopted: int = 0
+
+    @property
+    def joins(self) -> int:
+        """How many JOINs carrying out the plan costs."""
+        return len(self.assign) - self.adopted
 
     def applied(self, assignment: Mapping[str, str]) -> dict[str, str]:
         """``assignment`` after this plan."""
@@ -98,15 +125,66 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
     load = Counter(kept.values())
     takers = [m for m in members.values() if not m.draining]
     unowned = sorted(snapshot.wanted - snapshot.blocked - kept.keys())
-    _place(result, unowned, owners=kept, load=load, members=members, takers=takers)
-    for channel in result.waiting:
+    unowned = _adopt(result, unowned, snapshot.holders, owners=kept, load=load, members=members)
+    budget = _Budget(snapshot.budget, {m.id: m.slots for m in takers})
+    _place(result, unowned, owners=kept, load=load, members=members, takers=takers,
+           budget=budget)  # fmt: skip
+    for channel in (*result.waiting, *result.paced):
         if channel in snapshot.assignment:
             result.unassign.add(channel)  # its owner is gone: nobody holds it now
-    _rebalance(result, kept, load, takers, max_moves=max_moves, tolerance=tolerance)
+    _rebalance(result, kept, load, takers, max_moves=max_moves, tolerance=tolerance,
+               budget=budget)  # fmt: skip
     for channel, owner in list(result.assign.items()):
         if snapshot.assignment.get(channel) == owner:
             del result.assign[channel]  # no change after all
     return result
+
+
+class _Budget:
+    """The joins a plan may still cost: in all (None: no limit), and per member."""
+
+    def __init__(self, total: int | None, slots: dict[str, int | None]) -> None:
+        self.total = total
+        self.slots = slots
+
+    def allows(self, member: str) -> bool:
+        slots = self.slots.get(member)
+        return (self.total is None or self.total > 0) and (slots is None or slots > 0)
+
+    def spend(self, member: str) -> None:
+        if self.total is not None:
+            self.total -= 1
+        slots = self.slots.get(member)
+        if slots is not None:
+            self.slots[member] = slots - 1
+
+    @property
+    def spent(self) -> bool:
+        return self.total is not None and self.total <= 0
+
+
+def _adopt(
+    result: Plan,
+    unowned: list[str],
+    holders: Mapping[str, str],
+    *,
+    owners: dict[str, str],
+    load: Counter[str],
+    members: Mapping[str, Member],
+) -> list[str]:
+    """Rule 2: unowned channels that a live member holds stay with it; the others returned."""
+    if not holders:
+        return unowned
+    rest = []
+    for channel in unowned:
+        holder = members.get(holders.get(channel, ""))
+        if holder is not None and not holder.draining and load[holder.id] < holder.capacity:
+            result.assign[channel] = owners[channel] = holder.id
+            load[holder.id] += 1
+            result.adopted += 1
+        else:
+            rest.append(channel)
+    return rest
 
 
 def _place(
@@ -117,8 +195,10 @@ def _place(
     load: Counter[str],
     members: Mapping[str, Member],
     takers: list[Member],
+    budget: _Budget,
 ) -> None:
-    """Rule 3: each unowned channel to the member with the most room, spread across hosts."""
+    """Rules 3 and 4: each unowned channel to the member with the most room, spread across
+    hosts, within the join budgets."""
     host_load = Counter({m.host: 0 for m in members.values()})
     supervisor_load = Counter({m.supervisor: 0 for m in members.values()})
     for owner, count in load.items():
@@ -130,19 +210,22 @@ def _place(
 
     # The host and supervisor loads in a member's key are those of when it was queued: each
     # pop re-queues one member only, so placing a channel costs O(log members).
-    heap = [key(m) for m in takers if load[m.id] < m.capacity]
+    heap = [key(m) for m in takers if load[m.id] < m.capacity and budget.allows(m.id)]
     heapq.heapify(heap)
     for position, channel in enumerate(unowned):
-        if not heap:
-            result.waiting.extend(unowned[position:])
+        if not heap or budget.spent:
+            rest = unowned[position:]
+            room = any(load[m.id] < m.capacity for m in takers)
+            (result.paced if room else result.waiting).extend(rest)
             return
         target = members[heapq.heappop(heap)[3]]
         result.assign[channel] = target.id
         owners[channel] = target.id
+        budget.spend(target.id)
         load[target.id] += 1
         host_load[target.host] += 1
         supervisor_load[target.supervisor] += 1
-        if load[target.id] < target.capacity:
+        if load[target.id] < target.capacity and budget.allows(target.id):
             heapq.heappush(heap, key(target))
 
 
@@ -154,8 +237,9 @@ def _rebalance(
     *,
     max_moves: int,
     tolerance: int,
+    budget: _Budget,
 ) -> None:
-    """Move channels from the most to the least loaded member, in bounded steps."""
+    """Rule 5: move channels from the most to the least loaded member, in bounded steps."""
     if len(takers) < 2 or max_moves <= 0:
         return
     by_member: dict[str, list[str]] = {m.id: [] for m in takers}
@@ -166,9 +250,13 @@ def _rebalance(
         channels.sort()  # the last in name order moves first: deterministic
     while result.moves < max_moves:
         most = max(takers, key=lambda m: (load[m.id], m.id))
-        least = min(takers, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
+        open_ = [m for m in takers if budget.allows(m.id)]
+        if not open_:
+            return
+        least = min(open_, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
         if load[most.id] - load[least.id] <= tolerance or load[least.id] >= least.capacity:
             return
+        budget.spend(least.id)
         channel = by_member[most.id].pop()
         by_member[least.id].append(channel)
         owners[channel] = least.id

@@ -10,7 +10,9 @@ It runs a :class:`~tmi_cluster.worker.Worker` (pool, sender, handler queue) and 
   each ``sync`` notice and at least every ``process.periodic_timer``, reports every outcome and
   every lost channel, and records what it holds. A channel assigned elsewhere is parted once its
   new owner holds it (make-before-break), or after ``process.timeout``; an unassigned one at once.
-  A failed join is retried with backoff (5 s, doubling, at most 5 minutes) while it stays assigned;
+  A failed join is retried with backoff (5 s, doubling, at most 5 minutes) while it stays assigned.
+  What it holds is recorded in full every :data:`HELD_REFRESH_S` seconds and after every Redis
+  outage (a restarted Redis forgot it; the coordinator then keeps each channel where it is held);
 - its parent: the supervisor holds the other end of the process's standard input, so the
   process sees its supervisor end, however it ends (even SIGKILL), as the end of its input, and
   stops within a few seconds (on Linux, the parent's death also sends it SIGTERM). No orphans;
@@ -50,7 +52,15 @@ from tmi_cluster.events import ChannelLostEvent, Event, MessageEvent
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.worker import Worker
 
-__all__ = ["EXIT_LAUNCH", "READY", "ProcessState", "WorkerProcess", "import_handlers", "main"]
+__all__ = [
+    "EXIT_LAUNCH",
+    "HELD_REFRESH_S",
+    "READY",
+    "ProcessState",
+    "WorkerProcess",
+    "import_handlers",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,8 @@ READY = "ready"
 #: A failed join is tried again after this, doubling up to :data:`_RETRY_CAP_S`.
 _RETRY_S = 5.0
 _RETRY_CAP_S = 300.0
+#: Seconds between two full records of what a worker holds.
+HELD_REFRESH_S = 10.0
 #: Seconds a worker whose supervisor is gone takes at most to stop.
 _ORPHAN_STOP_S = 2.0
 _PR_SET_PDEATHSIG = 1
@@ -120,6 +132,7 @@ class WorkerProcess:
         self._lost: dict[str, str] = {}  # reported by the pool, to be reported on
         self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
         self._joining: asyncio.Task[None] | None = None
+        self._held_recorded_at = 0.0  # monotonic; 0: record in full at the next reconcile
         self._worker: Worker | None = None
         self._process = psutil.Process()
         #: Why the process stopped on its own (an unexpected error), else None.
@@ -246,6 +259,7 @@ class WorkerProcess:
                 self.outage.ended()
             except RedisUnavailableError as error:
                 self.outage.began(error, f"worker process {self.id}")
+                self._held_recorded_at = 0.0  # Redis may come back empty
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 self._wake.clear()
@@ -270,6 +284,9 @@ class WorkerProcess:
     async def _reconcile(self, assignment: Assignment) -> None:
         pool = self._require_worker().pool
         await self._flush(assignment)
+        if time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
+            await assignment.set_held(self.id, pool.channels)
+            self._held_recorded_at = time.monotonic()
         wanted = await assignment.of(self.id)
         held = pool.channels
         busy = self._joining is not None and not self._joining.done()

@@ -13,13 +13,17 @@ Contracts:
   :data:`HEALTHY_S` seconds resets the count), each with a :class:`WorkerProcessRestarting`,
   or an :class:`UnableToLaunchProcess` when it ended before it was ready (its last line on
   standard error is the reason, kept in :attr:`Processes.problem` until a worker runs again).
-- A dead worker's channels go to a live worker of the supervisor at once, else to its
-  replacement once that is ready. A worker over ``process.memory`` (and under it when it
-  started: a limit below a fresh worker's size is warned about once, not acted on) is
-  replaced gracefully:
-  the replacement starts, takes over its channels (it joins them before the old one parts
-  them), then the old one stops. :meth:`Processes.roll` does the same for every worker, one by
-  one (SIGUSR1).
+- The coordinator (:mod:`tmi_cluster.coordinator`) owns the assignment; the supervisor never
+  writes it. A dead worker's heartbeat is deleted the moment its end is seen and the
+  coordinator is woken, so that its channels are placed elsewhere within a pass.
+- Draining: a worker in ``P draining`` (marked by the coordinator for a scale-in, or here for a
+  replacement or a surplus over :attr:`Processes.target`) takes no new channels; the
+  coordinator moves its channels away (make-before-break), and once it is assigned and holds
+  none it is stopped gracefully (after :data:`DRAIN_LIMIT_S` at the latest).
+- A worker over ``process.memory`` (and under it when it started: a limit below a fresh
+  worker's size is warned about once, not acted on) is replaced gracefully: the replacement
+  starts, and once it is ready the old one drains. :meth:`Processes.roll` does the same for
+  every worker, one by one (SIGUSR1).
 - Records in SQL on every state change and at most every 30 s, never per heartbeat; a database
   outage is logged and the work goes on.
 """
@@ -40,17 +44,20 @@ from typing import Any
 
 import psutil
 
-from tmi_cluster.bus import Assignment, Keys, statuses_async
+from tmi_cluster.bus import Assignment, Keys, describe_client, statuses_async, translated
 from tmi_cluster.config import Settings
+from tmi_cluster.coordinator import wake
 from tmi_cluster.errors import RedisUnavailableError, StorageError
 from tmi_cluster.process import EXIT_LAUNCH, READY
 from tmi_cluster.store import RunState, Store
 
 __all__ = [
+    "DRAIN_LIMIT_S",
     "HEALTHY_S",
     "RECORD_EVERY_S",
     "Child",
     "ClusterEvent",
+    "ProcessScaled",
     "Processes",
     "UnableToLaunchProcess",
     "WorkerProcessRestarting",
@@ -68,6 +75,8 @@ RESTART_CAP_S = 60.0
 RECORD_EVERY_S = 30.0
 #: Lines of a worker's standard error kept for the reason of its end.
 _TAIL_LINES = 20
+#: Seconds a draining worker is stopped after at the latest, emptied or not.
+DRAIN_LIMIT_S = 600.0
 
 
 def restart_delay(failures: int) -> float:
@@ -99,7 +108,19 @@ class UnableToLaunchProcess:
     delay_s: float
 
 
-ClusterEvent = WorkerProcessRestarting | UnableToLaunchProcess
+@dataclass(frozen=True)
+class ProcessScaled:
+    """A supervisor's number of workers changed (the original's event), and why: one of
+    :class:`tmi_cluster.autoscale.Cause`'s values (``scale_out``, ``scale_in``, ``restore``,
+    ``below_minimum``, ``manual``...)."""
+
+    supervisor: str
+    before: int
+    after: int
+    cause: str
+
+
+ClusterEvent = WorkerProcessRestarting | UnableToLaunchProcess | ProcessScaled
 
 
 @dataclass
@@ -117,6 +138,8 @@ class Child:
     replaces: str | None = None
     #: Being replaced (by the worker of that id).
     replaced_by: str | None = None
+    #: Being emptied since this time (monotonic), else None.
+    draining_since: float | None = None
     last_seen: float = 0.0
     last_record: float = 0.0
     #: Its process has ended (its end is being handled).
@@ -158,7 +181,6 @@ class Processes:
         self._numbers = first_number - 1  # ids go on after those of earlier runs
         self._failures = 0
         self._next_start = 0.0
-        self._orphans: list[str] = []  # dead workers whose channels wait for a live one
         self._changed = asyncio.Event()
         self._stopping = False
         self._redis_ok_since = time.monotonic()
@@ -167,13 +189,18 @@ class Processes:
 
     # -- the watch ----------------------------------------------------------------------------
 
+    def changed(self) -> None:
+        """Look at the target again now (it was changed)."""
+        self._changed.set()
+
     def running(self) -> list[Child]:
-        """The workers that are up and not on their way out."""
+        """The workers that are up and not on their way out (stopping, replaced, draining)."""
         return [
             c
             for c in self.children.values()
             if not c.stopping and not c.ended and c.replaced_by is None
-        ]
+            and c.draining_since is None
+        ]  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep :attr:`target` workers running until ``stop`` is set."""
@@ -253,15 +280,23 @@ class Processes:
     async def _on_ready(self, child: Child) -> None:
         self.problem = None
         await self._record(child, RunState.RUNNING, detail="ready")
+        old = self.children.get(child.replaces) if child.replaces is not None else None
+        if old is not None:
+            await self._drain(old, "replaced")
+        with contextlib.suppress(RedisUnavailableError):
+            await wake(self.assignment.client, self.keys)  # a new worker to give channels to
+
+    async def _drain(self, child: Child, why: str) -> None:
+        """Mark ``child`` to be emptied (the coordinator moves its channels away)."""
+        if child.draining_since is None:
+            child.draining_since = time.monotonic()
+            log.info("worker process %s drains (%s)", child.id, why)
         try:
-            if child.replaces is not None:
-                await self.assignment.transfer(child.replaces, child.id)
-                old = self.children.get(child.replaces)
-                if old is not None:
-                    await self._ask_to_stop(old)
-            await self._adopt_orphans(child)
+            with translated(describe_client(self.assignment.client)):
+                await self.assignment.client.hset(self.keys.draining, child.id, why)
+            await wake(self.assignment.client, self.keys)
         except RedisUnavailableError as error:
-            log.warning("worker process %s: cannot take its channels over yet: %s", child.id, error)
+            log.warning("worker process %s cannot drain yet: %s", child.id, error)
 
     async def _on_exit(self, child: Child, code: int) -> None:
         how = _describe_exit(code)
@@ -291,27 +326,21 @@ class Processes:
         await self._release(child)
 
     async def _release(self, child: Child) -> None:
-        """Give a worker's channels to another of ours, else to the next one ready."""
+        """A worker ended: its death known at once (heartbeat, held channels, draining mark
+        and notices deleted), the coordinator woken to place its channels elsewhere. Without
+        Redis, its heartbeat expires and the purge deletes the rest."""
+        client = self.assignment.client
         try:
-            others = [c for c in self.running() if c.ready.is_set() and c is not child]
-            if child.replaced_by is not None and child.replaced_by in self.children:
-                others = [self.children[child.replaced_by]]
-            if self._stopping:  # no one of ours takes them: they were handed over, or wait
-                await self.assignment.forget(child.id)  # for a restore (they stay wanted)
-                return
-            if not others:
-                if await self.assignment.of(child.id):
-                    self._orphans.append(child.id)
-                else:
-                    await self.assignment.forget(child.id)
-                return
-            counts = await self.assignment.counts([c.id for c in others])
-            target = min(others, key=lambda c: counts[c.id]).id
-            await self.assignment.transfer(child.id, target)
-            await self.assignment.forget(child.id)
+            with translated(describe_client(client)):
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.delete(self.keys.process_heartbeat(child.id),
+                                self.keys.process_held(child.id),
+                                self.keys.process_commands(child.id))  # fmt: skip
+                    pipe.hdel(self.keys.draining, child.id)
+                    await pipe.execute()
+            await wake(client, self.keys)
         except RedisUnavailableError as error:
-            log.warning("the channels of %s wait for Redis: %s", child.id, error)
-            self._orphans.append(child.id)
+            log.warning("the end of %s waits for Redis: %s", child.id, error)
 
     async def _check(self) -> None:
         """Heartbeats (a hung worker is killed) and memory (a big one is replaced)."""
@@ -343,18 +372,47 @@ class Processes:
             await self._check_memory(child)
             if now - child.last_record >= RECORD_EVERY_S:
                 await self._record(child, RunState.RUNNING, history=False)
-        if self._orphans and self.running():
-            target = next((c for c in self.running() if c.ready.is_set()), None)
-            if target is not None:
-                with contextlib.suppress(RedisUnavailableError):  # the next check tries again
-                    await self._adopt_orphans(target)
+        with contextlib.suppress(RedisUnavailableError):  # the next check tries again
+            await self._check_draining(ready)
 
-    async def _adopt_orphans(self, target: Child) -> None:
-        """Give the channels of dead workers that waited for a live one to ``target``."""
-        for dead in list(self._orphans):
-            await self.assignment.transfer(dead, target.id)
-            await self.assignment.forget(dead)
-            self._orphans.remove(dead)
+    async def _check_draining(self, ready: list[Child]) -> None:
+        """Follow ``P draining``: a surplus over the target drains, the least loaded first; a
+        drained worker (assigned and holding nothing) stops."""
+        client = self.assignment.client
+        with translated(describe_client(client)):
+            marked: Any = await client.hgetall(self.keys.draining)
+        marks = {k.decode(): v.decode() for k, v in marked.items()}
+        now = time.monotonic()
+        for child in ready:
+            if child.id in marks and child.draining_since is None and not child.stopping:
+                child.draining_since = now
+                log.info("worker process %s drains (%s)", child.id, marks[child.id])
+        surplus = len([c for c in self.running() if c.ready.is_set()]) - self.target
+        if surplus > 0 and not self._stopping:
+            loads = sorted(self.running(), key=lambda c: (int(c.status.get("channels", 0)), c.id))
+            for child in loads[:surplus]:
+                await self._drain(child, "surplus")
+        draining = [c for c in ready if c.draining_since is not None and not c.stopping]
+        if not draining:
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for child in draining:
+                pipe.scard(self.keys.process_channels(child.id))
+                pipe.scard(self.keys.process_held(child.id))
+            with translated(describe_client(client)):
+                sizes = await pipe.execute()
+        for index, child in enumerate(draining):
+            assigned, held = sizes[2 * index], sizes[2 * index + 1]
+            late = now - (child.draining_since or now) > DRAIN_LIMIT_S
+            if (assigned == 0 and held == 0) or late:
+                if late:
+                    log.warning(
+                        "worker process %s: %d channels left after draining %g s; stopping it",
+                        child.id,
+                        assigned + held,
+                        DRAIN_LIMIT_S,
+                    )
+                await self._ask_to_stop(child)
 
     async def _check_memory(self, child: Child) -> None:
         limit = self.settings.process.memory * 1024 * 1024

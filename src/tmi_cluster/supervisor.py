@@ -43,7 +43,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -51,8 +51,20 @@ import psutil
 import redis.asyncio
 import redis.exceptions
 
-from tmi_cluster.bus import Assignment, Heartbeat, Keys, Order, Outage, connect_async, read_orders
+from tmi_cluster.bus import (
+    Assignment,
+    Heartbeat,
+    Keys,
+    Order,
+    Outage,
+    connect_async,
+    describe_client,
+    read_orders,
+    translated,
+)
+from tmi_cluster.bus.heartbeat import scan_statuses
 from tmi_cluster.config import Settings, mask_url
+from tmi_cluster.coordinator import Coordinator, wake
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.errors import (
     EmbeddedRedisError,
@@ -60,8 +72,14 @@ from tmi_cluster.errors import (
     StorageError,
     TmiClusterError,
 )
-from tmi_cluster.housekeeping import PURGE_EVERY_S, live_processes, purge_once, spread
-from tmi_cluster.processes import RECORD_EVERY_S, ClusterEvent, Processes, worker_environment
+from tmi_cluster.housekeeping import PURGE_EVERY_S, purge_once
+from tmi_cluster.processes import (
+    RECORD_EVERY_S,
+    ClusterEvent,
+    Processes,
+    ProcessScaled,
+    worker_environment,
+)
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import RunState, Store
 
@@ -177,6 +195,9 @@ class Supervisor:
         self._claimed = False  # the heartbeat key is ours (never delete another's)
         #: The worker processes (once running).
         self.processes: Processes | None = None
+        #: This supervisor's coordinator candidate (once running).
+        self.coordinator: Coordinator | None = None
+        self._coordinator_stop = asyncio.Event()
         #: Set when the supervisor stopped to be started again (over ``memory_limit``).
         self.restart_wanted = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -258,10 +279,13 @@ class Supervisor:
             on_event=self.on_event,
             first_number=max(numbers, default=0) + 1,
         )
+        self.processes.target = await self._target() or 0  # the coordinator's word
+        self.coordinator = Coordinator.from_settings(self._client, store, settings, self.id)
         for work, name in (
             (self.processes.run(self._stop), "workers"),
             (self._take_orders(), "orders"),
             (self._housekeeping(), "housekeeping"),
+            (self.coordinator.run(self._coordinator_stop), "coordinator"),
         ):
             task = asyncio.create_task(work, name=f"supervisor {self.id} {name}")
             task.add_done_callback(self._task_done)
@@ -313,10 +337,13 @@ class Supervisor:
                 f"supervisor {self.id} stopped after a failure: {self.failure}"
             ) from self.failure
 
-    def order(self, order: Order | str) -> None:
-        """Carry out an order (from a signal or the supervisor's command stream)."""
+    def order(self, order: Order | str, fields: Mapping[str, str] | None = None) -> None:
+        """Carry out an order (from a signal or the supervisor's command stream; ``scale``
+        carries ``processes`` and ``cause`` in ``fields``)."""
         processes = self.processes
-        if order is Order.TERMINATE:
+        if order is Order.SCALE and processes is not None:
+            self._scale(processes, dict(fields or {}))
+        elif order is Order.TERMINATE:
             log.info("supervisor %s: told to terminate", self.id)
             self.stop()
         elif processes is None or self.state is not RunState.RUNNING:
@@ -329,6 +356,32 @@ class Supervisor:
             processes.pause(order is Order.PAUSE)
         else:
             log.warning("supervisor %s: unknown order %r ignored", self.id, order)
+
+    def _scale(self, processes: Processes, fields: dict[str, str]) -> None:
+        try:
+            target = int(fields.get("processes", ""))
+        except ValueError:
+            log.warning("supervisor %s: a scale order without a number ignored: %r", self.id,
+                        fields)  # fmt: skip
+            return
+        before, cause = processes.target, fields.get("cause", "manual")
+        if target == before or target < 0:
+            return
+        processes.target = target
+        processes.changed()
+        log.info("supervisor %s: %d worker processes -> %d (%s)", self.id, before, target, cause)
+        if self.on_event is not None:
+            try:
+                self.on_event(ProcessScaled(self.id, before, target, cause))
+            except Exception:
+                log.exception("the cluster event handler failed on ProcessScaled")
+
+    async def _target(self) -> int | None:
+        """This supervisor's target in ``P scale:targets`` (None: none yet)."""
+        assert self._client is not None
+        with translated(describe_client(self._client)):
+            value: Any = await self._client.hget(self.keys.scale_targets, self.id)
+        return int(value) if value is not None else None
 
     def describe(self) -> str:
         """One line: the id, state, Redis and database (passwords masked)."""
@@ -357,11 +410,21 @@ class Supervisor:
                 "state": self.state.value,
                 "processes": len(processes.running()) if processes is not None else 0,
                 "paused": processes.paused if processes is not None else False,
-                "problem": processes.problem if processes is not None else None,
+                "problem": self._problem(),
+                "coordinator": self.coordinator is not None and self.coordinator.leading,
+                "target": processes.target if processes is not None else 0,
                 "started": self._started_at,
                 "at": time.time(),
             }
         )
+
+    def _problem(self) -> str | None:
+        """What is wrong, for ``list`` and ``health``: the workers', else the coordinator's."""
+        if self.processes is not None and self.processes.problem:
+            return self.processes.problem
+        if self.coordinator is not None and self.coordinator.problem:
+            return f"coordinator: {self.coordinator.problem}"
+        return None
 
     def _spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=f"supervisor {self.id} {name}")
@@ -390,8 +453,8 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
                 continue
-            for order in orders:
-                self.order(order)
+            for received in orders:
+                self.order(received.order, received.fields)
 
     async def _housekeeping(self) -> None:
         """Purge the dead of the cluster (once per period for the whole cluster), and restart
@@ -415,6 +478,11 @@ class Supervisor:
                     log.warning("purged the dead: supervisors %s, processes %s (%d channels "
                                 "released)", result.dead_supervisors or "none",
                                 result.dead_processes or "none", result.released)  # fmt: skip
+            with contextlib.suppress(RedisUnavailableError):  # a lost order: the hash is truth
+                target = await self._target()
+                if target is not None and self.processes is not None and \
+                        target != self.processes.target:  # fmt: skip
+                    self._scale(self.processes, {"processes": str(target), "cause": "resync"})
             rss = me.memory_info().rss
             if time.monotonic() >= next_record:  # figures in SQL at most every 30 s
                 next_record = time.monotonic() + RECORD_EVERY_S
@@ -431,24 +499,35 @@ class Supervisor:
                 self._stop.set()
 
     async def _hand_over(self) -> None:
-        """Give the channels of this supervisor's workers to live workers of other supervisors
-        (their workers part them once the new owners hold them)."""
-        processes, store, client = self.processes, self._store, self._client
-        if processes is None or store is None or client is None:
+        """While stopping: let the coordinator move this supervisor's channels to the workers
+        of other live supervisors (the heartbeat says "stopping": its workers drain; each
+        part follows the new owner's join), and wait until they hold none, at most
+        ``process.timeout``. Nothing to wait for without another live supervisor."""
+        processes, client, heartbeat = self.processes, self._client, self._heartbeat
+        if processes is None or client is None or heartbeat is None:
             return
-        mine = set(processes.children)
+        mine = sorted(processes.children)
+        deadline = time.monotonic() + self.settings.process.timeout
         try:
-            others = [p for p in await live_processes(store, client, self.keys) if p not in mine]
-            if not others:
+            others = await scan_statuses(client, self.keys, "process")
+            if not mine or not any(p not in mine for p in others):
                 return
-            given = 0
-            for process_id in sorted(mine):
-                channels = sorted(await processes.assignment.of(process_id))
-                given += await spread(processes.assignment, channels, others)
-            if given:
-                log.info("supervisor %s: %d channels handed to %d other processes",
-                         self.id, given, len(others))  # fmt: skip
-        except (RedisUnavailableError, StorageError) as error:
+            await heartbeat.beat()  # "stopping", now
+            await wake(client, self.keys)
+            while time.monotonic() < deadline:
+                async with client.pipeline(transaction=False) as pipe:
+                    for process_id in mine:
+                        pipe.scard(self.keys.process_channels(process_id))
+                        pipe.scard(self.keys.process_held(process_id))
+                    with translated(describe_client(client)):
+                        left = sum(await pipe.execute())
+                if left == 0:
+                    log.info("supervisor %s: its channels are handed over", self.id)
+                    return
+                await asyncio.sleep(0.1)
+            log.warning("supervisor %s: %d channels not handed over within %g s", self.id, left,
+                        self.settings.process.timeout)  # fmt: skip
+        except RedisUnavailableError as error:
             log.warning("supervisor %s: cannot hand its channels over: %s", self.id, error)
 
     def _new_heartbeat(self, client: redis.asyncio.Redis) -> Heartbeat:
@@ -523,6 +602,7 @@ class Supervisor:
             if self.processes is not None:
                 await self._hand_over()
                 await self.processes.stop(self.settings.process.timeout)
+            await self._stop_coordinator()
             for task in list(self._tasks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -543,6 +623,14 @@ class Supervisor:
                 except EmbeddedRedisError as error:
                     log.error("supervisor %s: %s", self.id, error)
             self.state = RunState.STOPPED
+
+    async def _stop_coordinator(self) -> None:
+        """The coordinator ran during the hand-over; now it stops and gives the lease up."""
+        self._coordinator_stop.set()
+        for task in list(self._tasks):
+            if task.get_name().endswith("coordinator"):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(task), 3.0)
 
     async def _final_writes(self) -> None:
         if self._heartbeat is not None and self._claimed:

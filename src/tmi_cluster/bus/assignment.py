@@ -152,17 +152,15 @@ class Assignment:
         await self.assign(dict.fromkeys(channels, target))
         return channels
 
-    async def forget(self, process_id: str) -> list[str]:
-        """Unassign a process's channels and delete its keys (it is gone); return them."""
-        channels = sorted(await self.of(process_id))
-        await self.unassign(channels)
+    async def forget(self, process_id: str) -> None:
+        """Delete the keys of a process that is gone (what it held, its notices, its draining
+        mark); the channels still assigned to it stay for the coordinator to place again."""
         with translated(self._where):
-            await self.client.delete(
-                self.keys.process_channels(process_id),
-                self.keys.process_held(process_id),
-                self.keys.process_commands(process_id),
-            )
-        return channels
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(self.keys.process_held(process_id),
+                            self.keys.process_commands(process_id))  # fmt: skip
+                pipe.hdel(self.keys.draining, process_id)
+                await pipe.execute()
 
     # -- readers ------------------------------------------------------------------------------
 

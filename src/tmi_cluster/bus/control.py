@@ -1,21 +1,22 @@
 """Orders for supervisors: the ``commands:supervisor:{id}`` stream.
 
-An order is one entry ``{"op": ...}`` (:class:`Order`). A supervisor reads its stream from the
-moment it starts (orders sent to an earlier supervisor of the same id are not its own) and
-carries each order out once; the stream is trimmed to about 100 entries.
+An order is one entry ``{"op": ..., other fields}`` (:class:`Order`; ``scale`` carries
+``processes`` and ``cause``). A supervisor reads its stream from the moment it starts (orders
+sent to an earlier supervisor of the same id are not its own) and carries each order out once;
+the stream is trimmed to about 100 entries.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio
 
 from tmi_cluster.bus.client import block_ms, describe_client, translated
 from tmi_cluster.bus.keys import Keys
 
-__all__ = ["Order", "read_orders", "send_order"]
+__all__ = ["Order", "Received", "read_orders", "send_order"]
 
 _MAXLEN = 100
 
@@ -31,16 +32,29 @@ class Order(enum.StrEnum):
     PAUSE = "pause"
     #: Go on after a pause (as on SIGCONT).
     CONTINUE = "continue"
+    #: Run ``processes`` workers (the coordinator's decision, or ``tmi-cluster scale``).
+    SCALE = "scale"
+
+
+class Received(NamedTuple):
+    """An order as read: the order (an unknown op as its text) and its other fields."""
+
+    order: Order | str
+    fields: dict[str, str]
 
 
 async def send_order(
-    client: redis.asyncio.Redis, keys: Keys, supervisor_id: str, order: Order
+    client: redis.asyncio.Redis,
+    keys: Keys,
+    supervisor_id: str,
+    order: Order,
+    **fields: str | int,
 ) -> None:
-    """Append ``order`` to a supervisor's stream."""
+    """Append ``order`` (with ``fields``) to a supervisor's stream."""
     with translated(describe_client(client)):
         await client.xadd(
             keys.supervisor_commands(supervisor_id),
-            {"op": order.value},
+            {"op": order.value, **{k: str(v) for k, v in fields.items()}},
             maxlen=_MAXLEN,
             approximate=True,
         )
@@ -48,7 +62,7 @@ async def send_order(
 
 async def read_orders(
     client: redis.asyncio.Redis, keys: Keys, supervisor_id: str, after: str, timeout_s: float
-) -> tuple[str, list[Order | str]]:
+) -> tuple[str, list[Received]]:
     """Orders after id ``after`` ("$": from now), waiting at most ``timeout_s`` (2 s at most);
     the last id read and the orders (an unknown op is returned as its text)."""
     key = keys.supervisor_commands(supervisor_id)
@@ -60,8 +74,9 @@ async def read_orders(
         answer: Any = await client.xread({key: after}, count=100, block=block)
     if not answer:
         return after, []
-    orders: list[Order | str] = []
-    for _, fields in answer[0][1]:
-        op = fields.get(b"op", b"").decode(errors="replace")
-        orders.append(Order(op) if op in Order._value2member_map_ else op)
+    orders: list[Received] = []
+    for _, raw in answer[0][1]:
+        fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+        op = fields.pop("op", "")
+        orders.append(Received(Order(op) if op in Order._value2member_map_ else op, fields))
     return answer[0][1][-1][0].decode(), orders

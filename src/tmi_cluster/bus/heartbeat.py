@@ -26,6 +26,7 @@ __all__ = [
     "Heartbeat",
     "live_processes",
     "live_supervisors",
+    "scan_statuses",
     "statuses",
     "statuses_async",
 ]
@@ -154,3 +155,18 @@ async def statuses_async(
     with translated(describe_client(client)):
         values: Any = await client.mget(list(keys))
     return {k: s for k, v in zip(keys, values, strict=True) if (s := _status(v)) is not None}
+
+
+async def scan_statuses(
+    client: redis.asyncio.Redis, keys: Keys, kind: str
+) -> dict[str, dict[str, Any]]:
+    """Every live heartbeat of ``kind`` ("process" or "supervisor") found in Redis alone (no
+    SQL: it works while the database is away), by id, with its status."""
+    pattern = keys.heartbeat_pattern(kind)
+    start = len(f"{keys.prefix}{kind}:")
+    found: list[str] = []
+    with translated(describe_client(client)):
+        async for key in client.scan_iter(match=pattern, count=1000):
+            found.append(key.decode() if isinstance(key, bytes) else key)
+    values = await statuses_async(client, found)
+    return {key[start : -len(":heartbeat")]: status for key, status in values.items()}

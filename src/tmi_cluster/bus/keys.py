@@ -11,6 +11,12 @@ default; ``{x}`` a placeholder)::
     P coordinator:lease              string (holder id), expires after LEASE_S  the leader
     P coordinator:lease:token        string (its fencing token), expires with the lease
     P coordinator:fence              integer, no expiry: the token of the latest acquisition
+    P coordinator:wake               stream (bounded): "look now" for the coordinator
+    P coordinator:reports            string: the id of the last report the coordinator read
+    P wanted:version                 integer: changed whenever the wanted channels change in SQL
+    P draining                       hash   process id -> why it is being emptied
+    P scale:targets                  hash   supervisor id -> how many workers it should run
+    P scale:state                    hash   paused (0/1), last change (Redis time), cause
     P assignment                     hash   channel login -> process id         who holds a channel
     P commands:process:{id}          stream of notices for one worker (``op``: sync, pause, ...)
     P commands:supervisor:{id}       stream of commands for one supervisor (scale, terminate)
@@ -90,6 +96,40 @@ class Keys:
     def coordinator_fence(self) -> str:
         """The fencing counter: incremented on every acquisition of the lease."""
         return f"{self.prefix}coordinator:fence"
+
+    @property
+    def coordinator_wake(self) -> str:
+        """Stream of wake-ups for the coordinator (a change it should act on now)."""
+        return f"{self.prefix}coordinator:wake"
+
+    @property
+    def coordinator_reports(self) -> str:
+        """The id of the last report the coordinator read (a new leader goes on from it)."""
+        return f"{self.prefix}coordinator:reports"
+
+    @property
+    def wanted_version(self) -> str:
+        """A counter incremented whenever the wanted channels change in SQL."""
+        return f"{self.prefix}wanted:version"
+
+    @property
+    def draining(self) -> str:
+        """Hash of the processes being emptied (replaced, scaled in) to the reason."""
+        return f"{self.prefix}draining"
+
+    @property
+    def scale_targets(self) -> str:
+        """Hash of supervisor id to how many worker processes it should run."""
+        return f"{self.prefix}scale:targets"
+
+    @property
+    def scale_state(self) -> str:
+        """Hash of the auto-scaler's state: paused, the last change and its cause."""
+        return f"{self.prefix}scale:state"
+
+    def heartbeat_pattern(self, kind: str) -> str:
+        """A SCAN pattern of every heartbeat of ``kind`` ("process" or "supervisor")."""
+        return self.pattern[:-1] + f"{kind}:*:heartbeat"
 
     @property
     def assignment(self) -> str:

@@ -285,6 +285,14 @@ class JoinThrottle(_Section):
         "verified: 2000 (the original's default, a limit Twitch no longer grants).",
     )
     every: float = Field(10.0, gt=0, description="Window of the JOIN budget, in seconds.")
+    anonymous_allow: int = Field(
+        20,
+        ge=1,
+        description="JOINs allowed per 'every' seconds on each anonymous connection (each is "
+        "its own justinfan identity, so the budget is per connection, not one for the whole "
+        "cluster). 20: the documented per-identity limit; Twitch appears not to enforce it "
+        "for anonymous logins, but connections that joined much faster have been reset.",
+    )
     take: int = Field(
         20, ge=1, description="Channels taken from the join queue per round (original: 100)."
     )

@@ -39,6 +39,7 @@ from tmi_cluster.store.models import (
     HistoryRecord,
     ProcessRecord,
     RunState,
+    StateRecord,
     SupervisorRecord,
     utcnow,
 )
@@ -46,6 +47,7 @@ from tmi_cluster.store.models import (
 __all__ = [
     "CHUNK_SIZE",
     "Channel",
+    "Failure",
     "RunState",
     "Store",
 ]
@@ -69,6 +71,18 @@ class Channel(NamedTuple):
     acknowledged_at: datetime | None
     last_join_outcome: str | None
     last_join_at: datetime | None
+
+
+class Failure(NamedTuple):
+    """A channel whose last joins failed: why, how many times in a row, when it is tried
+    again (None: not before it is asked for again), whether it was given up, when it failed."""
+
+    login: str
+    reason: str
+    attempts: int
+    retry_at: datetime | None
+    given_up: bool
+    failed_at: datetime | None
 
 
 def _chunks(items: Sequence[str], size: int = CHUNK_SIZE) -> Iterator[Sequence[str]]:
@@ -168,9 +182,12 @@ class Store:
     # -- channels -------------------------------------------------------------------------
 
     def want(self, channels: Iterable[str], *, now: datetime | None = None) -> None:
-        """Mark channels wanted and acknowledged now, creating those not yet known."""
+        """Mark channels wanted and acknowledged now, creating those not yet known; a failed
+        or given-up channel is tried again at once."""
         at = now or utcnow()
-        self._upsert(channels, {"wanted": True, "acknowledged_at": at}, at)
+        values = {"wanted": True, "acknowledged_at": at, "failures": 0, "retry_at": None,
+                  "given_up": False}  # fmt: skip
+        self._upsert(channels, values, at)
 
     def unwant(self, channels: Iterable[str]) -> None:
         """Mark channels no longer wanted (unknown ones are ignored)."""
@@ -214,6 +231,72 @@ class Store:
             by_outcome.setdefault(JoinResult(outcome), []).append(login)
         for outcome, logins in by_outcome.items():
             self._set(logins, last_join_outcome=outcome.value, last_join_at=at)
+
+    def record_failures(self, failures: Iterable[Failure]) -> None:
+        """Record failed joins: each channel's reason, attempts, next retry, given up."""
+        with self._write() as conn:
+            for failure in failures:
+                conn.execute(
+                    update(ChannelRecord)
+                    .where(ChannelRecord.login == failure.login)
+                    .values(
+                        last_join_outcome=failure.reason[:40],
+                        last_join_at=failure.failed_at or utcnow(),
+                        failures=failure.attempts,
+                        retry_at=failure.retry_at,
+                        given_up=failure.given_up,
+                        updated_at=utcnow(),
+                    )
+                )
+
+    def clear_failures(self, channels: Iterable[str], *, now: datetime | None = None) -> None:
+        """Record channels joined: their failures are over."""
+        logins = normalise_logins(channels)
+        at = now or utcnow()
+        with self._write() as conn:
+            for chunk in _chunks(logins):
+                conn.execute(
+                    update(ChannelRecord)
+                    .where(ChannelRecord.login.in_(chunk))
+                    .values(
+                        last_join_outcome=JoinResult.JOINED.value,
+                        last_join_at=at,
+                        failures=0,
+                        retry_at=None,
+                        given_up=False,
+                    )
+                )
+
+    def failures(self) -> dict[str, Failure]:
+        """The failed joins of the wanted channels (failures in a row, not yet joined again)."""
+        record = ChannelRecord
+        columns = (record.login, record.last_join_outcome, record.failures, record.retry_at,
+                   record.given_up, record.last_join_at)  # fmt: skip
+        query = select(*columns).where(ChannelRecord.wanted.is_(True), ChannelRecord.failures > 0)
+        with self._read() as conn:
+            return {
+                str(row[0]): Failure(
+                    str(row[0]), str(row[1] or ""), int(row[2]), row[3], bool(row[4]), row[5]
+                )
+                for row in conn.execute(query)
+            }
+
+    def state(self, key: str) -> dict[str, Any] | None:
+        """A value of the cluster's own state (None: never set)."""
+        with self._read() as conn:
+            value = conn.scalar(select(StateRecord.value).where(StateRecord.key == key))
+        return dict(value) if value is not None else None
+
+    def set_state(self, key: str, value: Mapping[str, Any]) -> None:
+        """Set a value of the cluster's own state."""
+        insert = sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert
+        at = utcnow()
+        stmt = insert(StateRecord).values(key=key, value=dict(value), updated_at=at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"], set_={"value": dict(value), "updated_at": at}
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
 
     def channels(self, channels: Iterable[str]) -> dict[str, Channel]:
         """The known channels among ``channels``, by login."""

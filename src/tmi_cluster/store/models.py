@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the durable state: channels, supervisors, processes and their history.
+"""SQLAlchemy models of the durable state: channels, supervisors, processes, their history,
+and the cluster's own state.
 
 Table names keep the original's (``tmi_cluster_channels``, ``tmi_cluster_supervisors``,
 ``tmi_cluster_supervisor_processes``) so that they never collide with an application's own tables
@@ -23,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -34,6 +36,7 @@ __all__ = [
     "HistoryRecord",
     "ProcessRecord",
     "RunState",
+    "StateRecord",
     "SupervisorRecord",
 ]
 
@@ -108,7 +111,24 @@ class ChannelRecord(Base):
     acknowledged_at: Mapped[datetime | None]
     last_join_outcome: Mapped[str | None] = mapped_column(String(40))
     last_join_at: Mapped[datetime | None]
+    #: Failed joins in a row (0 after a join succeeded); the last one's reason is
+    #: ``last_join_outcome``.
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When the coordinator tries again (None: no retry pending).
+    retry_at: Mapped[datetime | None]
+    #: The reason demands no retry (a ban): joined again only when asked again.
+    given_up: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class StateRecord(Base):
+    """A value of the cluster's own (the size it last ran at, for ``auto_scale.restore``)."""
+
+    __tablename__ = "tmi_cluster_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
