@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio
 
 from tmi_cluster.autoscale import ScalePolicy
 from tmi_cluster.bus import Assignment, Keys
-from tmi_cluster.coordinator import Coordinator
+from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay
 from tmi_cluster.store import RunState, Store
 
 from .test_simulator import run
@@ -94,5 +96,183 @@ async def test_a_leader_that_lost_its_lease_meanwhile_writes_nothing(
         result = await paused.rival.run_once()
         assert result is not None
         assert len(result.assign) == len(CHANNELS)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("reason", "attempts", "delay"),
+    [
+        ("msg_banned", 1, None),  # a ban: only a new request helps
+        ("tos_ban", 1, None),
+        ("msg_channel_suspended", 1, 60.0),
+        ("msg_channel_suspended", 3, 240.0),
+        ("msg_channel_suspended", 20, 3600.0),
+        ("msg_concurrent_channel_limit_reached", 2, 60.0),
+        ("timeout", 1, 5.0),
+        ("timeout", 11, 600.0),
+        ("timeout", 12, None),  # silence twelve times: most likely no such channel
+        ("removed", 1, 5.0),
+        ("closed", 30, 300.0),
+    ],
+)
+def test_retry_delay(reason: str, attempts: int, delay: float | None) -> None:
+    assert retry_delay(reason, attempts) == delay
+
+
+async def _beat_as(
+    client: redis.asyncio.Redis,
+    keys: Keys,
+    process_id: str,
+    supervisor: str,
+    state: str = "running",
+) -> None:
+    status = {"supervisor": supervisor, "state": state}
+    await client.set(keys.process_heartbeat(process_id), json.dumps(status), px=30_000)
+
+
+async def _targets(client: redis.asyncio.Redis, keys: Keys) -> dict[str, int]:
+    raw: Any = await client.hgetall(keys.scale_targets)
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+async def _supervisor(
+    client: redis.asyncio.Redis, keys: Keys, supervisor: str, state: str = "running"
+) -> None:
+    status = {"host": f"host-{supervisor}", "state": state}
+    await client.set(keys.supervisor_heartbeat(supervisor), json.dumps(status), px=30_000)
+
+
+@run
+async def test_failed_joins_are_recorded_blocked_retried_and_given_up(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        await _beat(client, keys, "p1")
+        coordinator = Coordinator(client, store, keys, "s1", capacity=10)
+        await coordinator.run_once()
+        reporter = Assignment(client, keys)
+        assert set(await reporter.of("p1")) == set(CHANNELS)
+        # the owner reports: a joined, b banned, c timed out; a report of another is ignored
+        await reporter.report("p1", {"a": "joined", "b": "msg_banned", "c": "timeout"})
+        await reporter.report("p9", {"d": "msg_banned"})
+        result = await coordinator.run_once()
+        assert result is not None
+        assert result.unassign == {"b", "c"}  # blocked: b given up, c waits for its retry
+        failures = store.failures()
+        assert sorted(failures) == ["b", "c"]
+        assert failures["b"].given_up
+        assert failures["c"].attempts == 1
+        assert failures["c"].retry_at is not None
+        assert not failures["c"].given_up
+        # c's retry is due: placed again; b stays given up until it is asked for again
+        store.record_failures([failures["c"]._replace(retry_at=datetime.now(UTC))])
+        await client.incr(keys.wanted_version)
+        again = await coordinator.run_once()
+        assert again is not None
+        assert again.assign == {"c": "p1"}
+        store.want(["b"])  # tmi-cluster join b: tried again at once
+        await client.incr(keys.wanted_version)
+        third = await coordinator.run_once()
+        assert third is not None
+        assert third.assign == {"b": "p1"}
+        await reporter.report("p1", {"b": "joined", "c": "joined"})
+        await coordinator.run_once()
+        assert store.failures() == {}
+    finally:
+        await client.aclose()
+
+
+@run
+async def test_the_database_away_the_coordinator_goes_on_with_what_it_read(
+    store: Store, redis_server: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        await _beat(client, keys, "p1")
+        await _beat(client, keys, "p2")
+        first = Coordinator(client, store, keys, "s1", capacity=10)
+        await first.run_once()
+        assert await client.hlen(keys.assignment) == len(CHANNELS)
+        await first.lease.release()
+        away = Store(f"sqlite:///{tmp_path / 'missing' / 'no.db'}")  # unreachable
+        fresh = Coordinator(client, away, keys, "s2", capacity=10)
+        assert await fresh.run_once() is None  # nothing read yet: it does nothing at all
+        assert await client.hlen(keys.assignment) == len(CHANNELS)  # nothing unassigned
+        await fresh.lease.release()
+        first.store = away
+        await client.incr(keys.wanted_version)  # a change it cannot read now
+        await client.delete(keys.process_heartbeat("p2"))  # and p2 dies meanwhile
+        result = await first.run_once()
+        assert result is not None  # the wanted channels read before: p2's move to p1
+        owners = await Assignment(client, keys).owners(CHANNELS)
+        assert set(owners.values()) == {"p1"}
+        away.close()
+    finally:
+        await client.aclose()
+
+
+@run
+async def test_the_account_budget_paces_the_joins(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        await _beat(client, keys, "p1")
+        await _beat(client, keys, "p2")
+        coordinator = Coordinator(client, store, keys, "s1", capacity=10,
+                                  budget=JoinBudget(account=4))  # fmt: skip
+        first = await coordinator.run_once()
+        assert first is not None
+        assert (len(first.assign), len(first.paced)) == (4, 2)
+        assert (await coordinator.run_once() or first).assign == {}  # 4 joins under way
+        assignment = Assignment(client, keys)
+        owners = await assignment.owners(CHANNELS)
+        for channel, owner in owners.items():
+            if owner is not None:
+                await assignment.record_held(owner, joined=[channel])  # confirmed
+        last = await coordinator.run_once()
+        assert last is not None
+        assert len(last.assign) == 2
+    finally:
+        await client.aclose()
+
+
+@run
+async def test_the_cluster_size_restore_scale_out_scale_in_and_spread(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        store.set_state("scale", {"processes": 3})  # the size it last ran at
+        await _supervisor(client, keys, "s1")
+        await _supervisor(client, keys, "s2")
+        policy = ScalePolicy(minimum=1, maximum=4, capacity=2, cooldown_s=0.0)
+        coordinator = Coordinator(client, store, keys, "s1", capacity=2, policy=policy)
+        await coordinator.run_once()
+        targets = await _targets(client, keys)
+        assert targets == {"s1": 2, "s2": 1}  # restored, spread
+        orders: Any = await client.xrange(keys.supervisor_commands("s2"))
+        assert orders[-1][1] == {b"op": b"scale", b"processes": b"1", b"cause": b"restore"}
+        for process_id, supervisor in (("s1-1", "s1"), ("s1-2", "s1"), ("s2-1", "s2")):
+            await _beat_as(client, keys, process_id, supervisor)
+        await coordinator.run_once()  # 6 channels over 3 processes of 2: 100 % > 70 %: out
+        targets = await _targets(client, keys)
+        assert targets == {"s1": 2, "s2": 2}  # to the one with the fewest
+        store.unwant(CHANNELS[1:])  # one channel left: 1 / 8 = 12.5 % < 50 %: in
+        await client.incr(keys.wanted_version)
+        await _beat_as(client, keys, "s2-2", "s2")
+        await coordinator.run_once()
+        draining = await client.hgetall(keys.draining)
+        assert len(draining) == 1  # the least-loaded one drains
+        [(drained, why)] = draining.items()
+        assert why == b"scale_in"
+        owner = (await Assignment(client, keys).owners(["a"]))["a"]
+        assert drained != (owner or "").encode()  # not the one holding the channel
     finally:
         await client.aclose()

@@ -72,6 +72,24 @@ async def test_the_join_budget_holds_as_the_simulator_counts_it() -> None:
 
 
 @run
+async def test_each_anonymous_connection_has_a_join_budget_of_its_own() -> None:
+    names = [f"c{i}" for i in range(30)]
+    limits = Limits(anonymous_join_allow=10, join_every_s=60.0)  # per connection, as Twitch
+    async with ChatSimulator(channels=names, limits=limits) as sim:
+        shared = LocalWindow(Rate(10, 60.0))  # one window for all would hold them a minute
+        own = Rate(10, 60.0)
+        async with Pool(_options(sim), channels_per_connection=10, join_window=shared,
+                        connection_join_rate=own, connect_interval_s=0) as pool:  # fmt: skip
+            outcomes = await asyncio.wait_for(pool.join(names), 10.0)
+            assert all(o.ok for o in outcomes.values())
+            assert len(pool.connections) == 3  # three identities, ten JOINs each
+            violations = [
+                v for c in sim.connections() for v in sim.account(c.login or "").violations
+            ]
+            assert violations == []
+
+
+@run
 async def test_join_failures_carry_their_reason_and_are_not_kept() -> None:
     limits = Limits(channel_cap=3)
     async with ChatSimulator(
@@ -277,7 +295,8 @@ async def test_read_anonymously_send_as_the_identity_through_shared_windows(
                 keys = {k.decode() async for k in client.scan_iter(match=f"{redis_prefix}*")}
                 assert f"{redis_prefix}ratelimit:mybot:auth" in keys
                 assert f"{redis_prefix}ratelimit:mybot:messages" in keys
-                assert f"{redis_prefix}ratelimit:justinfan:join" in keys
+                # each anonymous connection has a JOIN window of its own, not one shared
+                assert f"{redis_prefix}ratelimit:justinfan:join" not in keys
         finally:
             await client.aclose()
 

@@ -22,7 +22,7 @@ import redis
 
 from tmi_cluster.bus import Keys
 from tmi_cluster.processes import restart_delay
-from tmi_cluster.store import Store
+from tmi_cluster.store import Failure, Store
 
 from .test_cli import SCRIPT, _env, tmi
 from .test_redis_outage import RedisProcess
@@ -219,7 +219,8 @@ def test_kill_9_of_a_supervisor_leaves_no_orphans_and_is_listed_dead(
     first = cluster("sup-a")
     second = cluster("sup-b")
     env = cluster.env  # type: ignore[attr-defined]
-    wait_for(lambda: len(first.workers()) == 2, what="sup-a's workers")
+    # auto_scale.processes.min (2) is the cluster's: one worker on each supervisor
+    wait_for(lambda: len(first.workers()) == len(second.workers()) == 1, what="one each")
     orphans = first.workers()
     first.process.kill()
     first.process.wait()
@@ -236,13 +237,14 @@ def test_kill_9_of_a_supervisor_leaves_no_orphans_and_is_listed_dead(
     shown = wait_for(listed, what="sup-a listed dead")
     states = {s["id"]: s["state"] for s in shown["supervisors"]}
     assert states["sup-b"] == "running"
-    assert len(second.workers()) == 2
+    wait_for(lambda: len(second.workers()) == 2, what="the cluster's minimum back on sup-b")
 
 
 def test_terminate_stops_everything_within_the_deadline(
     tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
 ) -> None:
-    supervisors = [cluster("sup-a"), cluster("sup-b")]
+    four = {"TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "4"}  # the cluster's, spread over both
+    supervisors = [cluster("sup-a", **four), cluster("sup-b", **four)]
     env = cluster.env  # type: ignore[attr-defined]
     wait_for(lambda: all(len(s.workers()) == 2 for s in supervisors), what="four workers")
     workers = [w for s in supervisors for w in s.workers()]
@@ -419,9 +421,10 @@ def test_a_redis_restart_under_a_running_cluster_changes_nothing(
 def test_the_channels_of_a_dead_supervisor_go_to_the_live_ones_and_purge_forgets_it(
     tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
 ) -> None:
-    first, second = cluster("sup-a"), cluster("sup-b")
+    four = {"TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "4"}  # the cluster's, spread over both
+    first, second = cluster("sup-a", **four), cluster("sup-b", **four)
     env = cluster.env  # type: ignore[attr-defined]
-    wait_for(lambda: len(_statuses(redis_client, env)) == 4, what="four workers")
+    wait_for(lambda: len(first.workers()) == len(second.workers()) == 2, what="two each")
     channels = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}
     _join(tmp_path, env, *sorted(channels))
     first.process.kill()
@@ -479,13 +482,10 @@ def test_channels_shows_each_channel_state(
     wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
     _join(tmp_path, env, "alpha", "beta")
     assert tmi(tmp_path, "part", "beta", **env).returncode == 0
-    keys = _keys(env)
-    # zeta is wanted, its owner is gone and its last join there failed: a failure
+    # zeta is wanted and the coordinator gave it up after a ban (as it records one)
     with Store(env["TMI_CLUSTER_DATABASE__URL"]) as store:
         store.want(["zeta"])
-    redis_client.hset(keys.assignment, "zeta", "gone-1")
-    redis_client.xadd(keys.reports, {"process": "gone-1", "channel": "zeta",
-                                     "result": "msg_banned"})  # fmt: skip
+        store.record_failures([Failure("zeta", "msg_banned", 1, None, True, None)])
 
     def shown() -> dict[str, dict[str, Any]] | None:
         listed = tmi(tmp_path, "channels", "--json", **env)
@@ -499,10 +499,42 @@ def test_channels_shows_each_channel_state(
     assert rows["alpha"]["process"] is not None
     assert (rows["beta"]["state"], rows["beta"]["process"]) == ("parted", None)
     assert (rows["zeta"]["state"], rows["zeta"]["failure"]) == ("failed", "msg_banned")
+    assert (rows["zeta"]["given_up"], rows["zeta"]["process"]) == (True, None)  # not retried
     only = json.loads(tmi(tmp_path, "channels", "--json", "--state", "parted", **env).stdout)
     assert [row["channel"] for row in only] == ["beta"]
+    zeta = tmi(tmp_path, "channels", "zeta", **env).stdout.splitlines()[1]
+    assert zeta.endswith("msg_banned, given up: join it again to retry")
     table = tmi(tmp_path, "channels", "alpha", **env).stdout.splitlines()
     assert table[0].split() == ["channel", "state", "process", "since", "last", "failure"]
     assert table[1].split()[:2] == ["alpha", "joined"]
     bad = tmi(tmp_path, "channels", "--state", "nonsense", **env)
     assert bad.returncode == 2
+
+
+def test_scale_by_hand_pause_and_show(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    supervisor = cluster()
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: len(supervisor.workers()) == 2, what="two workers")
+    paused = tmi(tmp_path, "scale", "--pause", **env)
+    assert (paused.returncode, paused.stdout) == (0, "auto-scaling paused\n"), paused.stderr
+    manual = tmi(tmp_path, "scale", "sup-a", "3", **env)
+    assert (manual.returncode, manual.stdout) == (0, "sup-a: 2 -> 3 worker processes\n")
+    wait_for(lambda: len(supervisor.workers()) == 3, what="a third worker")
+    shown = tmi(tmp_path, "scale", **env).stdout.splitlines()
+    assert shown == ["auto-scaling paused; 3 worker processes (last change: manual)", "sup-a: 3"]
+    assert "supervisor sup-a: 2 worker processes -> 3 (manual)" in supervisor.err.read_text()
+    over = tmi(tmp_path, "scale", "sup-a", "30", **env)
+    assert over.returncode == 1
+    assert "outside auto_scale.processes.min..max (2..25)" in over.stderr
+    unknown = tmi(tmp_path, "scale", "nobody", "2", **env)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: no live supervisor 'nobody'")
+    assert tmi(tmp_path, "scale", "sup-a", **env).returncode == 2  # no number
+    assert tmi(tmp_path, "scale", "sup-a", "-1", **env).returncode == 2
+    fewer = tmi(tmp_path, "scale", "sup-a", "2", **env)
+    assert fewer.returncode == 0, fewer.stderr
+    wait_for(lambda: len(supervisor.workers()) == 2, what="one drained and stopped")
+    resumed = tmi(tmp_path, "scale", "--resume", **env)
+    assert resumed.stdout == "auto-scaling goes on\n"

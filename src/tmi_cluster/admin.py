@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio
 
 from tmi_cluster import housekeeping
+from tmi_cluster.autoscale import Cause
 from tmi_cluster.bus import (
     Assignment,
     Keys,
@@ -33,7 +34,17 @@ from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClus
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Store
 
-__all__ = ["CHANNEL_STATES", "channels", "join", "part", "purge", "terminate"]
+__all__ = [
+    "CHANNEL_STATES",
+    "channels",
+    "join",
+    "part",
+    "pause_scaling",
+    "purge",
+    "scale",
+    "scaling",
+    "terminate",
+]
 
 #: The states ``tmi-cluster channels`` shows.
 CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted")
@@ -224,3 +235,69 @@ async def channels(
                     }
                 )
         return shown
+
+
+async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
+    """Set supervisor ``supervisor_id``'s number of worker processes by hand; its number
+    before. TmiClusterError for an unknown or dead supervisor, or a number that would take the
+    cluster outside ``auto_scale.processes.min``..``max`` (the auto-scaler would undo it at
+    once). The auto-scaler may change it again after its cooldown unless paused
+    (:func:`pause_scaling`)."""
+    keys = Keys.from_settings(settings)
+    bounds = settings.auto_scale.processes
+    async with _redis(settings, "scale") as client:
+        with Store.from_settings(settings) as store:
+            live = await housekeeping.live_supervisors(store, client, keys)
+        if supervisor_id not in live:
+            raise TmiClusterError(
+                f"no live supervisor {supervisor_id!r} (see 'tmi-cluster list'; live: "
+                f"{', '.join(sorted(live)) or 'none'})"
+            )
+        with translated(describe_client(client)):
+            raw: Any = await client.hgetall(keys.scale_targets)
+            clock: Any = await client.time()
+        targets = {k.decode(): int(v) for k, v in raw.items() if k.decode() in live}
+        before = targets.get(supervisor_id, 0)
+        total = sum(targets.values()) - before + processes
+        if not bounds.min <= total <= bounds.max:
+            raise TmiClusterError(
+                f"{processes} workers on {supervisor_id} make the cluster's total {total}, "
+                f"outside auto_scale.processes.min..max ({bounds.min}..{bounds.max})"
+            )
+        now = float(clock[0]) + float(clock[1]) / 1e6
+        with translated(describe_client(client)):
+            await client.hset(keys.scale_targets, supervisor_id, processes)
+            await client.hset(keys.scale_state, mapping={"last_change": f"{now:.3f}",
+                                                         "cause": Cause.MANUAL.value})  # fmt: skip
+        await send_order(client, keys, supervisor_id, Order.SCALE, processes=processes,
+                         cause=Cause.MANUAL.value)  # fmt: skip
+        return before
+
+
+async def pause_scaling(settings: Settings, paused: bool) -> None:
+    """Pause the auto-scaler (the cluster keeps its size; ``tmi-cluster scale`` still works)
+    or let it go on."""
+    keys = Keys.from_settings(settings)
+    async with _redis(settings, "scale") as client:
+        with translated(describe_client(client)):
+            await client.hset(keys.scale_state, "paused", "1" if paused else "0")
+
+
+async def scaling(settings: Settings) -> dict[str, Any]:
+    """The auto-scaler's state: ``paused``, ``cause`` of the last change, ``targets`` of the
+    live supervisors, ``processes`` (their sum)."""
+    keys = Keys.from_settings(settings)
+    async with _redis(settings, "scale") as client:
+        with Store.from_settings(settings) as store:
+            live = await housekeeping.live_supervisors(store, client, keys)
+        with translated(describe_client(client)):
+            raw_state: Any = await client.hgetall(keys.scale_state)
+            raw: Any = await client.hgetall(keys.scale_targets)
+    state = {k.decode(): v.decode() for k, v in raw_state.items()}
+    targets = {k.decode(): int(v) for k, v in raw.items() if k.decode() in live}
+    return {
+        "paused": state.get("paused") == "1",
+        "cause": state.get("cause"),
+        "targets": dict(sorted(targets.items())),
+        "processes": sum(targets.values()),
+    }

@@ -40,6 +40,8 @@ class Cause(enum.StrEnum):
     RESTORE = "restore"
     #: Set by hand (``tmi-cluster scale``).
     MANUAL = "manual"
+    #: One worker moved from the supervisor with the most to the one with the fewest.
+    SPREAD = "spread"
 
 
 @dataclass(frozen=True)

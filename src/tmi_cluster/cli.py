@@ -342,6 +342,40 @@ def terminate(ctx: click.Context, supervisor: str | None) -> None:
 
 
 @cli.command()
+@click.argument("supervisor", required=False)
+@click.argument("processes", required=False, type=click.IntRange(min=0))
+@click.option("--pause", "pause", flag_value="pause", help="Pause the auto-scaler.")
+@click.option("--resume", "pause", flag_value="resume", help="Let the auto-scaler go on.")
+@click.pass_context
+def scale(
+    ctx: click.Context, supervisor: str | None, processes: int | None, pause: str | None
+) -> None:
+    """Set a supervisor's number of worker processes (SUPERVISOR N), pause or resume the
+    auto-scaler, or show its state (no argument)."""
+    from tmi_cluster import admin
+
+    settings = _settings(ctx)
+    if pause is not None:
+        if supervisor is not None:
+            raise click.UsageError("--pause and --resume take no SUPERVISOR or N")
+        asyncio.run(admin.pause_scaling(settings, pause == "pause"))
+        click.echo("auto-scaling paused" if pause == "pause" else "auto-scaling goes on")
+        return
+    if supervisor is not None:
+        if processes is None:
+            raise click.UsageError("give the number of worker processes: scale SUPERVISOR N")
+        before = asyncio.run(admin.scale(settings, supervisor, processes))
+        click.echo(f"{supervisor}: {before} -> {processes} worker processes")
+        return
+    state = asyncio.run(admin.scaling(settings))
+    click.echo(f"auto-scaling {'paused' if state['paused'] else 'on'}; "
+               f"{state['processes']} worker processes"
+               + (f" (last change: {state['cause']})" if state["cause"] else ""))  # fmt: skip
+    for supervisor_id, target in state["targets"].items():
+        click.echo(f"{supervisor_id}: {target}")
+
+
+@cli.command()
 @click.pass_context
 def purge(ctx: click.Context) -> None:
     """Forget dead supervisors and processes and release their channels (the supervisors also
@@ -595,7 +629,6 @@ _LATER = {
     "authorize": ("Grant or revoke a channel's authorization.", "the channel managers"),
     "send": ("Send a chat message to a channel.", "the command bus"),
     "tail": ("Print the cluster's chat events as they arrive.", "the event stream"),
-    "scale": ("Set the number of worker processes.", "auto-scaling"),
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
     "demo": ("Run a cluster against the simulator, with the dashboard.", "the web pages"),
 }

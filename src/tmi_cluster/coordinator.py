@@ -22,7 +22,10 @@ a second or at once when woken (:func:`wake`: a join or part asked for, a worker
    :class:`~tmi_cluster.errors.StaleLeaseError`, nothing is written and this one steps down;
 6. decide the cluster's size (:mod:`tmi_cluster.autoscale`, cluster-wide): each supervisor's
    target in ``P scale:targets``, told to it by an order; a scale-out goes to the supervisor
-   with the fewest workers, a scale-in drains the least-loaded worker of the cluster.
+   with the fewest workers, a scale-in drains the least-loaded worker of the cluster, and
+   while the targets differ by more than one (a supervisor joined), one worker at a time moves
+   from the supervisor with the most to the one with the fewest (its least-loaded worker
+   drains), so that the workers are spread over the hosts.
 
 An unexpected error in a pass is logged with its traceback and shown as :attr:`problem` (the
 supervisor's status carries it); the next pass runs as usual.
@@ -481,6 +484,9 @@ class Coordinator:
         state = {k.decode(): v.decode() for k, v in raw.items()}
         now = float(clock[0]) + float(clock[1]) / 1e6
         changes = await self._targets_for_new(policy, targets)
+        if changes:  # supervisors came: their workers start first, the rule applies next pass
+            await self._apply_targets(changes, None, now)
+            return
         since = now - float(state.get("last_change", "0") or 0)
         decision = decide(policy, sum(targets.values()), channels, since_last_change_s=since,
                           paused=state.get("paused") == "1")  # fmt: skip
@@ -489,30 +495,57 @@ class Coordinator:
                 targets[supervisor] += 1
                 changes[supervisor] = (targets[supervisor], decision.cause)
         elif decision.change < 0:
-            load = Counter(result.applied(self._assigned).values())
-            candidates = sorted(
-                (m for m in members if not m.draining and targets.get(m.supervisor, 0) > 0),
-                key=lambda m: (load[m.id], m.id),
-            )
-            for member in candidates[: -decision.change]:
-                targets[member.supervisor] -= 1
-                changes[member.supervisor] = (targets[member.supervisor], decision.cause)
-                with translated(self._where):
-                    await self.client.hset(self.keys.draining, member.id, "scale_in")
-                log.info("coordinator: scaling in: %s drains (%d channels)", member.id,
-                         load[member.id])  # fmt: skip
+            await self._drain(members, targets, result, changes, count=-decision.change,
+                              cause=decision.cause)  # fmt: skip
+        elif not any(m.draining for m in members) and len(targets) > 1:
+            most = max(targets, key=lambda t: (targets[t], t))
+            least = min(targets, key=lambda t: (targets[t], t))
+            if targets[most] - targets[least] > 1:  # spread over the hosts: one at a time
+                moved = await self._drain(members, targets, result, changes, count=1,
+                                          cause=Cause.SPREAD, only=most)  # fmt: skip
+                if moved:
+                    targets[least] += 1
+                    changes[least] = (targets[least], Cause.SPREAD)
         if changes:
             await self._apply_targets(changes, decision.cause if decision.change else None, now)
             with contextlib.suppress(StorageError):
                 await asyncio.to_thread(self.store.set_state, _SCALE_STATE,
                                         {"processes": sum(targets.values())})  # fmt: skip
 
+    async def _drain(
+        self,
+        members: list[Member],
+        targets: dict[str, int],
+        result: Plan,
+        changes: dict[str, tuple[int, Cause]],
+        *,
+        count: int,
+        cause: Cause,
+        only: str | None = None,
+    ) -> int:
+        """Drain the ``count`` least-loaded workers (of supervisor ``only``, else of any with a
+        target), their supervisors' targets one lower each; how many."""
+        load = Counter(result.applied(self._assigned).values())
+        candidates = sorted(
+            (m for m in members if not m.draining and targets.get(m.supervisor, 0) > 0
+             and (only is None or m.supervisor == only)),
+            key=lambda m: (load[m.id], m.id),
+        )  # fmt: skip
+        for member in candidates[:count]:
+            targets[member.supervisor] -= 1
+            changes[member.supervisor] = (targets[member.supervisor], cause)
+            with translated(self._where):
+                await self.client.hset(self.keys.draining, member.id, cause.value)
+            log.info("coordinator: %s drains (%s, %d channels)", member.id, cause, load[member.id])
+        return len(candidates[:count])
+
     async def _targets_for_new(
         self, policy: ScalePolicy, targets: dict[str, int]
     ) -> dict[str, tuple[int, Cause]]:
         """Targets for the supervisors without one (-1 in ``targets``): a cluster starting from
         nothing comes back at its recent size (``restore``) or ``min``; a supervisor joining a
-        running cluster starts with none (scale-outs go to it first, having the fewest)."""
+        running cluster starts with none, and the workers are then spread over the
+        supervisors one by one (scale-outs go to the one with the fewest)."""
         new = [s for s, t in targets.items() if t < 0]
         if not new:
             return {}

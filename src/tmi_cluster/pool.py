@@ -3,10 +3,12 @@
 Contracts:
 
 - Each connection holds at most ``channels_per_connection`` channels; a new connection is opened
-  when all are full, no faster than one per ``connect_interval_s``.
+  when all are full: ``connect_burst`` at once, then one per ``connect_interval_s`` on average.
 - Joins are sent in batches (``JOIN #a,#b,...`` within the line limit), each batch taken from
   the account's join window first (:mod:`tmi_cluster.ratelimit`; shared through Redis when the
   pool is given a shared window), so the budget holds however many pools share the account.
+  With ``connection_join_rate``, each connection has a window of its own instead (anonymous
+  connections: each is its own ``justinfan`` identity with its own budget).
 - A join is confirmed by the server's echo of our JOIN or by the channel's ROOMSTATE, and fails
   with its reason (:class:`~tmi_cluster.outcomes.JoinResult`): ``msg_channel_suspended``,
   ``msg_banned``, ``tos_ban``, ``msg_concurrent_channel_limit_reached`` (NOTICEs), or
@@ -100,8 +102,10 @@ class Pool:
         *,
         channels_per_connection: int = 50,
         join_window: Window | None = None,
+        connection_join_rate: Rate | None = None,
         auth_window: Window | None = None,
         connect_interval_s: float = 2.0,
+        connect_burst: int = 1,
         join_timeout_s: float | None = None,
         sender: Sender | None = None,
         on_event: Callable[[Event], None] | None = None,
@@ -114,8 +118,17 @@ class Pool:
         self.state = PoolState.OPEN
         self.channels_per_connection = channels_per_connection
         self.join_window = join_window or LocalWindow(Rate(20, 10.0))
+        #: With a rate, each connection has a JOIN window of its own instead of
+        #: :attr:`join_window` (anonymous connections: each is its own identity).
+        self.connection_join_rate = connection_join_rate
         self.auth_window = auth_window
-        self._opens = LocalWindow(Rate(1, connect_interval_s)) if connect_interval_s > 0 else None
+        if connect_burst < 1:
+            raise ValueError("connect_burst must be at least 1")
+        self._opens = (
+            LocalWindow(Rate(connect_burst, connect_interval_s * connect_burst))
+            if connect_interval_s > 0
+            else None
+        )
         #: Sends for :meth:`say`; None when the pool has no identity to send with.
         self.sender = sender
         self._on_event = on_event or (lambda event: None)
@@ -250,7 +263,11 @@ class Pool:
         connection = Connection(
             options,
             on_event=lambda event: self._event(name, event),
-            join_window=self.join_window,
+            join_window=(
+                LocalWindow(self.connection_join_rate)
+                if self.connection_join_rate is not None
+                else self.join_window
+            ),
             auth_window=self.auth_window,
         )
         self.connections[name] = connection

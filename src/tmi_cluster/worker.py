@@ -7,10 +7,11 @@ windows); settings are read here, at the edge:
 - :func:`build_pool`: a :class:`~tmi_cluster.pool.Pool` as ``tmi.*`` and ``throttle.*``
   describe it. Reading is anonymous when no identity is configured or
   ``tmi.connection.read_anonymously`` is set; sending goes through one authenticated connection
-  (opened at the first ``say``) when there is an identity. With a Redis client, every window is
-  shared with every other process of the cluster using the same account (anonymous reads under
-  ``justinfan``); without, the windows are this process's own. This is also the library's
-  entry point for a pool of one's own (``tmi_cluster.build_pool``).
+  (opened at the first ``say``) when there is an identity. With a Redis client, every window of
+  an account is shared with every other process of the cluster using it; without, the windows
+  are this process's own. Each anonymous connection is its own ``justinfan`` identity: its JOINs
+  have a window of their own, ``throttle.join.anonymous_allow`` per ``throttle.join.every``.
+  This is also the library's entry point for a pool of one's own (``tmi_cluster.build_pool``).
 - :class:`EventQueue`: the bounded queue between the read path and the application's handlers.
 - :class:`Worker`: pool + queue + handler dispatch, an async context manager. The worker
   process (the supervisor's child), the command consumer and the event stream build on it.
@@ -45,7 +46,7 @@ from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.events import Event
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.pool import ANONYMOUS_ACCOUNT, Pool
-from tmi_cluster.ratelimit import AccountRates, AccountWindows
+from tmi_cluster.ratelimit import AccountRates, AccountWindows, Rate
 from tmi_cluster.sender import Sender
 
 __all__ = [
@@ -123,12 +124,17 @@ def build_pool(
             max_length=messages.max_length,
             long_text=messages.long_text,
         )
+    anonymous = account is None or connection.read_anonymously
+    join = settings.throttle.join
     return Pool(
         read_options,
         channels_per_connection=connection.channels_per_connection,
         join_window=read.join,
+        # Each anonymous connection is its own justinfan identity: a JOIN budget of its own.
+        connection_join_rate=Rate(join.anonymous_allow, join.every) if anonymous else None,
         auth_window=read.auth,  # counted for logins with an account only
         connect_interval_s=connection.connect_interval,
+        connect_burst=connection.connect_burst,
         sender=sender,
         on_event=on_event,
     )

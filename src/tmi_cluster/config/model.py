@@ -148,7 +148,17 @@ class Connection(_Section):
         "(the identity then only sends). Without an identity, reading is always anonymous.",
     )
     connect_interval: float = Field(
-        2.0, ge=0, description="Least seconds between two new connections of one worker."
+        2.0,
+        ge=0,
+        description="Seconds per new connection of one worker, on average (after the burst).",
+    )
+    connect_burst: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="New connections a worker may open at once before connect_interval paces "
+        "them (a failover or a cold start needs several at once; logins with an account stay "
+        "under the login budget).",
     )
     join_timeout: float = Field(
         10.0, gt=0, description="Seconds to wait for a join's confirmation before it fails."
