@@ -301,8 +301,10 @@ def health(
     healthy, and a one-line reason.
 
     Unhealthy: Redis cannot be asked; a supervisor whose record claims it alive has no heartbeat
-    (dead); a live supervisor runs fewer than ``minimum`` worker processes (it says why, when it
-    knows); with ``at_least_one``, no live supervisor at all. Stopped supervisors do not count.
+    (dead); a live supervisor runs fewer worker processes than its target (the coordinator's,
+    from its status; ``minimum`` for one that shows none), saying why when it knows; the whole
+    cluster runs fewer than ``minimum``; with ``at_least_one``, no live supervisor at all.
+    Stopped supervisors do not count.
     """
     where = f" on {hostname}" if hostname is not None else ""
     if liveness.supervisors is None:
@@ -318,11 +320,15 @@ def health(
         return False, f"{len(dead)} supervisor(s){where} without a heartbeat (dead): {names}"
     for s in live:
         count = _process_count(s, processes, liveness)
-        if count < minimum:
-            status = liveness.supervisors.get(s.id) or {}
+        status = liveness.supervisors.get(s.id) or {}
+        target = status.get("target")
+        expected = target if isinstance(target, int) else minimum
+        if count < expected:
             why = f": {status['problem']}" if status.get("problem") else ""
-            return False, f"supervisor {s.id} runs {count} of {minimum} worker processes{why}"
+            return False, f"supervisor {s.id} runs {count} of {expected} worker processes{why}"
     if not live:
         return _none_live(supervisors, hostname, at_least_one)
     total = sum(_process_count(s, processes, liveness) for s in live)
+    if hostname is None and total < minimum:
+        return False, f"the cluster runs {total} of {minimum} worker processes"
     return True, f"{len(live)} supervisor(s){where} alive with {total} worker processes"

@@ -3,11 +3,13 @@ its shutdown.
 
 It migrates the database, starts the private Redis server when ``redis.url`` is empty, records
 itself in SQL (state changes, with history), keeps a heartbeat key in Redis (its value a JSON
-status: pid, host, state, processes, problem), runs ``auto_scale.processes.min`` worker
-processes (:mod:`tmi_cluster.processes`), takes orders from its command stream
-(:mod:`tmi_cluster.bus.control`), purges the dead of the cluster (once for the whole cluster,
-under a lock: :mod:`tmi_cluster.housekeeping`), and on stop hands its channels over, stops its
-workers within ``process.timeout``, shields its final writes, stops Redis and cleans up.
+status: pid, host, state, processes, target, problem, whether it coordinates), runs as many
+worker processes as its target in ``P scale:targets`` (:mod:`tmi_cluster.processes`), runs
+the coordinator's loop (:mod:`tmi_cluster.coordinator`; one supervisor of the cluster acts),
+takes orders from its command stream (:mod:`tmi_cluster.bus.control`: terminate, restart,
+pause, continue, scale), purges the dead of the cluster (once for the whole cluster, under a
+lock: :mod:`tmi_cluster.housekeeping`), and on stop hands its channels over, stops its workers
+within ``process.timeout``, shields its final writes, stops Redis and cleans up.
 
 Lifecycle (:attr:`Supervisor.state`, a :class:`~tmi_cluster.store.RunState`)::
 
@@ -15,10 +17,12 @@ Lifecycle (:attr:`Supervisor.state`, a :class:`~tmi_cluster.store.RunState`)::
               claim the id (refused when a live supervisor has it); record "running"
     RUNNING   heartbeat; workers kept running and replaced; orders; purges; a Redis outage is
               logged once and waited out
-    STOPPING  hand the channels to live processes of other supervisors (make-before-break: the
-              workers part them once the new owners hold them), stop the workers (killed after
-              ``process.timeout``), delete the heartbeat, record "stopped" (shielded; a
-              database outage is logged, never raised), stop the embedded Redis
+    STOPPING  its heartbeat says so: its workers drain, the coordinator moves their channels
+              to the workers of other live supervisors (make-before-break: the workers part
+              them once the new owners hold them), at most ``process.timeout``; stop the
+              workers (killed after ``process.timeout``), stop the coordinator's loop (the
+              lease goes), delete the heartbeat, record "stopped" (shielded; a database
+              outage is logged, never raised), stop the embedded Redis
     STOPPED   everything released; aclose() again does nothing
 
 Use it as an async context manager (``async with Supervisor(settings) as supervisor``), or let
