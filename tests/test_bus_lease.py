@@ -29,6 +29,7 @@ async def test_one_holder_at_a_time_and_tokens_grow(url: str, redis_prefix: str)
     keys = _keys(redis_prefix)
     first, second = Lease(client, keys, "a", 10.0), Lease(client, keys, "b", 10.0)
     try:
+        await client.set(keys.coordinator_fence, 0)  # as if counted from 0
         table = [
             (first.acquire, 1),  # free: a takes it, token 1
             (second.acquire, 0),  # held by a: b gets nothing
@@ -41,6 +42,9 @@ async def test_one_holder_at_a_time_and_tokens_grow(url: str, redis_prefix: str)
         for step, expected in table:
             assert await step() == expected, step
         assert await second.holder_now() == "b"
+        # Redis forgot everything (a restart): the next token is above every earlier one
+        await client.delete(keys.coordinator_fence, keys.coordinator_lease)
+        assert await first.acquire() > 1_000_000_000_000  # Redis's clock in milliseconds
     finally:
         await client.aclose()
 

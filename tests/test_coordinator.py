@@ -34,6 +34,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
+def _coordinator(
+    client: redis.asyncio.Redis, store: Store, keys: Keys, holder: str, **options: Any
+) -> Coordinator:
+    """A coordinator that places channels from its first pass (no adoption grace)."""
+    return Coordinator(client, store, keys, holder, adopt_grace_s=0, **options)
+
+
 async def _beat(client: redis.asyncio.Redis, keys: Keys, process_id: str) -> None:
     status = {"supervisor": "s1", "state": "running"}
     await client.set(keys.process_heartbeat(process_id), json.dumps(status), px=30_000)
@@ -49,8 +56,8 @@ async def test_only_the_leader_acts_and_the_dead_lose_their_channels(
         for process_id in ("p1", "p2"):
             await _beat(client, keys, process_id)
         policy = ScalePolicy(minimum=1, maximum=5, capacity=4)  # more processes could come
-        leader = Coordinator(client, store, keys, "s1", capacity=4, policy=policy)
-        other = Coordinator(client, store, keys, "s2", capacity=4, policy=policy)
+        leader = _coordinator(client, store, keys, "s1", capacity=4, policy=policy)
+        other = _coordinator(client, store, keys, "s2", capacity=4, policy=policy)
         first = await leader.run_once()
         assert first is not None
         assert await other.run_once() is None  # not the lease's holder: nothing done
@@ -89,8 +96,8 @@ async def test_a_leader_that_lost_its_lease_meanwhile_writes_nothing(
     keys = Keys(redis_prefix, 30.0, 3.0)
     try:
         await _beat(client, keys, "p1")
-        paused = _Paused(client, store, keys, "s1", capacity=10)
-        paused.rival = Coordinator(client, store, keys, "s2", capacity=10)
+        paused = _Paused(client, store, keys, "s1", adopt_grace_s=0, capacity=10)
+        paused.rival = _coordinator(client, store, keys, "s2", capacity=10)
         assert await paused.run_once() is None  # stepped down
         assert await client.hlen(keys.assignment) == 0  # nothing written by the stale leader
         result = await paused.rival.run_once()
@@ -151,7 +158,7 @@ async def test_failed_joins_are_recorded_blocked_retried_and_given_up(
     keys = Keys(redis_prefix, 30.0, 3.0)
     try:
         await _beat(client, keys, "p1")
-        coordinator = Coordinator(client, store, keys, "s1", capacity=10)
+        coordinator = _coordinator(client, store, keys, "s1", capacity=10)
         await coordinator.run_once()
         reporter = Assignment(client, keys)
         assert set(await reporter.of("p1")) == set(CHANNELS)
@@ -194,12 +201,12 @@ async def test_the_database_away_the_coordinator_goes_on_with_what_it_read(
     try:
         await _beat(client, keys, "p1")
         await _beat(client, keys, "p2")
-        first = Coordinator(client, store, keys, "s1", capacity=10)
+        first = _coordinator(client, store, keys, "s1", capacity=10)
         await first.run_once()
         assert await client.hlen(keys.assignment) == len(CHANNELS)
         await first.lease.release()
         away = Store(f"sqlite:///{tmp_path / 'missing' / 'no.db'}")  # unreachable
-        fresh = Coordinator(client, away, keys, "s2", capacity=10)
+        fresh = _coordinator(client, away, keys, "s2", capacity=10)
         assert await fresh.run_once() is None  # nothing read yet: it does nothing at all
         assert await client.hlen(keys.assignment) == len(CHANNELS)  # nothing unassigned
         await fresh.lease.release()
@@ -224,7 +231,7 @@ async def test_the_account_budget_paces_the_joins(
     try:
         await _beat(client, keys, "p1")
         await _beat(client, keys, "p2")
-        coordinator = Coordinator(client, store, keys, "s1", capacity=10,
+        coordinator = _coordinator(client, store, keys, "s1", capacity=10,
                                   budget=JoinBudget(account=4))  # fmt: skip
         first = await coordinator.run_once()
         assert first is not None
@@ -253,7 +260,7 @@ async def test_the_cluster_size_restore_scale_out_scale_in_and_spread(
         await _supervisor(client, keys, "s1")
         await _supervisor(client, keys, "s2")
         policy = ScalePolicy(minimum=1, maximum=4, capacity=2, cooldown_s=0.0)
-        coordinator = Coordinator(client, store, keys, "s1", capacity=2, policy=policy)
+        coordinator = _coordinator(client, store, keys, "s1", capacity=2, policy=policy)
         await coordinator.run_once()
         targets = await _targets(client, keys)
         assert targets == {"s1": 2, "s2": 1}  # restored, spread
@@ -274,5 +281,33 @@ async def test_the_cluster_size_restore_scale_out_scale_in_and_spread(
         assert why == b"scale_in"
         owner = (await Assignment(client, keys).owners(["a"]))["a"]
         assert drained != (owner or "").encode()  # not the one holding the channel
+    finally:
+        await client.aclose()
+
+
+@run
+async def test_after_redis_forgot_the_assignment_held_channels_stay_where_they_are(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        for process_id in ("p1", "p2"):
+            await _beat(client, keys, process_id)
+        # the workers say what they hold; Redis has no assignment and no epoch
+        assignment = Assignment(client, keys)
+        await assignment.set_held("p2", ["a", "b", "c", "d"])
+        coordinator = Coordinator(client, store, keys, "s1", capacity=10, adopt_grace_s=30)
+        first = await coordinator.run_once()
+        assert first is not None
+        assert first.assign == dict.fromkeys("abcd", "p2")  # adopted: no join, no move
+        assert first.adopted == 4
+        assert await assignment.epoch() is not None  # the new assignment is named
+        assert await assignment.owners(["e", "f"]) == {"e": None, "f": None}  # placed later
+        coordinator.adopt_grace_s = 0
+        coordinator._adopt_until = 0.0  # the grace is over
+        later = await coordinator.run_once()
+        assert later is not None
+        assert set(later.assign) >= {"e", "f"}
     finally:
         await client.aclose()

@@ -34,6 +34,14 @@ def test_sticky_a_placed_channel_stays() -> None:
     assert plan(Snapshot.of(["a", "b", "c"], members, assignment)).assign == {}
 
 
+def test_a_draining_owner_keeps_what_nobody_can_take() -> None:
+    members = [Member("p1", "s", "h", 1), Member("p2", "s", "h", 4, draining=True)]
+    result = plan(Snapshot.of(["a", "b", "c"], members, {"a": "p2", "b": "p2", "c": "p2"}))
+    assert len(result.assign) == 1  # p1 has room for one
+    assert not result.unassign  # the other two stay on p2 until someone can take them
+    assert len(result.waiting) == 2
+
+
 def test_the_channels_of_a_dead_or_draining_process_move() -> None:
     members = [*_members("p1", "p2"), Member("p3", "s", "h", 4, draining=True)]
     assignment = {"a": "gone", "b": "p3", "c": "p1"}
@@ -139,8 +147,13 @@ def test_properties(  # noqa: PLR0917 (hypothesis gives them positionally)
     unlimited = budget is None and all(m.slots is None for m in members)
     if placeable <= room and unlimited:
         assert set(after) == wanted - blocked, (result, after)
-    # what is not placed either waits for capacity or is paced by the budgets, never both
-    assert set(result.waiting) | set(result.paced) == (wanted - blocked) - set(after)
+    # what is not placed either waits for capacity or is paced by the budgets, never both;
+    # a draining owner keeps what is not placed (never a gap in a planned move)
+    left = set(result.waiting) | set(result.paced)
+    assert (wanted - blocked) - set(after) <= left
+    for channel in left & set(after):
+        assert live[after[channel]].draining
+        assert after[channel] == assignment[channel]
     if result.waiting:
         assert not result.paced
     assert result.moves <= max_moves

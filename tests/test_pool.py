@@ -12,6 +12,7 @@ from tmi_cluster.config import Settings
 from tmi_cluster.connection import ConnectionOptions
 from tmi_cluster.errors import LoginError, NoIdentityError
 from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent
+from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.pool import Pool, PoolState
 from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
@@ -87,6 +88,20 @@ async def test_each_anonymous_connection_has_a_join_budget_of_its_own() -> None:
                 v for c in sim.connections() for v in sim.account(c.login or "").violations
             ]
             assert violations == []
+
+
+@run
+async def test_held_is_what_the_server_confirmed_not_what_is_being_joined() -> None:
+    async with ChatSimulator(channels=["alpha"]) as sim:  # "ghost" does not exist: silence
+        pool = Pool(_options(sim), join_timeout_s=0.5, connect_interval_s=0)
+        async with pool:
+            joining = asyncio.ensure_future(pool.join(["alpha", "ghost"]))
+            await sim.wait_until(lambda: bool(sim.joined("alpha")))
+            assert "ghost" in pool.channels  # reserved while its join is under way
+            assert "ghost" not in pool.held
+            outcomes = await joining
+            assert outcomes["ghost"].result is JoinResult.TIMEOUT
+            assert pool.held == pool.channels == {"alpha"}
 
 
 @run

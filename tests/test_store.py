@@ -185,3 +185,18 @@ def test_the_clusters_state_is_kept(store: Store) -> None:
     store.set_state("scale", {"processes": 4})
     store.set_state("scale", {"processes": 5})
     assert store.state("scale") == {"processes": 5}
+
+
+def test_several_processes_migrate_one_sqlite_file_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    code = f"from tmi_cluster.store import Store\nwith Store({url!r}) as s: print(s.migrate())"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    results = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, results
+    applied = sorted(out.strip() for out, _ in results)
+    assert applied == ["['0001', '0002']", "[]", "[]", "[]"]  # once, whoever came first

@@ -126,12 +126,14 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
     async with _redis(settings, "join") as client:
         assignment = Assignment(client, keys)
         with Store.from_settings(settings) as store:
-            statuses = await housekeeping.live_processes(store, client, keys)
-            if not statuses:
-                raise NotAvailableError(
-                    "no live worker process to join channels: start one with 'tmi-cluster run'"
-                )
             await asyncio.to_thread(store.want, names)
+            statuses = await housekeeping.live_processes(store, client, keys)
+        if not statuses:
+            await _changed_wanted(client, keys)
+            raise NotAvailableError(
+                "no live worker process to join channels: they are recorded as wanted and "
+                "joined once one runs ('tmi-cluster run')"
+            )
         going = sorted(p for p, s in statuses.items() if s.get("state") != "paused")
         owners = await assignment.owners(names)
         results: dict[str, str] = {}
@@ -261,7 +263,7 @@ async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
         total = sum(targets.values()) - before + processes
         if not bounds.min <= total <= bounds.max:
             raise TmiClusterError(
-                f"{processes} workers on {supervisor_id} make the cluster's total {total}, "
+                f"N = {processes} on {supervisor_id} would make the cluster's total {total}, "
                 f"outside auto_scale.processes.min..max ({bounds.min}..{bounds.max})"
             )
         now = float(clock[0]) + float(clock[1]) / 1e6

@@ -230,7 +230,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 
     from tmi_cluster.listing import check_liveness, cluster_json, process_rows, supervisor_rows
 
-    settings = _settings(ctx)
+    settings = _cluster_settings(ctx)
     supervisors, processes = _records(settings)
     liveness = check_liveness(settings, supervisors, processes)
     if liveness.warning:
@@ -265,23 +265,32 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     )
 
 
-def _records(settings: Settings) -> tuple[list[Any], list[Any]]:
-    """The supervisor and process records (StorageError when there are no tables, or no
-    SQLite file: a read-only command never creates one)."""
+def _cluster_settings(ctx: click.Context) -> Settings:
+    """The settings of a command about an existing cluster: StorageError when its database
+    has no tables, or there is no SQLite file (such a command never creates one: it most
+    likely runs in the wrong folder)."""
     from sqlalchemy.engine import make_url
 
     from tmi_cluster.store import Store
 
+    settings = _settings(ctx)
     url = make_url(settings.database.url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise StorageError(
             f"no database at {url.database}: run this where the cluster's tmi-cluster.toml is "
             "(or give --config), or 'tmi-cluster install' to start a cluster here"
         )
-
     with Store.from_settings(settings) as store:
         if store.revision() is None:
             raise StorageError("the database has no tables yet: run 'tmi-cluster migrate'")
+    return settings
+
+
+def _records(settings: Settings) -> tuple[list[Any], list[Any]]:
+    """The supervisor and process records."""
+    from tmi_cluster.store import Store
+
+    with Store.from_settings(settings) as store:
         return store.supervisors(), store.processes()
 
 
@@ -303,9 +312,9 @@ def health(ctx: click.Context, host_only: bool, hostname: str | None, at_least_o
 
     if host_only and hostname is not None:
         raise click.UsageError("give --host-only (this host) or --hostname NAME, not both")
-    settings = _settings(ctx)
     host = hostname if hostname is not None else (socket.gethostname() if host_only else None)
     try:
+        settings = _cluster_settings(ctx)
         supervisors, processes = _records(settings)
     except StorageError as error:
         click.echo(f"unhealthy: {error}")
@@ -331,7 +340,7 @@ def terminate(ctx: click.Context, supervisor: str | None) -> None:
     until it has (unless fast_termination is set)."""
     from tmi_cluster import admin
 
-    settings = _settings(ctx)
+    settings = _cluster_settings(ctx)
     stopped = asyncio.run(admin.terminate(settings, supervisor))
     for supervisor_id, done in stopped.items():
         click.echo(f"{supervisor_id}: {'stopped' if done else 'asked to stop'}")
@@ -343,33 +352,36 @@ def terminate(ctx: click.Context, supervisor: str | None) -> None:
 
 @cli.command()
 @click.argument("supervisor", required=False)
-@click.argument("processes", required=False, type=click.IntRange(min=0))
-@click.option("--pause", "pause", flag_value="pause", help="Pause the auto-scaler.")
-@click.option("--resume", "pause", flag_value="resume", help="Let the auto-scaler go on.")
+@click.argument("processes", metavar="N", required=False, type=click.IntRange(min=0))
+@click.option("--pause", is_flag=True, help="Pause the auto-scaler.")
+@click.option("--resume", is_flag=True, help="Let the auto-scaler go on.")
 @click.pass_context
 def scale(
-    ctx: click.Context, supervisor: str | None, processes: int | None, pause: str | None
+    ctx: click.Context, supervisor: str | None, processes: int | None, pause: bool, resume: bool
 ) -> None:
     """Set a supervisor's number of worker processes (SUPERVISOR N), pause or resume the
     auto-scaler, or show its state (no argument)."""
     from tmi_cluster import admin
 
-    settings = _settings(ctx)
-    if pause is not None:
-        if supervisor is not None:
-            raise click.UsageError("--pause and --resume take no SUPERVISOR or N")
-        asyncio.run(admin.pause_scaling(settings, pause == "pause"))
-        click.echo("auto-scaling paused" if pause == "pause" else "auto-scaling goes on")
+    if pause and resume:
+        raise click.UsageError("give --pause or --resume, not both")
+    if (pause or resume) and supervisor is not None:
+        raise click.UsageError("--pause and --resume take no SUPERVISOR or N")
+    if supervisor is not None and processes is None:
+        raise click.UsageError("give the number of worker processes: scale SUPERVISOR N")
+    settings = _cluster_settings(ctx)
+    if pause or resume:
+        asyncio.run(admin.pause_scaling(settings, pause))
+        click.echo("auto-scaling paused" if pause else "auto-scaling goes on")
         return
-    if supervisor is not None:
-        if processes is None:
-            raise click.UsageError("give the number of worker processes: scale SUPERVISOR N")
+    if supervisor is not None and processes is not None:
         before = asyncio.run(admin.scale(settings, supervisor, processes))
-        click.echo(f"{supervisor}: {before} -> {processes} worker processes")
+        shown = _plural(processes, "worker process", "worker processes")
+        click.echo(f"{supervisor}: {before} -> {shown}")
         return
     state = asyncio.run(admin.scaling(settings))
     click.echo(f"auto-scaling {'paused' if state['paused'] else 'on'}; "
-               f"{state['processes']} worker processes"
+               + _plural(state["processes"], "worker process", "worker processes")
                + (f" (last change: {state['cause']})" if state["cause"] else ""))  # fmt: skip
     for supervisor_id, target in state["targets"].items():
         click.echo(f"{supervisor_id}: {target}")
@@ -382,7 +394,7 @@ def purge(ctx: click.Context) -> None:
     do this by themselves, once for the whole cluster)."""
     from tmi_cluster import admin
 
-    result = asyncio.run(admin.purge(_settings(ctx)))
+    result = asyncio.run(admin.purge(_cluster_settings(ctx)))
     click.echo(
         f"dead: {_plural(len(result.dead_supervisors), 'supervisor')}, "
         f"{_plural(len(result.dead_processes), 'process', 'processes')}; "
@@ -402,7 +414,7 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float) -> Non
     its outcome is printed (exit 1 unless every channel joined)."""
     from tmi_cluster import admin
 
-    outcomes = asyncio.run(admin.join(_settings(ctx), list(channels), timeout_s=timeout_s))
+    outcomes = asyncio.run(admin.join(_cluster_settings(ctx), list(channels), timeout_s=timeout_s))
     for channel, outcome in outcomes.items():
         click.echo(f"#{channel}: {outcome}")
     if any(not o.startswith("joined") for o in outcomes.values()):
@@ -435,7 +447,7 @@ def channels(ctx: click.Context, names: tuple[str, ...], state: str | None, as_j
 
     from tmi_cluster import admin
 
-    shown = asyncio.run(admin.channels(_settings(ctx), list(names), state=state))
+    shown = asyncio.run(admin.channels(_cluster_settings(ctx), list(names), state=state))
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return
@@ -452,7 +464,7 @@ def part(ctx: click.Context, channels: tuple[str, ...]) -> None:
     """Part channels now (their worker processes part them within a second or two)."""
     from tmi_cluster import admin
 
-    parted = asyncio.run(admin.part(_settings(ctx), list(channels)))
+    parted = asyncio.run(admin.part(_cluster_settings(ctx), list(channels)))
     for channel, owner in parted.items():
         click.echo(f"#{channel}: {'parted from ' + owner if owner else 'was not joined'}")
 

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -60,6 +61,8 @@ from tmi_cluster.ratelimit import AccountRates
 from tmi_cluster.store import Failure, Store
 
 __all__ = [
+    "ADOPT_GRACE_S",
+    "ADOPT_MIN_S",
     "LEASE_S",
     "PASS_S",
     "WANTED_REFRESH_S",
@@ -77,6 +80,12 @@ LEASE_S = 3.0
 PASS_S = 1.0
 #: Seconds after which the wanted channels are read from SQL again even without a change.
 WANTED_REFRESH_S = 30.0
+#: Seconds at most that a new assignment (a first start, a Redis that forgot everything) only
+#: adopts the channels the workers hold, before it places the others: it ends sooner, once
+#: every worker the supervisors run has said what it holds (and ADOPT_MIN_S has passed, so
+#: that their heartbeats are back).
+ADOPT_GRACE_S = 10.0
+ADOPT_MIN_S = 2.0
 #: About how many wake-ups the wake stream keeps.
 _WAKE_MAXLEN = 10
 #: The state key of the cluster's size in SQL (``auto_scale.restore``).
@@ -167,6 +176,8 @@ class Coordinator:
         lease_s: float = LEASE_S,
         max_moves: int = 100,
         pass_s: float = PASS_S,
+        adopt_grace_s: float = ADOPT_GRACE_S,
+        supervisor_fresh_s: float = 10.0,
     ) -> None:
         self.client = client
         self.store = store
@@ -177,6 +188,9 @@ class Coordinator:
         self.policy = policy
         self.max_moves = max_moves
         self.pass_s = pass_s
+        self.adopt_grace_s = adopt_grace_s
+        #: A supervisor whose last beat is older counts as gone for the cluster's size.
+        self.supervisor_fresh_s = supervisor_fresh_s
         self.lease = Lease(client, keys, holder, lease_s)
         #: Whether the last pass held the lease.
         self.leading = False
@@ -194,6 +208,8 @@ class Coordinator:
         self._unwritten: dict[str, Failure | None] = {}  # None: cleared
         self._db_failing = False
         self._assigned: dict[str, str] = {}
+        self._adopt_until = 0.0
+        self._adopt_since = 0.0
         self._where = describe_client(client)
 
     @classmethod
@@ -201,14 +217,17 @@ class Coordinator:
         cls, client: redis.asyncio.Redis, store: Store, settings: Settings, holder: str
     ) -> Coordinator:
         """A coordinator as the settings describe it (capacity, budgets, auto-scaling)."""
+        keys = Keys.from_settings(settings)
+        beat_s = min(settings.process.periodic_timer, keys.supervisor_ttl_s / 3)
         return cls(
             client,
             store,
-            Keys.from_settings(settings),
+            keys,
             holder,
             capacity=settings.auto_scale.thresholds.channels,
             budget=JoinBudget.from_settings(settings),
             policy=ScalePolicy.from_settings(settings),
+            supervisor_fresh_s=3 * beat_s + 1.0,
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -266,27 +285,9 @@ class Coordinator:
         wanted = await self._load_wanted()
         if wanted is None:
             return None
-        members, supervisors = await self._members()
-        assignment = await self._assignment()
-        await self._read_reports(assignment, members)
-        held = await self._held(members)
-        now = datetime.now(UTC)
-        blocked = {
-            c for c, f in self._failures.items()
-            if f.given_up or (f.retry_at is not None and f.retry_at > now)
-        }  # fmt: skip
-        members = self._with_slots(members, assignment, held)
-        capacity_members = [m for m in members if not m.draining]
-        targets = await self._targets(supervisors)
-        at_max = self.policy is None or sum(targets.values()) >= self.policy.maximum
-        placeable = len(wanted - blocked)
-        if capacity_members and at_max and placeable > self.capacity * len(capacity_members):
-            even = math.ceil(placeable / len(capacity_members))  # no more processes: overload
-            members = [_replace_capacity(m, even) for m in members]
-        holders = {c: p for p, channels in held.items() for c in channels if c not in assignment}
-        snapshot = Snapshot.of(wanted, members, assignment, blocked, holders=holders,
-                               budget=self._account_budget(assignment, held))  # fmt: skip
-        result = plan(snapshot, max_moves=self.max_moves)
+        snapshot, supervisors = await self._snapshot(wanted)
+        adopting = time.monotonic() < self._adopt_until  # no moves while the workers report
+        result = plan(snapshot, max_moves=0 if adopting else self.max_moves)
         fenced = Assignment(self.client, self.keys, token=token)
         try:
             if result.unassign:
@@ -299,13 +300,82 @@ class Coordinator:
             self.leading = False
             return None
         self.last_plan = result
+        if result.assign or result.unassign:
+            log.debug("coordinator: %d assigned (%d moves, %d adopted), %d unassigned, "
+                      "%d waiting, %d paced", len(result.assign), result.moves, result.adopted,
+                      len(result.unassign), len(result.waiting), len(result.paced))  # fmt: skip
         await self._write_failures()
         if self.policy is not None:
-            self._assigned = assignment
-            await self._scale(self.policy, members, targets, channels=placeable, result=result)
+            self._assigned = dict(snapshot.assignment)
+            targets = await self._targets(supervisors)
+            placeable = len(wanted - self._blocked())
+            await self._scale(self.policy, list(snapshot.members), targets, channels=placeable,
+                              result=result)  # fmt: skip
         return result
 
+    async def _snapshot(self, wanted: frozenset[str]) -> tuple[Snapshot, dict[str, dict[str, Any]]]:
+        """What the plan is made from (and the supervisors' statuses)."""
+        epoch = await self._epoch()
+        members, supervisors = await self._members()
+        adopting = await self._adopting(epoch, members, supervisors)
+        assignment = await self._assignment()
+        await self._read_reports(assignment, members)
+        held = await self._held(members)
+        blocked = self._blocked()
+        members = self._with_slots(members, assignment, held)
+        takers = [m for m in members if not m.draining]
+        targets = await self._targets(supervisors)
+        at_max = self.policy is None or sum(targets.values()) >= self.policy.maximum
+        placeable = len(wanted - blocked)
+        if takers and at_max and placeable > self.capacity * len(takers):
+            even = math.ceil(placeable / len(takers))  # no more processes: overload evenly
+            members = [_replace_capacity(m, even) for m in members]
+        holders = {c: p for p, channels in held.items() for c in channels if c not in assignment}
+        if adopting:  # a new assignment: keep what is held where it is, place the rest later
+            blocked |= wanted - holders.keys() - assignment.keys()
+        snapshot = Snapshot.of(wanted, members, assignment, blocked, holders=holders,
+                               budget=self._account_budget(assignment, held))  # fmt: skip
+        return snapshot, supervisors
+
     # -- reading --------------------------------------------------------------------------------
+
+    async def _epoch(self) -> str:
+        """The assignment's epoch; a new one (Redis had none) starts the adoption grace."""
+        token = secrets.token_hex(8)
+        with translated(self._where):
+            created = await self.client.set(self.keys.assignment_epoch, token, nx=True)
+            current: Any = await self.client.get(self.keys.assignment_epoch)
+        if created:
+            log.info("coordinator %s: a new assignment (a first start, or Redis forgot it): "
+                     "adopting what the workers hold first", self.lease.holder)  # fmt: skip
+            self._adopt_since = time.monotonic()
+            self._adopt_until = self._adopt_since + self.adopt_grace_s
+        return _text(current) if current is not None else token
+
+    async def _adopting(
+        self, epoch: str, members: list[Member], supervisors: Mapping[str, Mapping[str, Any]]
+    ) -> bool:
+        """Whether the adoption grace goes on: within ``adopt_grace_s`` of a new epoch, until
+        the workers the supervisors run have all said what they hold under it."""
+        now = time.monotonic()
+        if now >= self._adopt_until:
+            return False
+        if now - self._adopt_since < min(ADOPT_MIN_S, self.adopt_grace_s):
+            return True
+        expected = sum(int(s.get("processes", 0) or 0) for s in supervisors.values())
+        reported = await Assignment(self.client, self.keys).reported([m.id for m in members])
+        if len(members) >= expected and all(e == epoch for e in reported.values()):
+            self._adopt_until = 0.0  # everyone said: the grace is over
+            return False
+        return True
+
+    def _blocked(self) -> set[str]:
+        """The channels whose failed joins wait for their retry, or were given up."""
+        now = datetime.now(UTC)
+        return {
+            c for c, f in self._failures.items()
+            if f.given_up or (f.retry_at is not None and f.retry_at > now)
+        }  # fmt: skip
 
     async def _load_wanted(self) -> frozenset[str] | None:
         with translated(self._where):
@@ -461,10 +531,24 @@ class Coordinator:
         with translated(self._where):
             raw: Any = await self.client.hgetall(self.keys.scale_targets)
         targets = {k.decode(): int(v) for k, v in raw.items()}
-        return {
-            s: targets.get(s, -1) for s, status in supervisors.items()
-            if status.get("state") != "stopping"
-        }  # fmt: skip
+        gone = [s for s in targets if s not in supervisors]
+        if gone:  # supervisors that ended without saying so: their targets count no more
+            with translated(self._where):
+                await self.client.hdel(self.keys.scale_targets, *gone)
+        result = {}
+        for supervisor, status in supervisors.items():
+            if status.get("state") == "stopping" or not self._fresh(status):
+                continue
+            shown = status.get("target")  # what it runs for: a Redis that forgot keeps it
+            known = shown if isinstance(shown, int) and shown > 0 else -1
+            result[supervisor] = targets.get(supervisor, known)
+        return result
+
+    def _fresh(self, status: Mapping[str, Any]) -> bool:
+        """Whether a supervisor's heartbeat is recent: one killed with SIGKILL keeps its key
+        until ``supervisor.stale``, but its beats stop (and so do its workers, at once)."""
+        at = status.get("at")
+        return not isinstance(at, int | float) or time.time() - at <= self.supervisor_fresh_s
 
     async def _scale(
         self,
@@ -484,8 +568,8 @@ class Coordinator:
         state = {k.decode(): v.decode() for k, v in raw.items()}
         now = float(clock[0]) + float(clock[1]) / 1e6
         changes = await self._targets_for_new(policy, targets)
-        if changes:  # supervisors came: their workers start first, the rule applies next pass
-            await self._apply_targets(changes, None, now)
+        if changes:  # supervisors came: their workers start first, the rule applies after
+            await self._apply_targets(changes, next(iter(changes.values()))[1], now)
             return
         since = now - float(state.get("last_change", "0") or 0)
         decision = decide(policy, sum(targets.values()), channels, since_last_change_s=since,
@@ -507,7 +591,8 @@ class Coordinator:
                     targets[least] += 1
                     changes[least] = (targets[least], Cause.SPREAD)
         if changes:
-            await self._apply_targets(changes, decision.cause if decision.change else None, now)
+            cause = decision.cause if decision.change else Cause.SPREAD
+            await self._apply_targets(changes, cause, now)
             with contextlib.suppress(StorageError):
                 await asyncio.to_thread(self.store.set_state, _SCALE_STATE,
                                         {"processes": sum(targets.values())})  # fmt: skip
@@ -585,6 +670,10 @@ class Coordinator:
             return None
         processes = (value or {}).get("processes")
         return int(processes) if isinstance(processes, int) else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _fewest(targets: dict[str, int], count: int) -> list[str]:

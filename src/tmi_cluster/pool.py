@@ -3,7 +3,8 @@
 Contracts:
 
 - Each connection holds at most ``channels_per_connection`` channels; a new connection is opened
-  when all are full: ``connect_burst`` at once, then one per ``connect_interval_s`` on average.
+  when all are full: ``connect_burst`` at once, then one per ``connect_interval_s`` (a leaky
+  bucket: after a quiet spell, a burst again).
 - Joins are sent in batches (``JOIN #a,#b,...`` within the line limit), each batch taken from
   the account's join window first (:mod:`tmi_cluster.ratelimit`; shared through Redis when the
   pool is given a shared window), so the budget holds however many pools share the account.
@@ -43,6 +44,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
+
+from aiolimiter import AsyncLimiter
 
 from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.errors import NoIdentityError
@@ -104,7 +107,7 @@ class Pool:
         join_window: Window | None = None,
         connection_join_rate: Rate | None = None,
         auth_window: Window | None = None,
-        connect_interval_s: float = 2.0,
+        connect_interval_s: float = 0.5,
         connect_burst: int = 1,
         join_timeout_s: float | None = None,
         sender: Sender | None = None,
@@ -124,8 +127,9 @@ class Pool:
         self.auth_window = auth_window
         if connect_burst < 1:
             raise ValueError("connect_burst must be at least 1")
+        # A leaky bucket, not a window: after a quiet spell a failover may open a burst at once.
         self._opens = (
-            LocalWindow(Rate(connect_burst, connect_interval_s * connect_burst))
+            AsyncLimiter(connect_burst, connect_interval_s * connect_burst)
             if connect_interval_s > 0
             else None
         )
@@ -178,8 +182,14 @@ class Pool:
 
     @property
     def channels(self) -> set[str]:
-        """Every channel the pool holds."""
+        """Every channel the pool holds or is joining."""
         return set(self._where)
+
+    @property
+    def held(self) -> set[str]:
+        """The channels the pool holds: confirmed by the server (or being rejoined after a
+        reconnect), not those whose first join is still under way."""
+        return self._where.keys() - self._pending.keys()
 
     # -- joining --------------------------------------------------------------------------
 
@@ -257,7 +267,7 @@ class Pool:
 
     async def _open(self) -> str:
         if self._opens is not None:
-            await self._opens.take()
+            await self._opens.acquire()
         name = f"{self.options.name}-{next(self._names)}"
         options = replace(self.options, name=name)
         connection = Connection(

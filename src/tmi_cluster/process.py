@@ -11,8 +11,10 @@ It runs a :class:`~tmi_cluster.worker.Worker` (pool, sender, handler queue) and 
   every lost channel, and records what it holds. A channel assigned elsewhere is parted once its
   new owner holds it (make-before-break), or after ``process.timeout``; an unassigned one at once.
   A failed join is retried with backoff (5 s, doubling, at most 5 minutes) while it stays assigned.
-  What it holds is recorded in full every :data:`HELD_REFRESH_S` seconds and after every Redis
-  outage (a restarted Redis forgot it; the coordinator then keeps each channel where it is held);
+  What it holds is recorded in full every :data:`HELD_REFRESH_S` seconds, after every Redis
+  outage, and whenever the assignment's epoch is missing or new (a restarted Redis forgot
+  everything): until the epoch has been seen twice in a row it parts nothing, so that the
+  coordinator can adopt each channel where it is held rather than move it;
 - its parent: the supervisor holds the other end of the process's standard input, so the
   process sees its supervisor end, however it ends (even SIGKILL), as the end of its input, and
   stops within a few seconds (on Linux, the parent's death also sends it SIGTERM). No orphans;
@@ -62,7 +64,9 @@ __all__ = [
     "main",
 ]
 
-log = logging.getLogger(__name__)
+#: Named, not ``__name__``: run as ``python -m``, the module is ``__main__``, whose logger
+#: would miss the configuration of ``tmi_cluster``.
+log = logging.getLogger("tmi_cluster.process")
 
 #: Exit code of a worker that cannot start at all (sysexits EX_CONFIG).
 EXIT_LAUNCH = 78
@@ -133,6 +137,7 @@ class WorkerProcess:
         self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
         self._joining: asyncio.Task[None] | None = None
         self._held_recorded_at = 0.0  # monotonic; 0: record in full at the next reconcile
+        self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
         self._worker: Worker | None = None
         self._process = psutil.Process()
         #: Why the process stopped on its own (an unexpected error), else None.
@@ -284,8 +289,14 @@ class WorkerProcess:
     async def _reconcile(self, assignment: Assignment) -> None:
         pool = self._require_worker().pool
         await self._flush(assignment)
-        if time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
-            await assignment.set_held(self.id, pool.channels)
+        epoch = await assignment.epoch()
+        settled = epoch is not None and epoch == self._epoch
+        if not settled:  # a new assignment: say what is held, part nothing until it settles
+            self._epoch = epoch
+            self._leaving.clear()
+        if not settled or time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
+            # confirmed ones only; under a new epoch, saying that this is all
+            await assignment.set_held(self.id, pool.held, epoch=None if settled else epoch)
             self._held_recorded_at = time.monotonic()
         wanted = await assignment.of(self.id)
         held = pool.channels
@@ -297,6 +308,8 @@ class WorkerProcess:
             self._joining.add_done_callback(self._joined)
         for channel in wanted & self._leaving.keys():
             del self._leaving[channel]  # assigned back to us
+        if not settled:
+            return
         for channel in held - wanted:
             self._leaving.setdefault(channel, now + self.settings.process.timeout)
         await self._part_handed_over(assignment, now)
@@ -307,16 +320,17 @@ class WorkerProcess:
         if not self._leaving:
             return
         pool = self._require_worker().pool
-        leaving = sorted(self._leaving)
+        deadlines = dict(self._leaving)  # the follow loop may change it while this waits
+        leaving = sorted(deadlines)
         owners = await assignment.owners(leaving)
         elsewhere = {c: p for c, p in owners.items() if p is not None and p != self.id}
         taken = await assignment.holding(elsewhere) if elsewhere else set()
         done = [
             c
             for c in leaving
-            if owners[c] is None or c in taken or self._leaving[c] <= now or c not in pool.channels
+            if owners[c] is None or c in taken or deadlines[c] <= now or c not in pool.channels
         ]
-        late = [c for c in done if self._leaving[c] <= now and c not in taken and owners[c]]
+        late = [c for c in done if deadlines[c] <= now and c not in taken and owners[c]]
         if late:
             log.warning("%s: %d channels parted before their new owner held them (after %g s)",
                         self.id, len(late), self.settings.process.timeout)  # fmt: skip

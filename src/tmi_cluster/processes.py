@@ -333,11 +333,9 @@ class Processes:
         try:
             with translated(describe_client(client)):
                 async with client.pipeline(transaction=True) as pipe:
-                    pipe.delete(self.keys.process_heartbeat(child.id),
-                                self.keys.process_held(child.id),
-                                self.keys.process_commands(child.id))  # fmt: skip
-                    pipe.hdel(self.keys.draining, child.id)
+                    pipe.delete(self.keys.process_heartbeat(child.id))
                     await pipe.execute()
+            await self.assignment.forget(child.id)
             await wake(client, self.keys)
         except RedisUnavailableError as error:
             log.warning("the end of %s waits for Redis: %s", child.id, error)
@@ -443,7 +441,9 @@ class Processes:
         return new
 
     async def roll(self) -> None:
-        """Replace every worker, one after the other (each new one ready before the next)."""
+        """Replace every worker, one after the other: each replacement ready and the worker
+        it replaces drained and stopped (at most ``process.timeout`` each) before the next."""
+        timeout = self.settings.process.timeout
         for child in list(self.running()):
             if self._stopping:
                 return
@@ -451,11 +451,13 @@ class Processes:
             ready = asyncio.ensure_future(new.ready.wait())
             ended = asyncio.ensure_future(new.proc.wait())
             try:
-                await asyncio.wait({ready, ended}, timeout=self.settings.process.timeout,
+                await asyncio.wait({ready, ended}, timeout=timeout,
                                    return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
             finally:
                 ready.cancel()
                 ended.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.proc.wait()), timeout)
 
     def pause(self, paused: bool) -> None:
         """Pause (``True``) or continue every worker: SIGUSR2 or SIGCONT to each."""

@@ -283,7 +283,11 @@ class Supervisor:
             on_event=self.on_event,
             first_number=max(numbers, default=0) + 1,
         )
-        self.processes.target = await self._target() or 0  # the coordinator's word
+        # A new run starts with no workers of its own until the coordinator gives it some
+        # (a target left by an earlier run of this id is not this run's).
+        with translated(describe_client(self._client)):
+            await self._client.hdel(self.keys.scale_targets, self.id)
+        self.processes.target = 0
         self.coordinator = Coordinator.from_settings(self._client, store, settings, self.id)
         for work, name in (
             (self.processes.run(self._stop), "workers"),
@@ -640,8 +644,10 @@ class Supervisor:
         if self._heartbeat is not None and self._claimed:
             await self._heartbeat.clear()  # an unreachable Redis lets the key expire instead
             if self._client is not None:
-                with contextlib.suppress(Exception):  # its orders stream: nobody reads it now
+                with contextlib.suppress(Exception):  # its orders, its target: nobody's now
                     await self._client.delete(self.keys.supervisor_commands(self.id))
+                    await self._client.hdel(self.keys.scale_targets, self.id)
+                    await wake(self._client, self.keys)  # the lease is free: take it now
         if self._client is not None:
             with contextlib.suppress(Exception):  # closing sockets of a server that is gone
                 await self._client.aclose()

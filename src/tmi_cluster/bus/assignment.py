@@ -158,7 +158,8 @@ class Assignment:
         with translated(self._where):
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.delete(self.keys.process_held(process_id),
-                            self.keys.process_commands(process_id))  # fmt: skip
+                            self.keys.process_commands(process_id),
+                            self.keys.process_epoch(process_id))  # fmt: skip
                 pipe.hdel(self.keys.draining, process_id)
                 await pipe.execute()
 
@@ -204,22 +205,41 @@ class Assignment:
                 with translated(self._where):
                     await pipe.execute()
 
-    async def set_held(self, process_id: str, channels: Iterable[str]) -> None:
-        """Replace what the process is recorded to hold (at its start, and to repair)."""
+    async def set_held(
+        self, process_id: str, channels: Iterable[str], *, epoch: str | None = None
+    ) -> None:
+        """Replace what the process is recorded to hold (at its start, and to repair); with
+        ``epoch``, also say that this is all it holds under that assignment epoch."""
         key = self.keys.process_held(process_id)
         members = list(channels)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             if members:
                 pipe.sadd(key, *members)
+            if epoch is not None:
+                pipe.set(self.keys.process_epoch(process_id), epoch)
             with translated(self._where):
                 await pipe.execute()
+
+    async def reported(self, process_ids: Sequence[str]) -> dict[str, str | None]:
+        """The assignment epoch each process last recorded its held set for."""
+        if not process_ids:
+            return {}
+        with translated(self._where):
+            values = await self.client.mget([self.keys.process_epoch(p) for p in process_ids])
+        return {p: _text(v) if v else None for p, v in zip(process_ids, values, strict=True)}
 
     async def held(self, process_id: str) -> set[str]:
         """What a process is recorded to hold."""
         with translated(self._where):
             members = await self.client.smembers(self.keys.process_held(process_id))
         return {_text(m) for m in members}
+
+    async def epoch(self) -> str | None:
+        """The assignment's epoch (None: Redis has none, it forgot the assignment)."""
+        with translated(self._where):
+            value: Any = await self.client.get(self.keys.assignment_epoch)
+        return _text(value) if value is not None else None
 
     async def holding(self, pairs: Mapping[str, str]) -> set[str]:
         """Of ``channel -> process`` pairs, the channels whose process holds them now."""

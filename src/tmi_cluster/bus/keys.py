@@ -8,12 +8,14 @@ default; ``{x}`` a placeholder)::
     P process:{id}:heartbeat         string (JSON status), expires after process.stale s
     P process:{id}:channels          set    the channels assigned to the process
     P process:{id}:held              set    the channels it holds, confirmed by Twitch
+    P process:{id}:epoch             string: the assignment epoch it last reported its held set for
     P coordinator:lease              string (holder id), expires after LEASE_S  the leader
     P coordinator:lease:token        string (its fencing token), expires with the lease
     P coordinator:fence              integer, no expiry: the token of the latest acquisition
     P coordinator:wake               stream (bounded): "look now" for the coordinator
     P coordinator:reports            string: the id of the last report the coordinator read
     P wanted:version                 integer: changed whenever the wanted channels change in SQL
+    P assignment:epoch               string (random token): names this Redis's assignment
     P draining                       hash   process id -> why it is being emptied
     P scale:targets                  hash   supervisor id -> how many workers it should run
     P scale:state                    hash   paused (0/1), last change (Redis time), cause
@@ -82,6 +84,10 @@ class Keys:
         """Set of the channels one process holds (confirmed by Twitch)."""
         return f"{self.prefix}process:{process_id}:held"
 
+    def process_epoch(self, process_id: str) -> str:
+        """The assignment epoch for which a process last recorded all it holds."""
+        return f"{self.prefix}process:{process_id}:epoch"
+
     @property
     def reports(self) -> str:
         """Stream of join outcomes and lost channels, from every worker."""
@@ -106,6 +112,12 @@ class Keys:
     def coordinator_reports(self) -> str:
         """The id of the last report the coordinator read (a new leader goes on from it)."""
         return f"{self.prefix}coordinator:reports"
+
+    @property
+    def assignment_epoch(self) -> str:
+        """A token the coordinator writes with a new assignment: a missing or new one means
+        Redis forgot the assignment (workers then part nothing until it is rebuilt)."""
+        return f"{self.prefix}assignment:epoch"
 
     @property
     def wanted_version(self) -> str:

@@ -2,10 +2,12 @@
 
 One holder at a time keeps ``P coordinator:lease`` (its id, expiring after ``ttl_s`` without
 renewal). Each new acquisition increments ``P coordinator:fence`` and the holder's token is
-that number; a renewal keeps it. A write fenced by a token (:func:`fenced`) is carried out only
-if the token is still the current one, in the same atomic script, so that a former holder that
-was paused past its lease (and does not know it yet) can no longer change anything: its token
-is lower than the new holder's.
+that number; a renewal keeps it. A fence that does not exist (a first start, or a Redis that
+restarted and forgot it) starts at Redis's clock in milliseconds, so that a token given after a
+restart is above every token given before it. A write fenced by a token (:func:`fenced`) is
+carried out only if the token is still the current one, in the same atomic script, so that a
+former holder that was paused past its lease (and does not know it yet) can no longer change
+anything: its token is lower than the new holder's.
 
 No well-kept Python library provides fencing tokens over Redis (locks such as redis-py's
 ``Lock`` or Redlock give none), so this is the one piece of coordination written here; it is
@@ -28,6 +30,11 @@ __all__ = ["FENCE_CHECK", "Lease"]
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current == false then
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    -- a Redis that forgot everything: start above every token given before (Redis's clock)
+    local now = redis.call('TIME')
+    redis.call('SET', KEYS[2], tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+  end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('SET', KEYS[1] .. ':token', token, 'PX', ARGV[2])

@@ -148,17 +148,18 @@ class Connection(_Section):
         "(the identity then only sends). Without an identity, reading is always anonymous.",
     )
     connect_interval: float = Field(
-        2.0,
+        0.5,
         ge=0,
-        description="Seconds per new connection of one worker, on average (after the burst).",
+        description="Seconds per new connection of one worker, on average: at most "
+        "connect_burst connections in any connect_burst * connect_interval seconds (peers "
+        "open about one per 2 s per host; a failover of 1,000 channels needs 20 at once). "
+        "Logins with an account also stay under throttle.auth.",
     )
     connect_burst: int = Field(
         10,
         ge=1,
         le=100,
-        description="New connections a worker may open at once before connect_interval paces "
-        "them (a failover or a cold start needs several at once; logins with an account stay "
-        "under the login budget).",
+        description="New connections a worker may open at once (see connect_interval).",
     )
     join_timeout: float = Field(
         10.0, gt=0, description="Seconds to wait for a join's confirmation before it fails."

@@ -12,12 +12,18 @@ Errors of the database are raised as :class:`~tmi_cluster.errors.StorageError` (
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (not POSIX)
+    fcntl = None  # type: ignore[assignment]
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -90,6 +96,21 @@ def _chunks(items: Sequence[str], size: int = CHUNK_SIZE) -> Iterator[Sequence[s
         yield items[start : start + size]
 
 
+@contextlib.contextmanager
+def _sqlite_lock(database: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<database>.migrate.lock`` (nothing for a database in memory,
+    or where ``fcntl`` does not exist)."""
+    if not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -143,14 +164,17 @@ class Store:
     def migrate(self) -> list[str]:
         """Bring the schema up to date; return the revisions applied (empty when current).
 
-        Idempotent, and safe when several hosts run it at once (PostgreSQL takes an advisory
-        lock; SQLite serialises writers itself).
+        Idempotent, and safe when several hosts or processes run it at once (PostgreSQL takes
+        an advisory lock; SQLite, a lock on the file ``<database>.migrate.lock`` beside it:
+        the driver does not put DDL in a transaction, so two first starts could both create
+        the tables).
         """
         config = AlembicConfig()
         config.set_main_option("script_location", str(_MIGRATIONS))
         script = ScriptDirectory.from_config(config)
         try:
-            with self.engine.begin() as conn:
+            with _sqlite_lock(self.engine.url.database if self.engine.dialect.name == "sqlite"
+                              else None), self.engine.begin() as conn:  # fmt: skip
                 if conn.dialect.name == "postgresql":
                     conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
@@ -391,7 +415,11 @@ class Store:
             values: dict[str, Any] = {"state": state.value, "last_seen_at": at, "pid": pid}
             if state in (RunState.STOPPED, RunState.DEAD):
                 values["stopped_at"] = at
+            if state is RunState.RUNNING:  # a new run (an id may be used again): its own age
+                values.update(started_at=at, stopped_at=None, hostname=socket.gethostname())
             if row is None:
+                values.pop("started_at", None)
+                values.pop("hostname", None)
                 conn.execute(
                     sql_insert(SupervisorRecord).values(
                         id=supervisor_id,

@@ -1,0 +1,255 @@
+"""The whole cluster under faults, as real processes: 3 supervisors, 2,000 channels, the
+simulator as judge.
+
+Three ``tmi-cluster run`` supervisors (a private Redis server that the test restarts, one
+SQLite file) read 2,000 channels from a simulator in this process. After each fault the
+cluster must come back by itself to its steady state: every channel joined by exactly one
+connection, every worker alive. Faults: kill -9 of a worker, of a whole supervisor (its
+workers end with it), a graceful stop of a supervisor (a planned move: every message sent
+meanwhile reached a joined connection), Redis restarted (it forgets everything) under load.
+At the end, no JOIN went over a budget as the simulator counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis.asyncio
+import redis.exceptions
+
+from tmi_cluster.bus import Keys
+from tmi_cluster.bus.heartbeat import scan_statuses
+from tmi_cluster.coordinator import wake
+from tmi_cluster.errors import RedisUnavailableError
+from tmi_cluster.simulator import ChatSimulator
+from tmi_cluster.simulator.limits import Limits
+from tmi_cluster.store import Store
+
+from .test_cli import SCRIPT, _env
+from .test_redis_outage import RedisProcess
+from .test_simulator import run
+
+CHANNELS = [f"chan{i:04}" for i in range(2000)]
+WORKERS = 6
+PREFIX = "faults:"
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+class Cluster:
+    """The supervisors of the test, started and stopped as ``tmi-cluster run`` processes."""
+
+    def __init__(self, folder: Path, sim: ChatSimulator, redis_url: str) -> None:
+        self.folder = folder
+        self.db = f"sqlite:///{folder / 'cluster.db'}"
+        self.env = _env(
+            TMI_CLUSTER_REDIS__URL=redis_url,
+            TMI_CLUSTER_PREFIX=PREFIX,
+            TMI_CLUSTER_DATABASE__URL=self.db,
+            TMI_CLUSTER_TMI__CONNECTION__SERVER=sim.host,
+            TMI_CLUSTER_TMI__CONNECTION__PORT=str(sim.port),
+            TMI_CLUSTER_TMI__CONNECTION__SECURE="false",
+            TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never",
+            TMI_CLUSTER_THROTTLE__JOIN__ANONYMOUS_ALLOW="200",
+            TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN=str(WORKERS),
+            TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX=str(WORKERS),
+            TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS="500",
+            TMI_CLUSTER_SUPERVISOR__STALE="2",
+            TMI_CLUSTER_PROCESS__TIMEOUT="10",
+            TMI_CLUSTER_LOG__LEVEL="info",
+        )
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.client = redis.asyncio.Redis.from_url(redis_url)
+        self.keys = Keys(PREFIX, 2.0, 3.0)
+
+    def start(self, supervisor_id: str) -> None:
+        log = (self.folder / f"{supervisor_id}.log").open("ab")
+        self.running[supervisor_id] = subprocess.Popen(
+            [SCRIPT, "run", "--id", supervisor_id], cwd=self.folder, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        return await scan_statuses(self.client, self.keys, "process")
+
+    async def want(self, names: list[str]) -> None:
+        with Store(self.db) as store:
+            await asyncio.to_thread(store.want, names)
+        await self.client.incr(self.keys.wanted_version)
+        await wake(self.client, self.keys)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"== {p.name}\n{p.read_text()[-6000:]}" for p in sorted(self.folder.glob("*.log"))
+        )
+
+    async def stop(self) -> None:
+        pids = [c.pid for p in self.running.values() for c in _children(p.pid)]
+        for process in self.running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.running.values():
+            try:
+                await asyncio.to_thread(process.wait, 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for pid in pids:  # every worker ended: no orphan left
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).wait(10)
+        await self.client.aclose()
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+async def _until(check: Callable[[], Any], timeout_s: float, what: str, cluster: Cluster) -> None:
+    """Poll ``check`` (other processes' state) until it holds; the logs on a timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+        except (RedisUnavailableError, redis.exceptions.ConnectionError):
+            result = False  # restarting: the cluster must come back by itself
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s: {what}\n{cluster.logs()}")
+        await asyncio.sleep(0.05)
+
+
+async def _steady(
+    sim: ChatSimulator, cluster: Cluster, what: str, dead: set[int] | None = None
+) -> None:
+    """Every worker alive, every channel joined by exactly one connection (none of ``dead``,
+    the connections of what was killed)."""
+    gone = dead or set()
+
+    async def check() -> bool:
+        alive = len(await cluster.workers()) == WORKERS
+        return alive and all(
+            len(joined := sim.joined(c)) == 1 and joined[0] not in gone for c in CHANNELS
+        )
+
+    await _until(check, 90, f"steady after {what}", cluster)
+
+
+async def _connections_of(sim: ChatSimulator, cluster: Cluster, process_ids: list[str]) -> set[int]:
+    """The simulator's connections that hold the channels of these workers."""
+    found: set[int] = set()
+    for process_id in process_ids:
+        raw: Any = await cluster.client.smembers(cluster.keys.process_held(process_id))
+        for channel in raw:
+            found.update(sim.joined(channel.decode()))
+    return found
+
+
+@pytest.mark.timeout(420)
+@run
+async def test_three_supervisors_2000_channels_under_faults(
+    tmp_path: Path, private_redis: RedisProcess
+) -> None:
+    limits = Limits(anonymous_join_allow=200, join_every_s=10.0)
+    async with ChatSimulator(channels=CHANNELS, limits=limits, rate=100.0) as sim:
+        cluster = Cluster(tmp_path, sim, private_redis.url)
+        try:
+            for supervisor_id in ("sup-a", "sup-b", "sup-c"):
+                cluster.start(supervisor_id)
+
+            async def spread() -> bool:
+                workers = await cluster.workers()
+                per = [sum(1 for s in workers.values() if s["supervisor"] == sup)
+                       for sup in ("sup-a", "sup-b", "sup-c")]  # fmt: skip
+                return per == [2, 2, 2]
+
+            await _until(spread, 60, "two workers on each supervisor", cluster)
+            await cluster.want(CHANNELS)
+            await _steady(sim, cluster, "the first joins")
+
+            # kill -9 of a worker, twice
+            for _ in range(2):
+                victim_id, victim = next(iter((await cluster.workers()).items()))
+                dead = await _connections_of(sim, cluster, [victim_id])
+                os.kill(int(victim["pid"]), signal.SIGKILL)
+                await _steady(sim, cluster, "kill -9 of a worker", dead)
+
+            # a planned move: sup-c stops gracefully; nothing sent meanwhile is missed
+            moved_from = {c for c in CHANNELS if sim.joined(c)}
+            began = time.monotonic()
+            cluster.running["sup-c"].send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(cluster.running["sup-c"].wait, 30) == 0
+            ended = time.monotonic()
+            missed = [(c, d) for c in moved_from for d in sim.deliveries(c)
+                      if began <= d.at <= ended and not d.connections]  # fmt: skip
+            detail = "\n".join(
+                f"{c} at +{d.at - began:.3f} s; around: "
+                + str([(round(x.at - began, 3), x.connections) for x in sim.deliveries(c)
+                       if abs(x.at - d.at) < 3])
+                for c, d in missed[:5]
+            )  # fmt: skip
+            assert missed == [], f"{len(missed)} messages missed\n{detail}\n{cluster.logs()}"
+            cluster.start("sup-c2")
+            await _steady(sim, cluster, "a graceful stop and a new supervisor")
+
+            # kill -9 of a whole supervisor: its workers end with it
+            mine = [p for p, s in (await cluster.workers()).items() if s["supervisor"] == "sup-a"]
+            dead = await _connections_of(sim, cluster, mine)
+            cluster.running["sup-a"].kill()
+            await _steady(sim, cluster, "kill -9 of a supervisor", dead)
+
+            # Redis restarted under load: it forgets everything; the cluster comes back by
+            # itself, each channel adopted where it is held (no move, no new join)
+            async def balanced() -> bool:  # the rebalancing after the last fault is over
+                counts = [int(s["channels"]) for s in (await cluster.workers()).values()]
+                return len(counts) == WORKERS and max(counts) - min(counts) <= 2
+
+            await _until(balanced, 90, "an even load before the Redis restart", cluster)
+            await _steady(sim, cluster, "the rebalancing")
+            where = {c: sim.joined(c) for c in CHANNELS}
+            private_redis.kill()
+            private_redis.start()
+
+            async def rebuilt() -> bool:
+                raw: Any = await cluster.client.hgetall(cluster.keys.assignment)
+                return len(raw) == len(CHANNELS) and len(await cluster.workers()) == WORKERS
+
+            await _until(rebuilt, 60, "the assignment rebuilt after a Redis restart", cluster)
+            await _steady(sim, cluster, "a Redis restart")
+            moved = [c for c in CHANNELS if sim.joined(c) != where[c]]
+            assert moved == [], f"{len(moved)} moved\n{cluster.logs()}"
+            assert all(cluster.running[s].poll() is None for s in ("sup-b", "sup-c2"))
+
+            # and faults are handled as before
+            victim_id, victim = next(iter((await cluster.workers()).items()))
+            dead = await _connections_of(sim, cluster, [victim_id])
+            os.kill(int(victim["pid"]), signal.SIGKILL)
+            await _steady(sim, cluster, "kill -9 of a worker after the Redis restart", dead)
+
+            accounts = {c.login or "" for c in sim.connections()}
+            over = [v for a in accounts for v in sim.account(a).violations
+                    if v.kind == "join_rate"]  # fmt: skip
+            assert over == []
+        finally:
+            await cluster.stop()
