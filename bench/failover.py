@@ -48,7 +48,7 @@ import redis.asyncio
 
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.heartbeat import scan_statuses
-from tmi_cluster.coordinator import wake
+from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.planner import Member, Snapshot, plan
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
@@ -98,8 +98,7 @@ class Cluster:
     async def want(self, names: list[str]) -> None:
         with Store(self.db) as store:
             await asyncio.to_thread(store.want, names)
-        await self.client.incr(self.keys.wanted_version)
-        await wake(self.client, self.keys)
+        await wanted_changed(self.client, self.keys)
 
     async def held(self, process_id: str) -> set[str]:
         members: Any = await self.client.smembers(self.keys.process_held(process_id))

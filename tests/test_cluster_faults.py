@@ -6,8 +6,11 @@ SQLite file) read 2,000 channels from a simulator in this process. After each fa
 cluster must come back by itself to its steady state: every channel joined by exactly one
 connection, every worker alive. Faults: kill -9 of a worker, of a whole supervisor (its
 workers end with it), a graceful stop of a supervisor (a planned move: every message sent
-meanwhile reached a joined connection), Redis restarted (it forgets everything) under load.
-At the end, no JOIN went over a budget as the simulator counts them.
+meanwhile reached a joined connection), Redis restarted (it forgets everything) under load,
+and a full restart (every process and Redis gone: the channels come back from SQL). At the
+end, no JOIN went over a budget as the simulator counts them. A second test cuts the
+database off (a proxy in front of PostgreSQL): chat flows, a killed worker's channels come
+back, and the writes that waited go through once it is back.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -29,7 +33,7 @@ import redis.exceptions
 
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.heartbeat import scan_statuses
-from tmi_cluster.coordinator import wake
+from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
@@ -92,8 +96,7 @@ class Cluster:
     async def want(self, names: list[str]) -> None:
         with Store(self.db) as store:
             await asyncio.to_thread(store.want, names)
-        await self.client.incr(self.keys.wanted_version)
-        await wake(self.client, self.keys)
+        await wanted_changed(self.client, self.keys)
 
     def logs(self) -> str:
         return "\n".join(
@@ -247,9 +250,129 @@ async def test_three_supervisors_2000_channels_under_faults(
             os.kill(int(victim["pid"]), signal.SIGKILL)
             await _steady(sim, cluster, "kill -9 of a worker after the Redis restart", dead)
 
+            # a full restart: every process and Redis gone; the cluster comes back from SQL
+            for supervisor_id in ("sup-b", "sup-c2"):
+                cluster.running[supervisor_id].send_signal(signal.SIGTERM)
+            for supervisor_id in ("sup-b", "sup-c2"):
+                await asyncio.to_thread(cluster.running[supervisor_id].wait, 60)
+            private_redis.kill()
+            private_redis.start()
+            await _until(lambda: not any(sim.joined(c) for c in CHANNELS), 30,
+                         "every channel parted with its cluster", cluster)  # fmt: skip
+            cluster.start("sup-d")
+            await _steady(sim, cluster, "a full restart (restored from SQL)")
+
             accounts = {c.login or "" for c in sim.connections()}
             over = [v for a in accounts for v in sim.account(a).violations
                     if v.kind == "join_rate"]  # fmt: skip
             assert over == []
         finally:
             await cluster.stop()
+
+
+class _Proxy:
+    """A TCP proxy in front of PostgreSQL that the test cuts (every connection reset, none
+    accepted) and restores: the database unreachable for a while, for real."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._pipes.update((writer, up_writer))
+
+        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await source.read(65536):
+                    target.write(data)
+                    await target.drain()
+            target.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._pipes.difference_update((writer, up_writer))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._pipes):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def close(self) -> None:
+        if self._server is not None and self._server.is_serving():
+            await self.cut()
+
+
+@pytest.mark.timeout(240)
+@run
+async def test_the_database_unreachable_chat_flows_faults_heal_writes_resume(
+    tmp_path: Path, private_redis: RedisProcess, postgres_url: str
+) -> None:
+    parsed = urlsplit(postgres_url)
+    proxy = _Proxy((parsed.hostname or "127.0.0.1", parsed.port or 5432))
+    await proxy.start()
+    through = postgres_url.replace(parsed.netloc, f"{parsed.username or 'postgres'}@127.0.0.1:"
+                                   f"{proxy.port}", 1)  # fmt: skip
+    names = CHANNELS[:200]
+    async with ChatSimulator(channels=names, rate=50.0) as sim:
+        cluster = Cluster(tmp_path, sim, private_redis.url)
+        cluster.db = through
+        cluster.env.update({
+            "TMI_CLUSTER_DATABASE__URL": through,
+            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "2",
+            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "2",
+            "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": "200",
+        })  # fmt: skip
+        try:
+            cluster.start("sup-a")
+            await _until(lambda: _count(cluster, 2), 60, "two workers", cluster)
+            await cluster.want(names)
+            await _until(lambda: all(len(sim.joined(c)) == 1 for c in names), 60,
+                         "every channel joined", cluster)  # fmt: skip
+
+            await proxy.cut()  # the database is away from here on
+            victim_id, victim = next(iter((await cluster.workers()).items()))
+            dead = await _connections_of(sim, cluster, [victim_id])
+            os.kill(int(victim["pid"]), signal.SIGKILL)
+
+            async def healed() -> bool:  # the coordinator goes on with what it read
+                if len(await cluster.workers()) != 2:
+                    return False
+                return all(len(j := sim.joined(c)) == 1 and j[0] not in dead for c in names)
+
+            await _until(healed, 60, "the channels back without the database", cluster)
+            flowing = time.monotonic()
+            await _until(lambda: any(d.at > flowing and d.connections for c in names
+                                     for d in sim.deliveries(c)), 10, "chat flowing",
+                         cluster)  # fmt: skip
+            assert "the records of the worker processes cannot be written" in cluster.logs()
+
+            await proxy.start()  # back: the writes that waited go through
+
+            def recorded_dead() -> bool:
+                with Store(through) as store:
+                    states = {p.id: p.state for p in store.processes()}
+                return states.get(victim_id) == "dead"
+
+            await _until(lambda: asyncio.to_thread(recorded_dead), 60,
+                         "the killed worker recorded dead once the database is back",
+                         cluster)  # fmt: skip
+            assert cluster.running["sup-a"].poll() is None  # nothing gave up
+        finally:
+            await cluster.stop()
+            await proxy.close()
+
+
+async def _count(cluster: Cluster, workers: int) -> bool:
+    return len(await cluster.workers()) == workers

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tmi_cluster.bus import Order
 from tmi_cluster.config import Settings
 from tmi_cluster.embedded import redis_server_executable
 from tmi_cluster.errors import RedisUnavailableError
+from tmi_cluster.processes import ClusterEvent, ProcessScaled
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.supervisor import Supervisor
 
@@ -303,3 +305,39 @@ def test_a_supervisor_over_memory_limit_stops_to_start_again(
     assert supervisor.restart_wanted
     assert supervisor.failure is None
     assert _state(supervisor) is RunState.STOPPED  # cleanly: `tmi-cluster run` then starts again
+
+
+def test_the_coordinator_sizes_the_supervisor_with_process_scaled_events(
+    make_settings: Make, tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    settings = _settings(make_settings, tmp_path, redis_server, redis_prefix)
+    events: list[ClusterEvent] = []
+
+    async def scenario() -> None:
+        sized = asyncio.Event()
+
+        def on_event(event: ClusterEvent) -> None:
+            events.append(event)
+            if isinstance(event, ProcessScaled):
+                sized.set()
+
+        supervisor = Supervisor(settings, supervisor_id="sup-s", on_event=on_event)
+        holder.append(supervisor)
+        async with supervisor:
+            assert supervisor.coordinator is not None
+            await asyncio.wait_for(sized.wait(), 20)  # the coordinator gave it the minimum
+            assert supervisor.processes is not None
+            assert supervisor.processes.target == settings.auto_scale.processes.min
+            supervisor.order(Order.SCALE, {"processes": "3", "cause": "manual"})
+            assert supervisor.processes.target == 3
+            supervisor.order(Order.SCALE, {"processes": "lots"})  # a bad order: ignored
+            assert supervisor.processes.target == 3
+
+    holder: list[Supervisor] = []
+    asyncio.run(scenario())
+    supervisor = holder[0]
+    scaled = [e for e in events if isinstance(e, ProcessScaled)]
+    assert scaled[0] == ProcessScaled("sup-s", 0, 2, "below_minimum")  # the cluster's min
+    assert scaled[1] == ProcessScaled("sup-s", 2, 3, "manual")
+    assert supervisor.coordinator is not None
+    assert not supervisor.coordinator.leading  # the lease was given up at the stop

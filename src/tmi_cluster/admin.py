@@ -29,7 +29,7 @@ from tmi_cluster.bus import (
     translated,
 )
 from tmi_cluster.config import Settings
-from tmi_cluster.coordinator import wake
+from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Store
@@ -109,13 +109,6 @@ async def purge(settings: Settings) -> housekeeping.PurgeResult:
             return await housekeeping.purge(store, client, keys, retention_s=0)
 
 
-async def _changed_wanted(client: redis.asyncio.Redis, keys: Keys) -> None:
-    """Tell the coordinator that the wanted channels changed in SQL."""
-    with translated(describe_client(client)):
-        await client.incr(keys.wanted_version)
-    await wake(client, keys)
-
-
 async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> dict[str, str]:
     """Join ``channels`` (InvalidChannelError before anything is done for a bad name); return
     each one's outcome: ``joined (process)``, the failure's reason, ``no answer within N s``.
@@ -129,7 +122,7 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
             await asyncio.to_thread(store.want, names)
             statuses = await housekeeping.live_processes(store, client, keys)
         if not statuses:
-            await _changed_wanted(client, keys)
+            await wanted_changed(client, keys)
             raise NotAvailableError(
                 "no live worker process to join channels: they are recorded as wanted and "
                 "joined once one runs ('tmi-cluster run')"
@@ -141,7 +134,7 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
         for channel in held:
             results[channel] = f"joined ({owners[channel]}, already)"
         after = await assignment.last_report_id()
-        await _changed_wanted(client, keys)
+        await wanted_changed(client, keys)
         waiting = [n for n in names if n not in results]
         # Paused workers take no new work: with nothing but paused ones, say so at once.
         deadline = time.monotonic() + (timeout_s if going else 0.0)
@@ -180,7 +173,7 @@ async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]
         with Store.from_settings(settings) as store:
             await asyncio.to_thread(store.unwant, names)
         owners = await Assignment(client, keys).owners(names)
-        await _changed_wanted(client, keys)
+        await wanted_changed(client, keys)
         return owners
 
 

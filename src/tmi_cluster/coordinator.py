@@ -70,6 +70,7 @@ __all__ = [
     "JoinBudget",
     "retry_delay",
     "wake",
+    "wanted_changed",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,14 @@ async def wake(client: redis.asyncio.Redis, keys: Keys) -> None:
     """Ask the coordinator to make a pass now (the leader wakes at once)."""
     with translated(describe_client(client)):
         await client.xadd(keys.coordinator_wake, {"at": "1"}, maxlen=_WAKE_MAXLEN, approximate=True)
+
+
+async def wanted_changed(client: redis.asyncio.Redis, keys: Keys) -> None:
+    """Tell the coordinator that the wanted channels changed in SQL: it reads them again and
+    acts at once. Call it after every change of :meth:`Store.want` or :meth:`Store.unwant`."""
+    with translated(describe_client(client)):
+        await client.incr(keys.wanted_version)
+    await wake(client, keys)
 
 
 @dataclass
