@@ -74,6 +74,7 @@ class Cluster:
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN=str(WORKERS),
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX=str(WORKERS),
             TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS="500",
+            TMI_CLUSTER_AUTO_SCALE__COOLDOWN="0",  # workers spread over supervisors at once
             TMI_CLUSTER_SUPERVISOR__STALE="2",
             TMI_CLUSTER_PROCESS__TIMEOUT="10",
             TMI_CLUSTER_LOG__LEVEL="info",

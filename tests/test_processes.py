@@ -102,6 +102,7 @@ def cluster(
         "TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL": "0",
         "TMI_CLUSTER_SUPERVISOR__STALE": "2",
         "TMI_CLUSTER_PROCESS__TIMEOUT": "10",
+        "TMI_CLUSTER_AUTO_SCALE__COOLDOWN": "0",  # workers spread over supervisors at once
     }
 
     def start(name: str = "sup-a", ready: bool = True, **extra: str) -> Supervisor:
@@ -545,3 +546,19 @@ def test_scale_by_hand_pause_and_show(
     wait_for(lambda: len(supervisor.workers()) == 2, what="one drained and stopped")
     resumed = tmi(tmp_path, "scale", "--resume", **env)
     assert resumed.stdout == "auto-scaling goes on\n"
+
+
+def test_supervisors_stopping_together_do_not_wait_for_each_other(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    slow = {"TMI_CLUSTER_PROCESS__TIMEOUT": "40"}  # what a pointless hand-over would wait
+    first, second = cluster("sup-a", **slow), cluster("sup-b", **slow)
+    env = {**cluster.env, **slow}  # type: ignore[attr-defined]
+    wait_for(lambda: len(first.workers()) == len(second.workers()) == 1, what="one each")
+    _join(tmp_path, env, "alpha", "beta")
+    began = time.monotonic()
+    stopped = tmi(tmp_path, "terminate", **env)
+    assert (stopped.returncode, stopped.stdout) == (0, "sup-a: stopped\nsup-b: stopped\n")
+    assert time.monotonic() - began < 20.0  # no supervisor waited 40 s for the other one
+    assert first.process.wait(5) == second.process.wait(5) == 0
+    assert "not handed over" not in first.err.read_text() + second.err.read_text()

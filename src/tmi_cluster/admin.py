@@ -266,6 +266,8 @@ async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
                                                          "cause": Cause.MANUAL.value})  # fmt: skip
         await send_order(client, keys, supervisor_id, Order.SCALE, processes=processes,
                          cause=Cause.MANUAL.value)  # fmt: skip
+        with Store.from_settings(settings) as store:  # the size a restart comes back at
+            await asyncio.to_thread(store.set_state, "scale", {"processes": total})
         return before
 
 

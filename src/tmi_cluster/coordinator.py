@@ -25,7 +25,8 @@ a second or at once when woken (:func:`wake`: a join or part asked for, a worker
    with the fewest workers, a scale-in drains the least-loaded worker of the cluster, and
    while the targets differ by more than one (a supervisor joined), one worker at a time moves
    from the supervisor with the most to the one with the fewest (its least-loaded worker
-   drains), so that the workers are spread over the hosts.
+   drains), so that the workers are spread over the hosts; like a scale decision, not while
+   paused or within the cooldown (a size set by hand stays).
 
 An unexpected error in a pass is logged with its traceback and shown as :attr:`problem` (the
 supervisor's status carries it); the next pass runs as usual.
@@ -590,7 +591,8 @@ class Coordinator:
         elif decision.change < 0:
             await self._drain(members, targets, result, changes, count=-decision.change,
                               cause=decision.cause)  # fmt: skip
-        elif not any(m.draining for m in members) and len(targets) > 1:
+        elif decision.cause is Cause.STEADY and len(targets) > 1 and \
+                not any(m.draining for m in members):  # fmt: skip
             most = max(targets, key=lambda t: (targets[t], t))
             least = min(targets, key=lambda t: (targets[t], t))
             if targets[most] - targets[least] > 1:  # spread over the hosts: one at a time

@@ -202,6 +202,7 @@ class Supervisor:
         #: This supervisor's coordinator candidate (once running).
         self.coordinator: Coordinator | None = None
         self._coordinator_stop = asyncio.Event()
+        self._beat_stop = asyncio.Event()
         #: Set when the supervisor stopped to be started again (over ``memory_limit``).
         self.restart_wanted = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -517,26 +518,39 @@ class Supervisor:
         mine = sorted(processes.children)
         deadline = time.monotonic() + self.settings.process.timeout
         try:
-            others = await scan_statuses(client, self.keys, "process")
-            if not mine or not any(p not in mine for p in others):
-                return
             await heartbeat.beat()  # "stopping", now
+            if not mine or not await self._someone_to_take_over(client, mine):
+                return
             await wake(client, self.keys)
+            held = 0
             while time.monotonic() < deadline:
                 async with client.pipeline(transaction=False) as pipe:
                     for process_id in mine:
                         pipe.scard(self.keys.process_channels(process_id))
                         pipe.scard(self.keys.process_held(process_id))
                     with translated(describe_client(client)):
-                        left = sum(await pipe.execute())
-                if left == 0:
+                        sizes = await pipe.execute()
+                held = sum(sizes[1::2])
+                if sum(sizes) == 0:
                     log.info("supervisor %s: its channels are handed over", self.id)
                     return
+                if not await self._someone_to_take_over(client, mine):
+                    return  # the others stop too: nobody to wait for
                 await asyncio.sleep(0.1)
-            log.warning("supervisor %s: %d channels not handed over within %g s", self.id, left,
+            log.warning("supervisor %s: %d channels not handed over within %g s", self.id, held,
                         self.settings.process.timeout)  # fmt: skip
         except RedisUnavailableError as error:
             log.warning("supervisor %s: cannot hand its channels over: %s", self.id, error)
+
+    async def _someone_to_take_over(self, client: redis.asyncio.Redis, mine: list[str]) -> bool:
+        """Whether a worker of another live supervisor that is not stopping could take this
+        supervisor's channels."""
+        supervisors = await scan_statuses(client, self.keys, "supervisor")
+        going_on = {s for s, st in supervisors.items() if s != self.id
+                    and st.get("state") not in ("stopping", "stopped")}  # fmt: skip
+        workers = await scan_statuses(client, self.keys, "process")
+        return any(p not in mine and st.get("supervisor") in going_on
+                   for p, st in workers.items())  # fmt: skip
 
     def _new_heartbeat(self, client: redis.asyncio.Redis) -> Heartbeat:
         ttl_s = self.keys.supervisor_ttl_s
@@ -583,7 +597,7 @@ class Supervisor:
 
     async def _beat(self, heartbeat: Heartbeat) -> None:
         try:
-            await heartbeat.run(self._stop)
+            await heartbeat.run(self._beat_stop)  # beats on while stopping: alive until the end
         except Exception as error:  # a bug, not an outage (outages are waited out): stop
             log.exception("supervisor %s: its heartbeat failed; stopping", self.id)
             self.failure = error
@@ -617,6 +631,7 @@ class Supervisor:
                     await task
             if self.simulator is not None:
                 await self.simulator.aclose()
+            self._beat_stop.set()
             if self._beat_task is not None:
                 self._beat_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
