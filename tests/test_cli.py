@@ -179,6 +179,14 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
     )
 
 
+def test_features_name_a_server_of_ones_own(tmp_path: Path) -> None:
+    text = tmi(tmp_path, "features", TMI_CLUSTER_TMI__CONNECTION__SERVER="127.0.0.1",
+               TMI_CLUSTER_TMI__CONNECTION__PORT="26667",
+               TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never").stdout  # fmt: skip
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.splitlines())
+    assert lines["chat"] == "the server at 127.0.0.1:26667 (tmi.connection.simulate = never)"
+
+
 def test_features_show_the_effective_limits(tmp_path: Path) -> None:
     text = tmi(tmp_path, "features", TMI_CLUSTER_THROTTLE__PRESET="verified",
                TMI_CLUSTER_THROTTLE__JOIN__ALLOW="50").stdout  # fmt: skip

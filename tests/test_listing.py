@@ -55,6 +55,9 @@ def test_last_seen_is_now_only_with_a_heartbeat() -> None:
     assert live == [["s1", "h", "1", "running", "10 min", "now", "2"]]
     assert dead == [["s1", "h", "1", "dead", "8 min", "90 s ago", "0"]]  # ran until last heard
     assert unknown == [["s1", "h", "1", "running?", "10 min", "90 s ago", "0"]]
+    paused = {**beat, "state": "running", "paused": True}  # SIGUSR2: its workers are paused
+    shown = supervisor_rows([record], workers, Liveness({"s1": paused}, {"s1-1": {}}), now)
+    assert shown[0][3] == "paused"
 
 
 def _supervisor_line(listed: str, supervisor_id: str) -> list[str]:

@@ -127,6 +127,11 @@ def _chat(settings: Settings) -> str:
     mode = settings.tmi.connection.simulate
     if wants_simulator(settings):
         return f"the built-in simulator, run by the supervisor (tmi.connection.simulate = {mode})"
+    connection = settings.tmi.connection
+    default_server = type(connection).model_fields["server"].default
+    if connection.server != default_server:
+        where = f"{connection.server}:{connection.effective_port}"
+        return f"the server at {where} (tmi.connection.simulate = {mode})"
     return f"Twitch (tmi.connection.simulate = {mode})"
 
 

@@ -141,6 +141,8 @@ def _state(recorded: str, status: Status | None, live: bool | None) -> str:
     shown = shown_state(recorded, live)
     if live and status is not None and status.get("state") in ("paused", "stopping"):
         return str(status["state"])
+    if live and status is not None and status.get("paused") is True and shown == "running":
+        return "paused"  # a supervisor whose workers are paused (SIGUSR2)
     return shown
 
 
