@@ -64,6 +64,21 @@ async def _redis(settings: Settings, command: str) -> AsyncIterator[redis.asynci
         await client.aclose()
 
 
+async def _live_supervisors(
+    settings: Settings, client: redis.asyncio.Redis, keys: Keys, wanted: str | None
+) -> dict[str, dict[str, Any]]:
+    """The live supervisors; TmiClusterError naming them when ``wanted`` (if given) is not
+    one of them."""
+    with Store.from_settings(settings) as store:
+        live = await housekeeping.live_supervisors(store, client, keys)
+    if wanted is not None and wanted not in live:
+        raise TmiClusterError(
+            f"no live supervisor {wanted!r} (see 'tmi-cluster list'; live: "
+            f"{', '.join(sorted(live)) or 'none'})"
+        )
+    return live
+
+
 async def terminate(settings: Settings, supervisor_id: str | None = None) -> dict[str, bool]:
     """Ask one supervisor (or every live one) to stop gracefully; wait until each has stopped
     (its heartbeat gone), at most ``process.timeout`` plus 15 s, unless ``fast_termination``.
@@ -71,14 +86,8 @@ async def terminate(settings: Settings, supervisor_id: str | None = None) -> dic
     supervisor id."""
     keys = Keys.from_settings(settings)
     async with _redis(settings, "terminate") as client:
-        with Store.from_settings(settings) as store:
-            live = await housekeeping.live_supervisors(store, client, keys)
+        live = await _live_supervisors(settings, client, keys, supervisor_id)
         targets = [supervisor_id] if supervisor_id is not None else sorted(live)
-        if supervisor_id is not None and supervisor_id not in live:
-            raise TmiClusterError(
-                f"no live supervisor {supervisor_id!r} (see 'tmi-cluster list'; live: "
-                f"{', '.join(sorted(live)) or 'none'})"
-            )
         for target in targets:
             await send_order(client, keys, target, Order.TERMINATE)
         stopped = dict.fromkeys(targets, False)
@@ -241,13 +250,7 @@ async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
     keys = Keys.from_settings(settings)
     bounds = settings.auto_scale.processes
     async with _redis(settings, "scale") as client:
-        with Store.from_settings(settings) as store:
-            live = await housekeeping.live_supervisors(store, client, keys)
-        if supervisor_id not in live:
-            raise TmiClusterError(
-                f"no live supervisor {supervisor_id!r} (see 'tmi-cluster list'; live: "
-                f"{', '.join(sorted(live)) or 'none'})"
-            )
+        live = await _live_supervisors(settings, client, keys, supervisor_id)
         with translated(describe_client(client)):
             raw: Any = await client.hgetall(keys.scale_targets)
             clock: Any = await client.time()

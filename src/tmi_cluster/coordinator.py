@@ -42,7 +42,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -160,14 +160,15 @@ async def wanted_changed(client: redis.asyncio.Redis, keys: Keys) -> None:
     await wake(client, keys)
 
 
-@dataclass
-class _Scaled:
-    """A scale decision carried out: a supervisor's new target, why."""
+@dataclass(frozen=True)
+class _View:
+    """What one pass read: the plan's snapshot, the live supervisors' targets (see
+    :meth:`Coordinator._targets`), the channels to place, whether the adoption grace runs."""
 
-    supervisor: str
-    before: int
-    after: int
-    cause: Cause
+    snapshot: Snapshot
+    targets: dict[str, int]
+    placeable: int
+    adopting: bool
 
 
 class Coordinator:
@@ -208,8 +209,6 @@ class Coordinator:
         self.problem: str | None = None
         #: The last plan carried out.
         self.last_plan: Plan | None = None
-        #: Scale decisions carried out, the latest last (at most 100 kept).
-        self.scaled: list[_Scaled] = []
         self.outage = Outage()
         self._wanted: frozenset[str] | None = None
         self._version: bytes | None = None
@@ -217,7 +216,6 @@ class Coordinator:
         self._failures: dict[str, Failure] = {}
         self._unwritten: dict[str, Failure | None] = {}  # None: cleared
         self._db_failing = False
-        self._assigned: dict[str, str] = {}
         self._adopt_until = 0.0
         self._adopt_since = 0.0
         self._where = describe_client(client)
@@ -295,9 +293,10 @@ class Coordinator:
         wanted = await self._load_wanted()
         if wanted is None:
             return None
-        snapshot, supervisors = await self._snapshot(wanted)
-        adopting = time.monotonic() < self._adopt_until  # no moves while the workers report
-        result = plan(snapshot, max_moves=0 if adopting else self.max_moves)
+        view = await self._read(wanted)
+        snapshot = view.snapshot
+        # no moves while the workers report what they hold
+        result = plan(snapshot, max_moves=0 if view.adopting else self.max_moves)
         fenced = Assignment(self.client, self.keys, token=token)
         try:
             if result.unassign:
@@ -316,15 +315,13 @@ class Coordinator:
                       len(result.unassign), len(result.waiting), len(result.paced))  # fmt: skip
         await self._write_failures()
         if self.policy is not None:
-            self._assigned = dict(snapshot.assignment)
-            targets = await self._targets(supervisors)
-            placeable = len(wanted - self._blocked())
-            await self._scale(self.policy, list(snapshot.members), targets, channels=placeable,
-                              result=result)  # fmt: skip
+            after = result.applied(snapshot.assignment)
+            await self._scale(self.policy, list(snapshot.members), view.targets,
+                              channels=view.placeable, after=after)  # fmt: skip
         return result
 
-    async def _snapshot(self, wanted: frozenset[str]) -> tuple[Snapshot, dict[str, dict[str, Any]]]:
-        """What the plan is made from (and the supervisors' statuses)."""
+    async def _read(self, wanted: frozenset[str]) -> _View:
+        """What the pass acts on: the plan's snapshot, the supervisors' targets."""
         epoch = await self._epoch()
         members, supervisors = await self._members()
         adopting = await self._adopting(epoch, members, supervisors)
@@ -339,13 +336,13 @@ class Coordinator:
         placeable = len(wanted - blocked)
         if takers and at_max and placeable > self.capacity * len(takers):
             even = math.ceil(placeable / len(takers))  # no more processes: overload evenly
-            members = [_replace_capacity(m, even) for m in members]
+            members = [replace(m, capacity=even) for m in members]
         holders = {c: p for p, channels in held.items() for c in channels if c not in assignment}
         if adopting:  # a new assignment: keep what is held where it is, place the rest later
             blocked |= wanted - holders.keys() - assignment.keys()
         snapshot = Snapshot.of(wanted, members, assignment, blocked, holders=holders,
                                budget=self._account_budget(assignment, held))  # fmt: skip
-        return snapshot, supervisors
+        return _View(snapshot, targets, placeable, adopting)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -360,7 +357,7 @@ class Coordinator:
                      "adopting what the workers hold first", self.lease.holder)  # fmt: skip
             self._adopt_since = time.monotonic()
             self._adopt_until = self._adopt_since + self.adopt_grace_s
-        return _text(current) if current is not None else token
+        return current.decode() if current is not None else token
 
     async def _adopting(
         self, epoch: str, members: list[Member], supervisors: Mapping[str, Mapping[str, Any]]
@@ -463,11 +460,9 @@ class Coordinator:
         if self.budget.per_process is None:
             return members
         pending = Counter(p for c, p in assignment.items() if c not in held.get(p, ()))
-        return [
-            Member(m.id, m.supervisor, m.host, m.capacity, m.draining,
-                   0 if m.slots == 0 else max(0, self.budget.per_process - pending[m.id]))
-            for m in members
-        ]  # fmt: skip
+        room = self.budget.per_process
+        return [replace(m, slots=0 if m.slots == 0 else max(0, room - pending[m.id]))
+                for m in members]  # fmt: skip
 
     def _account_budget(
         self, assignment: Mapping[str, str], held: Mapping[str, set[str]]
@@ -567,7 +562,7 @@ class Coordinator:
         targets: dict[str, int],
         *,
         channels: int,
-        result: Plan,
+        after: Mapping[str, str],
     ) -> None:
         """Decide the cluster's size and carry a change out (see the module's docstring)."""
         if not targets:
@@ -589,14 +584,14 @@ class Coordinator:
                 targets[supervisor] += 1
                 changes[supervisor] = (targets[supervisor], decision.cause)
         elif decision.change < 0:
-            await self._drain(members, targets, result, changes, count=-decision.change,
+            await self._drain(members, targets, after, changes, count=-decision.change,
                               cause=decision.cause)  # fmt: skip
         elif decision.cause is Cause.STEADY and len(targets) > 1 and \
                 not any(m.draining for m in members):  # fmt: skip
             most = max(targets, key=lambda t: (targets[t], t))
             least = min(targets, key=lambda t: (targets[t], t))
             if targets[most] - targets[least] > 1:  # spread over the hosts: one at a time
-                moved = await self._drain(members, targets, result, changes, count=1,
+                moved = await self._drain(members, targets, after, changes, count=1,
                                           cause=Cause.SPREAD, only=most)  # fmt: skip
                 if moved:
                     targets[least] += 1
@@ -612,7 +607,7 @@ class Coordinator:
         self,
         members: list[Member],
         targets: dict[str, int],
-        result: Plan,
+        after: Mapping[str, str],
         changes: dict[str, tuple[int, Cause]],
         *,
         count: int,
@@ -621,7 +616,7 @@ class Coordinator:
     ) -> int:
         """Drain the ``count`` least-loaded workers (of supervisor ``only``, else of any with a
         target), their supervisors' targets one lower each; how many."""
-        load = Counter(result.applied(self._assigned).values())
+        load = Counter(after.values())
         candidates = sorted(
             (m for m in members if not m.draining and targets.get(m.supervisor, 0) > 0
              and (only is None or m.supervisor == only)),
@@ -683,10 +678,6 @@ class Coordinator:
         return int(processes) if isinstance(processes, int) else None
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _fewest(targets: dict[str, int], count: int) -> list[str]:
     """``count`` supervisors to give one worker more each, the fewest first (repeats allowed)."""
     picked: list[str] = []
@@ -696,8 +687,3 @@ def _fewest(targets: dict[str, int], count: int) -> list[str]:
         scratch[supervisor] += 1
         picked.append(supervisor)
     return picked
-
-
-def _replace_capacity(member: Member, capacity: int) -> Member:
-    return Member(member.id, member.supervisor, member.host, capacity, member.draining,
-                  member.slots)  # fmt: skip

@@ -189,9 +189,17 @@ class Processes:
 
     # -- the watch ----------------------------------------------------------------------------
 
-    def changed(self) -> None:
-        """Look at the target again now (it was changed)."""
+    def set_target(self, target: int, cause: str) -> None:
+        """Run ``target`` workers from now on (the coordinator's decision, or a size set by
+        hand), said in the log and as a :class:`ProcessScaled` event with ``cause``."""
+        before = self.target
+        if target == before:
+            return
+        self.target = target
         self._changed.set()
+        log.info("supervisor %s: %d worker processes -> %d (%s)", self.supervisor_id, before,
+                 target, cause)  # fmt: skip
+        self._emit(ProcessScaled(self.supervisor_id, before, target, cause))
 
     def running(self) -> list[Child]:
         """The workers that are up and not on their way out (stopping, replaced, draining)."""
@@ -329,14 +337,9 @@ class Processes:
         """A worker ended: its death known at once (heartbeat, held channels, draining mark
         and notices deleted), the coordinator woken to place its channels elsewhere. Without
         Redis, its heartbeat expires and the purge deletes the rest."""
-        client = self.assignment.client
         try:
-            with translated(describe_client(client)):
-                async with client.pipeline(transaction=True) as pipe:
-                    pipe.delete(self.keys.process_heartbeat(child.id))
-                    await pipe.execute()
             await self.assignment.forget(child.id)
-            await wake(client, self.keys)
+            await wake(self.assignment.client, self.keys)
         except RedisUnavailableError as error:
             log.warning("the end of %s waits for Redis: %s", child.id, error)
 

@@ -81,7 +81,6 @@ from tmi_cluster.processes import (
     RECORD_EVERY_S,
     ClusterEvent,
     Processes,
-    ProcessScaled,
     worker_environment,
 )
 from tmi_cluster.simulator import ChatSimulator
@@ -373,17 +372,8 @@ class Supervisor:
             log.warning("supervisor %s: a scale order without a number ignored: %r", self.id,
                         fields)  # fmt: skip
             return
-        before, cause = processes.target, fields.get("cause", "manual")
-        if target == before or target < 0:
-            return
-        processes.target = target
-        processes.changed()
-        log.info("supervisor %s: %d worker processes -> %d (%s)", self.id, before, target, cause)
-        if self.on_event is not None:
-            try:
-                self.on_event(ProcessScaled(self.id, before, target, cause))
-            except Exception:
-                log.exception("the cluster event handler failed on ProcessScaled")
+        if target >= 0:
+            processes.set_target(target, fields.get("cause", "manual"))
 
     async def _target(self) -> int | None:
         """This supervisor's target in ``P scale:targets`` (None: none yet)."""

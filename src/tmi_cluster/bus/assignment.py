@@ -153,11 +153,13 @@ class Assignment:
         return channels
 
     async def forget(self, process_id: str) -> None:
-        """Delete the keys of a process that is gone (what it held, its notices, its draining
-        mark); the channels still assigned to it stay for the coordinator to place again."""
+        """Delete the keys of a process that is gone (its heartbeat, what it held, its notices,
+        its draining mark); the channels still assigned to it stay for the coordinator to place
+        again."""
         with translated(self._where):
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(self.keys.process_held(process_id),
+                pipe.delete(self.keys.process_heartbeat(process_id),
+                            self.keys.process_held(process_id),
                             self.keys.process_commands(process_id),
                             self.keys.process_epoch(process_id))  # fmt: skip
                 pipe.hdel(self.keys.draining, process_id)
