@@ -61,7 +61,9 @@ def test_what_does_not_fit_waits() -> None:
     result = plan(Snapshot.of([f"c{i}" for i in range(6)], members, {"c5": "gone"}))
     assert len(result.assign) == 4
     assert len(result.waiting) == 2
-    assert "c5" in result.unassign or "c5" in result.assign  # never left on a dead owner
+    # c5's owner has no heartbeat and nobody has room: it stays assigned (an owner only late
+    # to beat must not be made to part it), placed as soon as someone has room
+    assert "c5" not in result.unassign
 
 
 def test_rebalancing_moves_in_bounded_steps_until_even() -> None:
@@ -151,8 +153,8 @@ def test_properties(  # noqa: PLR0917 (hypothesis gives them positionally)
     # a draining owner keeps what is not placed (never a gap in a planned move)
     left = set(result.waiting) | set(result.paced)
     assert (wanted - blocked) - set(after) <= left
-    for channel in left & set(after):
-        assert live[after[channel]].draining
+    for channel in left & set(after):  # kept where it was: a draining or silent owner
+        assert after[channel] not in live or live[after[channel]].draining
         assert after[channel] == assignment[channel]
     if result.waiting:
         assert not result.paced

@@ -209,6 +209,8 @@ async def channels(
         shown: list[dict[str, Any]] = []
         for login, wanted, since in rows:
             owner = owners.get(login)
+            if owner not in live:
+                owner = None  # assigned to a process that is gone: waiting for a new owner
             holders = held_by.get(login, set())
             failure = failures.get(login)
             if not wanted:

@@ -7,9 +7,9 @@ load out, a bounded number per plan. Rules, in order:
 
 1. A channel that is not wanted, or is blocked (a failed join waiting for its retry), is
    unassigned.
-2. A wanted channel whose owner is not a live member, or is draining, is unowned (a draining
-   owner keeps it while no other member can take it: it is never parted before another
-   holds it). An unowned
+2. A wanted channel whose owner is not a live member, or is draining, is unowned; while no
+   other member can take it, it stays assigned where it is (a draining owner is never made to
+   part it before another holds it, nor an owner whose heartbeat is only late). An unowned
    channel that a live member, not draining and below its capacity, holds already
    (:attr:`Snapshot.holders`: after Redis forgot the assignment) is adopted by it: no join.
 3. Each unowned wanted channel goes to the member with the most free capacity; among equals,
@@ -131,11 +131,9 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
     budget = _Budget(snapshot.budget, {m.id: m.slots for m in takers})
     _place(result, unowned, owners=kept, load=load, members=members, takers=takers,
            budget=budget)  # fmt: skip
-    for channel in (*result.waiting, *result.paced):
-        holder = members.get(snapshot.assignment.get(channel, ""))
-        if channel in snapshot.assignment and holder is None:
-            result.unassign.add(channel)  # its owner is gone: nobody holds it now
-        # a draining owner keeps what nobody can take yet (make-before-break, never a gap)
+    # What nobody can take yet stays where it is assigned: a draining owner keeps holding it
+    # (make-before-break, never a gap), and an owner without a heartbeat may only be late to
+    # beat: unassigning would make it part a channel that nobody else joins.
     _rebalance(result, kept, load, takers, max_moves=max_moves, tolerance=tolerance,
                budget=budget)  # fmt: skip
     for channel, owner in list(result.assign.items()):
