@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -160,6 +161,23 @@ async def _steady(
     await _until(check, 90, f"steady after {what}", cluster)
 
 
+async def _killed(
+    sim: ChatSimulator, cluster: Cluster, pids: list[int], kill: Callable[[], None]
+) -> None:
+    """Carry out ``kill`` and return once the simulator has seen every connection of ``pids``
+    (worker processes) close: only then does "joined once" judge the cluster, not a socket
+    that the simulator has not yet seen end."""
+    sockets = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            sockets += sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
+                           if c.raddr and c.raddr.port == sim.port)  # fmt: skip
+    closed = sum(1 for c in sim.connections() if not c.open)
+    kill()
+    await _until(lambda: sum(1 for c in sim.connections() if not c.open) >= closed + sockets,
+                 30, "the simulator to see the killed connections close", cluster)  # fmt: skip
+
+
 async def _connections_of(sim: ChatSimulator, cluster: Cluster, process_ids: list[str]) -> set[int]:
     """The simulator's connections that hold the channels of these workers."""
     found: set[int] = set()
@@ -196,7 +214,8 @@ async def test_three_supervisors_2000_channels_under_faults(
             for _ in range(2):
                 victim_id, victim = next(iter((await cluster.workers()).items()))
                 dead = await _connections_of(sim, cluster, [victim_id])
-                os.kill(int(victim["pid"]), signal.SIGKILL)
+                pid = int(victim["pid"])
+                await _killed(sim, cluster, [pid], functools.partial(os.kill, pid, signal.SIGKILL))
                 await _steady(sim, cluster, "kill -9 of a worker", dead)
 
             # a planned move: sup-c stops gracefully; nothing sent meanwhile is missed
@@ -218,9 +237,11 @@ async def test_three_supervisors_2000_channels_under_faults(
             await _steady(sim, cluster, "a graceful stop and a new supervisor")
 
             # kill -9 of a whole supervisor: its workers end with it
-            mine = [p for p, s in (await cluster.workers()).items() if s["supervisor"] == "sup-a"]
+            workers = await cluster.workers()
+            mine = [p for p, s in workers.items() if s["supervisor"] == "sup-a"]
             dead = await _connections_of(sim, cluster, mine)
-            cluster.running["sup-a"].kill()
+            await _killed(sim, cluster, [int(workers[p]["pid"]) for p in mine],
+                          cluster.running["sup-a"].kill)  # fmt: skip
             await _steady(sim, cluster, "kill -9 of a supervisor", dead)
 
             # Redis restarted under load: it forgets everything; the cluster comes back by
@@ -248,7 +269,8 @@ async def test_three_supervisors_2000_channels_under_faults(
             # and faults are handled as before
             victim_id, victim = next(iter((await cluster.workers()).items()))
             dead = await _connections_of(sim, cluster, [victim_id])
-            os.kill(int(victim["pid"]), signal.SIGKILL)
+            pid = int(victim["pid"])
+            await _killed(sim, cluster, [pid], functools.partial(os.kill, pid, signal.SIGKILL))
             await _steady(sim, cluster, "kill -9 of a worker after the Redis restart", dead)
 
             # a full restart: every process and Redis gone; the cluster comes back from SQL

@@ -353,6 +353,9 @@ class Coordinator:
             created = await self.client.set(self.keys.assignment_epoch, token, nx=True)
             current: Any = await self.client.get(self.keys.assignment_epoch)
         if created:
+            with translated(self._where):  # no one is judged dead by a missing beat for now
+                await self.client.set(self.keys.assignment_fresh, "1",
+                                      px=int(self.keys.supervisor_ttl_s * 1000))  # fmt: skip
             log.info("coordinator %s: a new assignment (a first start, or Redis forgot it): "
                      "adopting what the workers hold first", self.lease.holder)  # fmt: skip
             self._adopt_since = time.monotonic()

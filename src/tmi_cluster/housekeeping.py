@@ -3,7 +3,9 @@
 - :func:`live_processes` reads the records of every worker process in SQL and keeps those with a
   heartbeat (with their status), one SQL read and one Redis round trip.
 - :func:`purge`: supervisors and processes whose records claim them alive but whose heartbeat
-  is gone (after their ``stale`` time since they started) are recorded dead; the keys of dead
+  is gone (after their ``stale`` time since they started) are recorded dead, except while
+  Redis has just forgotten everything (no assignment epoch yet, or a new one younger than
+  ``supervisor.stale``: the heartbeats of the living are not back yet); the keys of dead
   processes are deleted (what they held, their notices, their draining mark; their channels
   are the coordinator's to place again, as it does for any owner without a heartbeat); the rows
   of the dead
@@ -101,6 +103,8 @@ async def purge(
         [keys.supervisor_heartbeat(s.id) for s in claims]
         + [keys.process_heartbeat(p.id) for p in process_claims],
     )
+    if await _redis_forgot_recently(client, keys):
+        claims, process_claims = [], []  # a missing heartbeat may only not be back yet
     dead_supervisors = [
         s.id
         for s in claims
@@ -142,6 +146,14 @@ async def purge(
     return PurgeResult(
         dead_supervisors, dead_processes, released, len(old_supervisors) + len(old_processes)
     )
+
+
+async def _redis_forgot_recently(client: redis.asyncio.Redis, keys: Keys) -> bool:
+    """Whether Redis has no assignment epoch, or got a new one within ``supervisor.stale``
+    (a restart forgot every heartbeat; the live ones are written again within seconds)."""
+    with translated(describe_client(client)):
+        epoch, fresh = await client.mget([keys.assignment_epoch, keys.assignment_fresh])
+    return epoch is None or fresh is not None
 
 
 async def purge_once(

@@ -16,6 +16,7 @@ default; ``{x}`` a placeholder)::
     P coordinator:reports            string: the id of the last report the coordinator read
     P wanted:version                 integer: changed whenever the wanted channels change in SQL
     P assignment:epoch               string (random token): names this Redis's assignment
+    P assignment:fresh               string, expires after supervisor.stale s: a new epoch
     P draining                       hash   process id -> why it is being emptied
     P scale:targets                  hash   supervisor id -> how many workers it should run
     P scale:state                    hash   paused (0/1), last change (Redis time), cause
@@ -118,6 +119,12 @@ class Keys:
         """A token the coordinator writes with a new assignment: a missing or new one means
         Redis forgot the assignment (workers then part nothing until it is rebuilt)."""
         return f"{self.prefix}assignment:epoch"
+
+    @property
+    def assignment_fresh(self) -> str:
+        """Set with a new assignment epoch, expiring after ``supervisor_ttl_s``: while it
+        lives, a missing heartbeat may only not be written again yet (Redis forgot them)."""
+        return f"{self.prefix}assignment:fresh"
 
     @property
     def wanted_version(self) -> str:
