@@ -11,10 +11,12 @@ import tmi_cluster
 from tmi_cluster import errors
 
 PUBLIC = [
+    "Cluster",
     "ConfigError",
     "Connection",
     "ConnectionOptions",
     "ConnectionState",
+    "DeadlineError",
     "EmbeddedRedisError",
     "EventQueue",
     "InvalidChannelError",
@@ -29,16 +31,23 @@ PUBLIC = [
     "Pool",
     "PoolState",
     "RedisUnavailableError",
+    "SendRefusal",
+    "SendResult",
+    "SendStatus",
     "Settings",
     "StaleLeaseError",
     "StorageError",
+    "Subscriber",
+    "SyncCluster",
     "TmiClusterError",
+    "UnknownEventTypeError",
     "UnsafeLineError",
     "Worker",
     "WorkerState",
     "__version__",
     "build_pool",
     "load_settings",
+    "on",
 ]
 
 
@@ -106,7 +115,7 @@ def test_events_api_lists_every_event_type() -> None:
     assert len(set(events.__all__)) == len(events.__all__)  # ruff (RUF022) keeps it sorted
     names = {cls.__name__ for cls in events.ALL_EVENT_TYPES}
     assert names <= set(events.__all__)
-    assert len(events.ALL_EVENT_TYPES) == 45
+    assert len(events.ALL_EVENT_TYPES) == 47  # the two raw-line events included
     for name in (
         "ALL_EVENT_TYPES",
         "Emote",

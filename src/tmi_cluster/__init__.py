@@ -2,9 +2,11 @@
 
 The public API, pinned by a test:
 
-- this package's ``__all__``: settings, the errors, and the library's building blocks
-  (:class:`Connection`, :class:`Pool`, :class:`Worker` and :func:`build_pool`, which builds a
-  pool from the settings);
+- this package's ``__all__``: :class:`Cluster` and :class:`SyncCluster` (an application's
+  handle on a running cluster: join, part, send, channels, events, scale) with
+  :class:`SendResult` and its vocabulary; :class:`Subscriber` and :func:`on` (handlers inside
+  the workers); settings; the errors; and the library's building blocks (:class:`Connection`,
+  :class:`Pool`, :class:`Worker` and :func:`build_pool`, which builds a pool from the settings);
 - the modules :mod:`tmi_cluster.events` (every chat event as a typed object),
   :mod:`tmi_cluster.irc` (parsing and serialising IRC lines) and :mod:`tmi_cluster.simulator`
   (the built-in Twitch chat simulator), each with its own ``__all__``.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import (
     ConfigError,
+    DeadlineError,
     EmbeddedRedisError,
     InvalidChannelError,
     LoginError,
@@ -33,22 +36,27 @@ from tmi_cluster.errors import (
     StaleLeaseError,
     StorageError,
     TmiClusterError,
+    UnknownEventTypeError,
     UnsafeLineError,
 )
 
 if TYPE_CHECKING:
+    from tmi_cluster.cluster import Cluster, SyncCluster
     from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
-    from tmi_cluster.outcomes import JoinResult
+    from tmi_cluster.handlers import Subscriber, on
+    from tmi_cluster.outcomes import JoinResult, SendRefusal, SendResult, SendStatus
     from tmi_cluster.pool import JoinOutcome, Pool, PoolState
     from tmi_cluster.worker import EventQueue, Worker, WorkerState, build_pool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cluster",
     "ConfigError",
     "Connection",
     "ConnectionOptions",
     "ConnectionState",
+    "DeadlineError",
     "EmbeddedRedisError",
     "EventQueue",
     "InvalidChannelError",
@@ -63,19 +71,33 @@ __all__ = [
     "Pool",
     "PoolState",
     "RedisUnavailableError",
+    "SendRefusal",
+    "SendResult",
+    "SendStatus",
     "Settings",
     "StaleLeaseError",
     "StorageError",
+    "Subscriber",
+    "SyncCluster",
     "TmiClusterError",
+    "UnknownEventTypeError",
     "UnsafeLineError",
     "Worker",
     "WorkerState",
     "__version__",
     "build_pool",
     "load_settings",
+    "on",
 ]
 
 _LAZY = {
+    "Cluster": "tmi_cluster.cluster",
+    "SendRefusal": "tmi_cluster.outcomes",
+    "SendResult": "tmi_cluster.outcomes",
+    "SendStatus": "tmi_cluster.outcomes",
+    "Subscriber": "tmi_cluster.handlers",
+    "SyncCluster": "tmi_cluster.cluster",
+    "on": "tmi_cluster.handlers",
     "Connection": "tmi_cluster.connection",
     "ConnectionOptions": "tmi_cluster.connection",
     "ConnectionState": "tmi_cluster.connection",

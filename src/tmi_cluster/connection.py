@@ -68,6 +68,8 @@ from tmi_cluster.events import (
     ConnectedEvent,
     DisconnectedEvent,
     Event,
+    IrcCommandEvent,
+    IrcMessageEvent,
     from_message,
 )
 from tmi_cluster.irc import Message, serialize
@@ -135,6 +137,9 @@ class ConnectionOptions:
     overlap_timeout_s: float = 10.0
     overlap_linger_s: float = 1.0
     name: str = "connection"
+    #: Also emit an IrcMessageEvent for every line received and an IrcCommandEvent for every
+    #: line sent (for handlers that want the raw lines; off by default, it costs).
+    raw_lines: bool = False
 
     @property
     def endpoint(self) -> Endpoint:
@@ -536,8 +541,19 @@ class Connection:
 
     # -- events -------------------------------------------------------------------------------
 
+    @property
+    def _sent_hook(self) -> Callable[[Sequence[str]], None] | None:
+        return self._sent if self.options.raw_lines else None
+
+    def _sent(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            command = line.split(" ", 2)[1] if line.startswith("@") else line.partition(" ")[0]
+            self._emit(IrcCommandEvent(raw=line, command=command, connection=self.name))
+
     def _deliver(self, message: Message, session: Session) -> None:
         command = message.command
+        if self.options.raw_lines:
+            self._emit(IrcMessageEvent(raw=message.raw, command=command, connection=self.name))
         if command in _MEMBERSHIP:
             self._membership(message, session)
         elif command == "RECONNECT" and session is self._session and not self._closing:
@@ -550,15 +566,22 @@ class Connection:
         for event in from_message(message):
             if held is not None and event.channel is not None and event.channel not in held:
                 continue  # not ours (any more): another connection may hold it now
-            if deduping:
-                key = event.dedupe_key
-                if key is not None:
-                    if key in self._seen:
-                        continue
-                    self._seen[key] = None
-                    if len(self._seen) > _DEDUPE_MEMORY:
-                        self._seen.popitem(last=False)
+            if deduping and self._seen_before(event):
+                continue
             self._emit(event)
+
+    def _seen_before(self, event: Event) -> bool:
+        """During a RECONNECT's overlap: whether the other link delivered ``event`` already
+        (remembered if not)."""
+        key = event.dedupe_key
+        if key is None:
+            return False
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > _DEDUPE_MEMORY:
+            self._seen.popitem(last=False)
+        return False
 
     def _emit(self, event: Event) -> None:
         """Hand ``event`` to the application; a failing handler is logged, and the connection
@@ -599,7 +622,7 @@ class Connection:
             old = current
 
     async def _overlap(self, old: Session) -> None:
-        new = Session(self.options, self._deliver)
+        new = Session(self.options, self._deliver, self._sent_hook)
         try:
             await self._open(new)
         except (*_RETRIABLE, LoginError) as exc:
@@ -683,7 +706,7 @@ class Connection:
         while not self._closing:
             attempt += 1
             await asyncio.sleep(options.backoff_s(attempt))
-            session = Session(options, self._deliver)
+            session = Session(options, self._deliver, self._sent_hook)
             try:
                 await self._open(session)
             except LoginError as exc:

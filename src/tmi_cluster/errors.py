@@ -20,6 +20,10 @@ The tree::
     ├── MessageTooLongError         text over the length limit where splitting is turned off;
     │                               also a ValueError
     ├── NoIdentityError             sending needs a Twitch identity and none is configured
+    ├── DeadlineError               a message could not be sent before its deadline (nothing
+    │                               of it was written)
+    ├── UnknownEventTypeError       an event type name that is not one of tmi_cluster.events
+    │                               (a filter); also a ValueError
     └── NotAvailableError           a command or feature that this release does not have yet
 
 Errors of the libraries underneath (redis, SQLAlchemy, ssl, sockets, the operating system) are
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DeadlineError",
     "EmbeddedRedisError",
     "InvalidChannelError",
     "LoginError",
@@ -43,6 +48,7 @@ __all__ = [
     "StaleLeaseError",
     "StorageError",
     "TmiClusterError",
+    "UnknownEventTypeError",
     "UnsafeLineError",
 ]
 
@@ -127,3 +133,11 @@ class MessageTooLongError(TmiClusterError, ValueError):
 
 class NoIdentityError(TmiClusterError):
     """Sending needs ``tmi.identity.username`` and ``password``; the bot reads anonymously."""
+
+
+class DeadlineError(TmiClusterError):
+    """A message could not be sent before its deadline; nothing of it was written."""
+
+
+class UnknownEventTypeError(TmiClusterError, ValueError):
+    """An event type given by name (a filter) is not one of :mod:`tmi_cluster.events`."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["JOIN_REFUSALS", "JoinResult"]
+import msgspec
+
+__all__ = ["IN_FLIGHT", "JOIN_REFUSALS", "JoinResult", "SendRefusal", "SendResult", "SendStatus"]
 
 
 class JoinResult(enum.StrEnum):
@@ -51,3 +53,65 @@ JOIN_REFUSALS: dict[str, JoinResult] = {
         JoinResult.CHANNEL_LIMIT,
     )
 }
+
+
+class SendStatus(enum.StrEnum):
+    """How a :meth:`~tmi_cluster.Cluster.send` ended."""
+
+    #: Every part of the message was written to Twitch's connection.
+    WRITTEN = "written"
+    #: Nothing was written, for the :class:`SendRefusal` given as the reason.
+    REFUSED = "refused"
+    #: No result in time. With no reason, nothing was written and nothing will be (the
+    #: command was fenced off); with reason ``in_flight``, a worker began writing it and ended
+    #: before it said so: it may have reached Twitch.
+    TIMED_OUT = "timed_out"
+
+
+class SendRefusal(enum.StrEnum):
+    """Why a send was refused (nothing of it was written)."""
+
+    #: Twitch refused the bot's login, or the channel is not authorized for sending.
+    UNAUTHORIZED = "unauthorized"
+    #: The text is longer than ``throttle.messages.max_length`` under ``long_text = "refuse"``.
+    TOO_LONG = "too_long"
+    #: The account's message budget (or the channel's interval) had no room before the
+    #: command's deadline.
+    RATE_LIMITED = "rate_limited"
+    #: No worker has a Twitch identity to send with (``tmi.identity`` is not configured).
+    NO_IDENTITY = "no_identity"
+    #: The sending connection could not be brought up before the deadline.
+    NOT_CONNECTED = "not_connected"
+    #: An error of ours while carrying it out, or a command that failed too often (it went to
+    #: the dead-letter stream; ``tmi-cluster dead-letters`` shows it).
+    FAILED = "failed"
+
+
+#: The reason of a TIMED_OUT send that a worker began and did not finish.
+IN_FLIGHT = "in_flight"
+
+
+class SendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of one send: true to what happened, never a guess.
+
+    ``status`` is a :class:`SendStatus`; ``reason`` a :class:`SendRefusal` value when refused,
+    :data:`IN_FLIGHT` or None when timed out; ``detail`` says it in words. ``parts`` is the
+    number of messages written (a long text is split); ``process`` the worker that wrote them.
+    True (``bool(result)``) exactly when written.
+    """
+
+    id: str
+    channel: str
+    status: SendStatus
+    reason: str | None = None
+    detail: str = ""
+    parts: int = 0
+    process: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the message was written."""
+        return self.status is SendStatus.WRITTEN
+
+    def __bool__(self) -> bool:
+        return self.ok

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
@@ -48,7 +48,7 @@ from typing import Self
 from aiolimiter import AsyncLimiter
 
 from tmi_cluster.connection import Connection, ConnectionOptions
-from tmi_cluster.errors import NoIdentityError
+from tmi_cluster.errors import DeadlineError, NoIdentityError
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent, Event
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import JoinResult
@@ -427,20 +427,39 @@ class Pool:
     # -- sending --------------------------------------------------------------------------
 
     async def say(
-        self, channel: str, text: str, *, reply_to: str | None = None, action: bool = False
+        self,
+        channel: str,
+        text: str,
+        *,
+        reply_to: str | None = None,
+        action: bool = False,
+        deadline: float | None = None,
+        begin: Callable[[], Awaitable[None]] | None = None,
     ) -> int:
-        """Send through the authenticated identity (see :meth:`Sender.say`); return the number
-        of messages sent. NoIdentityError when the pool has none; RuntimeError once closed.
+        """Send through the authenticated identity (see :meth:`Sender.say`, whose ``deadline``
+        and ``begin`` this passes on); return the number of messages sent. NoIdentityError
+        when the pool has none; RuntimeError once closed.
 
         Waits while the sending connection (opened at the first message) logs in, however
-        long its login window makes it wait (a Redis outage is waited out); LoginError when
-        Twitch refuses the token. Wrap it in ``asyncio.timeout`` for a deadline of your own."""
+        long its login window makes it wait (a Redis outage is waited out), or until
+        ``deadline`` (DeadlineError, nothing sent); LoginError when Twitch refuses the token.
+        Wrap it in ``asyncio.timeout`` for a deadline of your own."""
         self._check_open()
         if self.sender is None:
             raise NoIdentityError(
                 "sending needs a Twitch identity: set tmi.identity.username and "
                 "tmi.identity.password"
             )
-        await self.sender.connection.start()  # at the first message; idempotent
-        await self.sender.connection.wait_connected()  # until up, or ended for good
-        return await self.sender.say(channel, text, reply_to=reply_to, action=action)
+        self.sender.check(text, reply_to)  # refused at once, before any wait
+        connection = self.sender.connection
+        try:
+            async with asyncio.timeout_at(deadline):
+                await connection.start()  # at the first message; idempotent
+                await connection.wait_connected()  # until up, or ended for good
+        except TimeoutError:
+            raise DeadlineError(
+                f"{connection.name} did not log in before the deadline; nothing was sent"
+            ) from None
+        return await self.sender.say(
+            channel, text, reply_to=reply_to, action=action, deadline=deadline, begin=begin
+        )

@@ -48,11 +48,24 @@ import psutil
 import redis.asyncio
 
 from tmi_cluster.bus import Assignment, Heartbeat, Keys, Outage, connect_async
+from tmi_cluster.bus.commands import SendQueue
+from tmi_cluster.bus.events import EventPublisher, Seen
+from tmi_cluster.bus.heartbeat import scan_statuses
 from tmi_cluster.config import Settings, load_settings
+from tmi_cluster.delivery import Delivery
 from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
-from tmi_cluster.events import ChannelLostEvent, Event, MessageEvent
+from tmi_cluster.events import (
+    ChannelLostEvent,
+    Event,
+    IrcCommandEvent,
+    IrcMessageEvent,
+    MessageEvent,
+)
+from tmi_cluster.handlers import Dispatcher, load_handlers
+from tmi_cluster.outbox import Outbox
 from tmi_cluster.outcomes import JoinResult
-from tmi_cluster.worker import Worker
+from tmi_cluster.pool import Pool
+from tmi_cluster.worker import build_pool
 
 __all__ = [
     "EXIT_LAUNCH",
@@ -80,6 +93,14 @@ HELD_REFRESH_S = 10.0
 #: Seconds a worker whose supervisor is gone takes at most to stop.
 _ORPHAN_STOP_S = 2.0
 _PR_SET_PDEATHSIG = 1
+#: Seconds a worker taking a channel over waits for its holder to guard it, at most.
+GUARD_WAIT_S = 3.0
+#: Seconds a worker that took a channel over keeps checking it once nobody else holds it.
+GUARD_LINGER_S = 2.0
+#: Seconds the list of the other worker processes is reused.
+_PEERS_S = 5.0
+#: Seconds in-flight sends get to finish when the worker stops (the rest stays pending).
+_SENDS_STOP_S = 5.0
 
 
 class ProcessState(enum.StrEnum):
@@ -92,23 +113,15 @@ class ProcessState(enum.StrEnum):
 
 
 def import_handlers(paths: Sequence[str]) -> list[object]:
-    """Import ``handlers.modules`` (``package.module`` or ``package.module:Name``); ConfigError
-    naming the first one that does not import or lacks the name."""
+    """Import ``handlers.modules`` and check that each holds something to register (see
+    :mod:`tmi_cluster.handlers`); ConfigError naming the first one that does not. The loaded
+    modules (or named objects), in order."""
+    load_handlers(paths)
     loaded: list[object] = []
     for path in paths:
         module_name, _, attribute = path.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # any error of the user's module is a launch failure
-            raise ConfigError(
-                [f"handlers.modules: {path!r} does not import: {exc.__class__.__name__}: {exc}"]
-            ) from exc
-        if attribute:
-            if not hasattr(module, attribute):
-                raise ConfigError([f"handlers.modules: {module_name} has no {attribute!r}"])
-            loaded.append(getattr(module, attribute))
-        else:
-            loaded.append(module)
+        module = importlib.import_module(module_name)
+        loaded.append(getattr(module, attribute) if attribute else module)
     return loaded
 
 
@@ -138,7 +151,14 @@ class WorkerProcess:
         self._joining: asyncio.Task[None] | None = None
         self._held_recorded_at = 0.0  # monotonic; 0: record in full at the next reconcile
         self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
-        self._worker: Worker | None = None
+        self._pool: Pool | None = None
+        self._delivery: Delivery | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._publisher: EventPublisher | None = None
+        self._outbox: Outbox | None = None
+        self._deferred: dict[str, float] = {}  # channel -> since when it waits for a guard
+        self._taking: dict[str, float | None] = {}  # taken over -> when its guard lifts
+        self._peers: tuple[float, list[str]] = (-1e9, [])  # when read, the other processes
         self._process = psutil.Process()
         #: Why the process stopped on its own (an unexpected error), else None.
         self.failure: BaseException | None = None
@@ -161,7 +181,7 @@ class WorkerProcess:
 
     def status(self) -> dict[str, object]:
         """The heartbeat's value."""
-        pool = self._worker.pool if self._worker is not None else None
+        pool = self._pool
         now = time.monotonic()
         since, counted, rate = self._rate
         if now - since >= 1.0:
@@ -175,6 +195,10 @@ class WorkerProcess:
             "connections": len(pool.connections) if pool is not None else 0,
             "memory_bytes": self._process.memory_info().rss,
             "messages_per_s": round(rate, 1),
+            "sends": pool is not None and pool.sender is not None,
+            "handler_errors": self._dispatcher.errors if self._dispatcher is not None else 0,
+            "events_published": self._publisher.published if self._publisher else 0,
+            "duplicates_dropped": self._delivery.duplicates if self._delivery else 0,
             "at": time.time(),
         }
 
@@ -199,21 +223,29 @@ class WorkerProcess:
                 await client.aclose()
 
     async def _run(self, client: redis.asyncio.Redis) -> int:
+        settings = self.settings
         assignment = Assignment(client, self.keys)
         heartbeat = Heartbeat(
             client,
             self.keys.process_heartbeat(self.id),
             ttl_s=self.keys.process_ttl_s,
-            interval_s=min(self.settings.process.periodic_timer, self.keys.process_ttl_s / 3),
+            interval_s=min(settings.process.periodic_timer, self.keys.process_ttl_s / 3),
             value_of=lambda: json.dumps(self.status()),
             outage=self.outage,
         )
-        worker = Worker.from_settings(
-            self.settings, handlers=[self._observe], redis_client=client, name=self.id
-        )
-        self._worker = worker
-        async with worker, asyncio.TaskGroup() as tasks:
+        pool, dispatcher, delivery, publisher, outbox = self._compose(client)
+        stop_sending, stop_publishing = asyncio.Event(), asyncio.Event()
+        with contextlib.suppress(TmiClusterError):  # an earlier life's guards mean nothing now
+            await assignment.clear_guards(self.id)
+        async with pool, dispatcher, asyncio.TaskGroup() as tasks:
             beating = tasks.create_task(self._beat(heartbeat), name="heartbeat")
+            checking = tasks.create_task(delivery.run(), name="duplicate check")
+            publishing = None
+            if publisher is not None:
+                publishing = tasks.create_task(publisher.run(stop_publishing), name="stream")
+            sending = None
+            if outbox is not None:
+                sending = tasks.create_task(outbox.run(stop_sending), name="sends")
             following = tasks.create_task(self._follow(assignment), name="assignment")
             if not self.paused:
                 self.state = ProcessState.RUNNING
@@ -221,12 +253,50 @@ class WorkerProcess:
             await self._stop.wait()
             self.state = ProcessState.STOPPING
             following.cancel()
+            stop_sending.set()
             await self._hand_over(assignment)
+            if sending is not None:  # what is not begun by then stays pending for the others
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(sending), _SENDS_STOP_S)
+                sending.cancel()
+            stop_publishing.set()
+            if publishing is not None:
+                await publishing
+            checking.cancel()
             beating.cancel()
         with contextlib.suppress(TmiClusterError):
             await assignment.set_held(self.id, ())
+            await assignment.clear_guards(self.id)
         await heartbeat.clear()
         return 0 if self.failure is None else 1
+
+    def _compose(
+        self, client: redis.asyncio.Redis
+    ) -> tuple[Pool, Dispatcher, Delivery, EventPublisher | None, Outbox | None]:
+        """The worker's parts, from the settings: the handlers' dispatcher, the stream's
+        publisher (``handlers.stream``), the duplicate check in front of both, the pool, and
+        the send consumer (with an identity only)."""
+        options = self.settings.handlers
+        handlers = load_handlers(options.modules)
+        dispatcher = Dispatcher(handlers, queue_size=options.queue_size,
+                                policy=options.queue_full, threads=options.threads)  # fmt: skip
+        publisher = None
+        if options.stream:
+            publisher = EventPublisher(client, self.keys, maxlen=options.stream_maxlen,
+                                       max_age_s=options.stream_max_age, raw=options.stream_raw,
+                                       outage=self.outage)  # fmt: skip
+        sinks = [dispatcher.put, *([publisher.put] if publisher is not None else [])]
+        delivery = Delivery(sinks, Seen(client, self.keys),
+                            shared_chat_once=options.shared_chat == "once")  # fmt: skip
+        raw_lines = handlers.wants(IrcMessageEvent) or handlers.wants(IrcCommandEvent)
+        pool = build_pool(self.settings, redis_client=client, on_event=self._on_event,
+                          name=self.id, raw_lines=raw_lines)  # fmt: skip
+        outbox = None
+        if pool.sender is not None:
+            outbox = Outbox(SendQueue(client, self.keys, self.id), pool, outage=self.outage)
+        self._pool, self._delivery, self._dispatcher = pool, delivery, dispatcher
+        self._publisher, self._outbox = publisher, outbox
+        return pool, dispatcher, delivery, publisher, outbox
 
     async def _beat(self, heartbeat: Heartbeat) -> None:
         while True:
@@ -238,13 +308,18 @@ class WorkerProcess:
                 self.outage.ended()
             await asyncio.sleep(heartbeat.interval_s)
 
-    def _observe(self, event: Event) -> None:
-        """A handler of the worker's own: counts messages, notes lost channels."""
-        if type(event) is MessageEvent:
+    def _on_event(self, event: Event) -> None:
+        """Every event of the pool, on the read path: counted, lost channels noted, then on
+        to the duplicate check, the handlers and the stream."""
+        kind = type(event)
+        if kind is MessageEvent:
             self._messages += 1
-        elif isinstance(event, ChannelLostEvent) and event.channel is not None:
-            self._lost[event.channel] = event.reason
+        elif kind is ChannelLostEvent and event.channel is not None:
+            self._lost[event.channel] = event.reason  # type: ignore[attr-defined]
             self._wake.set()
+        delivery = self._delivery
+        if delivery is not None:
+            delivery.put(event)
 
     # -- following the assignment ----------------------------------------------------------------
 
@@ -258,7 +333,8 @@ class WorkerProcess:
             try:
                 await self._reconcile(assignment)
                 joining = self._joining is not None and not self._joining.done()
-                pending = joining or self._outcomes or self._lost or self._leaving
+                pending = (joining or self._outcomes or self._lost or self._leaving
+                           or self._deferred or self._taking)  # fmt: skip
                 timeout = 0.1 if pending else period  # results go out within 0.1 s
                 after, _ = await assignment.notices(self.id, after, timeout)
                 self.outage.ended()
@@ -287,13 +363,13 @@ class WorkerProcess:
                 self._lost.pop(channel, None)
 
     async def _reconcile(self, assignment: Assignment) -> None:
-        pool = self._require_worker().pool
+        pool = self._require_pool()
         await self._flush(assignment)
         epoch = await assignment.epoch()
         settled = epoch is not None and epoch == self._epoch
         if not settled:  # a new assignment: say what is held, part nothing until it settles
             self._epoch = epoch
-            self._leaving.clear()
+            await self._stop_leaving(assignment, list(self._leaving))
         if not settled or time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
             # confirmed ones only; under a new epoch, saying that this is all
             await assignment.set_held(self.id, pool.held, epoch=None if settled else epoch)
@@ -304,22 +380,102 @@ class WorkerProcess:
         now = time.monotonic()
         fresh = sorted(c for c in wanted - held if c not in self._retry or self._retry[c][0] <= now)
         if fresh and not busy and not self.paused and not self._stop.is_set():
-            self._joining = asyncio.create_task(self._join(fresh), name="joins")
-            self._joining.add_done_callback(self._joined)
-        for channel in wanted & self._leaving.keys():
-            del self._leaving[channel]  # assigned back to us
+            fresh = await self._ready_to_take(assignment, fresh)
+            if fresh:
+                self._joining = asyncio.create_task(self._join(fresh), name="joins")
+                self._joining.add_done_callback(self._joined)
+        await self._stop_leaving(assignment, sorted(wanted & self._leaving.keys()))  # back to us
+        await self._lift_taken(assignment)
         if not settled:
             return
-        for channel in held - wanted:
-            self._leaving.setdefault(channel, now + self.settings.process.timeout)
+        await self._start_leaving(assignment, sorted(held - wanted - self._leaving.keys()))
         await self._part_handed_over(assignment, now)
+
+    # -- exactly once across a move (see tmi_cluster.delivery) ---------------------------------
+
+    async def _start_leaving(self, assignment: Assignment, channels: list[str]) -> None:
+        """Hand ``channels`` over: check their events from now on, then say so (the new owner
+        joins once it reads that), then wait for the new owner (make-before-break)."""
+        if not channels:
+            return
+        deadline = time.monotonic() + self.settings.process.timeout
+        self._require_delivery().guard(channels)
+        await assignment.guard(self.id, channels)
+        for channel in channels:
+            self._leaving.setdefault(channel, deadline)
+
+    async def _stop_leaving(self, assignment: Assignment, channels: list[str]) -> None:
+        """``channels`` are not being handed over any more (parted, or ours again)."""
+        if not channels:
+            return
+        for channel in channels:
+            self._leaving.pop(channel, None)
+        self._require_delivery().lift(channels)
+        await assignment.guard(self.id, channels, on=False)
+
+    async def _other_processes(self, client: redis.asyncio.Redis) -> list[str]:
+        read_at, peers = self._peers
+        if time.monotonic() - read_at >= _PEERS_S:
+            found = await scan_statuses(client, self.keys, "process")
+            peers = sorted(p for p in found if p != self.id)
+            self._peers = (time.monotonic(), peers)
+        return peers
+
+    async def _ready_to_take(self, assignment: Assignment, fresh: list[str]) -> list[str]:
+        """Of ``fresh`` (channels to join), those that may be joined now: held by no other
+        process, or held by one that checks their events already (or that did not say so
+        within :data:`GUARD_WAIT_S`). Those held elsewhere are checked from now on, until
+        nobody else holds them."""
+        holders = await assignment.held_by(await self._other_processes(assignment.client), fresh)
+        if not holders:
+            return fresh
+        guarded = await assignment.guarded({c: owners[0] for c, owners in holders.items()})
+        now = time.monotonic()
+        ready = []
+        for channel in fresh:
+            if channel in holders:
+                since = self._deferred.setdefault(channel, now)
+                if channel not in guarded and now - since < GUARD_WAIT_S:
+                    continue  # its holder has not begun to check it yet
+                self._deferred.pop(channel, None)
+                self._taking[channel] = None
+            ready.append(channel)
+        self._require_delivery().guard(c for c in ready if c in holders)
+        return ready
+
+    async def _lift_taken(self, assignment: Assignment) -> None:
+        """Stop checking the channels taken over that nobody else has held for
+        :data:`GUARD_LINGER_S` (their last copies elsewhere have arrived by then)."""
+        if not self._taking:
+            return
+        pool = self._require_pool()
+        taking = sorted(self._taking)
+        holders = await assignment.held_by(await self._other_processes(assignment.client), taking)
+        now = time.monotonic()
+        lifted = []
+        for channel in taking:
+            if channel in holders and channel in pool.channels:
+                self._taking[channel] = None
+                continue
+            until = self._taking[channel]
+            if until is None:
+                self._taking[channel] = now + GUARD_LINGER_S
+            elif until <= now:
+                lifted.append(channel)
+        for channel in lifted:
+            del self._taking[channel]
+        self._require_delivery().lift(lifted)
+
+    def _require_delivery(self) -> Delivery:
+        assert self._delivery is not None
+        return self._delivery
 
     async def _part_handed_over(self, assignment: Assignment, now: float) -> None:
         """Part the channels leaving us whose new owner holds them, or that nobody owns now,
         or whose hand-over ran out of time."""
         if not self._leaving:
             return
-        pool = self._require_worker().pool
+        pool = self._require_pool()
         deadlines = dict(self._leaving)  # the follow loop may change it while this waits
         leaving = sorted(deadlines)
         owners = await assignment.owners(leaving)
@@ -337,13 +493,13 @@ class WorkerProcess:
         if done:
             await pool.part(done)
             await assignment.record_held(self.id, left=done)
+            await self._stop_leaving(assignment, done)
             for channel in done:
-                self._leaving.pop(channel, None)
                 self._retry.pop(channel, None)
 
     async def _join(self, channels: list[str]) -> None:
         """Join ``channels``; the results are reported by the next reconciliation."""
-        outcomes = await self._require_worker().pool.join(channels)
+        outcomes = await self._require_pool().join(channels)
         for channel, outcome in outcomes.items():
             self._outcomes[channel] = outcome.result.value
             if outcome.ok:
@@ -382,17 +538,19 @@ class WorkerProcess:
                 await asyncio.sleep(0.1)
 
     async def _reconcile_leaving(self, assignment: Assignment) -> None:
-        pool = self._require_worker().pool
+        pool = self._require_pool()
         await self._flush(assignment)
         wanted = await assignment.of(self.id)
         now = time.monotonic()
-        for channel in pool.channels - wanted:
-            self._leaving.setdefault(channel, now + self._stop_within_s)
+        leaving = sorted(pool.channels - wanted - self._leaving.keys())
+        await self._start_leaving(assignment, leaving)
+        for channel in leaving:
+            self._leaving[channel] = min(self._leaving[channel], now + self._stop_within_s)
         await self._part_handed_over(assignment, now)
 
-    def _require_worker(self) -> Worker:
-        assert self._worker is not None
-        return self._worker
+    def _require_pool(self) -> Pool:
+        assert self._pool is not None
+        return self._pool
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, process: WorkerProcess) -> None:

@@ -20,6 +20,14 @@ Contracts of :meth:`Sender.say`:
   ``moderator_messages`` only; elsewhere from ``messages`` and ``moderator_messages`` both.
 - The text goes through :func:`~tmi_cluster.irc.serialize`: CR, LF and NUL are refused with
   :class:`~tmi_cluster.errors.UnsafeLineError` before anything of the text is sent.
+- With ``channel_window`` (a factory of a window per channel, shared by every process of the
+  account), the interval between two messages in a channel is kept across the cluster rather
+  than in this process only.
+- With a ``deadline`` (the event loop's clock), :class:`~tmi_cluster.errors.DeadlineError` is
+  raised when the first part cannot be written by then (nothing was written); once the first
+  part is written, the rest follows whatever the time. ``begin``, when given, is awaited once,
+  after the budget for the first part was taken and just before it is written: it may raise
+  to stop the send with nothing written (the cluster's "only one worker writes a command").
 """
 
 from __future__ import annotations
@@ -27,17 +35,18 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import regex
 
 from tmi_cluster.connection import Connection
-from tmi_cluster.errors import MessageTooLongError, UnsafeLineError
+from tmi_cluster.errors import DeadlineError, MessageTooLongError, UnsafeLineError
 from tmi_cluster.events import Event, UserStateEvent
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
 
-__all__ = ["Sender", "split_text"]
+__all__ = ["PartlySentError", "Sender", "check_text", "split_text"]
 
 _INVISIBLE = " \U000e0000"
 _GRAPHEME = regex.compile(r"\X")
@@ -77,6 +86,41 @@ def split_text(text: str, max_length: int = 500) -> list[str]:
     return parts
 
 
+def check_text(
+    text: str,
+    reply_to: str | None = None,
+    *,
+    max_length: int = 500,
+    long_text: Literal["split", "refuse"] = "split",
+) -> list[str]:
+    """The parts ``text`` is sent in; UnsafeLineError (CR, LF or NUL in the text or
+    ``reply_to``), MessageTooLongError (``long_text="refuse"``) or ValueError (a ``reply_to``
+    that is no message id, an empty text) when it cannot be sent at all."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the text is empty; nothing was sent")
+    for value, what in ((text, "the text"), (reply_to or "", "reply_to")):
+        if any(c in value for c in _UNSAFE):
+            raise UnsafeLineError(f"{what} contains CR, LF or NUL; nothing was sent")
+    if reply_to is not None and (not reply_to or " " in reply_to):
+        raise ValueError(f"reply_to must be a message id, got {reply_to!r}")
+    room = max_length - len(_INVISIBLE)
+    if len(text) > room and long_text == "refuse":
+        raise MessageTooLongError(
+            f"text of {len(text)} characters exceeds {room} "
+            "(throttle.messages.long_text is 'refuse'); nothing was sent"
+        )
+    return split_text(text, room)
+
+
+class PartlySentError(ConnectionError):
+    """The connection went after ``sent`` of ``total`` parts of a long text were written."""
+
+    def __init__(self, sent: int, total: int, cause: BaseException) -> None:
+        self.sent = sent
+        self.total = total
+        super().__init__(f"the connection went after {sent} of {total} parts: {cause}")
+
+
 class Sender:
     """Says things in channels through ``connection`` (an authenticated one)."""
 
@@ -91,6 +135,7 @@ class Sender:
         max_length: int = 500,
         long_text: Literal["split", "refuse"] = "split",
         margin_s: float = DEFAULT_MARGIN_S,
+        channel_window: Callable[[str, float], Window] | None = None,
     ) -> None:
         if max_length <= len(_INVISIBLE):
             raise ValueError(f"max_length must be more than {len(_INVISIBLE)}")
@@ -101,6 +146,7 @@ class Sender:
         self.duplicate_window_s = duplicate_window_s
         self.max_length = max_length
         self.long_text = long_text
+        self.channel_window = channel_window
         self.moderator_in: set[str] = set()
         self._last: dict[str, tuple[float, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -113,49 +159,80 @@ class Sender:
             else:
                 self.moderator_in.discard(event.channel)
 
+    def check(self, text: str, reply_to: str | None = None) -> list[str]:
+        """The parts ``text`` is sent in (see :func:`check_text`)."""
+        return check_text(text, reply_to, max_length=self.max_length, long_text=self.long_text)
+
     async def say(
-        self, channel: str, text: str, *, reply_to: str | None = None, action: bool = False
+        self,
+        channel: str,
+        text: str,
+        *,
+        reply_to: str | None = None,
+        action: bool = False,
+        deadline: float | None = None,
+        begin: Callable[[], Awaitable[None]] | None = None,
     ) -> int:
         """Send ``text`` to ``channel`` within the rules; return the number of messages sent.
 
         Raises UnsafeLineError (CR, LF or NUL in the text or ``reply_to``) or
-        MessageTooLongError (``long_text="refuse"``) before anything is sent.
+        MessageTooLongError (``long_text="refuse"``) before anything is sent; DeadlineError
+        when the first part could not be written by ``deadline``; whatever ``begin`` raises.
         """
         name = normalise_login(channel)
-        for value, what in ((text, "the text"), (reply_to or "", "reply_to")):
-            if any(c in value for c in _UNSAFE):
-                raise UnsafeLineError(f"{what} contains CR, LF or NUL; nothing was sent")
-        if reply_to is not None and (not reply_to or " " in reply_to):
-            raise ValueError(f"reply_to must be a message id, got {reply_to!r}")
-        room = self.max_length - len(_INVISIBLE)
-        if len(text) > room and self.long_text == "refuse":
-            raise MessageTooLongError(
-                f"text of {len(text)} characters exceeds {room} "
-                "(throttle.messages.long_text is 'refuse'); nothing was sent"
-            )
-        parts = split_text(text, room)
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        parts = self.check(text, reply_to)
+        try:
+            async with asyncio.timeout_at(deadline):
+                lock = self._locks.setdefault(name, asyncio.Lock())
+                await lock.acquire()
+                try:
+                    await self._take(name)
+                except BaseException:
+                    lock.release()
+                    raise
+        except TimeoutError:
+            raise DeadlineError(
+                f"no room in the message budget of #{name} before the deadline; nothing was sent"
+            ) from None
+        try:
+            if begin is not None:
+                await begin()
             for index, part in enumerate(parts):
                 tags = {"reply-parent-msg-id": reply_to} if reply_to and index == 0 else None
-                await self._send_one(name, part, tags, action)
+                try:
+                    if index:
+                        await self._take(name)
+                    await self._write(name, part, tags, action)
+                except ConnectionError as exc:
+                    if index == 0:
+                        raise
+                    raise PartlySentError(index, len(parts), exc) from exc
+        finally:
+            lock.release()
         return len(parts)
 
-    async def _send_one(
+    async def _take(self, channel: str) -> None:
+        """Wait for the channel's interval and the account's budget, and count the message."""
+        if self.channel_window is not None:
+            await self.channel_window(channel, self.channel_interval_s).take()
+        else:
+            last_at, _ = self._last.get(channel, (-1e9, ""))
+            wait_s = last_at + self.channel_interval_s - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+        if channel in self.moderator_in:
+            await self.moderator_messages.take()
+        else:  # counted by both limits at the same moment, as Twitch counts it on arrival
+            await self.messages.take_with([self.moderator_messages])
+
+    async def _write(
         self, channel: str, text: str, tags: dict[str, str] | None, action: bool
     ) -> None:
         last_at, last_text = self._last.get(channel, (-1e9, ""))
-        wait_s = last_at + self.channel_interval_s - time.monotonic()
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
         now = time.monotonic()
         if action:
             text = f"\x01ACTION {text}\x01"
         if text == last_text and now - last_at < self.duplicate_window_s:
             text = f"{text[:-1]}{_INVISIBLE}\x01" if action else text + _INVISIBLE
-        if channel in self.moderator_in:
-            await self.moderator_messages.take()
-        else:  # counted by both limits at the same moment, as Twitch counts it on arrival
-            await self.messages.take_with([self.moderator_messages])
         await self.connection.send("PRIVMSG", [f"#{channel}", text], tags=tags)
         self._last[channel] = (time.monotonic(), text)

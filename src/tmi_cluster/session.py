@@ -67,6 +67,9 @@ class Framer:
         return lines
 
 
+_MASKED_PASS = "PASS oauth:***"  # noqa: S105 - what is shown instead of the token
+
+
 class Session:
     """One physical link: connect, log in, read, keep alive, close; and the channels the server
     confirmed on it (``joined``), is confirming (``awaiting``) or is parting (``parting``)."""
@@ -74,10 +77,15 @@ class Session:
     _numbers = itertools.count(1)
 
     def __init__(
-        self, options: ConnectionOptions, deliver: Callable[[Message, Session], None]
+        self,
+        options: ConnectionOptions,
+        deliver: Callable[[Message, Session], None],
+        sent: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self.options = options
         self.deliver = deliver
+        #: Told of every batch of lines written (a PASS line's token masked), when given.
+        self.sent = sent
         self.number = next(self._numbers)
         self.nick = options.login or f"justinfan{secrets.randbelow(90_000) + 10_000}"
         self.joined: set[str] = set()
@@ -125,6 +133,8 @@ class Session:
         """Write whole lines (already serialised); TransportError when the link is gone."""
         if self._transport is None or self.closed.is_set():
             raise TransportError(self.reason or "the connection is closed")
+        if self.sent is not None:
+            self.sent([_MASKED_PASS if line.startswith("PASS ") else line for line in lines])
         await self._transport.write("".join(f"{line}\r\n" for line in lines).encode())
 
     def received(self, data: bytes) -> None:

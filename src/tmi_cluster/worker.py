@@ -40,7 +40,7 @@ from typing import Literal, Self
 
 import redis.asyncio
 
-from tmi_cluster.bus import Keys, Outage, shared_account_windows
+from tmi_cluster.bus import Keys, Outage, SharedWindow, shared_account_windows
 from tmi_cluster.config import Settings
 from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.events import Event
@@ -91,9 +91,11 @@ def build_pool(
     redis_client: redis.asyncio.Redis | None = None,
     on_event: Callable[[Event], None] | None = None,
     name: str = "pool",
+    raw_lines: bool = False,
 ) -> Pool:
     """A pool as the settings describe it (``tmi.*`` and ``throttle.*``); see the module
-    docstring. The caller enters it (``async with``) and closes it."""
+    docstring. The caller enters it (``async with``) and closes it. ``raw_lines``: its
+    connections also emit IrcMessageEvent and IrcCommandEvent."""
     rates = AccountRates.from_settings(settings)
     keys = Keys.from_settings(settings)
     identity = settings.tmi.identity
@@ -105,7 +107,7 @@ def build_pool(
         return shared_account_windows(redis_client, keys, account, rates, outage=outage)
 
     connection = settings.tmi.connection
-    options = connection_options(settings, name=name)
+    options = replace(connection_options(settings, name=name), raw_lines=raw_lines)
     account = None if identity.anonymous else windows(normalise_login(identity.username))
     if account is None or connection.read_anonymously:
         read, read_options = windows(ANONYMOUS_ACCOUNT), replace(options, login=None, token="")
@@ -115,8 +117,13 @@ def build_pool(
     if account is not None:
         messages = settings.throttle.messages
         sending = Connection(replace(options, name=f"{name}-send"), auth_window=account.auth)
+        channel_window = None
+        if redis_client is not None:  # the interval of a channel is kept cluster-wide
+            login = normalise_login(identity.username)
+            channel_window = _channel_windows(redis_client, keys, login, outage)
         sender = Sender(
             sending,
+            channel_window=channel_window,
             messages=account.messages,
             moderator_messages=account.moderator_messages,
             channel_interval_s=messages.channel_interval,
@@ -138,6 +145,19 @@ def build_pool(
         sender=sender,
         on_event=on_event,
     )
+
+
+def _channel_windows(
+    client: redis.asyncio.Redis, keys: Keys, account: str, outage: Outage
+) -> Callable[[str, float], SharedWindow]:
+    """A factory of the account's per-channel message interval, shared by every process."""
+
+    def window(channel: str, interval_s: float) -> SharedWindow:
+        return SharedWindow(client, keys.ratelimit(account, f"channel:{channel}"),
+                            Rate(1, interval_s), epoch_key=keys.ratelimit_epoch, margin_s=0.0,
+                            outage=outage)  # fmt: skip
+
+    return window
 
 
 class EventQueue:

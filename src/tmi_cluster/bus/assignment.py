@@ -154,14 +154,15 @@ class Assignment:
 
     async def forget(self, process_id: str) -> None:
         """Delete the keys of a process that is gone (its heartbeat, what it held, its notices,
-        its draining mark); the channels still assigned to it stay for the coordinator to place
-        again."""
+        the channels it guarded, its draining mark); the channels still assigned to it stay for
+        the coordinator to place again."""
         with translated(self._where):
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.delete(self.keys.process_heartbeat(process_id),
                             self.keys.process_held(process_id),
                             self.keys.process_commands(process_id),
-                            self.keys.process_epoch(process_id))  # fmt: skip
+                            self.keys.process_epoch(process_id),
+                            self.keys.guarding(process_id))  # fmt: skip
                 pipe.hdel(self.keys.draining, process_id)
                 await pipe.execute()
 
@@ -249,6 +250,55 @@ class Assignment:
         async with self.client.pipeline(transaction=False) as pipe:
             for channel, process_id in items:
                 pipe.sismember(self.keys.process_held(process_id), channel)
+            with translated(self._where):
+                answers = await pipe.execute()
+        return {channel for (channel, _), yes in zip(items, answers, strict=True) if yes}
+
+    async def held_by(
+        self, process_ids: Sequence[str], channels: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Of ``channels``, those that any of ``process_ids`` holds, with who holds them (one
+        round trip: a SMISMEMBER per process)."""
+        if not process_ids or not channels:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for process_id in process_ids:
+                pipe.smismember(self.keys.process_held(process_id), list(channels))
+            with translated(self._where):
+                answers = await pipe.execute()
+        found: dict[str, list[str]] = {}
+        for process_id, flags in zip(process_ids, answers, strict=True):
+            for channel, yes in zip(channels, flags, strict=True):
+                if yes:
+                    found.setdefault(channel, []).append(process_id)
+        return found
+
+    async def guard(self, process_id: str, channels: Iterable[str], *, on: bool = True) -> None:
+        """Say that ``process_id`` checks ``channels``' events against duplicates (``on``),
+        or no longer; a worker taking a channel over joins only once its holder says so."""
+        names = list(channels)
+        if not names:
+            return
+        key = self.keys.guarding(process_id)
+        with translated(self._where):
+            if on:
+                await self.client.sadd(key, *names)
+            else:
+                await self.client.srem(key, *names)
+
+    async def clear_guards(self, process_id: str) -> None:
+        """Forget every channel ``process_id`` said it guards (it starts, or it stopped)."""
+        with translated(self._where):
+            await self.client.delete(self.keys.guarding(process_id))
+
+    async def guarded(self, pairs: Mapping[str, str]) -> set[str]:
+        """Of ``channel -> process`` pairs, the channels that the process says it guards."""
+        items = list(pairs.items())
+        if not items:
+            return set()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel, process_id in items:
+                pipe.sismember(self.keys.guarding(process_id), channel)
             with translated(self._where):
                 answers = await pipe.execute()
         return {channel for (channel, _), yes in zip(items, answers, strict=True) if yes}

@@ -23,9 +23,16 @@ default; ``{x}`` a placeholder)::
     P assignment                     hash   channel login -> process id         who holds a channel
     P commands:process:{id}          stream of notices for one worker (``op``: sync, pause, ...)
     P commands:supervisor:{id}       stream of commands for one supervisor (scale, terminate)
-    P commands:send                  stream of chat messages to send; any authenticated worker
+    P commands:send                  stream of chat messages to send; group "senders": the
+                                     workers with a Twitch identity (trimmed by age)
+    P commands:dead                  stream (bounded length): commands that could not be carried out
+    P command:{id}                   string, expires after an hour: begun:{process}, abandoned,
+                                     or the send's result (JSON): the idempotency key of a command
+    P replies:{client}               list, expires 2 min after its last push: results for a caller
     P commands:join                  stream of join and part requests for the coordinator
-    P events                         stream of chat events for other processes (bounded length)
+    P events                         stream of chat events for other processes (bounded length
+                                     and age); readers in consumer groups of their own
+    P guarding:{process}             set    channels a leaving worker checks against duplicates
     P reports                        stream of join outcomes and lost channels (bounded length)
     P ratelimit:{account}:{bucket}   sorted set, expires with its window         a rate window
     P ratelimit:epoch                string (random token), no expiry           Redis's memory
@@ -167,6 +174,23 @@ class Keys:
     def send_commands(self) -> str:
         """Shared stream of chat messages to send."""
         return f"{self.prefix}commands:send"
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of commands that could not be carried out (bounded length)."""
+        return f"{self.prefix}commands:dead"
+
+    def command(self, command_id: str) -> str:
+        """One command's marker: begun, abandoned, or its result (its idempotency key)."""
+        return f"{self.prefix}command:{command_id}"
+
+    def replies(self, client_id: str) -> str:
+        """A caller's list of results."""
+        return f"{self.prefix}replies:{client_id}"
+
+    def guarding(self, process_id: str) -> str:
+        """Set of the channels a worker checks for duplicates while it hands them over."""
+        return f"{self.prefix}guarding:{process_id}"
 
     @property
     def join_commands(self) -> str:

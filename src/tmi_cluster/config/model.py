@@ -484,12 +484,34 @@ class Handlers(_Section):
     stream_maxlen: int = Field(
         100_000, ge=1000, description="Approximate length bound of the event stream."
     )
+    stream_max_age: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds an event stays in the stream at most (trimmed every 10 s).",
+    )
+    stream_raw: bool = Field(
+        False,
+        description="Keep each event's raw IRC line in the stream (about doubles its size).",
+    )
+    threads: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Threads for handlers that are plain functions (coroutine functions run "
+        "on the worker's event loop).",
+    )
+    shared_chat: Literal["each", "once"] = Field(
+        "each",
+        description="Shared Chat copies of a message: 'each' delivers the copy of every "
+        "channel of the session (as Twitch sends them), 'once' delivers the message once for "
+        "the whole session, wherever it arrives first.",
+    )
     queue_size: int = Field(
         10_000,
         ge=1,
-        description="Events waiting for the handlers in a worker, at most. The read path never "
-        "waits for a handler: a slow handler fills this queue instead of stalling the "
-        "connections.",
+        description="Events waiting for the handlers of one channel in a worker, at most. The "
+        "read path never waits for a handler: a slow handler fills its channel's queue instead "
+        "of stalling the connections or the other channels.",
     )
     queue_full: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest",

@@ -33,6 +33,8 @@ from tmi_cluster.events.types import (
     FollowersOnlyModeEvent,
     GiftPaidUpgradeEvent,
     GlobalUserStateEvent,
+    IrcCommandEvent,
+    IrcMessageEvent,
     JoinEvent,
     MessageEvent,
     ModeEvent,
@@ -67,6 +69,7 @@ from tmi_cluster.events.types import (
 
 __all__ = [
     "ALL_EVENT_TYPES",
+    "RAW_LINE_EVENTS",
     "AnnouncementEvent",
     "AnonGiftPaidUpgradeEvent",
     "AnonSubGiftEvent",
@@ -86,6 +89,8 @@ __all__ = [
     "FollowersOnlyModeEvent",
     "GiftPaidUpgradeEvent",
     "GlobalUserStateEvent",
+    "IrcCommandEvent",
+    "IrcMessageEvent",
     "JoinEvent",
     "MessageEvent",
     "ModeEvent",
@@ -121,13 +126,15 @@ __all__ = [
     "to_json",
 ]
 
-#: Every event type that :func:`from_message` can produce: every type of ``events.types``
-#: but the three bases.
+#: Every concrete event type: every type of ``events.types`` but the three bases (the two
+#: raw-line events are made by connections, not by :func:`from_message`).
 ALL_EVENT_TYPES: tuple[type[Event], ...] = tuple(
     getattr(types, name)
     for name in types.__all__
     if name not in ("Event", "UserEvent", "ModeEvent")
 )
+#: The raw-line events: made only for handlers that subscribe to them, never streamed.
+RAW_LINE_EVENTS: tuple[type[Event], ...] = (IrcMessageEvent, IrcCommandEvent)
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[ALL_EVENT_TYPES])  # noqa: UP007

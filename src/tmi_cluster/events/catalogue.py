@@ -64,6 +64,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "EndOfNamesEvent": ("366", "(new)"),
     "CapEvent": ("CAP ACK / NAK / LS", "(new)"),
     "UnknownEvent": ("any other line", "(new: the original dropped unknown lines)"),
+    "IrcMessageEvent": ("every line received (for handlers that subscribe)", "IrcMessageEvent"),
+    "IrcCommandEvent": ("every line sent (for handlers that subscribe)", "IrcCommandEvent"),
     "ConnectedEvent": ("a connection's confirmed login (001)", "(new)"),
     "DisconnectedEvent": ("a lost or closed connection", "(missing in the original)"),
     "ChannelLostEvent": (

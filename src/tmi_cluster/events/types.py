@@ -35,6 +35,8 @@ __all__ = [
     "FollowersOnlyModeEvent",
     "GiftPaidUpgradeEvent",
     "GlobalUserStateEvent",
+    "IrcCommandEvent",
+    "IrcMessageEvent",
     "JoinEvent",
     "MessageEvent",
     "ModeEvent",
@@ -709,6 +711,23 @@ class ChannelLostEvent(Event, frozen=True, kw_only=True):
 
     connection: str = ""
     reason: str = ""
+
+
+class IrcMessageEvent(Event, frozen=True, kw_only=True):
+    """Every line a connection received, before it becomes its typed events (``raw``, the
+    command, the connection). Made only when a handler subscribes to it: it doubles the events
+    of a busy worker. Never published to the event stream."""
+
+    command: str = ""
+    connection: str = ""
+
+
+class IrcCommandEvent(Event, frozen=True, kw_only=True):
+    """Every line a connection sent (``raw``; a PASS line's token masked), with its command and
+    the connection. Made only when a handler subscribes to it; never published to the stream."""
+
+    command: str = ""
+    connection: str = ""
 
 
 class UnknownEvent(Event, frozen=True, kw_only=True):

@@ -1,0 +1,162 @@
+"""A worker's event path after its pool: exactly once across the cluster, then the handlers
+and the event stream.
+
+The pool already de-duplicates within the process (a RECONNECT's overlap, a move between two
+of its connections). Across processes an event can be read twice only while two processes
+hold its channel: a make-before-break move, from the moment the new owner joins until the old
+one has parted. So only the channels that a worker is handing over or taking over are
+*guarded*; an event of any other channel goes to the sinks at once, with no check at all (the
+common path costs one set lookup).
+
+An event of a guarded channel waits for the cluster-wide check
+(:class:`~tmi_cluster.bus.events.Seen`, one pipelined ``SET NX`` per batch) and goes on
+only if no process saw it first: by its ``dedupe_key``, or for events that carry no id (JOIN,
+PART, ROOMSTATE, ...) by a hash of its raw line. Events of a channel keep their order: once
+guarded, all of them take the checked path, and a guard is lifted only when nothing of it
+waits.
+
+With ``handlers.shared_chat = "once"``, the copies of a Shared Chat message (tag
+``source-id``) are checked by their shared key wherever they arrive, so that the message
+reaches the application once for the whole shared session.
+
+While Redis does not answer, checked events are delivered unchecked after
+:data:`UNCHECKED_AFTER_S` (counted in :attr:`Delivery.unchecked`): a duplicate is better than
+a lost event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+from tmi_cluster.bus.events import Seen
+from tmi_cluster.errors import RedisUnavailableError
+from tmi_cluster.events import Event
+
+__all__ = ["UNCHECKED_AFTER_S", "Delivery", "event_key"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a checked event waits for Redis before it is delivered unchecked.
+UNCHECKED_AFTER_S = 5.0
+
+
+def event_key(event: Event, *, shared_chat: bool = False) -> str:
+    """The key by which the cluster recognises ``event`` a second time: its ``dedupe_key``
+    (the Shared Chat key with ``shared_chat``), else its class and a hash of its raw line."""
+    key = event.shared_chat_key if shared_chat else event.dedupe_key
+    if key is not None:
+        return key
+    digest = hashlib.blake2b(event.raw.encode(), digest_size=12).hexdigest()
+    return f"{type(event).__name__}:raw:{digest}"
+
+
+class Delivery:
+    """Fans each event out to ``sinks`` (the handlers' dispatcher, the stream's publisher),
+    checking the guarded channels' events first; see the module. :meth:`put` never waits;
+    :meth:`run` does the checks."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Callable[[Event], None]],
+        seen: Seen | None,
+        *,
+        shared_chat_once: bool = False,
+    ) -> None:
+        self.sinks = list(sinks)
+        self.seen = seen
+        self.shared_chat_once = shared_chat_once and seen is not None
+        #: Events that went through the cluster-wide check, that it dropped as seen before,
+        #: and that went unchecked because Redis did not answer.
+        self.checked = 0
+        self.duplicates = 0
+        self.unchecked = 0
+        self._guarded: set[str] = set()
+        self._lifting: set[str] = set()
+        self._waiting: deque[Event] = deque()
+        self._ready = asyncio.Event()
+
+    @property
+    def guarded(self) -> frozenset[str]:
+        """The channels whose events are checked now."""
+        return frozenset(self._guarded)
+
+    def guard(self, channels: Iterable[str]) -> None:
+        """Check the events of ``channels`` from now on."""
+        if self.seen is None:
+            return
+        for channel in channels:
+            self._guarded.add(channel)
+            self._lifting.discard(channel)
+
+    def lift(self, channels: Iterable[str]) -> None:
+        """Stop checking ``channels`` once none of their events waits."""
+        for channel in channels:
+            if channel in self._guarded:
+                self._lifting.add(channel)
+        self._lift_if_idle()
+
+    def _lift_if_idle(self) -> None:
+        if self._lifting and not self._waiting:
+            self._guarded -= self._lifting
+            self._lifting.clear()
+
+    def put(self, event: Event) -> None:
+        """Deliver ``event``, or queue it for the check. Never waits."""
+        guarded = self._guarded
+        if (not guarded or event.channel not in guarded) and not (
+            self.shared_chat_once and "source-id" in event.tags
+        ):
+            for sink in self.sinks:
+                sink(event)
+            return
+        self._waiting.append(event)
+        if not self._ready.is_set():
+            self._ready.set()
+
+    def _deliver(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+    async def run(self) -> None:
+        """Check the waiting events until cancelled."""
+        waiting = self._waiting
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        while True:
+            if not waiting:
+                self._lift_if_idle()
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            batch = list(waiting)
+            keys = [
+                event_key(e, shared_chat=self.shared_chat_once and "source-id" in e.tags)
+                for e in batch
+            ]
+            assert self.seen is not None
+            try:
+                firsts = await self.seen.first(keys)
+            except RedisUnavailableError as error:
+                now = loop.time()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since < UNCHECKED_AFTER_S:
+                    if now == failing_since:
+                        log.warning("the duplicate check waits for Redis: %s", error)
+                    await asyncio.sleep(0.2)
+                    continue
+                firsts = [True] * len(batch)
+                self.unchecked += len(batch)
+            else:
+                failing_since = None
+                self.checked += len(batch)
+            for _ in batch:
+                waiting.popleft()
+            for event, first in zip(batch, firsts, strict=True):
+                if first:
+                    self._deliver(event)
+                else:
+                    self.duplicates += 1

@@ -1,0 +1,328 @@
+"""The application's event handlers inside the workers: registration and dispatch.
+
+Two ways to register, both listed in ``handlers.modules`` (``package.module`` or
+``package.module:Name``) and loaded in every worker:
+
+- a **subscriber** class, as in the original: a class with a ``subscribe()`` method returning
+  a mapping of event classes to a handler (or a list of handlers), usually its own methods.
+  ``package.module:Class`` loads that class; ``package.module`` loads every :class:`Subscriber`
+  subclass defined in the module. The class is made with no arguments, once per worker::
+
+      class Bot(tmi_cluster.Subscriber):
+          def subscribe(self):
+              return {MessageEvent: self.on_message}
+
+          async def on_message(self, event: MessageEvent) -> None: ...
+
+- a single **function** decorated with :func:`on`; ``package.module`` loads every decorated
+  function of the module, ``package.module:name`` just that one::
+
+      @tmi_cluster.on(MessageEvent, CheerEvent)
+      def count(event): ...
+
+A handler of a class gets its subclasses' events too (``UserNoticeEvent`` gets every sub,
+gift and raid). Coroutine functions run on the worker's event loop; plain functions run in a
+thread pool (``handlers.threads``), so that a slow or blocking handler never stalls the
+connections.
+
+Dispatch (:class:`Dispatcher`): events are handled in order within a channel, and channels
+independently: a handler that is slow in one channel delays that channel's events only. At most
+``handlers.queue_size`` events wait per channel; beyond, ``handlers.queue_full`` decides which
+one is dropped (counted, logged once per overflow). A handler that raises is logged with its
+traceback and counted; the other handlers and the worker go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any, Literal, TypeVar
+
+from tmi_cluster.errors import ConfigError
+from tmi_cluster.events import Event
+
+__all__ = ["Dispatcher", "Handler", "Handlers", "Subscriber", "load_handlers", "on"]
+
+log = logging.getLogger(__name__)
+
+#: A handler: a plain function or a coroutine function of one event.
+Handler = Callable[[Any], Awaitable[None] | None]
+_F = TypeVar("_F", bound=Callable[..., Any])
+_MARK = "__tmi_cluster_events__"
+
+
+def on(*types: type[Event]) -> Callable[[_F], _F]:
+    """Mark a function as the handler of ``types`` (event classes; at least one)."""
+    if not types or not all(isinstance(t, type) and issubclass(t, Event) for t in types):
+        raise TypeError("on() takes one or more event classes of tmi_cluster.events")
+
+    def mark(function: _F) -> _F:
+        setattr(function, _MARK, (*getattr(function, _MARK, ()), *types))
+        return function
+
+    return mark
+
+
+class Subscriber:
+    """Base of subscriber classes (optional: any class with ``subscribe()`` will do)."""
+
+    def subscribe(self) -> Mapping[type[Event], Handler | Sequence[Handler]]:
+        """Event classes and their handlers. The default: none."""
+        return {}
+
+
+class Handlers:
+    """Which handlers get which event: by class, a handler of a class getting its subclasses."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type[Event], list[Handler]] = {}
+        self._resolved: dict[type[Event], tuple[Handler, ...]] = {}
+
+    def add(self, event_type: type[Event], handler: Handler) -> None:
+        """Give ``handler`` every event of ``event_type`` and its subclasses."""
+        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+            raise TypeError(f"{event_type!r} is not an event class of tmi_cluster.events")
+        if not callable(handler):
+            raise TypeError(f"the handler of {event_type.__name__} is not callable: {handler!r}")
+        self._by_type.setdefault(event_type, []).append(handler)
+        self._resolved.clear()
+
+    def add_subscriber(self, subscriber: Any) -> None:
+        """Add what ``subscriber.subscribe()`` returns."""
+        mapping = subscriber.subscribe()
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"{type(subscriber).__name__}.subscribe() must return a mapping of "
+                            "event classes to handlers")  # fmt: skip
+        for event_type, handlers in mapping.items():
+            listed = handlers if isinstance(handlers, list | tuple) else [handlers]
+            for handler in listed:
+                self.add(event_type, handler)
+
+    def add_function(self, function: Callable[..., Any]) -> None:
+        """Add a function marked with :func:`on`."""
+        for event_type in getattr(function, _MARK, ()):
+            self.add(event_type, function)
+
+    def for_type(self, event_type: type[Event]) -> tuple[Handler, ...]:
+        """The handlers of an event of class ``event_type``, in the order they were added."""
+        found = self._resolved.get(event_type)
+        if found is None:
+            found = tuple(
+                handler
+                for registered, handlers in self._by_type.items()
+                if issubclass(event_type, registered)
+                for handler in handlers
+            )
+            self._resolved[event_type] = found
+        return found
+
+    def wants(self, event_type: type[Event]) -> bool:
+        """Whether any handler gets events of ``event_type``."""
+        return bool(self.for_type(event_type))
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self._by_type.values())
+
+
+def _is_subscriber(value: Any) -> bool:
+    return isinstance(value, type) and callable(getattr(value, "subscribe", None))
+
+
+def load_handlers(paths: Iterable[str], handlers: Handlers | None = None) -> Handlers:
+    """Import ``handlers.modules`` and register what they hold (see the module); ConfigError
+    naming the first path that does not import, lacks the name, holds nothing to register, or
+    whose subscriber cannot be made."""
+    handlers = handlers or Handlers()
+    for path in paths:
+        module_name, _, attribute = path.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # any error of the user's module is a launch failure
+            raise ConfigError(
+                [f"handlers.modules: {path!r} does not import: {exc.__class__.__name__}: {exc}"]
+            ) from exc
+        if attribute:
+            if not hasattr(module, attribute):
+                raise ConfigError([f"handlers.modules: {module_name} has no {attribute!r}"])
+            found = [getattr(module, attribute)]
+        else:
+            found = _registrable(module)
+        if not found:
+            raise ConfigError([f"handlers.modules: {path!r} holds no subscriber class and no "
+                               "function marked with @tmi_cluster.on"])  # fmt: skip
+        for value in found:
+            _register(handlers, path, value)
+    return handlers
+
+
+def _registrable(module: ModuleType) -> list[Any]:
+    """The subscriber classes and marked functions defined in ``module``."""
+    found = []
+    for value in vars(module).values():
+        defined_here = getattr(value, "__module__", None) == module.__name__
+        if not defined_here:
+            continue
+        if (
+            isinstance(value, type) and issubclass(value, Subscriber) and value is not Subscriber
+        ) or (callable(value) and hasattr(value, _MARK)):
+            found.append(value)
+    return found
+
+
+def _register(handlers: Handlers, path: str, value: Any) -> None:
+    try:
+        if _is_subscriber(value):
+            handlers.add_subscriber(value())
+        elif callable(value) and hasattr(value, _MARK):
+            handlers.add_function(value)
+        else:
+            raise TypeError(
+                f"{getattr(value, '__qualname__', value)!r} is neither a class with subscribe() "
+                "nor a function marked with @tmi_cluster.on"
+            )
+    except Exception as exc:
+        raise ConfigError([f"handlers.modules: {path!r}: {exc.__class__.__name__}: {exc}"]) from exc
+
+
+class _Lane:
+    """One channel's waiting events and the task handling them."""
+
+    __slots__ = ("events", "overflowing", "task")
+
+    def __init__(self) -> None:
+        self.events: deque[Event] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.overflowing = False
+
+
+class Dispatcher:
+    """Hands events to the handlers: in order per channel, channels independently; see the
+    module. :meth:`put` never waits. Use ``async with`` (or :meth:`aclose`)."""
+
+    def __init__(
+        self,
+        handlers: Handlers,
+        *,
+        queue_size: int = 10_000,
+        policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest",
+        threads: int = 8,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("a channel's queue needs room for at least one event")
+        self.handlers = handlers
+        self.queue_size = queue_size
+        self.policy = policy
+        #: Events put, handled by every handler, dropped (a full channel queue), and handler
+        #: calls that raised, since the dispatcher was made.
+        self.put_count = 0
+        self.dispatched = 0
+        self.dropped = 0
+        self.errors = 0
+        self._lanes: dict[str | None, _Lane] = {}
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="handler")
+        self._closed = False
+
+    async def __aenter__(self) -> Dispatcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def waiting(self) -> int:
+        """Events waiting for the handlers, in every channel."""
+        return sum(len(lane.events) for lane in self._lanes.values())
+
+    def put(self, event: Event) -> None:
+        """Queue ``event`` for its channel's handlers (none: nothing to do). Never waits."""
+        handlers = self.handlers.for_type(type(event))
+        if not handlers or self._closed:
+            return
+        self.put_count += 1
+        lane = self._lanes.get(event.channel)
+        if lane is None:
+            lane = self._lanes[event.channel] = _Lane()
+        events = lane.events
+        if len(events) >= self.queue_size:
+            self.dropped += 1
+            if not lane.overflowing:
+                lane.overflowing = True
+                log.warning("the handlers of #%s fall behind: %d events wait; dropping the %s "
+                            "(handlers.queue_full)", event.channel, len(events),
+                            "oldest" if self.policy == "drop_oldest" else "newest")  # fmt: skip
+            if self.policy == "drop_newest":
+                return
+            events.popleft()
+        events.append(event)
+        if lane.task is None:
+            lane.task = asyncio.create_task(self._run(event.channel, lane), name="handlers")
+
+    async def _run(self, channel: str | None, lane: _Lane) -> None:
+        """Handle a channel's events until none waits; then the lane goes."""
+        loop = asyncio.get_running_loop()
+        events = lane.events
+        try:
+            while events:
+                event = events.popleft()
+                for handler in self.handlers.for_type(type(event)):
+                    try:
+                        if inspect.iscoroutinefunction(handler):
+                            await handler(event)
+                        else:
+                            result = await loop.run_in_executor(self._executor, handler, event)
+                            if inspect.isawaitable(result):  # a callable object's coroutine
+                                await result
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self._failed(handler, event)
+                self.dispatched += 1
+                if lane.overflowing and not events:
+                    lane.overflowing = False
+                    log.warning("the handlers of #%s caught up; %d events dropped so far",
+                                channel, self.dropped)  # fmt: skip
+        finally:
+            lane.task = None
+            if not events and self._lanes.get(channel) is lane:
+                del self._lanes[channel]
+
+    def _failed(self, handler: Handler, event: Event) -> None:
+        self.errors += 1
+        log.exception(
+            "handler %s failed on %s in #%s",
+            getattr(handler, "__qualname__", repr(handler)),
+            type(event).__name__,
+            event.channel,
+        )
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing waits (True), at most ``timeout_s`` (False)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._lanes:
+                    tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+                    if not tasks:
+                        break
+                    await asyncio.wait(tasks)
+                return True
+        return False
+
+    async def aclose(self) -> None:
+        """Stop: what waits is dropped, handlers under way are cancelled (threads finish
+        their call). Idempotent."""
+        self._closed = True
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._lanes.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,244 @@
+"""A worker's consumer of the send stream: each command carried out once, and answered.
+
+:class:`Outbox` runs in every worker with a Twitch identity (:mod:`tmi_cluster.bus.commands`
+documents the protocol). It reads new commands as consumer ``process id``, first those that an
+earlier life of the same id left pending, and every :data:`~tmi_cluster.bus.commands.CLAIM_EVERY_S`
+those of dead consumers; carries each out through the pool's sender (at most
+:data:`MAX_IN_FLIGHT` at once, each in a task of its own: a channel waiting for its interval
+delays no other); and answers each with a :class:`~tmi_cluster.outcomes.SendResult` that is
+true to what happened:
+
+- written (the parts written, and which worker), after the last part went to the socket;
+- refused with a :class:`~tmi_cluster.outcomes.SendRefusal` when nothing was written: no
+  identity, text too long, no room in the budget before the deadline (``rate_limited``), the
+  sending connection not up before the deadline (``not_connected``), Twitch refusing the login
+  (``unauthorized``), or an error of ours (``failed``: logged with its traceback, the command
+  dead-lettered);
+- timed out when the deadline passed before it began (nothing written), or ``in_flight`` when a
+  worker that ended had begun it (it may have reached Twitch; it is not written again).
+
+A Redis outage is waited out: a command whose result could not be recorded stays pending and is
+answered once Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tmi_cluster.bus import Outage
+from tmi_cluster.bus.commands import (
+    CLAIM_EVERY_S,
+    MAX_DELIVERIES,
+    Marker,
+    Received,
+    SendCommand,
+    SendQueue,
+    timed_out,
+)
+from tmi_cluster.connection import ConnectionState
+from tmi_cluster.errors import (
+    DeadlineError,
+    LoginError,
+    MessageTooLongError,
+    NoIdentityError,
+    RedisUnavailableError,
+    UnsafeLineError,
+)
+from tmi_cluster.outcomes import SendRefusal, SendResult, SendStatus
+from tmi_cluster.pool import Pool
+from tmi_cluster.sender import PartlySentError
+
+__all__ = ["MAX_IN_FLIGHT", "Outbox"]
+
+log = logging.getLogger(__name__)
+
+#: Commands a worker carries out at once, at most.
+MAX_IN_FLIGHT = 200
+_TRIM_EVERY_S = 60.0
+_READ_WAIT_S = 0.5
+_ANSWER_TRIES = 30
+
+
+class _NotOursError(Exception):
+    """Someone else began the command, or its caller gave up on it: nothing is written."""
+
+    def __init__(self, marker: Marker) -> None:
+        self.marker = marker
+        super().__init__("not ours")
+
+
+class Outbox:
+    """Carries out the send commands of the cluster in one worker; see the module."""
+
+    def __init__(self, queue: SendQueue, pool: Pool, *, outage: Outage | None = None) -> None:
+        self.queue = queue
+        self.pool = pool
+        self.outage = outage or Outage()
+        #: Commands answered, by status, since the outbox started.
+        self.answered: dict[str, int] = {status.value: 0 for status in SendStatus}
+        #: Commands moved to the dead-letter stream, since the outbox started.
+        self.dead_lettered = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._offset_s = 0.0  # Redis's clock minus ours
+        self._claimed_at = 0.0
+        self._trimmed_at = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        """Commands being carried out now."""
+        return len(self._tasks)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Carry out commands until ``stop`` is set, then finish those under way (their own
+        deadlines bound them). An outage of Redis is waited out."""
+        own = True
+        try:
+            while not stop.is_set():
+                try:
+                    if own:
+                        await self.queue.ensure_group()
+                        await self._clock()
+                    await self._turn(own)
+                    own = False
+                    self.outage.ended()
+                except RedisUnavailableError as error:
+                    self.outage.began(error, f"the send consumer of {self.queue.consumer}")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _turn(self, own: bool) -> None:
+        now = time.monotonic()
+        if now - self._claimed_at >= CLAIM_EVERY_S:
+            self._claimed_at = now
+            claimed = await self.queue.claim_dead()
+            for name in claimed.removed:
+                log.info("send consumer %s left the group (its process is gone)", name)
+            if claimed.entries:
+                log.warning("%s took over %d commands of workers that are gone",
+                            self.queue.consumer, len(claimed.entries))  # fmt: skip
+            for received in claimed.entries:
+                self._start(received)
+        if now - self._trimmed_at >= _TRIM_EVERY_S:
+            self._trimmed_at = now
+            await self.queue.trim()
+            await self._clock()
+        room = MAX_IN_FLIGHT - len(self._tasks)
+        if room <= 0:
+            await asyncio.wait(set(self._tasks), timeout=_READ_WAIT_S,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            return
+        for received in await self.queue.read(room, _READ_WAIT_S, own=own):
+            self._start(received)
+
+    async def _clock(self) -> None:
+        """Learn the offset of Redis's clock from ours (deadlines are on Redis's clock)."""
+        raw: Any = await self.queue.client.time()
+        self._offset_s = float(raw[0]) + float(raw[1]) / 1e6 - time.time()
+
+    def _start(self, received: Received) -> None:
+        task = asyncio.create_task(self._carry_out(received), name=f"send {received.entry}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _carry_out(self, received: Received) -> None:
+        """Carry out one command and answer it; never raises (an error of ours is logged,
+        dead-lettered and answered ``failed``)."""
+        try:
+            result = await self._result(received)
+        except Exception as exc:  # a bug of ours: visible, the command not lost
+            log.exception("%s failed on command %s", self.queue.consumer, received.entry)
+            reason = f"{type(exc).__name__}: {exc}"
+            await self._until_done(lambda: self._dead_letter(received, reason))
+            return
+        if result is not None:
+            await self._until_done(lambda: self.queue.finish(received, result))
+            self.answered[result.status.value] += 1
+
+    async def _dead_letter(self, received: Received, reason: str) -> None:
+        await self.queue.dead_letter(received, reason)
+        self.dead_lettered += 1
+        self.answered[SendStatus.REFUSED.value] += 1
+
+    async def _until_done(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Write an answer, again after each Redis outage, for at most :data:`_ANSWER_TRIES`
+        tries; then the caller's deadline answers for it (the marker says what happened)."""
+        for _ in range(_ANSWER_TRIES):
+            try:
+                await write()
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"the send consumer of {self.queue.consumer}")
+                await asyncio.sleep(1.0)
+            else:
+                self.outage.ended()
+                return
+        log.error("%s could not record an answer in Redis; its caller's deadline answers",
+                  self.queue.consumer)  # fmt: skip
+
+    async def _result(self, received: Received) -> SendResult | None:
+        command = received.command
+        if command is None:
+            await self._dead_letter(received, "the entry is not a send command")
+            return None
+        if received.deliveries > MAX_DELIVERIES:
+            await self._dead_letter(received, f"read {received.deliveries} times: each worker "
+                                    "that read it ended before it was done")  # fmt: skip
+            return None
+        marker = await self.queue.marker(command.id)
+        if not marker.empty:  # answered before, begun by another, or given up: not again
+            return timed_out(command, marker) if marker.result is None else marker.result
+        remaining_s = received.deadline_s - (time.time() + self._offset_s)
+        if remaining_s <= 0:
+            return timed_out(command, Marker())
+        return await self._say(command, remaining_s)
+
+    async def _say(self, command: SendCommand, remaining_s: float) -> SendResult:
+        """Write ``command`` within ``remaining_s``; its result, whatever happens."""
+
+        async def begin() -> None:
+            found = await self.queue.begin(command.id)
+            if not found.empty:
+                raise _NotOursError(found)
+
+        def result(status: SendStatus, detail: str = "", **fields: Any) -> SendResult:
+            return SendResult(id=command.id, channel=command.channel, status=status,
+                              detail=detail, **fields)  # fmt: skip
+
+        loop = asyncio.get_running_loop()
+        try:
+            parts = await self.pool.say(command.channel, command.text, reply_to=command.reply_to,
+                                        action=command.action, deadline=loop.time() + remaining_s,
+                                        begin=begin)  # fmt: skip
+        except _NotOursError as stop:
+            return timed_out(command, stop.marker)
+        except PartlySentError as exc:
+            detail = f"{exc.sent} of {exc.total} parts written; then the connection went"
+            return result(SendStatus.WRITTEN, detail, parts=exc.sent, process=self.queue.consumer)
+        except DeadlineError as exc:
+            sender = self.pool.sender
+            up = sender is not None and sender.connection.state is ConnectionState.CONNECTED
+            reason = SendRefusal.RATE_LIMITED if up else SendRefusal.NOT_CONNECTED
+            return result(SendStatus.REFUSED, str(exc), reason=reason.value)
+        except _REFUSABLE as exc:
+            reason, shown = next((r, f) for kind, r, f in _REFUSALS if isinstance(exc, kind))
+            return result(SendStatus.REFUSED, shown.format(exc), reason=reason.value)
+        return result(SendStatus.WRITTEN, parts=parts, process=self.queue.consumer)
+
+
+#: What a refused send says for each error: checked in order, the first match wins.
+_REFUSALS: tuple[tuple[type[Exception], SendRefusal, str], ...] = (
+    (NoIdentityError, SendRefusal.NO_IDENTITY, "{}"),
+    (MessageTooLongError, SendRefusal.TOO_LONG, "{}"),
+    (UnsafeLineError, SendRefusal.FAILED, "invalid: {}"),
+    (ValueError, SendRefusal.FAILED, "invalid: {}"),
+    (LoginError, SendRefusal.UNAUTHORIZED, "Twitch refused the bot's login: {}"),
+    (ConnectionError, SendRefusal.NOT_CONNECTED, "nothing was sent: {}"),  # the first part
+)
+_REFUSABLE = tuple(kind for kind, _, _ in _REFUSALS)
