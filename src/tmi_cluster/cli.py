@@ -3,8 +3,11 @@
 Commands import the heavy parts of the library (SQLAlchemy, Alembic, redis) inside their body,
 so that ``--help`` and the commands that do not need them start fast.
 
-Exit codes (:class:`ExitCode`): 0 success, 1 failure, 2 usage error (click's), 69 a service or
-feature is unavailable, 78 the configuration is invalid. Errors print one ``error:`` line per
+Exit codes (:class:`ExitCode`): 0 success, 1 failure, 2 usage error (click's, an invalid
+channel name or event type), 65 text that cannot be sent (CR, LF or NUL, too long), 69 a
+service or feature is unavailable (also: no worker can send), 75 try again later (a send
+rate-limited or timed out), 77 not permitted (Twitch refused the bot's login), 78 the
+configuration is invalid. Errors print one ``error:`` line per
 problem on stderr, never a traceback and never a secret.
 """
 
@@ -26,10 +29,13 @@ from tmi_cluster.errors import (
     ConfigError,
     EmbeddedRedisError,
     InvalidChannelError,
+    MessageTooLongError,
     NotAvailableError,
     RedisUnavailableError,
     StorageError,
     TmiClusterError,
+    UnknownEventTypeError,
+    UnsafeLineError,
 )
 
 __all__ = ["ExitCode", "cli", "main"]
@@ -41,18 +47,29 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILURE = 1
     USAGE = 2
+    DATAERR = 65  # sysexits EX_DATAERR
     UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
+    TEMPFAIL = 75  # sysexits EX_TEMPFAIL
+    NOPERM = 77  # sysexits EX_NOPERM
     CONFIG = 78  # sysexits EX_CONFIG
 
 
 def _exit_code(error: TmiClusterError) -> ExitCode:
     if isinstance(error, ConfigError):
         return ExitCode.CONFIG
-    if isinstance(error, InvalidChannelError):
+    if isinstance(error, InvalidChannelError | UnknownEventTypeError):
         return ExitCode.USAGE
+    if isinstance(error, UnsafeLineError | MessageTooLongError):
+        return ExitCode.DATAERR
     if isinstance(error, NotAvailableError | RedisUnavailableError | EmbeddedRedisError):
         return ExitCode.UNAVAILABLE
     return ExitCode.FAILURE
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    """Print one ``error:`` line and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(int(code))
 
 
 class _Group(click.Group):
@@ -469,6 +486,173 @@ def part(ctx: click.Context, channels: tuple[str, ...]) -> None:
         click.echo(f"#{channel}: {'parted from ' + owner if owner else 'was not joined'}")
 
 
+#: The exit code of each send result (status, or refusal reason).
+_SEND_EXIT = {
+    "written": ExitCode.OK,
+    "too_long": ExitCode.DATAERR,
+    "unauthorized": ExitCode.NOPERM,
+    "rate_limited": ExitCode.TEMPFAIL,
+    "no_identity": ExitCode.UNAVAILABLE,
+    "not_connected": ExitCode.UNAVAILABLE,
+    "failed": ExitCode.FAILURE,
+    "timed_out": ExitCode.TEMPFAIL,
+}
+
+
+@cli.command()
+@click.argument("channel")
+@click.argument("text")
+@click.option("--reply-to", help="The id of the message to answer (a reply in its thread).")
+@click.option("--action", is_flag=True, help="Send it as a /me action.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=300),
+              default=10.0, show_default=True,
+              help="Seconds to wait for a worker to write it.")  # fmt: skip
+@click.option("--key", help="Idempotency key: another send with this key within an hour sends "
+              "nothing and answers this one's result.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_context
+def send(
+    ctx: click.Context,
+    channel: str,
+    text: str,
+    reply_to: str | None,
+    action: bool,
+    timeout_s: float,
+    key: str | None,
+    as_json: bool,
+) -> None:
+    """Send TEXT to CHANNEL through a worker with the bot's identity, and say what became of
+    it: written, refused (and why) or timed out. The exit code follows the result (0 written;
+    65 too long; 69 no identity or not connected; 75 rate limited or timed out; 77 the login
+    was refused; 1 failed)."""
+    import msgspec
+
+    from tmi_cluster.cluster import Cluster
+
+    async def go() -> Any:
+        async with Cluster(_settings(ctx)) as cluster:
+            return await cluster.send(channel, text, reply_to=reply_to, action=action,
+                                      timeout_s=timeout_s, key=key)  # fmt: skip
+
+    try:
+        result = asyncio.run(go())
+    except ValueError as error:
+        if isinstance(error, TmiClusterError):
+            raise
+        _fail(str(error), ExitCode.USAGE)
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode())
+    else:
+        if result.ok:
+            shown = f"written ({_plural(result.parts, 'part')}, by {result.process})"
+        else:
+            reason = f" ({result.reason})" if result.reason else ""
+            shown = f"{result.status.value}{reason}: {result.detail}"
+        click.echo(f"#{result.channel}: {shown}")
+    ctx.exit(_SEND_EXIT.get(result.reason or result.status.value, ExitCode.FAILURE))
+
+
+@cli.command()
+@click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
+@click.option("--type", "types", multiple=True,
+              help="Only this event type, subclasses included (repeatable).")  # fmt: skip
+@click.option("--group", help="Read as a member of this consumer group (shared, resumable).")
+@click.option("--since", help="Start at this stream entry id (0 for the oldest kept).")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def tail(
+    ctx: click.Context,
+    channels: tuple[str, ...],
+    types: tuple[str, ...],
+    group: str | None,
+    since: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Follow the cluster's event stream until interrupted: readable coloured lines, or JSON
+    lines with --json."""
+    from tmi_cluster.cluster import Cluster
+    from tmi_cluster.events import to_json
+
+    async def go() -> None:
+        async with Cluster(_settings(ctx)) as cluster:
+            reader = await cluster.events(channels=channels or None, types=types or None,
+                                          group=group, since=since).start()  # fmt: skip
+            shown = 0
+            try:
+                async for event in reader:
+                    line = to_json(event).decode() if as_json else _event_line(event)
+                    click.echo(line)
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return
+            finally:
+                await reader.aclose()
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(go())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.close()
+
+
+def _event_line(event: Any) -> str:
+    """One event as a readable, coloured line."""
+    import time
+
+    stamp = time.strftime("%H:%M:%S")
+    where = click.style(f"#{event.channel}", fg="cyan") if event.channel else ""
+    kind = type(event).__name__
+    user = getattr(event, "user", None)
+    text = getattr(event, "text", None)
+    if user and text is not None:
+        body = f"{click.style(f'<{user}>', fg='green', bold=True)} {text}"
+        if kind != "MessageEvent":
+            body = f"{click.style(kind, fg='yellow')} {body}"
+    else:
+        detail = getattr(event, "reason", "") or getattr(event, "text", "") or ""
+        body = click.style(kind, fg="yellow") + (f" {detail}" if detail else "")
+    return f"{click.style(stamp, dim=True)} {where} {body}".replace("  ", " ")
+
+
+@cli.command(name="dead-letters")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="The newest this many.")  # fmt: skip
+@click.pass_context
+def dead_letters(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """The send commands that could not be carried out (newest first), with the reason, and
+    the commands workers hold unanswered."""
+    import msgspec
+
+    from tmi_cluster.cluster import Cluster
+
+    async def go() -> tuple[list[Any], dict[str, int]]:
+        async with Cluster(_settings(ctx)) as cluster:
+            await cluster.ping()
+            return await cluster.dead_letters(limit), await cluster.pending_sends()
+
+    letters, pending = asyncio.run(go())
+    if as_json:
+        click.echo(msgspec.json.encode(letters).decode())
+        return
+    import datetime as dt
+
+    rows = [[dt.datetime.fromtimestamp(d.at, dt.UTC).isoformat(timespec="seconds"),
+             f"#{d.command.channel}", d.process, str(d.deliveries), d.reason]
+            for d in letters]  # fmt: skip
+    click.echo(_table(["at", "channel", "process", "reads", "reason"], rows, "no dead letters"))
+    waiting = {p: n for p, n in pending.items() if n}
+    if waiting:
+        click.echo("unanswered: " + ", ".join(f"{p} {n}" for p, n in sorted(waiting.items())))
+
+
 def _table(header: list[str], rows: list[list[str]], empty: str) -> str:
     if not rows:
         return empty
@@ -639,8 +823,6 @@ def simulate(
 
 _LATER = {
     "authorize": ("Grant or revoke a channel's authorization.", "the channel managers"),
-    "send": ("Send a chat message to a channel.", "the command bus"),
-    "tail": ("Print the cluster's chat events as they arrive.", "the event stream"),
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
     "demo": ("Run a cluster against the simulator, with the dashboard.", "the web pages"),
 }

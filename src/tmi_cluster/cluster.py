@@ -242,11 +242,14 @@ class Cluster:
 
     async def _collect(self, replies: SendClient) -> None:
         """Hand each result to the send waiting for it (an ``in_flight`` one only if nothing
-        better comes); a Redis outage is waited out."""
-        while True:
+        better comes); a Redis outage is waited out. Ends once the cluster is closed (a
+        cancelled blocking read may come back as a connection error)."""
+        while not self._closed:
             try:
                 results = await replies.replies(1.0)
             except RedisUnavailableError as error:
+                if self._closed:
+                    return
                 log.warning("waiting for send results: %s", error)
                 await asyncio.sleep(1.0)
                 continue

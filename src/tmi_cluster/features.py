@@ -1,6 +1,6 @@
 """What ``tmi-cluster features`` prints: the active setup, one line per aspect, secrets masked.
 
-A part that this release does not have yet (handler dispatch, the event stream, the web pages)
+A part that this release does not have yet (the channel managers' rules, the web pages)
 says "not available yet" or "not enforced yet" and what it arrives with, then what is
 configured for it, so that nobody takes a setting for a working feature.
 """
@@ -81,19 +81,21 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         (
             "handlers",
-            "imported by every worker at start (a module that does not import stops the "
-            "launch); dispatch to them "
-            + _not_yet("the application side")
-            + (f"; configured: {', '.join(settings.handlers.modules)}" if handlers else ""),
+            (f"{', '.join(settings.handlers.modules)}, " if handlers else "none, ")
+            + f"loaded in every worker; up to {settings.handlers.queue_size} events wait per "
+            f"channel ({settings.handlers.queue_full} beyond), {settings.handlers.threads} "
+            "threads for plain functions",
         ),
         (
             "event stream",
-            _not_yet("the application side")
-            + (
-                f"; configured: on (about {settings.handlers.stream_maxlen} events)"
+            (
+                f"on: about {settings.handlers.stream_maxlen} events, "
+                f"{settings.handlers.stream_max_age:g} s at most"
+                + (", raw lines kept" if settings.handlers.stream_raw else "")
                 if settings.handlers.stream
-                else "; configured: off"
-            ),
+                else "off"
+            )
+            + f"; Shared Chat copies: {settings.handlers.shared_chat}",
         ),
         (
             "web",

@@ -10,7 +10,8 @@ unless ``handlers.stream_raw``). Readers filter on ``t`` and ``c`` without decod
   :data:`TRIM_EVERY_S` the entries older than ``max_age_s`` go (``XTRIM MINID``). While Redis
   is away, at most ``buffer`` events wait (the oldest dropped beyond, counted and logged).
 - :class:`EventReader` (any process): an async iterator of events, filtered by channel and
-  type. Without a group it reads from now (or from ``since``, an entry id) and
+  type. Without a group it reads from its first read or :meth:`~EventReader.start` (or from
+  ``since``, an entry id) and
   :attr:`~EventReader.last_id` says where it is. With a group (``XREADGROUP``): the readers of
   one group share the events, each group sees all of them from its creation, an event is
   acknowledged when the reader asks for the next one, a reader that restarts with the same
@@ -238,6 +239,17 @@ class EventReader:
     def __aiter__(self) -> EventReader:
         return self
 
+    async def start(self) -> EventReader:
+        """Fix the reader's starting point now ("from now" is otherwise its first read) and
+        make its group if it has one; itself, for ``reader = await cluster.events().start()``."""
+        with translated(self._where):
+            if self.group is None and self._read_to == "$":
+                newest: Any = await self.client.xrevrange(self.keys.events, count=1)
+                self._read_to = _text(newest[0][0]) if newest else "0-0"
+        if self.group is not None and not self._group_ready:
+            await self._ensure_group()
+        return self
+
     async def __anext__(self) -> Event:
         while not self._buffer:
             if self._closed:
@@ -246,6 +258,9 @@ class EventReader:
                 await self._fetch()
                 self.outage.ended()
             except RedisUnavailableError as error:
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise asyncio.CancelledError from error  # a cancelled read, not an outage
                 self.outage.began(error, "an event stream reader")
                 await asyncio.sleep(1.0)
         entry, event = self._buffer.popleft()

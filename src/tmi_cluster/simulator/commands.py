@@ -238,7 +238,10 @@ class Commands:
         moderator = name in account.moderator_in
         if not self._may_send(connection, account, channel, text, moderator):
             return
-        self.sim.account(account.login).messages += 1
+        stats = self.sim.account(account.login)
+        stats.messages += 1
+        if self.sim.record:
+            stats.said.append((name, text))
         message_id = self.sim._traffic.new_id()
         tags = {"badge-info": "", "badges": "moderator/1" if moderator else "", "color": "",
                 "display-name": account.login, "emotes": "", "first-msg": "0", "flags": "",

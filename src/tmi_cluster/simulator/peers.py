@@ -33,6 +33,8 @@ class AccountStats:
     joins: int = 0
     messages: int = 0
     violations: list[Violation] = field(default_factory=list)
+    #: Every message accepted from the login, as (channel, text), when the simulator records.
+    said: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

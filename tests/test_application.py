@@ -1,0 +1,284 @@
+"""The application's side against real processes and the simulator as judge: ``Cluster`` and
+``SyncCluster`` sending, joining and reading events; bad input refused before anything is
+queued; the CLI's ``send``, ``tail`` and ``dead-letters``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tmi_cluster import (
+    Cluster,
+    InvalidChannelError,
+    MessageTooLongError,
+    SendStatus,
+    SyncCluster,
+    UnknownEventTypeError,
+    UnsafeLineError,
+)
+from tmi_cluster.events import MessageEvent
+from tmi_cluster.simulator import ChatSimulator
+from tmi_cluster.simulator.limits import Limits
+
+from .clusterproc import BOT, TOKEN, ProcessCluster
+from .test_cli import SCRIPT
+from .test_simulator import run
+
+CHANNELS = ["alpha", "beta", "gamma"]
+IDENTITY = {
+    "TMI_CLUSTER_TMI__IDENTITY__USERNAME": BOT,
+    "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": f"oauth:{TOKEN}",
+    "TMI_CLUSTER_TMI__CONNECTION__READ_ANONYMOUSLY": "true",
+    "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "1",
+    "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "1",
+    "TMI_CLUSTER_THROTTLE__MESSAGES__LONG_TEXT": "refuse",
+}
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> AsyncIterator[tuple[ChatSimulator, ProcessCluster]]:
+    """A supervisor with one worker that has the bot's identity, and its simulator."""
+    limits = Limits(anonymous_join_allow=200, message_allow=1000, channel_interval_s=0.0)
+    async with ChatSimulator(channels=CHANNELS, limits=limits) as sim:
+        sim.add_account(BOT, TOKEN)
+        cluster = ProcessCluster(tmp_path, sim, redis_server, redis_prefix, **IDENTITY)
+        try:
+            cluster.start("sup-a")
+
+            async def sending() -> bool:
+                return any(s.get("sends") for s in (await cluster.workers()).values())
+
+            await cluster.until(sending, 30, "a worker that can send")
+            yield sim, cluster
+        finally:
+            await cluster.stop()
+
+
+@run
+async def test_send_writes_to_twitch_and_says_so(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
+        Cluster(cluster.settings()) as app,
+    ):
+        result = await app.send("#Alpha", "hello there", timeout_s=10)
+        assert result.ok, result
+        assert bool(result)
+        assert result.status is SendStatus.WRITTEN
+        assert result.parts == 1
+        assert result.process is not None
+        assert ("alpha", "hello there") in sim.account(BOT).said
+        # an action and a reply, through the same path
+        action = await app.send("beta", "waves", action=True)
+        assert action.ok, action
+        assert ("beta", "\x01ACTION waves\x01") in sim.account(BOT).said
+        # a key makes it idempotent: the second send answers the first one's result
+        first = await app.send("gamma", "once only", key="order-17")
+        again = await app.send("gamma", "once only", key="order-17")
+        assert first.ok
+        assert again == first
+        assert sim.account(BOT).said.count(("gamma", "once only")) == 1
+
+
+@run
+async def test_bad_input_is_refused_before_anything_is_queued(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
+        Cluster(cluster.settings()) as app,
+    ):
+        before: Any = await cluster.client.xlen(cluster.keys.send_commands)
+        with pytest.raises(InvalidChannelError, match="invalid channel"):
+            await app.send("no such channel!", "hi")
+        with pytest.raises(UnsafeLineError, match="CR, LF or NUL"):
+            await app.send("alpha", "hi\r\nPRIVMSG #beta :injected")
+        with pytest.raises(UnsafeLineError):
+            await app.send("alpha", "nul\0byte")
+        with pytest.raises(MessageTooLongError, match="exceeds"):
+            await app.send("alpha", "x" * 600)
+        with pytest.raises(ValueError, match="empty"):
+            await app.send("alpha", "   ")
+        with pytest.raises(ValueError, match="timeout_s"):
+            await app.send("alpha", "hi", timeout_s=0)
+        with pytest.raises(UnknownEventTypeError, match="MessageEvent"):
+            app.events(types=["MesageEvent"])
+        after: Any = await cluster.client.xlen(cluster.keys.send_commands)
+        assert after == before  # nothing was queued
+        assert not any("injected" in text for _, text in sim.account(BOT).said)
+
+
+@run
+async def test_events_reach_a_reader_once_each_with_filters(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
+        Cluster(cluster.settings()) as app,
+    ):
+        joined = await app.join(["#ALPHA", "beta"], timeout_s=20)
+        assert all(v.startswith("joined") for v in joined.values()), joined
+        messages = await app.events(channels=["alpha"], types=[MessageEvent]).start()
+        everything = await app.events().start()  # from now
+        lines = sim.generate(200, channel="alpha") + sim.generate(50, channel="beta")
+        wanted = [
+            line.message_id
+            for line in lines
+            if line.channel == "alpha" and line.command == "PRIVMSG" and line.message_id
+        ]
+        seen: list[str] = []
+
+        async def read() -> None:
+            async for event in messages:
+                assert isinstance(event, MessageEvent)  # a CheerEvent too (a subclass)
+                assert event.channel == "alpha"
+                assert event.raw == ""  # the stream leaves the raw line out by default
+                if type(event) is MessageEvent:
+                    seen.append(event.tags["id"])
+                if len(seen) >= len(wanted):
+                    return
+
+        await asyncio.wait_for(read(), 20)
+        assert sorted(seen) == sorted(wanted)
+        channels: set[str | None] = set()
+
+        async def read_all() -> None:
+            async for event in everything:
+                channels.add(event.channel)
+                if {"alpha", "beta"} <= channels:
+                    return
+
+        await asyncio.wait_for(read_all(), 20)
+        await messages.aclose()
+        await everything.aclose()
+
+
+@run
+async def test_groups_share_and_separate_groups_each_see_everything(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
+        Cluster(cluster.settings()) as app,
+    ):
+        await app.join(["alpha"], timeout_s=20)
+        a1 = app.events(types="MessageEvent", group="analytics", consumer="a1")
+        a2 = app.events(types="MessageEvent", group="analytics", consumer="a2")
+        solo = app.events(types="MessageEvent", group="moderation", consumer="m1")
+        for reader in (a1, a2, solo):  # make the groups (from now) before the traffic
+            await reader.start()
+        lines = sim.generate(300, channel="alpha")
+        wanted = {line.message_id for line in lines if line.command == "PRIVMSG"}
+        got: dict[str, list[str]] = {"a1": [], "a2": [], "m1": []}
+
+        async def drain(name: str, reader: Any, until: Any) -> None:
+            try:
+                while not until():
+                    event = await asyncio.wait_for(reader.__anext__(), 3)
+                    if type(event) is MessageEvent:
+                        got[name].append(event.tags["id"])
+            except TimeoutError:
+                pass
+
+        shared = lambda: len(got["a1"]) + len(got["a2"]) >= len(wanted)  # noqa: E731
+        await asyncio.gather(
+            drain("a1", a1, shared),
+            drain("a2", a2, shared),
+            drain("m1", solo, lambda: len(got["m1"]) >= len(wanted)),
+        )
+        assert sorted(got["m1"]) == sorted(wanted)
+        assert sorted(got["a1"] + got["a2"]) == sorted(wanted)  # shared, none twice
+        assert got["a1"]
+        assert got["a2"]
+        for reader in (a1, a2, solo):
+            await reader.aclose()
+
+
+@run
+async def test_a_group_reader_that_restarts_resumes_where_it_stopped(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
+        Cluster(cluster.settings()) as app,
+    ):
+        await app.join(["alpha"], timeout_s=20)
+        reader = await app.events(types="MessageEvent", group="billing", consumer="b1").start()
+        lines = sim.generate(100, channel="alpha")
+        wanted = [line.message_id for line in lines if line.command == "PRIVMSG"]
+
+        async def ids(reader: Any, count: int) -> list[str]:
+            found: list[str] = []
+            while len(found) < count:
+                event = await asyncio.wait_for(reader.__anext__(), 10)
+                if type(event) is MessageEvent:
+                    found.append(event.tags["id"])
+            return found
+
+        before = await ids(reader, 10)
+        await reader.client.aclose()  # dies without a word: nothing of it acknowledged
+        restarted = app.events(types="MessageEvent", group="billing", consumer="b1")
+        resumed = wanted.index((await ids(restarted, 1))[0])
+        after = [wanted[resumed], *await ids(restarted, len(wanted) - resumed - 1)]
+        assert before == wanted[:10]
+        assert resumed <= 10  # at least once: from what it had not acknowledged, no gap
+        assert after == wanted[resumed:]
+        await restarted.aclose()
+
+
+@run
+async def test_the_sync_twin_sends_and_reads(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with running(tmp_path, redis_server, redis_prefix) as (sim, cluster):
+
+        def script() -> tuple[Any, list[Any], str]:  # no event loop here, as in a WSGI app
+            with SyncCluster(cluster.settings()) as app:
+                result = app.send("alpha", "from a script")
+                app.join(["alpha"], timeout_s=20)
+                with app.events(channels="alpha", types="MessageEvent", since="0-0") as events:
+                    sim_loop.call_soon_threadsafe(sim.generate, 5, "alpha")
+                    first = next(iter(events))
+                return result, app.channels(), first.channel or ""
+
+        sim_loop = asyncio.get_running_loop()
+        result, channels, channel = await asyncio.to_thread(script)
+        assert result.ok, result
+        assert ("alpha", "from a script") in sim.account(BOT).said
+        assert [c["channel"] for c in channels] == ["alpha"]
+        assert channel == "alpha"
+
+
+@run
+async def test_cli_send_and_dead_letters(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with running(tmp_path, redis_server, redis_prefix) as (sim, cluster):
+
+        def tmi(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([SCRIPT, *args], check=False, cwd=tmp_path, env=cluster.env,
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+
+        sent = await asyncio.to_thread(tmi, "send", "#alpha", "from the shell")
+
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "written" in sent.stdout
+        assert ("alpha", "from the shell") in sim.account(BOT).said
+        as_json = await asyncio.to_thread(tmi, "send", "alpha", "x" * 600, "--json")
+        assert as_json.returncode == 65, as_json.stdout + as_json.stderr  # too long: EX_DATAERR
+        bad = await asyncio.to_thread(tmi, "send", "bad name!", "hi")
+        assert bad.returncode == 2
+        assert "invalid channel" in bad.stderr
+        letters = await asyncio.to_thread(tmi, "dead-letters", "--json")
+        assert letters.returncode == 0
+        assert json.loads(letters.stdout) == []
