@@ -12,7 +12,8 @@ An event of a guarded channel waits for the cluster-wide check
 (:class:`~tmi_cluster.bus.events.Seen`, one pipelined ``SET NX`` per batch) and goes on
 only if no process saw it first: by its ``dedupe_key``, or for events that carry no id (JOIN,
 PART, ROOMSTATE, ...) by a hash of its raw line. Events of a channel keep their order: once
-guarded, all of them take the checked path, and a guard is lifted only when nothing of it
+guarded, all of them take the checked path, an event of a channel with events waiting for the
+check waits behind them (a Shared Chat copy, say), and a guard is lifted only when nothing
 waits.
 
 With ``handlers.shared_chat = "once"``, the copies of a Shared Chat message (tag
@@ -77,6 +78,7 @@ class Delivery:
         self._guarded: set[str] = set()
         self._lifting: set[str] = set()
         self._waiting: deque[Event] = deque()
+        self._queued: dict[str | None, int] = {}  # channel -> its events in _waiting
         self._ready = asyncio.Event()
 
     @property
@@ -107,13 +109,17 @@ class Delivery:
     def put(self, event: Event) -> None:
         """Deliver ``event``, or queue it for the check. Never waits."""
         guarded = self._guarded
-        if (not guarded or event.channel not in guarded) and not (
-            self.shared_chat_once and "source-id" in event.tags
+        channel = event.channel
+        if (
+            (not guarded or channel not in guarded)
+            and not (self.shared_chat_once and "source-id" in event.tags)
+            and (not self._waiting or not self._queued.get(channel))
         ):
             for sink in self.sinks:
                 sink(event)
             return
-        self._waiting.append(event)
+        self._waiting.append(event)  # checked, or behind checked events of its channel
+        self._queued[channel] = self._queued.get(channel, 0) + 1
         if not self._ready.is_set():
             self._ready.set()
 
@@ -124,7 +130,6 @@ class Delivery:
     async def run(self) -> None:
         """Check the waiting events until cancelled."""
         waiting = self._waiting
-        loop = asyncio.get_running_loop()
         failing_since: float | None = None
         while True:
             if not waiting:
@@ -133,30 +138,45 @@ class Delivery:
                 await self._ready.wait()
                 continue
             batch = list(waiting)
-            keys = [
-                event_key(e, shared_chat=self.shared_chat_once and "source-id" in e.tags)
-                for e in batch
-            ]
-            assert self.seen is not None
-            try:
-                firsts = await self.seen.first(keys)
-            except RedisUnavailableError as error:
-                now = loop.time()
-                failing_since = failing_since if failing_since is not None else now
-                if now - failing_since < UNCHECKED_AFTER_S:
-                    if now == failing_since:
-                        log.warning("the duplicate check waits for Redis: %s", error)
-                    await asyncio.sleep(0.2)
-                    continue
-                firsts = [True] * len(batch)
-                self.unchecked += len(batch)
+            firsts, failing_since = await self._check(batch, failing_since)
+            if firsts is None:
+                await asyncio.sleep(0.2)  # Redis away: the batch waits, in order
+                continue
+            self._pass(batch, firsts)
+
+    async def _check(
+        self, batch: list[Event], failing_since: float | None
+    ) -> tuple[list[bool] | None, float | None]:
+        """For each event of ``batch``, whether it is the first sighting in the cluster (all
+        True once Redis has been away for :data:`UNCHECKED_AFTER_S`; None while it waits)."""
+        once = self.shared_chat_once
+        keys = [event_key(e, shared_chat=once and "source-id" in e.tags) for e in batch]
+        assert self.seen is not None
+        try:
+            firsts = await self.seen.first(keys)
+        except RedisUnavailableError as error:
+            now = asyncio.get_running_loop().time()
+            if failing_since is None:
+                log.warning("the duplicate check waits for Redis: %s", error)
+                failing_since = now
+            if now - failing_since < UNCHECKED_AFTER_S:
+                return None, failing_since
+            self.unchecked += len(batch)
+            return [True] * len(batch), failing_since
+        self.checked += len(batch)
+        return firsts, None
+
+    def _pass(self, batch: list[Event], firsts: list[bool]) -> None:
+        """Take ``batch`` off the queue; deliver the first sightings, count the rest."""
+        waiting, queued = self._waiting, self._queued
+        for event, first in zip(batch, firsts, strict=True):
+            waiting.popleft()
+            left = queued[event.channel] - 1
+            if left:
+                queued[event.channel] = left
             else:
-                failing_since = None
-                self.checked += len(batch)
-            for _ in batch:
-                waiting.popleft()
-            for event, first in zip(batch, firsts, strict=True):
-                if first:
-                    self._deliver(event)
-                else:
-                    self.duplicates += 1
+                del queued[event.channel]
+            if first:
+                self._deliver(event)
+            else:
+                self.duplicates += 1

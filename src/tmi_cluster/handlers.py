@@ -82,7 +82,9 @@ class Handlers:
     """Which handlers get which event: by class, a handler of a class getting its subclasses."""
 
     def __init__(self) -> None:
-        self._by_type: dict[type[Event], list[Handler]] = {}
+        # One list in the order of add(), not one per class: a handler of a base class added
+        # between two of a subclass must come between them.
+        self._added: list[tuple[type[Event], Handler]] = []
         self._resolved: dict[type[Event], tuple[Handler, ...]] = {}
 
     def add(self, event_type: type[Event], handler: Handler) -> None:
@@ -91,7 +93,7 @@ class Handlers:
             raise TypeError(f"{event_type!r} is not an event class of tmi_cluster.events")
         if not callable(handler):
             raise TypeError(f"the handler of {event_type.__name__} is not callable: {handler!r}")
-        self._by_type.setdefault(event_type, []).append(handler)
+        self._added.append((event_type, handler))
         self._resolved.clear()
 
     def add_subscriber(self, subscriber: Any) -> None:
@@ -111,16 +113,17 @@ class Handlers:
             self.add(event_type, function)
 
     def for_type(self, event_type: type[Event]) -> tuple[Handler, ...]:
-        """The handlers of an event of class ``event_type``, in the order they were added."""
+        """The handlers of an event of class ``event_type``, in the order they were added;
+        each once, even when added for several of its classes (``@on(MessageEvent,
+        CheerEvent)`` is called once per CheerEvent)."""
         found = self._resolved.get(event_type)
         if found is None:
-            found = tuple(
-                handler
-                for registered, handlers in self._by_type.items()
-                if issubclass(event_type, registered)
-                for handler in handlers
-            )
-            self._resolved[event_type] = found
+            matching: list[Handler] = []
+            for registered, handler in self._added:
+                # ``in`` compares by equality: two bound methods of one object are equal.
+                if issubclass(event_type, registered) and handler not in matching:
+                    matching.append(handler)
+            found = self._resolved[event_type] = tuple(matching)
         return found
 
     def wants(self, event_type: type[Event]) -> bool:
@@ -128,7 +131,7 @@ class Handlers:
         return bool(self.for_type(event_type))
 
     def __len__(self) -> int:
-        return sum(len(h) for h in self._by_type.values())
+        return len(self._added)
 
 
 def _is_subscriber(value: Any) -> bool:
@@ -139,7 +142,8 @@ def load_handlers(paths: Iterable[str], handlers: Handlers | None = None) -> Han
     """Import ``handlers.modules`` and register what they hold (see the module); ConfigError
     naming the first path that does not import, lacks the name, holds nothing to register, or
     whose subscriber cannot be made."""
-    handlers = handlers or Handlers()
+    if handlers is None:  # not ``or``: an empty Handlers is falsy (__len__)
+        handlers = Handlers()
     for path in paths:
         module_name, _, attribute = path.partition(":")
         try:

@@ -62,6 +62,9 @@ MAX_IN_FLIGHT = 200
 _TRIM_EVERY_S = 60.0
 _READ_WAIT_S = 0.5
 _ANSWER_TRIES = 30
+#: A command with less time left than this when a worker takes it up times out rather than
+#: waits for budget (its deadline, not the budget, is what stops it).
+_TOO_SHORT_S = 0.1
 
 
 class _NotOursError(Exception):
@@ -222,6 +225,8 @@ class Outbox:
             detail = f"{exc.sent} of {exc.total} parts written; then the connection went"
             return result(SendStatus.WRITTEN, detail, parts=exc.sent, process=self.queue.consumer)
         except DeadlineError as exc:
+            if remaining_s < _TOO_SHORT_S:  # no time to do anything: not a matter of budget
+                return timed_out(command, Marker())
             sender = self.pool.sender
             up = sender is not None and sender.connection.state is ConnectionState.CONNECTED
             reason = SendRefusal.RATE_LIMITED if up else SendRefusal.NOT_CONNECTED

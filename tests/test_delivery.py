@@ -1,0 +1,110 @@
+"""The worker's event path after its pool: unguarded channels go straight through, guarded ones
+are checked across the cluster (two workers reading one channel during a move deliver each
+event once), in order; against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import redis.asyncio
+
+from tmi_cluster.bus import Keys
+from tmi_cluster.bus.events import Seen
+from tmi_cluster.delivery import Delivery, event_key
+from tmi_cluster.events import Event, JoinEvent, MessageEvent
+
+from .test_simulator import run
+
+
+def _message(channel: str, number: int, source: str | None = None) -> MessageEvent:
+    tags = {"id": f"m{number}"}
+    if source is not None:
+        tags["source-id"] = source
+    return MessageEvent(channel=channel, user="u", text=str(number), tags=tags,
+                        raw=f"@id=m{number} :u PRIVMSG #{channel} :{number}")  # fmt: skip
+
+
+async def _until(check: object, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+def test_the_key_of_an_event_without_an_id_is_its_raw_line() -> None:
+    join = JoinEvent(channel="a", user="someone", raw=":someone!someone@x JOIN #a")
+    assert event_key(join) == event_key(JoinEvent(channel="a", user="someone", raw=join.raw))
+    assert event_key(join) != event_key(JoinEvent(channel="a", user="other", raw=":other JOIN #a"))
+    assert event_key(_message("a", 1)) == "MessageEvent:m1"
+    shared = _message("a", 1, source="orig")
+    assert event_key(shared, shared_chat=True) == "MessageEvent:orig"
+
+
+@run
+async def test_two_workers_during_a_move_deliver_each_event_once(
+    redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    seen = Seen(client, Keys(redis_prefix, 2.0, 3.0))
+    old_side: list[Event] = []
+    new_side: list[Event] = []
+    old = Delivery([old_side.append], seen)
+    new = Delivery([new_side.append], seen)
+    tasks = [asyncio.create_task(old.run()), asyncio.create_task(new.run())]
+    try:
+        old.put(_message("busy", 0))  # not guarded: straight through, no check at all
+        assert old_side == [_message("busy", 0)]
+        assert old.checked == 0
+        old.guard(["busy"])
+        new.guard(["busy"])
+        for number in range(1, 201):  # both read everything while both hold the channel
+            old.put(_message("busy", number))
+            new.put(_message("busy", number))
+        new.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
+        old.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
+        await _until(lambda: old.duplicates + new.duplicates == 201)
+        delivered = [e for e in old_side + new_side if isinstance(e, MessageEvent)]
+        assert sorted(int(e.text) for e in delivered) == list(range(201))  # each once
+        assert sum(isinstance(e, JoinEvent) for e in old_side + new_side) == 1
+        for side in (old_side, new_side):  # in order on each side
+            numbers = [int(e.text) for e in side if isinstance(e, MessageEvent)]
+            assert numbers == sorted(numbers)
+        new.lift(["busy"])
+        await _until(lambda: "busy" not in new.guarded)
+        new.put(_message("busy", 500))
+        assert new_side[-1] == _message("busy", 500)  # lifted: straight through again
+        assert old.unchecked == new.unchecked == 0
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await client.aclose()
+
+
+@run
+async def test_shared_chat_copies_once_for_the_session(
+    redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    seen = Seen(client, Keys(redis_prefix, 2.0, 3.0))
+    once: list[Event] = []
+    each: list[Event] = []
+    deliveries = [Delivery([once.append], seen, shared_chat_once=True),
+                  Delivery([each.append], None)]  # fmt: skip
+    tasks = [asyncio.create_task(d.run()) for d in deliveries[:1]]
+    try:
+        for delivery in deliveries:
+            delivery.put(_message("host", 1, source="orig-1"))
+            delivery.put(_message("guest", 2, source="orig-1"))  # the copy in another channel
+            delivery.put(_message("guest", 3))  # not shared
+        await _until(lambda: len(once) == 2)
+        assert [e.channel for e in once] == ["host", "guest"]
+        assert [e.tags["id"] for e in once] == ["m1", "m3"]
+        assert len(each) == 3  # 'each': every channel's copy, as Twitch sends them
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await client.aclose()
