@@ -325,8 +325,11 @@ class Dispatcher:
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._lanes.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        try:
+            if tasks:
+                # wait(), not ``await task`` under suppress(CancelledError): that swallowed a
+                # cancellation of aclose() itself (a shutdown deadline, a forced exit).
+                await asyncio.wait(tasks)
+        finally:
+            self._lanes.clear()
+            self._executor.shutdown(wait=False, cancel_futures=True)

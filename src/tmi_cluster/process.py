@@ -401,6 +401,7 @@ class WorkerProcess:
         deadline = time.monotonic() + self.settings.process.timeout
         self._require_delivery().guard(channels)
         await assignment.guard(self.id, channels)
+        log.debug("%s hands %d channels over, checking their events", self.id, len(channels))
         for channel in channels:
             self._leaving.setdefault(channel, deadline)
 
@@ -413,9 +414,13 @@ class WorkerProcess:
         self._require_delivery().lift(channels)
         await assignment.guard(self.id, channels, on=False)
 
-    async def _other_processes(self, client: redis.asyncio.Redis) -> list[str]:
+    async def _other_processes(
+        self, client: redis.asyncio.Redis, *, fresh: bool = False
+    ) -> list[str]:
+        """The other live worker processes (read again when ``fresh``, else every
+        :data:`_PEERS_S`: a worker that started a moment ago must not be missed before a join)."""
         read_at, peers = self._peers
-        if time.monotonic() - read_at >= _PEERS_S:
+        if fresh or time.monotonic() - read_at >= _PEERS_S:
             found = await scan_statuses(client, self.keys, "process")
             peers = sorted(p for p in found if p != self.id)
             self._peers = (time.monotonic(), peers)
@@ -426,7 +431,8 @@ class WorkerProcess:
         process, or held by one that checks their events already (or that did not say so
         within :data:`GUARD_WAIT_S`). Those held elsewhere are checked from now on, until
         nobody else holds them."""
-        holders = await assignment.held_by(await self._other_processes(assignment.client), fresh)
+        peers = await self._other_processes(assignment.client, fresh=True)
+        holders = await assignment.held_by(peers, fresh)
         if not holders:
             return fresh
         guarded = await assignment.guarded({c: owners[0] for c, owners in holders.items()})
@@ -440,7 +446,11 @@ class WorkerProcess:
                 self._deferred.pop(channel, None)
                 self._taking[channel] = None
             ready.append(channel)
-        self._require_delivery().guard(c for c in ready if c in holders)
+        taken = [c for c in ready if c in holders]
+        self._require_delivery().guard(taken)
+        if taken or len(ready) < len(fresh):
+            log.debug("%s takes %d channels over (%d wait for their holder to check them)",
+                      self.id, len(taken), len(fresh) - len(ready))  # fmt: skip
         return ready
 
     async def _lift_taken(self, assignment: Assignment) -> None:
@@ -448,13 +458,12 @@ class WorkerProcess:
         :data:`GUARD_LINGER_S` (their last copies elsewhere have arrived by then)."""
         if not self._taking:
             return
-        pool = self._require_pool()
         taking = sorted(self._taking)
         holders = await assignment.held_by(await self._other_processes(assignment.client), taking)
         now = time.monotonic()
         lifted = []
         for channel in taking:
-            if channel in holders and channel in pool.channels:
+            if channel in holders:  # still held elsewhere: our copies are checked
                 self._taking[channel] = None
                 continue
             until = self._taking[channel]
@@ -464,6 +473,9 @@ class WorkerProcess:
                 lifted.append(channel)
         for channel in lifted:
             del self._taking[channel]
+        if lifted:
+            log.debug("%s took %d channels over; their events go unchecked again",
+                      self.id, len(lifted))  # fmt: skip
         self._require_delivery().lift(lifted)
 
     def _require_delivery(self) -> Delivery:
