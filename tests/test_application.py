@@ -279,6 +279,24 @@ async def test_cli_send_and_dead_letters(
         bad = await asyncio.to_thread(tmi, "send", "bad name!", "hi")
         assert bad.returncode == 2
         assert "invalid channel" in bad.stderr
+        joined = await asyncio.to_thread(tmi, "join", "alpha")
+        assert joined.returncode == 0, joined.stdout + joined.stderr
+        sim.generate(30, channel="alpha")
+        tailed = await asyncio.to_thread(
+            tmi, "tail", "--since", "0", "--channel", "#Alpha", "--type", "MessageEvent",
+            "--limit", "5", "--json",
+        )  # fmt: skip
+        assert tailed.returncode == 0, tailed.stdout + tailed.stderr
+        events = [json.loads(line) for line in tailed.stdout.splitlines()]
+        assert len(events) == 5
+        assert all(e["channel"] == "alpha" for e in events)
+        assert {e["type"] for e in events} <= {"MessageEvent", "CheerEvent"}
+        readable = await asyncio.to_thread(tmi, "tail", "--since", "0", "--limit", "2")
+        assert readable.returncode == 0
+        assert len(readable.stdout.splitlines()) == 2
+        unknown = await asyncio.to_thread(tmi, "tail", "--type", "NoSuchEvent")
+        assert unknown.returncode == 2
+        assert "unknown event type 'NoSuchEvent'" in unknown.stderr
         letters = await asyncio.to_thread(tmi, "dead-letters", "--json")
         assert letters.returncode == 0
         assert json.loads(letters.stdout) == []

@@ -268,3 +268,81 @@ def _handled_counts(folder: Path) -> collections.Counter[str]:
 def _ids(keys: collections.Counter[str]) -> set[str]:
     """The message ids of de-duplication keys (``Type:id``)."""
     return {key.partition(":")[2] for key in keys}
+
+
+_SLOW = """
+import asyncio
+import os
+import time
+
+import tmi_cluster
+from tmi_cluster.events import MessageEvent
+
+FOLDER = os.environ["TEST_HANDLER_FOLDER"]
+
+
+def _note(event):
+    if type(event) is MessageEvent:  # not a cheer's second event
+        with open(os.path.join(FOLDER, "handled.log"), "a") as out:
+            out.write(f"{event.channel} {event.tags['id']} {event.tags['tmi-sent-ts']} "
+                      f"{time.time()!r}\\n")
+
+
+@tmi_cluster.on(MessageEvent)
+async def slow_on_the_loop(event):
+    if event.channel == "room000":
+        await asyncio.sleep(30)  # stuck for the whole test
+    _note(event)
+
+
+class Blocking(tmi_cluster.Subscriber):
+    def subscribe(self):
+        return {MessageEvent: self.blocking}
+
+    def blocking(self, event):  # a plain function: runs in a thread
+        if event.channel == "room001":
+            time.sleep(30)
+"""
+
+
+@pytest.mark.timeout(120)
+@run
+async def test_a_slow_handler_delays_no_other_channel(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    (tmp_path / "slow_handlers.py").write_text(_SLOW)
+    async with ChatSimulator(channels=ROOMS[:12]) as sim:
+        cluster = ProcessCluster(
+            tmp_path, sim, redis_server, redis_prefix,
+            TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="1",
+            TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX="1",
+            TMI_CLUSTER_HANDLERS__MODULES='["slow_handlers"]',
+            PYTHONPATH=str(tmp_path),
+            TEST_HANDLER_FOLDER=str(tmp_path),
+        )  # fmt: skip
+        try:
+            cluster.start("sup-a")
+            await cluster.until(lambda: _workers(cluster, 1), 60, "a worker")
+            await cluster.want(ROOMS[:12])
+            await cluster.until(lambda: all(len(sim.joined(r)) == 1 for r in ROOMS[:12]), 60,
+                                "every room joined")  # fmt: skip
+            lines = [line for _ in range(20) for room in ROOMS[:12]
+                     for line in sim.generate(1, channel=room)]  # fmt: skip
+            wanted = {line.message_id for line in lines if line.command == "PRIVMSG"
+                      and line.channel not in ("room000", "room001")}  # fmt: skip
+            log = tmp_path / "handled.log"
+
+            def handled() -> list[list[str]]:
+                text = log.read_text() if log.exists() else ""
+                return [line.split() for line in text.splitlines()]
+
+            await cluster.until(lambda: wanted <= {r[1] for r in handled()}, 30,
+                                "the other channels handled")  # fmt: skip
+        finally:
+            await cluster.stop()
+        rows = handled()
+        assert not [r for r in rows if r[0] == "room000"]  # still stuck on its first event
+        latency = sorted(float(at) - int(sent) / 1000 for channel, _, sent, at in rows
+                         if channel not in ("room000", "room001"))  # fmt: skip
+        assert [r[0] for r in rows].count("room001") == 1  # its thread is still blocked
+        assert latency[-1] < 2.0, f"the slowest of the other channels took {latency[-1]:.2f} s"

@@ -562,3 +562,16 @@ def test_supervisors_stopping_together_do_not_wait_for_each_other(
     assert time.monotonic() - began < 20.0  # no supervisor waited 40 s for the other one
     assert first.process.wait(5) == second.process.wait(5) == 0
     assert "not handed over" not in first.err.read_text() + second.err.read_text()
+
+
+def test_on_the_embedded_simulator_sending_works_too(
+    tmp_path: Path, cluster: Callable[..., Supervisor]
+) -> None:
+    supervisor = cluster(TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="1")
+    assert "sending as tmibot" in supervisor.out.read_text()
+    env = cluster.env  # type: ignore[attr-defined]
+    wait_for(lambda: any(s.get("sends") for s in _statuses(redis.Redis.from_url(
+        env["TMI_CLUSTER_REDIS__URL"]), env).values()), what="a worker that can send")  # fmt: skip
+    result = tmi(tmp_path, "send", "#somechannel", "hello from the docs", **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "#somechannel: written (1 part, by sup-a-" in result.stdout

@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 import psutil
 import redis.asyncio
@@ -608,5 +609,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(process.run())
 
 
+def _exit(code: int) -> NoReturn:
+    """Leave at once once everything is closed: a plain handler still blocked in its thread
+    must not hold the process (the interpreter would join the thread at exit)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    _exit(main())

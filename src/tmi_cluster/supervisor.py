@@ -89,6 +89,7 @@ from tmi_cluster.store import RunState, Store
 __all__ = [
     "MEMORY_GRACE_S",
     "REDIS_WAIT_S",
+    "SIMULATED_BOT",
     "STOP_SIGNALS",
     "IdInUseError",
     "Supervisor",
@@ -127,6 +128,10 @@ def check_supervisor_id(value: str) -> str:
             "or '-', starting with a letter or digit"
         )
     return value
+
+
+#: The bot's login on the built-in simulator when no identity is configured.
+SIMULATED_BOT = "tmibot"
 
 
 def wants_simulator(settings: Settings) -> bool:
@@ -268,6 +273,7 @@ class Supervisor:
                     "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
                 }
             )
+            env.update(self._simulated_identity(self.simulator))
         earlier = await asyncio.to_thread(store.processes)
         numbers = [
             int(p.id.rsplit("-", 1)[1])
@@ -382,6 +388,22 @@ class Supervisor:
             value: Any = await self._client.hget(self.keys.scale_targets, self.id)
         return int(value) if value is not None else None
 
+    def _simulated_identity(self, simulator: ChatSimulator) -> dict[str, str]:
+        """An account on the built-in simulator, so that sending works offline too: the
+        configured identity, or :data:`SIMULATED_BOT` with a random token when none is (the
+        workers then read anonymously, as without one, and send as that bot)."""
+        identity = self.settings.tmi.identity
+        if identity.username:
+            simulator.add_account(identity.username, identity.token)
+            return {}
+        token = secrets.token_hex(12)
+        simulator.add_account(SIMULATED_BOT, token)
+        return {
+            "TMI_CLUSTER_TMI__IDENTITY__USERNAME": SIMULATED_BOT,
+            "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": f"oauth:{token}",
+            "TMI_CLUSTER_TMI__CONNECTION__READ_ANONYMOUSLY": "true",
+        }
+
     def describe(self) -> str:
         """One line: the id, state, Redis and database (passwords masked)."""
         where = mask_url(self.redis_url or "")
@@ -390,7 +412,7 @@ class Supervisor:
         if self.simulator is not None:
             chat = (
                 f"; chat: the built-in simulator at {self.simulator.host}:{self.simulator.port}, "
-                "no Twitch identity is configured"
+                f"sending as {self.settings.tmi.identity.username or SIMULATED_BOT}"
             )
         return (
             f"supervisor {self.id} {self.state.value} (Redis: {redis_shown}; "
