@@ -25,8 +25,8 @@ from tmi_cluster.store import Store
 COMMANDS = [
     "authorize",
     "channels",
-    "dead-letters",
     "dashboard",
+    "dead-letters",
     "demo",
     "features",
     "health",
@@ -45,8 +45,8 @@ COMMANDS = [
 ]
 LATER = sorted(
     set(COMMANDS)
-    - {"channels", "features", "health", "install", "join", "list", "migrate", "part", "purge",
-       "run", "scale", "send", "simulate", "tail", "terminate"}
+    - {"channels", "dead-letters", "features", "health", "install", "join", "list", "migrate",
+       "part", "purge", "run", "scale", "send", "simulate", "tail", "terminate"}
 )  # fmt: skip
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 

@@ -1,7 +1,11 @@
 """One worker process, the supervisor's child: ``python -m tmi_cluster.process --id ID
 --supervisor SUPERVISOR`` (the original's ``tmi-cluster:process``).
 
-It runs a :class:`~tmi_cluster.worker.Worker` (pool, sender, handler queue) and around it:
+It runs its pool (:func:`~tmi_cluster.worker.build_pool`), and behind it the duplicate check
+for channels under a hand-over (:mod:`tmi_cluster.delivery`), the handlers of
+``handlers.modules`` (:mod:`tmi_cluster.handlers`), the event stream's publisher
+(``handlers.stream``) and, with a Twitch identity, the consumer of the send stream
+(:mod:`tmi_cluster.outbox`); and around them:
 
 - a heartbeat key in Redis every ``min(process.periodic_timer, process.stale / 3)`` seconds,
   expiring after ``process.stale``, whose value is the process's status as JSON (supervisor, pid,

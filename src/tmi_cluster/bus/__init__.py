@@ -12,9 +12,11 @@ calls Redis.
 - :mod:`~tmi_cluster.bus.assignment`: the assignment ``channel -> process``, what each process
   holds, the notices that tell a worker to follow it, and the workers' reports.
 - :mod:`~tmi_cluster.bus.control`: orders for supervisors (terminate, restart, pause, continue).
-
-The command and event streams, the coordinator's lease and the assignment join them with the
-cluster's next parts; their keys are reserved in :class:`Keys` already.
+- :mod:`~tmi_cluster.bus.lease`: the coordinator's lease with its fencing token.
+- :mod:`~tmi_cluster.bus.commands`: chat messages to send, with acknowledgement (a consumer
+  group, idempotency markers, claims from dead workers, dead letters).
+- :mod:`~tmi_cluster.bus.events`: the event stream (publisher, reader, groups) and the
+  cluster-wide "seen once" check.
 """
 
 from __future__ import annotations
