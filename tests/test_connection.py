@@ -21,6 +21,8 @@ from tmi_cluster.events import (
     ConnectedEvent,
     DisconnectedEvent,
     Event,
+    IrcCommandEvent,
+    IrcMessageEvent,
     JoinEvent,
     MessageEvent,
     UserNoticeEvent,
@@ -598,3 +600,33 @@ async def test_closing_sends_what_was_written_first() -> None:
         await sim.wait_until(lambda: sim.connections()[0].sent[-1] == f"PONG n2999{padding}")
         pings = [line for line in sim.connections()[0].sent if line.startswith("PONG n")]
         assert len(pings) == 3000
+
+
+@run
+async def test_raw_lines_in_and_out_as_events_with_the_token_masked() -> None:
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        sim.add_account("mybot", "secrettoken")
+        events: list[Event] = []
+        options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False,
+                                    login="mybot", token="secrettoken", raw_lines=True)  # fmt: skip
+        async with Connection(options, on_event=events.append) as connection:
+            await connection.wait_connected(10)
+            await connection.join(["alpha"])
+            sim.generate(3, channel="alpha")
+            async with asyncio.timeout(10):
+                while sum(isinstance(e, IrcMessageEvent) and e.command == "PRIVMSG"
+                          for e in events) < 3:  # fmt: skip
+                    await asyncio.sleep(0.01)
+        sent = [e for e in events if isinstance(e, IrcCommandEvent)]
+        assert [e.command for e in sent][:2] == ["CAP", "PASS"]
+        assert sent[1].raw == "PASS oauth:***"
+        assert not any("secrettoken" in e.raw for e in events)
+        assert any(e.raw == "JOIN #alpha" for e in sent)
+        received = [e for e in events if isinstance(e, IrcMessageEvent)]
+        assert {"001", "JOIN", "ROOMSTATE", "PRIVMSG"} <= {e.command for e in received}
+        assert all(e.connection == options.name for e in received + sent)
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        events = []
+        async with Connection(_options(sim), on_event=events.append) as connection:
+            await connection.wait_connected(10)
+        assert not any(isinstance(e, IrcMessageEvent | IrcCommandEvent) for e in events)

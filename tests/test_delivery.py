@@ -12,7 +12,7 @@ import redis.asyncio
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.events import Seen
 from tmi_cluster.delivery import Delivery, event_key
-from tmi_cluster.events import Event, JoinEvent, MessageEvent
+from tmi_cluster.events import CheerEvent, Event, JoinEvent, MessageEvent
 
 from .test_simulator import run
 
@@ -60,14 +60,19 @@ async def test_two_workers_during_a_move_deliver_each_event_once(
         for number in range(1, 201):  # both read everything while both hold the channel
             old.put(_message("busy", number))
             new.put(_message("busy", number))
+        cheer = _message("busy", 300)
+        for worker in (old, new):  # a cheer is two events with one id: both go through, once
+            worker.put(cheer)
+            worker.put(CheerEvent(channel="busy", user="u", text="300", tags=cheer.tags, bits=5))
         new.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
         old.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
-        await _until(lambda: old.duplicates + new.duplicates == 201)
-        delivered = [e for e in old_side + new_side if isinstance(e, MessageEvent)]
-        assert sorted(int(e.text) for e in delivered) == list(range(201))  # each once
+        await _until(lambda: old.duplicates + new.duplicates == 203)
+        delivered = [e for e in old_side + new_side if type(e) is MessageEvent]
+        assert sorted(int(e.text) for e in delivered) == [*range(201), 300]  # each once
+        assert sum(type(e) is CheerEvent for e in old_side + new_side) == 1  # never lost
         assert sum(isinstance(e, JoinEvent) for e in old_side + new_side) == 1
         for side in (old_side, new_side):  # in order on each side
-            numbers = [int(e.text) for e in side if isinstance(e, MessageEvent)]
+            numbers = [int(e.text) for e in side if type(e) is MessageEvent]
             assert numbers == sorted(numbers)
         new.lift(["busy"])
         await _until(lambda: "busy" not in new.guarded)

@@ -16,7 +16,8 @@ unless ``handlers.stream_raw``). Readers filter on ``t`` and ``c`` without decod
   one group share the events, each group sees all of them from its creation, an event is
   acknowledged when the reader asks for the next one, a reader that restarts with the same
   ``consumer`` name first gets what it had read and not finished, and events left pending by a
-  consumer that went away are taken over after :data:`CLAIM_IDLE_S`.
+  consumer that went away are taken over after :data:`CLAIM_IDLE_S` (and a consumer idle for
+  :data:`CONSUMER_IDLE_S` with nothing pending leaves the group).
 - :class:`Seen`: ``SET NX`` of each event's key with an expiry of
   :data:`~tmi_cluster.bus.keys.DEDUPE_S`, pipelined; True for the first process to see an event.
 """
@@ -43,7 +44,14 @@ from tmi_cluster.bus.windows import Outage
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.events import ALL_EVENT_TYPES, RAW_LINE_EVENTS, Event
 
-__all__ = ["CLAIM_IDLE_S", "TRIM_EVERY_S", "EventPublisher", "EventReader", "Seen"]
+__all__ = [
+    "CLAIM_IDLE_S",
+    "CONSUMER_IDLE_S",
+    "TRIM_EVERY_S",
+    "EventPublisher",
+    "EventReader",
+    "Seen",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,8 @@ log = logging.getLogger(__name__)
 TRIM_EVERY_S = 10.0
 #: Seconds after which an event read by a group's consumer and not acknowledged is taken over.
 CLAIM_IDLE_S = 30.0
+#: Seconds after which a group's consumer with nothing pending, idle, leaves the group.
+CONSUMER_IDLE_S = 3600.0
 _BATCH = 500
 
 _ENCODE = msgspec.msgpack.Encoder()
@@ -344,6 +354,7 @@ class EventReader:
         if now - self._claimed_at < CLAIM_IDLE_S / 3:
             return []
         self._claimed_at = now
+        await self._forget_idle_consumers()
         with translated(self._where):
             answer: Any = await self.client.xautoclaim(
                 self.keys.events,
@@ -354,6 +365,18 @@ class EventReader:
                 count=self.batch,
             )
         return list(answer[1]) if answer and len(answer) > 1 else []
+
+    async def _forget_idle_consumers(self) -> None:
+        """Remove the group's consumers that have had nothing pending and read nothing for
+        :data:`CONSUMER_IDLE_S` (readers that went away): the group does not grow for ever."""
+        assert self.group is not None
+        with translated(self._where):
+            consumers: Any = await self.client.xinfo_consumers(self.keys.events, self.group)
+            for consumer in consumers:
+                name = _text(consumer["name"])
+                idle_s = int(consumer["idle"]) / 1000
+                if name != self.consumer and not consumer["pending"] and idle_s > CONSUMER_IDLE_S:
+                    await self.client.xgroup_delconsumer(self.keys.events, self.group, name)
 
     def _take(self, entries: Sequence[Any]) -> None:
         channels, types = self.channels, self.types
