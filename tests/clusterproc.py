@@ -28,6 +28,12 @@ from .test_cli import SCRIPT, _env
 
 BOT = "tmibot"
 TOKEN = "sometoken123"
+#: The settings of a cluster that sends as BOT and reads anonymously.
+IDENTITY = {
+    "TMI_CLUSTER_TMI__IDENTITY__USERNAME": BOT,
+    "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": f"oauth:{TOKEN}",
+    "TMI_CLUSTER_TMI__CONNECTION__READ_ANONYMOUSLY": "true",
+}
 
 
 class ProcessCluster:

@@ -27,15 +27,13 @@ from tmi_cluster.events import MessageEvent
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 
-from .clusterproc import BOT, TOKEN, ProcessCluster
+from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
 from .test_cli import SCRIPT
 from .test_simulator import run
 
 CHANNELS = ["alpha", "beta", "gamma"]
-IDENTITY = {
-    "TMI_CLUSTER_TMI__IDENTITY__USERNAME": BOT,
-    "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": f"oauth:{TOKEN}",
-    "TMI_CLUSTER_TMI__CONNECTION__READ_ANONYMOUSLY": "true",
+ONE_SENDER = {
+    **IDENTITY,
     "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "1",
     "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "1",
     "TMI_CLUSTER_THROTTLE__MESSAGES__LONG_TEXT": "refuse",
@@ -50,7 +48,7 @@ async def running(
     limits = Limits(anonymous_join_allow=200, message_allow=1000, channel_interval_s=0.0)
     async with ChatSimulator(channels=CHANNELS, limits=limits) as sim:
         sim.add_account(BOT, TOKEN)
-        cluster = ProcessCluster(tmp_path, sim, redis_server, redis_prefix, **IDENTITY)
+        cluster = ProcessCluster(tmp_path, sim, redis_server, redis_prefix, **ONE_SENDER)
         try:
             cluster.start("sup-a")
 
@@ -63,14 +61,23 @@ async def running(
             await cluster.stop()
 
 
-@run
-async def test_send_writes_to_twitch_and_says_so(
+@contextlib.asynccontextmanager
+async def application(
     tmp_path: Path, redis_server: str, redis_prefix: str
-) -> None:
+) -> AsyncIterator[tuple[ChatSimulator, ProcessCluster, Cluster]]:
+    """:func:`running`, and a Cluster of the application's on it."""
     async with (
         running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
         Cluster(cluster.settings()) as app,
     ):
+        yield sim, cluster, app
+
+
+@run
+async def test_send_writes_to_twitch_and_says_so(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with application(tmp_path, redis_server, redis_prefix) as (sim, _cluster, app):
         result = await app.send("#Alpha", "hello there", timeout_s=10)
         assert result.ok, result
         assert bool(result)
@@ -94,10 +101,7 @@ async def test_send_writes_to_twitch_and_says_so(
 async def test_bad_input_is_refused_before_anything_is_queued(
     tmp_path: Path, redis_server: str, redis_prefix: str
 ) -> None:
-    async with (
-        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
-        Cluster(cluster.settings()) as app,
-    ):
+    async with application(tmp_path, redis_server, redis_prefix) as (sim, cluster, app):
         before: Any = await cluster.client.xlen(cluster.keys.send_commands)
         with pytest.raises(InvalidChannelError, match="invalid channel"):
             await app.send("no such channel!", "hi")
@@ -122,10 +126,7 @@ async def test_bad_input_is_refused_before_anything_is_queued(
 async def test_events_reach_a_reader_once_each_with_filters(
     tmp_path: Path, redis_server: str, redis_prefix: str
 ) -> None:
-    async with (
-        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
-        Cluster(cluster.settings()) as app,
-    ):
+    async with application(tmp_path, redis_server, redis_prefix) as (sim, _cluster, app):
         joined = await app.join(["#ALPHA", "beta"], timeout_s=20)
         assert all(v.startswith("joined") for v in joined.values()), joined
         messages = await app.events(channels=["alpha"], types=[MessageEvent]).start()
@@ -167,51 +168,55 @@ async def test_events_reach_a_reader_once_each_with_filters(
 async def test_groups_share_and_separate_groups_each_see_everything(
     tmp_path: Path, redis_server: str, redis_prefix: str
 ) -> None:
-    async with (
-        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
-        Cluster(cluster.settings()) as app,
-    ):
+    async with application(tmp_path, redis_server, redis_prefix) as (sim, _cluster, app):
         await app.join(["alpha"], timeout_s=20)
         a1 = app.events(types="MessageEvent", group="analytics", consumer="a1")
         a2 = app.events(types="MessageEvent", group="analytics", consumer="a2")
         solo = app.events(types="MessageEvent", group="moderation", consumer="m1")
-        for reader in (a1, a2, solo):  # make the groups (from now) before the traffic
-            await reader.start()
-        lines = sim.generate(300, channel="alpha")
-        wanted = {line.message_id or "" for line in lines if line.command == "PRIVMSG"}
         got: dict[str, list[str]] = {"a1": [], "a2": [], "m1": []}
 
+        async def take(name: str, reader: Any) -> None:
+            while True:
+                event = await asyncio.wait_for(reader.__anext__(), 10)
+                if type(event) is MessageEvent:
+                    got[name].append(event.tags["id"])
+                    return
+
         async def drain(name: str, reader: Any, until: Any) -> None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 while not until():
                     event = await asyncio.wait_for(reader.__anext__(), 3)
                     if type(event) is MessageEvent:
                         got[name].append(event.tags["id"])
-            except TimeoutError:
-                pass
 
-        shared = lambda: len(got["a1"]) + len(got["a2"]) >= len(wanted)  # noqa: E731
-        await asyncio.gather(
-            drain("a1", a1, shared),
-            drain("a2", a2, shared),
-            drain("m1", solo, lambda: len(got["m1"]) >= len(wanted)),
-        )
-        assert sorted(got["m1"]) == sorted(wanted)
+        try:
+            for reader in (a1, a2, solo):  # make the groups (from now) before the traffic
+                await reader.start()
+            lines = sim.generate(150, channel="alpha")
+            await take("a1", a1)  # a1 takes what has come so far, and is busy with it
+            lines += sim.generate(150, channel="alpha")
+            await take("a2", a2)  # so a2 gets the rest: the group shares
+            wanted = {line.message_id or "" for line in lines if line.command == "PRIVMSG"}
+            shared = lambda: len(got["a1"]) + len(got["a2"]) >= len(wanted)  # noqa: E731
+            await asyncio.gather(
+                drain("a1", a1, shared),
+                drain("a2", a2, shared),
+                drain("m1", solo, lambda: len(got["m1"]) >= len(wanted)),
+            )
+        finally:
+            for reader in (a1, a2, solo):
+                await reader.aclose()
+        assert sorted(got["m1"]) == sorted(wanted)  # another group: everything
         assert sorted(got["a1"] + got["a2"]) == sorted(wanted)  # shared, none twice
         assert got["a1"]
         assert got["a2"]
-        for reader in (a1, a2, solo):
-            await reader.aclose()
 
 
 @run
 async def test_a_group_reader_that_restarts_resumes_where_it_stopped(
     tmp_path: Path, redis_server: str, redis_prefix: str
 ) -> None:
-    async with (
-        running(tmp_path, redis_server, redis_prefix) as (sim, cluster),
-        Cluster(cluster.settings()) as app,
-    ):
+    async with application(tmp_path, redis_server, redis_prefix) as (sim, _cluster, app):
         await app.join(["alpha"], timeout_s=20)
         reader = await app.events(types="MessageEvent", group="billing", consumer="b1").start()
         lines = sim.generate(100, channel="alpha")

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,18 +28,12 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
-import redis.asyncio
-import redis.exceptions
 
-from tmi_cluster.bus import Keys
-from tmi_cluster.bus.heartbeat import scan_statuses
-from tmi_cluster.coordinator import wanted_changed
-from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.store import Store
 
-from .test_cli import SCRIPT, _env
+from .clusterproc import ProcessCluster
 from .test_redis_outage import RedisProcess
 from .test_simulator import run
 
@@ -57,92 +50,22 @@ def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     server.kill()
 
 
-class Cluster:
+class Cluster(ProcessCluster):
     """The supervisors of the test, started and stopped as ``tmi-cluster run`` processes."""
 
     def __init__(self, folder: Path, sim: ChatSimulator, redis_url: str) -> None:
-        self.folder = folder
-        self.db = f"sqlite:///{folder / 'cluster.db'}"
-        self.env = _env(
-            TMI_CLUSTER_REDIS__URL=redis_url,
-            TMI_CLUSTER_PREFIX=PREFIX,
-            TMI_CLUSTER_DATABASE__URL=self.db,
-            TMI_CLUSTER_TMI__CONNECTION__SERVER=sim.host,
-            TMI_CLUSTER_TMI__CONNECTION__PORT=str(sim.port),
-            TMI_CLUSTER_TMI__CONNECTION__SECURE="false",
-            TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never",
-            TMI_CLUSTER_THROTTLE__JOIN__ANONYMOUS_ALLOW="200",
+        super().__init__(
+            folder, sim, redis_url, PREFIX,
+            TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL="0.5",
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN=str(WORKERS),
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX=str(WORKERS),
             TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS="500",
-            TMI_CLUSTER_AUTO_SCALE__COOLDOWN="0",  # workers spread over supervisors at once
-            TMI_CLUSTER_SUPERVISOR__STALE="2",
-            TMI_CLUSTER_PROCESS__TIMEOUT="10",
-            TMI_CLUSTER_LOG__LEVEL="info",
-        )
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-        self.client = redis.asyncio.Redis.from_url(redis_url)
-        self.keys = Keys(PREFIX, 2.0, 3.0)
-
-    def start(self, supervisor_id: str) -> None:
-        log = (self.folder / f"{supervisor_id}.log").open("ab")
-        self.running[supervisor_id] = subprocess.Popen(
-            [SCRIPT, "run", "--id", supervisor_id], cwd=self.folder, env=self.env,
-            stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        log.close()
-
-    async def workers(self) -> dict[str, dict[str, Any]]:
-        return await scan_statuses(self.client, self.keys, "process")
-
-    async def want(self, names: list[str]) -> None:
-        with Store(self.db) as store:
-            await asyncio.to_thread(store.want, names)
-        await wanted_changed(self.client, self.keys)
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"== {p.name}\n{p.read_text()[-6000:]}" for p in sorted(self.folder.glob("*.log"))
-        )
-
-    async def stop(self) -> None:
-        pids = [c.pid for p in self.running.values() for c in _children(p.pid)]
-        for process in self.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.running.values():
-            try:
-                await asyncio.to_thread(process.wait, 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for pid in pids:  # every worker ended: no orphan left
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).wait(10)
-        await self.client.aclose()
-
-
-def _children(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children()
-    except psutil.NoSuchProcess:
-        return []
 
 
 async def _until(check: Callable[[], Any], timeout_s: float, what: str, cluster: Cluster) -> None:
     """Poll ``check`` (other processes' state) until it holds; the logs on a timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-        except (RedisUnavailableError, redis.exceptions.ConnectionError):
-            result = False  # restarting: the cluster must come back by itself
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s: {what}\n{cluster.logs()}")
-        await asyncio.sleep(0.05)
+    await cluster.until(check, timeout_s, what)
 
 
 async def _steady(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import redis.asyncio
 
@@ -23,6 +24,29 @@ def _message(channel: str, number: int, source: str | None = None) -> MessageEve
         tags["source-id"] = source
     return MessageEvent(channel=channel, user="u", text=str(number), tags=tags,
                         raw=f"@id=m{number} :u PRIVMSG #{channel} :{number}")  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _seen(redis_server: str, prefix: str) -> AsyncIterator[Seen]:
+    """The cluster-wide check on a client of its own, closed after the block."""
+    client = redis.asyncio.Redis.from_url(redis_server)
+    try:
+        yield Seen(client, Keys(prefix, 2.0, 3.0))
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _running(*deliveries: Delivery) -> AsyncIterator[None]:
+    """The deliveries' check tasks, for the block."""
+    tasks = [asyncio.create_task(d.run()) for d in deliveries]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _until(check: object, timeout_s: float = 5.0) -> None:
@@ -44,72 +68,58 @@ def test_the_key_of_an_event_without_an_id_is_its_raw_line() -> None:
 async def test_two_workers_during_a_move_deliver_each_event_once(
     redis_server: str, redis_prefix: str
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_server)
-    seen = Seen(client, Keys(redis_prefix, 2.0, 3.0))
     old_side: list[Event] = []
     new_side: list[Event] = []
-    old = Delivery([old_side.append], seen)
-    new = Delivery([new_side.append], seen)
-    tasks = [asyncio.create_task(old.run()), asyncio.create_task(new.run())]
-    try:
-        old.put(_message("busy", 0))  # not guarded: straight through, no check at all
-        assert old_side == [_message("busy", 0)]
-        assert old.checked == 0
-        old.guard(["busy"])
-        new.guard(["busy"])
-        for number in range(1, 201):  # both read everything while both hold the channel
-            old.put(_message("busy", number))
-            new.put(_message("busy", number))
-        cheer = _message("busy", 300)
-        for worker in (old, new):  # a cheer is two events with one id: both go through, once
-            worker.put(cheer)
-            worker.put(CheerEvent(channel="busy", user="u", text="300", tags=cheer.tags, bits=5))
-        new.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
-        old.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
-        await _until(lambda: old.duplicates + new.duplicates == 203)
-        delivered = [e for e in old_side + new_side if type(e) is MessageEvent]
-        assert sorted(int(e.text) for e in delivered) == [*range(201), 300]  # each once
-        assert sum(type(e) is CheerEvent for e in old_side + new_side) == 1  # never lost
-        assert sum(isinstance(e, JoinEvent) for e in old_side + new_side) == 1
-        for side in (old_side, new_side):  # in order on each side
-            numbers = [int(e.text) for e in side if type(e) is MessageEvent]
-            assert numbers == sorted(numbers)
-        new.lift(["busy"])
-        await _until(lambda: "busy" not in new.guarded)
-        new.put(_message("busy", 500))
-        assert new_side[-1] == _message("busy", 500)  # lifted: straight through again
-        assert old.unchecked == new.unchecked == 0
-    finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await client.aclose()
+    async with _seen(redis_server, redis_prefix) as seen:
+        old = Delivery([old_side.append], seen)
+        new = Delivery([new_side.append], seen)
+        async with _running(old, new):
+            old.put(_message("busy", 0))  # not guarded: straight through, no check at all
+            assert old_side == [_message("busy", 0)]
+            assert old.checked == 0
+            old.guard(["busy"])
+            new.guard(["busy"])
+            for number in range(1, 201):  # both read everything while both hold the channel
+                old.put(_message("busy", number))
+                new.put(_message("busy", number))
+            cheer = _message("busy", 300)
+            for worker in (old, new):  # a cheer is two events with one id: both go through, once
+                worker.put(cheer)
+                worker.put(
+                    CheerEvent(channel="busy", user="u", text="300", tags=cheer.tags, bits=5)
+                )
+            new.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
+            old.put(JoinEvent(channel="busy", user="x", raw=":x!x@x JOIN #busy"))
+            await _until(lambda: old.duplicates + new.duplicates == 203)
+            delivered = [e for e in old_side + new_side if type(e) is MessageEvent]
+            assert sorted(int(e.text) for e in delivered) == [*range(201), 300]  # each once
+            assert sum(type(e) is CheerEvent for e in old_side + new_side) == 1  # never lost
+            assert sum(isinstance(e, JoinEvent) for e in old_side + new_side) == 1
+            for side in (old_side, new_side):  # in order on each side
+                numbers = [int(e.text) for e in side if type(e) is MessageEvent]
+                assert numbers == sorted(numbers)
+            new.lift(["busy"])
+            await _until(lambda: "busy" not in new.guarded)
+            new.put(_message("busy", 500))
+            assert new_side[-1] == _message("busy", 500)  # lifted: straight through again
+            assert old.unchecked == new.unchecked == 0
 
 
 @run
 async def test_shared_chat_copies_once_for_the_session(
     redis_server: str, redis_prefix: str
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_server)
-    seen = Seen(client, Keys(redis_prefix, 2.0, 3.0))
     once: list[Event] = []
     each: list[Event] = []
-    deliveries = [Delivery([once.append], seen, shared_chat_once=True),
-                  Delivery([each.append], None)]  # fmt: skip
-    tasks = [asyncio.create_task(d.run()) for d in deliveries[:1]]
-    try:
-        for delivery in deliveries:
-            delivery.put(_message("host", 1, source="orig-1"))
-            delivery.put(_message("guest", 2, source="orig-1"))  # the copy in another channel
-            delivery.put(_message("guest", 3))  # not shared
-        await _until(lambda: len(once) == 2)
-        assert [e.channel for e in once] == ["host", "guest"]
-        assert [e.tags["id"] for e in once] == ["m1", "m3"]
-        assert len(each) == 3  # 'each': every channel's copy, as Twitch sends them
-    finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await client.aclose()
+    async with _seen(redis_server, redis_prefix) as seen:
+        deliveries = [Delivery([once.append], seen, shared_chat_once=True),
+                      Delivery([each.append], None)]  # fmt: skip
+        async with _running(deliveries[0]):
+            for delivery in deliveries:
+                delivery.put(_message("host", 1, source="orig-1"))
+                delivery.put(_message("guest", 2, source="orig-1"))  # the copy in another channel
+                delivery.put(_message("guest", 3))  # not shared
+            await _until(lambda: len(once) == 2)
+            assert [e.channel for e in once] == ["host", "guest"]
+            assert [e.tags["id"] for e in once] == ["m1", "m3"]
+            assert len(each) == 3  # 'each': every channel's copy, as Twitch sends them

@@ -18,7 +18,7 @@ from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 
-from .clusterproc import BOT, TOKEN, ProcessCluster
+from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
 from .test_simulator import run
 
 DOC = Path(__file__).parent.parent / "docs" / "usage.md"
@@ -52,9 +52,7 @@ async def test_the_usage_examples_run(
         sim.add_account("viewer", "viewertoken")
         cluster = ProcessCluster(
             tmp_path, sim, redis_server, redis_prefix,
-            TMI_CLUSTER_TMI__IDENTITY__USERNAME=BOT,
-            TMI_CLUSTER_TMI__IDENTITY__PASSWORD=f"oauth:{TOKEN}",
-            TMI_CLUSTER_TMI__CONNECTION__READ_ANONYMOUSLY="true",
+            **IDENTITY,
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="1",
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX="1",
             TMI_CLUSTER_HANDLERS__MODULES='["pingbot"]',
