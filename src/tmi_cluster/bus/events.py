@@ -242,6 +242,7 @@ class EventReader:
         self._to_ack: list[str] = []
         self._own = True  # a group's consumer first reads what it had read and not finished
         self._group_ready = False
+        self._lost_group = False
         self._claimed_at = 0.0
         self._closed = False
         self._where = describe_client(client)
@@ -297,11 +298,14 @@ class EventReader:
             await self.client.xack(self.keys.events, self.group, *ids)
 
     async def _ensure_group(self) -> None:
+        """Make the group: from ``since`` (or now) the first time; from the stream's start
+        when Redis forgot it (a restart: everything in the stream came after)."""
         assert self.group is not None
+        start = "0" if self._lost_group else self._since or "$"
         with translated(self._where):
             try:
                 await self.client.xgroup_create(
-                    self.keys.events, self.group, id=self._since or "$", mkstream=True
+                    self.keys.events, self.group, id=start, mkstream=True
                 )
             except redis.exceptions.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
@@ -342,6 +346,7 @@ class EventReader:
                     if "NOGROUP" not in str(exc):
                         raise
                     self._group_ready = False  # Redis forgot it (a restart): make it again
+                    self._lost_group = True
                     return
             entries = answer[0][1] if answer else []
             if self._own and not entries:
