@@ -45,7 +45,7 @@ from tmi_cluster.bus.commands import (
     timed_out,
 )
 from tmi_cluster.bus.events import EventReader
-from tmi_cluster.bus.heartbeat import scan_statuses
+from tmi_cluster.bus.heartbeat import alive
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError, UnknownEventTypeError
 from tmi_cluster.events import ALL_EVENT_TYPES, Event
@@ -102,6 +102,7 @@ class Cluster:
         self._replies: asyncio.Task[None] | None = None
         self._senders: tuple[float, bool | None] = (-1e9, None)
         self._lock = asyncio.Lock()
+        self._senders_lock = asyncio.Lock()
         self._closed = False
 
     @classmethod
@@ -264,15 +265,16 @@ class Cluster:
 
     async def _no_sender(self) -> bool:
         """True when workers run and none of them has an identity to send with (no worker at
-        all: the send waits for one, as a restarting cluster has none for a moment)."""
-        read_at, answer = self._senders
-        if time.monotonic() - read_at < _SENDERS_S and answer is not None:
+        all: the send waits for one, as a restarting cluster has none for a moment). Two keys
+        the workers keep alive, read at most every :data:`_SENDERS_S` by one send at a time."""
+        async with self._senders_lock:
+            read_at, answer = self._senders
+            if time.monotonic() - read_at < _SENDERS_S and answer is not None:
+                return answer
+            workers, senders = await alive(await self._redis(), self.keys)
+            answer = workers and not senders
+            self._senders = (time.monotonic(), answer)
             return answer
-        client = await self._redis()
-        statuses = await scan_statuses(client, self.keys, "process")
-        answer = bool(statuses) and not any(s.get("sends") for s in statuses.values())
-        self._senders = (time.monotonic(), answer)
-        return answer
 
     async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The newest commands that could not be carried out, newest first."""

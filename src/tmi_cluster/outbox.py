@@ -33,6 +33,7 @@ from typing import Any
 from tmi_cluster.bus import Outage
 from tmi_cluster.bus.commands import (
     CLAIM_EVERY_S,
+    GRACE_S,
     MAX_DELIVERIES,
     Marker,
     Received,
@@ -87,9 +88,15 @@ class Outbox:
         #: Commands moved to the dead-letter stream, since the outbox started.
         self.dead_lettered = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unwritten: set[str] = set()  # commands begun here whose first write has not come
         self._offset_s = 0.0  # Redis's clock minus ours
         self._claimed_at = 0.0
         self._trimmed_at = 0.0
+
+    def _ours_unwritten(self, command_id: str, marker: Marker) -> bool:
+        """A marker that says this worker began the command, in this life, and wrote nothing of
+        it (a Redis error came between): it may go on with it."""
+        return marker.begun_by == self.queue.consumer and command_id in self._unwritten
 
     @property
     def in_flight(self) -> int:
@@ -155,7 +162,7 @@ class Outbox:
         """Carry out one command and answer it; never raises (an error of ours is logged,
         dead-lettered and answered ``failed``)."""
         try:
-            result = await self._result(received)
+            result = await self._waiting_out_redis(received)
         except Exception as exc:  # a bug of ours: visible, the command not lost
             log.exception("%s failed on command %s", self.queue.consumer, received.entry)
             reason = f"{type(exc).__name__}: {exc}"
@@ -185,6 +192,20 @@ class Outbox:
         log.error("%s could not record an answer in Redis; its caller's deadline answers",
                   self.queue.consumer)  # fmt: skip
 
+    async def _waiting_out_redis(self, received: Received) -> SendResult | None:
+        """:meth:`_result`, tried again while Redis does not answer, until the command's
+        deadline (and the callers' grace) has passed; then None: the entry stays pending and
+        its caller's deadline answers for it (nothing was written: a write is the last step
+        before the answer, and a command begun here is carried on here)."""
+        while True:
+            try:
+                return await self._result(received)
+            except RedisUnavailableError as error:
+                self.outage.began(error, f"the send consumer of {self.queue.consumer}")
+                if time.time() + self._offset_s > received.deadline_s + GRACE_S:
+                    return None
+                await asyncio.sleep(0.5)
+
     async def _result(self, received: Received) -> SendResult | None:
         command = received.command
         if command is None:
@@ -195,7 +216,8 @@ class Outbox:
                                     "that read it ended before it was done")  # fmt: skip
             return None
         marker = await self.queue.marker(command.id)
-        if not marker.empty:  # answered before, begun by another, or given up: not again
+        if not marker.empty and not self._ours_unwritten(command.id, marker):
+            # answered before, begun by another, or given up: not again
             return timed_out(command, marker) if marker.result is None else marker.result
         remaining_s = received.deadline_s - (time.time() + self._offset_s)
         if remaining_s <= 0:
@@ -206,8 +228,9 @@ class Outbox:
         """Write ``command`` within ``remaining_s``; its result, whatever happens."""
 
         async def begin() -> None:
+            self._unwritten.add(command.id)  # from here on, a marker of ours may be there
             found = await self.queue.begin(command.id)
-            if not found.empty:
+            if not found.empty and not self._ours_unwritten(command.id, found):
                 raise _NotOursError(found)
 
         def result(status: SendStatus, detail: str = "", **fields: Any) -> SendResult:
@@ -215,6 +238,24 @@ class Outbox:
                               detail=detail, **fields)  # fmt: skip
 
         loop = asyncio.get_running_loop()
+        try:
+            answer = await self._written(command, remaining_s, begin, result, loop)
+        except RedisUnavailableError:
+            raise  # from begin() alone, before any write: the command stays ours to go on with
+        except BaseException:
+            self._unwritten.discard(command.id)
+            raise
+        self._unwritten.discard(command.id)
+        return answer
+
+    async def _written(
+        self,
+        command: SendCommand,
+        remaining_s: float,
+        begin: Callable[[], Awaitable[None]],
+        result: Callable[..., SendResult],
+        loop: asyncio.AbstractEventLoop,
+    ) -> SendResult:
         try:
             parts = await self.pool.say(command.channel, command.text, reply_to=command.reply_to,
                                         action=command.action, deadline=loop.time() + remaining_s,

@@ -55,7 +55,7 @@ import redis.asyncio
 from tmi_cluster.bus import Assignment, Heartbeat, Keys, Outage, connect_async
 from tmi_cluster.bus.commands import SendQueue
 from tmi_cluster.bus.events import EventPublisher, Seen
-from tmi_cluster.bus.heartbeat import scan_statuses
+from tmi_cluster.bus.heartbeat import mark_alive, scan_statuses
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.delivery import Delivery
 from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
@@ -203,6 +203,7 @@ class WorkerProcess:
             "sends": pool is not None and pool.sender is not None,
             "handler_errors": self._dispatcher.errors if self._dispatcher is not None else 0,
             "events_published": self._publisher.published if self._publisher else 0,
+            "events_dropped": self._publisher.dropped if self._publisher else 0,
             "duplicates_dropped": self._delivery.duplicates if self._delivery else 0,
             "at": time.time(),
         }
@@ -243,7 +244,7 @@ class WorkerProcess:
         with contextlib.suppress(TmiClusterError):  # an earlier life's guards mean nothing now
             await assignment.clear_guards(self.id)
         async with pool, dispatcher, asyncio.TaskGroup() as tasks:
-            beating = tasks.create_task(self._beat(heartbeat), name="heartbeat")
+            beating = tasks.create_task(self._beat(heartbeat, client), name="heartbeat")
             checking = tasks.create_task(delivery.run(), name="duplicate check")
             publishing = None
             if publisher is not None:
@@ -303,10 +304,13 @@ class WorkerProcess:
         self._publisher, self._outbox = publisher, outbox
         return pool, dispatcher, delivery, publisher, outbox
 
-    async def _beat(self, heartbeat: Heartbeat) -> None:
+    async def _beat(self, heartbeat: Heartbeat, client: redis.asyncio.Redis) -> None:
+        pool = self._require_pool()
         while True:
             try:
                 await heartbeat.beat()
+                await mark_alive(client, self.keys, sends=pool.sender is not None,
+                                 ttl_s=self.keys.process_ttl_s)  # fmt: skip
             except RedisUnavailableError as error:
                 self.outage.began(error, f"worker process {self.id}")
             else:

@@ -26,6 +26,8 @@ from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 
 __all__ = [
     "BLOCK_CAP_S",
+    "MAX_CONNECTIONS",
+    "POOL_WAIT_S",
     "block_ms",
     "connect",
     "connect_async",
@@ -36,6 +38,10 @@ __all__ = [
 ]
 
 _CONNECT_TIMEOUT_S = 5.0
+#: Connections of one asyncio client, at most.
+MAX_CONNECTIONS = 64
+#: Seconds a command waits for a free connection of its client before it fails.
+POOL_WAIT_S = 20.0
 #: A blocking read waits at most this long (under redis-py's default socket timeout of 5 s).
 BLOCK_CAP_S = 2.0
 
@@ -74,13 +80,20 @@ def connect(
 def connect_async(
     settings: Settings, *, url: str | None = None, name: str = "tmi-cluster"
 ) -> redis.asyncio.Redis:
-    """An asyncio client (bytes in, bytes out). The caller awaits ``aclose()``."""
-    return redis.asyncio.Redis.from_url(
+    """An asyncio client (bytes in, bytes out). The caller awaits ``aclose()``.
+
+    At most :data:`MAX_CONNECTIONS` connections; a command beyond them waits for a free one
+    (up to :data:`POOL_WAIT_S`) rather than fail: hundreds of sends under way at once must not
+    look like an outage of Redis."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         url or resolve_url(settings),
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
         socket_connect_timeout=_CONNECT_TIMEOUT_S,
         health_check_interval=30,
         client_name=name,
     )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def describe_client(client: redis.asyncio.Redis | redis.Redis) -> str:

@@ -170,3 +170,22 @@ async def scan_statuses(
             found.append(key.decode() if isinstance(key, bytes) else key)
     values = await statuses_async(client, found)
     return {key[start : -len(":heartbeat")]: status for key, status in values.items()}
+
+
+async def mark_alive(client: redis.asyncio.Redis, keys: Keys, *, sends: bool, ttl_s: float) -> None:
+    """Say that a worker is alive (and, with ``sends``, one that can send): the two keys
+    :meth:`Keys.alive_workers` and :meth:`Keys.alive_senders`, expiring after ``ttl_s``. An
+    application asks them (:func:`alive`) instead of scanning every heartbeat."""
+    with translated(describe_client(client)):
+        pipe = client.pipeline(transaction=False)
+        pipe.set(keys.alive_workers, b"1", px=int(ttl_s * 1000))
+        if sends:
+            pipe.set(keys.alive_senders, b"1", px=int(ttl_s * 1000))
+        await pipe.execute()
+
+
+async def alive(client: redis.asyncio.Redis, keys: Keys) -> tuple[bool, bool]:
+    """Whether any worker is alive, and whether any that can send is (one round trip)."""
+    with translated(describe_client(client)):
+        workers, senders = await client.mget([keys.alive_workers, keys.alive_senders])
+    return workers is not None, senders is not None

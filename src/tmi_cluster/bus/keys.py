@@ -9,6 +9,8 @@ default; ``{x}`` a placeholder)::
     P process:{id}:channels          set    the channels assigned to the process
     P process:{id}:held              set    the channels it holds, confirmed by Twitch
     P process:{id}:epoch             string: the assignment epoch it last reported its held set for
+    P alive:workers                  string, expires after process.stale s: some worker is alive
+    P alive:senders                  string, expires after process.stale s: some worker can send
     P coordinator:lease              string (holder id), expires after LEASE_S  the leader
     P coordinator:lease:token        string (its fencing token), expires with the lease
     P coordinator:fence              integer, no expiry: the token of the latest acquisition
@@ -95,6 +97,16 @@ class Keys:
     def process_epoch(self, process_id: str) -> str:
         """The assignment epoch for which a process last recorded all it holds."""
         return f"{self.prefix}process:{process_id}:epoch"
+
+    @property
+    def alive_workers(self) -> str:
+        """Set by every worker with its heartbeat: some worker is alive."""
+        return f"{self.prefix}alive:workers"
+
+    @property
+    def alive_senders(self) -> str:
+        """Set by every worker with a Twitch identity with its heartbeat: some can send."""
+        return f"{self.prefix}alive:senders"
 
     @property
     def reports(self) -> str:
