@@ -302,6 +302,12 @@ async def test_cli_send_and_dead_letters(
         unknown = await asyncio.to_thread(tmi, "tail", "--type", "NoSuchEvent")
         assert unknown.returncode == 2
         assert "unknown event type 'NoSuchEvent'" in unknown.stderr
+        raw_lines = await asyncio.to_thread(tmi, "tail", "--type", "IrcCommandEvent")
+        assert raw_lines.returncode == 2
+        assert "never published to the event stream" in raw_lines.stderr
+        bogus = await asyncio.to_thread(tmi, "tail", "--since", "bogus", "--limit", "1")
+        assert bogus.returncode == 2
+        assert "since must be a stream entry id" in bogus.stderr
         letters = await asyncio.to_thread(tmi, "dead-letters", "--json")
         assert letters.returncode == 0
         assert json.loads(letters.stdout) == []

@@ -22,10 +22,13 @@ from tmi_cluster.events import (
     Event,
     JoinEvent,
     MessageEvent,
+    ResubEvent,
     SubEvent,
     UserEvent,
     UserNoticeEvent,
     WhisperEvent,
+    companion_of,
+    covers,
 )
 from tmi_cluster.handlers import Dispatcher, Handler, Handlers, Subscriber, load_handlers, on
 
@@ -66,16 +69,39 @@ async def wait(event: asyncio.Event) -> None:
 def test_a_handler_of_a_base_class_gets_the_subclasses_events() -> None:
     calls: list[str] = []
     handlers = Handlers()
+    users, subs = handler("users", calls), handler("subs", calls)
+    handlers.add(UserEvent, users)
+    handlers.add(SubEvent, subs)
+
+    assert handlers.for_type(MessageEvent) == (users,)
+    assert handlers.for_type(WhisperEvent) == (users,)
+    assert handlers.for_type(ResubEvent) == (subs,)
+    assert handlers.for_type(JoinEvent) == ()
+    assert len(handlers) == 2
+
+
+def test_each_line_reaches_a_handler_once_not_also_as_its_companion() -> None:
+    calls: list[str] = []
+    handlers = Handlers()
     notices, messages = handler("notices", calls), handler("messages", calls)
+    cheers, subs = handler("cheers", calls), handler("subs", calls)
     handlers.add(UserNoticeEvent, notices)
     handlers.add(MessageEvent, messages)
-
-    assert handlers.for_type(SubEvent) == (notices,)
+    # a sub's line makes a UserNoticeEvent and a SubEvent: notices get the first only
     assert handlers.for_type(UserNoticeEvent) == (notices,)
-    assert handlers.for_type(CheerEvent) == (messages,)
+    assert handlers.for_type(SubEvent) == ()
     assert handlers.for_type(MessageEvent) == (messages,)
-    assert handlers.for_type(WhisperEvent) == ()
-    assert len(handlers) == 2
+    assert handlers.for_type(CheerEvent) == ()  # its MessageEvent came to messages
+    handlers.add(CheerEvent, cheers)
+    handlers.add(SubEvent, subs)
+    assert handlers.for_type(CheerEvent) == (cheers,)  # asked for by name
+    assert handlers.for_type(SubEvent) == (subs,)
+    assert handlers.for_type(ResubEvent) == (subs,)
+    assert companion_of(CheerEvent) is MessageEvent
+    assert companion_of(ResubEvent) is UserNoticeEvent
+    assert companion_of(UserNoticeEvent) is None
+    assert covers(Event, MessageEvent)
+    assert not covers(Event, CheerEvent)
 
 
 def test_handlers_come_in_the_order_they_were_added_across_classes() -> None:
@@ -87,8 +113,8 @@ def test_handlers_come_in_the_order_they_were_added_across_classes() -> None:
     handlers.add(Event, third)
     handlers.add(MessageEvent, fourth)
 
-    assert handlers.for_type(CheerEvent) == (first, second, third, fourth)
-    assert handlers.for_type(SubEvent) == (second, third)
+    assert handlers.for_type(MessageEvent) == (first, second, third, fourth)
+    assert handlers.for_type(WhisperEvent) == (second, third)
     assert handlers.for_type(JoinEvent) == (third,)
 
 
@@ -108,13 +134,13 @@ def test_a_later_add_refreshes_what_for_type_found() -> None:
     early, late = handler("early", calls), handler("late", calls)
     handlers = Handlers()
     handlers.add(MessageEvent, early)
-    assert handlers.for_type(CheerEvent) == (early,)
-    assert handlers.for_type(SubEvent) == ()
+    assert handlers.for_type(MessageEvent) == (early,)
+    assert handlers.for_type(WhisperEvent) == ()
 
     handlers.add(UserEvent, late)
 
-    assert handlers.for_type(CheerEvent) == (early, late)
-    assert handlers.for_type(SubEvent) == (late,)
+    assert handlers.for_type(MessageEvent) == (early, late)
+    assert handlers.for_type(WhisperEvent) == (late,)
 
 
 @pytest.mark.parametrize("event_type", [int, object, message()], ids=["int", "object", "event"])
@@ -137,7 +163,7 @@ def test_wants_tells_whether_any_handler_gets_a_class() -> None:
     assert not handlers.wants(MessageEvent)
     handlers.add(UserNoticeEvent, handler("h", []))
 
-    assert handlers.wants(SubEvent)
+    assert not handlers.wants(SubEvent)  # the companion of the UserNoticeEvent it gets
     assert handlers.wants(UserNoticeEvent)
     assert not handlers.wants(UserEvent)
     assert not handlers.wants(MessageEvent)
@@ -158,7 +184,7 @@ def test_on_marks_a_function_for_several_classes() -> None:
     handlers.add_function(both)
     handlers.add_function(stacked)
 
-    assert handlers.for_type(CheerEvent) == (both,)
+    assert handlers.for_type(MessageEvent) == (both,)
     assert handlers.for_type(WhisperEvent) == (both,)
     assert handlers.for_type(SubEvent) == (stacked,)
     assert handlers.for_type(JoinEvent) == (stacked,)
@@ -218,8 +244,8 @@ def test_add_subscriber_takes_a_handler_or_a_list_of_handlers_per_class() -> Non
     handlers = Handlers()
     handlers.add_subscriber(bot)
 
-    assert handlers.for_type(CheerEvent) == (bot.on_message,)
-    assert handlers.for_type(SubEvent) == (bot.on_notice, bot.also_notice)
+    assert handlers.for_type(MessageEvent) == (bot.on_message,)
+    assert handlers.for_type(UserNoticeEvent) == (bot.on_notice, bot.also_notice)
     assert handlers.for_type(JoinEvent) == (bot.on_join,)
     assert len(handlers) == 4
 
@@ -830,12 +856,13 @@ async def test_events_that_no_handler_wants_are_not_counted() -> None:
     async with Dispatcher(handlers) as dispatcher:
         dispatcher.put(JoinEvent(channel="a", user="u"))
         dispatcher.put(sub())
+        dispatcher.put(cheer())  # its MessageEvent is the one this handler gets
         assert dispatcher.put_count == 0
         assert dispatcher.waiting == 0
-        dispatcher.put(cheer())
+        dispatcher.put(message())
         assert dispatcher.put_count == 1
         assert await dispatcher.drain(TIMEOUT_S)
-    assert seen == [cheer()]
+    assert seen == [message()]
     assert dispatcher.dispatched == 1
 
 

@@ -326,3 +326,32 @@ async def test_sends_and_the_stream_go_on_after_a_redis_restart(
 
 def _event(text: str) -> MessageEvent:
     return MessageEvent(channel="room1", user="u", text=text, tags={"id": text})
+
+
+@run
+async def test_the_duplicate_rule_holds_across_workers(
+    make_settings: Callable[..., Settings], redis_server: str, redis_prefix: str
+) -> None:
+    limits = Limits(message_allow=0, channel_interval_s=0.0)
+    async with ChatSimulator(channels=CHANNELS, limits=limits) as sim:
+        sim.add_account("mybot", "secret")
+        settings = make_settings(
+            f'prefix = "{redis_prefix}"\n'
+            f'[tmi.connection]\nserver = "127.0.0.1"\nport = {sim.port}\nsecure = false\n'
+            "connect_interval = 0\nread_anonymously = true\n"
+            '[tmi.identity]\nusername = "mybot"\npassword = "oauth:secret"\n'
+            "[throttle.messages]\nchannel_interval = 0\n"
+        )  # fmt: skip
+        client = redis.asyncio.Redis.from_url(redis_server)
+        try:
+            async with (
+                build_pool(settings, redis_client=client, name="one") as one,
+                build_pool(settings, redis_client=client, name="two") as two,
+            ):
+                for pool in (one, two, one, two):  # the same words, by turns from two workers
+                    assert await pool.say("room1", "same words") == 1
+        finally:
+            await client.aclose()
+        said = [text for channel, text in sim.account("mybot").said if channel == "room1"]
+        assert said == ["same words", "same words \U000e0000"] * 2  # none dropped by Twitch
+        assert sim.account("mybot").violations == []

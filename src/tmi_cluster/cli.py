@@ -598,6 +598,10 @@ def tail(
         loop.run_until_complete(task)
     except asyncio.CancelledError:
         pass
+    except ValueError as error:  # a bad --since: a usage error (ours are TmiClusterErrors)
+        if isinstance(error, TmiClusterError):
+            raise
+        _fail(str(error), ExitCode.USAGE)
     finally:
         loop.close()
 
@@ -606,7 +610,9 @@ def _event_line(event: Any) -> str:
     """One event as a readable, coloured line."""
     import time
 
-    stamp = time.strftime("%H:%M:%S")
+    sent_ms = event.tags.get("tmi-sent-ts", "")  # when Twitch sent it, if it says
+    at = int(sent_ms) / 1000 if sent_ms.isdigit() else time.time()
+    stamp = time.strftime("%H:%M:%S", time.localtime(at))
     where = click.style(f"#{event.channel}", fg="cyan") if event.channel else ""
     kind = type(event).__name__
     user = getattr(event, "user", None)

@@ -24,6 +24,7 @@ import contextlib
 import difflib
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -48,7 +49,7 @@ from tmi_cluster.bus.events import EventReader
 from tmi_cluster.bus.heartbeat import alive
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError, UnknownEventTypeError
-from tmi_cluster.events import ALL_EVENT_TYPES, Event
+from tmi_cluster.events import ALL_EVENT_TYPES, RAW_LINE_EVENTS, Event, covers
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import IN_FLIGHT, SendRefusal, SendResult, SendStatus
 from tmi_cluster.sender import check_text
@@ -61,12 +62,14 @@ _T = TypeVar("_T")
 #: Seconds a look at which workers can send is reused.
 _SENDERS_S = 2.0
 _BY_NAME: dict[str, type[Event]] = {t.__name__: t for t in ALL_EVENT_TYPES}
+_STREAM_ID = re.compile(r"\$|\d{1,20}(-\d{1,20})?")
 
 
 def event_type_names(types: Iterable[type[Event] | str] | None) -> frozenset[str] | None:
-    """The class names of every concrete event type that ``types`` (classes or class names,
-    ``Event`` and the bases included) covers; None for None. UnknownEventTypeError for a name
-    that is no event type, with the closest names."""
+    """The class names of every concrete event type of the stream that ``types`` (classes or
+    class names, ``Event`` and the bases included) covers (:func:`~tmi_cluster.events.covers`:
+    subclasses, but a line once); None for None. UnknownEventTypeError for a name that is no
+    event type (with the closest names), or for types never published to the stream."""
     if types is None:
         return None
     wanted: list[type[Event]] = []
@@ -84,7 +87,14 @@ def event_type_names(types: Iterable[type[Event] | str] | None) -> frozenset[str
             wanted.append(item)
         else:
             raise UnknownEventTypeError(f"{item!r} is not an event type of tmi_cluster.events")
-    return frozenset(t.__name__ for t in ALL_EVENT_TYPES if issubclass(t, tuple(wanted)))
+    streamed = [t for t in ALL_EVENT_TYPES if t not in RAW_LINE_EVENTS]
+    names = frozenset(t.__name__ for t in streamed if any(covers(w, t) for w in wanted))
+    if not names:
+        raise UnknownEventTypeError(
+            f"{', '.join(t.__name__ for t in wanted)}: never published to the event stream "
+            "(the raw-line events are for handlers inside the workers)"
+        )
+    return names
 
 
 class Cluster:
@@ -304,6 +314,9 @@ class Cluster:
         for; ``consumer`` names this reader in the group (stable across restarts: it resumes
         with what it had not finished). Close it with ``aclose()``."""
         names = None if channels is None else frozenset(_names(channels))
+        if since is not None and not _STREAM_ID.fullmatch(since):
+            raise ValueError(f"since must be a stream entry id such as 0 or 1700000000000-0, "
+                             f"got {since!r}")  # fmt: skip
         kinds = event_type_names([types] if isinstance(types, str | type) else types)
         if group is not None and not group.strip():
             raise ValueError("group must not be empty")

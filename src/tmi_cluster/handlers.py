@@ -20,10 +20,13 @@ Two ways to register, both listed in ``handlers.modules`` (``package.module`` or
       @tmi_cluster.on(MessageEvent, CheerEvent)
       def count(event): ...
 
-A handler of a class gets its subclasses' events too (``UserNoticeEvent`` gets every sub,
-gift and raid). Coroutine functions run on the worker's event loop; plain functions run in a
-thread pool (``handlers.threads``), so that a slow or blocking handler never stalls the
-connections.
+A handler of a class gets its subclasses' events too, each line once
+(:func:`tmi_cluster.events.covers`): a ``UserNoticeEvent`` handler gets every sub, gift and
+raid as its UserNoticeEvent, and not also as the SubEvent that comes with it; a
+``MessageEvent`` handler gets a cheer's MessageEvent, not also its CheerEvent. A handler of
+``SubEvent`` or ``CheerEvent`` gets those. Coroutine functions run on the worker's event
+loop; plain functions run in a thread pool (``handlers.threads``), so that a slow or blocking
+handler never stalls the connections.
 
 Dispatch (:class:`Dispatcher`): events are handled in order within a channel, and channels
 independently: a handler that is slow in one channel delays that channel's events only. At most
@@ -46,7 +49,7 @@ from types import ModuleType
 from typing import Any, Literal, TypeVar
 
 from tmi_cluster.errors import ConfigError
-from tmi_cluster.events import Event
+from tmi_cluster.events import Event, covers
 
 __all__ = ["Dispatcher", "Handler", "Handlers", "Subscriber", "load_handlers", "on"]
 
@@ -121,7 +124,7 @@ class Handlers:
             matching: list[Handler] = []
             for registered, handler in self._added:
                 # ``in`` compares by equality: two bound methods of one object are equal.
-                if issubclass(event_type, registered) and handler not in matching:
+                if covers(registered, event_type) and handler not in matching:
                     matching.append(handler)
             found = self._resolved[event_type] = tuple(matching)
         return found

@@ -272,6 +272,10 @@ def cluster_json(
                 "connections": int(figures.get("connections", 0) or 0),
                 "memory_bytes": int(figures.get("memory_bytes", 0) or 0),
                 "messages_per_s": float(figures.get("messages_per_s", 0.0) or 0.0),
+                "sends": bool(figures.get("sends", False)),
+                "handler_errors": int(figures.get("handler_errors", 0) or 0),
+                "events_published": int(figures.get("events_published", 0) or 0),
+                "events_dropped": int(figures.get("events_dropped", 0) or 0),
                 "last_heartbeat": _heard_at(status, p.last_seen_at).isoformat(),
                 "exit_code": p.exit_code,
             }

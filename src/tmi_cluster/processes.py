@@ -263,6 +263,10 @@ class Processes:
                 child.last_seen = time.monotonic()
                 self._changed.set()
                 await self._on_ready(child)
+            else:  # a handler's print(): shown, as its log lines are, with the worker's id
+                text = line.decode(errors="replace").rstrip()
+                sys.stdout.write(f"[{child.id}] {text}\n")
+                sys.stdout.flush()
 
     async def _read_stderr(self, child: Child) -> None:
         stream = child.proc.stderr

@@ -22,7 +22,7 @@ Contracts of :meth:`Sender.say`:
   :class:`~tmi_cluster.errors.UnsafeLineError` before anything of the text is sent.
 - With ``channel_window`` (a factory of a window per channel, shared by every process of the
   account), the interval between two messages in a channel is kept across the cluster rather
-  than in this process only.
+  than in this process only; with ``last_messages``, so is the duplicate rule.
 - With a ``deadline`` (the event loop's clock), :class:`~tmi_cluster.errors.DeadlineError` is
   raised when the first part cannot be written by then (nothing was written); once the first
   part is written, the rest follows whatever the time. ``begin``, when given, is awaited once,
@@ -36,7 +36,7 @@ import asyncio
 import bisect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import regex
 
@@ -46,7 +46,7 @@ from tmi_cluster.events import Event, UserStateEvent
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
 
-__all__ = ["PartlySentError", "Sender", "check_text", "split_text"]
+__all__ = ["LastMessages", "PartlySentError", "Sender", "check_text", "split_text"]
 
 _INVISIBLE = " \U000e0000"
 _GRAPHEME = regex.compile(r"\X")
@@ -112,6 +112,20 @@ def check_text(
     return split_text(text, room)
 
 
+class LastMessages(Protocol):
+    """The account's previous message in each channel, kept where every process of the account
+    sees it (Twitch's duplicate rule is per account and channel, not per process)."""
+
+    async def is_last(self, channel: str, text: str) -> bool:
+        """Whether ``text`` is the account's previous message in ``channel`` (within the
+        duplicate window)."""
+        ...
+
+    async def remember(self, channel: str, text: str) -> None:
+        """``text`` was just written to ``channel``."""
+        ...
+
+
 class PartlySentError(ConnectionError):
     """The connection went after ``sent`` of ``total`` parts of a long text were written."""
 
@@ -136,6 +150,7 @@ class Sender:
         long_text: Literal["split", "refuse"] = "split",
         margin_s: float = DEFAULT_MARGIN_S,
         channel_window: Callable[[str, float], Window] | None = None,
+        last_messages: LastMessages | None = None,
     ) -> None:
         if max_length <= len(_INVISIBLE):
             raise ValueError(f"max_length must be more than {len(_INVISIBLE)}")
@@ -147,6 +162,7 @@ class Sender:
         self.max_length = max_length
         self.long_text = long_text
         self.channel_window = channel_window
+        self.last_messages = last_messages
         self.moderator_in: set[str] = set()
         self._last: dict[str, tuple[float, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -195,14 +211,15 @@ class Sender:
                 f"no room in the message budget of #{name} before the deadline; nothing was sent"
             ) from None
         try:
-            if begin is not None:
-                await begin()
             for index, part in enumerate(parts):
                 tags = {"reply-parent-msg-id": reply_to} if reply_to and index == 0 else None
                 try:
                     if index:
                         await self._take(name)
-                    await self._write(name, part, tags, action)
+                    line = await self._prepare(name, part, action)
+                    if index == 0 and begin is not None:
+                        await begin()  # the last step before the first write
+                    await self._write(name, line, tags)
                 except ConnectionError as exc:
                     if index == 0:
                         raise
@@ -225,14 +242,23 @@ class Sender:
         else:  # counted by both limits at the same moment, as Twitch counts it on arrival
             await self.messages.take_with([self.moderator_messages])
 
-    async def _write(
-        self, channel: str, text: str, tags: dict[str, str] | None, action: bool
-    ) -> None:
-        last_at, last_text = self._last.get(channel, (-1e9, ""))
-        now = time.monotonic()
+    async def _prepare(self, channel: str, text: str, action: bool) -> str:
+        """The message's text as written: the action wrapper, and the invisible tag character
+        when it is the account's previous message in the channel within the duplicate window
+        (the cluster's previous one, with ``last_messages``)."""
         if action:
             text = f"\x01ACTION {text}\x01"
-        if text == last_text and now - last_at < self.duplicate_window_s:
+        if self.last_messages is not None:
+            duplicate = await self.last_messages.is_last(channel, text)
+        else:
+            last_at, last_text = self._last.get(channel, (-1e9, ""))
+            duplicate = text == last_text and time.monotonic() - last_at < self.duplicate_window_s
+        if duplicate:
             text = f"{text[:-1]}{_INVISIBLE}\x01" if action else text + _INVISIBLE
+        return text
+
+    async def _write(self, channel: str, text: str, tags: dict[str, str] | None) -> None:
         await self.connection.send("PRIVMSG", [f"#{channel}", text], tags=tags)
         self._last[channel] = (time.monotonic(), text)
+        if self.last_messages is not None:
+            await self.last_messages.remember(channel, text)

@@ -41,6 +41,7 @@ from typing import Literal, Self
 import redis.asyncio
 
 from tmi_cluster.bus import Keys, Outage, SharedWindow, shared_account_windows
+from tmi_cluster.bus.windows import SharedLastMessages
 from tmi_cluster.config import Settings
 from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.events import Event
@@ -117,13 +118,16 @@ def build_pool(
     if account is not None:
         messages = settings.throttle.messages
         sending = Connection(replace(options, name=f"{name}-send"), auth_window=account.auth)
-        channel_window = None
-        if redis_client is not None:  # the interval of a channel is kept cluster-wide
+        channel_window = last_messages = None
+        if redis_client is not None:  # a channel's interval and duplicate rule, cluster-wide
             login = normalise_login(identity.username)
             channel_window = _channel_windows(redis_client, keys, login, outage)
+            window_s = settings.throttle.messages.duplicate_window
+            last_messages = SharedLastMessages(redis_client, keys, login, window_s)
         sender = Sender(
             sending,
             channel_window=channel_window,
+            last_messages=last_messages,
             messages=account.messages,
             moderator_messages=account.moderator_messages,
             channel_interval_s=messages.channel_interval,

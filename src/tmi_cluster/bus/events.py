@@ -6,7 +6,7 @@ and ``e`` (the event, msgpack: ``msgspec`` with the class name as the tag, ``raw
 unless ``handlers.stream_raw``). Readers filter on ``t`` and ``c`` without decoding ``e``.
 
 - :class:`EventPublisher` (a worker): :meth:`~EventPublisher.put` never waits; a task writes
-  what waits in pipelined batches, each ``XADD`` trimmed to about ``maxlen`` entries, and every
+  what waits in batches, each batch trimmed to about ``maxlen`` entries, and every
   :data:`TRIM_EVERY_S` the entries older than ``max_age_s`` go (``XTRIM MINID``). While Redis
   is away, at most ``buffer`` events wait (the oldest dropped beyond, counted and logged).
   A batch is one script call that adds each event as its own entry.
@@ -67,18 +67,19 @@ _BATCH = 500
 # KEYS[1]: the stream. ARGV[1]: its approximate length bound; ARGV[2]: a msgpack array of
 # (type, channel, length of the event's bytes) triples, flat; ARGV[3]: the events' bytes, one
 # after the other (Redis's cmsgpack reads no msgpack bin, hence the lengths). One XADD per
-# event, inside Redis: one command of three arguments a batch instead of a command per event
-# (the client's cost per command and per argument bounds a worker's rate, not Redis's).
+# event, inside Redis, and one XTRIM: one command of three arguments a batch instead of a
+# command per event (the client's cost per command and per argument bounds a worker's rate).
 _PUBLISH = """
 local key, maxlen, blob = KEYS[1], ARGV[1], ARGV[3]
 local items = cmsgpack.unpack(ARGV[2])
 local at = 1
 for i = 1, #items, 3 do
   local size = items[i + 2]
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 't', items[i], 'c', items[i + 1],
+  redis.call('XADD', key, '*', 't', items[i], 'c', items[i + 1],
              'e', string.sub(blob, at, at + size - 1))
   at = at + size
 end
+redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
 return #items / 3
 """
 

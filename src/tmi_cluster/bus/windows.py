@@ -26,11 +26,14 @@ several times a second, so the others have all seen the old epoch.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import itertools
 import logging
 import random
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio
 
@@ -46,7 +49,13 @@ from tmi_cluster.ratelimit import (
     check_count,
 )
 
-__all__ = ["RETRY_CAP_S", "Outage", "SharedWindow", "shared_account_windows"]
+__all__ = [
+    "RETRY_CAP_S",
+    "Outage",
+    "SharedLastMessages",
+    "SharedWindow",
+    "shared_account_windows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -262,3 +271,41 @@ def shared_account_windows(
         shared("messages", rates.messages),
         shared("moderator_messages", rates.moderator_messages),
     )
+
+
+class SharedLastMessages:
+    """The account's previous message in each channel, for Twitch's duplicate rule, shared by
+    every process of the account (a digest per channel under
+    ``keys.ratelimit(account, "last:<channel>")``, expiring after the duplicate window): two
+    workers sending the same text to one channel within 30 s do not have the second dropped.
+    A Redis error counts as "not the previous one" (at worst Twitch drops that message)."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, keys: Keys, account: str, window_s: float
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._account = account
+        self._window_ms = max(1, int(window_s * 1000))
+        self._where = describe_client(client)
+
+    def _key(self, channel: str) -> str:
+        return self._keys.ratelimit(self._account, f"last:{channel}")
+
+    @staticmethod
+    def _digest(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    async def is_last(self, channel: str, text: str) -> bool:
+        """Whether ``text`` is the account's previous message in ``channel``."""
+        try:
+            with translated(self._where):
+                previous: Any = await self._client.get(self._key(channel))
+        except RedisUnavailableError:
+            return False
+        return bool(previous == self._digest(text))
+
+    async def remember(self, channel: str, text: str) -> None:
+        """``text`` was just written to ``channel``."""
+        with contextlib.suppress(RedisUnavailableError), translated(self._where):
+            await self._client.set(self._key(channel), self._digest(text), px=self._window_ms)

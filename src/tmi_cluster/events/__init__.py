@@ -121,6 +121,8 @@ __all__ = [
     "ViewerMilestoneEvent",
     "WelcomeEvent",
     "WhisperEvent",
+    "companion_of",
+    "covers",
     "from_json",
     "from_message",
     "to_json",
@@ -135,6 +137,29 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = tuple(
 )
 #: The raw-line events: made only for handlers that subscribe to them, never streamed.
 RAW_LINE_EVENTS: tuple[type[Event], ...] = (IrcMessageEvent, IrcCommandEvent)
+
+
+def companion_of(event_type: type[Event]) -> type[Event] | None:
+    """The event that every event of ``event_type`` comes with, made from the same line: a
+    cheer's CheerEvent comes with its MessageEvent, a sub's SubEvent (and every other specific
+    USERNOTICE event) with its UserNoticeEvent; None for the others."""
+    if issubclass(event_type, CheerEvent):
+        return MessageEvent
+    if issubclass(event_type, UserNoticeEvent) and event_type is not UserNoticeEvent:
+        return UserNoticeEvent
+    return None
+
+
+def covers(registered: type[Event], event_type: type[Event]) -> bool:
+    """Whether a handler or a filter of class ``registered`` gets events of ``event_type``: the
+    class and its subclasses, but not the companion of an event it gets already, so that each
+    line reaches it once (a MessageEvent handler gets a cheer's MessageEvent, not also its
+    CheerEvent; a CheerEvent handler gets the CheerEvent)."""
+    if not issubclass(event_type, registered):
+        return False
+    companion = companion_of(event_type)
+    return companion is None or not issubclass(companion, registered)
+
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[ALL_EVENT_TYPES])  # noqa: UP007
