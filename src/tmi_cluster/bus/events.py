@@ -84,6 +84,7 @@ return #items / 3
 """
 
 _ENCODE = msgspec.msgpack.Encoder()
+_REPLACE = msgspec.structs.replace
 _DECODE: msgspec.msgpack.Decoder[Event] = msgspec.msgpack.Decoder(Union[ALL_EVENT_TYPES])  # noqa: UP007
 _NOT_STREAMED = frozenset(RAW_LINE_EVENTS)
 
@@ -116,7 +117,9 @@ class EventPublisher:
         #: Events written to the stream, and dropped (the buffer full while Redis was away).
         self.published = 0
         self.dropped = 0
-        self._waiting: deque[Event] = deque()
+        # encoded at once: bytes wait, not event objects (less memory, nothing for the
+        # garbage collector to walk while a burst waits)
+        self._waiting: deque[tuple[str, str, bytes]] = deque()
         self._ready = asyncio.Event()
         self._where = describe_client(client)
         self._script = client.register_script(_PUBLISH)
@@ -126,6 +129,7 @@ class EventPublisher:
         """Queue ``event`` for the stream (the raw-line events never go). Never waits."""
         if type(event) in _NOT_STREAMED:
             return
+        entry = self._entry(event)
         waiting = self._waiting
         if len(waiting) >= self.buffer:
             waiting.popleft()
@@ -133,7 +137,7 @@ class EventPublisher:
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 log.warning("the event stream falls behind (Redis away?): %d events dropped",
                             self.dropped)  # fmt: skip
-        waiting.append(event)
+        waiting.append(entry)
         if not self._ready.is_set():
             self._ready.set()
 
@@ -160,7 +164,7 @@ class EventPublisher:
         waiting = self._waiting
         batch = [waiting.popleft() for _ in range(min(len(waiting), _BATCH))]
         try:
-            await self.publish(batch)
+            await self._write(batch)
             self.outage.ended()
         except RedisUnavailableError as error:
             self.outage.began(error, "the event stream")
@@ -172,28 +176,28 @@ class EventPublisher:
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Write ``events`` now (one pipeline), and trim by age when it is time."""
+        await self._write([self._entry(e) for e in events])
+
+    def _entry(self, event: Event) -> tuple[str, str, bytes]:
+        """An event as the stream keeps it: its type, channel and msgpack form."""
+        if event.raw and not self.raw:
+            event = _REPLACE(event, raw="")
+        return type(event).__name__, event.channel or "", _ENCODE.encode(event)
+
+    async def _write(self, entries: Sequence[tuple[str, str, bytes]]) -> None:
+        """Write encoded ``entries`` (type, channel, event), and trim by age when it is time."""
         key = self.keys.events
-        raw = self.raw
-        encode = _ENCODE.encode
-        items: list[Any] = []
-        blobs: list[bytes] = []
-        for event in events:
-            data = encode(event if raw or not event.raw else _without_raw(event))
-            items += (type(event).__name__, event.channel or "", len(data))
-            blobs.append(data)
+        items = [x for kind, channel, data in entries for x in (kind, channel, len(data))]
+        blob = b"".join(data for _, _, data in entries)
         with translated(self._where):
-            await self._script(keys=[key], args=[self.maxlen, encode(items), b"".join(blobs)])
+            await self._script(keys=[key], args=[self.maxlen, _ENCODE.encode(items), blob])
             now = time.monotonic()
             if now - self._trimmed_at >= TRIM_EVERY_S:
                 self._trimmed_at = now
                 seconds, micros = await self.client.time()
                 oldest_ms = int((float(seconds) + float(micros) / 1e6 - self.max_age_s) * 1000)
                 await self.client.xtrim(key, minid=oldest_ms, approximate=True)
-        self.published += len(events)
-
-
-def _without_raw(event: Event) -> Event:
-    return msgspec.structs.replace(event, raw="")
+        self.published += len(entries)
 
 
 class Seen:
