@@ -1,0 +1,187 @@
+"""Channel managers: which channels may be joined (and sent to), and for how long.
+
+One protocol, :class:`ChannelManager`, every method batched (a list of channels in, one
+answer for all of them out; no round trip per channel):
+
+- ``authorize(channels, *, reconnect=False)``: grant; ``reconnect`` channels are wanted again
+  after any restart.
+- ``revoke(channels)``: withdraw (the channels are no longer wanted either).
+- ``authorized(channels)``: those of ``channels`` that may be joined.
+- ``acknowledged(channels)``: fresh interest in them (pushes their stale cleanup back).
+- ``stale(channels)``: those of ``channels`` whose last acknowledgement is older than
+  ``channel_manager.channel.stale`` hours.
+
+The managers:
+
+- :class:`DummyChannelManager` (``channel_manager.use = "dummy"``, the default): everything
+  is allowed, nothing is ever stale; no invite screen, no auto join and part (as the original).
+- :class:`DatabaseChannelManager` (``"database"``): authorization and acknowledgements in the
+  cluster's SQL database.
+- The user's own class (``"package.module:Class"``), made with the settings
+  (``Class(settings)``) or with no arguments; :func:`load_manager` checks at start that it
+  loads and has every method of the protocol, with a clear error when not.
+
+This release has the managers; the cluster consults them from the next one on (the join and
+send paths, the cleanup, ``tmi-cluster authorize``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+import inspect
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import ConfigError
+from tmi_cluster.logins import normalise_logins
+from tmi_cluster.store import Store
+
+__all__ = [
+    "PROTOCOL_METHODS",
+    "ChannelManager",
+    "DatabaseChannelManager",
+    "DummyChannelManager",
+    "load_manager",
+]
+
+#: The methods a channel manager has (each a coroutine function).
+PROTOCOL_METHODS = ("authorize", "revoke", "authorized", "acknowledged", "stale")
+
+
+@runtime_checkable
+class ChannelManager(Protocol):
+    """What a channel manager does; see the module. Channels are logins (``name``, ``#name``
+    and any case are accepted)."""
+
+    async def authorize(self, channels: Sequence[str], *, reconnect: bool = False) -> None:
+        """Grant ``channels``; with ``reconnect``, they are wanted again after a restart."""
+        ...
+
+    async def revoke(self, channels: Sequence[str]) -> None:
+        """Withdraw ``channels`` (no longer wanted either)."""
+        ...
+
+    async def authorized(self, channels: Sequence[str]) -> set[str]:
+        """Those of ``channels`` that may be joined."""
+        ...
+
+    async def acknowledged(self, channels: Sequence[str]) -> None:
+        """Fresh interest in ``channels``: their stale cleanup is pushed back."""
+        ...
+
+    async def stale(self, channels: Sequence[str]) -> set[str]:
+        """Those of ``channels`` not acknowledged for ``channel_manager.channel.stale`` hours."""
+        ...
+
+
+class DummyChannelManager:
+    """Everything allowed, nothing stale, nothing recorded (the default)."""
+
+    #: Whether the invite screen and the auto join and part use this manager.
+    invite_screen = False
+    auto_cleanup = False
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings
+
+    async def authorize(self, channels: Sequence[str], *, reconnect: bool = False) -> None:
+        """Nothing to record: everything is allowed."""
+        normalise_logins(channels)
+
+    async def revoke(self, channels: Sequence[str]) -> None:
+        """Nothing to record: everything stays allowed."""
+        normalise_logins(channels)
+
+    async def authorized(self, channels: Sequence[str]) -> set[str]:
+        """All of them."""
+        return set(normalise_logins(channels))
+
+    async def acknowledged(self, channels: Sequence[str]) -> None:
+        """Nothing to record."""
+        normalise_logins(channels)
+
+    async def stale(self, channels: Sequence[str]) -> set[str]:
+        """None of them."""
+        normalise_logins(channels)
+        return set()
+
+
+class DatabaseChannelManager:
+    """Authorization and acknowledgements in the cluster's SQL database (the ``channels``
+    table: ``authorized``, ``revoked``, ``reconnect``, ``acknowledged_at``), each call a few
+    batched statements run off the event loop."""
+
+    invite_screen = True
+    auto_cleanup = True
+
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store.from_settings(settings)
+        self.stale_s = settings.channel_manager.channel.stale * 3600
+
+    async def authorize(self, channels: Sequence[str], *, reconnect: bool = False) -> None:
+        """Grant ``channels`` (a revoke is cleared)."""
+        names = normalise_logins(channels)
+        await asyncio.to_thread(self.store.authorize, names, reconnect=reconnect)
+
+    async def revoke(self, channels: Sequence[str]) -> None:
+        """Withdraw ``channels``; they are no longer wanted."""
+        names = normalise_logins(channels)
+        await asyncio.to_thread(self.store.revoke, names)
+
+    async def authorized(self, channels: Sequence[str]) -> set[str]:
+        """Those of ``channels`` authorized and not revoked."""
+        names = normalise_logins(channels)
+        known = await asyncio.to_thread(self.store.channels, names)
+        return {c.login for c in known.values() if c.authorized and not c.revoked}
+
+    async def acknowledged(self, channels: Sequence[str]) -> None:
+        """Record fresh interest now."""
+        names = normalise_logins(channels)
+        await asyncio.to_thread(self.store.acknowledge, names)
+
+    async def stale(self, channels: Sequence[str]) -> set[str]:
+        """Those of ``channels`` whose last acknowledgement is older than the stale age (one
+        never acknowledged, or unknown, is not stale: nothing says since when)."""
+        names = normalise_logins(channels)
+        known = await asyncio.to_thread(self.store.channels, names)
+        horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.stale_s)
+        return {c.login for c in known.values()
+                if c.acknowledged_at is not None and c.acknowledged_at < horizon}  # fmt: skip
+
+
+def load_manager(settings: Settings) -> ChannelManager:
+    """The manager ``channel_manager.use`` names, made; ConfigError naming what is wrong when a
+    class of one's own does not import, cannot be made, or lacks a method of the protocol (or
+    has one that is not a coroutine function)."""
+    use = settings.channel_manager.use
+    if use == "dummy":
+        return DummyChannelManager(settings)
+    if use == "database":
+        return DatabaseChannelManager(settings)
+    module_name, _, attribute = use.partition(":")
+    where = f"channel_manager.use: {use!r}"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module: any error is a launch failure
+        raise ConfigError([f"{where} does not import: {type(exc).__name__}: {exc}"]) from exc
+    cls: Any = getattr(module, attribute, None)
+    if not isinstance(cls, type):
+        raise ConfigError([f"{where}: {module_name} has no class {attribute!r}"])
+    missing = [
+        m for m in PROTOCOL_METHODS if not inspect.iscoroutinefunction(getattr(cls, m, None))
+    ]
+    if missing:
+        raise ConfigError([f"{where} is no channel manager: it needs the coroutine methods "
+                           f"{', '.join(missing)} (see tmi_cluster.channels)"])  # fmt: skip
+    try:
+        try:
+            manager = cls(settings)
+        except TypeError:
+            manager = cls()
+    except Exception as exc:
+        raise ConfigError([f"{where} cannot be made: {type(exc).__name__}: {exc}"]) from exc
+    return manager  # type: ignore[no-any-return]

@@ -1,0 +1,137 @@
+"""Channel managers: Dummy, Database (real SQLite and PostgreSQL), and one's own class loaded
+by its import path, a broken one refused with the reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tmi_cluster.channels import (
+    ChannelManager,
+    DatabaseChannelManager,
+    DummyChannelManager,
+    load_manager,
+)
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import ConfigError, InvalidChannelError
+from tmi_cluster.store import Store
+
+from .test_simulator import run
+
+
+@run
+async def test_the_dummy_allows_everything_and_keeps_nothing() -> None:
+    dummy = DummyChannelManager()
+    assert isinstance(dummy, ChannelManager)
+    await dummy.authorize(["#Alpha"])
+    await dummy.revoke(["alpha"])
+    assert await dummy.authorized(["#Alpha", "beta"]) == {"alpha", "beta"}
+    assert await dummy.stale(["alpha"]) == set()
+    assert not dummy.invite_screen
+    assert not dummy.auto_cleanup
+    with pytest.raises(InvalidChannelError):
+        await dummy.authorized(["not a channel"])
+
+
+@run
+async def test_the_database_manager_keeps_authorization_and_acknowledgements(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(f'[database]\nurl = "{database_url}"\n'
+                             "[channel_manager]\nuse = 'database'\n"
+                             "[channel_manager.channel]\nstale = 1\n")  # fmt: skip
+    with Store(database_url) as store:
+        store.migrate()
+        manager = load_manager(settings)
+        assert isinstance(manager, DatabaseChannelManager)
+        await manager.authorize(["#Alpha", "beta"], reconnect=True)
+        assert await manager.authorized(["alpha", "beta", "gamma"]) == {"alpha", "beta"}
+        await manager.revoke(["beta"])
+        assert await manager.authorized(["alpha", "beta"]) == {"alpha"}
+        assert store.channels(["beta"])["beta"].wanted is False
+        assert store.channels(["alpha"])["alpha"].reconnect is True
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+        store.acknowledge(["alpha", "beta"], now=long_ago)
+        assert await manager.stale(["alpha", "beta", "gamma"]) == {"alpha", "beta"}
+        await manager.acknowledged(["alpha"])  # pushes alpha's cleanup back
+        assert await manager.stale(["alpha", "beta"]) == {"beta"}
+        await manager.authorize(["beta"])  # a revoke is cleared by a new grant
+        assert await manager.authorized(["beta"]) == {"beta"}
+        names = [f"bulk{i}" for i in range(3000)]  # batched: no statement per channel
+        await manager.authorize(names)
+        assert len(await manager.authorized(names)) == 3000
+        manager.store.close()
+
+
+@pytest.fixture
+def own_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [n for n in sys.modules if n.startswith("mymanagers")]:
+        del sys.modules[name]
+
+
+_MANAGERS = """
+class Good:
+    def __init__(self, settings):
+        self.settings = settings
+    async def authorize(self, channels, *, reconnect=False): ...
+    async def revoke(self, channels): ...
+    async def authorized(self, channels): return set(channels)
+    async def acknowledged(self, channels): ...
+    async def stale(self, channels): return set()
+
+class NoArguments(Good):
+    def __init__(self):
+        self.settings = None
+
+class Missing:
+    async def authorize(self, channels, *, reconnect=False): ...
+
+class Sync(Good):
+    def stale(self, channels): return set()
+
+class Broken(Good):
+    def __init__(self, settings):
+        raise RuntimeError("no licence key")
+"""
+
+
+@pytest.mark.parametrize(
+    ("use", "problem"),
+    [
+        ("mymanagers_gone:Good", "does not import: ModuleNotFoundError"),
+        ("mymanagers:Nope", "mymanagers has no class 'Nope'"),
+        (
+            "mymanagers:Missing",
+            "needs the coroutine methods revoke, authorized, acknowledged, stale",
+        ),
+        ("mymanagers:Sync", "needs the coroutine methods stale"),
+        ("mymanagers:Broken", "cannot be made: RuntimeError: no licence key"),
+    ],
+)
+def test_a_broken_manager_of_ones_own_is_refused_with_the_reason(
+    own_module: Path, make_settings: Callable[..., Settings], use: str, problem: str
+) -> None:
+    (own_module / "mymanagers.py").write_text(_MANAGERS)
+    settings = make_settings(f"[channel_manager]\nuse = '{use}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_manager(settings)
+    assert f"channel_manager.use: {use!r}" in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_a_manager_of_ones_own_is_loaded_by_its_path(
+    own_module: Path, make_settings: Callable[..., Settings]
+) -> None:
+    (own_module / "mymanagers.py").write_text(_MANAGERS)
+    good = load_manager(make_settings("[channel_manager]\nuse = 'mymanagers:Good'\n"))
+    assert type(good).__name__ == "Good"
+    assert good.settings is not None  # type: ignore[attr-defined]
+    plain = load_manager(make_settings("[channel_manager]\nuse = 'mymanagers:NoArguments'\n"))
+    assert type(plain).__name__ == "NoArguments"
+    assert isinstance(load_manager(make_settings("")), DummyChannelManager)  # the default
