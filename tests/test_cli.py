@@ -45,8 +45,8 @@ COMMANDS = [
 ]
 LATER = sorted(
     set(COMMANDS)
-    - {"channels", "dead-letters", "features", "health", "install", "join", "list", "migrate",
-       "part", "purge", "run", "scale", "send", "simulate", "tail", "terminate"}
+    - {"authorize", "channels", "dead-letters", "features", "health", "install", "join", "list",
+       "migrate", "part", "purge", "run", "scale", "send", "simulate", "tail", "terminate"}
 )  # fmt: skip
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 

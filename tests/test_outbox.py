@@ -24,6 +24,7 @@ from tmi_cluster.bus.commands import (
     timed_out,
 )
 from tmi_cluster.bus.events import EventPublisher, EventReader
+from tmi_cluster.channels import ChannelManager, DatabaseChannelManager
 from tmi_cluster.config import Settings
 from tmi_cluster.events import MessageEvent
 from tmi_cluster.outbox import Outbox
@@ -31,6 +32,7 @@ from tmi_cluster.outcomes import IN_FLIGHT, SendRefusal, SendResult, SendStatus
 from tmi_cluster.pool import Pool
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
+from tmi_cluster.store import Store
 from tmi_cluster.worker import build_pool
 
 from .test_redis_outage import RedisProcess
@@ -133,6 +135,7 @@ async def _outbox(
     token: str = "secret",  # noqa: S107 - the simulator's test account
     extra: str = "",
     port: int | None = None,
+    restrict_to: ChannelManager | None = None,
 ) -> AsyncIterator[tuple[Outbox, SendClient, Pool, redis.asyncio.Redis]]:
     settings = make_settings(
         f'prefix = "{redis_prefix}"\n'
@@ -146,7 +149,7 @@ async def _outbox(
     stop = asyncio.Event()
     try:
         async with build_pool(settings, redis_client=client) as pool:
-            outbox = Outbox(SendQueue(client, keys, "proc-a"), pool)
+            outbox = Outbox(SendQueue(client, keys, "proc-a"), pool, restrict_to=restrict_to)
             running = asyncio.create_task(outbox.run(stop))
             try:
                 yield outbox, SendClient(client, keys, "tester"), pool, client
@@ -355,3 +358,25 @@ async def test_the_duplicate_rule_holds_across_workers(
         said = [text for channel, text in sim.account("mybot").said if channel == "room1"]
         assert said == ["same words", "same words \U000e0000"] * 2  # none dropped by Twitch
         assert sim.account("mybot").violations == []
+
+
+@run
+async def test_restricted_sending_refuses_an_unauthorized_channel(
+    make_settings: Callable[..., Settings], redis_server: str, redis_prefix: str, sqlite_url: str
+) -> None:
+    store = Store(sqlite_url)
+    store.migrate()
+    manager = DatabaseChannelManager(make_settings(""), store=store)
+    await manager.authorize(["room1"])
+    async with ChatSimulator(channels=CHANNELS) as sim:
+        sim.add_account("mybot", "secret")
+        async with _outbox(make_settings, redis_server, redis_prefix, sim,
+                           restrict_to=manager) as (_, sends, _, _):  # fmt: skip
+            await sends.submit(_command("room1", "allowed", id="allowed"))
+            await sends.submit(_command("room2", "not allowed", id="denied"))
+            results = {r.id: r for r in await _replies(sends, 2)}
+            assert results["allowed"].ok
+            assert results["denied"].reason == SendRefusal.UNAUTHORIZED.value
+            assert "restrict_messages" in results["denied"].detail
+        assert sim.account("mybot").said == [("room1", "allowed")]
+    store.close()

@@ -355,6 +355,16 @@ def test_a_worker_that_cannot_start_is_reported_and_retried(
     assert "trying again in 1 s" in log  # slower each time
 
 
+def test_a_channel_manager_that_does_not_load_keeps_the_workers_from_starting(
+    tmp_path: Path, cluster: Callable[..., Supervisor]
+) -> None:
+    supervisor = cluster(TMI_CLUSTER_CHANNEL_MANAGER__USE="no_such_managers:Manager")
+    wait_for(lambda: "could not start" in supervisor.err.read_text(), what="the launch failure")
+    log = supervisor.err.read_text()
+    assert "channel_manager.use: 'no_such_managers:Manager' does not import" in log
+    assert supervisor.process.poll() is None
+
+
 def test_list_json_has_the_contract_keys(
     tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
 ) -> None:
@@ -576,3 +586,36 @@ def test_on_the_embedded_simulator_sending_works_too(
     result = tmi(tmp_path, "send", "#somechannel", "hello from the docs", **env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "#somechannel: written (1 part, by sup-a-" in result.stdout
+
+
+def test_the_database_manager_refuses_joins_it_does_not_authorize_and_a_revoke_parts(
+    tmp_path: Path, cluster: Callable[..., Supervisor], redis_client: redis.Redis
+) -> None:
+    database = {"TMI_CLUSTER_CHANNEL_MANAGER__USE": "database"}
+    cluster(TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="1", **database)
+    env = {**cluster.env, **database}  # type: ignore[attr-defined]
+    refused = tmi(tmp_path, "join", "alpha", **env)
+    assert refused.returncode == 1
+    assert refused.stdout.startswith("#alpha: unauthorized: not authorized by the channel manager")
+    granted = tmi(tmp_path, "authorize", "#Alpha", "beta", "--reconnect", **env)
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout.splitlines() == ["#alpha: authorized", "#beta: authorized",
+                                           "2 channels changed, 0 unchanged"]  # fmt: skip
+    assert _join(tmp_path, env, "alpha")["#alpha"].startswith("joined")
+    both = tmi(tmp_path, "join", "--authorize", "gamma", **env)
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert both.stdout.splitlines()[0] == "#gamma: authorized"
+    assert both.stdout.splitlines()[1].startswith("#gamma: joined")
+
+    def holders(channel: str) -> list[str]:
+        return [p for p in _statuses(redis_client, env) if channel in _held(redis_client, env, p)]
+
+    assert holders("alpha")
+    started = time.monotonic()
+    revoked = tmi(tmp_path, "authorize", "alpha", "--revoke", **env)
+    assert revoked.stdout.splitlines()[0] == "#alpha: revoked"
+    wait_for(lambda: not holders("alpha"), timeout_s=10, what="alpha parted after its revoke")
+    print(f"\nrevoke to part: {time.monotonic() - started:.2f} s")
+    assert holders("gamma")  # the others stay
+    bad = tmi(tmp_path, "authorize", "alpha", "--revoke", "--reconnect", **env)
+    assert bad.returncode == 2

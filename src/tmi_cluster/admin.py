@@ -28,6 +28,7 @@ from tmi_cluster.bus import (
     statuses_async,
     translated,
 )
+from tmi_cluster.channels import load_manager
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
@@ -36,6 +37,7 @@ from tmi_cluster.store import Store
 
 __all__ = [
     "CHANNEL_STATES",
+    "authorize",
     "channels",
     "join",
     "part",
@@ -48,6 +50,8 @@ __all__ = [
 
 #: The states ``tmi-cluster channels`` shows.
 CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted")
+_UNAUTHORIZED = ("unauthorized: not authorized by the channel manager ('tmi-cluster authorize' "
+                 "grants it, or 'join --authorize')")  # fmt: skip
 _JOINED = "joined"
 
 
@@ -118,12 +122,46 @@ async def purge(settings: Settings) -> housekeeping.PurgeResult:
             return await housekeeping.purge(store, client, keys, retention_s=0)
 
 
+async def authorize(
+    settings: Settings, channels: list[str], *, revoke: bool = False, reconnect: bool = False
+) -> dict[str, str]:
+    """Grant (or with ``revoke`` withdraw) ``channels`` through ``channel_manager.use``; each
+    one's change: ``authorized``, ``already authorized``, ``revoked``, ``was not
+    authorized``. A revoke makes the channels unwanted and wakes the coordinator, which parts
+    them within a pass (if Redis does not answer, within its next read of SQL)."""
+    names = normalise_logins(channels)
+    with Store.from_settings(settings) as store:
+        manager = load_manager(settings, store=store)
+        before = await manager.authorized(names)
+        if revoke:
+            await manager.revoke(names)
+        else:
+            await manager.authorize(names, reconnect=reconnect)
+    if not revoke:
+        return {n: "already authorized" if n in before else "authorized" for n in names}
+    with contextlib.suppress(TmiClusterError):  # the coordinator parts them now
+        async with _redis(settings, "authorize") as client:
+            await wanted_changed(client, Keys.from_settings(settings))
+    return {n: "revoked" if n in before else "was not authorized" for n in names}
+
+
 async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> dict[str, str]:
     """Join ``channels`` (InvalidChannelError before anything is done for a bad name); return
-    each one's outcome: ``joined (process)``, the failure's reason, ``no answer within N s``.
-    NotAvailableError when no worker process is alive. The channels stay wanted whatever the
-    outcome (the coordinator retries a failure as its reason demands)."""
+    each one's outcome: ``joined (process)``, the failure's reason, ``no answer within N s``,
+    or ``unauthorized`` for a channel the channel manager does not authorize (it is not
+    wanted). NotAvailableError when no worker process is alive. The channels stay wanted
+    whatever the outcome (the coordinator retries a failure as its reason demands)."""
     names = normalise_logins(channels)
+    with Store.from_settings(settings) as store:
+        allowed = await load_manager(settings, store=store).authorized(names)
+    results = dict.fromkeys((n for n in names if n not in allowed), _UNAUTHORIZED)
+    wanted = [n for n in names if n in allowed]
+    if wanted:
+        results.update(await _join(settings, wanted, timeout_s=timeout_s))
+    return {n: results[n] for n in names}
+
+
+async def _join(settings: Settings, names: list[str], *, timeout_s: float) -> dict[str, str]:
     keys = Keys.from_settings(settings)
     async with _redis(settings, "join") as client:
         assignment = Assignment(client, keys)

@@ -21,8 +21,10 @@ The managers:
   (``Class(settings)``) or with no arguments; :func:`load_manager` checks at start that it
   loads and has every method of the protocol, with a clear error when not.
 
-This release has the managers; the cluster consults them from the next one on (the join and
-send paths, the cleanup, ``tmi-cluster authorize``).
+The workers load the manager at start (one that does not load keeps them from starting, with
+the reason) and, with ``channel_manager.channel.restrict_messages``, refuse a send to a
+channel it does not authorize (``unauthorized``). Joins, the stale cleanup and
+``tmi-cluster authorize`` consult it from the next release on.
 """
 
 from __future__ import annotations
@@ -153,15 +155,16 @@ class DatabaseChannelManager:
                 if c.acknowledged_at is not None and c.acknowledged_at < horizon}  # fmt: skip
 
 
-def load_manager(settings: Settings) -> ChannelManager:
-    """The manager ``channel_manager.use`` names, made; ConfigError naming what is wrong when a
+def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelManager:
+    """The manager ``channel_manager.use`` names, made (the Database one on ``store``, else a
+    store of its own); ConfigError naming what is wrong when a
     class of one's own does not import, cannot be made, or lacks a method of the protocol (or
     has one that is not a coroutine function)."""
     use = settings.channel_manager.use
     if use == "dummy":
         return DummyChannelManager(settings)
     if use == "database":
-        return DatabaseChannelManager(settings)
+        return DatabaseChannelManager(settings, store=store)
     module_name, _, attribute = use.partition(":")
     where = f"channel_manager.use: {use!r}"
     try:

@@ -425,17 +425,45 @@ def purge(ctx: click.Context) -> None:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=3600),
               default=30.0, show_default=True,
               help="Seconds to wait for the outcomes.")  # fmt: skip
+@click.option("--authorize", "grant", is_flag=True,
+              help="Authorize the channels first (channel_manager.use = 'database').")  # fmt: skip
 @click.pass_context
-def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float) -> None:
+def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant: bool) -> None:
     """Join channels now: each goes to the live worker process with the fewest channels, and
-    its outcome is printed (exit 1 unless every channel joined)."""
+    its outcome is printed (exit 1 unless every channel joined). With the Database channel
+    manager, a channel not authorized is refused (unauthorized) unless --authorize."""
     from tmi_cluster import admin
 
-    outcomes = asyncio.run(admin.join(_cluster_settings(ctx), list(channels), timeout_s=timeout_s))
+    settings = _cluster_settings(ctx)
+    if grant:
+        for channel, change in asyncio.run(admin.authorize(settings, list(channels))).items():
+            click.echo(f"#{channel}: {change}")
+    outcomes = asyncio.run(admin.join(settings, list(channels), timeout_s=timeout_s))
     for channel, outcome in outcomes.items():
         click.echo(f"#{channel}: {outcome}")
     if any(not o.startswith("joined") for o in outcomes.values()):
         ctx.exit(ExitCode.FAILURE)
+
+
+@cli.command()
+@click.argument("channels", nargs=-1, required=True)
+@click.option("--revoke", is_flag=True, help="Withdraw the authorization (parts the channels).")
+@click.option("--reconnect", is_flag=True, help="Wanted again after any restart.")
+@click.pass_context
+def authorize(ctx: click.Context, channels: tuple[str, ...], revoke: bool, reconnect: bool) -> None:
+    """Grant channels their authorization through the channel manager (channel_manager.use),
+    or withdraw it with --revoke (their workers part them within seconds); prints what
+    changed for each."""
+    from tmi_cluster import admin
+
+    if revoke and reconnect:
+        _fail("--revoke and --reconnect do not go together", ExitCode.USAGE)
+    changes = asyncio.run(admin.authorize(_cluster_settings(ctx), list(channels), revoke=revoke,
+                                          reconnect=reconnect))  # fmt: skip
+    for channel, change in changes.items():
+        click.echo(f"#{channel}: {change}")
+    changed = sum(1 for c in changes.values() if c in ("authorized", "revoked"))
+    click.echo(f"{_plural(changed, 'channel')} changed, {len(changes) - changed} unchanged")
 
 
 def _failure_shown(channel: dict[str, Any]) -> str:
@@ -828,7 +856,6 @@ def simulate(
 # -- commands that later releases fill ------------------------------------------------------
 
 _LATER = {
-    "authorize": ("Grant or revoke a channel's authorization.", "the channel managers"),
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
     "demo": ("Run a cluster against the simulator, with the dashboard.", "the web pages"),
 }

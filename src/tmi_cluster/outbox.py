@@ -41,6 +41,7 @@ from tmi_cluster.bus.commands import (
     SendQueue,
     timed_out,
 )
+from tmi_cluster.channels import ChannelManager
 from tmi_cluster.connection import ConnectionState
 from tmi_cluster.errors import (
     DeadlineError,
@@ -48,6 +49,7 @@ from tmi_cluster.errors import (
     MessageTooLongError,
     NoIdentityError,
     RedisUnavailableError,
+    TmiClusterError,
     UnsafeLineError,
 )
 from tmi_cluster.outcomes import SendRefusal, SendResult, SendStatus
@@ -66,6 +68,8 @@ _ANSWER_TRIES = 30
 #: A command with less time left than this when a worker takes it up times out rather than
 #: waits for budget (its deadline, not the budget, is what stops it).
 _TOO_SHORT_S = 0.1
+#: Seconds a channel manager's answer for a channel is reused (a revoke applies within it).
+_AUTHORIZED_S = 2.0
 
 
 class _NotOursError(Exception):
@@ -79,10 +83,21 @@ class _NotOursError(Exception):
 class Outbox:
     """Carries out the send commands of the cluster in one worker; see the module."""
 
-    def __init__(self, queue: SendQueue, pool: Pool, *, outage: Outage | None = None) -> None:
+    def __init__(
+        self,
+        queue: SendQueue,
+        pool: Pool,
+        *,
+        outage: Outage | None = None,
+        restrict_to: ChannelManager | None = None,
+    ) -> None:
         self.queue = queue
         self.pool = pool
         self.outage = outage or Outage()
+        #: With a manager (``channel_manager.channel.restrict_messages``): only channels it
+        #: authorizes are sent to; the others are refused ``unauthorized``.
+        self.restrict_to = restrict_to
+        self._allowed: dict[str, tuple[float, bool]] = {}  # channel -> (checked at, allowed)
         #: Commands answered, by status, since the outbox started.
         self.answered: dict[str, int] = {status.value: 0 for status in SendStatus}
         #: Commands moved to the dead-letter stream, since the outbox started.
@@ -222,7 +237,31 @@ class Outbox:
         remaining_s = received.deadline_s - (time.time() + self._offset_s)
         if remaining_s <= 0:
             return timed_out(command, Marker())
+        if not await self._may_send(command.channel):
+            return SendResult(id=command.id, channel=command.channel, status=SendStatus.REFUSED,
+                              reason=SendRefusal.UNAUTHORIZED.value,
+                              detail=f"#{command.channel} is not authorized for messages "
+                              "(channel_manager.channel.restrict_messages)")  # fmt: skip
         return await self._say(command, remaining_s)
+
+    async def _may_send(self, channel: str) -> bool:
+        """Whether the channel manager lets messages go to ``channel`` (asked at most every
+        :data:`_AUTHORIZED_S` per channel; a manager that cannot answer refuses)."""
+        if self.restrict_to is None:
+            return True
+        now = time.monotonic()
+        checked = self._allowed.get(channel)
+        if checked is not None and now - checked[0] < _AUTHORIZED_S:
+            return checked[1]
+        try:
+            allowed = channel in await self.restrict_to.authorized([channel])
+        except TmiClusterError as error:
+            log.warning("cannot ask the channel manager about #%s: %s", channel, error)
+            return False
+        if len(self._allowed) > 10_000:
+            self._allowed.clear()
+        self._allowed[channel] = (now, allowed)
+        return allowed
 
     async def _say(self, command: SendCommand, remaining_s: float) -> SendResult:
         """Write ``command`` within ``remaining_s``; its result, whatever happens."""

@@ -56,6 +56,7 @@ from tmi_cluster.bus import Assignment, Heartbeat, Keys, Outage, connect_async
 from tmi_cluster.bus.commands import SendQueue
 from tmi_cluster.bus.events import EventPublisher, Seen
 from tmi_cluster.bus.heartbeat import mark_alive, scan_statuses
+from tmi_cluster.channels import load_manager
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.delivery import Delivery
 from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
@@ -70,6 +71,7 @@ from tmi_cluster.handlers import Dispatcher, load_handlers
 from tmi_cluster.outbox import Outbox
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.pool import Pool
+from tmi_cluster.store import Store
 from tmi_cluster.worker import build_pool
 
 __all__ = [
@@ -299,7 +301,10 @@ class WorkerProcess:
                           name=self.id, raw_lines=raw_lines)  # fmt: skip
         outbox = None
         if pool.sender is not None:
-            outbox = Outbox(SendQueue(client, self.keys, self.id), pool, outage=self.outage)
+            restrict = self.settings.channel_manager.channel.restrict_messages
+            manager = load_manager(self.settings) if restrict else None
+            queue = SendQueue(client, self.keys, self.id)
+            outbox = Outbox(queue, pool, outage=self.outage, restrict_to=manager)
         self._pool, self._delivery, self._dispatcher = pool, delivery, dispatcher
         self._publisher, self._outbox = publisher, outbox
         return pool, dispatcher, delivery, publisher, outbox
@@ -606,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         import_handlers(settings.handlers.modules)
+        with Store.from_settings(settings) as store:  # one that does not load: a launch failure
+            load_manager(settings, store=store)
     except ConfigError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
