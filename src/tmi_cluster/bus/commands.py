@@ -36,7 +36,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio
@@ -142,7 +142,6 @@ class Received:
     entry: str
     command: SendCommand | None
     deliveries: int = 1
-    raw: bytes = b""
 
     @property
     def deadline_s(self) -> float:
@@ -178,7 +177,7 @@ def _marker(raw: bytes | None) -> Marker:
         return Marker(abandoned=True)  # not ours to carry out
 
 
-class Claimed(msgspec.Struct, frozen=True):
+class Claimed(NamedTuple):
     """Pending entries taken over from dead consumers, and the consumers removed."""
 
     entries: list[Received]
@@ -349,9 +348,7 @@ class SendQueue:
             entry_id = _text(entry)
             found.add(entry_id)
             if fields:
-                received = _received(entry, fields)
-                entries.append(Received(received.entry, received.command,
-                                        deliveries[entry_id] + 1, received.raw))  # fmt: skip
+                entries.append(_received(entry, fields, deliveries[entry_id] + 1))
         gone = [i for i in ids if i not in found]  # trimmed away: nothing to carry out
         if gone:
             with translated(self._where):
@@ -366,13 +363,12 @@ class SendQueue:
             await self.client.xtrim(self.keys.send_commands, minid=oldest_ms, approximate=True)
 
 
-def _received(entry: bytes | str, fields: dict[bytes, bytes]) -> Received:
-    raw = fields.get(b"c", b"")
+def _received(entry: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1) -> Received:
     try:
-        command: SendCommand | None = _DECODE_COMMAND.decode(raw)
+        command: SendCommand | None = _DECODE_COMMAND.decode(fields.get(b"c", b""))
     except (msgspec.ValidationError, msgspec.DecodeError):
         command = None
-    return Received(_text(entry), command, 1, raw)
+    return Received(_text(entry), command, deliveries)
 
 
 class SendClient:
