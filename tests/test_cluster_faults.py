@@ -93,8 +93,10 @@ async def _killed(
     sockets = 0
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
+            # established ones only: a socket already closing is one the simulator has seen end
             sockets += sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
-                           if c.raddr and c.raddr.port == sim.port)  # fmt: skip
+                           if c.raddr and c.raddr.port == sim.port
+                           and c.status == psutil.CONN_ESTABLISHED)  # fmt: skip
     closed = sum(1 for c in sim.connections() if not c.open)
     kill()
     await _until(lambda: sum(1 for c in sim.connections() if not c.open) >= closed + sockets,

@@ -372,7 +372,12 @@ def test_list_json_has_the_contract_keys(
     cluster()
     wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
     _join(tmp_path, env, "alpha")
-    shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+
+    def listed() -> Any:  # the channel counts come with the workers' next heartbeat
+        shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+        return shown if sum(p["channels"] for p in shown["processes"]) == 1 else None
+
+    shown = wait_for(listed, what="the joined channel in list --json")
     [supervisor] = shown["supervisors"]
     assert {"id", "host", "pid", "state", "last_heartbeat", "processes"} <= supervisor.keys()
     assert (supervisor["id"], supervisor["state"], supervisor["processes"]) == (
