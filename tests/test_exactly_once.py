@@ -105,7 +105,7 @@ async def test_sends_are_written_once_each_while_a_worker_is_killed(
             ]
             said = sim.account(BOT).said
             await cluster.until(lambda: len(said) >= SENDS * 0.3, 120, "30 % of the sends")
-            victim = max((await cluster.worker_pids()).items())[1]
+            victim_id, victim = max((await cluster.worker_pids()).items())
             os.kill(victim, signal.SIGKILL)
             codes = [await asyncio.wait_for(p.wait(), 200) for p in producers]
             assert codes == [0] * PRODUCERS, cluster.logs()
@@ -125,8 +125,12 @@ async def test_sends_are_written_once_each_while_a_worker_is_killed(
                 assert seen[text] == 1, f"{text} said written but Twitch never saw it"
             elif reason != "in_flight":
                 assert seen[text] == 0, f"{text} said {status}/{reason} but Twitch saw it"
-        assert by_status[("written", None)] >= SENDS - 5, by_status  # nothing refused here
-        assert len(in_flight) <= 5, by_status  # the killed worker's few under way at most
+        # Nothing is refused here: each send was written, or begun by the killed worker and
+        # never confirmed. How many of those there are depends on when the kill fell; what
+        # bounds them is the sends under way at once (the producers' gates).
+        assert by_status[("written", None)] + len(in_flight) == SENDS, by_status
+        assert {results[t][2] for t in in_flight} <= {victim_id}, "in flight on a live worker"
+        assert len(in_flight) <= PRODUCERS * 50, by_status
         print(f"\n{dict(by_status)}; in flight: {len(in_flight)}, of which Twitch saw "
               f"{sum(seen[t] for t in in_flight)}")  # fmt: skip
         assert sim.account(BOT).violations == []
