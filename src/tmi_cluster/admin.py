@@ -28,7 +28,7 @@ from tmi_cluster.bus import (
     statuses_async,
     translated,
 )
-from tmi_cluster.channels import load_manager
+from tmi_cluster.channels import load_manager, restricts
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: The states ``tmi-cluster channels`` shows.
-CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted")
+CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted", "unauthorized")
 _UNAUTHORIZED = ("unauthorized: not authorized by the channel manager ('tmi-cluster authorize' "
                  "grants it, or 'join --authorize')")  # fmt: skip
 _JOINED = "joined"
@@ -154,7 +154,10 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
     names = normalise_logins(channels)
     with Store.from_settings(settings) as store:
         allowed = await load_manager(settings, store=store).authorized(names)
-    results = dict.fromkeys((n for n in names if n not in allowed), _UNAUTHORIZED)
+        refused = [n for n in names if n not in allowed]
+        if refused:  # recorded, not wanted: 'tmi-cluster channels' shows them unauthorized
+            await asyncio.to_thread(store.remember_refused, refused, "unauthorized")
+    results = dict.fromkeys(refused, _UNAUTHORIZED)
     wanted = [n for n in names if n in allowed]
     if wanted:
         results.update(await _join(settings, wanted, timeout_s=timeout_s))
@@ -230,7 +233,9 @@ async def channels(
     """Each known channel's state (one of :data:`CHANNEL_STATES`), owner process, the time of
     its last change, and its last failure (the reason of the failed joins in a row that the
     coordinator recorded, with ``attempts``, ``retry_at`` and ``given_up``); the named ones
-    only when ``names`` is not empty; those in ``state`` only when given."""
+    only when ``names`` is not empty; those in ``state`` only when given. ``unauthorized``: a
+    channel the channel manager does not authorize (a join refused, a revoke), one batched
+    ``authorized()`` call for all the rows (never with the Dummy manager)."""
     logins = normalise_logins(names)
     keys = Keys.from_settings(settings)
     async with _redis(settings, "channels") as client:
@@ -239,6 +244,9 @@ async def channels(
             rows = await asyncio.to_thread(store.channel_states, logins)
             failures = await asyncio.to_thread(store.failures)
             live = await housekeeping.live_processes(store, client, keys)
+            manager = load_manager(settings, store=store)
+            allowed = (await manager.authorized([login for login, _, _ in rows])
+                       if restricts(manager) else None)  # fmt: skip
         owners = await assignment.owners([login for login, _, _ in rows])
         held_by: dict[str, set[str]] = {}
         for process_id in live:
@@ -251,7 +259,9 @@ async def channels(
                 owner = None  # assigned to a process that is gone: waiting for a new owner
             holders = held_by.get(login, set())
             failure = failures.get(login)
-            if not wanted:
+            if allowed is not None and login not in allowed and not holders:
+                current = "unauthorized"  # refused, revoked (held: being parted, shown so)
+            elif not wanted:
                 current = "parted"
             elif owner is not None and owner in holders:
                 current = "moving" if holders - {owner} else _JOINED

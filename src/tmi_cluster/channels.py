@@ -21,10 +21,22 @@ The managers:
   (``Class(settings)``) or with no arguments; :func:`load_manager` checks at start that it
   loads and has every method of the protocol, with a clear error when not.
 
-The workers load the manager at start (one that does not load keeps them from starting, with
-the reason) and, with ``channel_manager.channel.restrict_messages``, refuse a send to a
-channel it does not authorize (``unauthorized``). Joins, the stale cleanup and
-``tmi-cluster authorize`` consult it from the next release on.
+Where the cluster consults it:
+
+- ``join`` (CLI and :class:`~tmi_cluster.Cluster`) refuses a channel it does not authorize
+  (``unauthorized``; the channel is recorded, not wanted, and ``tmi-cluster channels`` shows
+  it so);
+- the coordinator places only the wanted channels it authorizes (:func:`joinable`): a revoke
+  parts the channel within a pass;
+- the workers load it at start (one that does not load keeps them from starting, with the
+  reason) and, with ``channel_manager.channel.restrict_messages``, refuse a send to a channel
+  it does not authorize (``unauthorized``);
+- the stale cleanup (:func:`cleanup`, ``channel_manager.auto_cleanup.*``), run by the
+  coordinator once for the whole cluster, parts the wanted channels not acknowledged for
+  ``channel_manager.channel.stale`` hours and those no longer authorized; ``acknowledged()``
+  and a ``join`` push it back;
+- each supervisor at start wants again the channels authorized with ``reconnect``
+  (:meth:`~tmi_cluster.store.Store.want_reconnect`; not a stale one while the cleanup runs).
 """
 
 from __future__ import annotations
@@ -33,8 +45,9 @@ import asyncio
 import datetime as dt
 import importlib
 import inspect
+import time
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError
@@ -44,9 +57,13 @@ from tmi_cluster.store import Store
 __all__ = [
     "PROTOCOL_METHODS",
     "ChannelManager",
+    "Cleanup",
     "DatabaseChannelManager",
     "DummyChannelManager",
+    "cleanup",
+    "joinable",
     "load_manager",
+    "restricts",
 ]
 
 #: The methods a channel manager has (each a coroutine function).
@@ -188,3 +205,57 @@ def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelMa
     except Exception as exc:
         raise ConfigError([f"{where} cannot be made: {type(exc).__name__}: {exc}"]) from exc
     return manager  # type: ignore[no-any-return]
+
+
+def restricts(manager: ChannelManager) -> bool:
+    """Whether ``manager`` may refuse a channel (every one but the Dummy manager)."""
+    return not isinstance(manager, DummyChannelManager)
+
+
+def cleans_up(manager: ChannelManager) -> bool:
+    """Whether the stale cleanup uses ``manager`` (its ``auto_cleanup``, true by default for
+    a class of one's own)."""
+    return bool(getattr(manager, "auto_cleanup", True))
+
+
+async def joinable(manager: ChannelManager, store: Store) -> frozenset[str]:
+    """The wanted channels that ``manager`` authorizes: one query for the Dummy and Database
+    managers, one query and one batched ``authorized()`` call for any other. StorageError when
+    the database does not answer; whatever a manager of one's own raises, as it is."""
+    if isinstance(manager, DatabaseChannelManager):
+        return frozenset(await asyncio.to_thread(store.wanted, authorized_only=True))
+    wanted = frozenset(await asyncio.to_thread(store.wanted))
+    if not restricts(manager) or not wanted:
+        return wanted
+    return wanted & frozenset(await manager.authorized(sorted(wanted)))
+
+
+class Cleanup(NamedTuple):
+    """One pass of the stale cleanup: the channels wanted before it, those it parted as stale
+    and as no longer authorized, and how long it took."""
+
+    checked: int
+    stale: frozenset[str]
+    unauthorized: frozenset[str]
+    seconds: float
+
+
+async def cleanup(manager: ChannelManager, store: Store) -> Cleanup:
+    """Part (mark no longer wanted) the wanted channels ``manager`` finds stale or no longer
+    authorizes: for the Database manager one query and its updates
+    (:meth:`~tmi_cluster.store.Store.part_stale`, which keep a channel acknowledged
+    meanwhile); for any other, ``stale()`` and ``authorized()`` of every wanted channel, one
+    batched call each. The caller tells the coordinator (``wanted_changed``)."""
+    started = time.monotonic()
+    if isinstance(manager, DatabaseChannelManager):
+        horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=manager.stale_s)
+        checked, stale, unauthorized = await asyncio.to_thread(store.part_stale, horizon)
+    else:
+        wanted = sorted(await asyncio.to_thread(store.wanted))
+        checked = len(wanted)
+        stale = set(await manager.stale(wanted)) & set(wanted) if wanted else set()
+        allowed = set(await manager.authorized(wanted)) if wanted else set()
+        unauthorized = set(wanted) - allowed - stale
+        if stale or unauthorized:
+            await asyncio.to_thread(store.unwant, sorted(stale | unauthorized))
+    return Cleanup(checked, frozenset(stale), frozenset(unauthorized), time.monotonic() - started)

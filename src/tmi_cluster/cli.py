@@ -482,12 +482,12 @@ def _failure_shown(channel: dict[str, Any]) -> str:
 @cli.command()
 @click.argument("names", nargs=-1)
 @click.option("--state", type=click.Choice(["wanted", "joining", "joined", "moving", "failed",
-              "parted"]), help="Only the channels in this state.")  # fmt: skip
+              "parted", "unauthorized"]), help="Only the channels in this state.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_context
 def channels(ctx: click.Context, names: tuple[str, ...], state: str | None, as_json: bool) -> None:
-    """Each channel's state (wanted, joining, joined, moving, failed, parted), owner process,
-    since when, and its last failure; every known channel, or the ones named."""
+    """Each channel's state (wanted, joining, joined, moving, failed, parted, unauthorized),
+    owner process, since when, and its last failure; every known channel, or the ones named."""
     import json
 
     from tmi_cluster import admin

@@ -28,6 +28,18 @@ a second or at once when woken (:func:`wake`: a join or part asked for, a worker
    drains), so that the workers are spread over the hosts; like a scale decision, not while
    paused or within the cooldown (a size set by hand stays).
 
+With a channel manager that cleans up (``channel_manager.auto_cleanup.enabled``, the Database
+manager or one's own), the leader also runs the stale cleanup (:func:`tmi_cluster.channels.
+cleanup`) once per ``interval`` plus a random delay up to ``max_delay`` for the whole cluster:
+``P cleanup:due`` is set with ``NX`` and that expiry by the one that runs it, so that a new
+leader does not run it again before it is due; each run is logged and added to
+``P cleanup:runs``. It runs beside the passes (a slow manager of one's own delays no pass); a
+run that fails is shown as :attr:`cleanup_problem` and tried again 30 s later.
+
+The wanted channels the plan places are those the channel manager authorizes
+(:func:`tmi_cluster.channels.joinable`): a revoked channel is unassigned, so parted, in the
+next pass.
+
 An unexpected error in a pass is logged with its traceback and shown as :attr:`problem` (the
 supervisor's status carries it); the next pass runs as usual.
 """
@@ -38,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import secrets
 import time
 from collections import Counter
@@ -54,6 +67,7 @@ from tmi_cluster.bus.client import block_ms, describe_client
 from tmi_cluster.bus.control import Order, send_order
 from tmi_cluster.bus.heartbeat import scan_statuses
 from tmi_cluster.bus.lease import Lease
+from tmi_cluster.channels import ChannelManager, DummyChannelManager, cleans_up, cleanup, joinable
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import RedisUnavailableError, StaleLeaseError, StorageError
 from tmi_cluster.outcomes import JoinResult
@@ -90,6 +104,10 @@ ADOPT_GRACE_S = 10.0
 ADOPT_MIN_S = 2.0
 #: About how many wake-ups the wake stream keeps.
 _WAKE_MAXLEN = 10
+#: Seconds until a stale cleanup that failed is tried again.
+CLEANUP_RETRY_S = 30.0
+#: About how many runs ``P cleanup:runs`` keeps.
+_CLEANUP_RUNS = 100
 #: The state key of the cluster's size in SQL (``auto_scale.restore``).
 _SCALE_STATE = "scale"
 
@@ -189,6 +207,8 @@ class Coordinator:
         pass_s: float = PASS_S,
         adopt_grace_s: float = ADOPT_GRACE_S,
         supervisor_fresh_s: float = 10.0,
+        manager: ChannelManager | None = None,
+        cleanup_every: tuple[float, float] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -203,6 +223,14 @@ class Coordinator:
         #: A supervisor whose last beat is older counts as gone for the cluster's size.
         self.supervisor_fresh_s = supervisor_fresh_s
         self.lease = Lease(client, keys, holder, lease_s)
+        #: Which channels may be joined; the Dummy manager (all) by default.
+        self.manager: ChannelManager = manager or DummyChannelManager()
+        #: The stale cleanup's (interval, max_delay) in seconds; None: no cleanup.
+        self.cleanup_every = cleanup_every if cleans_up(self.manager) else None
+        self._cleaning: asyncio.Task[None] | None = None
+        #: Why the last stale cleanup run failed, else None.
+        self.cleanup_problem: str | None = None
+        self._manager_problem: str | None = None
         #: Whether the last pass held the lease.
         self.leading = False
         #: Why the last pass failed (an unexpected error), else None.
@@ -222,11 +250,19 @@ class Coordinator:
 
     @classmethod
     def from_settings(
-        cls, client: redis.asyncio.Redis, store: Store, settings: Settings, holder: str
+        cls,
+        client: redis.asyncio.Redis,
+        store: Store,
+        settings: Settings,
+        holder: str,
+        *,
+        manager: ChannelManager | None = None,
     ) -> Coordinator:
-        """A coordinator as the settings describe it (capacity, budgets, auto-scaling)."""
+        """A coordinator as the settings describe it (capacity, budgets, auto-scaling, the
+        stale cleanup), with the channel manager ``manager``."""
         keys = Keys.from_settings(settings)
         beat_s = min(settings.process.periodic_timer, keys.supervisor_ttl_s / 3)
+        auto = settings.channel_manager.auto_cleanup
         return cls(
             client,
             store,
@@ -236,6 +272,8 @@ class Coordinator:
             budget=JoinBudget.from_settings(settings),
             policy=ScalePolicy.from_settings(settings),
             supervisor_fresh_s=3 * beat_s + 1.0,
+            manager=manager,
+            cleanup_every=(auto.interval, auto.max_delay) if auto.enabled else None,
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -248,7 +286,7 @@ class Coordinator:
             try:
                 await self.run_once()
                 self.outage.ended()
-                self.problem = None
+                self.problem = self._manager_problem
             except RedisUnavailableError as error:
                 self.outage.began(error, f"coordinator {self.lease.holder}")
                 self.leading = False
@@ -260,6 +298,10 @@ class Coordinator:
             except RedisUnavailableError:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.pass_s)
+        if self._cleaning is not None:
+            self._cleaning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleaning
         with contextlib.suppress(RedisUnavailableError):
             if self.leading:
                 await self.lease.release()
@@ -314,6 +356,7 @@ class Coordinator:
                       "%d waiting, %d paced", len(result.assign), result.moves, result.adopted,
                       len(result.unassign), len(result.waiting), len(result.paced))  # fmt: skip
         await self._write_failures()
+        await self._maybe_clean_up()
         if self.policy is not None:
             after = result.applied(snapshot.assignment)
             await self._scale(self.policy, list(snapshot.members), view.targets,
@@ -343,6 +386,49 @@ class Coordinator:
         snapshot = Snapshot.of(wanted, members, assignment, blocked, holders=holders,
                                budget=self._account_budget(assignment, held))  # fmt: skip
         return _View(snapshot, targets, placeable, adopting)
+
+    # -- the stale cleanup ----------------------------------------------------------------------
+
+    async def _maybe_clean_up(self) -> None:
+        """Start the stale cleanup when it is due for the cluster and none runs here."""
+        if self.cleanup_every is None or (self._cleaning and not self._cleaning.done()):
+            return
+        interval, max_delay = self.cleanup_every
+        next_in = interval + random.uniform(0.0, max_delay)  # noqa: S311 (a jitter)
+        with translated(self._where):
+            due = await self.client.set(self.keys.cleanup_due, self.lease.holder, nx=True,
+                                        px=max(1, int(next_in * 1000)))  # fmt: skip
+        if due:
+            self._cleaning = asyncio.create_task(self._clean_up(), name="stale cleanup")
+
+    async def _clean_up(self) -> None:
+        """One run of the stale cleanup; its figures logged and added to ``P cleanup:runs``."""
+        try:
+            done = await cleanup(self.manager, self.store)
+            self.cleanup_problem = None
+            parted = done.stale | done.unauthorized
+            if parted:
+                await wanted_changed(self.client, self.keys)
+            log.info("stale cleanup by %s: %d of %d wanted channels parted (%d stale, %d no "
+                     "longer authorized) in %.2f s", self.lease.holder, len(parted),
+                     done.checked, len(done.stale), len(done.unauthorized),
+                     done.seconds)  # fmt: skip
+            entry = {"by": self.lease.holder, "checked": done.checked,
+                     "stale": len(done.stale), "unauthorized": len(done.unauthorized),
+                     "seconds": f"{done.seconds:.3f}"}  # fmt: skip
+            with translated(self._where):
+                await self.client.xadd(self.keys.cleanup_runs, entry,  # type: ignore[arg-type]
+                                       maxlen=_CLEANUP_RUNS, approximate=True)  # fmt: skip
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the database, Redis, a manager of one's own: shown, retried
+            log.warning("stale cleanup by %s failed (tried again in %.0f s): %s: %s",
+                        self.lease.holder, CLEANUP_RETRY_S, type(error).__name__,
+                        error)  # fmt: skip
+            self.cleanup_problem = f"stale cleanup: {type(error).__name__}: {error}"
+            with contextlib.suppress(RedisUnavailableError), translated(self._where):
+                await self.client.set(self.keys.cleanup_due, self.lease.holder,
+                                      px=int(CLEANUP_RETRY_S * 1000))  # fmt: skip
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -394,19 +480,25 @@ class Coordinator:
         if self._wanted is not None and version == self._version and fresh:
             return self._wanted
         try:
-            wanted = await asyncio.to_thread(self.store.wanted)
+            wanted = await joinable(self.manager, self.store)
             failures = await asyncio.to_thread(self.store.failures)
-        except StorageError as error:
+        except Exception as error:  # the database, or a manager of one's own, does not answer
+            if not isinstance(error, StorageError):
+                log.exception("coordinator %s: the channel manager failed", self.lease.holder)
+                error = StorageError(f"the channel manager failed: {type(error).__name__}: "
+                                     f"{error}")  # fmt: skip
+                self._manager_problem = str(error)
             if not self._db_failing:
-                log.warning("coordinator %s: the database is away (%s); %s", self.lease.holder,
+                log.warning("coordinator %s: no wanted channels read (%s); %s", self.lease.holder,
                             error, "going on with the wanted channels read before"
                             if self._wanted is not None else "waiting for it")  # fmt: skip
             self._db_failing = True
             self._loaded_at = time.monotonic() - WANTED_REFRESH_S + 5.0  # try again in 5 s
             return self._wanted
         if self._db_failing:
-            log.warning("coordinator %s: the database answers again", self.lease.holder)
+            log.warning("coordinator %s: the wanted channels are read again", self.lease.holder)
             self._db_failing = False
+        self._manager_problem = None
         self._wanted, self._version, self._loaded_at = frozenset(wanted), version, time.monotonic()
         self._failures = {**failures}
         for channel, pending in self._unwritten.items():  # what is not written yet wins

@@ -13,8 +13,10 @@ within ``process.timeout``, shields its final writes, stops Redis and cleans up.
 
 Lifecycle (:attr:`Supervisor.state`, a :class:`~tmi_cluster.store.RunState`)::
 
-    STARTING  migrate; start the embedded Redis; wait for Redis (at most ``redis_wait_s``);
-              claim the id (refused when a live supervisor has it); record "running"
+    STARTING  migrate; load the channel manager (ConfigError when it does not load); start
+              the embedded Redis; wait for Redis (at most ``redis_wait_s``); claim the id
+              (refused when a live supervisor has it); record "running"; want again the
+              channels authorized with ``reconnect``
     RUNNING   heartbeat; workers kept running and replaced; orders; purges; a Redis outage is
               logged once and waited out
     STOPPING  its heartbeat says so: its workers drain, the coordinator moves their channels
@@ -48,6 +50,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -67,8 +70,9 @@ from tmi_cluster.bus import (
     translated,
 )
 from tmi_cluster.bus.heartbeat import scan_statuses
+from tmi_cluster.channels import ChannelManager, cleans_up, load_manager, restricts
 from tmi_cluster.config import Settings, mask_url
-from tmi_cluster.coordinator import Coordinator, wake
+from tmi_cluster.coordinator import Coordinator, wake, wanted_changed
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.errors import (
     EmbeddedRedisError,
@@ -243,6 +247,11 @@ class Supervisor:
         applied = await asyncio.to_thread(store.migrate)
         if applied:
             log.info("database migrated to %s", applied[-1])
+        manager = load_manager(settings, store=store)  # ConfigError: it does not load
+        if settings.channel_manager.auto_cleanup.enabled and not cleans_up(manager):
+            log.warning("channel_manager.auto_cleanup.enabled has no effect with the %s "
+                        "channel manager (it has no auto join and part)",
+                        settings.channel_manager.use)  # fmt: skip
         if settings.embedded_redis:
             self._embedded = EmbeddedRedis(
                 settings.redis.embedded_dir, executable=settings.redis.embedded_server
@@ -294,7 +303,10 @@ class Supervisor:
         with translated(describe_client(self._client)):
             await self._client.hdel(self.keys.scale_targets, self.id)
         self.processes.target = 0
-        self.coordinator = Coordinator.from_settings(self._client, store, settings, self.id)
+        await self._want_reconnect(store, manager)
+        self.coordinator = Coordinator.from_settings(
+            self._client, store, settings, self.id, manager=manager
+        )
         for work, name in (
             (self.processes.run(self._stop), "workers"),
             (self._take_orders(), "orders"),
@@ -304,6 +316,21 @@ class Supervisor:
             task = asyncio.create_task(work, name=f"supervisor {self.id} {name}")
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
+
+    async def _want_reconnect(self, store: Store, manager: ChannelManager) -> None:
+        """A restart: the channels authorized with ``reconnect`` are wanted again (not one the
+        stale cleanup would part), and the coordinator told."""
+        if not restricts(manager):
+            return
+        cleanup = self.settings.channel_manager.auto_cleanup.enabled and cleans_up(manager)
+        stale_s = self.settings.channel_manager.channel.stale * 3600
+        horizon = datetime.now(UTC) - timedelta(seconds=stale_s) if cleanup else None
+        again = await asyncio.to_thread(store.want_reconnect, horizon=horizon)
+        if again:
+            log.info("%d channel(s) authorized with reconnect wanted again: %s", len(again),
+                     ", ".join(again[:10]) + (" ..." if len(again) > 10 else ""))  # fmt: skip
+            assert self._client is not None
+            await wanted_changed(self._client, self.keys)
 
     def stop(self) -> None:
         """Ask for a graceful stop (``wait()`` returns; ``aclose()`` carries it out)."""
@@ -445,6 +472,8 @@ class Supervisor:
             return self.processes.problem
         if self.coordinator is not None and self.coordinator.problem:
             return f"coordinator: {self.coordinator.problem}"
+        if self.coordinator is not None and self.coordinator.cleanup_problem:
+            return f"coordinator: {self.coordinator.cleanup_problem}"
         return None
 
     def _spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> None:

@@ -17,6 +17,8 @@ default; ``{x}`` a placeholder)::
     P coordinator:wake               stream (bounded): "look now" for the coordinator
     P coordinator:reports            string: the id of the last report the coordinator read
     P wanted:version                 integer: changed whenever the wanted channels change in SQL
+    P cleanup:due                    string (holder), expires when the next stale cleanup is due
+    P cleanup:runs                   stream (bounded length): one entry per stale cleanup run
     P assignment:epoch               string (random token): names this Redis's assignment
     P assignment:fresh               string, expires after supervisor.stale s: a new epoch
     P draining                       hash   process id -> why it is being emptied
@@ -149,6 +151,17 @@ class Keys:
     def wanted_version(self) -> str:
         """A counter incremented whenever the wanted channels change in SQL."""
         return f"{self.prefix}wanted:version"
+
+    @property
+    def cleanup_due(self) -> str:
+        """Set (``NX``) by the coordinator that runs a stale cleanup, expiring when the next
+        one is due: one run per interval for the whole cluster."""
+        return f"{self.prefix}cleanup:due"
+
+    @property
+    def cleanup_runs(self) -> str:
+        """Stream of the stale cleanup's runs (at, by, checked, stale, unauthorized, seconds)."""
+        return f"{self.prefix}cleanup:runs"
 
     @property
     def draining(self) -> str:

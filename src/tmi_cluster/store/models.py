@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -99,6 +100,9 @@ class ChannelRecord(Base):
     """One channel the cluster knows: whether it is wanted, authorized, and how its join went."""
 
     __tablename__ = "tmi_cluster_channels"
+    #: The stale cleanup's query: the wanted channels by their last acknowledgement.
+    __table_args__ = (Index("ix_tmi_cluster_channels_wanted_acknowledged", "wanted",
+                            "acknowledged_at"),)  # fmt: skip
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     login: Mapped[str] = mapped_column(String(MAX_LOGIN_LENGTH), unique=True)

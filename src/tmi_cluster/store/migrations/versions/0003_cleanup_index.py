@@ -1,0 +1,29 @@
+"""The stale cleanup's index: wanted channels by their last acknowledgement.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Add the index."""
+    op.create_index(
+        "ix_tmi_cluster_channels_wanted_acknowledged",
+        "tmi_cluster_channels",
+        ["wanted", "acknowledged_at"],
+    )
+
+
+def downgrade() -> None:
+    """Drop it."""
+    op.drop_index("ix_tmi_cluster_channels_wanted_acknowledged", "tmi_cluster_channels")
