@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,11 @@ from tmi_cluster.channels import (
     ChannelManager,
     DatabaseChannelManager,
     DummyChannelManager,
+    cleans_up,
+    cleanup,
+    joinable,
     load_manager,
+    restricts,
 )
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, InvalidChannelError
@@ -135,3 +139,72 @@ def test_a_manager_of_ones_own_is_loaded_by_its_path(
     plain = load_manager(make_settings("[channel_manager]\nuse = 'mymanagers:NoArguments'\n"))
     assert type(plain).__name__ == "NoArguments"
     assert isinstance(load_manager(make_settings("")), DummyChannelManager)  # the default
+
+
+class _Refusing:
+    """A manager of one's own: ``refused`` are not authorized, ``old`` are stale; ``fail``
+    makes every call raise (its API is down)."""
+
+    def __init__(self) -> None:
+        self.refused: set[str] = set()
+        self.old: set[str] = set()
+        self.fail = False
+        self.calls: list[tuple[str, int]] = []
+
+    async def authorize(self, channels: Sequence[str], *, reconnect: bool = False) -> None:
+        self.refused -= set(channels)
+
+    async def revoke(self, channels: Sequence[str]) -> None:
+        self.refused |= set(channels)
+
+    async def authorized(self, channels: Sequence[str]) -> set[str]:
+        self.calls.append(("authorized", len(channels)))
+        if self.fail:
+            raise ConnectionError("the manager's API is down")
+        return set(channels) - self.refused
+
+    async def acknowledged(self, channels: Sequence[str]) -> None:
+        self.old -= set(channels)
+
+    async def stale(self, channels: Sequence[str]) -> set[str]:
+        self.calls.append(("stale", len(channels)))
+        return set(channels) & self.old
+
+
+@run
+async def test_the_cleanup_parts_stale_and_unauthorized_channels(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(f'[database]\nurl = "{database_url}"\n'
+                             "[channel_manager]\nuse = 'database'\n")  # fmt: skip
+    with Store(database_url) as store:
+        store.migrate()
+        manager = DatabaseChannelManager(settings, store=store)
+        names = [f"ch{i:04}" for i in range(3000)]  # the bulk path
+        await manager.authorize(names)
+        store.want([*names, "unauthorized"])
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=200)  # stale: 168 h
+        store.acknowledge(names[:1000], now=long_ago)
+        await manager.acknowledged(names[:10])  # fresh interest: pushed back
+        done = await cleanup(manager, store)
+        assert done.checked == 3001
+        assert done.stale == frozenset(names[10:1000])
+        assert done.unauthorized == {"unauthorized"}
+        assert set(store.wanted()) == set(names[:10]) | set(names[1000:])
+        assert await joinable(manager, store) == set(names[:10]) | set(names[1000:])
+        await manager.revoke(names[-1:])
+        assert names[-1] not in await joinable(manager, store)
+
+        own = _Refusing()
+        own.refused, own.old = {names[1001]}, {names[1002]}
+        done = await cleanup(own, store)
+        assert (set(done.stale), set(done.unauthorized)) == ({names[1002]}, {names[1001]})
+        assert own.calls == [("stale", done.checked), ("authorized", done.checked)]  # batched
+        assert names[1001] not in await joinable(own, store)
+        dummy = DummyChannelManager()
+        assert await joinable(dummy, store) == set(store.wanted())
+        assert not cleans_up(dummy)
+        assert cleans_up(own)
+        assert cleans_up(manager)
+        assert not restricts(dummy)
+        assert restricts(own)

@@ -3,6 +3,8 @@ is written, a dead process's channels move, a leader that lost its lease writes 
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import redis.asyncio
 
 from tmi_cluster.autoscale import ScalePolicy
 from tmi_cluster.bus import Assignment, Keys
-from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay
+from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay, wanted_changed
 from tmi_cluster.store import RunState, Store
 
 from .test_simulator import run
@@ -311,5 +313,102 @@ async def test_after_redis_forgot_the_assignment_held_channels_stay_where_they_a
         later = await coordinator.run_once()
         assert later is not None
         assert set(later.assign) >= {"e", "f"}
+    finally:
+        await client.aclose()
+
+
+class _Manager:
+    """A manager of one's own that refuses ``refused``, and raises while ``down``."""
+
+    def __init__(self) -> None:
+        self.refused: set[str] = set()
+        self.down = False
+
+    async def authorize(self, channels: Any, *, reconnect: bool = False) -> None: ...
+
+    async def revoke(self, channels: Any) -> None: ...
+
+    async def authorized(self, channels: Any) -> set[str]:
+        if self.down:
+            raise ConnectionError("the manager's API is down")
+        return set(channels) - self.refused
+
+    async def acknowledged(self, channels: Any) -> None: ...
+
+    async def stale(self, channels: Any) -> set[str]:
+        return set()
+
+
+@run
+async def test_only_the_channels_the_manager_authorizes_are_placed(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    manager = _Manager()
+    try:
+        await _beat(client, keys, "p1")
+        coordinator = _coordinator(client, store, keys, "s1", capacity=10, manager=manager)
+        manager.refused = {"b"}
+        first = await coordinator.run_once()
+        assert first is not None
+        assert set(first.assign) == set(CHANNELS) - {"b"}
+        manager.refused = {"b", "c"}  # revoked in the manager's own records
+        await wanted_changed(client, keys)
+        second = await coordinator.run_once()
+        assert second is not None
+        assert second.unassign == {"c"}
+        manager.down = True  # its API is down: what was read stays, the problem shows
+        await wanted_changed(client, keys)
+        third = await coordinator.run_once()
+        assert third is not None
+        assert not third.unassign
+        assert coordinator._manager_problem is not None
+        assert "the manager's API is down" in coordinator._manager_problem
+    finally:
+        await client.aclose()
+
+
+@run
+async def test_the_stale_cleanup_runs_once_per_interval_for_all_coordinators(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    manager = _Manager()
+    interval = 0.4
+    try:
+        await _beat(client, keys, "p1")
+        coordinators = [
+            _coordinator(client, store, keys, f"s{n}", capacity=10, manager=manager,
+                         cleanup_every=(interval, 0.1), pass_s=0.05, lease_s=1.0)
+            for n in range(3)
+        ]  # fmt: skip
+        stops = [asyncio.Event() for _ in coordinators]
+        loops = [asyncio.create_task(c.run(s)) for c, s in zip(coordinators, stops, strict=True)]
+
+        async def runs(count: int) -> list[tuple[int, str]]:
+            while True:
+                entries: Any = await client.xrange(keys.cleanup_runs)
+                if len(entries) >= count:
+                    return [(int(i.split(b"-")[0]), f[b"by"].decode()) for i, f in entries]
+                await asyncio.sleep(0.05)
+
+        first = await asyncio.wait_for(runs(3), 10)
+        leader = next(n for n, c in enumerate(coordinators) if c.leading)
+        stops[leader].set()  # the leader stops: another takes over, and runs when it is due
+        await loops[leader]
+        manager.refused = {"f"}  # the next run parts it
+        later = await asyncio.wait_for(runs(len(first) + 3), 15)
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*loops)
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(later)]
+        assert min(gaps) >= interval * 1000 * 0.9, gaps  # never twice within an interval
+        assert {by for _, by in later[len(first) :]} - {f"s{leader}"}  # another one ran them
+        assert "f" not in store.wanted()
+        newest: Any = await client.xrevrange(keys.cleanup_runs, count=1)
+        fields = newest[0][1]
+        assert int(fields[b"checked"]) == len(CHANNELS) - 1
     finally:
         await client.aclose()

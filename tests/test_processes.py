@@ -355,14 +355,13 @@ def test_a_worker_that_cannot_start_is_reported_and_retried(
     assert "trying again in 1 s" in log  # slower each time
 
 
-def test_a_channel_manager_that_does_not_load_keeps_the_workers_from_starting(
+def test_a_channel_manager_that_does_not_load_keeps_the_cluster_from_starting(
     tmp_path: Path, cluster: Callable[..., Supervisor]
 ) -> None:
-    supervisor = cluster(TMI_CLUSTER_CHANNEL_MANAGER__USE="no_such_managers:Manager")
-    wait_for(lambda: "could not start" in supervisor.err.read_text(), what="the launch failure")
+    supervisor = cluster(TMI_CLUSTER_CHANNEL_MANAGER__USE="no_such_managers:Manager", ready=False)
+    assert supervisor.process.wait(timeout=30) == 78  # EX_CONFIG, before any worker
     log = supervisor.err.read_text()
     assert "channel_manager.use: 'no_such_managers:Manager' does not import" in log
-    assert supervisor.process.poll() is None
 
 
 def test_list_json_has_the_contract_keys(
@@ -602,6 +601,8 @@ def test_the_database_manager_refuses_joins_it_does_not_authorize_and_a_revoke_p
     refused = tmi(tmp_path, "join", "alpha", **env)
     assert refused.returncode == 1
     assert refused.stdout.startswith("#alpha: unauthorized: not authorized by the channel manager")
+    listed = tmi(tmp_path, "channels", "--state", "unauthorized", "--json", **env)
+    assert [c["channel"] for c in json.loads(listed.stdout)] == ["alpha"], listed.stderr
     granted = tmi(tmp_path, "authorize", "#Alpha", "beta", "--reconnect", **env)
     assert granted.returncode == 0, granted.stderr
     assert granted.stdout.splitlines() == ["#alpha: authorized", "#beta: authorized",
@@ -621,6 +622,9 @@ def test_the_database_manager_refuses_joins_it_does_not_authorize_and_a_revoke_p
     assert revoked.stdout.splitlines()[0] == "#alpha: revoked"
     wait_for(lambda: not holders("alpha"), timeout_s=10, what="alpha parted after its revoke")
     print(f"\nrevoke to part: {time.monotonic() - started:.2f} s")
+    states = json.loads(tmi(tmp_path, "channels", "--json", **env).stdout)
+    assert {c["channel"]: c["state"] for c in states} == {
+        "alpha": "unauthorized", "beta": "parted", "gamma": "joined"}  # fmt: skip
     assert holders("gamma")  # the others stay
     bad = tmi(tmp_path, "authorize", "alpha", "--revoke", "--reconnect", **env)
     assert bad.returncode == 2

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 from tmi_cluster.errors import InvalidChannelError, MigrationError, StorageError
 from tmi_cluster.outcomes import JoinResult
-from tmi_cluster.store import Failure, RunState, Store
+from tmi_cluster.store import BULK_FROM, Failure, RunState, Store
 from tmi_cluster.store.models import Base
 
 
@@ -200,3 +201,77 @@ def test_several_processes_migrate_one_sqlite_file_at_once(tmp_path: Path) -> No
     assert [run.returncode for run in runs] == [0] * 4, results
     applied = sorted(out.strip() for out, _ in results)
     assert applied == ["['0001', '0002', '0003']", "[]", "[]", "[]"]  # once, whoever came first
+
+
+def test_the_bulk_path_writes_what_the_row_path_writes(store: Store) -> None:
+    """From BULK_FROM channels on, the logins go as one parameter: the rows are the same as
+    those of the path with a row of parameters per channel (types, options, timestamps)."""
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    few = [f"few{i}" for i in range(10)]
+    many = [f"many{i}" for i in range(BULK_FROM + 5)]
+    for names in (few, many):
+        store.authorize(names, reconnect=True, options={"by": "test", "n": [1, 2]}, now=at)
+    small, bulk = store.channels(few)["few3"], store.channels(many)["many1003"]
+    assert small == bulk._replace(login="few3")
+    assert bulk.authorized
+    assert bulk.reconnect
+    assert not bulk.wanted
+    assert not bulk.revoked
+    assert bulk.options == {"by": "test", "n": [1, 2]}
+    later = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    store.want(many[:2000], now=later)  # an upsert over existing rows keeps the rest
+    again = store.channels(["many1003"])["many1003"]
+    assert again.wanted
+    assert again.authorized
+    assert again.acknowledged_at == later
+    assert again.options == {"by": "test", "n": [1, 2]}
+    store.revoke(many)
+    assert not any(c.authorized or c.wanted for c in store.channels(many).values())
+    assert all(c.revoked for c in store.channels(many).values())
+    assert len(store.channels([*many, "unknown"])) == len(many)
+
+
+def test_part_stale_parts_the_stale_and_the_unauthorized_wanted_channels(store: Store) -> None:
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(days=30)
+    store.authorize(["fresh", "old", "never", "revoked", "unwanted"])
+    store.want(["fresh", "old", "never", "revoked", "plain"])  # plain: wanted, never authorized
+    store.acknowledge(["old", "revoked", "unwanted"], now=long_ago)
+    with store.engine.begin() as conn:  # "never": wanted, no acknowledgement at all
+        conn.execute(text("UPDATE tmi_cluster_channels SET acknowledged_at = NULL "
+                          "WHERE login = 'never'"))  # fmt: skip
+    store._set(["revoked"], revoked=True)
+    checked, stale, unauthorized = store.part_stale(now - timedelta(hours=1))
+    assert checked == 5
+    assert stale == {"old"}
+    assert unauthorized == {"revoked", "plain"}
+    assert set(store.wanted()) == {"fresh", "never"}
+    assert store.part_stale(now - timedelta(hours=1)) == (2, set(), set())  # level: done
+    store.want(["old"])  # a join acknowledges it: no longer stale
+    assert store.part_stale(now - timedelta(hours=1))[1] == set()
+
+
+def test_want_reconnect_wants_again_the_reconnect_channels(store: Store) -> None:
+    now = datetime.now(UTC)
+    store.authorize(["again", "stale", "gone"], reconnect=True)
+    store.authorize(["plain"])
+    store.acknowledge(["stale"], now=now - timedelta(days=30))
+    store.revoke(["gone"])
+    assert store.want_reconnect(horizon=now - timedelta(days=7)) == ["again"]
+    assert store.want_reconnect() == ["stale"]  # no cleanup: the stale one too
+    assert store.want_reconnect() == []
+    assert set(store.wanted()) == {"again", "stale"}
+    acknowledged_at = store.channels(["stale"])["stale"].acknowledged_at
+    assert acknowledged_at is not None
+    assert acknowledged_at < now - timedelta(days=29)
+    assert set(store.wanted(authorized_only=True)) == {"again", "stale"}
+    store.want(["plain", "never"])
+    assert set(store.wanted(authorized_only=True)) == {"again", "stale", "plain"}
+
+
+def test_a_refused_join_is_remembered_not_wanted(store: Store) -> None:
+    store.remember_refused(["refused"], "unauthorized")
+    refused = store.channels(["refused"])["refused"]
+    assert not refused.wanted
+    assert not refused.authorized
+    assert refused.last_join_outcome == "unauthorized"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tmi_cluster.channels import cleans_up, load_manager
 from tmi_cluster.connection import Connection, ConnectionOptions
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
@@ -35,8 +36,28 @@ def examples() -> dict[str, str]:
     return found
 
 
-def test_the_document_has_its_three_examples() -> None:
-    assert sorted(examples()) == ["archive.py", "pingbot.py", "webapp.py"]
+def test_the_document_has_its_examples() -> None:
+    assert sorted(examples()) == ["archive.py", "mymanager.py", "pingbot.py", "webapp.py"]
+
+
+@run
+async def test_the_channel_manager_of_ones_own_loads_and_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_settings: Any
+) -> None:
+    (tmp_path / "mymanager.py").write_text(examples()["mymanager.py"], encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    settings = make_settings("[channel_manager]\nuse = 'mymanager:FileChannelManager'\n")
+    try:
+        manager = load_manager(settings)
+        await manager.authorize(["#Alpha", "beta"])
+        await manager.revoke(["beta"])
+        assert await manager.authorized(["alpha", "beta", "gamma"]) == {"alpha"}
+        assert await manager.stale(["alpha"]) == set()
+        assert not cleans_up(manager)
+        assert (tmp_path / "allowed-channels.txt").read_text() == "alpha\n"
+    finally:
+        sys.modules.pop("mymanager", None)
 
 
 @pytest.mark.timeout(180)

@@ -261,16 +261,8 @@ async def channels(
             failure = failures.get(login)
             if allowed is not None and login not in allowed and not holders:
                 current = "unauthorized"  # refused, revoked (held: being parted, shown so)
-            elif not wanted:
-                current = "parted"
-            elif owner is not None and owner in holders:
-                current = "moving" if holders - {owner} else _JOINED
-            elif holders:
-                current = "moving"
-            elif owner is not None:
-                current = "joining"  # a retry of a failed one too
             else:
-                current = "failed" if failure is not None else "wanted"
+                current = _channel_state(wanted, owner, holders, failed=failure is not None)
             if state is None or current == state:
                 retry = failure.retry_at if failure is not None else None
                 failed_at = failure.failed_at if failure is not None else None
@@ -289,6 +281,19 @@ async def channels(
                     }
                 )
         return shown
+
+
+def _channel_state(wanted: bool, owner: str | None, holders: set[str], *, failed: bool) -> str:
+    """A channel's state from whether it is wanted, its live owner and who holds it."""
+    if not wanted:
+        return "parted"
+    if owner is not None and owner in holders:
+        return "moving" if holders - {owner} else _JOINED
+    if holders:
+        return "moving"
+    if owner is not None:
+        return "joining"  # a retry of a failed one too
+    return "failed" if failed else "wanted"
 
 
 async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:

@@ -60,6 +60,7 @@ __all__ = [
     "Cleanup",
     "DatabaseChannelManager",
     "DummyChannelManager",
+    "cleans_up",
     "cleanup",
     "joinable",
     "load_manager",

@@ -362,19 +362,31 @@ class Throttle(_Section):
 class AutoCleanup(_Section):
     """Parting stale and revoked channels."""
 
-    enabled: bool = Field(False, description="Part stale or revoked channels periodically.")
+    enabled: bool = Field(
+        False,
+        description="Part the wanted channels not acknowledged for channel.stale hours, and "
+        "those no longer authorized, periodically (once for the whole cluster; the Database "
+        "manager or your own, never the Dummy one).",
+    )
     interval: float = Field(300.0, gt=0, description="Seconds between cleanup runs.")
     max_delay: float = Field(
-        600.0, ge=0, description="Most seconds a cleanup run may be delayed (spread over hosts)."
+        600.0, ge=0, description="Most seconds added at random to each interval (a jitter)."
     )
 
 
 class ChannelOptions(_Section):
     """Per-channel policy."""
 
-    restrict_messages: bool = Field(False, description="Send only to channels that are authorized.")
+    restrict_messages: bool = Field(
+        False,
+        description="Send only to channels the manager authorizes (others: refused, "
+        "'unauthorized').",
+    )
     stale: float = Field(
-        168.0, gt=0, description="Hours after the last acknowledgement when a channel is parted."
+        168.0,
+        gt=0,
+        description="Hours after the last acknowledgement (a join, acknowledged()) when the "
+        "cleanup parts a channel.",
     )
 
 

@@ -68,6 +68,8 @@ from tmi_cluster.store.models import (
 )
 
 __all__ = [
+    "BULK_FROM",
+    "BULK_SIZE",
     "CHUNK_SIZE",
     "Channel",
     "Failure",
