@@ -20,6 +20,7 @@ from tmi_cluster.channels import (
     load_manager,
     restricts,
 )
+from tmi_cluster import SyncCluster
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, InvalidChannelError
 from tmi_cluster.store import Store
@@ -208,3 +209,30 @@ async def test_the_cleanup_parts_stale_and_unauthorized_channels(
         assert cleans_up(manager)
         assert not restricts(dummy)
         assert restricts(own)
+
+
+def test_an_application_authorizes_revokes_and_acknowledges(
+    sqlite_url: str, redis_server: str, redis_prefix: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(f'prefix = "{redis_prefix}"\n[redis]\nurl = "{redis_server}"\n'
+                             f'[database]\nurl = "{sqlite_url}"\n'
+                             "[channel_manager]\nuse = 'database'\n")  # fmt: skip
+    with Store(sqlite_url) as store:
+        store.migrate()
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+        with SyncCluster(settings) as app:  # no event loop here, as in a WSGI app
+            assert app.authorize(["#Alpha", "beta"], reconnect=True) == {
+                "alpha": "authorized", "beta": "authorized"}  # fmt: skip
+            assert app.authorize("alpha") == {"alpha": "already authorized"}
+            assert app.revoke(["beta", "gamma"]) == {"beta": "revoked",
+                                                     "gamma": "was not authorized"}  # fmt: skip
+            assert app.join("beta")["beta"].startswith("unauthorized")
+            store.acknowledge(["alpha"], now=long_ago)
+            app.acknowledged("#ALPHA")  # e.g. on EventSub's stream.online
+            with pytest.raises(InvalidChannelError):
+                app.acknowledged("not a channel")
+        alpha = store.channels(["alpha"])["alpha"]
+        assert alpha.acknowledged_at is not None
+        assert alpha.acknowledged_at > long_ago + dt.timedelta(days=29)
+        assert not alpha.reconnect  # the second grant, without reconnect, set it anew
+        assert store.channels(["beta"])["beta"].last_join_outcome == "unauthorized"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from tmi_cluster.bus.commands import (
     timed_out,
 )
 from tmi_cluster.bus.events import EventPublisher, EventReader
-from tmi_cluster.channels import ChannelManager, DatabaseChannelManager
+from tmi_cluster.channels import ChannelManager, DatabaseChannelManager, DummyChannelManager
 from tmi_cluster.config import Settings
 from tmi_cluster.events import MessageEvent
 from tmi_cluster.outbox import Outbox
@@ -268,7 +268,7 @@ async def test_a_command_that_keeps_killing_its_workers_goes_to_the_dead_letters
                 [answer] = await _replies(sends, 1)
                 assert answer.reason == SendRefusal.FAILED.value
                 assert "dead-lettered" in answer.detail
-                assert outbox.dead_lettered == 1
+            assert outbox.dead_lettered == 1  # counted once its task ended (the outbox closed)
             assert [d.command.id for d in await sends.dead_letters()] == ["poison"]
             assert sim.account("mybot").said == []
         finally:
@@ -380,3 +380,44 @@ async def test_restricted_sending_refuses_an_unauthorized_channel(
             assert "restrict_messages" in results["denied"].detail
         assert sim.account("mybot").said == [("room1", "allowed")]
     store.close()
+
+
+class _CountingManager(DummyChannelManager):
+    """A manager of one's own that allows ``allowed`` and counts its calls; raises while
+    ``down``."""
+
+    def __init__(self, allowed: set[str]) -> None:
+        super().__init__()
+        self.allowed = allowed
+        self.calls: list[int] = []
+        self.down = False
+
+    async def authorized(self, channels: Sequence[str]) -> set[str]:
+        self.calls.append(len(channels))
+        if self.down:
+            raise ConnectionError("the manager's API is down")
+        return set(channels) & self.allowed
+
+
+@run
+async def test_restricted_sending_asks_the_manager_in_batches_and_refuses_when_it_fails(
+    make_settings: Callable[..., Settings], redis_server: str, redis_prefix: str
+) -> None:
+    manager = _CountingManager({f"room{i}" for i in range(1, 4)})
+    async with ChatSimulator(channels=CHANNELS) as sim:
+        sim.add_account("mybot", "secret")
+        async with _outbox(make_settings, redis_server, redis_prefix, sim,
+                           restrict_to=manager) as (_, sends, _, _):  # fmt: skip
+            for n in range(40):
+                await sends.submit(_command(CHANNELS[n % len(CHANNELS)], f"m{n}", id=f"m{n}"))
+            results = {r.id: r for r in await _replies(sends, 40)}
+            for n in range(40):
+                expected = CHANNELS[n % len(CHANNELS)] in manager.allowed
+                assert results[f"m{n}"].ok is expected, results[f"m{n}"]
+            assert sum(manager.calls) == len(CHANNELS)  # each channel asked once
+            assert len(manager.calls) < len(CHANNELS)  # in batches, not a call per channel
+            manager.down = True
+            await sends.submit(_command("elsewhere", "while down", id="down"))
+            (down,) = await _replies(sends, 1)
+            assert down.reason == SendRefusal.UNAUTHORIZED.value
+    assert all(channel in manager.allowed for channel, _ in sim.account("mybot").said)

@@ -155,8 +155,7 @@ class DatabaseChannelManager:
     async def authorized(self, channels: Sequence[str]) -> set[str]:
         """Those of ``channels`` authorized and not revoked."""
         names = normalise_logins(channels)
-        known = await asyncio.to_thread(self.store.channels, names)
-        return {c.login for c in known.values() if c.authorized and not c.revoked}
+        return await asyncio.to_thread(self.store.authorized_among, names)
 
     async def acknowledged(self, channels: Sequence[str]) -> None:
         """Record fresh interest now."""
@@ -167,10 +166,8 @@ class DatabaseChannelManager:
         """Those of ``channels`` whose last acknowledgement is older than the stale age (one
         never acknowledged, or unknown, is not stale: nothing says since when)."""
         names = normalise_logins(channels)
-        known = await asyncio.to_thread(self.store.channels, names)
         horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.stale_s)
-        return {c.login for c in known.values()
-                if c.acknowledged_at is not None and c.acknowledged_at < horizon}  # fmt: skip
+        return await asyncio.to_thread(self.store.stale_among, names, horizon)
 
 
 def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelManager:

@@ -3,8 +3,9 @@
 
 Any Python process that reaches the cluster's Redis and database can use one, on any host.
 It holds one Redis connection (plus one that waits for the results of its sends) and opens the
-database only for ``join``, ``part`` and ``channels``. Channel arguments accept ``name``,
-``#name`` and any case; an invalid login raises
+database only for ``join``, ``part``, ``channels``, ``authorize``, ``revoke`` and
+``acknowledged`` (the channel manager's, :mod:`tmi_cluster.channels`). Channel arguments
+accept ``name``, ``#name`` and any case; an invalid login raises
 :class:`~tmi_cluster.errors.InvalidChannelError` before anything is queued, as do text with CR,
 LF or NUL (:class:`~tmi_cluster.errors.UnsafeLineError`), text over the length limit under
 ``long_text = "refuse"`` (:class:`~tmi_cluster.errors.MessageTooLongError`) and an unknown event
@@ -47,12 +48,14 @@ from tmi_cluster.bus.commands import (
 )
 from tmi_cluster.bus.events import EventReader
 from tmi_cluster.bus.heartbeat import alive
+from tmi_cluster.channels import ChannelManager, load_manager
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError, UnknownEventTypeError
 from tmi_cluster.events import ALL_EVENT_TYPES, RAW_LINE_EVENTS, Event, covers
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import IN_FLIGHT, SendRefusal, SendResult, SendStatus
 from tmi_cluster.sender import check_text
+from tmi_cluster.store import Store
 
 __all__ = ["Cluster", "SyncCluster", "event_type_names"]
 
@@ -113,6 +116,7 @@ class Cluster:
         self._senders: tuple[float, bool | None] = (-1e9, None)
         self._lock = asyncio.Lock()
         self._senders_lock = asyncio.Lock()
+        self._manager: tuple[Store, ChannelManager] | None = None
         self._closed = False
 
     @classmethod
@@ -144,6 +148,9 @@ class Cluster:
             if client is not None:
                 await client.aclose()
         self._client = self._replies_client = None
+        if self._manager is not None:
+            self._manager[0].close()
+            self._manager = None
 
     async def _redis(self) -> redis.asyncio.Redis:
         if self._closed:
@@ -165,6 +172,28 @@ class Cluster:
     async def part(self, channels: str | Iterable[str]) -> dict[str, str | None]:
         """Part ``channels`` (no longer wanted); each one's owner until now."""
         return await admin.part(self.settings, _names(channels))
+
+    async def authorize(
+        self, channels: str | Iterable[str], *, reconnect: bool = False
+    ) -> dict[str, str]:
+        """Grant ``channels`` through the channel manager (``channel_manager.use``; with
+        ``reconnect`` they are wanted again after any restart); each one's change
+        (``authorized``, ``already authorized``). Nothing is joined: :meth:`join` does."""
+        return await admin.authorize(self.settings, _names(channels), reconnect=reconnect)
+
+    async def revoke(self, channels: str | Iterable[str]) -> dict[str, str]:
+        """Withdraw ``channels``' authorization: they are no longer wanted and are parted
+        within seconds; each one's change (``revoked``, ``was not authorized``)."""
+        return await admin.authorize(self.settings, _names(channels), revoke=True)
+
+    async def acknowledged(self, channels: str | Iterable[str]) -> None:
+        """Fresh interest in ``channels`` (say on an EventSub ``stream.online``): their part by
+        the stale cleanup is pushed back. Nothing is joined (:meth:`join` acknowledges too)."""
+        names = _names(channels)
+        if self._manager is None:
+            store = Store.from_settings(self.settings)
+            self._manager = (store, load_manager(self.settings, store=store))
+        await self._manager[1].acknowledged(names)
 
     async def channels(
         self, names: str | Iterable[str] = (), *, state: str | None = None
@@ -382,6 +411,20 @@ class SyncCluster:
     def part(self, channels: str | Iterable[str]) -> dict[str, str | None]:
         """As :meth:`Cluster.part`."""
         return self._call(self._cluster.part(channels))
+
+    def authorize(
+        self, channels: str | Iterable[str], *, reconnect: bool = False
+    ) -> dict[str, str]:
+        """As :meth:`Cluster.authorize`."""
+        return self._call(self._cluster.authorize(channels, reconnect=reconnect))
+
+    def revoke(self, channels: str | Iterable[str]) -> dict[str, str]:
+        """As :meth:`Cluster.revoke`."""
+        return self._call(self._cluster.revoke(channels))
+
+    def acknowledged(self, channels: str | Iterable[str]) -> None:
+        """As :meth:`Cluster.acknowledged`."""
+        return self._call(self._cluster.acknowledged(channels))
 
     def channels(
         self, names: str | Iterable[str] = (), *, state: str | None = None

@@ -49,7 +49,6 @@ from tmi_cluster.errors import (
     MessageTooLongError,
     NoIdentityError,
     RedisUnavailableError,
-    TmiClusterError,
     UnsafeLineError,
 )
 from tmi_cluster.outcomes import SendRefusal, SendResult, SendStatus
@@ -98,6 +97,9 @@ class Outbox:
         #: authorizes are sent to; the others are refused ``unauthorized``.
         self.restrict_to = restrict_to
         self._allowed: dict[str, tuple[float, bool]] = {}  # channel -> (checked at, allowed)
+        self._asking: dict[str, asyncio.Future[bool]] = {}  # channels for the next question
+        self._answering: dict[str, asyncio.Future[bool]] = {}  # channels of the one under way
+        self._asker: asyncio.Task[None] | None = None
         #: Commands answered, by status, since the outbox started.
         self.answered: dict[str, int] = {status.value: 0 for status in SendStatus}
         #: Commands moved to the dead-letter stream, since the outbox started.
@@ -245,23 +247,44 @@ class Outbox:
         return await self._say(command, remaining_s)
 
     async def _may_send(self, channel: str) -> bool:
-        """Whether the channel manager lets messages go to ``channel`` (asked at most every
-        :data:`_AUTHORIZED_S` per channel; a manager that cannot answer refuses)."""
+        """Whether the channel manager lets messages go to ``channel``: asked at most every
+        :data:`_AUTHORIZED_S` per channel, and the channels of every send that waits for an
+        answer asked together, one ``authorized()`` call at a time (no call per channel);
+        a manager that cannot answer refuses."""
         if self.restrict_to is None:
             return True
-        now = time.monotonic()
         checked = self._allowed.get(channel)
-        if checked is not None and now - checked[0] < _AUTHORIZED_S:
+        if checked is not None and time.monotonic() - checked[0] < _AUTHORIZED_S:
             return checked[1]
-        try:
-            allowed = channel in await self.restrict_to.authorized([channel])
-        except TmiClusterError as error:
-            log.warning("cannot ask the channel manager about #%s: %s", channel, error)
-            return False
-        if len(self._allowed) > 10_000:
-            self._allowed.clear()
-        self._allowed[channel] = (now, allowed)
-        return allowed
+        future = self._asking.get(channel) or self._answering.get(channel)
+        if future is None:
+            future = self._asking[channel] = asyncio.get_running_loop().create_future()
+        if self._asker is None or self._asker.done():
+            self._asker = asyncio.create_task(self._ask(self.restrict_to), name="authorized")
+        return await asyncio.shield(future)
+
+    async def _ask(self, manager: ChannelManager) -> None:
+        """Ask the manager about the channels waiting, in batches, until none waits."""
+        await asyncio.sleep(0)  # the sends started in this turn ask together
+        while self._asking:
+            batch = self._answering = self._asking
+            self._asking = {}
+            try:
+                allowed = await manager.authorized(sorted(batch))
+            except Exception as error:  # the database, a manager of one's own: refuse
+                log.warning("cannot ask the channel manager about %d channel(s) (%s): %s",
+                            len(batch), ", ".join(sorted(batch)[:5]), error)  # fmt: skip
+                for future in batch.values():
+                    future.set_result(False)
+                continue
+            finally:
+                self._answering = {}
+            if len(self._allowed) > 10_000:
+                self._allowed.clear()
+            now = time.monotonic()
+            for channel, future in batch.items():
+                self._allowed[channel] = (now, channel in allowed)
+                future.set_result(channel in allowed)
 
     async def _say(self, command: SendCommand, remaining_s: float) -> SendResult:
         """Write ``command`` within ``remaining_s``; its result, whatever happens."""

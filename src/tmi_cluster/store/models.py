@@ -106,7 +106,8 @@ class ChannelRecord(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     login: Mapped[str] = mapped_column(String(MAX_LOGIN_LENGTH), unique=True)
-    wanted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    #: Indexed with ``acknowledged_at`` (the index's first column serves ``wanted`` alone).
+    wanted: Mapped[bool] = mapped_column(Boolean, default=False)
     authorized: Mapped[bool] = mapped_column(Boolean, default=False)
     authorized_at: Mapped[datetime | None]
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
