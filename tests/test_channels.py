@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tmi_cluster import SyncCluster
 from tmi_cluster.channels import (
     ChannelManager,
     DatabaseChannelManager,
@@ -20,7 +21,6 @@ from tmi_cluster.channels import (
     load_manager,
     restricts,
 )
-from tmi_cluster import SyncCluster
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, InvalidChannelError
 from tmi_cluster.store import Store

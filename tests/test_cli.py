@@ -415,3 +415,19 @@ def test_a_restart_drops_the_old_id_option(args: list[str], kept: list[str]) -> 
     from tmi_cluster.cli import _without_id  # noqa: PLC0415
 
     assert _without_id(args) == kept
+
+
+def test_features_say_how_the_cleanup_runs(tmp_path: Path) -> None:
+    def cleanup(**env: str) -> str:
+        result = tmi(tmp_path, "features", **env)
+        assert result.returncode == 0, result.stderr
+        lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.splitlines())
+        return lines["auto cleanup"]
+
+    assert cleanup() == "off"
+    on = {"TMI_CLUSTER_CHANNEL_MANAGER__AUTO_CLEANUP__ENABLED": "true"}
+    assert "the dummy channel manager has no auto join and part" in cleanup(**on)
+    assert cleanup(**on, TMI_CLUSTER_CHANNEL_MANAGER__USE="database") == (
+        "every 300 s plus up to 600 s, once for the cluster; parts channels 168 h after their "
+        "last acknowledgement, and those no longer authorized"
+    )

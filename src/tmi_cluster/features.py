@@ -1,6 +1,6 @@
 """What ``tmi-cluster features`` prints: the active setup, one line per aspect, secrets masked.
 
-A part that this release does not have yet (the channel managers' rules, the web pages)
+A part that this release does not have yet (the web pages)
 says "not available yet" or "not enforced yet" and what it arrives with, then what is
 configured for it, so that nobody takes a setting for a working feature.
 """
@@ -21,7 +21,6 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
     scale = settings.auto_scale
     rates = AccountRates.from_settings(settings)
     messages = settings.throttle.messages
-    cleanup = settings.channel_manager.auto_cleanup
     handlers = settings.handlers.modules
     return [
         ("config file", str(settings.config_file) if settings.config_file else "none (defaults)"),
@@ -51,13 +50,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         ("chat", _chat(settings)),
         ("channel manager", settings.channel_manager.use),
-        (
-            "auto cleanup",
-            f"every {cleanup.interval:g} s, stale after "
-            f"{settings.channel_manager.channel.stale:g} h"
-            if cleanup.enabled
-            else "off",
-        ),
+        ("auto cleanup", _cleanup(settings)),
         ("restrict messages", _on(settings.channel_manager.channel.restrict_messages)),
         (
             "auto scale",
@@ -151,3 +144,15 @@ def _redis(settings: Settings) -> str:
 
 def _rate(rate: Rate) -> str:
     return f"{rate.allow} / {rate.every_s:g} s"
+
+
+def _cleanup(settings: Settings) -> str:
+    """The stale cleanup's line: when it runs, or why it does not."""
+    cleanup = settings.channel_manager.auto_cleanup
+    if not cleanup.enabled:
+        return "off"
+    if settings.channel_manager.use == "dummy":
+        return "enabled, but the dummy channel manager has no auto join and part"
+    return (f"every {cleanup.interval:g} s plus up to {cleanup.max_delay:g} s, once for the "
+            f"cluster; parts channels {settings.channel_manager.channel.stale:g} h after their "
+            "last acknowledgement, and those no longer authorized")  # fmt: skip
