@@ -412,3 +412,43 @@ async def test_the_stale_cleanup_runs_once_per_interval_for_all_coordinators(
         assert int(fields[b"checked"]) == len(CHANNELS) - 1
     finally:
         await client.aclose()
+
+
+class _FailingStale(_Manager):
+    """Its ``stale()`` fails while ``broken`` (its API is down)."""
+
+    broken = True
+
+    async def stale(self, channels: Any) -> set[str]:
+        if self.broken:
+            raise ConnectionError("stale() cannot reach its API")
+        return set()
+
+
+@run
+async def test_a_failed_cleanup_is_shown_and_tried_again_later(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    manager = _FailingStale()
+    try:
+        await _beat(client, keys, "p1")
+        coordinator = _coordinator(client, store, keys, "s1", capacity=10, manager=manager,
+                                   cleanup_every=(300.0, 0.0))  # fmt: skip
+        assert await coordinator.run_once() is not None
+        assert coordinator._cleaning is not None
+        await coordinator._cleaning
+        assert coordinator.cleanup_problem is not None
+        assert "stale() cannot reach its API" in coordinator.cleanup_problem
+        retry_ms = await client.pttl(keys.cleanup_due)
+        assert 20_000 < retry_ms <= 30_000  # in 30 s, not in the 300 s of a run that worked
+        assert set(store.wanted()) == set(CHANNELS)  # nothing parted by a failed run
+        manager.broken = False
+        await client.delete(keys.cleanup_due)  # its 30 s are over
+        await coordinator.run_once()
+        await coordinator._cleaning
+        assert coordinator.cleanup_problem is None
+        assert await client.pttl(keys.cleanup_due) > 290_000
+    finally:
+        await client.aclose()
