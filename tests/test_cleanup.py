@@ -84,6 +84,10 @@ def test_the_cleanup_runs_once_for_a_cluster_of_three_supervisors(
     runs = _runs(redis_client, env)
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(runs)]
     assert min(gaps) >= INTERVAL_S * 1000 * 0.9, gaps  # once per interval, never per supervisor
+    print(
+        f"\n{len(runs)} cleanup runs by {sorted({r['by'] for _, r in runs})}, gaps "
+        f"{min(gaps)}-{max(gaps)} ms (interval {INTERVAL_S * 1000:.0f} ms + up to 300 ms)"
+    )
     assert {r["by"] for _, r in runs[before:]} - {leader.id}, "the others took it over"
     first = runs[0][1]
     assert (int(first["stale"]), int(first["unauthorized"])) == (len(OLD), 1), first
