@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tmi_cluster import SyncCluster
+from tmi_cluster import SyncCluster, admin
 from tmi_cluster.channels import (
     ChannelManager,
     DatabaseChannelManager,
@@ -22,7 +22,7 @@ from tmi_cluster.channels import (
     restricts,
 )
 from tmi_cluster.config import Settings
-from tmi_cluster.errors import ConfigError, InvalidChannelError
+from tmi_cluster.errors import ConfigError, InvalidChannelError, NotAvailableError
 from tmi_cluster.store import Store
 
 from .test_simulator import run
@@ -223,16 +223,43 @@ def test_an_application_authorizes_revokes_and_acknowledges(
         with SyncCluster(settings) as app:  # no event loop here, as in a WSGI app
             assert app.authorize(["#Alpha", "beta"], reconnect=True) == {
                 "alpha": "authorized", "beta": "authorized"}  # fmt: skip
-            assert app.authorize("alpha") == {"alpha": "already authorized"}
+            assert app.authorize("alpha", reconnect=True) == {"alpha": "already authorized"}
+            assert app.authorize("alpha") == {"alpha": "reconnect cleared"}  # each grant anew
+            assert app.authorize("alpha", reconnect=True) == {"alpha": "reconnect set"}
             assert app.revoke(["beta", "gamma"]) == {"beta": "revoked",
                                                      "gamma": "was not authorized"}  # fmt: skip
             assert app.join("beta")["beta"].startswith("unauthorized")
             store.acknowledge(["alpha"], now=long_ago)
-            app.acknowledged("#ALPHA")  # e.g. on EventSub's stream.online
+            app.acknowledged(["#ALPHA", "neverseen"])  # e.g. on EventSub's stream.online
             with pytest.raises(InvalidChannelError):
                 app.acknowledged("not a channel")
         alpha = store.channels(["alpha"])["alpha"]
         assert alpha.acknowledged_at is not None
         assert alpha.acknowledged_at > long_ago + dt.timedelta(days=29)
-        assert not alpha.reconnect  # the second grant, without reconnect, set it anew
+        assert alpha.reconnect
         assert store.channels(["beta"])["beta"].last_join_outcome == "unauthorized"
+        assert "neverseen" not in store.channels(["neverseen"])  # an unknown one is ignored
+
+
+@run
+async def test_a_grant_for_join_keeps_the_grant_and_a_revoke_unwants_with_any_manager(
+    own_module: Path, sqlite_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    (own_module / "mymanagers.py").write_text(_MANAGERS)
+    base = f'[database]\nurl = "{sqlite_url}"\n[redis]\nurl = "redis://127.0.0.1:1/0"\n'
+    database = make_settings(base + "[channel_manager]\nuse = 'database'\n")
+    with Store(sqlite_url) as store:
+        store.migrate()
+        await admin.authorize(database, ["alpha"], reconnect=True)
+        assert await admin.authorize(database, ["alpha", "beta"], only_new=True) == {
+            "alpha": "already authorized", "beta": "authorized"}  # fmt: skip
+        assert store.channels(["alpha"])["alpha"].reconnect  # join --authorize kept it
+        own = make_settings(base + "[channel_manager]\nuse = 'mymanagers:Good'\n")
+        store.want(["gamma"])
+        # its revoke() records nothing; the channel is no longer wanted all the same (Redis
+        # away: the coordinator parts it on its next read of SQL)
+        assert await admin.authorize(own, ["gamma"], revoke=True) == {"gamma": "revoked"}
+        assert "gamma" not in store.wanted()
+        dummy = make_settings(base)
+        with pytest.raises(NotAvailableError, match="dummy channel manager allows every"):
+            await admin.authorize(dummy, ["alpha"], revoke=True)

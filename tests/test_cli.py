@@ -427,6 +427,9 @@ def test_features_say_how_the_cleanup_runs(tmp_path: Path) -> None:
     assert cleanup() == "off"
     on = {"TMI_CLUSTER_CHANNEL_MANAGER__AUTO_CLEANUP__ENABLED": "true"}
     assert "the dummy channel manager has no auto join and part" in cleanup(**on)
+    own = {"TMI_CLUSTER_CHANNEL_MANAGER__USE": "no_such_module:Manager"}
+    result = tmi(tmp_path, "features", **own)
+    assert "no_such_module:Manager - does not load, so the cluster does not start" in result.stdout
     assert cleanup(**on, TMI_CLUSTER_CHANNEL_MANAGER__USE="database") == (
         "every 300 s plus up to 600 s, once for the cluster; parts channels 168 h after their "
         "last acknowledgement, and those no longer authorized"

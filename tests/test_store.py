@@ -253,20 +253,23 @@ def test_part_stale_parts_the_stale_and_the_unauthorized_wanted_channels(store: 
 
 def test_want_reconnect_wants_again_the_reconnect_channels(store: Store) -> None:
     now = datetime.now(UTC)
-    store.authorize(["again", "stale", "gone"], reconnect=True)
+    store.authorize(["again", "stale", "gone", "unseen"], reconnect=True)
     store.authorize(["plain"])
     store.acknowledge(["stale"], now=now - timedelta(days=30))
     store.revoke(["gone"])
-    assert store.want_reconnect(horizon=now - timedelta(days=7)) == ["again"]
+    assert store.want_reconnect(horizon=now - timedelta(days=7)) == ["again", "unseen"]
+    unseen = store.channels(["unseen"])["unseen"].acknowledged_at  # never: acknowledged now
+    assert unseen is not None
+    assert unseen >= now - timedelta(minutes=1)
     assert store.want_reconnect() == ["stale"]  # no cleanup: the stale one too
     assert store.want_reconnect() == []
-    assert set(store.wanted()) == {"again", "stale"}
+    assert set(store.wanted()) == {"again", "stale", "unseen"}
     acknowledged_at = store.channels(["stale"])["stale"].acknowledged_at
     assert acknowledged_at is not None
     assert acknowledged_at < now - timedelta(days=29)
-    assert set(store.wanted(authorized_only=True)) == {"again", "stale"}
+    assert set(store.wanted(authorized_only=True)) == {"again", "stale", "unseen"}
     store.want(["plain", "never"])
-    assert set(store.wanted(authorized_only=True)) == {"again", "stale", "plain"}
+    assert set(store.wanted(authorized_only=True)) == {"again", "stale", "unseen", "plain"}
 
 
 def test_a_refused_join_is_remembered_not_wanted(store: Store) -> None:

@@ -28,14 +28,15 @@ from tmi_cluster.bus import (
     statuses_async,
     translated,
 )
-from tmi_cluster.channels import load_manager, restricts
+from tmi_cluster.channels import DatabaseChannelManager, load_manager, restricts
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.logins import normalise_logins
-from tmi_cluster.store import Store
+from tmi_cluster.store import Channel, Store
 
 __all__ = [
+    "AUTHORIZE_CHANGES",
     "CHANNEL_STATES",
     "authorize",
     "channels",
@@ -50,8 +51,8 @@ __all__ = [
 
 #: The states ``tmi-cluster channels`` shows.
 CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted", "unauthorized")
-_UNAUTHORIZED = ("unauthorized: not authorized by the channel manager ('tmi-cluster authorize' "
-                 "grants it, or 'join --authorize')")  # fmt: skip
+_UNAUTHORIZED = ("unauthorized: not authorized by the channel manager (granted by "
+                 "'tmi-cluster authorize', 'join --authorize' or Cluster.authorize)")  # fmt: skip
 _JOINED = "joined"
 
 
@@ -122,27 +123,60 @@ async def purge(settings: Settings) -> housekeeping.PurgeResult:
             return await housekeeping.purge(store, client, keys, retention_s=0)
 
 
+#: The changes ``authorize`` reports that changed something.
+AUTHORIZE_CHANGES = ("authorized", "revoked", "reconnect set", "reconnect cleared")
+
+
 async def authorize(
-    settings: Settings, channels: list[str], *, revoke: bool = False, reconnect: bool = False
+    settings: Settings,
+    channels: list[str],
+    *,
+    revoke: bool = False,
+    reconnect: bool = False,
+    only_new: bool = False,
 ) -> dict[str, str]:
     """Grant (or with ``revoke`` withdraw) ``channels`` through ``channel_manager.use``; each
-    one's change: ``authorized``, ``already authorized``, ``revoked``, ``was not
-    authorized``. A revoke makes the channels unwanted and wakes the coordinator, which parts
-    them within a pass (if Redis does not answer, within its next read of SQL)."""
+    one's change: ``authorized``, ``already authorized`` (with the Database manager,
+    ``reconnect set`` or ``reconnect cleared`` when a new grant changed that: each grant sets
+    it anew), ``revoked``, ``was not authorized``. ``only_new``: the channels authorized
+    already are left as they are (``join --authorize``). A revoke makes the channels
+    unwanted whatever the manager, and wakes the coordinator, which parts them within a pass
+    (if Redis does not answer, within its next read of SQL). NotAvailableError for a revoke
+    with the Dummy manager (it allows every channel: nothing can be withdrawn)."""
     names = normalise_logins(channels)
     with Store.from_settings(settings) as store:
         manager = load_manager(settings, store=store)
+        if revoke and not restricts(manager):
+            raise NotAvailableError(
+                "nothing revoked: the dummy channel manager allows every channel (set "
+                "channel_manager.use = 'database' to record authorization; 'tmi-cluster part' "
+                "parts a channel)"
+            )
         before = await manager.authorized(names)
+        known = (await asyncio.to_thread(store.channels, names)
+                 if isinstance(manager, DatabaseChannelManager) else {})  # fmt: skip
         if revoke:
             await manager.revoke(names)
+            await asyncio.to_thread(store.unwant, names)  # the cluster's own record too
         else:
-            await manager.authorize(names, reconnect=reconnect)
+            granted = [n for n in names if n not in before] if only_new else names
+            if granted:
+                await manager.authorize(granted, reconnect=reconnect)
     if not revoke:
-        return {n: "already authorized" if n in before else "authorized" for n in names}
+        return {n: _granted(n in before, known.get(n), reconnect, only_new) for n in names}
     with contextlib.suppress(TmiClusterError):  # the coordinator parts them now
         async with _redis(settings, "authorize") as client:
             await wanted_changed(client, Keys.from_settings(settings))
     return {n: "revoked" if n in before else "was not authorized" for n in names}
+
+
+def _granted(was: bool, known: Channel | None, reconnect: bool, only_new: bool) -> str:
+    """A grant's change for one channel."""
+    if not was:
+        return "authorized"
+    if known is not None and known.reconnect != reconnect and not only_new:
+        return "reconnect set" if reconnect else "reconnect cleared"
+    return "already authorized"
 
 
 async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> dict[str, str]:

@@ -158,9 +158,9 @@ class DatabaseChannelManager:
         return await asyncio.to_thread(self.store.authorized_among, names)
 
     async def acknowledged(self, channels: Sequence[str]) -> None:
-        """Record fresh interest now."""
+        """Record fresh interest now (in the channels it knows: an unknown one is ignored)."""
         names = normalise_logins(channels)
-        await asyncio.to_thread(self.store.acknowledge, names)
+        await asyncio.to_thread(self.store.acknowledge, names, create=False)
 
     async def stale(self, channels: Sequence[str]) -> set[str]:
         """Those of ``channels`` whose last acknowledgement is older than the stale age (one

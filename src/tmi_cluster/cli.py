@@ -435,8 +435,9 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant:
     from tmi_cluster import admin
 
     settings = _cluster_settings(ctx)
-    if grant:
-        for channel, change in asyncio.run(admin.authorize(settings, list(channels))).items():
+    if grant:  # the channels authorized already keep their grant (and its reconnect)
+        changes = asyncio.run(admin.authorize(settings, list(channels), only_new=True))
+        for channel, change in changes.items():
             click.echo(f"#{channel}: {change}")
     outcomes = asyncio.run(admin.join(settings, list(channels), timeout_s=timeout_s))
     for channel, outcome in outcomes.items():
@@ -462,7 +463,7 @@ def authorize(ctx: click.Context, channels: tuple[str, ...], revoke: bool, recon
                                           reconnect=reconnect))  # fmt: skip
     for channel, change in changes.items():
         click.echo(f"#{channel}: {change}")
-    changed = sum(1 for c in changes.values() if c in ("authorized", "revoked"))
+    changed = sum(1 for c in changes.values() if c in admin.AUTHORIZE_CHANGES)
     click.echo(f"{_plural(changed, 'channel')} changed, {len(changes) - changed} unchanged")
 
 

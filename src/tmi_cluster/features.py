@@ -7,8 +7,10 @@ configured for it, so that nobody takes a setting for a working feature.
 
 from __future__ import annotations
 
+from tmi_cluster.channels import ChannelManager, DatabaseChannelManager, cleans_up, load_manager
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import find_embedded
+from tmi_cluster.errors import TmiClusterError
 from tmi_cluster.ratelimit import AccountRates, Rate
 
 __all__ = ["describe"]
@@ -22,6 +24,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
     rates = AccountRates.from_settings(settings)
     messages = settings.throttle.messages
     handlers = settings.handlers.modules
+    manager, problem = _load(settings)
     return [
         ("config file", str(settings.config_file) if settings.config_file else "none (defaults)"),
         ("database", mask_url(settings.database.url)),
@@ -49,8 +52,8 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             f"{connection.channels_per_connection} channels per connection",
         ),
         ("chat", _chat(settings)),
-        ("channel manager", settings.channel_manager.use),
-        ("auto cleanup", _cleanup(settings)),
+        ("channel manager", settings.channel_manager.use + (f" - {problem}" if problem else "")),
+        ("auto cleanup", _cleanup(settings, manager)),
         ("restrict messages", _on(settings.channel_manager.channel.restrict_messages)),
         (
             "auto scale",
@@ -146,13 +149,25 @@ def _rate(rate: Rate) -> str:
     return f"{rate.allow} / {rate.every_s:g} s"
 
 
-def _cleanup(settings: Settings) -> str:
+def _load(settings: Settings) -> tuple[ChannelManager | None, str | None]:
+    """The channel manager, or why it does not load (``run`` refuses to start then)."""
+    try:
+        manager = load_manager(settings)
+    except TmiClusterError as error:
+        return None, f"does not load, so the cluster does not start: {error}"
+    if isinstance(manager, DatabaseChannelManager):
+        manager.store.close()  # made, never connected
+    return manager, None
+
+
+def _cleanup(settings: Settings, manager: ChannelManager | None) -> str:
     """The stale cleanup's line: when it runs, or why it does not."""
     cleanup = settings.channel_manager.auto_cleanup
     if not cleanup.enabled:
         return "off"
-    if settings.channel_manager.use == "dummy":
-        return "enabled, but the dummy channel manager has no auto join and part"
+    if manager is not None and not cleans_up(manager):
+        return (f"enabled, but the {settings.channel_manager.use} channel manager has no auto "
+                "join and part")  # fmt: skip
     return (f"every {cleanup.interval:g} s plus up to {cleanup.max_delay:g} s, once for the "
             f"cluster; parts channels {settings.channel_manager.channel.stale:g} h after their "
             "last acknowledgement, and those no longer authorized")  # fmt: skip

@@ -242,10 +242,16 @@ class Store:
         """Mark channels no longer wanted (unknown ones are ignored)."""
         self._set(channels, wanted=False)
 
-    def acknowledge(self, channels: Iterable[str], *, now: datetime | None = None) -> None:
-        """Record fresh interest in channels (delays their stale cleanup)."""
+    def acknowledge(
+        self, channels: Iterable[str], *, now: datetime | None = None, create: bool = True
+    ) -> None:
+        """Record fresh interest in channels (delays their stale cleanup); with ``create``
+        false, in the known ones only."""
         at = now or utcnow()
-        self._upsert(channels, {"acknowledged_at": at}, at)
+        if create:
+            self._upsert(channels, {"acknowledged_at": at}, at)
+        else:
+            self._set(channels, acknowledged_at=at)
 
     def authorize(
         self,
@@ -430,7 +436,9 @@ class Store:
     def want_reconnect(self, *, horizon: datetime | None = None) -> list[str]:
         """Mark wanted again every channel authorized with ``reconnect`` (not revoked) that is
         not wanted (with ``horizon``, only those acknowledged since, or never: a stale one
-        stays parted); their logins, sorted. Their acknowledgement is left as it was."""
+        stays parted); their logins, sorted. One never acknowledged counts as acknowledged now
+        (so that the stale cleanup parts it in its time); any other acknowledgement is left as
+        it was."""
         record = ChannelRecord
         where: list[ColumnElement[bool]] = [record.reconnect.is_(True), record.authorized.is_(True),
                  record.revoked.is_(False), record.wanted.is_(False)]  # fmt: skip
@@ -439,8 +447,11 @@ class Store:
         with self._write() as conn:
             logins = sorted(conn.scalars(select(record.login).where(*where)))
             for chunk in self._batches(logins):
+                at = utcnow()
                 conn.execute(update(record).where(self._login_in(chunk))
-                             .values(wanted=True, updated_at=utcnow()))  # fmt: skip
+                             .values(wanted=True, updated_at=at,
+                                     acknowledged_at=func.coalesce(record.acknowledged_at,
+                                                                   at)))  # fmt: skip
         return logins
 
     def remember_refused(self, channels: Iterable[str], reason: str) -> None:
