@@ -311,3 +311,41 @@ async def test_cli_send_and_dead_letters(
         letters = await asyncio.to_thread(tmi, "dead-letters", "--json")
         assert letters.returncode == 0
         assert json.loads(letters.stdout) == []
+
+
+@run
+async def test_a_refused_token_is_logged_shown_and_makes_the_cluster_unhealthy(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with ChatSimulator(channels=CHANNELS) as sim:
+        sim.add_account(BOT, TOKEN)
+        wrong = {**ONE_SENDER, "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": "oauth:notthetoken"}
+        cluster = ProcessCluster(tmp_path, sim, redis_server, redis_prefix, **wrong)
+        try:
+            cluster.start("sup-a")
+            async with Cluster(cluster.settings()) as app:
+                result = await app.send("alpha", "with a wrong token", timeout_s=20)
+            assert result.reason == "unauthorized", result
+
+            async def reported() -> bool:
+                return any(s.get("problem") for s in (await cluster.workers()).values())
+
+            await cluster.until(reported, 30, "the worker to report the refused login")
+
+            def tmi(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run([SCRIPT, *args], env=cluster.env, cwd=tmp_path, check=False,
+                                      capture_output=True, text=True, timeout=60)  # fmt: skip
+
+            health = await asyncio.to_thread(tmi, "health")
+            assert health.returncode == 1, health.stdout + health.stderr
+            assert "Twitch refused the bot's login" in health.stdout + health.stderr
+            listed = json.loads((await asyncio.to_thread(tmi, "list", "--json")).stdout)
+            problems = [p["problem"] for p in listed["processes"] if p["problem"]]
+            assert problems, listed
+            assert "check tmi.identity.username and tmi.identity.password" in problems[0]
+        finally:
+            await cluster.stop()
+        logs = cluster.logs()
+        assert "ERROR tmi_cluster.connection" in logs
+        assert "Twitch refused the login" in logs
+        assert "notthetoken" not in logs + json.dumps(listed)  # the token is never shown

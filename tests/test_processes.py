@@ -387,8 +387,10 @@ def test_list_json_has_the_contract_keys(
     assert len(shown["processes"]) == 2
     for process in shown["processes"]:
         assert {"id", "supervisor", "pid", "state", "channels", "connections", "memory_bytes",
-                "messages_per_s", "last_heartbeat"} <= process.keys()  # fmt: skip
+                "messages_per_s", "last_heartbeat", "exit_code",
+                "problem"} <= process.keys()  # fmt: skip
         assert process["supervisor"] == "sup-a"
+        assert process["problem"] is None
         assert process["memory_bytes"] > 10_000_000
         assert "T" in process["last_heartbeat"]  # ISO 8601
     assert sum(p["channels"] for p in shown["processes"]) == 1

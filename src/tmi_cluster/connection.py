@@ -711,6 +711,9 @@ class Connection:
                 await self._open(session)
             except LoginError as exc:
                 self.failure = exc
+                log.error("%s: Twitch refused the login (%s); the connection stops (check "
+                          "tmi.identity.username and tmi.identity.password)", self.name,
+                          exc)  # fmt: skip
                 self._end(ConnectionState.FAILED, str(exc), JoinResult.LOGIN_REFUSED)
                 return
             except _RETRIABLE as exc:

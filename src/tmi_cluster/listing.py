@@ -278,9 +278,45 @@ def cluster_json(
                 "events_dropped": int(figures.get("events_dropped", 0) or 0),
                 "last_heartbeat": _heard_at(status, p.last_seen_at).isoformat(),
                 "exit_code": p.exit_code,
+                "problem": status.get("problem") if status is not None and live else None,
             }
         )
     return {"supervisors": shown_supervisors, "processes": shown_processes}
+
+
+def _short(
+    live: Sequence[SupervisorRecord],
+    processes: Sequence[ProcessRecord],
+    liveness: Liveness,
+    minimum: int,
+) -> str | None:
+    """The first live supervisor that runs fewer workers than its target, in words."""
+    for s in live:
+        count = _process_count(s, processes, liveness)
+        status = (liveness.supervisors or {}).get(s.id) or {}
+        target = status.get("target")
+        expected = target if isinstance(target, int) else minimum
+        if count < expected:
+            why = f": {status['problem']}" if status.get("problem") else ""
+            return f"supervisor {s.id} runs {count} of {expected} worker processes{why}"
+    return None
+
+
+def _troubled(
+    live: Sequence[SupervisorRecord], processes: Sequence[ProcessRecord], liveness: Liveness
+) -> str | None:
+    """The live worker processes (of ``live``) that report a problem, in words."""
+    owners = {s.id for s in live}
+    troubled = sorted(
+        (p.id, str(status["problem"])) for p in processes
+        if p.supervisor_id in owners
+        and (status := (liveness.processes or {}).get(p.id)) is not None and status.get("problem")
+    )  # fmt: skip
+    if not troubled:
+        return None
+    process_id, problem = troubled[0]
+    more = f" (and {len(troubled) - 1} more)" if len(troubled) > 1 else ""
+    return f"worker process {process_id}{more}: {problem}"
 
 
 def _none_live(
@@ -309,7 +345,8 @@ def health(
     Unhealthy: Redis cannot be asked; a supervisor whose record claims it alive has no heartbeat
     (dead); a live supervisor runs fewer worker processes than its target (the coordinator's,
     from its status; ``minimum`` for one that shows none), saying why when it knows; the whole
-    cluster runs fewer than ``minimum``; with ``at_least_one``, no live supervisor at all.
+    cluster runs fewer than ``minimum``; a live worker process reports a problem (Twitch refused
+    the bot's login); with ``at_least_one``, no live supervisor at all.
     Stopped supervisors do not count.
     """
     where = f" on {hostname}" if hostname is not None else ""
@@ -324,14 +361,9 @@ def health(
     if dead:
         names = ", ".join(s.id for s in dead)
         return False, f"{len(dead)} supervisor(s){where} without a heartbeat (dead): {names}"
-    for s in live:
-        count = _process_count(s, processes, liveness)
-        status = liveness.supervisors.get(s.id) or {}
-        target = status.get("target")
-        expected = target if isinstance(target, int) else minimum
-        if count < expected:
-            why = f": {status['problem']}" if status.get("problem") else ""
-            return False, f"supervisor {s.id} runs {count} of {expected} worker processes{why}"
+    wrong = _short(live, processes, liveness, minimum) or _troubled(live, processes, liveness)
+    if wrong:
+        return False, wrong
     if not live:
         return _none_live(supervisors, hostname, at_least_one)
     total = sum(_process_count(s, processes, liveness) for s in live)

@@ -48,7 +48,7 @@ from typing import Self
 from aiolimiter import AsyncLimiter
 
 from tmi_cluster.connection import Connection, ConnectionOptions
-from tmi_cluster.errors import DeadlineError, NoIdentityError
+from tmi_cluster.errors import DeadlineError, LoginError, NoIdentityError
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent, Event
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import JoinResult
@@ -142,8 +142,18 @@ class Pool:
         self._pending: dict[str, asyncio.Future[JoinOutcome]] = {}  # joins under way
         self._names = itertools.count(1)
         self._lock = asyncio.Lock()
+        self._login_refused: str | None = None
         if sender is not None:
             sender.connection.on_event = self._sender_event
+
+    @property
+    def login_problem(self) -> str | None:
+        """Why Twitch refused the identity's login (the sender's, or a reading connection's
+        that ended so), else None; never the token."""
+        sender = self.sender
+        if sender is not None and isinstance(sender.connection.failure, LoginError):
+            return _refused(sender.connection)
+        return self._login_refused
 
     def _sender_event(self, event: Event) -> None:
         assert self.sender is not None
@@ -321,8 +331,15 @@ class Pool:
             if not self._lost(name, event.channel):
                 return  # not lost for the pool: the other side of a move holds it
         elif isinstance(event, DisconnectedEvent) and not event.reconnecting:
-            self.connections.pop(name, None)  # ended for good; its channels were reported
+            self._ended(name)
         self._on_event(event)
+
+    def _ended(self, name: str) -> None:
+        """Connection ``name`` ended for good (its channels were reported): forget it, and
+        remember a refused login."""
+        ended = self.connections.pop(name, None)
+        if ended is not None and isinstance(ended.failure, LoginError):
+            self._login_refused = _refused(ended)
 
     def _lost(self, name: str, channel: str | None) -> bool:
         """Connection ``name`` lost ``channel``: True when the pool lost it (the map follows)."""
@@ -463,3 +480,9 @@ class Pool:
         return await self.sender.say(
             channel, text, reply_to=reply_to, action=action, deadline=deadline, begin=begin
         )
+
+
+def _refused(connection: Connection) -> str:
+    """A refused login in words, without the token."""
+    return (f"Twitch refused the bot's login ({connection.failure}): check "
+            "tmi.identity.username and tmi.identity.password")  # fmt: skip
