@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -635,3 +636,22 @@ async def test_raw_lines_in_and_out_as_events_with_the_token_masked() -> None:
         async with Connection(_options(sim), on_event=events.append) as connection:
             await connection.wait_connected(10)
         assert not any(isinstance(e, IrcMessageEvent | IrcCommandEvent) for e in events)
+
+
+@run
+async def test_debug_logs_every_line_in_and_out_with_the_token_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tmi_cluster.irc")
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        sim.add_account("mybot", "secrettoken")
+        options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False,
+                                    login="mybot", token="secrettoken", debug=True)  # fmt: skip
+        async with Connection(options) as connection:
+            await connection.wait_connected(10)
+            await connection.join(["alpha"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "tmi_cluster.irc"]
+    assert f"{options.name} > PASS oauth:***" in lines
+    assert f"{options.name} > JOIN #alpha" in lines
+    assert any(line.startswith(f"{options.name} < ") and " 001 " in line for line in lines)
+    assert not any("secrettoken" in line for line in lines)

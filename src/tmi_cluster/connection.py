@@ -82,6 +82,8 @@ from tmi_cluster.transport import Endpoint
 __all__ = ["CAPABILITIES", "Connection", "ConnectionOptions", "ConnectionState"]
 
 log = logging.getLogger(__name__)
+#: Every IRC line in and out, with ``debug`` (``tmi.options.debug``).
+irc_log = logging.getLogger("tmi_cluster.irc")
 
 CAPABILITIES = ("twitch.tv/tags", "twitch.tv/commands")
 _DEDUPE_MEMORY = 50_000
@@ -140,6 +142,9 @@ class ConnectionOptions:
     #: Also emit an IrcMessageEvent for every line received and an IrcCommandEvent for every
     #: line sent (for handlers that want the raw lines; off by default, it costs).
     raw_lines: bool = False
+    #: Log every line received and sent (``tmi.options.debug``) to the ``tmi_cluster.irc``
+    #: logger at INFO, secrets masked (a PASS line is sent as ``PASS oauth:***``).
+    debug: bool = False
 
     @property
     def endpoint(self) -> Endpoint:
@@ -541,19 +546,30 @@ class Connection:
 
     # -- events -------------------------------------------------------------------------------
 
+    def _raw_in(self, message: Message) -> None:
+        """A line received, for ``debug`` (logged) and ``raw_lines`` (an event)."""
+        if self.options.debug:
+            irc_log.info("%s < %s", self.name, message.raw)
+        if self.options.raw_lines:
+            self._emit(IrcMessageEvent(raw=message.raw, command=message.command,
+                                       connection=self.name))  # fmt: skip
+
     @property
     def _sent_hook(self) -> Callable[[Sequence[str]], None] | None:
-        return self._sent if self.options.raw_lines else None
+        return self._sent if self.options.raw_lines or self.options.debug else None
 
     def _sent(self, lines: Sequence[str]) -> None:
         for line in lines:
-            command = line.split(" ", 2)[1] if line.startswith("@") else line.partition(" ")[0]
-            self._emit(IrcCommandEvent(raw=line, command=command, connection=self.name))
+            if self.options.debug:
+                irc_log.info("%s > %s", self.name, line)
+            if self.options.raw_lines:
+                command = line.split(" ", 2)[1] if line.startswith("@") else line.partition(" ")[0]
+                self._emit(IrcCommandEvent(raw=line, command=command, connection=self.name))
 
     def _deliver(self, message: Message, session: Session) -> None:
         command = message.command
-        if self.options.raw_lines:
-            self._emit(IrcMessageEvent(raw=message.raw, command=command, connection=self.name))
+        if self.options.raw_lines or self.options.debug:
+            self._raw_in(message)
         if command in _MEMBERSHIP:
             self._membership(message, session)
         elif command == "RECONNECT" and session is self._session and not self._closing:

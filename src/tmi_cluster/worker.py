@@ -83,6 +83,7 @@ def connection_options(settings: Settings, *, name: str = "connection") -> Conne
         reconnect=connection.reconnect,
         rejoin=connection.rejoin,
         name=name,
+        debug=settings.tmi.options.debug,
     )
 
 

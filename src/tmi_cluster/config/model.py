@@ -183,7 +183,11 @@ class Connection(_Section):
 class Options(_Section):
     """Client options."""
 
-    debug: bool = Field(False, description="Log every IRC line sent and received (secrets masked).")
+    debug: bool = Field(
+        False,
+        description="Log every IRC line sent and received, at INFO on the tmi_cluster.irc "
+        "logger (secrets masked).",
+    )
 
 
 class Tmi(_Section):
