@@ -434,6 +434,29 @@ def test_module_colon_class_loads_that_class_only(modules: Modules) -> None:
     assert calls_of(name) == ["made", "Wanted"]
 
 
+def test_a_handler_named_twice_runs_once(modules: Modules) -> None:
+    name = modules.write(
+        "twice",
+        """
+        class Bot(Subscriber):
+            def subscribe(self):
+                return {MessageEvent: self.on_message}
+
+            def on_message(self, event):
+                CALLS.append("Bot")
+
+        @on(MessageEvent)
+        def function(event):
+            CALLS.append("function")
+        """,
+    )
+
+    handlers = load_handlers([name, name, f"{name}:Bot", f"{name}:function"])
+
+    call_all(handlers, message())
+    assert sorted(calls_of(name)) == ["Bot", "function"]
+
+
 def test_module_colon_function_loads_that_function_only(modules: Modules) -> None:
     name = modules.write(
         "bot",

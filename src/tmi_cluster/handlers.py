@@ -144,9 +144,11 @@ def _is_subscriber(value: Any) -> bool:
 def load_handlers(paths: Iterable[str], handlers: Handlers | None = None) -> Handlers:
     """Import ``handlers.modules`` and register what they hold (see the module); ConfigError
     naming the first path that does not import, lacks the name, holds nothing to register, or
-    whose subscriber cannot be made."""
+    whose subscriber cannot be made. A class or function named twice (the same path twice, or a
+    module and one of its classes) is registered once."""
     if handlers is None:  # not ``or``: an empty Handlers is falsy (__len__)
         handlers = Handlers()
+    registered: set[int] = set()
     for path in paths:
         module_name, _, attribute = path.partition(":")
         try:
@@ -165,7 +167,9 @@ def load_handlers(paths: Iterable[str], handlers: Handlers | None = None) -> Han
             raise ConfigError([f"handlers.modules: {path!r} holds no subscriber class and no "
                                "function marked with @tmi_cluster.on"])  # fmt: skip
         for value in found:
-            _register(handlers, path, value)
+            if id(value) not in registered:
+                registered.add(id(value))
+                _register(handlers, path, value)
     return handlers
 
 
