@@ -47,7 +47,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tmi_cluster import channels
-from tmi_cluster.channels import DatabaseChannelManager
+from tmi_cluster.channels import DatabaseChannelManager, stale_horizon
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.config.urls import normalise_database_url
 from tmi_cluster.store import BULK_FROM, Store
@@ -252,7 +252,7 @@ async def wanted_round(
 
     await manager.authorize(reconnect, reconnect=True)
     await asyncio.to_thread(store.unwant, reconnect)
-    horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=manager.stale_s)
+    horizon = stale_horizon(manager.settings)
     seconds, again = await timed(asyncio.to_thread(store.want_reconnect, horizon=horizon))
     check("want_reconnect", len(again), len(reconnect))
     figure = results.figure("reconnect", "Store.want_reconnect() over N", n)

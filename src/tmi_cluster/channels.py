@@ -65,6 +65,7 @@ __all__ = [
     "joinable",
     "load_manager",
     "restricts",
+    "stale_horizon",
 ]
 
 #: The methods a channel manager has (each a coroutine function).
@@ -140,7 +141,6 @@ class DatabaseChannelManager:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or Store.from_settings(settings)
-        self.stale_s = settings.channel_manager.channel.stale * 3600
 
     async def authorize(self, channels: Sequence[str], *, reconnect: bool = False) -> None:
         """Grant ``channels`` (a revoke is cleared)."""
@@ -166,8 +166,7 @@ class DatabaseChannelManager:
         """Those of ``channels`` whose last acknowledgement is older than the stale age (one
         never acknowledged, or unknown, is not stale: nothing says since when)."""
         names = normalise_logins(channels)
-        horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.stale_s)
-        return await asyncio.to_thread(self.store.stale_among, names, horizon)
+        return await asyncio.to_thread(self.store.stale_among, names, stale_horizon(self.settings))
 
 
 def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelManager:
@@ -203,6 +202,12 @@ def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelMa
     except Exception as exc:
         raise ConfigError([f"{where} cannot be made: {type(exc).__name__}: {exc}"]) from exc
     return manager  # type: ignore[no-any-return]
+
+
+def stale_horizon(settings: Settings) -> dt.datetime:
+    """Now less ``channel_manager.channel.stale`` hours: a channel last acknowledged before it
+    is stale."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.channel_manager.channel.stale)
 
 
 def restricts(manager: ChannelManager) -> bool:
@@ -246,7 +251,7 @@ async def cleanup(manager: ChannelManager, store: Store) -> Cleanup:
     batched call each. The caller tells the coordinator (``wanted_changed``)."""
     started = time.monotonic()
     if isinstance(manager, DatabaseChannelManager):
-        horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=manager.stale_s)
+        horizon = stale_horizon(manager.settings)
         checked, stale, unauthorized = await asyncio.to_thread(store.part_stale, horizon)
     else:
         wanted = sorted(await asyncio.to_thread(store.wanted))

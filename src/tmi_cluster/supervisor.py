@@ -50,7 +50,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -70,7 +69,13 @@ from tmi_cluster.bus import (
     translated,
 )
 from tmi_cluster.bus.heartbeat import scan_statuses
-from tmi_cluster.channels import ChannelManager, cleans_up, load_manager, restricts
+from tmi_cluster.channels import (
+    ChannelManager,
+    cleans_up,
+    load_manager,
+    restricts,
+    stale_horizon,
+)
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.coordinator import Coordinator, wake, wanted_changed
 from tmi_cluster.embedded import EmbeddedRedis
@@ -323,8 +328,7 @@ class Supervisor:
         if not restricts(manager):
             return
         cleanup = self.settings.channel_manager.auto_cleanup.enabled and cleans_up(manager)
-        stale_s = self.settings.channel_manager.channel.stale * 3600
-        horizon = datetime.now(UTC) - timedelta(seconds=stale_s) if cleanup else None
+        horizon = stale_horizon(self.settings) if cleanup else None
         again = await asyncio.to_thread(store.want_reconnect, horizon=horizon)
         if again:
             log.info("%d channel(s) authorized with reconnect wanted again: %s", len(again),
