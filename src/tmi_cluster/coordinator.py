@@ -483,14 +483,15 @@ class Coordinator:
             wanted = await joinable(self.manager, self.store)
             failures = await asyncio.to_thread(self.store.failures)
         except Exception as error:  # the database, or a manager of one's own, does not answer
+            reason = str(error)
             if not isinstance(error, StorageError):
                 log.exception("coordinator %s: the channel manager failed", self.lease.holder)
-                error = StorageError(f"the channel manager failed: {type(error).__name__}: "
-                                     f"{error}")  # fmt: skip
-                self._manager_problem = str(error)
+                reason = self._manager_problem = (
+                    f"the channel manager failed: {type(error).__name__}: {error}"
+                )
             if not self._db_failing:
                 log.warning("coordinator %s: no wanted channels read (%s); %s", self.lease.holder,
-                            error, "going on with the wanted channels read before"
+                            reason, "going on with the wanted channels read before"
                             if self._wanted is not None else "waiting for it")  # fmt: skip
             self._db_failing = True
             self._loaded_at = time.monotonic() - WANTED_REFRESH_S + 5.0  # try again in 5 s
