@@ -178,7 +178,8 @@ class Cluster:
     ) -> dict[str, str]:
         """Grant ``channels`` through the channel manager (``channel_manager.use``; with
         ``reconnect`` they are wanted again after any restart); each one's change
-        (``authorized``, ``already authorized``). Nothing is joined: :meth:`join` does."""
+        (``authorized``, ``already authorized``, ``reconnect set``, ``reconnect cleared``:
+        each grant sets reconnect anew). Nothing is joined: :meth:`join` does."""
         return await admin.authorize(self.settings, _names(channels), reconnect=reconnect)
 
     async def revoke(self, channels: str | Iterable[str]) -> dict[str, str]:
