@@ -49,7 +49,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -73,6 +72,7 @@ from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.events import from_message
+from tmi_cluster.harness import ProcessHarness
 from tmi_cluster.irc import parse
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
@@ -165,7 +165,8 @@ class Supervisor:
         self.client = redis.asyncio.Redis.from_url(self.redis_url)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")}
         self.log = (self.folder / f"{name}.log").open("w")
-        self.process = subprocess.Popen(
+        self.harness = ProcessHarness()  # the supervisor and its workers, none left behind
+        self.process = self.harness.spawn(
             [SCRIPT, "run", "--id", "bench"], cwd=self.folder, env=env | self.vars,
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -212,11 +213,9 @@ class Supervisor:
         await self.client.xtrim(self.keys.events, maxlen=0, approximate=False)
 
     async def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.process.wait, 60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        left = await asyncio.to_thread(self.harness.stop, self.process)
+        if left:
+            print(f"warning: processes the cluster left running, killed: {left}", file=sys.stderr)
         self.log.close()
         keys = [k async for k in self.client.scan_iter(match=self.prefix + "*", count=10_000)]
         for first in range(0, len(keys), 10_000):

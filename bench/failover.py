@@ -49,6 +49,7 @@ import redis.asyncio
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.heartbeat import scan_statuses
 from tmi_cluster.coordinator import wanted_changed
+from tmi_cluster.harness import ProcessHarness
 from tmi_cluster.planner import Member, Snapshot, plan
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
@@ -87,7 +88,8 @@ class Cluster:
             **self.extra,
         })  # fmt: skip
         self.log = (self.folder / f"{self.prefix.rstrip(':')}.log").open("w")
-        self.process = subprocess.Popen(
+        self.harness = ProcessHarness()  # the supervisor and its workers, none left behind
+        self.process = self.harness.spawn(
             [SCRIPT, "run", "--id", "bench"], cwd=self.folder, env=env,
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -105,11 +107,9 @@ class Cluster:
         return {m.decode() for m in members}
 
     async def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.process.wait, 60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        left = await asyncio.to_thread(self.harness.stop, self.process)
+        if left:
+            print(f"warning: processes the cluster left running, killed: {left}", file=sys.stderr)
         self.log.close()
         keys = [k async for k in self.client.scan_iter(match=self.prefix + "*", count=1000)]
         if keys:

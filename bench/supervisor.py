@@ -35,6 +35,8 @@ from typing import Any
 import psutil
 import redis
 
+from tmi_cluster.harness import ProcessHarness
+
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 
 
@@ -75,8 +77,9 @@ def one_run(redis_url: str, folder: Path) -> dict[str, float]:
         return set(members)
 
     started = time.monotonic()
-    proc = subprocess.Popen([SCRIPT, "run", "--id", supervisor_id], env=env, cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    harness = ProcessHarness()  # the supervisor and its workers, none left behind
+    proc = harness.spawn([SCRIPT, "run", "--id", supervisor_id], env=env, cwd=folder,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         _wait(lambda: all(beating(w) for w in workers))
         ready = time.monotonic() - started
@@ -94,11 +97,9 @@ def one_run(redis_url: str, folder: Path) -> dict[str, float]:
         _wait(lambda: b"alpha" in held(workers[1]) | held(replacement) and beating(replacement))
         recovered = time.monotonic() - killed
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        left = harness.stop(proc, within_s=30)
+        if left:
+            print(f"warning: processes the cluster left running, killed: {left}", file=sys.stderr)
         for key in client.scan_iter(match=prefix + "*"):
             client.delete(key)
         client.close()

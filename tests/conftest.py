@@ -5,6 +5,9 @@
 - PostgreSQL: ``$TMI_CLUSTER_TEST_DATABASE_URL``. Each test gets its own schema, dropped
   afterwards. Required when ``$CI`` is set (a failure, not a skip); skipped elsewhere when unset.
 - SQLite: a file in the test's temporary folder.
+- Processes: every process a test starts carries the test's harness tag in its environment
+  (:mod:`tmi_cluster.harness`); whatever still runs 10 s after the test is killed, and the test
+  fails: no test leaves a supervisor or a worker behind, even when it fails.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import redis
 
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.embedded import EmbeddedRedis
+from tmi_cluster.harness import TAG_VARIABLE, ProcessHarness
 
 IN_CI = bool(os.environ.get("CI"))
 LOCAL_REDIS = ("127.0.0.1", 6379)
@@ -34,6 +38,29 @@ def _reachable(address: tuple[str, int]) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[None]:
+    """Tag what the test starts; reap it after the test (see the module's docstring)."""
+    harness = ProcessHarness(grace_s=10.0)
+    monkeypatch.setenv(TAG_VARIABLE, harness.tag)
+    yield
+    killed = harness.reap()
+    failed = getattr(request.node, "failed_call", False)
+    if killed and not failed:
+        pytest.fail(f"the test left processes running; the harness killed them: {killed}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Note a failed test body, so that its leftovers are reaped without a second failure."""
+    report = yield
+    if report.when == "call" and report.failed:
+        item.failed_call = True  # type: ignore[attr-defined]
+    return report
 
 
 @pytest.fixture(scope="session")

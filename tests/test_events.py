@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,8 +11,8 @@ import msgspec
 import pytest
 
 from tmi_cluster import events as ev
-from tmi_cluster.events import ALL_EVENT_TYPES, from_json, from_message, to_json
-from tmi_cluster.irc import parse
+from tmi_cluster.events import ALL_EVENT_TYPES, build, from_json, from_message, to_json
+from tmi_cluster.irc import Message, parse
 
 PRIVMSG = (
     "@badge-info=subscriber/14;badges=subscriber/12,premium/1;bits=100;color=#1E90FF;"
@@ -471,3 +473,23 @@ def test_catalogue_is_current() -> None:
     assert docs.read_text(encoding="utf-8") == catalogue_markdown(), (
         "regenerate with: python -m tmi_cluster.events.catalogue > docs/events.md"
     )
+
+
+def test_a_builder_that_raises_is_counted_logged_and_the_line_kept(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(message: Message) -> list[ev.Event]:
+        raise ValueError("a value nobody foresaw")
+
+    monkeypatch.setitem(build.BUILDERS, "TESTBOOM", broken)
+    monkeypatch.setattr(build, "BUILDER_FAILURES", Counter())
+    line = ":tmi.twitch.tv TESTBOOM #chan :text"
+    with caplog.at_level(logging.WARNING, logger="tmi_cluster.events.build"):
+        for _ in range(3):
+            events = from_message(parse(line))
+            assert [type(e) for e in events] == [ev.UnknownEvent]
+    assert build.BUILDER_FAILURES["TESTBOOM"] == 3
+    logged = [r for r in caplog.records if "TESTBOOM builder failed" in r.getMessage()]
+    assert len(logged) == 2  # the 1st (with its traceback) and the 2nd; the 4th would be next
+    assert logged[0].exc_info is not None
+    assert line in logged[0].getMessage()

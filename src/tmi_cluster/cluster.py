@@ -56,6 +56,7 @@ from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import IN_FLIGHT, SendRefusal, SendResult, SendStatus
 from tmi_cluster.sender import check_text
 from tmi_cluster.store import Store
+from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = ["Cluster", "SyncCluster", "event_type_names"]
 
@@ -140,9 +141,7 @@ class Cluster:
         """Close the connections; sends still waiting end as timed out. Idempotent."""
         self._closed = True
         if self._replies is not None:
-            self._replies.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replies
+            await cancel_and_wait(self._replies, what="the reader of send replies")
             self._replies = None
         for client in (self._client, self._replies_client):
             if client is not None:

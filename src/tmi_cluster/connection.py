@@ -343,11 +343,12 @@ class Connection:
         self, channel: str, waiter: asyncio.Future[JoinResult] | None
     ) -> JoinResult:
         if waiter is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 return await asyncio.shield(waiter)
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError  # our own cancellation, not the other caller's
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # our own cancellation, not the other caller's
         return JoinResult.JOINED if channel in self.channels else JoinResult.PARTED
 
     async def part(self, channels: Iterable[str]) -> None:

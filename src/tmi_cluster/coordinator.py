@@ -65,7 +65,7 @@ from tmi_cluster.autoscale import Cause, ScalePolicy, decide, initial_size
 from tmi_cluster.bus import Assignment, Keys, Outage, translated
 from tmi_cluster.bus.client import block_ms, describe_client
 from tmi_cluster.bus.control import Order, send_order
-from tmi_cluster.bus.heartbeat import scan_statuses
+from tmi_cluster.bus.heartbeat import of_live_supervisors, scan_statuses
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.channels import ChannelManager, DummyChannelManager, cleans_up, cleanup, joinable
 from tmi_cluster.config import Settings
@@ -74,6 +74,7 @@ from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.planner import Member, Plan, Snapshot, plan
 from tmi_cluster.ratelimit import AccountRates
 from tmi_cluster.store import Failure, Store
+from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = [
     "ADOPT_GRACE_S",
@@ -237,6 +238,8 @@ class Coordinator:
         self.problem: str | None = None
         #: The last plan carried out.
         self.last_plan: Plan | None = None
+        #: Live workers whose supervisor has no heartbeat, and since when (monotonic, here).
+        self._orphans: dict[str, float] = {}
         self.outage = Outage()
         self._wanted: frozenset[str] | None = None
         self._version: bytes | None = None
@@ -299,9 +302,7 @@ class Coordinator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.pass_s)
         if self._cleaning is not None:
-            self._cleaning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cleaning
+            await cancel_and_wait(self._cleaning, what="the stale cleanup")
         with contextlib.suppress(RedisUnavailableError):
             if self.leading:
                 await self.lease.release()
@@ -516,8 +517,13 @@ class Coordinator:
             raw: Any = await self.client.hgetall(self.keys.draining)
         draining = {k.decode() for k in raw}
         members = []
+        orphans = sorted(processes.keys() - of_live_supervisors(processes, supervisors).keys())
+        now = time.monotonic()
+        self._orphans = {p: self._orphans.get(p, now) for p in orphans}  # first seen without one
         for process_id, status in sorted(processes.items()):
             supervisor_id = str(status.get("supervisor", ""))
+            if now - self._orphans.get(process_id, now) >= self.keys.supervisor_ttl_s:
+                continue  # its supervisor is dead (not only slow to beat again): so is it
             supervisor = supervisors.get(supervisor_id, {})
             members.append(
                 Member(

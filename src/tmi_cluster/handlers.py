@@ -50,6 +50,7 @@ from typing import Any, Literal, TypeVar
 
 from tmi_cluster.errors import ConfigError
 from tmi_cluster.events import Event, covers
+from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = ["Dispatcher", "Handler", "Handlers", "Subscriber", "load_handlers", "on"]
 
@@ -330,13 +331,8 @@ class Dispatcher:
         their call). Idempotent."""
         self._closed = True
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        for task in tasks:
-            task.cancel()
         try:
-            if tasks:
-                # wait(), not ``await task`` under suppress(CancelledError): that swallowed a
-                # cancellation of aclose() itself (a shutdown deadline, a forced exit).
-                await asyncio.wait(tasks)
+            await cancel_and_wait(*tasks, what="a handlers' lane")
         finally:
             self._lanes.clear()
             self._executor.shutdown(wait=False, cancel_futures=True)

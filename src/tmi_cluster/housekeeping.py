@@ -28,6 +28,7 @@ import redis.asyncio
 
 from tmi_cluster.bus import Assignment, Keys, statuses_async, translated
 from tmi_cluster.bus.client import describe_client
+from tmi_cluster.bus.heartbeat import of_live_supervisors
 from tmi_cluster.listing import CLAIMS_ALIVE
 from tmi_cluster.store import Store
 
@@ -60,10 +61,14 @@ class PurgeResult:
 async def live_processes(
     store: Store, client: redis.asyncio.Redis, keys: Keys
 ) -> dict[str, dict[str, Any]]:
-    """Every live worker process of the cluster: its id and its heartbeat's status."""
+    """Every live worker process of the cluster whose supervisor is alive too: its id and its
+    heartbeat's status."""
     records = await asyncio.to_thread(store.processes)
-    return await _live(client, [p.id for p in records if p.state in CLAIMS_ALIVE],
-                       keys.process_heartbeat)  # fmt: skip
+    found = await _live(client, [p.id for p in records if p.state in CLAIMS_ALIVE],
+                        keys.process_heartbeat)  # fmt: skip
+    named = sorted({str(status.get("supervisor", "")) for status in found.values()})
+    supervisors = await _live(client, named, keys.supervisor_heartbeat)
+    return of_live_supervisors(found, supervisors)
 
 
 async def live_supervisors(

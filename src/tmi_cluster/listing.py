@@ -4,10 +4,12 @@ taken from the Redis heartbeats.
 Liveness is never read from a SQL row: a supervisor killed with SIGKILL leaves its row saying
 ``running`` behind. A record that says it is alive (starting, running, stopping) is shown
 ``dead`` when its heartbeat is gone, with the record's own last sign of life; one with a live
-heartbeat is shown as recorded, last seen ``now``. When Redis cannot be reached, liveness is
-unknown: such records keep their recorded state marked ``?`` and :attr:`Liveness.warning` says
-why. With the embedded Redis server (``redis.url`` empty) and none running, no heartbeat can
-exist (the supervisor owns that server), so every such record is dead.
+heartbeat is shown as recorded, last seen ``now``. A worker process whose supervisor has no
+heartbeat is dead, whatever its own heartbeat says (a worker outliving its supervisor serves
+nobody). When Redis cannot be reached, liveness is unknown: such records keep their recorded
+state marked ``?`` and :attr:`Liveness.warning` says why. With the embedded Redis server
+(``redis.url`` empty) and none running, no heartbeat can exist (the supervisor owns that
+server), so every such record is dead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tmi_cluster.bus import Keys, connect, statuses
+from tmi_cluster.bus.heartbeat import of_live_supervisors
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 from tmi_cluster.store import RunState
@@ -60,8 +63,11 @@ def check_liveness(
 ) -> Liveness:
     """Ask Redis which of the records that claim to be alive have a heartbeat, with its status
     (one round trip). Redis is not contacted when no record claims to be alive."""
-    supervisor_ids = [s.id for s in supervisors if s.state in CLAIMS_ALIVE]
-    process_ids = [p.id for p in processes if p.state in CLAIMS_ALIVE]
+    claiming = [p for p in processes if p.state in CLAIMS_ALIVE]
+    process_ids = [p.id for p in claiming]
+    # the supervisors of live-looking workers too: a worker of a dead supervisor is dead
+    supervisor_ids = sorted({s.id for s in supervisors if s.state in CLAIMS_ALIVE}
+                            | {p.supervisor_id for p in claiming})  # fmt: skip
     if not supervisor_ids and not process_ids:
         return Liveness({}, {})
     try:
@@ -84,10 +90,11 @@ def check_liveness(
         )
     finally:
         client.close()
-    return Liveness(
-        {i: found[k] for i in supervisor_ids if (k := keys.supervisor_heartbeat(i)) in found},
-        {i: found[k] for i in process_ids if (k := keys.process_heartbeat(i)) in found},
-    )
+    live_supervisors = {
+        i: found[k] for i in supervisor_ids if (k := keys.supervisor_heartbeat(i)) in found
+    }
+    live_processes = {i: found[k] for i in process_ids if (k := keys.process_heartbeat(i)) in found}
+    return Liveness(live_supervisors, of_live_supervisors(live_processes, live_supervisors))
 
 
 def shown_state(recorded: str, live: bool | None) -> str:

@@ -21,14 +21,18 @@ for channels under a hand-over (:mod:`tmi_cluster.delivery`), the handlers of
   coordinator can adopt each channel where it is held rather than move it;
 - its parent: the supervisor holds the other end of the process's standard input, so the
   process sees its supervisor end, however it ends (even SIGKILL), as the end of its input, and
-  stops within a few seconds (on Linux, the parent's death also sends it SIGTERM). No orphans;
-- signals: SIGTERM or SIGINT stops gracefully (joins stop, pending hand-overs finish within
-  ``process.timeout``, the pool closes); SIGUSR2 pauses (channels kept, nothing new joined) and
-  SIGCONT continues.
+  stops within :data:`_ORPHAN_STOP_S` (on Linux, the parent's death also sends it
+  :data:`PARENT_DEATH_SIGNAL`). No orphans;
+- signals: SIGTERM or SIGINT stops gracefully (joins stop, pending hand-overs finish, the pool
+  closes) within ``process.timeout``; another one while stopping ends the process at once;
+  SIGUSR2 pauses (channels kept, nothing new joined) and SIGCONT continues;
+- a stop deadline that always holds: a :class:`~tmi_cluster.watchdog.StopWatchdog` thread ends
+  the process at the deadline, whatever the stop waits for, even with the event loop blocked.
 
 It prints ``ready`` on its standard output once it runs. Exit codes: 0 after a stop, 1 after an
-unexpected error (logged with its traceback), 78 when it cannot start at all (invalid settings,
-a handler module that does not import; the reason is the last line on standard error).
+unexpected error (logged with its traceback), 70 when its stop overran the deadline (the
+watchdog logged what it waited for), 78 when it cannot start at all (invalid settings, a
+handler module that does not import; the reason is the last line on standard error).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from typing import NoReturn
 import psutil
 import redis.asyncio
 
-from tmi_cluster.bus import Assignment, Heartbeat, Keys, Outage, connect_async
+from tmi_cluster.bus import Assignment, Heartbeat, Keys, Outage, close_client, connect_async
 from tmi_cluster.bus.commands import SendQueue
 from tmi_cluster.bus.events import EventPublisher, Seen
 from tmi_cluster.bus.heartbeat import mark_alive, scan_statuses
@@ -72,6 +76,8 @@ from tmi_cluster.outbox import Outbox
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.pool import Pool
 from tmi_cluster.store import Store
+from tmi_cluster.tasks import cancel_and_wait
+from tmi_cluster.watchdog import StopWatchdog
 from tmi_cluster.worker import build_pool
 
 __all__ = [
@@ -99,7 +105,11 @@ _RETRY_CAP_S = 300.0
 HELD_REFRESH_S = 10.0
 #: Seconds a worker whose supervisor is gone takes at most to stop.
 _ORPHAN_STOP_S = 2.0
+#: Of a stop's time, the part kept for closing once the hand-over ends (at most).
+_CLOSE_RESERVE_S = 1.0
 _PR_SET_PDEATHSIG = 1
+#: The signal the kernel sends a worker when its supervisor dies (Linux): an orphan's stop.
+PARENT_DEATH_SIGNAL = signal.SIGHUP
 #: Seconds a worker taking a channel over waits for its holder to guard it, at most.
 GUARD_WAIT_S = 3.0
 #: Seconds a worker that took a channel over keeps checking it once nobody else holds it.
@@ -147,7 +157,9 @@ class WorkerProcess:
         self.keys = Keys.from_settings(settings)
         self.outage = Outage()
         self._stop = asyncio.Event()
-        self._stop_within_s = settings.process.timeout
+        self._stop_deadline: float | None = None  # monotonic: the graceful part's end
+        self._watchdog: StopWatchdog | None = None
+        self._phase = "running"  # what a stop is doing, for the watchdog's report
         self._wake = asyncio.Event()
         self._messages = 0
         self._rate = (time.monotonic(), 0, 0.0)  # when, messages then, messages per second
@@ -167,17 +179,70 @@ class WorkerProcess:
         self._taking: dict[str, float | None] = {}  # taken over -> when its guard lifts
         self._peers: tuple[float, list[str]] = (-1e9, [])  # when read, the other processes
         self._process = psutil.Process()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._orphan_logged = False
+        self._stop_asked = False  # plain: read by signal handlers and the stdin watcher
         #: Why the process stopped on its own (an unexpected error), else None.
         self.failure: BaseException | None = None
 
     # -- control ------------------------------------------------------------------------------
 
-    def stop(self, within_s: float | None = None) -> None:
-        """Stop gracefully within ``within_s`` (default ``process.timeout``)."""
-        if within_s is not None:
-            self._stop_within_s = min(self._stop_within_s, within_s)
+    def stop(self, within_s: float | None = None, why: str = "asked to stop") -> None:
+        """Stop within ``within_s`` (default ``process.timeout``); a later call can only make
+        the stop sooner. The hand-over gets the time but a closing reserve; the watchdog ends
+        the process just before ``within_s`` (before the supervisor's SIGKILL), whatever the
+        stop still waits for."""
+        within = self.settings.process.timeout if within_s is None else within_s
+        hard, soft = _stop_times(within)
+        deadline = time.monotonic() + soft
+        if self._stop_deadline is None or deadline < self._stop_deadline:
+            self._stop_deadline = deadline
+        self._arm(hard, why)
         self._stop.set()
         self._wake.set()
+
+    def _arm(self, within_s: float, why: str) -> None:
+        self._stop_asked = True
+        if self._phase == "running":  # until the event loop begins the stop (if it can)
+            self._phase = "asked to stop, its event loop not yet stopping (blocked?)"
+        if self._watchdog is not None:
+            self._watchdog.arm(within_s, why)
+
+    def orphaned(self) -> None:
+        """The supervisor is gone: stop within :data:`_ORPHAN_STOP_S`. Safe from any thread:
+        the watchdog is armed at once, without the event loop (which may be what hangs)."""
+        self._arm(_stop_times(_ORPHAN_STOP_S)[0], "its supervisor is gone")
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the process is ending
+            loop.call_soon_threadsafe(self._orphaned_in_loop)
+
+    def _orphaned_in_loop(self) -> None:
+        if not self._orphan_logged:
+            self._orphan_logged = True
+            log.warning("worker process %s: its supervisor is gone; stopping", self.id)
+        self.stop(_ORPHAN_STOP_S, "its supervisor is gone")
+
+    def _on_stop_signal(self, signum: int, _frame: object = None) -> None:
+        """SIGTERM or SIGINT (a plain signal handler: it runs between two bytecodes of the main
+        thread even while the event loop is blocked): the first arms the watchdog and stops
+        gracefully, another one while stopping ends the process at once (as the supervisor's
+        second signal does)."""
+        received = signal.Signals(signum)
+        if self._stop_asked:
+            log.warning("worker process %s: %s while stopping (%s): ending now", self.id,
+                        received.name, self._phase)  # fmt: skip
+            _force_exit(received)
+            return
+        why = f"{received.name} received"
+        self._arm(_stop_times(self.settings.process.timeout)[0], why)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the process ends
+                self._loop.call_soon_threadsafe(self.stop, None, why)
+
+    def _on_parent_death(self, _signum: int, _frame: object = None) -> None:
+        self.orphaned()
 
     def pause(self, paused: bool = True) -> None:
         """Keep the channels held, join nothing new (``paused=False``: go on)."""
@@ -215,12 +280,17 @@ class WorkerProcess:
 
     async def run(self) -> int:
         """Run until stopped; the exit code."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        self._watchdog = StopWatchdog(f"worker process {self.id}", loop=loop,
+                                      describe=lambda: self._phase)  # fmt: skip
+        if self._stop.is_set():  # asked before it ran: the deadline holds from now
+            self.stop(why="asked to stop before it ran")
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.stop)
+            signal.signal(signum, self._on_stop_signal)
+        signal.signal(PARENT_DEATH_SIGNAL, self._on_parent_death)
         loop.add_signal_handler(signal.SIGUSR2, self.pause, True)
         loop.add_signal_handler(signal.SIGCONT, self.pause, False)
-        _watch_parent(loop, self)
+        _watch_parent(self)
         client = connect_async(self.settings, name=f"process:{self.id}")
         try:
             return await self._run(client)
@@ -228,8 +298,7 @@ class WorkerProcess:
             log.exception("worker process %s failed", self.id)
             return 1
         finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            await close_client(client)
 
     async def _run(self, client: redis.asyncio.Redis) -> int:
         settings = self.settings
@@ -261,23 +330,38 @@ class WorkerProcess:
             print(READY, flush=True)
             await self._stop.wait()
             self.state = ProcessState.STOPPING
+            self._phase = "stopping"
             following.cancel()
             stop_sending.set()
             await self._hand_over(assignment)
             if sending is not None:  # what is not begun by then stays pending for the others
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(sending), _SENDS_STOP_S)
-                sending.cancel()
+                self._phase = "finishing the sends under way"
+                await asyncio.wait({sending}, timeout=min(_SENDS_STOP_S, self._remaining()))
+                await cancel_and_wait(sending, what=f"{self.id}'s sends")
             stop_publishing.set()
             if publishing is not None:
-                await publishing
+                self._phase = "writing the last events to the stream"
+                await asyncio.wait({publishing}, timeout=max(0.2, self._remaining()))
+                await cancel_and_wait(publishing, what=f"{self.id}'s stream")
+            self._phase = "stopping its tasks"
             checking.cancel()
             beating.cancel()
-        with contextlib.suppress(TmiClusterError):
+            self._phase = "closing its connections and handlers"
+        self._phase = "clearing its records in Redis"
+        try:
             await assignment.set_held(self.id, ())
             await assignment.clear_guards(self.id)
+        except TmiClusterError as error:
+            log.warning("worker process %s: its held channels stay recorded until they "
+                        "expire or are purged: %s", self.id, error)  # fmt: skip
         await heartbeat.clear()
         return 0 if self.failure is None else 1
+
+    def _remaining(self) -> float:
+        """Seconds left of the stop's graceful part (0 once over)."""
+        if self._stop_deadline is None:
+            return self.settings.process.timeout
+        return max(0.0, self._stop_deadline - time.monotonic())
 
     def _compose(
         self, client: redis.asyncio.Redis
@@ -550,13 +634,10 @@ class WorkerProcess:
 
     async def _hand_over(self, assignment: Assignment) -> None:
         """While stopping: finish hand-overs under way, within the stop's deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._stop_within_s
-        if self._joining is not None and not self._joining.done():
-            self._joining.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TmiClusterError):
-                await self._joining
-        while self._leaving and loop.time() < deadline:
+        self._phase = "stopping its joins"
+        await cancel_and_wait(self._joining, what=f"{self.id}'s joins")
+        while self._leaving and self._remaining() > 0:
+            self._phase = f"handing {len(self._leaving)} channels over"
             try:
                 await self._reconcile_leaving(assignment)
             except RedisUnavailableError:
@@ -572,7 +653,7 @@ class WorkerProcess:
         leaving = sorted(pool.channels - wanted - self._leaving.keys())
         await self._start_leaving(assignment, leaving)
         for channel in leaving:
-            self._leaving[channel] = min(self._leaving[channel], now + self._stop_within_s)
+            self._leaving[channel] = min(self._leaving[channel], now + self._remaining())
         await self._part_handed_over(assignment, now)
 
     def _require_pool(self) -> Pool:
@@ -580,26 +661,38 @@ class WorkerProcess:
         return self._pool
 
 
-def _watch_parent(loop: asyncio.AbstractEventLoop, process: WorkerProcess) -> None:
-    """Stop ``process`` soon when the supervisor ends: the end of standard input (the
-    supervisor holds its other end), and on Linux the parent-death signal."""
+def _watch_parent(process: WorkerProcess) -> None:
+    """Stop ``process`` within :data:`_ORPHAN_STOP_S` when the supervisor ends: the end of
+    standard input (the supervisor holds its other end; seen on a thread, which arms the
+    watchdog without the event loop), and on Linux the parent-death signal
+    (:data:`PARENT_DEATH_SIGNAL`)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL, 0, 0, 0)
 
     def read_until_end() -> None:
         with contextlib.suppress(OSError):
             while os.read(0, 4096):  # the raw descriptor: no buffer lock held at exit
                 pass
-        loop.call_soon_threadsafe(_orphaned, process)
+        process.orphaned()
 
     threading.Thread(target=read_until_end, name="parent-watch", daemon=True).start()
 
 
-def _orphaned(process: WorkerProcess) -> None:
-    log.warning("worker process %s: its supervisor is gone; stopping", process.id)
-    process.stop(_ORPHAN_STOP_S)
+def _stop_times(within_s: float) -> tuple[float, float]:
+    """A stop's (hard, soft) deadlines in seconds from now: the watchdog ends the process at the
+    hard one, just before the supervisor's SIGKILL; the hand-over ends at the soft one, leaving a
+    reserve for closing."""
+    hard = within_s - min(0.5, within_s * 0.1)
+    return hard, hard - min(_CLOSE_RESERVE_S, hard / 2)
+
+
+def _force_exit(received: signal.Signals) -> None:
+    """End the process at once by ``received`` (its default action), as if never handled."""
+    logging.shutdown()
+    signal.signal(received, signal.SIG_DFL)
+    os.kill(os.getpid(), received)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

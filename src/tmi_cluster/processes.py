@@ -50,6 +50,7 @@ from tmi_cluster.coordinator import wake
 from tmi_cluster.errors import RedisUnavailableError, StorageError
 from tmi_cluster.process import EXIT_LAUNCH, READY
 from tmi_cluster.store import RunState, Store
+from tmi_cluster.tasks import cancel_and_wait, log_outcome
 
 __all__ = [
     "DRAIN_LIMIT_S",
@@ -147,6 +148,9 @@ class Child:
     #: Its memory when first checked after it was ready (None: not yet).
     first_rss: int | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    #: Its reader of standard error (the reason of an end), held to wait for its last lines.
+    stderr_task: asyncio.Task[None] | None = None
+    #: Every task the supervisor runs for it (readers, the wait for its end).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -245,9 +249,12 @@ class Processes:
         child = Child(process_id, proc, time.monotonic(), replaces=replaces)
         child.last_seen = child.started
         self.children[process_id] = child
+        child.stderr_task = asyncio.create_task(
+            self._read_stderr(child), name=f"{process_id} stderr"
+        )
         child.tasks = [
             asyncio.create_task(self._read_stdout(child), name=f"{process_id} stdout"),
-            asyncio.create_task(self._read_stderr(child), name=f"{process_id} stderr"),
+            child.stderr_task,
             asyncio.create_task(self._await_exit(child), name=f"{process_id} exit"),
         ]
         log.info("worker process %s started (pid %d)", process_id, proc.pid)
@@ -278,10 +285,10 @@ class Processes:
 
     async def _await_exit(self, child: Child) -> None:
         code = await child.proc.wait()
-        for task in child.tasks:
-            if task is not asyncio.current_task() and task.get_name().endswith("stderr"):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 1.0)  # its last lines: the reason
+        if child.stderr_task is not None:  # its last lines: the reason
+            done, _ = await asyncio.wait({child.stderr_task}, timeout=1.0)
+            for task in done:
+                log_outcome(task, what=f"the reader of {child.id}'s standard error", logger=log)
         child.ended = True  # not running any more; still listed until its end is handled,
         try:  # so that the watch loop starts no replacement before the backoff is set
             await self._on_exit(child, code)
@@ -474,6 +481,9 @@ class Processes:
                 child.proc.send_signal(signal.SIGUSR2 if paused else signal.SIGCONT)
 
     async def _ask_to_stop(self, child: Child) -> None:
+        """SIGTERM once: a second one would end the worker at once, without its hand-over."""
+        if child.stopping:
+            return
         child.stopping = True
         with contextlib.suppress(ProcessLookupError):
             child.proc.terminate()
@@ -494,9 +504,12 @@ class Processes:
                 log.warning("worker process %s did not stop in time; killing it", child.id)
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.kill()
-        for child in list(self.children.values()):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(child.proc.wait(), 5.0)
+        waits = [asyncio.ensure_future(c.proc.wait()) for c in list(self.children.values())]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=5.0)
+            if late:
+                log.error("%d worker processes did not end within 5 s of SIGKILL", len(late))
+            await cancel_and_wait(*late, what="waiting for a killed worker")
         if tasks:  # their exits recorded and their channels released, before Redis goes
             await asyncio.wait(tasks, timeout=5.0)
 

@@ -63,8 +63,10 @@ from tmi_cluster.bus import (
     Keys,
     Order,
     Outage,
+    close_client,
     connect_async,
     describe_client,
+    forget_supervisor,
     read_orders,
     translated,
 )
@@ -94,6 +96,7 @@ from tmi_cluster.processes import (
 )
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import RunState, Store
+from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = [
     "MEMORY_GRACE_S",
@@ -113,6 +116,8 @@ log = logging.getLogger(__name__)
 REDIS_WAIT_S = 30.0
 #: Seconds between two attempts to reach Redis while starting.
 _REDIS_RETRY_S = 1.0
+#: Seconds a stopping supervisor's coordinator gets to give its lease up before it is cancelled.
+_COORDINATOR_STOP_S = 3.0
 #: Seconds a supervisor runs before its memory counts (no restart loop at start).
 MEMORY_GRACE_S = 60.0
 #: The signals that stop a supervisor run by :meth:`Supervisor.run_until_signalled`.
@@ -218,7 +223,12 @@ class Supervisor:
         self._beat_stop = asyncio.Event()
         #: Set when the supervisor stopped to be started again (over ``memory_limit``).
         self.restart_wanted = False
-        self._tasks: list[asyncio.Task[None]] = []
+        #: The supervisor's long-running tasks, each held by its role; restarts (rolls) apart.
+        self._workers_task: asyncio.Task[None] | None = None
+        self._orders_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
+        self._coordinator_task: asyncio.Task[None] | None = None
+        self._rolls: set[asyncio.Task[None]] = set()
         self._started_at = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -312,15 +322,12 @@ class Supervisor:
         self.coordinator = Coordinator.from_settings(
             self._client, store, settings, self.id, manager=manager
         )
-        for work, name in (
-            (self.processes.run(self._stop), "workers"),
-            (self._take_orders(), "orders"),
-            (self._housekeeping(), "housekeeping"),
-            (self.coordinator.run(self._coordinator_stop), "coordinator"),
-        ):
-            task = asyncio.create_task(work, name=f"supervisor {self.id} {name}")
-            task.add_done_callback(self._task_done)
-            self._tasks.append(task)
+        self._workers_task = self._spawn_task(self.processes.run(self._stop), "workers")
+        self._orders_task = self._spawn_task(self._take_orders(), "orders")
+        self._housekeeping_task = self._spawn_task(self._housekeeping(), "housekeeping")
+        self._coordinator_task = self._spawn_task(
+            self.coordinator.run(self._coordinator_stop), "coordinator"
+        )
 
     async def _want_reconnect(self, store: Store, manager: ChannelManager) -> None:
         """A restart: the channels authorized with ``reconnect`` are wanted again (not one the
@@ -395,7 +402,9 @@ class Supervisor:
             log.info("supervisor %s: %s ignored while %s", self.id, order, self.state)
         elif order is Order.RESTART:
             log.info("supervisor %s: replacing the workers one by one", self.id)
-            self._spawn_task(processes.roll(), "restart")
+            roll = self._spawn_task(processes.roll(), "restart")
+            self._rolls.add(roll)
+            roll.add_done_callback(self._rolls.discard)
         elif order in (Order.PAUSE, Order.CONTINUE):
             log.info("supervisor %s: %s", self.id, "paused" if order is Order.PAUSE else "going on")
             processes.pause(order is Order.PAUSE)
@@ -480,15 +489,15 @@ class Supervisor:
             return f"coordinator: {self.coordinator.cleanup_problem}"
         return None
 
-    def _spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task of the supervisor's, its failure reported by :meth:`_task_done`; the caller
+        holds the handle."""
         task = asyncio.create_task(work, name=f"supervisor {self.id} {name}")
         task.add_done_callback(self._task_done)
-        self._tasks.append(task)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         """A task of the supervisor ended: an unexpected error stops the supervisor, visibly."""
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
@@ -663,24 +672,20 @@ class Supervisor:
     async def _close(self) -> None:
         self.state = RunState.STOPPING
         try:
-            for task in list(self._tasks):
-                if task.get_name().endswith(("orders", "housekeeping", "restart")):
-                    task.cancel()
+            # no new orders, chores or rolls while the workers stop (their errors were reported
+            # by _task_done already)
+            chores = (self._orders_task, self._housekeeping_task, *self._rolls)
+            await cancel_and_wait(*chores, what=f"supervisor {self.id}'s chores", report=False)
             if self.processes is not None:
                 await self._hand_over()
                 await self.processes.stop(self.settings.process.timeout)
             await self._stop_coordinator()
-            for task in list(self._tasks):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(self._workers_task, what=f"supervisor {self.id}'s workers",
+                                  report=False)  # fmt: skip
             if self.simulator is not None:
                 await self.simulator.aclose()
             self._beat_stop.set()
-            if self._beat_task is not None:
-                self._beat_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._beat_task
+            await cancel_and_wait(self._beat_task, what=f"supervisor {self.id}'s heartbeat")
             await self._final_writes()
         finally:
             if self._store is not None:
@@ -695,22 +700,24 @@ class Supervisor:
     async def _stop_coordinator(self) -> None:
         """The coordinator ran during the hand-over; now it stops and gives the lease up."""
         self._coordinator_stop.set()
-        for task in list(self._tasks):
-            if task.get_name().endswith("coordinator"):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(task), 3.0)
+        task = self._coordinator_task
+        if task is None:
+            return
+        await asyncio.wait({task}, timeout=_COORDINATOR_STOP_S)  # its own end: the lease given up
+        await cancel_and_wait(task, what=f"supervisor {self.id}'s coordinator", report=False)
 
     async def _final_writes(self) -> None:
         if self._heartbeat is not None and self._claimed:
             await self._heartbeat.clear()  # an unreachable Redis lets the key expire instead
             if self._client is not None:
-                with contextlib.suppress(Exception):  # its orders, its target: nobody's now
-                    await self._client.delete(self.keys.supervisor_commands(self.id))
-                    await self._client.hdel(self.keys.scale_targets, self.id)
+                try:  # its orders, its target: nobody's now
+                    await forget_supervisor(self._client, self.keys, self.id)
                     await wake(self._client, self.keys)  # the lease is free: take it now
+                except RedisUnavailableError as error:
+                    log.warning("supervisor %s: its orders and scale target stay until they "
+                                "expire or are purged: %s", self.id, error)  # fmt: skip
         if self._client is not None:
-            with contextlib.suppress(Exception):  # closing sockets of a server that is gone
-                await self._client.aclose()
+            await close_client(self._client)
         if self._store is None or not self._recorded:
             return
         detail = "stopped" if self.failure is None else f"failed: {self.failure}"

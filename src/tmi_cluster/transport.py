@@ -26,6 +26,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import WebSocketException
 
+from tmi_cluster.tasks import cancel_and_wait
+
 __all__ = [
     "TRANSPORTS",
     "Endpoint",
@@ -199,9 +201,7 @@ class WebSocketTransport:
 
     async def close(self) -> None:
         self.abort()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        await cancel_and_wait(self._reader, what="a WebSocket's reader")
         with contextlib.suppress(OSError, WebSocketException):
             await self._socket.close()
 

@@ -28,7 +28,6 @@ event in :attr:`EventQueue.dropped` and logging once per overflow.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import inspect
 import logging
@@ -49,6 +48,7 @@ from tmi_cluster.logins import normalise_login
 from tmi_cluster.pool import ANONYMOUS_ACCOUNT, Pool
 from tmi_cluster.ratelimit import AccountRates, AccountWindows, Rate
 from tmi_cluster.sender import Sender
+from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = [
     "EventQueue",
@@ -290,9 +290,7 @@ class Worker:
         Idempotent."""
         await self.pool.aclose()
         if self._dispatch is not None:
-            self._dispatch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatch
+            await cancel_and_wait(self._dispatch, what=f"{self.pool.options.name}'s dispatch")
         if self.state is not WorkerState.FAILED:
             self.state = WorkerState.CLOSED
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from tmi_cluster.bus.assignment import Assignment, Report
 from tmi_cluster.bus.client import (
+    close_client,
     connect,
     connect_async,
     describe_client,
@@ -30,7 +31,7 @@ from tmi_cluster.bus.client import (
     translate_errors,
     translated,
 )
-from tmi_cluster.bus.control import Order, read_orders, send_order
+from tmi_cluster.bus.control import Order, forget_supervisor, read_orders, send_order
 from tmi_cluster.bus.heartbeat import (
     Heartbeat,
     live_processes,
@@ -53,9 +54,11 @@ __all__ = [
     "Outage",
     "Report",
     "SharedWindow",
+    "close_client",
     "connect",
     "connect_async",
     "describe_client",
+    "forget_supervisor",
     "live_processes",
     "live_supervisors",
     "read_orders",

@@ -14,6 +14,7 @@ as ``__cause__``.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import redis
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_CONNECTIONS",
     "POOL_WAIT_S",
     "block_ms",
+    "close_client",
     "connect",
     "connect_async",
     "describe_client",
@@ -36,6 +38,8 @@ __all__ = [
     "translate_errors",
     "translated",
 ]
+
+log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 5.0
 #: Connections of one asyncio client, at most.
@@ -94,6 +98,15 @@ def connect_async(
         client_name=name,
     )
     return redis.asyncio.Redis.from_pool(pool)
+
+
+async def close_client(client: redis.asyncio.Redis) -> None:
+    """Close ``client``'s connections; a server that is gone (its sockets already broken) is
+    logged at debug level, not raised: closing is the last thing a process does with it."""
+    try:
+        await client.aclose()
+    except (redis.exceptions.RedisError, OSError) as error:
+        log.debug("closing a Redis client of %s: %s", describe_client(client), error)
 
 
 def describe_client(client: redis.asyncio.Redis | redis.Redis) -> str:

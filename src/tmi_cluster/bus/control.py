@@ -16,7 +16,7 @@ import redis.asyncio
 from tmi_cluster.bus.client import block_ms, describe_client, translated
 from tmi_cluster.bus.keys import Keys
 
-__all__ = ["Order", "Received", "read_orders", "send_order"]
+__all__ = ["Order", "Received", "forget_supervisor", "read_orders", "send_order"]
 
 _MAXLEN = 100
 
@@ -80,3 +80,12 @@ async def read_orders(
         op = fields.pop("op", "")
         orders.append(Received(Order(op) if op in Order._value2member_map_ else op, fields))
     return answer[0][1][-1][0].decode(), orders
+
+
+async def forget_supervisor(client: redis.asyncio.Redis, keys: Keys, supervisor_id: str) -> None:
+    """A supervisor's last write: its order stream and its scale target are nobody's now."""
+    with translated(describe_client(client)):
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.delete(keys.supervisor_commands(supervisor_id))
+            pipe.hdel(keys.scale_targets, supervisor_id)
+            await pipe.execute()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -26,6 +26,7 @@ __all__ = [
     "Heartbeat",
     "live_processes",
     "live_supervisors",
+    "of_live_supervisors",
     "scan_statuses",
     "statuses",
     "statuses_async",
@@ -122,6 +123,15 @@ def _live(client: redis.Redis, heartbeats: dict[str, str]) -> set[str]:
             pipe.exists(key)
         found = pipe.execute()
     return {owner for owner, n in zip(heartbeats, found, strict=True) if n}
+
+
+def of_live_supervisors(
+    processes: Mapping[str, dict[str, Any]], supervisors: Container[str]
+) -> dict[str, dict[str, Any]]:
+    """Of the live heartbeats ``processes`` (by id), those whose supervisor (the status's
+    ``supervisor``) is among the live ``supervisors``: the worker of a dead supervisor is dead
+    to the cluster, even while its own heartbeat still beats (a worker stuck in its stop)."""
+    return {p: s for p, s in processes.items() if str(s.get("supervisor", "")) in supervisors}
 
 
 def _status(raw: bytes | str | None) -> dict[str, Any] | None:

@@ -1,14 +1,17 @@
 """Messages to events: :func:`from_message`, an explicit command -> builder table.
 
 Contract: :func:`from_message` returns at least one event for every message and never raises.
-Malformed tag values degrade to documented defaults and are counted (see
-:mod:`tmi_cluster.events.values`). Should a builder fail on a line nobody foresaw, the line
-becomes an :class:`UnknownEvent` and is counted under ``"<builder>"``: a line is never lost and
-the connection reading it never stops.
+Malformed tag values degrade to documented defaults (see :mod:`tmi_cluster.events.values`).
+Should a builder fail on a line nobody foresaw, the line becomes an :class:`UnknownEvent`, the
+failure is counted in :data:`BUILDER_FAILURES` under the line's command and logged (with its
+traceback the first time for each command, then at every power of two): a line is never lost
+and the connection reading it never stops.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -363,10 +366,22 @@ BUILDERS: dict[str, _Builder] = {
 }
 
 
+log = logging.getLogger(__name__)
+
+#: Lines a builder failed on (each kept as an UnknownEvent), by IRC command, in this process.
+BUILDER_FAILURES: Counter[str] = Counter()
+
+
 def from_message(message: Message) -> list[Event]:
     """The events of one message (at least one). Never raises; see the module contract."""
     builder = BUILDERS.get(message.command) or BUILDERS.get(message.command.upper(), _unknown)
     try:
         return builder(message)
     except Exception:  # a value no builder expected: the line is kept as an UnknownEvent
+        BUILDER_FAILURES[message.command] += 1
+        failures = BUILDER_FAILURES[message.command]
+        if failures & (failures - 1) == 0:  # 1, 2, 4, 8, ...: visible, never a flood
+            log.warning("the %s builder failed on a line (kept as an UnknownEvent; %d such "
+                        "lines so far): %.300s", message.command, failures, message.raw,
+                        exc_info=failures == 1)  # fmt: skip
         return _unknown(message)

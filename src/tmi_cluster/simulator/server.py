@@ -10,7 +10,6 @@ account, channel and connection lives in :mod:`~tmi_cluster.simulator.peers`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import shutil
 import ssl
@@ -40,6 +39,7 @@ from tmi_cluster.simulator.peers import (
 )
 from tmi_cluster.simulator.traffic import GeneratedLine, Traffic
 from tmi_cluster.simulator.websocket import serve_connection
+from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = [
     "AccountStats",
@@ -159,11 +159,7 @@ class ChatSimulator:
             await self._control_task
             self._control.close_socket()
             self._control = self._control_task = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks, what="the simulator's traffic")
         self._tasks = []
         servers = [server for server in (self._server, self._tls_server) if server is not None]
         for server in servers:
