@@ -65,11 +65,9 @@ import redis.asyncio
 import redis.exceptions
 
 from tmi_cluster import Cluster, SendResult, SendStatus, TmiClusterError
-from tmi_cluster.bus import Keys
+from tmi_cluster.bus import Beat, Keys, ProcessStatus, live, wanted_changed
 from tmi_cluster.bus.events import EventReader
-from tmi_cluster.bus.heartbeat import scan_statuses
 from tmi_cluster.config import Settings, load_settings
-from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.events import from_message
 from tmi_cluster.harness import ProcessHarness
@@ -190,8 +188,9 @@ class Supervisor:
                 raise RuntimeError(f"no {what} after {timeout_s:g} s:\n{tail}")
             await asyncio.sleep(0.02)
 
-    async def statuses(self) -> dict[str, dict[str, Any]]:
-        return await scan_statuses(self.client, self.keys, "process")
+    async def statuses(self) -> dict[str, ProcessStatus]:
+        found: dict[str, Beat[ProcessStatus]] = await live(self.client, self.keys, "process")
+        return {p: beat.status for p, beat in found.items()}
 
     async def reading(self, names: list[str]) -> None:
         """Want ``names`` and wait until each is joined by exactly one connection."""
@@ -348,7 +347,7 @@ async def sends(
         try:
 
             async def can_send() -> bool:
-                return any(s.get("sends") for s in (await cluster.statuses()).values())
+                return any(s.sends for s in (await cluster.statuses()).values())
 
             await cluster.until(can_send, 60, "worker that can send")
             await _old_markers(cluster, old_keys)

@@ -46,9 +46,7 @@ from typing import Any
 
 import redis.asyncio
 
-from tmi_cluster.bus import Keys
-from tmi_cluster.bus.heartbeat import scan_statuses
-from tmi_cluster.coordinator import wanted_changed
+from tmi_cluster.bus import Beat, Keys, ProcessStatus, live, wanted_changed
 from tmi_cluster.harness import ProcessHarness
 from tmi_cluster.planner import Member, Snapshot, plan
 from tmi_cluster.simulator import ChatSimulator
@@ -94,8 +92,9 @@ class Cluster:
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
-    async def statuses(self) -> dict[str, dict[str, Any]]:
-        return await scan_statuses(self.client, self.keys, "process")
+    async def statuses(self) -> dict[str, ProcessStatus]:
+        found: dict[str, Beat[ProcessStatus]] = await live(self.client, self.keys, "process")
+        return {p: beat.status for p, beat in found.items()}
 
     async def want(self, names: list[str]) -> None:
         with Store(self.db) as store:
@@ -159,11 +158,11 @@ async def failover(
                 # last burst of new connections
                 await asyncio.sleep(CONNECT_BURST * CONNECT_INTERVAL_S)
                 statuses = await cluster.statuses()
-                victim_id = max(statuses, key=lambda p: int(statuses[p].get("channels", 0)))
+                victim_id = max(statuses, key=lambda p: statuses[p].channels)
                 lost = sorted(await cluster.held(victim_id))
                 before = {c: set(sim.joined(c)) for c in lost}
                 killed_at = time.monotonic()
-                os.kill(int(statuses[victim_id]["pid"]), signal.SIGKILL)
+                os.kill(statuses[victim_id].pid, signal.SIGKILL)
 
                 waiting = set(lost)
 
@@ -212,7 +211,7 @@ async def _count(cluster: Cluster, workers: int) -> bool:
 
 async def _even(cluster: Cluster, each: int) -> bool:
     statuses = await cluster.statuses()
-    counts = [int(s.get("channels", 0)) for s in statuses.values()]
+    counts = [s.channels for s in statuses.values()]
     return len(counts) == 4 and all(abs(c - each) <= 3 for c in counts)
 
 

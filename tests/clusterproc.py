@@ -16,10 +16,8 @@ import psutil
 import redis.asyncio
 import redis.exceptions
 
-from tmi_cluster.bus import Keys
-from tmi_cluster.bus.heartbeat import scan_statuses
+from tmi_cluster.bus import Beat, Keys, ProcessStatus, live, wanted_changed
 from tmi_cluster.config import Settings, load_settings
-from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import Store
@@ -77,11 +75,12 @@ class ProcessCluster:
         )  # fmt: skip
         log.close()
 
-    async def workers(self) -> dict[str, dict[str, Any]]:
-        return await scan_statuses(self.client, self.keys, "process")
+    async def workers(self) -> dict[str, ProcessStatus]:
+        found: dict[str, Beat[ProcessStatus]] = await live(self.client, self.keys, "process")
+        return {p: beat.status for p, beat in found.items()}
 
     async def worker_pids(self) -> dict[str, int]:
-        return {p: int(s["pid"]) for p, s in (await self.workers()).items()}
+        return {p: s.pid for p, s in (await self.workers()).items()}
 
     async def want(self, names: list[str]) -> None:
         with Store(self.db) as store:

@@ -53,7 +53,7 @@ async def running(
             cluster.start("sup-a")
 
             async def sending() -> bool:
-                return any(s.get("sends") for s in (await cluster.workers()).values())
+                return any(s.sends for s in (await cluster.workers()).values())
 
             await cluster.until(sending, 30, "a worker that can send")
             yield sim, cluster
@@ -328,7 +328,7 @@ async def test_a_refused_token_is_logged_shown_and_makes_the_cluster_unhealthy(
             assert result.reason == "unauthorized", result
 
             async def reported() -> bool:
-                return any(s.get("problem") for s in (await cluster.workers()).values())
+                return any(s.problem for s in (await cluster.workers()).values())
 
             await cluster.until(reported, 30, "the worker to report the refused login")
 

@@ -23,8 +23,8 @@ async def test_owners_sets_notices_and_transfers(redis_server: str, redis_prefix
         assert await assignment.assign({"a": "p2"}) == {"a": "p1"}  # moved: one owner only
         assert (await assignment.of("p1"), await assignment.of("p2")) == ({"b"}, {"a", "c"})
         assert (await assignment.notices("p1", after, 0.1))[1] == 1  # p1 lost one: told
-        assert await assignment.counts(["p1", "p2", "p9"]) == {"p1": 1, "p2": 2, "p9": 0}
-        assert sorted(await assignment.transfer("p2", "p3")) == ["a", "c"]
+        assert await assignment.assign({"a": "p3", "c": "p3"}) == {"a": "p2", "c": "p2"}
+        assert await assignment.all() == {"a": "p3", "b": "p1", "c": "p3"}
         assert await assignment.owners(["a", "b", "c", "z"]) == {
             "a": "p3", "b": "p1", "c": "p3", "z": None
         }  # fmt: skip
@@ -33,6 +33,7 @@ async def test_owners_sets_notices_and_transfers(redis_server: str, redis_prefix
         await assignment.record_held("p3", joined=["a", "c"])
         await assignment.record_held("p3", left=["c"])
         assert await assignment.holding({"a": "p3", "c": "p3", "b": "p1"}) == {"a"}
+        assert await assignment.held_of(["p3", "p9"]) == {"p3": {"a"}, "p9": set()}
         await assignment.forget("p3")  # gone: its keys go, its channels wait for the coordinator
         assert await assignment.owners(["a", "c"]) == {"a": "p3", "c": "p3"}
         assert await client.exists(keys.process_held("p3"), keys.process_commands("p3")) == 0

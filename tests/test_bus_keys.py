@@ -16,11 +16,9 @@ def test_every_key_is_under_the_prefix_and_distinct() -> None:
         keys.process_commands("s1"),
         keys.supervisor_commands("s1"),
         keys.send_commands,
-        keys.join_commands,
         keys.events,
         keys.ratelimit("bot", "join"),
         keys.dedupe("MessageEvent:1"),
-        keys.scale_restore,
         keys.lock("purge"),
     ]
     assert all(name.startswith("bot:") for name in names)

@@ -43,6 +43,21 @@ async def test_the_dummy_allows_everything_and_keeps_nothing() -> None:
 
 
 @run
+async def test_one_channel_given_as_a_string_is_one_channel(
+    sqlite_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(f'[database]\nurl = "{sqlite_url}"\n'
+                             "[channel_manager]\nuse = 'database'\n")  # fmt: skip
+    with Store(sqlite_url) as store:
+        store.migrate()
+        manager = load_manager(settings)
+        await manager.authorize("ghostzero")  # as users write it
+        assert await manager.authorized("ghostzero") == {"ghostzero"}
+        assert sorted(store.channels(["g", "h", "o", "ghostzero"])) == ["ghostzero"]
+    assert await DummyChannelManager().authorized("abc") == {"abc"}
+
+
+@run
 async def test_the_database_manager_keeps_authorization_and_acknowledgements(
     database_url: str, make_settings: Callable[..., Settings]
 ) -> None:

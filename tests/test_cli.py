@@ -434,3 +434,27 @@ def test_features_say_how_the_cleanup_runs(tmp_path: Path) -> None:
         "every 300 s plus up to 600 s, once for the cluster; parts channels 168 h after their "
         "last acknowledgement, and those no longer authorized"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["join", "--timeout", "nan", "somechannel"], "'--timeout'"),
+        (["join", "--timeout", "inf", "somechannel"], "'--timeout'"),
+        (["send", "--timeout", "nan", "somechannel", "hi"], "'--timeout'"),
+        (["dead-letters", "--limit", "99999999999999999999999"], "'--limit'"),
+        (["tail", "--limit", "99999999999999999999999"], "'--limit'"),
+        (["scale", "s1", "99999999999999"], "'N'"),
+        (["simulate", "--channels", "0"], "--channels"),
+        (["simulate", "--limit", "join_allow=x"], "--limit"),
+        (["channels", "--state", "joined", "--state", "bogus"], "'--state'"),
+    ],
+)
+def test_a_bad_number_or_value_is_a_usage_error_naming_the_option(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    result = tmi(tmp_path, *args)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert named in result.stderr
+    assert "timeout_s" not in result.stderr
+    assert "Traceback" not in result.stderr

@@ -127,7 +127,7 @@ async def test_three_supervisors_2000_channels_under_faults(
 
             async def spread() -> bool:
                 workers = await cluster.workers()
-                per = [sum(1 for s in workers.values() if s["supervisor"] == sup)
+                per = [sum(1 for s in workers.values() if s.supervisor == sup)
                        for sup in ("sup-a", "sup-b", "sup-c")]  # fmt: skip
                 return per == [2, 2, 2]
 
@@ -139,7 +139,7 @@ async def test_three_supervisors_2000_channels_under_faults(
             for _ in range(2):
                 victim_id, victim = next(iter((await cluster.workers()).items()))
                 dead = await _connections_of(sim, cluster, [victim_id])
-                pid = int(victim["pid"])
+                pid = victim.pid
                 await _killed(sim, cluster, [pid], functools.partial(os.kill, pid, signal.SIGKILL))
                 await _steady(sim, cluster, "kill -9 of a worker", dead)
 
@@ -163,16 +163,16 @@ async def test_three_supervisors_2000_channels_under_faults(
 
             # kill -9 of a whole supervisor: its workers end with it
             workers = await cluster.workers()
-            mine = [p for p, s in workers.items() if s["supervisor"] == "sup-a"]
+            mine = [p for p, s in workers.items() if s.supervisor == "sup-a"]
             dead = await _connections_of(sim, cluster, mine)
-            await _killed(sim, cluster, [int(workers[p]["pid"]) for p in mine],
+            await _killed(sim, cluster, [workers[p].pid for p in mine],
                           cluster.running["sup-a"].kill)  # fmt: skip
             await _steady(sim, cluster, "kill -9 of a supervisor", dead)
 
             # Redis restarted under load: it forgets everything; the cluster comes back by
             # itself, each channel adopted where it is held (no move, no new join)
             async def balanced() -> bool:  # the rebalancing after the last fault is over
-                counts = [int(s["channels"]) for s in (await cluster.workers()).values()]
+                counts = [s.channels for s in (await cluster.workers()).values()]
                 return len(counts) == WORKERS and max(counts) - min(counts) <= 2
 
             await _until(balanced, 90, "an even load before the Redis restart", cluster)
@@ -194,7 +194,7 @@ async def test_three_supervisors_2000_channels_under_faults(
             # and faults are handled as before
             victim_id, victim = next(iter((await cluster.workers()).items()))
             dead = await _connections_of(sim, cluster, [victim_id])
-            pid = int(victim["pid"])
+            pid = victim.pid
             await _killed(sim, cluster, [pid], functools.partial(os.kill, pid, signal.SIGKILL))
             await _steady(sim, cluster, "kill -9 of a worker after the Redis restart", dead)
 
@@ -292,7 +292,7 @@ async def test_the_database_unreachable_chat_flows_faults_heal_writes_resume(
             await proxy.cut()  # the database is away from here on
             victim_id, victim = next(iter((await cluster.workers()).items()))
             dead = await _connections_of(sim, cluster, [victim_id])
-            os.kill(int(victim["pid"]), signal.SIGKILL)
+            os.kill(victim.pid, signal.SIGKILL)
 
             async def healed() -> bool:  # the coordinator goes on with what it read
                 if len(await cluster.workers()) != 2:

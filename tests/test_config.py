@@ -209,11 +209,42 @@ def test_environment_variable_naming_a_section(make_settings: Make) -> None:
 
 
 def test_bad_list_in_environment(make_settings: Make) -> None:
-    line = _error(make_settings, None, {"TMI_CLUSTER_HANDLERS__MODULES": "app.handlers"})
+    line = _error(make_settings, None, {"TMI_CLUSTER_HANDLERS__MODULES": '["app.handlers"'})
     assert line == (
         "environment variable TMI_CLUSTER_HANDLERS__MODULES: handlers.modules: "
-        """expected a JSON list, for example ["a", "b"], got 'app.handlers'"""
+        """expected a list: a,b or JSON, for example ["a", "b"], got '["app.handlers"'"""
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "modules"),
+    [("app.handlers", ["app.handlers"]), ("a, b,", ["a", "b"]), ('["a", "b"]', ["a", "b"])],
+)
+def test_a_list_in_the_environment_is_comma_separated_or_json(
+    make_settings: Make, value: str, modules: list[str]
+) -> None:
+    settings = make_settings(None, {"TMI_CLUSTER_HANDLERS__MODULES": value})
+    assert settings.handlers.modules == modules
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("TMI_CLUSTER_REDIS_URL", "TMI_CLUSTER_REDIS__URL"),
+        ("TMI_CLUSTER_TMI__IDENTITY_USERNAME", "TMI_CLUSTER_TMI__IDENTITY__USERNAME"),
+        ("TMI_CLUSTER_AUTO_SCALE_PROCESSES_MIN", "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN"),
+    ],
+)
+def test_one_underscore_between_levels_hints_two(
+    make_settings: Make, name: str, meant: str
+) -> None:
+    line = _error(make_settings, None, {name: "1"})
+    assert line.endswith(f"unknown key; did you mean {meant} (two underscores between levels)?")
+
+
+def test_setting_names_are_matched_in_any_case_after_the_prefix(make_settings: Make) -> None:
+    settings = make_settings(None, {"TMI_CLUSTER_redis__Url": "redis://elsewhere:6380/0"})
+    assert settings.redis.url == "redis://elsewhere:6380/0"
 
 
 @pytest.mark.parametrize(

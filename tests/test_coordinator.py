@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio
 
 from tmi_cluster.autoscale import ScalePolicy
-from tmi_cluster.bus import Assignment, Keys
-from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay, wanted_changed
+from tmi_cluster.bus import Assignment, Keys, wanted_changed
+from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay
 from tmi_cluster.store import RunState, Store
 
 from .test_simulator import run
@@ -85,8 +85,8 @@ class _Paused(Coordinator):
 
     rival: Coordinator
 
-    async def _assignment(self) -> dict[str, str]:
-        taken = await super()._assignment()
+    async def _read(self, wanted: frozenset[str]) -> Any:
+        taken = await super()._read(wanted)
         await self.client.delete(self.keys.coordinator_lease)  # its lease ran out meanwhile
         assert await self.rival.lease.acquire() > 0  # and another took over
         return taken

@@ -86,7 +86,7 @@ async def test_sends_are_written_once_each_while_a_worker_is_killed(
 
             async def three_senders() -> bool:
                 workers = await cluster.workers()
-                return sum(1 for s in workers.values() if s.get("sends")) == 3
+                return sum(1 for s in workers.values() if s.sends) == 3
 
             await cluster.until(three_senders, 60, "three workers that can send")
             script = tmp_path / "producer.py"
@@ -241,7 +241,7 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
 
 async def _workers(cluster: ProcessCluster, count: int, exclude: str = "") -> bool:
     workers = await cluster.workers()
-    running = [p for p, s in workers.items() if s.get("state") == "running" and p != exclude]
+    running = [p for p, s in workers.items() if s.state == "running" and p != exclude]
     return len(running) == count
 
 

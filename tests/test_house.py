@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -42,3 +43,34 @@ def test_no_task_is_found_by_its_name() -> None:
 def test_nothing_swallows_every_error_silently_on_a_shutdown_path() -> None:
     """``suppress(Exception)`` hides bugs: what is swallowed is named and logged."""
     assert _offending(r"^\s*with .*suppress\((Base)?Exception\b") == []
+
+
+def test_only_the_bus_imports_redis() -> None:
+    """Only ``tmi_cluster.bus`` talks to Redis: no other module imports redis-py (types come
+    from the bus as ``AsyncRedis`` and ``SyncRedis``)."""
+    offending = []
+    for path in _modules():
+        relative = path.relative_to(SOURCE).as_posix()
+        if relative.startswith("bus/"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            if any(n == "redis" or n.startswith("redis.") for n in names):
+                offending.append(f"{relative}:{node.lineno}")
+    assert offending == []
+
+
+def test_no_redis_command_is_called_outside_the_bus() -> None:
+    """No code outside the bus calls a command on a client it got from the bus."""
+    commands = (
+        "get|set|mget|delete|exists|incr|expire|pexpire|time|ping|eval|pipeline|register_script"
+        "|scan_iter|publish|h[a-z]+|s[a-z]+|z[a-z]+|x[a-z]+|l[a-z]+|b[lr]pop"
+    )
+    pattern = rf"\bclient\.({commands})\("
+    assert [o for o in _offending(pattern) if not o.startswith("bus/")] == []

@@ -20,6 +20,7 @@ supervisor deaths)::
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -240,8 +241,8 @@ def _cycle(lane: Lane, client: redis.Redis, simulator_port: int | None, first: b
                 cwd=lane.folder, env=lane.env(simulator_port), capture_output=True, check=False,
             )  # fmt: skip
             assert joined.returncode in (0, 1), joined.stderr
-        _until(lambda: sum(b'"channels": 0' not in raw for raw in lane.heartbeats(client).values())
-               >= 2, 60, "channels on both workers")  # fmt: skip
+        _until(lambda: sum(json.loads(raw)["channels"] > 0 for raw in lane.heartbeats(client)
+                           .values()) >= 2, 60, "channels on both workers")  # fmt: skip
         victim = lane.rng.choice(_workers_of(None, lane.harness))
         before = {w.pid for w in _workers_of(None, lane.harness)}
         victim.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -9,8 +10,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from tmi_cluster.bus import Beat, ProcessStatus, SupervisorStatus
 from tmi_cluster.listing import Liveness, shown_state, supervisor_rows
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.store.models import ProcessRecord, SupervisorRecord
@@ -47,16 +50,22 @@ def test_last_seen_is_now_only_with_a_heartbeat() -> None:
         started_at=now - timedelta(seconds=600),
         last_seen_at=now - timedelta(seconds=90),
     )
-    beat = {"at": now.timestamp(), "processes": 2}
+    beat = Beat(SupervisorStatus(at=now.timestamp(), processes=2), 0.0)
+    worker = Beat(ProcessStatus(supervisor="s1"), 0.0)
     workers = [ProcessRecord(id=f"s1-{n}", supervisor_id="s1", state="running") for n in (1, 2)]
-    live = supervisor_rows([record], workers, Liveness({"s1": beat}, {"s1-1": {}, "s1-2": {}}), now)
+    live = supervisor_rows(
+        [record], workers, Liveness({"s1": beat}, {"s1-1": worker, "s1-2": worker}), now
+    )
     dead = supervisor_rows([record], [], Liveness({}, {}), now)
     unknown = supervisor_rows([record], [], Liveness(None, None, "x"), now)
     assert live == [["s1", "h", "1", "running", "10 min", "now", "2"]]
     assert dead == [["s1", "h", "1", "dead", "8 min", "90 s ago", "0"]]  # ran until last heard
     assert unknown == [["s1", "h", "1", "running?", "10 min", "90 s ago", "0"]]
-    paused = {**beat, "state": "running", "paused": True}  # SIGUSR2: its workers are paused
-    shown = supervisor_rows([record], workers, Liveness({"s1": paused}, {"s1-1": {}}), now)
+    # SIGUSR2: its workers are paused
+    paused = Beat(msgspec.structs.replace(beat.status, state="running", paused=True), 0.0)
+    shown = supervisor_rows(
+        [record], workers, Liveness({"s1": paused}, {"s1-1": worker}), now
+    )  # SIGUSR2
     assert shown[0][3] == "paused"
 
 
@@ -135,6 +144,7 @@ def test_unreachable_redis_lists_records_with_one_warning(tmp_path: Path) -> Non
         listed = tmi(
             tmp_path,
             "list",
+            "--all",
             TMI_CLUSTER_DATABASE__URL=url,
             TMI_CLUSTER_REDIS__URL=f"redis://:hunter2@127.0.0.1:{port}/0",
         )
@@ -145,6 +155,33 @@ def test_unreachable_redis_lists_records_with_one_warning(tmp_path: Path) -> Non
     assert "hunter2" not in listed.stdout + listed.stderr
     assert _supervisor_line(listed.stdout, "host-1")[3] == "running?"
     assert _supervisor_line(listed.stdout, "host-2")[3] == "stopped"
+
+
+def test_list_hides_the_stopped_unless_asked(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cluster.db'}"
+    with Store(url) as store:
+        store.migrate()
+        store.record_supervisor("crashed", RunState.RUNNING, pid=4242)  # no heartbeat: dead
+        store.record_supervisor("gone", RunState.STOPPED, pid=4343)
+    env = {"TMI_CLUSTER_DATABASE__URL": url, "TMI_CLUSTER_REDIS__URL": redis_server,
+           "TMI_CLUSTER_PREFIX": redis_prefix}  # fmt: skip
+    default = tmi(tmp_path, "list", **env)
+    assert default.returncode == 0, default.stderr
+    assert _supervisor_line(default.stdout, "crashed")[3] == "dead"
+    assert "gone" not in default.stdout.split("(")[0]
+    assert "(1 record stopped not shown: --all shows them)" in default.stdout
+    every = tmi(tmp_path, "list", "--all", **env).stdout
+    assert _supervisor_line(every, "gone")[3] == "stopped"
+    alive = tmi(tmp_path, "list", "--alive", **env).stdout
+    assert "no supervisors" in alive
+    assert "(2 records stopped or dead not shown" in alive
+    listed = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+    assert {s["id"] for s in listed["supervisors"]} == {"crashed", "gone"}  # every record
+    live = json.loads(tmi(tmp_path, "list", "--json", "--alive", **env).stdout)
+    assert live["supervisors"] == []
+    assert tmi(tmp_path, "list", "--all", "--alive", **env).returncode == 2
 
 
 def test_without_the_embedded_server_no_record_is_alive(tmp_path: Path) -> None:

@@ -523,6 +523,8 @@ def test_channels_shows_each_channel_state(
     assert (rows["zeta"]["given_up"], rows["zeta"]["process"]) == (True, None)  # not retried
     only = json.loads(tmi(tmp_path, "channels", "--json", "--state", "parted", **env).stdout)
     assert [row["channel"] for row in only] == ["beta"]
+    both = tmi(tmp_path, "channels", "--json", "--state", "parted", "--state", "failed", **env)
+    assert sorted(row["channel"] for row in json.loads(both.stdout)) == ["beta", "zeta"]  # any
     zeta = tmi(tmp_path, "channels", "zeta", **env).stdout.splitlines()[1]
     assert zeta.endswith("msg_banned, given up: join it again to retry")
     table = tmi(tmp_path, "channels", "alpha", **env).stdout.splitlines()

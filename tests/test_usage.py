@@ -86,7 +86,7 @@ async def test_the_usage_examples_run(
             cluster.start("sup-a")
 
             async def sending() -> bool:
-                return any(s.get("sends") for s in (await cluster.workers()).values())
+                return any(s.sends for s in (await cluster.workers()).values())
 
             await cluster.until(sending, 60, "a worker that can send")
             await cluster.want(["alpha", "beta"])

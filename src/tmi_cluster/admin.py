@@ -11,26 +11,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
-
-import redis.asyncio
 
 from tmi_cluster import housekeeping
 from tmi_cluster.autoscale import Cause
 from tmi_cluster.bus import (
     Assignment,
+    AsyncRedis,
+    Beat,
+    Coordination,
     Keys,
     Order,
+    SupervisorStatus,
     connect_async,
-    describe_client,
+    ping,
+    read,
     send_order,
-    statuses_async,
-    translated,
+    wanted_changed,
 )
 from tmi_cluster.channels import DatabaseChannelManager, load_manager, restricts
 from tmi_cluster.config import Settings
-from tmi_cluster.coordinator import wanted_changed
 from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Channel, Store
@@ -57,21 +58,20 @@ _JOINED = "joined"
 
 
 @contextlib.asynccontextmanager
-async def _redis(settings: Settings, command: str) -> AsyncIterator[redis.asyncio.Redis]:
+async def _redis(settings: Settings, command: str) -> AsyncIterator[AsyncRedis]:
     """The command's Redis client, checked first (RedisUnavailableError naming the server
     unless Redis answers), closed after."""
     client = connect_async(settings, name=f"tmi-cluster:{command}")
     try:
-        with translated(describe_client(client)):
-            await client.ping()
+        await ping(client)
         yield client
     finally:
         await client.aclose()
 
 
 async def _live_supervisors(
-    settings: Settings, client: redis.asyncio.Redis, keys: Keys, wanted: str | None
-) -> dict[str, dict[str, Any]]:
+    settings: Settings, client: AsyncRedis, keys: Keys, wanted: str | None
+) -> dict[str, Beat[SupervisorStatus]]:
     """The live supervisors; TmiClusterError naming them when ``wanted`` (if given) is not
     one of them."""
     with Store.from_settings(settings) as store:
@@ -101,15 +101,13 @@ async def terminate(settings: Settings, supervisor_id: str | None = None) -> dic
         deadline = time.monotonic() + settings.process.timeout + 15.0
         while not all(stopped.values()) and time.monotonic() < deadline:
             try:
-                found = await statuses_async(
-                    client, [keys.supervisor_heartbeat(t) for t in targets]
-                )
+                found = await read(client, keys, "supervisor", targets)
             except RedisUnavailableError:
                 if not settings.embedded_redis:
                     raise
                 return dict.fromkeys(targets, True)  # the host's Redis went with its supervisor
             for target in targets:
-                stopped[target] = keys.supervisor_heartbeat(target) not in found
+                stopped[target] = target not in found
             if not all(stopped.values()):
                 await asyncio.sleep(0.2)
         return stopped
@@ -211,7 +209,7 @@ async def _join(settings: Settings, names: list[str], *, timeout_s: float) -> di
                 "no live worker process to join channels: they are recorded as wanted and "
                 "joined once one runs ('tmi-cluster run')"
             )
-        going = sorted(p for p, s in statuses.items() if s.get("state") != "paused")
+        going = sorted(p for p, beat in statuses.items() if beat.status.state != "paused")
         owners = await assignment.owners(names)
         results: dict[str, str] = {}
         held = await assignment.holding({c: o for c, o in owners.items() if o in statuses})
@@ -262,7 +260,7 @@ async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]
 
 
 async def channels(
-    settings: Settings, names: list[str], *, state: str | None = None
+    settings: Settings, names: list[str], *, state: str | Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
     """Each known channel's state (one of :data:`CHANNEL_STATES`), owner process, the time of
     its last change, and its last failure (the reason of the failed joins in a row that the
@@ -270,6 +268,7 @@ async def channels(
     only when ``names`` is not empty; those in ``state`` only when given. ``unauthorized``: a
     channel the channel manager does not authorize (a join refused, a revoke), one batched
     ``authorized()`` call for all the rows (never with the Dummy manager)."""
+    states = {state} if isinstance(state, str) else None if state is None else set(state)
     logins = normalise_logins(names)
     keys = Keys.from_settings(settings)
     async with _redis(settings, "channels") as client:
@@ -297,7 +296,7 @@ async def channels(
                 current = "unauthorized"  # refused, revoked (held: being parted, shown so)
             else:
                 current = _channel_state(wanted, owner, holders, failed=failure is not None)
-            if state is None or current == state:
+            if states is None or current in states:
                 retry = failure.retry_at if failure is not None else None
                 failed_at = failure.failed_at if failure is not None else None
                 shown.append(
@@ -340,10 +339,9 @@ async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
     bounds = settings.auto_scale.processes
     async with _redis(settings, "scale") as client:
         live = await _live_supervisors(settings, client, keys, supervisor_id)
-        with translated(describe_client(client)):
-            raw: Any = await client.hgetall(keys.scale_targets)
-            clock: Any = await client.time()
-        targets = {k.decode(): int(v) for k, v in raw.items() if k.decode() in live}
+        coordination = Coordination(client, keys)
+        _, now = await coordination.scale_state()
+        targets = {s: n for s, n in (await coordination.targets()).items() if s in live}
         before = targets.get(supervisor_id, 0)
         total = sum(targets.values()) - before + processes
         if not bounds.min <= total <= bounds.max:
@@ -351,11 +349,7 @@ async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
                 f"N = {processes} on {supervisor_id} would make the cluster's total {total}, "
                 f"outside auto_scale.processes.min..max ({bounds.min}..{bounds.max})"
             )
-        now = float(clock[0]) + float(clock[1]) / 1e6
-        with translated(describe_client(client)):
-            await client.hset(keys.scale_targets, supervisor_id, processes)
-            await client.hset(keys.scale_state, mapping={"last_change": f"{now:.3f}",
-                                                         "cause": Cause.MANUAL.value})  # fmt: skip
+        await coordination.set_target_by_hand(supervisor_id, processes, now)
         await send_order(client, keys, supervisor_id, Order.SCALE, processes=processes,
                          cause=Cause.MANUAL.value)  # fmt: skip
         with Store.from_settings(settings) as store:  # the size a restart comes back at
@@ -368,8 +362,7 @@ async def pause_scaling(settings: Settings, paused: bool) -> None:
     or let it go on."""
     keys = Keys.from_settings(settings)
     async with _redis(settings, "scale") as client:
-        with translated(describe_client(client)):
-            await client.hset(keys.scale_state, "paused", "1" if paused else "0")
+        await Coordination(client, keys).set_paused(paused)
 
 
 async def scaling(settings: Settings) -> dict[str, Any]:
@@ -379,14 +372,12 @@ async def scaling(settings: Settings) -> dict[str, Any]:
     async with _redis(settings, "scale") as client:
         with Store.from_settings(settings) as store:
             live = await housekeeping.live_supervisors(store, client, keys)
-        with translated(describe_client(client)):
-            raw_state: Any = await client.hgetall(keys.scale_state)
-            raw: Any = await client.hgetall(keys.scale_targets)
-    state = {k.decode(): v.decode() for k, v in raw_state.items()}
-    targets = {k.decode(): int(v) for k, v in raw.items() if k.decode() in live}
+        coordination = Coordination(client, keys)
+        state, _ = await coordination.scale_state()
+        targets = {s: n for s, n in (await coordination.targets()).items() if s in live}
     return {
-        "paused": state.get("paused") == "1",
-        "cause": state.get("cause"),
+        "paused": state.paused,
+        "cause": state.cause,
         "targets": dict(sorted(targets.items())),
         "processes": sum(targets.values()),
     }

@@ -54,6 +54,24 @@ class ExitCode(enum.IntEnum):
     CONFIG = 78  # sysexits EX_CONFIG
 
 
+class _Seconds(click.FloatRange):
+    """Seconds on the command line: a finite number above 0, at most ``max`` (nan and inf are
+    refused, naming the option)."""
+
+    name = "seconds"
+
+    def __init__(self, *, max: float) -> None:  # click's own name
+        super().__init__(min=0, min_open=True, max=max)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        seconds = float(super().convert(value, param, ctx))
+        if not math.isfinite(seconds):
+            self.fail(f"expected a number of seconds, got {value!r}", param, ctx)
+        return seconds
+
+
 def _exit_code(error: TmiClusterError) -> ExitCode:
     if isinstance(error, ConfigError):
         return ExitCode.CONFIG
@@ -236,29 +254,42 @@ def features(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--all", "show_all", is_flag=True, help="Show the stopped too (kept for history).")
+@click.option("--alive", is_flag=True, help="Only the live ones (no stopped, no dead).")
 @click.pass_context
-def list_(ctx: click.Context, as_json: bool) -> None:
+def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> None:
     """List supervisors and processes, with their state, last heartbeat and figures.
 
     Liveness comes from the Redis heartbeats: a record that says running without a heartbeat is
-    shown dead. When Redis cannot be reached, the records are listed with a warning.
+    shown dead. When Redis cannot be reached, the records are listed with a warning. The table
+    hides the cleanly stopped (their rows are kept for history: --all shows them); --alive
+    shows only the live ones. --json lists every record unless --alive.
     """
     import json
 
     from tmi_cluster.listing import check_liveness, cluster_json, process_rows, supervisor_rows
 
+    if show_all and alive:
+        raise click.UsageError("--all and --alive exclude each other")
     settings = _cluster_settings(ctx)
     supervisors, processes = _records(settings)
     liveness = check_liveness(settings, supervisors, processes)
     if liveness.warning:
         click.echo(f"warning: {liveness.warning}", err=True)
+    hidden = {"stopped", "dead"} if alive else set() if show_all or as_json else {"stopped"}
     if as_json:
-        click.echo(json.dumps(cluster_json(supervisors, processes, liveness), indent=2))
+        shown = cluster_json(supervisors, processes, liveness)
+        for kind in ("supervisors", "processes"):
+            shown[kind] = [row for row in shown[kind] if row["state"] not in hidden]
+        click.echo(json.dumps(shown, indent=2))
         return
+    supervisor_table = [r for r in supervisor_rows(supervisors, processes, liveness)
+                        if r[3] not in hidden]  # fmt: skip
+    process_table = [r for r in process_rows(processes, liveness) if r[3] not in hidden]
     click.echo(
         _table(
             ["supervisor", "host", "pid", "state", "age", "last heartbeat", "processes"],
-            supervisor_rows(supervisors, processes, liveness),
+            supervisor_table,
             "no supervisors",
         )
     )
@@ -276,10 +307,14 @@ def list_(ctx: click.Context, as_json: bool) -> None:
                 "memory",
                 "messages/s",
             ],
-            process_rows(processes, liveness),
+            process_table,
             "no processes",
         )
     )
+    left_out = len(supervisors) + len(processes) - len(supervisor_table) - len(process_table)
+    if left_out:
+        what = "stopped or dead" if alive else "stopped"
+        click.echo(f"\n({_plural(left_out, 'record')} {what} not shown: --all shows them)")
 
 
 def _cluster_settings(ctx: click.Context) -> Settings:
@@ -369,7 +404,7 @@ def terminate(ctx: click.Context, supervisor: str | None) -> None:
 
 @cli.command()
 @click.argument("supervisor", required=False)
-@click.argument("processes", metavar="N", required=False, type=click.IntRange(min=0))
+@click.argument("processes", metavar="N", required=False, type=click.IntRange(min=0, max=10_000))
 @click.option("--pause", is_flag=True, help="Pause the auto-scaler.")
 @click.option("--resume", is_flag=True, help="Let the auto-scaler go on.")
 @click.pass_context
@@ -422,7 +457,7 @@ def purge(ctx: click.Context) -> None:
 
 @cli.command()
 @click.argument("channels", nargs=-1, required=True)
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=3600),
+@click.option("--timeout", "timeout_s", type=_Seconds(max=3600),
               default=30.0, show_default=True,
               help="Seconds to wait for the outcomes.")  # fmt: skip
 @click.option("--authorize", "grant", is_flag=True,
@@ -482,18 +517,22 @@ def _failure_shown(channel: dict[str, Any]) -> str:
 
 @cli.command()
 @click.argument("names", nargs=-1)
-@click.option("--state", type=click.Choice(["wanted", "joining", "joined", "moving", "failed",
-              "parted", "unauthorized"]), help="Only the channels in this state.")  # fmt: skip
+@click.option("--state", "states", multiple=True, help="Only the channels in this state "
+              "(repeatable: any of them).", type=click.Choice(["wanted", "joining", "joined",
+              "moving", "failed", "parted", "unauthorized"]))  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_context
-def channels(ctx: click.Context, names: tuple[str, ...], state: str | None, as_json: bool) -> None:
+def channels(
+    ctx: click.Context, names: tuple[str, ...], states: tuple[str, ...], as_json: bool
+) -> None:
     """Each channel's state (wanted, joining, joined, moving, failed, parted, unauthorized),
     owner process, since when, and its last failure; every known channel, or the ones named."""
     import json
 
     from tmi_cluster import admin
 
-    shown = asyncio.run(admin.channels(_cluster_settings(ctx), list(names), state=state))
+    wanted_states = states or None
+    shown = asyncio.run(admin.channels(_cluster_settings(ctx), list(names), state=wanted_states))
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return
@@ -533,7 +572,7 @@ _SEND_EXIT = {
 @click.argument("text")
 @click.option("--reply-to", help="The id of the message to answer (a reply in its thread).")
 @click.option("--action", is_flag=True, help="Send it as a /me action.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=300),
+@click.option("--timeout", "timeout_s", type=_Seconds(max=300),
               default=10.0, show_default=True,
               help="Seconds to wait for a worker to write it.")  # fmt: skip
 @click.option("--key", help="Idempotency key: another send with this key within an hour sends "
@@ -587,7 +626,8 @@ def send(
               help="Only this event type, subclasses included (repeatable).")  # fmt: skip
 @click.option("--group", help="Read as a member of this consumer group (shared, resumable).")
 @click.option("--since", help="Start at this stream entry id (0 for the oldest kept).")
-@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option("--limit", type=click.IntRange(min=1, max=10**9),
+              help="Stop after this many events.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 def tail(
@@ -658,7 +698,7 @@ def _event_line(event: Any) -> str:
 
 @cli.command(name="dead-letters")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=100, show_default=True,
               help="The newest this many.")  # fmt: skip
 @click.pass_context
 def dead_letters(ctx: click.Context, as_json: bool, limit: int) -> None:
@@ -810,9 +850,12 @@ def simulate(
     from tmi_cluster.simulator import ChatSimulator
     from tmi_cluster.simulator.options import parse_channels, parse_limits, read_accounts
 
-    names = parse_channels(channels)
-    specs = read_accounts(accounts) if accounts is not None else []
-    settings = parse_limits(limits)
+    try:  # what the command line says: a usage error (exit 2), as for every command
+        names = parse_channels(channels)
+        specs = read_accounts(accounts) if accounts is not None else []
+        settings = parse_limits(limits)
+    except ConfigError as error:
+        raise click.UsageError("; ".join(error.problems)) from error
 
     async def serve() -> None:
         simulator = ChatSimulator(

@@ -33,11 +33,9 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import redis.asyncio
-
 import tmi_cluster.events as events_module
 from tmi_cluster import admin
-from tmi_cluster.bus import Keys, connect_async, describe_client, translated
+from tmi_cluster.bus import AsyncRedis, Keys, connect_async, ping
 from tmi_cluster.bus.commands import (
     GRACE_S,
     MAX_TIMEOUT_S,
@@ -108,8 +106,8 @@ class Cluster:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys.from_settings(settings)
-        self._client: redis.asyncio.Redis | None = None
-        self._replies_client: redis.asyncio.Redis | None = None
+        self._client: AsyncRedis | None = None
+        self._replies_client: AsyncRedis | None = None
         self._sends: SendClient | None = None
         self._waiting: dict[str, asyncio.Future[SendResult]] = {}
         self._fallback: dict[str, SendResult] = {}
@@ -151,7 +149,7 @@ class Cluster:
             self._manager[0].close()
             self._manager = None
 
-    async def _redis(self) -> redis.asyncio.Redis:
+    async def _redis(self) -> AsyncRedis:
         if self._closed:
             raise RuntimeError("this Cluster is closed")
         if self._client is None:
@@ -357,9 +355,7 @@ class Cluster:
 
     async def ping(self) -> None:
         """RedisUnavailableError unless the cluster's Redis answers."""
-        client = await self._redis()
-        with translated(describe_client(client)):
-            await client.ping()
+        await ping(await self._redis())
 
 
 def _names(channels: str | Iterable[str]) -> list[str]:

@@ -132,8 +132,9 @@ def reference_markdown() -> str:
         "",
         "Settings are read from the defaults, then `tmi-cluster.toml` (the current folder, "
         "`--config PATH` or `$TMI_CLUSTER_CONFIG`), then environment variables "
-        "`TMI_CLUSTER_<SECTION>__<KEY>` (values read as the key's type: `true`/`false`, numbers, "
-        "lists as JSON). An unknown key, a wrong type or a bad URL stops the start with one line "
+        "`TMI_CLUSTER_<SECTION>__<KEY>` (two underscores between levels, any case after the "
+        "prefix; values read as the key's type: `true`/`false`, numbers, lists as `a,b` or JSON). "
+        "An unknown key, a wrong type or a bad URL stops the start with one line "
         "per problem, every problem of the file and the variables at once, each naming the key, "
         "its source (file and line, or variable), the bad value and what is expected. Relative "
         "paths are relative to the configuration file's folder (or the current folder without "

@@ -4,7 +4,8 @@ failed joins retried or given up, and the cluster's size decided.
 Every supervisor runs :meth:`Coordinator.run`; the one that holds the lease
 (:mod:`tmi_cluster.bus.lease`, renewed every pass, lost ``lease_s`` after its holder stops
 renewing) acts, the others only try to take it. Each pass (:meth:`Coordinator.run_once`), once
-a second or at once when woken (:func:`wake`: a join or part asked for, a worker process gone):
+a second or at once when woken (:func:`~tmi_cluster.bus.wake`: a join or part asked for, a
+worker process gone):
 
 1. take or renew the lease; without it, do nothing;
 2. read the workers' reports since the last pass (a cursor in Redis, so that a new leader goes
@@ -19,7 +20,9 @@ a second or at once when woken (:func:`wake`: a join or part asked for, a worker
    (``P draining``, a stopping supervisor or process), what each holds, and the assignment;
 4. plan (:func:`tmi_cluster.planner.plan`, pure), within the join budgets (:class:`JoinBudget`);
 5. write the plan fenced by the lease's token: if another coordinator took over meanwhile,
-   :class:`~tmi_cluster.errors.StaleLeaseError`, nothing is written and this one steps down;
+   :class:`~tmi_cluster.errors.StaleLeaseError`, nothing is written and this one steps down.
+   Every other write of the pass (the epoch, the reports' cursor, targets and orders, draining
+   marks, the cleanup's schedule) is fenced the same way (:mod:`tmi_cluster.bus.coordination`);
 6. decide the cluster's size (:mod:`tmi_cluster.autoscale`, cluster-wide): each supervisor's
    target in ``P scale:targets``, told to it by an order; a scale-out goes to the supervisor
    with the fewest workers, a scale-in drains the least-loaded worker of the cluster, and
@@ -57,19 +60,32 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import redis.asyncio
 
 from tmi_cluster.autoscale import Cause, ScalePolicy, decide, initial_size
-from tmi_cluster.bus import Assignment, Keys, Outage, translated
-from tmi_cluster.bus.client import block_ms, describe_client
-from tmi_cluster.bus.control import Order, send_order
-from tmi_cluster.bus.heartbeat import of_live_supervisors, scan_statuses
+from tmi_cluster.bus import (
+    Assignment,
+    AsyncRedis,
+    Coordination,
+    Keys,
+    Outage,
+    wanted_changed,
+)
+from tmi_cluster.bus.heartbeat import (
+    Beat,
+    ProcessStatus,
+    SupervisorStatus,
+    live,
+    of_live_supervisors,
+)
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.channels import ChannelManager, DummyChannelManager, cleans_up, cleanup, joinable
 from tmi_cluster.config import Settings
-from tmi_cluster.errors import RedisUnavailableError, StaleLeaseError, StorageError
+from tmi_cluster.errors import (
+    RedisUnavailableError,
+    StaleLeaseError,
+    StorageError,
+    TmiClusterError,
+)
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.planner import Member, Plan, Snapshot, plan
 from tmi_cluster.ratelimit import AccountRates
@@ -85,8 +101,6 @@ __all__ = [
     "Coordinator",
     "JoinBudget",
     "retry_delay",
-    "wake",
-    "wanted_changed",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,12 +117,8 @@ WANTED_REFRESH_S = 30.0
 #: that their heartbeats are back).
 ADOPT_GRACE_S = 10.0
 ADOPT_MIN_S = 2.0
-#: About how many wake-ups the wake stream keeps.
-_WAKE_MAXLEN = 10
 #: Seconds until a stale cleanup that failed is tried again.
 CLEANUP_RETRY_S = 30.0
-#: About how many runs ``P cleanup:runs`` keeps.
-_CLEANUP_RUNS = 100
 #: The state key of the cluster's size in SQL (``auto_scale.restore``).
 _SCALE_STATE = "scale"
 
@@ -165,20 +175,6 @@ class JoinBudget:
         return cls(account=AccountRates.from_settings(settings).join.allow)
 
 
-async def wake(client: redis.asyncio.Redis, keys: Keys) -> None:
-    """Ask the coordinator to make a pass now (the leader wakes at once)."""
-    with translated(describe_client(client)):
-        await client.xadd(keys.coordinator_wake, {"at": "1"}, maxlen=_WAKE_MAXLEN, approximate=True)
-
-
-async def wanted_changed(client: redis.asyncio.Redis, keys: Keys) -> None:
-    """Tell the coordinator that the wanted channels changed in SQL: it reads them again and
-    acts at once. Call it after every change of :meth:`Store.want` or :meth:`Store.unwant`."""
-    with translated(describe_client(client)):
-        await client.incr(keys.wanted_version)
-    await wake(client, keys)
-
-
 @dataclass(frozen=True)
 class _View:
     """What one pass read: the plan's snapshot, the live supervisors' targets (see
@@ -195,7 +191,7 @@ class Coordinator:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncRedis,
         store: Store,
         keys: Keys,
         holder: str,
@@ -249,12 +245,12 @@ class Coordinator:
         self._db_failing = False
         self._adopt_until = 0.0
         self._adopt_since = 0.0
-        self._where = describe_client(client)
+        self.coordination = Coordination(client, keys)
 
     @classmethod
     def from_settings(
         cls,
-        client: redis.asyncio.Redis,
+        client: AsyncRedis,
         store: Store,
         settings: Settings,
         holder: str,
@@ -310,14 +306,7 @@ class Coordinator:
 
     async def _wait(self, after: str) -> str:
         """Wait for a wake-up after id ``after`` or ``pass_s``; the last id seen."""
-        with translated(self._where):
-            if after == "$":
-                newest: Any = await self.client.xrevrange(self.keys.coordinator_wake, count=1)
-                after = newest[0][0].decode() if newest else "0-0"
-            answer: Any = await self.client.xread(
-                {self.keys.coordinator_wake: after}, count=100, block=block_ms(self.pass_s)
-            )
-        return answer[0][1][-1][0].decode() if answer else after
+        return await self.coordination.wait_for_wake(after, self.pass_s)
 
     # -- one pass -------------------------------------------------------------------------------
 
@@ -333,6 +322,16 @@ class Coordinator:
         if not self.leading:
             log.info("coordinator %s leads (fencing token %d)", self.lease.holder, token)
             self.leading = True
+        try:
+            return await self._pass(token)
+        except StaleLeaseError as error:  # every write of the pass is fenced: none was made
+            log.warning("coordinator %s steps down: %s", self.lease.holder, error)
+            self.lease.token = 0
+            self.leading = False
+            return None
+
+    async def _pass(self, token: int) -> Plan | None:
+        """The pass of a leader holding ``token``; StaleLeaseError once it is not current."""
         wanted = await self._load_wanted()
         if wanted is None:
             return None
@@ -341,16 +340,10 @@ class Coordinator:
         # no moves while the workers report what they hold
         result = plan(snapshot, max_moves=0 if view.adopting else self.max_moves)
         fenced = Assignment(self.client, self.keys, token=token)
-        try:
-            if result.unassign:
-                await fenced.unassign(sorted(result.unassign))
-            if result.assign:
-                await fenced.assign(result.assign)
-        except StaleLeaseError as error:
-            log.warning("coordinator %s steps down: %s", self.lease.holder, error)
-            self.lease.token = 0
-            self.leading = False
-            return None
+        if result.unassign:
+            await fenced.unassign(sorted(result.unassign))
+        if result.assign:
+            await fenced.assign(result.assign)
         self.last_plan = result
         if result.assign or result.unassign:
             log.debug("coordinator: %d assigned (%d moves, %d adopted), %d unassigned, "
@@ -369,9 +362,10 @@ class Coordinator:
         epoch = await self._epoch()
         members, supervisors = await self._members()
         adopting = await self._adopting(epoch, members, supervisors)
-        assignment = await self._assignment()
+        reader = Assignment(self.client, self.keys)
+        assignment = await reader.all()
         await self._read_reports(assignment, members)
-        held = await self._held(members)
+        held = await reader.held_of([m.id for m in members])
         blocked = self._blocked()
         members = self._with_slots(members, assignment, held)
         takers = [m for m in members if not m.draining]
@@ -396,9 +390,8 @@ class Coordinator:
             return
         interval, max_delay = self.cleanup_every
         next_in = interval + random.uniform(0.0, max_delay)  # noqa: S311 (a jitter)
-        with translated(self._where):
-            due = await self.client.set(self.keys.cleanup_due, self.lease.holder, nx=True,
-                                        px=max(1, int(next_in * 1000)))  # fmt: skip
+        due = await self.coordination.schedule_cleanup(self.lease.token, self.lease.holder,
+                                                       next_in, due=True)  # fmt: skip
         if due:
             self._cleaning = asyncio.create_task(self._clean_up(), name="stale cleanup")
 
@@ -417,9 +410,7 @@ class Coordinator:
             entry = {"by": self.lease.holder, "checked": done.checked,
                      "stale": len(done.stale), "unauthorized": len(done.unauthorized),
                      "seconds": f"{done.seconds:.3f}"}  # fmt: skip
-            with translated(self._where):
-                await self.client.xadd(self.keys.cleanup_runs, entry,  # type: ignore[arg-type]
-                                       maxlen=_CLEANUP_RUNS, approximate=True)  # fmt: skip
+            await self.coordination.record_cleanup(self.lease.token, entry)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the database, Redis, a manager of one's own: shown, retried
@@ -427,30 +418,29 @@ class Coordinator:
                         self.lease.holder, CLEANUP_RETRY_S, type(error).__name__,
                         error)  # fmt: skip
             self.cleanup_problem = f"stale cleanup: {type(error).__name__}: {error}"
-            with contextlib.suppress(RedisUnavailableError), translated(self._where):
-                await self.client.set(self.keys.cleanup_due, self.lease.holder,
-                                      px=int(CLEANUP_RETRY_S * 1000))  # fmt: skip
+            try:
+                await self.coordination.schedule_cleanup(self.lease.token, self.lease.holder,
+                                                         CLEANUP_RETRY_S, due=False)  # fmt: skip
+            except TmiClusterError as again:  # Redis away, or the lease lost: the next leader's
+                log.warning("stale cleanup by %s: its retry is not scheduled: %s",
+                            self.lease.holder, again)  # fmt: skip
 
     # -- reading --------------------------------------------------------------------------------
 
     async def _epoch(self) -> str:
         """The assignment's epoch; a new one (Redis had none) starts the adoption grace."""
-        token = secrets.token_hex(8)
-        with translated(self._where):
-            created = await self.client.set(self.keys.assignment_epoch, token, nx=True)
-            current: Any = await self.client.get(self.keys.assignment_epoch)
+        # a new epoch also marks the assignment fresh: no one is judged dead by a missing beat
+        epoch, created = await self.coordination.ensure_epoch(self.lease.token,
+                                                              secrets.token_hex(8))  # fmt: skip
         if created:
-            with translated(self._where):  # no one is judged dead by a missing beat for now
-                await self.client.set(self.keys.assignment_fresh, "1",
-                                      px=int(self.keys.supervisor_ttl_s * 1000))  # fmt: skip
             log.info("coordinator %s: a new assignment (a first start, or Redis forgot it): "
                      "adopting what the workers hold first", self.lease.holder)  # fmt: skip
             self._adopt_since = time.monotonic()
             self._adopt_until = self._adopt_since + self.adopt_grace_s
-        return current.decode() if current is not None else token
+        return epoch
 
     async def _adopting(
-        self, epoch: str, members: list[Member], supervisors: Mapping[str, Mapping[str, Any]]
+        self, epoch: str, members: list[Member], supervisors: Mapping[str, Beat[SupervisorStatus]]
     ) -> bool:
         """Whether the adoption grace goes on: within ``adopt_grace_s`` of a new epoch, until
         the workers the supervisors run have all said what they hold under it."""
@@ -459,7 +449,7 @@ class Coordinator:
             return False
         if now - self._adopt_since < min(ADOPT_MIN_S, self.adopt_grace_s):
             return True
-        expected = sum(int(s.get("processes", 0) or 0) for s in supervisors.values())
+        expected = sum(beat.status.processes for beat in supervisors.values())
         reported = await Assignment(self.client, self.keys).reported([m.id for m in members])
         if len(members) >= expected and all(e == epoch for e in reported.values()):
             self._adopt_until = 0.0  # everyone said: the grace is over
@@ -475,8 +465,7 @@ class Coordinator:
         }  # fmt: skip
 
     async def _load_wanted(self) -> frozenset[str] | None:
-        with translated(self._where):
-            version: Any = await self.client.get(self.keys.wanted_version)
+        version = await self.coordination.wanted_version()
         fresh = time.monotonic() - self._loaded_at < WANTED_REFRESH_S
         if self._wanted is not None and version == self._version and fresh:
             return self._wanted
@@ -510,50 +499,34 @@ class Coordinator:
                 self._failures[channel] = pending
         return self._wanted
 
-    async def _members(self) -> tuple[list[Member], dict[str, dict[str, Any]]]:
-        processes = await scan_statuses(self.client, self.keys, "process")
-        supervisors = await scan_statuses(self.client, self.keys, "supervisor")
-        with translated(self._where):
-            raw: Any = await self.client.hgetall(self.keys.draining)
-        draining = {k.decode() for k in raw}
+    async def _members(self) -> tuple[list[Member], dict[str, Beat[SupervisorStatus]]]:
+        processes: dict[str, Beat[ProcessStatus]] = await live(self.client, self.keys, "process")
+        supervisors: dict[str, Beat[SupervisorStatus]] = await live(
+            self.client, self.keys, "supervisor"
+        )
+        draining = await self.coordination.draining()
         members = []
         orphans = sorted(processes.keys() - of_live_supervisors(processes, supervisors).keys())
         now = time.monotonic()
         self._orphans = {p: self._orphans.get(p, now) for p in orphans}  # first seen without one
-        for process_id, status in sorted(processes.items()):
-            supervisor_id = str(status.get("supervisor", ""))
+        for process_id, beat in sorted(processes.items()):
+            status = beat.status
             if now - self._orphans.get(process_id, now) >= self.keys.supervisor_ttl_s:
                 continue  # its supervisor is dead (not only slow to beat again): so is it
-            supervisor = supervisors.get(supervisor_id, {})
+            supervisor = supervisors.get(status.supervisor)
             members.append(
                 Member(
                     process_id,
-                    supervisor=supervisor_id,
-                    host=str(supervisor.get("host", "")),
+                    supervisor=status.supervisor,
+                    host=supervisor.status.host if supervisor is not None else "",
                     capacity=self.capacity,
-                    draining=status.get("state") == "stopping"
-                    or supervisor.get("state") == "stopping"
+                    draining=status.state == "stopping"
+                    or (supervisor is not None and supervisor.status.state == "stopping")
                     or process_id in draining,
-                    slots=0 if status.get("state") == "paused" else None,
+                    slots=0 if status.state == "paused" else None,
                 )
             )
         return members, supervisors
-
-    async def _assignment(self) -> dict[str, str]:
-        with translated(self._where):
-            raw: Any = await self.client.hgetall(self.keys.assignment)
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    async def _held(self, members: list[Member]) -> dict[str, set[str]]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for member in members:
-                pipe.smembers(self.keys.process_held(member.id))
-            with translated(self._where):
-                answers: Any = await pipe.execute()
-        return {
-            m.id: {c.decode() for c in channels}
-            for m, channels in zip(members, answers, strict=True)
-        }
 
     def _with_slots(
         self, members: list[Member], assignment: Mapping[str, str], held: Mapping[str, set[str]]
@@ -576,9 +549,8 @@ class Coordinator:
 
     async def _read_reports(self, assignment: Mapping[str, str], members: list[Member]) -> None:
         """Follow the workers' reports since the last pass (see the module's docstring)."""
-        with translated(self._where):
-            cursor: Any = await self.client.get(self.keys.coordinator_reports)
-        after = cursor.decode() if cursor else "0-0"
+        cursor = await self.coordination.reports_cursor()
+        after = cursor or "0-0"
         reader = Assignment(self.client, self.keys)
         active = {m.id for m in members if not m.draining}
         now = datetime.now(UTC)
@@ -606,9 +578,8 @@ class Coordinator:
                     if delay is None:
                         log.warning("channel %s: given up after %s (join it again to retry)",
                                     channel, result)  # fmt: skip
-        if cursor is None or after != cursor.decode():
-            with translated(self._where):
-                await self.client.set(self.keys.coordinator_reports, after)
+        if after != cursor:
+            await self.coordination.set_reports_cursor(self.lease.token, after)
 
     async def _write_failures(self) -> None:
         if not self._unwritten:
@@ -633,29 +604,21 @@ class Coordinator:
 
     # -- the cluster's size ---------------------------------------------------------------------
 
-    async def _targets(self, supervisors: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
-        """The targets of the live supervisors that are not stopping."""
-        with translated(self._where):
-            raw: Any = await self.client.hgetall(self.keys.scale_targets)
-        targets = {k.decode(): int(v) for k, v in raw.items()}
+    async def _targets(self, supervisors: Mapping[str, Beat[SupervisorStatus]]) -> dict[str, int]:
+        """The targets of the live supervisors that are not stopping and beat recently (one
+        killed with SIGKILL keeps its key until ``supervisor.stale``, but its beats stop, and
+        so do its workers, at once); ages on Redis's clock."""
+        targets = await self.coordination.targets()
         gone = [s for s in targets if s not in supervisors]
         if gone:  # supervisors that ended without saying so: their targets count no more
-            with translated(self._where):
-                await self.client.hdel(self.keys.scale_targets, *gone)
+            await self.coordination.forget_targets(self.lease.token, gone)
         result = {}
-        for supervisor, status in supervisors.items():
-            if status.get("state") == "stopping" or not self._fresh(status):
+        for supervisor, beat in supervisors.items():
+            if beat.status.state == "stopping" or beat.age_s > self.supervisor_fresh_s:
                 continue
-            shown = status.get("target")  # what it runs for: a Redis that forgot keeps it
-            known = shown if isinstance(shown, int) and shown > 0 else -1
-            result[supervisor] = targets.get(supervisor, known)
+            shown = beat.status.target  # what it runs for: a Redis that forgot keeps it
+            result[supervisor] = targets.get(supervisor, shown if shown > 0 else -1)
         return result
-
-    def _fresh(self, status: Mapping[str, Any]) -> bool:
-        """Whether a supervisor's heartbeat is recent: one killed with SIGKILL keeps its key
-        until ``supervisor.stale``, but its beats stop (and so do its workers, at once)."""
-        at = status.get("at")
-        return not isinstance(at, int | float) or time.time() - at <= self.supervisor_fresh_s
 
     async def _scale(
         self,
@@ -669,18 +632,14 @@ class Coordinator:
         """Decide the cluster's size and carry a change out (see the module's docstring)."""
         if not targets:
             return
-        with translated(self._where):
-            raw: Any = await self.client.hgetall(self.keys.scale_state)
-            clock: Any = await self.client.time()
-        state = {k.decode(): v.decode() for k, v in raw.items()}
-        now = float(clock[0]) + float(clock[1]) / 1e6
+        state, now = await self.coordination.scale_state()
         changes = await self._targets_for_new(policy, targets)
         if changes:  # supervisors came: their workers start first, the rule applies after
             await self._apply_targets(changes, next(iter(changes.values()))[1], now)
             return
-        since = now - float(state.get("last_change", "0") or 0)
+        since = now - state.last_change
         decision = decide(policy, sum(targets.values()), channels, since_last_change_s=since,
-                          paused=state.get("paused") == "1")  # fmt: skip
+                          paused=state.paused)  # fmt: skip
         if decision.change > 0:
             for supervisor in _fewest(targets, decision.change):
                 targets[supervisor] += 1
@@ -727,8 +686,7 @@ class Coordinator:
         for member in candidates[:count]:
             targets[member.supervisor] -= 1
             changes[member.supervisor] = (targets[member.supervisor], cause)
-            with translated(self._where):
-                await self.client.hset(self.keys.draining, member.id, cause.value)
+            await self.coordination.drain(self.lease.token, member.id, cause.value)
             log.info("coordinator: %s drains (%s, %d channels)", member.id, cause, load[member.id])
         return len(candidates[:count])
 
@@ -758,18 +716,11 @@ class Coordinator:
     async def _apply_targets(
         self, changes: Mapping[str, tuple[int, Cause]], cause: Cause | None, now: float
     ) -> None:
-        """Write the new targets (and the time of a decided change), then tell each one."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            for supervisor, (target, _) in changes.items():
-                pipe.hset(self.keys.scale_targets, supervisor, target)
-            if cause is not None:
-                pipe.hset(self.keys.scale_state,
-                          mapping={"last_change": f"{now:.3f}", "cause": cause.value})  # fmt: skip
-            with translated(self._where):
-                await pipe.execute()
-        for supervisor, (target, why) in changes.items():
-            await send_order(self.client, self.keys, supervisor, Order.SCALE,
-                             processes=target, cause=why.value)  # fmt: skip
+        """Write the new targets (and the time of a decided change) and tell each one, at once
+        and fenced."""
+        targets = {s: (target, why.value) for s, (target, why) in changes.items()}
+        change = (now, cause.value) if cause is not None else None
+        await self.coordination.apply_targets(self.lease.token, targets, change=change)
 
     async def _remembered(self) -> int | None:
         try:

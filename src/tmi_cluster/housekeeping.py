@@ -18,16 +18,20 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import redis.asyncio
-
-from tmi_cluster.bus import Assignment, Keys, statuses_async, translated
-from tmi_cluster.bus.client import describe_client
+from tmi_cluster.bus import (
+    Assignment,
+    AsyncRedis,
+    Beat,
+    Coordination,
+    Keys,
+    ProcessStatus,
+    SupervisorStatus,
+    forget_orders,
+    read,
+)
 from tmi_cluster.bus.heartbeat import of_live_supervisors
 from tmi_cluster.listing import CLAIMS_ALIVE
 from tmi_cluster.store import Store
@@ -59,37 +63,32 @@ class PurgeResult:
 
 
 async def live_processes(
-    store: Store, client: redis.asyncio.Redis, keys: Keys
-) -> dict[str, dict[str, Any]]:
+    store: Store, client: AsyncRedis, keys: Keys
+) -> dict[str, Beat[ProcessStatus]]:
     """Every live worker process of the cluster whose supervisor is alive too: its id and its
-    heartbeat's status."""
+    heartbeat."""
     records = await asyncio.to_thread(store.processes)
-    found = await _live(client, [p.id for p in records if p.state in CLAIMS_ALIVE],
-                        keys.process_heartbeat)  # fmt: skip
-    named = sorted({str(status.get("supervisor", "")) for status in found.values()})
-    supervisors = await _live(client, named, keys.supervisor_heartbeat)
+    found: dict[str, Beat[ProcessStatus]] = await read(
+        client, keys, "process", [p.id for p in records if p.state in CLAIMS_ALIVE]
+    )
+    named = sorted({beat.status.supervisor for beat in found.values()})
+    supervisors = await read(client, keys, "supervisor", named)
     return of_live_supervisors(found, supervisors)
 
 
 async def live_supervisors(
-    store: Store, client: redis.asyncio.Redis, keys: Keys
-) -> dict[str, dict[str, Any]]:
-    """Every live supervisor of the cluster: its id and its heartbeat's status."""
+    store: Store, client: AsyncRedis, keys: Keys
+) -> dict[str, Beat[SupervisorStatus]]:
+    """Every live supervisor of the cluster: its id and its heartbeat."""
     records = await asyncio.to_thread(store.supervisors)
-    return await _live(client, [s.id for s in records if s.state in CLAIMS_ALIVE],
-                       keys.supervisor_heartbeat)  # fmt: skip
-
-
-async def _live(
-    client: redis.asyncio.Redis, ids: list[str], key_of: Callable[[str], str]
-) -> dict[str, dict[str, Any]]:
-    found = await statuses_async(client, [key_of(i) for i in ids])
-    return {i: found[key_of(i)] for i in ids if key_of(i) in found}
+    return await read(
+        client, keys, "supervisor", [s.id for s in records if s.state in CLAIMS_ALIVE]
+    )
 
 
 async def purge(
     store: Store,
-    client: redis.asyncio.Redis,
+    client: AsyncRedis,
     keys: Keys,
     *,
     retention_s: float = RETENTION_S,
@@ -103,22 +102,19 @@ async def purge(
     process_grace = timedelta(seconds=keys.process_ttl_s)
     claims = [s for s in supervisors if s.state in CLAIMS_ALIVE]
     process_claims = [p for p in processes if p.state in CLAIMS_ALIVE]
-    found = await statuses_async(
-        client,
-        [keys.supervisor_heartbeat(s.id) for s in claims]
-        + [keys.process_heartbeat(p.id) for p in process_claims],
-    )
-    if await _redis_forgot_recently(client, keys):
+    live_supervisors = await read(client, keys, "supervisor", [s.id for s in claims])
+    live_workers = await read(client, keys, "process", [p.id for p in process_claims])
+    if await Coordination(client, keys).forgot_recently():
         claims, process_claims = [], []  # a missing heartbeat may only not be back yet
     dead_supervisors = [
         s.id
         for s in claims
-        if keys.supervisor_heartbeat(s.id) not in found and at - s.started_at > supervisor_grace
+        if s.id not in live_supervisors and at - s.started_at > supervisor_grace
     ]
     dead_processes = [
         p.id
         for p in process_claims
-        if keys.process_heartbeat(p.id) not in found and at - p.last_seen_at > process_grace
+        if p.id not in live_workers and at - p.last_seen_at > process_grace
     ]
     if dead_supervisors or dead_processes:
         await asyncio.to_thread(store.mark_dead, dead_supervisors, dead_processes)
@@ -128,9 +124,7 @@ async def purge(
     for process_id in sorted(gone):
         released += len(await assignment.of(process_id))
         await assignment.forget(process_id)
-    if dead_supervisors:  # their orders streams: nobody reads them any more
-        with translated(describe_client(client)):
-            await client.delete(*(keys.supervisor_commands(s) for s in dead_supervisors))
+    await forget_orders(client, keys, dead_supervisors)  # nobody reads them any more
     cutoff = at - timedelta(seconds=retention_s)
     old_supervisors = [
         s.id
@@ -153,24 +147,12 @@ async def purge(
     )
 
 
-async def _redis_forgot_recently(client: redis.asyncio.Redis, keys: Keys) -> bool:
-    """Whether Redis has no assignment epoch, or got a new one within ``supervisor.stale``
-    (a restart forgot every heartbeat; the live ones are written again within seconds)."""
-    with translated(describe_client(client)):
-        epoch, fresh = await client.mget([keys.assignment_epoch, keys.assignment_fresh])
-    return epoch is None or fresh is not None
-
-
 async def purge_once(
-    store: Store, client: redis.asyncio.Redis, keys: Keys, *, lock_s: float = PURGE_EVERY_S
+    store: Store, client: AsyncRedis, keys: Keys, *, lock_s: float = PURGE_EVERY_S
 ) -> PurgeResult | None:
     """:func:`purge` if no other supervisor purged in the last ``lock_s`` seconds (a lock in
     Redis that is left to expire: at most one purge per period for the whole cluster); None
     when another one did."""
-    token = secrets.token_hex(8)
-    key = keys.lock("purge")
-    with translated(describe_client(client)):
-        taken = await client.set(key, token, px=int(lock_s * 1000), nx=True)
-    if not taken:
+    if not await Coordination(client, keys).take_lock("purge", lock_s):
         return None
     return await purge(store, client, keys)

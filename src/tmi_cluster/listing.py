@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from tmi_cluster.bus import Keys, connect, statuses
+import msgspec
+
+from tmi_cluster.bus import Beat, Keys, ProcessStatus, SupervisorStatus, connect, read_sync
 from tmi_cluster.bus.heartbeat import of_live_supervisors
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
@@ -41,7 +43,9 @@ __all__ = [
 CLAIMS_ALIVE = frozenset({RunState.STARTING, RunState.RUNNING, RunState.STOPPING})
 
 
-Status = Mapping[str, Any]
+SupervisorBeat = Beat[SupervisorStatus]
+B = TypeVar("B", Beat[SupervisorStatus], Beat[ProcessStatus])
+ProcessBeat = Beat[ProcessStatus]
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,8 @@ class Liveness:
     """The live heartbeats' statuses by id; None where Redis could not be asked (``warning``
     says why)."""
 
-    supervisors: Mapping[str, Status] | None
-    processes: Mapping[str, Status] | None
+    supervisors: Mapping[str, SupervisorBeat] | None
+    processes: Mapping[str, ProcessBeat] | None
     warning: str | None = None
     #: Why Redis could not be asked (the warning without what it means for ``list``).
     error: str | None = None
@@ -76,11 +80,10 @@ def check_liveness(
         return Liveness({}, {})
     keys = Keys.from_settings(settings)
     try:
-        found = statuses(
-            client,
-            [keys.supervisor_heartbeat(i) for i in supervisor_ids]
-            + [keys.process_heartbeat(i) for i in process_ids],
+        live_supervisors: dict[str, SupervisorBeat] = read_sync(
+            client, keys, "supervisor", supervisor_ids
         )
+        live_processes: dict[str, ProcessBeat] = read_sync(client, keys, "process", process_ids)
     except RedisUnavailableError as error:
         return Liveness(
             None,
@@ -90,10 +93,6 @@ def check_liveness(
         )
     finally:
         client.close()
-    live_supervisors = {
-        i: found[k] for i in supervisor_ids if (k := keys.supervisor_heartbeat(i)) in found
-    }
-    live_processes = {i: found[k] for i in process_ids if (k := keys.process_heartbeat(i)) in found}
     return Liveness(live_supervisors, of_live_supervisors(live_processes, live_supervisors))
 
 
@@ -107,18 +106,19 @@ def shown_state(recorded: str, live: bool | None) -> str:
     return recorded if live else RunState.DEAD.value
 
 
-def _status(record_id: str, live: Mapping[str, Status] | None) -> Status | None:
+def _beat(record_id: str, live: Mapping[str, B] | None) -> B | None:
     return None if live is None else live.get(record_id)
 
 
-def _is_live(record_id: str, live: Mapping[str, Status] | None) -> bool | None:
+def _is_live(record_id: str, live: Mapping[str, object] | None) -> bool | None:
     return None if live is None else record_id in live
 
 
-def _heard_at(status: Status | None, recorded: datetime) -> datetime:
-    """When a record's owner was last heard of: its heartbeat's time, else the record's."""
-    if status is not None and isinstance(status.get("at"), int | float):
-        return datetime.fromtimestamp(float(status["at"]), UTC)
+def _heard_at(beat: SupervisorBeat | ProcessBeat | None, recorded: datetime) -> datetime:
+    """When a record's owner was last heard of: its heartbeat's time (Redis's clock), else the
+    record's."""
+    if beat is not None and beat.status.at:
+        return datetime.fromtimestamp(beat.status.at, UTC)
     return recorded
 
 
@@ -144,11 +144,13 @@ def _age(now: datetime, since: datetime) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _state(recorded: str, status: Status | None, live: bool | None) -> str:
+def _state(recorded: str, beat: SupervisorBeat | ProcessBeat | None, live: bool | None) -> str:
     shown = shown_state(recorded, live)
-    if live and status is not None and status.get("state") in ("paused", "stopping"):
-        return str(status["state"])
-    if live and status is not None and status.get("paused") is True and shown == "running":
+    if live and beat is not None and beat.status.state in ("paused", "stopping"):
+        return beat.status.state
+    paused = isinstance(beat, Beat) and isinstance(beat.status, SupervisorStatus) and \
+        beat.status.paused  # fmt: skip
+    if live and paused and shown == "running":
         return "paused"  # a supervisor whose workers are paused (SIGUSR2)
     return shown
 
@@ -160,10 +162,8 @@ def _process_count(
     live = liveness.processes
     if live is not None:
         return sum(1 for p in processes if p.supervisor_id == s.id and p.id in live)
-    status = _status(s.id, liveness.supervisors)
-    if status is not None and isinstance(status.get("processes"), int):
-        return int(status["processes"])
-    return 0
+    beat = _beat(s.id, liveness.supervisors)
+    return beat.status.processes if beat is not None else 0
 
 
 def supervisor_rows(
@@ -176,7 +176,7 @@ def supervisor_rows(
     at = now or datetime.now(UTC)
     rows = []
     for s in supervisors:
-        status = _status(s.id, liveness.supervisors)
+        status = _beat(s.id, liveness.supervisors)
         live = _is_live(s.id, liveness.supervisors)
         rows.append(
             [
@@ -194,19 +194,26 @@ def supervisor_rows(
 
 def _process_view(
     p: ProcessRecord, liveness: Liveness
-) -> tuple[Status | None, bool | None, Status]:
-    """A process's heartbeat status, whether it is live, and its figures (from the heartbeat
-    when live, else from its record)."""
-    status = _status(p.id, liveness.processes)
+) -> tuple[ProcessBeat | None, bool | None, ProcessStatus]:
+    """A process's heartbeat, whether it is live, and its figures (from the heartbeat when
+    live, else from its record)."""
+    beat = _beat(p.id, liveness.processes)
     live = _is_live(p.id, liveness.processes)
-    if status is not None:
-        return status, live, status
+    if beat is not None:
+        return beat, live, beat.status
     if live is None and p.state in CLAIMS_ALIVE:  # unknown: the record's last figures
-        return None, live, {**(p.metrics or {}), "channels": p.channels}
-    return None, live, {"channels": 0, "connections": 0, "messages_per_s": 0.0}  # holds none
+        recorded = {**(p.metrics or {}), "channels": p.channels}
+        known = {k: v for k, v in recorded.items() if k in ProcessStatus.__struct_fields__}
+        try:
+            return None, live, msgspec.convert(known, ProcessStatus)
+        except msgspec.ValidationError:  # a record of another version: its channels only
+            return None, live, ProcessStatus(channels=p.channels)
+    return None, live, ProcessStatus()  # holds none
 
 
-def _ended_at(s: SupervisorRecord, status: Status | None, live: bool | None) -> datetime | None:
+def _ended_at(
+    s: SupervisorRecord, status: SupervisorBeat | None, live: bool | None
+) -> datetime | None:
     """When a supervisor stopped, or (dead) was last heard of; None while it runs."""
     if s.stopped_at is not None:
         return s.stopped_at
@@ -235,10 +242,10 @@ def process_rows(
                 str(p.pid or ""),
                 _state(p.state, status, live),
                 _ago(at, _heard_at(status, p.last_seen_at), live),
-                str(figures.get("channels", 0)),
-                str(figures.get("connections", "")),
-                _megabytes(figures.get("memory_bytes")),
-                str(figures.get("messages_per_s", "")),
+                str(figures.channels),
+                str(figures.connections),
+                _megabytes(figures.memory_bytes) if figures.memory_bytes else "",
+                str(figures.messages_per_s),
             ]
         )
     return rows
@@ -252,18 +259,18 @@ def cluster_json(
     """What ``list --json`` prints (the keys are a contract; times in ISO 8601)."""
     shown_supervisors = []
     for s in supervisors:
-        status = _status(s.id, liveness.supervisors)
+        beat = _beat(s.id, liveness.supervisors)
         live = _is_live(s.id, liveness.supervisors)
         shown_supervisors.append(
             {
                 "id": s.id,
                 "host": s.hostname,
                 "pid": s.pid,
-                "state": _state(s.state, status, live),
-                "last_heartbeat": _heard_at(status, s.last_seen_at).isoformat(),
+                "state": _state(s.state, beat, live),
+                "last_heartbeat": _heard_at(beat, s.last_seen_at).isoformat(),
                 "processes": _process_count(s, processes, liveness),
                 "started": s.started_at.isoformat(),
-                "problem": status.get("problem") if status is not None else None,
+                "problem": beat.status.problem if beat is not None else None,
             }
         )
     shown_processes = []
@@ -275,17 +282,17 @@ def cluster_json(
                 "supervisor": p.supervisor_id,
                 "pid": p.pid,
                 "state": _state(p.state, status, live),
-                "channels": int(figures.get("channels", 0) or 0),
-                "connections": int(figures.get("connections", 0) or 0),
-                "memory_bytes": int(figures.get("memory_bytes", 0) or 0),
-                "messages_per_s": float(figures.get("messages_per_s", 0.0) or 0.0),
-                "sends": bool(figures.get("sends", False)),
-                "handler_errors": int(figures.get("handler_errors", 0) or 0),
-                "events_published": int(figures.get("events_published", 0) or 0),
-                "events_dropped": int(figures.get("events_dropped", 0) or 0),
+                "channels": figures.channels,
+                "connections": figures.connections,
+                "memory_bytes": figures.memory_bytes,
+                "messages_per_s": figures.messages_per_s,
+                "sends": figures.sends,
+                "handler_errors": figures.handler_errors,
+                "events_published": figures.events_published,
+                "events_dropped": figures.events_dropped,
                 "last_heartbeat": _heard_at(status, p.last_seen_at).isoformat(),
                 "exit_code": p.exit_code,
-                "problem": status.get("problem") if status is not None and live else None,
+                "problem": status.status.problem if status is not None and live else None,
             }
         )
     return {"supervisors": shown_supervisors, "processes": shown_processes}
@@ -300,11 +307,11 @@ def _short(
     """The first live supervisor that runs fewer workers than its target, in words."""
     for s in live:
         count = _process_count(s, processes, liveness)
-        status = (liveness.supervisors or {}).get(s.id) or {}
-        target = status.get("target")
-        expected = target if isinstance(target, int) else minimum
+        beat = (liveness.supervisors or {}).get(s.id)
+        expected = beat.status.target if beat is not None else minimum
         if count < expected:
-            why = f": {status['problem']}" if status.get("problem") else ""
+            problem = beat.status.problem if beat is not None else None
+            why = f": {problem}" if problem else ""
             return f"supervisor {s.id} runs {count} of {expected} worker processes{why}"
     return None
 
@@ -315,9 +322,9 @@ def _troubled(
     """The live worker processes (of ``live``) that report a problem, in words."""
     owners = {s.id for s in live}
     troubled = sorted(
-        (p.id, str(status["problem"])) for p in processes
+        (p.id, str(beat.status.problem)) for p in processes
         if p.supervisor_id in owners
-        and (status := (liveness.processes or {}).get(p.id)) is not None and status.get("problem")
+        and (beat := (liveness.processes or {}).get(p.id)) is not None and beat.status.problem
     )  # fmt: skip
     if not troubled:
         return None

@@ -29,6 +29,9 @@ def normalise_login(name: str) -> str:
     return login
 
 
-def normalise_logins(names: Iterable[str]) -> list[str]:
-    """Each of ``names`` normalised, duplicates removed, first occurrence order kept."""
+def normalise_logins(names: Iterable[str] | str) -> list[str]:
+    """Each of ``names`` normalised, duplicates removed, first occurrence order kept. One name
+    given as a string is one channel (never one channel per letter)."""
+    if isinstance(names, str):
+        names = [names]
     return list(dict.fromkeys(normalise_login(name) for name in names))

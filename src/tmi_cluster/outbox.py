@@ -167,8 +167,7 @@ class Outbox:
 
     async def _clock(self) -> None:
         """Learn the offset of Redis's clock from ours (deadlines are on Redis's clock)."""
-        raw: Any = await self.queue.client.time()
-        self._offset_s = float(raw[0]) + float(raw[1]) / 1e6 - time.time()
+        self._offset_s = await self.queue.redis_time() - time.time()
 
     def _start(self, received: Received) -> None:
         task = asyncio.create_task(self._carry_out(received), name=f"send {received.entry}")

@@ -43,7 +43,6 @@ import contextlib
 import ctypes
 import enum
 import importlib
-import json
 import logging
 import os
 import signal
@@ -54,12 +53,21 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import psutil
-import redis.asyncio
 
-from tmi_cluster.bus import Assignment, Heartbeat, Keys, Outage, close_client, connect_async
+from tmi_cluster.bus import (
+    Assignment,
+    AsyncRedis,
+    Heartbeat,
+    Keys,
+    Outage,
+    ProcessStatus,
+    close_client,
+    connect_async,
+    live,
+)
 from tmi_cluster.bus.commands import SendQueue
 from tmi_cluster.bus.events import EventPublisher, Seen
-from tmi_cluster.bus.heartbeat import mark_alive, scan_statuses
+from tmi_cluster.bus.heartbeat import mark_alive
 from tmi_cluster.channels import load_manager
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.delivery import Delivery
@@ -251,30 +259,29 @@ class WorkerProcess:
             self.state = ProcessState.PAUSED if paused else ProcessState.RUNNING
         self._wake.set()
 
-    def status(self) -> dict[str, object]:
-        """The heartbeat's value."""
+    def status(self) -> ProcessStatus:
+        """The heartbeat's status (its time is stamped by Redis)."""
         pool = self._pool
         now = time.monotonic()
         since, counted, rate = self._rate
         if now - since >= 1.0:
             rate = (self._messages - counted) / (now - since)
             self._rate = (now, self._messages, rate)
-        return {
-            "supervisor": self.supervisor_id,
-            "pid": os.getpid(),
-            "state": self.state.value,
-            "channels": len(pool.channels) if pool is not None else 0,
-            "connections": len(pool.connections) if pool is not None else 0,
-            "memory_bytes": self._process.memory_info().rss,
-            "messages_per_s": round(rate, 1),
-            "sends": pool is not None and pool.sender is not None,
-            "problem": pool.login_problem if pool is not None else None,
-            "handler_errors": self._dispatcher.errors if self._dispatcher is not None else 0,
-            "events_published": self._publisher.published if self._publisher else 0,
-            "events_dropped": self._publisher.dropped if self._publisher else 0,
-            "duplicates_dropped": self._delivery.duplicates if self._delivery else 0,
-            "at": time.time(),
-        }
+        return ProcessStatus(
+            supervisor=self.supervisor_id,
+            pid=os.getpid(),
+            state=self.state.value,
+            channels=len(pool.channels) if pool is not None else 0,
+            connections=len(pool.connections) if pool is not None else 0,
+            memory_bytes=self._process.memory_info().rss,
+            messages_per_s=round(rate, 1),
+            sends=pool is not None and pool.sender is not None,
+            problem=pool.login_problem if pool is not None else None,
+            handler_errors=self._dispatcher.errors if self._dispatcher is not None else 0,
+            events_published=self._publisher.published if self._publisher else 0,
+            events_dropped=self._publisher.dropped if self._publisher else 0,
+            duplicates_dropped=self._delivery.duplicates if self._delivery else 0,
+        )
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -300,15 +307,17 @@ class WorkerProcess:
         finally:
             await close_client(client)
 
-    async def _run(self, client: redis.asyncio.Redis) -> int:
+    async def _run(self, client: AsyncRedis) -> int:
         settings = self.settings
         assignment = Assignment(client, self.keys)
         heartbeat = Heartbeat(
             client,
-            self.keys.process_heartbeat(self.id),
+            self.keys,
+            "process",
+            self.id,
             ttl_s=self.keys.process_ttl_s,
             interval_s=min(settings.process.periodic_timer, self.keys.process_ttl_s / 3),
-            value_of=lambda: json.dumps(self.status()),
+            status_of=self.status,
             outage=self.outage,
         )
         pool, dispatcher, delivery, publisher, outbox = self._compose(client)
@@ -364,7 +373,7 @@ class WorkerProcess:
         return max(0.0, self._stop_deadline - time.monotonic())
 
     def _compose(
-        self, client: redis.asyncio.Redis
+        self, client: AsyncRedis
     ) -> tuple[Pool, Dispatcher, Delivery, EventPublisher | None, Outbox | None]:
         """The worker's parts, from the settings: the handlers' dispatcher, the stream's
         publisher (``handlers.stream``), the duplicate check in front of both, the pool, and
@@ -394,7 +403,7 @@ class WorkerProcess:
         self._publisher, self._outbox = publisher, outbox
         return pool, dispatcher, delivery, publisher, outbox
 
-    async def _beat(self, heartbeat: Heartbeat, client: redis.asyncio.Redis) -> None:
+    async def _beat(self, heartbeat: Heartbeat[ProcessStatus], client: AsyncRedis) -> None:
         pool = self._require_pool()
         while True:
             try:
@@ -513,14 +522,12 @@ class WorkerProcess:
         self._require_delivery().lift(channels)
         await assignment.guard(self.id, channels, on=False)
 
-    async def _other_processes(
-        self, client: redis.asyncio.Redis, *, fresh: bool = False
-    ) -> list[str]:
+    async def _other_processes(self, client: AsyncRedis, *, fresh: bool = False) -> list[str]:
         """The other live worker processes (read again when ``fresh``, else every
         :data:`_PEERS_S`: a worker that started a moment ago must not be missed before a join)."""
         read_at, peers = self._peers
         if fresh or time.monotonic() - read_at >= _PEERS_S:
-            found = await scan_statuses(client, self.keys, "process")
+            found = await live(client, self.keys, "process")
             peers = sorted(p for p in found if p != self.id)
             self._peers = (time.monotonic(), peers)
         return peers

@@ -40,13 +40,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import psutil
 
-from tmi_cluster.bus import Assignment, Keys, describe_client, statuses_async, translated
+from tmi_cluster.bus import Assignment, Coordination, Keys, ProcessStatus, read, wake
 from tmi_cluster.config import Settings
-from tmi_cluster.coordinator import wake
 from tmi_cluster.errors import RedisUnavailableError, StorageError
 from tmi_cluster.process import EXIT_LAUNCH, READY
 from tmi_cluster.store import RunState, Store
@@ -147,7 +145,8 @@ class Child:
     ended: bool = False
     #: Its memory when first checked after it was ready (None: not yet).
     first_rss: int | None = None
-    status: dict[str, Any] = field(default_factory=dict)
+    #: Its last heartbeat's status (None until one is read).
+    status: ProcessStatus | None = None
     #: Its reader of standard error (the reason of an end), held to wait for its last lines.
     stderr_task: asyncio.Task[None] | None = None
     #: Every task the supervisor runs for it (readers, the wait for its end).
@@ -171,6 +170,7 @@ class Processes:
         self.settings = settings
         self.supervisor_id = supervisor_id
         self.assignment = assignment
+        self.coordination = Coordination(assignment.client, assignment.keys)
         self.keys: Keys = assignment.keys
         self.store = store
         self.env = dict(env)
@@ -311,8 +311,7 @@ class Processes:
             child.draining_since = time.monotonic()
             log.info("worker process %s drains (%s)", child.id, why)
         try:
-            with translated(describe_client(self.assignment.client)):
-                await self.assignment.client.hset(self.keys.draining, child.id, why)
+            await self.coordination.mark_draining(child.id, why)
             await wake(self.assignment.client, self.keys)
         except RedisUnavailableError as error:
             log.warning("worker process %s cannot drain yet: %s", child.id, error)
@@ -359,23 +358,18 @@ class Processes:
         ready = [c for c in self.children.values() if c.ready.is_set() and not c.ended]
         now = time.monotonic()
         try:
-            found = await statuses_async(
-                self.assignment.client, [self.keys.process_heartbeat(c.id) for c in ready]
-            )
+            found = await read(self.assignment.client, self.keys, "process", [c.id for c in ready])
         except RedisUnavailableError:
             self._redis_ok_since = float("inf")
             return
         if self._redis_ok_since == float("inf"):
             self._redis_ok_since = now  # Redis is back: every worker gets a fresh grace
         stale = self.keys.process_ttl_s
-        wall = time.time()
         for child in ready:
-            status = found.get(self.keys.process_heartbeat(child.id))
-            if status is not None:
-                child.status = status
-                beat = status.get("at")  # the worker's own clock, on this host: how old it is
-                age = wall - float(beat) if isinstance(beat, int | float) else 0.0
-                child.last_seen = min(now, now - age)
+            beat = found.get(child.id)
+            if beat is not None:  # its age on Redis's clock
+                child.status = beat.status
+                child.last_seen = min(now, now - beat.age_s)
             if now - max(child.last_seen, self._redis_ok_since) > stale and not child.stopping:
                 log.error("worker process %s: no heartbeat for %g s; killing it", child.id, stale)
                 with contextlib.suppress(ProcessLookupError):
@@ -390,10 +384,7 @@ class Processes:
     async def _check_draining(self, ready: list[Child]) -> None:
         """Follow ``P draining``: a surplus over the target drains, the least loaded first; a
         drained worker (assigned and holding nothing) stops."""
-        client = self.assignment.client
-        with translated(describe_client(client)):
-            marked: Any = await client.hgetall(self.keys.draining)
-        marks = {k.decode(): v.decode() for k, v in marked.items()}
+        marks = await self.coordination.draining()
         now = time.monotonic()
         for child in ready:
             if child.id in marks and child.draining_since is None and not child.stopping:
@@ -401,20 +392,17 @@ class Processes:
                 log.info("worker process %s drains (%s)", child.id, marks[child.id])
         surplus = len([c for c in self.running() if c.ready.is_set()]) - self.target
         if surplus > 0 and not self._stopping:
-            loads = sorted(self.running(), key=lambda c: (int(c.status.get("channels", 0)), c.id))
+            loads = sorted(
+                self.running(), key=lambda c: (c.status.channels if c.status else 0, c.id)
+            )
             for child in loads[:surplus]:
                 await self._drain(child, "surplus")
         draining = [c for c in ready if c.draining_since is not None and not c.stopping]
         if not draining:
             return
-        async with client.pipeline(transaction=False) as pipe:
-            for child in draining:
-                pipe.scard(self.keys.process_channels(child.id))
-                pipe.scard(self.keys.process_held(child.id))
-            with translated(describe_client(client)):
-                sizes = await pipe.execute()
-        for index, child in enumerate(draining):
-            assigned, held = sizes[2 * index], sizes[2 * index + 1]
+        sizes = await self.coordination.sizes([c.id for c in draining])
+        for child in draining:
+            assigned, held = sizes[child.id]
             late = now - (child.draining_since or now) > DRAIN_LIMIT_S
             if (assigned == 0 and held == 0) or late:
                 if late:
@@ -539,11 +527,13 @@ class Processes:
                 self.supervisor_id,
                 state,
                 pid=child.proc.pid,
-                channels=int(status.get("channels", 0)),
-                metrics={
-                    k: status[k]
-                    for k in ("connections", "memory_bytes", "messages_per_s")
-                    if k in status
+                channels=status.channels if status is not None else 0,
+                metrics={}
+                if status is None
+                else {
+                    "connections": status.connections,
+                    "memory_bytes": status.memory_bytes,
+                    "messages_per_s": status.messages_per_s,
                 },
                 exit_code=exit_code,
                 detail=detail,
@@ -555,6 +545,10 @@ class Processes:
             self._storage_failing = True
         else:
             self._storage_failing = False
+
+
+def _channels(child: Child) -> int:
+    return child.status.channels if child.status is not None else 0
 
 
 def _describe_exit(code: int) -> str:

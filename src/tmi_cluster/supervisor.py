@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -54,23 +53,25 @@ from types import TracebackType
 from typing import Any, Self
 
 import psutil
-import redis.asyncio
-import redis.exceptions
 
 from tmi_cluster.bus import (
     Assignment,
+    AsyncRedis,
+    Coordination,
     Heartbeat,
     Keys,
     Order,
     Outage,
+    SupervisorStatus,
     close_client,
     connect_async,
-    describe_client,
     forget_supervisor,
+    live,
     read_orders,
-    translated,
+    refused_password,
+    wake,
+    wanted_changed,
 )
-from tmi_cluster.bus.heartbeat import scan_statuses
 from tmi_cluster.channels import (
     ChannelManager,
     cleans_up,
@@ -79,7 +80,7 @@ from tmi_cluster.channels import (
     stale_horizon,
 )
 from tmi_cluster.config import Settings, mask_url
-from tmi_cluster.coordinator import Coordinator, wake, wanted_changed
+from tmi_cluster.coordinator import Coordinator
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.errors import (
     EmbeddedRedisError,
@@ -209,8 +210,8 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._store: Store | None = None
         self._embedded: EmbeddedRedis | None = None
-        self._client: redis.asyncio.Redis | None = None
-        self._heartbeat: Heartbeat | None = None
+        self._client: AsyncRedis | None = None
+        self._heartbeat: Heartbeat[SupervisorStatus] | None = None
         self._beat_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._recorded = False
@@ -315,8 +316,7 @@ class Supervisor:
         )
         # A new run starts with no workers of its own until the coordinator gives it some
         # (a target left by an earlier run of this id is not this run's).
-        with translated(describe_client(self._client)):
-            await self._client.hdel(self.keys.scale_targets, self.id)
+        await Coordination(self._client, self.keys).forget_target(self.id)
         self.processes.target = 0
         await self._want_reconnect(store, manager)
         self.coordinator = Coordinator.from_settings(
@@ -424,9 +424,7 @@ class Supervisor:
     async def _target(self) -> int | None:
         """This supervisor's target in ``P scale:targets`` (None: none yet)."""
         assert self._client is not None
-        with translated(describe_client(self._client)):
-            value: Any = await self._client.hget(self.keys.scale_targets, self.id)
-        return int(value) if value is not None else None
+        return await Coordination(self._client, self.keys).target_of(self.id)
 
     def _simulated_identity(self, simulator: ChatSimulator) -> dict[str, str]:
         """An account on the built-in simulator, so that sending works offline too: the
@@ -461,22 +459,19 @@ class Supervisor:
 
     # -- inside -----------------------------------------------------------------------------
 
-    def _status(self) -> str:
-        """The heartbeat's value: what ``list`` and ``health`` show of a live supervisor."""
+    def _status(self) -> SupervisorStatus:
+        """The heartbeat's status: what ``list`` and ``health`` show of a live supervisor."""
         processes = self.processes
-        return json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "state": self.state.value,
-                "processes": len(processes.running()) if processes is not None else 0,
-                "paused": processes.paused if processes is not None else False,
-                "problem": self._problem(),
-                "coordinator": self.coordinator is not None and self.coordinator.leading,
-                "target": processes.target if processes is not None else 0,
-                "started": self._started_at,
-                "at": time.time(),
-            }
+        return SupervisorStatus(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            state=self.state.value,
+            processes=len(processes.running()) if processes is not None else 0,
+            paused=processes.paused if processes is not None else False,
+            problem=self._problem(),
+            coordinator=self.coordinator is not None and self.coordinator.leading,
+            target=processes.target if processes is not None else 0,
+            started=self._started_at,
         )
 
     def _problem(self) -> str | None:
@@ -577,15 +572,11 @@ class Supervisor:
                 return
             await wake(client, self.keys)
             held = 0
+            coordination = Coordination(client, self.keys)
             while time.monotonic() < deadline:
-                async with client.pipeline(transaction=False) as pipe:
-                    for process_id in mine:
-                        pipe.scard(self.keys.process_channels(process_id))
-                        pipe.scard(self.keys.process_held(process_id))
-                    with translated(describe_client(client)):
-                        sizes = await pipe.execute()
-                held = sum(sizes[1::2])
-                if sum(sizes) == 0:
+                sizes = await coordination.sizes(mine)
+                held = sum(h for _, h in sizes.values())
+                if not any(a or h for a, h in sizes.values()):
                     log.info("supervisor %s: its channels are handed over", self.id)
                     return
                 if not await self._someone_to_take_over(client, mine):
@@ -596,28 +587,30 @@ class Supervisor:
         except RedisUnavailableError as error:
             log.warning("supervisor %s: cannot hand its channels over: %s", self.id, error)
 
-    async def _someone_to_take_over(self, client: redis.asyncio.Redis, mine: list[str]) -> bool:
+    async def _someone_to_take_over(self, client: AsyncRedis, mine: list[str]) -> bool:
         """Whether a worker of another live supervisor that is not stopping could take this
         supervisor's channels."""
-        supervisors = await scan_statuses(client, self.keys, "supervisor")
-        going_on = {s for s, st in supervisors.items() if s != self.id
-                    and st.get("state") not in ("stopping", "stopped")}  # fmt: skip
-        workers = await scan_statuses(client, self.keys, "process")
-        return any(p not in mine and st.get("supervisor") in going_on
-                   for p, st in workers.items())  # fmt: skip
+        supervisors = await live(client, self.keys, "supervisor")
+        going_on = {s for s, beat in supervisors.items() if s != self.id
+                    and beat.status.state not in ("stopping", "stopped")}  # fmt: skip
+        workers = await live(client, self.keys, "process")
+        return any(p not in mine and beat.status.supervisor in going_on
+                   for p, beat in workers.items())  # fmt: skip
 
-    def _new_heartbeat(self, client: redis.asyncio.Redis) -> Heartbeat:
+    def _new_heartbeat(self, client: AsyncRedis) -> Heartbeat[SupervisorStatus]:
         ttl_s = self.keys.supervisor_ttl_s
         return Heartbeat(
             client,
-            self.keys.supervisor_heartbeat(self.id),
+            self.keys,
+            "supervisor",
+            self.id,
             ttl_s=ttl_s,
             interval_s=min(self.settings.process.periodic_timer, ttl_s / 3),
-            value_of=self._status,
+            status_of=self._status,
             outage=self.outage,
         )
 
-    async def _wait_for_redis(self, heartbeat: Heartbeat) -> bool:
+    async def _wait_for_redis(self, heartbeat: Heartbeat[SupervisorStatus]) -> bool:
         """Beat once, retrying for at most ``redis_wait_s``; False when a stop came first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.redis_wait_s
@@ -626,7 +619,7 @@ class Supervisor:
                 claimed = await heartbeat.claim()
             except RedisUnavailableError as error:
                 remaining = deadline - loop.time()
-                if isinstance(error.__cause__, redis.exceptions.AuthenticationError):
+                if refused_password(error):
                     raise RedisUnavailableError(
                         f"{error}: check the password in redis.url (waiting would not help)"
                     ) from error
@@ -649,7 +642,7 @@ class Supervisor:
                 return True
         return False
 
-    async def _beat(self, heartbeat: Heartbeat) -> None:
+    async def _beat(self, heartbeat: Heartbeat[SupervisorStatus]) -> None:
         try:
             await heartbeat.run(self._beat_stop)  # beats on while stopping: alive until the end
         except Exception as error:  # a bug, not an outage (outages are waited out): stop

@@ -37,9 +37,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Literal, Self
 
-import redis.asyncio
-
-from tmi_cluster.bus import Keys, Outage, SharedWindow, shared_account_windows
+from tmi_cluster.bus import AsyncRedis, Keys, Outage, SharedWindow, shared_account_windows
 from tmi_cluster.bus.windows import SharedLastMessages
 from tmi_cluster.config import Settings
 from tmi_cluster.connection import Connection, ConnectionOptions
@@ -90,7 +88,7 @@ def connection_options(settings: Settings, *, name: str = "connection") -> Conne
 def build_pool(
     settings: Settings,
     *,
-    redis_client: redis.asyncio.Redis | None = None,
+    redis_client: AsyncRedis | None = None,
     on_event: Callable[[Event], None] | None = None,
     name: str = "pool",
     raw_lines: bool = False,
@@ -153,7 +151,7 @@ def build_pool(
 
 
 def _channel_windows(
-    client: redis.asyncio.Redis, keys: Keys, account: str, outage: Outage
+    client: AsyncRedis, keys: Keys, account: str, outage: Outage
 ) -> Callable[[str, float], SharedWindow]:
     """A factory of the account's per-channel message interval, shared by every process."""
 
@@ -263,7 +261,7 @@ class Worker:
         settings: Settings,
         *,
         handlers: Sequence[Handler] = (),
-        redis_client: redis.asyncio.Redis | None = None,
+        redis_client: AsyncRedis | None = None,
         name: str = "pool",
     ) -> Worker:
         """A worker as the settings describe it (``build_pool`` and ``handlers.queue_*``)."""

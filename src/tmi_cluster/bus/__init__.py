@@ -8,11 +8,14 @@ calls Redis.
   :class:`~tmi_cluster.errors.RedisUnavailableError`.
 - :mod:`~tmi_cluster.bus.windows`: Twitch's limits per account shared by every process (one
   atomic script on Redis's clock); a Redis outage is waited out, never fatal.
-- :mod:`~tmi_cluster.bus.heartbeat`: liveness keys with expiry.
+- :mod:`~tmi_cluster.bus.heartbeat`: who is alive: typed statuses with expiry, stamped with
+  Redis's clock, found through a registry (never SCAN).
 - :mod:`~tmi_cluster.bus.assignment`: the assignment ``channel -> process``, what each process
   holds, the notices that tell a worker to follow it, and the workers' reports.
 - :mod:`~tmi_cluster.bus.control`: orders for supervisors (terminate, restart, pause, continue).
 - :mod:`~tmi_cluster.bus.lease`: the coordinator's lease with its fencing token.
+- :mod:`~tmi_cluster.bus.coordination`: the coordinator's other state (wake-ups, the epoch,
+  scale targets, draining marks, the cleanup schedule), every write of the coordinator fenced.
 - :mod:`~tmi_cluster.bus.commands`: chat messages to send, with acknowledgement (a consumer
   group, idempotency markers, claims from dead workers, dead letters).
 - :mod:`~tmi_cluster.bus.events`: the event stream (publisher, reader, groups) and the
@@ -23,50 +26,75 @@ from __future__ import annotations
 
 from tmi_cluster.bus.assignment import Assignment, Report
 from tmi_cluster.bus.client import (
+    AsyncRedis,
+    SyncRedis,
     close_client,
     connect,
     connect_async,
     describe_client,
+    ping,
+    refused_password,
     resolve_url,
     translate_errors,
     translated,
 )
-from tmi_cluster.bus.control import Order, forget_supervisor, read_orders, send_order
-from tmi_cluster.bus.heartbeat import (
-    Heartbeat,
-    live_processes,
-    live_supervisors,
-    statuses,
-    statuses_async,
+from tmi_cluster.bus.control import (
+    Order,
+    forget_orders,
+    forget_supervisor,
+    read_orders,
+    send_order,
 )
-from tmi_cluster.bus.keys import DEDUPE_S, LEASE_S, RESTORE_S, Keys
+from tmi_cluster.bus.coordination import Coordination, ScaleState, wake, wanted_changed
+from tmi_cluster.bus.heartbeat import (
+    Beat,
+    Heartbeat,
+    ProcessStatus,
+    SupervisorStatus,
+    live,
+    live_sync,
+    read,
+    read_sync,
+)
+from tmi_cluster.bus.keys import DEDUPE_S, LEASE_S, Keys
 from tmi_cluster.bus.windows import RETRY_CAP_S, Outage, SharedWindow, shared_account_windows
 
 __all__ = [
     "DEDUPE_S",
     "LEASE_S",
-    "RESTORE_S",
     "RETRY_CAP_S",
     "Assignment",
+    "AsyncRedis",
+    "Beat",
+    "Coordination",
     "Heartbeat",
     "Keys",
     "Order",
     "Outage",
+    "ProcessStatus",
     "Report",
+    "ScaleState",
     "SharedWindow",
+    "SupervisorStatus",
+    "SyncRedis",
     "close_client",
     "connect",
     "connect_async",
     "describe_client",
+    "forget_orders",
     "forget_supervisor",
-    "live_processes",
-    "live_supervisors",
+    "live",
+    "live_sync",
+    "ping",
+    "read",
     "read_orders",
+    "read_sync",
+    "refused_password",
     "resolve_url",
     "send_order",
     "shared_account_windows",
-    "statuses",
-    "statuses_async",
     "translate_errors",
     "translated",
+    "wake",
+    "wanted_changed",
 ]

@@ -146,12 +146,6 @@ class Assignment:
                 previous[channel] = _text(owner) or None
         return previous
 
-    async def transfer(self, source: str, target: str) -> list[str]:
-        """Assign every channel of ``source`` to ``target``; return them."""
-        channels = sorted(await self.of(source))
-        await self.assign(dict.fromkeys(channels, target))
-        return channels
-
     async def forget(self, process_id: str) -> None:
         """Delete the keys of a process that is gone (its heartbeat, what it held, its notices,
         the channels it guarded, its draining mark); the channels still assigned to it stay for
@@ -182,14 +176,25 @@ class Assignment:
             members = await self.client.smembers(self.keys.process_channels(process_id))
         return {_text(m) for m in members}
 
-    async def counts(self, process_ids: Sequence[str]) -> dict[str, int]:
-        """How many channels are assigned to each process (one round trip)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for process_id in process_ids:
-                pipe.scard(self.keys.process_channels(process_id))
-            with translated(self._where):
-                sizes = await pipe.execute()
-        return {p: int(n) for p, n in zip(process_ids, sizes, strict=True)}
+    async def all(self) -> dict[str, str]:
+        """The whole assignment: channel -> process."""
+        with translated(self._where):
+            raw: Any = await self.client.hgetall(self.keys.assignment)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def held_of(self, process_ids: Sequence[str]) -> dict[str, set[str]]:
+        """What each process is recorded to hold (one round trip)."""
+        if not process_ids:
+            return {}
+        with translated(self._where):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for process_id in process_ids:
+                    pipe.smembers(self.keys.process_held(process_id))
+                answers: Any = await pipe.execute()
+        return {
+            p: {_text(c) for c in channels}
+            for p, channels in zip(process_ids, answers, strict=True)
+        }
 
     # -- the worker's side --------------------------------------------------------------------
 

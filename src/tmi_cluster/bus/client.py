@@ -29,17 +29,27 @@ __all__ = [
     "BLOCK_CAP_S",
     "MAX_CONNECTIONS",
     "POOL_WAIT_S",
+    "AsyncRedis",
+    "SyncRedis",
     "block_ms",
     "close_client",
     "connect",
     "connect_async",
     "describe_client",
+    "ping",
+    "refused_password",
     "resolve_url",
     "translate_errors",
     "translated",
 ]
 
 log = logging.getLogger(__name__)
+
+#: The asyncio client's type, for the annotations of code outside the bus (which never imports
+#: redis itself).
+AsyncRedis = redis.asyncio.Redis
+#: The synchronous client's type.
+SyncRedis = redis.Redis
 
 _CONNECT_TIMEOUT_S = 5.0
 #: Connections of one asyncio client, at most.
@@ -98,6 +108,17 @@ def connect_async(
         client_name=name,
     )
     return redis.asyncio.Redis.from_pool(pool)
+
+
+def refused_password(error: RedisUnavailableError) -> bool:
+    """Whether ``error`` is Redis refusing the password (waiting would not help)."""
+    return isinstance(error.__cause__, redis.exceptions.AuthenticationError)
+
+
+async def ping(client: redis.asyncio.Redis) -> None:
+    """RedisUnavailableError (naming the server) unless Redis answers."""
+    with translated(describe_client(client)):
+        await client.ping()
 
 
 async def close_client(client: redis.asyncio.Redis) -> None:

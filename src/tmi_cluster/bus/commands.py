@@ -193,6 +193,12 @@ class SendQueue:
         self.consumer = consumer
         self._where = describe_client(client)
 
+    async def redis_time(self) -> float:
+        """Redis's clock now (Unix seconds): the deadlines of commands are on it."""
+        with translated(describe_client(self.client)):
+            raw: Any = await self.client.time()
+        return float(raw[0]) + float(raw[1]) / 1e6
+
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's start) unless it exists."""
         with translated(self._where):

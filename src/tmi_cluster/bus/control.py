@@ -9,6 +9,7 @@ the stream is trimmed to about 100 entries.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis.asyncio
@@ -16,7 +17,7 @@ import redis.asyncio
 from tmi_cluster.bus.client import block_ms, describe_client, translated
 from tmi_cluster.bus.keys import Keys
 
-__all__ = ["Order", "Received", "forget_supervisor", "read_orders", "send_order"]
+__all__ = ["Order", "Received", "forget_orders", "forget_supervisor", "read_orders", "send_order"]
 
 _MAXLEN = 100
 
@@ -89,3 +90,12 @@ async def forget_supervisor(client: redis.asyncio.Redis, keys: Keys, supervisor_
             pipe.delete(keys.supervisor_commands(supervisor_id))
             pipe.hdel(keys.scale_targets, supervisor_id)
             await pipe.execute()
+
+
+async def forget_orders(
+    client: redis.asyncio.Redis, keys: Keys, supervisor_ids: Sequence[str]
+) -> None:
+    """Delete the order streams of dead supervisors: nobody reads them any more."""
+    if supervisor_ids:
+        with translated(describe_client(client)):
+            await client.delete(*(keys.supervisor_commands(s) for s in supervisor_ids))

@@ -1,19 +1,33 @@
-"""Heartbeats: a key per live supervisor or process, kept alive by its owner, expiring by itself.
+"""Heartbeats: who is alive, as typed statuses stamped with Redis's clock, found without SCAN.
 
-Liveness is the key's existence, never a SQL row: a supervisor or process killed with SIGKILL
-stops renewing its key, which expires ``ttl_s`` later (``supervisor.stale``,
-``process.stale``). A Redis outage is waited out: the beat logs it once, retries every
-``interval_s``, and goes on when Redis answers again.
+Each supervisor and worker process keeps a heartbeat, written by one script per beat:
+
+- its key (``P supervisor:{id}:heartbeat``, ``P process:{id}:heartbeat``) holds its status, a
+  :class:`SupervisorStatus` or :class:`ProcessStatus` as JSON, stamped ``at`` with Redis's clock
+  (seconds), and expires after its stale time (``supervisor.stale``, ``process.stale``);
+- its entry in the registry of its kind (``P live:supervisor``, ``P live:process``: a sorted
+  set of ids scored by the Redis time of their last beat) lets readers find the live ones by
+  listing the registry, never by scanning the keyspace, so a pass costs the number of recent
+  owners however many other keys Redis holds. The beats prune the registry of owners silent
+  for :data:`REGISTRY_FORGET_S`.
+
+Liveness is the key's existence, never a SQL row and never the registry alone: an owner killed
+with SIGKILL stops renewing its key, which expires ``ttl_s`` later. A reader gets each live
+owner's status with its age on Redis's clock (:class:`Beat`), so no host compares its own clock
+with another's. A value that does not decode (another version, a hand-written key) is logged
+once and counted as alive with default figures. A Redis outage is waited out by the beat: it
+logs the outage once, retries every ``interval_s``, and goes on when Redis answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
+import msgspec
 import redis
 import redis.asyncio
 
@@ -23,64 +37,161 @@ from tmi_cluster.bus.windows import Outage
 from tmi_cluster.errors import RedisUnavailableError
 
 __all__ = [
+    "REGISTRY_FORGET_S",
+    "Beat",
     "Heartbeat",
-    "live_processes",
-    "live_supervisors",
+    "Kind",
+    "ProcessStatus",
+    "SupervisorStatus",
+    "alive",
+    "live",
+    "live_sync",
+    "mark_alive",
     "of_live_supervisors",
-    "scan_statuses",
-    "statuses",
-    "statuses_async",
+    "read",
+    "read_sync",
 ]
 
+log = logging.getLogger(__name__)
 
-class Heartbeat:
-    """Keeps ``key`` (holding ``value``, or what ``value_of()`` returns at each beat) alive:
-    renewed every ``interval_s``, expiring after ``ttl_s`` without renewal. ``beats`` counts the
-    renewals Redis accepted."""
+#: Seconds after which the registry forgets an owner that stopped beating (its key is long gone).
+REGISTRY_FORGET_S = 3600
+
+Kind = Literal["supervisor", "process"]
+
+
+class SupervisorStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What a live supervisor says of itself in its heartbeat (``list``, ``health``)."""
+
+    pid: int = 0
+    host: str = ""
+    #: starting, running, stopping
+    state: str = "running"
+    #: Its worker processes running now.
+    processes: int = 0
+    #: Its workers are paused (SIGUSR2).
+    paused: bool = False
+    problem: str | None = None
+    #: It holds the coordinator's lease.
+    coordinator: bool = False
+    #: How many workers it runs for (the coordinator's target).
+    target: int = 0
+    #: When it started (Unix time, its own host's clock: for display only).
+    started: float = 0.0
+    #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
+    at: float = 0.0
+
+
+class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What a live worker process says of itself in its heartbeat."""
+
+    #: The id of its supervisor: a worker of a dead supervisor is dead to the cluster.
+    supervisor: str = ""
+    pid: int = 0
+    #: starting, running, paused, stopping
+    state: str = "starting"
+    channels: int = 0
+    connections: int = 0
+    memory_bytes: int = 0
+    messages_per_s: float = 0.0
+    #: It has a Twitch identity and consumes the send stream.
+    sends: bool = False
+    problem: str | None = None
+    handler_errors: int = 0
+    events_published: int = 0
+    events_dropped: int = 0
+    duplicates_dropped: int = 0
+    #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
+    at: float = 0.0
+
+
+S = TypeVar("S", SupervisorStatus, ProcessStatus)
+_STATUS: dict[str, type[SupervisorStatus] | type[ProcessStatus]] = {
+    "supervisor": SupervisorStatus,
+    "process": ProcessStatus,
+}
+
+
+class Beat(NamedTuple, Generic[S]):
+    """A live heartbeat as read: the owner's status and how old its last beat is (Redis's
+    clock at the read, less the beat's ``at``)."""
+
+    status: S
+    age_s: float
+
+
+# KEYS[1] heartbeat, KEYS[2] registry; ARGV[1] status (a JSON object), ARGV[2] ttl ms, ARGV[3]
+# id, ARGV[4] forget ms, ARGV[5] "nx" to claim. Returns Redis's time in ms, or 0 when a claim
+# finds another owner's key. The status gets ``"at"`` (seconds) spliced in before its last "}".
+_BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local value = string.sub(ARGV[1], 1, -2) .. ',"at":' .. string.format('%.3f', now / 1000) .. '}'
+if ARGV[5] == 'nx' then
+  if not redis.call('SET', KEYS[1], value, 'PX', ARGV[2], 'NX') then return 0 end
+else
+  redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+end
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+return now
+"""
+
+
+class Heartbeat(Generic[S]):
+    """Keeps the heartbeat of ``owner_id`` (of ``kind``) alive with the status ``status_of()``
+    returns at each beat: renewed every ``interval_s``, expiring after ``ttl_s`` without
+    renewal. ``beats`` counts the renewals Redis accepted."""
 
     def __init__(
         self,
         client: redis.asyncio.Redis,
-        key: str,
+        keys: Keys,
+        kind: Kind,
+        owner_id: str,
         *,
         ttl_s: float,
         interval_s: float,
-        value: str = "1",
-        value_of: Callable[[], str] | None = None,
+        status_of: Callable[[], S],
         outage: Outage | None = None,
     ) -> None:
         if not 0 < interval_s < ttl_s:
             raise ValueError(f"a heartbeat needs 0 < interval_s < ttl_s, got {interval_s}, {ttl_s}")
-        self.key = key
+        self.kind = kind
+        self.owner_id = owner_id
+        self.key = _heartbeat_key(keys, kind, owner_id)
+        self.registry = keys.registry(kind)
         self.ttl_s = ttl_s
         self.interval_s = interval_s
-        self.value = value
-        self.value_of = value_of
+        self.status_of: Callable[[], S] = status_of
         self.outage = outage or Outage()
         self.beats = 0
         self._client = client
+        self._script = client.register_script(_BEAT)
         self._where = describe_client(client)
 
-    async def beat(self) -> None:
-        """Renew the key once; RedisUnavailableError when Redis cannot be reached."""
-        if self.value_of is not None:
-            self.value = self.value_of()
+    async def _write(self, *, claim: bool) -> bool:
+        status = self.status_of()  # "at" is Redis's to stamp
+        value = msgspec.json.encode({f: getattr(status, f) for f in status.__struct_fields__
+                                     if f != "at"})  # fmt: skip
         with translated(self._where):
-            await self._client.set(self.key, self.value, px=int(self.ttl_s * 1000))
-        self.beats += 1
+            now: Any = await self._script(
+                keys=[self.key, self.registry],
+                args=[value, int(self.ttl_s * 1000), self.owner_id, REGISTRY_FORGET_S * 1000,
+                      "nx" if claim else ""],
+            )  # fmt: skip
+        if now:
+            self.beats += 1
+        return bool(now)
+
+    async def beat(self) -> None:
+        """Renew the heartbeat once; RedisUnavailableError when Redis cannot be reached."""
+        await self._write(claim=False)
 
     async def claim(self) -> bool:
-        """Set the key only if it does not exist (a first beat that must be the only owner);
-        False when another owner's key is there."""
-        if self.value_of is not None:
-            self.value = self.value_of()
-        with translated(self._where):
-            created = await self._client.set(
-                self.key, self.value, px=int(self.ttl_s * 1000), nx=True
-            )
-        if created:
-            self.beats += 1
-        return bool(created)
+        """A first beat that must be the only owner of the key: False when another owner's
+        heartbeat is there (nothing is written then)."""
+        return await self._write(claim=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Beat until ``stop`` is set; an outage is logged once and waited out."""
@@ -95,97 +206,112 @@ class Heartbeat:
                 await asyncio.wait_for(stop.wait(), self.interval_s)
 
     async def clear(self) -> None:
-        """Delete the key (a clean stop); an unreachable Redis lets it expire instead."""
-        with contextlib.suppress(RedisUnavailableError), translated(self._where):
-            await self._client.delete(self.key)
+        """Delete the heartbeat (a clean stop); an unreachable Redis lets it expire instead
+        (logged)."""
+        try:
+            with translated(self._where):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.delete(self.key)
+                    pipe.zrem(self.registry, self.owner_id)
+                    await pipe.execute()
+        except RedisUnavailableError as error:
+            log.warning("heartbeat %s expires by itself: %s", self.key, error)
 
 
-def live_supervisors(client: redis.Redis, keys: Keys, ids: Iterable[str]) -> set[str]:
-    """Which of the supervisor ``ids`` have a live heartbeat now (one round trip);
+def _heartbeat_key(keys: Keys, kind: Kind, owner_id: str) -> str:
+    if kind == "supervisor":
+        return keys.supervisor_heartbeat(owner_id)
+    return keys.process_heartbeat(owner_id)
+
+
+_undecodable_logged: set[str] = set()
+
+
+def _decode(kind: Kind, key: str, raw: bytes) -> SupervisorStatus | ProcessStatus:
+    cls = _STATUS[kind]
+    try:
+        return msgspec.json.decode(raw, type=cls)
+    except msgspec.DecodeError as error:  # alive all the same: its key exists
+        if key not in _undecodable_logged:
+            _undecodable_logged.add(key)
+            log.warning("heartbeat %s does not decode (%s): counted alive, figures unknown",
+                        key, error)  # fmt: skip
+        return cls()
+
+
+def _beats(
+    kind: Kind, keys: Keys, ids: Sequence[str], values: Sequence[Any], clock: Sequence[Any]
+) -> dict[str, Any]:
+    now = float(clock[0]) + float(clock[1]) / 1e6
+    found: dict[str, Any] = {}
+    for owner_id, raw in zip(ids, values, strict=True):
+        if raw is None:
+            continue
+        key = _heartbeat_key(keys, kind, owner_id)
+        status = _decode(kind, key, raw)
+        found[owner_id] = Beat(status, max(0.0, now - status.at) if status.at else 0.0)
+    return found
+
+
+async def read(
+    client: redis.asyncio.Redis, keys: Keys, kind: Kind, ids: Iterable[str]
+) -> dict[str, Beat[Any]]:
+    """The live heartbeats among ``ids`` of ``kind`` (one round trip), by id;
     RedisUnavailableError when Redis cannot be reached."""
-    return _live(
-        client, {supervisor_id: keys.supervisor_heartbeat(supervisor_id) for supervisor_id in ids}
-    )
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    with translated(describe_client(client)):
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.mget([_heartbeat_key(keys, kind, i) for i in wanted])
+            pipe.time()
+            values, clock = await pipe.execute()
+    return _beats(kind, keys, wanted, values, clock)
 
 
-def live_processes(client: redis.Redis, keys: Keys, ids: Iterable[str]) -> set[str]:
-    """Which of the worker process ``ids`` have a live heartbeat now (one round trip);
-    RedisUnavailableError when Redis cannot be reached."""
-    return _live(client, {process_id: keys.process_heartbeat(process_id) for process_id in ids})
-
-
-def _live(client: redis.Redis, heartbeats: dict[str, str]) -> set[str]:
-    if not heartbeats:
-        return set()
+def read_sync(
+    client: redis.Redis, keys: Keys, kind: Kind, ids: Iterable[str]
+) -> dict[str, Beat[Any]]:
+    """:func:`read` for synchronous code."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
     with translated(describe_client(client)):
         pipe = client.pipeline(transaction=False)
-        for key in heartbeats.values():
-            pipe.exists(key)
-        found = pipe.execute()
-    return {owner for owner, n in zip(heartbeats, found, strict=True) if n}
+        pipe.mget([_heartbeat_key(keys, kind, i) for i in wanted])
+        pipe.time()
+        values, clock = pipe.execute()
+    return _beats(kind, keys, wanted, values, clock)
+
+
+async def live(client: redis.asyncio.Redis, keys: Keys, kind: Kind) -> dict[str, Beat[Any]]:
+    """Every live heartbeat of ``kind``, by id: the registry listed, then the keys read (two
+    round trips; no SCAN). Works while the database is away."""
+    with translated(describe_client(client)):
+        members: Any = await client.zrange(keys.registry(kind), 0, -1)
+    return await read(client, keys, kind, [m.decode() for m in members])
+
+
+def live_sync(client: redis.Redis, keys: Keys, kind: Kind) -> dict[str, Beat[Any]]:
+    """:func:`live` for synchronous code."""
+    with translated(describe_client(client)):
+        members: Any = client.zrange(keys.registry(kind), 0, -1)
+    return read_sync(client, keys, kind, [m.decode() for m in members])
 
 
 def of_live_supervisors(
-    processes: Mapping[str, dict[str, Any]], supervisors: Container[str]
-) -> dict[str, dict[str, Any]]:
-    """Of the live heartbeats ``processes`` (by id), those whose supervisor (the status's
-    ``supervisor``) is among the live ``supervisors``: the worker of a dead supervisor is dead
-    to the cluster, even while its own heartbeat still beats (a worker stuck in its stop)."""
-    return {p: s for p, s in processes.items() if str(s.get("supervisor", "")) in supervisors}
-
-
-def _status(raw: bytes | str | None) -> dict[str, Any] | None:
-    """A heartbeat's value as a status: a JSON object, or ``{"pid": ...}`` for a bare pid."""
-    if raw is None:
-        return None
-    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"value": text}
-    return value if isinstance(value, dict) else {"value": value}
-
-
-def statuses(client: redis.Redis, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The live heartbeats among ``keys`` (one round trip), each key's value as a status;
-    RedisUnavailableError when Redis cannot be reached."""
-    if not keys:
-        return {}
-    with translated(describe_client(client)):
-        values: Any = client.mget(list(keys))
-    return {k: s for k, v in zip(keys, values, strict=True) if (s := _status(v)) is not None}
-
-
-async def statuses_async(
-    client: redis.asyncio.Redis, keys: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """:func:`statuses` for asyncio code."""
-    if not keys:
-        return {}
-    with translated(describe_client(client)):
-        values: Any = await client.mget(list(keys))
-    return {k: s for k, v in zip(keys, values, strict=True) if (s := _status(v)) is not None}
-
-
-async def scan_statuses(
-    client: redis.asyncio.Redis, keys: Keys, kind: str
-) -> dict[str, dict[str, Any]]:
-    """Every live heartbeat of ``kind`` ("process" or "supervisor") found in Redis alone (no
-    SQL: it works while the database is away), by id, with its status."""
-    pattern = keys.heartbeat_pattern(kind)
-    start = len(f"{keys.prefix}{kind}:")
-    found: list[str] = []
-    with translated(describe_client(client)):
-        async for key in client.scan_iter(match=pattern, count=1000):
-            found.append(key.decode() if isinstance(key, bytes) else key)
-    values = await statuses_async(client, found)
-    return {key[start : -len(":heartbeat")]: status for key, status in values.items()}
+    processes: Mapping[str, Beat[ProcessStatus]], supervisors: Container[str]
+) -> dict[str, Beat[ProcessStatus]]:
+    """Of the live worker heartbeats ``processes`` (by id), those whose supervisor is among the
+    live ``supervisors``: the worker of a dead supervisor is dead to the cluster, even while its
+    own heartbeat still beats (a worker stuck in its stop)."""
+    return {p: b for p, b in processes.items() if b.status.supervisor in supervisors}
 
 
 async def mark_alive(client: redis.asyncio.Redis, keys: Keys, *, sends: bool, ttl_s: float) -> None:
     """Say that a worker is alive (and, with ``sends``, one that can send): the two keys
     :meth:`Keys.alive_workers` and :meth:`Keys.alive_senders`, expiring after ``ttl_s``. An
-    application asks them (:func:`alive`) instead of scanning every heartbeat."""
+    application asks them (:func:`alive`) instead of reading every heartbeat."""
     with translated(describe_client(client)):
         pipe = client.pipeline(transaction=False)
         pipe.set(keys.alive_workers, b"1", px=int(ttl_s * 1000))

@@ -4,8 +4,10 @@ No other module writes a key name (the bus, :mod:`tmi_cluster.bus`, is the only 
 Redis). The layout (``P`` is ``settings.prefix``, ``tmi-cluster:`` by
 default; ``{x}`` a placeholder)::
 
-    P supervisor:{id}:heartbeat      string, expires after supervisor.stale s   a live supervisor
+    P supervisor:{id}:heartbeat      string (JSON status), expires after supervisor.stale s
     P process:{id}:heartbeat         string (JSON status), expires after process.stale s
+    P live:supervisor                sorted set: supervisor id -> Redis time (ms) of its last beat
+    P live:process                   sorted set: process id -> Redis time (ms) of its last beat
     P process:{id}:channels          set    the channels assigned to the process
     P process:{id}:held              set    the channels it holds, confirmed by Twitch
     P process:{id}:epoch             string: the assignment epoch it last reported its held set for
@@ -33,7 +35,6 @@ default; ``{x}`` a placeholder)::
     P command:{id}                   string, expires after an hour: begun:{process}, abandoned,
                                      or the send's result (JSON): the idempotency key of a command
     P replies:{client}               list, expires 2 min after its last push: results for a caller
-    P commands:join                  stream of join and part requests for the coordinator
     P events                         stream of chat events for other processes (bounded length
                                      and age); readers in consumer groups of their own
     P guarding:{process}             set    channels a leaving worker checks against duplicates
@@ -41,7 +42,6 @@ default; ``{x}`` a placeholder)::
     P ratelimit:{account}:{bucket}   sorted set, expires with its window         a rate window
     P ratelimit:epoch                string (random token), no expiry           Redis's memory
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
-    P scale:restore                  string, expires after RESTORE_S            last process count
     P lock:{name}                    string (owner token), expires              a short lock
 
 The assignment script (:mod:`tmi_cluster.bus.assignment`) builds the names of a process's set
@@ -57,14 +57,12 @@ from dataclasses import dataclass
 
 from tmi_cluster.config import Settings
 
-__all__ = ["DEDUPE_S", "LEASE_S", "RESTORE_S", "Keys"]
+__all__ = ["DEDUPE_S", "LEASE_S", "Keys"]
 
 #: Seconds a coordinator lease lives without renewal.
 LEASE_S = 10
 #: Seconds an event's de-duplication key lives (longer than any reconnect overlap).
 DEDUPE_S = 120
-#: Seconds the last process count is remembered for ``auto_scale.restore``.
-RESTORE_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,9 +176,10 @@ class Keys:
         """Hash of the auto-scaler's state: paused, the last change and its cause."""
         return f"{self.prefix}scale:state"
 
-    def heartbeat_pattern(self, kind: str) -> str:
-        """A SCAN pattern of every heartbeat of ``kind`` ("process" or "supervisor")."""
-        return self.pattern[:-1] + f"{kind}:*:heartbeat"
+    def registry(self, kind: str) -> str:
+        """Sorted set of the ids of ``kind`` ("process" or "supervisor") that beat recently,
+        scored by the Redis time (ms) of their last beat: liveness found without SCAN."""
+        return f"{self.prefix}live:{kind}"
 
     @property
     def assignment(self) -> str:
@@ -218,11 +217,6 @@ class Keys:
         return f"{self.prefix}guarding:{process_id}"
 
     @property
-    def join_commands(self) -> str:
-        """Stream of join and part requests for the coordinator."""
-        return f"{self.prefix}commands:join"
-
-    @property
     def events(self) -> str:
         """Stream of chat events for other processes."""
         return f"{self.prefix}events"
@@ -239,11 +233,6 @@ class Keys:
     def dedupe(self, key: str) -> str:
         """De-duplication marker of one event (expires after :data:`DEDUPE_S`)."""
         return f"{self.prefix}dedupe:{key}"
-
-    @property
-    def scale_restore(self) -> str:
-        """Last seen process count (expires after :data:`RESTORE_S`)."""
-        return f"{self.prefix}scale:restore"
 
     def lock(self, name: str) -> str:
         """A short mutual-exclusion lock."""

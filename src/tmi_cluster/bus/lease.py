@@ -101,9 +101,3 @@ class Lease:
             )
         self.token = 0
         return bool(released)
-
-    async def holder_now(self) -> str | None:
-        """Who holds the lease now (None: nobody)."""
-        with translated(self._where):
-            value: Any = await self.client.get(self.keys.coordinator_lease)
-        return value.decode() if value else None

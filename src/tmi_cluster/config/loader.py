@@ -213,7 +213,9 @@ def _apply_env(
         try:
             annotation = _field_annotation(path)
         except ValueError as exc:  # the value is not shown: it may be a mistyped secret
-            problems.append((source.order, f"{source}: {key}: {exc}{_reserved_hint(path)}"))
+            levels = _double_underscore_hint(path)
+            text = f"unknown key{levels}" if levels else f"{exc}{_reserved_hint(path)}"
+            problems.append((source.order, f"{source}: {key}: {text}"))
             continue
         try:
             value = _coerce(annotation, env[name])
@@ -229,6 +231,30 @@ def _apply_env(
         node[path[-1]] = value
         sources[path] = source
     return problems
+
+
+def _double_underscore_hint(path: tuple[str, ...]) -> str:
+    """A hint when single underscores stand where levels are parted by two
+    (``TMI_CLUSTER_REDIS_URL`` for ``TMI_CLUSTER_REDIS__URL``)."""
+    words = "_".join(path).split("_")
+    if len(words) > 12:  # no settings key is that deep; 2**11 tries at most
+        return ""
+    for mask in range(1, 2 ** (len(words) - 1)):
+        parts, current = [], words[0]
+        for index, word in enumerate(words[1:]):
+            if mask >> index & 1:
+                parts.append(current)
+                current = word
+            else:
+                current += "_" + word
+        parts.append(current)
+        try:
+            _field_annotation(tuple(parts))
+        except ValueError:
+            continue
+        name = ENV_PREFIX + "__".join(parts).upper()
+        return f"; did you mean {name} (two underscores between levels)?"
+    return ""
 
 
 def _reserved_hint(path: tuple[str, ...]) -> str:
@@ -266,19 +292,22 @@ def _example_key(path: tuple[str, ...], model: type[BaseModel]) -> str:
 
 
 def _coerce(annotation: Any, raw: str) -> Any:
-    """Read an environment string as ``annotation`` (lax: "true", "70", JSON for lists)."""
+    """Read an environment string as ``annotation`` (lax: "true", "70"; a list as JSON or as
+    plain comma-separated values: ``a,b``)."""
     adapter: TypeAdapter[Any] = TypeAdapter(annotation)
     origin = getattr(annotation, "__origin__", None)
     try:
-        if origin is list:
+        if origin is list and raw.lstrip().startswith("["):
             return adapter.validate_json(raw)
+        if origin is list:
+            return adapter.validate_python([v.strip() for v in raw.split(",") if v.strip()])
         if annotation is SecretStr:
             return raw
         return adapter.validate_python(raw, strict=False)
     except ValidationError as exc:
         error = exc.errors()[0]
         if origin is list and error["type"] in ("json_invalid", "list_type"):
-            raise ValueError('expected a JSON list, for example ["a", "b"]') from None
+            raise ValueError('expected a list: a,b or JSON, for example ["a", "b"]') from None
         if error["type"] == "bool_parsing":
             raise ValueError("expected true or false") from None
         raise ValueError(_expected(str(error["msg"]))) from None
