@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,8 +46,8 @@ COMMANDS = [
 ]
 LATER = sorted(
     set(COMMANDS)
-    - {"authorize", "channels", "dead-letters", "features", "health", "install", "join", "list",
-       "migrate", "part", "purge", "run", "scale", "send", "simulate", "tail", "terminate"}
+    - {"authorize", "channels", "dead-letters", "demo", "features", "health", "install", "join",
+       "list", "migrate", "part", "purge", "run", "scale", "send", "simulate", "tail", "terminate"}
 )  # fmt: skip
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 
@@ -174,7 +175,11 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
     assert lines["event stream"] == (
         "on: about 100000 events, 3600 s at most; Shared Chat copies: each"
     )
-    assert lines["chat"].startswith("the built-in simulator, run by the supervisor")
+    assert lines["chat"] == (  # never fake chat by accident: a deployment reads Twitch
+        "Twitch, read anonymously: no identity configured (tmi.connection.simulate = never)"
+    )
+    simulated = tmi(tmp_path, "features", TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always").stdout
+    assert "the built-in simulator, run by the supervisor" in simulated
     assert lines["web"].startswith("not available yet (arrives with the web pages); configured: ")
     assert lines["memory limit"] == (
         "supervisor 256 MB (then it starts itself again), worker 128 MB (then it is replaced)"
@@ -229,7 +234,10 @@ def supervisor(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
         [SCRIPT, "run"],
         cwd=tmp_path,
-        env=_env(TMI_CLUSTER_TMI__IDENTITY__PASSWORD="oauth:zzsecret"),
+        env=_env(
+            TMI_CLUSTER_TMI__IDENTITY__PASSWORD="oauth:zzsecret",
+            TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always",
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -328,14 +336,14 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
 
 def test_simulate_rejects_bad_input(tmp_path: Path) -> None:
     result = tmi(tmp_path, "simulate", "--channels", "a,b c")
-    assert result.returncode == ExitCode.CONFIG
-    assert result.stderr == (
-        "error: --channels: invalid channel name 'b c': expected 1 to 25 letters, digits or "
+    assert result.returncode == ExitCode.USAGE  # the command line: a usage error, as everywhere
+    assert result.stderr.endswith(
+        "Error: --channels: invalid channel name 'b c': expected 1 to 25 letters, digits or "
         "underscores\n"
     )
     (tmp_path / "accounts.txt").write_text("ok:token\nbroken\n")
     result = tmi(tmp_path, "simulate", "--accounts", "accounts.txt")
-    assert result.returncode == ExitCode.CONFIG
+    assert result.returncode == ExitCode.USAGE
     assert "accounts.txt, line 2: expected login:token" in result.stderr
 
 
@@ -377,13 +385,6 @@ def test_simulate_banner_counts_in_the_singular(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
-
-
-def test_demo_names_what_it_waits_for(tmp_path: Path) -> None:
-    result = tmi(tmp_path, "demo")
-    assert result.stderr == (
-        "error: 'tmi-cluster demo' is not in this release yet; it arrives with the web pages\n"
-    )
 
 
 def test_docs_list_every_simulate_option() -> None:
@@ -458,3 +459,30 @@ def test_a_bad_number_or_value_is_a_usage_error_naming_the_option(
     assert named in result.stderr
     assert "timeout_s" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> None:
+    """The README's first command: a cluster on the simulator; Ctrl-C leaves no process, no
+    file and no folder behind (the harness of conftest checks the processes)."""
+    (tmp_path / "tmi-cluster.toml").write_text('[redis]\nurl = "redis://127.0.0.1:1/0"\n')
+    out = tmp_path / "demo.out"
+    with out.open("w") as sink:
+        process = subprocess.Popen(
+            [SCRIPT, "demo", "--channels", "30"], cwd=tmp_path, stdout=sink,
+            stderr=subprocess.PIPE, text=True,
+            env=_env(TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never"),  # ignored: the demo's own
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while "30 of 30 simulated channels joined" not in out.read_text():
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        folder = Path(out.read_text().split("folder: ", 1)[1].split()[0])
+        assert folder.is_dir()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert out.read_text().rstrip().endswith("demo stopped; nothing left behind")
+    assert "built-in simulator" in out.read_text()
+    assert not folder.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.out", "tmi-cluster.toml"]

@@ -85,6 +85,7 @@ def external_supervisor(
         "TMI_CLUSTER_PREFIX": redis_prefix,
         "TMI_CLUSTER_SUPERVISOR__STALE": "1",
         "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
+        "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",
     }
     process = subprocess.Popen(
         [SCRIPT, "run"],

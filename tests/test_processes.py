@@ -394,6 +394,9 @@ def test_list_json_has_the_contract_keys(
         assert process["memory_bytes"] > 10_000_000
         assert "T" in process["last_heartbeat"]  # ISO 8601
     assert sum(p["channels"] for p in shown["processes"]) == 1
+    assert supervisor["chat"] == "simulator"  # never fake chat unsaid
+    table = tmi(tmp_path, "list", **env).stdout
+    assert "simulated chat, not Twitch: sup-a read the built-in simulator" in table
 
 
 def test_a_second_supervisor_with_a_live_id_is_refused(

@@ -90,6 +90,7 @@ def _settings(make: Make, tmp_path: Path, redis_url: str, prefix: str = "t:") ->
             "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
             "TMI_CLUSTER_SUPERVISOR__STALE": "3",
             "TMI_CLUSTER_PROCESS__PERIODIC_TIMER": "0.1",
+            "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",  # never Twitch in a test
         },
     )
 
@@ -213,6 +214,7 @@ def _run(tmp_path: Path, redis_url: str, prefix: str) -> tuple[subprocess.Popen[
             TMI_CLUSTER_REDIS__URL=redis_url,
             TMI_CLUSTER_PREFIX=prefix,
             TMI_CLUSTER_DATABASE__URL=database,
+            TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -293,6 +295,7 @@ def test_a_supervisor_over_memory_limit_stops_to_start_again(
             "TMI_CLUSTER_PREFIX": redis_prefix,
             "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
             "TMI_CLUSTER_MEMORY_LIMIT": "16",  # any Python process is over it
+            "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",
         },
     )
     supervisor = Supervisor(settings, memory_grace_s=0.0)

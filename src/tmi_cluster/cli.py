@@ -152,8 +152,9 @@ def run(ctx: click.Context, supervisor_id: str | None) -> None:
     SIGUSR2 pauses them, SIGCONT lets them go on.
 
     With redis.url empty it starts a private Redis server for the host, and stops it on exit.
-    With no Twitch identity configured (tmi.connection.simulate = "auto"), the workers read from
-    the built-in Twitch chat simulator, which the supervisor runs.
+    The workers read Twitch (anonymously when no identity is configured); with
+    tmi.connection.simulate = "always" they read the built-in simulator, which the supervisor
+    runs ('tmi-cluster demo' does that in a folder of its own).
     """
     import os
     import sys
@@ -311,6 +312,11 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> Non
             "no processes",
         )
     )
+    simulated = sorted(i for i, b in (liveness.supervisors or {}).items()
+                       if b.status.chat == "simulator")  # fmt: skip
+    if simulated:
+        click.echo(f"\nsimulated chat, not Twitch: {', '.join(simulated)} read the built-in "
+                   "simulator (tmi.connection.simulate)")  # fmt: skip
     left_out = len(supervisors) + len(processes) - len(supervisor_table) - len(process_table)
     if left_out:
         what = "stopped or dead" if alive else "stopped"
@@ -897,11 +903,33 @@ def simulate(
     asyncio.run(serve())
 
 
+@cli.command()
+@click.option("--channels", "count", type=click.IntRange(min=1, max=5_000), default=300,
+              show_default=True, help="How many simulated channels to join.")  # fmt: skip
+def demo(count: int) -> None:
+    """Run a whole cluster on this machine, set up by nothing and leaving nothing: a private
+    Redis server and a SQLite database in a temporary folder, a supervisor with two worker
+    processes reading the built-in Twitch chat simulator (never Twitch), channels joined, a
+    live summary. Ctrl-C stops everything and deletes the folder."""
+    import signal
+
+    from tmi_cluster.demo import Demo
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await Demo(channels=count).run(stop, on_ready=click.echo)
+
+    asyncio.run(main())
+    click.echo("demo stopped; nothing left behind")
+
+
 # -- commands that later releases fill ------------------------------------------------------
 
 _LATER = {
     "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
-    "demo": ("Run a cluster against the simulator, with the dashboard.", "the web pages"),
 }
 
 

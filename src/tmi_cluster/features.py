@@ -130,6 +130,10 @@ def _chat(settings: Settings) -> str:
     if connection.server != default_server:
         where = f"{connection.server}:{connection.effective_port}"
         return f"the server at {where} (tmi.connection.simulate = {mode})"
+    if not settings.tmi.identity.username:
+        return (
+            f"Twitch, read anonymously: no identity configured (tmi.connection.simulate = {mode})"
+        )
     return f"Twitch (tmi.connection.simulate = {mode})"
 
 

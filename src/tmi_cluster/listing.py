@@ -271,6 +271,7 @@ def cluster_json(
                 "processes": _process_count(s, processes, liveness),
                 "started": s.started_at.isoformat(),
                 "problem": beat.status.problem if beat is not None else None,
+                "chat": beat.status.chat if beat is not None else None,
             }
         )
     shown_processes = []

@@ -472,7 +472,17 @@ class Supervisor:
             coordinator=self.coordinator is not None and self.coordinator.leading,
             target=processes.target if processes is not None else 0,
             started=self._started_at,
+            chat=self._chat(),
         )
+
+    def _chat(self) -> str:
+        """Where the workers read chat, for ``list``: the simulator, Twitch, or a server."""
+        if self.simulator is not None:
+            return "simulator"
+        connection = self.settings.tmi.connection
+        if connection.server == type(connection).model_fields["server"].default:
+            return "twitch"
+        return f"{connection.server}:{connection.effective_port}"
 
     def _problem(self) -> str | None:
         """What is wrong, for ``list`` and ``health``: the workers', else the coordinator's."""

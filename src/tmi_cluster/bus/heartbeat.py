@@ -78,6 +78,8 @@ class SupervisorStatus(msgspec.Struct, frozen=True, kw_only=True):
     target: int = 0
     #: When it started (Unix time, its own host's clock: for display only).
     started: float = 0.0
+    #: Where its workers read chat: "twitch", "simulator" (the built-in one), or "host:port".
+    chat: str = "twitch"
     #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
     at: float = 0.0
 

@@ -114,12 +114,12 @@ class Connection(_Section):
     """How each Twitch connection is made and kept."""
 
     server: str = Field("irc.chat.twitch.tv", description="Chat server host name.")
-    simulate: Literal["auto", "always", "never"] = Field(
-        "auto",
+    simulate: Literal["never", "always", "auto"] = Field(
+        "never",
         description="Run the built-in Twitch chat simulator in the supervisor and connect the "
-        "workers to it: 'auto' when no identity is configured and the server is Twitch's (so a "
-        "first 'tmi-cluster run' works offline; set 'never' to read Twitch anonymously), "
-        "'always', or 'never'.",
+        "workers to it: 'never' (the default: a deployment reads Twitch, anonymously when no "
+        "identity is configured), 'always' (offline; 'tmi-cluster demo' does it for you), or "
+        "'auto' (the simulator only when no identity is configured and the server is Twitch's).",
     )
     port: int = Field(
         0, ge=0, le=65535, description="Chat server port. 0: 6697 when secure, else 6667."

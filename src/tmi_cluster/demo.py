@@ -1,0 +1,153 @@
+"""``tmi-cluster demo``: the whole cluster on this machine, with nothing set up and nothing left.
+
+A folder of its own in the system's temporary folder holds a SQLite database and a private
+Redis server; a supervisor runs there with its worker processes, reading from the built-in Twitch
+chat simulator (never from Twitch: the demo's configuration file says so, whatever the current
+folder or the environment holds); a few hundred simulated channels are joined; a one-screen
+summary (channels joined, messages per second, the workers, the last chat lines) is redrawn every
+second on a terminal, or printed every few seconds elsewhere. Ctrl-C (or SIGTERM) stops it all:
+the workers, the Redis server, and the folder is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from tmi_cluster.bus import (
+    AsyncRedis,
+    Beat,
+    Keys,
+    ProcessStatus,
+    close_client,
+    connect_async,
+    live,
+    wanted_changed,
+)
+from tmi_cluster.bus.events import EventReader
+from tmi_cluster.config import ENV_PREFIX, load_settings
+from tmi_cluster.events import MessageEvent
+from tmi_cluster.store import Store
+from tmi_cluster.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from tmi_cluster.supervisor import Supervisor
+
+__all__ = ["DEMO_CHANNELS", "Demo", "demo_toml"]
+
+#: Simulated channels the demo joins unless told otherwise.
+DEMO_CHANNELS = 300
+#: Chat lines the summary shows.
+_LINES = 6
+
+
+def demo_toml(folder: Path) -> str:
+    """The demo's whole configuration: everything in ``folder``, the simulator always."""
+    return (
+        "# tmi-cluster demo: written by 'tmi-cluster demo', deleted when it stops\n"
+        f'[database]\nurl = "sqlite:///{folder / "demo.db"}"\n\n'
+        f'[redis]\nembedded_dir = "{folder / "redis"}"\n\n'
+        '[tmi.connection]\nsimulate = "always"\nconnect_interval = 0.05\n\n'
+        "[throttle.join]\nanonymous_allow = 200\n\n"
+        "[auto_scale]\ncooldown = 0\n\n[auto_scale.processes]\nmin = 2\nmax = 2\n\n"
+        '[log]\nlevel = "warning"\n'
+    )
+
+
+class Demo:
+    """One demo run: :meth:`run` until ``stop`` is set; the folder is gone when it returns."""
+
+    def __init__(self, *, channels: int = DEMO_CHANNELS, out: TextIO = sys.stdout) -> None:
+        self.channels = [f"demo{n:04}" for n in range(1, channels + 1)]
+        self.out = out
+        self.folder = Path(tempfile.mkdtemp(prefix="tmi-cluster-demo-"))
+        self.config = self.folder / "tmi-cluster.toml"
+        self.lines: deque[str] = deque(maxlen=_LINES)
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None) -> None:
+        """Start everything, show the summary until ``stop``, then stop everything and delete
+        the folder (also after an error)."""
+        from tmi_cluster import supervisor as supervisors  # noqa: PLC0415 - heavy: only here
+
+        try:
+            self.config.write_text(demo_toml(self.folder), encoding="utf-8")
+            # the workers inherit the environment: nothing of the user's cluster leaks in
+            for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+                del os.environ[name]
+            os.environ[f"{ENV_PREFIX}CONFIG"] = str(self.config)
+            settings = load_settings(self.config, environ={}, cwd=self.folder)
+            supervisor = supervisors.Supervisor(settings, supervisor_id="demo",
+                                                config_path=str(self.config))  # fmt: skip
+            async with supervisor:
+                if on_ready is not None:
+                    on_ready(f"{supervisor.describe()}\nfolder: {self.folder}")
+                with Store.from_settings(settings) as store:
+                    await asyncio.to_thread(store.want, self.channels)
+                client = connect_async(settings, url=supervisor.redis_url, name="demo")
+                keys = Keys.from_settings(settings)
+                try:
+                    await wanted_changed(client, keys)
+                    await self._show(client, keys, stop, supervisor)
+                finally:
+                    await close_client(client)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    async def _show(
+        self, client: AsyncRedis, keys: Keys, stop: asyncio.Event, supervisor: Supervisor
+    ) -> None:
+        reader = EventReader(client, keys, types=frozenset({MessageEvent.__name__}))
+        await reader.start()
+        terminal = self.out.isatty()
+        every = 1.0 if terminal else 5.0
+        reading = asyncio.create_task(self._read(reader), name="demo chat")
+        stopped = asyncio.create_task(supervisor.wait(), name="demo supervisor")
+        try:
+            while not stop.is_set() and not stopped.done():
+                workers: dict[str, Beat[ProcessStatus]] = await live(client, keys, "process")
+                self._draw(workers, terminal)
+                waiting = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiting, stopped}, timeout=every,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                await cancel_and_wait(waiting)
+        finally:
+            await cancel_and_wait(reading, stopped, what="the demo's readers")
+            await reader.aclose()
+
+    async def _read(self, reader: EventReader) -> None:
+        async for event in reader:
+            if isinstance(event, MessageEvent):
+                who = event.display_name or event.user
+                self.lines.append(f"#{event.channel} <{who}> {event.text}"[:100])
+
+    def _draw(self, workers: dict[str, Beat[ProcessStatus]], terminal: bool) -> None:
+        joined = sum(beat.status.channels for beat in workers.values())
+        rate = sum(beat.status.messages_per_s for beat in workers.values())
+        head = (f"tmi-cluster demo: {joined} of {len(self.channels)} simulated channels "
+                f"joined, {rate:.0f} messages/s, {len(workers)} worker processes")  # fmt: skip
+        if not terminal:
+            print(head, file=self.out, flush=True)
+            return
+        screen = [
+            head,
+            "",
+            *(f"  {p}: {b.status.state}, {b.status.channels} channels, "
+              f"{b.status.memory_bytes // 1048576} MiB" for p, b in sorted(workers.items())),
+            "",
+            "last chat lines:",
+            *(f"  {line}" for line in self.lines),
+            "",
+            "try in another terminal (same folder): tmi-cluster --config "
+            f"{self.config} list | tail | send demo0001 hello",
+            f"Ctrl-C stops everything and deletes {self.folder} ({time.strftime('%H:%M:%S')})",
+        ]  # fmt: skip
+        self.out.write("\x1b[H\x1b[2J" + "\n".join(screen) + "\n")
+        self.out.flush()
