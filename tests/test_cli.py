@@ -486,3 +486,58 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
     assert "built-in simulator" in out.read_text()
     assert not folder.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.out", "tmi-cluster.toml"]
+
+
+@pytest.mark.parametrize(
+    ("database", "said"),
+    [
+        ("sqlite:////proc/x.db", "database.url: cannot use the SQLite file /proc/x.db"),
+        ("sqlite:////etc/passwd/x.db", "database.url: /etc/passwd is not a folder"),
+        ("sqlite:///{tmp}/typo/x.db", "database.url: the folder {tmp}/typo of the SQLite file"),
+    ],
+)
+def test_an_unusable_database_path_is_a_configuration_error(
+    tmp_path: Path, database: str, said: str
+) -> None:
+    url = database.format(tmp=tmp_path)
+    result = tmi(tmp_path, "migrate", TMI_CLUSTER_DATABASE__URL=url)
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    assert result.stderr.startswith("error: " + said.format(tmp=tmp_path)), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "typo").exists()  # a typo creates no folder and no database
+
+
+@pytest.mark.parametrize("folder", ["/etc/passwd/x", "{tmp}/no/such"])
+def test_an_unusable_embedded_redis_folder_is_a_configuration_error(
+    tmp_path: Path, folder: str
+) -> None:
+    where = folder.format(tmp=tmp_path)
+    result = tmi(tmp_path, "run", TMI_CLUSTER_REDIS__EMBEDDED_DIR=where,
+                 TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always")  # fmt: skip
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    assert f"error: redis.embedded_dir: cannot use {where} for the private Redis server" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_the_durable_state_is_there_while_the_cluster_is_down(tmp_path: Path) -> None:
+    """No supervisor runs (no embedded Redis): join records the channels as wanted (exit 69,
+    saying so), channels shows the database's states, marked, with a warning."""
+    assert tmi(tmp_path, "install").returncode == 0
+    joined = tmi(tmp_path, "join", "alpha", "beta")
+    assert joined.returncode == ExitCode.UNAVAILABLE
+    assert "the channels are recorded as wanted and joined once it runs" in joined.stderr
+    with Store(f"sqlite:///{tmp_path / 'tmi-cluster.db'}") as store:
+        assert {c for c, wanted, _ in store.channel_states() if wanted} == {"alpha", "beta"}
+    listed = tmi(tmp_path, "channels")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[:2] for line in listed.stdout.splitlines()[1:]] == [
+        ["alpha", "wanted?"], ["beta", "wanted?"]
+    ]  # fmt: skip
+    assert listed.stderr.startswith("warning: no embedded Redis server runs")
+    assert "live state unknown" in listed.stderr
+    rows = json.loads(tmi(tmp_path, "channels", "--json").stdout)
+    assert [(r["channel"], r["state"], r["live"]) for r in rows] == [
+        ("alpha", "wanted", False), ("beta", "wanted", False)
+    ]  # fmt: skip

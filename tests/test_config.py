@@ -48,8 +48,6 @@ ORIGINAL_KEYS = [
     "auto_scale.thresholds.scale_out",
     "throttle.join.allow",
     "throttle.join.every",
-    "throttle.join.take",
-    "throttle.join.block",
     "channel_manager.use",
     "channel_manager.auto_cleanup.enabled",
     "channel_manager.auto_cleanup.interval",
@@ -494,3 +492,21 @@ def test_a_token_with_a_line_break_is_refused_without_being_shown(
     with pytest.raises(ConfigError, match="no spaces, line breaks") as caught:
         make_settings(None, {"TMI_CLUSTER_TMI__IDENTITY__PASSWORD": "oauth:x\r\nJOIN #evil"})
     assert "evil" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["take", "block"])
+def test_the_originals_join_queue_keys_are_refused_with_a_hint(
+    make_settings: Make, key: str
+) -> None:
+    variable = _error(make_settings, None, {f"TMI_CLUSTER_THROTTLE__JOIN__{key.upper()}": "1"})
+    assert "(remove this key)" in variable
+    line = _error(make_settings, f"[throttle.join]\n{key} = 100\n")
+    assert f"throttle.join.{key}: unknown key: the original's" in line
+    assert "(remove this key)" in line
+
+
+def test_the_originals_manager_class_points_to_its_name_here(make_settings: Make) -> None:
+    original = "\\\\GhostZero\\\\TmiCluster\\\\Repositories\\\\DatabaseChannelManager"
+    line = _error(make_settings, f'[channel_manager]\nuse = "{original}"\n')
+    assert "the original's DatabaseChannelManager is 'database' or 'dummy' here" in line
+    assert "use = 'database'" in line

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +15,14 @@ import pytest
 import redis.asyncio
 
 from tmi_cluster.autoscale import ScalePolicy
-from tmi_cluster.bus import Assignment, Keys, wanted_changed
+from tmi_cluster.bus import (
+    Assignment,
+    Heartbeat,
+    Keys,
+    ProcessStatus,
+    SupervisorStatus,
+    wanted_changed,
+)
 from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay
 from tmi_cluster.store import RunState, Store
 
@@ -44,8 +50,8 @@ def _coordinator(
 
 
 async def _beat(client: redis.asyncio.Redis, keys: Keys, process_id: str) -> None:
-    status = {"supervisor": "s1", "state": "running"}
-    await client.set(keys.process_heartbeat(process_id), json.dumps(status), px=30_000)
+    await _beat_as(client, keys, process_id, "s1")
+    await _supervisor(client, keys, "s1")
 
 
 @run
@@ -138,8 +144,9 @@ async def _beat_as(
     supervisor: str,
     state: str = "running",
 ) -> None:
-    status = {"supervisor": supervisor, "state": state}
-    await client.set(keys.process_heartbeat(process_id), json.dumps(status), px=30_000)
+    status = ProcessStatus(supervisor=supervisor, state=state)
+    await Heartbeat(client, keys, "process", process_id, ttl_s=30, interval_s=1,
+                    status_of=lambda: status).beat()  # fmt: skip
 
 
 async def _targets(client: redis.asyncio.Redis, keys: Keys) -> dict[str, int]:
@@ -150,8 +157,9 @@ async def _targets(client: redis.asyncio.Redis, keys: Keys) -> dict[str, int]:
 async def _supervisor(
     client: redis.asyncio.Redis, keys: Keys, supervisor: str, state: str = "running"
 ) -> None:
-    status = {"host": f"host-{supervisor}", "state": state}
-    await client.set(keys.supervisor_heartbeat(supervisor), json.dumps(status), px=30_000)
+    status = SupervisorStatus(host=f"host-{supervisor}", state=state)
+    await Heartbeat(client, keys, "supervisor", supervisor, ttl_s=30, interval_s=1,
+                    status_of=lambda: status).beat()  # fmt: skip
 
 
 @run
@@ -209,7 +217,7 @@ async def test_the_database_away_the_coordinator_goes_on_with_what_it_read(
         await first.run_once()
         assert await client.hlen(keys.assignment) == len(CHANNELS)
         await first.lease.release()
-        away = Store(f"sqlite:///{tmp_path / 'missing' / 'no.db'}")  # unreachable
+        away = Store(f"sqlite:///{tmp_path / 'no.db'}")  # no tables: nothing can be read
         fresh = _coordinator(client, away, keys, "s2", capacity=10)
         assert await fresh.run_once() is None  # nothing read yet: it does nothing at all
         assert await client.hlen(keys.assignment) == len(CHANNELS)  # nothing unassigned

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from tmi_cluster.bus import Beat, ProcessStatus, SupervisorStatus
-from tmi_cluster.listing import Liveness, shown_state, supervisor_rows
+from tmi_cluster.listing import Liveness, health, shown_state, supervisor_rows
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.store.models import ProcessRecord, SupervisorRecord
 
@@ -193,3 +193,27 @@ def test_without_the_embedded_server_no_record_is_alive(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert listed.stderr == ""
     assert _supervisor_line(listed.stdout, "host-1")[3] == "dead"
+
+
+def test_a_supervisor_replaced_on_its_host_does_not_make_the_cluster_unhealthy() -> None:
+    """A forced exit leaves the record saying running; the supervisor started since on the same
+    host (a restarted pod) is healthy at once, not a minute later."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    old = SupervisorRecord(id="old", hostname="pod-1", pid=7, state="running",
+                           started_at=now - timedelta(hours=1),
+                           last_seen_at=now - timedelta(seconds=20))  # fmt: skip
+    new = SupervisorRecord(id="new", hostname="pod-1", pid=8, state="running",
+                           started_at=now - timedelta(seconds=5), last_seen_at=now)  # fmt: skip
+    workers = [ProcessRecord(id=f"new-{n}", supervisor_id="new", state="running") for n in (1, 2)]
+    beat = Beat(SupervisorStatus(at=now.timestamp(), processes=2, target=2), 0.0)
+    worker = Beat(ProcessStatus(supervisor="new"), 0.0)
+    liveness = Liveness({"new": beat}, {"new-1": worker, "new-2": worker})
+    assert health([old, new], workers, liveness, hostname="pod-1") == (
+        True, "1 supervisor(s) on pod-1 alive with 2 worker processes"
+    )  # fmt: skip
+    elsewhere = SupervisorRecord(id="other", hostname="pod-2", pid=9, state="running",
+                                 started_at=now - timedelta(hours=1),
+                                 last_seen_at=now - timedelta(seconds=20))  # fmt: skip
+    ok, reason = health([old, new, elsewhere], workers, liveness)
+    assert not ok  # a dead supervisor that nobody replaced on its host still counts
+    assert reason == "1 supervisor(s) without a heartbeat (dead): other"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from tmi_cluster import housekeeping
@@ -23,7 +23,9 @@ from tmi_cluster.bus import (
     Coordination,
     Keys,
     Order,
+    ProcessStatus,
     SupervisorStatus,
+    close_client,
     connect_async,
     ping,
     read,
@@ -32,7 +34,12 @@ from tmi_cluster.bus import (
 )
 from tmi_cluster.channels import DatabaseChannelManager, load_manager, restricts
 from tmi_cluster.config import Settings
-from tmi_cluster.errors import NotAvailableError, RedisUnavailableError, TmiClusterError
+from tmi_cluster.errors import (
+    EmbeddedRedisError,
+    NotAvailableError,
+    RedisUnavailableError,
+    TmiClusterError,
+)
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Channel, Store
 
@@ -66,7 +73,7 @@ async def _redis(settings: Settings, command: str) -> AsyncIterator[AsyncRedis]:
         await ping(client)
         yield client
     finally:
-        await client.aclose()
+        await close_client(client)
 
 
 async def _live_supervisors(
@@ -189,8 +196,10 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
         refused = [n for n in names if n not in allowed]
         if refused:  # recorded, not wanted: 'tmi-cluster channels' shows them unauthorized
             await asyncio.to_thread(store.remember_refused, refused, "unauthorized")
+        wanted = [n for n in names if n in allowed]
+        if wanted:  # durable first: wanted even while the cluster is down
+            await asyncio.to_thread(store.want, wanted)
     results = dict.fromkeys(refused, _UNAUTHORIZED)
-    wanted = [n for n in names if n in allowed]
     if wanted:
         results.update(await _join(settings, wanted, timeout_s=timeout_s))
     return {n: results[n] for n in names}
@@ -198,52 +207,63 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
 
 async def _join(settings: Settings, names: list[str], *, timeout_s: float) -> dict[str, str]:
     keys = Keys.from_settings(settings)
-    async with _redis(settings, "join") as client:
-        assignment = Assignment(client, keys)
-        with Store.from_settings(settings) as store:
-            await asyncio.to_thread(store.want, names)
-            statuses = await housekeeping.live_processes(store, client, keys)
-        if not statuses:
-            await wanted_changed(client, keys)
-            raise NotAvailableError(
-                "no live worker process to join channels: they are recorded as wanted and "
-                "joined once one runs ('tmi-cluster run')"
-            )
-        going = sorted(p for p, beat in statuses.items() if beat.status.state != "paused")
-        owners = await assignment.owners(names)
-        results: dict[str, str] = {}
-        held = await assignment.holding({c: o for c, o in owners.items() if o in statuses})
-        for channel in held:
-            results[channel] = f"joined ({owners[channel]}, already)"
-        after = await assignment.last_report_id()
+    try:
+        async with _redis(settings, "join") as client:
+            return await _join_live(settings, client, keys, names, timeout_s=timeout_s)
+    except (RedisUnavailableError, EmbeddedRedisError) as error:
+        raise NotAvailableError(
+            f"the cluster does not run ({error}): the channels are recorded as wanted and "
+            "joined once it runs ('tmi-cluster run')"
+        ) from error
+
+
+async def _join_live(
+    settings: Settings, client: AsyncRedis, keys: Keys, names: list[str], *, timeout_s: float
+) -> dict[str, str]:
+    assignment = Assignment(client, keys)
+    with Store.from_settings(settings) as store:
+        statuses = await housekeeping.live_processes(store, client, keys)
+    if not statuses:
         await wanted_changed(client, keys)
-        waiting = [n for n in names if n not in results]
-        # Paused workers take no new work: with nothing but paused ones, say so at once.
-        deadline = time.monotonic() + (timeout_s if going else 0.0)
-        while waiting and time.monotonic() < deadline:
-            reports = await assignment.reports(after, deadline - time.monotonic())
-            if not reports:
-                continue
-            after = reports[-1].id
-            mine = [r for r in reports if r.channel in waiting]
-            now_owned = await assignment.owners(sorted({r.channel for r in mine}))
-            for report in mine:
-                if report.channel in waiting and now_owned.get(report.channel) == report.process:
-                    shown = report.result
-                    results[report.channel] = (
-                        f"joined ({report.process})" if shown == "joined" else shown
-                    )
-                    waiting.remove(report.channel)
-        placed = await assignment.owners(waiting)
-        for channel in waiting:
-            owner = placed.get(channel)
-            where = f"assigned to {owner}" if owner else "not assigned yet"
-            results[channel] = (
-                f"no answer within {timeout_s:g} s ({where})"
-                if going
-                else f"{where}; the workers are paused: they join on SIGCONT"
-            )
-        return {name: results[name] for name in names}
+        raise NotAvailableError(
+            "no live worker process to join channels: they are recorded as wanted and "
+            "joined once one runs ('tmi-cluster run')"
+        )
+    going = sorted(p for p, beat in statuses.items() if beat.status.state != "paused")
+    owners = await assignment.owners(names)
+    results: dict[str, str] = {}
+    held = await assignment.holding({c: o for c, o in owners.items() if o in statuses})
+    for channel in held:
+        results[channel] = f"joined ({owners[channel]}, already)"
+    after = await assignment.last_report_id()
+    await wanted_changed(client, keys)
+    waiting = [n for n in names if n not in results]
+    # Paused workers take no new work: with nothing but paused ones, say so at once.
+    deadline = time.monotonic() + (timeout_s if going else 0.0)
+    while waiting and time.monotonic() < deadline:
+        reports = await assignment.reports(after, deadline - time.monotonic())
+        if not reports:
+            continue
+        after = reports[-1].id
+        mine = [r for r in reports if r.channel in waiting]
+        now_owned = await assignment.owners(sorted({r.channel for r in mine}))
+        for report in mine:
+            if report.channel in waiting and now_owned.get(report.channel) == report.process:
+                shown = report.result
+                results[report.channel] = (
+                    f"joined ({report.process})" if shown == "joined" else shown
+                )
+                waiting.remove(report.channel)
+    placed = await assignment.owners(waiting)
+    for channel in waiting:
+        owner = placed.get(channel)
+        where = f"assigned to {owner}" if owner else "not assigned yet"
+        results[channel] = (
+            f"no answer within {timeout_s:g} s ({where})"
+            if going
+            else f"{where}; the workers are paused: they join on SIGCONT"
+        )
+    return {name: results[name] for name in names}
 
 
 async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]:
@@ -260,60 +280,83 @@ async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]
 
 
 async def channels(
-    settings: Settings, names: list[str], *, state: str | Iterable[str] | None = None
+    settings: Settings,
+    names: list[str],
+    *,
+    state: str | Iterable[str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Each known channel's state (one of :data:`CHANNEL_STATES`), owner process, the time of
     its last change, and its last failure (the reason of the failed joins in a row that the
     coordinator recorded, with ``attempts``, ``retry_at`` and ``given_up``); the named ones
     only when ``names`` is not empty; those in ``state`` only when given. ``unauthorized``: a
     channel the channel manager does not authorize (a join refused, a revoke), one batched
-    ``authorized()`` call for all the rows (never with the Dummy manager)."""
+    ``authorized()`` call for all the rows (never with the Dummy manager).
+
+    The durable part comes from SQL and is there while the cluster is down: when Redis cannot
+    be asked, each row says ``"live": false`` (its state is the database's: wanted, failed or
+    parted; no owner), and ``warn`` is called once with the reason."""
     states = {state} if isinstance(state, str) else None if state is None else set(state)
     logins = normalise_logins(names)
+    with Store.from_settings(settings) as store:
+        rows = await asyncio.to_thread(store.channel_states, logins)
+        failures = await asyncio.to_thread(store.failures)
+        manager = load_manager(settings, store=store)
+        allowed = (await manager.authorized([login for login, _, _ in rows])
+                   if restricts(manager) else None)  # fmt: skip
+        try:
+            owners, held_by, live = await _live_channels(settings, store, rows)
+        except (RedisUnavailableError, EmbeddedRedisError) as error:
+            if warn is not None:
+                warn(f"{error}; live state unknown: each channel's state is the database's")
+            owners, held_by, live = {}, {}, None
+    shown: list[dict[str, Any]] = []
+    for login, wanted, since in rows:
+        owner = owners.get(login)
+        if live is not None and owner not in live:
+            owner = None  # assigned to a process that is gone: waiting for a new owner
+        holders = held_by.get(login, set())
+        failure = failures.get(login)
+        if allowed is not None and login not in allowed and not holders:
+            current = "unauthorized"  # refused, revoked (held: being parted, shown so)
+        else:
+            current = _channel_state(wanted, owner, holders, failed=failure is not None)
+        if states is None or current in states:
+            retry = failure.retry_at if failure is not None else None
+            failed_at = failure.failed_at if failure is not None else None
+            shown.append(
+                {
+                    "channel": login,
+                    "state": current,
+                    "process": owner,
+                    "since": (failed_at or since).isoformat()
+                    if current == "failed"
+                    else since.isoformat(),
+                    "failure": failure.reason if failure is not None else None,
+                    "attempts": failure.attempts if failure is not None else 0,
+                    "retry_at": retry.isoformat() if retry is not None else None,
+                    "given_up": failure.given_up if failure is not None else False,
+                    "live": live is not None,
+                }
+            )
+    return shown
+
+
+async def _live_channels(
+    settings: Settings, store: Store, rows: list[tuple[str, bool, Any]]
+) -> tuple[dict[str, str | None], dict[str, set[str]], dict[str, Beat[ProcessStatus]]]:
+    """Who owns and who holds each channel now, and the live workers (from Redis)."""
     keys = Keys.from_settings(settings)
     async with _redis(settings, "channels") as client:
         assignment = Assignment(client, keys)
-        with Store.from_settings(settings) as store:
-            rows = await asyncio.to_thread(store.channel_states, logins)
-            failures = await asyncio.to_thread(store.failures)
-            live = await housekeeping.live_processes(store, client, keys)
-            manager = load_manager(settings, store=store)
-            allowed = (await manager.authorized([login for login, _, _ in rows])
-                       if restricts(manager) else None)  # fmt: skip
+        live = await housekeeping.live_processes(store, client, keys)
         owners = await assignment.owners([login for login, _, _ in rows])
-        held_by: dict[str, set[str]] = {}
-        for process_id in live:
-            for channel in await assignment.held(process_id):
-                held_by.setdefault(channel, set()).add(process_id)
-        shown: list[dict[str, Any]] = []
-        for login, wanted, since in rows:
-            owner = owners.get(login)
-            if owner not in live:
-                owner = None  # assigned to a process that is gone: waiting for a new owner
-            holders = held_by.get(login, set())
-            failure = failures.get(login)
-            if allowed is not None and login not in allowed and not holders:
-                current = "unauthorized"  # refused, revoked (held: being parted, shown so)
-            else:
-                current = _channel_state(wanted, owner, holders, failed=failure is not None)
-            if states is None or current in states:
-                retry = failure.retry_at if failure is not None else None
-                failed_at = failure.failed_at if failure is not None else None
-                shown.append(
-                    {
-                        "channel": login,
-                        "state": current,
-                        "process": owner,
-                        "since": (failed_at or since).isoformat()
-                        if current == "failed"
-                        else since.isoformat(),
-                        "failure": failure.reason if failure is not None else None,
-                        "attempts": failure.attempts if failure is not None else 0,
-                        "retry_at": retry.isoformat() if retry is not None else None,
-                        "given_up": failure.given_up if failure is not None else False,
-                    }
-                )
-        return shown
+        held = await assignment.held_of(sorted(live))
+    held_by: dict[str, set[str]] = {}
+    for process_id, channels in held.items():
+        for channel in channels:
+            held_by.setdefault(channel, set()).add(process_id)
+    return owners, held_by, live
 
 
 def _channel_state(wanted: bool, owner: str | None, holders: set[str], *, failed: bool) -> str:

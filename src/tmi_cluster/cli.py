@@ -532,18 +532,22 @@ def channels(
     ctx: click.Context, names: tuple[str, ...], states: tuple[str, ...], as_json: bool
 ) -> None:
     """Each channel's state (wanted, joining, joined, moving, failed, parted, unauthorized),
-    owner process, since when, and its last failure; every known channel, or the ones named."""
+    owner process, since when, and its last failure; every known channel, or the ones named.
+    While the cluster is down, the database's states, marked '?', with a warning."""
     import json
 
     from tmi_cluster import admin
 
-    wanted_states = states or None
-    shown = asyncio.run(admin.channels(_cluster_settings(ctx), list(names), state=wanted_states))
+    def warn(text: str) -> None:
+        click.echo(f"warning: {text}", err=True)
+
+    settings = _cluster_settings(ctx)
+    shown = asyncio.run(admin.channels(settings, list(names), state=states or None, warn=warn))
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return
-    rows = [[str(c["channel"]), str(c["state"]), c["process"] or "", str(c["since"]),
-             _failure_shown(c)] for c in shown]  # fmt: skip
+    rows = [[str(c["channel"]), str(c["state"]) + ("" if c["live"] else "?"),
+             c["process"] or "", str(c["since"]), _failure_shown(c)] for c in shown]  # fmt: skip
     click.echo(_table(["channel", "state", "process", "since", "last failure"], rows,
                       "no channels"))  # fmt: skip
 

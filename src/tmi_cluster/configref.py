@@ -100,7 +100,6 @@ _DIFFERENCES = [
         "20",
         "the verified-bot limit is gone; Twitch allows 20 JOINs per 10 s per account",
     ),
-    ("throttle.join.take", "100", "20", "no more than one window's budget per round"),
 ]
 
 

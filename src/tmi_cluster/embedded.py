@@ -35,7 +35,7 @@ from typing import Self
 
 import psutil
 
-from tmi_cluster.errors import EmbeddedRedisError
+from tmi_cluster.errors import ConfigError, EmbeddedRedisError
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisState", "find_embedded", "redis_server_executable"]
 
@@ -152,7 +152,13 @@ class EmbeddedRedis:
         if self._process is not None:
             return self
         executable = redis_server_executable(self._executable)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:  # its own folder only: a missing parent is most likely a typo
+            self.folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"redis.embedded_dir: cannot use {self.folder} for the private Redis server: "
+                f"{exc.strerror or exc}"
+            ) from exc
         self._reclaim_stray()
         password = secrets.token_urlsafe(24)
         last_error = ""

@@ -345,6 +345,16 @@ def _none_live(
     return True, f"no supervisor{where} is expected to run"
 
 
+def _superseded(
+    dead: SupervisorRecord, live: Sequence[SupervisorRecord], liveness: Liveness
+) -> bool:
+    """Whether a dead supervisor's host runs a live supervisor started after the dead one was
+    last heard of: it was replaced (a pod restarted after a forced exit, which left its record
+    saying running); history for the purge, not a reason to call the cluster unhealthy."""
+    last = _heard_at((liveness.supervisors or {}).get(dead.id), dead.last_seen_at)
+    return any(s.hostname == dead.hostname and s.started_at >= last for s in live)
+
+
 def health(
     supervisors: Sequence[SupervisorRecord],
     processes: Sequence[ProcessRecord],
@@ -358,8 +368,9 @@ def health(
     healthy, and a one-line reason.
 
     Unhealthy: Redis cannot be asked; a supervisor whose record claims it alive has no heartbeat
-    (dead); a live supervisor runs fewer worker processes than its target (the coordinator's,
-    from its status; ``minimum`` for one that shows none), saying why when it knows; the whole
+    (dead), unless a live supervisor of its host started since (it was replaced); a live
+    supervisor runs fewer worker processes than its target (the coordinator's, from its status;
+    ``minimum`` for one that shows none), saying why when it knows; the whole
     cluster runs fewer than ``minimum``; a live worker process reports a problem (Twitch refused
     the bot's login); with ``at_least_one``, no live supervisor at all.
     Stopped supervisors do not count.
@@ -372,7 +383,8 @@ def health(
         if s.state in CLAIMS_ALIVE and (hostname is None or s.hostname == hostname)
     ]  # fmt: skip
     live = [s for s in considered if s.id in liveness.supervisors]
-    dead = [s for s in considered if s.id not in liveness.supervisors]
+    dead = [s for s in considered if s.id not in liveness.supervisors
+            and not _superseded(s, live, liveness)]  # fmt: skip
     if dead:
         names = ", ".join(s.id for s in dead)
         return False, f"{len(dead)} supervisor(s){where} without a heartbeat (dead): {names}"

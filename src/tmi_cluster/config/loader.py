@@ -47,6 +47,10 @@ RESERVED_ENV = frozenset({"CONFIG", "FUZZ", "PURE_PYTHON", "TEST_*"})
 #: Keys of the original that have a new home here, with the hint shown when one is used.
 RENAMED_KEYS = {
     "use": "the original's Redis connection name is replaced by redis.url",
+    "throttle.join.take": "the original's rounds of a join queue are gone: every JOIN is paced "
+    "by throttle.join.allow per throttle.join.every, shared by the cluster (remove this key)",
+    "throttle.join.block": "the original's wait for budget before re-queueing is gone: a JOIN "
+    "waits for throttle.join.allow per throttle.join.every by itself (remove this key)",
 }
 
 

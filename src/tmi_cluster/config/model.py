@@ -308,10 +308,6 @@ class JoinThrottle(_Section):
         "cluster). 20: the documented per-identity limit; Twitch appears not to enforce it "
         "for anonymous logins, but connections that joined much faster have been reset.",
     )
-    take: int = Field(
-        20, ge=1, description="Channels taken from the join queue per round (original: 100)."
-    )
-    block: float = Field(0.0, ge=0, description="Seconds to wait for budget before re-queueing.")
 
 
 class AuthThrottle(_Section):
@@ -410,6 +406,12 @@ class ChannelManager(_Section):
     def _manager(cls, value: str) -> str:
         if value.lower() in ("dummy", "database"):
             return value.lower()
+        original = value.rsplit("\\", 1)[-1]  # the PHP original's class, as its docs show it
+        if "\\" in value and original in ("DatabaseChannelManager", "DummyChannelManager"):
+            raise ValueError(
+                f"the original's {original} is 'database' or 'dummy' here: "
+                f"use = {original.removesuffix('ChannelManager').lower()!r}"
+            )
         if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
             return value
         raise ValueError("expected 'dummy', 'database' or an import path 'package.module:Class'")

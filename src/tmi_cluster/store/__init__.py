@@ -54,7 +54,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tmi_cluster.config import Settings, mask_url
-from tmi_cluster.errors import MigrationError, StorageError
+from tmi_cluster.errors import ConfigError, MigrationError, StorageError
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.store.models import (
@@ -128,7 +128,13 @@ def _sqlite_lock(database: str | None) -> Iterator[None]:
     if not database or database == ":memory:" or fcntl is None:
         yield
         return
-    with open(f"{database}.migrate.lock", "a") as lock:
+    try:
+        lock = open(f"{database}.migrate.lock", "a")  # noqa: SIM115  # closed below
+    except OSError as exc:
+        raise ConfigError(
+            f"database.url: cannot use the SQLite file {database}: {exc.strerror or exc}"
+        ) from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -144,6 +150,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+def _check_sqlite_folder(database: Path) -> None:
+    """ConfigError unless the folder of a SQLite file exists: a typo in ``database.url`` must
+    not create a new database (and its folders) somewhere unexpected."""
+    folder = database.parent
+    if not folder.exists():
+        raise ConfigError(
+            f"database.url: the folder {folder} of the SQLite file {database.name} does not "
+            "exist: create it first, or check the path"
+        )
+    if not folder.is_dir():
+        raise ConfigError(f"database.url: {folder} is not a folder (in the path of {database})")
+
+
 class Store:
     """The SQL database of a cluster. Use as a context manager, or call :meth:`close`."""
 
@@ -151,8 +170,8 @@ class Store:
         self.url = url
         self._shown = mask_url(url)
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            _check_sqlite_folder(Path(parsed.database))
         try:
             self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
         except ImportError as exc:  # the dialect's driver, imported by create_engine
