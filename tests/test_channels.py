@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tmi_cluster import SyncCluster, admin
+from tmi_cluster import JoinStatus, SyncCluster, admin
 from tmi_cluster.channels import (
     ChannelManager,
     DatabaseChannelManager,
@@ -243,7 +243,7 @@ def test_an_application_authorizes_revokes_and_acknowledges(
             assert app.authorize("alpha", reconnect=True) == {"alpha": "reconnect set"}
             assert app.revoke(["beta", "gamma"]) == {"beta": "revoked",
                                                      "gamma": "was not authorized"}  # fmt: skip
-            assert app.join("beta")["beta"].startswith("unauthorized")
+            assert app.join("beta")["beta"].status == JoinStatus.UNAUTHORIZED
             store.acknowledge(["alpha"], now=long_ago)
             app.acknowledged(["#ALPHA", "neverseen"])  # e.g. on EventSub's stream.online
             with pytest.raises(InvalidChannelError):

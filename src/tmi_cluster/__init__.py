@@ -41,16 +41,28 @@ from tmi_cluster.errors import (
 )
 
 if TYPE_CHECKING:
+    from tmi_cluster.bus.events import EventReader
+    from tmi_cluster.channels import ChannelManager
     from tmi_cluster.cluster import Cluster, SyncCluster
     from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
     from tmi_cluster.handlers import Subscriber, on
-    from tmi_cluster.outcomes import JoinResult, SendRefusal, SendResult, SendStatus
+    from tmi_cluster.outcomes import (
+        ChannelJoin,
+        Grant,
+        JoinResult,
+        JoinStatus,
+        SendRefusal,
+        SendResult,
+        SendStatus,
+    )
     from tmi_cluster.pool import JoinOutcome, Pool, PoolState
     from tmi_cluster.worker import EventQueue, Worker, WorkerState, build_pool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelJoin",
+    "ChannelManager",
     "Cluster",
     "ConfigError",
     "Connection",
@@ -59,9 +71,12 @@ __all__ = [
     "DeadlineError",
     "EmbeddedRedisError",
     "EventQueue",
+    "EventReader",
+    "Grant",
     "InvalidChannelError",
     "JoinOutcome",
     "JoinResult",
+    "JoinStatus",
     "LoginError",
     "MessageTooLongError",
     "MigrationError",
@@ -91,6 +106,11 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ChannelJoin": "tmi_cluster.outcomes",
+    "ChannelManager": "tmi_cluster.channels",
+    "EventReader": "tmi_cluster.bus.events",
+    "Grant": "tmi_cluster.outcomes",
+    "JoinStatus": "tmi_cluster.outcomes",
     "Cluster": "tmi_cluster.cluster",
     "SendRefusal": "tmi_cluster.outcomes",
     "SendResult": "tmi_cluster.outcomes",

@@ -41,6 +41,7 @@ from tmi_cluster.errors import (
     TmiClusterError,
 )
 from tmi_cluster.logins import normalise_logins
+from tmi_cluster.outcomes import ChannelJoin, Grant, JoinResult, JoinStatus
 from tmi_cluster.store import Channel, Store
 
 __all__ = [
@@ -139,7 +140,7 @@ async def authorize(
     revoke: bool = False,
     reconnect: bool = False,
     only_new: bool = False,
-) -> dict[str, str]:
+) -> dict[str, Grant]:
     """Grant (or with ``revoke`` withdraw) ``channels`` through ``channel_manager.use``; each
     one's change: ``authorized``, ``already authorized`` (with the Database manager,
     ``reconnect set`` or ``reconnect cleared`` when a new grant changed that: each grant sets
@@ -172,24 +173,28 @@ async def authorize(
     with contextlib.suppress(TmiClusterError):  # the coordinator parts them now
         async with _redis(settings, "authorize") as client:
             await wanted_changed(client, Keys.from_settings(settings))
-    return {n: "revoked" if n in before else "was not authorized" for n in names}
+    return {n: Grant.REVOKED if n in before else Grant.NOT_AUTHORIZED for n in names}
 
 
-def _granted(was: bool, known: Channel | None, reconnect: bool, only_new: bool) -> str:
+def _granted(was: bool, known: Channel | None, reconnect: bool, only_new: bool) -> Grant:
     """A grant's change for one channel."""
     if not was:
-        return "authorized"
+        return Grant.AUTHORIZED
     if known is not None and known.reconnect != reconnect and not only_new:
-        return "reconnect set" if reconnect else "reconnect cleared"
-    return "already authorized"
+        return Grant.RECONNECT_SET if reconnect else Grant.RECONNECT_CLEARED
+    return Grant.ALREADY
 
 
-async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> dict[str, str]:
+async def join(
+    settings: Settings, channels: list[str], *, timeout_s: float
+) -> dict[str, ChannelJoin]:
     """Join ``channels`` (InvalidChannelError before anything is done for a bad name); return
-    each one's outcome: ``joined (process)``, the failure's reason, ``no answer within N s``,
-    or ``unauthorized`` for a channel the channel manager does not authorize (it is not
-    wanted). NotAvailableError when no worker process is alive. The channels stay wanted
-    whatever the outcome (the coordinator retries a failure as its reason demands)."""
+    each one's outcome (:class:`ChannelJoin`: joined by a process, held already, failed with
+    Twitch's reason, no answer within the timeout, the workers paused, or unauthorized: the
+    channel manager does not authorize it, so it is not wanted). NotAvailableError when no
+    worker process is alive, or the cluster does not run. The channels are recorded as wanted
+    first and stay wanted whatever the outcome (the coordinator retries a failure as its
+    reason demands)."""
     names = normalise_logins(channels)
     with Store.from_settings(settings) as store:
         allowed = await load_manager(settings, store=store).authorized(names)
@@ -199,13 +204,16 @@ async def join(settings: Settings, channels: list[str], *, timeout_s: float) -> 
         wanted = [n for n in names if n in allowed]
         if wanted:  # durable first: wanted even while the cluster is down
             await asyncio.to_thread(store.want, wanted)
-    results = dict.fromkeys(refused, _UNAUTHORIZED)
+    results = {n: ChannelJoin(channel=n, status=JoinStatus.UNAUTHORIZED, detail=_UNAUTHORIZED)
+               for n in refused}  # fmt: skip
     if wanted:
         results.update(await _join(settings, wanted, timeout_s=timeout_s))
     return {n: results[n] for n in names}
 
 
-async def _join(settings: Settings, names: list[str], *, timeout_s: float) -> dict[str, str]:
+async def _join(
+    settings: Settings, names: list[str], *, timeout_s: float
+) -> dict[str, ChannelJoin]:
     keys = Keys.from_settings(settings)
     try:
         async with _redis(settings, "join") as client:
@@ -219,7 +227,7 @@ async def _join(settings: Settings, names: list[str], *, timeout_s: float) -> di
 
 async def _join_live(
     settings: Settings, client: AsyncRedis, keys: Keys, names: list[str], *, timeout_s: float
-) -> dict[str, str]:
+) -> dict[str, ChannelJoin]:
     assignment = Assignment(client, keys)
     with Store.from_settings(settings) as store:
         statuses = await housekeeping.live_processes(store, client, keys)
@@ -231,10 +239,12 @@ async def _join_live(
         )
     going = sorted(p for p, beat in statuses.items() if beat.status.state != "paused")
     owners = await assignment.owners(names)
-    results: dict[str, str] = {}
+    results: dict[str, ChannelJoin] = {}
     held = await assignment.holding({c: o for c, o in owners.items() if o in statuses})
     for channel in held:
-        results[channel] = f"joined ({owners[channel]}, already)"
+        results[channel] = ChannelJoin(channel=channel, status=JoinStatus.ALREADY,
+                                       process=owners[channel], result=JoinResult.JOINED,
+                                       detail=f"joined ({owners[channel]}, already)")  # fmt: skip
     after = await assignment.last_report_id()
     await wanted_changed(client, keys)
     waiting = [n for n in names if n not in results]
@@ -249,21 +259,35 @@ async def _join_live(
         now_owned = await assignment.owners(sorted({r.channel for r in mine}))
         for report in mine:
             if report.channel in waiting and now_owned.get(report.channel) == report.process:
-                shown = report.result
-                results[report.channel] = (
-                    f"joined ({report.process})" if shown == "joined" else shown
-                )
+                results[report.channel] = _reported(report.channel, report.process,
+                                                    report.result)  # fmt: skip
                 waiting.remove(report.channel)
     placed = await assignment.owners(waiting)
     for channel in waiting:
         owner = placed.get(channel)
         where = f"assigned to {owner}" if owner else "not assigned yet"
-        results[channel] = (
-            f"no answer within {timeout_s:g} s ({where})"
-            if going
-            else f"{where}; the workers are paused: they join on SIGCONT"
-        )
+        if going:
+            detail = f"no answer within {timeout_s:g} s ({where})"
+            results[channel] = ChannelJoin(channel=channel, status=JoinStatus.NO_ANSWER,
+                                           process=owner, detail=detail)  # fmt: skip
+        else:
+            detail = f"{where}; the workers are paused: they join on SIGCONT"
+            results[channel] = ChannelJoin(channel=channel, status=JoinStatus.PAUSED,
+                                           process=owner, detail=detail)  # fmt: skip
     return {name: results[name] for name in names}
+
+
+def _reported(channel: str, process: str, result: str) -> ChannelJoin:
+    """A worker's report on a join, as its outcome."""
+    try:
+        known: JoinResult | None = JoinResult(result)
+    except ValueError:  # a reason of a newer version: kept as its text
+        known = None
+    if known is JoinResult.JOINED:
+        return ChannelJoin(channel=channel, status=JoinStatus.JOINED, process=process,
+                           result=known, detail=f"joined ({process})")  # fmt: skip
+    return ChannelJoin(channel=channel, status=JoinStatus.FAILED, process=process, result=known,
+                       detail=result)  # fmt: skip
 
 
 async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]:

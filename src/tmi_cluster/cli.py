@@ -483,7 +483,7 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant:
     outcomes = asyncio.run(admin.join(settings, list(channels), timeout_s=timeout_s))
     for channel, outcome in outcomes.items():
         click.echo(f"#{channel}: {outcome}")
-    if any(not o.startswith("joined") for o in outcomes.values()):
+    if any(not o.ok for o in outcomes.values()):
         ctx.exit(ExitCode.FAILURE)
 
 

@@ -51,7 +51,14 @@ from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError, UnknownEventTypeError
 from tmi_cluster.events import ALL_EVENT_TYPES, RAW_LINE_EVENTS, Event, covers
 from tmi_cluster.logins import normalise_login, normalise_logins
-from tmi_cluster.outcomes import IN_FLIGHT, SendRefusal, SendResult, SendStatus
+from tmi_cluster.outcomes import (
+    IN_FLIGHT,
+    ChannelJoin,
+    Grant,
+    SendRefusal,
+    SendResult,
+    SendStatus,
+)
 from tmi_cluster.sender import check_text
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
@@ -160,10 +167,12 @@ class Cluster:
 
     async def join(
         self, channels: str | Iterable[str], *, timeout_s: float = 10.0
-    ) -> dict[str, str]:
-        """Join ``channels``; each one's outcome (``joined (process)``, a failure's reason,
-        or ``no answer within N s``). They stay wanted whatever the outcome.
-        NotAvailableError when no worker runs (they are joined once one does)."""
+    ) -> dict[str, ChannelJoin]:
+        """Join ``channels``; each one's outcome, a :class:`~tmi_cluster.ChannelJoin`
+        (``status``: joined, already, failed with Twitch's ``result``, no_answer, paused,
+        unauthorized; ``process``; ``ok``; ``str()`` in words). They are recorded as wanted
+        first and stay wanted whatever the outcome. NotAvailableError when no worker runs
+        (they are joined once one does)."""
         return await admin.join(self.settings, _names(channels), timeout_s=timeout_s)
 
     async def part(self, channels: str | Iterable[str]) -> dict[str, str | None]:
@@ -172,14 +181,14 @@ class Cluster:
 
     async def authorize(
         self, channels: str | Iterable[str], *, reconnect: bool = False
-    ) -> dict[str, str]:
+    ) -> dict[str, Grant]:
         """Grant ``channels`` through the channel manager (``channel_manager.use``; with
         ``reconnect`` they are wanted again after any restart); each one's change
         (``authorized``, ``already authorized``, ``reconnect set``, ``reconnect cleared``:
         each grant sets reconnect anew). Nothing is joined: :meth:`join` does."""
         return await admin.authorize(self.settings, _names(channels), reconnect=reconnect)
 
-    async def revoke(self, channels: str | Iterable[str]) -> dict[str, str]:
+    async def revoke(self, channels: str | Iterable[str]) -> dict[str, Grant]:
         """Withdraw ``channels``' authorization: they are no longer wanted and are parted
         within seconds; each one's change (``revoked``, ``was not authorized``)."""
         return await admin.authorize(self.settings, _names(channels), revoke=True)
@@ -400,7 +409,9 @@ class SyncCluster:
             self._thread.join(5)
             self._loop.close()
 
-    def join(self, channels: str | Iterable[str], *, timeout_s: float = 10.0) -> dict[str, str]:
+    def join(
+        self, channels: str | Iterable[str], *, timeout_s: float = 10.0
+    ) -> dict[str, ChannelJoin]:
         """As :meth:`Cluster.join`."""
         return self._call(self._cluster.join(channels, timeout_s=timeout_s))
 
@@ -410,11 +421,11 @@ class SyncCluster:
 
     def authorize(
         self, channels: str | Iterable[str], *, reconnect: bool = False
-    ) -> dict[str, str]:
+    ) -> dict[str, Grant]:
         """As :meth:`Cluster.authorize`."""
         return self._call(self._cluster.authorize(channels, reconnect=reconnect))
 
-    def revoke(self, channels: str | Iterable[str]) -> dict[str, str]:
+    def revoke(self, channels: str | Iterable[str]) -> dict[str, Grant]:
         """As :meth:`Cluster.revoke`."""
         return self._call(self._cluster.revoke(channels))
 

@@ -10,7 +10,17 @@ import enum
 
 import msgspec
 
-__all__ = ["IN_FLIGHT", "JOIN_REFUSALS", "JoinResult", "SendRefusal", "SendResult", "SendStatus"]
+__all__ = [
+    "IN_FLIGHT",
+    "JOIN_REFUSALS",
+    "ChannelJoin",
+    "Grant",
+    "JoinResult",
+    "JoinStatus",
+    "SendRefusal",
+    "SendResult",
+    "SendStatus",
+]
 
 
 class JoinResult(enum.StrEnum):
@@ -115,3 +125,54 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
 
     def __bool__(self) -> bool:
         return self.ok
+
+
+class JoinStatus(enum.StrEnum):
+    """What became of one channel of a ``Cluster.join`` (or ``tmi-cluster join``)."""
+
+    #: A worker holds it now (:attr:`ChannelJoin.process`).
+    JOINED = "joined"
+    #: A worker held it already.
+    ALREADY = "already"
+    #: Twitch refused it, or it timed out: :attr:`ChannelJoin.result` says why (retried as the
+    #: reason demands).
+    FAILED = "failed"
+    #: The channel manager does not authorize it: not wanted, nothing joined.
+    UNAUTHORIZED = "unauthorized"
+    #: No outcome within the timeout (:attr:`ChannelJoin.process`: whom it is assigned to).
+    NO_ANSWER = "no_answer"
+    #: The workers are paused (SIGUSR2): it is joined on SIGCONT.
+    PAUSED = "paused"
+
+
+class ChannelJoin(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a join for one channel; ``str()`` is the line the command line prints
+    (``joined (sup-a-1)``, ``msg_banned``, ``no answer within 10 s (assigned to sup-a-1)``)."""
+
+    channel: str
+    status: JoinStatus
+    #: The worker that holds it (joined, already) or that it is assigned to (no answer).
+    process: str | None = None
+    #: How Twitch answered (joined, or a failure's reason); None when there was no answer.
+    result: JoinResult | None = None
+    #: The outcome in words, as the command line prints it.
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether a worker holds the channel."""
+        return self.status in (JoinStatus.JOINED, JoinStatus.ALREADY)
+
+    def __str__(self) -> str:
+        return self.detail or self.status.value
+
+
+class Grant(enum.StrEnum):
+    """What a grant or a revoke changed for one channel (``Cluster.authorize``, ``revoke``)."""
+
+    AUTHORIZED = "authorized"
+    ALREADY = "already authorized"
+    RECONNECT_SET = "reconnect set"
+    RECONNECT_CLEARED = "reconnect cleared"
+    REVOKED = "revoked"
+    NOT_AUTHORIZED = "was not authorized"

@@ -26,10 +26,6 @@ try:
 except ImportError:  # pragma: no cover (not POSIX)
     fcntl = None  # type: ignore[assignment]
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     ColumnElement,
     Engine,
@@ -40,6 +36,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     literal,
     or_,
     select,
@@ -213,6 +210,12 @@ class Store:
         the driver does not put DDL in a transaction, so two first starts could both create
         the tables).
         """
+        # Alembic only here: it costs a command that only reads the database 0.2 s at start
+        from alembic import command  # noqa: PLC0415
+        from alembic.config import Config as AlembicConfig  # noqa: PLC0415
+        from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+        from alembic.script import ScriptDirectory  # noqa: PLC0415
+
         config = AlembicConfig()
         config.set_main_option("script_location", str(_MIGRATIONS))
         script = ScriptDirectory.from_config(config)
@@ -234,9 +237,13 @@ class Store:
         return [rev.revision for rev in script.iterate_revisions(head, before)][::-1]
 
     def revision(self) -> str | None:
-        """The schema revision of the database; None before the first migration."""
+        """The schema revision of the database; None before the first migration. Read from
+        Alembic's table without Alembic (a command that only reads starts 0.2 s sooner)."""
         with self._connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        return str(row[0]) if row is not None else None
 
     def _connect(self) -> Connection:
         try:
