@@ -635,3 +635,58 @@ def test_the_database_manager_refuses_joins_it_does_not_authorize_and_a_revoke_p
     assert holders("gamma")  # the others stay
     bad = tmi(tmp_path, "authorize", "alpha", "--revoke", "--reconnect", **env)
     assert bad.returncode == 2
+
+
+RECORDER = """
+import os
+import pathlib
+
+import tmi_cluster
+from tmi_cluster.events import ClusterEvent
+
+OUT = pathlib.Path(os.environ["EVENTS_OUT"])
+
+
+@tmi_cluster.on(ClusterEvent)
+def record(event: ClusterEvent) -> None:
+    with OUT.open("a") as out:
+        out.write(f"{os.getpid()} {type(event).__name__} {event.process}\\n")
+"""
+
+
+def test_the_cluster_events_reach_the_handlers_where_they_happen_and_the_stream(
+    tmp_path: Path, cluster: Callable[..., Supervisor]
+) -> None:
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    out = tmp_path / "events.txt"
+    extra = {"PYTHONPATH": str(tmp_path), "TMI_CLUSTER_HANDLERS__MODULES": "recorder",
+             "EVENTS_OUT": str(out), "TMI_CLUSTER_PROCESS__PERIODIC_TIMER": "0.5"}  # fmt: skip
+    supervisor = cluster("sup-a", **extra)
+    env = {**cluster.env, **extra}  # type: ignore[attr-defined]
+
+    def seen() -> dict[str, set[str]]:  # event type -> the pids where it was handled
+        found: dict[str, set[str]] = {}
+        for line in out.read_text().splitlines() if out.exists() else []:
+            pid, kind = line.split(" ")[:2]
+            found.setdefault(kind, set()).add(pid)
+        return found
+
+    wanted = {"ProcessScaled", "SupervisorLooped", "ClusterClientRegistered",
+              "PeriodicTimerCalled"}  # fmt: skip
+    events = wait_for(lambda: wanted <= seen().keys() and seen(), timeout_s=30,
+                      what="the cluster's events in the handlers")  # fmt: skip
+    here = str(supervisor.pid)
+    assert events["ProcessScaled"] == events["SupervisorLooped"] == {here}  # the supervisor's
+    workers = {str(w.pid) for w in supervisor.workers()}
+    assert events["ClusterClientRegistered"] <= workers  # the workers' own
+    assert events["PeriodicTimerCalled"] <= workers
+    streamed = tmi(tmp_path, "tail", "--since", "0", "--type", "ProcessScaled", "--limit", "1",
+                   "--json", **env)  # fmt: skip
+    assert streamed.returncode == 0, streamed.stderr
+    scaled = json.loads(streamed.stdout.splitlines()[0])
+    assert (scaled["type"], scaled["supervisor"], scaled["after"]) == ("ProcessScaled", "sup-a", 2)
+    local = tmi(tmp_path, "tail", "--type", "PeriodicTimerCalled", **env)
+    assert local.returncode == 2  # never streamed: a usage error saying so
+    assert "never published to the event stream" in local.stderr
+    supervisor.stop()
+    assert "ClusterClientTerminated" in seen()

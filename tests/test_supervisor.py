@@ -19,7 +19,7 @@ from tmi_cluster.bus import Order
 from tmi_cluster.config import Settings
 from tmi_cluster.embedded import redis_server_executable
 from tmi_cluster.errors import RedisUnavailableError
-from tmi_cluster.processes import ClusterEvent, ProcessScaled
+from tmi_cluster.events import ClusterEvent, ProcessScaled
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.supervisor import Supervisor
 
@@ -340,7 +340,8 @@ def test_the_coordinator_sizes_the_supervisor_with_process_scaled_events(
     asyncio.run(scenario())
     supervisor = holder[0]
     scaled = [e for e in events if isinstance(e, ProcessScaled)]
-    assert scaled[0] == ProcessScaled("sup-s", 0, 2, "below_minimum")  # the cluster's min
-    assert scaled[1] == ProcessScaled("sup-s", 2, 3, "manual")
+    minimum = ProcessScaled(supervisor="sup-s", before=0, after=2, cause="below_minimum")
+    assert scaled[0] == minimum  # the cluster's min
+    assert scaled[1] == ProcessScaled(supervisor="sup-s", before=2, after=3, cause="manual")
     assert supervisor.coordinator is not None
     assert not supervisor.coordinator.leading  # the lease was given up at the stop

@@ -49,7 +49,7 @@ from tmi_cluster.bus.heartbeat import alive
 from tmi_cluster.channels import ChannelManager, load_manager
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError, UnknownEventTypeError
-from tmi_cluster.events import ALL_EVENT_TYPES, RAW_LINE_EVENTS, Event, covers
+from tmi_cluster.events import ALL_EVENT_TYPES, LOCAL_EVENTS, RAW_LINE_EVENTS, Event, covers
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import (
     IN_FLIGHT,
@@ -96,12 +96,13 @@ def event_type_names(types: Iterable[type[Event] | str] | None) -> frozenset[str
             wanted.append(item)
         else:
             raise UnknownEventTypeError(f"{item!r} is not an event type of tmi_cluster.events")
-    streamed = [t for t in ALL_EVENT_TYPES if t not in RAW_LINE_EVENTS]
+    streamed = [t for t in ALL_EVENT_TYPES if t not in (*RAW_LINE_EVENTS, *LOCAL_EVENTS)]
     names = frozenset(t.__name__ for t in streamed if any(covers(w, t) for w in wanted))
     if not names:
         raise UnknownEventTypeError(
             f"{', '.join(t.__name__ for t in wanted)}: never published to the event stream "
-            "(the raw-line events are for handlers inside the workers)"
+            "(the raw-line events, PeriodicTimerCalled and SupervisorLooped are for handlers in "
+            "the process where they happen)"
         )
     return names
 

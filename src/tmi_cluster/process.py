@@ -74,10 +74,13 @@ from tmi_cluster.delivery import Delivery
 from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.events import (
     ChannelLostEvent,
+    ClusterClientRegistered,
+    ClusterClientTerminated,
     Event,
     IrcCommandEvent,
     IrcMessageEvent,
     MessageEvent,
+    PeriodicTimerCalled,
 )
 from tmi_cluster.handlers import Dispatcher, load_handlers
 from tmi_cluster.outbox import Outbox
@@ -190,6 +193,7 @@ class WorkerProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._orphan_logged = False
         self._stop_asked = False  # plain: read by signal handlers and the stdin watcher
+        self._stop_why = ""  # why it stops, for ClusterClientTerminated
         #: Why the process stopped on its own (an unexpected error), else None.
         self.failure: BaseException | None = None
 
@@ -206,6 +210,8 @@ class WorkerProcess:
         if self._stop_deadline is None or deadline < self._stop_deadline:
             self._stop_deadline = deadline
         self._arm(hard, why)
+        if not self._stop.is_set():
+            self._stop_why = why
         self._stop.set()
         self._wake.set()
 
@@ -334,24 +340,21 @@ class WorkerProcess:
             if outbox is not None:
                 sending = tasks.create_task(outbox.run(stop_sending), name="sends")
             following = tasks.create_task(self._follow(assignment), name="assignment")
+            ticking = tasks.create_task(self._tick(dispatcher), name="periodic timer")
             if not self.paused:
                 self.state = ProcessState.RUNNING
             print(READY, flush=True)
+            delivery.put(ClusterClientRegistered(supervisor=self.supervisor_id, process=self.id))
             await self._stop.wait()
             self.state = ProcessState.STOPPING
             self._phase = "stopping"
+            ticking.cancel()
+            delivery.put(ClusterClientTerminated(supervisor=self.supervisor_id, process=self.id,
+                                                 reason=self._stop_why))  # fmt: skip
             following.cancel()
             stop_sending.set()
             await self._hand_over(assignment)
-            if sending is not None:  # what is not begun by then stays pending for the others
-                self._phase = "finishing the sends under way"
-                await asyncio.wait({sending}, timeout=min(_SENDS_STOP_S, self._remaining()))
-                await cancel_and_wait(sending, what=f"{self.id}'s sends")
-            stop_publishing.set()
-            if publishing is not None:
-                self._phase = "writing the last events to the stream"
-                await asyncio.wait({publishing}, timeout=max(0.2, self._remaining()))
-                await cancel_and_wait(publishing, what=f"{self.id}'s stream")
+            await self._finish(sending, stop_publishing, publishing)
             self._phase = "stopping its tasks"
             checking.cancel()
             beating.cancel()
@@ -365,6 +368,25 @@ class WorkerProcess:
                         "expire or are purged: %s", self.id, error)  # fmt: skip
         await heartbeat.clear()
         return 0 if self.failure is None else 1
+
+    async def _finish(
+        self,
+        sending: asyncio.Task[None] | None,
+        stop_publishing: asyncio.Event,
+        publishing: asyncio.Task[None] | None,
+    ) -> None:
+        """While stopping, after the hand-over: the sends under way (what is not begun by then
+        stays pending for the others), then the last events to the stream, within the stop's
+        time."""
+        if sending is not None:
+            self._phase = "finishing the sends under way"
+            await asyncio.wait({sending}, timeout=min(_SENDS_STOP_S, self._remaining()))
+            await cancel_and_wait(sending, what=f"{self.id}'s sends")
+        stop_publishing.set()
+        if publishing is not None:
+            self._phase = "writing the last events to the stream"
+            await asyncio.wait({publishing}, timeout=max(0.2, self._remaining()))
+            await cancel_and_wait(publishing, what=f"{self.id}'s stream")
 
     def _remaining(self) -> float:
         """Seconds left of the stop's graceful part (0 once over)."""
@@ -415,6 +437,14 @@ class WorkerProcess:
             else:
                 self.outage.ended()
             await asyncio.sleep(heartbeat.interval_s)
+
+    async def _tick(self, dispatcher: Dispatcher) -> None:
+        """PeriodicTimerCalled to the handlers every ``process.periodic_timer`` seconds (the
+        original's hook for periodic work; never on the stream)."""
+        every = self.settings.process.periodic_timer
+        while True:
+            await asyncio.sleep(every)
+            dispatcher.put(PeriodicTimerCalled(supervisor=self.supervisor_id, process=self.id))
 
     def _on_event(self, event: Event) -> None:
         """Every event of the pool, on the read path: counted, lost channels noted, then on

@@ -46,6 +46,12 @@ import psutil
 from tmi_cluster.bus import Assignment, Coordination, Keys, ProcessStatus, read, wake
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import RedisUnavailableError, StorageError
+from tmi_cluster.events import (
+    ClusterEvent,
+    ProcessScaled,
+    UnableToLaunchProcess,
+    WorkerProcessRestarting,
+)
 from tmi_cluster.process import EXIT_LAUNCH, READY
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.tasks import cancel_and_wait, log_outcome
@@ -55,11 +61,7 @@ __all__ = [
     "HEALTHY_S",
     "RECORD_EVERY_S",
     "Child",
-    "ClusterEvent",
-    "ProcessScaled",
     "Processes",
-    "UnableToLaunchProcess",
-    "WorkerProcessRestarting",
     "restart_delay",
     "worker_environment",
 ]
@@ -84,42 +86,6 @@ def restart_delay(failures: int) -> float:
     if failures <= 1:
         return 0.0
     return float(min(RESTART_CAP_S, 2.0 ** (failures - 2)))
-
-
-@dataclass(frozen=True)
-class WorkerProcessRestarting:
-    """A worker ended unexpectedly and is started again after ``delay_s`` (the original's
-    event of this name)."""
-
-    supervisor: str
-    process: str
-    reason: str
-    delay_s: float
-
-
-@dataclass(frozen=True)
-class UnableToLaunchProcess:
-    """A worker ended before it was ready; ``error`` says why (the original's event)."""
-
-    supervisor: str
-    process: str
-    error: str
-    delay_s: float
-
-
-@dataclass(frozen=True)
-class ProcessScaled:
-    """A supervisor's number of workers changed (the original's event), and why: one of
-    :class:`tmi_cluster.autoscale.Cause`'s values (``scale_out``, ``scale_in``, ``restore``,
-    ``below_minimum``, ``manual``...)."""
-
-    supervisor: str
-    before: int
-    after: int
-    cause: str
-
-
-ClusterEvent = WorkerProcessRestarting | UnableToLaunchProcess | ProcessScaled
 
 
 @dataclass
@@ -203,7 +169,8 @@ class Processes:
         self._changed.set()
         log.info("supervisor %s: %d worker processes -> %d (%s)", self.supervisor_id, before,
                  target, cause)  # fmt: skip
-        self._emit(ProcessScaled(self.supervisor_id, before, target, cause))
+        self._emit(ProcessScaled(supervisor=self.supervisor_id, before=before, after=target,
+                                 cause=cause))  # fmt: skip
 
     def running(self) -> list[Child]:
         """The workers that are up and not on their way out (stopping, replaced, draining)."""
@@ -333,12 +300,14 @@ class Processes:
         if code == EXIT_LAUNCH or (not child.ready.is_set() and code > 0):
             reason = _last_error(child.tail) or how
             self.problem = f"worker processes cannot start: {reason}"
-            event = UnableToLaunchProcess(self.supervisor_id, child.id, reason, delay)
+            event = UnableToLaunchProcess(supervisor=self.supervisor_id, process=child.id,
+                                          error=reason, delay_s=delay)  # fmt: skip
             shown = reason if reason == how else f"{how}: {reason}"
             log.error("worker process %s could not start (%s); trying again in %g s",
                       child.id, shown, delay)  # fmt: skip
         else:
-            event = WorkerProcessRestarting(self.supervisor_id, child.id, how, delay)
+            event = WorkerProcessRestarting(supervisor=self.supervisor_id, process=child.id,
+                                            reason=how, delay_s=delay)  # fmt: skip
             log.warning("worker process %s %s; restarting in %g s", child.id, how, delay)
         self._emit(event)
         await self._release(child)

@@ -72,6 +72,7 @@ from tmi_cluster.bus import (
     wake,
     wanted_changed,
 )
+from tmi_cluster.bus.events import EventPublisher
 from tmi_cluster.channels import (
     ChannelManager,
     cleans_up,
@@ -88,10 +89,11 @@ from tmi_cluster.errors import (
     StorageError,
     TmiClusterError,
 )
+from tmi_cluster.events import ClusterEvent, SupervisorLooped
+from tmi_cluster.handlers import Dispatcher, load_handlers
 from tmi_cluster.housekeeping import PURGE_EVERY_S, purge_once
 from tmi_cluster.processes import (
     RECORD_EVERY_S,
-    ClusterEvent,
     Processes,
     worker_environment,
 )
@@ -230,6 +232,10 @@ class Supervisor:
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._coordinator_task: asyncio.Task[None] | None = None
         self._rolls: set[asyncio.Task[None]] = set()
+        self._dispatcher: Dispatcher | None = None
+        self._publisher: EventPublisher | None = None
+        self._publishing: asyncio.Task[None] | None = None
+        self._publish_stop = asyncio.Event()
         self._started_at = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -264,6 +270,12 @@ class Supervisor:
         if applied:
             log.info("database migrated to %s", applied[-1])
         manager = load_manager(settings, store=store)  # ConfigError: it does not load
+        options = settings.handlers  # the cluster's events reach the handlers here too
+        handlers = load_handlers(options.modules)  # ConfigError: one does not import
+        self._dispatcher = Dispatcher(
+            handlers, queue_size=options.queue_size, policy=options.queue_full,
+            threads=options.threads,
+        )  # fmt: skip
         if settings.channel_manager.auto_cleanup.enabled and not cleans_up(manager):
             log.warning("channel_manager.auto_cleanup.enabled has no effect with the %s "
                         "channel manager (it has no auto join and part)",
@@ -286,6 +298,12 @@ class Supervisor:
         self._beat_task = asyncio.create_task(
             self._beat(self._heartbeat), name=f"supervisor {self.id} heartbeat"
         )
+        if settings.handlers.stream:  # the cluster's events of interest to other processes
+            self._publisher = EventPublisher(self._client, self.keys,
+                                             maxlen=settings.handlers.stream_maxlen,
+                                             max_age_s=settings.handlers.stream_max_age,
+                                             outage=self.outage)  # fmt: skip
+            self._publishing = self._spawn_task(self._publisher.run(self._publish_stop), "stream")
         assert self.redis_url is not None
         env = worker_environment(self.redis_url, self.config_path)
         if self.simulate:
@@ -311,7 +329,7 @@ class Supervisor:
             assignment=Assignment(self._client, self.keys),
             store=store,
             env=env,
-            on_event=self.on_event,
+            on_event=self._cluster_event,
             first_number=max(numbers, default=0) + 1,
         )
         # A new run starts with no workers of its own until the coordinator gives it some
@@ -484,6 +502,19 @@ class Supervisor:
             return "twitch"
         return f"{connection.server}:{connection.effective_port}"
 
+    def _cluster_event(self, event: ClusterEvent) -> None:
+        """One of the cluster's events of this supervisor: to ``on_event``, to the handlers of
+        ``handlers.modules``, and (unless it is local) to the event stream. Never raises."""
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("the cluster event handler failed on %s", type(event).__name__)
+        if self._dispatcher is not None:
+            self._dispatcher.put(event)
+        if self._publisher is not None:
+            self._publisher.put(event)
+
     def _problem(self) -> str | None:
         """What is wrong, for ``list`` and ``health``: the workers', else the coordinator's."""
         if self.processes is not None and self.processes.problem:
@@ -537,6 +568,7 @@ class Supervisor:
                 await asyncio.wait_for(self._stop.wait(), PURGE_EVERY_S)
             if self._stop.is_set():
                 return
+            self._cluster_event(SupervisorLooped(supervisor=self.id))
             try:
                 result = await purge_once(self._store, self._client, self.keys)
             except (RedisUnavailableError, StorageError) as error:
@@ -683,6 +715,11 @@ class Supervisor:
                 await self._hand_over()
                 await self.processes.stop(self.settings.process.timeout)
             await self._stop_coordinator()
+            self._publish_stop.set()  # the last events out (2 s at most), then the handlers
+            if self._publishing is not None:
+                await asyncio.wait({self._publishing}, timeout=3.0)
+            await cancel_and_wait(self._publishing, what=f"supervisor {self.id}'s stream",
+                                  report=False)  # fmt: skip
             await cancel_and_wait(self._workers_task, what=f"supervisor {self.id}'s workers",
                                   report=False)  # fmt: skip
             if self.simulator is not None:
@@ -691,6 +728,8 @@ class Supervisor:
             await cancel_and_wait(self._beat_task, what=f"supervisor {self.id}'s heartbeat")
             await self._final_writes()
         finally:
+            if self._dispatcher is not None:
+                await self._dispatcher.aclose()
             if self._store is not None:
                 self._store.close()
             if self._embedded is not None:

@@ -43,7 +43,7 @@ from tmi_cluster.bus.client import block_ms, describe_client, translated
 from tmi_cluster.bus.keys import DEDUPE_S, Keys
 from tmi_cluster.bus.windows import Outage
 from tmi_cluster.errors import RedisUnavailableError
-from tmi_cluster.events import ALL_EVENT_TYPES, RAW_LINE_EVENTS, Event
+from tmi_cluster.events import ALL_EVENT_TYPES, LOCAL_EVENTS, RAW_LINE_EVENTS, Event
 
 __all__ = [
     "CLAIM_IDLE_S",
@@ -86,7 +86,7 @@ return #items / 3
 _ENCODE = msgspec.msgpack.Encoder()
 _REPLACE = msgspec.structs.replace
 _DECODE: msgspec.msgpack.Decoder[Event] = msgspec.msgpack.Decoder(Union[ALL_EVENT_TYPES])  # noqa: UP007
-_NOT_STREAMED = frozenset(RAW_LINE_EVENTS)
+_NOT_STREAMED = frozenset((*RAW_LINE_EVENTS, *LOCAL_EVENTS))
 
 
 def _text(value: bytes | str) -> str:

@@ -25,6 +25,9 @@ from tmi_cluster.events.types import (
     CheerEvent,
     ClearChatEvent,
     ClearMsgEvent,
+    ClusterClientRegistered,
+    ClusterClientTerminated,
+    ClusterEvent,
     ConnectedEvent,
     DisconnectedEvent,
     EmoteOnlyModeEvent,
@@ -42,9 +45,11 @@ from tmi_cluster.events.types import (
     NameReplyEvent,
     NoticeEvent,
     PartEvent,
+    PeriodicTimerCalled,
     PingEvent,
     PongEvent,
     PrimePaidUpgradeEvent,
+    ProcessScaled,
     R9kModeEvent,
     RaidEvent,
     ReconnectEvent,
@@ -56,6 +61,8 @@ from tmi_cluster.events.types import (
     SubGiftEvent,
     SubMysteryGiftEvent,
     SubsOnlyModeEvent,
+    SupervisorLooped,
+    UnableToLaunchProcess,
     UnknownEvent,
     UnknownUserNoticeEvent,
     UnraidEvent,
@@ -65,10 +72,12 @@ from tmi_cluster.events.types import (
     ViewerMilestoneEvent,
     WelcomeEvent,
     WhisperEvent,
+    WorkerProcessRestarting,
 )
 
 __all__ = [
     "ALL_EVENT_TYPES",
+    "LOCAL_EVENTS",
     "RAW_LINE_EVENTS",
     "AnnouncementEvent",
     "AnonGiftPaidUpgradeEvent",
@@ -80,6 +89,9 @@ __all__ = [
     "CheerEvent",
     "ClearChatEvent",
     "ClearMsgEvent",
+    "ClusterClientRegistered",
+    "ClusterClientTerminated",
+    "ClusterEvent",
     "ConnectedEvent",
     "DisconnectedEvent",
     "Emote",
@@ -98,9 +110,11 @@ __all__ = [
     "NameReplyEvent",
     "NoticeEvent",
     "PartEvent",
+    "PeriodicTimerCalled",
     "PingEvent",
     "PongEvent",
     "PrimePaidUpgradeEvent",
+    "ProcessScaled",
     "R9kModeEvent",
     "RaidEvent",
     "ReconnectEvent",
@@ -112,6 +126,8 @@ __all__ = [
     "SubGiftEvent",
     "SubMysteryGiftEvent",
     "SubsOnlyModeEvent",
+    "SupervisorLooped",
+    "UnableToLaunchProcess",
     "UnknownEvent",
     "UnknownUserNoticeEvent",
     "UnraidEvent",
@@ -121,6 +137,7 @@ __all__ = [
     "ViewerMilestoneEvent",
     "WelcomeEvent",
     "WhisperEvent",
+    "WorkerProcessRestarting",
     "companion_of",
     "covers",
     "from_json",
@@ -133,10 +150,12 @@ __all__ = [
 ALL_EVENT_TYPES: tuple[type[Event], ...] = tuple(
     getattr(types, name)
     for name in types.__all__
-    if name not in ("Event", "UserEvent", "ModeEvent")
+    if name not in ("Event", "UserEvent", "ModeEvent", "ClusterEvent")
 )
 #: The raw-line events: made only for handlers that subscribe to them, never streamed.
 RAW_LINE_EVENTS: tuple[type[Event], ...] = (IrcMessageEvent, IrcCommandEvent)
+#: The cluster's events that stay in the process where they happen (never streamed).
+LOCAL_EVENTS: tuple[type[Event], ...] = (PeriodicTimerCalled, SupervisorLooped)
 
 
 def companion_of(event_type: type[Event]) -> type[Event] | None:

@@ -72,6 +72,34 @@ SOURCES: dict[str, tuple[str, str]] = {
         "a held channel lost: refused or timed-out rejoin, server PART, a connection that gave up",
         "(missing in the original: lost channels went unnoticed)",
     ),
+    "ClusterClientRegistered": (
+        "a worker process runs (in it, and streamed)",
+        "ClusterClientRegistered",
+    ),
+    "ClusterClientTerminated": (
+        "a worker process stops (in it, and streamed)",
+        "ClusterClientTerminated",
+    ),
+    "PeriodicTimerCalled": (
+        "every process.periodic_timer s in each worker (not streamed)",
+        "PeriodicTimerCalled",
+    ),
+    "SupervisorLooped": (
+        "a supervisor's periodic chores (in it; not streamed)",
+        "SupervisorLooped",
+    ),
+    "WorkerProcessRestarting": (
+        "a worker ended and is started again (in its supervisor, and streamed)",
+        "WorkerProcessRestarting",
+    ),
+    "UnableToLaunchProcess": (
+        "a worker ended before it was ready (in its supervisor, and streamed)",
+        "UnableToLaunchProcess",
+    ),
+    "ProcessScaled": (
+        "a supervisor's number of workers changed (in it, and streamed)",
+        "ProcessScaled",
+    ),
 }
 
 _INTRO = """# Chat events

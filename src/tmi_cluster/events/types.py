@@ -27,6 +27,9 @@ __all__ = [
     "CheerEvent",
     "ClearChatEvent",
     "ClearMsgEvent",
+    "ClusterClientRegistered",
+    "ClusterClientTerminated",
+    "ClusterEvent",
     "ConnectedEvent",
     "DisconnectedEvent",
     "EmoteOnlyModeEvent",
@@ -44,9 +47,11 @@ __all__ = [
     "NameReplyEvent",
     "NoticeEvent",
     "PartEvent",
+    "PeriodicTimerCalled",
     "PingEvent",
     "PongEvent",
     "PrimePaidUpgradeEvent",
+    "ProcessScaled",
     "R9kModeEvent",
     "RaidEvent",
     "ReconnectEvent",
@@ -58,6 +63,8 @@ __all__ = [
     "SubGiftEvent",
     "SubMysteryGiftEvent",
     "SubsOnlyModeEvent",
+    "SupervisorLooped",
+    "UnableToLaunchProcess",
     "UnknownEvent",
     "UnknownUserNoticeEvent",
     "UnraidEvent",
@@ -67,6 +74,7 @@ __all__ = [
     "ViewerMilestoneEvent",
     "WelcomeEvent",
     "WhisperEvent",
+    "WorkerProcessRestarting",
 ]
 
 
@@ -702,7 +710,7 @@ class DisconnectedEvent(Event, frozen=True, kw_only=True):
 class ChannelLostEvent(Event, frozen=True, kw_only=True):
     """A channel that was held is not joined any more, without the application parting it.
 
-    ``reason`` is a :class:`~tmi_cluster.outcomes.JoinResult` value: a refused rejoin
+    ``reason`` is a :class:`tmi_cluster.JoinResult` value: a refused rejoin
     (``msg_channel_suspended``, ``msg_banned``, ``tos_ban``,
     ``msg_concurrent_channel_limit_reached``), ``timeout`` (a rejoin got no confirmation),
     ``removed`` (the server parted it), ``login_refused`` or ``closed`` (the connection gave
@@ -736,3 +744,63 @@ class UnknownEvent(Event, frozen=True, kw_only=True):
     command: str = ""
     params: list[str] = msgspec.field(default_factory=list)
     source: str | None = None
+
+
+# -- the cluster's own events (the original's names) ---------------------------------------------
+
+
+class ClusterEvent(Event, frozen=True, kw_only=True):
+    """Base of the cluster's own events: where they happen (``supervisor``, and ``process``
+    for a worker's). They carry no channel. Each reaches the handlers of ``handlers.modules`` in
+    the process where it happens; those of interest beyond it go to the event stream too."""
+
+    supervisor: str = ""
+    process: str = ""
+
+
+class ClusterClientRegistered(ClusterEvent, frozen=True, kw_only=True):
+    """A worker process runs: its connections can be asked for channels (in the worker, and
+    on the stream)."""
+
+
+class ClusterClientTerminated(ClusterEvent, frozen=True, kw_only=True):
+    """A worker process stops, with ``reason`` (in the worker, and on the stream)."""
+
+    reason: str = ""
+
+
+class PeriodicTimerCalled(ClusterEvent, frozen=True, kw_only=True):
+    """Every ``process.periodic_timer`` seconds in each worker: the original's hook for
+    periodic work in handler code (in the worker only, never on the stream)."""
+
+
+class SupervisorLooped(ClusterEvent, frozen=True, kw_only=True):
+    """A supervisor ran its periodic chores (every few seconds; in the supervisor only, never
+    on the stream)."""
+
+
+class WorkerProcessRestarting(ClusterEvent, frozen=True, kw_only=True):
+    """A worker process ended unexpectedly (``reason``: its exit) and is started again after
+    ``delay_s`` (in the supervisor, and on the stream)."""
+
+    reason: str = ""
+    delay_s: float = 0.0
+
+
+class UnableToLaunchProcess(ClusterEvent, frozen=True, kw_only=True):
+    """A worker process ended before it was ready; ``error`` says why (its last line on
+    standard error); it is tried again after ``delay_s`` (in the supervisor, and on the
+    stream)."""
+
+    error: str = ""
+    delay_s: float = 0.0
+
+
+class ProcessScaled(ClusterEvent, frozen=True, kw_only=True):
+    """A supervisor's number of workers changed from ``before`` to ``after``, and why
+    (``cause``: ``scale_out``, ``scale_in``, ``restore``, ``below_minimum``, ``manual``...; in
+    the supervisor, and on the stream)."""
+
+    before: int = 0
+    after: int = 0
+    cause: str = ""
