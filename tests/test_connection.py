@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,12 @@ from typing import TypeVar
 
 import pytest
 
-from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
+from tmi_cluster.connection import (
+    Connection,
+    ConnectionOptions,
+    ConnectionState,
+    describe_connect_error,
+)
 from tmi_cluster.errors import LoginError
 from tmi_cluster.events import (
     CapEvent,
@@ -655,3 +661,18 @@ async def test_debug_logs_every_line_in_and_out_with_the_token_masked(
     assert f"{options.name} > JOIN #alpha" in lines
     assert any(line.startswith(f"{options.name} < ") and " 001 " in line for line in lines)
     assert not any("secrettoken" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), "the name does not resolve (DNS: "),
+        (ConnectionRefusedError(111, "Connection refused"), "the connection was refused"),
+        (TimeoutError(), "no answer in time"),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), "TLS failed"),
+    ],
+)
+def test_a_failed_connection_is_described_as_a_user_acts_on_it(
+    error: BaseException, said: str
+) -> None:
+    assert describe_connect_error(error).startswith(said)

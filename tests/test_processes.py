@@ -690,3 +690,31 @@ def test_the_cluster_events_reach_the_handlers_where_they_happen_and_the_stream(
     assert "never published to the event stream" in local.stderr
     supervisor.stop()
     assert "ClusterClientTerminated" in seen()
+
+
+def test_an_unreachable_chat_server_is_reported_everywhere(
+    tmp_path: Path, cluster: Callable[..., Supervisor]
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        extra = {"TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
+                 "TMI_CLUSTER_TMI__CONNECTION__SERVER": "127.0.0.1",
+                 "TMI_CLUSTER_TMI__CONNECTION__PORT": str(port),
+                 "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false"}  # fmt: skip
+        supervisor = cluster("sup-a", **extra)
+        env = {**cluster.env, **extra}  # type: ignore[attr-defined]
+        wait_for(lambda: len(supervisor.workers()) == 2, what="two workers")
+        joined = tmi(tmp_path, "join", "--timeout", "20", "alpha", **env)
+        assert joined.returncode == 1
+        assert joined.stdout == "#alpha: unreachable\n"  # at once, not after the timeout
+        problem = f"cannot reach the chat server 127.0.0.1:{port}: the connection was refused"
+        health = tmi(tmp_path, "health", **env)
+        assert health.returncode == 1
+        assert problem in health.stdout + health.stderr
+        listed = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
+        assert any((p["problem"] or "").startswith(problem) for p in listed["processes"])
+        rows = json.loads(tmi(tmp_path, "channels", "--json", "alpha", **env).stdout)
+        assert (rows[0]["state"], rows[0]["failure"]) == ("failed", "unreachable")
+        log = supervisor.err.read_text()
+        assert log.count(problem) == 1  # logged once, with the reason, not at every retry

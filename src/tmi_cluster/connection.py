@@ -56,6 +56,8 @@ import contextlib
 import enum
 import logging
 import random
+import socket
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +95,22 @@ _MEMBERSHIP = frozenset({"JOIN", "PART", "NOTICE", "ROOMSTATE"})
 _FLUSH_S = 2.0
 #: What ends a connect attempt without ending the connection: it is retried.
 _RETRIABLE = (OSError, TimeoutError, ConnectionError)
+
+
+def describe_connect_error(error: BaseException) -> str:
+    """Why a connection could not be made, in words a user acts on: a name that does not
+    resolve, a refused or timed-out connection, a TLS failure."""
+    if isinstance(error, socket.gaierror):
+        return f"the name does not resolve (DNS: {error.strerror or error})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed ({getattr(error, 'reason', None) or error})"
+    if isinstance(error, ConnectionRefusedError):
+        return "the connection was refused (nothing listens there)"
+    if isinstance(error, TimeoutError):
+        return "no answer in time (a firewall, or no route)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
 
 
 def _retrieved(task: asyncio.Future[None]) -> None:
@@ -199,6 +217,8 @@ class Connection:
         self._deduping = False
         #: Why the connection ended for good (a refused login, an unexpected error), else None.
         self.failure: TmiClusterError | None = None
+        #: Why the chat server cannot be reached now (DNS, refused, TLS...), else None.
+        self.connect_problem: str | None = None
         self._connected = asyncio.Event()
         self._closing = False
         self._ended_lines = [0, 0]  # malformed, oversized lines of sessions that ended
@@ -735,6 +755,7 @@ class Connection:
                 return
             except _RETRIABLE as exc:
                 reason = f"cannot connect: {exc.__class__.__name__}: {exc}"
+                self._unreachable(exc)
                 if not options.reconnect:
                     self._end(ConnectionState.CLOSED, reason, JoinResult.CLOSED)
                     return
@@ -743,6 +764,9 @@ class Connection:
                 self.state = ConnectionState.RECONNECTING
                 continue
             attempt = 0  # reset only after a confirmed login
+            if self.connect_problem is not None:
+                log.warning("%s: %s:%d reached again", self.name, options.host, options.port)
+                self.connect_problem = None
             first_login = self._session is None
             if self._session is not None:
                 self._retire(self._session)
@@ -763,6 +787,20 @@ class Connection:
             self._emit(DisconnectedEvent(connection=self.name, reason=reason, reconnecting=True))
             self.state = ConnectionState.RECONNECTING
             self.reconnects += 1
+
+    def _unreachable(self, error: BaseException) -> None:
+        """A connection attempt failed: say why once (logged at the first failure of an
+        outage, kept in :attr:`connect_problem`), and end the first joins waiting for this
+        connection (``unreachable``; held channels are rejoined once it is back)."""
+        options = self.options
+        problem = f"cannot reach the chat server {options.host}:{options.port}: " + (
+            describe_connect_error(error)
+        )
+        if self.connect_problem is None:
+            log.warning("%s: %s (retrying with backoff)", self.name, problem)
+        self.connect_problem = problem
+        for channel in sorted(self._waiters):
+            self._fail(channel, JoinResult.UNREACHABLE)
 
     async def _until_lost(self) -> str:
         """Wait until the current session ends for good (a replaced one does not count)."""

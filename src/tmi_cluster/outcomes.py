@@ -46,6 +46,9 @@ class JoinResult(enum.StrEnum):
     LOGIN_REFUSED = "login_refused"
     #: The connection ended for good (closed, failed, or reconnecting without rejoin).
     CLOSED = "closed"
+    #: The chat server cannot be reached (DNS, a refused connection, TLS): a first join is not
+    #: kept waiting for a server that does not answer (a held channel is rejoined when it does).
+    UNREACHABLE = "unreachable"
 
     @property
     def ok(self) -> bool:

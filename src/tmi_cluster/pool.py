@@ -155,6 +155,19 @@ class Pool:
             return _refused(sender.connection)
         return self._login_refused
 
+    @property
+    def problem(self) -> str | None:
+        """What keeps the pool from its work, for the worker's heartbeat: a refused login
+        (:attr:`login_problem`), else a chat server that cannot be reached (any connection's
+        ``connect_problem``), else None."""
+        login = self.login_problem
+        if login is not None:
+            return login
+        connections = [*self.connections.values()]
+        if self.sender is not None:
+            connections.append(self.sender.connection)
+        return next((c.connect_problem for c in connections if c.connect_problem), None)
+
     def _sender_event(self, event: Event) -> None:
         assert self.sender is not None
         self.sender.observe(event)

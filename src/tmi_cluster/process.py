@@ -282,7 +282,7 @@ class WorkerProcess:
             memory_bytes=self._process.memory_info().rss,
             messages_per_s=round(rate, 1),
             sends=pool is not None and pool.sender is not None,
-            problem=pool.login_problem if pool is not None else None,
+            problem=pool.problem if pool is not None else None,
             handler_errors=self._dispatcher.errors if self._dispatcher is not None else 0,
             events_published=self._publisher.published if self._publisher else 0,
             events_dropped=self._publisher.dropped if self._publisher else 0,
