@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -541,3 +542,26 @@ def test_the_durable_state_is_there_while_the_cluster_is_down(tmp_path: Path) ->
     assert [(r["channel"], r["state"], r["live"]) for r in rows] == [
         ("alpha", "wanted", False), ("beta", "wanted", False)
     ]  # fmt: skip
+
+
+def test_a_killed_private_redis_is_started_again_and_the_cluster_goes_on(
+    tmp_path: Path, supervisor: subprocess.Popen[str]
+) -> None:
+    state = find_embedded(tmp_path / ".tmi-cluster")
+    assert state is not None
+    os.kill(state.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:  # started again, on the same port (the clients reconnect by themselves)
+        again = find_embedded(tmp_path / ".tmi-cluster")
+        if again is not None and again.pid != state.pid and again.alive:
+            break
+        assert supervisor.poll() is None, supervisor.communicate()
+        assert time.monotonic() < deadline, "the private Redis server was not started again"
+        time.sleep(0.1)
+    assert (again.port, again.url) == (state.port, state.url)
+    with contextlib.suppress(psutil.NoSuchProcess):  # no zombie left behind
+        assert psutil.Process(state.pid).status() != psutil.STATUS_ZOMBIE
+    while (health := tmi(tmp_path, "health")).returncode != 0:  # the heartbeats are back
+        assert time.monotonic() < deadline, health.stdout + health.stderr
+        time.sleep(0.2)
+    assert supervisor.poll() is None

@@ -180,6 +180,36 @@ class EmbeddedRedis:
             _terminate(process)
         raise EmbeddedRedisError(f"the embedded Redis server did not start: {last_error}")
 
+    def exited(self) -> int | None:
+        """The exit status of a server that ended by itself (killed, crashed), collected so
+        that no zombie is left; None while it runs (or before :meth:`start`)."""
+        process = self._process
+        return process.poll() if process is not None else None
+
+    def restart(self) -> Self:
+        """Start the server again after it ended, on the same port with the same password, so
+        that every client of the cluster reconnects to it by itself; EmbeddedRedisError when
+        that fails (say, the port was taken meanwhile)."""
+        process, state = self._process, self._state
+        if process is None or state is None:
+            raise EmbeddedRedisError("the embedded Redis server was never started")
+        if process.poll() is None:
+            return self
+        executable = redis_server_executable(self._executable)
+        password = state.url.split("://:", 1)[1].split("@", 1)[0]
+        again = self._spawn(executable, state.port, password)
+        error = self._wait_ready(again, state.port, password)
+        if error is not None:
+            _terminate(again)
+            raise EmbeddedRedisError(
+                f"the embedded Redis server could not start again on port {state.port}: {error}"
+            )
+        self._process = again
+        self._state = EmbeddedRedisState(url=state.url, pid=again.pid, owner_pid=os.getpid(),
+                                         port=state.port)  # fmt: skip
+        self._write_state(self._state)
+        return self
+
     def stop(self) -> None:
         """Stop the server and remove the state file. Idempotent."""
         process, self._process = self._process, None

@@ -119,6 +119,8 @@ log = logging.getLogger(__name__)
 REDIS_WAIT_S = 30.0
 #: Seconds between two attempts to reach Redis while starting.
 _REDIS_RETRY_S = 1.0
+#: Seconds between two checks that the private Redis server still runs.
+_REDIS_WATCH_S = 0.5
 #: Seconds a stopping supervisor's coordinator gets to give its lease up before it is cancelled.
 _COORDINATOR_STOP_S = 3.0
 #: Seconds a supervisor runs before its memory counts (no restart loop at start).
@@ -231,6 +233,7 @@ class Supervisor:
         self._orders_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._coordinator_task: asyncio.Task[None] | None = None
+        self._redis_watch_task: asyncio.Task[None] | None = None
         self._rolls: set[asyncio.Task[None]] = set()
         self._dispatcher: Dispatcher | None = None
         self._publisher: EventPublisher | None = None
@@ -346,6 +349,8 @@ class Supervisor:
         self._coordinator_task = self._spawn_task(
             self.coordinator.run(self._coordinator_stop), "coordinator"
         )
+        if self._embedded is not None:
+            self._redis_watch_task = self._spawn_task(self._watch_redis(), "private Redis")
 
     async def _want_reconnect(self, store: Store, manager: ChannelManager) -> None:
         """A restart: the channels authorized with ``reconnect`` are wanted again (not one the
@@ -555,6 +560,24 @@ class Supervisor:
             for received in orders:
                 self.order(received.order, received.fields)
 
+    async def _watch_redis(self) -> None:
+        """The private Redis server is this supervisor's: when it ends by itself (killed,
+        crashed), it is started again at once on the same port with the same password (every
+        client reconnects; the cluster rebuilds as after any Redis restart). When that fails,
+        the supervisor stops with the reason (a non-zero exit for its process manager)."""
+        embedded = self._embedded
+        assert embedded is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), _REDIS_WATCH_S)
+            status = embedded.exited()
+            if status is None or self._stop.is_set():
+                continue
+            log.error("supervisor %s: the private Redis server ended (exit status %s); "
+                      "starting it again", self.id, status)  # fmt: skip
+            await asyncio.to_thread(embedded.restart)  # EmbeddedRedisError: the stop's reason
+            log.warning("supervisor %s: the private Redis server runs again", self.id)
+
     async def _housekeeping(self) -> None:
         """Purge the dead of the cluster (once per period for the whole cluster), and restart
         the supervisor when it is over ``memory_limit``."""
@@ -709,7 +732,8 @@ class Supervisor:
         try:
             # no new orders, chores or rolls while the workers stop (their errors were reported
             # by _task_done already)
-            chores = (self._orders_task, self._housekeeping_task, *self._rolls)
+            chores = (self._orders_task, self._housekeeping_task, self._redis_watch_task,
+                      *self._rolls)  # fmt: skip
             await cancel_and_wait(*chores, what=f"supervisor {self.id}'s chores", report=False)
             if self.processes is not None:
                 await self._hand_over()
