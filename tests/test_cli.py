@@ -565,3 +565,16 @@ def test_a_killed_private_redis_is_started_again_and_the_cluster_goes_on(
         assert time.monotonic() < deadline, health.stdout + health.stderr
         time.sleep(0.2)
     assert supervisor.poll() is None
+
+
+def test_a_second_cluster_on_the_same_database_is_refused(
+    tmp_path: Path, supervisor: subprocess.Popen[str]
+) -> None:
+    (tmp_path / "other").mkdir()
+    second = tmi(tmp_path, "run", TMI_CLUSTER_REDIS__EMBEDDED_DIR=str(tmp_path / "other"),
+                 TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always")  # fmt: skip
+    assert second.returncode == ExitCode.CONFIG, second.stdout + second.stderr
+    assert "serves the cluster on the private Redis server in " in second.stderr
+    assert "one database serves one cluster" in second.stderr
+    assert not list((tmp_path / "other").iterdir())  # no second Redis server was started
+    assert supervisor.poll() is None  # the first cluster goes on

@@ -241,7 +241,8 @@ class EmbeddedRedis:
         if _is_running(state.owner_pid) and state.alive and state.owner_pid != os.getpid():
             raise EmbeddedRedisError(
                 f"another process (pid {state.owner_pid}) already runs the embedded Redis server "
-                f"in {self.folder}; stop it first or use a different redis.embedded_dir"
+                f"in {self.folder}: stop it first. Supervisors of one cluster share one Redis "
+                "(redis.url) and one database; a second cluster needs a folder of its own"
             )
         if state.alive:  # its owner died without stopping it
             with contextlib.suppress(psutil.Error):

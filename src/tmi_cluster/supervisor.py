@@ -49,6 +49,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -84,6 +85,7 @@ from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.coordinator import Coordinator
 from tmi_cluster.embedded import EmbeddedRedis
 from tmi_cluster.errors import (
+    ConfigError,
     EmbeddedRedisError,
     RedisUnavailableError,
     StorageError,
@@ -92,6 +94,7 @@ from tmi_cluster.errors import (
 from tmi_cluster.events import ClusterEvent, SupervisorLooped
 from tmi_cluster.handlers import Dispatcher, load_handlers
 from tmi_cluster.housekeeping import PURGE_EVERY_S, purge_once
+from tmi_cluster.listing import CLAIMS_ALIVE
 from tmi_cluster.processes import (
     RECORD_EVERY_S,
     Processes,
@@ -272,6 +275,7 @@ class Supervisor:
         applied = await asyncio.to_thread(store.migrate)
         if applied:
             log.info("database migrated to %s", applied[-1])
+        await asyncio.to_thread(_claim_database, store, settings)  # one cluster, one database
         manager = load_manager(settings, store=store)  # ConfigError: it does not load
         options = settings.handlers  # the cluster's events reach the handlers here too
         handlers = load_handlers(options.modules)  # ConfigError: one does not import
@@ -810,3 +814,43 @@ def _force_exit(received: signal.Signals) -> None:
     """End the process at once by ``received`` (its default action), as if never handled."""
     signal.signal(received, signal.SIG_DFL)
     os.kill(os.getpid(), received)
+
+
+#: The key of the cluster's state that names the Redis of the cluster a database serves.
+_CLUSTER_STATE = "cluster"
+#: Seconds a supervisor record counts as alive after its last write (records are written at
+#: least every RECORD_EVERY_S while a supervisor runs).
+_RECORD_ALIVE_S = 3 * RECORD_EVERY_S
+
+
+def redis_identity(settings: Settings) -> str:
+    """Which Redis (and prefix) a cluster uses, as its database records it: two clusters must
+    not share one database (each would join every channel, and purge the other's workers)."""
+    if settings.embedded_redis:
+        return f"the private Redis server in {os.path.abspath(settings.redis.embedded_dir)} " \
+            f"on {socket.gethostname()}, prefix {settings.prefix!r}"  # fmt: skip
+    return f"Redis at {mask_url(settings.redis.url)}, prefix {settings.prefix!r}"
+
+
+def _claim_database(store: Store, settings: Settings) -> None:
+    """Record that the database serves the cluster of this Redis; ConfigError when it serves
+    another cluster whose supervisors ran moments ago (a database left by a cluster that is
+    gone is taken over)."""
+    mine = redis_identity(settings)
+    recorded = (store.state(_CLUSTER_STATE) or {}).get("redis")
+    if recorded not in (None, mine):
+        now = datetime.now(UTC)
+        live = [r.id for r in store.supervisors() if r.state in CLAIMS_ALIVE
+                and (now - r.last_seen_at).total_seconds() < _RECORD_ALIVE_S]  # fmt: skip
+        if live:
+            raise ConfigError(
+                f"database.url: {mask_url(settings.database.url)} serves the cluster on "
+                f"{recorded} (supervisor {', '.join(live)} running): one database serves one "
+                "cluster. To add a supervisor to that cluster, use its Redis (redis.url, or the "
+                "same redis.embedded_dir on its host); for a second cluster, give it a database "
+                "of its own (run it in another folder)"
+            )
+        log.warning("the database served the cluster on %s, whose supervisors are gone; it "
+                    "serves this one now", recorded)  # fmt: skip
+    if recorded != mine:
+        store.set_state(_CLUSTER_STATE, {"redis": mine})
