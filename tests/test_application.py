@@ -299,6 +299,21 @@ async def test_cli_send_and_dead_letters(
         readable = await asyncio.to_thread(tmi, "tail", "--since", "0", "--limit", "2")
         assert readable.returncode == 0
         assert len(readable.stdout.splitlines()) == 2
+        sim.generate(300, channel="alpha")
+        every = await asyncio.to_thread(
+            tmi, "tail", "--since", "0", "--channel", "alpha", "--limit", "200", "--json"
+        )  # fmt: skip
+        rows = [json.loads(line) for line in every.stdout.splitlines()]
+        assert all(isinstance(r["stream_id"], str) for r in rows)
+        kinds = {r["type"] for r in rows}
+        assert "UserNoticeEvent" not in kinds  # a sub is its SubEvent alone...
+        assert not [r for r in rows if r["type"] == "MessageEvent" and r["tags"].get("bits")]
+        assert kinds & {"CheerEvent", "SubEvent", "ResubEvent", "RaidEvent"}  # ...and shown
+        next_one = await asyncio.to_thread(
+            tmi, "tail", "--since", rows[9]["stream_id"], "--channel", "alpha", "--limit", "1",
+            "--json",
+        )  # fmt: skip
+        assert json.loads(next_one.stdout)["stream_id"] == rows[10]["stream_id"]
         unknown = await asyncio.to_thread(tmi, "tail", "--type", "NoSuchEvent")
         assert unknown.returncode == 2
         assert "unknown event type 'NoSuchEvent'" in unknown.stderr

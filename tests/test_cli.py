@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import psutil
 import pytest
 import redis
@@ -578,3 +579,13 @@ def test_a_second_cluster_on_the_same_database_is_refused(
     assert "one database serves one cluster" in second.stderr
     assert not list((tmp_path / "other").iterdir())  # no second Redis server was started
     assert supervisor.poll() is None  # the first cluster goes on
+
+
+def test_tail_says_when_a_time_is_the_reception_not_twitchs() -> None:
+    from tmi_cluster.cli import _event_line  # noqa: PLC0415
+    from tmi_cluster.events import JoinEvent, MessageEvent  # noqa: PLC0415
+
+    stamped = MessageEvent(channel="c", user="u", text="hi", tags={"tmi-sent-ts": "1700000000000"})
+    assert "(received)" not in click.unstyle(_event_line(stamped))
+    unstamped = JoinEvent(channel="c", user="u")
+    assert "(received)" in click.unstyle(_event_line(unstamped))

@@ -650,7 +650,11 @@ def tail(
     as_json: bool,
 ) -> None:
     """Follow the cluster's event stream until interrupted: readable coloured lines, or JSON
-    lines with --json."""
+    lines with --json (each with its "stream_id", which --since takes). Without --type, a
+    cheer or a sub is one line (its own event; the generic MessageEvent or UserNoticeEvent of
+    the same line only with --type)."""
+    import json
+
     from tmi_cluster.cluster import Cluster
     from tmi_cluster.events import to_json
 
@@ -661,7 +665,13 @@ def tail(
             shown = 0
             try:
                 async for event in reader:
-                    line = to_json(event).decode() if as_json else _event_line(event)
+                    if not types and _generic_companion(event):
+                        continue  # its specific event (the cheer, the sub) follows
+                    if as_json:
+                        line = json.dumps({"stream_id": reader.last_id,
+                                           **json.loads(to_json(event))})  # fmt: skip
+                    else:
+                        line = _event_line(event)
                     click.echo(line)
                     shown += 1
                     if limit is not None and shown >= limit:
@@ -685,13 +695,25 @@ def tail(
         loop.close()
 
 
+def _generic_companion(event: Any) -> bool:
+    """Whether ``event`` is the generic event of a line that has a specific one too: a cheer's
+    MessageEvent (its CheerEvent follows), a sub's UserNoticeEvent (its SubEvent...)."""
+    from tmi_cluster.events import MessageEvent, UserNoticeEvent
+
+    kind = type(event)
+    return kind is UserNoticeEvent or (kind is MessageEvent and bool(getattr(event, "bits", 0)))
+
+
 def _event_line(event: Any) -> str:
-    """One event as a readable, coloured line."""
+    """One event as a readable, coloured line: when Twitch sent it, or (marked) when it was
+    received, for the events Twitch does not stamp."""
     import time
 
     sent_ms = event.tags.get("tmi-sent-ts", "")  # when Twitch sent it, if it says
     at = int(sent_ms) / 1000 if sent_ms.isdigit() else time.time()
     stamp = time.strftime("%H:%M:%S", time.localtime(at))
+    if not sent_ms.isdigit():
+        stamp += " (received)"
     where = click.style(f"#{event.channel}", fg="cyan") if event.channel else ""
     kind = type(event).__name__
     user = getattr(event, "user", None)
