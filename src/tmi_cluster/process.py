@@ -64,6 +64,7 @@ from tmi_cluster.bus import (
     close_client,
     connect_async,
     live,
+    read,
 )
 from tmi_cluster.bus.commands import SendQueue
 from tmi_cluster.bus.events import EventPublisher, Seen
@@ -629,6 +630,8 @@ class WorkerProcess:
         owners = await assignment.owners(leaving)
         elsewhere = {c: p for c, p in owners.items() if p is not None and p != self.id}
         taken = await assignment.holding(elsewhere) if elsewhere else set()
+        if self._stop.is_set() and elsewhere:  # stopping: a new owner that stops too never takes
+            taken |= await self._owners_gone(assignment, elsewhere)
         done = [
             c
             for c in leaving
@@ -644,6 +647,15 @@ class WorkerProcess:
             await self._stop_leaving(assignment, done)
             for channel in done:
                 self._retry.pop(channel, None)
+
+    async def _owners_gone(self, assignment: Assignment, owners: dict[str, str]) -> set[str]:
+        """Of ``channel -> new owner``, the channels whose new owner is not alive or stops as
+        well (its supervisor stops them all): waiting for it to take them is waiting for the
+        deadline."""
+        beats = await read(assignment.client, self.keys, "process", set(owners.values()))
+        gone = {p for p in set(owners.values())
+                if p not in beats or beats[p].status.state == ProcessState.STOPPING}  # fmt: skip
+        return {c for c, p in owners.items() if p in gone}
 
     async def _join(self, channels: list[str]) -> None:
         """Join ``channels``; the results are reported by the next reconciliation."""

@@ -92,7 +92,7 @@ from tmi_cluster.errors import (
     TmiClusterError,
 )
 from tmi_cluster.events import ClusterEvent, SupervisorLooped
-from tmi_cluster.handlers import Dispatcher, load_handlers
+from tmi_cluster.handlers import Dispatcher, Handlers, load_handlers
 from tmi_cluster.housekeeping import PURGE_EVERY_S, purge_once
 from tmi_cluster.listing import CLAIMS_ALIVE
 from tmi_cluster.processes import (
@@ -277,12 +277,7 @@ class Supervisor:
             log.info("database migrated to %s", applied[-1])
         await asyncio.to_thread(_claim_database, store, settings)  # one cluster, one database
         manager = load_manager(settings, store=store)  # ConfigError: it does not load
-        options = settings.handlers  # the cluster's events reach the handlers here too
-        handlers = load_handlers(options.modules)  # ConfigError: one does not import
-        self._dispatcher = Dispatcher(
-            handlers, queue_size=options.queue_size, policy=options.queue_full,
-            threads=options.threads,
-        )  # fmt: skip
+        self._dispatcher = self._new_dispatcher()
         if settings.channel_manager.auto_cleanup.enabled and not cleans_up(manager):
             log.warning("channel_manager.auto_cleanup.enabled has no effect with the %s "
                         "channel manager (it has no auto join and part)",
@@ -510,6 +505,18 @@ class Supervisor:
         if connection.server == type(connection).model_fields["server"].default:
             return "twitch"
         return f"{connection.server}:{connection.effective_port}"
+
+    def _new_dispatcher(self) -> Dispatcher:
+        """The handlers of ``handlers.modules`` for the cluster's events of this supervisor."""
+        options = self.settings.handlers
+        try:
+            handlers = load_handlers(options.modules)
+        except ConfigError as error:  # the workers cannot start either: they report it
+            log.error("supervisor %s: the cluster's events reach no handler here: %s", self.id,
+                      "; ".join(error.problems))  # fmt: skip
+            handlers = Handlers()
+        return Dispatcher(handlers, queue_size=options.queue_size, policy=options.queue_full,
+                          threads=options.threads)  # fmt: skip
 
     def _cluster_event(self, event: ClusterEvent) -> None:
         """One of the cluster's events of this supervisor: to ``on_event``, to the handlers of
