@@ -382,12 +382,12 @@ class WorkerProcess:
         if sending is not None:
             self._phase = "finishing the sends under way"
             await asyncio.wait({sending}, timeout=min(_SENDS_STOP_S, self._remaining()))
-            await cancel_and_wait(sending, what=f"{self.id}'s sends")
+            await cancel_and_wait(sending, what=f"{self.id}'s sends", timeout_s=1.0)
         stop_publishing.set()
         if publishing is not None:
             self._phase = "writing the last events to the stream"
             await asyncio.wait({publishing}, timeout=max(0.2, self._remaining()))
-            await cancel_and_wait(publishing, what=f"{self.id}'s stream")
+            await cancel_and_wait(publishing, what=f"{self.id}'s stream", timeout_s=1.0)
 
     def _remaining(self) -> float:
         """Seconds left of the stop's graceful part (0 once over)."""
@@ -684,7 +684,7 @@ class WorkerProcess:
     async def _hand_over(self, assignment: Assignment) -> None:
         """While stopping: finish hand-overs under way, within the stop's deadline."""
         self._phase = "stopping its joins"
-        await cancel_and_wait(self._joining, what=f"{self.id}'s joins")
+        await cancel_and_wait(self._joining, what=f"{self.id}'s joins", timeout_s=self._remaining())
         while self._leaving and self._remaining() > 0:
             self._phase = f"handing {len(self._leaving)} channels over"
             try:
