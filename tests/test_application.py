@@ -129,6 +129,15 @@ async def test_events_reach_a_reader_once_each_with_filters(
     async with application(tmp_path, redis_server, redis_prefix) as (sim, _cluster, app):
         joined = await app.join(["#ALPHA", "beta"], timeout_s=20)
         assert all(v.ok and v.status == "joined" for v in joined.values()), joined
+        # one client and one store for the Cluster's life: the next commands open none
+        client, store = app._client, app._store
+        assert client is not None
+        assert store is not None
+        again = await app.join(["alpha"], timeout_s=20)
+        assert again["alpha"].status == "already"
+        await app.channels(["alpha"])
+        await app.part(["zeta"])
+        assert (app._client, app._store) == (client, store)
         messages = await app.events(channels=["alpha"], types=[MessageEvent]).start()
         everything = await app.events().start()  # from now
         lines = sim.generate(200, channel="alpha") + sim.generate(50, channel="beta")

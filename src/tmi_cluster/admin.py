@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from tmi_cluster import housekeeping
@@ -65,10 +66,29 @@ _UNAUTHORIZED = ("unauthorized: not authorized by the channel manager (granted b
 _JOINED = "joined"
 
 
+@dataclass(frozen=True)
+class Handles:
+    """A Redis client and a store that a caller holds for its life (a
+    :class:`~tmi_cluster.Cluster`): the functions here use them instead of opening their own."""
+
+    #: The caller's client, opened on first use (so that a Redis that cannot be reached
+    #: fails where a command's own client would).
+    redis: Callable[[], Awaitable[AsyncRedis]] | None = None
+    store: Store | None = None
+
+
+_NONE = Handles()
+
+
 @contextlib.asynccontextmanager
-async def _redis(settings: Settings, command: str) -> AsyncIterator[AsyncRedis]:
-    """The command's Redis client, checked first (RedisUnavailableError naming the server
-    unless Redis answers), closed after."""
+async def _redis(
+    settings: Settings, command: str, handles: Handles = _NONE
+) -> AsyncIterator[AsyncRedis]:
+    """The command's Redis client (the caller's, or one of its own, checked first:
+    RedisUnavailableError naming the server unless Redis answers, and closed after)."""
+    if handles.redis is not None:
+        yield await handles.redis()
+        return
     client = connect_async(settings, name=f"tmi-cluster:{command}")
     try:
         await ping(client)
@@ -77,12 +97,27 @@ async def _redis(settings: Settings, command: str) -> AsyncIterator[AsyncRedis]:
         await close_client(client)
 
 
+@contextlib.contextmanager
+def _store(settings: Settings, handles: Handles = _NONE) -> Iterator[Store]:
+    """The caller's store, or one of its own closed after."""
+    if handles.store is not None:
+        yield handles.store
+        return
+    with Store.from_settings(settings) as store:
+        yield store
+
+
 async def _live_supervisors(
-    settings: Settings, client: AsyncRedis, keys: Keys, wanted: str | None
+    settings: Settings,
+    client: AsyncRedis,
+    keys: Keys,
+    wanted: str | None,
+    *,
+    handles: Handles = _NONE,
 ) -> dict[str, Beat[SupervisorStatus]]:
     """The live supervisors; TmiClusterError naming them when ``wanted`` (if given) is not
     one of them."""
-    with Store.from_settings(settings) as store:
+    with _store(settings, handles) as store:
         live = await housekeeping.live_supervisors(store, client, keys)
     if wanted is not None and wanted not in live:
         raise TmiClusterError(
@@ -92,14 +127,16 @@ async def _live_supervisors(
     return live
 
 
-async def terminate(settings: Settings, supervisor_id: str | None = None) -> dict[str, bool]:
+async def terminate(
+    settings: Settings, supervisor_id: str | None = None, *, handles: Handles = _NONE
+) -> dict[str, bool]:
     """Ask one supervisor (or every live one) to stop gracefully; wait until each has stopped
     (its heartbeat gone), at most ``process.timeout`` plus 15 s, unless ``fast_termination``.
     Return each supervisor's id and whether it stopped; TmiClusterError for an unknown or dead
     supervisor id."""
     keys = Keys.from_settings(settings)
-    async with _redis(settings, "terminate") as client:
-        live = await _live_supervisors(settings, client, keys, supervisor_id)
+    async with _redis(settings, "terminate", handles) as client:
+        live = await _live_supervisors(settings, client, keys, supervisor_id, handles=handles)
         targets = [supervisor_id] if supervisor_id is not None else sorted(live)
         for target in targets:
             await send_order(client, keys, target, Order.TERMINATE)
@@ -121,11 +158,11 @@ async def terminate(settings: Settings, supervisor_id: str | None = None) -> dic
         return stopped
 
 
-async def purge(settings: Settings) -> housekeeping.PurgeResult:
+async def purge(settings: Settings, *, handles: Handles = _NONE) -> housekeeping.PurgeResult:
     """Purge the cluster now (every dead or stopped record deleted)."""
     keys = Keys.from_settings(settings)
-    async with _redis(settings, "purge") as client:
-        with Store.from_settings(settings) as store:
+    async with _redis(settings, "purge", handles) as client:
+        with _store(settings, handles) as store:
             return await housekeeping.purge(store, client, keys, retention_s=0)
 
 
@@ -140,6 +177,7 @@ async def authorize(
     revoke: bool = False,
     reconnect: bool = False,
     only_new: bool = False,
+    handles: Handles = _NONE,
 ) -> dict[str, Grant]:
     """Grant (or with ``revoke`` withdraw) ``channels`` through ``channel_manager.use``; each
     one's change: ``authorized``, ``already authorized`` (with the Database manager,
@@ -150,7 +188,7 @@ async def authorize(
     (if Redis does not answer, within its next read of SQL). NotAvailableError for a revoke
     with the Dummy manager (it allows every channel: nothing can be withdrawn)."""
     names = normalise_logins(channels)
-    with Store.from_settings(settings) as store:
+    with _store(settings, handles) as store:
         manager = load_manager(settings, store=store)
         if revoke and not restricts(manager):
             raise NotAvailableError(
@@ -171,7 +209,7 @@ async def authorize(
     if not revoke:
         return {n: _granted(n in before, known.get(n), reconnect, only_new) for n in names}
     with contextlib.suppress(TmiClusterError):  # the coordinator parts them now
-        async with _redis(settings, "authorize") as client:
+        async with _redis(settings, "authorize", handles) as client:
             await wanted_changed(client, Keys.from_settings(settings))
     return {n: Grant.REVOKED if n in before else Grant.NOT_AUTHORIZED for n in names}
 
@@ -186,7 +224,11 @@ def _granted(was: bool, known: Channel | None, reconnect: bool, only_new: bool) 
 
 
 async def join(
-    settings: Settings, channels: list[str], *, timeout_s: float
+    settings: Settings,
+    channels: list[str],
+    *,
+    timeout_s: float,
+    handles: Handles = _NONE,
 ) -> dict[str, ChannelJoin]:
     """Join ``channels`` (InvalidChannelError before anything is done for a bad name); return
     each one's outcome (:class:`ChannelJoin`: joined by a process, held already, failed with
@@ -196,7 +238,7 @@ async def join(
     first and stay wanted whatever the outcome (the coordinator retries a failure as its
     reason demands)."""
     names = normalise_logins(channels)
-    with Store.from_settings(settings) as store:
+    with _store(settings, handles) as store:
         allowed = await load_manager(settings, store=store).authorized(names)
         refused = [n for n in names if n not in allowed]
         if refused:  # recorded, not wanted: 'tmi-cluster channels' shows them unauthorized
@@ -207,17 +249,22 @@ async def join(
     results = {n: ChannelJoin(channel=n, status=JoinStatus.UNAUTHORIZED, detail=_UNAUTHORIZED)
                for n in refused}  # fmt: skip
     if wanted:
-        results.update(await _join(settings, wanted, timeout_s=timeout_s))
+        results.update(await _join(settings, wanted, timeout_s=timeout_s, handles=handles))
     return {n: results[n] for n in names}
 
 
 async def _join(
-    settings: Settings, names: list[str], *, timeout_s: float
+    settings: Settings,
+    names: list[str],
+    *,
+    timeout_s: float,
+    handles: Handles = _NONE,
 ) -> dict[str, ChannelJoin]:
     keys = Keys.from_settings(settings)
     try:
-        async with _redis(settings, "join") as client:
-            return await _join_live(settings, client, keys, names, timeout_s=timeout_s)
+        async with _redis(settings, "join", handles) as client:
+            return await _join_live(settings, client, keys, names, timeout_s=timeout_s,
+                                    handles=handles)  # fmt: skip
     except (RedisUnavailableError, EmbeddedRedisError) as error:
         raise NotAvailableError(
             f"the cluster does not run ({error}): the channels are recorded as wanted and "
@@ -226,10 +273,16 @@ async def _join(
 
 
 async def _join_live(
-    settings: Settings, client: AsyncRedis, keys: Keys, names: list[str], *, timeout_s: float
+    settings: Settings,
+    client: AsyncRedis,
+    keys: Keys,
+    names: list[str],
+    *,
+    timeout_s: float,
+    handles: Handles = _NONE,
 ) -> dict[str, ChannelJoin]:
     assignment = Assignment(client, keys)
-    with Store.from_settings(settings) as store:
+    with _store(settings, handles) as store:
         statuses = await housekeeping.live_processes(store, client, keys)
     if not statuses:
         await wanted_changed(client, keys)
@@ -290,13 +343,15 @@ def _reported(channel: str, process: str, result: str) -> ChannelJoin:
                        detail=result)  # fmt: skip
 
 
-async def part(settings: Settings, channels: list[str]) -> dict[str, str | None]:
+async def part(
+    settings: Settings, channels: list[str], *, handles: Handles = _NONE
+) -> dict[str, str | None]:
     """Part ``channels``: no longer wanted (the coordinator unassigns them within a pass and
     their processes part them); return each one's owner until now."""
     names = normalise_logins(channels)
     keys = Keys.from_settings(settings)
-    async with _redis(settings, "part") as client:
-        with Store.from_settings(settings) as store:
+    async with _redis(settings, "part", handles) as client:
+        with _store(settings, handles) as store:
             await asyncio.to_thread(store.unwant, names)
         owners = await Assignment(client, keys).owners(names)
         await wanted_changed(client, keys)
@@ -309,6 +364,7 @@ async def channels(
     *,
     state: str | Iterable[str] | None = None,
     warn: Callable[[str], None] | None = None,
+    handles: Handles = _NONE,
 ) -> list[dict[str, Any]]:
     """Each known channel's state (one of :data:`CHANNEL_STATES`), owner process, the time of
     its last change, and its last failure (the reason of the failed joins in a row that the
@@ -322,14 +378,14 @@ async def channels(
     parted; no owner), and ``warn`` is called once with the reason."""
     states = {state} if isinstance(state, str) else None if state is None else set(state)
     logins = normalise_logins(names)
-    with Store.from_settings(settings) as store:
+    with _store(settings, handles) as store:
         rows = await asyncio.to_thread(store.channel_states, logins)
         failures = await asyncio.to_thread(store.failures)
         manager = load_manager(settings, store=store)
         allowed = (await manager.authorized([login for login, _, _ in rows])
                    if restricts(manager) else None)  # fmt: skip
         try:
-            owners, held_by, live = await _live_channels(settings, store, rows)
+            owners, held_by, live = await _live_channels(settings, store, rows, handles=handles)
         except (RedisUnavailableError, EmbeddedRedisError) as error:
             if warn is not None:
                 warn(f"{error}; live state unknown: each channel's state is the database's")
@@ -367,11 +423,15 @@ async def channels(
 
 
 async def _live_channels(
-    settings: Settings, store: Store, rows: list[tuple[str, bool, Any]]
+    settings: Settings,
+    store: Store,
+    rows: list[tuple[str, bool, Any]],
+    *,
+    handles: Handles = _NONE,
 ) -> tuple[dict[str, str | None], dict[str, set[str]], dict[str, Beat[ProcessStatus]]]:
     """Who owns and who holds each channel now, and the live workers (from Redis)."""
     keys = Keys.from_settings(settings)
-    async with _redis(settings, "channels") as client:
+    async with _redis(settings, "channels", handles) as client:
         assignment = Assignment(client, keys)
         live = await housekeeping.live_processes(store, client, keys)
         owners = await assignment.owners([login for login, _, _ in rows])
@@ -396,7 +456,9 @@ def _channel_state(wanted: bool, owner: str | None, holders: set[str], *, failed
     return "failed" if failed else "wanted"
 
 
-async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
+async def scale(
+    settings: Settings, supervisor_id: str, processes: int, *, handles: Handles = _NONE
+) -> int:
     """Set supervisor ``supervisor_id``'s number of worker processes by hand; its number
     before. TmiClusterError for an unknown or dead supervisor, or a number that would take the
     cluster outside ``auto_scale.processes.min``..``max`` (the auto-scaler would undo it at
@@ -404,8 +466,8 @@ async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
     (:func:`pause_scaling`)."""
     keys = Keys.from_settings(settings)
     bounds = settings.auto_scale.processes
-    async with _redis(settings, "scale") as client:
-        live = await _live_supervisors(settings, client, keys, supervisor_id)
+    async with _redis(settings, "scale", handles) as client:
+        live = await _live_supervisors(settings, client, keys, supervisor_id, handles=handles)
         coordination = Coordination(client, keys)
         _, now = await coordination.scale_state()
         targets = {s: n for s, n in (await coordination.targets()).items() if s in live}
@@ -419,25 +481,25 @@ async def scale(settings: Settings, supervisor_id: str, processes: int) -> int:
         await coordination.set_target_by_hand(supervisor_id, processes, now)
         await send_order(client, keys, supervisor_id, Order.SCALE, processes=processes,
                          cause=Cause.MANUAL.value)  # fmt: skip
-        with Store.from_settings(settings) as store:  # the size a restart comes back at
+        with _store(settings, handles) as store:  # the size a restart comes back at
             await asyncio.to_thread(store.set_state, "scale", {"processes": total})
         return before
 
 
-async def pause_scaling(settings: Settings, paused: bool) -> None:
+async def pause_scaling(settings: Settings, paused: bool, *, handles: Handles = _NONE) -> None:
     """Pause the auto-scaler (the cluster keeps its size; ``tmi-cluster scale`` still works)
     or let it go on."""
     keys = Keys.from_settings(settings)
-    async with _redis(settings, "scale") as client:
+    async with _redis(settings, "scale", handles) as client:
         await Coordination(client, keys).set_paused(paused)
 
 
-async def scaling(settings: Settings) -> dict[str, Any]:
+async def scaling(settings: Settings, *, handles: Handles = _NONE) -> dict[str, Any]:
     """The auto-scaler's state: ``paused``, ``cause`` of the last change, ``targets`` of the
     live supervisors, ``processes`` (their sum)."""
     keys = Keys.from_settings(settings)
-    async with _redis(settings, "scale") as client:
-        with Store.from_settings(settings) as store:
+    async with _redis(settings, "scale", handles) as client:
+        with _store(settings, handles) as store:
             live = await housekeeping.live_supervisors(store, client, keys)
         coordination = Coordination(client, keys)
         state, _ = await coordination.scale_state()

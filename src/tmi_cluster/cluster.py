@@ -2,9 +2,9 @@
 :class:`SyncCluster` (its synchronous twin, for scripts and WSGI frameworks).
 
 Any Python process that reaches the cluster's Redis and database can use one, on any host.
-It holds one Redis connection (plus one that waits for the results of its sends) and opens the
-database only for ``join``, ``part``, ``channels``, ``authorize``, ``revoke`` and
-``acknowledged`` (the channel manager's, :mod:`tmi_cluster.channels`). Channel arguments
+It holds one Redis client (plus one that waits for the results of its sends) and one store
+(the database, opened at the first ``join``, ``part``, ``channels``, ``authorize``, ``revoke``,
+``acknowledged`` or ``scale``) for its life; :meth:`Cluster.aclose` closes them. Channel arguments
 accept ``name``, ``#name`` and any case; an invalid login raises
 :class:`~tmi_cluster.errors.InvalidChannelError` before anything is queued, as do text with CR,
 LF or NUL (:class:`~tmi_cluster.errors.UnsafeLineError`), text over the length limit under
@@ -124,6 +124,7 @@ class Cluster:
         self._lock = asyncio.Lock()
         self._senders_lock = asyncio.Lock()
         self._manager: tuple[Store, ChannelManager] | None = None
+        self._store: Store | None = None
         self._closed = False
 
     @classmethod
@@ -153,9 +154,18 @@ class Cluster:
             if client is not None:
                 await client.aclose()
         self._client = self._replies_client = None
-        if self._manager is not None:
-            self._manager[0].close()
-            self._manager = None
+        self._manager = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _handles(self) -> admin.Handles:
+        """This cluster's one client and one store, for the commands (opened on first use)."""
+        if self._closed:
+            raise RuntimeError("this Cluster is closed")
+        if self._store is None:
+            self._store = Store.from_settings(self.settings)
+        return admin.Handles(redis=self._redis, store=self._store)
 
     async def _redis(self) -> AsyncRedis:
         if self._closed:
@@ -174,11 +184,12 @@ class Cluster:
         unauthorized; ``process``; ``ok``; ``str()`` in words). They are recorded as wanted
         first and stay wanted whatever the outcome. NotAvailableError when no worker runs
         (they are joined once one does)."""
-        return await admin.join(self.settings, _names(channels), timeout_s=timeout_s)
+        return await admin.join(self.settings, _names(channels), timeout_s=timeout_s,
+                                handles=self._handles())  # fmt: skip
 
     async def part(self, channels: str | Iterable[str]) -> dict[str, str | None]:
         """Part ``channels`` (no longer wanted); each one's owner until now."""
-        return await admin.part(self.settings, _names(channels))
+        return await admin.part(self.settings, _names(channels), handles=self._handles())
 
     async def authorize(
         self, channels: str | Iterable[str], *, reconnect: bool = False
@@ -187,19 +198,22 @@ class Cluster:
         ``reconnect`` they are wanted again after any restart); each one's change
         (``authorized``, ``already authorized``, ``reconnect set``, ``reconnect cleared``:
         each grant sets reconnect anew). Nothing is joined: :meth:`join` does."""
-        return await admin.authorize(self.settings, _names(channels), reconnect=reconnect)
+        return await admin.authorize(self.settings, _names(channels), reconnect=reconnect,
+                                     handles=self._handles())  # fmt: skip
 
     async def revoke(self, channels: str | Iterable[str]) -> dict[str, Grant]:
         """Withdraw ``channels``' authorization: they are no longer wanted and are parted
         within seconds; each one's change (``revoked``, ``was not authorized``)."""
-        return await admin.authorize(self.settings, _names(channels), revoke=True)
+        return await admin.authorize(self.settings, _names(channels), revoke=True,
+                                     handles=self._handles())  # fmt: skip
 
     async def acknowledged(self, channels: str | Iterable[str]) -> None:
         """Fresh interest in ``channels`` (say on an EventSub ``stream.online``): their part by
         the stale cleanup is pushed back. Nothing is joined (:meth:`join` acknowledges too)."""
         names = _names(channels)
         if self._manager is None:
-            store = Store.from_settings(self.settings)
+            store = self._handles().store
+            assert store is not None
             self._manager = (store, load_manager(self.settings, store=store))
         await self._manager[1].acknowledged(names)
 
@@ -207,7 +221,8 @@ class Cluster:
         self, names: str | Iterable[str] = (), *, state: str | None = None
     ) -> list[dict[str, Any]]:
         """Each known channel's state, as ``tmi-cluster channels --json`` shows it."""
-        return await admin.channels(self.settings, _names(names), state=state)
+        return await admin.channels(self.settings, _names(names), state=state,
+                                    handles=self._handles())  # fmt: skip
 
     async def scale(
         self,
@@ -222,10 +237,10 @@ class Cluster:
         if (supervisor is None) != (processes is None):
             raise ValueError("scale() takes a supervisor and a number of processes together")
         if supervisor is not None and processes is not None:
-            await admin.scale(self.settings, supervisor, processes)
+            await admin.scale(self.settings, supervisor, processes, handles=self._handles())
         if paused is not None:
-            await admin.pause_scaling(self.settings, paused)
-        return await admin.scaling(self.settings)
+            await admin.pause_scaling(self.settings, paused, handles=self._handles())
+        return await admin.scaling(self.settings, handles=self._handles())
 
     # -- sending ------------------------------------------------------------------------------
 
