@@ -28,8 +28,8 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
+from .helpers import run
 from .test_cli import SCRIPT
-from .test_simulator import run
 
 CHANNELS = ["alpha", "beta", "gamma"]
 ONE_SENDER = {

@@ -7,7 +7,7 @@ import redis.asyncio
 
 from tmi_cluster.bus import Assignment, Keys
 
-from .test_simulator import run
+from .helpers import run
 
 
 @run

@@ -15,7 +15,7 @@ from tmi_cluster.bus import Assignment, Coordination, Keys
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.errors import StaleLeaseError
 
-from .test_simulator import run
+from .helpers import run
 
 Write = Callable[[Coordination, Assignment], Awaitable[Any]]
 

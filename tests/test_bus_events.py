@@ -13,7 +13,7 @@ from tmi_cluster.bus import Keys
 from tmi_cluster.bus.events import EventPublisher, EventReader
 from tmi_cluster.events import IrcMessageEvent, JoinEvent, MessageEvent
 
-from .test_simulator import run
+from .helpers import run
 
 
 def _message(number: int, channel: str = "alpha") -> MessageEvent:

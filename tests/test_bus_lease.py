@@ -9,7 +9,7 @@ from tmi_cluster.bus import Assignment, Keys
 from tmi_cluster.bus.lease import FENCE_CHECK, Lease
 from tmi_cluster.errors import StaleLeaseError
 
-from .test_simulator import run
+from .helpers import run
 
 _FENCED_WRITE = FENCE_CHECK + "redis.call('SET', KEYS[2], ARGV[2]) return 1"
 

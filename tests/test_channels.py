@@ -25,7 +25,7 @@ from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, InvalidChannelError, NotAvailableError
 from tmi_cluster.store import Store
 
-from .test_simulator import run
+from .helpers import run
 
 
 @run

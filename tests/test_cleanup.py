@@ -18,7 +18,8 @@ import redis
 
 from tmi_cluster.store import Store
 
-from .test_processes import Supervisor, _held, _keys, _statuses, cluster, wait_for
+from .helpers import wait_for
+from .test_processes import Supervisor, _held, _keys, _statuses, cluster
 
 __all__ = ["cluster"]
 

@@ -34,8 +34,8 @@ from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.store import Store
 
 from .clusterproc import ProcessCluster
+from .helpers import run
 from .test_redis_outage import RedisProcess
-from .test_simulator import run
 
 CHANNELS = [f"chan{i:04}" for i in range(2000)]
 WORKERS = 6

@@ -37,7 +37,7 @@ from tmi_cluster.events import (
 from tmi_cluster.ratelimit import LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator
 
-from .test_simulator import run
+from .helpers import run, until_set
 
 TIMEOUT_S = 10.0
 E = TypeVar("E", bound=Event)
@@ -63,12 +63,7 @@ class Recorder:
         return [e for e in self.events if isinstance(e, kind)]
 
     async def until(self, check: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
-        async def wait() -> None:
-            while not check():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout_s)
+        await until_set(check, self._changed, timeout_s)
 
 
 async def every_message_exactly_once(

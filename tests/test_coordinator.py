@@ -26,7 +26,7 @@ from tmi_cluster.bus import (
 from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay
 from tmi_cluster.store import RunState, Store
 
-from .test_simulator import run
+from .helpers import run
 
 CHANNELS = ["a", "b", "c", "d", "e", "f"]
 

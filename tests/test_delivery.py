@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio
 
@@ -15,7 +15,7 @@ from tmi_cluster.bus.events import Seen
 from tmi_cluster.delivery import Delivery, event_key
 from tmi_cluster.events import CheerEvent, Event, JoinEvent, MessageEvent
 
-from .test_simulator import run
+from .helpers import run, until
 
 
 def _message(channel: str, number: int, source: str | None = None) -> MessageEvent:
@@ -49,10 +49,8 @@ async def _running(*deliveries: Delivery) -> AsyncIterator[None]:
                 await task
 
 
-async def _until(check: object, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():  # type: ignore[operator]
-            await asyncio.sleep(0.01)
+async def _until(check: Callable[[], object], timeout_s: float = 5.0) -> None:
+    await until(check, timeout_s)
 
 
 def test_the_key_of_an_event_without_an_id_is_its_raw_line() -> None:

@@ -33,7 +33,7 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
-from .test_simulator import run
+from .helpers import run
 
 ROOMS = [f"room{i:03}" for i in range(100)]
 SENDS = 10_000

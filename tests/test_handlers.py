@@ -32,7 +32,7 @@ from tmi_cluster.events import (
 )
 from tmi_cluster.handlers import Dispatcher, Handler, Handlers, Subscriber, load_handlers, on
 
-from .test_simulator import run
+from .helpers import run
 
 TIMEOUT_S = 2.0
 

@@ -42,8 +42,9 @@ from tmi_cluster.bus import Keys
 from tmi_cluster.harness import ProcessHarness
 from tmi_cluster.watchdog import EXIT_STOP_DEADLINE
 
+from .helpers import wait_for
 from .test_cli import SCRIPT, _env, tmi
-from .test_processes import Supervisor, _statuses, cluster, wait_for
+from .test_processes import Supervisor, _statuses, cluster
 
 __all__ = ["cluster"]  # the fixture, shared with test_processes
 

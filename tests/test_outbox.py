@@ -35,8 +35,8 @@ from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.store import Store
 from tmi_cluster.worker import build_pool
 
+from .helpers import run
 from .test_redis_outage import RedisProcess
-from .test_simulator import run
 
 CHANNELS = [f"room{i}" for i in range(20)]
 

@@ -18,8 +18,8 @@ from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, R
 from tmi_cluster.simulator import ChatSimulator, Limits
 from tmi_cluster.worker import build_pool
 
+from .helpers import run, run_documented_example
 from .test_connection import Recorder, every_message_exactly_once
-from .test_simulator import run, run_documented_example
 
 
 def _options(sim: ChatSimulator, **changes: object) -> ConnectionOptions:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tmi_cluster.simulator import ChatSimulator, Limits
 
-from .test_simulator import run
+from .helpers import run
 
 WORKER = """
 import asyncio, json, sys

@@ -33,8 +33,8 @@ from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent
 from tmi_cluster.ratelimit import LocalWindow, Rate, Window
 from tmi_cluster.simulator import ChatSimulator, Limits
 
+from .helpers import run
 from .test_connection import Recorder
-from .test_simulator import run
 
 NIGHTLY = os.environ.get("TMI_CLUSTER_FUZZ") == "nightly"
 

@@ -24,22 +24,11 @@ from tmi_cluster.bus import Keys
 from tmi_cluster.processes import restart_delay
 from tmi_cluster.store import Failure, Store
 
+from .helpers import wait_for
 from .test_cli import SCRIPT, _env, tmi
 from .test_redis_outage import RedisProcess
 
 TIMEOUT_S = 20.0
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = TIMEOUT_S, what: str = "") -> Any:
-    """Poll ``check`` (another process's state) until it returns something true."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(0.02)
 
 
 class Supervisor:

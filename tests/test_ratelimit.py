@@ -12,7 +12,7 @@ import redis.asyncio
 from tmi_cluster.bus import SharedWindow
 from tmi_cluster.ratelimit import NORMAL, VERIFIED, LocalWindow, Rate
 
-from .test_simulator import run
+from .helpers import run
 
 
 @pytest.mark.parametrize(

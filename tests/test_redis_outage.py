@@ -24,8 +24,8 @@ from tmi_cluster.ratelimit import Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
 from tmi_cluster.worker import build_pool
 
+from .helpers import run
 from .test_connection import Recorder
-from .test_simulator import run
 
 
 def _free_port() -> int:

@@ -14,9 +14,9 @@ from tmi_cluster.ratelimit import LocalWindow, Rate
 from tmi_cluster.sender import Sender, split_text
 from tmi_cluster.simulator import ChatSimulator, Limits
 
+from .helpers import run
 from .test_connection import Recorder
 from .test_irc_fuzz import FUZZ
-from .test_simulator import run
 
 
 @pytest.mark.parametrize(

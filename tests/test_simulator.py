@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import pytest
@@ -14,19 +13,11 @@ from tmi_cluster.events import MessageEvent, from_message
 from tmi_cluster.irc import Message, parse
 from tmi_cluster.simulator import ChatSimulator, Limits
 
+from .helpers import run, run_documented_example
+
 P = ParamSpec("P")
 T = TypeVar("T")
 TIMEOUT_S = 5.0
-
-
-def run(test: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
-    """Run an async test on a fresh event loop."""
-
-    @functools.wraps(test)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
 
 
 class Client:
@@ -475,17 +466,6 @@ async def test_pause_resume_and_rate() -> None:
         sim.resume()
         await client.expect(lambda m: m.command in ("PRIVMSG", "USERNOTICE", "CLEARCHAT"))
         await client.close()
-
-
-def run_documented_example(document: str, test: str) -> None:
-    """Run the first Python block of ``docs/<document>``, then its function ``test``."""
-    from pathlib import Path  # noqa: PLC0415
-
-    text = (Path(__file__).parent.parent / "docs" / document).read_text(encoding="utf-8")
-    code = text.split("```python\n", 1)[1].split("```", 1)[0]
-    namespace: dict[str, Any] = {}
-    exec(compile(code, f"docs/{document}", "exec"), namespace)  # noqa: S102 - our own docs
-    namespace[test]()
 
 
 def test_the_documented_example_runs() -> None:

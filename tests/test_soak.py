@@ -23,8 +23,8 @@ from tmi_cluster.events import Event
 from tmi_cluster.ratelimit import LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator
 
+from .helpers import run
 from .test_pool import _options
-from .test_simulator import run
 
 NIGHTLY = os.environ.get("TMI_CLUSTER_FUZZ") == "nightly"
 DURATION_S = float(os.environ.get("TMI_CLUSTER_SOAK_S") or (600 if NIGHTLY else 60))

@@ -23,6 +23,7 @@ from tmi_cluster.events import ClusterEvent, ProcessScaled
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.supervisor import Supervisor
 
+from .helpers import until
 from .test_cli import SCRIPT, _env
 
 Make = Callable[..., Settings]
@@ -35,10 +36,8 @@ def _free_port() -> int:
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    """Wait until ``condition()`` holds, checking often; fail after ``timeout_s``."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.02)
+    """Wait until ``condition()`` holds (another process's state), at most ``timeout_s``."""
+    await until(condition, timeout_s)
 
 
 class RedisServer:

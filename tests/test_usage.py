@@ -20,7 +20,7 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
-from .test_simulator import run
+from .helpers import run
 
 DOC = Path(__file__).parent.parent / "docs" / "usage.md"
 

@@ -11,7 +11,7 @@ import time
 
 from tmi_cluster.watchdog import EXIT_STOP_DEADLINE, StopWatchdog, describe_tasks
 
-from .test_simulator import run
+from .helpers import run
 
 
 def test_an_earlier_deadline_wins_and_a_later_one_never_pushes_it_back() -> None:

@@ -12,18 +12,13 @@ from tmi_cluster import EventQueue, Pool, Settings, Worker, WorkerState
 from tmi_cluster.events import Event, MessageEvent
 from tmi_cluster.simulator import ChatSimulator
 
+from .helpers import run, until_set
 from .test_connection import TIMEOUT_S
 from .test_pool import _options
-from .test_simulator import run
 
 
 async def _until(check: Callable[[], bool], changed: asyncio.Event) -> None:
-    async def wait() -> None:
-        while not check():
-            changed.clear()
-            await changed.wait()
-
-    await asyncio.wait_for(wait(), TIMEOUT_S)
+    await until_set(check, changed, TIMEOUT_S)
 
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])

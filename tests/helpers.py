@@ -1,0 +1,79 @@
+"""What the tests share: running an async test, waiting for a condition, running a documented
+example. Waits synchronise on an event where the code offers one (:func:`until_set`), and poll
+another process's state otherwise (:func:`until`, :func:`wait_for`), always with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+__all__ = ["run", "run_documented_example", "until", "until_set", "wait_for"]
+
+
+def run(test: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async test on a fresh event loop."""
+
+    @functools.wraps(test)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+async def until(
+    check: Callable[[], Any | Awaitable[Any]], timeout_s: float = 15.0, what: str = ""
+) -> Any:
+    """Poll ``check`` (state of other processes or sockets, which have no event to wait on)
+    until it returns something true, and return it; AssertionError naming ``what`` after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what or check}")
+        await asyncio.sleep(0.02)
+
+
+async def until_set(check: Callable[[], bool], changed: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``check()`` holds, woken by ``changed`` (set by the code under test whenever
+    what ``check`` reads changes); TimeoutError after ``timeout_s``."""
+
+    async def wait() -> None:
+        while not check():
+            changed.clear()
+            await changed.wait()
+
+    await asyncio.wait_for(wait(), timeout_s)
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
+    """:func:`until` for synchronous tests."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}")
+        time.sleep(0.02)
+
+
+def run_documented_example(document: str, test: str) -> None:
+    """Run the first Python block of ``docs/<document>``, then its function ``test``."""
+    text = (Path(__file__).parent.parent / "docs" / document).read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"docs/{document}", "exec"), namespace)  # noqa: S102 - our own docs
+    namespace[test]()
