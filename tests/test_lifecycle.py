@@ -281,9 +281,10 @@ def _lane(lane: Lane, cycles: int) -> None:
     client = redis.Redis.from_url(lane.redis_url)
     simulator = None
     port = None
+    chat = ProcessHarness()  # the simulator outlives the cycles' reaping
     if lane.index % 2:  # odd lanes: a simulator of their own, alive while the supervisor dies
         port = _free_port()
-        simulator = lane.harness.spawn(
+        simulator = chat.spawn(
             [SCRIPT, "simulate", "--port", str(port), "--channels", str(CHANNELS),
              "--rate", "100"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -295,6 +296,7 @@ def _lane(lane: Lane, cycles: int) -> None:
     finally:
         if simulator is not None:
             simulator.kill()
+        chat.reap(5.0)
         lane.harness.reap(0.0)
         client.close()
 
