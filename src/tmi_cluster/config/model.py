@@ -110,7 +110,7 @@ class Identity(_Section):
         return not self.username
 
 
-class Connection(_Section):
+class ConnectionSettings(_Section):
     """How each Twitch connection is made and kept."""
 
     server: str = Field("irc.chat.twitch.tv", description="Chat server host name.")
@@ -194,7 +194,7 @@ class Tmi(_Section):
     """The Twitch chat client."""
 
     identity: Identity = Field(default_factory=Identity)
-    connection: Connection = Field(default_factory=Connection)
+    connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
     options: Options = Field(default_factory=Options)
 
 
@@ -202,7 +202,7 @@ class Tmi(_Section):
 # supervisor, process, auto_scale
 
 
-class Supervisor(_Section):
+class SupervisorSettings(_Section):
     """Supervisors (one per ``tmi-cluster run``)."""
 
     stale: float = Field(
@@ -390,7 +390,7 @@ class ChannelOptions(_Section):
     )
 
 
-class ChannelManager(_Section):
+class ChannelManagerSettings(_Section):
     """Which channels may be joined, and for how long."""
 
     use: str = Field(
@@ -490,7 +490,7 @@ def _check_import_paths(paths: list[str]) -> list[str]:
     return paths
 
 
-class Handlers(_Section):
+class HandlersSettings(_Section):
     """Where chat events go."""
 
     modules: list[str] = Field(
@@ -576,15 +576,15 @@ class Settings(_Section):
     _middleware = field_validator("middleware")(_check_import_paths)
 
     tmi: Tmi = Field(default_factory=Tmi)
-    supervisor: Supervisor = Field(default_factory=Supervisor)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     process: Process = Field(default_factory=Process)
     auto_scale: AutoScale = Field(default_factory=AutoScale)
     throttle: Throttle = Field(default_factory=Throttle)
-    channel_manager: ChannelManager = Field(default_factory=ChannelManager)
+    channel_manager: ChannelManagerSettings = Field(default_factory=ChannelManagerSettings)
     redis: Redis = Field(default_factory=Redis)
     database: Database = Field(default_factory=Database)
     web: Web = Field(default_factory=Web)
-    handlers: Handlers = Field(default_factory=Handlers)
+    handlers: HandlersSettings = Field(default_factory=HandlersSettings)
     log: Log = Field(default_factory=Log)
 
     _config_file: Path | None = None
