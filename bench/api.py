@@ -127,8 +127,14 @@ class Plan:
 OLD_KEYS = 300_000
 FULL = Plan(
     (((100.0,), 0), ((500.0,), 0), ((1000.0,), 0), ((100.0,), OLD_KEYS)),
-    20.0, 3, 3, 80_000, (1000.0, 5000.0, 10_000.0, 20_000.0), 5.0, 80_000,
-)  # fmt: skip
+    20.0,
+    3,
+    3,
+    80_000,
+    (1000.0, 5000.0, 10_000.0, 20_000.0),
+    5.0,
+    80_000,
+)
 QUICK = Plan((((100.0, 1000.0), 0),), 3.0, 1, 2, 30_000, (1000.0, 5000.0), 1.0, 20_000)
 
 
@@ -165,9 +171,12 @@ class Supervisor:
         self.log = (self.folder / f"{name}.log").open("w")
         self.harness = ProcessHarness()  # the supervisor and its workers, none left behind
         self.process = self.harness.spawn(
-            [SCRIPT, "run", "--id", "bench"], cwd=self.folder, env=env | self.vars,
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [SCRIPT, "run", "--id", "bench"],
+            cwd=self.folder,
+            env=env | self.vars,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def settings(self) -> Settings:
         """The cluster's settings, as an application loads them."""
@@ -285,8 +294,9 @@ async def _open_loop(
         in_flight[0] += 1
         in_flight[1] = max(in_flight)
         try:
-            result = await app.send(SEND_CHANNELS[number % len(SEND_CHANNELS)], text,
-                                    timeout_s=SEND_TIMEOUT_S)  # fmt: skip
+            result = await app.send(
+                SEND_CHANNELS[number % len(SEND_CHANNELS)], text, timeout_s=SEND_TIMEOUT_S
+            )
         except TmiClusterError as error:  # counted, not hidden: see docs/benchmarks.md
             raised[f"raised {type(error).__name__}: {error}"] += 1
             return
@@ -336,8 +346,12 @@ async def sends(
 ) -> list[SendPhase]:
     """Sends at each of ``rates`` in turn for ``seconds`` through a fresh cluster, with
     ``old_keys`` markers of earlier sends in Redis."""
-    limits = Limits(message_allow=BIG, moderator_message_allow=BIG, channel_interval_s=0.0,
-                    duplicate_window_s=0.0)  # fmt: skip
+    limits = Limits(
+        message_allow=BIG,
+        moderator_message_allow=BIG,
+        channel_interval_s=0.0,
+        duplicate_window_s=0.0,
+    )
     async with ChatSimulator(channels=SEND_CHANNELS, limits=limits) as sim:
         sim.add_account(BOT, BOT_SECRET)
         heard = _Heard()
@@ -526,8 +540,9 @@ class Readers:
             ours, theirs = spawn.Pipe()
             consumer = f"c{index}" if group else None
             job = ReaderJob(cluster.vars, str(cluster.folder), group, consumer, since)
-            process = spawn.Process(target=_reader_process, args=(job, theirs, counter),
-                                    daemon=True)  # fmt: skip
+            process = spawn.Process(
+                target=_reader_process, args=(job, theirs, counter), daemon=True
+            )
             process.start()
             self.pipes.append(ours)
             self.processes.append(process)
@@ -620,8 +635,10 @@ async def readers(redis_url: str, folder: Path, plan: Plan) -> dict[str, Any]:
                 try:
                     await group_readers.ready()
                     group_readers.go()
-                    results[name] = [await _steady(cluster, group_readers, rate, plan.reader_s)
-                                     for rate in plan.reader_rates]  # fmt: skip
+                    results[name] = [
+                        await _steady(cluster, group_readers, rate, plan.reader_s)
+                        for rate in plan.reader_rates
+                    ]
                 finally:
                     await group_readers.stop()
             await cluster.trim()

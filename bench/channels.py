@@ -247,8 +247,10 @@ async def wanted_round(
     check("wanted after the cleanup", len(store.wanted()), n - len(old) - len(revoked))
     figure = results.figure("cleanup", "cleanup (N wanted, one pass)", n)
     figure.keep(seconds)
-    figure.result = (f"checked {done.checked:,}, stale {len(done.stale):,}, "
-                     f"unauthorized {len(done.unauthorized):,}")  # fmt: skip
+    figure.result = (
+        f"checked {done.checked:,}, stale {len(done.stale):,}, "
+        f"unauthorized {len(done.unauthorized):,}"
+    )
 
     await manager.authorize(reconnect, reconnect=True)
     await asyncio.to_thread(store.unwant, reconnect)

@@ -113,13 +113,17 @@ async def _tmi_cluster(
 
     websocket = transport == "websocket"
     options = ConnectionOptions(
-        host="127.0.0.1", port=ws_port if websocket else port, secure=False,
-        transport="websocket" if websocket else "tcp", ping_interval_s=3600,
-    )  # fmt: skip
+        host="127.0.0.1",
+        port=ws_port if websocket else port,
+        secure=False,
+        transport="websocket" if websocket else "tcp",
+        ping_interval_s=3600,
+    )
     window = LocalWindow(Rate(1_000_000, 1.0))
     queue = EventQueue(handlers.queue_size, policy=handlers.queue_full)
-    pool = Pool(options, join_window=window, connect_interval_s=0, join_timeout_s=120,
-                on_event=queue.put)  # fmt: skip
+    pool = Pool(
+        options, join_window=window, connect_interval_s=0, join_timeout_s=120, on_event=queue.put
+    )
     async with Worker(pool, queue, [handler]):
         outcomes = await pool.join(channels)
         failed = [c for c, o in outcomes.items() if not o.ok]
@@ -379,9 +383,13 @@ async def _measure(kind: str, channels: int, plan: Plan) -> Result:
             low, high = (step.nominal, high) if step.sustained else (low, step.nominal)
         await reader.stop()
         return Result(
-            kind, channels, steps, (after - before) / (1 << 20) / (channels / 1000),
-            after / (1 << 20), after_traffic / (1 << 20),
-        )  # fmt: skip
+            kind,
+            channels,
+            steps,
+            (after - before) / (1 << 20) / (channels / 1000),
+            after / (1 << 20),
+            after_traffic / (1 << 20),
+        )
 
 
 READERS = ["tmi-cluster", "tmi-cluster (WebSocket)", "TwitchIO 2", "bare reader"]
@@ -390,8 +398,18 @@ _COMMON_RATE = 10_000.0  # every reader's latency is also shown at this rate
 
 def _print(results: list[Result]) -> None:
     print()
-    header = ("channels", "reader", "sustained/s", "p50 ms", "p99 ms",
-              "p50@10k", "p99@10k", "MiB/1k ch", "RSS MiB", "after")  # fmt: skip
+    header = (
+        "channels",
+        "reader",
+        "sustained/s",
+        "p50 ms",
+        "p99 ms",
+        "p50@10k",
+        "p99@10k",
+        "MiB/1k ch",
+        "RSS MiB",
+        "after",
+    )
     print("{:>9} {:<24} {:>12} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>6}".format(*header))
     for result in results:
         best = result.best

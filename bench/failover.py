@@ -74,23 +74,28 @@ class Cluster:
         self.db = f"sqlite:///{self.folder / (self.prefix.rstrip(':') + '.db')}"
         self.client = redis.asyncio.Redis.from_url(self.redis_url)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")}
-        env.update({
-            "TMI_CLUSTER_REDIS__URL": self.redis_url,
-            "TMI_CLUSTER_PREFIX": self.prefix,
-            "TMI_CLUSTER_DATABASE__URL": self.db,
-            "TMI_CLUSTER_TMI__CONNECTION__SERVER": self.sim.host,
-            "TMI_CLUSTER_TMI__CONNECTION__PORT": str(self.sim.port),
-            "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
-            "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
-            "TMI_CLUSTER_LOG__LEVEL": "warning",
-            **self.extra,
-        })  # fmt: skip
+        env.update(
+            {
+                "TMI_CLUSTER_REDIS__URL": self.redis_url,
+                "TMI_CLUSTER_PREFIX": self.prefix,
+                "TMI_CLUSTER_DATABASE__URL": self.db,
+                "TMI_CLUSTER_TMI__CONNECTION__SERVER": self.sim.host,
+                "TMI_CLUSTER_TMI__CONNECTION__PORT": str(self.sim.port),
+                "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
+                "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
+                "TMI_CLUSTER_LOG__LEVEL": "warning",
+                **self.extra,
+            }
+        )
         self.log = (self.folder / f"{self.prefix.rstrip(':')}.log").open("w")
         self.harness = ProcessHarness()  # the supervisor and its workers, none left behind
         self.process = self.harness.spawn(
-            [SCRIPT, "run", "--id", "bench"], cwd=self.folder, env=env,
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [SCRIPT, "run", "--id", "bench"],
+            cwd=self.folder,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     async def statuses(self) -> dict[str, ProcessStatus]:
         found: dict[str, Beat[ProcessStatus]] = await live(self.client, self.keys, "process")
@@ -140,12 +145,17 @@ async def failover(
     names = [f"chan{i:05}" for i in range(channels)]
     limits = Limits(anonymous_join_allow=budget, join_every_s=10.0)
     async with ChatSimulator(channels=names, limits=limits, rate=200.0) as sim:
-        cluster = Cluster(sim, redis_url, folder, {
-            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "4",
-            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "4",
-            "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": str(math.ceil(channels / 2)),
-            "TMI_CLUSTER_THROTTLE__JOIN__ANONYMOUS_ALLOW": str(budget),
-        })  # fmt: skip
+        cluster = Cluster(
+            sim,
+            redis_url,
+            folder,
+            {
+                "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "4",
+                "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "4",
+                "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": str(math.ceil(channels / 2)),
+                "TMI_CLUSTER_THROTTLE__JOIN__ANONYMOUS_ALLOW": str(budget),
+            },
+        )
         try:
             await _until(lambda: _count(cluster, 4), 60, "four workers")
             await cluster.want(names)
@@ -194,10 +204,16 @@ async def failover(
                 await _until(lambda: _each_once(sim, names), 600, "every channel once again")
                 await _until(lambda: _even(cluster, channels // 4), 300, "an even spread again")
             accounts = {c.login or "" for c in sim.connections()}
-            violations = [v for a in accounts for v in sim.account(a).violations
-                          if v.kind == "join_rate"]  # fmt: skip
-            return {"times": times, "lost": lost_counts, "shares": shares,
-                    "channels": channels // 4, "violations": len(violations)}  # fmt: skip
+            violations = [
+                v for a in accounts for v in sim.account(a).violations if v.kind == "join_rate"
+            ]
+            return {
+                "times": times,
+                "lost": lost_counts,
+                "shares": shares,
+                "channels": channels // 4,
+                "violations": len(violations),
+            }
         finally:
             await cluster.stop()
 
@@ -221,17 +237,22 @@ async def cold_start(redis_url: str, folder: Path, *, channels: int, allow: int)
     limits = Limits(join_allow=allow, auth_allow=200, channel_cap=channels * 2)
     async with ChatSimulator(channels=names, limits=limits) as sim:
         sim.add_account("benchbot", "benchtoken")
-        cluster = Cluster(sim, redis_url, folder, {
-            "TMI_CLUSTER_TMI__IDENTITY__USERNAME": "benchbot",
-            "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": "oauth:benchtoken",
-            "TMI_CLUSTER_THROTTLE__PRESET": "verified",
-            "TMI_CLUSTER_THROTTLE__JOIN__ALLOW": str(allow),
-            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "4",
-            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "4",
-            "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": str(math.ceil(channels / 3)),
-            "TMI_CLUSTER_TMI__CONNECTION__CHANNELS_PER_CONNECTION": "100",
-            "TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL": "0.2",
-        })  # fmt: skip
+        cluster = Cluster(
+            sim,
+            redis_url,
+            folder,
+            {
+                "TMI_CLUSTER_TMI__IDENTITY__USERNAME": "benchbot",
+                "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": "oauth:benchtoken",
+                "TMI_CLUSTER_THROTTLE__PRESET": "verified",
+                "TMI_CLUSTER_THROTTLE__JOIN__ALLOW": str(allow),
+                "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "4",
+                "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "4",
+                "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": str(math.ceil(channels / 3)),
+                "TMI_CLUSTER_TMI__CONNECTION__CHANNELS_PER_CONNECTION": "100",
+                "TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL": "0.2",
+            },
+        )
         try:
             await _until(lambda: _count(cluster, 4), 60, "four workers")
             started = time.monotonic()
@@ -240,9 +261,14 @@ async def cold_start(redis_url: str, folder: Path, *, channels: int, allow: int)
             elapsed = time.monotonic() - started
             ideal = 10.0 * (math.ceil(channels / allow) - 1)
             violations = sim.account("benchbot").violations
-            return {"seconds": elapsed, "share": ideal / elapsed, "rate": channels / elapsed,
-                    "allow": allow, "twice": sum(len(sim.joined(n)) > 1 for n in names),
-                    "violations": len(violations)}  # fmt: skip
+            return {
+                "seconds": elapsed,
+                "share": ideal / elapsed,
+                "rate": channels / elapsed,
+                "allow": allow,
+                "twice": sum(len(sim.joined(n)) > 1 for n in names),
+                "violations": len(violations),
+            }
         finally:
             await cluster.stop()
 
@@ -263,16 +289,21 @@ async def main() -> None:
     quick = args.quick
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        fast = await failover(args.redis, folder, channels=400 if quick else 4000,
-                              runs=1 if quick else 5, budget=2000)  # fmt: skip
-        normal = await failover(args.redis, folder, channels=160 if quick else 4000,
-                                runs=1 if quick else 2, budget=20)  # fmt: skip
-        cold = await cold_start(args.redis, folder, channels=400 if quick else 10_000,
-                                allow=200 if quick else 2000)  # fmt: skip
+        fast = await failover(
+            args.redis, folder, channels=400 if quick else 4000, runs=1 if quick else 5, budget=2000
+        )
+        normal = await failover(
+            args.redis, folder, channels=160 if quick else 4000, runs=1 if quick else 2, budget=20
+        )
+        cold = await cold_start(
+            args.redis, folder, channels=400 if quick else 10_000, allow=200 if quick else 2000
+        )
     planned = planner_seconds()
     print(f"{'case':58} {'p50':>8} {'max':>8}  original")
-    cases = ((f"failover of {fast['channels']:,} channels, 2,000 JOINs/10 s", fast),
-             (f"failover of {normal['channels']:,} channels, 20 JOINs/10 s", normal))  # fmt: skip
+    cases = (
+        (f"failover of {fast['channels']:,} channels, 2,000 JOINs/10 s", fast),
+        (f"failover of {normal['channels']:,} channels, 20 JOINs/10 s", normal),
+    )
     for label, result in cases:
         print(
             f"{label + ' (s)':58} {statistics.median(result['times']):8.2f} "

@@ -49,13 +49,15 @@ async def _beat_all(
     client: redis.asyncio.Redis, keys: Keys, supervisors: int, workers: int
 ) -> None:
     for s in range(supervisors):
-        beat = Heartbeat(client, keys, "supervisor", f"s{s}", ttl_s=600, interval_s=1,
-                         status_of=SupervisorStatus)  # fmt: skip
+        beat = Heartbeat(
+            client, keys, "supervisor", f"s{s}", ttl_s=600, interval_s=1, status_of=SupervisorStatus
+        )
         await beat.beat()
         status = functools.partial(ProcessStatus, supervisor=f"s{s}")
         for w in range(workers // supervisors):
-            worker = Heartbeat(client, keys, "process", f"s{s}-{w}", ttl_s=600, interval_s=1,
-                               status_of=status)  # fmt: skip
+            worker = Heartbeat(
+                client, keys, "process", f"s{s}-{w}", ttl_s=600, interval_s=1, status_of=status
+            )
             await worker.beat()
 
 
@@ -80,8 +82,10 @@ async def main() -> None:
             new = [await live(client, keys, kind) for kind in ("process", "supervisor")]
             results["registry"].append(time.perf_counter() - started)
             assert [len(x) for x in old] == [len(x) for x in new] == [200, 20]
-        print(f"one pass's liveness read, {args.unrelated:,} unrelated keys, 20 supervisors, "
-              f"200 workers, {reads} reads")  # fmt: skip
+        print(
+            f"one pass's liveness read, {args.unrelated:,} unrelated keys, 20 supervisors, "
+            f"200 workers, {reads} reads"
+        )
         print(f"{'way':<10} {'median ms':>10} {'p95 ms':>8}")
         for way, times in results.items():
             ordered = sorted(times)

@@ -65,8 +65,9 @@ async def _read(port: int, pipe: Pipe) -> None:
     defaults = Settings().handlers
     queue = EventQueue(defaults.queue_size, policy=defaults.queue_full)
     options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, name="soak")
-    pool = Pool(options, connect_interval_s=0, join_window=LocalWindow(Rate(2000, 10.0)),
-                on_event=queue.put)  # fmt: skip
+    pool = Pool(
+        options, connect_interval_s=0, join_window=LocalWindow(Rate(2000, 10.0)), on_event=queue.put
+    )
     async with Worker(pool, queue, [handler]) as worker:
         outcomes = await pool.join(CHANNELS)
         joined = sum(1 for o in outcomes.values() if o.ok)
@@ -77,8 +78,16 @@ async def _read(port: int, pipe: Pipe) -> None:
             if request == "stop":
                 break
             rss = psutil.Process().memory_info().rss
-            pipe.send((rss, tally["messages"], tally["twice"], queue.dropped, len(pool.channels),
-                       worker.handler_errors))  # fmt: skip
+            pipe.send(
+                (
+                    rss,
+                    tally["messages"],
+                    tally["twice"],
+                    queue.dropped,
+                    len(pool.channels),
+                    worker.handler_errors,
+                )
+            )
     pipe.send("stopped")
 
 
@@ -132,8 +141,10 @@ async def main(duration_s: float, every_s: float, warm_up_s: float) -> None:
     growth = warm[-1] - warm[0] if len(warm) > 1 else 0.0
     verdict = "flat" if growth < _FLAT_MIB else "GROWING"
     print(f"growth from the first sample to the last: {rows[-1][1] - rows[0][1]:+.1f} MiB")
-    print(f"growth after warm-up ({warm_up_s:g} s): {growth:+.1f} MiB ({verdict}; flat: under "
-          f"{_FLAT_MIB:g} MiB); messages seen twice: {twice}")  # fmt: skip
+    print(
+        f"growth after warm-up ({warm_up_s:g} s): {growth:+.1f} MiB ({verdict}; flat: under "
+        f"{_FLAT_MIB:g} MiB); messages seen twice: {twice}"
+    )
 
 
 if __name__ == "__main__":

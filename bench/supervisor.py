@@ -78,8 +78,13 @@ def one_run(redis_url: str, folder: Path) -> dict[str, float]:
 
     started = time.monotonic()
     harness = ProcessHarness()  # the supervisor and its workers, none left behind
-    proc = harness.spawn([SCRIPT, "run", "--id", supervisor_id], env=env, cwd=folder,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = harness.spawn(
+        [SCRIPT, "run", "--id", supervisor_id],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait(lambda: all(beating(w) for w in workers))
         ready = time.monotonic() - started
@@ -122,8 +127,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for number in range(runs):
             results.append(one_run(args.redis, Path(folder)))
-            print(f"run {number + 1}/{runs}: " + ", ".join(
-                f"{k} {v:.2f}" for k, v in results[-1].items()), flush=True)  # fmt: skip
+            print(
+                f"run {number + 1}/{runs}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in results[-1].items()),
+                flush=True,
+            )
 
     def p50(key: str) -> float:
         return statistics.median(r[key] for r in results)

@@ -70,9 +70,12 @@ class ProcessCluster:
     def start(self, supervisor_id: str) -> None:
         log = (self.folder / f"{supervisor_id}.log").open("ab")
         self.running[supervisor_id] = subprocess.Popen(
-            [SCRIPT, "run", "--id", supervisor_id], cwd=self.folder, env=self.env,
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [SCRIPT, "run", "--id", supervisor_id],
+            cwd=self.folder,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
 
     async def workers(self) -> dict[str, ProcessStatus]:

@@ -83,8 +83,9 @@ def test_the_docs_import_only_the_public_api() -> None:
     public = {"tmi_cluster", "tmi_cluster.events", "tmi_cluster.irc", "tmi_cluster.simulator"}
     docs = Path(__file__).parent.parent / "docs"
     for page in [*docs.glob("*.md"), docs.parent / "README.md"]:
-        for module in re.findall(r"^\s*(?:from|import) (tmi_cluster[\w.]*)", page.read_text(),
-                                 re.MULTILINE):  # fmt: skip
+        for module in re.findall(
+            r"^\s*(?:from|import) (tmi_cluster[\w.]*)", page.read_text(), re.MULTILINE
+        ):
             assert module in public, f"{page.name} imports the internal module {module}"
 
 

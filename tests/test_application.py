@@ -280,8 +280,15 @@ async def test_cli_send_and_dead_letters(
     async with running(tmp_path, redis_server, redis_prefix) as (sim, cluster):
 
         def tmi(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([SCRIPT, *args], check=False, cwd=tmp_path, env=cluster.env,
-                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            return subprocess.run(
+                [SCRIPT, *args],
+                check=False,
+                cwd=tmp_path,
+                env=cluster.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
         sent = await asyncio.to_thread(tmi, "send", "#alpha", "from the shell")
 
@@ -297,9 +304,18 @@ async def test_cli_send_and_dead_letters(
         assert joined.returncode == 0, joined.stdout + joined.stderr
         sim.generate(30, channel="alpha")
         tailed = await asyncio.to_thread(
-            tmi, "tail", "--since", "0", "--channel", "#Alpha", "--type", "MessageEvent",
-            "--limit", "5", "--json",
-        )  # fmt: skip
+            tmi,
+            "tail",
+            "--since",
+            "0",
+            "--channel",
+            "#Alpha",
+            "--type",
+            "MessageEvent",
+            "--limit",
+            "5",
+            "--json",
+        )
         assert tailed.returncode == 0, tailed.stdout + tailed.stderr
         events = [json.loads(line) for line in tailed.stdout.splitlines()]
         assert len(events) == 5
@@ -311,7 +327,7 @@ async def test_cli_send_and_dead_letters(
         sim.generate(300, channel="alpha")
         every = await asyncio.to_thread(
             tmi, "tail", "--since", "0", "--channel", "alpha", "--limit", "200", "--json"
-        )  # fmt: skip
+        )
         rows = [json.loads(line) for line in every.stdout.splitlines()]
         assert all(isinstance(r["stream_id"], str) for r in rows)
         kinds = {r["type"] for r in rows}
@@ -319,9 +335,16 @@ async def test_cli_send_and_dead_letters(
         assert not [r for r in rows if r["type"] == "MessageEvent" and r["tags"].get("bits")]
         assert kinds & {"CheerEvent", "SubEvent", "ResubEvent", "RaidEvent"}  # ...and shown
         next_one = await asyncio.to_thread(
-            tmi, "tail", "--since", rows[9]["stream_id"], "--channel", "alpha", "--limit", "1",
+            tmi,
+            "tail",
+            "--since",
+            rows[9]["stream_id"],
+            "--channel",
+            "alpha",
+            "--limit",
+            "1",
             "--json",
-        )  # fmt: skip
+        )
         assert json.loads(next_one.stdout)["stream_id"] == rows[10]["stream_id"]
         unknown = await asyncio.to_thread(tmi, "tail", "--type", "NoSuchEvent")
         assert unknown.returncode == 2
@@ -357,8 +380,15 @@ async def test_a_refused_token_is_logged_shown_and_makes_the_cluster_unhealthy(
             await cluster.until(reported, 30, "the worker to report the refused login")
 
             def tmi(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run([SCRIPT, *args], env=cluster.env, cwd=tmp_path, check=False,
-                                      capture_output=True, text=True, timeout=60)  # fmt: skip
+                return subprocess.run(
+                    [SCRIPT, *args],
+                    env=cluster.env,
+                    cwd=tmp_path,
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
 
             health = await asyncio.to_thread(tmi, "health")
             assert health.returncode == 1, health.stdout + health.stderr

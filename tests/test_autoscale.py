@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from tmi_cluster.autoscale import Cause, ScalePolicy, decide, initial_size
 from tmi_cluster.config import Settings
 
-POLICY = ScalePolicy(minimum=2, maximum=10, capacity=50, scale_in_percent=50,
-                     scale_out_percent=70, cooldown_s=60)  # fmt: skip
+POLICY = ScalePolicy(
+    minimum=2, maximum=10, capacity=50, scale_in_percent=50, scale_out_percent=70, cooldown_s=60
+)
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,11 @@ async def test_owners_sets_notices_and_transfers(redis_server: str, redis_prefix
         assert await assignment.assign({"a": "p3", "c": "p3"}) == {"a": "p2", "c": "p2"}
         assert await assignment.all() == {"a": "p3", "b": "p1", "c": "p3"}
         assert await assignment.owners(["a", "b", "c", "z"]) == {
-            "a": "p3", "b": "p1", "c": "p3", "z": None
-        }  # fmt: skip
+            "a": "p3",
+            "b": "p1",
+            "c": "p3",
+            "z": None,
+        }
         assert await assignment.unassign(["b", "z"]) == {"b": "p1", "z": None}
         assert await assignment.of("p1") == set()
         await assignment.record_held("p3", joined=["a", "c"])

@@ -27,12 +27,16 @@ WRITES: list[tuple[str, Write]] = [
     ("reports cursor", lambda c, a: c.set_reports_cursor(a.token or 0, "9-9")),
     ("forget targets", lambda c, a: c.forget_targets(a.token or 0, ["s1"])),
     ("drain", lambda c, a: c.drain(a.token or 0, "p1", "scale_in")),
-    ("targets and orders", lambda c, a: c.apply_targets(
-        a.token or 0, {"s1": (3, "scale_out")}, change=(1.0, "scale_out"))),
+    (
+        "targets and orders",
+        lambda c, a: c.apply_targets(
+            a.token or 0, {"s1": (3, "scale_out")}, change=(1.0, "scale_out")
+        ),
+    ),
     ("cleanup due", lambda c, a: c.schedule_cleanup(a.token or 0, "s1", 60, due=True)),
     ("cleanup retry", lambda c, a: c.schedule_cleanup(a.token or 0, "s1", 30, due=False)),
     ("cleanup run", lambda c, a: c.record_cleanup(a.token or 0, {"by": "s1", "checked": 1})),
-]  # fmt: skip
+]
 
 
 def _everything(client: redis.Redis, keys: Keys) -> dict[bytes, Any]:
@@ -82,8 +86,9 @@ async def test_the_current_leader_writes_each_and_orders_each_supervisor(
         assert await coordination.ensure_epoch(token, "e1") == ("e1", True)
         assert await coordination.ensure_epoch(token, "e2") == ("e1", False)
         assert redis_client.exists(keys.assignment_fresh)
-        await coordination.apply_targets(token, {"s1": (3, "scale_out"), "s2": (1, "spread")},
-                                         change=(12.5, "scale_out"))  # fmt: skip
+        await coordination.apply_targets(
+            token, {"s1": (3, "scale_out"), "s2": (1, "spread")}, change=(12.5, "scale_out")
+        )
         assert await coordination.targets() == {"s1": 3, "s2": 1}
         state, now = await coordination.scale_state()
         assert (state.last_change, state.cause, state.paused) == (12.5, "scale_out", False)

@@ -17,8 +17,13 @@ from .helpers import run
 
 
 def _message(number: int, channel: str = "alpha") -> MessageEvent:
-    return MessageEvent(channel=channel, user="u", text=str(number), tags={"id": str(number)},
-                        raw=f"@id={number} :u!u@u PRIVMSG #{channel} :{number}")  # fmt: skip
+    return MessageEvent(
+        channel=channel,
+        user="u",
+        text=str(number),
+        tags={"id": str(number)},
+        raw=f"@id={number} :u!u@u PRIVMSG #{channel} :{number}",
+    )
 
 
 @run
@@ -54,14 +59,19 @@ async def test_readers_filter_skip_what_they_cannot_read_and_never_see_raw_line_
     keys = Keys(redis_prefix, 2.0, 3.0)
     try:
         publisher = EventPublisher(client, keys)
-        reader = await EventReader(client, keys, channels=frozenset({"alpha"}),
-                                   types=frozenset({"MessageEvent"})).start()  # fmt: skip
+        reader = await EventReader(
+            client, keys, channels=frozenset({"alpha"}), types=frozenset({"MessageEvent"})
+        ).start()
         raw_too = await EventReader(client, keys, since="0").start()
         publisher.put(IrcMessageEvent(raw="PING :x", command="PING"))  # never streamed
         await client.xadd(keys.events, {"t": "MessageEvent", "c": "alpha", "e": b"\xc1 junk"})
-        await publisher.publish([
-            JoinEvent(channel="alpha", user="x"), _message(1, "beta"), _message(2),
-        ])  # fmt: skip
+        await publisher.publish(
+            [
+                JoinEvent(channel="alpha", user="x"),
+                _message(1, "beta"),
+                _message(2),
+            ]
+        )
         got = await asyncio.wait_for(reader.__anext__(), 5)
         assert got == msgspec.structs.replace(_message(2), raw="")  # the raw line left out
         assert reader.undecodable == 1

@@ -45,8 +45,9 @@ def test_a_beat_is_typed_stamped_with_redis_clock_and_registered(
     async def scenario() -> None:
         client = connect_async(settings)
         status = ProcessStatus(supervisor="s1", pid=42, state="running", channels=7)
-        beat = Heartbeat(client, keys, "process", "p1", ttl_s=5, interval_s=0.05,
-                         status_of=lambda: status)  # fmt: skip
+        beat = Heartbeat(
+            client, keys, "process", "p1", ttl_s=5, interval_s=0.05, status_of=lambda: status
+        )
         await beat.beat()
         assert beat.beats == 1
         raw = json.loads(redis_client.get(keys.process_heartbeat("p1")) or b"")
@@ -81,8 +82,15 @@ def test_an_expired_key_is_dead_whatever_the_registry_says(
     async def scenario() -> None:
         client = connect_async(settings)
         for owner in ("s1", "s2"):
-            beat = Heartbeat(client, keys, "supervisor", owner, ttl_s=0.3, interval_s=0.1,
-                             status_of=lambda: SupervisorStatus(host="h"))  # fmt: skip
+            beat = Heartbeat(
+                client,
+                keys,
+                "supervisor",
+                owner,
+                ttl_s=0.3,
+                interval_s=0.1,
+                status_of=lambda: SupervisorStatus(host="h"),
+            )
             await beat.beat()
         await client.aclose()
 
@@ -109,10 +117,24 @@ def test_a_claim_never_takes_another_owners_heartbeat(
 
     async def scenario() -> None:
         client = connect_async(settings)
-        first = Heartbeat(client, keys, "supervisor", "s1", ttl_s=5, interval_s=1,
-                          status_of=lambda: SupervisorStatus(pid=1))  # fmt: skip
-        second = Heartbeat(client, keys, "supervisor", "s1", ttl_s=5, interval_s=1,
-                           status_of=lambda: SupervisorStatus(pid=2))  # fmt: skip
+        first = Heartbeat(
+            client,
+            keys,
+            "supervisor",
+            "s1",
+            ttl_s=5,
+            interval_s=1,
+            status_of=lambda: SupervisorStatus(pid=1),
+        )
+        second = Heartbeat(
+            client,
+            keys,
+            "supervisor",
+            "s1",
+            ttl_s=5,
+            interval_s=1,
+            status_of=lambda: SupervisorStatus(pid=2),
+        )
         assert await first.claim()
         assert not await second.claim()
         assert (await live(client, keys, "supervisor"))["s1"].status.pid == 1

@@ -95,8 +95,9 @@ async def test_the_assignment_written_under_a_stale_token_is_refused(
         with pytest.raises(StaleLeaseError, match=f"token {token} is not current \\({newer} is\\)"):
             await fenced.assign({"alpha": "p2", "beta": "p2"})
         assert await Assignment(client, keys).owners(["alpha", "beta"]) == {
-            "alpha": "p1", "beta": None
-        }  # fmt: skip
+            "alpha": "p1",
+            "beta": None,
+        }
         current = Assignment(client, keys, token=newer)
         assert await current.assign({"beta": "p2"}) == {"beta": None}
         assert await Assignment(client, keys).assign({"gamma": "p3"}) == {"gamma": None}  # unfenced

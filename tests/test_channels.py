@@ -46,8 +46,9 @@ async def test_the_dummy_allows_everything_and_keeps_nothing() -> None:
 async def test_one_channel_given_as_a_string_is_one_channel(
     sqlite_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    settings = make_settings(f'[database]\nurl = "{sqlite_url}"\n'
-                             "[channel_manager]\nuse = 'database'\n")  # fmt: skip
+    settings = make_settings(
+        f"[database]\nurl = \"{sqlite_url}\"\n[channel_manager]\nuse = 'database'\n"
+    )
     with Store(sqlite_url) as store:
         store.migrate()
         manager = load_manager(settings)
@@ -61,9 +62,11 @@ async def test_one_channel_given_as_a_string_is_one_channel(
 async def test_the_database_manager_keeps_authorization_and_acknowledgements(
     database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    settings = make_settings(f'[database]\nurl = "{database_url}"\n'
-                             "[channel_manager]\nuse = 'database'\n"
-                             "[channel_manager.channel]\nstale = 1\n")  # fmt: skip
+    settings = make_settings(
+        f'[database]\nurl = "{database_url}"\n'
+        "[channel_manager]\nuse = 'database'\n"
+        "[channel_manager.channel]\nstale = 1\n"
+    )
     with Store(database_url) as store:
         store.migrate()
         manager = load_manager(settings)
@@ -191,8 +194,9 @@ class _Refusing:
 async def test_the_cleanup_parts_stale_and_unauthorized_channels(
     database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    settings = make_settings(f'[database]\nurl = "{database_url}"\n'
-                             "[channel_manager]\nuse = 'database'\n")  # fmt: skip
+    settings = make_settings(
+        f"[database]\nurl = \"{database_url}\"\n[channel_manager]\nuse = 'database'\n"
+    )
     with Store(database_url) as store:
         store.migrate()
         manager = DatabaseChannelManager(settings, store=store)
@@ -229,20 +233,26 @@ async def test_the_cleanup_parts_stale_and_unauthorized_channels(
 def test_an_application_authorizes_revokes_and_acknowledges(
     sqlite_url: str, redis_server: str, redis_prefix: str, make_settings: Callable[..., Settings]
 ) -> None:
-    settings = make_settings(f'prefix = "{redis_prefix}"\n[redis]\nurl = "{redis_server}"\n'
-                             f'[database]\nurl = "{sqlite_url}"\n'
-                             "[channel_manager]\nuse = 'database'\n")  # fmt: skip
+    settings = make_settings(
+        f'prefix = "{redis_prefix}"\n[redis]\nurl = "{redis_server}"\n'
+        f'[database]\nurl = "{sqlite_url}"\n'
+        "[channel_manager]\nuse = 'database'\n"
+    )
     with Store(sqlite_url) as store:
         store.migrate()
         long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
         with SyncCluster(settings) as app:  # no event loop here, as in a WSGI app
             assert app.authorize(["#Alpha", "beta"], reconnect=True) == {
-                "alpha": "authorized", "beta": "authorized"}  # fmt: skip
+                "alpha": "authorized",
+                "beta": "authorized",
+            }
             assert app.authorize("alpha", reconnect=True) == {"alpha": "already authorized"}
             assert app.authorize("alpha") == {"alpha": "reconnect cleared"}  # each grant anew
             assert app.authorize("alpha", reconnect=True) == {"alpha": "reconnect set"}
-            assert app.revoke(["beta", "gamma"]) == {"beta": "revoked",
-                                                     "gamma": "was not authorized"}  # fmt: skip
+            assert app.revoke(["beta", "gamma"]) == {
+                "beta": "revoked",
+                "gamma": "was not authorized",
+            }
             assert app.join("beta")["beta"].status == JoinStatus.UNAUTHORIZED
             store.acknowledge(["alpha"], now=long_ago)
             app.acknowledged(["#ALPHA", "neverseen"])  # e.g. on EventSub's stream.online
@@ -267,7 +277,9 @@ async def test_a_grant_for_join_keeps_the_grant_and_a_revoke_unwants_with_any_ma
         store.migrate()
         await admin.authorize(database, ["alpha"], reconnect=True)
         assert await admin.authorize(database, ["alpha", "beta"], only_new=True) == {
-            "alpha": "already authorized", "beta": "authorized"}  # fmt: skip
+            "alpha": "already authorized",
+            "beta": "authorized",
+        }
         assert store.channels(["alpha"])["alpha"].reconnect  # join --authorize kept it
         own = make_settings(base + "[channel_manager]\nuse = 'mymanagers:Good'\n")
         store.want(["gamma"])

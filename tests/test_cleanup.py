@@ -50,8 +50,9 @@ def _prepare(tmp_path: Path) -> None:
 
 def _runs(client: redis.Redis, env: dict[str, str]) -> list[tuple[int, dict[str, str]]]:
     entries: Any = client.xrange(_keys(env).cleanup_runs)
-    return [(int(i.split(b"-")[0]), {k.decode(): v.decode() for k, v in f.items()})
-            for i, f in entries]  # fmt: skip
+    return [
+        (int(i.split(b"-")[0]), {k.decode(): v.decode() for k, v in f.items()}) for i, f in entries
+    ]
 
 
 def _held_anywhere(client: redis.Redis, env: dict[str, str]) -> set[str]:
@@ -73,8 +74,11 @@ def test_the_cleanup_runs_once_for_a_cluster_of_three_supervisors(
     env = {**cluster.env, **CLEANUP}  # type: ignore[attr-defined]
     supervisors = [cluster(name, **CLEANUP) for name in ("sup-a", "sup-b", "sup-c")]
     wanted_held = {*FRESH, "reconnect"}
-    wait_for(lambda: _held_anywhere(redis_client, env) == wanted_held, 30,
-             "the fresh channels and the reconnect one held, the others parted")  # fmt: skip
+    wait_for(
+        lambda: _held_anywhere(redis_client, env) == wanted_held,
+        30,
+        "the fresh channels and the reconnect one held, the others parted",
+    )
     with Store(f"sqlite:///{tmp_path / 'cluster.db'}") as store:
         assert set(store.wanted()) == wanted_held  # stale and unauthorized ones parted in SQL
     wait_for(lambda: len(_runs(redis_client, env)) >= 4, 30, "four cleanup runs")

@@ -48,9 +48,27 @@ COMMANDS = [
 ]
 LATER = sorted(
     set(COMMANDS)
-    - {"authorize", "channels", "dead-letters", "demo", "features", "health", "install", "join",
-       "list", "migrate", "part", "purge", "run", "scale", "send", "simulate", "tail", "terminate"}
-)  # fmt: skip
+    - {
+        "authorize",
+        "channels",
+        "dead-letters",
+        "demo",
+        "features",
+        "health",
+        "install",
+        "join",
+        "list",
+        "migrate",
+        "part",
+        "purge",
+        "run",
+        "scale",
+        "send",
+        "simulate",
+        "tail",
+        "terminate",
+    }
+)
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 
 
@@ -189,16 +207,24 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
 
 
 def test_features_name_a_server_of_ones_own(tmp_path: Path) -> None:
-    text = tmi(tmp_path, "features", TMI_CLUSTER_TMI__CONNECTION__SERVER="127.0.0.1",
-               TMI_CLUSTER_TMI__CONNECTION__PORT="26667",
-               TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never").stdout  # fmt: skip
+    text = tmi(
+        tmp_path,
+        "features",
+        TMI_CLUSTER_TMI__CONNECTION__SERVER="127.0.0.1",
+        TMI_CLUSTER_TMI__CONNECTION__PORT="26667",
+        TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never",
+    ).stdout
     lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.splitlines())
     assert lines["chat"] == "the server at 127.0.0.1:26667 (tmi.connection.simulate = never)"
 
 
 def test_features_show_the_effective_limits(tmp_path: Path) -> None:
-    text = tmi(tmp_path, "features", TMI_CLUSTER_THROTTLE__PRESET="verified",
-               TMI_CLUSTER_THROTTLE__JOIN__ALLOW="50").stdout  # fmt: skip
+    text = tmi(
+        tmp_path,
+        "features",
+        TMI_CLUSTER_THROTTLE__PRESET="verified",
+        TMI_CLUSTER_THROTTLE__JOIN__ALLOW="50",
+    ).stdout
     assert "preset verified: join 50 / 10 s, login 200 / 10 s, messages 7500 / 30 s" in text
 
 
@@ -298,11 +324,30 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
     accounts = tmp_path / "accounts.txt"
     accounts.write_text("# login:token[:moderator channels]\nmybot:s3cret:alpha\n")
     process = subprocess.Popen(
-        [SCRIPT, "simulate", "--port", "0", "--channels", "alpha,beta", "--rate", "200",
-         "--accounts", str(accounts), "--tls-port", "0", "--websocket-port", "0",
-         "--control-port", "0"],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            SCRIPT,
+            "simulate",
+            "--port",
+            "0",
+            "--channels",
+            "alpha,beta",
+            "--rate",
+            "200",
+            "--accounts",
+            str(accounts),
+            "--tls-port",
+            "0",
+            "--websocket-port",
+            "0",
+            "--control-port",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -317,8 +362,10 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
         with urllib.request.urlopen(control.split(" on ")[1].strip() + "/state") as response:  # noqa: S310
             assert json.loads(response.read())["channels"] == {"alpha": [], "beta": []}
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"CAP REQ :twitch.tv/tags twitch.tv/commands\r\n"
-                         b"PASS oauth:s3cret\r\nNICK mybot\r\nJOIN #alpha\r\n")  # fmt: skip
+            sock.sendall(
+                b"CAP REQ :twitch.tv/tags twitch.tv/commands\r\n"
+                b"PASS oauth:s3cret\r\nNICK mybot\r\nJOIN #alpha\r\n"
+            )
             received = b""
             while received.count(b" PRIVMSG #alpha ") < 5:
                 chunk = sock.recv(65536)
@@ -373,8 +420,12 @@ def test_simulate_rejects_bad_numbers(tmp_path: Path, args: list[str], shown: st
 def test_simulate_banner_counts_in_the_singular(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [SCRIPT, "simulate", "--port", "0", "--channels", "solo", "--rate", "0"],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -470,10 +521,13 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
     out = tmp_path / "demo.out"
     with out.open("w") as sink:
         process = subprocess.Popen(
-            [SCRIPT, "demo", "--channels", "30"], cwd=tmp_path, stdout=sink,
-            stderr=subprocess.PIPE, text=True,
+            [SCRIPT, "demo", "--channels", "30"],
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
             env=_env(TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never"),  # ignored: the demo's own
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 60
         while "30 of 30 simulated channels joined" not in out.read_text():
             assert process.poll() is None, process.communicate()[1]
@@ -514,8 +568,12 @@ def test_an_unusable_embedded_redis_folder_is_a_configuration_error(
     tmp_path: Path, folder: str
 ) -> None:
     where = folder.format(tmp=tmp_path)
-    result = tmi(tmp_path, "run", TMI_CLUSTER_REDIS__EMBEDDED_DIR=where,
-                 TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always")  # fmt: skip
+    result = tmi(
+        tmp_path,
+        "run",
+        TMI_CLUSTER_REDIS__EMBEDDED_DIR=where,
+        TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always",
+    )
     assert result.returncode == ExitCode.CONFIG, result.stderr
     assert f"error: redis.embedded_dir: cannot use {where} for the private Redis server" in (
         result.stderr
@@ -535,14 +593,16 @@ def test_the_durable_state_is_there_while_the_cluster_is_down(tmp_path: Path) ->
     listed = tmi(tmp_path, "channels")
     assert listed.returncode == 0, listed.stderr
     assert [line.split()[:2] for line in listed.stdout.splitlines()[1:]] == [
-        ["alpha", "wanted?"], ["beta", "wanted?"]
-    ]  # fmt: skip
+        ["alpha", "wanted?"],
+        ["beta", "wanted?"],
+    ]
     assert listed.stderr.startswith("warning: no embedded Redis server runs")
     assert "live state unknown" in listed.stderr
     rows = json.loads(tmi(tmp_path, "channels", "--json").stdout)
     assert [(r["channel"], r["state"], r["live"]) for r in rows] == [
-        ("alpha", "wanted", False), ("beta", "wanted", False)
-    ]  # fmt: skip
+        ("alpha", "wanted", False),
+        ("beta", "wanted", False),
+    ]
 
 
 def test_a_killed_private_redis_is_started_again_and_the_cluster_goes_on(
@@ -572,8 +632,12 @@ def test_a_second_cluster_on_the_same_database_is_refused(
     tmp_path: Path, supervisor: subprocess.Popen[str]
 ) -> None:
     (tmp_path / "other").mkdir()
-    second = tmi(tmp_path, "run", TMI_CLUSTER_REDIS__EMBEDDED_DIR=str(tmp_path / "other"),
-                 TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always")  # fmt: skip
+    second = tmi(
+        tmp_path,
+        "run",
+        TMI_CLUSTER_REDIS__EMBEDDED_DIR=str(tmp_path / "other"),
+        TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always",
+    )
     assert second.returncode == ExitCode.CONFIG, second.stdout + second.stderr
     assert "serves the cluster on the private Redis server in " in second.stderr
     assert "one database serves one cluster" in second.stderr

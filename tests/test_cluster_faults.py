@@ -55,12 +55,15 @@ class Cluster(ProcessCluster):
 
     def __init__(self, folder: Path, sim: ChatSimulator, redis_url: str) -> None:
         super().__init__(
-            folder, sim, redis_url, PREFIX,
+            folder,
+            sim,
+            redis_url,
+            PREFIX,
             TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL="0.5",
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN=str(WORKERS),
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX=str(WORKERS),
             TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS="500",
-        )  # fmt: skip
+        )
 
 
 async def _until(check: Callable[[], Any], timeout_s: float, what: str, cluster: Cluster) -> None:
@@ -94,13 +97,19 @@ async def _killed(
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
             # established ones only: a socket already closing is one the simulator has seen end
-            sockets += sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
-                           if c.raddr and c.raddr.port == sim.port
-                           and c.status == psutil.CONN_ESTABLISHED)  # fmt: skip
+            sockets += sum(
+                1
+                for c in psutil.Process(pid).net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == sim.port and c.status == psutil.CONN_ESTABLISHED
+            )
     closed = sum(1 for c in sim.connections() if not c.open)
     kill()
-    await _until(lambda: sum(1 for c in sim.connections() if not c.open) >= closed + sockets,
-                 30, "the simulator to see the killed connections close", cluster)  # fmt: skip
+    await _until(
+        lambda: sum(1 for c in sim.connections() if not c.open) >= closed + sockets,
+        30,
+        "the simulator to see the killed connections close",
+        cluster,
+    )
 
 
 async def _connections_of(sim: ChatSimulator, cluster: Cluster, process_ids: list[str]) -> set[int]:
@@ -127,8 +136,10 @@ async def test_three_supervisors_2000_channels_under_faults(
 
             async def spread() -> bool:
                 workers = await cluster.workers()
-                per = [sum(1 for s in workers.values() if s.supervisor == sup)
-                       for sup in ("sup-a", "sup-b", "sup-c")]  # fmt: skip
+                per = [
+                    sum(1 for s in workers.values() if s.supervisor == sup)
+                    for sup in ("sup-a", "sup-b", "sup-c")
+                ]
                 return per == [2, 2, 2]
 
             await _until(spread, 60, "two workers on each supervisor", cluster)
@@ -149,14 +160,23 @@ async def test_three_supervisors_2000_channels_under_faults(
             cluster.running["sup-c"].send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(cluster.running["sup-c"].wait, 30) == 0
             ended = time.monotonic()
-            missed = [(c, d) for c in moved_from for d in sim.deliveries(c)
-                      if began <= d.at <= ended and not d.connections]  # fmt: skip
+            missed = [
+                (c, d)
+                for c in moved_from
+                for d in sim.deliveries(c)
+                if began <= d.at <= ended and not d.connections
+            ]
             detail = "\n".join(
                 f"{c} at +{d.at - began:.3f} s; around: "
-                + str([(round(x.at - began, 3), x.connections) for x in sim.deliveries(c)
-                       if abs(x.at - d.at) < 3])
+                + str(
+                    [
+                        (round(x.at - began, 3), x.connections)
+                        for x in sim.deliveries(c)
+                        if abs(x.at - d.at) < 3
+                    ]
+                )
                 for c, d in missed[:5]
-            )  # fmt: skip
+            )
             assert missed == [], f"{len(missed)} messages missed\n{detail}\n{cluster.logs()}"
             cluster.start("sup-c2")
             await _steady(sim, cluster, "a graceful stop and a new supervisor")
@@ -165,8 +185,9 @@ async def test_three_supervisors_2000_channels_under_faults(
             workers = await cluster.workers()
             mine = [p for p, s in workers.items() if s.supervisor == "sup-a"]
             dead = await _connections_of(sim, cluster, mine)
-            await _killed(sim, cluster, [workers[p].pid for p in mine],
-                          cluster.running["sup-a"].kill)  # fmt: skip
+            await _killed(
+                sim, cluster, [workers[p].pid for p in mine], cluster.running["sup-a"].kill
+            )
             await _steady(sim, cluster, "kill -9 of a supervisor", dead)
 
             # Redis restarted under load: it forgets everything; the cluster comes back by
@@ -205,14 +226,17 @@ async def test_three_supervisors_2000_channels_under_faults(
                 await asyncio.to_thread(cluster.running[supervisor_id].wait, 60)
             private_redis.kill()
             private_redis.start()
-            await _until(lambda: not any(sim.joined(c) for c in CHANNELS), 30,
-                         "every channel parted with its cluster", cluster)  # fmt: skip
+            await _until(
+                lambda: not any(sim.joined(c) for c in CHANNELS),
+                30,
+                "every channel parted with its cluster",
+                cluster,
+            )
             cluster.start("sup-d")
             await _steady(sim, cluster, "a full restart (restored from SQL)")
 
             accounts = {c.login or "" for c in sim.connections()}
-            over = [v for a in accounts for v in sim.account(a).violations
-                    if v.kind == "join_rate"]  # fmt: skip
+            over = [v for a in accounts for v in sim.account(a).violations if v.kind == "join_rate"]
             assert over == []
         finally:
             await cluster.stop()
@@ -270,24 +294,31 @@ async def test_the_database_unreachable_chat_flows_faults_heal_writes_resume(
     parsed = urlsplit(postgres_url)
     proxy = _Proxy((parsed.hostname or "127.0.0.1", parsed.port or 5432))
     await proxy.start()
-    through = postgres_url.replace(parsed.netloc, f"{parsed.username or 'postgres'}@127.0.0.1:"
-                                   f"{proxy.port}", 1)  # fmt: skip
+    through = postgres_url.replace(
+        parsed.netloc, f"{parsed.username or 'postgres'}@127.0.0.1:{proxy.port}", 1
+    )
     names = CHANNELS[:200]
     async with ChatSimulator(channels=names, rate=50.0) as sim:
         cluster = Cluster(tmp_path, sim, private_redis.url)
         cluster.db = through
-        cluster.env.update({
-            "TMI_CLUSTER_DATABASE__URL": through,
-            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "2",
-            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "2",
-            "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": "200",
-        })  # fmt: skip
+        cluster.env.update(
+            {
+                "TMI_CLUSTER_DATABASE__URL": through,
+                "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "2",
+                "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "2",
+                "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": "200",
+            }
+        )
         try:
             cluster.start("sup-a")
             await _until(lambda: _count(cluster, 2), 60, "two workers", cluster)
             await cluster.want(names)
-            await _until(lambda: all(len(sim.joined(c)) == 1 for c in names), 60,
-                         "every channel joined", cluster)  # fmt: skip
+            await _until(
+                lambda: all(len(sim.joined(c)) == 1 for c in names),
+                60,
+                "every channel joined",
+                cluster,
+            )
 
             await proxy.cut()  # the database is away from here on
             victim_id, victim = next(iter((await cluster.workers()).items()))
@@ -301,9 +332,14 @@ async def test_the_database_unreachable_chat_flows_faults_heal_writes_resume(
 
             await _until(healed, 60, "the channels back without the database", cluster)
             flowing = time.monotonic()
-            await _until(lambda: any(d.at > flowing and d.connections for c in names
-                                     for d in sim.deliveries(c)), 10, "chat flowing",
-                         cluster)  # fmt: skip
+            await _until(
+                lambda: any(
+                    d.at > flowing and d.connections for c in names for d in sim.deliveries(c)
+                ),
+                10,
+                "chat flowing",
+                cluster,
+            )
             assert "the records of the worker processes cannot be written" in cluster.logs()
 
             await proxy.start()  # back: the writes that waited go through
@@ -313,9 +349,12 @@ async def test_the_database_unreachable_chat_flows_faults_heal_writes_resume(
                     states = {p.id: p.state for p in store.processes()}
                 return states.get(victim_id) == "dead"
 
-            await _until(lambda: asyncio.to_thread(recorded_dead), 60,
-                         "the killed worker recorded dead once the database is back",
-                         cluster)  # fmt: skip
+            await _until(
+                lambda: asyncio.to_thread(recorded_dead),
+                60,
+                "the killed worker recorded dead once the database is back",
+                cluster,
+            )
             assert cluster.running["sup-a"].poll() is None  # nothing gave up
         finally:
             await cluster.stop()

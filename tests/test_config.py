@@ -315,8 +315,9 @@ def test_every_bad_variable_is_reported_with_its_value(make_settings: Make) -> N
         "1 to 25 letters, digits or underscores, got 'bad name'",
         f"{env}WEB__PORT: web.port: expected less than or equal to 65535, got 99999",
     ]
-    assert caught.value.problems[0].endswith("tmi-cluster.toml, line 2: process.memory: "
-                                             "expected a valid integer, got 'big'")  # fmt: skip
+    assert caught.value.problems[0].endswith(
+        "tmi-cluster.toml, line 2: process.memory: expected a valid integer, got 'big'"
+    )
 
 
 def test_broken_file_is_reported_with_the_variables(make_settings: Make) -> None:

@@ -86,8 +86,13 @@ async def every_message_exactly_once(
 
 
 def _options(sim: ChatSimulator, **changes: object) -> ConnectionOptions:
-    base: dict[str, object] = {"host": "127.0.0.1", "port": sim.port, "secure": False,
-                               "backoff_base_s": 0.05, "backoff_cap_s": 0.2}  # fmt: skip
+    base: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": sim.port,
+        "secure": False,
+        "backoff_base_s": 0.05,
+        "backoff_cap_s": 0.2,
+    }
     base.update(changes)
     return ConnectionOptions(**base)  # type: ignore[arg-type]
 
@@ -124,16 +129,21 @@ async def test_account_over_tls_sends_and_another_reads() -> None:
             token="s3cret",
         )
         reader_events = Recorder()
-        async with Connection(_options(sim), on_event=reader_events) as reader, \
-                Connection(options) as bot:  # fmt: skip
+        async with (
+            Connection(_options(sim), on_event=reader_events) as reader,
+            Connection(options) as bot,
+        ):
             await reader.join(["alpha"])
             await reader_events.until(lambda: len(sim.joined("alpha")) == 1)
             await bot.wait_connected(TIMEOUT_S)
             assert bot.nick == "mybot"
             await bot.send("PRIVMSG", ["#alpha", "hello over TLS"])
-            await reader_events.until(lambda: any(
-                getattr(e, "text", None) == "hello over TLS" for e in reader_events.of(MessageEvent)
-            ))  # fmt: skip
+            await reader_events.until(
+                lambda: any(
+                    getattr(e, "text", None) == "hello over TLS"
+                    for e in reader_events.of(MessageEvent)
+                )
+            )
 
 
 @run
@@ -182,8 +192,12 @@ async def test_abrupt_close_reconnects_with_backoff_and_rejoins() -> None:
             [lost] = events.of(DisconnectedEvent)
             assert isinstance(lost, DisconnectedEvent)
             assert lost.reconnecting
-            await events.until(lambda: len(sim.joined("alpha")) == len(sim.joined("beta")) == 1
-                               and sim.joined("alpha") != first)  # fmt: skip
+            await events.until(
+                lambda: (
+                    len(sim.joined("alpha")) == len(sim.joined("beta")) == 1
+                    and sim.joined("alpha") != first
+                )
+            )
             assert connection.reconnects == 1
 
 
@@ -357,15 +371,19 @@ async def test_bad_server_input_never_ends_the_connection() -> None:
     server, port = await _hostile_server(hostile)
     async with server:
         events = Recorder()
-        options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=(),
-                                    join_timeout_s=60.0)  # fmt: skip
+        options = ConnectionOptions(
+            host="127.0.0.1", port=port, secure=False, capabilities=(), join_timeout_s=60.0
+        )
         async with Connection(options, on_event=events) as connection:
             # Held before the lines come (the connection's task logs in first): only a held
             # channel's events are delivered.
             joining = asyncio.create_task(connection.join(["c"]))
-            await events.until(lambda: any(
-                getattr(e, "text", "").endswith("after a bad byte") for e in events.of(MessageEvent)
-            ))  # fmt: skip
+            await events.until(
+                lambda: any(
+                    getattr(e, "text", "").endswith("after a bad byte")
+                    for e in events.of(MessageEvent)
+                )
+            )
             joining.cancel()
             assert state(connection) is ConnectionState.CONNECTED
             assert not events.of(DisconnectedEvent)
@@ -386,13 +404,20 @@ def test_options_from_settings() -> None:
     from tmi_cluster.worker import connection_options  # noqa: PLC0415
 
     settings = Settings.model_validate(
-        {"tmi": {"identity": {"username": "Bot", "password": "oauth:tok"},
-                 "connection": {"transport": "websocket", "ping_interval": 12}}}
-    )  # fmt: skip
+        {
+            "tmi": {
+                "identity": {"username": "Bot", "password": "oauth:tok"},
+                "connection": {"transport": "websocket", "ping_interval": 12},
+            }
+        }
+    )
     options = connection_options(settings, name="c1")
     assert (options.login, options.token, options.port, options.transport) == (
-        "bot", "tok", 6697, "websocket",
-    )  # fmt: skip
+        "bot",
+        "tok",
+        6697,
+        "websocket",
+    )
     assert options.ping_interval_s == 12
     assert "tok" not in repr(options)
 
@@ -431,8 +456,10 @@ def inspircd(tmp_path: Path) -> Iterator[int]:
     config.write_text(template.replace("{port}", str(port)).replace("{folder}", str(tmp_path)))
     process = subprocess.Popen(
         [binary, "--runasroot", "--nofork", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     for line in process.stdout:  # wait for its own word that it runs
         if "is now running" in line:
@@ -471,10 +498,12 @@ def test_a_real_irc_server_refusing_twitch_capabilities(inspircd: int) -> None:
                 pass
             writer.write(b"PRIVMSG #alpha :hello from a second client\r\n")
             await writer.drain()
-            await events.until(lambda: any(
-                e.text == "hello from a second client" and e.user == "other"
-                for e in events.of(MessageEvent)
-            ))  # fmt: skip
+            await events.until(
+                lambda: any(
+                    e.text == "hello from a second client" and e.user == "other"
+                    for e in events.of(MessageEvent)
+                )
+            )
             await connection.send("PRIVMSG", ["#alpha", "hello back"])
             while True:
                 line = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
@@ -516,8 +545,9 @@ def test_a_flood_of_long_lines_does_not_grow_memory() -> None:
 
         async def scenario() -> int:
             events = Recorder()
-            options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, capabilities=(),
-                                        join_timeout_s=120.0)  # fmt: skip
+            options = ConnectionOptions(
+                host="127.0.0.1", port=port, secure=False, capabilities=(), join_timeout_s=120.0
+            )
             tracemalloc.start()
             try:
                 async with Connection(options, on_event=events) as connection:
@@ -609,13 +639,20 @@ async def test_raw_lines_in_and_out_as_events_with_the_token_masked() -> None:
     async with ChatSimulator(channels=["alpha"]) as sim:
         sim.add_account("mybot", "secrettoken")
         events: list[Event] = []
-        options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False,
-                                    login="mybot", token="secrettoken", raw_lines=True)  # fmt: skip
+        options = ConnectionOptions(
+            host="127.0.0.1",
+            port=sim.port,
+            secure=False,
+            login="mybot",
+            token="secrettoken",
+            raw_lines=True,
+        )
         async with Connection(options, on_event=events.append) as connection:
             await connection.wait_connected(10)
             await connection.join(["alpha"])
-            generated = [line.data.decode().rstrip("\r\n")
-                         for line in sim.generate(3, channel="alpha")]  # fmt: skip
+            generated = [
+                line.data.decode().rstrip("\r\n") for line in sim.generate(3, channel="alpha")
+            ]
 
             def arrived() -> bool:  # each generated line, whatever its command, as it came
                 raws = {e.raw for e in events if isinstance(e, IrcMessageEvent)}
@@ -646,8 +683,14 @@ async def test_debug_logs_every_line_in_and_out_with_the_token_masked(
     caplog.set_level(logging.INFO, logger="tmi_cluster.irc")
     async with ChatSimulator(channels=["alpha"]) as sim:
         sim.add_account("mybot", "secrettoken")
-        options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False,
-                                    login="mybot", token="secrettoken", debug=True)  # fmt: skip
+        options = ConnectionOptions(
+            host="127.0.0.1",
+            port=sim.port,
+            secure=False,
+            login="mybot",
+            token="secrettoken",
+            debug=True,
+        )
         async with Connection(options) as connection:
             await connection.wait_connected(10)
             await connection.join(["alpha"])

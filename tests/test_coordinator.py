@@ -145,8 +145,9 @@ async def _beat_as(
     state: str = "running",
 ) -> None:
     status = ProcessStatus(supervisor=supervisor, state=state)
-    await Heartbeat(client, keys, "process", process_id, ttl_s=30, interval_s=1,
-                    status_of=lambda: status).beat()  # fmt: skip
+    await Heartbeat(
+        client, keys, "process", process_id, ttl_s=30, interval_s=1, status_of=lambda: status
+    ).beat()
 
 
 async def _targets(client: redis.asyncio.Redis, keys: Keys) -> dict[str, int]:
@@ -158,8 +159,9 @@ async def _supervisor(
     client: redis.asyncio.Redis, keys: Keys, supervisor: str, state: str = "running"
 ) -> None:
     status = SupervisorStatus(host=f"host-{supervisor}", state=state)
-    await Heartbeat(client, keys, "supervisor", supervisor, ttl_s=30, interval_s=1,
-                    status_of=lambda: status).beat()  # fmt: skip
+    await Heartbeat(
+        client, keys, "supervisor", supervisor, ttl_s=30, interval_s=1, status_of=lambda: status
+    ).beat()
 
 
 @run
@@ -243,8 +245,9 @@ async def test_the_account_budget_paces_the_joins(
     try:
         await _beat(client, keys, "p1")
         await _beat(client, keys, "p2")
-        coordinator = _coordinator(client, store, keys, "s1", capacity=10,
-                                  budget=JoinBudget(account=4))  # fmt: skip
+        coordinator = _coordinator(
+            client, store, keys, "s1", capacity=10, budget=JoinBudget(account=4)
+        )
         first = await coordinator.run_once()
         assert first is not None
         assert (len(first.assign), len(first.paced)) == (4, 2)
@@ -388,10 +391,19 @@ async def test_the_stale_cleanup_runs_once_per_interval_for_all_coordinators(
     try:
         await _beat(client, keys, "p1")
         coordinators = [
-            _coordinator(client, store, keys, f"s{n}", capacity=10, manager=manager,
-                         cleanup_every=(interval, 0.1), pass_s=0.05, lease_s=1.0)
+            _coordinator(
+                client,
+                store,
+                keys,
+                f"s{n}",
+                capacity=10,
+                manager=manager,
+                cleanup_every=(interval, 0.1),
+                pass_s=0.05,
+                lease_s=1.0,
+            )
             for n in range(3)
-        ]  # fmt: skip
+        ]
         stops = [asyncio.Event() for _ in coordinators]
         loops = [asyncio.create_task(c.run(s)) for c, s in zip(coordinators, stops, strict=True)]
 
@@ -442,8 +454,9 @@ async def test_a_failed_cleanup_is_shown_and_tried_again_later(
     manager = _FailingStale()
     try:
         await _beat(client, keys, "p1")
-        coordinator = _coordinator(client, store, keys, "s1", capacity=10, manager=manager,
-                                   cleanup_every=(300.0, 0.0))  # fmt: skip
+        coordinator = _coordinator(
+            client, store, keys, "s1", capacity=10, manager=manager, cleanup_every=(300.0, 0.0)
+        )
         assert await coordinator.run_once() is not None
         assert coordinator._cleaning is not None
         await coordinator._cleaning

@@ -22,8 +22,13 @@ def _message(channel: str, number: int, source: str | None = None) -> MessageEve
     tags = {"id": f"m{number}"}
     if source is not None:
         tags["source-id"] = source
-    return MessageEvent(channel=channel, user="u", text=str(number), tags=tags,
-                        raw=f"@id=m{number} :u PRIVMSG #{channel} :{number}")  # fmt: skip
+    return MessageEvent(
+        channel=channel,
+        user="u",
+        text=str(number),
+        tags=tags,
+        raw=f"@id=m{number} :u PRIVMSG #{channel} :{number}",
+    )
 
 
 @contextlib.asynccontextmanager
@@ -110,8 +115,10 @@ async def test_shared_chat_copies_once_for_the_session(
     once: list[Event] = []
     each: list[Event] = []
     async with _seen(redis_server, redis_prefix) as seen:
-        deliveries = [Delivery([once.append], seen, shared_chat_once=True),
-                      Delivery([each.append], None)]  # fmt: skip
+        deliveries = [
+            Delivery([once.append], seen, shared_chat_once=True),
+            Delivery([each.append], None),
+        ]
         async with _running(deliveries[0]):
             for delivery in deliveries:
                 delivery.put(_message("host", 1, source="orig-1"))

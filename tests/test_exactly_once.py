@@ -73,14 +73,17 @@ async def test_sends_are_written_once_each_while_a_worker_is_killed(
     async with ChatSimulator(channels=ROOMS, limits=limits) as sim:
         sim.add_account(BOT, TOKEN)
         cluster = ProcessCluster(
-            tmp_path, sim, redis_server, redis_prefix,
+            tmp_path,
+            sim,
+            redis_server,
+            redis_prefix,
             **IDENTITY,
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="3",
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX="3",
             TMI_CLUSTER_THROTTLE__MESSAGES__ALLOW="1000000",
             TMI_CLUSTER_THROTTLE__MESSAGES__MODERATOR_ALLOW="1000000",
             TMI_CLUSTER_THROTTLE__MESSAGES__CHANNEL_INTERVAL="0",
-        )  # fmt: skip
+        )
         try:
             cluster.start("sup-a")
 
@@ -131,8 +134,10 @@ async def test_sends_are_written_once_each_while_a_worker_is_killed(
         assert by_status[("written", None)] + len(in_flight) == SENDS, by_status
         assert {results[t][2] for t in in_flight} <= {victim_id}, "in flight on a live worker"
         assert len(in_flight) <= PRODUCERS * 50, by_status
-        print(f"\n{dict(by_status)}; in flight: {len(in_flight)}, of which Twitch saw "
-              f"{sum(seen[t] for t in in_flight)}")  # fmt: skip
+        print(
+            f"\n{dict(by_status)}; in flight: {len(in_flight)}, of which Twitch saw "
+            f"{sum(seen[t] for t in in_flight)}"
+        )
         assert sim.account(BOT).violations == []
 
 
@@ -163,7 +168,10 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
     limits = Limits(anonymous_join_allow=500)
     async with ChatSimulator(channels=ROOMS, limits=limits) as sim:
         cluster = ProcessCluster(
-            tmp_path, sim, redis_server, redis_prefix,
+            tmp_path,
+            sim,
+            redis_server,
+            redis_prefix,
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="2",
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX="3",
             TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS="100",
@@ -171,13 +179,14 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
             TMI_CLUSTER_HANDLERS__MODULES='["recorder_handlers"]',
             PYTHONPATH=str(tmp_path),
             TEST_HANDLER_FOLDER=str(tmp_path / "ids"),
-        )  # fmt: skip
+        )
         try:
             cluster.start("sup-a")
             await cluster.until(lambda: _workers(cluster, 2), 60, "two workers")
             await cluster.want(ROOMS)
-            await cluster.until(lambda: all(len(sim.joined(r)) == 1 for r in ROOMS), 60,
-                                "every room joined once")  # fmt: skip
+            await cluster.until(
+                lambda: all(len(sim.joined(r)) == 1 for r in ROOMS), 60, "every room joined once"
+            )
             async with Cluster(cluster.settings()) as app:
                 reader = await app.events().start()
                 streamed: collections.Counter[str] = collections.Counter()
@@ -199,20 +208,31 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
                 for _ in range(2):
                     sim.reconnect()
                     await asyncio.sleep(1.0)  # traffic goes on meanwhile
-                await cluster.until(lambda: all(len(sim.joined(r)) == 1 for r in ROOMS), 60,
-                                    "every room joined once after the storm")  # fmt: skip
+                await cluster.until(
+                    lambda: all(len(sim.joined(r)) == 1 for r in ROOMS),
+                    60,
+                    "every room joined once after the storm",
+                )
                 # a kill: its channels fail over (the only window where messages may be lost)
                 pids = await cluster.worker_pids()
                 victim_id, victim = sorted(pids.items())[0]
-                victim_connections = {c for r in (await cluster.held())[victim_id]
-                                      for c in sim.joined(r)}  # fmt: skip
+                victim_connections = {
+                    c for r in (await cluster.held())[victim_id] for c in sim.joined(r)
+                }
                 os.kill(victim, signal.SIGKILL)
-                await cluster.until(lambda: _workers(cluster, 3, exclude=victim_id), 60,
-                                    "the killed worker replaced")  # fmt: skip
-                await cluster.until(lambda: all(len(sim.joined(r)) == 1 for r in ROOMS), 60,
-                                    "every room joined once after the kill")  # fmt: skip
-                await cluster.until(lambda: len(_delivered(sim)) >= 1000, 60,
-                                    "1,000 messages through it all")  # fmt: skip
+                await cluster.until(
+                    lambda: _workers(cluster, 3, exclude=victim_id),
+                    60,
+                    "the killed worker replaced",
+                )
+                await cluster.until(
+                    lambda: all(len(sim.joined(r)) == 1 for r in ROOMS),
+                    60,
+                    "every room joined once after the kill",
+                )
+                await cluster.until(
+                    lambda: len(_delivered(sim)) >= 1000, 60, "1,000 messages through it all"
+                )
                 sim.set_rate(0.0)
                 elapsed = time.monotonic() - start
                 delivered = _delivered(sim)
@@ -235,8 +255,10 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
         assert not twice, f"{len(twice)} events reached the stream twice: {twice[:5]}"
         lost = set(delivered) - expected  # only the killed worker's connections had them
         missed = len(lost - _ids(handled))
-        print(f"\n{len(delivered)} messages in {elapsed:.0f} s; {len(lost)} went only to the "
-              f"killed worker's connections, {missed} of them lost")  # fmt: skip
+        print(
+            f"\n{len(delivered)} messages in {elapsed:.0f} s; {len(lost)} went only to the "
+            f"killed worker's connections, {missed} of them lost"
+        )
 
 
 async def _workers(cluster: ProcessCluster, count: int, exclude: str = "") -> bool:
@@ -316,36 +338,51 @@ async def test_a_slow_handler_delays_no_other_channel(
     (tmp_path / "slow_handlers.py").write_text(_SLOW)
     async with ChatSimulator(channels=ROOMS[:12]) as sim:
         cluster = ProcessCluster(
-            tmp_path, sim, redis_server, redis_prefix,
+            tmp_path,
+            sim,
+            redis_server,
+            redis_prefix,
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="1",
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX="1",
             TMI_CLUSTER_HANDLERS__MODULES='["slow_handlers"]',
             PYTHONPATH=str(tmp_path),
             TEST_HANDLER_FOLDER=str(tmp_path),
-        )  # fmt: skip
+        )
         try:
             cluster.start("sup-a")
             await cluster.until(lambda: _workers(cluster, 1), 60, "a worker")
             await cluster.want(ROOMS[:12])
-            await cluster.until(lambda: all(len(sim.joined(r)) == 1 for r in ROOMS[:12]), 60,
-                                "every room joined")  # fmt: skip
-            lines = [line for _ in range(20) for room in ROOMS[:12]
-                     for line in sim.generate(1, channel=room)]  # fmt: skip
-            wanted = {line.message_id for line in lines if line.command == "PRIVMSG"
-                      and line.channel not in ("room000", "room001")}  # fmt: skip
+            await cluster.until(
+                lambda: all(len(sim.joined(r)) == 1 for r in ROOMS[:12]), 60, "every room joined"
+            )
+            lines = [
+                line
+                for _ in range(20)
+                for room in ROOMS[:12]
+                for line in sim.generate(1, channel=room)
+            ]
+            wanted = {
+                line.message_id
+                for line in lines
+                if line.command == "PRIVMSG" and line.channel not in ("room000", "room001")
+            }
             log = tmp_path / "handled.log"
 
             def handled() -> list[list[str]]:
                 text = log.read_text() if log.exists() else ""
                 return [line.split() for line in text.splitlines()]
 
-            await cluster.until(lambda: wanted <= {r[1] for r in handled()}, 30,
-                                "the other channels handled")  # fmt: skip
+            await cluster.until(
+                lambda: wanted <= {r[1] for r in handled()}, 30, "the other channels handled"
+            )
         finally:
             await cluster.stop()
         rows = handled()
         assert not [r for r in rows if r[0] == "room000"]  # still stuck on its first event
-        latency = sorted(float(at) - int(sent) / 1000 for channel, _, sent, at in rows
-                         if channel not in ("room000", "room001"))  # fmt: skip
+        latency = sorted(
+            float(at) - int(sent) / 1000
+            for channel, _, sent, at in rows
+            if channel not in ("room000", "room001")
+        )
         assert [r[0] for r in rows].count("room001") == 1  # its thread is still blocked
         assert latency[-1] < 2.0, f"the slowest of the other channels took {latency[-1]:.2f} s"

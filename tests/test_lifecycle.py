@@ -104,8 +104,10 @@ def test_a_worker_whose_loop_is_blocked_ends_at_its_stop_deadline_and_says_why(
     took = time.monotonic() - asked_at
     assert took < 3.0  # process.timeout, minus the watchdog's margin before the SIGKILL
     ended = f"exited with code {EXIT_STOP_DEADLINE}"
-    log = wait_for(lambda: (t := supervisor.err.read_text()) and ended in t and t,
-                   what="the watchdog's report and the end in the supervisor's log")  # fmt: skip
+    log = wait_for(
+        lambda: (t := supervisor.err.read_text()) and ended in t and t,
+        what="the watchdog's report and the end in the supervisor's log",
+    )
     assert "its stop (SIGTERM received) overran its deadline" in log
     assert "still waiting:" in log
     assert "blocker.py" in log  # the stack of the handler that blocked it
@@ -122,8 +124,10 @@ def test_a_second_sigterm_ends_a_stopping_worker_at_once(
     worker.send_signal(signal.SIGTERM)
     worker.wait(10)
     assert time.monotonic() - second_at < 1.0
-    wait_for(lambda: f"{worker_id} was killed by SIGTERM" in supervisor.err.read_text(),
-             what="the worker's end by its signal in the supervisor's log")  # fmt: skip
+    wait_for(
+        lambda: f"{worker_id} was killed by SIGTERM" in supervisor.err.read_text(),
+        what="the worker's end by its signal in the supervisor's log",
+    )
 
 
 def test_a_blocked_worker_ends_within_2_s_of_its_supervisors_kill(
@@ -181,12 +185,14 @@ class Lane:
         if simulator_port is None:
             env["TMI_CLUSTER_TMI__CONNECTION__SIMULATE"] = "always"
         else:
-            env.update({
-                "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
-                "TMI_CLUSTER_TMI__CONNECTION__SERVER": "127.0.0.1",
-                "TMI_CLUSTER_TMI__CONNECTION__PORT": str(simulator_port),
-                "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
-            })  # fmt: skip
+            env.update(
+                {
+                    "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
+                    "TMI_CLUSTER_TMI__CONNECTION__SERVER": "127.0.0.1",
+                    "TMI_CLUSTER_TMI__CONNECTION__PORT": str(simulator_port),
+                    "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
+                }
+            )
         return _env(**env)
 
     def heartbeats(self, client: redis.Redis) -> dict[str, bytes]:
@@ -230,25 +236,40 @@ def _cycle(lane: Lane, client: redis.Redis, simulator_port: int | None, first: b
     _until(lambda: not client.exists(heartbeat), 10, "the last run's heartbeat to expire")
     log = (lane.folder / f"{lane.id}.log").open("ab")
     supervisor = lane.harness.spawn(
-        [SCRIPT, "run", "--id", lane.id], env=lane.env(simulator_port), cwd=lane.folder,
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [SCRIPT, "run", "--id", lane.id],
+        env=lane.env(simulator_port),
+        cwd=lane.folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     try:
         _until(lambda: len(_workers_of(None, lane.harness)) >= 2, 60, "two workers")
         if first:
             joined = subprocess.run(
                 [SCRIPT, "join", "--timeout", "60", *[f"chan{i:03}" for i in range(CHANNELS)]],
-                cwd=lane.folder, env=lane.env(simulator_port), capture_output=True, check=False,
-            )  # fmt: skip
+                cwd=lane.folder,
+                env=lane.env(simulator_port),
+                capture_output=True,
+                check=False,
+            )
             assert joined.returncode in (0, 1), joined.stderr
-        _until(lambda: sum(json.loads(raw)["channels"] > 0 for raw in lane.heartbeats(client)
-                           .values()) >= 2, 60, "channels on both workers")  # fmt: skip
+        _until(
+            lambda: (
+                sum(json.loads(raw)["channels"] > 0 for raw in lane.heartbeats(client).values())
+                >= 2
+            ),
+            60,
+            "channels on both workers",
+        )
         victim = lane.rng.choice(_workers_of(None, lane.harness))
         before = {w.pid for w in _workers_of(None, lane.harness)}
         victim.kill()
-        _until(lambda: {w.pid for w in _workers_of(None, lane.harness)} - before, 30,
-               "the killed worker's replacement")  # fmt: skip
+        _until(
+            lambda: {w.pid for w in _workers_of(None, lane.harness)} - before,
+            30,
+            "the killed worker's replacement",
+        )
         time.sleep(lane.rng.uniform(0.0, 2.0))  # the replacement joining, or not yet
     except TimeoutError as error:
         lane.failures.append(f"{lane.id}: {error}")
@@ -285,9 +306,11 @@ def _lane(lane: Lane, cycles: int) -> None:
     if lane.index % 2:  # odd lanes: a simulator of their own, alive while the supervisor dies
         port = _free_port()
         simulator = chat.spawn(
-            [SCRIPT, "simulate", "--port", str(port), "--channels", str(CHANNELS),
-             "--rate", "100"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [SCRIPT, "simulate", "--port", str(port), "--channels", str(CHANNELS), "--rate", "100"],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     try:
         for cycle in range(cycles):
             _cycle(lane, client, port, first=cycle == 0)
@@ -314,8 +337,15 @@ def test_no_worker_outlives_its_supervisor_under_load(
         for index in range(LANES):
             folder = tmp_path / f"lane{index}"
             folder.mkdir()
-            lanes.append(Lane(index, folder, redis_server, f"{redis_prefix}{index}:",
-                              random.Random(SEED + index)))  # fmt: skip
+            lanes.append(
+                Lane(
+                    index,
+                    folder,
+                    redis_server,
+                    f"{redis_prefix}{index}:",
+                    random.Random(SEED + index),
+                )
+            )
         threads = [threading.Thread(target=_lane, args=(lane, CYCLES)) for lane in lanes]
         for thread in threads:
             thread.start()
@@ -325,9 +355,12 @@ def test_no_worker_outlives_its_supervisor_under_load(
             process.kill()
     deaths = [d for lane in lanes for d in lane.deaths]
     failures = [f for lane in lanes for f in lane.failures]
-    print(f"{len(deaths)} supervisor deaths; the last worker gone after at most "
-          f"{max(deaths, default=0):.2f} s (median {sorted(deaths)[len(deaths) // 2]:.2f} s)"
-          if deaths else "no supervisor died")  # fmt: skip
+    print(
+        f"{len(deaths)} supervisor deaths; the last worker gone after at most "
+        f"{max(deaths, default=0):.2f} s (median {sorted(deaths)[len(deaths) // 2]:.2f} s)"
+        if deaths
+        else "no supervisor died"
+    )
     logs = "\n".join(f"== {p}\n{p.read_text()[-6000:]}" for p in tmp_path.glob("lane*/*.log"))
     assert not failures, f"seed {SEED}: {failures}\n{logs}"
     assert len(deaths) == CYCLES * LANES

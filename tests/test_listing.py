@@ -166,8 +166,11 @@ def test_list_hides_the_stopped_unless_asked(
         store.migrate()
         store.record_supervisor("crashed", RunState.RUNNING, pid=4242)  # no heartbeat: dead
         store.record_supervisor("gone", RunState.STOPPED, pid=4343)
-    env = {"TMI_CLUSTER_DATABASE__URL": url, "TMI_CLUSTER_REDIS__URL": redis_server,
-           "TMI_CLUSTER_PREFIX": redis_prefix}  # fmt: skip
+    env = {
+        "TMI_CLUSTER_DATABASE__URL": url,
+        "TMI_CLUSTER_REDIS__URL": redis_server,
+        "TMI_CLUSTER_PREFIX": redis_prefix,
+    }
     default = tmi(tmp_path, "list", **env)
     assert default.returncode == 0, default.stderr
     assert _supervisor_line(default.stdout, "crashed")[3] == "dead"
@@ -199,21 +202,38 @@ def test_a_supervisor_replaced_on_its_host_does_not_make_the_cluster_unhealthy()
     """A forced exit leaves the record saying running; the supervisor started since on the same
     host (a restarted pod) is healthy at once, not a minute later."""
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    old = SupervisorRecord(id="old", hostname="pod-1", pid=7, state="running",
-                           started_at=now - timedelta(hours=1),
-                           last_seen_at=now - timedelta(seconds=20))  # fmt: skip
-    new = SupervisorRecord(id="new", hostname="pod-1", pid=8, state="running",
-                           started_at=now - timedelta(seconds=5), last_seen_at=now)  # fmt: skip
+    old = SupervisorRecord(
+        id="old",
+        hostname="pod-1",
+        pid=7,
+        state="running",
+        started_at=now - timedelta(hours=1),
+        last_seen_at=now - timedelta(seconds=20),
+    )
+    new = SupervisorRecord(
+        id="new",
+        hostname="pod-1",
+        pid=8,
+        state="running",
+        started_at=now - timedelta(seconds=5),
+        last_seen_at=now,
+    )
     workers = [ProcessRecord(id=f"new-{n}", supervisor_id="new", state="running") for n in (1, 2)]
     beat = Beat(SupervisorStatus(at=now.timestamp(), processes=2, target=2), 0.0)
     worker = Beat(ProcessStatus(supervisor="new"), 0.0)
     liveness = Liveness({"new": beat}, {"new-1": worker, "new-2": worker})
     assert health([old, new], workers, liveness, hostname="pod-1") == (
-        True, "1 supervisor(s) on pod-1 alive with 2 worker processes"
-    )  # fmt: skip
-    elsewhere = SupervisorRecord(id="other", hostname="pod-2", pid=9, state="running",
-                                 started_at=now - timedelta(hours=1),
-                                 last_seen_at=now - timedelta(seconds=20))  # fmt: skip
+        True,
+        "1 supervisor(s) on pod-1 alive with 2 worker processes",
+    )
+    elsewhere = SupervisorRecord(
+        id="other",
+        hostname="pod-2",
+        pid=9,
+        state="running",
+        started_at=now - timedelta(hours=1),
+        last_seen_at=now - timedelta(seconds=20),
+    )
     ok, reason = health([old, new, elsewhere], workers, liveness)
     assert not ok  # a dead supervisor that nobody replaced on its host still counts
     assert reason == "1 supervisor(s) without a heartbeat (dead): other"

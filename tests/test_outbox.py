@@ -46,8 +46,13 @@ def _keys(prefix: str) -> Keys:
 
 
 def _command(channel: str = "room0", text: str = "hello", **fields: Any) -> SendCommand:
-    return SendCommand(id=fields.pop("id", f"c-{time.monotonic_ns()}"), channel=channel,
-                       text=text, reply="tester", **fields)  # fmt: skip
+    return SendCommand(
+        id=fields.pop("id", f"c-{time.monotonic_ns()}"),
+        channel=channel,
+        text=text,
+        reply="tester",
+        **fields,
+    )
 
 
 async def _replies(sends: SendClient, count: int, timeout_s: float = 10.0) -> list[SendResult]:
@@ -143,7 +148,7 @@ async def _outbox(
         "connect_interval = 0\nread_anonymously = true\n"
         f'[tmi.identity]\nusername = "mybot"\npassword = "oauth:{token}"\n'
         "[throttle.messages]\nchannel_interval = 0\nlong_text = 'refuse'\n" + extra
-    )  # fmt: skip
+    )
     client = redis.asyncio.Redis.from_url(redis_server)
     keys = Keys.from_settings(settings)
     stop = asyncio.Event()
@@ -168,8 +173,11 @@ async def test_the_outbox_answers_each_command_true_to_what_happened(
     async with ChatSimulator(channels=CHANNELS, limits=limits) as sim:
         sim.add_account("mybot", "secret")
         async with _outbox(make_settings, redis_server, redis_prefix, sim) as (
-            outbox, sends, _, client,
-        ):  # fmt: skip
+            outbox,
+            sends,
+            _,
+            client,
+        ):
             commands = [_command(f"room{i}", f"message {i}") for i in range(10)]
             for command in commands:
                 await sends.submit(command)
@@ -217,16 +225,20 @@ async def test_refusals_budget_login_and_connection(
         sim.add_account("mybot", "secret")
         budget = "allow = 1\nevery = 30\n"
         async with _outbox(make_settings, redis_server, redis_prefix, sim, extra=budget) as (
-            _, sends, _, _,
-        ):  # fmt: skip
+            _,
+            sends,
+            _,
+            _,
+        ):
             await sends.submit(_command("room1", "first", id="first", timeout_s=5))
             [first] = await _replies(sends, 1)  # the one message of the window
             assert first.ok
             await sends.submit(_command("room2", "second", id="second", timeout_s=0.5))
             [second] = await _replies(sends, 1)
             assert second.reason == SendRefusal.RATE_LIMITED.value
-        async with _outbox(make_settings, redis_server, f"{redis_prefix}b:", sim,
-                           token="wrong") as (_, sends, _, _):  # fmt: skip
+        async with _outbox(
+            make_settings, redis_server, f"{redis_prefix}b:", sim, token="wrong"
+        ) as (_, sends, _, _):
             await sends.submit(_command(id="login", timeout_s=5))
             [answer] = await _replies(sends, 1)
             assert answer.reason == SendRefusal.UNAUTHORIZED.value
@@ -234,9 +246,15 @@ async def test_refusals_budget_login_and_connection(
     with contextlib.closing(__import__("socket").socket()) as closed:
         closed.bind(("127.0.0.1", 0))  # a port where nothing listens
         port = closed.getsockname()[1]
-        async with ChatSimulator(channels=CHANNELS) as sim, _outbox(
-            make_settings, redis_server, f"{redis_prefix}c:", sim, port=port
-        ) as (_, sends, _, _):  # fmt: skip
+        async with (
+            ChatSimulator(channels=CHANNELS) as sim,
+            _outbox(make_settings, redis_server, f"{redis_prefix}c:", sim, port=port) as (
+                _,
+                sends,
+                _,
+                _,
+            ),
+        ):
             await sends.submit(_command(id="down", timeout_s=1))
             [answer] = await _replies(sends, 1)
             assert answer.reason == SendRefusal.NOT_CONNECTED.value
@@ -263,8 +281,11 @@ async def test_a_command_that_keeps_killing_its_workers_goes_to_the_dead_letters
                 else:
                     assert [e.deliveries for e in taken.entries] == [n + 1]
             async with _outbox(make_settings, redis_server, redis_prefix, sim) as (
-                outbox, _, _, _,
-            ):  # fmt: skip
+                outbox,
+                _,
+                _,
+                _,
+            ):
                 [answer] = await _replies(sends, 1)
                 assert answer.reason == SendRefusal.FAILED.value
                 assert "dead-lettered" in answer.detail
@@ -300,8 +321,11 @@ async def test_sends_and_the_stream_go_on_after_a_redis_restart(
             # cannot know what was sent in it): a short window keeps the test short
             short = "every = 2\n"
             async with _outbox(make_settings, server.url, "restart:", sim, extra=short) as (
-                outbox, sends, _, client,
-            ):  # fmt: skip
+                outbox,
+                sends,
+                _,
+                client,
+            ):
                 await sends.submit(_command("room1", "before", id="before"))
                 assert [r.ok for r in await _replies(sends, 1)] == [True]
                 publisher = EventPublisher(client, sends.keys, maxlen=1000)
@@ -344,7 +368,7 @@ async def test_the_duplicate_rule_holds_across_workers(
             "connect_interval = 0\nread_anonymously = true\n"
             '[tmi.identity]\nusername = "mybot"\npassword = "oauth:secret"\n'
             "[throttle.messages]\nchannel_interval = 0\n"
-        )  # fmt: skip
+        )
         client = redis.asyncio.Redis.from_url(redis_server)
         try:
             async with (
@@ -370,8 +394,12 @@ async def test_restricted_sending_refuses_an_unauthorized_channel(
     await manager.authorize(["room1"])
     async with ChatSimulator(channels=CHANNELS) as sim:
         sim.add_account("mybot", "secret")
-        async with _outbox(make_settings, redis_server, redis_prefix, sim,
-                           restrict_to=manager) as (_, sends, _, _):  # fmt: skip
+        async with _outbox(make_settings, redis_server, redis_prefix, sim, restrict_to=manager) as (
+            _,
+            sends,
+            _,
+            _,
+        ):
             await sends.submit(_command("room1", "allowed", id="allowed"))
             await sends.submit(_command("room2", "not allowed", id="denied"))
             results = {r.id: r for r in await _replies(sends, 2)}
@@ -406,8 +434,12 @@ async def test_restricted_sending_asks_the_manager_in_batches_and_refuses_when_i
     manager = _CountingManager({f"room{i}" for i in range(1, 4)})
     async with ChatSimulator(channels=CHANNELS) as sim:
         sim.add_account("mybot", "secret")
-        async with _outbox(make_settings, redis_server, redis_prefix, sim,
-                           restrict_to=manager) as (_, sends, _, _):  # fmt: skip
+        async with _outbox(make_settings, redis_server, redis_prefix, sim, restrict_to=manager) as (
+            _,
+            sends,
+            _,
+            _,
+        ):
             for n in range(40):
                 await sends.submit(_command(CHANNELS[n % len(CHANNELS)], f"m{n}", id=f"m{n}"))
             results = {r.id: r for r in await _replies(sends, 40)}

@@ -177,8 +177,9 @@ def test_budgets_pace_the_joins_and_spread_them() -> None:
 
 def test_held_channels_without_an_owner_are_adopted_without_a_join() -> None:
     members = _members("p1", "p2", capacity=10)
-    result = plan(Snapshot.of(["a", "b", "c"], members, {}, holders={"a": "p2", "b": "p2"},
-                              budget=1))  # fmt: skip
+    result = plan(
+        Snapshot.of(["a", "b", "c"], members, {}, holders={"a": "p2", "b": "p2"}, budget=1)
+    )
     assert result.assign["a"] == result.assign["b"] == "p2"
     assert result.adopted == 2
     assert result.joins == 1

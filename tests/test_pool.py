@@ -34,8 +34,13 @@ async def test_channels_spread_over_connections_and_events_flow() -> None:
     async with ChatSimulator(channels=names, seed=4) as sim:
         events = Recorder()
         window = LocalWindow(Rate(200, 1.0))
-        async with Pool(_options(sim), channels_per_connection=50, join_window=window,
-                        connect_interval_s=0.05, on_event=events) as pool:  # fmt: skip
+        async with Pool(
+            _options(sim),
+            channels_per_connection=50,
+            join_window=window,
+            connect_interval_s=0.05,
+            on_event=events,
+        ) as pool:
             outcomes = await pool.join(names)
             assert all(o.ok for o in outcomes.values())
             assert len(pool.connections) == 3
@@ -79,8 +84,13 @@ async def test_each_anonymous_connection_has_a_join_budget_of_its_own() -> None:
     async with ChatSimulator(channels=names, limits=limits) as sim:
         shared = LocalWindow(Rate(10, 60.0))  # one window for all would hold them a minute
         own = Rate(10, 60.0)
-        async with Pool(_options(sim), channels_per_connection=10, join_window=shared,
-                        connection_join_rate=own, connect_interval_s=0) as pool:  # fmt: skip
+        async with Pool(
+            _options(sim),
+            channels_per_connection=10,
+            join_window=shared,
+            connection_join_rate=own,
+            connect_interval_s=0,
+        ) as pool:
             outcomes = await asyncio.wait_for(pool.join(names), 10.0)
             assert all(o.ok for o in outcomes.values())
             assert len(pool.connections) == 3  # three identities, ten JOINs each
@@ -142,8 +152,10 @@ async def test_the_channel_cap_is_reported() -> None:
         async with Pool(_options(sim, login="mybot", token="t"), connect_interval_s=0) as pool:
             outcomes = await pool.join(["a", "b", "c"])
             assert [outcomes[n].result for n in ("a", "b", "c")] == [
-                "joined", "joined", "msg_concurrent_channel_limit_reached",
-            ]  # fmt: skip
+                "joined",
+                "joined",
+                "msg_concurrent_channel_limit_reached",
+            ]
             assert pool.channels == {"a", "b"}
 
 
@@ -156,8 +168,9 @@ async def test_a_move_joins_first_and_loses_and_duplicates_nothing() -> None:
     async with ChatSimulator(channels=channels, rate=3000, seed=5) as sim:
         events = Recorder()
         options = _options(sim, overlap_linger_s=0.3)
-        async with Pool(options, channels_per_connection=1, connect_interval_s=0,
-                        on_event=events) as pool:  # fmt: skip
+        async with Pool(
+            options, channels_per_connection=1, connect_interval_s=0, on_event=events
+        ) as pool:
             await pool.join(channels)
             source, other = pool.where("alpha"), pool.where("beta")
             await events.until(lambda: len(events.of(MessageEvent)) > 300)
@@ -181,8 +194,12 @@ async def test_a_move_joins_first_and_loses_and_duplicates_nothing() -> None:
 async def test_a_move_to_a_connection_that_lags_delivers_nothing_twice() -> None:
     async with ChatSimulator(channels=["alpha", "beta"]) as sim:
         events = Recorder()
-        async with Pool(_options(sim, overlap_linger_s=0.0), channels_per_connection=1,
-                        connect_interval_s=0, on_event=events) as pool:  # fmt: skip
+        async with Pool(
+            _options(sim, overlap_linger_s=0.0),
+            channels_per_connection=1,
+            connect_interval_s=0,
+            on_event=events,
+        ) as pool:
             await pool.join(["alpha", "beta"])
             source, target = pool.where("alpha"), pool.where("beta")
             [target_link] = sim.joined("beta")
@@ -202,8 +219,12 @@ async def test_a_move_to_a_connection_that_lags_delivers_nothing_twice() -> None
 async def test_a_move_from_a_connection_that_lags_loses_nothing() -> None:
     async with ChatSimulator(channels=["alpha", "beta"]) as sim:
         events = Recorder()
-        async with Pool(_options(sim, overlap_linger_s=0.0), channels_per_connection=1,
-                        connect_interval_s=0, on_event=events) as pool:  # fmt: skip
+        async with Pool(
+            _options(sim, overlap_linger_s=0.0),
+            channels_per_connection=1,
+            connect_interval_s=0,
+            on_event=events,
+        ) as pool:
             await pool.join(["alpha", "beta"])
             target = pool.where("beta")
             [source_link] = sim.joined("alpha")
@@ -219,9 +240,12 @@ async def test_a_move_from_a_connection_that_lags_loses_nothing() -> None:
 
 @run
 async def test_a_failed_move_leaves_the_channel_where_it_was() -> None:
-    async with ChatSimulator(channels=["alpha", "beta"]) as sim, \
-            Pool(_options(sim), channels_per_connection=1, connect_interval_s=0,
-                 join_timeout_s=2) as pool:  # fmt: skip
+    async with (
+        ChatSimulator(channels=["alpha", "beta"]) as sim,
+        Pool(
+            _options(sim), channels_per_connection=1, connect_interval_s=0, join_timeout_s=2
+        ) as pool,
+    ):
         await pool.join(["alpha", "beta"])
         source = pool.where("alpha")
         target = pool.where("beta")
@@ -290,7 +314,7 @@ async def test_read_anonymously_send_as_the_identity_through_shared_windows(
             "connect_interval = 0\nread_anonymously = true\n"
             '[tmi.identity]\nusername = "MyBot"\npassword = "oauth:secret"\n'
             "[throttle.messages]\nallow = 3\nevery = 2\nchannel_interval = 0.1\n"
-        )  # fmt: skip
+        )
         events = Recorder()
         client = redis.asyncio.Redis.from_url(redis_server)
         try:
@@ -357,9 +381,10 @@ async def test_a_closed_pool_refuses_work() -> None:
 @run
 async def test_concurrent_joins_never_join_a_channel_twice() -> None:
     names = [f"c{i}" for i in range(12)]
-    async with ChatSimulator(channels=names) as sim, \
-            Pool(_options(sim), channels_per_connection=5,
-                 connect_interval_s=0.05) as pool:  # fmt: skip
+    async with (
+        ChatSimulator(channels=names) as sim,
+        Pool(_options(sim), channels_per_connection=5, connect_interval_s=0.05) as pool,
+    ):
         first, second, third = await asyncio.gather(
             pool.join(names), pool.join(reversed(names)), pool.join(names[:3])
         )
@@ -372,8 +397,10 @@ async def test_concurrent_joins_never_join_a_channel_twice() -> None:
 
 @run
 async def test_a_channel_parted_while_its_join_is_pending_is_not_kept() -> None:
-    async with ChatSimulator(channels=["alpha", "beta"]) as sim, \
-            Pool(_options(sim), connect_interval_s=0) as pool:  # fmt: skip
+    async with (
+        ChatSimulator(channels=["alpha", "beta"]) as sim,
+        Pool(_options(sim), connect_interval_s=0) as pool,
+    ):
         joining = asyncio.ensure_future(pool.join(["alpha", "beta"]))
         await sim.wait_until(lambda: bool(sim.connections()))  # the join is under way
         await pool.part(["alpha"])

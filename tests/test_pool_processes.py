@@ -46,9 +46,16 @@ async def test_processes_sharing_an_account_stay_within_every_budget(
     tmp_path: Path, redis_server: str, redis_prefix: str
 ) -> None:
     names = [f"p{p}c{i}" for p in range(PROCESSES) for i in range(CHANNELS)]
-    limits = Limits(join_allow=10, join_every_s=1.0, auth_allow=3, auth_every_s=1.0,
-                    message_allow=8, moderator_message_allow=8, message_every_s=1.0,
-                    channel_interval_s=0.1)  # fmt: skip
+    limits = Limits(
+        join_allow=10,
+        join_every_s=1.0,
+        auth_allow=3,
+        auth_every_s=1.0,
+        message_allow=8,
+        moderator_message_allow=8,
+        message_every_s=1.0,
+        channel_interval_s=0.1,
+    )
     async with ChatSimulator(channels=names, limits=limits) as sim:
         sim.add_account("sharedbot", "token")
         config = tmp_path / "tmi-cluster.toml"

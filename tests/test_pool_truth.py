@@ -324,10 +324,17 @@ def _ops(  # noqa: C901 - one small closure per operation
         sim.drop(ours())
 
     return {
-        "join": (6, join), "part": (3, part), "move": (3, move), "drop": (3, drop),
-        "reconnect": (3, reconnect), "stall": (1, stall), "suspend": (2, suspend),
-        "ban": (2, ban), "kick": (2, kick), "refuse_login": (0, refuse_login),
-    }  # fmt: skip
+        "join": (6, join),
+        "part": (3, part),
+        "move": (3, move),
+        "drop": (3, drop),
+        "reconnect": (3, reconnect),
+        "stall": (1, stall),
+        "suspend": (2, suspend),
+        "ban": (2, ban),
+        "kick": (2, kick),
+        "refuse_login": (0, refuse_login),
+    }
 
 
 async def _sequence(seed: int) -> None:

@@ -43,8 +43,11 @@ class Supervisor:
         with self.out.open("w") as out, self.err.open("w") as err:
             self.process = subprocess.Popen(
                 [SCRIPT, "run", "--id", supervisor_id],
-                cwd=folder, env=_env(**env), stdout=out, stderr=err,
-            )  # fmt: skip
+                cwd=folder,
+                env=_env(**env),
+                stdout=out,
+                stderr=err,
+            )
         self.pid = self.process.pid
 
     def ready(self) -> None:
@@ -178,8 +181,10 @@ def test_kill_9_of_a_worker_is_replaced_within_2_s_and_its_channels_follow(
     wait_for(replaced, what="a replacement and the lost channels held again")
     assert time.monotonic() - killed_at < 2.0
     assert len(supervisor.workers()) == 2
-    wait_for(lambda: any(p not in owners.values() for p in _statuses(redis_client, env)),
-             what="the replacement's heartbeat")  # fmt: skip
+    wait_for(
+        lambda: any(p not in owners.values() for p in _statuses(redis_client, env)),
+        what="the replacement's heartbeat",
+    )
     log = supervisor.err.read_text()
     assert f"worker process {victim_id} was killed by SIGKILL; restarting in 0 s" in log
 
@@ -193,8 +198,10 @@ def test_a_hung_worker_is_killed_when_its_heartbeat_lapses(
     [hung, other] = supervisor.workers()
     hung.suspend()  # SIGSTOP: alive, but its heartbeat stops
     stopped_at = time.monotonic()
-    wait_for(lambda: not psutil.pid_exists(hung.pid) or hung.status() == psutil.STATUS_ZOMBIE,
-             what="the hung worker killed")  # fmt: skip
+    wait_for(
+        lambda: not psutil.pid_exists(hung.pid) or hung.status() == psutil.STATUS_ZOMBIE,
+        what="the hung worker killed",
+    )
     # process.stale (3 s) after its last beat (at most 1 s before the stop), one check (0.5 s),
     # and a margin for a loaded machine
     assert time.monotonic() - stopped_at < 3.0 + 0.5 + 1.0
@@ -276,13 +283,17 @@ def test_sigusr1_replaces_the_workers_and_sigusr2_pauses_them(
 
     wait_for(rolled, what="two new workers holding both channels")
     supervisor.process.send_signal(signal.SIGUSR2)
-    wait_for(lambda: {s["state"] for s in _statuses(redis_client, env).values()} == {"paused"},
-             what="paused workers")  # fmt: skip
+    wait_for(
+        lambda: {s["state"] for s in _statuses(redis_client, env).values()} == {"paused"},
+        what="paused workers",
+    )
     shown = tmi(tmp_path, "list", **env).stdout
     assert " paused " in shown
     supervisor.process.send_signal(signal.SIGCONT)
-    wait_for(lambda: {s["state"] for s in _statuses(redis_client, env).values()} == {"running"},
-             what="running workers")  # fmt: skip
+    wait_for(
+        lambda: {s["state"] for s in _statuses(redis_client, env).values()} == {"running"},
+        what="running workers",
+    )
 
 
 def test_health_in_each_state(tmp_path: Path, cluster: Callable[..., Supervisor]) -> None:
@@ -375,9 +386,19 @@ def test_list_json_has_the_contract_keys(
     )
     assert len(shown["processes"]) == 2
     for process in shown["processes"]:
-        assert {"id", "supervisor", "pid", "state", "channels", "connections", "memory_bytes",
-                "messages_per_s", "last_heartbeat", "exit_code",
-                "problem"} <= process.keys()  # fmt: skip
+        assert {
+            "id",
+            "supervisor",
+            "pid",
+            "state",
+            "channels",
+            "connections",
+            "memory_bytes",
+            "messages_per_s",
+            "last_heartbeat",
+            "exit_code",
+            "problem",
+        } <= process.keys()
         assert process["supervisor"] == "sup-a"
         assert process["problem"] is None
         assert process["memory_bytes"] > 10_000_000
@@ -445,8 +466,11 @@ def test_the_channels_of_a_dead_supervisor_go_to_the_live_ones_and_purge_forgets
         return held == channels and all(s["supervisor"] == "sup-b" for s in statuses.values())
 
     wait_for(moved, timeout_s=30, what="sup-a's channels held by sup-b's workers")
-    wait_for(lambda: "purged the dead: supervisors ['sup-a']" in second.err.read_text(),
-             timeout_s=30, what="sup-b to purge sup-a by itself")  # fmt: skip
+    wait_for(
+        lambda: "purged the dead: supervisors ['sup-a']" in second.err.read_text(),
+        timeout_s=30,
+        what="sup-b to purge sup-a by itself",
+    )
     purged = tmi(tmp_path, "purge", **env)
     assert purged.returncode == 0, purged.stderr
     assert purged.stdout.startswith("dead: ")
@@ -463,9 +487,10 @@ def test_join_and_part_refuse_bad_input_and_need_a_worker(
     assert tmi(tmp_path, "migrate", **env).returncode == 0
     nobody = tmi(tmp_path, "join", "alpha", **env)
     assert (nobody.returncode, nobody.stderr) == (
-        69, "error: no live worker process to join channels: they are recorded as wanted and "
-        "joined once one runs ('tmi-cluster run')\n"
-    )  # fmt: skip
+        69,
+        "error: no live worker process to join channels: they are recorded as wanted and "
+        "joined once one runs ('tmi-cluster run')\n",
+    )
     cluster()
     wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")
     bad = tmi(tmp_path, "join", "alpha", "not a channel", **env)
@@ -475,16 +500,20 @@ def test_join_and_part_refuse_bad_input_and_need_a_worker(
         "underscores\n"
     )
     # alpha, recorded as wanted while no worker ran, is joined without being asked again
-    wait_for(lambda: any("alpha" in _held(redis_client, env, p) for p in _statuses(redis_client,
-             env)), what="alpha joined by itself")  # fmt: skip
+    wait_for(
+        lambda: any("alpha" in _held(redis_client, env, p) for p in _statuses(redis_client, env)),
+        what="alpha joined by itself",
+    )
     first = _join(tmp_path, env, "#Alpha")["#alpha"]
     assert first.startswith("joined (")
     assert first.endswith(", already)")
     parted = tmi(tmp_path, "part", "alpha", "beta", **env)
     assert parted.returncode == 0
     assert parted.stdout.splitlines()[1] == "#beta: was not joined"
-    wait_for(lambda: not any(_held(redis_client, env, p) for p in _statuses(redis_client, env)),
-             what="alpha parted")  # fmt: skip
+    wait_for(
+        lambda: not any(_held(redis_client, env, p) for p in _statuses(redis_client, env)),
+        what="alpha parted",
+    )
 
 
 def test_channels_shows_each_channel_state(
@@ -545,8 +574,9 @@ def test_scale_by_hand_pause_and_show(
     assert "outside auto_scale.processes.min..max (2..25)" in over.stderr
     both = tmi(tmp_path, "scale", "--pause", "--resume", **env)
     assert (both.returncode, both.stderr.splitlines()[-1]) == (
-        2, "Error: give --pause or --resume, not both"
-    )  # fmt: skip
+        2,
+        "Error: give --pause or --resume, not both",
+    )
     unknown = tmi(tmp_path, "scale", "nobody", "2", **env)
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error: no live supervisor 'nobody'")
@@ -581,8 +611,13 @@ def test_on_the_embedded_simulator_sending_works_too(
     supervisor = cluster(TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="1")
     assert "sending as tmibot" in supervisor.out.read_text()
     env = cluster.env  # type: ignore[attr-defined]
-    wait_for(lambda: any(s.get("sends") for s in _statuses(redis.Redis.from_url(
-        env["TMI_CLUSTER_REDIS__URL"]), env).values()), what="a worker that can send")  # fmt: skip
+    wait_for(
+        lambda: any(
+            s.get("sends")
+            for s in _statuses(redis.Redis.from_url(env["TMI_CLUSTER_REDIS__URL"]), env).values()
+        ),
+        what="a worker that can send",
+    )
     result = tmi(tmp_path, "send", "#somechannel", "hello from the docs", **env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "#somechannel: written (1 part, by sup-a-" in result.stdout
@@ -601,8 +636,11 @@ def test_the_database_manager_refuses_joins_it_does_not_authorize_and_a_revoke_p
     assert [c["channel"] for c in json.loads(listed.stdout)] == ["alpha"], listed.stderr
     granted = tmi(tmp_path, "authorize", "#Alpha", "beta", "--reconnect", **env)
     assert granted.returncode == 0, granted.stderr
-    assert granted.stdout.splitlines() == ["#alpha: authorized", "#beta: authorized",
-                                           "2 channels changed, 0 unchanged"]  # fmt: skip
+    assert granted.stdout.splitlines() == [
+        "#alpha: authorized",
+        "#beta: authorized",
+        "2 channels changed, 0 unchanged",
+    ]
     assert _join(tmp_path, env, "alpha")["#alpha"].startswith("joined")
     both = tmi(tmp_path, "join", "--authorize", "gamma", **env)
     assert both.returncode == 0, both.stdout + both.stderr
@@ -620,7 +658,10 @@ def test_the_database_manager_refuses_joins_it_does_not_authorize_and_a_revoke_p
     print(f"\nrevoke to part: {time.monotonic() - started:.2f} s")
     states = json.loads(tmi(tmp_path, "channels", "--json", **env).stdout)
     assert {c["channel"]: c["state"] for c in states} == {
-        "alpha": "unauthorized", "beta": "parted", "gamma": "joined"}  # fmt: skip
+        "alpha": "unauthorized",
+        "beta": "parted",
+        "gamma": "joined",
+    }
     assert holders("gamma")  # the others stay
     bad = tmi(tmp_path, "authorize", "alpha", "--revoke", "--reconnect", **env)
     assert bad.returncode == 2
@@ -648,8 +689,12 @@ def test_the_cluster_events_reach_the_handlers_where_they_happen_and_the_stream(
 ) -> None:
     (tmp_path / "recorder.py").write_text(RECORDER)
     out = tmp_path / "events.txt"
-    extra = {"PYTHONPATH": str(tmp_path), "TMI_CLUSTER_HANDLERS__MODULES": "recorder",
-             "EVENTS_OUT": str(out), "TMI_CLUSTER_PROCESS__PERIODIC_TIMER": "0.5"}  # fmt: skip
+    extra = {
+        "PYTHONPATH": str(tmp_path),
+        "TMI_CLUSTER_HANDLERS__MODULES": "recorder",
+        "EVENTS_OUT": str(out),
+        "TMI_CLUSTER_PROCESS__PERIODIC_TIMER": "0.5",
+    }
     supervisor = cluster("sup-a", **extra)
     env = {**cluster.env, **extra}  # type: ignore[attr-defined]
 
@@ -660,17 +705,20 @@ def test_the_cluster_events_reach_the_handlers_where_they_happen_and_the_stream(
             found.setdefault(kind, set()).add(pid)
         return found
 
-    wanted = {"ProcessScaled", "SupervisorLooped", "ClusterClientRegistered",
-              "PeriodicTimerCalled"}  # fmt: skip
-    events = wait_for(lambda: wanted <= seen().keys() and seen(), timeout_s=30,
-                      what="the cluster's events in the handlers")  # fmt: skip
+    wanted = {"ProcessScaled", "SupervisorLooped", "ClusterClientRegistered", "PeriodicTimerCalled"}
+    events = wait_for(
+        lambda: wanted <= seen().keys() and seen(),
+        timeout_s=30,
+        what="the cluster's events in the handlers",
+    )
     here = str(supervisor.pid)
     assert events["ProcessScaled"] == events["SupervisorLooped"] == {here}  # the supervisor's
     workers = {str(w.pid) for w in supervisor.workers()}
     assert events["ClusterClientRegistered"] <= workers  # the workers' own
     assert events["PeriodicTimerCalled"] <= workers
-    streamed = tmi(tmp_path, "tail", "--since", "0", "--type", "ProcessScaled", "--limit", "1",
-                   "--json", **env)  # fmt: skip
+    streamed = tmi(
+        tmp_path, "tail", "--since", "0", "--type", "ProcessScaled", "--limit", "1", "--json", **env
+    )
     assert streamed.returncode == 0, streamed.stderr
     scaled = json.loads(streamed.stdout.splitlines()[0])
     assert (scaled["type"], scaled["supervisor"], scaled["after"]) == ("ProcessScaled", "sup-a", 2)
@@ -687,10 +735,12 @@ def test_an_unreachable_chat_server_is_reported_everywhere(
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        extra = {"TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
-                 "TMI_CLUSTER_TMI__CONNECTION__SERVER": "127.0.0.1",
-                 "TMI_CLUSTER_TMI__CONNECTION__PORT": str(port),
-                 "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false"}  # fmt: skip
+        extra = {
+            "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
+            "TMI_CLUSTER_TMI__CONNECTION__SERVER": "127.0.0.1",
+            "TMI_CLUSTER_TMI__CONNECTION__PORT": str(port),
+            "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
+        }
         supervisor = cluster("sup-a", **extra)
         env = {**cluster.env, **extra}  # type: ignore[attr-defined]
         wait_for(lambda: len(supervisor.workers()) == 2, what="two workers")

@@ -47,8 +47,10 @@ def test_bad_rates_and_counts() -> None:
 
 def test_presets_hold_twitchs_numbers() -> None:
     assert (NORMAL.join, NORMAL.messages, NORMAL.moderator_messages) == (
-        Rate(20, 10), Rate(20, 30), Rate(100, 30),
-    )  # fmt: skip
+        Rate(20, 10),
+        Rate(20, 30),
+        Rate(100, 30),
+    )
     assert VERIFIED.join.allow == 2000
 
 
@@ -79,8 +81,9 @@ async def test_a_redis_that_forgot_its_windows_fences_for_one_window(
     client = redis.asyncio.Redis.from_url(redis_server)
     try:
         epoch = f"{redis_prefix}ratelimit:epoch"
-        window = SharedWindow(client, f"{redis_prefix}ratelimit:b:join", Rate(2, 0.5),
-                              epoch_key=epoch)  # fmt: skip
+        window = SharedWindow(
+            client, f"{redis_prefix}ratelimit:b:join", Rate(2, 0.5), epoch_key=epoch
+        )
         assert await window.try_take() == 0
         first = window.epoch
         await client.delete(epoch, window.key)  # what a restart without persistence does

@@ -46,10 +46,21 @@ class RedisProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+            [
+                redis_server_executable(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 10
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         try:
@@ -87,11 +98,13 @@ async def test_a_login_waits_for_redis_and_carries_on_when_it_comes(
         sim.add_account("bot", "tok")
         client = redis.asyncio.Redis.from_url(own_redis.url)  # Redis is down
         try:
-            auth = SharedWindow(client, "t:ratelimit:bot:auth", Rate(20, 10),
-                                epoch_key="t:ratelimit:epoch")  # fmt: skip
+            auth = SharedWindow(
+                client, "t:ratelimit:bot:auth", Rate(20, 10), epoch_key="t:ratelimit:epoch"
+            )
             events = Recorder()
-            options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False,
-                                        login="bot", token="tok")  # fmt: skip
+            options = ConnectionOptions(
+                host="127.0.0.1", port=sim.port, secure=False, login="bot", token="tok"
+            )
             async with Connection(options, on_event=events, auth_window=auth) as connection:
                 await asyncio.wait_for(auth.outage.wait(active=True), 10)
                 assert connection.state is ConnectionState.CONNECTING  # waiting, not dead
@@ -120,8 +133,15 @@ async def test_a_redis_restart_under_joins_and_sends_breaks_no_limit(
 ) -> None:
     own_redis.start()
     channels = [f"c{i}" for i in range(30)]
-    limits = Limits(join_allow=10, join_every_s=2.0, auth_allow=5, auth_every_s=8.0,
-                    message_allow=4, message_every_s=2.0, channel_interval_s=0.1)  # fmt: skip
+    limits = Limits(
+        join_allow=10,
+        join_every_s=2.0,
+        auth_allow=5,
+        auth_every_s=8.0,
+        message_allow=4,
+        message_every_s=2.0,
+        channel_interval_s=0.1,
+    )
     async with ChatSimulator(channels=channels, limits=limits) as sim:
         sim.add_account("bot", "tok")
         settings = make_settings(

@@ -42,25 +42,32 @@ def test_split_keeps_every_character_but_cut_spaces() -> None:
 
 @run
 async def test_messages_stay_within_every_rule() -> None:
-    limits = Limits(message_allow=5, moderator_message_allow=8, message_every_s=1.0,
-                    channel_interval_s=0.1)  # fmt: skip
+    limits = Limits(
+        message_allow=5, moderator_message_allow=8, message_every_s=1.0, channel_interval_s=0.1
+    )
     async with ChatSimulator(channels=["alpha", "modded"], limits=limits) as sim:
         sim.add_account("mybot", "t", moderator_in=["modded"])
         reader_events = Recorder()
         reader_options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False)
-        bot_options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False,
-                                        login="mybot", token="t")  # fmt: skip
+        bot_options = ConnectionOptions(
+            host="127.0.0.1", port=sim.port, secure=False, login="mybot", token="t"
+        )
         sender: Sender | None = None
 
         def observe(event: Event) -> None:
             if sender is not None:
                 sender.observe(event)
 
-        async with Connection(reader_options, on_event=reader_events) as reader, \
-                Connection(bot_options, on_event=observe) as bot:  # fmt: skip
-            sender = Sender(bot, messages=LocalWindow(Rate(5, 1.0)),
-                            moderator_messages=LocalWindow(Rate(8, 1.0)),
-                            channel_interval_s=0.1)  # fmt: skip
+        async with (
+            Connection(reader_options, on_event=reader_events) as reader,
+            Connection(bot_options, on_event=observe) as bot,
+        ):
+            sender = Sender(
+                bot,
+                messages=LocalWindow(Rate(5, 1.0)),
+                moderator_messages=LocalWindow(Rate(8, 1.0)),
+                channel_interval_s=0.1,
+            )
             await reader.join(["alpha", "modded"])
             await bot.join(["alpha", "modded"])
             await sim.wait_until(lambda: len(sim.joined("alpha")) == len(sim.joined("modded")) == 2)
@@ -113,10 +120,12 @@ def test_a_cluster_longer_than_the_limit_is_cut_as_the_last_resort() -> None:
 
 @FUZZ
 @given(
-    st.lists(st.sampled_from(["a", "bc", " ", "  ", _THUMB, _FLAG, _FAMILY, _ACCENTED, "\u00e9"]),
-             max_size=80),
+    st.lists(
+        st.sampled_from(["a", "bc", " ", "  ", _THUMB, _FLAG, _FAMILY, _ACCENTED, "\u00e9"]),
+        max_size=80,
+    ),
     st.integers(min_value=8, max_value=40),
-)  # fmt: skip
+)
 def test_split_properties(pieces: list[str], limit: int) -> None:
     text = "".join(pieces)
     parts = split_text(text, limit)
@@ -137,10 +146,13 @@ async def test_actions_replies_and_refusals_reach_the_channel_as_meant() -> None
         sim.add_account("mybot", "t")
         reader_events = Recorder()
         reader_options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False)
-        bot_options = ConnectionOptions(host="127.0.0.1", port=sim.port, secure=False,
-                                        login="mybot", token="t")  # fmt: skip
-        async with Connection(reader_options, on_event=reader_events) as reader, \
-                Connection(bot_options) as bot:  # fmt: skip
+        bot_options = ConnectionOptions(
+            host="127.0.0.1", port=sim.port, secure=False, login="mybot", token="t"
+        )
+        async with (
+            Connection(reader_options, on_event=reader_events) as reader,
+            Connection(bot_options) as bot,
+        ):
             await reader.join(["alpha"])
             await sim.wait_until(lambda: len(sim.joined("alpha")) == 1)
             await bot.wait_connected(10)

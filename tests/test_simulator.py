@@ -29,9 +29,12 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, sim: ChatSimulator, nick: str = "justinfan123", token: str | None = None,
+        cls,
+        sim: ChatSimulator,
+        nick: str = "justinfan123",
+        token: str | None = None,
         caps: str = "twitch.tv/tags twitch.tv/commands",
-    ) -> Client:  # fmt: skip
+    ) -> Client:
         reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
         client = cls(reader, writer)
         if caps:
@@ -83,8 +86,10 @@ async def test_anonymous_login_and_capabilities() -> None:
         await client.send("CAP LS 302")
         listed = await client.expect(command("CAP", "*", "LS"))
         assert listed.params[-1].split() == [
-            "twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership",
-        ]  # fmt: skip
+            "twitch.tv/tags",
+            "twitch.tv/commands",
+            "twitch.tv/membership",
+        ]
         await client.send("CAP REQ :twitch.tv/tags sasl")
         nak = await client.expect(command("CAP", "*"))
         assert nak.params[1] == "NAK"
@@ -317,8 +322,13 @@ async def test_message_rules() -> None:
         await client.send("PRIVMSG #a :one", "PRIVMSG #a :one")
         duplicate = await client.expect(command("NOTICE"))
         assert duplicate.tags["msg-id"] == "msg_duplicate"
-        await client.send("PRIVMSG #a :" + "x" * 501, "PRIVMSG #a :two", "PRIVMSG #b :three",
-                          "PRIVMSG #b :four", "PING :end")  # fmt: skip
+        await client.send(
+            "PRIVMSG #a :" + "x" * 501,
+            "PRIVMSG #a :two",
+            "PRIVMSG #b :three",
+            "PRIVMSG #b :four",
+            "PING :end",
+        )
         await client.expect(command("PONG"))
         stats = sim.account("mybot")
         assert stats.messages == 3
@@ -488,13 +498,17 @@ async def test_tls_port_with_a_verifiable_certificate() -> None:
         await client.send("NICK justinfan9", "JOIN #alpha")
         await client.expect(command("366"))
         sim.generate(5, "alpha")
-        await client.expect(lambda m: m.command in ("PRIVMSG", "USERNOTICE", "CLEARCHAT",
-                                                    "CLEARMSG", "ROOMSTATE"))  # fmt: skip
+        await client.expect(
+            lambda m: m.command in ("PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG", "ROOMSTATE")
+        )
         await client.close()
         with pytest.raises(ssl.SSLCertVerificationError):
-            await asyncio.open_connection("127.0.0.1", sim.tls_port,
-                                          ssl=ssl.create_default_context(),
-                                          server_hostname="localhost")  # fmt: skip
+            await asyncio.open_connection(
+                "127.0.0.1",
+                sim.tls_port,
+                ssl=ssl.create_default_context(),
+                server_hostname="localhost",
+            )
         folder = sim.ca_file.parent
     assert not folder.exists()
 
@@ -507,8 +521,9 @@ async def test_websocket_transport_several_lines_per_frame_both_ways() -> None:
         assert sim.websocket_port
         async with connect(f"ws://127.0.0.1:{sim.websocket_port}") as socket:
             # One frame with several lines; the last without CR LF, as irc-ws clients send.
-            await socket.send("CAP REQ :twitch.tv/tags twitch.tv/commands\r\nNICK justinfan5\r\n"
-                              "JOIN #alpha")  # fmt: skip
+            await socket.send(
+                "CAP REQ :twitch.tv/tags twitch.tv/commands\r\nNICK justinfan5\r\nJOIN #alpha"
+            )
             lines: list[str] = []
             while not any(" 366 " in line for line in lines):
                 frame = await asyncio.wait_for(socket.recv(), TIMEOUT_S)
@@ -597,14 +612,17 @@ async def test_control_port() -> None:
             {"error": "'rate' must be >= 0"},
         )
         assert await call("POST", "/generate", {"count": "many"}) == (
-            400, {"error": "'count' has the wrong type"},
-        )  # fmt: skip
+            400,
+            {"error": "'count' has the wrong type"},
+        )
         assert await call("POST", "/faults/drop", {"connections": "all"}) == (
-            400, {"error": "'connections' must be a list of connection ids or null"},
-        )  # fmt: skip
+            400,
+            {"error": "'connections' must be a list of connection ids or null"},
+        )
         assert await call("GET", "/channels/nowhere/deliveries") == (
-            404, {"error": "unknown channel 'nowhere'"},
-        )  # fmt: skip
+            404,
+            {"error": "unknown channel 'nowhere'"},
+        )
         status, error = await call("POST", "/channels/bad%20name/suspend", {})
         assert status == 400
         assert "invalid channel name" in error["error"]

@@ -86,11 +86,22 @@ async def test_a_pool_under_random_faults_delivers_every_message_once() -> None:
 
     async with ChatSimulator(channels=CHANNELS, rate=1000, seed=SEED) as sim:
         ledger = _Ledger()
-        options = _options(sim, ping_interval_s=1.0, ping_timeout_s=1.0, join_timeout_s=5.0,
-                           overlap_timeout_s=3.0, overlap_linger_s=0.3)  # fmt: skip
+        options = _options(
+            sim,
+            ping_interval_s=1.0,
+            ping_timeout_s=1.0,
+            join_timeout_s=5.0,
+            overlap_timeout_s=3.0,
+            overlap_linger_s=0.3,
+        )
         window = LocalWindow(Rate(5000, 1.0))
-        async with Pool(options, channels_per_connection=50, connect_interval_s=0,
-                        join_window=window, on_event=ledger) as pool:  # fmt: skip
+        async with Pool(
+            options,
+            channels_per_connection=50,
+            connect_interval_s=0,
+            join_window=window,
+            on_event=ledger,
+        ) as pool:
             await pool.join(CHANNELS)
             deadline = time.monotonic() + DURATION_S
             faults: Counter[str] = Counter()
@@ -100,8 +111,9 @@ async def test_a_pool_under_random_faults_delivers_every_message_once() -> None:
                 while time.monotonic() < phase_end:
                     ids = [c.id for c in sim.connections() if c.open]
                     picked = rng.sample(ids, k=min(len(ids), rng.randint(1, 3)))
-                    kind = rng.choice(["reconnect", "reconnect", "drop", "stall", "hold",
-                                       "suspend", "kick"])  # fmt: skip
+                    kind = rng.choice(
+                        ["reconnect", "reconnect", "drop", "stall", "hold", "suspend", "kick"]
+                    )
                     faults[kind] += 1
                     now = time.monotonic()
                     if kind == "reconnect":

@@ -164,10 +164,12 @@ def test_postgresql_without_the_extra_names_the_extra(tmp_path: Path) -> None:
 def test_failures_are_recorded_cleared_and_reset_by_a_new_join(store: Store) -> None:
     at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     store.want(["alpha", "beta", "gamma"], now=at)
-    store.record_failures([
-        Failure("alpha", "msg_banned", 1, None, True, at),
-        Failure("beta", "timeout", 3, at + timedelta(seconds=40), False, at),
-    ])  # fmt: skip
+    store.record_failures(
+        [
+            Failure("alpha", "msg_banned", 1, None, True, at),
+            Failure("beta", "timeout", 3, at + timedelta(seconds=40), False, at),
+        ]
+    )
     found = store.failures()
     assert sorted(found) == ["alpha", "beta"]
     assert found["alpha"].given_up
@@ -238,8 +240,9 @@ def test_part_stale_parts_the_stale_and_the_unauthorized_wanted_channels(store: 
     store.want(["fresh", "old", "never", "revoked", "plain"])  # plain: wanted, never authorized
     store.acknowledge(["old", "revoked", "unwanted"], now=long_ago)
     with store.engine.begin() as conn:  # "never": wanted, no acknowledgement at all
-        conn.execute(text("UPDATE tmi_cluster_channels SET acknowledged_at = NULL "
-                          "WHERE login = 'never'"))  # fmt: skip
+        conn.execute(
+            text("UPDATE tmi_cluster_channels SET acknowledged_at = NULL WHERE login = 'never'")
+        )
     store._set(["revoked"], revoked=True)
     checked, stale, unauthorized = store.part_stale(now - timedelta(hours=1))
     assert checked == 5

@@ -50,10 +50,19 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
+            [
+                redis_server_executable(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
         deadline = time.monotonic() + 10
         try:

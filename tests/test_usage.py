@@ -72,13 +72,16 @@ async def test_the_usage_examples_run(
         sim.add_account(BOT, TOKEN)
         sim.add_account("viewer", "viewertoken")
         cluster = ProcessCluster(
-            tmp_path, sim, redis_server, redis_prefix,
+            tmp_path,
+            sim,
+            redis_server,
+            redis_prefix,
             **IDENTITY,
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="1",
             TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX="1",
             TMI_CLUSTER_HANDLERS__MODULES='["pingbot"]',
             PYTHONPATH=str(tmp_path),
-        )  # fmt: skip
+        )
         for key, value in cluster.vars.items():  # the application's own process, configured
             monkeypatch.setenv(key, value)
         monkeypatch.syspath_prepend(str(tmp_path))
@@ -90,8 +93,9 @@ async def test_the_usage_examples_run(
 
             await cluster.until(sending, 60, "a worker that can send")
             await cluster.want(["alpha", "beta"])
-            await cluster.until(lambda: sim.joined("alpha") and sim.joined("beta"), 60,
-                                "both channels joined")  # fmt: skip
+            await cluster.until(
+                lambda: sim.joined("alpha") and sim.joined("beta"), 60, "both channels joined"
+            )
             await _ping(sim, cluster)
             await _web(sim)
             await _archive(sim)
@@ -105,8 +109,14 @@ async def test_the_usage_examples_run(
 
 async def _ping(sim: ChatSimulator, cluster: ProcessCluster) -> None:
     """A viewer says !ping; the bot's subscriber, inside the worker, answers pong."""
-    options = ConnectionOptions(host=sim.host, port=sim.port, secure=False, login="viewer",
-                                token="viewertoken", name="viewer")  # fmt: skip
+    options = ConnectionOptions(
+        host=sim.host,
+        port=sim.port,
+        secure=False,
+        login="viewer",
+        token="viewertoken",
+        name="viewer",
+    )
     async with Connection(options) as viewer:
         await viewer.wait_connected(10)
         await viewer.send("PRIVMSG", ["#alpha", "!ping"])
@@ -120,8 +130,12 @@ async def _web(sim: ChatSimulator) -> None:
     def call(query: str, body: bytes) -> tuple[str, dict[str, Any]]:
         webapp = importlib.import_module("webapp")
         answer: list[str] = []
-        environ = {"REQUEST_METHOD": "POST", "QUERY_STRING": query,
-                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}  # fmt: skip
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "QUERY_STRING": query,
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
         chunks = webapp.application(environ, lambda status, headers: answer.append(status))
         return answer[0], json.loads(b"".join(chunks))
 

@@ -61,8 +61,10 @@ __all__ = [
 
 #: The states ``tmi-cluster channels`` shows.
 CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted", "unauthorized")
-_UNAUTHORIZED = ("unauthorized: not authorized by the channel manager (granted by "
-                 "'tmi-cluster authorize', 'join --authorize' or Cluster.authorize)")  # fmt: skip
+_UNAUTHORIZED = (
+    "unauthorized: not authorized by the channel manager (granted by "
+    "'tmi-cluster authorize', 'join --authorize' or Cluster.authorize)"
+)
 _JOINED = "joined"
 
 
@@ -197,8 +199,11 @@ async def authorize(
                 "parts a channel)"
             )
         before = await manager.authorized(names)
-        known = (await asyncio.to_thread(store.channels, names)
-                 if isinstance(manager, DatabaseChannelManager) else {})  # fmt: skip
+        known = (
+            await asyncio.to_thread(store.channels, names)
+            if isinstance(manager, DatabaseChannelManager)
+            else {}
+        )
         if revoke:
             await manager.revoke(names)
             await asyncio.to_thread(store.unwant, names)  # the cluster's own record too
@@ -246,8 +251,10 @@ async def join(
         wanted = [n for n in names if n in allowed]
         if wanted:  # durable first: wanted even while the cluster is down
             await asyncio.to_thread(store.want, wanted)
-    results = {n: ChannelJoin(channel=n, status=JoinStatus.UNAUTHORIZED, detail=_UNAUTHORIZED)
-               for n in refused}  # fmt: skip
+    results = {
+        n: ChannelJoin(channel=n, status=JoinStatus.UNAUTHORIZED, detail=_UNAUTHORIZED)
+        for n in refused
+    }
     if wanted:
         results.update(await _join(settings, wanted, timeout_s=timeout_s, handles=handles))
     return {n: results[n] for n in names}
@@ -263,8 +270,9 @@ async def _join(
     keys = Keys.from_settings(settings)
     try:
         async with _redis(settings, "join", handles) as client:
-            return await _join_live(settings, client, keys, names, timeout_s=timeout_s,
-                                    handles=handles)  # fmt: skip
+            return await _join_live(
+                settings, client, keys, names, timeout_s=timeout_s, handles=handles
+            )
     except (RedisUnavailableError, EmbeddedRedisError) as error:
         raise NotAvailableError(
             f"the cluster does not run ({error}): the channels are recorded as wanted and "
@@ -295,9 +303,13 @@ async def _join_live(
     results: dict[str, ChannelJoin] = {}
     held = await assignment.holding({c: o for c, o in owners.items() if o in statuses})
     for channel in held:
-        results[channel] = ChannelJoin(channel=channel, status=JoinStatus.ALREADY,
-                                       process=owners[channel], result=JoinResult.JOINED,
-                                       detail=f"joined ({owners[channel]}, already)")  # fmt: skip
+        results[channel] = ChannelJoin(
+            channel=channel,
+            status=JoinStatus.ALREADY,
+            process=owners[channel],
+            result=JoinResult.JOINED,
+            detail=f"joined ({owners[channel]}, already)",
+        )
     after = await assignment.last_report_id()
     await wanted_changed(client, keys)
     waiting = [n for n in names if n not in results]
@@ -312,8 +324,7 @@ async def _join_live(
         now_owned = await assignment.owners(sorted({r.channel for r in mine}))
         for report in mine:
             if report.channel in waiting and now_owned.get(report.channel) == report.process:
-                results[report.channel] = _reported(report.channel, report.process,
-                                                    report.result)  # fmt: skip
+                results[report.channel] = _reported(report.channel, report.process, report.result)
                 waiting.remove(report.channel)
     placed = await assignment.owners(waiting)
     for channel in waiting:
@@ -321,12 +332,14 @@ async def _join_live(
         where = f"assigned to {owner}" if owner else "not assigned yet"
         if going:
             detail = f"no answer within {timeout_s:g} s ({where})"
-            results[channel] = ChannelJoin(channel=channel, status=JoinStatus.NO_ANSWER,
-                                           process=owner, detail=detail)  # fmt: skip
+            results[channel] = ChannelJoin(
+                channel=channel, status=JoinStatus.NO_ANSWER, process=owner, detail=detail
+            )
         else:
             detail = f"{where}; the workers are paused: they join on SIGCONT"
-            results[channel] = ChannelJoin(channel=channel, status=JoinStatus.PAUSED,
-                                           process=owner, detail=detail)  # fmt: skip
+            results[channel] = ChannelJoin(
+                channel=channel, status=JoinStatus.PAUSED, process=owner, detail=detail
+            )
     return {name: results[name] for name in names}
 
 
@@ -337,10 +350,16 @@ def _reported(channel: str, process: str, result: str) -> ChannelJoin:
     except ValueError:  # a reason of a newer version: kept as its text
         known = None
     if known is JoinResult.JOINED:
-        return ChannelJoin(channel=channel, status=JoinStatus.JOINED, process=process,
-                           result=known, detail=f"joined ({process})")  # fmt: skip
-    return ChannelJoin(channel=channel, status=JoinStatus.FAILED, process=process, result=known,
-                       detail=result)  # fmt: skip
+        return ChannelJoin(
+            channel=channel,
+            status=JoinStatus.JOINED,
+            process=process,
+            result=known,
+            detail=f"joined ({process})",
+        )
+    return ChannelJoin(
+        channel=channel, status=JoinStatus.FAILED, process=process, result=known, detail=result
+    )
 
 
 async def part(
@@ -382,8 +401,11 @@ async def channels(
         rows = await asyncio.to_thread(store.channel_states, logins)
         failures = await asyncio.to_thread(store.failures)
         manager = load_manager(settings, store=store)
-        allowed = (await manager.authorized([login for login, _, _ in rows])
-                   if restricts(manager) else None)  # fmt: skip
+        allowed = (
+            await manager.authorized([login for login, _, _ in rows])
+            if restricts(manager)
+            else None
+        )
         try:
             owners, held_by, live = await _live_channels(settings, store, rows, handles=handles)
         except (RedisUnavailableError, EmbeddedRedisError) as error:
@@ -479,8 +501,9 @@ async def scale(
                 f"outside auto_scale.processes.min..max ({bounds.min}..{bounds.max})"
             )
         await coordination.set_target_by_hand(supervisor_id, processes, now)
-        await send_order(client, keys, supervisor_id, Order.SCALE, processes=processes,
-                         cause=Cause.MANUAL.value)  # fmt: skip
+        await send_order(
+            client, keys, supervisor_id, Order.SCALE, processes=processes, cause=Cause.MANUAL.value
+        )
         with _store(settings, handles) as store:  # the size a restart comes back at
             await asyncio.to_thread(store.set_state, "scale", {"processes": total})
         return before

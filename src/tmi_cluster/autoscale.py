@@ -120,10 +120,13 @@ def decide(
         (processes > policy.maximum, policy.maximum, Cause.ABOVE_MAXIMUM),
         (paused, processes, Cause.PAUSED),
         (since_last_change_s < policy.cooldown_s, processes, Cause.COOLDOWN),
-        (usage > policy.scale_out_percent and processes < policy.maximum, processes + 1,
-         Cause.SCALE_OUT),
+        (
+            usage > policy.scale_out_percent and processes < policy.maximum,
+            processes + 1,
+            Cause.SCALE_OUT,
+        ),
         (shrinkable, processes - 1, Cause.SCALE_IN),
-    )  # fmt: skip
+    )
     target, cause = next(((t, c) for holds, t, c in rules if holds), (processes, Cause.STEADY))
     return Decision(target, target - processes, cause, usage)
 

@@ -192,8 +192,12 @@ def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelMa
         m for m in PROTOCOL_METHODS if not inspect.iscoroutinefunction(getattr(cls, m, None))
     ]
     if missing:
-        raise ConfigError([f"{where} is no channel manager: it needs the coroutine methods "
-                           f"{', '.join(missing)} (see tmi_cluster.channels)"])  # fmt: skip
+        raise ConfigError(
+            [
+                f"{where} is no channel manager: it needs the coroutine methods "
+                f"{', '.join(missing)} (see tmi_cluster.channels)"
+            ]
+        )
     try:
         try:
             manager = cls(settings)

@@ -142,9 +142,13 @@ def _supervisor_id(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 @cli.command()
-@click.option("--id", "supervisor_id", callback=_supervisor_id,
-              help="The supervisor's id (default: <host>-<random>): 1 to 48 ASCII letters, "
-              "digits, '.', '_' or '-'.")  # fmt: skip
+@click.option(
+    "--id",
+    "supervisor_id",
+    callback=_supervisor_id,
+    help="The supervisor's id (default: <host>-<random>): 1 to 48 ASCII letters, "
+    "digits, '.', '_' or '-'.",
+)
 @click.pass_context
 def run(ctx: click.Context, supervisor_id: str | None) -> None:
     """Start a supervisor on this host (the main job) with its worker processes; Ctrl-C or
@@ -284,8 +288,9 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> Non
             shown[kind] = [row for row in shown[kind] if row["state"] not in hidden]
         click.echo(json.dumps(shown, indent=2))
         return
-    supervisor_table = [r for r in supervisor_rows(supervisors, processes, liveness)
-                        if r[3] not in hidden]  # fmt: skip
+    supervisor_table = [
+        r for r in supervisor_rows(supervisors, processes, liveness) if r[3] not in hidden
+    ]
     process_table = [r for r in process_rows(processes, liveness) if r[3] not in hidden]
     click.echo(
         _table(
@@ -312,11 +317,14 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> Non
             "no processes",
         )
     )
-    simulated = sorted(i for i, b in (liveness.supervisors or {}).items()
-                       if b.status.chat == "simulator")  # fmt: skip
+    simulated = sorted(
+        i for i, b in (liveness.supervisors or {}).items() if b.status.chat == "simulator"
+    )
     if simulated:
-        click.echo(f"\nsimulated chat, not Twitch: {', '.join(simulated)} read the built-in "
-                   "simulator (tmi.connection.simulate)")  # fmt: skip
+        click.echo(
+            f"\nsimulated chat, not Twitch: {', '.join(simulated)} read the built-in "
+            "simulator (tmi.connection.simulate)"
+        )
     left_out = len(supervisors) + len(processes) - len(supervisor_table) - len(process_table)
     if left_out:
         what = "stopped or dead" if alive else "stopped"
@@ -438,9 +446,11 @@ def scale(
         click.echo(f"{supervisor}: {before} -> {shown}")
         return
     state = asyncio.run(admin.scaling(settings))
-    click.echo(f"auto-scaling {'paused' if state['paused'] else 'on'}; "
-               + _plural(state["processes"], "worker process", "worker processes")
-               + (f" (last change: {state['cause']})" if state["cause"] else ""))  # fmt: skip
+    click.echo(
+        f"auto-scaling {'paused' if state['paused'] else 'on'}; "
+        + _plural(state["processes"], "worker process", "worker processes")
+        + (f" (last change: {state['cause']})" if state["cause"] else "")
+    )
     for supervisor_id, target in state["targets"].items():
         click.echo(f"{supervisor_id}: {target}")
 
@@ -463,11 +473,20 @@ def purge(ctx: click.Context) -> None:
 
 @cli.command()
 @click.argument("channels", nargs=-1, required=True)
-@click.option("--timeout", "timeout_s", type=_Seconds(max=3600),
-              default=30.0, show_default=True,
-              help="Seconds to wait for the outcomes.")  # fmt: skip
-@click.option("--authorize", "grant", is_flag=True,
-              help="Authorize the channels first (channel_manager.use = 'database').")  # fmt: skip
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=_Seconds(max=3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the outcomes.",
+)
+@click.option(
+    "--authorize",
+    "grant",
+    is_flag=True,
+    help="Authorize the channels first (channel_manager.use = 'database').",
+)
 @click.pass_context
 def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant: bool) -> None:
     """Join channels now: each goes to the live worker process with the fewest channels, and
@@ -500,8 +519,9 @@ def authorize(ctx: click.Context, channels: tuple[str, ...], revoke: bool, recon
 
     if revoke and reconnect:
         _fail("--revoke and --reconnect do not go together", ExitCode.USAGE)
-    changes = asyncio.run(admin.authorize(_cluster_settings(ctx), list(channels), revoke=revoke,
-                                          reconnect=reconnect))  # fmt: skip
+    changes = asyncio.run(
+        admin.authorize(_cluster_settings(ctx), list(channels), revoke=revoke, reconnect=reconnect)
+    )
     for channel, change in changes.items():
         click.echo(f"#{channel}: {change}")
     changed = sum(1 for c in changes.values() if c in admin.AUTHORIZE_CHANGES)
@@ -523,9 +543,15 @@ def _failure_shown(channel: dict[str, Any]) -> str:
 
 @cli.command()
 @click.argument("names", nargs=-1)
-@click.option("--state", "states", multiple=True, help="Only the channels in this state "
-              "(repeatable: any of them).", type=click.Choice(["wanted", "joining", "joined",
-              "moving", "failed", "parted", "unauthorized"]))  # fmt: skip
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    help="Only the channels in this state (repeatable: any of them).",
+    type=click.Choice(
+        ["wanted", "joining", "joined", "moving", "failed", "parted", "unauthorized"]
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_context
 def channels(
@@ -546,10 +572,19 @@ def channels(
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return
-    rows = [[str(c["channel"]), str(c["state"]) + ("" if c["live"] else "?"),
-             c["process"] or "", str(c["since"]), _failure_shown(c)] for c in shown]  # fmt: skip
-    click.echo(_table(["channel", "state", "process", "since", "last failure"], rows,
-                      "no channels"))  # fmt: skip
+    rows = [
+        [
+            str(c["channel"]),
+            str(c["state"]) + ("" if c["live"] else "?"),
+            c["process"] or "",
+            str(c["since"]),
+            _failure_shown(c),
+        ]
+        for c in shown
+    ]
+    click.echo(
+        _table(["channel", "state", "process", "since", "last failure"], rows, "no channels")
+    )
 
 
 @cli.command()
@@ -582,11 +617,19 @@ _SEND_EXIT = {
 @click.argument("text")
 @click.option("--reply-to", help="The id of the message to answer (a reply in its thread).")
 @click.option("--action", is_flag=True, help="Send it as a /me action.")
-@click.option("--timeout", "timeout_s", type=_Seconds(max=300),
-              default=10.0, show_default=True,
-              help="Seconds to wait for a worker to write it.")  # fmt: skip
-@click.option("--key", help="Idempotency key: another send with this key within an hour sends "
-              "nothing and answers this one's result.")  # fmt: skip
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=_Seconds(max=300),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for a worker to write it.",
+)
+@click.option(
+    "--key",
+    help="Idempotency key: another send with this key within an hour sends "
+    "nothing and answers this one's result.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def send(
@@ -609,8 +652,9 @@ def send(
 
     async def go() -> Any:
         async with Cluster(_settings(ctx)) as cluster:
-            return await cluster.send(channel, text, reply_to=reply_to, action=action,
-                                      timeout_s=timeout_s, key=key)  # fmt: skip
+            return await cluster.send(
+                channel, text, reply_to=reply_to, action=action, timeout_s=timeout_s, key=key
+            )
 
     try:
         result = asyncio.run(go())
@@ -632,12 +676,12 @@ def send(
 
 @cli.command()
 @click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
-@click.option("--type", "types", multiple=True,
-              help="Only this event type, subclasses included (repeatable).")  # fmt: skip
+@click.option(
+    "--type", "types", multiple=True, help="Only this event type, subclasses included (repeatable)."
+)
 @click.option("--group", help="Read as a member of this consumer group (shared, resumable).")
 @click.option("--since", help="Start at this stream entry id (0 for the oldest kept).")
-@click.option("--limit", type=click.IntRange(min=1, max=10**9),
-              help="Stop after this many events.")  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=1, max=10**9), help="Stop after this many events.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 def tail(
@@ -660,16 +704,18 @@ def tail(
 
     async def go() -> None:
         async with Cluster(_settings(ctx)) as cluster:
-            reader = await cluster.events(channels=channels or None, types=types or None,
-                                          group=group, since=since).start()  # fmt: skip
+            reader = await cluster.events(
+                channels=channels or None, types=types or None, group=group, since=since
+            ).start()
             shown = 0
             try:
                 async for event in reader:
                     if not types and _generic_companion(event):
                         continue  # its specific event (the cheer, the sub) follows
                     if as_json:
-                        line = json.dumps({"stream_id": reader.last_id,
-                                           **json.loads(to_json(event))})  # fmt: skip
+                        line = json.dumps(
+                            {"stream_id": reader.last_id, **json.loads(to_json(event))}
+                        )
                     else:
                         line = _event_line(event)
                     click.echo(line)
@@ -730,8 +776,13 @@ def _event_line(event: Any) -> str:
 
 @cli.command(name="dead-letters")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=100, show_default=True,
-              help="The newest this many.")  # fmt: skip
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=100_000),
+    default=100,
+    show_default=True,
+    help="The newest this many.",
+)
 @click.pass_context
 def dead_letters(ctx: click.Context, as_json: bool, limit: int) -> None:
     """The send commands that could not be carried out (newest first), with the reason, and
@@ -751,9 +802,16 @@ def dead_letters(ctx: click.Context, as_json: bool, limit: int) -> None:
         return
     import datetime as dt
 
-    rows = [[dt.datetime.fromtimestamp(d.at, dt.UTC).isoformat(timespec="seconds"),
-             f"#{d.command.channel}", d.process, str(d.deliveries), d.reason]
-            for d in letters]  # fmt: skip
+    rows = [
+        [
+            dt.datetime.fromtimestamp(d.at, dt.UTC).isoformat(timespec="seconds"),
+            f"#{d.command.channel}",
+            d.process,
+            str(d.deliveries),
+            d.reason,
+        ]
+        for d in letters
+    ]
     click.echo(_table(["at", "channel", "process", "reads", "reason"], rows, "no dead letters"))
     waiting = {p: n for p, n in pending.items() if n}
     if waiting:
@@ -930,8 +988,14 @@ def simulate(
 
 
 @cli.command()
-@click.option("--channels", "count", type=click.IntRange(min=1, max=5_000), default=300,
-              show_default=True, help="How many simulated channels to join.")  # fmt: skip
+@click.option(
+    "--channels",
+    "count",
+    type=click.IntRange(min=1, max=5_000),
+    default=300,
+    show_default=True,
+    help="How many simulated channels to join.",
+)
 def demo(count: int) -> None:
     """Run a whole cluster on this machine, set up by nothing and leaving nothing: a private
     Redis server and a SQLite database in a temporary folder, a supervisor with two worker

@@ -184,8 +184,9 @@ class Cluster:
         unauthorized; ``process``; ``ok``; ``str()`` in words). They are recorded as wanted
         first and stay wanted whatever the outcome. NotAvailableError when no worker runs
         (they are joined once one does)."""
-        return await admin.join(self.settings, _names(channels), timeout_s=timeout_s,
-                                handles=self._handles())  # fmt: skip
+        return await admin.join(
+            self.settings, _names(channels), timeout_s=timeout_s, handles=self._handles()
+        )
 
     async def part(self, channels: str | Iterable[str]) -> dict[str, str | None]:
         """Part ``channels`` (no longer wanted); each one's owner until now."""
@@ -198,14 +199,16 @@ class Cluster:
         ``reconnect`` they are wanted again after any restart); each one's change
         (``authorized``, ``already authorized``, ``reconnect set``, ``reconnect cleared``:
         each grant sets reconnect anew). Nothing is joined: :meth:`join` does."""
-        return await admin.authorize(self.settings, _names(channels), reconnect=reconnect,
-                                     handles=self._handles())  # fmt: skip
+        return await admin.authorize(
+            self.settings, _names(channels), reconnect=reconnect, handles=self._handles()
+        )
 
     async def revoke(self, channels: str | Iterable[str]) -> dict[str, Grant]:
         """Withdraw ``channels``' authorization: they are no longer wanted and are parted
         within seconds; each one's change (``revoked``, ``was not authorized``)."""
-        return await admin.authorize(self.settings, _names(channels), revoke=True,
-                                     handles=self._handles())  # fmt: skip
+        return await admin.authorize(
+            self.settings, _names(channels), revoke=True, handles=self._handles()
+        )
 
     async def acknowledged(self, channels: str | Iterable[str]) -> None:
         """Fresh interest in ``channels`` (say on an EventSub ``stream.online``): their part by
@@ -221,8 +224,9 @@ class Cluster:
         self, names: str | Iterable[str] = (), *, state: str | None = None
     ) -> list[dict[str, Any]]:
         """Each known channel's state, as ``tmi-cluster channels --json`` shows it."""
-        return await admin.channels(self.settings, _names(names), state=state,
-                                    handles=self._handles())  # fmt: skip
+        return await admin.channels(
+            self.settings, _names(names), state=state, handles=self._handles()
+        )
 
     async def scale(
         self,
@@ -264,16 +268,26 @@ class Cluster:
         if key is not None and (not key or len(key) > 200 or any(c.isspace() for c in key)):
             raise ValueError("key must be 1 to 200 characters without spaces")
         sends = await self._sending()
-        command = SendCommand(id=key or secrets.token_hex(12), channel=name, text=text,
-                              reply_to=reply_to, action=action, timeout_s=timeout_s,
-                              reply=sends.client_id)  # fmt: skip
+        command = SendCommand(
+            id=key or secrets.token_hex(12),
+            channel=name,
+            text=text,
+            reply_to=reply_to,
+            action=action,
+            timeout_s=timeout_s,
+            reply=sends.client_id,
+        )
         if key is not None and (known := await sends.known(key)) is not None:
             return known
         if await self._no_sender():
-            return SendResult(id=command.id, channel=name, status=SendStatus.REFUSED,
-                              reason=SendRefusal.NO_IDENTITY.value,
-                              detail="no worker has a Twitch identity: set tmi.identity."
-                              "username and tmi.identity.password")  # fmt: skip
+            return SendResult(
+                id=command.id,
+                channel=name,
+                status=SendStatus.REFUSED,
+                reason=SendRefusal.NO_IDENTITY.value,
+                detail="no worker has a Twitch identity: set tmi.identity."
+                "username and tmi.identity.password",
+            )
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
         self._waiting[command.id] = future
         try:
@@ -367,16 +381,25 @@ class Cluster:
         with what it had not finished). Close it with ``aclose()``."""
         names = None if channels is None else frozenset(_names(channels))
         if since is not None and not _STREAM_ID.fullmatch(since):
-            raise ValueError(f"since must be a stream entry id such as 0 or 1700000000000-0, "
-                             f"got {since!r}")  # fmt: skip
+            raise ValueError(
+                f"since must be a stream entry id such as 0 or 1700000000000-0, got {since!r}"
+            )
         kinds = event_type_names([types] if isinstance(types, str | type) else types)
         if group is not None and not group.strip():
             raise ValueError("group must not be empty")
         if self._closed:
             raise RuntimeError("this Cluster is closed")
         client = connect_async(self.settings, name="tmi-cluster:events")
-        return EventReader(client, self.keys, channels=names, types=kinds, group=group,
-                           consumer=consumer, since=since, owns_client=True)  # fmt: skip
+        return EventReader(
+            client,
+            self.keys,
+            channels=names,
+            types=kinds,
+            group=group,
+            consumer=consumer,
+            since=since,
+            owns_client=True,
+        )
 
     async def ping(self) -> None:
         """RedisUnavailableError unless the cluster's Redis answers."""
@@ -394,8 +417,9 @@ class SyncCluster:
 
     def __init__(self, settings: Settings) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tmi-cluster",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tmi-cluster", daemon=True
+        )
         self._thread.start()
         self._cluster = self._call(_make(settings))
         self.settings = settings
@@ -456,9 +480,12 @@ class SyncCluster:
         return self._call(self._cluster.channels(names, state=state))
 
     def scale(
-        self, supervisor: str | None = None, processes: int | None = None, *,
+        self,
+        supervisor: str | None = None,
+        processes: int | None = None,
+        *,
         paused: bool | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """As :meth:`Cluster.scale`."""
         return self._call(self._cluster.scale(supervisor, processes, paused=paused))
 
@@ -473,8 +500,11 @@ class SyncCluster:
         key: str | None = None,
     ) -> SendResult:
         """As :meth:`Cluster.send`."""
-        return self._call(self._cluster.send(channel, text, reply_to=reply_to, action=action,
-                                             timeout_s=timeout_s, key=key))  # fmt: skip
+        return self._call(
+            self._cluster.send(
+                channel, text, reply_to=reply_to, action=action, timeout_s=timeout_s, key=key
+            )
+        )
 
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """As :meth:`Cluster.dead_letters`."""
@@ -495,8 +525,9 @@ class SyncCluster:
         with cluster.events(types=["MessageEvent"]) as events:
             for event in events: ...
         """
-        reader = self._cluster.events(channels=channels, types=types, group=group,
-                                      consumer=consumer, since=since)  # fmt: skip
+        reader = self._cluster.events(
+            channels=channels, types=types, group=group, consumer=consumer, since=since
+        )
 
         def iterate() -> Iterator[Event]:
             while True:

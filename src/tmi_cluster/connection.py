@@ -247,8 +247,9 @@ class Connection:
             raise ConnectionError(f"{self.name} was not started")
         connected = asyncio.ensure_future(self._connected.wait())
         try:
-            await asyncio.wait({connected, task}, timeout=timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(
+                {connected, task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             connected.cancel()
         if self._connected.is_set():
@@ -448,9 +449,10 @@ class Connection:
             group = [
                 name
                 for name in channels[start : start + step]
-                if name in self.channels and name not in session.joined
+                if name in self.channels
+                and name not in session.joined
                 and name not in session.awaiting
-            ]  # fmt: skip
+            ]
             if not group or session.closed.is_set():
                 continue
             for name in group:
@@ -572,8 +574,9 @@ class Connection:
         if self.options.debug:
             irc_log.info("%s < %s", self.name, message.raw)
         if self.options.raw_lines:
-            self._emit(IrcMessageEvent(raw=message.raw, command=message.command,
-                                       connection=self.name))  # fmt: skip
+            self._emit(
+                IrcMessageEvent(raw=message.raw, command=message.command, connection=self.name)
+            )
 
     @property
     def _sent_hook(self) -> Callable[[Sequence[str]], None] | None:
@@ -692,8 +695,11 @@ class Connection:
         # (margin for lines that reach the two links by different ways).
         lingered = loop.time() + self.options.overlap_linger_s
         if not await old.caught_up(self.options.overlap_timeout_s) and not old.closed.is_set():
-            log.warning("%s: the old link did not catch up within %g s after RECONNECT",
-                        self.name, self.options.overlap_timeout_s)  # fmt: skip
+            log.warning(
+                "%s: the old link did not catch up within %g s after RECONNECT",
+                self.name,
+                self.options.overlap_timeout_s,
+            )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(old.closed.wait(), max(0.0, lingered - loop.time()))
         self._leaving = None
@@ -748,9 +754,12 @@ class Connection:
                 await self._open(session)
             except LoginError as exc:
                 self.failure = exc
-                log.error("%s: Twitch refused the login (%s); the connection stops (check "
-                          "tmi.identity.username and tmi.identity.password)", self.name,
-                          exc)  # fmt: skip
+                log.error(
+                    "%s: Twitch refused the login (%s); the connection stops (check "
+                    "tmi.identity.username and tmi.identity.password)",
+                    self.name,
+                    exc,
+                )
                 self._end(ConnectionState.FAILED, str(exc), JoinResult.LOGIN_REFUSED)
                 return
             except _RETRIABLE as exc:
@@ -759,8 +768,9 @@ class Connection:
                 if not options.reconnect:
                     self._end(ConnectionState.CLOSED, reason, JoinResult.CLOSED)
                     return
-                self._emit(DisconnectedEvent(connection=self.name, reason=reason,
-                                             reconnecting=True))  # fmt: skip
+                self._emit(
+                    DisconnectedEvent(connection=self.name, reason=reason, reconnecting=True)
+                )
                 self.state = ConnectionState.RECONNECTING
                 continue
             attempt = 0  # reset only after a confirmed login

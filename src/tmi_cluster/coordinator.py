@@ -346,15 +346,27 @@ class Coordinator:
             await fenced.assign(result.assign)
         self.last_plan = result
         if result.assign or result.unassign:
-            log.debug("coordinator: %d assigned (%d moves, %d adopted), %d unassigned, "
-                      "%d waiting, %d paced", len(result.assign), result.moves, result.adopted,
-                      len(result.unassign), len(result.waiting), len(result.paced))  # fmt: skip
+            log.debug(
+                "coordinator: %d assigned (%d moves, %d adopted), %d unassigned, "
+                "%d waiting, %d paced",
+                len(result.assign),
+                result.moves,
+                result.adopted,
+                len(result.unassign),
+                len(result.waiting),
+                len(result.paced),
+            )
         await self._write_failures()
         await self._maybe_clean_up()
         if self.policy is not None:
             after = result.applied(snapshot.assignment)
-            await self._scale(self.policy, list(snapshot.members), view.targets,
-                              channels=view.placeable, after=after)  # fmt: skip
+            await self._scale(
+                self.policy,
+                list(snapshot.members),
+                view.targets,
+                channels=view.placeable,
+                after=after,
+            )
         return result
 
     async def _read(self, wanted: frozenset[str]) -> _View:
@@ -378,8 +390,14 @@ class Coordinator:
         holders = {c: p for p, channels in held.items() for c in channels if c not in assignment}
         if adopting:  # a new assignment: keep what is held where it is, place the rest later
             blocked |= wanted - holders.keys() - assignment.keys()
-        snapshot = Snapshot.of(wanted, members, assignment, blocked, holders=holders,
-                               budget=self._account_budget(assignment, held))  # fmt: skip
+        snapshot = Snapshot.of(
+            wanted,
+            members,
+            assignment,
+            blocked,
+            holders=holders,
+            budget=self._account_budget(assignment, held),
+        )
         return _View(snapshot, targets, placeable, adopting)
 
     # -- the stale cleanup ----------------------------------------------------------------------
@@ -390,8 +408,9 @@ class Coordinator:
             return
         interval, max_delay = self.cleanup_every
         next_in = interval + random.uniform(0.0, max_delay)  # noqa: S311 (a jitter)
-        due = await self.coordination.schedule_cleanup(self.lease.token, self.lease.holder,
-                                                       next_in, due=True)  # fmt: skip
+        due = await self.coordination.schedule_cleanup(
+            self.lease.token, self.lease.holder, next_in, due=True
+        )
         if due:
             self._cleaning = asyncio.create_task(self._clean_up(), name="stale cleanup")
 
@@ -403,38 +422,58 @@ class Coordinator:
             parted = done.stale | done.unauthorized
             if parted:
                 await wanted_changed(self.client, self.keys)
-            log.info("stale cleanup by %s: %d of %d wanted channels parted (%d stale, %d no "
-                     "longer authorized) in %.2f s", self.lease.holder, len(parted),
-                     done.checked, len(done.stale), len(done.unauthorized),
-                     done.seconds)  # fmt: skip
-            entry = {"by": self.lease.holder, "checked": done.checked,
-                     "stale": len(done.stale), "unauthorized": len(done.unauthorized),
-                     "seconds": f"{done.seconds:.3f}"}  # fmt: skip
+            log.info(
+                "stale cleanup by %s: %d of %d wanted channels parted (%d stale, %d no "
+                "longer authorized) in %.2f s",
+                self.lease.holder,
+                len(parted),
+                done.checked,
+                len(done.stale),
+                len(done.unauthorized),
+                done.seconds,
+            )
+            entry = {
+                "by": self.lease.holder,
+                "checked": done.checked,
+                "stale": len(done.stale),
+                "unauthorized": len(done.unauthorized),
+                "seconds": f"{done.seconds:.3f}",
+            }
             await self.coordination.record_cleanup(self.lease.token, entry)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the database, Redis, a manager of one's own: shown, retried
-            log.warning("stale cleanup by %s failed (tried again in %.0f s): %s: %s",
-                        self.lease.holder, CLEANUP_RETRY_S, type(error).__name__,
-                        error)  # fmt: skip
+            log.warning(
+                "stale cleanup by %s failed (tried again in %.0f s): %s: %s",
+                self.lease.holder,
+                CLEANUP_RETRY_S,
+                type(error).__name__,
+                error,
+            )
             self.cleanup_problem = f"stale cleanup: {type(error).__name__}: {error}"
             try:
-                await self.coordination.schedule_cleanup(self.lease.token, self.lease.holder,
-                                                         CLEANUP_RETRY_S, due=False)  # fmt: skip
+                await self.coordination.schedule_cleanup(
+                    self.lease.token, self.lease.holder, CLEANUP_RETRY_S, due=False
+                )
             except TmiClusterError as again:  # Redis away, or the lease lost: the next leader's
-                log.warning("stale cleanup by %s: its retry is not scheduled: %s",
-                            self.lease.holder, again)  # fmt: skip
+                log.warning(
+                    "stale cleanup by %s: its retry is not scheduled: %s", self.lease.holder, again
+                )
 
     # -- reading --------------------------------------------------------------------------------
 
     async def _epoch(self) -> str:
         """The assignment's epoch; a new one (Redis had none) starts the adoption grace."""
         # a new epoch also marks the assignment fresh: no one is judged dead by a missing beat
-        epoch, created = await self.coordination.ensure_epoch(self.lease.token,
-                                                              secrets.token_hex(8))  # fmt: skip
+        epoch, created = await self.coordination.ensure_epoch(
+            self.lease.token, secrets.token_hex(8)
+        )
         if created:
-            log.info("coordinator %s: a new assignment (a first start, or Redis forgot it): "
-                     "adopting what the workers hold first", self.lease.holder)  # fmt: skip
+            log.info(
+                "coordinator %s: a new assignment (a first start, or Redis forgot it): "
+                "adopting what the workers hold first",
+                self.lease.holder,
+            )
             self._adopt_since = time.monotonic()
             self._adopt_until = self._adopt_since + self.adopt_grace_s
         return epoch
@@ -460,9 +499,10 @@ class Coordinator:
         """The channels whose failed joins wait for their retry, or were given up."""
         now = datetime.now(UTC)
         return {
-            c for c, f in self._failures.items()
+            c
+            for c, f in self._failures.items()
             if f.given_up or (f.retry_at is not None and f.retry_at > now)
-        }  # fmt: skip
+        }
 
     async def _load_wanted(self) -> frozenset[str] | None:
         version = await self.coordination.wanted_version()
@@ -480,9 +520,14 @@ class Coordinator:
                     f"the channel manager failed: {type(error).__name__}: {error}"
                 )
             if not self._db_failing:
-                log.warning("coordinator %s: no wanted channels read (%s); %s", self.lease.holder,
-                            reason, "going on with the wanted channels read before"
-                            if self._wanted is not None else "waiting for it")  # fmt: skip
+                log.warning(
+                    "coordinator %s: no wanted channels read (%s); %s",
+                    self.lease.holder,
+                    reason,
+                    "going on with the wanted channels read before"
+                    if self._wanted is not None
+                    else "waiting for it",
+                )
             self._db_failing = True
             self._loaded_at = time.monotonic() - WANTED_REFRESH_S + 5.0  # try again in 5 s
             return self._wanted
@@ -536,8 +581,9 @@ class Coordinator:
             return members
         pending = Counter(p for c, p in assignment.items() if c not in held.get(p, ()))
         room = self.budget.per_process
-        return [replace(m, slots=0 if m.slots == 0 else max(0, room - pending[m.id]))
-                for m in members]  # fmt: skip
+        return [
+            replace(m, slots=0 if m.slots == 0 else max(0, room - pending[m.id])) for m in members
+        ]
 
     def _account_budget(
         self, assignment: Mapping[str, str], held: Mapping[str, set[str]]
@@ -568,16 +614,25 @@ class Coordinator:
                 elif result == JoinResult.PARTED:
                     continue  # asked for
                 elif assignment.get(channel) == report.process and report.process in active:
-                    attempts = self._failures[channel].attempts + 1 if channel in self._failures \
-                        else 1  # fmt: skip
+                    attempts = (
+                        self._failures[channel].attempts + 1 if channel in self._failures else 1
+                    )
                     delay = retry_delay(result, attempts)
-                    failure = Failure(channel, result, attempts,
-                                      None if delay is None else now + timedelta(seconds=delay),
-                                      delay is None, now)  # fmt: skip
+                    failure = Failure(
+                        channel,
+                        result,
+                        attempts,
+                        None if delay is None else now + timedelta(seconds=delay),
+                        delay is None,
+                        now,
+                    )
                     self._failures[channel] = self._unwritten[channel] = failure
                     if delay is None:
-                        log.warning("channel %s: given up after %s (join it again to retry)",
-                                    channel, result)  # fmt: skip
+                        log.warning(
+                            "channel %s: given up after %s (join it again to retry)",
+                            channel,
+                            result,
+                        )
         if after != cursor:
             await self.coordination.set_reports_cursor(self.lease.token, after)
 
@@ -594,8 +649,11 @@ class Coordinator:
                 await asyncio.to_thread(self.store.record_failures, failed)
         except StorageError as error:
             if not self._db_failing:
-                log.warning("coordinator %s: failed joins wait for the database: %s",
-                            self.lease.holder, error)  # fmt: skip
+                log.warning(
+                    "coordinator %s: failed joins wait for the database: %s",
+                    self.lease.holder,
+                    error,
+                )
             self._db_failing = True
             return
         for channel, value in pending.items():
@@ -638,22 +696,28 @@ class Coordinator:
             await self._apply_targets(changes, next(iter(changes.values()))[1], now)
             return
         since = now - state.last_change
-        decision = decide(policy, sum(targets.values()), channels, since_last_change_s=since,
-                          paused=state.paused)  # fmt: skip
+        decision = decide(
+            policy, sum(targets.values()), channels, since_last_change_s=since, paused=state.paused
+        )
         if decision.change > 0:
             for supervisor in _fewest(targets, decision.change):
                 targets[supervisor] += 1
                 changes[supervisor] = (targets[supervisor], decision.cause)
         elif decision.change < 0:
-            await self._drain(members, targets, after, changes, count=-decision.change,
-                              cause=decision.cause)  # fmt: skip
-        elif decision.cause is Cause.STEADY and len(targets) > 1 and \
-                not any(m.draining for m in members):  # fmt: skip
+            await self._drain(
+                members, targets, after, changes, count=-decision.change, cause=decision.cause
+            )
+        elif (
+            decision.cause is Cause.STEADY
+            and len(targets) > 1
+            and not any(m.draining for m in members)
+        ):
             most = max(targets, key=lambda t: (targets[t], t))
             least = min(targets, key=lambda t: (targets[t], t))
             if targets[most] - targets[least] > 1:  # spread over the hosts: one at a time
-                moved = await self._drain(members, targets, after, changes, count=1,
-                                          cause=Cause.SPREAD, only=most)  # fmt: skip
+                moved = await self._drain(
+                    members, targets, after, changes, count=1, cause=Cause.SPREAD, only=most
+                )
                 if moved:
                     targets[least] += 1
                     changes[least] = (targets[least], Cause.SPREAD)
@@ -661,8 +725,9 @@ class Coordinator:
             cause = decision.cause if decision.change else Cause.SPREAD
             await self._apply_targets(changes, cause, now)
             with contextlib.suppress(StorageError):
-                await asyncio.to_thread(self.store.set_state, _SCALE_STATE,
-                                        {"processes": sum(targets.values())})  # fmt: skip
+                await asyncio.to_thread(
+                    self.store.set_state, _SCALE_STATE, {"processes": sum(targets.values())}
+                )
 
     async def _drain(
         self,
@@ -679,10 +744,15 @@ class Coordinator:
         target), their supervisors' targets one lower each; how many."""
         load = Counter(after.values())
         candidates = sorted(
-            (m for m in members if not m.draining and targets.get(m.supervisor, 0) > 0
-             and (only is None or m.supervisor == only)),
+            (
+                m
+                for m in members
+                if not m.draining
+                and targets.get(m.supervisor, 0) > 0
+                and (only is None or m.supervisor == only)
+            ),
             key=lambda m: (load[m.id], m.id),
-        )  # fmt: skip
+        )
         for member in candidates[:count]:
             targets[member.supervisor] -= 1
             changes[member.supervisor] = (targets[member.supervisor], cause)

@@ -84,8 +84,9 @@ class Demo:
                 del os.environ[name]
             os.environ[f"{ENV_PREFIX}CONFIG"] = str(self.config)
             settings = load_settings(self.config, environ={}, cwd=self.folder)
-            supervisor = supervisors.Supervisor(settings, supervisor_id="demo",
-                                                config_path=str(self.config))  # fmt: skip
+            supervisor = supervisors.Supervisor(
+                settings, supervisor_id="demo", config_path=str(self.config)
+            )
             async with supervisor:
                 if on_ready is not None:
                     on_ready(f"{supervisor.describe()}\nfolder: {self.folder}")
@@ -115,8 +116,9 @@ class Demo:
                 workers: dict[str, Beat[ProcessStatus]] = await live(client, keys, "process")
                 self._draw(workers, terminal)
                 waiting = asyncio.create_task(stop.wait())
-                await asyncio.wait({waiting, stopped}, timeout=every,
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                await asyncio.wait(
+                    {waiting, stopped}, timeout=every, return_when=asyncio.FIRST_COMPLETED
+                )
                 await cancel_and_wait(waiting)
         finally:
             await cancel_and_wait(reading, stopped, what="the demo's readers")
@@ -131,16 +133,21 @@ class Demo:
     def _draw(self, workers: dict[str, Beat[ProcessStatus]], terminal: bool) -> None:
         joined = sum(beat.status.channels for beat in workers.values())
         rate = sum(beat.status.messages_per_s for beat in workers.values())
-        head = (f"tmi-cluster demo: {joined} of {len(self.channels)} simulated channels "
-                f"joined, {rate:.0f} messages/s, {len(workers)} worker processes")  # fmt: skip
+        head = (
+            f"tmi-cluster demo: {joined} of {len(self.channels)} simulated channels "
+            f"joined, {rate:.0f} messages/s, {len(workers)} worker processes"
+        )
         if not terminal:
             print(head, file=self.out, flush=True)
             return
         screen = [
             head,
             "",
-            *(f"  {p}: {b.status.state}, {b.status.channels} channels, "
-              f"{b.status.memory_bytes // 1048576} MiB" for p, b in sorted(workers.items())),
+            *(
+                f"  {p}: {b.status.state}, {b.status.channels} channels, "
+                f"{b.status.memory_bytes // 1048576} MiB"
+                for p, b in sorted(workers.items())
+            ),
             "",
             "last chat lines:",
             *(f"  {line}" for line in self.lines),
@@ -148,6 +155,6 @@ class Demo:
             "try in another terminal (same folder): tmi-cluster --config "
             f"{self.config} list | tail | send demo0001 hello",
             f"Ctrl-C stops everything and deletes {self.folder} ({time.strftime('%H:%M:%S')})",
-        ]  # fmt: skip
+        ]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(screen) + "\n")
         self.out.flush()

@@ -205,8 +205,9 @@ class EmbeddedRedis:
                 f"the embedded Redis server could not start again on port {state.port}: {error}"
             )
         self._process = again
-        self._state = EmbeddedRedisState(url=state.url, pid=again.pid, owner_pid=os.getpid(),
-                                         port=state.port)  # fmt: skip
+        self._state = EmbeddedRedisState(
+            url=state.url, pid=again.pid, owner_pid=os.getpid(), port=state.port
+        )
         self._write_state(self._state)
         return self
 

@@ -170,8 +170,12 @@ def _cleanup(settings: Settings, manager: ChannelManager | None) -> str:
     if not cleanup.enabled:
         return "off"
     if manager is not None and not cleans_up(manager):
-        return (f"enabled, but the {settings.channel_manager.use} channel manager has no auto "
-                "join and part")  # fmt: skip
-    return (f"every {cleanup.interval:g} s plus up to {cleanup.max_delay:g} s, once for the "
-            f"cluster; parts channels {settings.channel_manager.channel.stale:g} h after their "
-            "last acknowledgement, and those no longer authorized")  # fmt: skip
+        return (
+            f"enabled, but the {settings.channel_manager.use} channel manager has no auto "
+            "join and part"
+        )
+    return (
+        f"every {cleanup.interval:g} s plus up to {cleanup.max_delay:g} s, once for the "
+        f"cluster; parts channels {settings.channel_manager.channel.stale:g} h after their "
+        "last acknowledgement, and those no longer authorized"
+    )

@@ -104,8 +104,10 @@ class Handlers:
         """Add what ``subscriber.subscribe()`` returns."""
         mapping = subscriber.subscribe()
         if not isinstance(mapping, Mapping):
-            raise TypeError(f"{type(subscriber).__name__}.subscribe() must return a mapping of "
-                            "event classes to handlers")  # fmt: skip
+            raise TypeError(
+                f"{type(subscriber).__name__}.subscribe() must return a mapping of "
+                "event classes to handlers"
+            )
         for event_type, handlers in mapping.items():
             listed = handlers if isinstance(handlers, list | tuple) else [handlers]
             for handler in listed:
@@ -165,8 +167,12 @@ def load_handlers(paths: Iterable[str], handlers: Handlers | None = None) -> Han
         else:
             found = _registrable(module)
         if not found:
-            raise ConfigError([f"handlers.modules: {path!r} holds no subscriber class and no "
-                               "function marked with @tmi_cluster.on"])  # fmt: skip
+            raise ConfigError(
+                [
+                    f"handlers.modules: {path!r} holds no subscriber class and no "
+                    "function marked with @tmi_cluster.on"
+                ]
+            )
         for value in found:
             if id(value) not in registered:
                 registered.add(id(value))
@@ -266,9 +272,13 @@ class Dispatcher:
             self.dropped += 1
             if not lane.overflowing:
                 lane.overflowing = True
-                log.warning("the handlers of #%s fall behind: %d events wait; dropping the %s "
-                            "(handlers.queue_full)", event.channel, len(events),
-                            "oldest" if self.policy == "drop_oldest" else "newest")  # fmt: skip
+                log.warning(
+                    "the handlers of #%s fall behind: %d events wait; dropping the %s "
+                    "(handlers.queue_full)",
+                    event.channel,
+                    len(events),
+                    "oldest" if self.policy == "drop_oldest" else "newest",
+                )
             if self.policy == "drop_newest":
                 return
             events.popleft()
@@ -298,8 +308,11 @@ class Dispatcher:
                 self.dispatched += 1
                 if lane.overflowing and not events:
                     lane.overflowing = False
-                    log.warning("the handlers of #%s caught up; %d events dropped so far",
-                                channel, self.dropped)  # fmt: skip
+                    log.warning(
+                        "the handlers of #%s caught up; %d events dropped so far",
+                        channel,
+                        self.dropped,
+                    )
         finally:
             lane.task = None
             if not events and self._lanes.get(channel) is lane:

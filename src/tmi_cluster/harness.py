@@ -61,9 +61,13 @@ class ProcessHarness:
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` tagged, in a process group of its own."""
         process = subprocess.Popen(
-            list(argv), env=self.env(env), cwd=cwd, stdout=stdout, stderr=stderr,
+            list(argv),
+            env=self.env(env),
+            cwd=cwd,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self.started.append(process)
         return process
 
@@ -75,8 +79,9 @@ class ProcessHarness:
             try:
                 process.wait(within_s)
             except subprocess.TimeoutExpired:
-                log.warning("harness: pid %d did not stop within %g s; killing it", process.pid,
-                            within_s)  # fmt: skip
+                log.warning(
+                    "harness: pid %d did not stop within %g s; killing it", process.pid, within_s
+                )
                 process.kill()
                 process.wait()
         return self.reap()
@@ -103,8 +108,11 @@ class ProcessHarness:
         killed = []
         for process in left:
             with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-                log.warning("harness: killing %s (pid %d), still running",
-                            " ".join(process.cmdline()), process.pid)  # fmt: skip
+                log.warning(
+                    "harness: killing %s (pid %d), still running",
+                    " ".join(process.cmdline()),
+                    process.pid,
+                )
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     group = os.getpgid(process.pid)
                     if group != os.getpgrp():  # never the harness's own group

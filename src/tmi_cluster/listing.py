@@ -70,8 +70,9 @@ def check_liveness(
     claiming = [p for p in processes if p.state in CLAIMS_ALIVE]
     process_ids = [p.id for p in claiming]
     # the supervisors of live-looking workers too: a worker of a dead supervisor is dead
-    supervisor_ids = sorted({s.id for s in supervisors if s.state in CLAIMS_ALIVE}
-                            | {p.supervisor_id for p in claiming})  # fmt: skip
+    supervisor_ids = sorted(
+        {s.id for s in supervisors if s.state in CLAIMS_ALIVE} | {p.supervisor_id for p in claiming}
+    )
     if not supervisor_ids and not process_ids:
         return Liveness({}, {})
     try:
@@ -148,8 +149,9 @@ def _state(recorded: str, beat: SupervisorBeat | ProcessBeat | None, live: bool 
     shown = shown_state(recorded, live)
     if live and beat is not None and beat.status.state in ("paused", "stopping"):
         return beat.status.state
-    paused = isinstance(beat, Beat) and isinstance(beat.status, SupervisorStatus) and \
-        beat.status.paused  # fmt: skip
+    paused = (
+        isinstance(beat, Beat) and isinstance(beat.status, SupervisorStatus) and beat.status.paused
+    )
     if live and paused and shown == "running":
         return "paused"  # a supervisor whose workers are paused (SIGUSR2)
     return shown
@@ -323,10 +325,12 @@ def _troubled(
     """The live worker processes (of ``live``) that report a problem, in words."""
     owners = {s.id for s in live}
     troubled = sorted(
-        (p.id, str(beat.status.problem)) for p in processes
+        (p.id, str(beat.status.problem))
+        for p in processes
         if p.supervisor_id in owners
-        and (beat := (liveness.processes or {}).get(p.id)) is not None and beat.status.problem
-    )  # fmt: skip
+        and (beat := (liveness.processes or {}).get(p.id)) is not None
+        and beat.status.problem
+    )
     if not troubled:
         return None
     process_id, problem = troubled[0]
@@ -379,12 +383,16 @@ def health(
     if liveness.supervisors is None:
         return False, f"cannot tell: {liveness.error}"
     considered = [
-        s for s in supervisors
+        s
+        for s in supervisors
         if s.state in CLAIMS_ALIVE and (hostname is None or s.hostname == hostname)
-    ]  # fmt: skip
+    ]
     live = [s for s in considered if s.id in liveness.supervisors]
-    dead = [s for s in considered if s.id not in liveness.supervisors
-            and not _superseded(s, live, liveness)]  # fmt: skip
+    dead = [
+        s
+        for s in considered
+        if s.id not in liveness.supervisors and not _superseded(s, live, liveness)
+    ]
     if dead:
         names = ", ".join(s.id for s in dead)
         return False, f"{len(dead)} supervisor(s){where} without a heartbeat (dead): {names}"

@@ -149,8 +149,11 @@ class Outbox:
             for name in claimed.removed:
                 log.info("send consumer %s left the group (its process is gone)", name)
             if claimed.entries:
-                log.warning("%s took over %d commands of workers that are gone",
-                            self.queue.consumer, len(claimed.entries))  # fmt: skip
+                log.warning(
+                    "%s took over %d commands of workers that are gone",
+                    self.queue.consumer,
+                    len(claimed.entries),
+                )
             for received in claimed.entries:
                 self._start(received)
         if now - self._trimmed_at >= _TRIM_EVERY_S:
@@ -159,8 +162,9 @@ class Outbox:
             await self._clock()
         room = MAX_IN_FLIGHT - len(self._tasks)
         if room <= 0:
-            await asyncio.wait(set(self._tasks), timeout=_READ_WAIT_S,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(
+                set(self._tasks), timeout=_READ_WAIT_S, return_when=asyncio.FIRST_COMPLETED
+            )
             return
         for received in await self.queue.read(room, _READ_WAIT_S, own=own):
             self._start(received)
@@ -205,8 +209,10 @@ class Outbox:
             else:
                 self.outage.ended()
                 return
-        log.error("%s could not record an answer in Redis; its caller's deadline answers",
-                  self.queue.consumer)  # fmt: skip
+        log.error(
+            "%s could not record an answer in Redis; its caller's deadline answers",
+            self.queue.consumer,
+        )
 
     async def _waiting_out_redis(self, received: Received) -> SendResult | None:
         """:meth:`_result`, tried again while Redis does not answer, until the command's
@@ -228,8 +234,11 @@ class Outbox:
             await self._dead_letter(received, "the entry is not a send command")
             return None
         if received.deliveries > MAX_DELIVERIES:
-            await self._dead_letter(received, f"read {received.deliveries} times: each worker "
-                                    "that read it ended before it was done")  # fmt: skip
+            await self._dead_letter(
+                received,
+                f"read {received.deliveries} times: each worker "
+                "that read it ended before it was done",
+            )
             return None
         marker = await self.queue.marker(command.id)
         if not marker.empty and not self._ours_unwritten(command.id, marker):
@@ -239,10 +248,14 @@ class Outbox:
         if remaining_s <= 0:
             return timed_out(command, Marker())
         if not await self._may_send(command.channel):
-            return SendResult(id=command.id, channel=command.channel, status=SendStatus.REFUSED,
-                              reason=SendRefusal.UNAUTHORIZED.value,
-                              detail=f"#{command.channel} is not authorized for messages "
-                              "(channel_manager.channel.restrict_messages)")  # fmt: skip
+            return SendResult(
+                id=command.id,
+                channel=command.channel,
+                status=SendStatus.REFUSED,
+                reason=SendRefusal.UNAUTHORIZED.value,
+                detail=f"#{command.channel} is not authorized for messages "
+                "(channel_manager.channel.restrict_messages)",
+            )
         return await self._say(command, remaining_s)
 
     async def _may_send(self, channel: str) -> bool:
@@ -271,8 +284,12 @@ class Outbox:
             try:
                 allowed = await manager.authorized(sorted(batch))
             except Exception as error:  # the database, a manager of one's own: refuse
-                log.warning("cannot ask the channel manager about %d channel(s) (%s): %s",
-                            len(batch), ", ".join(sorted(batch)[:5]), error)  # fmt: skip
+                log.warning(
+                    "cannot ask the channel manager about %d channel(s) (%s): %s",
+                    len(batch),
+                    ", ".join(sorted(batch)[:5]),
+                    error,
+                )
                 for future in batch.values():
                     future.set_result(False)
                 continue
@@ -295,8 +312,9 @@ class Outbox:
                 raise _NotOursError(found)
 
         def result(status: SendStatus, detail: str = "", **fields: Any) -> SendResult:
-            return SendResult(id=command.id, channel=command.channel, status=status,
-                              detail=detail, **fields)  # fmt: skip
+            return SendResult(
+                id=command.id, channel=command.channel, status=status, detail=detail, **fields
+            )
 
         loop = asyncio.get_running_loop()
         try:
@@ -318,9 +336,14 @@ class Outbox:
         loop: asyncio.AbstractEventLoop,
     ) -> SendResult:
         try:
-            parts = await self.pool.say(command.channel, command.text, reply_to=command.reply_to,
-                                        action=command.action, deadline=loop.time() + remaining_s,
-                                        begin=begin)  # fmt: skip
+            parts = await self.pool.say(
+                command.channel,
+                command.text,
+                reply_to=command.reply_to,
+                action=command.action,
+                deadline=loop.time() + remaining_s,
+                begin=begin,
+            )
         except _NotOursError as stop:
             return timed_out(command, stop.marker)
         except PartlySentError as exc:

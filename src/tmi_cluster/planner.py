@@ -84,8 +84,14 @@ class Snapshot:
         budget: int | None = None,
     ) -> Snapshot:
         """A snapshot from any iterables."""
-        return cls(frozenset(wanted), tuple(members), dict(assignment), frozenset(blocked),
-                   dict(holders or {}), budget)  # fmt: skip
+        return cls(
+            frozenset(wanted),
+            tuple(members),
+            dict(assignment),
+            frozenset(blocked),
+            dict(holders or {}),
+            budget,
+        )
 
 
 @dataclass
@@ -129,13 +135,11 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
     unowned = sorted(snapshot.wanted - snapshot.blocked - kept.keys())
     unowned = _adopt(result, unowned, snapshot.holders, owners=kept, load=load, members=members)
     budget = _Budget(snapshot.budget, {m.id: m.slots for m in takers})
-    _place(result, unowned, owners=kept, load=load, members=members, takers=takers,
-           budget=budget)  # fmt: skip
+    _place(result, unowned, owners=kept, load=load, members=members, takers=takers, budget=budget)
     # What nobody can take yet stays where it is assigned: a draining owner keeps holding it
     # (make-before-break, never a gap), and an owner without a heartbeat may only be late to
     # beat: unassigning would make it part a channel that nobody else joins.
-    _rebalance(result, kept, load, takers, max_moves=max_moves, tolerance=tolerance,
-               budget=budget)  # fmt: skip
+    _rebalance(result, kept, load, takers, max_moves=max_moves, tolerance=tolerance, budget=budget)
     for channel, owner in list(result.assign.items()):
         if snapshot.assignment.get(channel) == owner:
             del result.assign[channel]  # no change after all

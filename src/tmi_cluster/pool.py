@@ -497,5 +497,7 @@ class Pool:
 
 def _refused(connection: Connection) -> str:
     """A refused login in words, without the token."""
-    return (f"Twitch refused the bot's login ({connection.failure}): check "
-            "tmi.identity.username and tmi.identity.password")  # fmt: skip
+    return (
+        f"Twitch refused the bot's login ({connection.failure}): check "
+        "tmi.identity.username and tmi.identity.password"
+    )

@@ -246,8 +246,12 @@ class WorkerProcess:
         second signal does)."""
         received = signal.Signals(signum)
         if self._stop_asked:
-            log.warning("worker process %s: %s while stopping (%s): ending now", self.id,
-                        received.name, self._phase)  # fmt: skip
+            log.warning(
+                "worker process %s: %s while stopping (%s): ending now",
+                self.id,
+                received.name,
+                self._phase,
+            )
             _force_exit(received)
             return
         why = f"{received.name} received"
@@ -295,8 +299,9 @@ class WorkerProcess:
     async def run(self) -> int:
         """Run until stopped; the exit code."""
         loop = self._loop = asyncio.get_running_loop()
-        self._watchdog = StopWatchdog(f"worker process {self.id}", loop=loop,
-                                      describe=lambda: self._phase)  # fmt: skip
+        self._watchdog = StopWatchdog(
+            f"worker process {self.id}", loop=loop, describe=lambda: self._phase
+        )
         if self._stop.is_set():  # asked before it ran: the deadline holds from now
             self.stop(why="asked to stop before it ran")
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -350,8 +355,11 @@ class WorkerProcess:
             self.state = ProcessState.STOPPING
             self._phase = "stopping"
             ticking.cancel()
-            delivery.put(ClusterClientTerminated(supervisor=self.supervisor_id, process=self.id,
-                                                 reason=self._stop_why))  # fmt: skip
+            delivery.put(
+                ClusterClientTerminated(
+                    supervisor=self.supervisor_id, process=self.id, reason=self._stop_why
+                )
+            )
             following.cancel()
             stop_sending.set()
             await self._hand_over(assignment)
@@ -365,8 +373,12 @@ class WorkerProcess:
             await assignment.set_held(self.id, ())
             await assignment.clear_guards(self.id)
         except TmiClusterError as error:
-            log.warning("worker process %s: its held channels stay recorded until they "
-                        "expire or are purged: %s", self.id, error)  # fmt: skip
+            log.warning(
+                "worker process %s: its held channels stay recorded until they "
+                "expire or are purged: %s",
+                self.id,
+                error,
+            )
         await heartbeat.clear()
         return 0 if self.failure is None else 1
 
@@ -403,19 +415,34 @@ class WorkerProcess:
         the send consumer (with an identity only)."""
         options = self.settings.handlers
         handlers = load_handlers(options.modules)
-        dispatcher = Dispatcher(handlers, queue_size=options.queue_size,
-                                policy=options.queue_full, threads=options.threads)  # fmt: skip
+        dispatcher = Dispatcher(
+            handlers,
+            queue_size=options.queue_size,
+            policy=options.queue_full,
+            threads=options.threads,
+        )
         publisher = None
         if options.stream:
-            publisher = EventPublisher(client, self.keys, maxlen=options.stream_maxlen,
-                                       max_age_s=options.stream_max_age, raw=options.stream_raw,
-                                       outage=self.outage)  # fmt: skip
+            publisher = EventPublisher(
+                client,
+                self.keys,
+                maxlen=options.stream_maxlen,
+                max_age_s=options.stream_max_age,
+                raw=options.stream_raw,
+                outage=self.outage,
+            )
         sinks = [dispatcher.put, *([publisher.put] if publisher is not None else [])]
-        delivery = Delivery(sinks, Seen(client, self.keys),
-                            shared_chat_once=options.shared_chat == "once")  # fmt: skip
+        delivery = Delivery(
+            sinks, Seen(client, self.keys), shared_chat_once=options.shared_chat == "once"
+        )
         raw_lines = handlers.wants(IrcMessageEvent) or handlers.wants(IrcCommandEvent)
-        pool = build_pool(self.settings, redis_client=client, on_event=self._on_event,
-                          name=self.id, raw_lines=raw_lines)  # fmt: skip
+        pool = build_pool(
+            self.settings,
+            redis_client=client,
+            on_event=self._on_event,
+            name=self.id,
+            raw_lines=raw_lines,
+        )
         outbox = None
         if pool.sender is not None:
             restrict = self.settings.channel_manager.channel.restrict_messages
@@ -431,8 +458,9 @@ class WorkerProcess:
         while True:
             try:
                 await heartbeat.beat()
-                await mark_alive(client, self.keys, sends=pool.sender is not None,
-                                 ttl_s=self.keys.process_ttl_s)  # fmt: skip
+                await mark_alive(
+                    client, self.keys, sends=pool.sender is not None, ttl_s=self.keys.process_ttl_s
+                )
             except RedisUnavailableError as error:
                 self.outage.began(error, f"worker process {self.id}")
             else:
@@ -472,8 +500,14 @@ class WorkerProcess:
             try:
                 await self._reconcile(assignment)
                 joining = self._joining is not None and not self._joining.done()
-                pending = (joining or self._outcomes or self._lost or self._leaving
-                           or self._deferred or self._taking)  # fmt: skip
+                pending = (
+                    joining
+                    or self._outcomes
+                    or self._lost
+                    or self._leaving
+                    or self._deferred
+                    or self._taking
+                )
                 timeout = 0.1 if pending else period  # results go out within 0.1 s
                 after, _ = await assignment.notices(self.id, after, timeout)
                 self.outage.ended()
@@ -586,8 +620,12 @@ class WorkerProcess:
         taken = [c for c in ready if c in holders]
         self._require_delivery().guard(taken)
         if taken or len(ready) < len(fresh):
-            log.debug("%s takes %d channels over (%d wait for their holder to check them)",
-                      self.id, len(taken), len(fresh) - len(ready))  # fmt: skip
+            log.debug(
+                "%s takes %d channels over (%d wait for their holder to check them)",
+                self.id,
+                len(taken),
+                len(fresh) - len(ready),
+            )
         return ready
 
     async def _lift_taken(self, assignment: Assignment) -> None:
@@ -611,8 +649,9 @@ class WorkerProcess:
         for channel in lifted:
             del self._taking[channel]
         if lifted:
-            log.debug("%s took %d channels over; their events go unchecked again",
-                      self.id, len(lifted))  # fmt: skip
+            log.debug(
+                "%s took %d channels over; their events go unchecked again", self.id, len(lifted)
+            )
         self._require_delivery().lift(lifted)
 
     def _require_delivery(self) -> Delivery:
@@ -639,8 +678,12 @@ class WorkerProcess:
         ]
         late = [c for c in done if deadlines[c] <= now and c not in taken and owners[c]]
         if late:
-            log.warning("%s: %d channels parted before their new owner held them (after %g s)",
-                        self.id, len(late), self.settings.process.timeout)  # fmt: skip
+            log.warning(
+                "%s: %d channels parted before their new owner held them (after %g s)",
+                self.id,
+                len(late),
+                self.settings.process.timeout,
+            )
         if done:
             await pool.part(done)
             await assignment.record_held(self.id, left=done)
@@ -653,8 +696,11 @@ class WorkerProcess:
         well (its supervisor stops them all): waiting for it to take them is waiting for the
         deadline."""
         beats = await read(assignment.client, self.keys, "process", set(owners.values()))
-        gone = {p for p in set(owners.values())
-                if p not in beats or beats[p].status.state == ProcessState.STOPPING}  # fmt: skip
+        gone = {
+            p
+            for p in set(owners.values())
+            if p not in beats or beats[p].status.state == ProcessState.STOPPING
+        }
         return {c for c, p in owners.items() if p in gone}
 
     async def _join(self, channels: list[str]) -> None:

@@ -167,19 +167,24 @@ class Processes:
             return
         self.target = target
         self._changed.set()
-        log.info("supervisor %s: %d worker processes -> %d (%s)", self.supervisor_id, before,
-                 target, cause)  # fmt: skip
-        self._emit(ProcessScaled(supervisor=self.supervisor_id, before=before, after=target,
-                                 cause=cause))  # fmt: skip
+        log.info(
+            "supervisor %s: %d worker processes -> %d (%s)",
+            self.supervisor_id,
+            before,
+            target,
+            cause,
+        )
+        self._emit(
+            ProcessScaled(supervisor=self.supervisor_id, before=before, after=target, cause=cause)
+        )
 
     def running(self) -> list[Child]:
         """The workers that are up and not on their way out (stopping, replaced, draining)."""
         return [
             c
             for c in self.children.values()
-            if not c.stopping and not c.ended and c.replaced_by is None
-            and c.draining_since is None
-        ]  # fmt: skip
+            if not c.stopping and not c.ended and c.replaced_by is None and c.draining_since is None
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep :attr:`target` workers running until ``stop`` is set."""
@@ -193,16 +198,23 @@ class Processes:
                 await self._check()
                 next_check = now + check_every
             self._changed.clear()
-            wait = max(0.05, min(check_every, self._next_start - now if self._next_start > now
-                                 else check_every))  # fmt: skip
+            wait = max(
+                0.05,
+                min(check_every, self._next_start - now if self._next_start > now else check_every),
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
 
     async def _spawn(self, *, replaces: str | None = None) -> Child:
         self._numbers += 1
         process_id = f"{self.supervisor_id}-{self._numbers}"
-        argv = [sys.executable, "-m", "tmi_cluster.process", f"--id={process_id}",
-                f"--supervisor={self.supervisor_id}"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "tmi_cluster.process",
+            f"--id={process_id}",
+            f"--supervisor={self.supervisor_id}",
+        ]
         if self.paused:
             argv.append("--paused")
         proc = await asyncio.create_subprocess_exec(
@@ -300,14 +312,20 @@ class Processes:
         if code == EXIT_LAUNCH or (not child.ready.is_set() and code > 0):
             reason = _last_error(child.tail) or how
             self.problem = f"worker processes cannot start: {reason}"
-            event = UnableToLaunchProcess(supervisor=self.supervisor_id, process=child.id,
-                                          error=reason, delay_s=delay)  # fmt: skip
+            event = UnableToLaunchProcess(
+                supervisor=self.supervisor_id, process=child.id, error=reason, delay_s=delay
+            )
             shown = reason if reason == how else f"{how}: {reason}"
-            log.error("worker process %s could not start (%s); trying again in %g s",
-                      child.id, shown, delay)  # fmt: skip
+            log.error(
+                "worker process %s could not start (%s); trying again in %g s",
+                child.id,
+                shown,
+                delay,
+            )
         else:
-            event = WorkerProcessRestarting(supervisor=self.supervisor_id, process=child.id,
-                                            reason=how, delay_s=delay)  # fmt: skip
+            event = WorkerProcessRestarting(
+                supervisor=self.supervisor_id, process=child.id, reason=how, delay_s=delay
+            )
             log.warning("worker process %s %s; restarting in %g s", child.id, how, delay)
         self._emit(event)
         await self._release(child)
@@ -395,12 +413,19 @@ class Processes:
             child.first_rss = rss
             if rss > limit and not self._memory_warned:
                 self._memory_warned = True
-                log.warning("process.memory (%d MB) is below what a worker needs from the start "
-                            "(%d MiB): workers are not replaced for their memory; raise it",
-                            self.settings.process.memory, rss // 1048576)  # fmt: skip
+                log.warning(
+                    "process.memory (%d MB) is below what a worker needs from the start "
+                    "(%d MiB): workers are not replaced for their memory; raise it",
+                    self.settings.process.memory,
+                    rss // 1048576,
+                )
         if rss > limit and child.first_rss <= limit:
-            log.warning("worker process %s uses %d MiB (over process.memory %d): replacing it",
-                        child.id, rss // 1048576, self.settings.process.memory)  # fmt: skip
+            log.warning(
+                "worker process %s uses %d MiB (over process.memory %d): replacing it",
+                child.id,
+                rss // 1048576,
+                self.settings.process.memory,
+            )
             await self.replace(child)
 
     # -- replacing and stopping ------------------------------------------------------------------
@@ -422,8 +447,9 @@ class Processes:
             ready = asyncio.ensure_future(new.ready.wait())
             ended = asyncio.ensure_future(new.proc.wait())
             try:
-                await asyncio.wait({ready, ended}, timeout=timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                await asyncio.wait(
+                    {ready, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 ready.cancel()
                 ended.cancel()

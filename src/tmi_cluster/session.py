@@ -208,8 +208,7 @@ class Session:
         either: set[asyncio.Future[Any]] = {answered, closing}
         try:
             await self.send_lines([serialize("PING", [token])])
-            await asyncio.wait(either, timeout=timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(either, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         except ConnectionError:
             return False
         finally:

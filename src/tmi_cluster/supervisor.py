@@ -279,9 +279,11 @@ class Supervisor:
         manager = load_manager(settings, store=store)  # ConfigError: it does not load
         self._dispatcher = self._new_dispatcher()
         if settings.channel_manager.auto_cleanup.enabled and not cleans_up(manager):
-            log.warning("channel_manager.auto_cleanup.enabled has no effect with the %s "
-                        "channel manager (it has no auto join and part)",
-                        settings.channel_manager.use)  # fmt: skip
+            log.warning(
+                "channel_manager.auto_cleanup.enabled has no effect with the %s "
+                "channel manager (it has no auto join and part)",
+                settings.channel_manager.use,
+            )
         if settings.embedded_redis:
             self._embedded = EmbeddedRedis(
                 settings.redis.embedded_dir, executable=settings.redis.embedded_server
@@ -301,10 +303,13 @@ class Supervisor:
             self._beat(self._heartbeat), name=f"supervisor {self.id} heartbeat"
         )
         if settings.handlers.stream:  # the cluster's events of interest to other processes
-            self._publisher = EventPublisher(self._client, self.keys,
-                                             maxlen=settings.handlers.stream_maxlen,
-                                             max_age_s=settings.handlers.stream_max_age,
-                                             outage=self.outage)  # fmt: skip
+            self._publisher = EventPublisher(
+                self._client,
+                self.keys,
+                maxlen=settings.handlers.stream_maxlen,
+                max_age_s=settings.handlers.stream_max_age,
+                outage=self.outage,
+            )
             self._publishing = self._spawn_task(self._publisher.run(self._publish_stop), "stream")
         assert self.redis_url is not None
         env = worker_environment(self.redis_url, self.config_path)
@@ -360,8 +365,11 @@ class Supervisor:
         horizon = stale_horizon(self.settings) if cleanup else None
         again = await asyncio.to_thread(store.want_reconnect, horizon=horizon)
         if again:
-            log.info("%d channel(s) authorized with reconnect wanted again: %s", len(again),
-                     ", ".join(again[:10]) + (" ..." if len(again) > 10 else ""))  # fmt: skip
+            log.info(
+                "%d channel(s) authorized with reconnect wanted again: %s",
+                len(again),
+                ", ".join(again[:10]) + (" ..." if len(again) > 10 else ""),
+            )
             assert self._client is not None
             await wanted_changed(self._client, self.keys)
 
@@ -394,8 +402,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
-        others = {signal.SIGUSR1: Order.RESTART, signal.SIGUSR2: Order.PAUSE,
-                  signal.SIGCONT: Order.CONTINUE}  # fmt: skip
+        others = {
+            signal.SIGUSR1: Order.RESTART,
+            signal.SIGUSR2: Order.PAUSE,
+            signal.SIGCONT: Order.CONTINUE,
+        }
         for signum, order in others.items():
             loop.add_signal_handler(signum, self.order, order)
         try:
@@ -437,8 +448,9 @@ class Supervisor:
         try:
             target = int(fields.get("processes", ""))
         except ValueError:
-            log.warning("supervisor %s: a scale order without a number ignored: %r", self.id,
-                        fields)  # fmt: skip
+            log.warning(
+                "supervisor %s: a scale order without a number ignored: %r", self.id, fields
+            )
             return
         if target >= 0:
             processes.set_target(target, fields.get("cause", "manual"))
@@ -512,11 +524,18 @@ class Supervisor:
         try:
             handlers = load_handlers(options.modules)
         except ConfigError as error:  # the workers cannot start either: they report it
-            log.error("supervisor %s: the cluster's events reach no handler here: %s", self.id,
-                      "; ".join(error.problems))  # fmt: skip
+            log.error(
+                "supervisor %s: the cluster's events reach no handler here: %s",
+                self.id,
+                "; ".join(error.problems),
+            )
             handlers = Handlers()
-        return Dispatcher(handlers, queue_size=options.queue_size, policy=options.queue_full,
-                          threads=options.threads)  # fmt: skip
+        return Dispatcher(
+            handlers,
+            queue_size=options.queue_size,
+            policy=options.queue_full,
+            threads=options.threads,
+        )
 
     def _cluster_event(self, event: ClusterEvent) -> None:
         """One of the cluster's events of this supervisor: to ``on_event``, to the handlers of
@@ -584,8 +603,11 @@ class Supervisor:
             status = embedded.exited()
             if status is None or self._stop.is_set():
                 continue
-            log.error("supervisor %s: the private Redis server ended (exit status %s); "
-                      "starting it again", self.id, status)  # fmt: skip
+            log.error(
+                "supervisor %s: the private Redis server ended (exit status %s); starting it again",
+                self.id,
+                status,
+            )
             await asyncio.to_thread(embedded.restart)  # EmbeddedRedisError: the stop's reason
             log.warning("supervisor %s: the private Redis server runs again", self.id)
 
@@ -609,26 +631,40 @@ class Supervisor:
                 log.warning("supervisor %s: the purge waits: %s", self.id, error)
             else:
                 if result is not None and (result.dead_supervisors or result.dead_processes):
-                    log.warning("purged the dead: supervisors %s, processes %s (%d channels "
-                                "released)", result.dead_supervisors or "none",
-                                result.dead_processes or "none", result.released)  # fmt: skip
+                    log.warning(
+                        "purged the dead: supervisors %s, processes %s (%d channels released)",
+                        result.dead_supervisors or "none",
+                        result.dead_processes or "none",
+                        result.released,
+                    )
             with contextlib.suppress(RedisUnavailableError):  # a lost order: the hash is truth
                 target = await self._target()
-                if target is not None and self.processes is not None and \
-                        target != self.processes.target:  # fmt: skip
+                if (
+                    target is not None
+                    and self.processes is not None
+                    and target != self.processes.target
+                ):
                     self._scale(self.processes, {"processes": str(target), "cause": "resync"})
             rss = me.memory_info().rss
             if time.monotonic() >= next_record:  # figures in SQL at most every 30 s
                 next_record = time.monotonic() + RECORD_EVERY_S
                 with contextlib.suppress(StorageError):
-                    await asyncio.to_thread(self._store.set_supervisor_metrics, self.id, {
-                        "processes": len(self.processes.running()) if self.processes else 0,
-                        "problem": self.processes.problem if self.processes else None,
-                        "memory_bytes": rss,
-                    })  # fmt: skip
+                    await asyncio.to_thread(
+                        self._store.set_supervisor_metrics,
+                        self.id,
+                        {
+                            "processes": len(self.processes.running()) if self.processes else 0,
+                            "problem": self.processes.problem if self.processes else None,
+                            "memory_bytes": rss,
+                        },
+                    )
             if rss > limit and time.time() - self._started_at >= self.memory_grace_s:
-                log.warning("supervisor %s uses %d MiB (over memory_limit %d): restarting",
-                            self.id, rss // 1048576, self.settings.memory_limit)  # fmt: skip
+                log.warning(
+                    "supervisor %s uses %d MiB (over memory_limit %d): restarting",
+                    self.id,
+                    rss // 1048576,
+                    self.settings.memory_limit,
+                )
                 self.restart_wanted = True
                 self._stop.set()
 
@@ -658,8 +694,12 @@ class Supervisor:
                 if not await self._someone_to_take_over(client, mine):
                     return  # the others stop too: nobody to wait for
                 await asyncio.sleep(0.1)
-            log.warning("supervisor %s: %d channels not handed over within %g s", self.id, held,
-                        self.settings.process.timeout)  # fmt: skip
+            log.warning(
+                "supervisor %s: %d channels not handed over within %g s",
+                self.id,
+                held,
+                self.settings.process.timeout,
+            )
         except RedisUnavailableError as error:
             log.warning("supervisor %s: cannot hand its channels over: %s", self.id, error)
 
@@ -667,11 +707,15 @@ class Supervisor:
         """Whether a worker of another live supervisor that is not stopping could take this
         supervisor's channels."""
         supervisors = await live(client, self.keys, "supervisor")
-        going_on = {s for s, beat in supervisors.items() if s != self.id
-                    and beat.status.state not in ("stopping", "stopped")}  # fmt: skip
+        going_on = {
+            s
+            for s, beat in supervisors.items()
+            if s != self.id and beat.status.state not in ("stopping", "stopped")
+        }
         workers = await live(client, self.keys, "process")
-        return any(p not in mine and beat.status.supervisor in going_on
-                   for p, beat in workers.items())  # fmt: skip
+        return any(
+            p not in mine and beat.status.supervisor in going_on for p, beat in workers.items()
+        )
 
     def _new_heartbeat(self, client: AsyncRedis) -> Heartbeat[SupervisorStatus]:
         ttl_s = self.keys.supervisor_ttl_s
@@ -743,8 +787,12 @@ class Supervisor:
         try:
             # no new orders, chores or rolls while the workers stop (their errors were reported
             # by _task_done already)
-            chores = (self._orders_task, self._housekeeping_task, self._redis_watch_task,
-                      *self._rolls)  # fmt: skip
+            chores = (
+                self._orders_task,
+                self._housekeeping_task,
+                self._redis_watch_task,
+                *self._rolls,
+            )
             await cancel_and_wait(*chores, what=f"supervisor {self.id}'s chores", report=False)
             if self.processes is not None:
                 await self._hand_over()
@@ -753,10 +801,12 @@ class Supervisor:
             self._publish_stop.set()  # the last events out (2 s at most), then the handlers
             if self._publishing is not None:
                 await asyncio.wait({self._publishing}, timeout=3.0)
-            await cancel_and_wait(self._publishing, what=f"supervisor {self.id}'s stream",
-                                  report=False)  # fmt: skip
-            await cancel_and_wait(self._workers_task, what=f"supervisor {self.id}'s workers",
-                                  report=False)  # fmt: skip
+            await cancel_and_wait(
+                self._publishing, what=f"supervisor {self.id}'s stream", report=False
+            )
+            await cancel_and_wait(
+                self._workers_task, what=f"supervisor {self.id}'s workers", report=False
+            )
             if self.simulator is not None:
                 await self.simulator.aclose()
             self._beat_stop.set()
@@ -791,8 +841,12 @@ class Supervisor:
                     await forget_supervisor(self._client, self.keys, self.id)
                     await wake(self._client, self.keys)  # the lease is free: take it now
                 except RedisUnavailableError as error:
-                    log.warning("supervisor %s: its orders and scale target stay until they "
-                                "expire or are purged: %s", self.id, error)  # fmt: skip
+                    log.warning(
+                        "supervisor %s: its orders and scale target stay until they "
+                        "expire or are purged: %s",
+                        self.id,
+                        error,
+                    )
         if self._client is not None:
             await close_client(self._client)
         if self._store is None or not self._recorded:
@@ -834,8 +888,10 @@ def redis_identity(settings: Settings) -> str:
     """Which Redis (and prefix) a cluster uses, as its database records it: two clusters must
     not share one database (each would join every channel, and purge the other's workers)."""
     if settings.embedded_redis:
-        return f"the private Redis server in {os.path.abspath(settings.redis.embedded_dir)} " \
-            f"on {socket.gethostname()}, prefix {settings.prefix!r}"  # fmt: skip
+        return (
+            f"the private Redis server in {os.path.abspath(settings.redis.embedded_dir)} "
+            f"on {socket.gethostname()}, prefix {settings.prefix!r}"
+        )
     return f"Redis at {mask_url(settings.redis.url)}, prefix {settings.prefix!r}"
 
 
@@ -847,8 +903,11 @@ def _claim_database(store: Store, settings: Settings) -> None:
     recorded = (store.state(_CLUSTER_STATE) or {}).get("redis")
     if recorded not in (None, mine):
         now = datetime.now(UTC)
-        live = [r.id for r in store.supervisors() if r.state in CLAIMS_ALIVE
-                and (now - r.last_seen_at).total_seconds() < _RECORD_ALIVE_S]  # fmt: skip
+        live = [
+            r.id
+            for r in store.supervisors()
+            if r.state in CLAIMS_ALIVE and (now - r.last_seen_at).total_seconds() < _RECORD_ALIVE_S
+        ]
         if live:
             raise ConfigError(
                 f"database.url: {mask_url(settings.database.url)} serves the cluster on "
@@ -857,7 +916,10 @@ def _claim_database(store: Store, settings: Settings) -> None:
                 "same redis.embedded_dir on its host); for a second cluster, give it a database "
                 "of its own (run it in another folder)"
             )
-        log.warning("the database served the cluster on %s, whose supervisors are gone; it "
-                    "serves this one now", recorded)  # fmt: skip
+        log.warning(
+            "the database served the cluster on %s, whose supervisors are gone; it "
+            "serves this one now",
+            recorded,
+        )
     if recorded != mine:
         store.set_state(_CLUSTER_STATE, {"redis": mine})

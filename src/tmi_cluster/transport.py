@@ -123,12 +123,14 @@ class TcpTransport:
         loop = asyncio.get_running_loop()
         transport, protocol = await asyncio.wait_for(
             loop.create_connection(
-                lambda: _Protocol(receiver), endpoint.host, endpoint.port,
+                lambda: _Protocol(receiver),
+                endpoint.host,
+                endpoint.port,
                 ssl=endpoint.ssl_context(),
                 server_hostname=endpoint.host if endpoint.secure else None,
             ),
             endpoint.timeout_s,
-        )  # fmt: skip
+        )
         assert isinstance(transport, asyncio.Transport)
         return cls(transport, protocol)
 

@@ -156,9 +156,14 @@ def _channel_windows(
     """A factory of the account's per-channel message interval, shared by every process."""
 
     def window(channel: str, interval_s: float) -> SharedWindow:
-        return SharedWindow(client, keys.ratelimit(account, f"channel:{channel}"),
-                            Rate(1, interval_s), epoch_key=keys.ratelimit_epoch, margin_s=0.0,
-                            outage=outage)  # fmt: skip
+        return SharedWindow(
+            client,
+            keys.ratelimit(account, f"channel:{channel}"),
+            Rate(1, interval_s),
+            epoch_key=keys.ratelimit_epoch,
+            margin_s=0.0,
+            outage=outage,
+        )
 
     return window
 

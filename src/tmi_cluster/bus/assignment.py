@@ -152,11 +152,13 @@ class Assignment:
         the coordinator to place again."""
         with translated(self._where):
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(self.keys.process_heartbeat(process_id),
-                            self.keys.process_held(process_id),
-                            self.keys.process_commands(process_id),
-                            self.keys.process_epoch(process_id),
-                            self.keys.guarding(process_id))  # fmt: skip
+                pipe.delete(
+                    self.keys.process_heartbeat(process_id),
+                    self.keys.process_held(process_id),
+                    self.keys.process_commands(process_id),
+                    self.keys.process_epoch(process_id),
+                    self.keys.guarding(process_id),
+                )
                 pipe.hdel(self.keys.draining, process_id)
                 await pipe.execute()
 

@@ -143,10 +143,13 @@ class Coordination:
         try:
             with translated(self._where):
                 reply: Any = await self._epoch(
-                    keys=[self.keys.coordinator_fence, self.keys.assignment_epoch,
-                          self.keys.assignment_fresh],
+                    keys=[
+                        self.keys.coordinator_fence,
+                        self.keys.assignment_epoch,
+                        self.keys.assignment_fresh,
+                    ],
                     args=[token, candidate, int(self.keys.supervisor_ttl_s * 1000)],
-                )  # fmt: skip
+                )
         except RedisUnavailableError as error:
             _raise_if_stale(error, token)
             raise
@@ -189,9 +192,20 @@ class Coordination:
             now, cause = change
             ops.add("HSET", self.keys.scale_state, "last_change", f"{now:.3f}", "cause", cause)
         for supervisor, (target, cause) in targets.items():
-            ops.add("XADD", self.keys.supervisor_commands(supervisor), "MAXLEN", "~",
-                    _ORDERS_MAXLEN, "*", "op", "scale", "processes", target,
-                    "cause", cause)  # fmt: skip
+            ops.add(
+                "XADD",
+                self.keys.supervisor_commands(supervisor),
+                "MAXLEN",
+                "~",
+                _ORDERS_MAXLEN,
+                "*",
+                "op",
+                "scale",
+                "processes",
+                target,
+                "cause",
+                cause,
+            )
         await self._run(token, ops)
 
     async def schedule_cleanup(self, token: int, holder: str, in_s: float, *, due: bool) -> bool:
@@ -288,8 +302,9 @@ class Coordination:
         with translated(self._where):
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(self.keys.scale_targets, supervisor_id, processes)
-                pipe.hset(self.keys.scale_state, mapping={"last_change": f"{now:.3f}",
-                                                          "cause": "manual"})  # fmt: skip
+                pipe.hset(
+                    self.keys.scale_state, mapping={"last_change": f"{now:.3f}", "cause": "manual"}
+                )
                 await pipe.execute()
 
     async def set_paused(self, paused: bool) -> None:

@@ -135,8 +135,9 @@ class EventPublisher:
             waiting.popleft()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
-                log.warning("the event stream falls behind (Redis away?): %d events dropped",
-                            self.dropped)  # fmt: skip
+                log.warning(
+                    "the event stream falls behind (Redis away?): %d events dropped", self.dropped
+                )
         waiting.append(entry)
         if not self._ready.is_set():
             self._ready.set()

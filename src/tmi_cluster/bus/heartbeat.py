@@ -174,14 +174,20 @@ class Heartbeat(Generic[S]):
 
     async def _write(self, *, claim: bool) -> bool:
         status = self.status_of()  # "at" is Redis's to stamp
-        value = msgspec.json.encode({f: getattr(status, f) for f in status.__struct_fields__
-                                     if f != "at"})  # fmt: skip
+        value = msgspec.json.encode(
+            {f: getattr(status, f) for f in status.__struct_fields__ if f != "at"}
+        )
         with translated(self._where):
             now: Any = await self._script(
                 keys=[self.key, self.registry],
-                args=[value, int(self.ttl_s * 1000), self.owner_id, REGISTRY_FORGET_S * 1000,
-                      "nx" if claim else ""],
-            )  # fmt: skip
+                args=[
+                    value,
+                    int(self.ttl_s * 1000),
+                    self.owner_id,
+                    REGISTRY_FORGET_S * 1000,
+                    "nx" if claim else "",
+                ],
+            )
         if now:
             self.beats += 1
         return bool(now)
@@ -236,8 +242,9 @@ def _decode(kind: Kind, key: str, raw: bytes) -> SupervisorStatus | ProcessStatu
     except msgspec.DecodeError as error:  # alive all the same: its key exists
         if key not in _undecodable_logged:
             _undecodable_logged.add(key)
-            log.warning("heartbeat %s does not decode (%s): counted alive, figures unknown",
-                        key, error)  # fmt: skip
+            log.warning(
+                "heartbeat %s does not decode (%s): counted alive, figures unknown", key, error
+            )
         return cls()
 
 

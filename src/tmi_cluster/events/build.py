@@ -381,7 +381,12 @@ def from_message(message: Message) -> list[Event]:
         BUILDER_FAILURES[message.command] += 1
         failures = BUILDER_FAILURES[message.command]
         if failures & (failures - 1) == 0:  # 1, 2, 4, 8, ...: visible, never a flood
-            log.warning("the %s builder failed on a line (kept as an UnknownEvent; %d such "
-                        "lines so far): %.300s", message.command, failures, message.raw,
-                        exc_info=failures == 1)  # fmt: skip
+            log.warning(
+                "the %s builder failed on a line (kept as an UnknownEvent; %d such "
+                "lines so far): %.300s",
+                message.command,
+                failures,
+                message.raw,
+                exc_info=failures == 1,
+            )
         return _unknown(message)

@@ -127,8 +127,15 @@ class Commands:
         for numeric, text in _WELCOME:
             connection.send(f":{SERVER} {numeric} {login} :{text}")
         if connection.account is not None and "twitch.tv/commands" in connection.capabilities:
-            tags = {"badge-info": "", "badges": "", "color": "", "display-name": login,
-                    "emote-sets": "0", "user-id": _user_id(login), "user-type": ""}  # fmt: skip
+            tags = {
+                "badge-info": "",
+                "badges": "",
+                "color": "",
+                "display-name": login,
+                "emote-sets": "0",
+                "user-id": _user_id(login),
+                "user-type": "",
+            }
             connection.send(self._tagged(connection, "GLOBALUSERSTATE", [], tags))
 
     def _tagged(
@@ -184,8 +191,13 @@ class Commands:
             return
         account = connection.account
         if account is not None:
-            counted = {c for other in self.sim._connections.values() if other.account is account
-                       for c in other.channels if c not in account.moderator_in}  # fmt: skip
+            counted = {
+                c
+                for other in self.sim._connections.values()
+                if other.account is account
+                for c in other.channels
+                if c not in account.moderator_in
+            }
             if name not in account.moderator_in and len(counted) >= self.sim.limits.channel_cap:
                 self.sim._violation_for(self.sim.account(login), "channel_cap", name)
                 self._notice(connection, name, "msg_concurrent_channel_limit_reached", _CAPPED)
@@ -197,15 +209,38 @@ class Commands:
         connection.send(f":{connection.prefix} JOIN #{name}")
         if "twitch.tv/commands" in connection.capabilities:
             moderator = account is not None and name in account.moderator_in
-            connection.send(self._tagged(connection, "USERSTATE", [f"#{name}"], {
-                "badge-info": "", "badges": "moderator/1" if moderator else "", "color": "",
-                "display-name": login, "emote-sets": "0", "mod": "1" if moderator else "0",
-                "subscriber": "0", "user-type": "mod" if moderator else "",
-            }))  # fmt: skip
-            connection.send(self._tagged(connection, "ROOMSTATE", [f"#{name}"], {
-                "emote-only": "0", "followers-only": "-1", "r9k": "0", "room-id": channel.room_id,
-                "slow": "0", "subs-only": "0",
-            }))  # fmt: skip
+            connection.send(
+                self._tagged(
+                    connection,
+                    "USERSTATE",
+                    [f"#{name}"],
+                    {
+                        "badge-info": "",
+                        "badges": "moderator/1" if moderator else "",
+                        "color": "",
+                        "display-name": login,
+                        "emote-sets": "0",
+                        "mod": "1" if moderator else "0",
+                        "subscriber": "0",
+                        "user-type": "mod" if moderator else "",
+                    },
+                )
+            )
+            connection.send(
+                self._tagged(
+                    connection,
+                    "ROOMSTATE",
+                    [f"#{name}"],
+                    {
+                        "emote-only": "0",
+                        "followers-only": "-1",
+                        "r9k": "0",
+                        "room-id": channel.room_id,
+                        "slow": "0",
+                        "subs-only": "0",
+                    },
+                )
+            )
         connection.send(f":{login}.tmi.twitch.tv 353 {login} = #{name} :{login}")
         connection.send(f":{login}.tmi.twitch.tv 366 {login} #{name} :End of /NAMES list")
 
@@ -243,12 +278,24 @@ class Commands:
         if self.sim.record:
             stats.said.append((name, text))
         message_id = self.sim._traffic.new_id()
-        tags = {"badge-info": "", "badges": "moderator/1" if moderator else "", "color": "",
-                "display-name": account.login, "emotes": "", "first-msg": "0", "flags": "",
-                "id": message_id, "mod": "1" if moderator else "0", "returning-chatter": "0",
-                "room-id": channel.room_id, "subscriber": "0",
-                "tmi-sent-ts": str(int(time.time() * 1000)), "turbo": "0",
-                "user-id": _user_id(account.login), "user-type": ""}  # fmt: skip
+        tags = {
+            "badge-info": "",
+            "badges": "moderator/1" if moderator else "",
+            "color": "",
+            "display-name": account.login,
+            "emotes": "",
+            "first-msg": "0",
+            "flags": "",
+            "id": message_id,
+            "mod": "1" if moderator else "0",
+            "returning-chatter": "0",
+            "room-id": channel.room_id,
+            "subscriber": "0",
+            "tmi-sent-ts": str(int(time.time() * 1000)),
+            "turbo": "0",
+            "user-id": _user_id(account.login),
+            "user-type": "",
+        }
         parent = message.tags.get("reply-parent-msg-id")
         if parent:
             tags["reply-parent-msg-id"] = parent
@@ -262,9 +309,17 @@ class Commands:
         for member in channel.members.values():
             if member is not connection:
                 member.write(data if member.full else member.shape(data, "PRIVMSG"))
-        connection.send(self._tagged(connection, "USERSTATE", [f"#{name}"], {
-            "display-name": account.login, "mod": "1" if moderator else "0",
-        }))  # fmt: skip
+        connection.send(
+            self._tagged(
+                connection,
+                "USERSTATE",
+                [f"#{name}"],
+                {
+                    "display-name": account.login,
+                    "mod": "1" if moderator else "0",
+                },
+            )
+        )
 
     def _may_send(
         self,

@@ -131,10 +131,14 @@ class _Routes:
 
     async def connections(self, _: Request) -> Any:
         return [
-            {**asdict(c), "channels": sorted(c.channels), "capabilities": sorted(c.capabilities),
-             "sent": list(c.sent)}
+            {
+                **asdict(c),
+                "channels": sorted(c.channels),
+                "capabilities": sorted(c.capabilities),
+                "sent": list(c.sent),
+            }
             for c in self.sim.connections()
-        ]  # fmt: skip
+        ]
 
     async def account(self, request: Request) -> Any:
         return asdict(self.sim.account(normalise_login(request.path_params["login"])))
@@ -142,8 +146,10 @@ class _Routes:
     async def deliveries(self, request: Request) -> Any:
         name = normalise_login(request.path_params["name"])
         self.sim.joined(name)  # KeyError: 404
-        return [{"message_id": d.message_id, "connections": list(d.connections)}
-                for d in self.sim.deliveries(name)]  # fmt: skip
+        return [
+            {"message_id": d.message_id, "connections": list(d.connections)}
+            for d in self.sim.deliveries(name)
+        ]
 
     async def add_account(self, request: Request) -> Any:
         data = await _body(request)
@@ -200,8 +206,10 @@ class _Routes:
             channel = normalise_login(_field(data, "channel", str))
             self.sim.joined(channel)  # KeyError: 404
         lines = self.sim.generate(count, channel)
-        return [{"channel": line.channel, "message_id": line.message_id, "command": line.command}
-                for line in lines]  # fmt: skip
+        return [
+            {"channel": line.channel, "message_id": line.message_id, "command": line.command}
+            for line in lines
+        ]
 
     async def reconnect(self, request: Request) -> Any:
         data = await _body(request)

@@ -334,10 +334,16 @@ class ChatSimulator:
     def connections(self) -> list[ConnectionInfo]:
         """Every connection ever made, open or closed, oldest first."""
         return [
-            ConnectionInfo(c.id, c.login, frozenset(c.channels), frozenset(c.capabilities),
-                           tuple(c.sent), not c.closed)
+            ConnectionInfo(
+                c.id,
+                c.login,
+                frozenset(c.channels),
+                frozenset(c.capabilities),
+                tuple(c.sent),
+                not c.closed,
+            )
             for c in self._all_connections.values()
-        ]  # fmt: skip
+        ]
 
     def buffered_bytes(self) -> int:
         """Bytes written to connections that their sockets have not taken yet."""

@@ -18,9 +18,29 @@ from dataclasses import dataclass
 __all__ = ["GeneratedLine", "Traffic"]
 
 _WORDS = [
-    "Kappa", "PogChamp", "LUL", "hello", "gg", "nice", "what", "is", "this", "stream", "clip",
-    "it", "wow", "héllo", "добрый", "こんにちは", "🎉", "lets", "go", "monkaS", "👋", "sí",
-]  # fmt: skip
+    "Kappa",
+    "PogChamp",
+    "LUL",
+    "hello",
+    "gg",
+    "nice",
+    "what",
+    "is",
+    "this",
+    "stream",
+    "clip",
+    "it",
+    "wow",
+    "héllo",
+    "добрый",
+    "こんにちは",
+    "🎉",
+    "lets",
+    "go",
+    "monkaS",
+    "👋",
+    "sí",
+]
 _EMOTES = {"Kappa": "25", "PogChamp": "305954156", "LUL": "425618", "monkaS": "emotesv2_3d5f"}
 _TEMPLATES = 4096
 
@@ -160,8 +180,12 @@ class Traffic:
             "first-msg": "1" if rng.random() < 0.05 else "0",
             "flags": "",
         }
-        middle = {"mod": "1" if rng.random() < 0.05 else "0", "returning-chatter": "0",
-                  "room-id": "{room}", "subscriber": "1" if subscriber else "0"}  # fmt: skip
+        middle = {
+            "mod": "1" if rng.random() < 0.05 else "0",
+            "returning-chatter": "0",
+            "room-id": "{room}",
+            "subscriber": "1" if subscriber else "0",
+        }
         kind = rng.random()
         if kind < 0.04:
             bits = rng.choice([1, 100, 500])
@@ -169,11 +193,15 @@ class Traffic:
             head["emotes"] = ""
             text = f"Cheer{bits} {text}"
         elif kind < 0.12:
-            middle.update({
-                "reply-parent-display-name": "Someone", "reply-parent-msg-body": "hi\\sthere",
-                "reply-parent-msg-id": f"{rng.getrandbits(64):016x}",
-                "reply-parent-user-id": "123", "reply-parent-user-login": "someone",
-            })  # fmt: skip
+            middle.update(
+                {
+                    "reply-parent-display-name": "Someone",
+                    "reply-parent-msg-body": "hi\\sthere",
+                    "reply-parent-msg-id": f"{rng.getrandbits(64):016x}",
+                    "reply-parent-user-id": "123",
+                    "reply-parent-user-login": "someone",
+                }
+            )
         elif kind < 0.15:
             middle.update(
                 {
@@ -200,25 +228,50 @@ class Traffic:
         login, display, user_id = self._user()
         kind = rng.choice(["sub", "resub", "subgift", "submysterygift", "raid", "announcement"])
         params = {
-            "sub": {"msg-param-cumulative-months": "1", "msg-param-sub-plan": "1000",
-                    "msg-param-sub-plan-name": "Channel\\sSubscription"},
-            "resub": {"msg-param-cumulative-months": str(rng.randrange(2, 80)),
-                      "msg-param-streak-months": "3", "msg-param-sub-plan": "Prime",
-                      "msg-param-sub-plan-name": "Prime"},
-            "subgift": {"msg-param-months": "1", "msg-param-recipient-user-name": "lucky",
-                        "msg-param-recipient-display-name": "Lucky",
-                        "msg-param-recipient-id": "5", "msg-param-sub-plan": "1000",
-                        "msg-param-gift-months": "1"},
+            "sub": {
+                "msg-param-cumulative-months": "1",
+                "msg-param-sub-plan": "1000",
+                "msg-param-sub-plan-name": "Channel\\sSubscription",
+            },
+            "resub": {
+                "msg-param-cumulative-months": str(rng.randrange(2, 80)),
+                "msg-param-streak-months": "3",
+                "msg-param-sub-plan": "Prime",
+                "msg-param-sub-plan-name": "Prime",
+            },
+            "subgift": {
+                "msg-param-months": "1",
+                "msg-param-recipient-user-name": "lucky",
+                "msg-param-recipient-display-name": "Lucky",
+                "msg-param-recipient-id": "5",
+                "msg-param-sub-plan": "1000",
+                "msg-param-gift-months": "1",
+            },
             "submysterygift": {"msg-param-mass-gift-count": "5", "msg-param-sub-plan": "1000"},
-            "raid": {"msg-param-login": login, "msg-param-displayName": display,
-                     "msg-param-viewerCount": str(rng.randrange(1, 5000))},
+            "raid": {
+                "msg-param-login": login,
+                "msg-param-displayName": display,
+                "msg-param-viewerCount": str(rng.randrange(1, 5000)),
+            },
             "announcement": {"msg-param-color": "PRIMARY"},
-        }[kind]  # fmt: skip
-        head = {"badge-info": "subscriber/14", "badges": "subscriber/12", "color": "#1E90FF",
-                "display-name": display, "emotes": "", "flags": ""}  # fmt: skip
-        middle = {"login": login, "mod": "0", "msg-id": kind, **params, "room-id": "{room}",
-                  "subscriber": "1",
-                  "system-msg": f"{display}\\shas\\ssubscribed\\sfor\\s14\\smonths!"}  # fmt: skip
+        }[kind]
+        head = {
+            "badge-info": "subscriber/14",
+            "badges": "subscriber/12",
+            "color": "#1E90FF",
+            "display-name": display,
+            "emotes": "",
+            "flags": "",
+        }
+        middle = {
+            "login": login,
+            "mod": "0",
+            "msg-id": kind,
+            **params,
+            "room-id": "{room}",
+            "subscriber": "1",
+            "system-msg": f"{display}\\shas\\ssubscribed\\sfor\\s14\\smonths!",
+        }
         suffix = " :Great stream, keep it up! 🎉" if kind in ("resub", "announcement") else ""
         tail = f";user-id={user_id};user-type= :tmi.twitch.tv USERNOTICE #{{channel}}{suffix}\r\n"
         return _Template(
@@ -248,9 +301,16 @@ class Traffic:
 
     def _roomstate(self) -> _Template:
         mode = self._rng.choice(
-            ["emote-only=1", "emote-only=0", "slow=30", "slow=0", "followers-only=10",
-             "followers-only=-1", "subs-only=1"]
-        )  # fmt: skip
+            [
+                "emote-only=1",
+                "emote-only=0",
+                "slow=30",
+                "slow=0",
+                "followers-only=10",
+                "followers-only=-1",
+                "subs-only=1",
+            ]
+        )
         tail = " :tmi.twitch.tv ROOMSTATE #{channel}\r\n"
         return _Template(
             f"{mode};room-id={{room}};".encode(), b"", tail.encode(), False, "ROOMSTATE"

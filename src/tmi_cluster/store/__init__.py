@@ -220,8 +220,12 @@ class Store:
         config.set_main_option("script_location", str(_MIGRATIONS))
         script = ScriptDirectory.from_config(config)
         try:
-            with _sqlite_lock(self.engine.url.database if self.engine.dialect.name == "sqlite"
-                              else None), self.engine.begin() as conn:  # fmt: skip
+            with (
+                _sqlite_lock(
+                    self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+                ),
+                self.engine.begin() as conn,
+            ):
                 if conn.dialect.name == "postgresql":
                     conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
@@ -260,8 +264,13 @@ class Store:
         """Mark channels wanted and acknowledged now, creating those not yet known; a failed
         or given-up channel is tried again at once."""
         at = now or utcnow()
-        values = {"wanted": True, "acknowledged_at": at, "failures": 0, "retry_at": None,
-                  "given_up": False}  # fmt: skip
+        values = {
+            "wanted": True,
+            "acknowledged_at": at,
+            "failures": 0,
+            "retry_at": None,
+            "given_up": False,
+        }
         self._upsert(channels, values, at)
 
     def unwant(self, channels: Iterable[str]) -> None:
@@ -351,8 +360,14 @@ class Store:
     def failures(self) -> dict[str, Failure]:
         """The failed joins of the wanted channels (failures in a row, not yet joined again)."""
         record = ChannelRecord
-        columns = (record.login, record.last_join_outcome, record.failures, record.retry_at,
-                   record.given_up, record.last_join_at)  # fmt: skip
+        columns = (
+            record.login,
+            record.last_join_outcome,
+            record.failures,
+            record.retry_at,
+            record.given_up,
+            record.last_join_at,
+        )
         query = select(*columns).where(ChannelRecord.wanted.is_(True), ChannelRecord.failures > 0)
         with self._read() as conn:
             return {
@@ -395,8 +410,9 @@ class Store:
     def authorized_among(self, channels: Iterable[str]) -> set[str]:
         """Those of ``channels`` authorized and not revoked (their logins only: the manager's
         ``authorized()``)."""
-        return self._logins_where(channels, ChannelRecord.authorized.is_(True),
-                                  ChannelRecord.revoked.is_(False))  # fmt: skip
+        return self._logins_where(
+            channels, ChannelRecord.authorized.is_(True), ChannelRecord.revoked.is_(False)
+        )
 
     def stale_among(self, channels: Iterable[str], horizon: datetime) -> set[str]:
         """Those of ``channels`` last acknowledged before ``horizon`` (never: not stale)."""
@@ -429,8 +445,9 @@ class Store:
         not revoked too), sorted."""
         query = select(ChannelRecord.login).where(ChannelRecord.wanted.is_(True))
         if authorized_only:
-            query = query.where(ChannelRecord.authorized.is_(True),
-                                ChannelRecord.revoked.is_(False))  # fmt: skip
+            query = query.where(
+                ChannelRecord.authorized.is_(True), ChannelRecord.revoked.is_(False)
+            )
         with self._read() as conn:
             return sorted(conn.scalars(query))
 
@@ -454,9 +471,11 @@ class Store:
                 (unauthorized if not authorized or revoked else stale).append(login)
             for logins, rule in ((stale, stale_rule), (unauthorized, unauthorized_rule)):
                 for chunk in self._batches(logins):
-                    conn.execute(update(record)
-                                 .where(self._login_in(chunk), record.wanted.is_(True), rule)
-                                 .values(wanted=False, updated_at=utcnow()))  # fmt: skip
+                    conn.execute(
+                        update(record)
+                        .where(self._login_in(chunk), record.wanted.is_(True), rule)
+                        .values(wanted=False, updated_at=utcnow())
+                    )
         return int(count or 0), set(stale), set(unauthorized)
 
     def want_reconnect(self, *, horizon: datetime | None = None) -> list[str]:
@@ -466,18 +485,27 @@ class Store:
         (so that the stale cleanup parts it in its time); any other acknowledgement is left as
         it was."""
         record = ChannelRecord
-        where: list[ColumnElement[bool]] = [record.reconnect.is_(True), record.authorized.is_(True),
-                 record.revoked.is_(False), record.wanted.is_(False)]  # fmt: skip
+        where: list[ColumnElement[bool]] = [
+            record.reconnect.is_(True),
+            record.authorized.is_(True),
+            record.revoked.is_(False),
+            record.wanted.is_(False),
+        ]
         if horizon is not None:
             where.append(or_(record.acknowledged_at.is_(None), record.acknowledged_at >= horizon))
         with self._write() as conn:
             logins = sorted(conn.scalars(select(record.login).where(*where)))
             for chunk in self._batches(logins):
                 at = utcnow()
-                conn.execute(update(record).where(self._login_in(chunk))
-                             .values(wanted=True, updated_at=at,
-                                     acknowledged_at=func.coalesce(record.acknowledged_at,
-                                                                   at)))  # fmt: skip
+                conn.execute(
+                    update(record)
+                    .where(self._login_in(chunk))
+                    .values(
+                        wanted=True,
+                        updated_at=at,
+                        acknowledged_at=func.coalesce(record.acknowledged_at, at),
+                    )
+                )
         return logins
 
     def remember_refused(self, channels: Iterable[str], reason: str) -> None:

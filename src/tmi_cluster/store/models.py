@@ -101,8 +101,9 @@ class ChannelRecord(Base):
 
     __tablename__ = "tmi_cluster_channels"
     #: The stale cleanup's query: the wanted channels by their last acknowledgement.
-    __table_args__ = (Index("ix_tmi_cluster_channels_wanted_acknowledged", "wanted",
-                            "acknowledged_at"),)  # fmt: skip
+    __table_args__ = (
+        Index("ix_tmi_cluster_channels_wanted_acknowledged", "wanted", "acknowledged_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     login: Mapped[str] = mapped_column(String(MAX_LOGIN_LENGTH), unique=True)
