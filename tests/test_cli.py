@@ -540,6 +540,7 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
     assert process.returncode == 0, err
     assert out.read_text().rstrip().endswith("demo stopped; nothing left behind")
     assert "built-in simulator" in out.read_text()
+    assert "try in another terminal:" in out.read_text()  # off a terminal too
     assert not folder.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.out", "tmi-cluster.toml"]
 
@@ -653,3 +654,30 @@ def test_tail_says_when_a_time_is_the_reception_not_twitchs() -> None:
     assert "(received)" not in click.unstyle(_event_line(stamped))
     unstamped = JoinEvent(channel="c", user="u")
     assert "(received)" in click.unstyle(_event_line(unstamped))
+
+
+def test_a_demo_stopped_while_it_joins_or_by_its_terminal_closing_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """1,000 channels still joining when the terminal closes (SIGHUP): it stops within
+    seconds all the same (a read that swallowed its cancellation once kept it up)."""
+    out = tmp_path / "demo.out"
+    with out.open("w") as sink:
+        process = subprocess.Popen(
+            [SCRIPT, "demo", "--channels", "1000"],
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        deadline = time.monotonic() + 60
+        while "of 1000 simulated channels joined" not in out.read_text():
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        folder = Path(out.read_text().split("folder: ", 1)[1].split()[0])
+        process.send_signal(signal.SIGHUP)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert not folder.exists()

@@ -1008,7 +1008,7 @@ def demo(count: int) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal too
             loop.add_signal_handler(signum, stop.set)
         await Demo(channels=count).run(stop, on_ready=click.echo)
 

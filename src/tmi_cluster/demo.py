@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+import psutil
+
 from tmi_cluster.bus import (
     AsyncRedis,
     Beat,
@@ -42,6 +44,11 @@ if TYPE_CHECKING:
     from tmi_cluster.supervisor import Supervisor
 
 __all__ = ["DEMO_CHANNELS", "Demo", "demo_toml"]
+
+#: The demo's folders, in the system's temporary folder.
+_PREFIX = "tmi-cluster-demo-"
+#: The file naming the process that owns a demo folder.
+_OWNER = "demo.pid"
 
 #: Simulated channels the demo joins unless told otherwise.
 DEMO_CHANNELS = 300
@@ -68,7 +75,9 @@ class Demo:
     def __init__(self, *, channels: int = DEMO_CHANNELS, out: TextIO = sys.stdout) -> None:
         self.channels = [f"demo{n:04}" for n in range(1, channels + 1)]
         self.out = out
-        self.folder = Path(tempfile.mkdtemp(prefix="tmi-cluster-demo-"))
+        _remove_stale_folders()
+        self.folder = Path(tempfile.mkdtemp(prefix=_PREFIX))
+        (self.folder / _OWNER).write_text(str(os.getpid()), encoding="utf-8")
         self.config = self.folder / "tmi-cluster.toml"
         self.lines: deque[str] = deque(maxlen=_LINES)
 
@@ -89,7 +98,7 @@ class Demo:
             )
             async with supervisor:
                 if on_ready is not None:
-                    on_ready(f"{supervisor.describe()}\nfolder: {self.folder}")
+                    on_ready(f"{supervisor.describe()}\nfolder: {self.folder}\n{self.hints()}")
                 with Store.from_settings(settings) as store:
                     await asyncio.to_thread(store.want, self.channels)
                 client = connect_async(settings, url=supervisor.redis_url, name="demo")
@@ -121,14 +130,22 @@ class Demo:
                 )
                 await cancel_and_wait(waiting)
         finally:
-            await cancel_and_wait(reading, stopped, what="the demo's readers")
-            await reader.aclose()
+            await reader.aclose()  # its loop ends at its next turn, cancelled or not
+            await cancel_and_wait(reading, stopped, what="the demo's readers", timeout_s=5.0)
 
     async def _read(self, reader: EventReader) -> None:
         async for event in reader:
             if isinstance(event, MessageEvent):
                 who = event.display_name or event.user
                 self.lines.append(f"#{event.channel} <{who}> {event.text}"[:100])
+
+    def hints(self) -> str:
+        """What to try in another terminal (from any folder)."""
+        command = f"tmi-cluster --config {self.config}"
+        return (
+            "try in another terminal:\n"
+            f"  {command} list\n  {command} tail\n  {command} send demo0001 hello"
+        )
 
     def _draw(self, workers: dict[str, Beat[ProcessStatus]], terminal: bool) -> None:
         joined = sum(beat.status.channels for beat in workers.values())
@@ -152,9 +169,20 @@ class Demo:
             "last chat lines:",
             *(f"  {line}" for line in self.lines),
             "",
-            "try in another terminal (same folder): tmi-cluster --config "
-            f"{self.config} list | tail | send demo0001 hello",
+            self.hints(),
             f"Ctrl-C stops everything and deletes {self.folder} ({time.strftime('%H:%M:%S')})",
         ]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(screen) + "\n")
         self.out.flush()
+
+
+def _remove_stale_folders() -> None:
+    """Delete the folders of demos whose process is gone (killed, or its terminal closed
+    before it could clean up)."""
+    for folder in Path(tempfile.gettempdir()).glob(_PREFIX + "*"):
+        try:
+            owner = int((folder / _OWNER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours to judge (no owner file: another version, or being made)
+        if not psutil.pid_exists(owner):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -286,14 +286,18 @@ class EventReader:
         return self
 
     async def __anext__(self) -> Event:
+        task = asyncio.current_task()
         while not self._buffer:
             if self._closed:
                 raise StopAsyncIteration
+            if task is not None and task.cancelling():
+                # redis-py may finish a blocking read it was told to cancel (the cancellation
+                # swallowed, redis/redis-py#2028): the reader's own loop must not go on
+                raise asyncio.CancelledError
             try:
                 await self._fetch()
                 self.outage.ended()
             except RedisUnavailableError as error:
-                task = asyncio.current_task()
                 if self._closed or (task is not None and task.cancelling()):
                     raise asyncio.CancelledError from error  # a cancelled read, not an outage
                 self.outage.began(error, "an event stream reader")
