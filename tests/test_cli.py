@@ -551,6 +551,8 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
         ("sqlite:////proc/x.db", "database.url: cannot use the SQLite file /proc/x.db"),
         ("sqlite:////etc/passwd/x.db", "database.url: /etc/passwd is not a folder"),
         ("sqlite:///{tmp}/typo/x.db", "database.url: the folder {tmp}/typo of the SQLite file"),
+        ("sqlite:////dev/null", "database.url: /dev/null is not a regular file"),
+        ("sqlite:///{tmp}", "database.url: {tmp} is a folder, not a SQLite database file"),
     ],
 )
 def test_an_unusable_database_path_is_a_configuration_error(
@@ -562,6 +564,8 @@ def test_an_unusable_database_path_is_a_configuration_error(
     assert result.stderr.startswith("error: " + said.format(tmp=tmp_path)), result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "typo").exists()  # a typo creates no folder and no database
+    assert not Path("/dev/null.migrate.lock").exists()
+    assert not Path(f"{tmp_path}.migrate.lock").exists()
 
 
 @pytest.mark.parametrize("folder", ["/etc/passwd/x", "{tmp}/no/such"])
@@ -579,6 +583,7 @@ def test_an_unusable_embedded_redis_folder_is_a_configuration_error(
     assert f"error: redis.embedded_dir: cannot use {where} for the private Redis server" in (
         result.stderr
     )
+    assert not (tmp_path / "tmi-cluster.db").exists()  # refused before anything was made
     assert "Traceback" not in result.stderr
 
 

@@ -37,7 +37,13 @@ import psutil
 
 from tmi_cluster.errors import ConfigError, EmbeddedRedisError
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisState", "find_embedded", "redis_server_executable"]
+__all__ = [
+    "EmbeddedRedis",
+    "EmbeddedRedisState",
+    "check_folder",
+    "find_embedded",
+    "redis_server_executable",
+]
 
 STATE_FILE = "redis.json"
 _PR_SET_PDEATHSIG = 1
@@ -152,6 +158,7 @@ class EmbeddedRedis:
         if self._process is not None:
             return self
         executable = redis_server_executable(self._executable)
+        check_folder(self.folder)
         try:  # its own folder only: a missing parent is most likely a typo
             self.folder.mkdir(exist_ok=True)
         except OSError as exc:
@@ -309,6 +316,22 @@ class EmbeddedRedis:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(asdict(state), handle)
         tmp.replace(path)
+
+
+def check_folder(folder: str | os.PathLike[str]) -> None:
+    """ConfigError naming ``redis.embedded_dir`` unless ``folder`` can hold the private Redis
+    server: a folder, or one that can be made in a folder that exists (checked before anything
+    else is made)."""
+    path = Path(folder)
+    problem = None
+    if path.exists() and not path.is_dir():
+        problem = "it is not a folder"
+    elif not path.exists() and not path.parent.is_dir():
+        problem = f"its folder {path.parent} does not exist (a typo?)"
+    if problem is not None:
+        raise ConfigError(
+            f"redis.embedded_dir: cannot use {path} for the private Redis server: {problem}"
+        )
 
 
 def _ping(port: int, password: str) -> bool:

@@ -83,7 +83,7 @@ from tmi_cluster.channels import (
 )
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.coordinator import Coordinator
-from tmi_cluster.embedded import EmbeddedRedis
+from tmi_cluster.embedded import EmbeddedRedis, check_folder
 from tmi_cluster.errors import (
     ConfigError,
     EmbeddedRedisError,
@@ -271,6 +271,8 @@ class Supervisor:
         if self._store is not None or self._closing is not None:
             raise RuntimeError("a Supervisor starts once")
         settings = self.settings
+        if settings.embedded_redis:  # checked before the database is made or migrated
+            check_folder(settings.redis.embedded_dir)
         store = self._store = Store.from_settings(settings)
         applied = await asyncio.to_thread(store.migrate)
         if applied:

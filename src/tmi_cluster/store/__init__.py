@@ -158,6 +158,9 @@ def _check_sqlite_folder(database: Path) -> None:
         )
     if not folder.is_dir():
         raise ConfigError(f"database.url: {folder} is not a folder (in the path of {database})")
+    if database.exists() and not database.is_file():
+        what = "a folder" if database.is_dir() else "not a regular file"
+        raise ConfigError(f"database.url: {database} is {what}, not a SQLite database file")
 
 
 class Store:
