@@ -659,6 +659,8 @@ def test_tail_says_when_a_time_is_the_reception_not_twitchs() -> None:
     assert "(received)" not in click.unstyle(_event_line(stamped))
     unstamped = JoinEvent(channel="c", user="u")
     assert "(received)" in click.unstyle(_event_line(unstamped))
+    earlier = click.unstyle(_event_line(unstamped, "1700000000123-0"))  # its stream entry's time
+    assert time.strftime("%H:%M:%S", time.localtime(1700000000.123)) + " (received)" in earlier
 
 
 def test_a_demo_stopped_while_it_joins_or_by_its_terminal_closing_leaves_nothing(

@@ -66,7 +66,12 @@ class _Seconds(click.FloatRange):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
-        seconds = float(super().convert(value, param, ctx))
+        try:
+            seconds = float(super().convert(value, param, ctx))
+        except click.BadParameter:
+            if isinstance(value, str) and _is_number(value):
+                raise  # out of the range: click says which
+            self.fail(f"expected a number of seconds, got {value!r}", param, ctx)
         if not math.isfinite(seconds):
             self.fail(f"expected a number of seconds, got {value!r}", param, ctx)
         return seconds
@@ -322,7 +327,8 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> Non
     )
     if simulated:
         click.echo(
-            f"\nsimulated chat, not Twitch: {', '.join(simulated)} read the built-in "
+            f"\nsimulated chat, not Twitch: {', '.join(simulated)} "
+            f"{'reads' if len(simulated) == 1 else 'read'} the built-in "
             "simulator (tmi.connection.simulate)"
         )
     left_out = len(supervisors) + len(processes) - len(supervisor_table) - len(process_table)
@@ -717,7 +723,7 @@ def tail(
                             {"stream_id": reader.last_id, **json.loads(to_json(event))}
                         )
                     else:
-                        line = _event_line(event)
+                        line = _event_line(event, reader.last_id)
                     click.echo(line)
                     shown += 1
                     if limit is not None and shown >= limit:
@@ -750,13 +756,19 @@ def _generic_companion(event: Any) -> bool:
     return kind is UserNoticeEvent or (kind is MessageEvent and bool(getattr(event, "bits", 0)))
 
 
-def _event_line(event: Any) -> str:
+def _event_line(event: Any, stream_id: str = "") -> str:
     """One event as a readable, coloured line: when Twitch sent it, or (marked) when it was
-    received, for the events Twitch does not stamp."""
+    received (its stream entry's time), for the events Twitch does not stamp."""
     import time
 
     sent_ms = event.tags.get("tmi-sent-ts", "")  # when Twitch sent it, if it says
-    at = int(sent_ms) / 1000 if sent_ms.isdigit() else time.time()
+    entry_ms = stream_id.partition("-")[0]
+    if sent_ms.isdigit():
+        at = int(sent_ms) / 1000
+    elif entry_ms.isdigit():
+        at = int(entry_ms) / 1000
+    else:
+        at = time.time()
     stamp = time.strftime("%H:%M:%S", time.localtime(at))
     if not sent_ms.isdigit():
         stamp += " (received)"
@@ -842,6 +854,14 @@ class _Port(click.IntRange):
             return int(super().convert(value, param, ctx))
         except click.BadParameter:
             self.fail(f"expected a port from 0 to 65535 (0: any free), got {value!r}", param, ctx)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _Rate(click.FloatRange):

@@ -166,6 +166,10 @@ class ChannelJoin(msgspec.Struct, frozen=True, kw_only=True):
         """Whether a worker holds the channel."""
         return self.status in (JoinStatus.JOINED, JoinStatus.ALREADY)
 
+    def __bool__(self) -> bool:
+        """:attr:`ok`, as a :class:`SendResult` is true when written."""
+        return self.ok
+
     def __str__(self) -> str:
         return self.detail or self.status.value
 

@@ -482,12 +482,16 @@ class Supervisor:
         """One line: the id, state, Redis and database (passwords masked)."""
         where = mask_url(self.redis_url or "")
         redis_shown = "embedded " + where if self.settings.embedded_redis else where
-        chat = ""
+        identity = self.settings.tmi.identity.username
         if self.simulator is not None:
             chat = (
                 f"; chat: the built-in simulator at {self.simulator.host}:{self.simulator.port}, "
-                f"sending as {self.settings.tmi.identity.username or SIMULATED_BOT}"
+                f"sending as {identity or SIMULATED_BOT}"
             )
+        elif self._chat() == "twitch":
+            chat = f"; chat: Twitch, {'as ' + identity if identity else 'read anonymously'}"
+        else:
+            chat = f"; chat: the server at {self._chat()}"
         return (
             f"supervisor {self.id} {self.state.value} (Redis: {redis_shown}; "
             f"database: {mask_url(self.settings.database.url)}{chat})"
