@@ -126,7 +126,10 @@ def test_supervisor_killed_with_sigkill_is_listed_dead(
         if row[3] == "dead" or time.monotonic() > deadline:
             break
     assert row[3] == "dead", listed.stdout
-    assert row[-3:-1] == ["s", "ago"]  # the record's own last sign of life
+    assert row[-3:-1] == ["s", "ago"]  # its last sign of life
+    shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)["supervisors"][0]
+    # its last beat as Redis remembers it, not the record's start (written once, at start)
+    assert shown["last_heartbeat"] > shown["started"]
     assert listed.stderr == ""
     with Store(env["TMI_CLUSTER_DATABASE__URL"]) as store:
         [still] = store.supervisors()

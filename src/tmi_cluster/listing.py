@@ -15,14 +15,14 @@ server), so every such record is dead.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
 
 from tmi_cluster.bus import Beat, Keys, ProcessStatus, SupervisorStatus, connect, read_sync
-from tmi_cluster.bus.heartbeat import of_live_supervisors
+from tmi_cluster.bus.heartbeat import last_beats_sync, of_live_supervisors
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 from tmi_cluster.store import RunState
@@ -58,6 +58,9 @@ class Liveness:
     warning: str | None = None
     #: Why Redis could not be asked (the warning without what it means for ``list``).
     error: str | None = None
+    #: When the dead ones beat last (the registry remembers it for an hour), by id.
+    supervisors_last: Mapping[str, datetime] = field(default_factory=dict)
+    processes_last: Mapping[str, datetime] = field(default_factory=dict)
 
 
 def check_liveness(
@@ -85,6 +88,10 @@ def check_liveness(
             client, keys, "supervisor", supervisor_ids
         )
         live_processes: dict[str, ProcessBeat] = read_sync(client, keys, "process", process_ids)
+        dead_supervisors = [i for i in supervisor_ids if i not in live_supervisors]
+        dead_processes = [i for i in process_ids if i not in live_processes]
+        supervisors_last = last_beats_sync(client, keys, "supervisor", dead_supervisors)
+        processes_last = last_beats_sync(client, keys, "process", dead_processes)
     except RedisUnavailableError as error:
         return Liveness(
             None,
@@ -94,7 +101,12 @@ def check_liveness(
         )
     finally:
         client.close()
-    return Liveness(live_supervisors, of_live_supervisors(live_processes, live_supervisors))
+    return Liveness(
+        live_supervisors,
+        of_live_supervisors(live_processes, live_supervisors),
+        supervisors_last={i: datetime.fromtimestamp(t, UTC) for i, t in supervisors_last.items()},
+        processes_last={i: datetime.fromtimestamp(t, UTC) for i, t in processes_last.items()},
+    )
 
 
 def shown_state(recorded: str, live: bool | None) -> str:
@@ -113,6 +125,25 @@ def _beat(record_id: str, live: Mapping[str, B] | None) -> B | None:
 
 def _is_live(record_id: str, live: Mapping[str, object] | None) -> bool | None:
     return None if live is None else record_id in live
+
+
+def _supervisor_heard(
+    s: SupervisorRecord, beat: SupervisorBeat | None, liveness: Liveness
+) -> datetime:
+    """When a supervisor was last heard of: its beat, or the last one Redis remembers, or its
+    record's last write."""
+    return _heard_at(beat, _last(s.id, s.last_seen_at, liveness.supervisors_last))
+
+
+def _process_heard(p: ProcessRecord, beat: ProcessBeat | None, liveness: Liveness) -> datetime:
+    """:func:`_supervisor_heard` for a worker process."""
+    return _heard_at(beat, _last(p.id, p.last_seen_at, liveness.processes_last))
+
+
+def _last(owner_id: str, recorded: datetime, beats: Mapping[str, datetime]) -> datetime:
+    """The later of a record's own last sign of life and the last beat Redis remembers."""
+    beat = beats.get(owner_id)
+    return max(recorded, beat) if beat is not None else recorded
 
 
 def _heard_at(beat: SupervisorBeat | ProcessBeat | None, recorded: datetime) -> datetime:
@@ -186,8 +217,12 @@ def supervisor_rows(
                 s.hostname,
                 str(s.pid),
                 _state(s.state, status, live),
-                _age(_ended_at(s, status, live) or at, s.started_at),
-                _ago(at, _heard_at(status, s.last_seen_at), live),
+                _age(_ended_at(s, status, live, liveness) or at, s.started_at),
+                _ago(
+                    at,
+                    _supervisor_heard(s, status, liveness),
+                    live,
+                ),
                 str(_process_count(s, processes, liveness)),
             ]
         )
@@ -214,13 +249,13 @@ def _process_view(
 
 
 def _ended_at(
-    s: SupervisorRecord, status: SupervisorBeat | None, live: bool | None
+    s: SupervisorRecord, status: SupervisorBeat | None, live: bool | None, liveness: Liveness
 ) -> datetime | None:
     """When a supervisor stopped, or (dead) was last heard of; None while it runs."""
     if s.stopped_at is not None:
         return s.stopped_at
     if live is False:
-        return _heard_at(status, s.last_seen_at)
+        return _supervisor_heard(s, status, liveness)
     return None
 
 
@@ -243,7 +278,11 @@ def process_rows(
                 p.supervisor_id,
                 str(p.pid or ""),
                 _state(p.state, status, live),
-                _ago(at, _heard_at(status, p.last_seen_at), live),
+                _ago(
+                    at,
+                    _process_heard(p, status, liveness),
+                    live,
+                ),
                 str(figures.channels),
                 str(figures.connections),
                 _megabytes(figures.memory_bytes) if figures.memory_bytes else "",
@@ -269,7 +308,7 @@ def cluster_json(
                 "host": s.hostname,
                 "pid": s.pid,
                 "state": _state(s.state, beat, live),
-                "last_heartbeat": _heard_at(beat, s.last_seen_at).isoformat(),
+                "last_heartbeat": _supervisor_heard(s, beat, liveness).isoformat(),
                 "processes": _process_count(s, processes, liveness),
                 "started": s.started_at.isoformat(),
                 "problem": beat.status.problem if beat is not None else None,
@@ -293,7 +332,7 @@ def cluster_json(
                 "handler_errors": figures.handler_errors,
                 "events_published": figures.events_published,
                 "events_dropped": figures.events_dropped,
-                "last_heartbeat": _heard_at(status, p.last_seen_at).isoformat(),
+                "last_heartbeat": _process_heard(p, status, liveness).isoformat(),
                 "exit_code": p.exit_code,
                 "problem": status.status.problem if status is not None and live else None,
             }
@@ -355,7 +394,10 @@ def _superseded(
     """Whether a dead supervisor's host runs a live supervisor started after the dead one was
     last heard of: it was replaced (a pod restarted after a forced exit, which left its record
     saying running); history for the purge, not a reason to call the cluster unhealthy."""
-    last = _heard_at((liveness.supervisors or {}).get(dead.id), dead.last_seen_at)
+    last = _heard_at(
+        (liveness.supervisors or {}).get(dead.id),
+        _last(dead.id, dead.last_seen_at, liveness.supervisors_last),
+    )
     return any(s.hostname == dead.hostname and s.started_at >= last for s in live)
 
 

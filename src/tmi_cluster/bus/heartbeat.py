@@ -44,6 +44,7 @@ __all__ = [
     "ProcessStatus",
     "SupervisorStatus",
     "alive",
+    "last_beats_sync",
     "live",
     "live_sync",
     "mark_alive",
@@ -306,6 +307,19 @@ def live_sync(client: redis.Redis, keys: Keys, kind: Kind) -> dict[str, Beat[Any
     with translated(describe_client(client)):
         members: Any = client.zrange(keys.registry(kind), 0, -1)
     return read_sync(client, keys, kind, [m.decode() for m in members])
+
+
+def last_beats_sync(
+    client: redis.Redis, keys: Keys, kind: Kind, ids: Sequence[str]
+) -> dict[str, float]:
+    """When (Redis's clock, Unix seconds) each of ``ids`` beat last, as the registry remembers
+    it for an hour: the last sign of life of an owner that is dead now."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    with translated(describe_client(client)):
+        scores: Any = client.zmscore(keys.registry(kind), wanted)
+    return {i: float(ms) / 1000 for i, ms in zip(wanted, scores, strict=True) if ms is not None}
 
 
 def of_live_supervisors(
