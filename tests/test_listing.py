@@ -240,3 +240,20 @@ def test_a_supervisor_replaced_on_its_host_does_not_make_the_cluster_unhealthy()
     ok, reason = health([old, new, elsewhere], workers, liveness)
     assert not ok  # a dead supervisor that nobody replaced on its host still counts
     assert reason == "1 supervisor(s) without a heartbeat (dead): other"
+
+
+def test_a_supervisor_that_stopped_beating_is_unhealthy_before_its_key_expires() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    record = SupervisorRecord(
+        id="s1",
+        hostname="h",
+        pid=1,
+        state="running",
+        started_at=now - timedelta(minutes=5),
+        last_seen_at=now,
+    )
+    silent = Beat(SupervisorStatus(processes=0, target=2), age_s=12.0)  # killed 12 s ago
+    assert health([record], [], Liveness({"s1": silent}, {})) == (
+        False,
+        "supervisor s1 has not beaten for 12 s (killed or hung?)",
+    )

@@ -30,6 +30,7 @@ from tmi_cluster.store.models import ProcessRecord, SupervisorRecord
 
 __all__ = [
     "CLAIMS_ALIVE",
+    "SILENT_SUPERVISOR_S",
     "Liveness",
     "check_liveness",
     "cluster_json",
@@ -39,6 +40,9 @@ __all__ = [
     "supervisor_rows",
 ]
 
+#: Seconds after which a supervisor whose heartbeat key still lives but has stopped beating (it
+#: beats every 2 s by default) is unhealthy: killed or hung, its key not expired yet.
+SILENT_SUPERVISOR_S = 10.0
 #: Recorded states that claim a live owner, to be confirmed by its heartbeat.
 CLAIMS_ALIVE = frozenset({RunState.STARTING, RunState.RUNNING, RunState.STOPPING})
 
@@ -377,6 +381,16 @@ def _troubled(
     return f"worker process {process_id}{more}: {problem}"
 
 
+def _silent(live: Sequence[SupervisorRecord], liveness: Liveness) -> str | None:
+    """The first live supervisor whose key has not expired yet but that stopped beating
+    (killed, or hung), in words."""
+    for s in live:
+        beat = (liveness.supervisors or {}).get(s.id)
+        if beat is not None and beat.age_s > SILENT_SUPERVISOR_S:
+            return f"supervisor {s.id} has not beaten for {beat.age_s:.0f} s (killed or hung?)"
+    return None
+
+
 def _none_live(
     supervisors: Sequence[SupervisorRecord], hostname: str | None, at_least_one: bool
 ) -> tuple[bool, str]:
@@ -438,7 +452,12 @@ def health(
     if dead:
         names = ", ".join(s.id for s in dead)
         return False, f"{len(dead)} supervisor(s){where} without a heartbeat (dead): {names}"
-    wrong = _short(live, processes, liveness, minimum) or _troubled(live, processes, liveness)
+
+    wrong = (
+        _silent(live, liveness)
+        or _short(live, processes, liveness, minimum)
+        or _troubled(live, processes, liveness)
+    )
     if wrong:
         return False, wrong
     if not live:
