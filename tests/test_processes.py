@@ -406,7 +406,7 @@ def test_list_json_has_the_contract_keys(
     assert sum(p["channels"] for p in shown["processes"]) == 1
     assert supervisor["chat"] == "simulator"  # never fake chat unsaid
     table = tmi(tmp_path, "list", **env).stdout
-    assert "simulated chat, not Twitch: sup-a read the built-in simulator" in table
+    assert "simulated chat, not Twitch: sup-a reads the built-in simulator" in table
 
 
 def test_a_second_supervisor_with_a_live_id_is_refused(
