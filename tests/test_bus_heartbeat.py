@@ -20,7 +20,6 @@ from tmi_cluster.bus import (
     connect,
     connect_async,
     live,
-    live_sync,
     read_sync,
 )
 from tmi_cluster.bus.heartbeat import of_live_supervisors
@@ -99,9 +98,17 @@ def test_an_expired_key_is_dead_whatever_the_registry_says(
     deadline = time.monotonic() + 5
     while redis_client.exists(keys.supervisor_heartbeat("s2")) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+    async def listed() -> set[str]:
+        client = connect_async(settings)
+        try:
+            return set(await live(client, keys, "supervisor"))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(listed()) == {"s1"}
     client = connect(settings)
     try:
-        assert set(live_sync(client, keys, "supervisor")) == {"s1"}
         assert redis_client.zcard(keys.registry("supervisor")) == 2  # the index, not the truth
         assert set(read_sync(client, keys, "supervisor", ["s1", "s2", "s3"])) == {"s1"}
         assert read_sync(client, keys, "supervisor", []) == {}
@@ -171,6 +178,6 @@ def test_live_on_unreachable_redis(make_settings: Make) -> None:
     client = connect(settings)
     try:
         with pytest.raises(RedisUnavailableError, match=r"cannot reach Redis at 127\.0\.0\.1:1:"):
-            live_sync(client, Keys.from_settings(settings), "supervisor")
+            read_sync(client, Keys.from_settings(settings), "supervisor", ["s1"])
     finally:
         client.close()

@@ -47,7 +47,7 @@ def test_nothing_swallows_every_error_silently_on_a_shutdown_path() -> None:
 
 def test_only_the_bus_imports_redis() -> None:
     """Only ``tmi_cluster.bus`` talks to Redis: no other module imports redis-py (types come
-    from the bus as ``AsyncRedis`` and ``SyncRedis``)."""
+    from the bus as ``AsyncRedis``)."""
     offending = []
     for path in _modules():
         relative = path.relative_to(SOURCE).as_posix()

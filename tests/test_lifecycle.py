@@ -210,15 +210,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s: {what}")
-        time.sleep(0.05)
-    return result
-
-
 def _workers_of(supervisor: psutil.Process | None, harness: ProcessHarness) -> list[psutil.Process]:
     """The supervisor's worker processes (its children, or any tagged one once it is gone)."""
     found = []
@@ -233,7 +224,7 @@ def _workers_of(supervisor: psutil.Process | None, harness: ProcessHarness) -> l
 
 def _cycle(lane: Lane, client: redis.Redis, simulator_port: int | None, first: bool) -> None:
     heartbeat = Keys(lane.prefix, 2.0, 3.0).supervisor_heartbeat(lane.id)
-    _until(lambda: not client.exists(heartbeat), 10, "the last run's heartbeat to expire")
+    wait_for(lambda: not client.exists(heartbeat), 10, "the last run's heartbeat to expire")
     log = (lane.folder / f"{lane.id}.log").open("ab")
     supervisor = lane.harness.spawn(
         [SCRIPT, "run", "--id", lane.id],
@@ -244,7 +235,7 @@ def _cycle(lane: Lane, client: redis.Redis, simulator_port: int | None, first: b
     )
     log.close()
     try:
-        _until(lambda: len(_workers_of(None, lane.harness)) >= 2, 60, "two workers")
+        wait_for(lambda: len(_workers_of(None, lane.harness)) >= 2, 60, "two workers")
         if first:
             joined = subprocess.run(
                 [SCRIPT, "join", "--timeout", "60", *[f"chan{i:03}" for i in range(CHANNELS)]],
@@ -254,7 +245,7 @@ def _cycle(lane: Lane, client: redis.Redis, simulator_port: int | None, first: b
                 check=False,
             )
             assert joined.returncode in (0, 1), joined.stderr
-        _until(
+        wait_for(
             lambda: (
                 sum(json.loads(raw)["channels"] > 0 for raw in lane.heartbeats(client).values())
                 >= 2
@@ -265,13 +256,13 @@ def _cycle(lane: Lane, client: redis.Redis, simulator_port: int | None, first: b
         victim = lane.rng.choice(_workers_of(None, lane.harness))
         before = {w.pid for w in _workers_of(None, lane.harness)}
         victim.kill()
-        _until(
+        wait_for(
             lambda: {w.pid for w in _workers_of(None, lane.harness)} - before,
             30,
             "the killed worker's replacement",
         )
         time.sleep(lane.rng.uniform(0.0, 2.0))  # the replacement joining, or not yet
-    except TimeoutError as error:
+    except AssertionError as error:  # a wait timed out
         lane.failures.append(f"{lane.id}: {error}")
     workers = _workers_of(None, lane.harness)
     supervisor.send_signal(signal.SIGTERM)

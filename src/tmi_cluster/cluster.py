@@ -35,7 +35,7 @@ from typing import Any, Self, TypeVar
 
 import tmi_cluster.events as events_module
 from tmi_cluster import admin
-from tmi_cluster.bus import AsyncRedis, Keys, connect_async, ping
+from tmi_cluster.bus import AsyncRedis, Keys, close_client, connect_async, ping
 from tmi_cluster.bus.commands import (
     GRACE_S,
     MAX_TIMEOUT_S,
@@ -152,7 +152,7 @@ class Cluster:
             self._replies = None
         for client in (self._client, self._replies_client):
             if client is not None:
-                await client.aclose()
+                await close_client(client)
         self._client = self._replies_client = None
         self._manager = None
         if self._store is not None:

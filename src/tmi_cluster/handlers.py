@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, Literal, TypeVar
 
+from tmi_cluster.config.model import HandlersSettings
 from tmi_cluster.errors import ConfigError
 from tmi_cluster.events import Event, covers
 from tmi_cluster.tasks import cancel_and_wait
@@ -246,6 +247,16 @@ class Dispatcher:
         self._lanes: dict[str | None, _Lane] = {}
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="handler")
         self._closed = False
+
+    @classmethod
+    def from_settings(cls, handlers: Handlers, options: HandlersSettings) -> Dispatcher:
+        """A dispatcher as ``handlers.queue_size``, ``queue_full`` and ``threads`` describe it."""
+        return cls(
+            handlers,
+            queue_size=options.queue_size,
+            policy=options.queue_full,
+            threads=options.threads,
+        )
 
     async def __aenter__(self) -> Dispatcher:
         return self

@@ -93,6 +93,7 @@ async def purge(
     *,
     retention_s: float = RETENTION_S,
     now: datetime | None = None,
+    coordination: Coordination | None = None,
 ) -> PurgeResult:
     """Purge the cluster once (see the module's docstring)."""
     at = now or datetime.now(UTC)
@@ -104,7 +105,7 @@ async def purge(
     process_claims = [p for p in processes if p.state in CLAIMS_ALIVE]
     live_supervisors = await read(client, keys, "supervisor", [s.id for s in claims])
     live_workers = await read(client, keys, "process", [p.id for p in process_claims])
-    if await Coordination(client, keys).forgot_recently():
+    if await (coordination or Coordination(client, keys)).forgot_recently():
         claims, process_claims = [], []  # a missing heartbeat may only not be back yet
     dead_supervisors = [
         s.id
@@ -153,6 +154,7 @@ async def purge_once(
     """:func:`purge` if no other supervisor purged in the last ``lock_s`` seconds (a lock in
     Redis that is left to expire: at most one purge per period for the whole cluster); None
     when another one did."""
-    if not await Coordination(client, keys).take_lock("purge", lock_s):
+    coordination = Coordination(client, keys)
+    if not await coordination.take_lock("purge", lock_s):
         return None
-    return await purge(store, client, keys)
+    return await purge(store, client, keys, coordination=coordination)

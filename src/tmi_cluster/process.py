@@ -415,22 +415,10 @@ class WorkerProcess:
         the send consumer (with an identity only)."""
         options = self.settings.handlers
         handlers = load_handlers(options.modules)
-        dispatcher = Dispatcher(
-            handlers,
-            queue_size=options.queue_size,
-            policy=options.queue_full,
-            threads=options.threads,
-        )
+        dispatcher = Dispatcher.from_settings(handlers, options)
         publisher = None
         if options.stream:
-            publisher = EventPublisher(
-                client,
-                self.keys,
-                maxlen=options.stream_maxlen,
-                max_age_s=options.stream_max_age,
-                raw=options.stream_raw,
-                outage=self.outage,
-            )
+            publisher = EventPublisher.from_settings(client, self.keys, options, outage=self.outage)
         sinks = [dispatcher.put, *([publisher.put] if publisher is not None else [])]
         delivery = Delivery(
             sinks, Seen(client, self.keys), shared_chat_once=options.shared_chat == "once"

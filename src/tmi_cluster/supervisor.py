@@ -239,6 +239,7 @@ class Supervisor:
         self._redis_watch_task: asyncio.Task[None] | None = None
         self._rolls: set[asyncio.Task[None]] = set()
         self._dispatcher: Dispatcher | None = None
+        self._coordination: Coordination | None = None
         self._publisher: EventPublisher | None = None
         self._publishing: asyncio.Task[None] | None = None
         self._publish_stop = asyncio.Event()
@@ -305,12 +306,8 @@ class Supervisor:
             self._beat(self._heartbeat), name=f"supervisor {self.id} heartbeat"
         )
         if settings.handlers.stream:  # the cluster's events of interest to other processes
-            self._publisher = EventPublisher(
-                self._client,
-                self.keys,
-                maxlen=settings.handlers.stream_maxlen,
-                max_age_s=settings.handlers.stream_max_age,
-                outage=self.outage,
+            self._publisher = EventPublisher.from_settings(
+                self._client, self.keys, settings.handlers, outage=self.outage
             )
             self._publishing = self._spawn_task(self._publisher.run(self._publish_stop), "stream")
         assert self.redis_url is not None
@@ -343,7 +340,7 @@ class Supervisor:
         )
         # A new run starts with no workers of its own until the coordinator gives it some
         # (a target left by an earlier run of this id is not this run's).
-        await Coordination(self._client, self.keys).forget_target(self.id)
+        await self._coordination_of(self._client).forget_target(self.id)
         self.processes.target = 0
         await self._want_reconnect(store, manager)
         self.coordinator = Coordinator.from_settings(
@@ -460,7 +457,7 @@ class Supervisor:
     async def _target(self) -> int | None:
         """This supervisor's target in ``P scale:targets`` (None: none yet)."""
         assert self._client is not None
-        return await Coordination(self._client, self.keys).target_of(self.id)
+        return await self._coordination_of(self._client).target_of(self.id)
 
     def _simulated_identity(self, simulator: ChatSimulator) -> dict[str, str]:
         """An account on the built-in simulator, so that sending works offline too: the
@@ -536,12 +533,13 @@ class Supervisor:
                 "; ".join(error.problems),
             )
             handlers = Handlers()
-        return Dispatcher(
-            handlers,
-            queue_size=options.queue_size,
-            policy=options.queue_full,
-            threads=options.threads,
-        )
+        return Dispatcher.from_settings(handlers, options)
+
+    def _coordination_of(self, client: AsyncRedis) -> Coordination:
+        """The cluster's coordination state through the supervisor's client, made once."""
+        if self._coordination is None:
+            self._coordination = Coordination(client, self.keys)
+        return self._coordination
 
     def _cluster_event(self, event: ClusterEvent) -> None:
         """One of the cluster's events of this supervisor: to ``on_event``, to the handlers of
@@ -690,7 +688,7 @@ class Supervisor:
                 return
             await wake(client, self.keys)
             held = 0
-            coordination = Coordination(client, self.keys)
+            coordination = self._coordination_of(client)
             while time.monotonic() < deadline:
                 sizes = await coordination.sizes(mine)
                 held = sum(h for _, h in sizes.values())

@@ -27,7 +27,6 @@ from __future__ import annotations
 from tmi_cluster.bus.assignment import Assignment, Report
 from tmi_cluster.bus.client import (
     AsyncRedis,
-    SyncRedis,
     close_client,
     connect,
     connect_async,
@@ -52,7 +51,6 @@ from tmi_cluster.bus.heartbeat import (
     ProcessStatus,
     SupervisorStatus,
     live,
-    live_sync,
     read,
     read_sync,
 )
@@ -76,7 +74,6 @@ __all__ = [
     "ScaleState",
     "SharedWindow",
     "SupervisorStatus",
-    "SyncRedis",
     "close_client",
     "connect",
     "connect_async",
@@ -84,7 +81,6 @@ __all__ = [
     "forget_orders",
     "forget_supervisor",
     "live",
-    "live_sync",
     "ping",
     "read",
     "read_orders",

@@ -30,7 +30,6 @@ __all__ = [
     "MAX_CONNECTIONS",
     "POOL_WAIT_S",
     "AsyncRedis",
-    "SyncRedis",
     "block_ms",
     "close_client",
     "connect",
@@ -48,8 +47,6 @@ log = logging.getLogger(__name__)
 #: The asyncio client's type, for the annotations of code outside the bus (which never imports
 #: redis itself).
 AsyncRedis = redis.asyncio.Redis
-#: The synchronous client's type.
-SyncRedis = redis.Redis
 
 _CONNECT_TIMEOUT_S = 5.0
 #: Connections of one asyncio client, at most.

@@ -42,6 +42,7 @@ import redis.exceptions
 from tmi_cluster.bus.client import block_ms, describe_client, translated
 from tmi_cluster.bus.keys import DEDUPE_S, Keys
 from tmi_cluster.bus.windows import Outage
+from tmi_cluster.config.model import HandlersSettings
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.events import ALL_EVENT_TYPES, LOCAL_EVENTS, RAW_LINE_EVENTS, Event
 
@@ -124,6 +125,26 @@ class EventPublisher:
         self._where = describe_client(client)
         self._script = client.register_script(_PUBLISH)
         self._trimmed_at = 0.0
+
+    @classmethod
+    def from_settings(
+        cls,
+        client: redis.asyncio.Redis,
+        keys: Keys,
+        options: HandlersSettings,
+        *,
+        outage: Outage | None = None,
+    ) -> EventPublisher:
+        """A publisher as ``handlers.stream_maxlen``, ``stream_max_age`` and ``stream_raw``
+        describe it."""
+        return cls(
+            client,
+            keys,
+            maxlen=options.stream_maxlen,
+            max_age_s=options.stream_max_age,
+            raw=options.stream_raw,
+            outage=outage,
+        )
 
     def put(self, event: Event) -> None:
         """Queue ``event`` for the stream (the raw-line events never go). Never waits."""

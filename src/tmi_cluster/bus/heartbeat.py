@@ -46,7 +46,6 @@ __all__ = [
     "alive",
     "last_beats_sync",
     "live",
-    "live_sync",
     "mark_alive",
     "of_live_supervisors",
     "read",
@@ -300,13 +299,6 @@ async def live(client: redis.asyncio.Redis, keys: Keys, kind: Kind) -> dict[str,
     with translated(describe_client(client)):
         members: Any = await client.zrange(keys.registry(kind), 0, -1)
     return await read(client, keys, kind, [m.decode() for m in members])
-
-
-def live_sync(client: redis.Redis, keys: Keys, kind: Kind) -> dict[str, Beat[Any]]:
-    """:func:`live` for synchronous code."""
-    with translated(describe_client(client)):
-        members: Any = client.zrange(keys.registry(kind), 0, -1)
-    return read_sync(client, keys, kind, [m.decode() for m in members])
 
 
 def last_beats_sync(
