@@ -99,17 +99,16 @@ def _rss() -> int:
 async def _tmi_cluster(
     port: int, ws_port: int, channels: list[str], pipe: Pipe, transport: str
 ) -> None:
-    from tmi_cluster import ConnectionOptions, EventQueue, Pool, Settings, Worker
-    from tmi_cluster.events import Event, MessageEvent
+    from tmi_cluster import ConnectionOptions, Dispatcher, Handlers, Pool, Settings, Worker
+    from tmi_cluster.events import MessageEvent
     from tmi_cluster.ratelimit import LocalWindow, Rate
 
-    handlers = Settings().handlers  # the default queue: size and policy (before measuring)
+    handlers = Settings().handlers  # the default queues: size and policy (before measuring)
     tally = _Tally()
     before = _rss()
 
-    def handler(event: Event) -> None:  # runs in the worker's dispatch task, off the read path
-        if type(event) is MessageEvent:
-            tally.add(int(event.tags.get("tmi-sent-ts", "0")))
+    async def handler(event: MessageEvent) -> None:  # the worker's dispatcher, off the read path
+        tally.add(int(event.tags.get("tmi-sent-ts", "0")))
 
     websocket = transport == "websocket"
     options = ConnectionOptions(
@@ -120,19 +119,19 @@ async def _tmi_cluster(
         ping_interval_s=3600,
     )
     window = LocalWindow(Rate(1_000_000, 1.0))
-    queue = EventQueue(handlers.queue_size, policy=handlers.queue_full)
-    pool = Pool(
-        options, join_window=window, connect_interval_s=0, join_timeout_s=120, on_event=queue.put
-    )
-    async with Worker(pool, queue, [handler]):
+    registry = Handlers()
+    registry.add(MessageEvent, handler)
+    dispatcher = Dispatcher.from_settings(registry, handlers)
+    pool = Pool(options, join_window=window, connect_interval_s=0, join_timeout_s=120)
+    async with Worker(pool, dispatcher):
         outcomes = await pool.join(channels)
         failed = [c for c, o in outcomes.items() if not o.ok]
         if failed:
             raise SystemExit(f"tmi-cluster could not join {len(failed)} channels")
         pipe.send("ready")
         await _serve(pipe, tally, before)
-    if queue.dropped:
-        print(f"tmi-cluster: {queue.dropped} events dropped by a full handler queue")
+    if dispatcher.dropped:
+        print(f"tmi-cluster: {dispatcher.dropped} events dropped by a full handler queue")
 
 
 async def _twitchio(port: int, ws_port: int, channels: list[str], pipe: Pipe) -> None:

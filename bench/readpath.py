@@ -23,7 +23,15 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from tmi_cluster import Connection, ConnectionOptions, EventQueue, Pool, Settings, Worker
+from tmi_cluster import (
+    Connection,
+    ConnectionOptions,
+    Dispatcher,
+    Handlers,
+    Pool,
+    Settings,
+    Worker,
+)
 from tmi_cluster.events import Event, from_message
 from tmi_cluster.irc import parse
 from tmi_cluster.session import Session
@@ -52,21 +60,27 @@ async def _parse_only(reads: list[bytes], handler: Callable[[Event], None]) -> N
 
 async def _through_pool(reads: list[bytes], handler: Callable[[Event], None], queued: bool) -> None:
     options = ConnectionOptions(host="127.0.0.1", port=1, secure=False, name="bench")
-    defaults = Settings().handlers
-    queue = EventQueue(defaults.queue_size, policy=defaults.queue_full)
-    pool = Pool(options, connect_interval_s=0, on_event=queue.put if queued else handler)
+    registry = Handlers()
+
+    async def handle(event: Event) -> None:  # a coroutine handler: runs on the worker's loop
+        handler(event)
+
+    if queued:
+        registry.add(Event, handle)
+    dispatcher = Dispatcher.from_settings(registry, Settings().handlers)
+    pool = Pool(options, connect_interval_s=0)
     # A connection wired to the pool as the pool wires its own, fed by hand: all but the socket.
     connection = Connection(options, on_event=lambda e: pool._event("bench-1", e))
     connection.channels.update(_CHANNELS)  # held, as after their joins: their events pass
     session = Session(options, connection._deliver)
-    async with Worker(pool, queue, [handler] if queued else []):
+    async with Worker(pool, dispatcher):
+        if not queued:
+            pool.on_event = handler  # the pool alone: its events straight to the handler
         for index, read in enumerate(reads):
             session.received(read)
             if index % 4 == 3:
                 await asyncio.sleep(0)
-        while len(queue):
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await dispatcher.drain(60.0)
 
 
 async def _measure(name: str, reads: list[bytes]) -> tuple[float, int]:

@@ -40,7 +40,7 @@ def _reader(port: int, pipe: Pipe) -> None:
 
 
 async def _read(port: int, pipe: Pipe) -> None:
-    from tmi_cluster import ConnectionOptions, EventQueue, Pool, Settings, Worker
+    from tmi_cluster import ConnectionOptions, Dispatcher, Handlers, Pool, Settings, Worker
     from tmi_cluster.events import Event
     from tmi_cluster.ratelimit import LocalWindow, Rate
 
@@ -48,7 +48,7 @@ async def _read(port: int, pipe: Pipe) -> None:
     seen: set[str] = set()
     tally = {"messages": 0, "twice": 0}
 
-    def handler(event: Event) -> None:
+    async def handler(event: Event) -> None:  # on the worker's loop, in order per channel
         key = event.dedupe_key
         if key is None or "id" not in event.tags:
             return
@@ -62,13 +62,12 @@ async def _read(port: int, pipe: Pipe) -> None:
         while recent and recent[0][0] < now - _REMEMBER_S:
             seen.discard(recent.popleft()[1])
 
-    defaults = Settings().handlers
-    queue = EventQueue(defaults.queue_size, policy=defaults.queue_full)
+    registry = Handlers()
+    registry.add(Event, handler)
+    dispatcher = Dispatcher.from_settings(registry, Settings().handlers)
     options = ConnectionOptions(host="127.0.0.1", port=port, secure=False, name="soak")
-    pool = Pool(
-        options, connect_interval_s=0, join_window=LocalWindow(Rate(2000, 10.0)), on_event=queue.put
-    )
-    async with Worker(pool, queue, [handler]) as worker:
+    pool = Pool(options, connect_interval_s=0, join_window=LocalWindow(Rate(2000, 10.0)))
+    async with Worker(pool, dispatcher) as worker:
         outcomes = await pool.join(CHANNELS)
         joined = sum(1 for o in outcomes.values() if o.ok)
         pipe.send(("ready", joined))
@@ -83,7 +82,7 @@ async def _read(port: int, pipe: Pipe) -> None:
                     rss,
                     tally["messages"],
                     tally["twice"],
-                    queue.dropped,
+                    dispatcher.dropped,
                     len(pool.channels),
                     worker.handler_errors,
                 )

@@ -6,7 +6,8 @@ The public API, pinned by a test:
   handle on a running cluster: join, part, send, channels, events, scale) with
   :class:`SendResult` and its vocabulary; :class:`Subscriber` and :func:`on` (handlers inside
   the workers); settings; the errors; and the library's building blocks (:class:`Connection`,
-  :class:`Pool`, :class:`Worker` and :func:`build_pool`, which builds a pool from the settings);
+  :class:`Pool`, :class:`Worker` with its :class:`Dispatcher` and :class:`Handlers`, and
+  :func:`build_pool`, which builds a pool from the settings);
 - the modules :mod:`tmi_cluster.events` (every chat event as a typed object),
   :mod:`tmi_cluster.irc` (parsing and serialising IRC lines) and :mod:`tmi_cluster.simulator`
   (the built-in Twitch chat simulator), each with its own ``__all__``.
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from tmi_cluster.channels import ChannelManager
     from tmi_cluster.cluster import Cluster, SyncCluster
     from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
-    from tmi_cluster.handlers import Subscriber, on
+    from tmi_cluster.handlers import Dispatcher, Handlers, Subscriber, on
     from tmi_cluster.outcomes import (
         ChannelJoin,
         Grant,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
         SendStatus,
     )
     from tmi_cluster.pool import JoinOutcome, Pool, PoolState
-    from tmi_cluster.worker import EventQueue, Worker, WorkerState, build_pool
+    from tmi_cluster.worker import Worker, WorkerState, build_pool
 
 __version__ = "0.1.0"
 
@@ -69,10 +70,11 @@ __all__ = [
     "ConnectionOptions",
     "ConnectionState",
     "DeadlineError",
+    "Dispatcher",
     "EmbeddedRedisError",
-    "EventQueue",
     "EventReader",
     "Grant",
+    "Handlers",
     "InvalidChannelError",
     "JoinOutcome",
     "JoinResult",
@@ -116,12 +118,13 @@ _LAZY = {
     "SendResult": "tmi_cluster.outcomes",
     "SendStatus": "tmi_cluster.outcomes",
     "Subscriber": "tmi_cluster.handlers",
+    "Dispatcher": "tmi_cluster.handlers",
+    "Handlers": "tmi_cluster.handlers",
     "SyncCluster": "tmi_cluster.cluster",
     "on": "tmi_cluster.handlers",
     "Connection": "tmi_cluster.connection",
     "ConnectionOptions": "tmi_cluster.connection",
     "ConnectionState": "tmi_cluster.connection",
-    "EventQueue": "tmi_cluster.worker",
     "JoinOutcome": "tmi_cluster.pool",
     "JoinResult": "tmi_cluster.outcomes",
     "Pool": "tmi_cluster.pool",

@@ -43,7 +43,7 @@ import importlib
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, Literal, TypeVar
@@ -51,7 +51,7 @@ from typing import Any, Literal, TypeVar
 from tmi_cluster.config.model import HandlersSettings
 from tmi_cluster.errors import ConfigError
 from tmi_cluster.events import Event, covers
-from tmi_cluster.tasks import cancel_and_wait
+from tmi_cluster.tasks import cancel_and_wait, log_outcome
 
 __all__ = ["Dispatcher", "Handler", "Handlers", "Subscriber", "load_handlers", "on"]
 
@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 #: A handler: a plain function or a coroutine function of one event.
 Handler = Callable[[Any], Awaitable[None] | None]
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: One handler call: the handler, and whether it is a coroutine function (run on the loop).
+_Call = tuple[Handler, bool]
 _MARK = "__tmi_cluster_events__"
 
 
@@ -91,6 +93,7 @@ class Handlers:
         # between two of a subclass must come between them.
         self._added: list[tuple[type[Event], Handler]] = []
         self._resolved: dict[type[Event], tuple[Handler, ...]] = {}
+        self._calls: dict[type[Event], tuple[_Call, ...]] = {}
 
     def add(self, event_type: type[Event], handler: Handler) -> None:
         """Give ``handler`` every event of ``event_type`` and its subclasses."""
@@ -100,6 +103,7 @@ class Handlers:
             raise TypeError(f"the handler of {event_type.__name__} is not callable: {handler!r}")
         self._added.append((event_type, handler))
         self._resolved.clear()
+        self._calls.clear()
 
     def add_subscriber(self, subscriber: Any) -> None:
         """Add what ``subscriber.subscribe()`` returns."""
@@ -132,6 +136,16 @@ class Handlers:
                     matching.append(handler)
             found = self._resolved[event_type] = tuple(matching)
         return found
+
+    def calls(self, event_type: type[Event]) -> tuple[_Call, ...]:
+        """:meth:`for_type`, each handler with whether it is a coroutine function."""
+        calls = self._calls.get(event_type)
+        if calls is None:
+            calls = self._calls[event_type] = tuple(
+                (handler, inspect.iscoroutinefunction(handler))
+                for handler in self.for_type(event_type)
+            )
+        return calls
 
     def wants(self, event_type: type[Event]) -> bool:
         """Whether any handler gets events of ``event_type``."""
@@ -211,19 +225,30 @@ def _register(handlers: Handlers, path: str, value: Any) -> None:
 
 
 class _Lane:
-    """One channel's waiting events and the task handling them."""
+    """One channel's waiting events, and the task handling them now (None: none)."""
 
-    __slots__ = ("events", "overflowing", "task")
+    __slots__ = ("channel", "events", "overflowing", "owner", "queued")
 
-    def __init__(self) -> None:
+    def __init__(self, channel: str | None) -> None:
+        self.channel = channel
         self.events: deque[Event] = deque()
-        self.task: asyncio.Task[None] | None = None
+        self.owner: asyncio.Task[None] | None = None
+        self.queued = False  # in the dispatcher's ready lanes
         self.overflowing = False
 
 
 class Dispatcher:
     """Hands events to the handlers: in order per channel, channels independently; see the
-    module. :meth:`put` never waits. Use ``async with`` (or :meth:`aclose`)."""
+    module. :meth:`put` never waits. Use ``async with`` (or :meth:`aclose`).
+
+    How, at the cost of no task per event: one *pump* task handles the channels that have
+    events waiting, one after the other, calling each handler in turn. A handler that returns
+    without waiting costs a call. One that waits (a coroutine that awaits, a plain function in
+    its thread) is seen at the pump's first yield: that pump stays with the handler's channel
+    (the handler keeps its task, so ``asyncio.current_task()``, timeouts and task groups in it
+    are its own) and a new pump takes over the other channels. A slow handler therefore delays
+    its own channel only.
+    """
 
     def __init__(
         self,
@@ -245,6 +270,10 @@ class Dispatcher:
         self.dropped = 0
         self.errors = 0
         self._lanes: dict[str | None, _Lane] = {}
+        self._ready: deque[_Lane] = deque()  # lanes with events and no task, oldest first
+        self._pump: asyncio.Task[None] | None = None
+        self._inside: _Lane | None = None  # the lane whose handler the pump is calling
+        self._tasks: set[asyncio.Task[None]] = set()  # the pump and the lanes' own tasks
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="handler")
         self._closed = False
 
@@ -271,13 +300,12 @@ class Dispatcher:
 
     def put(self, event: Event) -> None:
         """Queue ``event`` for its channel's handlers (none: nothing to do). Never waits."""
-        handlers = self.handlers.for_type(type(event))
-        if not handlers or self._closed:
+        if self._closed or not self.handlers.calls(type(event)):
             return
         self.put_count += 1
         lane = self._lanes.get(event.channel)
         if lane is None:
-            lane = self._lanes[event.channel] = _Lane()
+            lane = self._lanes[event.channel] = _Lane(event.channel)
         events = lane.events
         if len(events) >= self.queue_size:
             self.dropped += 1
@@ -294,20 +322,68 @@ class Dispatcher:
                 return
             events.popleft()
         events.append(event)
-        if lane.task is None:
-            lane.task = asyncio.create_task(self._run(event.channel, lane), name="handlers")
+        if lane.owner is None and not lane.queued:
+            lane.queued = True
+            self._ready.append(lane)
+            if self._pump is None:
+                self._pump = self._start(self._run_pump(), "handlers")
 
-    async def _run(self, channel: str | None, lane: _Lane) -> None:
-        """Handle a channel's events until none waits; then the lane goes."""
+    def _start(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        log_outcome(task, what="the handlers' dispatch", logger=log)  # a bug of ours: visible
+
+    async def _run_pump(self) -> None:
+        """Handle the ready lanes until none is ready, or until a handler waits (then this task
+        stays with that lane and another pump goes on)."""
+        me = asyncio.current_task()
+        assert me is not None
+        loop = asyncio.get_running_loop()
+        ready = self._ready
+        try:
+            while ready and self._pump is me:
+                loop.call_soon(self._check_waiting, me)  # runs at this task's next yield
+                for _ in range(len(ready)):  # the lanes ready now; then the sockets' turn
+                    lane = ready.popleft()
+                    lane.queued = False
+                    lane.owner = me
+                    await self._run_lane(lane, me)
+                    if self._pump is not me:
+                        return  # this task stayed with a waiting handler's lane
+                if ready:
+                    await asyncio.sleep(0)
+        finally:
+            if self._pump is me:
+                self._pump = None
+                self._inside = None
+
+    def _check_waiting(self, pump: asyncio.Task[None]) -> None:
+        """The pump yielded: if inside a handler, it stays with that lane; a new pump goes on."""
+        if self._pump is not pump or self._inside is None:
+            return
+        self._inside = None
+        self._pump = None
+        if self._ready and not self._closed:
+            self._pump = self._start(self._run_pump(), "handlers")
+
+    async def _run_lane(self, lane: _Lane, me: asyncio.Task[None]) -> None:
+        """Handle a lane's events until none waits; then the lane goes."""
         loop = asyncio.get_running_loop()
         events = lane.events
         try:
             while events:
                 event = events.popleft()
-                for handler in self.handlers.for_type(type(event)):
+                for handler, is_coroutine in self.handlers.calls(type(event)):
+                    if self._pump is me:
+                        self._inside = lane
                     try:
-                        if inspect.iscoroutinefunction(handler):
-                            await handler(event)
+                        if is_coroutine:
+                            await handler(event)  # type: ignore[misc]
                         else:
                             result = await loop.run_in_executor(self._executor, handler, event)
                             if inspect.isawaitable(result):  # a callable object's coroutine
@@ -316,18 +392,31 @@ class Dispatcher:
                         raise
                     except Exception:
                         self._failed(handler, event)
+                    finally:
+                        if self._pump is me:
+                            self._inside = None
                 self.dispatched += 1
                 if lane.overflowing and not events:
-                    lane.overflowing = False
-                    log.warning(
-                        "the handlers of #%s caught up; %d events dropped so far",
-                        channel,
-                        self.dropped,
-                    )
+                    self._caught_up(lane)
         finally:
-            lane.task = None
-            if not events and self._lanes.get(channel) is lane:
-                del self._lanes[channel]
+            self._release(lane)
+
+    def _caught_up(self, lane: _Lane) -> None:
+        lane.overflowing = False
+        log.warning(
+            "the handlers of #%s caught up; %d events dropped so far", lane.channel, self.dropped
+        )
+
+    def _release(self, lane: _Lane) -> None:
+        """No task handles ``lane`` any more: it goes when empty, else it is ready again."""
+        lane.owner = None
+        if lane.events and not self._closed:  # left by a cancellation: another task goes on
+            lane.queued = True
+            self._ready.append(lane)
+            if self._pump is None:
+                self._pump = self._start(self._run_pump(), "handlers")
+        elif not lane.events and self._lanes.get(lane.channel) is lane:
+            del self._lanes[lane.channel]
 
     def _failed(self, handler: Handler, event: Event) -> None:
         self.errors += 1
@@ -343,10 +432,9 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while self._lanes:
-                    tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-                    if not tasks:
+                    if not self._tasks:
                         break
-                    await asyncio.wait(tasks)
+                    await asyncio.wait(set(self._tasks))
                 return True
         return False
 
@@ -354,9 +442,9 @@ class Dispatcher:
         """Stop: what waits is dropped, handlers under way are cancelled (threads finish
         their call). Idempotent."""
         self._closed = True
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         try:
-            await cancel_and_wait(*tasks, what="a handlers' lane")
+            await cancel_and_wait(*self._tasks, what="the handlers' dispatch", report=False)
         finally:
             self._lanes.clear()
+            self._ready.clear()
             self._executor.shutdown(wait=False, cancel_futures=True)

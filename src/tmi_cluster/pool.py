@@ -135,7 +135,9 @@ class Pool:
         )
         #: Sends for :meth:`say`; None when the pool has no identity to send with.
         self.sender = sender
-        self._on_event = on_event or (lambda event: None)
+        #: Where every event of every connection goes (on the read path: it must not wait); the
+        #: owner may set it after construction (a Worker does).
+        self.on_event: Callable[[Event], None] = on_event or (lambda event: None)
         self.connections: dict[str, Connection] = {}
         self._where: dict[str, str] = {}  # channel -> connection name
         self._moving: dict[str, _Move] = {}
@@ -171,7 +173,7 @@ class Pool:
     def _sender_event(self, event: Event) -> None:
         assert self.sender is not None
         self.sender.observe(event)
-        self._on_event(event)
+        self.on_event(event)
 
     async def __aenter__(self) -> Self:
         return self
@@ -327,7 +329,7 @@ class Pool:
 
     def _event(self, name: str, event: Event) -> None:
         if not self._moving and type(event) not in _BOOKKEEPING:  # the hot path
-            self._on_event(event)
+            self.on_event(event)
             return
         if self._moving:
             channel = event.channel
@@ -345,7 +347,7 @@ class Pool:
                 return  # not lost for the pool: the other side of a move holds it
         elif isinstance(event, DisconnectedEvent) and not event.reconnecting:
             self._ended(name)
-        self._on_event(event)
+        self.on_event(event)
 
     def _ended(self, name: str) -> None:
         """Connection ``name`` ended for good (its channels were reported): forget it, and
@@ -451,7 +453,7 @@ class Pool:
                 await arriving.part([name])
             return JoinOutcome(name, failed)
         del self._where[name]  # lost on both sides while it moved
-        self._on_event(ChannelLostEvent(channel=name, connection=move.source, reason=failed.value))
+        self.on_event(ChannelLostEvent(channel=name, connection=move.source, reason=failed.value))
         return JoinOutcome(name, failed)
 
     # -- sending --------------------------------------------------------------------------

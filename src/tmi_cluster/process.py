@@ -1,11 +1,10 @@
 """One worker process, the supervisor's child: ``python -m tmi_cluster.process --id ID
 --supervisor SUPERVISOR`` (the original's ``tmi-cluster:process``).
 
-It runs its pool (:func:`~tmi_cluster.worker.build_pool`), and behind it the duplicate check
-for channels under a hand-over (:mod:`tmi_cluster.delivery`), the handlers of
-``handlers.modules`` (:mod:`tmi_cluster.handlers`), the event stream's publisher
-(``handlers.stream``) and, with a Twitch identity, the consumer of the send stream
-(:mod:`tmi_cluster.outbox`); and around them:
+It runs a :class:`~tmi_cluster.worker.Worker` (:meth:`~tmi_cluster.worker.Worker.in_cluster`:
+its pool, the duplicate check for channels under a hand-over, the handlers of
+``handlers.modules``, the event stream's publisher and, with a Twitch identity, the consumer of
+the send stream): the class an application tests with. Around it, the process's concerns:
 
 - a heartbeat key in Redis every ``min(process.periodic_timer, process.stale / 3)`` seconds,
   expiring after ``process.stale``, whose value is the process's status as JSON (supervisor, pid,
@@ -66,8 +65,6 @@ from tmi_cluster.bus import (
     live,
     read,
 )
-from tmi_cluster.bus.commands import SendQueue
-from tmi_cluster.bus.events import EventPublisher, Seen
 from tmi_cluster.bus.heartbeat import mark_alive
 from tmi_cluster.channels import load_manager
 from tmi_cluster.config import Settings, load_settings
@@ -78,19 +75,16 @@ from tmi_cluster.events import (
     ClusterClientRegistered,
     ClusterClientTerminated,
     Event,
-    IrcCommandEvent,
-    IrcMessageEvent,
     MessageEvent,
     PeriodicTimerCalled,
 )
-from tmi_cluster.handlers import Dispatcher, load_handlers
-from tmi_cluster.outbox import Outbox
+from tmi_cluster.handlers import load_handlers
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.pool import Pool
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 from tmi_cluster.watchdog import StopWatchdog
-from tmi_cluster.worker import build_pool
+from tmi_cluster.worker import Worker
 
 __all__ = [
     "EXIT_LAUNCH",
@@ -128,8 +122,6 @@ GUARD_WAIT_S = 3.0
 GUARD_LINGER_S = 2.0
 #: Seconds the list of the other worker processes is reused.
 _PEERS_S = 5.0
-#: Seconds in-flight sends get to finish when the worker stops (the rest stays pending).
-_SENDS_STOP_S = 5.0
 
 
 class ProcessState(enum.StrEnum):
@@ -182,11 +174,7 @@ class WorkerProcess:
         self._joining: asyncio.Task[None] | None = None
         self._held_recorded_at = 0.0  # monotonic; 0: record in full at the next reconcile
         self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
-        self._pool: Pool | None = None
-        self._delivery: Delivery | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._publisher: EventPublisher | None = None
-        self._outbox: Outbox | None = None
+        self._worker: Worker | None = None
         self._deferred: dict[str, float] = {}  # channel -> since when it waits for a guard
         self._taking: dict[str, float | None] = {}  # taken over -> when its guard lifts
         self._peers: tuple[float, list[str]] = (-1e9, [])  # when read, the other processes
@@ -272,7 +260,8 @@ class WorkerProcess:
 
     def status(self) -> ProcessStatus:
         """The heartbeat's status (its time is stamped by Redis)."""
-        pool = self._pool
+        worker = self._worker
+        pool = worker.pool if worker is not None else None
         now = time.monotonic()
         since, counted, rate = self._rate
         if now - since >= 1.0:
@@ -288,10 +277,10 @@ class WorkerProcess:
             messages_per_s=round(rate, 1),
             sends=pool is not None and pool.sender is not None,
             problem=pool.problem if pool is not None else None,
-            handler_errors=self._dispatcher.errors if self._dispatcher is not None else 0,
-            events_published=self._publisher.published if self._publisher else 0,
-            events_dropped=self._publisher.dropped if self._publisher else 0,
-            duplicates_dropped=self._delivery.duplicates if self._delivery else 0,
+            handler_errors=worker.handler_errors if worker is not None else 0,
+            events_published=worker.events_published if worker is not None else 0,
+            events_dropped=worker.events_dropped if worker is not None else 0,
+            duplicates_dropped=worker.duplicates_dropped if worker is not None else 0,
         )
 
     # -- the run ------------------------------------------------------------------------------
@@ -300,7 +289,7 @@ class WorkerProcess:
         """Run until stopped; the exit code."""
         loop = self._loop = asyncio.get_running_loop()
         self._watchdog = StopWatchdog(
-            f"worker process {self.id}", loop=loop, describe=lambda: self._phase
+            f"worker process {self.id}", loop=loop, describe=self._describe
         )
         if self._stop.is_set():  # asked before it ran: the deadline holds from now
             self.stop(why="asked to stop before it ran")
@@ -332,42 +321,39 @@ class WorkerProcess:
             status_of=self.status,
             outage=self.outage,
         )
-        pool, dispatcher, delivery, publisher, outbox = self._compose(client)
-        stop_sending, stop_publishing = asyncio.Event(), asyncio.Event()
+        worker = self._worker = Worker.in_cluster(
+            settings,
+            client,
+            self.id,
+            outage=self.outage,
+            observer=self._on_event,
+            on_failure=self._worker_failed,
+        )
         with contextlib.suppress(TmiClusterError):  # an earlier life's guards mean nothing now
             await assignment.clear_guards(self.id)
-        async with pool, dispatcher, asyncio.TaskGroup() as tasks:
+        async with worker, asyncio.TaskGroup() as tasks:
             beating = tasks.create_task(self._beat(heartbeat, client), name="heartbeat")
-            checking = tasks.create_task(delivery.run(), name="duplicate check")
-            publishing = None
-            if publisher is not None:
-                publishing = tasks.create_task(publisher.run(stop_publishing), name="stream")
-            sending = None
-            if outbox is not None:
-                sending = tasks.create_task(outbox.run(stop_sending), name="sends")
             following = tasks.create_task(self._follow(assignment), name="assignment")
-            ticking = tasks.create_task(self._tick(dispatcher), name="periodic timer")
+            ticking = tasks.create_task(self._tick(worker), name="periodic timer")
             if not self.paused:
                 self.state = ProcessState.RUNNING
             print(READY, flush=True)
-            delivery.put(ClusterClientRegistered(supervisor=self.supervisor_id, process=self.id))
+            worker.put(ClusterClientRegistered(supervisor=self.supervisor_id, process=self.id))
             await self._stop.wait()
             self.state = ProcessState.STOPPING
             self._phase = "stopping"
             ticking.cancel()
-            delivery.put(
+            worker.put(
                 ClusterClientTerminated(
                     supervisor=self.supervisor_id, process=self.id, reason=self._stop_why
                 )
             )
             following.cancel()
-            stop_sending.set()
+            worker.stop_sending()
             await self._hand_over(assignment)
-            await self._finish(sending, stop_publishing, publishing)
-            self._phase = "stopping its tasks"
-            checking.cancel()
+            self._phase = "closing its worker"
+            await worker.aclose(self._remaining())
             beating.cancel()
-            self._phase = "closing its connections and handlers"
         self._phase = "clearing its records in Redis"
         try:
             await assignment.set_held(self.id, ())
@@ -382,64 +368,24 @@ class WorkerProcess:
         await heartbeat.clear()
         return 0 if self.failure is None else 1
 
-    async def _finish(
-        self,
-        sending: asyncio.Task[None] | None,
-        stop_publishing: asyncio.Event,
-        publishing: asyncio.Task[None] | None,
-    ) -> None:
-        """While stopping, after the hand-over: the sends under way (what is not begun by then
-        stays pending for the others), then the last events to the stream, within the stop's
-        time."""
-        if sending is not None:
-            self._phase = "finishing the sends under way"
-            await asyncio.wait({sending}, timeout=min(_SENDS_STOP_S, self._remaining()))
-            await cancel_and_wait(sending, what=f"{self.id}'s sends", timeout_s=1.0)
-        stop_publishing.set()
-        if publishing is not None:
-            self._phase = "writing the last events to the stream"
-            await asyncio.wait({publishing}, timeout=max(0.2, self._remaining()))
-            await cancel_and_wait(publishing, what=f"{self.id}'s stream", timeout_s=1.0)
-
     def _remaining(self) -> float:
         """Seconds left of the stop's graceful part (0 once over)."""
         if self._stop_deadline is None:
             return self.settings.process.timeout
         return max(0.0, self._stop_deadline - time.monotonic())
 
-    def _compose(
-        self, client: AsyncRedis
-    ) -> tuple[Pool, Dispatcher, Delivery, EventPublisher | None, Outbox | None]:
-        """The worker's parts, from the settings: the handlers' dispatcher, the stream's
-        publisher (``handlers.stream``), the duplicate check in front of both, the pool, and
-        the send consumer (with an identity only)."""
-        options = self.settings.handlers
-        handlers = load_handlers(options.modules)
-        dispatcher = Dispatcher.from_settings(handlers, options)
-        publisher = None
-        if options.stream:
-            publisher = EventPublisher.from_settings(client, self.keys, options, outage=self.outage)
-        sinks = [dispatcher.put, *([publisher.put] if publisher is not None else [])]
-        delivery = Delivery(
-            sinks, Seen(client, self.keys), shared_chat_once=options.shared_chat == "once"
-        )
-        raw_lines = handlers.wants(IrcMessageEvent) or handlers.wants(IrcCommandEvent)
-        pool = build_pool(
-            self.settings,
-            redis_client=client,
-            on_event=self._on_event,
-            name=self.id,
-            raw_lines=raw_lines,
-        )
-        outbox = None
-        if pool.sender is not None:
-            restrict = self.settings.channel_manager.channel.restrict_messages
-            manager = load_manager(self.settings) if restrict else None
-            queue = SendQueue(client, self.keys, self.id)
-            outbox = Outbox(queue, pool, outage=self.outage, restrict_to=manager)
-        self._pool, self._delivery, self._dispatcher = pool, delivery, dispatcher
-        self._publisher, self._outbox = publisher, outbox
-        return pool, dispatcher, delivery, publisher, outbox
+    def _describe(self) -> str:
+        """What the process does now, for the watchdog's report."""
+        worker = self._worker
+        if self._phase == "closing its worker" and worker is not None:
+            return f"{self._phase}: {worker.phase}"
+        return self._phase
+
+    def _worker_failed(self, error: BaseException) -> None:
+        """A task of the worker ended on an error (logged by the worker): the process fails."""
+        if self.failure is None:
+            self.failure = error
+        self.stop(_ORPHAN_STOP_S, f"its worker failed: {error}")
 
     async def _beat(self, heartbeat: Heartbeat[ProcessStatus], client: AsyncRedis) -> None:
         pool = self._require_pool()
@@ -455,26 +401,25 @@ class WorkerProcess:
                 self.outage.ended()
             await asyncio.sleep(heartbeat.interval_s)
 
-    async def _tick(self, dispatcher: Dispatcher) -> None:
+    async def _tick(self, worker: Worker) -> None:
         """PeriodicTimerCalled to the handlers every ``process.periodic_timer`` seconds (the
         original's hook for periodic work; never on the stream)."""
         every = self.settings.process.periodic_timer
         while True:
             await asyncio.sleep(every)
-            dispatcher.put(PeriodicTimerCalled(supervisor=self.supervisor_id, process=self.id))
+            worker.dispatcher.put(
+                PeriodicTimerCalled(supervisor=self.supervisor_id, process=self.id)
+            )
 
     def _on_event(self, event: Event) -> None:
-        """Every event of the pool, on the read path: counted, lost channels noted, then on
-        to the duplicate check, the handlers and the stream."""
+        """Every event of the pool, on the read path (the worker's observer, before the
+        duplicate check, the handlers and the stream): counted, lost channels noted."""
         kind = type(event)
         if kind is MessageEvent:
             self._messages += 1
         elif kind is ChannelLostEvent and event.channel is not None:
             self._lost[event.channel] = event.reason  # type: ignore[attr-defined]
             self._wake.set()
-        delivery = self._delivery
-        if delivery is not None:
-            delivery.put(event)
 
     # -- following the assignment ----------------------------------------------------------------
 
@@ -643,8 +588,8 @@ class WorkerProcess:
         self._require_delivery().lift(lifted)
 
     def _require_delivery(self) -> Delivery:
-        assert self._delivery is not None
-        return self._delivery
+        assert self._worker is not None
+        return self._worker.delivery
 
     async def _part_handed_over(self, assignment: Assignment, now: float) -> None:
         """Part the channels leaving us whose new owner holds them, or that nobody owns now,
@@ -740,8 +685,8 @@ class WorkerProcess:
         await self._part_handed_over(assignment, now)
 
     def _require_pool(self) -> Pool:
-        assert self._pool is not None
-        return self._pool
+        assert self._worker is not None
+        return self._worker.pool
 
 
 def _watch_parent(process: WorkerProcess) -> None:

@@ -12,45 +12,49 @@ windows); settings are read here, at the edge:
   are this process's own. Each anonymous connection is its own ``justinfan`` identity: its JOINs
   have a window of their own, ``throttle.join.anonymous_allow`` per ``throttle.join.every``.
   This is also the library's entry point for a pool of one's own (``tmi_cluster.build_pool``).
-- :class:`EventQueue`: the bounded queue between the read path and the application's handlers.
-- :class:`Worker`: pool + queue + handler dispatch, an async context manager. The worker
-  process (the supervisor's child), the command consumer and the event stream build on it.
+- :class:`Worker`: a pool and everything after it: the duplicate check of channels under a
+  hand-over, the handlers' dispatcher, the event stream and the consumer of the cluster's sends.
+  The worker process (:mod:`tmi_cluster.process`) runs one built by :meth:`Worker.in_cluster`;
+  an application or a test runs the same class with the parts it wants
+  (:meth:`Worker.from_settings`, or the constructor).
 
 The event path: socket -> framing -> parse -> typed event -> the pool (truth about channels,
-de-duplication during moves) -> :meth:`EventQueue.put` (never waits) -> the dispatch task,
-which takes everything waiting in one batch at each turn of the event loop -> each handler in
-turn, event by event. At most ``handlers.queue_size`` events wait, plus the batch being
-handled. A slow handler therefore never stalls reading: it fills the queue, and a
-full queue drops by ``handlers.queue_full`` (``drop_oldest`` by default), counting every dropped
-event in :attr:`EventQueue.dropped` and logging once per overflow.
+de-duplication within the process) -> :meth:`Worker.put` (never waits) -> the duplicate check
+(guarded channels only) -> the :class:`~tmi_cluster.handlers.Dispatcher` (a bounded queue per
+channel: a slow handler delays its channel only and never stalls reading; a full queue drops
+by ``handlers.queue_full``, counted and logged once per overflow) and the stream's
+:class:`~tmi_cluster.bus.events.EventPublisher`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import inspect
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Self
 
 from tmi_cluster.bus import AsyncRedis, Keys, Outage, SharedWindow, shared_account_windows
+from tmi_cluster.bus.commands import SendQueue
+from tmi_cluster.bus.events import EventPublisher, Seen
 from tmi_cluster.bus.windows import SharedLastMessages
+from tmi_cluster.channels import load_manager
 from tmi_cluster.config import Settings
 from tmi_cluster.connection import Connection, ConnectionOptions
-from tmi_cluster.events import Event
+from tmi_cluster.delivery import Delivery
+from tmi_cluster.events import Event, IrcCommandEvent, IrcMessageEvent
+from tmi_cluster.handlers import Dispatcher, Handler, Handlers, load_handlers
 from tmi_cluster.logins import normalise_login
+from tmi_cluster.outbox import Outbox
 from tmi_cluster.pool import ANONYMOUS_ACCOUNT, Pool
 from tmi_cluster.ratelimit import AccountRates, AccountWindows, Rate
 from tmi_cluster.sender import Sender
 from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = [
-    "EventQueue",
-    "Handler",
+    "SENDS_STOP_S",
     "Worker",
     "WorkerState",
     "build_pool",
@@ -59,8 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: An application's handler: a plain function or a coroutine function of one event.
-Handler = Callable[[Event], Awaitable[None] | None]
+#: Seconds the sends under way get to finish when a worker stops (the rest stays pending).
+SENDS_STOP_S = 5.0
 
 
 def connection_options(settings: Settings, *, name: str = "connection") -> ConnectionOptions:
@@ -168,116 +172,173 @@ def _channel_windows(
     return window
 
 
-class EventQueue:
-    """A bounded queue of events: :meth:`put` never waits (it is called on the read path),
-    :meth:`get_batch` waits for events and takes all that wait. When full, ``policy`` decides:
-    ``drop_oldest`` makes room by dropping the oldest waiting event, ``drop_newest`` drops the
-    new one; either way :attr:`dropped` counts it, and the overflow is logged once until the
-    handlers take what waits.
-    """
-
-    def __init__(
-        self, maxsize: int, *, policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
-    ) -> None:
-        if maxsize < 1:
-            raise ValueError("an event queue needs room for at least one event")
-        self.maxsize = maxsize
-        self.policy = policy
-        #: Events dropped because the queue was full, since it was made.
-        self.dropped = 0
-        #: Events put, since it was made (dropped ones included).
-        self.put_count = 0
-        self._items: deque[Event] = deque()
-        self._ready = asyncio.Event()
-        self._overflowing = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, event: Event) -> None:
-        """Queue ``event``; when full, drop by the policy (counted). Never waits."""
-        self.put_count += 1
-        items = self._items
-        if not items:
-            self._ready.set()  # the consumer waits only on an empty queue
-        elif len(items) >= self.maxsize:
-            self.dropped += 1
-            if not self._overflowing:
-                self._overflowing = True
-                log.warning(
-                    "the handlers fall behind: %d events wait; dropping the %s (%s)",
-                    len(items),
-                    "oldest" if self.policy == "drop_oldest" else "newest",
-                    "handlers.queue_full",
-                )
-            if self.policy == "drop_newest":
-                return
-            items.popleft()
-        items.append(event)
-
-    async def get_batch(self) -> list[Event]:
-        """Every waiting event, oldest first (at least one); waits for one."""
-        items = self._items
-        while not items:
-            self._ready.clear()
-            await self._ready.wait()
-        batch = list(items)
-        items.clear()
-        if self._overflowing:
-            self._overflowing = False
-            log.warning("the handlers caught up; %d events dropped so far", self.dropped)
-        return batch
-
-
 class WorkerState(enum.StrEnum):
     """Lifecycle of a :class:`Worker`."""
 
     IDLE = "idle"
     RUNNING = "running"
-    #: The dispatch task ended on an error of ours (``failure`` says which).
+    #: One of its tasks (the duplicate check, the stream, the sends) ended on an error of ours
+    #: (:attr:`Worker.failure` says which).
     FAILED = "failed"
     CLOSED = "closed"
 
 
 class Worker:
-    """A pool whose events reach ``handlers`` through a bounded :class:`EventQueue`.
+    """A pool and everything that follows its events: what a worker process runs, and what an
+    application or a test runs on its own.
 
-    Use ``async with Worker.from_settings(settings, handlers=[...]) as worker`` and
-    ``worker.pool``. Handlers run one event at a time, in order, in the dispatch task (never on
-    the read path); one that raises is logged with its traceback and counted in
-    :attr:`handler_errors`, and the others and the connections go on.
+    The event path: the pool -> :meth:`put` (on the read path; never waits) -> the
+    ``observer`` (the worker process counts messages and notes lost channels there) -> the
+    duplicate check of the channels under a hand-over (:attr:`delivery`; with ``seen``, else
+    every event passes at once) -> the handlers (:attr:`dispatcher`: in order per channel,
+    channels independently, a bounded queue per channel) and the event stream
+    (:attr:`publisher`, optional). Beside it, :attr:`outbox` carries out the cluster's send
+    commands (optional, with an identity).
+
+    ``async with worker`` starts its tasks (the check, the stream, the sends); leaving it, or
+    :meth:`aclose`, stops them in order: the sends under way finish, the pool closes, the last
+    events reach the stream, the handlers stop. A task that ends on an error of ours puts the
+    worker in :attr:`WorkerState.FAILED` with :attr:`failure`, logs it and calls
+    ``on_failure``; the others go on until the owner stops the worker.
     """
 
-    def __init__(self, pool: Pool, queue: EventQueue, handlers: Sequence[Handler] = ()) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        dispatcher: Dispatcher,
+        *,
+        seen: Seen | None = None,
+        shared_chat_once: bool = False,
+        publisher: EventPublisher | None = None,
+        outbox: Outbox | None = None,
+        observer: Callable[[Event], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.pool = pool
-        self.queue = queue
-        self.handlers = list(handlers)
+        self.dispatcher = dispatcher
+        self.publisher = publisher
+        self.outbox = outbox
+        sinks = [dispatcher.put, *([publisher.put] if publisher is not None else [])]
+        self.delivery = Delivery(sinks, seen, shared_chat_once=shared_chat_once)
         self.state = WorkerState.IDLE
-        #: Handler calls that raised, since the worker started.
-        self.handler_errors = 0
-        #: Events every handler has been given, since the worker started (counted per batch).
-        self.dispatched = 0
+        #: The error a task of the worker ended with, else None.
         self.failure: BaseException | None = None
-        self._dispatch: asyncio.Task[None] | None = None
+        #: What the worker's stop is doing (for a watchdog's report).
+        self.phase = "idle"
+        self._observer = observer
+        self._on_failure = on_failure
+        self._stop_sending = asyncio.Event()
+        self._stop_publishing = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+        pool.on_event = self.put
 
     @classmethod
     def from_settings(
         cls,
         settings: Settings,
         *,
-        handlers: Sequence[Handler] = (),
+        handlers: Handlers | Sequence[Handler] | None = None,
         redis_client: AsyncRedis | None = None,
         name: str = "pool",
     ) -> Worker:
-        """A worker as the settings describe it (``build_pool`` and ``handlers.queue_*``)."""
-        queue = EventQueue(settings.handlers.queue_size, policy=settings.handlers.queue_full)
-        pool = build_pool(settings, redis_client=redis_client, on_event=queue.put, name=name)
-        return cls(pool, queue, handlers)
+        """A worker of one's own, as the settings describe it: :func:`build_pool` (windows
+        shared through ``redis_client`` when given), the dispatcher of ``handlers.queue_size``,
+        ``queue_full`` and ``threads``. ``handlers``: a registry, or functions that each get
+        every event; None loads ``handlers.modules``. No duplicate check, stream or sends: those
+        belong to a member of a cluster (:meth:`in_cluster`)."""
+        registry = _registry(handlers, settings)
+        dispatcher = Dispatcher.from_settings(registry, settings.handlers)
+        pool = build_pool(
+            settings, redis_client=redis_client, name=name, raw_lines=_wants_raw(registry)
+        )
+        return cls(pool, dispatcher)
+
+    @classmethod
+    def in_cluster(
+        cls,
+        settings: Settings,
+        client: AsyncRedis,
+        process_id: str,
+        *,
+        handlers: Handlers | None = None,
+        outage: Outage | None = None,
+        observer: Callable[[Event], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> Worker:
+        """The worker of worker process ``process_id``: the pool with windows shared through
+        ``client``, the handlers of ``handlers.modules`` (or ``handlers``), the cluster-wide
+        duplicate check, the event stream (``handlers.stream``) and, with an identity, the
+        consumer of the cluster's send commands (restricted to the channel manager's channels
+        with ``channel_manager.channel.restrict_messages``)."""
+        options = settings.handlers
+        keys = Keys.from_settings(settings)
+        outage = outage or Outage()
+        registry = handlers if handlers is not None else load_handlers(options.modules)
+        publisher = None
+        if options.stream:
+            publisher = EventPublisher.from_settings(client, keys, options, outage=outage)
+        pool = build_pool(
+            settings, redis_client=client, name=process_id, raw_lines=_wants_raw(registry)
+        )
+        outbox = None
+        if pool.sender is not None:
+            restrict = settings.channel_manager.channel.restrict_messages
+            manager = load_manager(settings) if restrict else None
+            queue = SendQueue(client, keys, process_id)
+            outbox = Outbox(queue, pool, outage=outage, restrict_to=manager)
+        return cls(
+            pool,
+            Dispatcher.from_settings(registry, options),
+            seen=Seen(client, keys),
+            shared_chat_once=options.shared_chat == "once",
+            publisher=publisher,
+            outbox=outbox,
+            observer=observer,
+            on_failure=on_failure,
+        )
+
+    # -- counters ------------------------------------------------------------------------------
+
+    @property
+    def handler_errors(self) -> int:
+        """Handler calls that raised, since the worker was made."""
+        return self.dispatcher.errors
+
+    @property
+    def dispatched(self) -> int:
+        """Events every handler has been given, since the worker was made."""
+        return self.dispatcher.dispatched
+
+    @property
+    def events_published(self) -> int:
+        """Events written to the stream (0 without one)."""
+        return self.publisher.published if self.publisher is not None else 0
+
+    @property
+    def events_dropped(self) -> int:
+        """Events the stream dropped (its buffer full while Redis was away)."""
+        return self.publisher.dropped if self.publisher is not None else 0
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """Events the duplicate check found seen by another process first."""
+        return self.delivery.duplicates
+
+    # -- the event path ------------------------------------------------------------------------
+
+    def put(self, event: Event) -> None:
+        """An event of the pool (the pool's ``on_event``): to the observer, then on through the
+        duplicate check. Never waits."""
+        observer = self._observer
+        if observer is not None:
+            observer(event)
+        self.delivery.put(event)
+
+    # -- life ----------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self.state is WorkerState.IDLE:
-            self._dispatch = asyncio.create_task(self._dispatch_forever(), name="dispatch")
-            self.state = WorkerState.RUNNING
+        await self.start()
         return self
 
     async def __aexit__(
@@ -288,43 +349,90 @@ class Worker:
     ) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
-        """Close the pool, then stop dispatching (events still queued are dropped).
-        Idempotent."""
+    async def start(self) -> None:
+        """Start the worker's tasks; a worker that started already (or closed) stays as it is."""
+        if self.state is not WorkerState.IDLE:
+            return
+        if self.delivery.seen is not None:
+            self._start("duplicate check", self.delivery.run())
+        if self.publisher is not None:
+            self._start("stream", self.publisher.run(self._stop_publishing))
+        if self.outbox is not None:
+            self._start("sends", self.outbox.run(self._stop_sending))
+        self.state = WorkerState.RUNNING
+        self.phase = "running"
+
+    def _start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"{self.pool.options.name}'s {name}")
+        task.add_done_callback(self._ended)
+        self._tasks[name] = task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A task of the worker ended: an error is a failure of the worker, never silent."""
+        error = None if task.cancelled() else task.exception()
+        if error is None:
+            return
+        log.error("the worker's task %s failed", task.get_name(), exc_info=error)
+        if self.failure is None:
+            self.failure = error
+        self.state = WorkerState.FAILED
+        if self._on_failure is not None:
+            self._on_failure(error)
+
+    def stop_sending(self) -> None:
+        """Take no new send command from now on (those under way go on)."""
+        self._stop_sending.set()
+
+    async def aclose(self, within_s: float | None = None) -> None:
+        """Stop, within ``within_s`` seconds for the waits below (None: the defaults): the sends
+        under way finish (at most :data:`SENDS_STOP_S`; what is not begun stays pending for the
+        other workers), the pool closes, the last events reach the stream (at least 0.2 s), the
+        duplicate check and the handlers stop (events still waiting are dropped). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = None if within_s is None else loop.time() + within_s
+
+        def remaining(default: float) -> float:
+            return default if deadline is None else min(default, max(0.0, deadline - loop.time()))
+
+        self.stop_sending()
+        sending = self._tasks.get("sends")
+        if sending is not None:
+            self.phase = "finishing the sends under way"
+            await asyncio.wait({sending}, timeout=remaining(SENDS_STOP_S))
+            await cancel_and_wait(sending, what="the worker's sends", timeout_s=1.0, report=False)
+        self.phase = "closing its connections"
         await self.pool.aclose()
-        if self._dispatch is not None:
-            await cancel_and_wait(self._dispatch, what=f"{self.pool.options.name}'s dispatch")
+        self._stop_publishing.set()
+        publishing = self._tasks.get("stream")
+        if publishing is not None:
+            self.phase = "writing the last events to the stream"
+            await asyncio.wait({publishing}, timeout=max(0.2, remaining(SENDS_STOP_S)))
+            await cancel_and_wait(
+                publishing, what="the worker's stream", timeout_s=1.0, report=False
+            )
+        self.phase = "stopping its handlers"
+        await cancel_and_wait(*self._tasks.values(), what="the worker's tasks", report=False)
+        await self.dispatcher.aclose()
+        self.phase = "closed"
         if self.state is not WorkerState.FAILED:
             self.state = WorkerState.CLOSED
 
-    async def _dispatch_forever(self) -> None:
-        handlers = self.handlers
-        try:
-            while True:
-                # Everything waiting, at once: one wake-up for all that the sockets read in one
-                # turn of the loop, and the sockets get their turn between batches.
-                batch = await self.queue.get_batch()
-                for event in batch:
-                    for handler in handlers:
-                        try:
-                            result = handler(event)
-                            if result is not None and inspect.isawaitable(result):
-                                await result
-                        except Exception:
-                            self._failed(handler, event)
-                self.dispatched += len(batch)
-                await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug of ours: visible, not silent
-            log.exception("the worker's event dispatch failed")
-            self.failure = exc
-            self.state = WorkerState.FAILED
 
-    def _failed(self, handler: Handler, event: Event) -> None:
-        self.handler_errors += 1
-        log.exception(
-            "handler %s failed on %s",
-            getattr(handler, "__qualname__", repr(handler)),
-            type(event).__name__,
-        )
+def _registry(handlers: Handlers | Sequence[Handler] | None, settings: Settings) -> Handlers:
+    """``handlers`` as a registry: functions each get every event; None: ``handlers.modules``."""
+    if handlers is None:
+        return load_handlers(settings.handlers.modules)
+    if isinstance(handlers, Handlers):
+        return handlers
+    registry = Handlers()
+    for handler in handlers:
+        registry.add(Event, handler)
+    return registry
+
+
+def _wants_raw(handlers: Handlers) -> bool:
+    """Whether a handler wants the raw-line events (the connections emit them only then)."""
+    return handlers.wants(IrcMessageEvent) or handlers.wants(IrcCommandEvent)
