@@ -21,7 +21,8 @@ import psutil
 import pytest
 import redis
 
-from tmi_cluster.cli import ExitCode, simulate
+from tmi_cluster.cli import ExitCode
+from tmi_cluster.cli.running import simulate
 from tmi_cluster.embedded import find_embedded
 from tmi_cluster.store import Store
 
@@ -466,9 +467,9 @@ def test_starter_file_is_ignored_by_git() -> None:
     ],
 )
 def test_a_restart_drops_the_old_id_option(args: list[str], kept: list[str]) -> None:
-    from tmi_cluster.cli import _without_id  # noqa: PLC0415
+    from tmi_cluster.cli.running import without_id  # noqa: PLC0415
 
-    assert _without_id(args) == kept
+    assert without_id(args) == kept
 
 
 def test_features_say_how_the_cleanup_runs(tmp_path: Path) -> None:
@@ -652,14 +653,14 @@ def test_a_second_cluster_on_the_same_database_is_refused(
 
 
 def test_tail_says_when_a_time_is_the_reception_not_twitchs() -> None:
-    from tmi_cluster.cli import _event_line  # noqa: PLC0415
+    from tmi_cluster.cli.observe import event_line  # noqa: PLC0415
     from tmi_cluster.events import JoinEvent, MessageEvent  # noqa: PLC0415
 
     stamped = MessageEvent(channel="c", user="u", text="hi", tags={"tmi-sent-ts": "1700000000000"})
-    assert "(received)" not in click.unstyle(_event_line(stamped))
+    assert "(received)" not in click.unstyle(event_line(stamped))
     unstamped = JoinEvent(channel="c", user="u")
-    assert "(received)" in click.unstyle(_event_line(unstamped))
-    earlier = click.unstyle(_event_line(unstamped, "1700000000123-0"))  # its stream entry's time
+    assert "(received)" in click.unstyle(event_line(unstamped))
+    earlier = click.unstyle(event_line(unstamped, "1700000000123-0"))  # its stream entry's time
     assert time.strftime("%H:%M:%S", time.localtime(1700000000.123)) + " (received)" in earlier
 
 
