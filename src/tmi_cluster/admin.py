@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from tmi_cluster import housekeeping
@@ -43,7 +44,7 @@ from tmi_cluster.errors import (
 )
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.outcomes import ChannelJoin, Grant, JoinResult, JoinStatus
-from tmi_cluster.store import Channel, Store
+from tmi_cluster.store import Channel, Failure, Store
 
 __all__ = [
     "AUTHORIZE_CHANGES",
@@ -298,23 +299,39 @@ async def _join_live(
             "no live worker process to join channels: they are recorded as wanted and "
             "joined once one runs ('tmi-cluster run')"
         )
-    going = sorted(p for p, beat in statuses.items() if beat.status.state != "paused")
+    going = any(beat.status.state != "paused" for beat in statuses.values())
     owners = await assignment.owners(names)
-    results: dict[str, ChannelJoin] = {}
     held = await assignment.holding({c: o for c, o in owners.items() if o in statuses})
-    for channel in held:
-        results[channel] = ChannelJoin(
-            channel=channel,
+    results = {
+        c: ChannelJoin(
+            channel=c,
             status=JoinStatus.ALREADY,
-            process=owners[channel],
+            process=owners[c],
             result=JoinResult.JOINED,
-            detail=f"joined ({owners[channel]}, already)",
+            detail=f"joined ({owners[c]}, already)",
         )
+        for c in held
+    }
     after = await assignment.last_report_id()
     await wanted_changed(client, keys)
     waiting = [n for n in names if n not in results]
     # Paused workers take no new work: with nothing but paused ones, say so at once.
     deadline = time.monotonic() + (timeout_s if going else 0.0)
+    results.update(await _await_reports(assignment, waiting, after, deadline))
+    waiting = [n for n in waiting if n not in results]
+    placed = await assignment.owners(waiting)
+    for channel in waiting:
+        results[channel] = _unanswered(channel, placed.get(channel), going, timeout_s)
+    return {name: results[name] for name in names}
+
+
+async def _await_reports(
+    assignment: Assignment, channels: list[str], after: str, deadline: float
+) -> dict[str, ChannelJoin]:
+    """The outcomes the workers report on ``channels`` (reports after ``after``) until each
+    has one or the monotonic ``deadline`` passes; a report counts from the channel's owner."""
+    waiting = set(channels)
+    results: dict[str, ChannelJoin] = {}
     while waiting and time.monotonic() < deadline:
         reports = await assignment.reports(after, deadline - time.monotonic())
         if not reports:
@@ -325,22 +342,20 @@ async def _join_live(
         for report in mine:
             if report.channel in waiting and now_owned.get(report.channel) == report.process:
                 results[report.channel] = _reported(report.channel, report.process, report.result)
-                waiting.remove(report.channel)
-    placed = await assignment.owners(waiting)
-    for channel in waiting:
-        owner = placed.get(channel)
-        where = f"assigned to {owner}" if owner else "not assigned yet"
-        if going:
-            detail = f"no answer within {timeout_s:g} s ({where})"
-            results[channel] = ChannelJoin(
-                channel=channel, status=JoinStatus.NO_ANSWER, process=owner, detail=detail
-            )
-        else:
-            detail = f"{where}; the workers are paused: they join on SIGCONT"
-            results[channel] = ChannelJoin(
-                channel=channel, status=JoinStatus.PAUSED, process=owner, detail=detail
-            )
-    return {name: results[name] for name in names}
+                waiting.discard(report.channel)
+    return results
+
+
+def _unanswered(channel: str, owner: str | None, going: bool, timeout_s: float) -> ChannelJoin:
+    """A channel no worker reported on in time: no answer, or the workers are paused."""
+    where = f"assigned to {owner}" if owner else "not assigned yet"
+    if going:
+        detail = f"no answer within {timeout_s:g} s ({where})"
+        return ChannelJoin(
+            channel=channel, status=JoinStatus.NO_ANSWER, process=owner, detail=detail
+        )
+    detail = f"{where}; the workers are paused: they join on SIGCONT"
+    return ChannelJoin(channel=channel, status=JoinStatus.PAUSED, process=owner, detail=detail)
 
 
 def _reported(channel: str, process: str, result: str) -> ChannelJoin:
@@ -424,24 +439,44 @@ async def channels(
         else:
             current = _channel_state(wanted, owner, holders, failed=failure is not None)
         if states is None or current in states:
-            retry = failure.retry_at if failure is not None else None
-            failed_at = failure.failed_at if failure is not None else None
-            shown.append(
-                {
-                    "channel": login,
-                    "state": current,
-                    "process": owner,
-                    "since": (failed_at or since).isoformat()
-                    if current == "failed"
-                    else since.isoformat(),
-                    "failure": failure.reason if failure is not None else None,
-                    "attempts": failure.attempts if failure is not None else 0,
-                    "retry_at": retry.isoformat() if retry is not None else None,
-                    "given_up": failure.given_up if failure is not None else False,
-                    "live": live is not None,
-                }
-            )
+            shown.append(_channel_row(login, current, owner, since, failure, live=live is not None))
     return shown
+
+
+def _channel_row(
+    login: str,
+    state: str,
+    owner: str | None,
+    since: datetime,
+    failure: Failure | None,
+    *,
+    live: bool,
+) -> dict[str, Any]:
+    """One row of :func:`channels` (the keys are the JSON of ``tmi-cluster channels``)."""
+    if failure is None:
+        return {
+            "channel": login,
+            "state": state,
+            "process": owner,
+            "since": since.isoformat(),
+            "failure": None,
+            "attempts": 0,
+            "retry_at": None,
+            "given_up": False,
+            "live": live,
+        }
+    changed = (failure.failed_at or since) if state == "failed" else since
+    return {
+        "channel": login,
+        "state": state,
+        "process": owner,
+        "since": changed.isoformat(),
+        "failure": failure.reason,
+        "attempts": failure.attempts,
+        "retry_at": failure.retry_at.isoformat() if failure.retry_at is not None else None,
+        "given_up": failure.given_up,
+        "live": live,
+    }
 
 
 async def _live_channels(

@@ -261,6 +261,7 @@ class Dispatcher:
         if queue_size < 1:
             raise ValueError("a channel's queue needs room for at least one event")
         self.handlers = handlers
+        self._resolved_calls = handlers._calls  # see put()
         self.queue_size = queue_size
         self.policy = policy
         #: Events put, handled by every handler, dropped (a full channel queue), and handler
@@ -300,12 +301,19 @@ class Dispatcher:
 
     def put(self, event: Event) -> None:
         """Queue ``event`` for its channel's handlers (none: nothing to do). Never waits."""
-        if self._closed or not self.handlers.calls(type(event)):
+        kind = type(event)
+        # The registry's resolved calls, read directly on this hot path (the dict is the
+        # registry's own: it empties when a handler is added, and calls() fills it again).
+        calls = self._resolved_calls.get(kind)
+        if calls is None:
+            calls = self.handlers.calls(kind)
+        if not calls or self._closed:
             return
         self.put_count += 1
-        lane = self._lanes.get(event.channel)
+        channel = event.channel
+        lane = self._lanes.get(channel)
         if lane is None:
-            lane = self._lanes[event.channel] = _Lane(event.channel)
+            lane = self._lanes[channel] = _Lane(channel)
         events = lane.events
         if len(events) >= self.queue_size:
             self.dropped += 1

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from tmi_cluster.bus import (
     Assignment,
@@ -86,6 +88,17 @@ async def live_supervisors(
     )
 
 
+class _Record(Protocol):
+    """What the purge reads of a supervisor or process record."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def stopped_at(self) -> datetime | None: ...
+
+
 async def purge(
     store: Store,
     client: AsyncRedis,
@@ -99,46 +112,26 @@ async def purge(
     at = now or datetime.now(UTC)
     supervisors = await asyncio.to_thread(store.supervisors)
     processes = await asyncio.to_thread(store.processes)
-    supervisor_grace = timedelta(seconds=keys.supervisor_ttl_s)
-    process_grace = timedelta(seconds=keys.process_ttl_s)
     claims = [s for s in supervisors if s.state in CLAIMS_ALIVE]
     process_claims = [p for p in processes if p.state in CLAIMS_ALIVE]
     live_supervisors = await read(client, keys, "supervisor", [s.id for s in claims])
     live_workers = await read(client, keys, "process", [p.id for p in process_claims])
     if await (coordination or Coordination(client, keys)).forgot_recently():
         claims, process_claims = [], []  # a missing heartbeat may only not be back yet
-    dead_supervisors = [
-        s.id
-        for s in claims
-        if s.id not in live_supervisors and at - s.started_at > supervisor_grace
-    ]
-    dead_processes = [
-        p.id
-        for p in process_claims
-        if p.id not in live_workers and at - p.last_seen_at > process_grace
-    ]
+    # A supervisor's grace counts from its start, a process's from its record's last write.
+    dead_supervisors = _dead(
+        [(s.id, s.started_at) for s in claims], live_supervisors, keys.supervisor_ttl_s, at
+    )
+    dead_processes = _dead(
+        [(p.id, p.last_seen_at) for p in process_claims], live_workers, keys.process_ttl_s, at
+    )
     if dead_supervisors or dead_processes:
         await asyncio.to_thread(store.mark_dead, dead_supervisors, dead_processes)
-    assignment = Assignment(client, keys)
-    released = 0
     gone = set(dead_processes) | {p.id for p in processes if p.state not in CLAIMS_ALIVE}
-    for process_id in sorted(gone):
-        released += len(await assignment.of(process_id))
-        await assignment.forget(process_id)
+    released = await _release(Assignment(client, keys), gone)
     await forget_orders(client, keys, dead_supervisors)  # nobody reads them any more
-    cutoff = at - timedelta(seconds=retention_s)
-    old_supervisors = [
-        s.id
-        for s in supervisors
-        if (s.id in dead_supervisors or s.state not in CLAIMS_ALIVE)
-        and (retention_s <= 0 or (s.stopped_at or at) <= cutoff)
-    ]
-    old_processes = [
-        p.id
-        for p in processes
-        if (p.id in dead_processes or p.state not in CLAIMS_ALIVE)
-        and (retention_s <= 0 or (p.stopped_at or at) <= cutoff)
-    ]
+    old_supervisors = _expired(supervisors, dead_supervisors, retention_s, at)
+    old_processes = _expired(processes, dead_processes, retention_s, at)
     if old_supervisors or old_processes:
         await asyncio.to_thread(
             store.delete_records, supervisor_ids=old_supervisors, process_ids=old_processes
@@ -146,6 +139,38 @@ async def purge(
     return PurgeResult(
         dead_supervisors, dead_processes, released, len(old_supervisors) + len(old_processes)
     )
+
+
+def _dead(
+    claims: list[tuple[str, datetime]], live: Container[str], grace_s: float, at: datetime
+) -> list[str]:
+    """Of ``claims`` (id, since when), those with no heartbeat (not in ``live``) for longer
+    than ``grace_s``."""
+    grace = timedelta(seconds=grace_s)
+    return [id_ for id_, since in claims if id_ not in live and at - since > grace]
+
+
+async def _release(assignment: Assignment, gone: set[str]) -> int:
+    """Forget the assignment's keys of the processes ``gone``; how many channels they had."""
+    released = 0
+    for process_id in sorted(gone):
+        released += len(await assignment.of(process_id))
+        await assignment.forget(process_id)
+    return released
+
+
+def _expired(
+    records: Sequence[_Record], dead: list[str], retention_s: float, at: datetime
+) -> list[str]:
+    """The ids of ``records`` of the dead (``dead``, or recorded so) and the stopped whose end
+    is older than ``retention_s`` (0: all of them)."""
+    cutoff = at - timedelta(seconds=retention_s)
+    return [
+        r.id
+        for r in records
+        if (r.id in dead or r.state not in CLAIMS_ALIVE)
+        and (retention_s <= 0 or (r.stopped_at or at) <= cutoff)
+    ]
 
 
 async def purge_once(

@@ -415,6 +415,22 @@ def _superseded(
     return any(s.hostname == dead.hostname and s.started_at >= last for s in live)
 
 
+def _live_and_dead(
+    supervisors: Sequence[SupervisorRecord], hostname: str | None, liveness: Liveness
+) -> tuple[list[SupervisorRecord], list[SupervisorRecord]]:
+    """Of the supervisors whose records claim them alive (of ``hostname`` only, when given):
+    the live ones, and the dead ones that no later supervisor of their host replaced."""
+    beats = liveness.supervisors or {}
+    considered = [
+        s
+        for s in supervisors
+        if s.state in CLAIMS_ALIVE and (hostname is None or s.hostname == hostname)
+    ]
+    live = [s for s in considered if s.id in beats]
+    dead = [s for s in considered if s.id not in beats and not _superseded(s, live, liveness)]
+    return live, dead
+
+
 def health(
     supervisors: Sequence[SupervisorRecord],
     processes: Sequence[ProcessRecord],
@@ -438,21 +454,10 @@ def health(
     where = f" on {hostname}" if hostname is not None else ""
     if liveness.supervisors is None:
         return False, f"cannot tell: {liveness.error}"
-    considered = [
-        s
-        for s in supervisors
-        if s.state in CLAIMS_ALIVE and (hostname is None or s.hostname == hostname)
-    ]
-    live = [s for s in considered if s.id in liveness.supervisors]
-    dead = [
-        s
-        for s in considered
-        if s.id not in liveness.supervisors and not _superseded(s, live, liveness)
-    ]
+    live, dead = _live_and_dead(supervisors, hostname, liveness)
     if dead:
         names = ", ".join(s.id for s in dead)
         return False, f"{len(dead)} supervisor(s){where} without a heartbeat (dead): {names}"
-
     wrong = (
         _silent(live, liveness)
         or _short(live, processes, liveness, minimum)

@@ -377,16 +377,23 @@ class Processes:
             if child.id in marks and child.draining_since is None and not child.stopping:
                 child.draining_since = now
                 log.info("worker process %s drains (%s)", child.id, marks[child.id])
-        surplus = len([c for c in self.running() if c.ready.is_set()]) - self.target
-        if surplus > 0 and not self._stopping:
-            loads = sorted(
-                self.running(), key=lambda c: (c.status.channels if c.status else 0, c.id)
-            )
-            for child in loads[:surplus]:
-                await self._drain(child, "surplus")
+        await self._drain_surplus()
         draining = [c for c in ready if c.draining_since is not None and not c.stopping]
-        if not draining:
+        if draining:
+            await self._stop_drained(draining, now)
+
+    async def _drain_surplus(self) -> None:
+        """Workers over the target drain, the least loaded first."""
+        surplus = len([c for c in self.running() if c.ready.is_set()]) - self.target
+        if surplus <= 0 or self._stopping:
             return
+        loads = sorted(self.running(), key=lambda c: (c.status.channels if c.status else 0, c.id))
+        for child in loads[:surplus]:
+            await self._drain(child, "surplus")
+
+    async def _stop_drained(self, draining: list[Child], now: float) -> None:
+        """Of the ``draining`` workers, stop those that hold and are assigned nothing, or that
+        drained for longer than :data:`DRAIN_LIMIT_S`."""
         sizes = await self.coordination.sizes([c.id for c in draining])
         for child in draining:
             assigned, held = sizes[child.id]

@@ -244,6 +244,7 @@ class Supervisor:
         self._publishing: asyncio.Task[None] | None = None
         self._publish_stop = asyncio.Event()
         self._started_at = time.time()
+        self._me = psutil.Process()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -616,12 +617,8 @@ class Supervisor:
             log.warning("supervisor %s: the private Redis server runs again", self.id)
 
     async def _housekeeping(self) -> None:
-        """Purge the dead of the cluster (once per period for the whole cluster), and restart
-        the supervisor when it is over ``memory_limit``."""
-        assert self._client is not None
-        assert self._store is not None
-        me = psutil.Process()
-        limit = self.settings.memory_limit * 1024 * 1024
+        """The periodic chores, every :data:`PURGE_EVERY_S` seconds until the stop: each its own
+        method, one failing on an outage never keeps the others from running."""
         next_record = time.monotonic() + RECORD_EVERY_S
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -629,48 +626,67 @@ class Supervisor:
             if self._stop.is_set():
                 return
             self._cluster_event(SupervisorLooped(supervisor=self.id))
-            try:
-                result = await purge_once(self._store, self._client, self.keys)
-            except (RedisUnavailableError, StorageError) as error:
-                log.warning("supervisor %s: the purge waits: %s", self.id, error)
-            else:
-                if result is not None and (result.dead_supervisors or result.dead_processes):
-                    log.warning(
-                        "purged the dead: supervisors %s, processes %s (%d channels released)",
-                        result.dead_supervisors or "none",
-                        result.dead_processes or "none",
-                        result.released,
-                    )
-            with contextlib.suppress(RedisUnavailableError):  # a lost order: the hash is truth
-                target = await self._target()
-                if (
-                    target is not None
-                    and self.processes is not None
-                    and target != self.processes.target
-                ):
-                    self._scale(self.processes, {"processes": str(target), "cause": "resync"})
-            rss = me.memory_info().rss
+            await self._purge()
+            await self._resync_target()
+            rss = self._me.memory_info().rss
             if time.monotonic() >= next_record:  # figures in SQL at most every 30 s
                 next_record = time.monotonic() + RECORD_EVERY_S
-                with contextlib.suppress(StorageError):
-                    await asyncio.to_thread(
-                        self._store.set_supervisor_metrics,
-                        self.id,
-                        {
-                            "processes": len(self.processes.running()) if self.processes else 0,
-                            "problem": self.processes.problem if self.processes else None,
-                            "memory_bytes": rss,
-                        },
-                    )
-            if rss > limit and time.time() - self._started_at >= self.memory_grace_s:
-                log.warning(
-                    "supervisor %s uses %d MiB (over memory_limit %d): restarting",
-                    self.id,
-                    rss // 1048576,
-                    self.settings.memory_limit,
-                )
-                self.restart_wanted = True
-                self._stop.set()
+                await self._record_metrics(rss)
+            self._restart_if_over_memory(rss)
+
+    async def _purge(self) -> None:
+        """Purge the dead of the cluster (once per period for the whole cluster)."""
+        assert self._client is not None
+        assert self._store is not None
+        try:
+            result = await purge_once(self._store, self._client, self.keys)
+        except (RedisUnavailableError, StorageError) as error:
+            log.warning("supervisor %s: the purge waits: %s", self.id, error)
+            return
+        if result is not None and (result.dead_supervisors or result.dead_processes):
+            log.warning(
+                "purged the dead: supervisors %s, processes %s (%d channels released)",
+                result.dead_supervisors or "none",
+                result.dead_processes or "none",
+                result.released,
+            )
+
+    async def _resync_target(self) -> None:
+        """Follow the target in Redis when an order was lost (the hash is the truth)."""
+        with contextlib.suppress(RedisUnavailableError):  # the next period tries again
+            target = await self._target()
+            processes = self.processes
+            if target is not None and processes is not None and target != processes.target:
+                self._scale(processes, {"processes": str(target), "cause": "resync"})
+
+    async def _record_metrics(self, rss: int) -> None:
+        """The supervisor's figures in its SQL record (a database outage: the next time)."""
+        assert self._store is not None
+        processes = self.processes
+        with contextlib.suppress(StorageError):
+            await asyncio.to_thread(
+                self._store.set_supervisor_metrics,
+                self.id,
+                {
+                    "processes": len(processes.running()) if processes else 0,
+                    "problem": processes.problem if processes else None,
+                    "memory_bytes": rss,
+                },
+            )
+
+    def _restart_if_over_memory(self, rss: int) -> None:
+        """Over ``memory_limit`` (after the grace at start): stop, to be started again."""
+        limit = self.settings.memory_limit * 1024 * 1024
+        if rss <= limit or time.time() - self._started_at < self.memory_grace_s:
+            return
+        log.warning(
+            "supervisor %s uses %d MiB (over memory_limit %d): restarting",
+            self.id,
+            rss // 1048576,
+            self.settings.memory_limit,
+        )
+        self.restart_wanted = True
+        self._stop.set()
 
     async def _hand_over(self) -> None:
         """While stopping: let the coordinator move this supervisor's channels to the workers

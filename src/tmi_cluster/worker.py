@@ -231,7 +231,9 @@ class Worker:
         self._stop_publishing = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
-        pool.on_event = self.put
+        # put() is the pool's destination; without an observer, straight to the check (a call
+        # less per event on the read path).
+        pool.on_event = self.put if observer is not None else self.delivery.put
 
     @classmethod
     def from_settings(
