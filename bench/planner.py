@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tmi_cluster.planner import Member, Snapshot, plan
+from tmi_cluster.coordinator.planner import Member, Snapshot, plan
 
 PROCESSES = 5_000
 CHANNELS = 250_000

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tmi_cluster.autoscale import Cause, ScalePolicy, decide, initial_size
+from tmi_cluster.coordinator.autoscale import Cause, ScalePolicy, decide, initial_size
 from tmi_cluster.config import Settings
 
 POLICY = ScalePolicy(

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from tmi_cluster.autoscale import ScalePolicy
 from tmi_cluster.bus import (
     Assignment,
     Heartbeat,
@@ -23,7 +22,9 @@ from tmi_cluster.bus import (
     SupervisorStatus,
     wanted_changed,
 )
-from tmi_cluster.coordinator import Coordinator, JoinBudget, retry_delay
+from tmi_cluster.coordinator.autoscale import ScalePolicy
+from tmi_cluster.coordinator.coordinator import Coordinator, JoinBudget
+from tmi_cluster.coordinator.failures import retry_delay
 from tmi_cluster.store import RunState, Store
 
 from .helpers import run
@@ -458,8 +459,9 @@ async def test_a_failed_cleanup_is_shown_and_tried_again_later(
             client, store, keys, "s1", capacity=10, manager=manager, cleanup_every=(300.0, 0.0)
         )
         assert await coordinator.run_once() is not None
-        assert coordinator._cleaning is not None
-        await coordinator._cleaning
+        assert coordinator.cleanup is not None
+        assert coordinator.cleanup.task is not None
+        await coordinator.cleanup.task
         assert coordinator.cleanup_problem is not None
         assert "stale() cannot reach its API" in coordinator.cleanup_problem
         retry_ms = await client.pttl(keys.cleanup_due)
@@ -468,7 +470,7 @@ async def test_a_failed_cleanup_is_shown_and_tried_again_later(
         manager.broken = False
         await client.delete(keys.cleanup_due)  # its 30 s are over
         await coordinator.run_once()
-        await coordinator._cleaning
+        await coordinator.cleanup.task
         assert coordinator.cleanup_problem is None
         assert await client.pttl(keys.cleanup_due) > 290_000
     finally:

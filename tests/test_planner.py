@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tmi_cluster.planner import Member, Snapshot, plan
+from tmi_cluster.coordinator.planner import Member, Snapshot, plan
 
 
 def _members(*specs: str, capacity: int = 4) -> list[Member]:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from tmi_cluster import housekeeping
-from tmi_cluster.autoscale import Cause
+from tmi_cluster.coordinator.autoscale import Cause
 from tmi_cluster.bus import (
     Assignment,
     AsyncRedis,

@@ -13,7 +13,7 @@ Contracts:
   :data:`HEALTHY_S` seconds resets the count), each with a :class:`WorkerProcessRestarting`,
   or an :class:`UnableToLaunchProcess` when it ended before it was ready (its last line on
   standard error is the reason, kept in :attr:`Processes.problem` until a worker runs again).
-- The coordinator (:mod:`tmi_cluster.coordinator`) owns the assignment; the supervisor never
+- The coordinator (:mod:`tmi_cluster.coordinator.coordinator`) owns the assignment; the supervisor never
   writes it. A dead worker's heartbeat is deleted the moment its end is seen and the
   coordinator is woken, so that its channels are placed elsewhere within a pass.
 - Draining: a worker in ``P draining`` (marked by the coordinator for a scale-in, or here for a

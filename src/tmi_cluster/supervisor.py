@@ -5,7 +5,7 @@ It migrates the database, starts the private Redis server when ``redis.url`` is 
 itself in SQL (state changes, with history), keeps a heartbeat key in Redis (its value a JSON
 status: pid, host, state, processes, target, problem, whether it coordinates), runs as many
 worker processes as its target in ``P scale:targets`` (:mod:`tmi_cluster.processes`), runs
-the coordinator's loop (:mod:`tmi_cluster.coordinator`; one supervisor of the cluster acts),
+the coordinator's loop (:mod:`tmi_cluster.coordinator.coordinator`; one supervisor of the cluster acts),
 takes orders from its command stream (:mod:`tmi_cluster.bus.control`: terminate, restart,
 pause, continue, scale), purges the dead of the cluster (once for the whole cluster, under a
 lock: :mod:`tmi_cluster.housekeeping`), and on stop hands its channels over, stops its workers
@@ -82,7 +82,7 @@ from tmi_cluster.channels import (
     stale_horizon,
 )
 from tmi_cluster.config import Settings, mask_url
-from tmi_cluster.coordinator import Coordinator
+from tmi_cluster.coordinator.coordinator import Coordinator
 from tmi_cluster.embedded import EmbeddedRedis, check_folder
 from tmi_cluster.errors import (
     ConfigError,

@@ -18,26 +18,18 @@ worker process gone):
    used, and with none the pass does nothing rather than unassign anything), the live worker
    processes and supervisors (their heartbeats in Redis alone), which are being emptied
    (``P draining``, a stopping supervisor or process), what each holds, and the assignment;
-4. plan (:func:`tmi_cluster.planner.plan`, pure), within the join budgets (:class:`JoinBudget`);
+4. plan (:func:`tmi_cluster.coordinator.planner.plan`, pure), within the join budgets
+   (:class:`JoinBudget`);
 5. write the plan fenced by the lease's token: if another coordinator took over meanwhile,
    :class:`~tmi_cluster.errors.StaleLeaseError`, nothing is written and this one steps down.
    Every other write of the pass (the epoch, the reports' cursor, targets and orders, draining
    marks, the cleanup's schedule) is fenced the same way (:mod:`tmi_cluster.bus.coordination`);
-6. decide the cluster's size (:mod:`tmi_cluster.autoscale`, cluster-wide): each supervisor's
-   target in ``P scale:targets``, told to it by an order; a scale-out goes to the supervisor
-   with the fewest workers, a scale-in drains the least-loaded worker of the cluster, and
-   while the targets differ by more than one (a supervisor joined), one worker at a time moves
-   from the supervisor with the most to the one with the fewest (its least-loaded worker
-   drains), so that the workers are spread over the hosts; like a scale decision, not while
-   paused or within the cooldown (a size set by hand stays).
+6. decide the cluster's size (:mod:`tmi_cluster.coordinator.sizing`): each supervisor's
+   target in ``P scale:targets``, told to it by an order.
 
-With a channel manager that cleans up (``channel_manager.auto_cleanup.enabled``, the Database
-manager or one's own), the leader also runs the stale cleanup (:func:`tmi_cluster.channels.
-cleanup`) once per ``interval`` plus a random delay up to ``max_delay`` for the whole cluster:
-``P cleanup:due`` is set with ``NX`` and that expiry by the one that runs it, so that a new
-leader does not run it again before it is due; each run is logged and added to
-``P cleanup:runs``. It runs beside the passes (a slow manager of one's own delays no pass); a
-run that fails is shown as :attr:`cleanup_problem` and tried again 30 s later.
+With a channel manager that cleans up, the leader also runs the stale cleanup beside the passes
+(:mod:`tmi_cluster.coordinator.cleanup`), once per period for the whole cluster. Failed joins
+are kept by :mod:`tmi_cluster.coordinator.failures`.
 
 The wanted channels the plan places are those the channel manager authorizes
 (:func:`tmi_cluster.channels.joinable`): a revoked channel is unassigned, so parted, in the
@@ -53,22 +45,19 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from tmi_cluster.autoscale import Cause, ScalePolicy, decide, initial_size
 from tmi_cluster.bus import (
     Assignment,
     AsyncRedis,
     Coordination,
     Keys,
     Outage,
-    wanted_changed,
 )
 from tmi_cluster.bus.heartbeat import (
     Beat,
@@ -78,19 +67,20 @@ from tmi_cluster.bus.heartbeat import (
     of_live_supervisors,
 )
 from tmi_cluster.bus.lease import Lease
-from tmi_cluster.channels import ChannelManager, DummyChannelManager, cleans_up, cleanup, joinable
+from tmi_cluster.channels import ChannelManager, DummyChannelManager, cleans_up, joinable
 from tmi_cluster.config import Settings
+from tmi_cluster.coordinator.autoscale import ScalePolicy
+from tmi_cluster.coordinator.cleanup import StaleCleanup
+from tmi_cluster.coordinator.failures import JoinFailures
+from tmi_cluster.coordinator.planner import Member, Plan, Snapshot, plan
+from tmi_cluster.coordinator.sizing import Sizing
 from tmi_cluster.errors import (
     RedisUnavailableError,
     StaleLeaseError,
     StorageError,
-    TmiClusterError,
 )
-from tmi_cluster.outcomes import JoinResult
-from tmi_cluster.planner import Member, Plan, Snapshot, plan
 from tmi_cluster.ratelimit import AccountRates
-from tmi_cluster.store import Failure, Store
-from tmi_cluster.tasks import cancel_and_wait
+from tmi_cluster.store import Store
 
 __all__ = [
     "ADOPT_GRACE_S",
@@ -100,7 +90,6 @@ __all__ = [
     "WANTED_REFRESH_S",
     "Coordinator",
     "JoinBudget",
-    "retry_delay",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,34 +108,6 @@ ADOPT_GRACE_S = 10.0
 ADOPT_MIN_S = 2.0
 #: Seconds until a stale cleanup that failed is tried again.
 CLEANUP_RETRY_S = 30.0
-#: The state key of the cluster's size in SQL (``auto_scale.restore``).
-_SCALE_STATE = "scale"
-
-# reason -> (first delay, longest delay, attempts before giving up or None): see retry_delay.
-_RETRIES: dict[str, tuple[float, float, int | None]] = {
-    JoinResult.SUSPENDED: (60.0, 3600.0, None),  # suspensions end
-    JoinResult.CHANNEL_LIMIT: (30.0, 600.0, None),  # the account's channels free up
-    JoinResult.TIMEOUT: (5.0, 600.0, 12),  # silence: most likely no such channel
-}
-_OTHER_RETRY = (5.0, 300.0, None)  # a lost channel, a connection that ended, a refused login
-_GIVE_UP = frozenset({JoinResult.BANNED, JoinResult.TOS_BAN})  # only a new request helps
-
-
-def retry_delay(reason: str, attempts: int) -> float | None:
-    """Seconds until a channel whose join failed ``attempts`` times in a row (the last for
-    ``reason``) is tried again; None: given up (a ban; a join that timed out 12 times).
-
-    Delays double from a first delay up to a cap: ``msg_channel_suspended`` 60 s to 1 h,
-    ``msg_concurrent_channel_limit_reached`` 30 s to 10 min, ``timeout`` 5 s to 10 min, any
-    other reason (a lost channel, a connection that ended) 5 s to 5 min. A channel asked for
-    again (``tmi-cluster join``) starts over at once.
-    """
-    if reason in _GIVE_UP:
-        return None
-    first, cap, give_up_after = _RETRIES.get(reason, _OTHER_RETRY)
-    if give_up_after is not None and attempts >= give_up_after:
-        return None
-    return float(min(cap, first * 2.0 ** max(0, attempts - 1)))
 
 
 @dataclass(frozen=True)
@@ -178,7 +139,7 @@ class JoinBudget:
 @dataclass(frozen=True)
 class _View:
     """What one pass read: the plan's snapshot, the live supervisors' targets (see
-    :meth:`Coordinator._targets`), the channels to place, whether the adoption grace runs."""
+    :meth:`Sizing.targets`), the channels to place, whether the adoption grace runs."""
 
     snapshot: Snapshot
     targets: dict[str, int]
@@ -223,10 +184,19 @@ class Coordinator:
         #: Which channels may be joined; the Dummy manager (all) by default.
         self.manager: ChannelManager = manager or DummyChannelManager()
         #: The stale cleanup's (interval, max_delay) in seconds; None: no cleanup.
-        self.cleanup_every = cleanup_every if cleans_up(self.manager) else None
-        self._cleaning: asyncio.Task[None] | None = None
-        #: Why the last stale cleanup run failed, else None.
-        self.cleanup_problem: str | None = None
+        self.coordination = Coordination(client, keys)
+        #: The stale cleanup (None: the manager does not clean up, or no ``cleanup_every``).
+        self.cleanup: StaleCleanup | None = None
+        if cleanup_every is not None and cleans_up(self.manager):
+            self.cleanup = StaleCleanup(
+                self.manager,
+                store,
+                client=client,
+                keys=keys,
+                coordination=self.coordination,
+                lease=self.lease,
+                every=cleanup_every,
+            )
         self._manager_problem: str | None = None
         #: Whether the last pass held the lease.
         self.leading = False
@@ -240,12 +210,28 @@ class Coordinator:
         self._wanted: frozenset[str] | None = None
         self._version: bytes | None = None
         self._loaded_at = 0.0
-        self._failures: dict[str, Failure] = {}
-        self._unwritten: dict[str, Failure | None] = {}  # None: cleared
+        #: The failed joins: retried after their delay, or given up.
+        self.failures = JoinFailures(store, holder)
         self._db_failing = False
         self._adopt_until = 0.0
         self._adopt_since = 0.0
-        self.coordination = Coordination(client, keys)
+        #: The cluster's size (None: the coordinator does not scale).
+        self.sizing = (
+            Sizing(
+                self.coordination,
+                store,
+                self.lease,
+                policy,
+                supervisor_fresh_s=supervisor_fresh_s,
+            )
+            if policy is not None
+            else None
+        )
+
+    @property
+    def cleanup_problem(self) -> str | None:
+        """Why the last stale cleanup run failed, else None."""
+        return self.cleanup.problem if self.cleanup is not None else None
 
     @classmethod
     def from_settings(
@@ -297,8 +283,8 @@ class Coordinator:
             except RedisUnavailableError:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.pass_s)
-        if self._cleaning is not None:
-            await cancel_and_wait(self._cleaning, what="the stale cleanup")
+        if self.cleanup is not None:
+            await self.cleanup.aclose()
         with contextlib.suppress(RedisUnavailableError):
             if self.leading:
                 await self.lease.release()
@@ -356,12 +342,12 @@ class Coordinator:
                 len(result.waiting),
                 len(result.paced),
             )
-        await self._write_failures()
-        await self._maybe_clean_up()
-        if self.policy is not None:
+        await self.failures.write()
+        if self.cleanup is not None:
+            await self.cleanup.maybe_start()
+        if self.sizing is not None:
             after = result.applied(snapshot.assignment)
-            await self._scale(
-                self.policy,
+            await self.sizing.scale(
                 list(snapshot.members),
                 view.targets,
                 channels=view.placeable,
@@ -378,10 +364,10 @@ class Coordinator:
         assignment = await reader.all()
         await self._read_reports(assignment, members)
         held = await reader.held_of([m.id for m in members])
-        blocked = self._blocked()
+        blocked = self.failures.blocked()
         members = self._with_slots(members, assignment, held)
         takers = [m for m in members if not m.draining]
-        targets = await self._targets(supervisors)
+        targets = await self.sizing.targets(supervisors) if self.sizing is not None else {}
         at_max = self.policy is None or sum(targets.values()) >= self.policy.maximum
         placeable = len(wanted - blocked)
         if takers and at_max and placeable > self.capacity * len(takers):
@@ -399,66 +385,6 @@ class Coordinator:
             budget=self._account_budget(assignment, held),
         )
         return _View(snapshot, targets, placeable, adopting)
-
-    # -- the stale cleanup ----------------------------------------------------------------------
-
-    async def _maybe_clean_up(self) -> None:
-        """Start the stale cleanup when it is due for the cluster and none runs here."""
-        if self.cleanup_every is None or (self._cleaning and not self._cleaning.done()):
-            return
-        interval, max_delay = self.cleanup_every
-        next_in = interval + random.uniform(0.0, max_delay)  # noqa: S311 (a jitter)
-        due = await self.coordination.schedule_cleanup(
-            self.lease.token, self.lease.holder, next_in, due=True
-        )
-        if due:
-            self._cleaning = asyncio.create_task(self._clean_up(), name="stale cleanup")
-
-    async def _clean_up(self) -> None:
-        """One run of the stale cleanup; its figures logged and added to ``P cleanup:runs``."""
-        try:
-            done = await cleanup(self.manager, self.store)
-            self.cleanup_problem = None
-            parted = done.stale | done.unauthorized
-            if parted:
-                await wanted_changed(self.client, self.keys)
-            log.info(
-                "stale cleanup by %s: %d of %d wanted channels parted (%d stale, %d no "
-                "longer authorized) in %.2f s",
-                self.lease.holder,
-                len(parted),
-                done.checked,
-                len(done.stale),
-                len(done.unauthorized),
-                done.seconds,
-            )
-            entry = {
-                "by": self.lease.holder,
-                "checked": done.checked,
-                "stale": len(done.stale),
-                "unauthorized": len(done.unauthorized),
-                "seconds": f"{done.seconds:.3f}",
-            }
-            await self.coordination.record_cleanup(self.lease.token, entry)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # the database, Redis, a manager of one's own: shown, retried
-            log.warning(
-                "stale cleanup by %s failed (tried again in %.0f s): %s: %s",
-                self.lease.holder,
-                CLEANUP_RETRY_S,
-                type(error).__name__,
-                error,
-            )
-            self.cleanup_problem = f"stale cleanup: {type(error).__name__}: {error}"
-            try:
-                await self.coordination.schedule_cleanup(
-                    self.lease.token, self.lease.holder, CLEANUP_RETRY_S, due=False
-                )
-            except TmiClusterError as again:  # Redis away, or the lease lost: the next leader's
-                log.warning(
-                    "stale cleanup by %s: its retry is not scheduled: %s", self.lease.holder, again
-                )
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -495,15 +421,6 @@ class Coordinator:
             return False
         return True
 
-    def _blocked(self) -> set[str]:
-        """The channels whose failed joins wait for their retry, or were given up."""
-        now = datetime.now(UTC)
-        return {
-            c
-            for c, f in self._failures.items()
-            if f.given_up or (f.retry_at is not None and f.retry_at > now)
-        }
-
     async def _load_wanted(self) -> frozenset[str] | None:
         version = await self.coordination.wanted_version()
         fresh = time.monotonic() - self._loaded_at < WANTED_REFRESH_S
@@ -536,12 +453,7 @@ class Coordinator:
             self._db_failing = False
         self._manager_problem = None
         self._wanted, self._version, self._loaded_at = frozenset(wanted), version, time.monotonic()
-        self._failures = {**failures}
-        for channel, pending in self._unwritten.items():  # what is not written yet wins
-            if pending is None:
-                self._failures.pop(channel, None)
-            else:
-                self._failures[channel] = pending
+        self.failures.loaded(failures)
         return self._wanted
 
     async def _members(self) -> tuple[list[Member], dict[str, Beat[SupervisorStatus]]]:
@@ -606,207 +518,6 @@ class Coordinator:
                 break
             after = reports[-1].id
             for report in reports:
-                channel, result = report.channel, report.result
-                if result == JoinResult.JOINED:
-                    if channel in self._failures:
-                        del self._failures[channel]
-                        self._unwritten[channel] = None
-                elif result == JoinResult.PARTED:
-                    continue  # asked for
-                elif assignment.get(channel) == report.process and report.process in active:
-                    attempts = (
-                        self._failures[channel].attempts + 1 if channel in self._failures else 1
-                    )
-                    delay = retry_delay(result, attempts)
-                    failure = Failure(
-                        channel,
-                        result,
-                        attempts,
-                        None if delay is None else now + timedelta(seconds=delay),
-                        delay is None,
-                        now,
-                    )
-                    self._failures[channel] = self._unwritten[channel] = failure
-                    if delay is None:
-                        log.warning(
-                            "channel %s: given up after %s (join it again to retry)",
-                            channel,
-                            result,
-                        )
+                self.failures.note(report, assignment, active, now)
         if after != cursor:
             await self.coordination.set_reports_cursor(self.lease.token, after)
-
-    async def _write_failures(self) -> None:
-        if not self._unwritten:
-            return
-        pending = dict(self._unwritten)
-        cleared = [c for c, f in pending.items() if f is None]
-        failed = [f for f in pending.values() if f is not None]
-        try:
-            if cleared:
-                await asyncio.to_thread(self.store.clear_failures, cleared)
-            if failed:
-                await asyncio.to_thread(self.store.record_failures, failed)
-        except StorageError as error:
-            if not self._db_failing:
-                log.warning(
-                    "coordinator %s: failed joins wait for the database: %s",
-                    self.lease.holder,
-                    error,
-                )
-            self._db_failing = True
-            return
-        for channel, value in pending.items():
-            if self._unwritten.get(channel) is value:
-                del self._unwritten[channel]
-
-    # -- the cluster's size ---------------------------------------------------------------------
-
-    async def _targets(self, supervisors: Mapping[str, Beat[SupervisorStatus]]) -> dict[str, int]:
-        """The targets of the live supervisors that are not stopping and beat recently (one
-        killed with SIGKILL keeps its key until ``supervisor.stale``, but its beats stop, and
-        so do its workers, at once); ages on Redis's clock."""
-        targets = await self.coordination.targets()
-        gone = [s for s in targets if s not in supervisors]
-        if gone:  # supervisors that ended without saying so: their targets count no more
-            await self.coordination.forget_targets(self.lease.token, gone)
-        result = {}
-        for supervisor, beat in supervisors.items():
-            if beat.status.state == "stopping" or beat.age_s > self.supervisor_fresh_s:
-                continue
-            shown = beat.status.target  # what it runs for: a Redis that forgot keeps it
-            result[supervisor] = targets.get(supervisor, shown if shown > 0 else -1)
-        return result
-
-    async def _scale(
-        self,
-        policy: ScalePolicy,
-        members: list[Member],
-        targets: dict[str, int],
-        *,
-        channels: int,
-        after: Mapping[str, str],
-    ) -> None:
-        """Decide the cluster's size and carry a change out (see the module's docstring)."""
-        if not targets:
-            return
-        state, now = await self.coordination.scale_state()
-        changes = await self._targets_for_new(policy, targets)
-        if changes:  # supervisors came: their workers start first, the rule applies after
-            await self._apply_targets(changes, next(iter(changes.values()))[1], now)
-            return
-        since = now - state.last_change
-        decision = decide(
-            policy, sum(targets.values()), channels, since_last_change_s=since, paused=state.paused
-        )
-        if decision.change > 0:
-            for supervisor in _fewest(targets, decision.change):
-                targets[supervisor] += 1
-                changes[supervisor] = (targets[supervisor], decision.cause)
-        elif decision.change < 0:
-            await self._drain(
-                members, targets, after, changes, count=-decision.change, cause=decision.cause
-            )
-        elif (
-            decision.cause is Cause.STEADY
-            and len(targets) > 1
-            and not any(m.draining for m in members)
-        ):
-            most = max(targets, key=lambda t: (targets[t], t))
-            least = min(targets, key=lambda t: (targets[t], t))
-            if targets[most] - targets[least] > 1:  # spread over the hosts: one at a time
-                moved = await self._drain(
-                    members, targets, after, changes, count=1, cause=Cause.SPREAD, only=most
-                )
-                if moved:
-                    targets[least] += 1
-                    changes[least] = (targets[least], Cause.SPREAD)
-        if changes:
-            cause = decision.cause if decision.change else Cause.SPREAD
-            await self._apply_targets(changes, cause, now)
-            with contextlib.suppress(StorageError):
-                await asyncio.to_thread(
-                    self.store.set_state, _SCALE_STATE, {"processes": sum(targets.values())}
-                )
-
-    async def _drain(
-        self,
-        members: list[Member],
-        targets: dict[str, int],
-        after: Mapping[str, str],
-        changes: dict[str, tuple[int, Cause]],
-        *,
-        count: int,
-        cause: Cause,
-        only: str | None = None,
-    ) -> int:
-        """Drain the ``count`` least-loaded workers (of supervisor ``only``, else of any with a
-        target), their supervisors' targets one lower each; how many."""
-        load = Counter(after.values())
-        candidates = sorted(
-            (
-                m
-                for m in members
-                if not m.draining
-                and targets.get(m.supervisor, 0) > 0
-                and (only is None or m.supervisor == only)
-            ),
-            key=lambda m: (load[m.id], m.id),
-        )
-        for member in candidates[:count]:
-            targets[member.supervisor] -= 1
-            changes[member.supervisor] = (targets[member.supervisor], cause)
-            await self.coordination.drain(self.lease.token, member.id, cause.value)
-            log.info("coordinator: %s drains (%s, %d channels)", member.id, cause, load[member.id])
-        return len(candidates[:count])
-
-    async def _targets_for_new(
-        self, policy: ScalePolicy, targets: dict[str, int]
-    ) -> dict[str, tuple[int, Cause]]:
-        """Targets for the supervisors without one (-1 in ``targets``): a cluster starting from
-        nothing comes back at its recent size (``restore``) or ``min``; a supervisor joining a
-        running cluster starts with none, and the workers are then spread over the
-        supervisors one by one (scale-outs go to the one with the fewest)."""
-        new = [s for s, t in targets.items() if t < 0]
-        if not new:
-            return {}
-        known = sum(t for t in targets.values() if t >= 0)
-        cause = Cause.STEADY
-        total = known
-        if known == 0:
-            remembered = await self._remembered()
-            total = initial_size(policy, remembered)
-            cause = Cause.BELOW_MINIMUM if remembered is None else Cause.RESTORE
-        for supervisor in new:
-            targets[supervisor] = 0
-        for supervisor in _fewest(targets, total - known):
-            targets[supervisor] += 1
-        return {supervisor: (targets[supervisor], cause) for supervisor in new}
-
-    async def _apply_targets(
-        self, changes: Mapping[str, tuple[int, Cause]], cause: Cause | None, now: float
-    ) -> None:
-        """Write the new targets (and the time of a decided change) and tell each one, at once
-        and fenced."""
-        targets = {s: (target, why.value) for s, (target, why) in changes.items()}
-        change = (now, cause.value) if cause is not None else None
-        await self.coordination.apply_targets(self.lease.token, targets, change=change)
-
-    async def _remembered(self) -> int | None:
-        try:
-            value = await asyncio.to_thread(self.store.state, _SCALE_STATE)
-        except StorageError:
-            return None
-        processes = (value or {}).get("processes")
-        return int(processes) if isinstance(processes, int) else None
-
-
-def _fewest(targets: dict[str, int], count: int) -> list[str]:
-    """``count`` supervisors to give one worker more each, the fewest first (repeats allowed)."""
-    picked: list[str] = []
-    scratch = dict(targets)
-    for _ in range(max(0, count)):
-        supervisor = min(scratch, key=lambda s: (scratch[s], s))
-        scratch[supervisor] += 1
-        picked.append(supervisor)
-    return picked
