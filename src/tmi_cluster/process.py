@@ -62,13 +62,10 @@ from tmi_cluster.bus import (
     ProcessStatus,
     close_client,
     connect_async,
-    live,
-    read,
 )
 from tmi_cluster.bus.heartbeat import mark_alive
 from tmi_cluster.channels import load_manager
 from tmi_cluster.config import Settings, load_settings
-from tmi_cluster.delivery import Delivery
 from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.events import (
     ChannelLostEvent,
@@ -79,6 +76,7 @@ from tmi_cluster.events import (
     PeriodicTimerCalled,
 )
 from tmi_cluster.handlers import load_handlers
+from tmi_cluster.handover import HandOver
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.pool import Pool
 from tmi_cluster.store import Store
@@ -116,12 +114,6 @@ _CLOSE_RESERVE_S = 1.0
 _PR_SET_PDEATHSIG = 1
 #: The signal the kernel sends a worker when its supervisor dies (Linux): an orphan's stop.
 PARENT_DEATH_SIGNAL = signal.SIGHUP
-#: Seconds a worker taking a channel over waits for its holder to guard it, at most.
-GUARD_WAIT_S = 3.0
-#: Seconds a worker that took a channel over keeps checking it once nobody else holds it.
-GUARD_LINGER_S = 2.0
-#: Seconds the list of the other worker processes is reused.
-_PEERS_S = 5.0
 
 
 class ProcessState(enum.StrEnum):
@@ -168,16 +160,13 @@ class WorkerProcess:
         self._messages = 0
         self._rate = (time.monotonic(), 0, 0.0)  # when, messages then, messages per second
         self._retry: dict[str, tuple[float, float]] = {}  # channel -> (next try, delay)
-        self._leaving: dict[str, float] = {}  # channel -> deadline of its hand-over
         self._lost: dict[str, str] = {}  # reported by the pool, to be reported on
         self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
         self._joining: asyncio.Task[None] | None = None
         self._held_recorded_at = 0.0  # monotonic; 0: record in full at the next reconcile
         self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
         self._worker: Worker | None = None
-        self._deferred: dict[str, float] = {}  # channel -> since when it waits for a guard
-        self._taking: dict[str, float | None] = {}  # taken over -> when its guard lifts
-        self._peers: tuple[float, list[str]] = (-1e9, [])  # when read, the other processes
+        self._handover: HandOver | None = None
         self._process = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._orphan_logged = False
@@ -329,6 +318,13 @@ class WorkerProcess:
             observer=self._on_event,
             on_failure=self._worker_failed,
         )
+        self._handover = HandOver(
+            worker,
+            self.id,
+            self.keys,
+            timeout_s=settings.process.timeout,
+            stopping=self._stop.is_set,
+        )
         with contextlib.suppress(TmiClusterError):  # an earlier life's guards mean nothing now
             await assignment.clear_guards(self.id)
         async with worker, asyncio.TaskGroup() as tasks:
@@ -434,12 +430,7 @@ class WorkerProcess:
                 await self._reconcile(assignment)
                 joining = self._joining is not None and not self._joining.done()
                 pending = (
-                    joining
-                    or self._outcomes
-                    or self._lost
-                    or self._leaving
-                    or self._deferred
-                    or self._taking
+                    joining or self._outcomes or self._lost or self._require_handover().pending
                 )
                 timeout = 0.1 if pending else period  # results go out within 0.1 s
                 after, _ = await assignment.notices(self.id, after, timeout)
@@ -470,12 +461,13 @@ class WorkerProcess:
 
     async def _reconcile(self, assignment: Assignment) -> None:
         pool = self._require_pool()
+        handover = self._require_handover()
         await self._flush(assignment)
         epoch = await assignment.epoch()
         settled = epoch is not None and epoch == self._epoch
         if not settled:  # a new assignment: say what is held, part nothing until it settles
             self._epoch = epoch
-            await self._stop_leaving(assignment, list(self._leaving))
+            await handover.stop_leaving(assignment, list(handover.leaving))
         if not settled or time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
             # confirmed ones only; under a new epoch, saying that this is all
             await assignment.set_held(self.id, pool.held, epoch=None if settled else epoch)
@@ -486,155 +478,16 @@ class WorkerProcess:
         now = time.monotonic()
         fresh = sorted(c for c in wanted - held if c not in self._retry or self._retry[c][0] <= now)
         if fresh and not busy and not self.paused and not self._stop.is_set():
-            fresh = await self._ready_to_take(assignment, fresh)
+            fresh = await handover.ready_to_take(assignment, fresh)
             if fresh:
                 self._joining = asyncio.create_task(self._join(fresh), name="joins")
                 self._joining.add_done_callback(self._joined)
-        await self._stop_leaving(assignment, sorted(wanted & self._leaving.keys()))  # back to us
-        await self._lift_taken(assignment)
+        await handover.stop_leaving(assignment, sorted(wanted & handover.leaving.keys()))  # ours
+        await handover.lift_taken(assignment)
         if not settled:
             return
-        await self._start_leaving(assignment, sorted(held - wanted - self._leaving.keys()))
-        await self._part_handed_over(assignment, now)
-
-    # -- exactly once across a move (see tmi_cluster.delivery) ---------------------------------
-
-    async def _start_leaving(self, assignment: Assignment, channels: list[str]) -> None:
-        """Hand ``channels`` over: check their events from now on, then say so (the new owner
-        joins once it reads that), then wait for the new owner (make-before-break)."""
-        if not channels:
-            return
-        deadline = time.monotonic() + self.settings.process.timeout
-        self._require_delivery().guard(channels)
-        await assignment.guard(self.id, channels)
-        log.debug("%s hands %d channels over, checking their events", self.id, len(channels))
-        for channel in channels:
-            self._leaving.setdefault(channel, deadline)
-
-    async def _stop_leaving(self, assignment: Assignment, channels: list[str]) -> None:
-        """``channels`` are not being handed over any more (parted, or ours again)."""
-        if not channels:
-            return
-        for channel in channels:
-            self._leaving.pop(channel, None)
-        self._require_delivery().lift(channels)
-        await assignment.guard(self.id, channels, on=False)
-
-    async def _other_processes(self, client: AsyncRedis, *, fresh: bool = False) -> list[str]:
-        """The other live worker processes (read again when ``fresh``, else every
-        :data:`_PEERS_S`: a worker that started a moment ago must not be missed before a join)."""
-        read_at, peers = self._peers
-        if fresh or time.monotonic() - read_at >= _PEERS_S:
-            found = await live(client, self.keys, "process")
-            peers = sorted(p for p in found if p != self.id)
-            self._peers = (time.monotonic(), peers)
-        return peers
-
-    async def _ready_to_take(self, assignment: Assignment, fresh: list[str]) -> list[str]:
-        """Of ``fresh`` (channels to join), those that may be joined now: held by no other
-        process, or held by one that checks their events already (or that did not say so
-        within :data:`GUARD_WAIT_S`). Those held elsewhere are checked from now on, until
-        nobody else holds them."""
-        peers = await self._other_processes(assignment.client, fresh=True)
-        holders = await assignment.held_by(peers, fresh)
-        if not holders:
-            return fresh
-        guarded = await assignment.guarded({c: owners[0] for c, owners in holders.items()})
-        now = time.monotonic()
-        ready = []
-        for channel in fresh:
-            if channel in holders:
-                since = self._deferred.setdefault(channel, now)
-                if channel not in guarded and now - since < GUARD_WAIT_S:
-                    continue  # its holder has not begun to check it yet
-                self._deferred.pop(channel, None)
-                self._taking[channel] = None
-            ready.append(channel)
-        taken = [c for c in ready if c in holders]
-        self._require_delivery().guard(taken)
-        if taken or len(ready) < len(fresh):
-            log.debug(
-                "%s takes %d channels over (%d wait for their holder to check them)",
-                self.id,
-                len(taken),
-                len(fresh) - len(ready),
-            )
-        return ready
-
-    async def _lift_taken(self, assignment: Assignment) -> None:
-        """Stop checking the channels taken over that nobody else has held for
-        :data:`GUARD_LINGER_S` (their last copies elsewhere have arrived by then)."""
-        if not self._taking:
-            return
-        taking = sorted(self._taking)
-        holders = await assignment.held_by(await self._other_processes(assignment.client), taking)
-        now = time.monotonic()
-        lifted = []
-        for channel in taking:
-            if channel in holders:  # still held elsewhere: our copies are checked
-                self._taking[channel] = None
-                continue
-            until = self._taking[channel]
-            if until is None:
-                self._taking[channel] = now + GUARD_LINGER_S
-            elif until <= now:
-                lifted.append(channel)
-        for channel in lifted:
-            del self._taking[channel]
-        if lifted:
-            log.debug(
-                "%s took %d channels over; their events go unchecked again", self.id, len(lifted)
-            )
-        self._require_delivery().lift(lifted)
-
-    def _require_delivery(self) -> Delivery:
-        assert self._worker is not None
-        return self._worker.delivery
-
-    async def _part_handed_over(self, assignment: Assignment, now: float) -> None:
-        """Part the channels leaving us whose new owner holds them, or that nobody owns now,
-        or whose hand-over ran out of time."""
-        if not self._leaving:
-            return
-        pool = self._require_pool()
-        deadlines = dict(self._leaving)  # the follow loop may change it while this waits
-        leaving = sorted(deadlines)
-        owners = await assignment.owners(leaving)
-        elsewhere = {c: p for c, p in owners.items() if p is not None and p != self.id}
-        taken = await assignment.holding(elsewhere) if elsewhere else set()
-        if self._stop.is_set() and elsewhere:  # stopping: a new owner that stops too never takes
-            taken |= await self._owners_gone(assignment, elsewhere)
-        done = [
-            c
-            for c in leaving
-            if owners[c] is None or c in taken or deadlines[c] <= now or c not in pool.channels
-        ]
-        late = [c for c in done if deadlines[c] <= now and c not in taken and owners[c]]
-        if late:
-            log.warning(
-                "%s: %d channels parted before their new owner held them (after %g s)",
-                self.id,
-                len(late),
-                self.settings.process.timeout,
-            )
-        if done:
-            await pool.part(done)
-            await assignment.record_held(self.id, left=done)
-            await self._stop_leaving(assignment, done)
-            for channel in done:
-                self._retry.pop(channel, None)
-
-    async def _owners_gone(self, assignment: Assignment, owners: dict[str, str]) -> set[str]:
-        """Of ``channel -> new owner``, the channels whose new owner is not alive or stops as
-        well (its supervisor stops them all): waiting for it to take them is waiting for the
-        deadline."""
-        beats = await read(assignment.client, self.keys, "process", set(owners.values()))
-        gone = {
-            p
-            for p in set(owners.values())
-            if p not in beats or beats[p].status.state == ProcessState.STOPPING
-        }
-        return {c for c, p in owners.items() if p in gone}
+        await handover.start_leaving(assignment, sorted(held - wanted - handover.leaving.keys()))
+        self._parted(await handover.part_handed_over(assignment, now))
 
     async def _join(self, channels: list[str]) -> None:
         """Join ``channels``; the results are reported by the next reconciliation."""
@@ -664,13 +517,14 @@ class WorkerProcess:
         """While stopping: finish hand-overs under way, within the stop's deadline."""
         self._phase = "stopping its joins"
         await cancel_and_wait(self._joining, what=f"{self.id}'s joins", timeout_s=self._remaining())
-        while self._leaving and self._remaining() > 0:
-            self._phase = f"handing {len(self._leaving)} channels over"
+        leaving = self._require_handover().leaving
+        while leaving and self._remaining() > 0:
+            self._phase = f"handing {len(leaving)} channels over"
             try:
                 await self._reconcile_leaving(assignment)
             except RedisUnavailableError:
                 break
-            if self._leaving:
+            if leaving:
                 await asyncio.sleep(0.1)
 
     async def _reconcile_leaving(self, assignment: Assignment) -> None:
@@ -678,11 +532,21 @@ class WorkerProcess:
         await self._flush(assignment)
         wanted = await assignment.of(self.id)
         now = time.monotonic()
-        leaving = sorted(pool.channels - wanted - self._leaving.keys())
-        await self._start_leaving(assignment, leaving)
+        handover = self._require_handover()
+        leaving = sorted(pool.channels - wanted - handover.leaving.keys())
+        await handover.start_leaving(assignment, leaving)
         for channel in leaving:
-            self._leaving[channel] = min(self._leaving[channel], now + self._remaining())
-        await self._part_handed_over(assignment, now)
+            handover.leaving[channel] = min(handover.leaving[channel], now + self._remaining())
+        self._parted(await handover.part_handed_over(assignment, now))
+
+    def _parted(self, channels: list[str]) -> None:
+        """``channels`` were parted after their hand-over: no retry of theirs is due."""
+        for channel in channels:
+            self._retry.pop(channel, None)
+
+    def _require_handover(self) -> HandOver:
+        assert self._handover is not None
+        return self._handover
 
     def _require_pool(self) -> Pool:
         assert self._worker is not None

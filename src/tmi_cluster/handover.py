@@ -1,0 +1,196 @@
+"""A worker's hand-overs: a channel moves between two worker processes make-before-break, and
+its events reach the application exactly once (:mod:`tmi_cluster.delivery`).
+
+- Leaving: a channel assigned elsewhere is *guarded* (its events checked cluster-wide) from
+  the moment the worker says so in Redis; the new owner joins once it reads that; the worker
+  parts the channel once the new owner holds it, or nobody owns it now, or after
+  ``process.timeout`` (while stopping, at once when the new owner is not alive or stops too).
+- Taking over: a channel held by another process is joined once its holder guards it (or did
+  not say so within :data:`GUARD_WAIT_S`), and its events are checked here as well until
+  nobody else has held it for :data:`GUARD_LINGER_S` (their last copies elsewhere have
+  arrived by then).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from tmi_cluster.bus import Assignment, AsyncRedis, Keys, live, read
+from tmi_cluster.worker import Worker
+
+__all__ = ["GUARD_LINGER_S", "GUARD_WAIT_S", "HandOver"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a worker taking a channel over waits for its holder to guard it, at most.
+GUARD_WAIT_S = 3.0
+#: Seconds a worker that took a channel over keeps checking it once nobody else holds it.
+GUARD_LINGER_S = 2.0
+#: Seconds the list of the other worker processes is reused.
+_PEERS_S = 5.0
+#: The state a worker process stopping says of itself in its heartbeat.
+_STOPPING = "stopping"
+
+
+class HandOver:
+    """The hand-overs of worker process ``process_id`` running ``worker``; see the module.
+    ``stopping`` tells whether the process stops (its hand-overs then end sooner)."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        process_id: str,
+        keys: Keys,
+        *,
+        timeout_s: float,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.worker = worker
+        self.id = process_id
+        self.keys = keys
+        self.timeout_s = timeout_s
+        self.stopping = stopping
+        #: Channels being handed over -> the deadline of their hand-over (monotonic).
+        self.leaving: dict[str, float] = {}
+        #: Channels to take over -> since when they wait for their holder's guard.
+        self.deferred: dict[str, float] = {}
+        #: Channels taken over -> when their check lifts (None: still held elsewhere).
+        self.taking: dict[str, float | None] = {}
+        self._peers: tuple[float, list[str]] = (-1e9, [])  # when read, the other processes
+
+    @property
+    def pending(self) -> bool:
+        """Whether a hand-over is under way (either way)."""
+        return bool(self.leaving or self.deferred or self.taking)
+
+    async def start_leaving(self, assignment: Assignment, channels: list[str]) -> None:
+        """Hand ``channels`` over: check their events from now on, then say so (the new owner
+        joins once it reads that), then wait for the new owner (make-before-break)."""
+        if not channels:
+            return
+        deadline = time.monotonic() + self.timeout_s
+        self.worker.delivery.guard(channels)
+        await assignment.guard(self.id, channels)
+        log.debug("%s hands %d channels over, checking their events", self.id, len(channels))
+        for channel in channels:
+            self.leaving.setdefault(channel, deadline)
+
+    async def stop_leaving(self, assignment: Assignment, channels: list[str]) -> None:
+        """``channels`` are not being handed over any more (parted, or ours again)."""
+        if not channels:
+            return
+        for channel in channels:
+            self.leaving.pop(channel, None)
+        self.worker.delivery.lift(channels)
+        await assignment.guard(self.id, channels, on=False)
+
+    async def other_processes(self, client: AsyncRedis, *, fresh: bool = False) -> list[str]:
+        """The other live worker processes (read again when ``fresh``, else every
+        :data:`_PEERS_S`: a worker that started a moment ago must not be missed before a join)."""
+        read_at, peers = self._peers
+        if fresh or time.monotonic() - read_at >= _PEERS_S:
+            found = await live(client, self.keys, "process")
+            peers = sorted(p for p in found if p != self.id)
+            self._peers = (time.monotonic(), peers)
+        return peers
+
+    async def ready_to_take(self, assignment: Assignment, fresh: list[str]) -> list[str]:
+        """Of ``fresh`` (channels to join), those that may be joined now: held by no other
+        process, or held by one that checks their events already (or that did not say so
+        within :data:`GUARD_WAIT_S`). Those held elsewhere are checked from now on, until
+        nobody else holds them."""
+        peers = await self.other_processes(assignment.client, fresh=True)
+        holders = await assignment.held_by(peers, fresh)
+        if not holders:
+            return fresh
+        guarded = await assignment.guarded({c: owners[0] for c, owners in holders.items()})
+        now = time.monotonic()
+        ready = []
+        for channel in fresh:
+            if channel in holders:
+                since = self.deferred.setdefault(channel, now)
+                if channel not in guarded and now - since < GUARD_WAIT_S:
+                    continue  # its holder has not begun to check it yet
+                self.deferred.pop(channel, None)
+                self.taking[channel] = None
+            ready.append(channel)
+        taken = [c for c in ready if c in holders]
+        self.worker.delivery.guard(taken)
+        if taken or len(ready) < len(fresh):
+            log.debug(
+                "%s takes %d channels over (%d wait for their holder to check them)",
+                self.id,
+                len(taken),
+                len(fresh) - len(ready),
+            )
+        return ready
+
+    async def lift_taken(self, assignment: Assignment) -> None:
+        """Stop checking the channels taken over that nobody else has held for
+        :data:`GUARD_LINGER_S` (their last copies elsewhere have arrived by then)."""
+        if not self.taking:
+            return
+        taking = sorted(self.taking)
+        holders = await assignment.held_by(await self.other_processes(assignment.client), taking)
+        now = time.monotonic()
+        lifted = []
+        for channel in taking:
+            if channel in holders:  # still held elsewhere: our copies are checked
+                self.taking[channel] = None
+                continue
+            until = self.taking[channel]
+            if until is None:
+                self.taking[channel] = now + GUARD_LINGER_S
+            elif until <= now:
+                lifted.append(channel)
+        for channel in lifted:
+            del self.taking[channel]
+        if lifted:
+            log.debug(
+                "%s took %d channels over; their events go unchecked again", self.id, len(lifted)
+            )
+        self.worker.delivery.lift(lifted)
+
+    async def part_handed_over(self, assignment: Assignment, now: float) -> list[str]:
+        """Part the channels leaving us whose new owner holds them, or that nobody owns now,
+        or whose hand-over ran out of time; those parted."""
+        if not self.leaving:
+            return []
+        pool = self.worker.pool
+        deadlines = dict(self.leaving)  # the follow loop may change it while this waits
+        leaving = sorted(deadlines)
+        owners = await assignment.owners(leaving)
+        elsewhere = {c: p for c, p in owners.items() if p is not None and p != self.id}
+        taken = await assignment.holding(elsewhere) if elsewhere else set()
+        if self.stopping() and elsewhere:  # stopping: a new owner that stops too never takes
+            taken |= await self.owners_gone(assignment, elsewhere)
+        done = [
+            c
+            for c in leaving
+            if owners[c] is None or c in taken or deadlines[c] <= now or c not in pool.channels
+        ]
+        late = [c for c in done if deadlines[c] <= now and c not in taken and owners[c]]
+        if late:
+            log.warning(
+                "%s: %d channels parted before their new owner held them (after %g s)",
+                self.id,
+                len(late),
+                self.timeout_s,
+            )
+        if done:
+            await pool.part(done)
+            await assignment.record_held(self.id, left=done)
+            await self.stop_leaving(assignment, done)
+        return done
+
+    async def owners_gone(self, assignment: Assignment, owners: dict[str, str]) -> set[str]:
+        """Of ``channel -> new owner``, the channels whose new owner is not alive or stops as
+        well (its supervisor stops them all): waiting for it to take them is waiting for the
+        deadline."""
+        beats = await read(assignment.client, self.keys, "process", set(owners.values()))
+        gone = {
+            p for p in set(owners.values()) if p not in beats or beats[p].status.state == _STOPPING
+        }
+        return {c for c, p in owners.items() if p in gone}
