@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from tmi_cluster import housekeeping
-from tmi_cluster.coordinator.autoscale import Cause
 from tmi_cluster.bus import (
     Assignment,
     AsyncRedis,
@@ -36,6 +35,7 @@ from tmi_cluster.bus import (
 )
 from tmi_cluster.channels import DatabaseChannelManager, load_manager, restricts
 from tmi_cluster.config import Settings
+from tmi_cluster.coordinator.autoscale import Cause
 from tmi_cluster.errors import (
     EmbeddedRedisError,
     NotAvailableError,

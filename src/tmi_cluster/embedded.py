@@ -16,10 +16,12 @@ process of the host (workers, CLI commands) finds it through the state file
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import importlib.util
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -37,11 +39,14 @@ import psutil
 
 from tmi_cluster.errors import ConfigError, EmbeddedRedisError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "EmbeddedRedis",
     "EmbeddedRedisState",
     "check_folder",
     "find_embedded",
+    "keep_running",
     "redis_server_executable",
 ]
 
@@ -49,6 +54,8 @@ STATE_FILE = "redis.json"
 _PR_SET_PDEATHSIG = 1
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
+#: Seconds between two checks that a private Redis server kept running still runs.
+_WATCH_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,25 @@ class EmbeddedRedis:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(asdict(state), handle)
         tmp.replace(path)
+
+
+async def keep_running(embedded: EmbeddedRedis, stop: asyncio.Event, owner: str) -> None:
+    """Until ``stop`` is set: when the server ends by itself (killed, crashed), start it again
+    at once on the same port with the same password (every client reconnects; the cluster
+    rebuilds as after any Redis restart). EmbeddedRedisError when that fails: the owner (a
+    supervisor, ``owner`` in the log) then stops with the reason (a non-zero exit for its
+    process manager)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _WATCH_S)
+        status = embedded.exited()
+        if status is None or stop.is_set():
+            continue
+        log.error(
+            "%s: the private Redis server ended (exit status %s); starting it again", owner, status
+        )
+        await asyncio.to_thread(embedded.restart)
+        log.warning("%s: the private Redis server runs again", owner)
 
 
 def check_folder(folder: str | os.PathLike[str]) -> None:

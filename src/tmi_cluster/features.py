@@ -114,13 +114,13 @@ def _not_yet(arrives_with: str, what: str = "not available yet") -> str:
 
 
 def _simulated(settings: Settings) -> bool:
-    from tmi_cluster.supervisor import wants_simulator  # noqa: PLC0415 - heavy, only here
+    from tmi_cluster.simulated import wants_simulator  # noqa: PLC0415 - heavy, only here
 
     return wants_simulator(settings)
 
 
 def _chat(settings: Settings) -> str:
-    from tmi_cluster.supervisor import wants_simulator  # noqa: PLC0415 - heavy, only here
+    from tmi_cluster.simulated import wants_simulator  # noqa: PLC0415 - heavy, only here
 
     mode = settings.tmi.connection.simulate
     if wants_simulator(settings):

@@ -13,9 +13,9 @@ Contracts:
   :data:`HEALTHY_S` seconds resets the count), each with a :class:`WorkerProcessRestarting`,
   or an :class:`UnableToLaunchProcess` when it ended before it was ready (its last line on
   standard error is the reason, kept in :attr:`Processes.problem` until a worker runs again).
-- The coordinator (:mod:`tmi_cluster.coordinator.coordinator`) owns the assignment; the supervisor never
-  writes it. A dead worker's heartbeat is deleted the moment its end is seen and the
-  coordinator is woken, so that its channels are placed elsewhere within a pass.
+- The coordinator (:mod:`tmi_cluster.coordinator.coordinator`) owns the assignment; the
+  supervisor never writes it. A dead worker's heartbeat is deleted the moment its end is seen
+  and the coordinator is woken, so that its channels are placed elsewhere within a pass.
 - Draining: a worker in ``P draining`` (marked by the coordinator for a scale-in, or here for a
   replacement or a surplus over :attr:`Processes.target`) takes no new channels; the
   coordinator moves its channels away (make-before-break), and once it is assigned and holds
@@ -62,6 +62,7 @@ __all__ = [
     "RECORD_EVERY_S",
     "Child",
     "Processes",
+    "next_number",
     "restart_delay",
     "worker_environment",
 ]
@@ -567,6 +568,17 @@ def _last_error(tail: deque[str]) -> str:
         if line.startswith("error: "):
             return line.removeprefix("error: ")
     return tail[-1] if tail else ""
+
+
+def next_number(store: Store, supervisor_id: str) -> int:
+    """The number of supervisor ``supervisor_id``'s next worker (``<id>-<n>``): one more than
+    any its records show, so that a restarted supervisor never reuses a worker's id."""
+    numbers = [
+        int(p.id.rsplit("-", 1)[1])
+        for p in store.processes()
+        if p.supervisor_id == supervisor_id and p.id.rsplit("-", 1)[-1].isdigit()
+    ]
+    return max(numbers, default=0) + 1
 
 
 def worker_environment(redis_url: str, config: str | None) -> dict[str, str]:

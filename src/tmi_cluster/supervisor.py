@@ -5,7 +5,8 @@ It migrates the database, starts the private Redis server when ``redis.url`` is 
 itself in SQL (state changes, with history), keeps a heartbeat key in Redis (its value a JSON
 status: pid, host, state, processes, target, problem, whether it coordinates), runs as many
 worker processes as its target in ``P scale:targets`` (:mod:`tmi_cluster.processes`), runs
-the coordinator's loop (:mod:`tmi_cluster.coordinator.coordinator`; one supervisor of the cluster acts),
+the coordinator's loop (:mod:`tmi_cluster.coordinator.coordinator`; one supervisor of the
+cluster acts),
 takes orders from its command stream (:mod:`tmi_cluster.bus.control`: terminate, restart,
 pause, continue, scale), purges the dead of the cluster (once for the whole cluster, under a
 lock: :mod:`tmi_cluster.housekeeping`), and on stop hands its channels over, stops its workers
@@ -43,17 +44,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-import secrets
 import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
-
-import psutil
 
 from tmi_cluster.bus import (
     Assignment,
@@ -67,9 +63,7 @@ from tmi_cluster.bus import (
     close_client,
     connect_async,
     forget_supervisor,
-    live,
     read_orders,
-    refused_password,
     wake,
     wanted_changed,
 )
@@ -81,9 +75,17 @@ from tmi_cluster.channels import (
     restricts,
     stale_horizon,
 )
+from tmi_cluster.chores import Chores
+from tmi_cluster.claims import (
+    IdInUseError,
+    check_supervisor_id,
+    claim_heartbeat,
+    new_supervisor_id,
+    open_database,
+)
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.coordinator.coordinator import Coordinator
-from tmi_cluster.embedded import EmbeddedRedis, check_folder
+from tmi_cluster.embedded import EmbeddedRedis, check_folder, keep_running
 from tmi_cluster.errors import (
     ConfigError,
     EmbeddedRedisError,
@@ -91,14 +93,20 @@ from tmi_cluster.errors import (
     StorageError,
     TmiClusterError,
 )
-from tmi_cluster.events import ClusterEvent, SupervisorLooped
+from tmi_cluster.events import ClusterEvent
 from tmi_cluster.handlers import Dispatcher, Handlers, load_handlers
-from tmi_cluster.housekeeping import PURGE_EVERY_S, purge_once
-from tmi_cluster.listing import CLAIMS_ALIVE
+from tmi_cluster.leaving import hand_over
 from tmi_cluster.processes import (
-    RECORD_EVERY_S,
     Processes,
+    next_number,
     worker_environment,
+)
+from tmi_cluster.simulated import (
+    SIMULATED_BOT,
+    chat_of,
+    describe_chat,
+    start_simulator,
+    wants_simulator,
 )
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import RunState, Store
@@ -120,56 +128,12 @@ log = logging.getLogger(__name__)
 
 #: Seconds a starting supervisor waits for Redis to answer before it gives up.
 REDIS_WAIT_S = 30.0
-#: Seconds between two attempts to reach Redis while starting.
-_REDIS_RETRY_S = 1.0
-#: Seconds between two checks that the private Redis server still runs.
-_REDIS_WATCH_S = 0.5
 #: Seconds a stopping supervisor's coordinator gets to give its lease up before it is cancelled.
 _COORDINATOR_STOP_S = 3.0
 #: Seconds a supervisor runs before its memory counts (no restart loop at start).
 MEMORY_GRACE_S = 60.0
 #: The signals that stop a supervisor run by :meth:`Supervisor.run_until_signalled`.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class IdInUseError(TmiClusterError):
-    """A live supervisor already has the id asked for."""
-
-
-#: What a supervisor id may be: it names keys, records and worker ids (``<id>-<n>``).
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
-
-
-def check_supervisor_id(value: str) -> str:
-    """``value`` if it is a valid supervisor id (1 to 48 ASCII letters, digits, ``.``, ``_``
-    or ``-``, not starting with ``.``, ``_`` or ``-``), else ValueError saying so."""
-    if not _ID.fullmatch(value):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        raise ValueError(
-            f"invalid supervisor id {shown!r}: expected 1 to 48 ASCII letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit"
-        )
-    return value
-
-
-#: The bot's login on the built-in simulator when no identity is configured.
-SIMULATED_BOT = "tmibot"
-
-
-def wants_simulator(settings: Settings) -> bool:
-    """Whether ``tmi.connection.simulate`` asks for the built-in simulator: 'always', or 'auto'
-    with no identity and Twitch's own server."""
-    mode = settings.tmi.connection.simulate
-    if mode != "auto":
-        return mode == "always"
-    default_server = type(settings.tmi.connection).model_fields["server"].default
-    return not settings.tmi.identity.username and settings.tmi.connection.server == default_server
-
-
-def new_supervisor_id() -> str:
-    """A unique supervisor id: the host name and random hex."""
-    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())[:48]
-    return f"{host}-{secrets.token_hex(4)}"
 
 
 class Supervisor:
@@ -244,7 +208,6 @@ class Supervisor:
         self._publishing: asyncio.Task[None] | None = None
         self._publish_stop = asyncio.Event()
         self._started_at = time.time()
-        self._me = psutil.Process()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -276,10 +239,7 @@ class Supervisor:
         if settings.embedded_redis:  # checked before the database is made or migrated
             check_folder(settings.redis.embedded_dir)
         store = self._store = Store.from_settings(settings)
-        applied = await asyncio.to_thread(store.migrate)
-        if applied:
-            log.info("database migrated to %s", applied[-1])
-        await asyncio.to_thread(_claim_database, store, settings)  # one cluster, one database
+        await asyncio.to_thread(open_database, store, settings)  # migrated; one cluster's
         manager = load_manager(settings, store=store)  # ConfigError: it does not load
         self._dispatcher = self._new_dispatcher()
         if settings.channel_manager.auto_cleanup.enabled and not cleans_up(manager):
@@ -298,8 +258,11 @@ class Supervisor:
             self.redis_url = settings.redis.url
         self._client = connect_async(settings, url=self.redis_url, name=f"supervisor:{self.id}")
         self._heartbeat = self._new_heartbeat(self._client)
-        if not await self._wait_for_redis(self._heartbeat):
+        if not await claim_heartbeat(
+            self._heartbeat, self._stop, wait_s=self.redis_wait_s, outage=self.outage
+        ):
             return
+        self._claimed = True
         await asyncio.to_thread(store.record_supervisor, self.id, RunState.RUNNING, pid=os.getpid())
         self._recorded = True
         self.state = RunState.RUNNING
@@ -314,22 +277,8 @@ class Supervisor:
         assert self.redis_url is not None
         env = worker_environment(self.redis_url, self.config_path)
         if self.simulate:
-            self.simulator = await ChatSimulator(open_channels=True, rate=20.0).start()
-            env.update(
-                {
-                    "TMI_CLUSTER_TMI__CONNECTION__SERVER": self.simulator.host,
-                    "TMI_CLUSTER_TMI__CONNECTION__PORT": str(self.simulator.port),
-                    "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
-                    "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
-                }
-            )
-            env.update(self._simulated_identity(self.simulator))
-        earlier = await asyncio.to_thread(store.processes)
-        numbers = [
-            int(p.id.rsplit("-", 1)[1])
-            for p in earlier
-            if p.supervisor_id == self.id and p.id.rsplit("-", 1)[-1].isdigit()
-        ]
+            self.simulator, simulated = await start_simulator(settings)
+            env.update(simulated)
         self.processes = Processes(
             settings,
             self.id,
@@ -337,7 +286,7 @@ class Supervisor:
             store=store,
             env=env,
             on_event=self._cluster_event,
-            first_number=max(numbers, default=0) + 1,
+            first_number=await asyncio.to_thread(next_number, store, self.id),
         )
         # A new run starts with no workers of its own until the coordinator gives it some
         # (a target left by an earlier run of this id is not this run's).
@@ -349,12 +298,14 @@ class Supervisor:
         )
         self._workers_task = self._spawn_task(self.processes.run(self._stop), "workers")
         self._orders_task = self._spawn_task(self._take_orders(), "orders")
-        self._housekeeping_task = self._spawn_task(self._housekeeping(), "housekeeping")
+        self._housekeeping_task = self._spawn_task(self._chores(store, self._client), "chores")
         self._coordinator_task = self._spawn_task(
             self.coordinator.run(self._coordinator_stop), "coordinator"
         )
         if self._embedded is not None:
-            self._redis_watch_task = self._spawn_task(self._watch_redis(), "private Redis")
+            self._redis_watch_task = self._spawn_task(
+                keep_running(self._embedded, self._stop, f"supervisor {self.id}"), "private Redis"
+            )
 
     async def _want_reconnect(self, store: Store, manager: ChannelManager) -> None:
         """A restart: the channels authorized with ``reconnect`` are wanted again (not one the
@@ -460,39 +411,14 @@ class Supervisor:
         assert self._client is not None
         return await self._coordination_of(self._client).target_of(self.id)
 
-    def _simulated_identity(self, simulator: ChatSimulator) -> dict[str, str]:
-        """An account on the built-in simulator, so that sending works offline too: the
-        configured identity, or :data:`SIMULATED_BOT` with a random token when none is (the
-        workers then read anonymously, as without one, and send as that bot)."""
-        identity = self.settings.tmi.identity
-        if identity.username:
-            simulator.add_account(identity.username, identity.token)
-            return {}
-        token = secrets.token_hex(12)
-        simulator.add_account(SIMULATED_BOT, token)
-        return {
-            "TMI_CLUSTER_TMI__IDENTITY__USERNAME": SIMULATED_BOT,
-            "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": f"oauth:{token}",
-            "TMI_CLUSTER_TMI__CONNECTION__READ_ANONYMOUSLY": "true",
-        }
-
     def describe(self) -> str:
         """One line: the id, state, Redis and database (passwords masked)."""
         where = mask_url(self.redis_url or "")
         redis_shown = "embedded " + where if self.settings.embedded_redis else where
-        identity = self.settings.tmi.identity.username
-        if self.simulator is not None:
-            chat = (
-                f"; chat: the built-in simulator at {self.simulator.host}:{self.simulator.port}, "
-                f"sending as {identity or SIMULATED_BOT}"
-            )
-        elif self._chat() == "twitch":
-            chat = f"; chat: Twitch, {'as ' + identity if identity else 'read anonymously'}"
-        else:
-            chat = f"; chat: the server at {self._chat()}"
         return (
             f"supervisor {self.id} {self.state.value} (Redis: {redis_shown}; "
-            f"database: {mask_url(self.settings.database.url)}{chat})"
+            f"database: {mask_url(self.settings.database.url)}; "
+            f"chat: {describe_chat(self.settings, self.simulator)})"
         )
 
     # -- inside -----------------------------------------------------------------------------
@@ -510,17 +436,8 @@ class Supervisor:
             coordinator=self.coordinator is not None and self.coordinator.leading,
             target=processes.target if processes is not None else 0,
             started=self._started_at,
-            chat=self._chat(),
+            chat=chat_of(self.settings, self.simulator),
         )
-
-    def _chat(self) -> str:
-        """Where the workers read chat, for ``list``: the simulator, Twitch, or a server."""
-        if self.simulator is not None:
-            return "simulator"
-        connection = self.settings.tmi.connection
-        if connection.server == type(connection).model_fields["server"].default:
-            return "twitch"
-        return f"{connection.server}:{connection.effective_port}"
 
     def _new_dispatcher(self) -> Dispatcher:
         """The handlers of ``handlers.modules`` for the cluster's events of this supervisor."""
@@ -595,146 +512,38 @@ class Supervisor:
             for received in orders:
                 self.order(received.order, received.fields)
 
-    async def _watch_redis(self) -> None:
-        """The private Redis server is this supervisor's: when it ends by itself (killed,
-        crashed), it is started again at once on the same port with the same password (every
-        client reconnects; the cluster rebuilds as after any Redis restart). When that fails,
-        the supervisor stops with the reason (a non-zero exit for its process manager)."""
-        embedded = self._embedded
-        assert embedded is not None
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), _REDIS_WATCH_S)
-            status = embedded.exited()
-            if status is None or self._stop.is_set():
-                continue
-            log.error(
-                "supervisor %s: the private Redis server ended (exit status %s); starting it again",
-                self.id,
-                status,
-            )
-            await asyncio.to_thread(embedded.restart)  # EmbeddedRedisError: the stop's reason
-            log.warning("supervisor %s: the private Redis server runs again", self.id)
-
-    async def _housekeeping(self) -> None:
-        """The periodic chores, every :data:`PURGE_EVERY_S` seconds until the stop: each its own
-        method, one failing on an outage never keeps the others from running."""
-        next_record = time.monotonic() + RECORD_EVERY_S
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), PURGE_EVERY_S)
-            if self._stop.is_set():
-                return
-            self._cluster_event(SupervisorLooped(supervisor=self.id))
-            await self._purge()
-            await self._resync_target()
-            rss = self._me.memory_info().rss
-            if time.monotonic() >= next_record:  # figures in SQL at most every 30 s
-                next_record = time.monotonic() + RECORD_EVERY_S
-                await self._record_metrics(rss)
-            self._restart_if_over_memory(rss)
-
-    async def _purge(self) -> None:
-        """Purge the dead of the cluster (once per period for the whole cluster)."""
-        assert self._client is not None
-        assert self._store is not None
-        try:
-            result = await purge_once(self._store, self._client, self.keys)
-        except (RedisUnavailableError, StorageError) as error:
-            log.warning("supervisor %s: the purge waits: %s", self.id, error)
-            return
-        if result is not None and (result.dead_supervisors or result.dead_processes):
-            log.warning(
-                "purged the dead: supervisors %s, processes %s (%d channels released)",
-                result.dead_supervisors or "none",
-                result.dead_processes or "none",
-                result.released,
-            )
-
-    async def _resync_target(self) -> None:
-        """Follow the target in Redis when an order was lost (the hash is the truth)."""
-        with contextlib.suppress(RedisUnavailableError):  # the next period tries again
-            target = await self._target()
-            processes = self.processes
-            if target is not None and processes is not None and target != processes.target:
-                self._scale(processes, {"processes": str(target), "cause": "resync"})
-
-    async def _record_metrics(self, rss: int) -> None:
-        """The supervisor's figures in its SQL record (a database outage: the next time)."""
-        assert self._store is not None
-        processes = self.processes
-        with contextlib.suppress(StorageError):
-            await asyncio.to_thread(
-                self._store.set_supervisor_metrics,
-                self.id,
-                {
-                    "processes": len(processes.running()) if processes else 0,
-                    "problem": processes.problem if processes else None,
-                    "memory_bytes": rss,
-                },
-            )
-
-    def _restart_if_over_memory(self, rss: int) -> None:
-        """Over ``memory_limit`` (after the grace at start): stop, to be started again."""
-        limit = self.settings.memory_limit * 1024 * 1024
-        if rss <= limit or time.time() - self._started_at < self.memory_grace_s:
-            return
-        log.warning(
-            "supervisor %s uses %d MiB (over memory_limit %d): restarting",
+    async def _chores(self, store: Store, client: AsyncRedis) -> None:
+        """The periodic chores (:class:`~tmi_cluster.chores.Chores`) until the stop; over
+        ``memory_limit``, a stop to be started again."""
+        assert self.processes is not None
+        chores = Chores(
             self.id,
-            rss // 1048576,
-            self.settings.memory_limit,
+            self.settings,
+            store,
+            client,
+            self.processes,
+            coordination=self._coordination_of(client),
+            emit=self._cluster_event,
+            memory_grace_s=self.memory_grace_s,
         )
-        self.restart_wanted = True
-        self._stop.set()
+        if await chores.run(self._stop):
+            self.restart_wanted = True
+            self._stop.set()
 
-    async def _hand_over(self) -> None:
-        """While stopping: let the coordinator move this supervisor's channels to the workers
-        of other live supervisors (the heartbeat says "stopping": its workers drain; each
-        part follows the new owner's join), and wait until they hold none, at most
-        ``process.timeout``. Nothing to wait for without another live supervisor."""
+    async def _hand_over_all(self) -> None:
+        """While stopping: the workers' channels to other supervisors' workers (see
+        :func:`~tmi_cluster.leaving.hand_over`), at most ``process.timeout``."""
         processes, client, heartbeat = self.processes, self._client, self._heartbeat
         if processes is None or client is None or heartbeat is None:
             return
-        mine = sorted(processes.children)
-        deadline = time.monotonic() + self.settings.process.timeout
-        try:
-            await heartbeat.beat()  # "stopping", now
-            if not mine or not await self._someone_to_take_over(client, mine):
-                return
-            await wake(client, self.keys)
-            held = 0
-            coordination = self._coordination_of(client)
-            while time.monotonic() < deadline:
-                sizes = await coordination.sizes(mine)
-                held = sum(h for _, h in sizes.values())
-                if not any(a or h for a, h in sizes.values()):
-                    log.info("supervisor %s: its channels are handed over", self.id)
-                    return
-                if not await self._someone_to_take_over(client, mine):
-                    return  # the others stop too: nobody to wait for
-                await asyncio.sleep(0.1)
-            log.warning(
-                "supervisor %s: %d channels not handed over within %g s",
-                self.id,
-                held,
-                self.settings.process.timeout,
-            )
-        except RedisUnavailableError as error:
-            log.warning("supervisor %s: cannot hand its channels over: %s", self.id, error)
-
-    async def _someone_to_take_over(self, client: AsyncRedis, mine: list[str]) -> bool:
-        """Whether a worker of another live supervisor that is not stopping could take this
-        supervisor's channels."""
-        supervisors = await live(client, self.keys, "supervisor")
-        going_on = {
-            s
-            for s, beat in supervisors.items()
-            if s != self.id and beat.status.state not in ("stopping", "stopped")
-        }
-        workers = await live(client, self.keys, "process")
-        return any(
-            p not in mine and beat.status.supervisor in going_on for p, beat in workers.items()
+        await hand_over(
+            self.id,
+            sorted(processes.children),
+            client=client,
+            keys=self.keys,
+            coordination=self._coordination_of(client),
+            heartbeat=heartbeat,
+            timeout_s=self.settings.process.timeout,
         )
 
     def _new_heartbeat(self, client: AsyncRedis) -> Heartbeat[SupervisorStatus]:
@@ -749,38 +558,6 @@ class Supervisor:
             status_of=self._status,
             outage=self.outage,
         )
-
-    async def _wait_for_redis(self, heartbeat: Heartbeat[SupervisorStatus]) -> bool:
-        """Beat once, retrying for at most ``redis_wait_s``; False when a stop came first."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.redis_wait_s
-        while not self._stop.is_set():
-            try:
-                claimed = await heartbeat.claim()
-            except RedisUnavailableError as error:
-                remaining = deadline - loop.time()
-                if refused_password(error):
-                    raise RedisUnavailableError(
-                        f"{error}: check the password in redis.url (waiting would not help)"
-                    ) from error
-                if remaining <= 0:
-                    raise RedisUnavailableError(
-                        f"{error} (waited {self.redis_wait_s:g} s): start Redis, or check redis.url"
-                    ) from error
-                self.outage.began(error, f"supervisor {self.id}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), min(_REDIS_RETRY_S, remaining))
-            else:
-                self.outage.ended()
-                if claimed:
-                    self._claimed = True
-                else:
-                    raise IdInUseError(
-                        f"a live supervisor already has the id {self.id!r}: choose another "
-                        f"--id, or stop that one first ('tmi-cluster terminate {self.id}')"
-                    )
-                return True
-        return False
 
     async def _beat(self, heartbeat: Heartbeat[SupervisorStatus]) -> None:
         try:
@@ -815,7 +592,7 @@ class Supervisor:
             )
             await cancel_and_wait(*chores, what=f"supervisor {self.id}'s chores", report=False)
             if self.processes is not None:
-                await self._hand_over()
+                await self._hand_over_all()
                 await self.processes.stop(self.settings.process.timeout)
             await self._stop_coordinator()
             self._publish_stop.set()  # the last events out (2 s at most), then the handlers
@@ -895,51 +672,3 @@ def _force_exit(received: signal.Signals) -> None:
     """End the process at once by ``received`` (its default action), as if never handled."""
     signal.signal(received, signal.SIG_DFL)
     os.kill(os.getpid(), received)
-
-
-#: The key of the cluster's state that names the Redis of the cluster a database serves.
-_CLUSTER_STATE = "cluster"
-#: Seconds a supervisor record counts as alive after its last write (records are written at
-#: least every RECORD_EVERY_S while a supervisor runs).
-_RECORD_ALIVE_S = 3 * RECORD_EVERY_S
-
-
-def redis_identity(settings: Settings) -> str:
-    """Which Redis (and prefix) a cluster uses, as its database records it: two clusters must
-    not share one database (each would join every channel, and purge the other's workers)."""
-    if settings.embedded_redis:
-        return (
-            f"the private Redis server in {os.path.abspath(settings.redis.embedded_dir)} "
-            f"on {socket.gethostname()}, prefix {settings.prefix!r}"
-        )
-    return f"Redis at {mask_url(settings.redis.url)}, prefix {settings.prefix!r}"
-
-
-def _claim_database(store: Store, settings: Settings) -> None:
-    """Record that the database serves the cluster of this Redis; ConfigError when it serves
-    another cluster whose supervisors ran moments ago (a database left by a cluster that is
-    gone is taken over)."""
-    mine = redis_identity(settings)
-    recorded = (store.state(_CLUSTER_STATE) or {}).get("redis")
-    if recorded not in (None, mine):
-        now = datetime.now(UTC)
-        live = [
-            r.id
-            for r in store.supervisors()
-            if r.state in CLAIMS_ALIVE and (now - r.last_seen_at).total_seconds() < _RECORD_ALIVE_S
-        ]
-        if live:
-            raise ConfigError(
-                f"database.url: {mask_url(settings.database.url)} serves the cluster on "
-                f"{recorded} (supervisor {', '.join(live)} running): one database serves one "
-                "cluster. To add a supervisor to that cluster, use its Redis (redis.url, or the "
-                "same redis.embedded_dir on its host); for a second cluster, give it a database "
-                "of its own (run it in another folder)"
-            )
-        log.warning(
-            "the database served the cluster on %s, whose supervisors are gone; it "
-            "serves this one now",
-            recorded,
-        )
-    if recorded != mine:
-        store.set_state(_CLUSTER_STATE, {"redis": mine})
