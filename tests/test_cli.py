@@ -689,3 +689,57 @@ def test_a_demo_stopped_while_it_joins_or_by_its_terminal_closing_leaves_nothing
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert not folder.exists()
+
+
+#: Modules that loading the command group must not import: each command imports what it needs.
+NOT_AT_LOAD = ("alembic", "asyncio", "msgspec", "redis", "sqlalchemy", "tmi_cluster.store")
+#: Modules that ``health`` and ``list`` (called every few seconds by monitors) must not import:
+#: Alembic (only ``migrate``), the PostgreSQL dialect on SQLite, the asyncio cluster client, the
+#: admin commands, the simulator.
+NOT_FOR_HEALTH = (
+    "alembic",
+    "sqlalchemy.dialects.postgresql",
+    "tmi_cluster.admin",
+    "tmi_cluster.cluster",
+    "tmi_cluster.simulator",
+)
+_IMPORTED = """
+import json, sys
+from tmi_cluster.cli import cli
+if sys.argv[1:]:
+    try:
+        cli.main(sys.argv[1:], prog_name="tmi-cluster")
+    except SystemExit:
+        pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _imported(cwd: Path, *args: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    modules: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return modules
+
+
+def _among(modules: list[str], heavy: tuple[str, ...]) -> list[str]:
+    return sorted({h for h in heavy for m in modules if m == h or m.startswith(h + ".")})
+
+
+def test_loading_the_cli_imports_no_heavy_module(tmp_path: Path) -> None:
+    assert _among(_imported(tmp_path), NOT_AT_LOAD) == []
+
+
+@pytest.mark.parametrize("args", [["health"], ["list", "--json"]])
+def test_health_and_list_import_only_what_they_need(tmp_path: Path, args: list[str]) -> None:
+    assert tmi(tmp_path, "install").returncode == 0
+    modules = _imported(tmp_path, *args)
+    assert "tmi_cluster.listing" in modules  # the command ran
+    assert _among(modules, NOT_FOR_HEALTH) == []
