@@ -748,8 +748,13 @@ def test_an_unreachable_chat_server_is_reported_everywhere(
         assert joined.returncode == 1
         assert joined.stdout == "#alpha: unreachable\n"  # at once, not after the timeout
         problem = f"cannot reach the chat server 127.0.0.1:{port}: the connection was refused"
-        health = tmi(tmp_path, "health", **env)
-        assert health.returncode == 1
+
+        def unhealthy() -> subprocess.CompletedProcess[str] | None:
+            answer = tmi(tmp_path, "health", **env)
+            return answer if answer.returncode == 1 else None
+
+        # within a heartbeat (the join's report may come first)
+        health = wait_for(unhealthy, timeout_s=10, what="health exit 1")
         assert problem in health.stdout + health.stderr
         listed = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
         assert any((p["problem"] or "").startswith(problem) for p in listed["processes"])
