@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -411,3 +414,34 @@ async def test_a_channel_parted_while_its_join_is_pending_is_not_kept() -> None:
         await sim.wait_until(lambda: len(sim.joined("alpha")) == (1 if outcomes["alpha"].ok else 0))
         held = {c for connection in pool.connections.values() for c in connection.channels}
         assert held == pool.channels  # nothing joined that the pool does not know of
+
+
+@run
+async def test_a_pool_keeps_little_per_channel() -> None:
+    """What a pool keeps per joined channel (the Python heap, simulator excluded): one string
+    per channel name, shared by the pool's map, its connection's and the link's; the room of
+    finished joins given back. 533 bytes a channel when written, 719 before (issue 20)."""
+    names = [f"channel{i}" for i in range(200)]
+    async with ChatSimulator(channels=names) as sim:
+        window = LocalWindow(Rate(1000, 1.0))
+        mine = [
+            tracemalloc.Filter(False, "*/simulator/*", all_frames=True),
+            tracemalloc.Filter(False, tracemalloc.__file__),
+        ]
+        tracemalloc.start(32)
+        try:
+            gc.collect()
+            before = tracemalloc.take_snapshot().filter_traces(mine)
+            async with Pool(_options(sim), join_window=window, connect_interval_s=0) as pool:
+                outcomes = await pool.join([n.upper() for n in names])  # normalised copies
+                assert all(o.ok for o in outcomes.values())
+                del outcomes
+                gc.collect()
+                after = tracemalloc.take_snapshot().filter_traces(mine)
+                for connection in pool.connections.values():
+                    for name in connection.channels | connection.joined:
+                        assert name is sys.intern(name)  # one string per channel
+        finally:
+            tracemalloc.stop()
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert kept / len(names) < 650

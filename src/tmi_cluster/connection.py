@@ -58,6 +58,7 @@ import logging
 import random
 import socket
 import ssl
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -495,7 +496,9 @@ class Connection:
         """Follow the server's word on our channels (JOIN/PART echoes, ROOMSTATE, NOTICE)."""
         if not message.params:
             return
-        channel = message.params[0].lstrip("#").lower()
+        # Interned: the name ``joined`` keeps is the string the connection and the pool hold
+        # (normalise_login interns too), not a third copy per channel.
+        channel = sys.intern(message.params[0].lstrip("#").lower())
         command = message.command
         if command == "NOTICE":
             self._on_notice(message, session, channel)
@@ -533,6 +536,8 @@ class Connection:
         timer = session.awaiting.pop(channel, None)
         if timer is not None:
             timer.cancel()
+            if not session.awaiting:
+                session.awaiting = {}  # a dict keeps the room of its largest size: give it back
         session.join_changed.set()
         if channel in self.channels:
             self._resolve(channel, JoinResult.JOINED)
@@ -552,6 +557,8 @@ class Connection:
     def _resolve(self, channel: str, result: JoinResult) -> bool:
         """Give a waiting join its result; False when nobody waits for it."""
         waiter = self._waiters.pop(channel, None)
+        if not self._waiters:
+            self._waiters = {}  # a dict keeps the room of its largest size: give it back
         if waiter is None or waiter.done():
             return False
         waiter.set_result(result)

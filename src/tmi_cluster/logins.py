@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 
 from tmi_cluster.errors import InvalidChannelError
@@ -18,7 +19,9 @@ def normalise_login(name: str) -> str:
     """``name`` as a channel login: lower case, without a leading ``#``.
 
     Raises :class:`InvalidChannelError` (a ``ValueError``) unless the result is 1 to 25 letters,
-    digits or underscores, so that no other text can reach an IRC line or a query.
+    digits or underscores, so that no other text can reach an IRC line or a query. The result is
+    interned (:func:`sys.intern`): every map that keeps a channel by its name (a pool's, its
+    connections', their links') keeps one string per channel, not one per normalisation.
     """
     login = name.strip().removeprefix("#").lower()
     if not _LOGIN.fullmatch(login):
@@ -26,7 +29,7 @@ def normalise_login(name: str) -> str:
         raise InvalidChannelError(
             f"invalid channel name {shown!r}: expected 1 to 25 letters, digits or underscores"
         )
-    return login
+    return sys.intern(login)
 
 
 def normalise_logins(names: Iterable[str] | str) -> list[str]:

@@ -71,7 +71,7 @@ class PoolState(enum.StrEnum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JoinOutcome:
     """How one join ended (a :class:`~tmi_cluster.outcomes.JoinResult`), on which connection."""
 
@@ -249,6 +249,8 @@ class Pool:
             for channel, future in mine.items():
                 self._pending.pop(channel, None)
                 future.cancel()  # no-op when done; else those waiting on it stop too
+            if not self._pending:
+                self._pending = {}  # a dict keeps the room of its largest join: give it back
         for channel, future in others.items():
             outcomes[channel] = await asyncio.shield(future)
         return {c: outcomes[c] for c in wanted}
