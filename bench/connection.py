@@ -100,8 +100,8 @@ async def _tmi_cluster(
     port: int, ws_port: int, channels: list[str], pipe: Pipe, transport: str
 ) -> None:
     from tmi_cluster import ConnectionOptions, Dispatcher, Handlers, Pool, Settings, Worker
+    from tmi_cluster.chat.ratelimit import LocalWindow, Rate
     from tmi_cluster.events import MessageEvent
-    from tmi_cluster.ratelimit import LocalWindow, Rate
 
     handlers = Settings().handlers  # the default queues: size and policy (before measuring)
     tally = _Tally()

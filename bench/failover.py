@@ -47,8 +47,8 @@ from typing import Any
 import redis.asyncio
 
 from tmi_cluster.bus import Beat, Keys, ProcessStatus, live, wanted_changed
-from tmi_cluster.harness import ProcessHarness
 from tmi_cluster.coordinator.planner import Member, Snapshot, plan
+from tmi_cluster.harness import ProcessHarness
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.store import Store

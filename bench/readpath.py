@@ -32,9 +32,9 @@ from tmi_cluster import (
     Settings,
     Worker,
 )
+from tmi_cluster.chat.session import Session
 from tmi_cluster.events import Event, from_message
 from tmi_cluster.irc import parse
-from tmi_cluster.session import Session
 from tmi_cluster.simulator.traffic import Traffic
 
 _LINES_PER_READ = 50

@@ -41,8 +41,8 @@ def _reader(port: int, pipe: Pipe) -> None:
 
 async def _read(port: int, pipe: Pipe) -> None:
     from tmi_cluster import ConnectionOptions, Dispatcher, Handlers, Pool, Settings, Worker
+    from tmi_cluster.chat.ratelimit import LocalWindow, Rate
     from tmi_cluster.events import Event
-    from tmi_cluster.ratelimit import LocalWindow, Rate
 
     recent: deque[tuple[float, str]] = deque()
     seen: set[str] = set()

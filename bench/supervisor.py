@@ -92,7 +92,7 @@ def one_run(redis_url: str, folder: Path) -> dict[str, float]:
         reading = time.monotonic() - started
         time.sleep(2.0)  # idle
         supervisor = psutil.Process(proc.pid)
-        children = [c for c in supervisor.children() if "tmi_cluster.process" in c.cmdline()]
+        children = [c for c in supervisor.children() if "tmi_cluster.worker.process" in c.cmdline()]
         rss_supervisor = supervisor.memory_info().rss
         rss_worker = max(c.memory_info().rss for c in children)
         victim = next(c for c in children if f"--id={workers[0]}" in c.cmdline())

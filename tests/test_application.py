@@ -400,6 +400,6 @@ async def test_a_refused_token_is_logged_shown_and_makes_the_cluster_unhealthy(
         finally:
             await cluster.stop()
         logs = cluster.logs()
-        assert "ERROR tmi_cluster.connection" in logs
+        assert "ERROR tmi_cluster.chat.connection" in logs
         assert "Twitch refused the login" in logs
         assert "notthetoken" not in logs + json.dumps(listed)  # the token is never shown

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tmi_cluster.coordinator.autoscale import Cause, ScalePolicy, decide, initial_size
 from tmi_cluster.config import Settings
+from tmi_cluster.coordinator.autoscale import Cause, ScalePolicy, decide, initial_size
 
 POLICY = ScalePolicy(
     minimum=2, maximum=10, capacity=50, scale_in_percent=50, scale_out_percent=70, cooldown_s=60

@@ -699,8 +699,8 @@ NOT_AT_LOAD = ("alembic", "asyncio", "msgspec", "redis", "sqlalchemy", "tmi_clus
 NOT_FOR_HEALTH = (
     "alembic",
     "sqlalchemy.dialects.postgresql",
-    "tmi_cluster.admin",
-    "tmi_cluster.cluster",
+    "tmi_cluster.cluster.admin",
+    "tmi_cluster.cluster.client",
     "tmi_cluster.simulator",
 )
 _IMPORTED = """
@@ -741,5 +741,5 @@ def test_loading_the_cli_imports_no_heavy_module(tmp_path: Path) -> None:
 def test_health_and_list_import_only_what_they_need(tmp_path: Path, args: list[str]) -> None:
     assert tmi(tmp_path, "install").returncode == 0
     modules = _imported(tmp_path, *args)
-    assert "tmi_cluster.listing" in modules  # the command ran
+    assert "tmi_cluster.cluster.listing" in modules  # the command ran
     assert _among(modules, NOT_FOR_HEALTH) == []

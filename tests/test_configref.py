@@ -6,14 +6,14 @@ import tomllib
 from pathlib import Path
 
 from tmi_cluster.config import RESERVED_ENV, Settings, load_settings
-from tmi_cluster.configref import _RESERVED_USES, reference_markdown, starter_toml
+from tmi_cluster.config.reference import _RESERVED_USES, reference_markdown, starter_toml
 
 DOCS = Path(__file__).parent.parent / "docs" / "configuration.md"
 
 
 def test_reference_is_current() -> None:
     assert DOCS.read_text(encoding="utf-8") == reference_markdown(), (
-        "regenerate with: python -m tmi_cluster.configref > docs/configuration.md"
+        "regenerate with: python -m tmi_cluster.config.reference > docs/configuration.md"
     )
 
 

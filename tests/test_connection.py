@@ -15,12 +15,13 @@ from typing import TypeVar
 
 import pytest
 
-from tmi_cluster.connection import (
+from tmi_cluster.chat.connection import (
     Connection,
     ConnectionOptions,
     ConnectionState,
     describe_connect_error,
 )
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate
 from tmi_cluster.errors import LoginError
 from tmi_cluster.events import (
     CapEvent,
@@ -34,7 +35,6 @@ from tmi_cluster.events import (
     MessageEvent,
     UserNoticeEvent,
 )
-from tmi_cluster.ratelimit import LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator
 
 from .helpers import run, until_set
@@ -401,7 +401,7 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
 
 def test_options_from_settings() -> None:
     from tmi_cluster.config import Settings  # noqa: PLC0415
-    from tmi_cluster.worker import connection_options  # noqa: PLC0415
+    from tmi_cluster.worker.worker import connection_options  # noqa: PLC0415
 
     settings = Settings.model_validate(
         {
@@ -584,7 +584,7 @@ async def test_a_failing_handler_is_logged_and_the_connection_goes_on(
             if isinstance(event, MessageEvent) and len(events.of(MessageEvent)) % 2:
                 raise RuntimeError("a bug in the application")
 
-        with caplog.at_level("ERROR", logger="tmi_cluster.connection"):
+        with caplog.at_level("ERROR", logger="tmi_cluster.chat.connection"):
             async with Connection(_options(sim), on_event=handler) as connection:
                 await connection.join(["alpha"])
                 await events.until(lambda: len(sim.joined("alpha")) == 1)
@@ -602,7 +602,7 @@ async def test_a_failing_handler_is_logged_and_the_connection_goes_on(
 async def test_a_failing_task_of_a_link_drops_the_link_with_the_reason(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tmi_cluster.session import Session  # noqa: PLC0415 - the link under a connection
+    from tmi_cluster.chat.session import Session  # noqa: PLC0415 - the link under a connection
 
     async with ChatSimulator() as sim:
         session = Session(_options(sim), lambda message, link: None)

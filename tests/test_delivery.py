@@ -12,8 +12,8 @@ import redis.asyncio
 
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.events import Seen
-from tmi_cluster.delivery import Delivery, event_key
 from tmi_cluster.events import CheerEvent, Event, JoinEvent, MessageEvent
+from tmi_cluster.worker.delivery import Delivery, event_key
 
 from .helpers import run, until
 

@@ -30,7 +30,7 @@ from tmi_cluster.events import (
     companion_of,
     covers,
 )
-from tmi_cluster.handlers import Dispatcher, Handler, Handlers, Subscriber, load_handlers, on
+from tmi_cluster.worker.handlers import Dispatcher, Handler, Handlers, Subscriber, load_handlers, on
 
 from .helpers import run
 
@@ -297,7 +297,7 @@ def test_a_subscriber_handler_that_is_not_callable_is_refused() -> None:
 #: The start of every module written.
 HEADER = """\
 from tmi_cluster.events import MessageEvent, SubEvent, WhisperEvent
-from tmi_cluster.handlers import Subscriber, on
+from tmi_cluster.worker.handlers import Subscriber, on
 
 CALLS = []
 """
@@ -736,7 +736,7 @@ async def test_a_handler_that_raises_is_logged_and_counted_and_the_rest_go_on(
     handlers.add(MessageEvent, broken_async)
     handlers.add(MessageEvent, broken_sync)
     handlers.add(MessageEvent, fine)
-    caplog.set_level(logging.ERROR, logger="tmi_cluster.handlers")
+    caplog.set_level(logging.ERROR, logger="tmi_cluster.worker.handlers")
     async with Dispatcher(handlers) as dispatcher:
         dispatcher.put(message(text="one"))
         dispatcher.put(message(text="two"))
@@ -746,7 +746,7 @@ async def test_a_handler_that_raises_is_logged_and_counted_and_the_rest_go_on(
         assert dispatcher.errors == 4
         assert dispatcher.dispatched == 2
 
-    failures = [r for r in caplog.records if r.name == "tmi_cluster.handlers"]
+    failures = [r for r in caplog.records if r.name == "tmi_cluster.worker.handlers"]
     assert len(failures) == 4
     assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
     first = failures[0]
@@ -772,7 +772,7 @@ async def overflow(
 
     handlers = Handlers()
     handlers.add(MessageEvent, handle)
-    caplog.set_level(logging.WARNING, logger="tmi_cluster.handlers")
+    caplog.set_level(logging.WARNING, logger="tmi_cluster.worker.handlers")
     async with Dispatcher(handlers, queue_size=3, policy=policy) as dispatcher:
         dispatcher.put(message(text="0"))
         await wait(started)

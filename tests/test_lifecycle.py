@@ -40,7 +40,7 @@ import redis
 
 from tmi_cluster.bus import Keys
 from tmi_cluster.harness import ProcessHarness
-from tmi_cluster.watchdog import EXIT_STOP_DEADLINE
+from tmi_cluster.worker.watchdog import EXIT_STOP_DEADLINE
 
 from .helpers import wait_for
 from .test_cli import SCRIPT, _env, tmi
@@ -148,7 +148,7 @@ SEED = int(os.environ.get("TMI_CLUSTER_STRESS_SEED", str(random.randrange(1_000_
 #: Seconds a worker may outlive its supervisor (the docs promise about 2).
 OUTLIVE_LIMIT_S = 5.0
 CHANNELS = 100
-WORKER = "tmi_cluster.process"
+WORKER = "tmi_cluster.worker.process"
 
 
 @dataclass

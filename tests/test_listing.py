@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from tmi_cluster.bus import Beat, ProcessStatus, SupervisorStatus
-from tmi_cluster.listing import Liveness, health, shown_state, supervisor_rows
+from tmi_cluster.cluster.listing import Liveness, health, shown_state, supervisor_rows
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.store.models import ProcessRecord, SupervisorRecord
 

@@ -25,15 +25,15 @@ from tmi_cluster.bus.commands import (
 )
 from tmi_cluster.bus.events import EventPublisher, EventReader
 from tmi_cluster.channels import ChannelManager, DatabaseChannelManager, DummyChannelManager
+from tmi_cluster.chat.pool import Pool
 from tmi_cluster.config import Settings
 from tmi_cluster.events import MessageEvent
-from tmi_cluster.outbox import Outbox
 from tmi_cluster.outcomes import IN_FLIGHT, SendRefusal, SendResult, SendStatus
-from tmi_cluster.pool import Pool
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.store import Store
-from tmi_cluster.worker import build_pool
+from tmi_cluster.worker.outbox import Outbox
+from tmi_cluster.worker.worker import build_pool
 
 from .helpers import run
 from .test_redis_outage import RedisProcess

@@ -11,15 +11,15 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio
 
+from tmi_cluster.chat.connection import ConnectionOptions
+from tmi_cluster.chat.pool import Pool, PoolState
+from tmi_cluster.chat.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
 from tmi_cluster.config import Settings
-from tmi_cluster.connection import ConnectionOptions
 from tmi_cluster.errors import LoginError, NoIdentityError
 from tmi_cluster.events import JoinEvent, MessageEvent, PartEvent
 from tmi_cluster.outcomes import JoinResult
-from tmi_cluster.pool import Pool, PoolState
-from tmi_cluster.ratelimit import NORMAL, VERIFIED, AccountRates, LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
-from tmi_cluster.worker import build_pool
+from tmi_cluster.worker.worker import build_pool
 
 from .helpers import run, run_documented_example
 from .test_connection import Recorder, every_message_exactly_once

@@ -1,6 +1,6 @@
 """Several real worker processes sharing one Twitch account, the simulator as the judge.
 
-Each process builds its pool from the settings (:func:`tmi_cluster.worker.build_pool`) with
+Each process builds its pool from the settings (:func:`tmi_cluster.worker.worker.build_pool`) with
 the cluster's Redis, joins its own channels and says something in each, all at once and as
 fast as its windows let it. Together they must stay within the account's JOIN, login and
 message budgets as the simulator counts them, and still get everything done.
@@ -21,7 +21,7 @@ WORKER = """
 import asyncio, json, sys
 import redis.asyncio
 from tmi_cluster.config import load_settings
-from tmi_cluster.worker import build_pool
+from tmi_cluster.worker.worker import build_pool
 
 async def main(config, index, count):
     settings = load_settings(config, environ={})

@@ -29,8 +29,8 @@ from tmi_cluster import (
     JoinResult,
     Pool,
 )
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate, Window
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent
-from tmi_cluster.ratelimit import LocalWindow, Rate, Window
 from tmi_cluster.simulator import ChatSimulator, Limits
 
 from .helpers import run

@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from tmi_cluster.bus import Keys
-from tmi_cluster.processes import restart_delay
 from tmi_cluster.store import Failure, Store
+from tmi_cluster.supervisor.processes import restart_delay
 
 from .helpers import wait_for
 from .test_cli import SCRIPT, _env, tmi
@@ -62,7 +62,7 @@ class Supervisor:
             children = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
             return []
-        return [c for c in children if "tmi_cluster.process" in " ".join(_cmdline(c))]
+        return [c for c in children if "tmi_cluster.worker.process" in " ".join(_cmdline(c))]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 
 from tmi_cluster.bus import SharedWindow
-from tmi_cluster.ratelimit import NORMAL, VERIFIED, LocalWindow, Rate
+from tmi_cluster.chat.ratelimit import NORMAL, VERIFIED, LocalWindow, Rate
 
 from .helpers import run
 
@@ -105,7 +105,7 @@ WORKER = """
 import asyncio, json, sys, time
 import redis.asyncio
 from tmi_cluster.bus import SharedWindow
-from tmi_cluster.ratelimit import Rate
+from tmi_cluster.chat.ratelimit import Rate
 
 async def main(url, key, allow, every, seconds):
     client = redis.asyncio.Redis.from_url(url)

@@ -18,11 +18,11 @@ import redis.asyncio
 
 from tmi_cluster import Connection, ConnectionOptions, ConnectionState, Settings
 from tmi_cluster.bus import SharedWindow
+from tmi_cluster.chat.ratelimit import Rate
 from tmi_cluster.embedded import redis_server_executable
 from tmi_cluster.events import ConnectedEvent, DisconnectedEvent
-from tmi_cluster.ratelimit import Rate
 from tmi_cluster.simulator import ChatSimulator, Limits
-from tmi_cluster.worker import build_pool
+from tmi_cluster.worker.worker import build_pool
 
 from .helpers import run
 from .test_connection import Recorder

@@ -7,11 +7,11 @@ import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tmi_cluster.connection import Connection, ConnectionOptions
+from tmi_cluster.chat.connection import Connection, ConnectionOptions
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate
+from tmi_cluster.chat.sender import Sender, split_text
 from tmi_cluster.errors import MessageTooLongError, UnsafeLineError
 from tmi_cluster.events import Event, MessageEvent
-from tmi_cluster.ratelimit import LocalWindow, Rate
-from tmi_cluster.sender import Sender, split_text
 from tmi_cluster.simulator import ChatSimulator, Limits
 
 from .helpers import run

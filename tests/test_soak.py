@@ -19,8 +19,8 @@ from collections import Counter
 import pytest
 
 from tmi_cluster import ConnectionState, Pool
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate
 from tmi_cluster.events import Event
-from tmi_cluster.ratelimit import LocalWindow, Rate
 from tmi_cluster.simulator import ChatSimulator
 
 from .helpers import run

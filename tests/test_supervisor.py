@@ -21,7 +21,7 @@ from tmi_cluster.embedded import redis_server_executable
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.events import ClusterEvent, ProcessScaled
 from tmi_cluster.store import RunState, Store
-from tmi_cluster.supervisor import Supervisor
+from tmi_cluster.supervisor.supervisor import Supervisor
 
 from .helpers import until
 from .test_cli import SCRIPT, _env

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tmi_cluster.channels import cleans_up, load_manager
-from tmi_cluster.connection import Connection, ConnectionOptions
+from tmi_cluster.chat.connection import Connection, ConnectionOptions
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 

@@ -9,7 +9,7 @@ import textwrap
 import threading
 import time
 
-from tmi_cluster.watchdog import EXIT_STOP_DEADLINE, StopWatchdog, describe_tasks
+from tmi_cluster.worker.watchdog import EXIT_STOP_DEADLINE, StopWatchdog, describe_tasks
 
 from .helpers import run
 
@@ -59,7 +59,7 @@ def test_a_process_whose_event_loop_hangs_is_ended_at_its_deadline() -> None:
     script = textwrap.dedent(
         """
         import asyncio, logging, time
-        from tmi_cluster.watchdog import StopWatchdog
+        from tmi_cluster.worker.watchdog import StopWatchdog
 
         async def main():
             watchdog = StopWatchdog("hung", loop=asyncio.get_running_loop(),

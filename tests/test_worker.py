@@ -20,7 +20,6 @@ from tmi_cluster import (
 )
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.events import Seen
-from tmi_cluster.delivery import event_key
 from tmi_cluster.events import (
     ClusterClientRegistered,
     Event,
@@ -29,6 +28,7 @@ from tmi_cluster.events import (
 )
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.traffic import GeneratedLine
+from tmi_cluster.worker.delivery import event_key
 
 from .helpers import run, until_set
 from .test_connection import TIMEOUT_S
@@ -54,7 +54,7 @@ def _registry(handler: Callable[[Event], object], kind: type[Event] = Event) -> 
 async def test_a_stuck_handler_never_stalls_reading(
     policy: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="tmi_cluster.handlers")
+    caplog.set_level(logging.WARNING, logger="tmi_cluster.worker.handlers")
     async with ChatSimulator(channels=["alpha"], seed=3) as sim:
         gate = asyncio.Event()
         changed = asyncio.Event()

@@ -44,9 +44,9 @@ from tmi_cluster.errors import (
 if TYPE_CHECKING:
     from tmi_cluster.bus.events import EventReader
     from tmi_cluster.channels import ChannelManager
-    from tmi_cluster.cluster import Cluster, SyncCluster
-    from tmi_cluster.connection import Connection, ConnectionOptions, ConnectionState
-    from tmi_cluster.handlers import Dispatcher, Handlers, Subscriber, on
+    from tmi_cluster.chat.connection import Connection, ConnectionOptions, ConnectionState
+    from tmi_cluster.chat.pool import JoinOutcome, Pool, PoolState
+    from tmi_cluster.cluster.client import Cluster, SyncCluster
     from tmi_cluster.outcomes import (
         ChannelJoin,
         Grant,
@@ -56,8 +56,8 @@ if TYPE_CHECKING:
         SendResult,
         SendStatus,
     )
-    from tmi_cluster.pool import JoinOutcome, Pool, PoolState
-    from tmi_cluster.worker import Worker, WorkerState, build_pool
+    from tmi_cluster.worker.handlers import Dispatcher, Handlers, Subscriber, on
+    from tmi_cluster.worker.worker import Worker, WorkerState, build_pool
 
 __version__ = "0.1.0"
 
@@ -113,25 +113,25 @@ _LAZY = {
     "EventReader": "tmi_cluster.bus.events",
     "Grant": "tmi_cluster.outcomes",
     "JoinStatus": "tmi_cluster.outcomes",
-    "Cluster": "tmi_cluster.cluster",
+    "Cluster": "tmi_cluster.cluster.client",
     "SendRefusal": "tmi_cluster.outcomes",
     "SendResult": "tmi_cluster.outcomes",
     "SendStatus": "tmi_cluster.outcomes",
-    "Subscriber": "tmi_cluster.handlers",
-    "Dispatcher": "tmi_cluster.handlers",
-    "Handlers": "tmi_cluster.handlers",
-    "SyncCluster": "tmi_cluster.cluster",
-    "on": "tmi_cluster.handlers",
-    "Connection": "tmi_cluster.connection",
-    "ConnectionOptions": "tmi_cluster.connection",
-    "ConnectionState": "tmi_cluster.connection",
-    "JoinOutcome": "tmi_cluster.pool",
+    "Subscriber": "tmi_cluster.worker.handlers",
+    "Dispatcher": "tmi_cluster.worker.handlers",
+    "Handlers": "tmi_cluster.worker.handlers",
+    "SyncCluster": "tmi_cluster.cluster.client",
+    "on": "tmi_cluster.worker.handlers",
+    "Connection": "tmi_cluster.chat.connection",
+    "ConnectionOptions": "tmi_cluster.chat.connection",
+    "ConnectionState": "tmi_cluster.chat.connection",
+    "JoinOutcome": "tmi_cluster.chat.pool",
     "JoinResult": "tmi_cluster.outcomes",
-    "Pool": "tmi_cluster.pool",
-    "PoolState": "tmi_cluster.pool",
-    "Worker": "tmi_cluster.worker",
-    "WorkerState": "tmi_cluster.worker",
-    "build_pool": "tmi_cluster.worker",
+    "Pool": "tmi_cluster.chat.pool",
+    "PoolState": "tmi_cluster.chat.pool",
+    "Worker": "tmi_cluster.worker.worker",
+    "WorkerState": "tmi_cluster.worker.worker",
+    "build_pool": "tmi_cluster.worker.worker",
 }
 
 

@@ -1,6 +1,6 @@
 """Sliding windows shared by every process of the cluster through Redis.
 
-The contract of :class:`~tmi_cluster.ratelimit.Window`, decided by one atomic Lua script on
+The contract of :class:`~tmi_cluster.chat.ratelimit.Window`, decided by one atomic Lua script on
 Redis using Redis's own clock (hosts may disagree on the time; Redis does not), with keys from
 :class:`~tmi_cluster.bus.keys.Keys` that expire with the window. Any number of processes
 together never exceed ``allow`` per window.
@@ -39,8 +39,7 @@ import redis.asyncio
 
 from tmi_cluster.bus.client import describe_client, translated
 from tmi_cluster.bus.keys import Keys
-from tmi_cluster.errors import RedisUnavailableError
-from tmi_cluster.ratelimit import (
+from tmi_cluster.chat.ratelimit import (
     DEFAULT_MARGIN_S,
     AccountRates,
     AccountWindows,
@@ -48,6 +47,7 @@ from tmi_cluster.ratelimit import (
     Window,
     check_count,
 )
+from tmi_cluster.errors import RedisUnavailableError
 
 __all__ = [
     "RETRY_CAP_S",

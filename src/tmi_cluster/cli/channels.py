@@ -35,7 +35,7 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant:
     manager, a channel not authorized is refused (unauthorized) unless --authorize."""
     import asyncio
 
-    from tmi_cluster import admin
+    from tmi_cluster.cluster import admin
 
     settings = cluster_settings(ctx)
     if grant:  # the channels authorized already keep their grant (and its reconnect)
@@ -60,7 +60,7 @@ def authorize(ctx: click.Context, channels: tuple[str, ...], revoke: bool, recon
     changed for each."""
     import asyncio
 
-    from tmi_cluster import admin
+    from tmi_cluster.cluster import admin
 
     if revoke and reconnect:
         fail("--revoke and --reconnect do not go together", ExitCode.USAGE)
@@ -108,7 +108,7 @@ def channels(
     import asyncio
     import json
 
-    from tmi_cluster import admin
+    from tmi_cluster.cluster import admin
 
     def warn(text: str) -> None:
         click.echo(f"warning: {text}", err=True)
@@ -138,7 +138,7 @@ def part(ctx: click.Context, channels: tuple[str, ...]) -> None:
     """Part channels now (their worker processes part them within a second or two)."""
     import asyncio
 
-    from tmi_cluster import admin
+    from tmi_cluster.cluster import admin
 
     parted = asyncio.run(admin.part(cluster_settings(ctx), list(channels)))
     for channel, owner in parted.items():

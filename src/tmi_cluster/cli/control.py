@@ -18,7 +18,7 @@ def terminate(ctx: click.Context, supervisor: str | None) -> None:
     until it has (unless fast_termination is set)."""
     import asyncio
 
-    from tmi_cluster import admin
+    from tmi_cluster.cluster import admin
 
     settings = cluster_settings(ctx)
     stopped = asyncio.run(admin.terminate(settings, supervisor))
@@ -47,7 +47,7 @@ def scale(
     auto-scaler, or show its state (no argument)."""
     import asyncio
 
-    from tmi_cluster import admin
+    from tmi_cluster.cluster import admin
 
     if pause and resume:
         raise click.UsageError("give --pause or --resume, not both")
@@ -81,7 +81,7 @@ def purge(ctx: click.Context) -> None:
     do this by themselves, once for the whole cluster)."""
     import asyncio
 
-    from tmi_cluster import admin
+    from tmi_cluster.cluster import admin
 
     result = asyncio.run(admin.purge(cluster_settings(ctx)))
     click.echo(

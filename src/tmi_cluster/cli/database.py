@@ -36,7 +36,7 @@ def migrate(ctx: click.Context) -> None:
 def install(ctx: click.Context, force: bool) -> None:
     """Write a commented starter tmi-cluster.toml (an existing one is kept unless --force) and
     create the database tables."""
-    from tmi_cluster.configref import starter_toml
+    from tmi_cluster.config.reference import starter_toml
 
     config: Path | None = ctx.ensure_object(dict).get("config")
     target = config or Path(CONFIG_FILE_NAME)

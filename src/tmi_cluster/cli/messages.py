@@ -63,7 +63,7 @@ def send(
 
     import msgspec
 
-    from tmi_cluster.cluster import Cluster
+    from tmi_cluster.cluster.client import Cluster
 
     async def go() -> Any:
         async with Cluster(settings(ctx)) as cluster:
@@ -106,7 +106,7 @@ def dead_letters(ctx: click.Context, as_json: bool, limit: int) -> None:
 
     import msgspec
 
-    from tmi_cluster.cluster import Cluster
+    from tmi_cluster.cluster.client import Cluster
 
     async def go() -> tuple[list[Any], dict[str, int]]:
         async with Cluster(settings(ctx)) as cluster:

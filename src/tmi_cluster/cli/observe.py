@@ -25,7 +25,7 @@ from tmi_cluster.cli.common import (
 from tmi_cluster.errors import StorageError, TmiClusterError
 
 if TYPE_CHECKING:
-    from tmi_cluster.listing import Liveness
+    from tmi_cluster.cluster.listing import Liveness
 
 __all__ = ["event_line", "features", "health", "list_", "tail"]
 
@@ -37,8 +37,8 @@ __all__ = ["event_line", "features", "health", "list_", "tail"]
 @click.pass_context
 def features(ctx: click.Context, as_json: bool) -> None:
     """Print the active setup: config file, database, Redis, identity, limits (secrets masked)."""
+    from tmi_cluster.cluster.features import describe
     from tmi_cluster.config import settings_json
-    from tmi_cluster.features import describe
 
     loaded = settings(ctx)
     if as_json:
@@ -65,7 +65,7 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> Non
     """
     import json
 
-    from tmi_cluster.listing import check_liveness, cluster_json
+    from tmi_cluster.cluster.listing import check_liveness, cluster_json
 
     if show_all and alive:
         raise click.UsageError("--all and --alive exclude each other")
@@ -107,7 +107,7 @@ def _echo_tables(
     supervisors: Sequence[Any], processes: Sequence[Any], liveness: Liveness, hidden: set[str]
 ) -> int:
     """Print ``list``'s two tables without the states in ``hidden``; return the rows shown."""
-    from tmi_cluster.listing import process_rows, supervisor_rows
+    from tmi_cluster.cluster.listing import process_rows, supervisor_rows
 
     supervisor_table = [
         r for r in supervisor_rows(supervisors, processes, liveness) if r[3] not in hidden
@@ -146,7 +146,7 @@ def health(ctx: click.Context, host_only: bool, hostname: str | None, at_least_o
     """
     import socket
 
-    from tmi_cluster import listing
+    from tmi_cluster.cluster import listing
 
     if host_only and hostname is not None:
         raise click.UsageError("give --host-only (this host) or --hostname NAME, not both")
@@ -197,7 +197,7 @@ def tail(
     import json
     import signal
 
-    from tmi_cluster.cluster import Cluster
+    from tmi_cluster.cluster.client import Cluster
     from tmi_cluster.events import to_json
 
     async def go() -> None:

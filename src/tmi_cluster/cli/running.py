@@ -17,7 +17,7 @@ __all__ = ["demo", "run", "simulate"]
 
 
 def _supervisor_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from tmi_cluster.supervisor import check_supervisor_id
+    from tmi_cluster.supervisor.claims import check_supervisor_id
 
     if value is None:
         return None
@@ -51,7 +51,7 @@ def run(ctx: click.Context, supervisor_id: str | None) -> None:
     import sys
 
     from tmi_cluster.logs import configure_logging
-    from tmi_cluster.supervisor import Supervisor
+    from tmi_cluster.supervisor.supervisor import Supervisor
 
     loaded = settings(ctx)
     configure_logging(loaded)
@@ -101,7 +101,7 @@ def demo(count: int) -> None:
     live summary. Ctrl-C stops everything and deletes the folder."""
     import asyncio
 
-    from tmi_cluster.demo import Demo
+    from tmi_cluster.cli.demo import Demo
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -1,7 +1,7 @@
 """The settings model: one typed, frozen section per part of the configuration.
 
 Every field carries its default and a description; ``docs/configuration.md`` is generated from
-them (:mod:`tmi_cluster.configref`).
+them (:mod:`tmi_cluster.config.reference`).
 """
 
 from __future__ import annotations

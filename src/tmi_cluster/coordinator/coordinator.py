@@ -68,6 +68,7 @@ from tmi_cluster.bus.heartbeat import (
 )
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.channels import ChannelManager, DummyChannelManager, cleans_up, joinable
+from tmi_cluster.chat.ratelimit import AccountRates
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator.autoscale import ScalePolicy
 from tmi_cluster.coordinator.cleanup import StaleCleanup
@@ -79,7 +80,6 @@ from tmi_cluster.errors import (
     StaleLeaseError,
     StorageError,
 )
-from tmi_cluster.ratelimit import AccountRates
 from tmi_cluster.store import Store
 
 __all__ = [

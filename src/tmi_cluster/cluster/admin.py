@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tmi_cluster import housekeeping
 from tmi_cluster.bus import (
     Assignment,
     AsyncRedis,
@@ -34,6 +33,7 @@ from tmi_cluster.bus import (
     wanted_changed,
 )
 from tmi_cluster.channels import DatabaseChannelManager, load_manager, restricts
+from tmi_cluster.cluster import housekeeping
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator.autoscale import Cause
 from tmi_cluster.errors import (

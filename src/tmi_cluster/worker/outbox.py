@@ -42,7 +42,9 @@ from tmi_cluster.bus.commands import (
     timed_out,
 )
 from tmi_cluster.channels import ChannelManager
-from tmi_cluster.connection import ConnectionState
+from tmi_cluster.chat.connection import ConnectionState
+from tmi_cluster.chat.pool import Pool
+from tmi_cluster.chat.sender import PartlySentError
 from tmi_cluster.errors import (
     DeadlineError,
     LoginError,
@@ -52,8 +54,6 @@ from tmi_cluster.errors import (
     UnsafeLineError,
 )
 from tmi_cluster.outcomes import SendRefusal, SendResult, SendStatus
-from tmi_cluster.pool import Pool
-from tmi_cluster.sender import PartlySentError
 
 __all__ = ["MAX_IN_FLIGHT", "Outbox"]
 

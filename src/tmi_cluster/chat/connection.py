@@ -1,8 +1,9 @@
 """One Twitch chat connection: login, keepalive, reconnect, make-before-break, its channels.
 
 A :class:`Connection` is the logical connection an application or a pool holds; underneath,
-one session (:mod:`tmi_cluster.session`) is one physical link (a :mod:`~tmi_cluster.transport`:
-TCP, TLS or WebSocket) with its login, its reading and its keepalive. Contracts:
+one session (:mod:`tmi_cluster.chat.session`) is one physical link (a
+:mod:`~tmi_cluster.chat.transport`: TCP, TLS or WebSocket) with its login, its reading and its
+keepalive. Contracts:
 
 - Login: ``CAP REQ`` for the Twitch capabilities (a NAK is accepted: a plain IRC server still
   works), ``PASS oauth:<token>`` then ``NICK`` for an account, ``NICK justinfan<digits>``
@@ -65,6 +66,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from tmi_cluster.chat.ratelimit import Window
+from tmi_cluster.chat.session import Session
+from tmi_cluster.chat.transport import Endpoint
 from tmi_cluster.errors import LoginError, TmiClusterError
 from tmi_cluster.events import (
     ChannelLostEvent,
@@ -78,9 +82,6 @@ from tmi_cluster.events import (
 from tmi_cluster.irc import Message, serialize
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.outcomes import JOIN_REFUSALS, JoinResult
-from tmi_cluster.ratelimit import Window
-from tmi_cluster.session import Session
-from tmi_cluster.transport import Endpoint
 
 __all__ = ["CAPABILITIES", "Connection", "ConnectionOptions", "ConnectionState"]
 
@@ -136,7 +137,7 @@ class ConnectionState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ConnectionOptions:
-    """How to connect. Built from settings at the edge (:func:`tmi_cluster.worker`)."""
+    """How to connect. Built from settings at the edge (:func:`tmi_cluster.worker.worker`)."""
 
     host: str = "irc.chat.twitch.tv"
     port: int = 6697

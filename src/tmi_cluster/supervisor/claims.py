@@ -22,11 +22,11 @@ import socket
 from datetime import UTC, datetime
 
 from tmi_cluster.bus import Heartbeat, Outage, SupervisorStatus, refused_password
+from tmi_cluster.cluster.listing import CLAIMS_ALIVE
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
-from tmi_cluster.listing import CLAIMS_ALIVE
-from tmi_cluster.processes import RECORD_EVERY_S
 from tmi_cluster.store import Store
+from tmi_cluster.supervisor.processes import RECORD_EVERY_S
 
 __all__ = [
     "IdInUseError",

@@ -127,7 +127,8 @@ def reference_markdown() -> str:
         "# Configuration reference",
         "",
         "<!-- Generated from src/tmi_cluster/config/model.py by "
-        "`python -m tmi_cluster.configref > docs/configuration.md`; a test keeps it current. -->",
+        "`python -m tmi_cluster.config.reference > docs/configuration.md`; "
+        "a test keeps it current. -->",
         "",
         "Settings are read from the defaults, then `tmi-cluster.toml` (the current folder, "
         "`--config PATH` or `$TMI_CLUSTER_CONFIG`), then environment variables "

@@ -1,8 +1,8 @@
 """One physical link of a connection: connect, log in, read lines, keep alive, close.
 
-Internal to :mod:`tmi_cluster.connection`, which owns the sessions and their channels. A
-:class:`Session` speaks to its :class:`~tmi_cluster.transport.Transport` only; every parsed line
-goes to its ``deliver`` callback after the session's own handling (PING, PONG, login).
+Internal to :mod:`tmi_cluster.chat.connection`, which owns the sessions and their channels. A
+:class:`Session` speaks to its :class:`~tmi_cluster.chat.transport.Transport` only; every parsed
+line goes to its ``deliver`` callback after the session's own handling (PING, PONG, login).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import secrets
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tmi_cluster.chat.transport import Transport, TransportError, open_transport
 from tmi_cluster.errors import LoginError, ParseError
 from tmi_cluster.irc import Message, parse, serialize
-from tmi_cluster.transport import Transport, TransportError, open_transport
 
 if TYPE_CHECKING:
-    from tmi_cluster.connection import ConnectionOptions
+    from tmi_cluster.chat.connection import ConnectionOptions
 
 __all__ = ["FAILED_LOGINS", "Framer", "Session"]
 

@@ -34,7 +34,6 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import tmi_cluster.events as events_module
-from tmi_cluster import admin
 from tmi_cluster.bus import AsyncRedis, Keys, close_client, connect_async, ping
 from tmi_cluster.bus.commands import (
     GRACE_S,
@@ -47,6 +46,8 @@ from tmi_cluster.bus.commands import (
 from tmi_cluster.bus.events import EventReader
 from tmi_cluster.bus.heartbeat import alive
 from tmi_cluster.channels import ChannelManager, load_manager
+from tmi_cluster.chat.sender import check_text
+from tmi_cluster.cluster import admin
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError, UnknownEventTypeError
 from tmi_cluster.events import ALL_EVENT_TYPES, LOCAL_EVENTS, RAW_LINE_EVENTS, Event, covers
@@ -59,7 +60,6 @@ from tmi_cluster.outcomes import (
     SendResult,
     SendStatus,
 )
-from tmi_cluster.sender import check_text
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 

@@ -41,7 +41,7 @@ from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from tmi_cluster.supervisor import Supervisor
+    from tmi_cluster.supervisor.supervisor import Supervisor
 
 __all__ = ["DEMO_CHANNELS", "Demo", "demo_toml"]
 
@@ -84,7 +84,7 @@ class Demo:
     async def run(self, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None) -> None:
         """Start everything, show the summary until ``stop``, then stop everything and delete
         the folder (also after an error)."""
-        from tmi_cluster import supervisor as supervisors  # noqa: PLC0415 - heavy: only here
+        from tmi_cluster.supervisor import supervisor as supervisors
 
         try:
             self.config.write_text(demo_toml(self.folder), encoding="utf-8")

@@ -4,13 +4,13 @@ its shutdown.
 It migrates the database, starts the private Redis server when ``redis.url`` is empty, records
 itself in SQL (state changes, with history), keeps a heartbeat key in Redis (its value a JSON
 status: pid, host, state, processes, target, problem, whether it coordinates), runs as many
-worker processes as its target in ``P scale:targets`` (:mod:`tmi_cluster.processes`), runs
-the coordinator's loop (:mod:`tmi_cluster.coordinator.coordinator`; one supervisor of the
-cluster acts),
-takes orders from its command stream (:mod:`tmi_cluster.bus.control`: terminate, restart,
-pause, continue, scale), purges the dead of the cluster (once for the whole cluster, under a
-lock: :mod:`tmi_cluster.housekeeping`), and on stop hands its channels over, stops its workers
-within ``process.timeout``, shields its final writes, stops Redis and cleans up.
+worker processes as its target in ``P scale:targets`` (:mod:`tmi_cluster.supervisor.processes`),
+runs the coordinator's loop (:mod:`tmi_cluster.coordinator.coordinator`; one supervisor of the
+cluster acts), takes orders from its command stream (:mod:`tmi_cluster.bus.control`: terminate,
+restart, pause, continue, scale), does its chores (:mod:`tmi_cluster.supervisor.chores`: the
+purge of the cluster's dead, once for the whole cluster, under a lock), and on stop hands its
+channels over, stops its workers within ``process.timeout``, shields its final writes, stops
+Redis and cleans up.
 
 Lifecycle (:attr:`Supervisor.state`, a :class:`~tmi_cluster.store.RunState`)::
 
@@ -75,14 +75,6 @@ from tmi_cluster.channels import (
     restricts,
     stale_horizon,
 )
-from tmi_cluster.chores import Chores
-from tmi_cluster.claims import (
-    IdInUseError,
-    check_supervisor_id,
-    claim_heartbeat,
-    new_supervisor_id,
-    open_database,
-)
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.coordinator.coordinator import Coordinator
 from tmi_cluster.embedded import EmbeddedRedis, check_folder, keep_running
@@ -94,35 +86,31 @@ from tmi_cluster.errors import (
     TmiClusterError,
 )
 from tmi_cluster.events import ClusterEvent
-from tmi_cluster.handlers import Dispatcher, Handlers, load_handlers
-from tmi_cluster.leaving import hand_over
-from tmi_cluster.processes import (
-    Processes,
-    next_number,
-    worker_environment,
-)
-from tmi_cluster.simulated import (
-    SIMULATED_BOT,
+from tmi_cluster.simulator import ChatSimulator
+from tmi_cluster.store import RunState, Store
+from tmi_cluster.supervisor.chat import (
     chat_of,
     describe_chat,
     start_simulator,
     wants_simulator,
 )
-from tmi_cluster.simulator import ChatSimulator
-from tmi_cluster.store import RunState, Store
+from tmi_cluster.supervisor.chores import Chores
+from tmi_cluster.supervisor.claims import (
+    check_supervisor_id,
+    claim_heartbeat,
+    new_supervisor_id,
+    open_database,
+)
+from tmi_cluster.supervisor.handover import hand_over
+from tmi_cluster.supervisor.processes import (
+    Processes,
+    next_number,
+    worker_environment,
+)
 from tmi_cluster.tasks import cancel_and_wait
+from tmi_cluster.worker.handlers import Dispatcher, Handlers, load_handlers
 
-__all__ = [
-    "MEMORY_GRACE_S",
-    "REDIS_WAIT_S",
-    "SIMULATED_BOT",
-    "STOP_SIGNALS",
-    "IdInUseError",
-    "Supervisor",
-    "check_supervisor_id",
-    "new_supervisor_id",
-    "wants_simulator",
-]
+__all__ = ["MEMORY_GRACE_S", "REDIS_WAIT_S", "STOP_SIGNALS", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +501,7 @@ class Supervisor:
                 self.order(received.order, received.fields)
 
     async def _chores(self, store: Store, client: AsyncRedis) -> None:
-        """The periodic chores (:class:`~tmi_cluster.chores.Chores`) until the stop; over
+        """The periodic chores (:class:`~tmi_cluster.supervisor.chores.Chores`) until the stop; over
         ``memory_limit``, a stop to be started again."""
         assert self.processes is not None
         chores = Chores(
@@ -532,7 +520,7 @@ class Supervisor:
 
     async def _hand_over_all(self) -> None:
         """While stopping: the workers' channels to other supervisors' workers (see
-        :func:`~tmi_cluster.leaving.hand_over`), at most ``process.timeout``."""
+        :func:`~tmi_cluster.supervisor.handover.hand_over`), at most ``process.timeout``."""
         processes, client, heartbeat = self.processes, self._client, self._heartbeat
         if processes is None or client is None or heartbeat is None:
             return

@@ -4,7 +4,7 @@ Everything below this module takes small option objects (:class:`ConnectionOptio
 windows); settings are read here, at the edge:
 
 - :func:`connection_options`: ``tmi.connection`` and ``tmi.identity`` as connection options.
-- :func:`build_pool`: a :class:`~tmi_cluster.pool.Pool` as ``tmi.*`` and ``throttle.*``
+- :func:`build_pool`: a :class:`~tmi_cluster.chat.pool.Pool` as ``tmi.*`` and ``throttle.*``
   describe it. Reading is anonymous when no identity is configured or
   ``tmi.connection.read_anonymously`` is set; sending goes through one authenticated connection
   (opened at the first ``say``) when there is an identity. With a Redis client, every window of
@@ -14,13 +14,13 @@ windows); settings are read here, at the edge:
   This is also the library's entry point for a pool of one's own (``tmi_cluster.build_pool``).
 - :class:`Worker`: a pool and everything after it: the duplicate check of channels under a
   hand-over, the handlers' dispatcher, the event stream and the consumer of the cluster's sends.
-  The worker process (:mod:`tmi_cluster.process`) runs one built by :meth:`Worker.in_cluster`;
-  an application or a test runs the same class with the parts it wants
+  The worker process (:mod:`tmi_cluster.worker.process`) runs one built by
+  :meth:`Worker.in_cluster`; an application or a test runs the same class with the parts it wants
   (:meth:`Worker.from_settings`, or the constructor).
 
 The event path: socket -> framing -> parse -> typed event -> the pool (truth about channels,
 de-duplication within the process) -> :meth:`Worker.put` (never waits) -> the duplicate check
-(guarded channels only) -> the :class:`~tmi_cluster.handlers.Dispatcher` (a bounded queue per
+(guarded channels only) -> the :class:`~tmi_cluster.worker.handlers.Dispatcher` (a bounded queue per
 channel: a slow handler delays its channel only and never stalls reading; a full queue drops
 by ``handlers.queue_full``, counted and logged once per overflow) and the stream's
 :class:`~tmi_cluster.bus.events.EventPublisher`.
@@ -41,17 +41,17 @@ from tmi_cluster.bus.commands import SendQueue
 from tmi_cluster.bus.events import EventPublisher, Seen
 from tmi_cluster.bus.windows import SharedLastMessages
 from tmi_cluster.channels import load_manager
+from tmi_cluster.chat.connection import Connection, ConnectionOptions
+from tmi_cluster.chat.pool import ANONYMOUS_ACCOUNT, Pool
+from tmi_cluster.chat.ratelimit import AccountRates, AccountWindows, Rate
+from tmi_cluster.chat.sender import Sender
 from tmi_cluster.config import Settings
-from tmi_cluster.connection import Connection, ConnectionOptions
-from tmi_cluster.delivery import Delivery
 from tmi_cluster.events import Event, IrcCommandEvent, IrcMessageEvent
-from tmi_cluster.handlers import Dispatcher, Handler, Handlers, load_handlers
 from tmi_cluster.logins import normalise_login
-from tmi_cluster.outbox import Outbox
-from tmi_cluster.pool import ANONYMOUS_ACCOUNT, Pool
-from tmi_cluster.ratelimit import AccountRates, AccountWindows, Rate
-from tmi_cluster.sender import Sender
 from tmi_cluster.tasks import cancel_and_wait
+from tmi_cluster.worker.delivery import Delivery
+from tmi_cluster.worker.handlers import Dispatcher, Handler, Handlers, load_handlers
+from tmi_cluster.worker.outbox import Outbox
 
 __all__ = [
     "SENDS_STOP_S",

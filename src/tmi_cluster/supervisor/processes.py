@@ -2,9 +2,9 @@
 
 Contracts:
 
-- A worker is ``python -m tmi_cluster.process`` (:mod:`tmi_cluster.process`) in a session of
-  its own (a Ctrl-C on the terminal reaches the supervisor only, which decides), its standard
-  input a pipe the supervisor holds (its end ends the worker), its id ``<supervisor>-<n>``.
+- A worker is ``python -m tmi_cluster.worker.process`` (:mod:`tmi_cluster.worker.process`) in a
+  session of its own (a Ctrl-C on the terminal reaches the supervisor only, which decides), its
+  standard input a pipe the supervisor holds (its end ends the worker), its id ``<supervisor>-<n>``.
 - An exit is seen at once (the child's end is awaited); a hung worker when its last heartbeat
   is more than ``process.stale`` seconds old while Redis answers (it is then killed; checked
   twice a second). Either way the
@@ -52,9 +52,9 @@ from tmi_cluster.events import (
     UnableToLaunchProcess,
     WorkerProcessRestarting,
 )
-from tmi_cluster.process import EXIT_LAUNCH, READY
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.tasks import cancel_and_wait, log_outcome
+from tmi_cluster.worker.process import EXIT_LAUNCH, READY
 
 __all__ = [
     "DRAIN_LIMIT_S",
@@ -212,7 +212,7 @@ class Processes:
         argv = [
             sys.executable,
             "-m",
-            "tmi_cluster.process",
+            "tmi_cluster.worker.process",
             f"--id={process_id}",
             f"--supervisor={self.supervisor_id}",
         ]

@@ -40,11 +40,11 @@ from typing import Literal, Protocol
 
 import regex
 
-from tmi_cluster.connection import Connection
+from tmi_cluster.chat.connection import Connection
+from tmi_cluster.chat.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
 from tmi_cluster.errors import DeadlineError, MessageTooLongError, UnsafeLineError
 from tmi_cluster.events import Event, UserStateEvent
 from tmi_cluster.logins import normalise_login
-from tmi_cluster.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
 
 __all__ = ["LastMessages", "PartlySentError", "Sender", "check_text", "split_text"]
 

@@ -6,7 +6,7 @@ Contracts:
   when all are full: ``connect_burst`` at once, then one per ``connect_interval_s`` (a leaky
   bucket: after a quiet spell, a burst again).
 - Joins are sent in batches (``JOIN #a,#b,...`` within the line limit), each batch taken from
-  the account's join window first (:mod:`tmi_cluster.ratelimit`; shared through Redis when the
+  the account's join window first (:mod:`tmi_cluster.chat.ratelimit`; shared through Redis when the
   pool is given a shared window), so the budget holds however many pools share the account.
   With ``connection_join_rate``, each connection has a window of its own instead (anonymous
   connections: each is its own ``justinfan`` identity with its own budget).
@@ -32,7 +32,7 @@ Contracts:
   ``overlap_timeout_s``).
 - Reading and sending are separate: the pool reads through ``options`` (anonymous when it has
   no login) and sends through ``sender`` (one authenticated connection, opened at the first
-  :meth:`say`). :func:`tmi_cluster.worker.build_pool` builds both from the settings.
+  :meth:`say`). :func:`tmi_cluster.worker.worker.build_pool` builds both from the settings.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ from typing import Self
 
 from aiolimiter import AsyncLimiter
 
-from tmi_cluster.connection import Connection, ConnectionOptions
+from tmi_cluster.chat.connection import Connection, ConnectionOptions
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate, Window
+from tmi_cluster.chat.sender import Sender
 from tmi_cluster.errors import DeadlineError, LoginError, NoIdentityError
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent, Event
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import JoinResult
-from tmi_cluster.ratelimit import LocalWindow, Rate, Window
-from tmi_cluster.sender import Sender
 
 __all__ = ["ANONYMOUS_ACCOUNT", "JoinOutcome", "Pool", "PoolState"]
 

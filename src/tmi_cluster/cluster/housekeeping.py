@@ -35,7 +35,7 @@ from tmi_cluster.bus import (
     read,
 )
 from tmi_cluster.bus.heartbeat import of_live_supervisors
-from tmi_cluster.listing import CLAIMS_ALIVE
+from tmi_cluster.cluster.listing import CLAIMS_ALIVE
 from tmi_cluster.store import Store
 
 __all__ = [

@@ -1,5 +1,5 @@
 """A worker's hand-overs: a channel moves between two worker processes make-before-break, and
-its events reach the application exactly once (:mod:`tmi_cluster.delivery`).
+its events reach the application exactly once (:mod:`tmi_cluster.worker.delivery`).
 
 - Leaving: a channel assigned elsewhere is *guarded* (its events checked cluster-wide) from
   the moment the worker says so in Redis; the new owner joins once it reads that; the worker
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from tmi_cluster.bus import Assignment, AsyncRedis, Keys, live, read
-from tmi_cluster.worker import Worker
+from tmi_cluster.worker.worker import Worker
 
 __all__ = ["GUARD_LINGER_S", "GUARD_WAIT_S", "HandOver"]
 

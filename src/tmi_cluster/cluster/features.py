@@ -8,10 +8,10 @@ configured for it, so that nobody takes a setting for a working feature.
 from __future__ import annotations
 
 from tmi_cluster.channels import ChannelManager, DatabaseChannelManager, cleans_up, load_manager
+from tmi_cluster.chat.ratelimit import AccountRates, Rate
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import find_embedded
 from tmi_cluster.errors import TmiClusterError
-from tmi_cluster.ratelimit import AccountRates, Rate
 
 __all__ = ["describe"]
 
@@ -114,13 +114,13 @@ def _not_yet(arrives_with: str, what: str = "not available yet") -> str:
 
 
 def _simulated(settings: Settings) -> bool:
-    from tmi_cluster.simulated import wants_simulator  # noqa: PLC0415 - heavy, only here
+    from tmi_cluster.supervisor.chat import wants_simulator  # noqa: PLC0415 - heavy, only here
 
     return wants_simulator(settings)
 
 
 def _chat(settings: Settings) -> str:
-    from tmi_cluster.simulated import wants_simulator  # noqa: PLC0415 - heavy, only here
+    from tmi_cluster.supervisor.chat import wants_simulator  # noqa: PLC0415 - heavy, only here
 
     mode = settings.tmi.connection.simulate
     if wants_simulator(settings):

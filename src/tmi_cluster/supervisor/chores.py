@@ -1,14 +1,14 @@
-"""A supervisor's periodic chores, every :data:`~tmi_cluster.housekeeping.PURGE_EVERY_S`
+"""A supervisor's periodic chores, every :data:`~tmi_cluster.cluster.housekeeping.PURGE_EVERY_S`
 seconds while it runs, each its own step (one waiting for Redis or the database never keeps
 the others from running):
 
 - :class:`~tmi_cluster.events.SupervisorLooped` to the cluster's events;
-- the purge of the cluster's dead (:func:`~tmi_cluster.housekeeping.purge_once`: once per
+- the purge of the cluster's dead (:func:`~tmi_cluster.cluster.housekeeping.purge_once`: once per
   period for the whole cluster, under a lock in Redis);
 - the target resync: the supervisor's target in ``P scale:targets`` is the truth; an order
   that was lost is made up for;
 - the supervisor's figures in its SQL record, at most every
-  :data:`~tmi_cluster.processes.RECORD_EVERY_S` seconds;
+  :data:`~tmi_cluster.supervisor.processes.RECORD_EVERY_S` seconds;
 - the memory check: over ``memory_limit`` (after a grace at start), the supervisor stops to be
   started again with the same id.
 """
@@ -24,12 +24,12 @@ from collections.abc import Callable
 import psutil
 
 from tmi_cluster.bus import AsyncRedis, Coordination, Keys
+from tmi_cluster.cluster.housekeeping import PURGE_EVERY_S, purge_once
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import RedisUnavailableError, StorageError
 from tmi_cluster.events import ClusterEvent, SupervisorLooped
-from tmi_cluster.housekeeping import PURGE_EVERY_S, purge_once
-from tmi_cluster.processes import RECORD_EVERY_S, Processes
 from tmi_cluster.store import Store
+from tmi_cluster.supervisor.processes import RECORD_EVERY_S, Processes
 
 __all__ = ["Chores"]
 

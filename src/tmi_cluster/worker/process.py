@@ -1,10 +1,11 @@
-"""One worker process, the supervisor's child: ``python -m tmi_cluster.process --id ID
+"""One worker process, the supervisor's child: ``python -m tmi_cluster.worker.process --id ID
 --supervisor SUPERVISOR`` (the original's ``tmi-cluster:process``).
 
-It runs a :class:`~tmi_cluster.worker.Worker` (:meth:`~tmi_cluster.worker.Worker.in_cluster`:
-its pool, the duplicate check for channels under a hand-over, the handlers of
-``handlers.modules``, the event stream's publisher and, with a Twitch identity, the consumer of
-the send stream): the class an application tests with. Around it, the process's concerns:
+It runs a :class:`~tmi_cluster.worker.worker.Worker`
+(:meth:`~tmi_cluster.worker.worker.Worker.in_cluster`: its pool, the duplicate check for channels
+under a hand-over, the handlers of ``handlers.modules``, the event stream's publisher and, with a
+Twitch identity, the consumer of the send stream): the class an application tests with. Around it,
+the process's concerns:
 
 - a heartbeat key in Redis every ``min(process.periodic_timer, process.stale / 3)`` seconds,
   expiring after ``process.stale``, whose value is the process's status as JSON (supervisor, pid,
@@ -25,8 +26,8 @@ the send stream): the class an application tests with. Around it, the process's 
 - signals: SIGTERM or SIGINT stops gracefully (joins stop, pending hand-overs finish, the pool
   closes) within ``process.timeout``; another one while stopping ends the process at once;
   SIGUSR2 pauses (channels kept, nothing new joined) and SIGCONT continues;
-- a stop deadline that always holds: a :class:`~tmi_cluster.watchdog.StopWatchdog` thread ends
-  the process at the deadline, whatever the stop waits for, even with the event loop blocked.
+- a stop deadline that always holds: a :class:`~tmi_cluster.worker.watchdog.StopWatchdog` thread
+  ends the process at the deadline, whatever the stop waits for, even with the event loop blocked.
 
 It prints ``ready`` on its standard output once it runs. Exit codes: 0 after a stop, 1 after an
 unexpected error (logged with its traceback), 70 when its stop overran the deadline (the
@@ -65,6 +66,7 @@ from tmi_cluster.bus import (
 )
 from tmi_cluster.bus.heartbeat import mark_alive
 from tmi_cluster.channels import load_manager
+from tmi_cluster.chat.pool import Pool
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import ConfigError, RedisUnavailableError, TmiClusterError
 from tmi_cluster.events import (
@@ -75,14 +77,13 @@ from tmi_cluster.events import (
     MessageEvent,
     PeriodicTimerCalled,
 )
-from tmi_cluster.handlers import load_handlers
-from tmi_cluster.handover import HandOver
 from tmi_cluster.outcomes import JoinResult
-from tmi_cluster.pool import Pool
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
-from tmi_cluster.watchdog import StopWatchdog
-from tmi_cluster.worker import Worker
+from tmi_cluster.worker.handlers import load_handlers
+from tmi_cluster.worker.handover import HandOver
+from tmi_cluster.worker.watchdog import StopWatchdog
+from tmi_cluster.worker.worker import Worker
 
 __all__ = [
     "EXIT_LAUNCH",
@@ -96,7 +97,7 @@ __all__ = [
 
 #: Named, not ``__name__``: run as ``python -m``, the module is ``__main__``, whose logger
 #: would miss the configuration of ``tmi_cluster``.
-log = logging.getLogger("tmi_cluster.process")
+log = logging.getLogger("tmi_cluster.worker.process")
 
 #: Exit code of a worker that cannot start at all (sysexits EX_CONFIG).
 EXIT_LAUNCH = 78
@@ -127,7 +128,7 @@ class ProcessState(enum.StrEnum):
 
 def import_handlers(paths: Sequence[str]) -> list[object]:
     """Import ``handlers.modules`` and check that each holds something to register (see
-    :mod:`tmi_cluster.handlers`); ConfigError naming the first one that does not. The loaded
+    :mod:`tmi_cluster.worker.handlers`); ConfigError naming the first one that does not. The loaded
     modules (or named objects), in order."""
     load_handlers(paths)
     loaded: list[object] = []
@@ -589,7 +590,7 @@ def _force_exit(received: signal.Signals) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a worker process; the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m tmi_cluster.process")
+    parser = argparse.ArgumentParser(prog="python -m tmi_cluster.worker.process")
     parser.add_argument("--id", required=True, help="this process's id")
     parser.add_argument("--supervisor", required=True, help="the supervisor's id")
     parser.add_argument("--paused", action="store_true", help="start paused")
