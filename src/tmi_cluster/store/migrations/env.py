@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from tmi_cluster.store.models import Base
+from tmi_cluster.store.models import metadata
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):  # pragma: no cover - only Store.migrate runs this
@@ -13,7 +13,7 @@ if not isinstance(connection, Connection):  # pragma: no cover - only Store.migr
 
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
 )
