@@ -15,13 +15,9 @@ from typing import TypeVar
 
 import pytest
 
-from tmi_cluster.chat.connection import (
-    Connection,
-    ConnectionOptions,
-    ConnectionState,
-    describe_connect_error,
-)
+from tmi_cluster.chat.connection import Connection, ConnectionOptions, ConnectionState
 from tmi_cluster.chat.ratelimit import LocalWindow, Rate
+from tmi_cluster.chat.transport import describe_connect_error
 from tmi_cluster.errors import LoginError
 from tmi_cluster.events import (
     CapEvent,

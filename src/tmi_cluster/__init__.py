@@ -44,7 +44,8 @@ from tmi_cluster.errors import (
 if TYPE_CHECKING:
     from tmi_cluster.bus.events import EventReader
     from tmi_cluster.channels import ChannelManager
-    from tmi_cluster.chat.connection import Connection, ConnectionOptions, ConnectionState
+    from tmi_cluster.chat.connection import Connection
+    from tmi_cluster.chat.options import ConnectionOptions, ConnectionState
     from tmi_cluster.chat.pool import JoinOutcome, Pool, PoolState
     from tmi_cluster.cluster.client import Cluster, SyncCluster
     from tmi_cluster.outcomes import (
@@ -123,8 +124,8 @@ _LAZY = {
     "SyncCluster": "tmi_cluster.cluster.client",
     "on": "tmi_cluster.worker.handlers",
     "Connection": "tmi_cluster.chat.connection",
-    "ConnectionOptions": "tmi_cluster.chat.connection",
-    "ConnectionState": "tmi_cluster.chat.connection",
+    "ConnectionOptions": "tmi_cluster.chat.options",
+    "ConnectionState": "tmi_cluster.chat.options",
     "JoinOutcome": "tmi_cluster.chat.pool",
     "JoinResult": "tmi_cluster.outcomes",
     "Pool": "tmi_cluster.chat.pool",

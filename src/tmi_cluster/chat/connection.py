@@ -54,21 +54,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import random
-import socket
-import ssl
 import sys
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from tmi_cluster.chat.options import CAPABILITIES, ConnectionOptions, ConnectionState
 from tmi_cluster.chat.ratelimit import Window
-from tmi_cluster.chat.session import Session
-from tmi_cluster.chat.transport import Endpoint
+from tmi_cluster.chat.reconnect import Reconnect
+from tmi_cluster.chat.session import RETRIABLE, Session, join_lines, take_for
+from tmi_cluster.chat.transport import describe_connect_error
 from tmi_cluster.errors import LoginError, TmiClusterError
 from tmi_cluster.events import (
     ChannelLostEvent,
@@ -89,96 +85,9 @@ log = logging.getLogger(__name__)
 #: Every IRC line in and out, with ``debug`` (``tmi.options.debug``).
 irc_log = logging.getLogger("tmi_cluster.irc")
 
-CAPABILITIES = ("twitch.tv/tags", "twitch.tv/commands")
-_DEDUPE_MEMORY = 50_000
-_JOIN_LINE_BYTES = 500
 _MEMBERSHIP = frozenset({"JOIN", "PART", "NOTICE", "ROOMSTATE"})
 #: At most this long, a closing connection sends what it still has buffered.
 _FLUSH_S = 2.0
-#: What ends a connect attempt without ending the connection: it is retried.
-_RETRIABLE = (OSError, TimeoutError, ConnectionError)
-
-
-def describe_connect_error(error: BaseException) -> str:
-    """Why a connection could not be made, in words a user acts on: a name that does not
-    resolve, a refused or timed-out connection, a TLS failure."""
-    if isinstance(error, socket.gaierror):
-        return f"the name does not resolve (DNS: {error.strerror or error})"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS failed ({getattr(error, 'reason', None) or error})"
-    if isinstance(error, ConnectionRefusedError):
-        return "the connection was refused (nothing listens there)"
-    if isinstance(error, TimeoutError):
-        return "no answer in time (a firewall, or no route)"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return f"{type(error).__name__}: {error}"
-
-
-def _retrieved(task: asyncio.Future[None]) -> None:
-    """Done callback of an abandoned task: its outcome is read, so that none is reported as
-    never retrieved (a cancelled one has none)."""
-    if not task.cancelled():
-        task.exception()
-
-
-class ConnectionState(enum.StrEnum):
-    """Lifecycle of a :class:`Connection`."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    #: Ended for good without being closed: a refused login, or an unexpected error
-    #: (:attr:`Connection.failure` says which).
-    FAILED = "failed"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class ConnectionOptions:
-    """How to connect. Built from settings at the edge (:func:`tmi_cluster.worker.worker`)."""
-
-    host: str = "irc.chat.twitch.tv"
-    port: int = 6697
-    secure: bool = True
-    transport: str = "tcp"
-    ca_file: str | None = None
-    login: str | None = None
-    token: str = field(default="", repr=False)
-    capabilities: tuple[str, ...] = CAPABILITIES
-    ping_interval_s: float = 30.0
-    ping_timeout_s: float = 5.0
-    login_timeout_s: float = 10.0
-    join_timeout_s: float = 10.0
-    reconnect: bool = True
-    rejoin: bool = True
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
-    max_line_bytes: int = 16_384
-    overlap_timeout_s: float = 10.0
-    overlap_linger_s: float = 1.0
-    name: str = "connection"
-    #: Also emit an IrcMessageEvent for every line received and an IrcCommandEvent for every
-    #: line sent (for handlers that want the raw lines; off by default, it costs).
-    raw_lines: bool = False
-    #: Log every line received and sent (``tmi.options.debug``) to the ``tmi_cluster.irc``
-    #: logger at INFO, secrets masked (a PASS line is sent as ``PASS oauth:***``).
-    debug: bool = False
-
-    @property
-    def endpoint(self) -> Endpoint:
-        """Where the transport connects."""
-        return Endpoint(
-            self.transport, self.host, self.port, self.secure, self.ca_file, self.login_timeout_s
-        )
-
-    def backoff_s(self, attempt: int) -> float:
-        """The wait before reconnect attempt ``attempt`` (1: at once), with jitter."""
-        if attempt <= 1:
-            return 0.0
-        delay = min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** (attempt - 2))
-        return float(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
 
 
 class Connection:
@@ -207,16 +116,10 @@ class Connection:
         #: Receives every event (replaceable until :meth:`start`).
         self.on_event: Callable[[Event], None] = on_event or (lambda event: None)
         self._session: Session | None = None
-        self._incoming: Session | None = None  # a RECONNECT replacement joining its channels
-        self._leaving: Session | None = None  # a replaced session delivering its last lines
-        self._again = False  # a RECONNECT came on the new session while the last one settled
         self._task: asyncio.Task[None] | None = None
-        self._replacing: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[JoinResult]] = {}
-        # Keys of the events delivered while two sessions overlap (a RECONNECT), and only then:
-        # one session never delivers an event twice, so nothing is kept the rest of the time.
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._deduping = False
+        #: A RECONNECT handled make-before-break (its sessions while it runs).
+        self.reconnect = Reconnect(self)
         #: Why the connection ended for good (a refused login, an unexpected error), else None.
         self.failure: TmiClusterError | None = None
         #: Why the chat server cannot be reached now (DNS, refused, TLS...), else None.
@@ -279,13 +182,13 @@ class Connection:
         """Close for good: what was written is sent first (at most 2 s); joins still waiting
         end ``closed``; no ChannelLostEvent (the application asked). Idempotent."""
         self._closing = True
-        for task in (self._replacing, self._task):
+        for task in (self.reconnect.task, self._task):
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=5.0)  # never a wait without a deadline
                 if not task.done():
                     log.error("%s: %s did not stop within 5 s", self.name, task.get_name())
-        for session in (self._incoming, self._leaving, self._session):
+        for session in (self.reconnect.incoming, self.reconnect.leaving, self._session):
             if session is not None:  # what the application wrote still goes out
                 await session.close("closed by the application", flush_s=_FLUSH_S)
         for channel in list(self.channels):
@@ -309,7 +212,7 @@ class Connection:
     @property
     def dedupe_keys(self) -> int:
         """Event keys kept for de-duplication now: only while a RECONNECT overlap runs."""
-        return len(self._seen)
+        return self.reconnect.dedupe_keys
 
     @property
     def malformed_lines(self) -> int:
@@ -346,7 +249,7 @@ class Connection:
             self._waiters[name] = loop.create_future()
         # Taken now: a result may arrive (and leave ``_waiters``) before it is awaited.
         waiters = {name: self._waiters[name] for name in names if name in self._waiters}
-        session, incoming = self._session, self._incoming
+        session, incoming = self._session, self.reconnect.incoming
         if fresh and session is not None and self._connected.is_set():
             await self._join_on(session, fresh)
         if fresh and incoming is not None:  # a RECONNECT replacement needs them too
@@ -380,7 +283,7 @@ class Connection:
         for name in names:
             self.channels.discard(name)
             self._resolve(name, JoinResult.PARTED)
-        for session in (self._session, self._incoming, self._leaving):
+        for session in (self._session, self.reconnect.incoming, self.reconnect.leaving):
             if session is None or not names:
                 continue
             for name in names:
@@ -390,7 +293,7 @@ class Connection:
             session.parting.update(names)
             if self._connected.is_set() or session is not self._session:
                 with contextlib.suppress(ConnectionError):
-                    await session.send_lines(self._lines("PART", names))
+                    await session.send_lines(join_lines("PART", names))
 
     async def send(
         self,
@@ -413,26 +316,13 @@ class Connection:
         (default ``overlap_timeout_s``) passed. A make-before-break move waits on this before
         it parts the old side and before it stops de-duplicating."""
         timeout = self.options.overlap_timeout_s if timeout_s is None else timeout_s
-        sessions = [s for s in (self._session, self._incoming) if s is not None]
+        sessions = [s for s in (self._session, self.reconnect.incoming) if s is not None]
         if not sessions or not self._connected.is_set():
             return False
         results = await asyncio.gather(*(session.caught_up(timeout) for session in sessions))
         return all(results)
 
     # -- channels -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _lines(command: str, channels: Sequence[str]) -> list[str]:
-        lines: list[str] = []
-        batch: list[str] = []
-        for name in channels:
-            if batch and len(",".join(batch)) + len(name) + 2 > _JOIN_LINE_BYTES:
-                lines.append(serialize(command, [",".join(batch)]))
-                batch = []
-            batch.append(f"#{name}")
-        if batch:
-            lines.append(serialize(command, [",".join(batch)]))
-        return lines
 
     async def _join_on(self, session: Session, channels: Sequence[str]) -> None:
         """Send JOINs for ``channels`` on ``session`` under the join window, each with its
@@ -444,7 +334,7 @@ class Connection:
         for start in range(0, len(channels), step):
             if session.closed.is_set():
                 return
-            if window is not None and not await self._take_for(
+            if window is not None and not await take_for(
                 session, window, len(channels[start : start + step])
             ):
                 return  # the link went while its JOINs waited for the window
@@ -463,35 +353,14 @@ class Connection:
                     self.options.join_timeout_s, self._timed_out, session, name
                 )
             try:
-                await session.send_lines(self._lines("JOIN", group))
+                await session.send_lines(join_lines("JOIN", group))
             except ConnectionError:
                 return  # the session is gone; its end cancelled the deadlines
-
-    @staticmethod
-    async def _take_for(session: Session, window: Window, count: int) -> bool:
-        """Take ``count`` from ``window`` for ``session``'s JOINs; False when the link closes
-        first (its place in the window's queue is given up: a dead link's JOINs must not hold
-        up the next link's). A cancellation of ours cancels the take and goes on."""
-        if session.closed.is_set():
-            return False
-        taking = asyncio.ensure_future(window.take(count))
-        closing = asyncio.ensure_future(session.closed.wait())
-        try:
-            await asyncio.wait({taking, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closing.cancel()
-            if not taking.done():
-                taking.cancel()  # not awaited: awaiting it could swallow our own cancellation
-                taking.add_done_callback(_retrieved)
-        if not taking.done() or taking.cancelled():
-            return False
-        taking.result()  # an error of the window's is the connection's
-        return not session.closed.is_set()
 
     def _authoritative(self, session: Session) -> bool:
         """Whether ``session``'s failures count: the replacement while a RECONNECT overlap
         runs, else the current session."""
-        return session is (self._incoming or self._session)
+        return session is (self.reconnect.incoming or self._session)
 
     def _membership(self, message: Message, session: Session) -> None:
         """Follow the server's word on our channels (JOIN/PART echoes, ROOMSTATE, NOTICE)."""
@@ -605,31 +474,16 @@ class Connection:
         if command in _MEMBERSHIP:
             self._membership(message, session)
         elif command == "RECONNECT" and session is self._session and not self._closing:
-            if self._replacing is None or self._replacing.done():
-                self._replacing = asyncio.create_task(self._replace(session))
-            else:  # the last replacement is still settling: this one follows it
-                self._again = True
-        deduping = self._deduping
+            self.reconnect.asked(session)
+        reconnect = self.reconnect
+        deduping = reconnect.deduping
         held = None if command in _MEMBERSHIP else self.channels
         for event in from_message(message):
             if held is not None and event.channel is not None and event.channel not in held:
                 continue  # not ours (any more): another connection may hold it now
-            if deduping and self._seen_before(event):
+            if deduping and reconnect.seen_before(event):
                 continue
             self._emit(event)
-
-    def _seen_before(self, event: Event) -> bool:
-        """During a RECONNECT's overlap: whether the other link delivered ``event`` already
-        (remembered if not)."""
-        key = event.dedupe_key
-        if key is None:
-            return False
-        if key in self._seen:
-            return True
-        self._seen[key] = None
-        if len(self._seen) > _DEDUPE_MEMORY:
-            self._seen.popitem(last=False)
-        return False
 
     def _emit(self, event: Event) -> None:
         """Hand ``event`` to the application; a failing handler is logged, and the connection
@@ -645,86 +499,6 @@ class Connection:
         if self.auth_window is not None and self.options.login:
             await self.auth_window.take()
         await session.open()
-
-    async def _replace(self, old: Session) -> None:
-        """Make-before-break: log a new session in, join everything there, then drop the old;
-        again if the new one was told to RECONNECT meanwhile."""
-        while True:
-            self._again = False
-            self._deduping = True
-            try:
-                await self._overlap(old)
-            finally:
-                self._incoming = self._leaving = None
-                self._deduping = False
-                self._seen.clear()
-            current = self._session
-            if (
-                not self._again
-                or self._closing
-                or current is None
-                or current is old
-                or current.closed.is_set()
-            ):
-                return
-            old = current
-
-    async def _overlap(self, old: Session) -> None:
-        new = Session(self.options, self._deliver, self._sent_hook)
-        try:
-            await self._open(new)
-        except (*_RETRIABLE, LoginError) as exc:
-            log.warning("%s: replacement after RECONNECT failed: %s", self.name, exc)
-            return  # the old session's end will trigger a normal reconnect
-        self._incoming = new
-        await self._join_on(new, sorted(self.channels))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.overlap_timeout_s
-        while not self.channels <= new.joined and not new.closed.is_set():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            new.join_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(new.join_changed.wait(), remaining)
-        if new.closed.is_set() and not old.closed.is_set():
-            log.warning("%s: the replacement after RECONNECT was lost: %s", self.name, new.reason)
-            self._retire(new)
-            self._incoming = None
-            await self._restore(old)
-            return
-        self._retire(old)
-        self._session = new
-        self._incoming = None
-        self._leaving = old
-        self.reconnects += 1
-        # The old link is closed once it has delivered everything the server sent it before
-        # the new one covered its channels (a PING answered there), and not before the linger
-        # (margin for lines that reach the two links by different ways).
-        lingered = loop.time() + self.options.overlap_linger_s
-        if not await old.caught_up(self.options.overlap_timeout_s) and not old.closed.is_set():
-            log.warning(
-                "%s: the old link did not catch up within %g s after RECONNECT",
-                self.name,
-                self.options.overlap_timeout_s,
-            )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(old.closed.wait(), max(0.0, lingered - loop.time()))
-        self._leaving = None
-        await old.close("replaced after RECONNECT")
-        # De-duplication ends once the new link has delivered what it still owed of the lines
-        # the old one delivered (a PING answered on it).
-        await new.caught_up(self.options.overlap_timeout_s)
-
-    async def _restore(self, old: Session) -> None:
-        """Go on with ``old`` after its replacement was lost: the channels that changed during
-        the overlap are made to match (failed ones parted there, new ones joined there)."""
-        gone = sorted(old.joined - self.channels)
-        if gone:
-            old.parting.update(gone)
-            with contextlib.suppress(ConnectionError):
-                await old.send_lines(self._lines("PART", gone))
-        await self._join_on(old, sorted(self.channels - old.joined - old.awaiting.keys()))
 
     def _retire(self, session: Session) -> None:
         self._ended_lines[0] += session.malformed
@@ -770,7 +544,7 @@ class Connection:
                 )
                 self._end(ConnectionState.FAILED, str(exc), JoinResult.LOGIN_REFUSED)
                 return
-            except _RETRIABLE as exc:
+            except RETRIABLE as exc:
                 reason = f"cannot connect: {exc.__class__.__name__}: {exc}"
                 self._unreachable(exc)
                 if not options.reconnect:
@@ -826,9 +600,7 @@ class Connection:
             session = self._session
             assert session is not None
             await session.closed.wait()
-            replacing = self._replacing
-            if replacing is not None and not replacing.done():
-                await replacing  # a RECONNECT replacement decides who is current
+            await self.reconnect.settled()  # a RECONNECT replacement decides who is current
             if self._session is session:
                 await session.close(session.reason)
                 return session.reason

@@ -20,14 +20,19 @@ from tmi_cluster.errors import LoginError, ParseError
 from tmi_cluster.irc import Message, parse, serialize
 
 if TYPE_CHECKING:
-    from tmi_cluster.chat.connection import ConnectionOptions
+    from tmi_cluster.chat.options import ConnectionOptions
+    from tmi_cluster.chat.ratelimit import Window
 
-__all__ = ["FAILED_LOGINS", "Framer", "Session"]
+__all__ = ["FAILED_LOGINS", "RETRIABLE", "Framer", "Session", "join_lines", "take_for"]
 
 log = logging.getLogger(__name__)
 
 #: The NOTICE texts with which Twitch refuses a login.
 FAILED_LOGINS = ("Login authentication failed", "Improperly formatted auth")
+#: What ends a connect attempt without ending the connection: it is retried.
+RETRIABLE = (OSError, TimeoutError, ConnectionError)
+#: A JOIN or PART line lists channels up to about this many bytes.
+_JOIN_LINE_BYTES = 500
 
 
 class Framer:
@@ -262,3 +267,46 @@ class Session:
         if self._transport is not None:
             await self._transport.close()
         self._finish(reason)
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Done callback of an abandoned task: its outcome is read, so that none is reported as
+    never retrieved (a cancelled one has none)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def join_lines(command: str, channels: Sequence[str]) -> list[str]:
+    """``command`` (JOIN or PART) for ``channels``, as few lines as fit in
+    :data:`_JOIN_LINE_BYTES` each (every line through :func:`~tmi_cluster.irc.serialize`)."""
+    lines: list[str] = []
+    batch: list[str] = []
+    for name in channels:
+        if batch and len(",".join(batch)) + len(name) + 2 > _JOIN_LINE_BYTES:
+            lines.append(serialize(command, [",".join(batch)]))
+            batch = []
+        batch.append(f"#{name}")
+    if batch:
+        lines.append(serialize(command, [",".join(batch)]))
+    return lines
+
+
+async def take_for(session: Session, window: Window, count: int) -> bool:
+    """Take ``count`` from ``window`` for ``session``'s JOINs; False when the link closes
+    first (its place in the window's queue is given up: a dead link's JOINs must not hold
+    up the next link's). A cancellation of ours cancels the take and goes on."""
+    if session.closed.is_set():
+        return False
+    taking = asyncio.ensure_future(window.take(count))
+    closing = asyncio.ensure_future(session.closed.wait())
+    try:
+        await asyncio.wait({taking, closing}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closing.cancel()
+        if not taking.done():
+            taking.cancel()  # not awaited: awaiting it could swallow our own cancellation
+            taking.add_done_callback(_retrieved)
+    if not taking.done() or taking.cancelled():
+        return False
+    taking.result()  # an error of the window's is the connection's
+    return not session.closed.is_set()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "WebSocketTransport",
+    "describe_connect_error",
     "open_transport",
 ]
 
@@ -222,3 +224,19 @@ async def open_transport(endpoint: Endpoint, receiver: Receiver) -> Transport:
     if opener is None:
         raise ValueError(f"unknown transport {endpoint.kind!r}; known: {', '.join(TRANSPORTS)}")
     return await opener(endpoint, receiver)
+
+
+def describe_connect_error(error: BaseException) -> str:
+    """Why a connection could not be made, in words a user acts on: a name that does not
+    resolve, a refused or timed-out connection, a TLS failure."""
+    if isinstance(error, socket.gaierror):
+        return f"the name does not resolve (DNS: {error.strerror or error})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed ({getattr(error, 'reason', None) or error})"
+    if isinstance(error, ConnectionRefusedError):
+        return "the connection was refused (nothing listens there)"
+    if isinstance(error, TimeoutError):
+        return "no answer in time (a firewall, or no route)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
