@@ -22,7 +22,6 @@ import redis.asyncio
 import redis.exceptions
 
 from tmi_cluster.config import Settings, mask_url
-from tmi_cluster.embedded import find_embedded
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 
 __all__ = [
@@ -67,6 +66,10 @@ def resolve_url(settings: Settings) -> str:
     """The Redis URL to use: ``redis.url``, else the running embedded server's."""
     if settings.redis.url:
         return settings.redis.url
+    # Imported here: psutil and the server's management cost every command ~10 ms at start,
+    # and only a cluster without redis.url needs them.
+    from tmi_cluster.embedded import find_embedded  # noqa: PLC0415
+
     state = find_embedded(settings.redis.embedded_dir)
     if state is None:
         raise EmbeddedRedisError(
