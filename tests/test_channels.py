@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tmi_cluster import JoinStatus, SyncCluster, admin
+from tmi_cluster import JoinStatus, SyncCluster
 from tmi_cluster.channels import (
     ChannelManager,
     DatabaseChannelManager,
@@ -21,6 +21,7 @@ from tmi_cluster.channels import (
     load_manager,
     restricts,
 )
+from tmi_cluster.cluster import admin
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, InvalidChannelError, NotAvailableError
 from tmi_cluster.store import Store

@@ -66,6 +66,7 @@ __all__ = [
     "load_manager",
     "restricts",
     "stale_horizon",
+    "want_again",
 ]
 
 #: The methods a channel manager has (each a coroutine function).
@@ -212,6 +213,16 @@ def stale_horizon(settings: Settings) -> dt.datetime:
     """Now less ``channel_manager.channel.stale`` hours: a channel last acknowledged before it
     is stale."""
     return dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.channel_manager.channel.stale)
+
+
+def want_again(settings: Settings, store: Store, manager: ChannelManager) -> list[str]:
+    """A restart: the channels authorized with ``reconnect`` are wanted again (not one the
+    stale cleanup would part); their names (none with a manager that does not restrict)."""
+    if not restricts(manager):
+        return []
+    cleanup = settings.channel_manager.auto_cleanup.enabled and cleans_up(manager)
+    horizon = stale_horizon(settings) if cleanup else None
+    return store.want_reconnect(horizon=horizon)
 
 
 def restricts(manager: ChannelManager) -> bool:

@@ -160,6 +160,21 @@ class Processes:
 
     # -- the watch ----------------------------------------------------------------------------
 
+    def scale_order(self, fields: dict[str, str]) -> None:
+        """A scale order's ``processes`` (a number, else the order is ignored, logged) and
+        ``cause`` (default ``manual``): :meth:`set_target`."""
+        try:
+            target = int(fields.get("processes", ""))
+        except ValueError:
+            log.warning(
+                "supervisor %s: a scale order without a number ignored: %r",
+                self.supervisor_id,
+                fields,
+            )
+            return
+        if target >= 0:
+            self.set_target(target, fields.get("cause", "manual"))
+
     def set_target(self, target: int, cause: str) -> None:
         """Run ``target`` workers from now on (the coordinator's decision, or a size set by
         hand), said in the log and as a :class:`ProcessScaled` event with ``cause``."""

@@ -69,17 +69,14 @@ from tmi_cluster.bus import (
 )
 from tmi_cluster.bus.events import EventPublisher
 from tmi_cluster.channels import (
-    ChannelManager,
     cleans_up,
     load_manager,
-    restricts,
-    stale_horizon,
+    want_again,
 )
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.coordinator.coordinator import Coordinator
 from tmi_cluster.embedded import EmbeddedRedis, check_folder, keep_running
 from tmi_cluster.errors import (
-    ConfigError,
     EmbeddedRedisError,
     RedisUnavailableError,
     StorageError,
@@ -108,7 +105,8 @@ from tmi_cluster.supervisor.processes import (
     worker_environment,
 )
 from tmi_cluster.tasks import cancel_and_wait
-from tmi_cluster.worker.handlers import Dispatcher, Handlers, load_handlers
+from tmi_cluster.worker.handlers import Dispatcher
+from tmi_cluster.worker.watchdog import force_exit
 
 __all__ = ["MEMORY_GRACE_S", "REDIS_WAIT_S", "STOP_SIGNALS", "Supervisor"]
 
@@ -229,7 +227,7 @@ class Supervisor:
         store = self._store = Store.from_settings(settings)
         await asyncio.to_thread(open_database, store, settings)  # migrated; one cluster's
         manager = load_manager(settings, store=store)  # ConfigError: it does not load
-        self._dispatcher = self._new_dispatcher()
+        self._dispatcher = Dispatcher.for_cluster_events(settings.handlers, f"supervisor {self.id}")
         if settings.channel_manager.auto_cleanup.enabled and not cleans_up(manager):
             log.warning(
                 "channel_manager.auto_cleanup.enabled has no effect with the %s "
@@ -280,7 +278,14 @@ class Supervisor:
         # (a target left by an earlier run of this id is not this run's).
         await self._coordination_of(self._client).forget_target(self.id)
         self.processes.target = 0
-        await self._want_reconnect(store, manager)
+        again = await asyncio.to_thread(want_again, self.settings, store, manager)
+        if again:  # a restart: the channels authorized with reconnect
+            log.info(
+                "%d channel(s) authorized with reconnect wanted again: %s",
+                len(again),
+                ", ".join(again[:10]) + (" ..." if len(again) > 10 else ""),
+            )
+            await wanted_changed(self._client, self.keys)
         self.coordinator = Coordinator.from_settings(
             self._client, store, settings, self.id, manager=manager
         )
@@ -294,23 +299,6 @@ class Supervisor:
             self._redis_watch_task = self._spawn_task(
                 keep_running(self._embedded, self._stop, f"supervisor {self.id}"), "private Redis"
             )
-
-    async def _want_reconnect(self, store: Store, manager: ChannelManager) -> None:
-        """A restart: the channels authorized with ``reconnect`` are wanted again (not one the
-        stale cleanup would part), and the coordinator told."""
-        if not restricts(manager):
-            return
-        cleanup = self.settings.channel_manager.auto_cleanup.enabled and cleans_up(manager)
-        horizon = stale_horizon(self.settings) if cleanup else None
-        again = await asyncio.to_thread(store.want_reconnect, horizon=horizon)
-        if again:
-            log.info(
-                "%d channel(s) authorized with reconnect wanted again: %s",
-                len(again),
-                ", ".join(again[:10]) + (" ..." if len(again) > 10 else ""),
-            )
-            assert self._client is not None
-            await wanted_changed(self._client, self.keys)
 
     def stop(self) -> None:
         """Ask for a graceful stop (``wait()`` returns; ``aclose()`` carries it out)."""
@@ -366,7 +354,7 @@ class Supervisor:
         carries ``processes`` and ``cause`` in ``fields``)."""
         processes = self.processes
         if order is Order.SCALE and processes is not None:
-            self._scale(processes, dict(fields or {}))
+            processes.scale_order(dict(fields or {}))
         elif order is Order.TERMINATE:
             log.info("supervisor %s: told to terminate", self.id)
             self.stop()
@@ -382,22 +370,6 @@ class Supervisor:
             processes.pause(order is Order.PAUSE)
         else:
             log.warning("supervisor %s: unknown order %r ignored", self.id, order)
-
-    def _scale(self, processes: Processes, fields: dict[str, str]) -> None:
-        try:
-            target = int(fields.get("processes", ""))
-        except ValueError:
-            log.warning(
-                "supervisor %s: a scale order without a number ignored: %r", self.id, fields
-            )
-            return
-        if target >= 0:
-            processes.set_target(target, fields.get("cause", "manual"))
-
-    async def _target(self) -> int | None:
-        """This supervisor's target in ``P scale:targets`` (None: none yet)."""
-        assert self._client is not None
-        return await self._coordination_of(self._client).target_of(self.id)
 
     def describe(self) -> str:
         """One line: the id, state, Redis and database (passwords masked)."""
@@ -426,20 +398,6 @@ class Supervisor:
             started=self._started_at,
             chat=chat_of(self.settings, self.simulator),
         )
-
-    def _new_dispatcher(self) -> Dispatcher:
-        """The handlers of ``handlers.modules`` for the cluster's events of this supervisor."""
-        options = self.settings.handlers
-        try:
-            handlers = load_handlers(options.modules)
-        except ConfigError as error:  # the workers cannot start either: they report it
-            log.error(
-                "supervisor %s: the cluster's events reach no handler here: %s",
-                self.id,
-                "; ".join(error.problems),
-            )
-            handlers = Handlers()
-        return Dispatcher.from_settings(handlers, options)
 
     def _coordination_of(self, client: AsyncRedis) -> Coordination:
         """The cluster's coordination state through the supervisor's client, made once."""
@@ -560,7 +518,7 @@ class Supervisor:
         self.signals.append(received)
         if len(self.signals) > 1:
             log.warning("%s again: forcing the exit now, without the final writes", received.name)
-            _force_exit(received)
+            force_exit(received)
             return
         log.info(
             "%s received: stopping gracefully (a second signal forces the exit)", received.name
@@ -654,9 +612,3 @@ class Supervisor:
                 self.id,
                 error,
             )
-
-
-def _force_exit(received: signal.Signals) -> None:
-    """End the process at once by ``received`` (its default action), as if never handled."""
-    signal.signal(received, signal.SIG_DFL)
-    os.kill(os.getpid(), received)

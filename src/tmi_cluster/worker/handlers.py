@@ -288,6 +288,22 @@ class Dispatcher:
             threads=options.threads,
         )
 
+    @classmethod
+    def for_cluster_events(cls, options: HandlersSettings, owner: str) -> Dispatcher:
+        """The dispatcher of ``handlers.modules`` for the cluster's events of ``owner`` (a
+        supervisor): when the modules do not load, none (logged once; the workers cannot start
+        either, and report it)."""
+        try:
+            handlers = load_handlers(options.modules)
+        except ConfigError as error:
+            log.error(
+                "%s: the cluster's events reach no handler here: %s",
+                owner,
+                "; ".join(error.problems),
+            )
+            handlers = Handlers()
+        return cls.from_settings(handlers, options)
+
     async def __aenter__(self) -> Dispatcher:
         return self
 

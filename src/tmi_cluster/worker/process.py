@@ -40,14 +40,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import enum
 import importlib
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import NoReturn
@@ -82,7 +80,13 @@ from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 from tmi_cluster.worker.handlers import load_handlers
 from tmi_cluster.worker.handover import HandOver
-from tmi_cluster.worker.watchdog import StopWatchdog
+from tmi_cluster.worker.watchdog import (
+    PARENT_DEATH_SIGNAL,
+    StopWatchdog,
+    force_exit,
+    stop_times,
+    watch_parent,
+)
 from tmi_cluster.worker.worker import Worker
 
 __all__ = [
@@ -110,11 +114,6 @@ _RETRY_CAP_S = 300.0
 HELD_REFRESH_S = 10.0
 #: Seconds a worker whose supervisor is gone takes at most to stop.
 _ORPHAN_STOP_S = 2.0
-#: Of a stop's time, the part kept for closing once the hand-over ends (at most).
-_CLOSE_RESERVE_S = 1.0
-_PR_SET_PDEATHSIG = 1
-#: The signal the kernel sends a worker when its supervisor dies (Linux): an orphan's stop.
-PARENT_DEATH_SIGNAL = signal.SIGHUP
 
 
 class ProcessState(enum.StrEnum):
@@ -184,7 +183,7 @@ class WorkerProcess:
         the process just before ``within_s`` (before the supervisor's SIGKILL), whatever the
         stop still waits for."""
         within = self.settings.process.timeout if within_s is None else within_s
-        hard, soft = _stop_times(within)
+        hard, soft = stop_times(within)
         deadline = time.monotonic() + soft
         if self._stop_deadline is None or deadline < self._stop_deadline:
             self._stop_deadline = deadline
@@ -204,7 +203,7 @@ class WorkerProcess:
     def orphaned(self) -> None:
         """The supervisor is gone: stop within :data:`_ORPHAN_STOP_S`. Safe from any thread:
         the watchdog is armed at once, without the event loop (which may be what hangs)."""
-        self._arm(_stop_times(_ORPHAN_STOP_S)[0], "its supervisor is gone")
+        self._arm(stop_times(_ORPHAN_STOP_S)[0], "its supervisor is gone")
         loop = self._loop
         if loop is None:
             return
@@ -230,10 +229,10 @@ class WorkerProcess:
                 received.name,
                 self._phase,
             )
-            _force_exit(received)
+            force_exit(received)
             return
         why = f"{received.name} received"
-        self._arm(_stop_times(self.settings.process.timeout)[0], why)
+        self._arm(stop_times(self.settings.process.timeout)[0], why)
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: the process ends
                 self._loop.call_soon_threadsafe(self.stop, None, why)
@@ -288,7 +287,7 @@ class WorkerProcess:
         signal.signal(PARENT_DEATH_SIGNAL, self._on_parent_death)
         loop.add_signal_handler(signal.SIGUSR2, self.pause, True)
         loop.add_signal_handler(signal.SIGCONT, self.pause, False)
-        _watch_parent(self)
+        watch_parent(self.orphaned)
         client = connect_async(self.settings, name=f"process:{self.id}")
         try:
             return await self._run(client)
@@ -552,40 +551,6 @@ class WorkerProcess:
     def _require_pool(self) -> Pool:
         assert self._worker is not None
         return self._worker.pool
-
-
-def _watch_parent(process: WorkerProcess) -> None:
-    """Stop ``process`` within :data:`_ORPHAN_STOP_S` when the supervisor ends: the end of
-    standard input (the supervisor holds its other end; seen on a thread, which arms the
-    watchdog without the event loop), and on Linux the parent-death signal
-    (:data:`PARENT_DEATH_SIGNAL`)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL, 0, 0, 0)
-
-    def read_until_end() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(0, 4096):  # the raw descriptor: no buffer lock held at exit
-                pass
-        process.orphaned()
-
-    threading.Thread(target=read_until_end, name="parent-watch", daemon=True).start()
-
-
-def _stop_times(within_s: float) -> tuple[float, float]:
-    """A stop's (hard, soft) deadlines in seconds from now: the watchdog ends the process at the
-    hard one, just before the supervisor's SIGKILL; the hand-over ends at the soft one, leaving a
-    reserve for closing."""
-    hard = within_s - min(0.5, within_s * 0.1)
-    return hard, hard - min(_CLOSE_RESERVE_S, hard / 2)
-
-
-def _force_exit(received: signal.Signals) -> None:
-    """End the process at once by ``received`` (its default action), as if never handled."""
-    logging.shutdown()
-    signal.signal(received, signal.SIG_DFL)
-    os.kill(os.getpid(), received)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

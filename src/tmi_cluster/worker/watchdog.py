@@ -8,15 +8,22 @@ doing (the stop's phase, every asyncio task's innermost await, every thread's st
 the process at once with :data:`EXIT_STOP_DEADLINE`. Arming again can only bring the deadline
 forward, never push it back, and arming is safe from any thread (the worker's watcher of its
 standard input arms it without the event loop, which may be the thing that hangs).
+
+Around it, the rest of a worker's stop that must hold whatever the event loop does:
+:func:`stop_times` (a stop's hard and soft deadlines), :func:`watch_parent` (the supervisor's
+end seen as the end of standard input, on a thread, and on Linux as
+:data:`PARENT_DEATH_SIGNAL`), :func:`force_exit` (a second signal ends the process at once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import faulthandler
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,12 +31,25 @@ from collections.abc import Callable
 from types import CoroutineType, FrameType, GeneratorType
 from typing import Any
 
-__all__ = ["EXIT_STOP_DEADLINE", "StopWatchdog", "describe_tasks"]
+__all__ = [
+    "EXIT_STOP_DEADLINE",
+    "PARENT_DEATH_SIGNAL",
+    "StopWatchdog",
+    "describe_tasks",
+    "force_exit",
+    "stop_times",
+    "watch_parent",
+]
 
 log = logging.getLogger(__name__)
 
 #: Exit code of a process ended by its watchdog (sysexits EX_SOFTWARE).
 EXIT_STOP_DEADLINE = 70
+#: Of a stop's time, the part kept for closing once the hand-over ends (at most).
+_CLOSE_RESERVE_S = 1.0
+_PR_SET_PDEATHSIG = 1
+#: The signal the kernel sends a worker when its supervisor dies (Linux): an orphan's stop.
+PARENT_DEATH_SIGNAL = signal.SIGHUP
 
 
 class StopWatchdog:
@@ -154,3 +174,37 @@ def _innermost(coro: Any) -> str:
     if 0 <= ours < len(frames) - 1:
         return f"{frames[ours]} -> {frames[-1]}{awaiting}"
     return frames[-1] + awaiting
+
+
+def watch_parent(orphaned: Callable[[], None]) -> None:
+    """Call ``orphaned`` (from a thread) when the parent (the supervisor) ends: the end of
+    standard input (the supervisor holds its other end; seen on a thread, which arms the
+    watchdog without the event loop), and on Linux the parent-death signal
+    (:data:`PARENT_DEATH_SIGNAL`)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL, 0, 0, 0)
+
+    def read_until_end() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):  # the raw descriptor: no buffer lock held at exit
+                pass
+        orphaned()
+
+    threading.Thread(target=read_until_end, name="parent-watch", daemon=True).start()
+
+
+def stop_times(within_s: float) -> tuple[float, float]:
+    """A stop's (hard, soft) deadlines in seconds from now: the watchdog ends the process at the
+    hard one, just before the supervisor's SIGKILL; the hand-over ends at the soft one, leaving a
+    reserve for closing."""
+    hard = within_s - min(0.5, within_s * 0.1)
+    return hard, hard - min(_CLOSE_RESERVE_S, hard / 2)
+
+
+def force_exit(received: signal.Signals) -> None:
+    """End the process at once by ``received`` (its default action), as if never handled."""
+    logging.shutdown()
+    signal.signal(received, signal.SIG_DFL)
+    os.kill(os.getpid(), received)
