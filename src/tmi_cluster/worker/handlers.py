@@ -224,6 +224,10 @@ def _register(handlers: Handlers, path: str, value: Any) -> None:
         raise ConfigError([f"handlers.modules: {path!r}: {exc.__class__.__name__}: {exc}"]) from exc
 
 
+#: Emptied lanes kept for reuse: a burst of events in many channels makes no new ones.
+_SPARE_LANES = 256
+
+
 class _Lane:
     """One channel's waiting events, and the task handling them now (None: none)."""
 
@@ -272,6 +276,7 @@ class Dispatcher:
         self.errors = 0
         self._lanes: dict[str | None, _Lane] = {}
         self._ready: deque[_Lane] = deque()  # lanes with events and no task, oldest first
+        self._spare: list[_Lane] = []  # emptied lanes kept for reuse (at most _SPARE_LANES)
         self._pump: asyncio.Task[None] | None = None
         self._inside: _Lane | None = None  # the lane whose handler the pump is calling
         self._tasks: set[asyncio.Task[None]] = set()  # the pump and the lanes' own tasks
@@ -329,7 +334,12 @@ class Dispatcher:
         channel = event.channel
         lane = self._lanes.get(channel)
         if lane is None:
-            lane = self._lanes[channel] = _Lane(channel)
+            if self._spare:
+                lane = self._spare.pop()
+                lane.channel, lane.overflowing = channel, False
+            else:
+                lane = _Lane(channel)
+            self._lanes[channel] = lane
         events = lane.events
         if len(events) >= self.queue_size:
             self.dropped += 1
@@ -396,22 +406,19 @@ class Dispatcher:
             self._pump = self._start(self._run_pump(), "handlers")
 
     async def _run_lane(self, lane: _Lane, me: asyncio.Task[None]) -> None:
-        """Handle a lane's events until none waits; then the lane goes."""
-        loop = asyncio.get_running_loop()
+        """Handle a lane's events until none waits; then the lane goes (kept for reuse)."""
         events = lane.events
+        calls = self._resolved_calls
         try:
             while events:
                 event = events.popleft()
-                for handler, is_coroutine in self.handlers.calls(type(event)):
+                kind = type(event)
+                for handler, is_coroutine in calls.get(kind) or self.handlers.calls(kind):
                     if self._pump is me:
                         self._inside = lane
                     try:
-                        if is_coroutine:
-                            await handler(event)  # type: ignore[misc]
-                        else:
-                            result = await loop.run_in_executor(self._executor, handler, event)
-                            if inspect.isawaitable(result):  # a callable object's coroutine
-                                await result
+                        call = handler(event) if is_coroutine else self._call_plain(handler, event)
+                        await call  # type: ignore[misc]
                     except asyncio.CancelledError:
                         raise
                     except Exception:
@@ -425,22 +432,38 @@ class Dispatcher:
         finally:
             self._release(lane)
 
+    def _release(self, lane: _Lane) -> None:
+        """No task handles ``lane`` any more: when empty it goes (kept for reuse), else another
+        task goes on with it (its task was cancelled)."""
+        lane.owner = None
+        if lane.events:
+            self._requeue(lane)
+        elif self._lanes.get(lane.channel) is lane:
+            del self._lanes[lane.channel]
+            if len(self._spare) < _SPARE_LANES:
+                self._spare.append(lane)
+
+    async def _call_plain(self, handler: Handler, event: Event) -> None:
+        """A plain function in the handlers' threads (a callable object's coroutine awaited)."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, handler, event)
+        if inspect.isawaitable(result):
+            await result
+
     def _caught_up(self, lane: _Lane) -> None:
         lane.overflowing = False
         log.warning(
             "the handlers of #%s caught up; %d events dropped so far", lane.channel, self.dropped
         )
 
-    def _release(self, lane: _Lane) -> None:
-        """No task handles ``lane`` any more: it goes when empty, else it is ready again."""
-        lane.owner = None
-        if lane.events and not self._closed:  # left by a cancellation: another task goes on
-            lane.queued = True
-            self._ready.append(lane)
-            if self._pump is None:
-                self._pump = self._start(self._run_pump(), "handlers")
-        elif not lane.events and self._lanes.get(lane.channel) is lane:
-            del self._lanes[lane.channel]
+    def _requeue(self, lane: _Lane) -> None:
+        """A lane left with events (its task was cancelled): another task goes on with it."""
+        if self._closed:
+            return
+        lane.queued = True
+        self._ready.append(lane)
+        if self._pump is None:
+            self._pump = self._start(self._run_pump(), "handlers")
 
     def _failed(self, handler: Handler, event: Event) -> None:
         self.errors += 1
