@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import re
@@ -21,7 +22,8 @@ import psutil
 import pytest
 import redis
 
-from tmi_cluster.cli import ExitCode
+from tmi_cluster.cli import ExitCode, cli
+from tmi_cluster.cli.common import START_COLLECTION_THRESHOLD, collect_lazily, long_running
 from tmi_cluster.cli.running import simulate
 from tmi_cluster.embedded import find_embedded
 from tmi_cluster.store import Store
@@ -743,3 +745,41 @@ def test_health_and_list_import_only_what_they_need(tmp_path: Path, args: list[s
     modules = _imported(tmp_path, *args)
     assert "tmi_cluster.cluster.listing" in modules  # the command ran
     assert _among(modules, NOT_FOR_HEALTH) == []
+
+
+def test_a_command_starts_collecting_lazily_and_the_long_ones_as_usual(tmp_path: Path) -> None:
+    """A start is mostly imports: the cycle collector runs lazily then (about 60 ms of every
+    command's start); the commands that run for long go back to the usual thresholds."""
+    script = (
+        "import gc, sys\n"
+        "from tmi_cluster.cli import main\n"
+        "sys.argv = ['tmi-cluster', '--version']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(gc.get_threshold()[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert int(done.stdout.splitlines()[-1]) == START_COLLECTION_THRESHOLD
+    long = {n for n, c in cli.commands.items() if getattr(c.callback, "long_running", False)}
+    assert long == {"run", "demo", "simulate", "tail"}
+
+    @long_running
+    def thresholds() -> tuple[int, int, int]:
+        return gc.get_threshold()
+
+    usual = gc.get_threshold()
+    try:
+        collect_lazily()
+        assert thresholds() == usual  # a long-running command: the usual ones from its start
+    finally:
+        gc.set_threshold(*usual)

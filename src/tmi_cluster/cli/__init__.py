@@ -33,7 +33,7 @@ import click
 
 from tmi_cluster import __version__
 from tmi_cluster.cli import channels, control, database, messages, observe, running
-from tmi_cluster.cli.common import ExitCode, Group
+from tmi_cluster.cli.common import ExitCode, Group, collect_lazily
 from tmi_cluster.config import CONFIG_FILE_NAME
 from tmi_cluster.errors import NotAvailableError
 
@@ -107,5 +107,8 @@ for _name, (_summary, _arrives) in _LATER.items():
 
 
 def main() -> None:
-    """Entry point of the ``tmi-cluster`` script (and of ``python -m tmi_cluster.cli``)."""
+    """Entry point of the ``tmi-cluster`` script (and of ``python -m tmi_cluster.cli``). The
+    cycle collector runs lazily while a command starts (:func:`~tmi_cluster.cli.common.
+    collect_lazily`); the long-running commands go back to the usual thresholds."""
+    collect_lazily()
     cli.main(prog_name="tmi-cluster")

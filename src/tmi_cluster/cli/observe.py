@@ -17,6 +17,7 @@ from tmi_cluster.cli.common import (
     ExitCode,
     cluster_settings,
     fail,
+    long_running,
     plural,
     records,
     settings,
@@ -180,6 +181,7 @@ def health(ctx: click.Context, host_only: bool, hostname: str | None, at_least_o
 @click.option("--limit", type=click.IntRange(min=1, max=10**9), help="Stop after this many events.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
+@long_running
 def tail(
     ctx: click.Context,
     channels: tuple[str, ...],

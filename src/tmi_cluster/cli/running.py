@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tmi_cluster.cli.common import plural, settings
+from tmi_cluster.cli.common import long_running, plural, settings
 from tmi_cluster.errors import ConfigError, TmiClusterError
 
 __all__ = ["demo", "run", "simulate"]
@@ -36,6 +36,7 @@ def _supervisor_id(ctx: click.Context, param: click.Parameter, value: str | None
     "digits, '.', '_' or '-'.",
 )
 @click.pass_context
+@long_running
 def run(ctx: click.Context, supervisor_id: str | None) -> None:
     """Start a supervisor on this host (the main job) with its worker processes; Ctrl-C or
     SIGTERM stops it gracefully, a second one at once. SIGUSR1 restarts the workers one by one,
@@ -94,6 +95,7 @@ def without_id(args: list[str]) -> list[str]:
     show_default=True,
     help="How many simulated channels to join.",
 )
+@long_running
 def demo(count: int) -> None:
     """Run a whole cluster on this machine, set up by nothing and leaving nothing: a private
     Redis server and a SQLite database in a temporary folder, a supervisor with two worker
@@ -200,6 +202,7 @@ class _Rate(click.FloatRange):
     metavar="NAME=VALUE",
     help="Change one of Twitch's limits, for example join_allow=40 (repeatable).",
 )
+@long_running
 def simulate(
     host: str,
     port: int,
