@@ -71,9 +71,10 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 20.0, what: str = "") 
 
 
 def run_documented_example(document: str, test: str) -> None:
-    """Run the first Python block of ``docs/<document>``, then its function ``test``."""
+    """Run the Python block of ``docs/<document>`` that defines ``test``, then ``test``."""
     text = (Path(__file__).parent.parent / "docs" / document).read_text(encoding="utf-8")
-    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+    code = next(block for block in blocks if f"def {test}(" in block)
     namespace: dict[str, Any] = {}
     exec(compile(code, f"docs/{document}", "exec"), namespace)  # noqa: S102 - our own docs
     namespace[test]()

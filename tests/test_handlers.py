@@ -30,6 +30,7 @@ from tmi_cluster.events import (
     companion_of,
     covers,
 )
+from tmi_cluster.worker import handlers as handlers_module
 from tmi_cluster.worker.handlers import Dispatcher, Handler, Handlers, Subscriber, load_handlers, on
 
 from .helpers import run
@@ -743,11 +744,11 @@ async def test_a_handler_that_raises_is_logged_and_counted_and_the_rest_go_on(
         assert await dispatcher.drain(TIMEOUT_S)
 
         assert seen == ["one", "two"]
-        assert dispatcher.errors == 4
+        assert dispatcher.errors == 4  # every failure counted
         assert dispatcher.dispatched == 2
 
     failures = [r for r in caplog.records if r.name == "tmi_cluster.worker.handlers"]
-    assert len(failures) == 4
+    assert len(failures) == 2  # once per handler: the second failure of each within 10 s
     assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
     first = failures[0]
     assert "broken_async" in first.getMessage()
@@ -755,7 +756,34 @@ async def test_a_handler_that_raises_is_logged_and_counted_and_the_rest_go_on(
     assert first.exc_info is not None
     assert isinstance(first.exc_info[1], ValueError)
     assert "ValueError: async broke on one" in caplog.text  # the traceback
-    assert "LookupError: sync broke on two" in caplog.text
+    assert "LookupError: sync broke on one" in caplog.text
+
+
+@run
+async def test_a_handler_failing_on_every_event_is_logged_every_10_s_with_a_count(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(handlers_module, "_now", lambda: now[0])
+
+    async def broken(event: MessageEvent) -> None:
+        raise ValueError(event.text)
+
+    handlers = Handlers()
+    handlers.add(MessageEvent, broken)
+    caplog.set_level(logging.ERROR, logger="tmi_cluster.worker.handlers")
+    async with Dispatcher(handlers) as dispatcher:
+        for n in range(5):
+            dispatcher.put(message(text=str(n), n=n))
+        assert await dispatcher.drain(TIMEOUT_S)
+        now[0] += handlers_module.FAILURE_LOG_EVERY_S
+        dispatcher.put(message(text="later", n=9))
+        assert await dispatcher.drain(TIMEOUT_S)
+    logged = [r.getMessage() for r in caplog.records]
+    assert dispatcher.errors == 6
+    assert len(logged) == 2
+    assert "more failures" not in logged[0]
+    assert "(4 more failures of it not logged since the last)" in logged[1]
 
 
 async def overflow(

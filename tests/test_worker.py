@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import pytest
 import redis.asyncio
 
+import tmi_cluster
 from tmi_cluster import (
     Dispatcher,
     EventReader,
@@ -21,6 +22,7 @@ from tmi_cluster import (
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.events import Seen
 from tmi_cluster.events import (
+    CheerEvent,
     ClusterClientRegistered,
     Event,
     MessageEvent,
@@ -30,7 +32,7 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.traffic import GeneratedLine
 from tmi_cluster.worker.delivery import event_key
 
-from .helpers import run, until_set
+from .helpers import run, run_documented_example, until_set
 from .test_connection import TIMEOUT_S
 from .test_pool import _options
 
@@ -244,3 +246,31 @@ async def test_a_task_of_the_worker_that_fails_is_visible(
     finally:
         await client.aclose()
     assert "a bug in the check" in caplog.text
+
+
+def test_the_documented_worker_example_runs() -> None:
+    run_documented_example("connections.md", "test_handlers_see_chat")
+
+
+def test_a_list_of_handlers_is_registered_as_handlers_modules_would() -> None:
+    seen: list[str] = []
+
+    @tmi_cluster.on(CheerEvent)
+    def cheers(event: Event) -> None: ...
+
+    def everything(event: Event) -> None: ...
+
+    class Bot:
+        def subscribe(self) -> dict[type[Event], Callable[[Event], None]]:
+            return {MessageEvent: lambda event: seen.append("bot")}
+
+    registry = Handlers.of([cheers, everything, Bot()])
+    assert registry.for_type(CheerEvent) == (cheers,)  # each line once: the cheer is its own
+    assert everything in registry.for_type(PeriodicTimerCalled)
+    assert cheers not in registry.for_type(MessageEvent)
+    assert len(registry.for_type(MessageEvent)) == 2  # everything, and the bot's
+    assert Dispatcher([everything]).handlers.for_type(MessageEvent) == (everything,)
+    with pytest.raises(TypeError, match="a Handlers registry or a list of handlers"):
+        Dispatcher(everything)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not a handler"):
+        Handlers.of([42])

@@ -32,7 +32,8 @@ Dispatch (:class:`Dispatcher`): events are handled in order within a channel, an
 independently: a handler that is slow in one channel delays that channel's events only. At most
 ``handlers.queue_size`` events wait per channel; beyond, ``handlers.queue_full`` decides which
 one is dropped (counted, logged once per overflow). A handler that raises is logged with its
-traceback and counted; the other handlers and the worker go on.
+traceback (at most once every :data:`FAILURE_LOG_EVERY_S` per handler, with the count of its
+failures in between) and counted; the other handlers and the worker go on.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import contextlib
 import importlib
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +119,30 @@ class Handlers:
             listed = handlers if isinstance(handlers, list | tuple) else [handlers]
             for handler in listed:
                 self.add(event_type, handler)
+
+    @classmethod
+    def of(cls, handlers: Handlers | Iterable[Any]) -> Handlers:
+        """``handlers`` as a registry: a registry as it is; otherwise each item registered as
+        ``handlers.modules`` would register it: a function marked with :func:`on` for its event
+        classes, a subscriber (an object with ``subscribe()``) for what it subscribes, any
+        other callable for every event. TypeError naming an item that is none of these."""
+        if isinstance(handlers, Handlers):
+            return handlers
+        if isinstance(handlers, str | bytes) or not isinstance(handlers, Iterable):
+            raise TypeError(
+                f"handlers must be a Handlers registry or a list of handlers, not {handlers!r}"
+            )
+        registry = cls()
+        for item in handlers:
+            if getattr(item, _MARK, None):
+                registry.add_function(item)
+            elif not isinstance(item, type) and callable(getattr(item, "subscribe", None)):
+                registry.add_subscriber(item)
+            elif callable(item):
+                registry.add(Event, item)
+            else:
+                raise TypeError(f"not a handler (a function or a subscriber): {item!r}")
+        return registry
 
     def add_function(self, function: Callable[..., Any]) -> None:
         """Add a function marked with :func:`on`."""
@@ -224,6 +250,10 @@ def _register(handlers: Handlers, path: str, value: Any) -> None:
         raise ConfigError([f"handlers.modules: {path!r}: {exc.__class__.__name__}: {exc}"]) from exc
 
 
+#: Seconds between two logged tracebacks of one failing handler (each failure is counted).
+FAILURE_LOG_EVERY_S = 10.0
+#: The clock of those seconds (a test sets its own).
+_now = time.monotonic
 #: Emptied lanes kept for reuse: a burst of events in many channels makes no new ones.
 _SPARE_LANES = 256
 
@@ -256,7 +286,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        handlers: Handlers,
+        handlers: Handlers | Iterable[Handler],
         *,
         queue_size: int = 10_000,
         policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest",
@@ -264,7 +294,8 @@ class Dispatcher:
     ) -> None:
         if queue_size < 1:
             raise ValueError("a channel's queue needs room for at least one event")
-        self.handlers = handlers
+        #: The registry (``handlers`` as :meth:`Handlers.of` makes it).
+        self.handlers = handlers = Handlers.of(handlers)
         self._resolved_calls = handlers._calls  # see put()
         self.queue_size = queue_size
         self.policy = policy
@@ -282,6 +313,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()  # the pump and the lanes' own tasks
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="handler")
         self._closed = False
+        self._failure_log: dict[str, tuple[float, int]] = {}  # handler -> (logged at, since)
 
     @classmethod
     def from_settings(cls, handlers: Handlers, options: HandlersSettings) -> Dispatcher:
@@ -466,12 +498,22 @@ class Dispatcher:
             self._pump = self._start(self._run_pump(), "handlers")
 
     def _failed(self, handler: Handler, event: Event) -> None:
+        """A handler raised: counted; logged with its traceback at most once every
+        :data:`FAILURE_LOG_EVERY_S` per handler, saying how many failed in between."""
         self.errors += 1
+        name = getattr(handler, "__qualname__", repr(handler))
+        now = _now()
+        logged_at, quiet = self._failure_log.get(name, (-FAILURE_LOG_EVERY_S, 0))
+        if now - logged_at < FAILURE_LOG_EVERY_S:
+            self._failure_log[name] = (logged_at, quiet + 1)
+            return
+        self._failure_log[name] = (now, 0)
         log.exception(
-            "handler %s failed on %s in #%s",
-            getattr(handler, "__qualname__", repr(handler)),
+            "handler %s failed on %s in #%s%s",
+            name,
             type(event).__name__,
             event.channel,
+            f" ({quiet} more failures of it not logged since the last)" if quiet else "",
         )
 
     async def drain(self, timeout_s: float) -> bool:

@@ -246,8 +246,10 @@ class Worker:
     ) -> Worker:
         """A worker of one's own, as the settings describe it: :func:`build_pool` (windows
         shared through ``redis_client`` when given), the dispatcher of ``handlers.queue_size``,
-        ``queue_full`` and ``threads``. ``handlers``: a registry, or functions that each get
-        every event; None loads ``handlers.modules``. No duplicate check, stream or sends: those
+        ``queue_full`` and ``threads``. ``handlers``: a registry, or a list registered as
+        ``handlers.modules`` would register it (a function marked with ``@on`` gets its event
+        classes, a subscriber what it subscribes, any other function every event); None loads
+        ``handlers.modules``. No duplicate check, stream or sends: those
         belong to a member of a cluster (:meth:`in_cluster`)."""
         registry = _registry(handlers, settings)
         dispatcher = Dispatcher.from_settings(registry, settings.handlers)
@@ -424,15 +426,10 @@ class Worker:
 
 
 def _registry(handlers: Handlers | Sequence[Handler] | None, settings: Settings) -> Handlers:
-    """``handlers`` as a registry: functions each get every event; None: ``handlers.modules``."""
+    """``handlers`` as a registry (:meth:`Handlers.of`); None: ``handlers.modules``."""
     if handlers is None:
         return load_handlers(settings.handlers.modules)
-    if isinstance(handlers, Handlers):
-        return handlers
-    registry = Handlers()
-    for handler in handlers:
-        registry.add(Event, handler)
-    return registry
+    return Handlers.of(handlers)
 
 
 def _wants_raw(handlers: Handlers) -> bool:
