@@ -350,6 +350,11 @@ def test_a_worker_that_cannot_start_is_reported_and_retried(
     shown = json.loads(tmi(tmp_path, "list", "--json", **env).stdout)
     [record] = shown["supervisors"]
     assert "no_such_module_here" in record["problem"]
+    joined = tmi(tmp_path, "join", "alpha", **cluster.env)  # type: ignore[attr-defined]
+    assert joined.returncode == 69  # says why no worker runs, not to start the cluster
+    assert "the workers cannot start; sup-a: " in joined.stderr
+    assert "'no_such_module_here' does not import" in joined.stderr
+
     assert supervisor.process.poll() is None  # the supervisor stays up and says why
     log = supervisor.err.read_text()
     assert "trying again in 1 s" in log  # slower each time
@@ -489,7 +494,7 @@ def test_join_and_part_refuse_bad_input_and_need_a_worker(
     assert (nobody.returncode, nobody.stderr) == (
         69,
         "error: no live worker process to join channels: they are recorded as wanted and "
-        "joined once one runs ('tmi-cluster run')\n",
+        "joined once one runs ('tmi-cluster run' starts a supervisor with its workers)\n",
     )
     cluster()
     wait_for(lambda: len(_statuses(redis_client, env)) == 2, what="two workers")

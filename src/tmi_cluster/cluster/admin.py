@@ -293,11 +293,20 @@ async def _join_live(
     assignment = Assignment(client, keys)
     with _store(settings, handles) as store:
         statuses = await housekeeping.live_processes(store, client, keys)
+        supervisors = {} if statuses else await housekeeping.live_supervisors(store, client, keys)
     if not statuses:
         await wanted_changed(client, keys)
+        problems = [f"{s}: {b.status.problem}" for s, b in supervisors.items() if b.status.problem]
+        why = (
+            f" (the workers cannot start; {'; '.join(problems)})"
+            if problems
+            else " ('tmi-cluster run' starts a supervisor with its workers)"
+            if not supervisors
+            else ""
+        )
         raise NotAvailableError(
             "no live worker process to join channels: they are recorded as wanted and "
-            "joined once one runs ('tmi-cluster run')"
+            f"joined once one runs{why}"
         )
     going = any(beat.status.state != "paused" for beat in statuses.values())
     owners = await assignment.owners(names)
