@@ -278,7 +278,7 @@ class Worker:
         options = settings.handlers
         keys = Keys.from_settings(settings)
         outage = outage or Outage()
-        registry = handlers if handlers is not None else load_handlers(options.modules)
+        registry = _registry(handlers, settings)
         publisher = None
         if options.stream:
             publisher = EventPublisher.from_settings(client, keys, options, outage=outage)
