@@ -285,30 +285,35 @@ async def test_an_old_link_that_lags_loses_nothing() -> None:
 
 
 @run
-async def test_a_channel_lost_while_the_old_link_holds_it_delivers_no_more() -> None:
+async def test_a_channel_the_replacement_is_refused_is_read_until_the_old_link_closes() -> None:
     # The replacement is refused a channel (suspended meanwhile) that the old link still holds:
-    # the channel is lost, and the old link's lines of it are no one's any more.
+    # the old link delivers it until it is closed, then the channel is lost, and nothing after.
     async with ChatSimulator(channels=["alpha", "beta"]) as sim:
         events = Recorder()
-        options = _options(sim, overlap_linger_s=0.0)
+        options = _options(sim, overlap_linger_s=1.0)
         async with Connection(options, on_event=events) as connection:
             await connection.join(["alpha", "beta"])
             [old] = sim.joined("alpha")
             sim.suspend("beta")  # a suspension keeps those joined, refuses new joins
-            sim.hold([old])
-            sim.reconnect([old], close_after_s=60)  # held too: sent when released
-            lines = sim.generate(10, "beta")  # on the old link, behind the RECONNECT
-            sim.hold([old], held=False)
+            sim.reconnect([old], close_after_s=60)
+            await events.until(lambda: len(events.of(JoinEvent)) == 3)  # the new link: alpha
+            assert sim.joined("beta") == (old,)
+            lines = sim.generate(10, "beta")  # only the old link can deliver these
             await events.until(lambda: bool(events.of(ChannelLostEvent)))
             [lost] = events.of(ChannelLostEvent)
             assert (lost.channel, lost.reason) == ("beta", "msg_channel_suspended")
-            sim.generate(10, "beta")
+            late = sim.generate(10, "beta")
             await sim.wait_until(lambda: old not in _open_links(sim))
             wanted = {line.message_id for line in lines if line.message_id}
             kinds = (MessageEvent, UserNoticeEvent)
             got = [e.tags["id"] for e in events.events if type(e) in kinds]
-            assert set(got) == wanted  # before the loss, once each; after it, nothing
+            assert set(got) == wanted  # before the loss, once each
             assert len(got) == len(wanted)
+            assert not {line.message_id for line in late} & set(got)  # after it, nothing
+            # the loss came after the last of them
+            order = [type(e) for e in events.events if type(e) in (*kinds, ChannelLostEvent)]
+            assert order[-1] is ChannelLostEvent
+            assert "beta" not in connection.channels
 
 
 @run

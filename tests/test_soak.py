@@ -20,7 +20,7 @@ import pytest
 
 from tmi_cluster import ConnectionState, Pool
 from tmi_cluster.chat.ratelimit import LocalWindow, Rate
-from tmi_cluster.events import Event
+from tmi_cluster.events import ChannelLostEvent, Event
 from tmi_cluster.simulator import ChatSimulator
 
 from .helpers import run
@@ -40,8 +40,12 @@ class _Ledger:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.changed = asyncio.Event()
+        #: channel -> (when, why) of each loss reported, for a failure's message
+        self.lost: dict[str, list[tuple[float, str]]] = {}
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, ChannelLostEvent) and event.channel is not None:
+            self.lost.setdefault(event.channel, []).append((time.monotonic(), event.reason))
         key = event.dedupe_key
         if key is not None and "id" in event.tags:
             self.counts[key] += 1
@@ -169,7 +173,7 @@ async def test_a_pool_under_random_faults_delivers_every_message_once() -> None:
             except TimeoutError:
                 missing = expected - ledger.ids()
                 lost = [
-                    (c, d.at, [(n, faulted.get(n)) for n in d.connections])
+                    (c, d.at, [(n, faulted.get(n)) for n in d.connections], ledger.lost.get(c))
                     for c in CHANNELS
                     for d in sim.deliveries(c)
                     if d.message_id in missing

@@ -28,7 +28,9 @@ keepalive. Contracts:
   de-duplication by ``dedupe_key`` ends once the new link has caught up in turn (a PING answered
   there: every line it still owed that the old link delivered has come). The handover goes by
   the order of each link's lines, not by time, so nothing is lost or seen twice however the
-  links lag (each wait is bounded by ``overlap_timeout_s``). A replacement lost before it took
+  links lag (each wait is bounded by ``overlap_timeout_s``). A channel the replacement is
+  refused (or whose JOIN there times out) while the old link still holds it is delivered by the
+  old link until that link is closed, and only then lost. A replacement lost before it took
   over leaves the old link in place, its channels made to match.
 - Only held channels deliver: an event of a channel not in :attr:`Connection.channels` (parted,
   failed, lost, or joined late after a timeout) is dropped, so a channel that went elsewhere is
@@ -390,7 +392,7 @@ class Connection:
         if timer is not None:
             timer.cancel()
             if self._authoritative(session) or channel in self._waiters:
-                self._fail(channel, result)
+                self._refused(session, channel, result)
 
     def _on_parted(self, session: Session, channel: str) -> None:
         session.joined.discard(channel)
@@ -420,7 +422,7 @@ class Connection:
             return
         if not (self._authoritative(session) or channel in self._waiters):
             return
-        self._fail(channel, JoinResult.TIMEOUT)
+        self._refused(session, channel, JoinResult.TIMEOUT)
         session.parting.add(channel)  # a late confirmation must not leave it joined
         session.spawn(session.quietly(serialize("PART", [f"#{channel}"])), "part-timeout")
 
@@ -433,6 +435,13 @@ class Connection:
             return False
         waiter.set_result(result)
         return True
+
+    def _refused(self, session: Session, channel: str, result: JoinResult) -> None:
+        """A JOIN of ``channel`` on ``session`` was refused or timed out: the channel is lost,
+        but only once no link of this connection holds it any more (while a RECONNECT's two
+        links overlap, the other one may still deliver it until it is closed)."""
+        if not self.reconnect.defer(session, channel, result):
+            self._fail(channel, result)
 
     def _fail(self, channel: str, result: JoinResult) -> None:
         """``channel`` is not held any more: tell its waiting join, else report it lost."""

@@ -3,8 +3,9 @@
 session logs in and joins every channel (or ``overlap_timeout_s`` passes) and takes over; the
 old one is closed once it has caught up (a PING answered on it) and ``overlap_linger_s`` has
 passed; events are de-duplicated by ``dedupe_key`` while the two links overlap, and only then;
-a replacement lost before it took over leaves the old link in place, its channels made to
-match.
+a channel the replacement is refused while the old link holds it is lost only once the old
+link is closed (it delivers the channel until then); a replacement lost before it took over
+leaves the old link in place, its channels made to match.
 
 :class:`Reconnect` is a part of its connection, not a library of its own: it reads and sets
 the connection's sessions and joins through the connection's own methods.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from tmi_cluster.chat.session import RETRIABLE, Session, join_lines
 from tmi_cluster.errors import LoginError
 from tmi_cluster.events import Event
+from tmi_cluster.outcomes import JoinResult
 
 if TYPE_CHECKING:
     from tmi_cluster.chat.connection import Connection
@@ -50,6 +52,9 @@ class Reconnect:
         # Keys of the events delivered while two sessions overlap, and only then: one session
         # never delivers an event twice, so nothing is kept the rest of the time.
         self._seen: OrderedDict[str, None] = OrderedDict()
+        # Channels the replacement was refused while the old link still holds them: lost
+        # once the old link is closed, with these results.
+        self._deferred: dict[str, JoinResult] = {}
 
     @property
     def dedupe_keys(self) -> int:
@@ -69,6 +74,24 @@ class Reconnect:
         task = self.task
         if task is not None and not task.done():
             await task
+
+    def defer(self, session: Session, channel: str, result: JoinResult) -> bool:
+        """While two links overlap: a JOIN of ``channel`` refused (or timed out) on
+        ``session`` while the other link still holds the channel is kept for later (True):
+        the channel is lost only once that link is closed. False otherwise (lose it now)."""
+        current = self.connection._session
+        if session is self.incoming:
+            other = current
+        elif session is current:
+            other = self.leaving
+        else:
+            other = None
+        if other is None or other is session or other.closed.is_set():
+            return False
+        if channel not in other.joined:
+            return False
+        self._deferred[channel] = result
+        return True
 
     def seen_before(self, event: Event) -> bool:
         """During a RECONNECT's overlap: whether the other link delivered ``event`` already
@@ -96,6 +119,7 @@ class Reconnect:
                 self.incoming = self.leaving = None
                 self.deduping = False
                 self._seen.clear()
+                self._deferred.clear()
             current = c._session
             if (
                 not self._again
@@ -119,7 +143,7 @@ class Reconnect:
         await c._join_on(new, sorted(c.channels))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + c.options.overlap_timeout_s
-        while not c.channels <= new.joined and not new.closed.is_set():
+        while not c.channels - self._deferred.keys() <= new.joined and not new.closed.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -130,6 +154,7 @@ class Reconnect:
             log.warning("%s: the replacement after RECONNECT was lost: %s", c.name, new.reason)
             c._retire(new)
             self.incoming = None
+            self._deferred.clear()  # the old link goes on holding them
             await self._restore(old)
             return
         c._retire(old)
@@ -151,6 +176,11 @@ class Reconnect:
             await asyncio.wait_for(old.closed.wait(), max(0.0, lingered - loop.time()))
         self.leaving = None
         await old.close("replaced after RECONNECT")
+        # What the replacement was refused is lost now that no link holds it.
+        deferred, self._deferred = self._deferred, {}
+        for channel, result in deferred.items():
+            if channel in c.channels and channel not in new.joined:
+                c._fail(channel, result)
         # De-duplication ends once the new link has delivered what it still owed of the lines
         # the old one delivered (a PING answered on it).
         await new.caught_up(c.options.overlap_timeout_s)
