@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ async def application(
 async def test_send_writes_to_twitch_and_says_so(
     tmp_path: Path, redis_server: str, redis_prefix: str
 ) -> None:
-    async with application(tmp_path, redis_server, redis_prefix) as (sim, _cluster, app):
+    async with application(tmp_path, redis_server, redis_prefix) as (sim, cluster, app):
         result = await app.send("#Alpha", "hello there", timeout_s=10)
         assert result.ok, result
         assert bool(result)
@@ -95,6 +96,14 @@ async def test_send_writes_to_twitch_and_says_so(
         assert first.ok
         assert again == first
         assert sim.account(BOT).said.count(("gamma", "once only")) == 1
+        # A Cluster closed right after its send closes at once: its reader of results is not
+        # left in a blocking read of Redis (whose cancellation redis-py may swallow, so that
+        # the read ran to its 1 s timeout and every `tmi-cluster send` took a second more).
+        other = Cluster(cluster.settings())
+        assert (await other.send("alpha", "and close", timeout_s=10)).ok
+        started = time.monotonic()
+        await other.aclose()
+        assert time.monotonic() - started < 0.5
 
 
 @run

@@ -120,6 +120,7 @@ class Cluster:
         self._waiting: dict[str, asyncio.Future[SendResult]] = {}
         self._fallback: dict[str, SendResult] = {}
         self._replies: asyncio.Task[None] | None = None
+        self._wanted = asyncio.Event()  # set while sends wait for their results
         self._senders: tuple[float, bool | None] = (-1e9, None)
         self._lock = asyncio.Lock()
         self._senders_lock = asyncio.Lock()
@@ -290,6 +291,7 @@ class Cluster:
             )
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
         self._waiting[command.id] = future
+        self._wanted.set()
         try:
             await sends.submit(command)
             try:
@@ -319,9 +321,15 @@ class Cluster:
 
     async def _collect(self, replies: SendClient) -> None:
         """Hand each result to the send waiting for it (an ``in_flight`` one only if nothing
-        better comes); a Redis outage is waited out. Ends once the cluster is closed (a
-        cancelled blocking read may come back as a connection error)."""
+        better comes); a Redis outage is waited out. Reads Redis only while sends wait: with
+        none, it waits on an event, so that closing the cluster cancels it at once (a blocking
+        read of redis-py may swallow a cancellation and run to its timeout). Ends once the
+        cluster is closed (a cancelled blocking read may come back as a connection error)."""
         while not self._closed:
+            if not self._waiting:
+                self._wanted.clear()
+                await self._wanted.wait()
+                continue
             try:
                 results = await replies.replies(1.0)
             except RedisUnavailableError as error:
@@ -338,6 +346,7 @@ class Cluster:
                     self._fallback[result.id] = result
                 else:
                     future.set_result(result)
+                    del self._waiting[result.id]  # answered: not waited for any more
 
     async def _no_sender(self) -> bool:
         """True when workers run and none of them has an identity to send with (no worker at
