@@ -747,6 +747,15 @@ def test_health_and_list_import_only_what_they_need(tmp_path: Path, args: list[s
     assert _among(modules, NOT_FOR_HEALTH) == []
 
 
+def test_send_imports_neither_sqlalchemy_nor_the_chat_connection(tmp_path: Path) -> None:
+    """A send needs Redis only: no store, channel managers, admin commands or chat links."""
+    assert tmi(tmp_path, "install").returncode == 0
+    modules = _imported(tmp_path, "send", "alpha", "hi", "--timeout", "0.1")
+    assert "tmi_cluster.cluster.client" in modules  # the command ran
+    heavy = ("sqlalchemy", "tmi_cluster.store", "tmi_cluster.chat.connection")
+    assert _among(modules, (*heavy, "tmi_cluster.cluster.admin", "tmi_cluster.channels")) == []
+
+
 def test_a_command_starts_collecting_lazily_and_the_long_ones_as_usual(tmp_path: Path) -> None:
     """A start is mostly imports: the cycle collector runs lazily then (about 60 ms of every
     command's start); the commands that run for long go back to the usual thresholds."""

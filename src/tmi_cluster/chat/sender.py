@@ -36,15 +36,17 @@ import asyncio
 import bisect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import regex
 
-from tmi_cluster.chat.connection import Connection
 from tmi_cluster.chat.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
 from tmi_cluster.errors import DeadlineError, MessageTooLongError, UnsafeLineError
 from tmi_cluster.events import Event, UserStateEvent
 from tmi_cluster.logins import normalise_login
+
+if TYPE_CHECKING:  # not at run time: Cluster.send checks its text without a connection
+    from tmi_cluster.chat.connection import Connection
 
 __all__ = ["LastMessages", "PartlySentError", "Sender", "check_text", "split_text"]
 

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import tmi_cluster.events as events_module
 from tmi_cluster.bus import AsyncRedis, Keys, close_client, connect_async, ping
@@ -45,9 +45,7 @@ from tmi_cluster.bus.commands import (
 )
 from tmi_cluster.bus.events import EventReader
 from tmi_cluster.bus.heartbeat import alive
-from tmi_cluster.channels import ChannelManager, load_manager
 from tmi_cluster.chat.sender import check_text
-from tmi_cluster.cluster import admin
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError, UnknownEventTypeError
 from tmi_cluster.events import ALL_EVENT_TYPES, LOCAL_EVENTS, RAW_LINE_EVENTS, Event, covers
@@ -60,8 +58,14 @@ from tmi_cluster.outcomes import (
     SendResult,
     SendStatus,
 )
-from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    # Imported where used: an application that only sends or reads events (and ``tmi-cluster
+    # send``) loads neither SQLAlchemy nor the chat connection's modules.
+    from tmi_cluster.channels import ChannelManager
+    from tmi_cluster.cluster import admin
+    from tmi_cluster.store import Store
 
 __all__ = ["Cluster", "SyncCluster", "event_type_names"]
 
@@ -164,6 +168,9 @@ class Cluster:
         """This cluster's one client and one store, for the commands (opened on first use)."""
         if self._closed:
             raise RuntimeError("this Cluster is closed")
+        from tmi_cluster.cluster import admin
+        from tmi_cluster.store import Store
+
         if self._store is None:
             self._store = Store.from_settings(self.settings)
         return admin.Handles(redis=self._redis, store=self._store)
@@ -185,12 +192,16 @@ class Cluster:
         unauthorized; ``process``; ``ok``; ``str()`` in words). They are recorded as wanted
         first and stay wanted whatever the outcome. NotAvailableError when no worker runs
         (they are joined once one does)."""
+        from tmi_cluster.cluster import admin
+
         return await admin.join(
             self.settings, _names(channels), timeout_s=timeout_s, handles=self._handles()
         )
 
     async def part(self, channels: str | Iterable[str]) -> dict[str, str | None]:
         """Part ``channels`` (no longer wanted); each one's owner until now."""
+        from tmi_cluster.cluster import admin
+
         return await admin.part(self.settings, _names(channels), handles=self._handles())
 
     async def authorize(
@@ -200,6 +211,8 @@ class Cluster:
         ``reconnect`` they are wanted again after any restart); each one's change
         (``authorized``, ``already authorized``, ``reconnect set``, ``reconnect cleared``:
         each grant sets reconnect anew). Nothing is joined: :meth:`join` does."""
+        from tmi_cluster.cluster import admin
+
         return await admin.authorize(
             self.settings, _names(channels), reconnect=reconnect, handles=self._handles()
         )
@@ -207,6 +220,8 @@ class Cluster:
     async def revoke(self, channels: str | Iterable[str]) -> dict[str, Grant]:
         """Withdraw ``channels``' authorization: they are no longer wanted and are parted
         within seconds; each one's change (``revoked``, ``was not authorized``)."""
+        from tmi_cluster.cluster import admin
+
         return await admin.authorize(
             self.settings, _names(channels), revoke=True, handles=self._handles()
         )
@@ -214,6 +229,8 @@ class Cluster:
     async def acknowledged(self, channels: str | Iterable[str]) -> None:
         """Fresh interest in ``channels`` (say on an EventSub ``stream.online``): their part by
         the stale cleanup is pushed back. Nothing is joined (:meth:`join` acknowledges too)."""
+        from tmi_cluster.channels import load_manager
+
         names = _names(channels)
         if self._manager is None:
             store = self._handles().store
@@ -225,6 +242,8 @@ class Cluster:
         self, names: str | Iterable[str] = (), *, state: str | None = None
     ) -> list[dict[str, Any]]:
         """Each known channel's state, as ``tmi-cluster channels --json`` shows it."""
+        from tmi_cluster.cluster import admin
+
         return await admin.channels(
             self.settings, _names(names), state=state, handles=self._handles()
         )
@@ -241,6 +260,8 @@ class Cluster:
         processes)."""
         if (supervisor is None) != (processes is None):
             raise ValueError("scale() takes a supervisor and a number of processes together")
+        from tmi_cluster.cluster import admin
+
         if supervisor is not None and processes is not None:
             await admin.scale(self.settings, supervisor, processes, handles=self._handles())
         if paused is not None:
