@@ -49,29 +49,6 @@ COMMANDS = [
     "tail",
     "terminate",
 ]
-LATER = sorted(
-    set(COMMANDS)
-    - {
-        "authorize",
-        "channels",
-        "dead-letters",
-        "demo",
-        "features",
-        "health",
-        "install",
-        "join",
-        "list",
-        "migrate",
-        "part",
-        "purge",
-        "run",
-        "scale",
-        "send",
-        "simulate",
-        "tail",
-        "terminate",
-    }
-)
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
 
 
@@ -116,15 +93,6 @@ def test_version(tmp_path: Path) -> None:
     result = tmi(tmp_path, "--version")
     assert result.returncode == 0
     assert result.stdout.strip() == "tmi-cluster, version 0.1.0"
-
-
-@pytest.mark.parametrize("command", LATER)
-def test_later_commands_say_so(tmp_path: Path, command: str) -> None:
-    result = tmi(tmp_path, command, "x")
-    assert result.returncode == ExitCode.UNAVAILABLE
-    assert result.stderr.startswith(f"error: 'tmi-cluster {command}' is not in this release yet")
-    assert "not yet available" in tmi(tmp_path, "--help").stdout
-    assert "Not in this release yet" in tmi(tmp_path, command, "--help").stdout
 
 
 def test_install_migrate_features_leave_no_redis_behind(tmp_path: Path) -> None:

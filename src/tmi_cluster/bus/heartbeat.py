@@ -103,6 +103,13 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
     events_published: int = 0
     events_dropped: int = 0
     duplicates_dropped: int = 0
+    #: Chat messages read since it started (a counter, for the metrics).
+    messages_total: int = 0
+    #: The cluster's send commands it answered since it started, and their rate now.
+    commands_total: int = 0
+    commands_per_s: float = 0.0
+    #: Reconnects of its connections since it started (a RECONNECT, a loss).
+    reconnects_total: int = 0
     #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
     at: float = 0.0
 

@@ -9,6 +9,7 @@ The group and :func:`main` live here; the commands live in a module per family:
 - :mod:`~tmi_cluster.cli.messages`: ``send``, ``dead-letters``;
 - :mod:`~tmi_cluster.cli.observe`: ``features``, ``list``, ``health``, ``tail``;
 - :mod:`~tmi_cluster.cli.database`: ``install``, ``migrate``;
+- :mod:`~tmi_cluster.cli.web`: ``dashboard`` (the web pages);
 - :mod:`~tmi_cluster.cli.common`: what they share (exit codes, errors, settings, tables).
 
 Commands import the heavy parts of the library (SQLAlchemy, Alembic, redis, asyncio, the
@@ -27,15 +28,13 @@ problem on stderr, never a traceback and never a secret.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn
 
 import click
 
 from tmi_cluster import __version__
-from tmi_cluster.cli import channels, control, database, messages, observe, running
+from tmi_cluster.cli import channels, control, database, messages, observe, running, web
 from tmi_cluster.cli.common import ExitCode, Group, collect_lazily
 from tmi_cluster.config import CONFIG_FILE_NAME
-from tmi_cluster.errors import NotAvailableError
 
 __all__ = ["ExitCode", "cli", "main"]
 
@@ -76,34 +75,9 @@ for _command in (
     channels.channels,
     messages.send,
     messages.dead_letters,
+    web.dashboard,
 ):
     cli.add_command(_command)
-
-# -- commands that later releases fill ------------------------------------------------------
-
-_LATER = {
-    "dashboard": ("Serve the dashboard, statistics, metrics and invite screen.", "the web pages"),
-}
-
-
-def _later_command(name: str, summary: str, arrives_with: str) -> click.Command:
-    def callback(**_: Any) -> NoReturn:
-        raise NotAvailableError(
-            f"'tmi-cluster {name}' is not in this release yet; it arrives with {arrives_with}"
-        )
-
-    return click.Command(
-        name,
-        callback=callback,
-        help=f"{summary}\n\nNot in this release yet: arrives with {arrives_with}.",
-        short_help=f"{summary.rstrip('.')} (not yet available).",
-        params=[click.Argument(["args"], nargs=-1, required=False)],
-        context_settings={"ignore_unknown_options": True},
-    )
-
-
-for _name, (_summary, _arrives) in _LATER.items():
-    cli.add_command(_later_command(_name, _summary, _arrives))
 
 
 def main() -> None:

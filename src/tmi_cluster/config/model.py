@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: Keys whose values are never shown.
-SECRET_KEYS = frozenset({"tmi.identity.password", "web.token"})
+SECRET_KEYS = frozenset({"tmi.identity.password", "web.password", "web.token"})
 #: Keys holding URLs that may embed a password, shown masked.
 URL_KEYS = frozenset({"redis.url", "database.url"})
 
@@ -474,12 +474,30 @@ class Database(_UrlSection):
 class Web(_Section):
     """The dashboard, statistics, metrics, health check and invite screen."""
 
+    enabled: bool = Field(
+        False,
+        description="Each supervisor also serves the web pages on host:port (a single 'run' "
+        "then has a dashboard). 'tmi-cluster dashboard' serves them without a supervisor.",
+    )
     host: str = Field("127.0.0.1", description="Address the web server listens on.")
     port: int = Field(8080, ge=0, le=65535, description="Port of the web server.")
+    username: str = Field(
+        "admin", min_length=1, description="User name of HTTP Basic sign-in to the web pages."
+    )
+    password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of HTTP Basic sign-in. Empty, with no token either: a random "
+        "password is made at start and printed once, unless 'public' is set. Secret.",
+    )
     token: SecretStr = Field(
         SecretStr(""),
-        description="Bearer token required for the dashboard, statistics and metrics from "
-        "anywhere but loopback. Empty: loopback only. Secret.",
+        description="Bearer token accepted for the dashboard, API and metrics (an "
+        "'Authorization: Bearer <token>' header, for scrapers and scripts). Secret.",
+    )
+    public: bool = Field(
+        False,
+        description="Serve the dashboard, API and metrics without credentials (only behind "
+        "a proxy that checks them, or on a private network). The health check is always public.",
     )
 
 

@@ -158,7 +158,8 @@ class WorkerProcess:
         self._phase = "running"  # what a stop is doing, for the watchdog's report
         self._wake = asyncio.Event()
         self._messages = 0
-        self._rate = (time.monotonic(), 0, 0.0)  # when, messages then, messages per second
+        # when; messages then, messages per second; commands answered then, commands per second
+        self._rate = (time.monotonic(), 0, 0.0, 0, 0.0)
         self._retry: dict[str, tuple[float, float]] = {}  # channel -> (next try, delay)
         self._lost: dict[str, str] = {}  # reported by the pool, to be reported on
         self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
@@ -252,10 +253,13 @@ class WorkerProcess:
         worker = self._worker
         pool = worker.pool if worker is not None else None
         now = time.monotonic()
-        since, counted, rate = self._rate
+        outbox = worker.outbox if worker is not None else None
+        commands = sum(outbox.answered.values()) if outbox is not None else 0
+        since, counted, rate, commands_counted, commands_rate = self._rate
         if now - since >= 1.0:
             rate = (self._messages - counted) / (now - since)
-            self._rate = (now, self._messages, rate)
+            commands_rate = (commands - commands_counted) / (now - since)
+            self._rate = (now, self._messages, rate, commands, commands_rate)
         return ProcessStatus(
             supervisor=self.supervisor_id,
             pid=os.getpid(),
@@ -270,6 +274,12 @@ class WorkerProcess:
             events_published=worker.events_published if worker is not None else 0,
             events_dropped=worker.events_dropped if worker is not None else 0,
             duplicates_dropped=worker.duplicates_dropped if worker is not None else 0,
+            messages_total=self._messages,
+            commands_total=commands,
+            commands_per_s=round(commands_rate, 1),
+            reconnects_total=(
+                sum(c.reconnects for c in pool.connections.values()) if pool is not None else 0
+            ),
         )
 
     # -- the run ------------------------------------------------------------------------------

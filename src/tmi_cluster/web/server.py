@@ -1,0 +1,105 @@
+"""Serving the web pages by themselves (``tmi-cluster dashboard``, and a supervisor with
+``web.enabled``): the app of :func:`~tmi_cluster.web.create_app` under ``settings.path``, the
+site's root redirecting there, on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from tmi_cluster.config import Settings
+
+__all__ = ["mount_path", "serve", "site"]
+
+log = logging.getLogger(__name__)
+
+
+def mount_path(settings: Settings) -> str:
+    """Where the pages are: ``/`` + ``settings.path`` without its slashes (``""`` at the
+    root)."""
+    path = settings.path.strip("/")
+    return f"/{path}" if path else ""
+
+
+def site(settings: Settings, app: Starlette) -> Starlette:
+    """``app`` under :func:`mount_path`, the root redirecting to it; ``app``'s lifespan runs
+    with the site's."""
+    path = mount_path(settings)
+    if not path:
+        return app
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse(f"{path}/", status_code=307)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with app.router.lifespan_context(app):
+            yield
+
+    return Starlette(
+        routes=[Route("/", home, methods=["GET"]), Mount(path, app=app)], lifespan=lifespan
+    )
+
+
+async def serve(
+    settings: Settings,
+    app: Starlette,
+    *,
+    host: str,
+    port: int,
+    started: Callable[[str, int], None] | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Serve :func:`site` of ``app`` on ``host:port`` until cancelled, or (``handle_signals``,
+    uvicorn's own handling of SIGINT and SIGTERM) interrupted. ``started(host, port)`` is
+    called once the socket listens, with the port bound (``port`` 0 picks a free one).
+    OSError when the address is taken or cannot be had."""
+    config = uvicorn.Config(
+        site(settings, app),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+    server = _Server(config, handle_signals=handle_signals)
+    task = asyncio.create_task(server.serve(), name="web server")
+    try:
+        while not server.started:
+            if task.done():
+                await task  # its error
+                raise OSError(f"cannot listen on {host}:{port} (see the log above)")
+            await asyncio.sleep(0.02)
+        if started is not None:
+            bound = server.servers[0].sockets[0].getsockname()
+            started(str(bound[0]), int(bound[1]))
+        await task
+    finally:
+        if not task.done():
+            server.should_exit = True
+            await asyncio.wait([task])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, its signal handling optional (a supervisor has its own)."""
+
+    def __init__(self, config: uvicorn.Config, *, handle_signals: bool) -> None:
+        super().__init__(config)
+        self.handle_signals = handle_signals
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if self.handle_signals:
+            with super().capture_signals():
+                yield
+        else:
+            yield
