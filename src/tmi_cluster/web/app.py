@@ -110,9 +110,7 @@ class _Pages:
             row
             for row in snapshot.channels
             if (not state or row["state"] == state)
-            and (
-                not search or search in row["channel"] or search in (row.get("owner") or "").lower()
-            )
+            and (not search or search in row["channel"] or search in (row["process"] or "").lower())
         ]
         start = (page - 1) * per_page
         return JSONResponse(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
@@ -71,22 +72,26 @@ async def serve(
         server_header=False,
         lifespan="on",
     )
+    # the socket is ours: an address that cannot be had is an OSError here, in words
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.create_server((host, port), family=family)
     server = _Server(config, handle_signals=handle_signals)
-    task = asyncio.create_task(server.serve(), name="web server")
+    task = asyncio.create_task(server.serve(sockets=[listening]), name="web server")
     try:
         while not server.started:
             if task.done():
-                await task  # its error
-                raise OSError(f"cannot listen on {host}:{port} (see the log above)")
+                await task
+                raise OSError(f"the web server on {host}:{port} stopped as it started")
             await asyncio.sleep(0.02)
         if started is not None:
-            bound = server.servers[0].sockets[0].getsockname()
+            bound = listening.getsockname()
             started(str(bound[0]), int(bound[1]))
         await task
     finally:
         if not task.done():
             server.should_exit = True
             await asyncio.wait([task])
+        listening.close()
 
 
 class _Server(uvicorn.Server):
