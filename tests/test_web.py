@@ -10,7 +10,9 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -398,3 +400,64 @@ def test_dashboard_command_says_why_it_cannot_listen(tmp_path: Path) -> None:
     )
     assert done.returncode == 69, done
     assert done.stderr.startswith("error: cannot serve the dashboard on 203.0.113.1:1"), done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_run_with_web_enabled_serves_the_pages(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")} | {
+        "TMI_CLUSTER_REDIS__URL": redis_server,
+        "TMI_CLUSTER_PREFIX": redis_prefix,
+        "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",
+        "TMI_CLUSTER_WEB__ENABLED": "true",
+        "TMI_CLUSTER_WEB__PORT": str(port),
+        **ONE_WORKER,
+    }
+    process = subprocess.Popen(
+        [SCRIPT, "run", "--id", "web-a"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert f"web pages: http://127.0.0.1:{port}/tmi-cluster/" in ready, ready
+        sign_in = process.stdout.readline()
+        assert sign_in.startswith("web pages: sign in as 'admin' with the password"), sign_in
+        password = sign_in.split("'")[3]
+        base = f"http://127.0.0.1:{port}/tmi-cluster/"
+        deadline = time.monotonic() + 30
+        while httpx.get(base + "health", timeout=10).status_code != 204:
+            assert time.monotonic() < deadline, "never healthy"
+            time.sleep(0.3)
+        stats = httpx.get(base + "api/statistics", auth=("admin", password), timeout=10)
+        assert stats.json()["status"] == "operational"
+        assert httpx.get(base + "api/statistics", timeout=10).status_code == 401
+        # a second supervisor on the same port cannot start, and says why in one line
+        second = subprocess.run(
+            [SCRIPT, "run", "--id", "web-b"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert second.returncode != 0
+        assert f"cannot serve the web pages on 127.0.0.1:{port}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert password not in err

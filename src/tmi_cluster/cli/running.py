@@ -63,6 +63,8 @@ def run(ctx: click.Context, supervisor_id: str | None) -> None:
 
     def ready(line: str) -> None:
         click.echo(line + "; press Ctrl-C to stop")
+        if supervisor.web is not None and supervisor.web.sign_in:
+            click.echo(supervisor.web.sign_in)
 
     asyncio.run(supervisor.run_until_signalled(on_ready=ready))
     click.echo(f"supervisor {supervisor.id} stopped")

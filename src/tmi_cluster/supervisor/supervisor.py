@@ -104,6 +104,7 @@ from tmi_cluster.supervisor.processes import (
     next_number,
     worker_environment,
 )
+from tmi_cluster.supervisor.web import WebPages
 from tmi_cluster.tasks import cancel_and_wait
 from tmi_cluster.worker.handlers import Dispatcher
 from tmi_cluster.worker.watchdog import force_exit
@@ -194,6 +195,8 @@ class Supervisor:
         self._publishing: asyncio.Task[None] | None = None
         self._publish_stop = asyncio.Event()
         self._started_at = time.time()
+        #: The web pages served (``web.enabled``), once started.
+        self.web: WebPages | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -289,9 +292,19 @@ class Supervisor:
         self.coordinator = Coordinator.from_settings(
             self._client, store, settings, self.id, manager=manager
         )
+        await self._start_tasks()
+
+    async def _start_tasks(self) -> None:
+        """The long-running tasks of a supervisor that has started, and its web pages."""
+        assert self.processes is not None
+        assert self.coordinator is not None
+        assert self._store is not None
+        assert self._client is not None
         self._workers_task = self._spawn_task(self.processes.run(self._stop), "workers")
         self._orders_task = self._spawn_task(self._take_orders(), "orders")
-        self._housekeeping_task = self._spawn_task(self._chores(store, self._client), "chores")
+        self._housekeeping_task = self._spawn_task(
+            self._chores(self._store, self._client), "chores"
+        )
         self._coordinator_task = self._spawn_task(
             self.coordinator.run(self._coordinator_stop), "coordinator"
         )
@@ -299,6 +312,9 @@ class Supervisor:
             self._redis_watch_task = self._spawn_task(
                 keep_running(self._embedded, self._stop, f"supervisor {self.id}"), "private Redis"
             )
+        if self.settings.web.enabled:  # a web server that cannot listen fails the start
+            self.web = WebPages(self.settings)
+            (await self.web.start()).add_done_callback(self._task_done)
 
     def stop(self) -> None:
         """Ask for a graceful stop (``wait()`` returns; ``aclose()`` carries it out)."""
@@ -375,10 +391,11 @@ class Supervisor:
         """One line: the id, state, Redis and database (passwords masked)."""
         where = mask_url(self.redis_url or "")
         redis_shown = "embedded " + where if self.settings.embedded_redis else where
+        web = f"; web pages: {self.web.url}" if self.web is not None and self.web.url else ""
         return (
             f"supervisor {self.id} {self.state.value} (Redis: {redis_shown}; "
             f"database: {mask_url(self.settings.database.url)}; "
-            f"chat: {describe_chat(self.settings, self.simulator)})"
+            f"chat: {describe_chat(self.settings, self.simulator)}{web})"
         )
 
     # -- inside -----------------------------------------------------------------------------
@@ -552,6 +569,8 @@ class Supervisor:
             )
             if self.simulator is not None:
                 await self.simulator.aclose()
+            if self.web is not None:
+                await self.web.aclose()
             self._beat_stop.set()
             await cancel_and_wait(self._beat_task, what=f"supervisor {self.id}'s heartbeat")
             await self._final_writes()
