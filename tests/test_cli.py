@@ -171,7 +171,11 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
     )
     simulated = tmi(tmp_path, "features", TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always").stdout
     assert "the built-in simulator, run by the supervisor" in simulated
-    assert lines["web"].startswith("not available yet (arrives with the web pages); configured: ")
+    assert lines["web"] == (
+        "'tmi-cluster dashboard' serves them at http://127.0.0.1:8080/tmi-cluster/ (web.enabled: "
+        "each supervisor too); credentials: a password made at each start, printed once; "
+        "/health public"
+    )
     assert lines["memory limit"] == (
         "supervisor 256 MB (then it starts itself again), worker 128 MB (then it is replaced)"
     )

@@ -1,8 +1,8 @@
 """What ``tmi-cluster features`` prints: the active setup, one line per aspect, secrets masked.
 
-A part that this release does not have yet (the web pages)
-says "not available yet" or "not enforced yet" and what it arrives with, then what is
-configured for it, so that nobody takes a setting for a working feature.
+A part that this release does not have yet says "not available yet" or "not enforced yet" and
+what it arrives with, then what is configured for it, so that nobody takes a setting for a
+working feature.
 """
 
 from __future__ import annotations
@@ -93,19 +93,35 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             )
             + f"; Shared Chat copies: {settings.handlers.shared_chat}",
         ),
-        (
-            "web",
-            _not_yet("the web pages")
-            + f"; configured: http://{settings.web.host}:{settings.web.port}/"
-            + settings.path.strip("/")
-            + (
-                ", token required off loopback"
-                if settings.web.token.get_secret_value()
-                else ", loopback only"
-            ),
-        ),
+        ("web", _web(settings)),
+        ("invite screen", _not_yet("a later release")),
+        ("notifications", _not_yet("a later release")),
         ("log level", settings.log.level),
     ]
+
+
+def _web(settings: Settings) -> str:
+    """Where the web pages are served and who may see them."""
+    web = settings.web
+    path = "/" + settings.path.strip("/") + ("/" if settings.path.strip("/") else "")
+    where = (
+        f"served by each supervisor at http://{web.host}:{web.port}{path}"
+        if web.enabled
+        else f"'tmi-cluster dashboard' serves them at http://{web.host}:{web.port}{path} "
+        "(web.enabled: each supervisor too)"
+    )
+    if web.public:
+        who = "public: no credentials asked (web.public)"
+    elif web.password.get_secret_value() or web.token.get_secret_value():
+        ways = [
+            f"HTTP Basic as {web.username!r}" if web.password.get_secret_value() else "",
+            "a bearer token" if web.token.get_secret_value() else "",
+        ]
+        who = "credentials: " + " or ".join(w for w in ways if w)
+    else:
+        who = "credentials: a password made at each start, printed once"
+    domain = f"; only for host {settings.domain}" if settings.domain else ""
+    return f"{where}; {who}; /health public{domain}"
 
 
 def _not_yet(arrives_with: str, what: str = "not available yet") -> str:
