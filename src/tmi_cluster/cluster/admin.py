@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tmi_cluster.bus import (
     Assignment,
@@ -49,7 +49,10 @@ from tmi_cluster.store import Channel, Failure, Store
 __all__ = [
     "AUTHORIZE_CHANGES",
     "CHANNEL_STATES",
+    "ChannelRow",
     "authorize",
+    "channel_json",
+    "channel_table",
     "channels",
     "join",
     "part",
@@ -401,6 +404,79 @@ async def part(
         return owners
 
 
+class ChannelRow(NamedTuple):
+    """One channel as :func:`channel_table` sees it (:func:`channels` makes its JSON)."""
+
+    channel: str
+    #: One of :data:`CHANNEL_STATES`.
+    state: str
+    #: Its live owner process, if any.
+    process: str | None
+    #: Its record's last change, or its last failure.
+    since: datetime
+    failure: Failure | None
+
+
+async def channel_table(
+    settings: Settings,
+    names: list[str],
+    *,
+    warn: Callable[[str], None] | None = None,
+    handles: Handles = _NONE,
+) -> tuple[list[ChannelRow], bool]:
+    """Each known channel (the named ones only, when ``names`` is not empty), sorted by name,
+    and whether their live state could be read (see :func:`channels`, which shows these)."""
+    logins = normalise_logins(names)
+    with _store(settings, handles) as store:
+        rows = await asyncio.to_thread(store.channel_states, logins)
+        failures = await asyncio.to_thread(store.failures)
+        manager = load_manager(settings, store=store)
+        allowed = (
+            await manager.authorized([login for login, _, _ in rows])
+            if restricts(manager)
+            else None
+        )
+        try:
+            owners, held_by, live = await _live_channels(
+                settings, store, rows, everything=not logins, handles=handles
+            )
+        except (RedisUnavailableError, EmbeddedRedisError) as error:
+            if warn is not None:
+                warn(f"{error}; live state unknown: each channel's state is the database's")
+            owners, held_by, live = {}, {}, None
+    # the classification of every row, off the event loop (100,000 rows take a while)
+    table = await asyncio.to_thread(
+        _classify, rows, failures, allowed=allowed, owners=owners, held_by=held_by, live=live
+    )
+    return table, live is not None
+
+
+def _classify(
+    rows: list[tuple[str, bool, datetime]],
+    failures: Mapping[str, Failure],
+    *,
+    allowed: set[str] | None,
+    owners: Mapping[str, str | None],
+    held_by: Mapping[str, set[str]],
+    live: Mapping[str, object] | None,
+) -> list[ChannelRow]:
+    table: list[ChannelRow] = []
+    nobody: set[str] = set()
+    for login, wanted, since in rows:
+        owner = owners.get(login)
+        if live is not None and owner not in live:
+            owner = None  # assigned to a process that is gone: waiting for a new owner
+        holders = held_by.get(login, nobody)
+        failure = failures.get(login)
+        if allowed is not None and login not in allowed and not holders:
+            current = "unauthorized"  # refused, revoked (held: being parted, shown so)
+        else:
+            current = _channel_state(wanted, owner, holders, failed=failure is not None)
+        changed = (failure.failed_at or since) if current == "failed" and failure else since
+        table.append(ChannelRow(login, current, owner, changed, failure))
+    return table
+
+
 async def channels(
     settings: Settings,
     names: list[str],
@@ -420,70 +496,26 @@ async def channels(
     be asked, each row says ``"live": false`` (its state is the database's: wanted, failed or
     parted; no owner), and ``warn`` is called once with the reason."""
     states = {state} if isinstance(state, str) else None if state is None else set(state)
-    logins = normalise_logins(names)
-    with _store(settings, handles) as store:
-        rows = await asyncio.to_thread(store.channel_states, logins)
-        failures = await asyncio.to_thread(store.failures)
-        manager = load_manager(settings, store=store)
-        allowed = (
-            await manager.authorized([login for login, _, _ in rows])
-            if restricts(manager)
-            else None
-        )
-        try:
-            owners, held_by, live = await _live_channels(settings, store, rows, handles=handles)
-        except (RedisUnavailableError, EmbeddedRedisError) as error:
-            if warn is not None:
-                warn(f"{error}; live state unknown: each channel's state is the database's")
-            owners, held_by, live = {}, {}, None
-    shown: list[dict[str, Any]] = []
-    for login, wanted, since in rows:
-        owner = owners.get(login)
-        if live is not None and owner not in live:
-            owner = None  # assigned to a process that is gone: waiting for a new owner
-        holders = held_by.get(login, set())
-        failure = failures.get(login)
-        if allowed is not None and login not in allowed and not holders:
-            current = "unauthorized"  # refused, revoked (held: being parted, shown so)
-        else:
-            current = _channel_state(wanted, owner, holders, failed=failure is not None)
-        if states is None or current in states:
-            shown.append(_channel_row(login, current, owner, since, failure, live=live is not None))
-    return shown
+    table, live = await channel_table(settings, names, warn=warn, handles=handles)
+    return [channel_json(row, live=live) for row in table if states is None or row.state in states]
 
 
-def _channel_row(
-    login: str,
-    state: str,
-    owner: str | None,
-    since: datetime,
-    failure: Failure | None,
-    *,
-    live: bool,
-) -> dict[str, Any]:
+def channel_json(row: ChannelRow, *, live: bool) -> dict[str, Any]:
     """One row of :func:`channels` (the keys are the JSON of ``tmi-cluster channels``)."""
-    if failure is None:
-        return {
-            "channel": login,
-            "state": state,
-            "process": owner,
-            "since": since.isoformat(),
-            "failure": None,
-            "attempts": 0,
-            "retry_at": None,
-            "given_up": False,
-            "live": live,
-        }
-    changed = (failure.failed_at or since) if state == "failed" else since
+    failure = row.failure
     return {
-        "channel": login,
-        "state": state,
-        "process": owner,
-        "since": changed.isoformat(),
-        "failure": failure.reason,
-        "attempts": failure.attempts,
-        "retry_at": failure.retry_at.isoformat() if failure.retry_at is not None else None,
-        "given_up": failure.given_up,
+        "channel": row.channel,
+        "state": row.state,
+        "process": row.process,
+        "since": row.since.isoformat(),
+        "failure": failure.reason if failure is not None else None,
+        "attempts": failure.attempts if failure is not None else 0,
+        "retry_at": (
+            failure.retry_at.isoformat()
+            if failure is not None and failure.retry_at is not None
+            else None
+        ),
+        "given_up": failure.given_up if failure is not None else False,
         "live": live,
     }
 
@@ -493,14 +525,20 @@ async def _live_channels(
     store: Store,
     rows: list[tuple[str, bool, Any]],
     *,
+    everything: bool = False,
     handles: Handles = _NONE,
-) -> tuple[dict[str, str | None], dict[str, set[str]], dict[str, Beat[ProcessStatus]]]:
-    """Who owns and who holds each channel now, and the live workers (from Redis)."""
+) -> tuple[Mapping[str, str | None], dict[str, set[str]], dict[str, Beat[ProcessStatus]]]:
+    """Who owns and who holds each channel now, and the live workers (from Redis);
+    ``everything``: the rows are every known channel (the whole assignment is read)."""
     keys = Keys.from_settings(settings)
     async with _redis(settings, "channels", handles) as client:
         assignment = Assignment(client, keys)
         live = await housekeeping.live_processes(store, client, keys)
-        owners = await assignment.owners([login for login, _, _ in rows])
+        owners: Mapping[str, str | None] = (
+            await assignment.all()
+            if everything
+            else await assignment.owners([login for login, _, _ in rows])
+        )
         held = await assignment.held_of(sorted(live))
     held_by: dict[str, set[str]] = {}
     for process_id, channels in held.items():

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -74,6 +74,17 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _matching(rows: Sequence[admin.ChannelRow], search: str, state: str) -> list[admin.ChannelRow]:
+    """The rows whose name or owner process holds ``search`` (lowercase), in ``state``."""
+    if state:
+        rows = [row for row in rows if row.state == state]
+    if not search:
+        return list(rows)
+    owners = {row.process for row in rows if row.process is not None}  # a few hundred at most
+    matching = {owner for owner in owners if search in owner.lower()}
+    return [row for row in rows if search in row.channel or row.process in matching]
+
+
 class _Pages:
     """The endpoints, around one :class:`ClusterView`."""
 
@@ -106,19 +117,16 @@ class _Pages:
         page = _int(request, "page", 1, 1, 1_000_000)
         per_page = _int(request, "per_page", 50, 1, MAX_PER_PAGE)
         snapshot = await self.view.snapshot()
-        rows = [
-            row
-            for row in snapshot.channels
-            if (not state or row["state"] == state)
-            and (not search or search in row["channel"] or search in (row["process"] or "").lower())
-        ]
+        rows = await asyncio.to_thread(_matching, snapshot.channels, search, state)
         start = (page - 1) * per_page
+        live = snapshot.channels_live
+        shown = rows[start : start + per_page]
         return JSONResponse(
             {
                 "total": len(rows),
                 "page": page,
                 "per_page": per_page,
-                "channels": rows[start : start + per_page],
+                "channels": [admin.channel_json(row, live=live) for row in shown],
                 "warning": snapshot.channels_warning,
             }
         )

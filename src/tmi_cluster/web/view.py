@@ -50,9 +50,11 @@ class Snapshot:
     liveness: listing.Liveness
     #: ``tmi-cluster list --json``'s object.
     listing: Mapping[str, Any]
-    #: ``tmi-cluster channels --json``'s rows.
-    channels: Sequence[Mapping[str, Any]]
-    #: Why the channels' live state is unknown (Redis), if it is.
+    #: Every known channel, sorted by name (:func:`~tmi_cluster.cluster.admin.channel_json`
+    #: makes a row of ``tmi-cluster channels --json`` of one).
+    channels: Sequence[admin.ChannelRow]
+    #: Whether the channels' live state was read (Redis), and why not when it was not.
+    channels_live: bool = True
     channels_warning: str | None = None
     #: The auto-scaler's state (``tmi-cluster scale``'s), None when Redis cannot be asked.
     scaling: Mapping[str, Any] | None = None
@@ -111,77 +113,113 @@ def _status(liveness: listing.Liveness, healthy: bool, reason: str) -> tuple[str
 
 
 class ClusterView:
-    """Snapshots of the cluster of ``settings``, one at most every ``max_age_s`` seconds
-    (concurrent requests share the one being read). Holds one Redis client and one store for
-    its life: ``await view.aclose()``."""
+    """Snapshots of the cluster of ``settings``, one read at most every ``max_age_s`` seconds
+    however many ask, or every three times as long as a read takes when that is longer (a read
+    of 100,000 channels takes about a second: the pages then show figures up to about 3 s
+    old, and the reads take a third of a core). Concurrent requests share the read under way
+    and are answered from the last snapshot meanwhile, up to ``stale_s`` old. Holds a store for
+    its life: ``await view.aclose()``; each read has a Redis client of its own, in a thread."""
 
-    def __init__(self, settings: Settings, *, max_age_s: float = 1.0) -> None:
+    def __init__(
+        self, settings: Settings, *, max_age_s: float = 1.0, stale_s: float = 10.0
+    ) -> None:
         self.settings = settings
         self.keys = Keys.from_settings(settings)
         self.max_age_s = max_age_s
+        self.stale_s = stale_s
         self._store: Store | None = None
-        self._client: AsyncRedis | None = None
+        self._read_s = 0.0  # how long the last read took
         self._last: Snapshot | None = None
         self._reading: asyncio.Task[Snapshot] | None = None
 
     async def snapshot(self) -> Snapshot:
-        """The latest snapshot, read anew when older than ``max_age_s``."""
+        """The latest snapshot. One older than ``max_age_s`` is still answered at once while a
+        new one is read in the background (a request never waits for a read, but the first,
+        or when the last is older than ``stale_s``); a read that failed (the database
+        unreachable) is raised to the next caller, and nothing stale is shown after it."""
+        task = self._reading
+        if task is not None and task.done():
+            self._reading = None
+            if not task.cancelled():
+                error = task.exception()
+                if error is not None:
+                    self._last = None
+                    raise error
+                self._last = task.result()
         last = self._last
-        if last is not None and time.time() - last.taken < self.max_age_s:
+        age = time.time() - last.taken if last is not None else None
+        # a big cluster's read takes long: read at most a third of the time
+        if age is not None and age < max(self.max_age_s, 3 * self._read_s):
+            return last  # type: ignore[return-value]
+        if self._reading is None:
+            self._reading = asyncio.create_task(self.read(), name="web snapshot")
+        if last is not None and age is not None and age < self.stale_s:
             return last
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.create_task(self._read(), name="web snapshot")
-        # shielded: one caller that goes away does not cancel the read the others wait for
+        # none yet, or too old to show: wait for it (shielded: one caller that goes away does
+        # not cancel the read the others wait for)
         snapshot = await asyncio.shield(self._reading)
         self._last = snapshot
         return snapshot
 
     async def aclose(self) -> None:
-        """Close the client and the store (a read under way is awaited first)."""
+        """Close the store (a read under way is awaited first)."""
         if self._reading is not None and not self._reading.done():
             await asyncio.wait([self._reading])
-        if self._client is not None:
-            await close_client(self._client)
-            self._client = None
         if self._store is not None:
             self._store.close()
             self._store = None
 
     def store(self) -> Store:
-        """The view's store (opened on first use)."""
+        """The view's store (opened on first use; SQLAlchemy's engine serves any thread)."""
         if self._store is None:
             self._store = Store.from_settings(self.settings)
         return self._store
 
-    async def redis(self) -> AsyncRedis:
-        """The view's Redis client (opened on first use)."""
-        if self._client is None:
-            self._client = connect_async(self.settings, name="tmi-cluster:web")
-        return self._client
+    async def read(self) -> Snapshot:
+        """A snapshot read now (what :meth:`snapshot` does at most every ``max_age_s``)."""
+        # In a thread with an event loop of its own: the work of a big cluster's snapshot
+        # (100,000 channels: about a second) never holds up the requests of the server's loop.
+        started = time.monotonic()
+        snapshot = await asyncio.to_thread(asyncio.run, self._read_here())
+        self._read_s = time.monotonic() - started
+        return snapshot
 
-    def _handles(self) -> admin.Handles:
-        return admin.Handles(redis=self.redis, store=self.store())
+    async def _read_here(self) -> Snapshot:
+        client: AsyncRedis | None = None
 
-    async def _read(self) -> Snapshot:
+        async def redis() -> AsyncRedis:
+            nonlocal client
+            if client is None:
+                client = connect_async(self.settings, name="tmi-cluster:web")
+            return client
+
+        try:
+            return await self._read_with(admin.Handles(redis=redis, store=self.store()))
+        finally:
+            if client is not None:
+                await close_client(client)
+
+    async def _read_with(self, handles: admin.Handles) -> Snapshot:
         settings = self.settings
         store = self.store()
-        supervisors, processes = await asyncio.to_thread(
-            lambda: (store.supervisors(), store.processes())
-        )
-        liveness = await asyncio.to_thread(listing.check_liveness, settings, supervisors, processes)
+        supervisors, processes = store.supervisors(), store.processes()
+        liveness = listing.check_liveness(settings, supervisors, processes)
         healthy, reason = listing.health(
             supervisors, processes, liveness, minimum=settings.auto_scale.processes.min
         )
         status, reason = _status(liveness, healthy, reason)
         warnings: list[str] = []
-        channels = await admin.channels(settings, [], warn=warnings.append, handles=self._handles())
-        counts = Counter(row["state"] for row in channels)
+        channels, channels_live = await admin.channel_table(
+            settings, [], warn=warnings.append, handles=handles
+        )
+        counts = Counter(row.state for row in channels)
         scaling: dict[str, Any] | None = None
         streams: StreamLengths | None = None
         if liveness.supervisors is not None:
             try:
-                scaling = await admin.scaling(settings, handles=self._handles())
-                streams = await stream_lengths(await self.redis(), self.keys)
+                scaling = await admin.scaling(settings, handles=handles)
+                assert handles.redis is not None
+                streams = await stream_lengths(await handles.redis(), self.keys)
             except (RedisUnavailableError, EmbeddedRedisError):
                 pass  # Redis went between two reads: the next snapshot says so
         return Snapshot(
@@ -193,6 +231,7 @@ class ClusterView:
             liveness=liveness,
             listing=listing.cluster_json(supervisors, processes, liveness),
             channels=channels,
+            channels_live=channels_live,
             channels_warning=warnings[0] if warnings else None,
             scaling=scaling,
             streams=streams,
