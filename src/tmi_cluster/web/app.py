@@ -24,7 +24,7 @@ from tmi_cluster.errors import ConfigError, StorageError
 from tmi_cluster.web import metrics
 from tmi_cluster.web.auth import Authorize, Credentials, RequireCredentials
 from tmi_cluster.web.openapi import openapi
-from tmi_cluster.web.view import ClusterView
+from tmi_cluster.web.view import ClusterView, Snapshot
 
 __all__ = ["MAX_PER_PAGE", "MAX_SEARCH", "create_app"]
 
@@ -74,15 +74,14 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _matching(rows: Sequence[admin.ChannelRow], search: str, state: str) -> list[admin.ChannelRow]:
+def _matching(snapshot: Snapshot, search: str, state: str) -> Sequence[admin.ChannelRow]:
     """The rows whose name or owner process holds ``search`` (lowercase), in ``state``."""
+    rows: Sequence[admin.ChannelRow] = snapshot.channels
+    if search:
+        rows = [rows[index] for index in snapshot.search(search)]
     if state:
         rows = [row for row in rows if row.state == state]
-    if not search:
-        return list(rows)
-    owners = {row.process for row in rows if row.process is not None}  # a few hundred at most
-    matching = {owner for owner in owners if search in owner.lower()}
-    return [row for row in rows if search in row.channel or row.process in matching]
+    return rows
 
 
 class _Pages:
@@ -117,7 +116,7 @@ class _Pages:
         page = _int(request, "page", 1, 1, 1_000_000)
         per_page = _int(request, "per_page", 50, 1, MAX_PER_PAGE)
         snapshot = await self.view.snapshot()
-        rows = await asyncio.to_thread(_matching, snapshot.channels, search, state)
+        rows = await asyncio.to_thread(_matching, snapshot, search, state)
         start = (page - 1) * per_page
         live = snapshot.channels_live
         shown = rows[start : start + per_page]

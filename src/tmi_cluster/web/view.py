@@ -13,6 +13,8 @@ with ``status`` ``down`` and the reason; a database that cannot be read raises
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -61,6 +63,38 @@ class Snapshot:
     streams: StreamLengths | None = None
     #: Channels by state, every state of ``channels --json`` (zero included).
     channel_states: Mapping[str, int] = field(default_factory=dict)
+
+    @functools.cached_property
+    def _names(self) -> tuple[str, list[int]]:
+        """Every channel's name in one text, and where each starts (for :meth:`search`)."""
+        offsets = []
+        at = 0
+        for row in self.channels:
+            offsets.append(at)
+            at += len(row.channel) + 1
+        return "\n".join(row.channel for row in self.channels), offsets
+
+    @functools.cached_property
+    def _by_process(self) -> dict[str, list[int]]:
+        owned: dict[str, list[int]] = {}
+        for index, row in enumerate(self.channels):
+            if row.process is not None:
+                owned.setdefault(row.process, []).append(index)
+        return owned
+
+    def search(self, text: str) -> list[int]:
+        """The indexes in :attr:`channels` of the rows whose name or owner process holds
+        ``text`` (lowercase), in order: a scan of one text, not of every row."""
+        names, offsets = self._names
+        found: set[int] = set()
+        at = names.find(text)
+        while at != -1:
+            found.add(bisect.bisect_right(offsets, at) - 1)
+            at = names.find(text, at + 1)
+        for process, indexes in self._by_process.items():
+            if text in process.lower():
+                found.update(indexes)
+        return sorted(found)
 
     @property
     def live_processes(self) -> dict[str, ProcessStatus]:
