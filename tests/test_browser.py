@@ -153,6 +153,9 @@ async def _check(chromium: object, url: str, cluster: ProcessCluster, tmp_path: 
     await expect(status).to_have_text("operational", timeout=20_000)
     await expect(page.get_by_test_id("joined")).to_have_text("0")
     await expect(page.get_by_test_id("processes")).to_have_text("1")
+    # the supervisor's change of size, in the auto-scaling history
+    await expect(page.get_by_test_id("scaled")).to_contain_text("below_minimum")
+    await expect(page.get_by_test_id("scaled")).to_contain_text("0 → 1")
 
     # the numbers follow the cluster: channels joined through the API appear
     async with Cluster(cluster.settings()) as app:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -19,13 +20,17 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from tmi_cluster import Cluster
+from tmi_cluster.bus import Keys
+from tmi_cluster.bus.streams import SCALE_HISTORY, recent_scaled, remember_scaled
 from tmi_cluster.config import Settings, load_settings
+from tmi_cluster.events import ProcessScaled
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.web import create_app
 
@@ -170,6 +175,10 @@ async def test_the_api_follows_the_cluster(
         assert set(first["channels"]) == {"joined", "joining", "failed", "wanted", "unauthorized"}
         assert first["channels"]["joined"] == 0
         assert (first["supervisors"], first["processes"]) == (1, 1)
+        # the supervisor's change of size, in the history the dashboard shows
+        [scaled] = [e for e in first["scaled"] if e["supervisor"] == "sup-a"]
+        assert (scaled["before"], scaled["after"], scaled["cause"]) == (0, 1, "below_minimum")
+        assert abs(scaled["at"] - time.time()) < 120
         async with Cluster(settings) as app:
             joined = await app.join(["alpha", "beta"], timeout_s=20)
         assert all(j.ok for j in joined.values()), joined
@@ -461,3 +470,22 @@ def test_a_run_with_web_enabled_serves_the_pages(
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert password not in err
+
+
+@run
+async def test_the_scale_history_keeps_the_newest_changes(
+    redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        for n in range(SCALE_HISTORY + 5):
+            event = ProcessScaled(supervisor="sup-x", before=n, after=n + 1, cause="manual")
+            await remember_scaled(client, keys, event)
+        await client.lpush(keys.scale_history, b"not json")  # a bad entry is skipped
+        found = await recent_scaled(client, keys, count=SCALE_HISTORY + 10)
+        # the newest 50, newest first (the bad entry, pushed after them, skipped)
+        assert [e.event.before for e in found] == list(range(SCALE_HISTORY + 4, 4, -1))
+        assert all(a.at >= b.at for a, b in itertools.pairwise(found))
+    finally:
+        await client.aclose()

@@ -26,6 +26,7 @@ default; ``{x}`` a placeholder)::
     P draining                       hash   process id -> why it is being emptied
     P scale:targets                  hash   supervisor id -> how many workers it should run
     P scale:state                    hash   paused (0/1), last change (Redis time), cause
+    P scale:history                  list (the newest 50): the supervisors' ProcessScaled, stamped
     P assignment                     hash   channel login -> process id         who holds a channel
     P commands:process:{id}          stream of notices for one worker (``op``: sync, pause, ...)
     P commands:supervisor:{id}       stream of commands for one supervisor (scale, terminate)
@@ -215,6 +216,11 @@ class Keys:
     def guarding(self, process_id: str) -> str:
         """Set of the channels a worker checks for duplicates while it hands them over."""
         return f"{self.prefix}guarding:{process_id}"
+
+    @property
+    def scale_history(self) -> str:
+        """The newest :data:`~tmi_cluster.bus.streams.SCALE_HISTORY` ProcessScaled events."""
+        return f"{self.prefix}scale:history"
 
     @property
     def events(self) -> str:

@@ -1,5 +1,7 @@
-"""The lengths of the cluster's streams, for the metrics and the dashboard: the event stream,
-the send commands waiting or held, and the dead letters (one pipelined round trip)."""
+"""What the dashboard and the metrics read of the cluster's history: the lengths of its streams
+(the event stream, the send commands waiting or held, the dead letters: one pipelined round
+trip), and the supervisors' latest changes of size (``P scale:history``: each ProcessScaled
+with when it happened, by Redis's clock; the newest :data:`SCALE_HISTORY` kept)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,19 @@ import redis.asyncio
 
 from tmi_cluster.bus.client import describe_client, translated
 from tmi_cluster.bus.keys import Keys
+from tmi_cluster.events import ProcessScaled
 
-__all__ = ["StreamLengths", "stream_lengths"]
+__all__ = [
+    "SCALE_HISTORY",
+    "Scaled",
+    "StreamLengths",
+    "recent_scaled",
+    "remember_scaled",
+    "stream_lengths",
+]
+
+#: How many changes of size ``P scale:history`` keeps.
+SCALE_HISTORY = 50
 
 
 class StreamLengths(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,3 +45,44 @@ async def stream_lengths(client: redis.asyncio.Redis, keys: Keys) -> StreamLengt
         answer: Any = await pipe.execute()
     events, commands, dead = (int(n) for n in answer)
     return StreamLengths(events=events, send_commands=commands, dead_letters=dead)
+
+
+class Scaled(msgspec.Struct, frozen=True, kw_only=True):
+    """One change of a supervisor's size, and when (Unix seconds, Redis's clock)."""
+
+    at: float
+    event: ProcessScaled
+
+
+_SCALED = msgspec.json.Decoder(Scaled)
+_ENCODE = msgspec.json.Encoder()
+
+# KEYS[1] the history; ARGV[1] the event (JSON), ARGV[2] how many to keep. Stamped with
+# Redis's time, so that changes of several hosts order by one clock.
+_REMEMBER = """
+local t = redis.call('TIME')
+local at = string.format('%d.%06d', t[1], t[2])
+redis.call('LPUSH', KEYS[1], '{"at":' .. at .. ',"event":' .. ARGV[1] .. '}')
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+
+
+async def remember_scaled(client: redis.asyncio.Redis, keys: Keys, event: ProcessScaled) -> None:
+    """Add ``event`` to the history (the oldest beyond :data:`SCALE_HISTORY` go);
+    RedisUnavailableError when Redis cannot be reached."""
+    with translated(describe_client(client)):
+        await client.eval(_REMEMBER, 1, keys.scale_history, _ENCODE.encode(event), SCALE_HISTORY)
+
+
+async def recent_scaled(client: redis.asyncio.Redis, keys: Keys, count: int = 10) -> list[Scaled]:
+    """The newest ``count`` changes, newest first (an entry that does not decode is skipped)."""
+    with translated(describe_client(client)):
+        raw: Any = await client.lrange(keys.scale_history, 0, count - 1)
+    found = []
+    for entry in raw:
+        try:
+            found.append(_SCALED.decode(entry))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue
+    return found

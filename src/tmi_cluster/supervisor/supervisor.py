@@ -68,6 +68,7 @@ from tmi_cluster.bus import (
     wanted_changed,
 )
 from tmi_cluster.bus.events import EventPublisher
+from tmi_cluster.bus.streams import remember_scaled
 from tmi_cluster.channels import (
     cleans_up,
     load_manager,
@@ -82,7 +83,7 @@ from tmi_cluster.errors import (
     StorageError,
     TmiClusterError,
 )
-from tmi_cluster.events import ClusterEvent
+from tmi_cluster.events import ClusterEvent, ProcessScaled
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.supervisor.chat import (
@@ -434,6 +435,21 @@ class Supervisor:
             self._dispatcher.put(event)
         if self._publisher is not None:
             self._publisher.put(event)
+        running = self.state is RunState.RUNNING  # not at the stop: its chores are cancelled
+        if isinstance(event, ProcessScaled) and running and self._client is not None:
+            task = self._spawn_task(self._remember_scaled(self._client, event), "scale history")
+            self._rolls.add(task)  # held, and cancelled at the stop, like a roll
+            task.add_done_callback(self._rolls.discard)
+
+    async def _remember_scaled(self, client: AsyncRedis, event: ProcessScaled) -> None:
+        """The change of size in the cluster's history (the dashboard's); an outage of Redis
+        loses only this line of history, said in the log."""
+        try:
+            await remember_scaled(client, self.keys, event)
+        except RedisUnavailableError as error:
+            log.warning(
+                "supervisor %s: the change of size is not in the history: %s", self.id, error
+            )
 
     def _problem(self) -> str | None:
         """What is wrong, for ``list`` and ``health``: the workers', else the coordinator's."""

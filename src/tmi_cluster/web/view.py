@@ -23,7 +23,7 @@ from typing import Any
 
 from tmi_cluster.bus import AsyncRedis, Keys, close_client, connect_async
 from tmi_cluster.bus.heartbeat import ProcessStatus
-from tmi_cluster.bus.streams import StreamLengths, stream_lengths
+from tmi_cluster.bus.streams import Scaled, StreamLengths, recent_scaled, stream_lengths
 from tmi_cluster.cluster import admin, listing
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
@@ -60,6 +60,8 @@ class Snapshot:
     channels_warning: str | None = None
     #: The auto-scaler's state (``tmi-cluster scale``'s), None when Redis cannot be asked.
     scaling: Mapping[str, Any] | None = None
+    #: The supervisors' latest changes of size, newest first.
+    scaled: Sequence[Scaled] = ()
     streams: StreamLengths | None = None
     #: Channels by state, every state of ``channels --json`` (zero included).
     channel_states: Mapping[str, int] = field(default_factory=dict)
@@ -125,6 +127,16 @@ class Snapshot:
             "processes": len(self.live_processes),
             "channel_states": dict(self.channel_states),
             "scaling": dict(self.scaling) if self.scaling is not None else None,
+            "scaled": [
+                {
+                    "at": entry.at,
+                    "supervisor": entry.event.supervisor,
+                    "before": entry.event.before,
+                    "after": entry.event.after,
+                    "cause": entry.event.cause,
+                }
+                for entry in self.scaled
+            ],
             "streams": (
                 {
                     "events": self.streams.events,
@@ -249,11 +261,14 @@ class ClusterView:
         counts = Counter(row.state for row in channels)
         scaling: dict[str, Any] | None = None
         streams: StreamLengths | None = None
+        scaled: list[Scaled] = []
         if liveness.supervisors is not None:
             try:
                 scaling = await admin.scaling(settings, handles=handles)
                 assert handles.redis is not None
-                streams = await stream_lengths(await handles.redis(), self.keys)
+                client = await handles.redis()
+                streams = await stream_lengths(client, self.keys)
+                scaled = await recent_scaled(client, self.keys)
             except (RedisUnavailableError, EmbeddedRedisError):
                 pass  # Redis went between two reads: the next snapshot says so
         return Snapshot(
@@ -268,6 +283,7 @@ class ClusterView:
             channels_live=channels_live,
             channels_warning=warnings[0] if warnings else None,
             scaling=scaling,
+            scaled=scaled,
             streams=streams,
             channel_states={state: counts.get(state, 0) for state in admin.CHANNEL_STATES},
         )

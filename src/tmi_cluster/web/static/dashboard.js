@@ -64,6 +64,10 @@ function showStatistics(s) {
       (scaling.cause ? `; last change: ${scaling.cause}` : "") +
       Object.entries(scaling.targets).map(([id, n]) => `; ${id}: ${n}`).join("")
     : "unknown (Redis cannot be asked)";
+  $("scaled").querySelector("tbody").replaceChildren(...(s.scaled || []).map((e) => row([
+    [ago(new Date(e.at * 1000).toISOString())], [e.supervisor], [`${e.before} → ${e.after}`],
+    [e.cause],
+  ])));
   history.push([s.taken, s.messages_per_s]);
   while (history.length && history[0][0] < s.taken - HISTORY_S) history.shift();
   drawChart();
