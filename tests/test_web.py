@@ -281,6 +281,11 @@ async def test_metrics_say_what_the_cluster_holds(
         assert samples[("tmi_cluster_process_connections", labels)] == status.connections >= 1
         assert ("tmi_cluster_process_messages_total", labels) in samples  # a counter
         assert ("tmi_cluster_process_reconnects_total", labels) in samples
+        joined = ("tmi_cluster_process_joins_total", tuple(sorted((*labels, ("result", "joined")))))
+        assert samples[joined] == 3
+        sup = (("supervisor", "sup-a"),)
+        assert samples[("tmi_cluster_coordinator_passes_total", sup)] >= 1
+        assert samples[("tmi_cluster_supervisor_worker_restarts_total", sup)] == 0
         # no label is ever a channel
         assert not any(value in CHANNELS for _, pairs in samples for _, value in pairs), (
             "a channel as a label"

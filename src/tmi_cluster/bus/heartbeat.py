@@ -80,6 +80,10 @@ class SupervisorStatus(msgspec.Struct, frozen=True, kw_only=True):
     started: float = 0.0
     #: Where its workers read chat: "twitch", "simulator" (the built-in one), or "host:port".
     chat: str = "twitch"
+    #: Worker processes it restarted after an unexpected end, since it started.
+    restarts_total: int = 0
+    #: Passes it made as the coordinator, since it started.
+    coordinator_passes_total: int = 0
     #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
     at: float = 0.0
 
@@ -110,6 +114,8 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
     commands_per_s: float = 0.0
     #: Reconnects of its connections since it started (a RECONNECT, a loss).
     reconnects_total: int = 0
+    #: Its joins since it started, by result (``joined``, or Twitch's refusal, ``timeout``...).
+    joins: dict[str, int] = msgspec.field(default_factory=dict)
     #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
     at: float = 0.0
 

@@ -200,6 +200,8 @@ class Coordinator:
         self._manager_problem: str | None = None
         #: Whether the last pass held the lease.
         self.leading = False
+        #: The passes this coordinator made as the leader (for the metrics).
+        self.passes = 0
         #: Why the last pass failed (an unexpected error), else None.
         self.problem: str | None = None
         #: The last plan carried out.
@@ -309,7 +311,9 @@ class Coordinator:
             log.info("coordinator %s leads (fencing token %d)", self.lease.holder, token)
             self.leading = True
         try:
-            return await self._pass(token)
+            done = await self._pass(token)
+            self.passes += 1
+            return done
         except StaleLeaseError as error:  # every write of the pass is fenced: none was made
             log.warning("coordinator %s steps down: %s", self.lease.holder, error)
             self.lease.token = 0

@@ -414,6 +414,8 @@ class Supervisor:
             coordinator=self.coordinator is not None and self.coordinator.leading,
             target=processes.target if processes is not None else 0,
             started=self._started_at,
+            restarts_total=processes.restarts if processes is not None else 0,
+            coordinator_passes_total=self.coordinator.passes if self.coordinator else 0,
             chat=chat_of(self.settings, self.simulator),
         )
 

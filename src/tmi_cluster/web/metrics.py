@@ -8,8 +8,8 @@ state, a supervisor, a worker process; never a channel. Per worker process (labe
 events published, dropped and duplicates (counters since the process started), channels,
 connections, resident memory, messages per second, the heartbeat's age. Per cluster: its
 status, live supervisors and processes, channels by state, messages and commands per second,
-the coordinator's leader, each supervisor's processes and target, the auto-scaler's pause,
-the streams' lengths.
+the coordinator's leader and passes, each supervisor's processes, target and worker restarts,
+the auto-scaler's pause, the streams' lengths; each worker's joins by result.
 """
 
 from __future__ import annotations
@@ -122,13 +122,23 @@ class _SnapshotCollector(Collector):
             "Worker processes the coordinator asks a supervisor to run.",
             labels=["supervisor"],
         )
+        restarts = CounterMetricFamily(
+            "tmi_cluster_supervisor_worker_restarts",
+            "Worker processes restarted after an unexpected end.",
+            labels=["supervisor"],
+        )
+        passes = CounterMetricFamily(
+            "tmi_cluster_coordinator_passes",
+            "Passes made as the coordinator.",
+            labels=["supervisor"],
+        )
         for supervisor_id, beat in sorted(beats.items()):
             leader.add_metric([supervisor_id], 1.0 if beat.status.coordinator else 0.0)
             processes.add_metric([supervisor_id], beat.status.processes)
             target.add_metric([supervisor_id], beat.status.target)
-        yield leader
-        yield processes
-        yield target
+            restarts.add_metric([supervisor_id], beat.status.restarts_total)
+            passes.add_metric([supervisor_id], beat.status.coordinator_passes_total)
+        yield from (leader, processes, target, restarts, passes)
 
     def _processes(self) -> Iterator[Metric]:
         beats = self.snapshot.liveness.processes or {}
@@ -141,6 +151,11 @@ class _SnapshotCollector(Collector):
             name: GaugeMetricFamily(f"tmi_cluster_process_{name}", what, labels=labels)
             for name, _, what in _PROCESS_GAUGES
         }
+        joins = CounterMetricFamily(
+            "tmi_cluster_process_joins",
+            "Joins by result: joined, or why not (Twitch's refusal, timeout...).",
+            labels=[*labels, "result"],
+        )
         age = GaugeMetricFamily(
             "tmi_cluster_process_heartbeat_age_seconds",
             "Seconds since the worker process's last heartbeat.",
@@ -153,7 +168,10 @@ class _SnapshotCollector(Collector):
             for name, attribute, _ in _PROCESS_GAUGES:
                 gauges[name].add_metric(values, getattr(beat.status, attribute))
             age.add_metric(values, max(beat.age_s, 0.0))
+            for result, count in sorted(beat.status.joins.items()):
+                joins.add_metric([*values, result], count)
         yield from counters.values()
+        yield joins
         yield from gauges.values()
         yield age
 

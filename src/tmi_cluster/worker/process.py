@@ -47,6 +47,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -160,6 +161,7 @@ class WorkerProcess:
         self._messages = 0
         # when; messages then, messages per second; commands answered then, commands per second
         self._rate = (time.monotonic(), 0, 0.0, 0, 0.0)
+        self._join_results: Counter[str] = Counter()  # joins by result, for the metrics
         self._retry: dict[str, tuple[float, float]] = {}  # channel -> (next try, delay)
         self._lost: dict[str, str] = {}  # reported by the pool, to be reported on
         self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
@@ -277,6 +279,7 @@ class WorkerProcess:
             messages_total=self._messages,
             commands_total=commands,
             commands_per_s=round(commands_rate, 1),
+            joins=dict(self._join_results),
             reconnects_total=(
                 sum(c.reconnects for c in pool.connections.values()) if pool is not None else 0
             ),
@@ -504,6 +507,7 @@ class WorkerProcess:
         outcomes = await self._require_pool().join(channels)
         for channel, outcome in outcomes.items():
             self._outcomes[channel] = outcome.result.value
+            self._join_results[outcome.result.value] += 1
             if outcome.ok:
                 self._retry.pop(channel, None)
             else:
