@@ -753,7 +753,7 @@ def test_a_command_starts_collecting_lazily_and_the_long_ones_as_usual(tmp_path:
     )
     assert int(done.stdout.splitlines()[-1]) == START_COLLECTION_THRESHOLD
     long = {n for n, c in cli.commands.items() if getattr(c.callback, "long_running", False)}
-    assert long == {"run", "demo", "simulate", "tail"}
+    assert long == {"run", "demo", "simulate", "tail", "dashboard"}
 
     @long_running
     def thresholds() -> tuple[int, int, int]:

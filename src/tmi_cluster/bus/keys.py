@@ -44,6 +44,7 @@ default; ``{x}`` a placeholder)::
     P ratelimit:epoch                string (random token), no expiry           Redis's memory
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
     P lock:{name}                    string (owner token), expires              a short lock
+    P incident:{name}                string (who notified), expires after notifications.quiet_period
 
 The assignment script (:mod:`tmi_cluster.bus.assignment`) builds the names of a process's set
 and command stream from the prefix inside Redis, exactly as :meth:`Keys.process_channels` and
@@ -216,6 +217,10 @@ class Keys:
     def guarding(self, process_id: str) -> str:
         """Set of the channels a worker checks for duplicates while it hands them over."""
         return f"{self.prefix}guarding:{process_id}"
+
+    def incident(self, name: str) -> str:
+        """An incident notified lately (by whom), until the quiet period ends."""
+        return f"{self.prefix}incident:{name}"
 
     @property
     def scale_history(self) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "SCALE_HISTORY",
     "Scaled",
     "StreamLengths",
+    "claim_incident",
     "recent_scaled",
     "remember_scaled",
     "stream_lengths",
@@ -86,3 +87,15 @@ async def recent_scaled(client: redis.asyncio.Redis, keys: Keys, count: int = 10
         except (msgspec.ValidationError, msgspec.DecodeError):
             continue
     return found
+
+
+async def claim_incident(
+    client: redis.asyncio.Redis, keys: Keys, name: str, by: str, quiet_s: float
+) -> bool:
+    """True for the first process to claim incident ``name`` within ``quiet_s`` seconds (it
+    notifies; the others do not): once per incident for the whole cluster."""
+    with translated(describe_client(client)):
+        claimed: Any = await client.set(
+            keys.incident(name), by, nx=True, px=max(1, int(quiet_s * 1000))
+        )
+    return bool(claimed)

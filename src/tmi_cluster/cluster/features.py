@@ -95,7 +95,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         ("web", _web(settings)),
         ("invite screen", _not_yet("a later release")),
-        ("notifications", _not_yet("a later release")),
+        ("notifications", _notifications(settings)),
         ("log level", settings.log.level),
     ]
 
@@ -122,6 +122,20 @@ def _web(settings: Settings) -> str:
         who = "credentials: a password made at each start, printed once"
     domain = f"; only for host {settings.domain}" if settings.domain else ""
     return f"{where}; {who}; /health public{domain}"
+
+
+def _notifications(settings: Settings) -> str:
+    """Where incidents are notified (the URLs are secrets: only their number and services)."""
+    n = settings.notifications
+    if not n.urls:
+        return "off (notifications.urls is empty)"
+    services = sorted({url.split("://", 1)[0] for url in n.urls})
+    return (
+        f"{len(n.urls)} URL(s) ({', '.join(services)}), a look every {n.every:g} s; incidents: "
+        f"a supervisor lost or with a problem, workers with a problem, no coordinator, "
+        f"{n.failing_channels}+ channels failing, a join waiting over {n.join_backlog:g} s; "
+        f"once per incident for the cluster, again after {n.quiet_period:g} s"
+    )
 
 
 def _not_yet(arrives_with: str, what: str = "not available yet") -> str:

@@ -408,4 +408,6 @@ def settings_json(settings: Settings) -> str:
     data["database"]["url"] = mask_url(settings.database.url)
     data["tmi"]["identity"]["password"] = "***" if settings.tmi.identity.token else ""
     data["web"]["token"] = "***" if settings.web.token.get_secret_value() else ""
+    data["web"]["password"] = "***" if settings.web.password.get_secret_value() else ""
+    data["notifications"]["urls"] = ["***" for _ in settings.notifications.urls]
     return json.dumps(data, indent=2, sort_keys=True)

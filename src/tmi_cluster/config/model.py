@@ -50,7 +50,9 @@ __all__ = [
 ]
 
 #: Keys whose values are never shown.
-SECRET_KEYS = frozenset({"tmi.identity.password", "web.password", "web.token"})
+SECRET_KEYS = frozenset(
+    {"tmi.identity.password", "web.password", "web.token", "notifications.urls"}
+)
 #: Keys holding URLs that may embed a password, shown masked.
 URL_KEYS = frozenset({"redis.url", "database.url"})
 
@@ -559,6 +561,33 @@ class HandlersSettings(_Section):
     _modules = field_validator("modules")(_check_import_paths)
 
 
+class Notifications(_Section):
+    """Messages to people when something needs them (Slack, Discord, Telegram, mail, a
+    webhook...), through apprise (the extra 'notifications')."""
+
+    urls: list[str] = Field(
+        default_factory=list,
+        description="Apprise URLs to notify, e.g. 'json://hooks.example/tmi' or "
+        "'discord://webhook_id/webhook_token'. Empty: no notifications. Secret: they hold "
+        "tokens, and are never printed or logged.",
+    )
+    every: float = Field(10.0, gt=0, description="Seconds between two looks for incidents.")
+    failing_channels: int = Field(
+        10, ge=1, description="Channels failing to join at once that make an incident."
+    )
+    join_backlog: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a wanted channel may wait to be joined before it is an incident.",
+    )
+    quiet_period: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds before the same incident is notified again (once per incident for "
+        "the whole cluster, whichever supervisor sees it).",
+    )
+
+
 class Log(_Section):
     """Logging."""
 
@@ -603,6 +632,7 @@ class Settings(_Section):
     database: Database = Field(default_factory=Database)
     web: Web = Field(default_factory=Web)
     handlers: HandlersSettings = Field(default_factory=HandlersSettings)
+    notifications: Notifications = Field(default_factory=Notifications)
     log: Log = Field(default_factory=Log)
 
     _config_file: Path | None = None

@@ -100,6 +100,7 @@ from tmi_cluster.supervisor.claims import (
     open_database,
 )
 from tmi_cluster.supervisor.handover import hand_over
+from tmi_cluster.supervisor.notifications import Notifier
 from tmi_cluster.supervisor.processes import (
     Processes,
     next_number,
@@ -189,6 +190,7 @@ class Supervisor:
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._coordinator_task: asyncio.Task[None] | None = None
         self._redis_watch_task: asyncio.Task[None] | None = None
+        self._notifier_task: asyncio.Task[None] | None = None
         self._rolls: set[asyncio.Task[None]] = set()
         self._dispatcher: Dispatcher | None = None
         self._coordination: Coordination | None = None
@@ -313,6 +315,12 @@ class Supervisor:
             self._redis_watch_task = self._spawn_task(
                 keep_running(self._embedded, self._stop, f"supervisor {self.id}"), "private Redis"
             )
+        if self.settings.notifications.urls:  # URLs that cannot be used fail the start
+            coordinator = self.coordinator
+            notifier = Notifier(
+                self.settings, self.id, self._client, leading=lambda: coordinator.leading
+            )
+            self._notifier_task = self._spawn_task(notifier.run(self._stop), "notifications")
         if self.settings.web.enabled:  # a web server that cannot listen fails the start
             self.web = WebPages(self.settings)
             (await self.web.start()).add_done_callback(self._task_done)
@@ -569,6 +577,7 @@ class Supervisor:
                 self._orders_task,
                 self._housekeeping_task,
                 self._redis_watch_task,
+                self._notifier_task,
                 *self._rolls,
             )
             await cancel_and_wait(*chores, what=f"supervisor {self.id}'s chores", report=False)
