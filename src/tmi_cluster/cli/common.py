@@ -73,7 +73,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def long_running(command: _F) -> _F:
     """Mark a command's function as running for long (``run``, ``demo``, ``simulate``,
-    ``tail``): it collects as usual from its start (:func:`collect_as_usual`)."""
+    ``tail``, ``dashboard``): it collects as usual from its start (:func:`collect_as_usual`)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
