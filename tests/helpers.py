@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -15,7 +17,36 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["run", "run_documented_example", "until", "until_set", "wait_for"]
+__all__ = ["Foreground", "run", "run_documented_example", "until", "until_set", "wait_for"]
+
+
+class Foreground:
+    """A command in the foreground, as a user runs it in a terminal: its lines read as they
+    come (:meth:`line`), stopped with Ctrl-C (SIGINT) by :meth:`stop` or at the end of the
+    ``with`` block."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def __enter__(self) -> Foreground:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process.poll() is None:
+            self.stop()
+
+    def line(self) -> str:
+        """Its next line of standard output ("" once it ended)."""
+        assert self.process.stdout is not None
+        return self.process.stdout.readline()
+
+    def stop(self) -> tuple[int, str]:
+        """Ctrl-C, then its exit code and standard error."""
+        self.process.send_signal(signal.SIGINT)
+        _, err = self.process.communicate(timeout=60)
+        return self.process.returncode, err
 
 
 def run(test: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tmi_cluster.simulator import ChatSimulator
 
 from .clusterproc import ProcessCluster
 from .conftest import IN_CI
-from .helpers import run
+from .helpers import Foreground, run
 from .test_cli import SCRIPT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -57,23 +56,11 @@ def _chromium() -> None:
 def dashboard(cluster: ProcessCluster) -> Iterator[str]:
     """``tmi-cluster dashboard`` for ``cluster`` on a free port; its URL."""
     env = {**cluster.env, "TMI_CLUSTER_WEB__PASSWORD": PASSWORD}
-    process = subprocess.Popen(
-        [SCRIPT, "dashboard", "--port", "0"],
-        cwd=cluster.folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
+    with Foreground([SCRIPT, "dashboard", "--port", "0"], cluster.folder, env) as dashboard:
+        first = dashboard.line()
         match = re.match(r"the dashboard: (http://\S+)", first)
-        assert match, first + (process.stderr.read() if process.stderr else "")
+        assert match, first
         yield match.group(1)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
 
 
 @contextlib.asynccontextmanager

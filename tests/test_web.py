@@ -35,7 +35,7 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.web import create_app
 
 from .clusterproc import ProcessCluster
-from .helpers import run
+from .helpers import Foreground, run
 from .test_cli import SCRIPT
 
 CHANNELS = ["alpha", "beta", "gamma"]
@@ -369,20 +369,11 @@ def test_dashboard_command_prints_a_password_made_for_the_run_and_serves(tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")} | {
         "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0"
     }
-    process = subprocess.Popen(
-        [SCRIPT, "dashboard", "--port", "0"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
+    with Foreground([SCRIPT, "dashboard", "--port", "0"], tmp_path, env) as dashboard:
+        first = dashboard.line()
         assert first.startswith("the dashboard: http://127.0.0.1:"), first
         url = first.split()[2]
-        second = process.stdout.readline()
+        second = dashboard.line()
         password = second.split("'")[3]
         assert len(password) >= 20
         assert httpx.get(url + "api/statistics", timeout=10).status_code == 401
@@ -390,10 +381,8 @@ def test_dashboard_command_prints_a_password_made_for_the_run_and_serves(tmp_pat
         assert answer.status_code == 200
         root = url.split("/tmi-cluster/")[0] + "/"
         assert httpx.get(root, timeout=10).headers["location"] == "/tmi-cluster/"
-    finally:
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
+        code, err = dashboard.stop()
+    assert code == 0, err
     assert password not in err
 
 
@@ -434,19 +423,10 @@ def test_a_run_with_web_enabled_serves_the_pages(
         "TMI_CLUSTER_WEB__PORT": str(port),
         **ONE_WORKER,
     }
-    process = subprocess.Popen(
-        [SCRIPT, "run", "--id", "web-a"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        ready = process.stdout.readline()
+    with Foreground([SCRIPT, "run", "--id", "web-a"], tmp_path, env) as supervisor:
+        ready = supervisor.line()
         assert f"web pages: http://127.0.0.1:{port}/tmi-cluster/" in ready, ready
-        sign_in = process.stdout.readline()
+        sign_in = supervisor.line()
         assert sign_in.startswith("web pages: sign in as 'admin' with the password"), sign_in
         password = sign_in.split("'")[3]
         base = f"http://127.0.0.1:{port}/tmi-cluster/"
@@ -470,10 +450,8 @@ def test_a_run_with_web_enabled_serves_the_pages(
         assert second.returncode != 0
         assert f"cannot serve the web pages on 127.0.0.1:{port}" in second.stderr, second.stderr
         assert "Traceback" not in second.stderr
-    finally:
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
+        code, err = supervisor.stop()
+    assert code == 0, err
     assert password not in err
 
 
