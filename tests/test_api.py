@@ -78,10 +78,28 @@ def test_the_public_modules_are_pinned() -> None:
         "Limits",
         "Violation",
     ]
+    from tmi_cluster import web  # noqa: PLC0415
+
+    assert web.__all__ == [
+        "Authorize",
+        "ClusterView",
+        "Credentials",
+        "Snapshot",
+        "create_app",
+        "mount_path",
+        "serve",
+        "site",
+    ]
 
 
 def test_the_docs_import_only_the_public_api() -> None:
-    public = {"tmi_cluster", "tmi_cluster.events", "tmi_cluster.irc", "tmi_cluster.simulator"}
+    public = {
+        "tmi_cluster",
+        "tmi_cluster.events",
+        "tmi_cluster.irc",
+        "tmi_cluster.simulator",
+        "tmi_cluster.web",
+    }
     docs = Path(__file__).parent.parent / "docs"
     for page in [*docs.glob("*.md"), docs.parent / "README.md"]:
         for module in re.findall(
@@ -93,7 +111,7 @@ def test_the_docs_import_only_the_public_api() -> None:
 def test_the_users_pages_name_only_the_public_api() -> None:
     """Beyond imports: a name the user pages show (``tmi_cluster.x.y``) is public, but for the
     commands they run (``python -m``); architecture.md and benchmarks.md describe the inside."""
-    public = {"events", "irc", "simulator"}
+    public = {"events", "irc", "simulator", "web"}
     docs = Path(__file__).parent.parent / "docs"
     pages = [p for p in docs.glob("*.md") if p.name not in ("architecture.md", "benchmarks.md")]
     for page in [*pages, docs.parent / "README.md"]:
