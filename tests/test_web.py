@@ -10,10 +10,13 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import time
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from tmi_cluster import Cluster
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.streams import SCALE_HISTORY, recent_scaled, remember_scaled
 from tmi_cluster.config import Settings, load_settings
+from tmi_cluster.errors import ConfigError
 from tmi_cluster.events import ProcessScaled
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.web import create_app
@@ -472,3 +476,67 @@ async def test_the_scale_history_keeps_the_newest_changes(
         assert all(a.at >= b.at for a, b in itertools.pairwise(found))
     finally:
         await client.aclose()
+
+
+def _nowhere(folder: Path, **extra: str) -> Settings:
+    """Settings of a cluster in ``folder`` whose Redis is not there."""
+    return load_settings(
+        cwd=folder, environ={"TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0", **extra}
+    )
+
+
+def _get(app: Starlette, path: str, **headers: str) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+            return await client.get(path, headers=headers)
+
+    return asyncio.run(go())
+
+
+def test_bad_settings_of_the_web_pages_are_refused_in_words(tmp_path: Path) -> None:
+    for env, named in (
+        ({"TMI_CLUSTER_PATH": "../etc"}, "path: expected a URL path"),
+        ({"TMI_CLUSTER_PATH": "a b"}, "path: expected a URL path"),
+        ({"TMI_CLUSTER_WEB__USERNAME": "a:b"}, "web.username: expected a user name"),
+        ({"TMI_CLUSTER_WEB__HOST": ""}, "web.host: string should have at least 1 character"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            _nowhere(tmp_path, **env)
+    for path in ("", "/", "/x/y", "x/y/", "tmi-cluster"):
+        assert _nowhere(tmp_path, TMI_CLUSTER_PATH=path).path == path
+    # a host's middleware that fails on the app is refused when the app is built
+    sys.modules["tmi_test_middleware"] = types.ModuleType("tmi_test_middleware")
+    sys.modules["tmi_test_middleware"].broken = lambda app: 1 / 0  # type: ignore[attr-defined]
+    for entry in ("tmi_test_middleware:broken", "os:getcwd"):
+        settings = _nowhere(tmp_path, TMI_CLUSTER_MIDDLEWARE=json.dumps([entry]))
+        with pytest.raises(ConfigError, match=f"middleware: '{entry}' failed on the app"):
+            create_app(settings)
+
+
+def test_the_health_check_answers_any_host_and_hides_the_database(tmp_path: Path) -> None:
+    # no tables: the database cannot be read
+    settings = _nowhere(tmp_path, TMI_CLUSTER_DOMAIN="tmi.example.com")
+    settings = with_web(settings, password=PASSWORD)
+    app = create_app(settings)
+    health = _get(app, "/health")  # Host "web", not the domain: a probe by the pod's address
+    assert health.status_code == 503
+    assert health.json() == {"status": "down", "reason": "the database cannot be read"}
+    wrong_host = _get(app, "/api/statistics", **ADMIN)
+    assert wrong_host.status_code == 400  # the pages answer their domain only
+    right = _get(app, "/api/statistics", host="tmi.example.com", **ADMIN)
+    assert right.status_code == 503
+    assert "cannot read from database" in right.json()["error"]  # for those signed in
+
+
+def test_channels_take_several_states_and_ascii_numbers_only(tmp_path: Path) -> None:
+    install(tmp_path)
+    app = create_app(with_web(_nowhere(tmp_path), password=PASSWORD))
+    both = _get(app, "/api/channels?state=joined&state=failed", **ADMIN)
+    assert both.status_code == 200
+    assert _get(app, "/api/channels?page=%EF%BC%91", **ADMIN).status_code == 400  # a wide "1"
+    # with only the host's own check, no browser is asked for a password
+    hosted = create_app(_nowhere(tmp_path), authorize=lambda request: False)
+    refused = _get(hosted, "/api/statistics")
+    assert refused.status_code == 401
+    assert "www-authenticate" not in refused.headers

@@ -144,7 +144,8 @@ class Demo:
         command = f"tmi-cluster --config {self.config}"
         return (
             "try in another terminal:\n"
-            f"  {command} list\n  {command} tail\n  {command} send demo0001 hello"
+            f"  {command} list\n  {command} tail\n  {command} send demo0001 hello\n"
+            f"  {command} dashboard   (the live web pages)"
         )
 
     def _draw(self, workers: dict[str, Beat[ProcessStatus]], terminal: bool) -> None:

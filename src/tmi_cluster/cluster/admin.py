@@ -442,7 +442,8 @@ async def channel_table(
             )
         except (RedisUnavailableError, EmbeddedRedisError) as error:
             if warn is not None:
-                warn(f"{error}; live state unknown: each channel's state is the database's")
+                reason = str(error).rstrip(".")
+                warn(f"{reason}; live state unknown: each channel's state is the database's")
             owners, held_by, live = {}, {}, None
     # the classification of every row, off the event loop (100,000 rows take a while)
     table = await asyncio.to_thread(

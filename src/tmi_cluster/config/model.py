@@ -473,18 +473,43 @@ class Database(_UrlSection):
         return normalise_database_url(value)
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
+
+
+def _check_url_path(path: str) -> str:
+    segments = [part for part in path.strip("/").split("/") if part] if path.strip("/") else []
+    if "//" in path.strip("/") or not all(_SEGMENT.fullmatch(part) for part in segments):
+        raise ValueError(
+            "expected a URL path such as 'tmi-cluster' or 'admin/tmi': letters, digits and "
+            ". _ ~ - between slashes, no segment starting with a dot"
+        )
+    return path
+
+
+def _check_username(name: str) -> str:
+    if ":" in name or any(c.isspace() for c in name):
+        raise ValueError("expected a user name without a colon or a space (HTTP Basic)")
+    return name
+
+
 class Web(_Section):
-    """The dashboard, statistics, metrics, health check and invite screen."""
+    """The web pages: the dashboard, the JSON API, metrics and the health check."""
 
     enabled: bool = Field(
         False,
         description="Each supervisor also serves the web pages on host:port (a single 'run' "
         "then has a dashboard). 'tmi-cluster dashboard' serves them without a supervisor.",
     )
-    host: str = Field("127.0.0.1", description="Address the web server listens on.")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the web server listens on ('0.0.0.0': every interface, on purpose).",
+    )
     port: int = Field(8080, ge=0, le=65535, description="Port of the web server.")
     username: str = Field(
-        "admin", min_length=1, description="User name of HTTP Basic sign-in to the web pages."
+        "admin",
+        min_length=1,
+        description="User name of HTTP Basic sign-in to the web pages (no colon, no space).",
     )
     password: SecretStr = Field(
         SecretStr(""),
@@ -496,6 +521,8 @@ class Web(_Section):
         description="Bearer token accepted for the dashboard, API and metrics (an "
         "'Authorization: Bearer <token>' header, for scrapers and scripts). Secret.",
     )
+    _username = field_validator("username")(_check_username)
+
     public: bool = Field(
         False,
         description="Serve the dashboard, API and metrics without credentials (only behind "
@@ -604,7 +631,11 @@ class Settings(_Section):
         min_length=1,
         description="Prefix of every Redis key; clusters sharing a Redis need different ones.",
     )
-    path: str = Field("tmi-cluster", description="URL path of the web pages.")
+    path: str = Field(
+        "tmi-cluster",
+        description="URL path of the web pages: segments of letters, digits and . _ ~ - "
+        "(none starting with a dot), '/' between them; empty: the site's root.",
+    )
     domain: str = Field("", description="Host name the web pages answer to. Empty: any.")
     middleware: list[str] = Field(
         default_factory=list,
@@ -621,6 +652,7 @@ class Settings(_Section):
         "built-in simulator idles at about 90).",
     )
     _middleware = field_validator("middleware")(_check_import_paths)
+    _path = field_validator("path")(_check_url_path)
 
     tmi: Tmi = Field(default_factory=Tmi)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)

@@ -26,7 +26,7 @@ from tmi_cluster.web.auth import Authorize, Credentials, RequireCredentials
 from tmi_cluster.web.openapi import openapi
 from tmi_cluster.web.view import ClusterView, Snapshot
 
-__all__ = ["MAX_PER_PAGE", "MAX_SEARCH", "create_app"]
+__all__ = ["MAX_PER_PAGE", "MAX_SEARCH", "SecurityHeaders", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +65,22 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
+    value = int(raw) if raw.isascii() and raw.isdigit() else low - 1
     if not low <= value <= high:
         raise _BadRequestError(f"{name} must be an integer from {low} to {high}")
     return value
 
 
-def _matching(snapshot: Snapshot, search: str, state: str) -> Sequence[admin.ChannelRow]:
-    """The rows whose name or owner process holds ``search`` (lowercase), in ``state``."""
+def _matching(
+    snapshot: Snapshot, search: str, states: frozenset[str]
+) -> Sequence[admin.ChannelRow]:
+    """The rows whose name or owner process holds ``search`` (lowercase), in one of
+    ``states`` (any, when empty)."""
     rows: Sequence[admin.ChannelRow] = snapshot.channels
     if search:
         rows = [rows[index] for index in snapshot.search(search)]
-    if state:
-        rows = [row for row in rows if row.state == state]
+    if states:
+        rows = [row for row in rows if row.state in states]
     return rows
 
 
@@ -110,13 +110,13 @@ class _Pages:
         search = request.query_params.get("search", "").strip().lower()
         if len(search) > MAX_SEARCH:
             raise _BadRequestError(f"search must be at most {MAX_SEARCH} characters")
-        state = request.query_params.get("state", "")
-        if state and state not in admin.CHANNEL_STATES:
+        states = frozenset(s for s in request.query_params.getlist("state") if s)
+        if not states <= set(admin.CHANNEL_STATES):
             raise _BadRequestError(f"state must be one of {', '.join(admin.CHANNEL_STATES)}")
         page = _int(request, "page", 1, 1, 1_000_000)
         per_page = _int(request, "per_page", 50, 1, MAX_PER_PAGE)
         snapshot = await self.view.snapshot()
-        rows = await asyncio.to_thread(_matching, snapshot, search, state)
+        rows = await asyncio.to_thread(_matching, snapshot, search, states)
         start = (page - 1) * per_page
         live = snapshot.channels_live
         shown = rows[start : start + per_page]
@@ -139,7 +139,12 @@ class _Pages:
         return JSONResponse(openapi(request.scope.get("root_path", "")))
 
     async def health(self, request: Request) -> Response:
-        snapshot = await self.view.snapshot()
+        try:
+            snapshot = await self.view.snapshot()
+        except StorageError:  # public: the reason without the database's address
+            log.warning("the health check cannot read the database", exc_info=True)
+            body = {"status": "down", "reason": "the database cannot be read"}
+            return JSONResponse(body, status_code=503)
         if snapshot.status == "operational":
             return Response(status_code=204)
         return JSONResponse({"status": snapshot.status, "reason": snapshot.reason}, status_code=503)
@@ -153,7 +158,7 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=503)
 
 
-class _SecurityHeaders:
+class SecurityHeaders:
     """ASGI middleware adding :data:`_SECURITY_HEADERS` to every HTTP response."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -183,7 +188,17 @@ def _factory(path: str) -> Callable[..., ASGIApp]:
     factory = getattr(loaded, name or "middleware", None)
     if not callable(factory):
         raise ConfigError(f"middleware: {path!r} names no callable (package.module:factory)")
-    return factory  # type: ignore[no-any-return]
+
+    def wrapped(app: ASGIApp) -> ASGIApp:
+        try:
+            result = factory(app)
+        except Exception as exc:
+            raise ConfigError(f"middleware: {path!r} failed on the app: {exc!r}") from exc
+        if not callable(result):
+            raise ConfigError(f"middleware: {path!r} returned no ASGI app")
+        return result  # type: ignore[no-any-return]
+
+    return wrapped
 
 
 def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Starlette:
@@ -209,7 +224,14 @@ def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Sta
             Route("/metrics", pages.metrics, methods=["GET"]),
             Route("/openapi.json", pages.openapi, methods=["GET"]),
         ],
-        middleware=[Middleware(RequireCredentials, credentials=credentials)],
+        middleware=[
+            *(
+                [Middleware(TrustedHostMiddleware, allowed_hosts=[settings.domain])]
+                if settings.domain
+                else []
+            ),
+            Middleware(RequireCredentials, credentials=credentials),
+        ],
         exception_handlers={_BadRequestError: _bad_request, StorageError: _storage_error},
     )
 
@@ -222,9 +244,7 @@ def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Sta
 
     # the host's middleware (settings.middleware, outermost first) around ours
     middleware = [Middleware(_factory(path)) for path in settings.middleware]
-    middleware.append(Middleware(_SecurityHeaders))
-    if settings.domain:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=[settings.domain]))
+    middleware.append(Middleware(SecurityHeaders))
     app = Starlette(
         routes=[
             Route("/health", pages.health, methods=["GET"]),
@@ -236,4 +256,7 @@ def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Sta
     )
     app.state.credentials = credentials
     app.state.view = view
+    # built now, not at the first request: a host's middleware that fails is a ConfigError
+    # at the start, not a 500 on every request (the health check's included)
+    app.middleware_stack = app.build_middleware_stack()
     return app

@@ -7,9 +7,9 @@ Contracts:
 - With no password, no token and no ``authorize`` given, a random password is made when the app
   is built (:attr:`Credentials.generated`): the caller shows it once (``tmi-cluster dashboard``
   prints it), as Jupyter does with its token. It is never logged.
-- Secrets are compared in constant time; a refusal is ``401`` with ``WWW-Authenticate: Basic``
-  (a browser asks for the user name and password) and a JSON body naming what was missing,
-  never echoing what was sent.
+- Secrets are compared in constant time; a refusal is ``401`` with a JSON body naming what was
+  missing, never echoing what was sent, and ``WWW-Authenticate: Basic`` when a password can be
+  given (a browser asks for the user name and password; not with the host's check alone).
 """
 
 from __future__ import annotations
@@ -117,12 +117,14 @@ class RequireCredentials:
         if scope["type"] != "http" or await self.credentials.allows(Request(scope)):
             await self.app(scope, receive, send)
             return
+        # a browser asks for a user name and password only where a password can be given
+        challenge = {"WWW-Authenticate": _REALM} if self.credentials.password else {}
         response = JSONResponse(
             {
                 "error": "credentials required: HTTP Basic (web.username, web.password) or a "
                 "bearer token (web.token)"
             },
             status_code=401,
-            headers={"WWW-Authenticate": _REALM},
+            headers=challenge,
         )
         await response(scope, receive, send)

@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from tmi_cluster.config import Settings
+from tmi_cluster.web.app import SecurityHeaders
 
 __all__ = ["mount_path", "serve", "site"]
 
@@ -46,7 +48,9 @@ def site(settings: Settings, app: Starlette) -> Starlette:
             yield
 
     return Starlette(
-        routes=[Route("/", home, methods=["GET"]), Mount(path, app=app)], lifespan=lifespan
+        routes=[Route("/", home, methods=["GET"]), Mount(path, app=app)],
+        middleware=[Middleware(SecurityHeaders)],  # the redirect and 404s outside too
+        lifespan=lifespan,
     )
 
 
@@ -86,7 +90,9 @@ async def serve(
         if started is not None:
             bound = listening.getsockname()
             started(str(bound[0]), int(bound[1]))
-        await task
+        # shielded: a cancellation of ours is a graceful stop of the server (below), not an
+        # abrupt end of its lifespan
+        await asyncio.shield(task)
     finally:
         if not task.done():
             server.should_exit = True

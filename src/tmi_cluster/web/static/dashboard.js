@@ -32,6 +32,13 @@ function ago(iso) {
   return `${(seconds / 3600).toFixed(1)} h ago`;
 }
 
+function soon(iso) {
+  const seconds = (Date.parse(iso) - Date.now()) / 1000;
+  if (seconds <= 0) return "now";
+  if (seconds < 90) return `in ${seconds.toFixed(0)} s`;
+  return `in ${(seconds / 60).toFixed(0)} min`;
+}
+
 function megabytes(bytes) {
   return bytes ? `${(bytes / 1048576).toFixed(1)} MiB` : "";
 }
@@ -122,7 +129,7 @@ function showSupervisors(listing) {
     for (const p of listing.processes.filter((p) => p.supervisor === s.id)) {
       body.appendChild(row([
         [p.id], [p.state], [ago(p.last_heartbeat)], [p.channels], [p.connections],
-        [megabytes(p.memory_bytes)], [p.messages_per_s], [p.problem, "problem"],
+        [megabytes(p.memory_bytes)], [Number(p.messages_per_s).toFixed(1)], [p.problem, "problem"],
       ]));
     }
     const scroll = document.createElement("div");
@@ -136,7 +143,7 @@ function showSupervisors(listing) {
 function failureText(c) {
   if (!c.failure) return "";
   return `${c.failure} (${c.attempts} attempts` +
-    (c.given_up ? ", given up)" : c.retry_at ? `, retry ${c.retry_at})` : ")");
+    (c.given_up ? ", given up)" : c.retry_at ? `, retried ${soon(c.retry_at)})` : ")");
 }
 
 async function showChannels() {
@@ -165,11 +172,13 @@ async function poll() {
     showSupervisors(listing);
     await showChannels();
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    document.querySelector("main").classList.remove("stale");
   } catch (error) {
     const status = $("status");
     status.textContent = "error";
     status.className = "status error";
     $("reason").textContent = `the dashboard cannot read the cluster: ${error.message}`;
+    document.querySelector("main").classList.add("stale");  // what is shown is old
   }
 }
 
