@@ -254,6 +254,9 @@ async def test_metrics_say_what_the_cluster_holds(
             client, "/api/statistics", lambda s: s["channels"]["joined"] == 3, "three joined"
         )
         [process_id] = await cluster.workers()
+        # a reader's consumer group on the event stream, which has read nothing yet
+        await cluster.client.xgroup_create(cluster.keys.events, "dash-test", id="0")
+        written = int(await cluster.client.xlen(cluster.keys.events))
         samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         async with asyncio.timeout(20):
             while True:
@@ -277,6 +280,9 @@ async def test_metrics_say_what_the_cluster_holds(
         assert samples[("tmi_cluster_channels", (("state", "joined"),))] == 3
         assert samples[("tmi_cluster_supervisors", ())] == 1
         assert samples[("tmi_cluster_processes", ())] == 1
+        group = (("group", "dash-test"),)
+        assert samples[("tmi_cluster_stream_events_group_pending_entries", group)] == 0
+        assert samples[("tmi_cluster_stream_events_group_lag_entries", group)] >= written >= 1
         assert samples[("tmi_cluster_coordinator_leader", (("supervisor", "sup-a"),))] == 1
         labels = (("process", process_id), ("supervisor", "sup-a"))
         memory = samples[("tmi_cluster_process_resident_memory_bytes", labels)]

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio
+import redis.exceptions
 
 from tmi_cluster.bus.client import describe_client, translated
 from tmi_cluster.bus.keys import Keys
@@ -16,6 +17,7 @@ from tmi_cluster.events import ProcessScaled
 
 __all__ = [
     "SCALE_HISTORY",
+    "GroupLag",
     "Scaled",
     "StreamLengths",
     "claim_incident",
@@ -28,12 +30,24 @@ __all__ = [
 SCALE_HISTORY = 50
 
 
+class GroupLag(msgspec.Struct, frozen=True, kw_only=True):
+    """A consumer group of the event stream: entries read and not acknowledged (``pending``),
+    and entries not read yet (``lag``; None where Redis cannot say: before Redis 7, or after a
+    trim past what the group read)."""
+
+    group: str
+    pending: int
+    lag: int | None
+
+
 class StreamLengths(msgspec.Struct, frozen=True, kw_only=True):
-    """Entries in each stream now (0 for a stream that does not exist)."""
+    """Entries in each stream now (0 for a stream that does not exist), and the event
+    stream's consumer groups."""
 
     events: int = 0
     send_commands: int = 0
     dead_letters: int = 0
+    groups: tuple[GroupLag, ...] = ()
 
 
 async def stream_lengths(client: redis.asyncio.Redis, keys: Keys) -> StreamLengths:
@@ -45,7 +59,29 @@ async def stream_lengths(client: redis.asyncio.Redis, keys: Keys) -> StreamLengt
         pipe.xlen(keys.dead_letters)
         answer: Any = await pipe.execute()
     events, commands, dead = (int(n) for n in answer)
-    return StreamLengths(events=events, send_commands=commands, dead_letters=dead)
+    groups: list[GroupLag] = []
+    if events:
+        with translated(describe_client(client)):
+            try:
+                info: Any = await client.xinfo_groups(keys.events)
+            except redis.exceptions.ResponseError:  # no such stream any more
+                info = []
+        for group in info:
+            lag = group.get("lag")
+            groups.append(
+                GroupLag(
+                    group=_text(group.get("name", "")),
+                    pending=int(group.get("pending") or 0),
+                    lag=int(lag) if lag is not None else None,
+                )
+            )
+    return StreamLengths(
+        events=events, send_commands=commands, dead_letters=dead, groups=tuple(groups)
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Scaled(msgspec.Struct, frozen=True, kw_only=True):

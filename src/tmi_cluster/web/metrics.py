@@ -104,6 +104,22 @@ class _SnapshotCollector(Collector):
                 ("dead_letters", s.streams.dead_letters, "Send commands dead-lettered (kept)."),
             ):
                 yield GaugeMetricFamily(f"tmi_cluster_stream_{name}_entries", what, value=value)
+            pending = GaugeMetricFamily(
+                "tmi_cluster_stream_events_group_pending_entries",
+                "Events a consumer group read and did not acknowledge yet.",
+                labels=["group"],
+            )
+            lag = GaugeMetricFamily(
+                "tmi_cluster_stream_events_group_lag_entries",
+                "Events a consumer group has not read yet (its lag).",
+                labels=["group"],
+            )
+            for group in s.streams.groups:
+                pending.add_metric([group.group], group.pending)
+                if group.lag is not None:
+                    lag.add_metric([group.group], group.lag)
+            yield pending
+            yield lag
 
     def _supervisors(self) -> Iterator[Metric]:
         beats = self.snapshot.liveness.supervisors or {}

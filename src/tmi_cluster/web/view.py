@@ -142,6 +142,10 @@ class Snapshot:
                     "events": self.streams.events,
                     "send_commands": self.streams.send_commands,
                     "dead_letters": self.streams.dead_letters,
+                    "groups": [
+                        {"group": g.group, "pending": g.pending, "lag": g.lag}
+                        for g in self.streams.groups
+                    ],
                 }
                 if self.streams is not None
                 else None
