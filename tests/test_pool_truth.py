@@ -29,7 +29,7 @@ from tmi_cluster import (
     JoinResult,
     Pool,
 )
-from tmi_cluster.chat.ratelimit import LocalWindow, Rate, Window
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate, WaitTally, Window
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent
 from tmi_cluster.simulator import ChatSimulator, Limits
 
@@ -237,6 +237,7 @@ class _Failing:
     """A join window that fails once with an error nobody expects (a bug of ours)."""
 
     rate: Rate = field(default_factory=lambda: Rate(100, 1.0))
+    tally: WaitTally = field(default_factory=WaitTally)
     failed: bool = False
 
     async def try_take(self, count: int = 1) -> float:

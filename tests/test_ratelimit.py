@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 
 from tmi_cluster.bus import SharedWindow
-from tmi_cluster.chat.ratelimit import NORMAL, VERIFIED, LocalWindow, Rate
+from tmi_cluster.chat.ratelimit import NORMAL, VERIFIED, LocalWindow, Rate, WaitTally
 
 from .helpers import run
 
@@ -29,6 +29,21 @@ def test_local_window_arithmetic(takes: list[tuple[float, int]], expected: list[
     window = LocalWindow(Rate(3, 10), margin_s=0)
     waits = [window.try_take_at(now, count) for now, count in takes]
     assert waits == pytest.approx(expected)
+
+
+@run
+async def test_local_windows_tally_their_waits_together_when_asked() -> None:
+    shared = WaitTally()
+    first = LocalWindow(Rate(1, 0.1), margin_s=0, tally=shared)
+    second = LocalWindow(Rate(1, 0.1), margin_s=0, tally=shared)
+    for window in (first, first, second, second):
+        await window.take()
+    assert shared.waits == 2
+    assert 0.1 <= shared.waited_s <= 0.4
+    alone = LocalWindow(Rate(1, 0.1), margin_s=0)
+    await alone.take()
+    await alone.take_with([], 1)  # take_with waits and tallies as take does
+    assert alone.tally.waits == 1
 
 
 def test_the_margin_makes_windows_stricter_than_twitchs() -> None:
@@ -68,8 +83,12 @@ async def test_shared_window_counts_and_refuses(redis_server: str, redis_prefix:
         assert 0 < wait <= 1.25
         other = SharedWindow(client, window.key, Rate(3, 1.0), epoch_key=epoch)  # another process
         assert await other.try_take() > 0
+        assert window.tally.waits == 0
         await window.take()  # waits for the oldest to leave
         assert await client.pttl(window.key) > 0
+        # the wait is tallied (the metrics' rate-limit waits): one wait, about a window long
+        assert window.tally.waits == 1
+        assert 0 < window.tally.waited_s <= 1.5
     finally:
         await client.aclose()
 

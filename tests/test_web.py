@@ -296,6 +296,8 @@ async def test_metrics_say_what_the_cluster_holds(
         sup = (("supervisor", "sup-a"),)
         assert samples[("tmi_cluster_coordinator_passes_total", sup)] >= 1
         assert samples[("tmi_cluster_supervisor_worker_restarts_total", sup)] == 0
+        join_waits = tuple(sorted((*labels, ("bucket", "join"))))
+        assert samples[("tmi_cluster_process_rate_limit_wait_seconds_total", join_waits)] >= 0
         # no label is ever a channel
         assert not any(value in CHANNELS for _, pairs in samples for _, value in pairs), (
             "a channel as a label"

@@ -116,6 +116,9 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
     reconnects_total: int = 0
     #: Its joins since it started, by result (``joined``, or Twitch's refusal, ``timeout``...).
     joins: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Seconds its takes from Twitch's rate windows waited since it started, by bucket
+    #: (``join``, ``auth``, ``messages``).
+    rate_limit_waits: dict[str, float] = msgspec.field(default_factory=dict)
     #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
     at: float = 0.0
 

@@ -44,6 +44,7 @@ from tmi_cluster.chat.ratelimit import (
     AccountRates,
     AccountWindows,
     Rate,
+    WaitTally,
     Window,
     check_count,
 )
@@ -154,6 +155,8 @@ class SharedWindow:
         outage: Outage | None = None,
     ) -> None:
         self.rate = rate
+        #: Its takes that waited, and how long (the metrics').
+        self.tally = WaitTally()
         self.window_s = rate.every_s + margin_s
         self.key = key
         self.epoch_key = epoch_key
@@ -226,6 +229,7 @@ class SharedWindow:
 
     async def _take(self, windows: Sequence[SharedWindow], count: int) -> None:
         failures = 0
+        first = True
         while True:
             try:
                 wait_s = await self._try_take(windows, count)
@@ -239,6 +243,8 @@ class SharedWindow:
             failures = 0
             if wait_s <= 0:
                 return
+            self.tally.add(wait_s, first=first)
+            first = False
             await asyncio.sleep(wait_s)
 
 

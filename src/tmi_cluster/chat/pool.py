@@ -48,7 +48,7 @@ from typing import Self
 from aiolimiter import AsyncLimiter
 
 from tmi_cluster.chat.connection import Connection, ConnectionOptions
-from tmi_cluster.chat.ratelimit import LocalWindow, Rate, Window
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate, WaitTally, Window
 from tmi_cluster.chat.sender import Sender
 from tmi_cluster.errors import DeadlineError, LoginError, NoIdentityError
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent, Event
@@ -125,6 +125,9 @@ class Pool:
         #: :attr:`join_window` (anonymous connections: each is its own identity).
         self.connection_join_rate = connection_join_rate
         self.auth_window = auth_window
+        #: The waits of the connections' own JOIN budgets (``connection_join_rate``), all of
+        #: them, those closed since included.
+        self.connection_join_waits = WaitTally()
         if connect_burst < 1:
             raise ValueError("connect_burst must be at least 1")
         # A leaky bucket, not a window: after a quiet spell a failover may open a burst at once.
@@ -301,7 +304,7 @@ class Pool:
             options,
             on_event=lambda event: self._event(name, event),
             join_window=(
-                LocalWindow(self.connection_join_rate)
+                LocalWindow(self.connection_join_rate, tally=self.connection_join_waits)
                 if self.connection_join_rate is not None
                 else self.join_window
             ),

@@ -39,6 +39,7 @@ __all__ = [
     "AccountWindows",
     "LocalWindow",
     "Rate",
+    "WaitTally",
     "Window",
     "check_count",
     "take_waiting",
@@ -48,6 +49,20 @@ __all__ = [
 #: Seconds added to every window, so that delays between our count and Twitch's never make us
 #: exceed a limit.
 DEFAULT_MARGIN_S = 0.25
+
+
+@dataclass
+class WaitTally:
+    """How often takes from a window had to wait, and how long in all (for the metrics); one
+    tally may gather several windows' (a pool's connections, each its own JOIN budget)."""
+
+    waits: int = 0
+    waited_s: float = 0.0
+
+    def add(self, seconds: float, *, first: bool) -> None:
+        """A take sleeps ``seconds``; ``first``: its first sleep (one wait more)."""
+        self.waits += first
+        self.waited_s += seconds
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,8 @@ class Window(Protocol):
     """A sliding-window limit."""
 
     rate: Rate
+    #: Its takes that waited, and how long (its own, or shared with other windows').
+    tally: WaitTally
 
     async def try_take(self, count: int = 1) -> float:
         """Count ``count`` events now and return 0, or return the seconds to wait (nothing
@@ -121,11 +138,15 @@ class Window(Protocol):
 
 
 async def take_waiting(window: Window, count: int) -> None:
-    """Wait until ``count`` events fit in ``window``, then count them (``take``'s loop)."""
+    """Wait until ``count`` events fit in ``window``, then count them (``take``'s loop); the
+    waits go to its tally."""
+    first = True
     while True:
         wait_s = await window.try_take(count)
         if wait_s <= 0:
             return
+        window.tally.add(wait_s, first=first)
+        first = False
         await asyncio.sleep(wait_s)
 
 
@@ -144,8 +165,10 @@ class LocalWindow:
         *,
         margin_s: float = DEFAULT_MARGIN_S,
         clock: Callable[[], float] | None = None,
+        tally: WaitTally | None = None,
     ) -> None:
         self.rate = rate
+        self.tally = tally or WaitTally()
         self.window_s = rate.every_s + margin_s
         self._clock = clock or time.monotonic
         self._times: deque[float] = deque()
@@ -181,6 +204,7 @@ class LocalWindow:
         if not all(isinstance(w, LocalWindow) for w in windows):
             raise TypeError("a LocalWindow takes together with LocalWindows only")
         local = [w for w in windows if isinstance(w, LocalWindow)]
+        first = True
         while True:
             now = self._clock()
             wait_s = max(w.wait_at(now, count) for w in local)
@@ -188,6 +212,8 @@ class LocalWindow:
                 for window in local:
                     window._times.extend([now] * count)
                 return
+            self.tally.add(wait_s, first=first)
+            first = False
             await asyncio.sleep(wait_s)
 
 

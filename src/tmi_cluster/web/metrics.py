@@ -9,7 +9,8 @@ events published, dropped and duplicates (counters since the process started), c
 connections, resident memory, messages per second, the heartbeat's age. Per cluster: its
 status, live supervisors and processes, channels by state, messages and commands per second,
 the coordinator's leader and passes, each supervisor's processes, target and worker restarts,
-the auto-scaler's pause, the streams' lengths; each worker's joins by result.
+the auto-scaler's pause, the streams' lengths; each worker's joins by result and its waits for
+Twitch's rate windows by bucket.
 """
 
 from __future__ import annotations
@@ -167,6 +168,12 @@ class _SnapshotCollector(Collector):
             name: GaugeMetricFamily(f"tmi_cluster_process_{name}", what, labels=labels)
             for name, _, what in _PROCESS_GAUGES
         }
+        waited = CounterMetricFamily(
+            "tmi_cluster_process_rate_limit_wait_seconds",
+            "Seconds its takes from Twitch's rate windows waited, by bucket (join, auth, "
+            "messages).",
+            labels=[*labels, "bucket"],
+        )
         joins = CounterMetricFamily(
             "tmi_cluster_process_joins",
             "Joins by result: joined, or why not (Twitch's refusal, timeout...).",
@@ -186,8 +193,11 @@ class _SnapshotCollector(Collector):
             age.add_metric(values, max(beat.age_s, 0.0))
             for result, count in sorted(beat.status.joins.items()):
                 joins.add_metric([*values, result], count)
+            for bucket, seconds in sorted(beat.status.rate_limit_waits.items()):
+                waited.add_metric([*values, bucket], seconds)
         yield from counters.values()
         yield joins
+        yield waited
         yield from gauges.values()
         yield age
 

@@ -280,6 +280,7 @@ class WorkerProcess:
             commands_total=commands,
             commands_per_s=round(commands_rate, 1),
             joins=dict(self._join_results),
+            rate_limit_waits=_rate_limit_waits(pool) if pool is not None else {},
             reconnects_total=(
                 sum(c.reconnects for c in pool.connections.values()) if pool is not None else 0
             ),
@@ -565,6 +566,19 @@ class WorkerProcess:
     def _require_pool(self) -> Pool:
         assert self._worker is not None
         return self._worker.pool
+
+
+def _rate_limit_waits(pool: Pool) -> dict[str, float]:
+    """Seconds the pool's takes from Twitch's rate windows waited, by bucket."""
+    join = pool.join_window.tally.waited_s + pool.connection_join_waits.waited_s
+    waits = {"join": round(join, 3)}
+    if pool.auth_window is not None:
+        waits["auth"] = round(pool.auth_window.tally.waited_s, 3)
+    sender = pool.sender
+    if sender is not None:
+        messages = sender.messages.tally.waited_s + sender.moderator_messages.tally.waited_s
+        waits["messages"] = round(messages, 3)
+    return waits
 
 
 def main(argv: Sequence[str] | None = None) -> int:
