@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import functools
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -197,13 +198,13 @@ class ClusterView:
                     raise error
                 self._last = task.result()
         last = self._last
-        age = time.time() - last.taken if last is not None else None
+        age = time.time() - last.taken if last is not None else math.inf
         # a big cluster's read takes long: read at most a third of the time
-        if age is not None and age < max(self.max_age_s, 3 * self._read_s):
-            return last  # type: ignore[return-value]
+        if last is not None and age < max(self.max_age_s, 3 * self._read_s):
+            return last
         if self._reading is None:
             self._reading = asyncio.create_task(self.read(), name="web snapshot")
-        if last is not None and age is not None and age < self.stale_s:
+        if last is not None and age < self.stale_s:
             return last
         # none yet, or too old to show: wait for it (shielded: one caller that goes away does
         # not cancel the read the others wait for)
