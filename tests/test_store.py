@@ -30,9 +30,9 @@ def store(database_url: str) -> Iterator[Store]:
 def test_migrate_is_idempotent(database_url: str) -> None:
     with Store(database_url) as store:
         assert store.revision() is None
-        assert store.migrate() == ["0001", "0002", "0003"]
+        assert store.migrate() == ["0001", "0002", "0003", "0004"]
         assert store.migrate() == []
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
 
 
 def test_models_and_migrations_agree(store: Store) -> None:
@@ -209,7 +209,12 @@ def test_several_processes_migrate_one_sqlite_file_at_once(tmp_path: Path) -> No
     results = [run.communicate(timeout=60) for run in runs]
     assert [run.returncode for run in runs] == [0] * 4, results
     applied = sorted(out.strip() for out, _ in results)
-    assert applied == ["['0001', '0002', '0003']", "[]", "[]", "[]"]  # once, whoever came first
+    assert applied == [
+        "['0001', '0002', '0003', '0004']",
+        "[]",
+        "[]",
+        "[]",
+    ]  # once, whoever came first
 
 
 def test_the_store_does_not_import_the_orm() -> None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -46,12 +47,20 @@ __all__ = [
     "SupervisorSettings",
     "Throttle",
     "Tmi",
+    "TwitchApp",
     "Web",
 ]
 
 #: Keys whose values are never shown.
 SECRET_KEYS = frozenset(
-    {"tmi.identity.password", "web.password", "web.token", "notifications.urls"}
+    {
+        "tmi.identity.password",
+        "web.password",
+        "web.token",
+        "notifications.urls",
+        "twitch.client_secret",
+        "twitch.grant_key",
+    }
 )
 #: Keys holding URLs that may embed a password, shown masked.
 URL_KEYS = frozenset({"redis.url", "database.url"})
@@ -530,6 +539,99 @@ class Web(_Section):
     )
 
 
+def _check_http_url(url: str) -> str:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"expected a URL without a query or a fragment, got {url!r}")
+    return url
+
+
+def _check_redirect_url(url: str) -> str:
+    _check_http_url(url)
+    if url and not urlsplit(url).path.rstrip("/").endswith("/invite/callback"):
+        raise ValueError(
+            "expected the invite screen's callback, '<site>/<path>/invite/callback' "
+            f"(e.g. 'https://bot.example/tmi-cluster/invite/callback'), got {url!r}"
+        )
+    return url
+
+
+def _check_scopes(scopes: list[str]) -> list[str]:
+    for scope in scopes:
+        if not re.fullmatch(r"[a-z0-9_]+(:[a-z0-9_]+)*", scope):
+            raise ValueError(f"expected scopes such as 'channel:bot', got {scope!r}")
+    return scopes
+
+
+def _check_grant_key(key: SecretStr) -> SecretStr:
+    value = key.get_secret_value()
+    if value and (len(value) < 32 or not value.isprintable() or value != value.strip()):
+        raise ValueError(
+            "expected at least 32 printable characters without surrounding spaces, e.g. the "
+            "output of: python -c 'import secrets; print(secrets.token_urlsafe(32))' "
+            "(value hidden)"
+        )
+    return key
+
+
+class TwitchApp(_Section):
+    """The bot's Twitch application (register it at dev.twitch.tv/console): the invite screen
+    signs streamers in with it and stores what they grant."""
+
+    client_id: str = Field(
+        "", description="Client id of the Twitch application. Empty: no invite screen."
+    )
+    client_secret: SecretStr = Field(
+        SecretStr(""), description="Client secret of the Twitch application. Secret."
+    )
+    redirect_url: str = Field(
+        "",
+        description="The invite screen's callback as registered in the Twitch application: "
+        "'<site>/<path>/invite/callback', e.g. "
+        "'https://bot.example/tmi-cluster/invite/callback'.",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["channel:bot"],
+        description="Scopes a streamer grants on the invite screen (today's bot model: "
+        "'channel:bot', which lets the bot read and send in their chat through EventSub).",
+    )
+    oauth_url: str = Field(
+        "https://id.twitch.tv/oauth2",
+        description="Twitch's OAuth server (authorize, token, validate, revoke). The simulator "
+        "serves one at http://<host>:<control port>/oauth2.",
+    )
+    api_url: str = Field(
+        "https://api.twitch.tv/helix",
+        description="Twitch's API (users). The simulator serves one at "
+        "http://<host>:<control port>/helix.",
+    )
+    grant_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key that encrypts the stored grants' tokens and the invite screen's "
+        "session cookie: at least 32 characters, the same on every host, kept as long as the "
+        "grants (another key cannot read them). Secret.",
+    )
+
+    _urls = field_validator("oauth_url", "api_url")(_check_http_url)
+    _redirect = field_validator("redirect_url")(_check_redirect_url)
+    _scopes = field_validator("scopes")(_check_scopes)
+    _key = field_validator("grant_key")(_check_grant_key)
+
+    def missing(self) -> list[str]:
+        """The settings the invite screen needs that are empty (none: it is set up)."""
+        needed = {
+            "twitch.client_id": self.client_id,
+            "twitch.client_secret": self.client_secret.get_secret_value(),
+            "twitch.redirect_url": self.redirect_url,
+            "twitch.grant_key": self.grant_key.get_secret_value(),
+        }
+        return [name for name, value in needed.items() if not value]
+
+
 def _check_import_paths(paths: list[str]) -> list[str]:
     for path in paths:
         if not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", path):
@@ -663,6 +765,7 @@ class Settings(_Section):
     redis: Redis = Field(default_factory=Redis)
     database: Database = Field(default_factory=Database)
     web: Web = Field(default_factory=Web)
+    twitch: TwitchApp = Field(default_factory=TwitchApp)
     handlers: HandlersSettings = Field(default_factory=HandlersSettings)
     notifications: Notifications = Field(default_factory=Notifications)
     log: Log = Field(default_factory=Log)

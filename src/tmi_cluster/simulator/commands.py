@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tmi_cluster.errors import InvalidChannelError, ParseError
 from tmi_cluster.irc import Message, escape_tag_value, parse, serialize
 from tmi_cluster.logins import normalise_login
-from tmi_cluster.simulator.peers import Delivery, _Account, _Channel, _Connection
+from tmi_cluster.simulator.peers import Delivery, _Account, _Channel, _Connection, user_id
 
 if TYPE_CHECKING:
     from tmi_cluster.simulator.server import ChatSimulator
@@ -133,7 +132,7 @@ class Commands:
                 "color": "",
                 "display-name": login,
                 "emote-sets": "0",
-                "user-id": _user_id(login),
+                "user-id": user_id(login),
                 "user-type": "",
             }
             connection.send(self._tagged(connection, "GLOBALUSERSTATE", [], tags))
@@ -293,7 +292,7 @@ class Commands:
             "subscriber": "0",
             "tmi-sent-ts": str(int(time.time() * 1000)),
             "turbo": "0",
-            "user-id": _user_id(account.login),
+            "user-id": user_id(account.login),
             "user-type": "",
         }
         parent = message.tags.get("reply-parent-msg-id")
@@ -365,11 +364,6 @@ class Commands:
 
     def _ignore(self, connection: _Connection, message: Message) -> None:
         return None
-
-
-def _user_id(login: str) -> str:
-    """A stable user id for a login (the same in every process)."""
-    return str(zlib.crc32(login.encode()))
 
 
 def _twitch_tags(tags: dict[str, str]) -> str:

@@ -22,6 +22,9 @@ POST   /faults/drop                             ``{"connections"}``
 POST   /faults/stall                            ``{"connections", "stalled": true}``
 POST   /faults/hold                             ``{"connections", "held": true}``: a lagging link
 ====== ======================================= ==============================================
+
+It also serves Twitch's OAuth server and users endpoint (``/oauth2/...``, ``/helix/users``;
+:mod:`tmi_cluster.simulator.oauth`), for the invite screen.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from starlette.routing import Route
 
 from tmi_cluster.errors import InvalidChannelError
 from tmi_cluster.logins import normalise_login
+from tmi_cluster.simulator.oauth import oauth_routes
 
 if TYPE_CHECKING:
     from tmi_cluster.simulator.server import ChatSimulator
@@ -253,6 +257,7 @@ def control_app(sim: ChatSimulator) -> Starlette:
     return Starlette(
         routes=[Route(path, _guarded(handler)) for path, handler in get]
         + [Route(path, _guarded(handler), methods=["POST"]) for path, handler in post]
+        + oauth_routes(sim.oauth)
     )
 
 

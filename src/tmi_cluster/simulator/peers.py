@@ -4,6 +4,7 @@ records it hands to tests (violations, per-account statistics, deliveries, conne
 from __future__ import annotations
 
 import asyncio
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,13 @@ from tmi_cluster.simulator.limits import Window
 if TYPE_CHECKING:
     from tmi_cluster.simulator.server import ChatSimulator
 
-__all__ = ["AccountStats", "ConnectionInfo", "Delivery", "Violation"]
+
+def user_id(login: str) -> str:
+    """A stable user id for a login (the same in every process)."""
+    return str(zlib.crc32(login.encode()))
+
+
+__all__ = ["AccountStats", "ConnectionInfo", "Delivery", "Violation", "user_id"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from tmi_cluster.errors import NotAvailableError
 from tmi_cluster.simulator.commands import SERVER, Commands
 from tmi_cluster.simulator.control import ControlServer
 from tmi_cluster.simulator.limits import Limits, Window
+from tmi_cluster.simulator.oauth import OAuthServer
 from tmi_cluster.simulator.peers import (
     AccountStats,
     ConnectionInfo,
@@ -114,6 +115,8 @@ class ChatSimulator:
         self._traffic = Traffic({}, seed=seed)
         #: The handlers of what clients send.
         self.commands = Commands(self)
+        #: Twitch's OAuth server, served on the control port (applications, codes, tokens).
+        self.oauth = OAuthServer()
         self.add_channels(channels)
         self.port = 0
 

@@ -15,6 +15,7 @@ The modules, one part of :class:`Store` each:
 - ``channels``: the channels' rows (wanted, authorized, their joins and failures);
 - ``supervisors``: the supervisors' and processes' rows and their history;
 - ``state``: the cluster's own values (its size, the Redis it serves);
+- ``grants``: what streamers granted the bot on the invite screen (tokens sealed);
 - ``models``: the tables (SQLAlchemy Core) and the records read from them.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from tmi_cluster.store.channels import BULK_FROM, BULK_SIZE, Channel, ChannelStore, Failure
 from tmi_cluster.store.database import CHUNK_SIZE
+from tmi_cluster.store.grants import GrantStore, SealedGrant
 from tmi_cluster.store.models import HistoryRecord, ProcessRecord, RunState, SupervisorRecord
 from tmi_cluster.store.state import StateStore
 from tmi_cluster.store.supervisors import SupervisorStore
@@ -35,12 +37,13 @@ __all__ = [
     "HistoryRecord",
     "ProcessRecord",
     "RunState",
+    "SealedGrant",
     "Store",
     "SupervisorRecord",
 ]
 
 
-class Store(ChannelStore, SupervisorStore, StateStore):
+class Store(ChannelStore, SupervisorStore, StateStore, GrantStore):
     """The SQL database of a cluster: its channels, supervisors, processes and their history,
-    and its own state, on one engine. Use as a context manager, or call :meth:`close`
-    (idempotent)."""
+    its own state and the invite screen's grants, on one engine. Use as a context manager, or
+    call :meth:`close` (idempotent)."""

@@ -212,6 +212,16 @@ class ChannelStore(Database):
                     found[channel.login] = channel
         return found
 
+    def authorized_count(self) -> int:
+        """How many channels are authorized and not revoked (the invite screen shows it)."""
+        query = (
+            select(func.count())
+            .select_from(channel_table)
+            .where(channel_table.c.authorized.is_(True), channel_table.c.revoked.is_(False))
+        )
+        with self._read() as conn:
+            return int(conn.scalar(query) or 0)
+
     def authorized_among(self, channels: Iterable[str]) -> set[str]:
         """Those of ``channels`` authorized and not revoked (their logins only: the manager's
         ``authorized()``)."""

@@ -31,6 +31,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     false,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "RunState",
     "SupervisorRecord",
     "channel_table",
+    "grant_table",
     "history_table",
     "metadata",
     "process_table",
@@ -125,6 +127,22 @@ channel_table = Table(
     Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
     # The stale cleanup's query: the wanted channels by their last acknowledgement.
     Index("ix_tmi_cluster_channels_wanted_acknowledged", "wanted", "acknowledged_at"),
+)
+
+#: What a streamer granted the bot on the invite screen: their Twitch user, the scopes, and the
+#: OAuth tokens, encrypted (Fernet, with a key derived from ``twitch.grant_key``): the database
+#: never holds a token in clear.
+grant_table = Table(
+    "tmi_cluster_grants",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("login", String(MAX_LOGIN_LENGTH), nullable=False, unique=True),
+    Column("scopes", JSON(), nullable=False, default=list),
+    Column("access_token", Text, nullable=False),
+    Column("refresh_token", Text, nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+    Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
 )
 
 #: A value of the cluster's own (the size it last ran at, for ``auto_scale.restore``).

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +23,7 @@ from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, StorageError
 from tmi_cluster.web import metrics
 from tmi_cluster.web.auth import Authorize, Credentials, RequireCredentials
+from tmi_cluster.web.invite import Invite
 from tmi_cluster.web.openapi import openapi
 from tmi_cluster.web.view import ClusterView, Snapshot
 
@@ -150,6 +151,11 @@ class _Pages:
         return JSONResponse({"status": snapshot.status, "reason": snapshot.reason}, status_code=503)
 
 
+async def _to_invite(request: Request) -> Response:
+    """``{path}/invite``: the invite screen is ``{path}/invite/``."""
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/invite/", status_code=307)
+
+
 async def _bad_request(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=400)
 
@@ -212,6 +218,7 @@ def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Sta
     Redis client and store close with the app's lifespan (or ``await app.state.view.aclose()``
     in a host that does not run a mounted app's lifespan)."""
     view = ClusterView(settings)
+    invite = Invite(settings)
     pages = _Pages(view)
     credentials = Credentials.from_settings(settings, authorize)
     protected = Starlette(
@@ -240,6 +247,7 @@ def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Sta
         try:
             yield
         finally:
+            await invite.aclose()
             await view.aclose()
 
     # the host's middleware (settings.middleware, outermost first) around ours
@@ -248,6 +256,8 @@ def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Sta
     app = Starlette(
         routes=[
             Route("/health", pages.health, methods=["GET"]),
+            Route("/invite", _to_invite, methods=["GET"]),
+            Mount("/invite", app=invite.app()),
             Mount("/", app=protected),
         ],
         middleware=middleware,
@@ -256,6 +266,7 @@ def create_app(settings: Settings, *, authorize: Authorize | None = None) -> Sta
     )
     app.state.credentials = credentials
     app.state.view = view
+    app.state.invite = invite
     # built now, not at the first request: a host's middleware that fails is a ConfigError
     # at the start, not a 500 on every request (the health check's included)
     app.middleware_stack = app.build_middleware_stack()

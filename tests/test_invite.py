@@ -1,0 +1,421 @@
+"""The invite screen, end to end over real sockets: ``tmi-cluster dashboard`` for a real cluster
+(``tmi-cluster run`` processes on the simulator, real Redis, SQLite, the Database channel
+manager), the simulator's OAuth server playing Twitch. The same flow in a real browser is in
+``test_browser.py``."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tmi_cluster.config import load_settings
+from tmi_cluster.errors import ConfigError
+from tmi_cluster.grants import Cipher, GrantKeyError, Grants
+from tmi_cluster.simulator import ChatSimulator
+from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
+from tmi_cluster.store import Store
+
+from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
+from .helpers import Foreground, run, until
+from .test_cli import SCRIPT
+
+STREAMER = "streamer1"
+GRANT_KEY = "k" * 20 + "-invite-test-key-0123456789"
+CHANNELS = ["alpha", STREAMER, "streamer2"]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def invite_settings(sim: ChatSimulator, port: int, **changed: str) -> dict[str, str]:
+    """The variables of a cluster whose invite screen signs in with ``sim``'s OAuth and is
+    served on ``port``."""
+    oauth = f"http://{sim.host}:{sim.control_port}"
+    return {
+        "TMI_CLUSTER_CHANNEL_MANAGER__USE": "database",
+        "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
+        "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
+        "TMI_CLUSTER_TWITCH__REDIRECT_URL": (
+            f"http://127.0.0.1:{port}/tmi-cluster/invite/callback"
+        ),
+        "TMI_CLUSTER_TWITCH__OAUTH_URL": f"{oauth}/oauth2",
+        "TMI_CLUSTER_TWITCH__API_URL": f"{oauth}/helix",
+        "TMI_CLUSTER_TWITCH__GRANT_KEY": GRANT_KEY,
+        "TMI_CLUSTER_WEB__PASSWORD": "invite-test-password",
+        "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "1",
+        "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "1",
+        **IDENTITY,
+        **changed,
+    }
+
+
+@dataclass
+class Site:
+    sim: ChatSimulator
+    cluster: ProcessCluster
+    #: ``http://127.0.0.1:PORT/tmi-cluster/invite``
+    invite: str
+    dashboard: Foreground
+
+
+@contextlib.asynccontextmanager
+async def invite_site(
+    tmp_path: Path, redis_server: str, redis_prefix: str, *, start: bool = True, **changed: str
+) -> AsyncIterator[Site]:
+    """A cluster (one supervisor, unless not ``start``) and ``tmi-cluster dashboard`` serving
+    its invite screen."""
+    async with ChatSimulator(channels=CHANNELS, control_port=0) as sim:
+        sim.add_account(BOT, TOKEN)
+        port = free_port()
+        extra = invite_settings(sim, port, **changed)
+        cluster = ProcessCluster(tmp_path, sim, redis_server, redis_prefix, **extra)
+        try:
+            if start:
+                cluster.start("sup-a")
+                await cluster.until(_running(cluster), 30, "a running worker")
+            else:
+                done = subprocess.run(
+                    [SCRIPT, "install"],
+                    cwd=tmp_path,
+                    env=cluster.env,
+                    capture_output=True,
+                    check=False,
+                )
+                assert done.returncode == 0, done.stderr
+            argv = [SCRIPT, "dashboard", "--port", str(port)]
+            with Foreground(argv, tmp_path, cluster.env) as dashboard:
+                first = dashboard.line()
+                assert f"http://127.0.0.1:{port}/tmi-cluster/" in first, first
+                yield Site(sim, cluster, f"http://127.0.0.1:{port}/tmi-cluster/invite", dashboard)
+        finally:
+            await cluster.stop()
+
+
+def _running(cluster: ProcessCluster) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return any(s.state == "running" for s in (await cluster.workers()).values())
+
+    return check
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+def flash_of(page: str) -> str:
+    match = re.search(r'id="flash">([^<]*)<', page)
+    return match.group(1) if match else ""
+
+
+async def consent(
+    client: httpx.AsyncClient, authorize_url: str, login: str, decision: str = "authorize"
+) -> str:
+    """What the streamer does on Twitch's page: the callback URL Twitch sends them back to."""
+    page = await client.get(authorize_url)
+    assert page.status_code == 200, page.text
+    fields = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
+    answer = await client.post(
+        authorize_url.split("?", maxsplit=1)[0],
+        data={**fields, "login": login, "decision": decision},
+    )
+    assert answer.status_code == 302, answer.text
+    return answer.headers["location"]
+
+
+async def sign_in(client: httpx.AsyncClient, site: Site, login: str = STREAMER) -> str:
+    """The whole sign-in; the invite page after it."""
+    start = await client.get(f"{site.invite}/login")
+    assert start.status_code == 303
+    callback = await consent(client, start.headers["location"], login)
+    back = await client.get(callback)
+    assert back.status_code == 303, back.text
+    page = await client.get(f"{site.invite}/")
+    assert page.status_code == 200
+    return page.text
+
+
+def stored_rows(cluster: ProcessCluster) -> list[tuple[str, ...]]:
+    path = cluster.db.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return list(db.execute("SELECT * FROM tmi_cluster_grants"))
+
+
+@run
+async def test_a_streamer_authorizes_then_revokes_the_bot(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        invite_site(tmp_path, redis_server, redis_prefix) as site,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        page = await client.get(f"{site.invite}/")
+        assert page.status_code == 200
+        assert f"{BOT} is a chat bot, authorized in 0 channels" in page.text
+        assert "Sign in with Twitch" in page.text
+        # the page sets no cookie until a sign-in starts; the security headers are there
+        assert "set-cookie" not in page.headers
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+        start = await client.get(f"{site.invite}/login")
+        cookie = start.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=lax" in cookie
+        assert "Path=/tmi-cluster/invite" in cookie
+        query = parse_qs(urlsplit(start.headers["location"]).query)
+        assert query["client_id"] == [CLIENT_ID]
+        assert query["scope"] == ["channel:bot"]
+        assert query["redirect_uri"] == [f"{site.invite}/callback"]
+        callback = await consent(client, start.headers["location"], STREAMER)
+        back = await client.get(callback)
+        assert back.status_code == 303
+        page = await client.get(f"{site.invite}/")
+        assert "Signed in as <b>Streamer1</b> (#streamer1)" in page.text
+        assert f"{BOT} is not in your chat" in page.text
+        assert stored_rows(site.cluster) == []  # nothing stored before the streamer agrees
+
+        added = await client.post(f"{site.invite}/authorize", data={"csrf": csrf_of(page.text)})
+        assert added.status_code == 303
+        page = await client.get(f"{site.invite}/")
+        assert flash_of(page.text) == f"{BOT} is in your chat now."
+        assert f"{BOT} is authorized for your chat" in page.text
+        assert "authorized in 1 channel." in page.text
+        assert site.sim.joined(STREAMER)  # the bot is in the chat now
+
+        # the grant is stored, its tokens encrypted: no token in clear in the database
+        rows = stored_rows(site.cluster)
+        assert len(rows) == 1
+        assert rows[0][1] == STREAMER
+        with Store(site.cluster.db) as store:
+            sealed = store.grants()
+        assert len(sealed) == 1
+        grant = Grants(GRANT_KEY).open(sealed[0])
+        assert grant.access_token not in repr(rows)
+        assert grant.refresh_token not in repr(rows)
+        assert grant.scopes == ("channel:bot",)
+        assert site.sim.oauth.validate(grant.access_token)["login"] == STREAMER
+        with pytest.raises(GrantKeyError):
+            Grants("another key of at least thirty-two characters").open(sealed[0])
+        assert grant.access_token not in repr(grant)
+
+        removed = await client.post(f"{site.invite}/revoke", data={"csrf": csrf_of(page.text)})
+        assert removed.status_code == 303
+        page = await client.get(f"{site.invite}/")
+        assert "left your chat" in flash_of(page.text)
+        assert f"{BOT} is not in your chat" in page.text
+        await until(lambda: not site.sim.joined(STREAMER), 15, "the bot parted")
+        assert stored_rows(site.cluster) == []
+        assert site.sim.oauth.live_tokens(STREAMER) == 0  # withdrawn at Twitch too
+
+        signed_out = await client.post(f"{site.invite}/logout", data={"csrf": csrf_of(page.text)})
+        assert signed_out.status_code == 303
+        page = await client.get(f"{site.invite}/")
+        assert "Sign in with Twitch" in page.text
+        code, err = site.dashboard.stop()
+    assert code == 0, err
+    # no token, code or secret in what the dashboard wrote
+    for secret in (grant.access_token, grant.refresh_token, CLIENT_SECRET, GRANT_KEY):
+        assert secret not in err
+    logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert grant.access_token not in logs
+
+
+@run
+async def test_forged_replayed_and_refused_callbacks_change_nothing(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        invite_site(tmp_path, redis_server, redis_prefix, start=False) as site,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        # a callback with no sign-in started in this browser
+        fresh = await client.get(f"{site.invite}/callback?code=abc&state=xyz")
+        assert fresh.status_code == 400
+        assert "not started in this browser" in fresh.text
+
+        # a forged state: the code is not even exchanged
+        start = await client.get(f"{site.invite}/login")
+        callback = await consent(client, start.headers["location"], STREAMER)
+        code = parse_qs(urlsplit(callback).query)["code"][0]
+        forged = await client.get(f"{site.invite}/callback?code={code}&state=forged")
+        assert forged.status_code == 400
+        assert "does not match" in forged.text
+        assert "Nothing was changed" in forged.text
+        # ... and the state is used up: the real callback now is a replay
+        late = await client.get(callback)
+        assert late.status_code == 400
+        assert "used already" in late.text
+
+        # a real sign-in, then its callback replayed
+        start = await client.get(f"{site.invite}/login")
+        callback = await consent(client, start.headers["location"], STREAMER)
+        assert (await client.get(callback)).status_code == 303
+        replay = await client.get(callback)
+        assert replay.status_code == 400
+        assert "used already" in replay.text
+        page = await client.get(f"{site.invite}/")
+        assert "Signed in as" in page.text  # the replay did not sign anyone out or in
+
+        # the streamer cancels on Twitch's page
+        start = await client.get(f"{site.invite}/login")
+        cancelled = await consent(client, start.headers["location"], STREAMER, "cancel")
+        denied = await client.get(cancelled)
+        assert denied.status_code == 400
+        assert "Twitch did not grant access: The user denied you access" in denied.text
+
+        # no code
+        start = await client.get(f"{site.invite}/login")
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        no_code = await client.get(f"{site.invite}/callback?state={state}")
+        assert no_code.status_code == 400
+        assert "sent no code" in no_code.text
+
+        # a code that Twitch refuses (made up)
+        start = await client.get(f"{site.invite}/login")
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        bad = await client.get(f"{site.invite}/callback?code=made-up&state={state}")
+        assert bad.status_code == 502
+        assert "Invalid authorization code" in bad.text
+
+        # a POST without the session's CSRF token: refused, nothing authorized
+        page = await client.get(f"{site.invite}/")
+        forged_post = await client.post(f"{site.invite}/authorize", data={"csrf": "guess"})
+        assert forged_post.status_code == 403
+        assert "CSRF" in forged_post.text
+        other = httpx.AsyncClient(timeout=20)
+        async with other:
+            no_session = await other.post(
+                f"{site.invite}/authorize", data={"csrf": csrf_of(page.text)}
+            )
+        assert no_session.status_code == 403
+        assert stored_rows(site.cluster) == []
+        with Store(site.cluster.db) as store:
+            assert store.authorized_count() == 0
+
+
+@run
+async def test_the_invite_screen_says_why_it_is_closed(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    (tmp_path / "dummy").mkdir()
+    async with (
+        invite_site(
+            tmp_path / "dummy",
+            redis_server,
+            redis_prefix,
+            start=False,
+            TMI_CLUSTER_CHANNEL_MANAGER__USE="dummy",
+        ) as site,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        moved = await client.get(site.invite)  # the screen's address without its slash
+        assert moved.status_code == 307
+        assert moved.headers["location"] == "/tmi-cluster/invite/"
+        for path in ("/", "/login", "/callback?code=x&state=y"):
+            answer = await client.get(site.invite + path)
+            assert answer.status_code == 409, path
+            assert "lets it into every channel" in answer.text
+        assert (await client.post(f"{site.invite}/authorize", data={})).status_code == 409
+
+    (tmp_path / "unset").mkdir()
+    async with (
+        invite_site(
+            tmp_path / "unset",
+            redis_server,
+            redis_prefix,
+            start=False,
+            TMI_CLUSTER_TWITCH__CLIENT_ID="",
+            TMI_CLUSTER_TWITCH__GRANT_KEY="",
+        ) as site,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        answer = await client.get(f"{site.invite}/")
+        assert answer.status_code == 503
+        assert "twitch.client_id, twitch.grant_key" in answer.text
+        assert CLIENT_SECRET not in answer.text
+
+
+@run
+async def test_twitch_not_answering_or_refusing_the_secret_is_a_clear_page(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    (tmp_path / "secret").mkdir()
+    async with (
+        invite_site(
+            tmp_path / "secret",
+            redis_server,
+            redis_prefix,
+            start=False,
+            TMI_CLUSTER_TWITCH__CLIENT_SECRET="not-the-secret",
+        ) as site,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        start = await client.get(f"{site.invite}/login")
+        callback = await consent(client, start.headers["location"], STREAMER)
+        answer = await client.get(callback)
+        assert answer.status_code == 502
+        assert "Twitch answered 403: invalid client secret" in answer.text
+        assert "not-the-secret" not in answer.text
+        code = parse_qs(urlsplit(callback).query)["code"][0]
+        assert code not in answer.text
+        assert stored_rows(site.cluster) == []
+
+    (tmp_path / "down").mkdir()
+    async with (
+        invite_site(tmp_path / "down", redis_server, redis_prefix, start=False) as site,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        start = await client.get(f"{site.invite}/login")
+        callback = await consent(client, start.headers["location"], STREAMER)
+        # the OAuth server goes away between the consent and the callback
+        await site.sim.aclose()
+        answer = await client.get(callback)
+        assert answer.status_code == 502
+        assert "Twitch did not answer (ConnectError" in answer.text
+
+
+def test_bad_twitch_settings_are_refused_in_words(tmp_path: Path) -> None:
+    cases = {
+        "TMI_CLUSTER_TWITCH__REDIRECT_URL": ("https://bot.example/callback", "invite/callback"),
+        "TMI_CLUSTER_TWITCH__OAUTH_URL": ("ftp://id.twitch.tv", "http:// or https://"),
+        "TMI_CLUSTER_TWITCH__SCOPES": ('["channel bot"]', "scopes such as"),
+        "TMI_CLUSTER_TWITCH__GRANT_KEY": ("short", "at least 32 printable characters"),
+    }
+    for name, (value, expected) in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            load_settings(environ={name: value}, cwd=tmp_path)
+        assert expected in str(caught.value), (name, str(caught.value))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"TMI_CLUSTER_TWITCH__GRANT_KEY": "hunter2"}, cwd=tmp_path)
+    assert "value hidden" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_ciphers_keep_their_purposes_apart() -> None:
+    grants, sessions = Cipher.for_grants(GRANT_KEY), Cipher.for_sessions(GRANT_KEY)
+    sealed = grants.seal("a token")
+    assert "a token" not in sealed
+    assert grants.open(sealed) == "a token"
+    with pytest.raises(GrantKeyError):
+        sessions.open(sealed)
+    with pytest.raises(GrantKeyError):
+        grants.open(sealed[:-4] + "AAAA")
+    with pytest.raises(ConfigError):
+        Cipher.for_grants("")
