@@ -24,7 +24,7 @@ from tmi_cluster.simulator import ChatSimulator
 
 from .clusterproc import ProcessCluster
 from .conftest import IN_CI
-from .helpers import Foreground, run
+from .helpers import Foreground, run, until
 from .test_cli import SCRIPT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -206,3 +206,87 @@ async def _check(chromium: object, url: str, cluster: ProcessCluster, tmp_path: 
     assert not errors, errors
     assert not outside, f"requests outside the dashboard: {outside}"
     await context.close()
+
+
+@run
+async def test_the_invite_screen_in_a_browser(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    from playwright.async_api import Browser, expect  # noqa: PLC0415
+
+    from .test_invite import STREAMER, invite_site, stored_rows  # noqa: PLC0415
+
+    async with invite_site(tmp_path, redis_server, redis_prefix) as site, browser() as chromium:
+        invite = f"{site.invite}/"
+        assert isinstance(chromium, Browser)
+        context = await chromium.new_context(viewport={"width": 375, "height": 812})
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        # an OAuth error: the streamer cancels on Twitch's page
+        await page.goto(invite)
+        await page.click("#sign-in")
+        await page.wait_for_selector("#login")
+        await page.click("#cancel")
+        await expect(page.locator("#error")).to_contain_text("Twitch did not grant access")
+        await expect(page.locator("#error")).to_contain_text("Nothing was changed")
+
+        # a forged state: Twitch's page is left for a callback with another state
+        await page.goto(invite)
+        await page.click("#sign-in")
+        await page.wait_for_selector("#login")
+        answer = await page.goto(f"{site.invite}/callback?code=forged&state=forged")
+        assert answer is not None
+        assert answer.status == 400
+        await expect(page.locator("#error")).to_contain_text("does not match")
+
+        # a replayed callback, and one without a code
+        await page.goto(invite)
+        await page.click("#sign-in")
+        await page.fill("#login", STREAMER)
+        await page.click("#authorize")
+        await expect(page.locator("#user")).to_contain_text("Streamer1")
+        signed_in = page.url
+        assert signed_in == invite
+        await page.click("#sign-out")
+        await expect(page.locator("#sign-in")).to_be_visible()
+        await page.click("#sign-in")
+        await page.wait_for_selector("#login")
+        state = page.url.split("state=", 1)[1].split("&", 1)[0]
+        answer = await page.goto(f"{site.invite}/callback?state={state}")
+        assert answer is not None
+        assert answer.status == 400
+        await expect(page.locator("#error")).to_contain_text("sent no code")
+        answer = await page.goto(f"{site.invite}/callback?code=x&state={state}")
+        assert answer is not None
+        assert answer.status == 400
+        await expect(page.locator("#error")).to_contain_text("used already")
+        assert stored_rows(site.cluster) == []  # nothing changed by any of them
+        assert not site.sim.joined(STREAMER)
+
+        # sign in, authorize: the bot joins; revoke: it parts
+        await page.goto(invite)
+        await page.click("#sign-in")
+        await page.fill("#login", STREAMER)
+        await page.click("#authorize")
+        await expect(page.locator("#user")).to_contain_text("Signed in as Streamer1")
+        await page.click("#authorize")
+        await expect(page.locator("#flash")).to_contain_text("is in your chat now")
+        assert site.sim.joined(STREAMER)
+        assert len(stored_rows(site.cluster)) == 1
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"the invite screen is {overflow} px wider than a phone's screen"
+        await page.click("#revoke")
+        await expect(page.locator("#flash")).to_contain_text("left your chat")
+        await until(lambda: not site.sim.joined(STREAMER), 15, "the bot parted")
+        assert stored_rows(site.cluster) == []
+        # its grant is spent: adding the bot again takes a new sign-in
+        await expect(page.locator("#sign-in")).to_contain_text("Sign in with Twitch again")
+        shot = tmp_path / "invite.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 5_000
+        await context.close()
+        assert not errors, errors

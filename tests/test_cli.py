@@ -179,6 +179,31 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
     assert lines["memory limit"] == (
         "supervisor 256 MB (then it starts itself again), worker 128 MB (then it is replaced)"
     )
+    assert "not available yet" not in result.stdout
+    assert lines["invite screen"] == (
+        "off: the dummy channel manager allows every channel (channel_manager.use)"
+    )
+    database = {"TMI_CLUSTER_CHANNEL_MANAGER__USE": "database"}
+    text = tmi(tmp_path, "features", **database).stdout
+    assert (
+        "not set up: twitch.client_id, twitch.client_secret, twitch.redirect_url, "
+        "twitch.grant_key missing" in text
+    )
+    ready = {
+        **database,
+        "TMI_CLUSTER_TWITCH__CLIENT_ID": "abc",
+        "TMI_CLUSTER_TWITCH__CLIENT_SECRET": "cl13ntsecret",
+        "TMI_CLUSTER_TWITCH__REDIRECT_URL": "https://bot.example/tmi-cluster/invite/callback",
+        "TMI_CLUSTER_TWITCH__GRANT_KEY": "g" * 40,
+    }
+    text = tmi(tmp_path, "features", **ready).stdout
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.splitlines())
+    assert lines["invite screen"] == (
+        "at /tmi-cluster/invite (the web pages' server), signing in with Twitch's application "
+        "'abc', scopes channel:bot; grants stored encrypted"
+    )
+    assert "cl13ntsecret" not in text
+    assert "g" * 40 not in text
 
 
 def test_features_name_a_server_of_ones_own(tmp_path: Path) -> None:

@@ -419,3 +419,33 @@ def test_ciphers_keep_their_purposes_apart() -> None:
         grants.open(sealed[:-4] + "AAAA")
     with pytest.raises(ConfigError):
         Cipher.for_grants("")
+
+
+@run
+async def test_a_database_that_does_not_answer_is_a_page_not_a_crash(tmp_path: Path) -> None:
+    from tmi_cluster.web import create_app  # noqa: PLC0415
+
+    environ = {
+        "TMI_CLUSTER_DATABASE__URL": "postgresql://tmi:dbp4ss@127.0.0.1:1/nowhere",
+        "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0",
+        "TMI_CLUSTER_CHANNEL_MANAGER__USE": "database",
+        "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
+        "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
+        "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
+        "TMI_CLUSTER_TWITCH__GRANT_KEY": GRANT_KEY,
+    }
+    app = create_app(load_settings(environ=environ, cwd=tmp_path))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+            answer = await client.get("/invite/")
+            assert answer.status_code == 503
+            assert "database does not answer right now; nothing was changed" in answer.text
+            assert "dbp4ss" not in answer.text
+            assert "127.0.0.1:1" not in answer.text
+            # the sign-in itself needs no database: it starts, and says so when it comes back
+            start = await client.get("/invite/login")
+            assert start.status_code == 303
+    finally:
+        await app.state.invite.aclose()
+        await app.state.view.aclose()

@@ -94,7 +94,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             + f"; Shared Chat copies: {settings.handlers.shared_chat}",
         ),
         ("web", _web(settings)),
-        ("invite screen", _not_yet("a later release")),
+        ("invite screen", _invite(settings)),
         ("notifications", _notifications(settings)),
         ("log level", settings.log.level),
     ]
@@ -122,6 +122,22 @@ def _web(settings: Settings) -> str:
         who = "credentials: a password made at each start, printed once"
     domain = f"; only for host {settings.domain}" if settings.domain else ""
     return f"{where}; {who}; /health public{domain}"
+
+
+def _invite(settings: Settings) -> str:
+    """Whether the invite screen is open, and where (or why not)."""
+    path = "/" + settings.path.strip("/") + ("/" if settings.path.strip("/") else "")
+    use = settings.channel_manager.use
+    if use == "dummy":
+        return "off: the dummy channel manager allows every channel (channel_manager.use)"
+    missing = settings.twitch.missing()
+    if missing:
+        return f"not set up: {', '.join(missing)} missing (docs/web.md, the invite screen)"
+    return (
+        f"at {path}invite (the web pages' server), signing in with Twitch's application "
+        f"{settings.twitch.client_id!r}, scopes {' '.join(settings.twitch.scopes)}; grants "
+        "stored encrypted"
+    )
 
 
 def _notifications(settings: Settings) -> str:

@@ -8,7 +8,10 @@ and a health check, as one ASGI application.
   the JSON API (``/openapi.json`` describes it); ``GET /metrics`` Prometheus's text format;
   ``GET /health`` 204 when healthy by the rule of ``tmi-cluster health``, else 503 with the
   reason.
-- Everything but ``/health`` needs credentials unless ``web.public`` is set (see
+- ``/invite/`` the invite screen: streamers sign in with Twitch and add the bot to their chat
+  or remove it (:mod:`tmi_cluster.web.invite`; public, its forms CSRF-checked).
+- Everything but ``/health`` and the invite screen needs credentials unless ``web.public`` is
+  set (see
   :mod:`tmi_cluster.web.auth`). Every file the page uses ships in the package; the page loads
   nothing from elsewhere, and its Content-Security-Policy says so.
 - The figures come from one snapshot of the cluster at most every second, however many browsers

@@ -330,11 +330,17 @@ class Invite:
                     f'<form method="post" action="{base}/revoke">{csrf}'
                     f'<button id="revoke" class="danger">Remove {bot} from my chat</button></form>'
                 )
-            else:
+            elif isinstance(session.get("tokens"), dict):
                 parts.append(
                     f'<p id="status">{bot} is not in your chat.</p>'
                     f'<form method="post" action="{base}/authorize">{csrf}'
                     f'<button id="authorize">Add {bot} to my chat</button></form>'
+                )
+            else:  # the grant of this sign-in was used and revoked: Twitch must grant anew
+                parts.append(
+                    f'<p id="status">{bot} is not in your chat.</p>'
+                    f'<p><a class="button" id="sign-in" href="{base}/login">Sign in with Twitch '
+                    f"again to add {bot}</a></p>"
                 )
             parts.append(
                 f'<form method="post" action="{base}/logout">{csrf}'
