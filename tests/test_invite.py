@@ -6,6 +6,7 @@ manager), the simulator's OAuth server playing Twitch. The same flow in a real b
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import sqlite3
@@ -449,3 +450,74 @@ async def test_a_database_that_does_not_answer_is_a_page_not_a_crash(tmp_path: P
     finally:
         await app.state.invite.aclose()
         await app.state.view.aclose()
+
+
+MANAGER = '''
+class Failing:
+    """Authorizes nothing, and fails to grant."""
+
+    invite_screen = True
+
+    async def authorize(self, channels, *, reconnect=False):
+        raise RuntimeError("the manager's own database is down")
+
+    async def revoke(self, channels):
+        return None
+
+    async def authorized(self, channels):
+        return set()
+
+    async def acknowledged(self, channels):
+        return None
+
+    async def stale(self, channels):
+        return set()
+'''
+
+
+@run
+async def test_a_manager_that_fails_is_a_page_and_leaves_no_grant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tmi_cluster.web import create_app  # noqa: PLC0415
+
+    (tmp_path / "failing_manager.py").write_text(MANAGER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    environ = {
+        "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
+        "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0",
+        "TMI_CLUSTER_CHANNEL_MANAGER__USE": "failing_manager:Failing",
+        "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
+        "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
+        "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
+        "TMI_CLUSTER_TWITCH__GRANT_KEY": GRANT_KEY,
+    }
+    settings = load_settings(environ=environ, cwd=tmp_path)
+    with Store.from_settings(settings) as store:
+        store.migrate()
+    # a signed-in session, as the callback leaves it
+    session = {
+        "csrf": "the-csrf-token",
+        "user": {"id": "42", "login": STREAMER, "name": "Streamer1"},
+        "tokens": {"access": "acc355", "refresh": "r3fr35h", "scopes": ["channel:bot"]},
+    }
+    cookie = Cipher.for_sessions(GRANT_KEY).seal(json.dumps(session))
+    app = create_app(settings)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://web", cookies={"tmi_cluster_invite": cookie}
+        ) as client:
+            page = await client.get("/invite/")
+            assert "Signed in as <b>Streamer1</b>" in page.text
+            answer = await client.post("/invite/authorize", data={"csrf": "the-csrf-token"})
+            assert answer.status_code == 500
+            assert "log says why" in answer.text
+            assert "manager's own database" not in answer.text
+    finally:
+        await app.state.invite.aclose()
+        await app.state.view.aclose()
+    assert "the manager's own database is down" in caplog.text
+    assert "acc355" not in caplog.text
+    with Store.from_settings(settings) as store:
+        assert store.grants() == []  # the grant went with the failed authorization

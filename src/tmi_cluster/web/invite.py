@@ -29,8 +29,9 @@ Contracts:
 - With the Dummy channel manager (or a manager whose ``invite_screen`` is false) every route
   answers 409 and says why; with ``twitch.*`` not set up, 503 naming the missing settings.
 - Every failure is a page that says what failed and that nothing was changed (400 for a bad
-  callback, 502 when Twitch refuses or does not answer, 503 when the database does not);
-  no page and no log line holds a token, a code or a secret.
+  callback, 502 when Twitch refuses or does not answer, 503 when the database does not; any
+  other error, such as a channel manager of one's own that raises, 500 with the reason in the
+  log only); no page and no log line holds a token, a code or a secret.
 """
 
 from __future__ import annotations
@@ -273,6 +274,17 @@ class Invite:
                         "Try again later",
                         "The bot's database does not answer right now; nothing was changed. "
                         "Try again in a minute.",
+                    ),
+                )
+            except Exception:  # a channel manager of one's own, a bug: a page, the log says why
+                log.exception("the invite screen failed on %s", request.url.path)
+                return self._error(
+                    request,
+                    _PageError(
+                        500,
+                        "Something went wrong",
+                        "The bot could not do that right now; its operator's log says why. "
+                        "Try again later.",
                     ),
                 )
 
