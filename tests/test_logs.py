@@ -13,7 +13,8 @@ def _settings() -> Settings:
     return Settings.model_validate(
         {
             "tmi": {"identity": {"username": "bot", "password": "oauth:t0ps3cret"}},
-            "web": {"token": "w3bt0ken"},
+            "web": {"token": "w3bt0ken", "password": "w3bp4ss"},
+            "twitch": {"client_secret": "cl13nts3cret", "grant_key": "gr4ntk3y" * 5},
             "redis": {"url": "redis://:r3dispw@127.0.0.1:6379/0"},
             "database": {"url": "postgresql://u:dbpw99@h/db"},
         }
@@ -21,7 +22,15 @@ def _settings() -> Settings:
 
 
 def test_secrets_of_lists_every_secret() -> None:
-    assert sorted(secrets_of(_settings())) == ["dbpw99", "r3dispw", "t0ps3cret", "w3bt0ken"]
+    assert sorted(secrets_of(_settings())) == [
+        "cl13nts3cret",
+        "dbpw99",
+        "gr4ntk3y" * 5,
+        "r3dispw",
+        "t0ps3cret",
+        "w3bp4ss",
+        "w3bt0ken",
+    ]
 
 
 def test_records_are_redacted() -> None:

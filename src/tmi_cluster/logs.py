@@ -21,14 +21,21 @@ _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]+@")
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value in ``settings`` (empty ones left out)."""
-    found = [settings.tmi.identity.token, settings.web.token.get_secret_value()]
+    """Every secret value in ``settings`` (empty ones left out, and those shorter than six
+    characters: masking every occurrence of a two-letter password would garble every line)."""
+    found = [
+        settings.tmi.identity.token,
+        settings.web.token.get_secret_value(),
+        settings.web.password.get_secret_value(),
+        settings.twitch.client_secret.get_secret_value(),
+        settings.twitch.grant_key.get_secret_value(),
+    ]
     for url in (settings.redis.url, settings.database.url):
         try:
             found.append(urlsplit(url).password or "")
         except ValueError:
             continue
-    return [value for value in found if value]
+    return [value for value in found if len(value) >= 6]
 
 
 class RedactingFilter(logging.Filter):
