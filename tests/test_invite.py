@@ -216,6 +216,20 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
             Grants("another key of at least thirty-two characters").open(sealed[0])
         assert grant.access_token not in repr(grant)
 
+        # signed out and in again: the stored grant is renewed, the old token withdrawn
+        out = await client.post(f"{site.invite}/logout", data={"csrf": csrf_of(page.text)})
+        assert out.status_code == 303
+        assert site.sim.oauth.live_tokens(STREAMER) == 1  # the stored grant's stays
+        page_text = await sign_in(client, site)
+        assert f"{BOT} is authorized for your chat" in page_text
+        with Store(site.cluster.db) as store:
+            renewed = Grants(GRANT_KEY).open(store.grants()[0])
+        assert renewed.access_token != grant.access_token
+        assert site.sim.oauth.live_tokens(STREAMER) == 1
+        assert site.sim.oauth.validate(renewed.access_token)["login"] == STREAMER
+        grant = renewed
+        page = await client.get(f"{site.invite}/")
+
         removed = await client.post(f"{site.invite}/revoke", data={"csrf": csrf_of(page.text)})
         assert removed.status_code == 303
         page = await client.get(f"{site.invite}/")

@@ -12,7 +12,8 @@ The flow (OAuth authorization code, :class:`~tmi_cluster.oauth.TwitchOAuth`):
    state must be the one of this browser's session, and is used up (a replayed or forged
    callback changes nothing); the code is exchanged, the token validated (our client id, the
    scopes asked for) and the user read. Their tokens stay in the (encrypted) session until
-   they authorize the bot.
+   they authorize the bot; when the bot has their grant already, it is renewed with them
+   (and the old token withdrawn).
 4. ``POST /invite/authorize``: the grant is stored (tokens encrypted,
    :class:`~tmi_cluster.grants.Grants`), the channel authorized through the channel manager
    (with ``reconnect``) and joined (:func:`tmi_cluster.cluster.admin.join`).
@@ -379,8 +380,16 @@ class Invite:
             return self._save(request, self._error(request, error), session)
         user_data, tokens = user
         session.set("user", user_data)
-        session.set("tokens", tokens)
         session.csrf()
+        store = self.store()
+        stored = await asyncio.to_thread(store.grant, user_data["id"])
+        if stored is None:  # kept in the session until the streamer adds the bot
+            session.set("tokens", tokens)
+        else:  # the bot has their grant already: it is renewed with this sign-in's tokens
+            assert self._grants is not None
+            await asyncio.to_thread(store.save_grant, self._grants.seal(_grant(user_data, tokens)))
+            with contextlib.suppress(GrantKeyError):  # sealed with an older key: nothing to do
+                await self._withdraw(self._grants.open(stored).access_token)
         return self._back(request, session, f"Signed in as {user_data['name']}.")
 
     async def _signed_in(
@@ -463,14 +472,7 @@ class Invite:
                 "Twitch's grant); nothing was changed.",
             )
         assert self._grants is not None  # set up: _why_closed checked the key
-        grant = TokenGrant(
-            user_id=user["id"],
-            login=user["login"],
-            scopes=tuple(tokens.get("scopes") or ()),
-            access_token=str(tokens["access"]),
-            refresh_token=str(tokens.get("refresh") or ""),
-            expires_at=_when(tokens.get("expires_at")),
-        )
+        grant = _grant(user, tokens)
         store = self.store()
         handles = admin.Handles(store=store)
         await asyncio.to_thread(store.save_grant, self._grants.seal(grant))
@@ -561,6 +563,18 @@ class Invite:
                 else []
             ),
         )
+
+
+def _grant(user: dict[str, str], tokens: dict[str, Any]) -> TokenGrant:
+    """The grant of a signed-in ``user`` with the ``tokens`` of their sign-in."""
+    return TokenGrant(
+        user_id=user["id"],
+        login=user["login"],
+        scopes=tuple(tokens.get("scopes") or ()),
+        access_token=str(tokens["access"]),
+        refresh_token=str(tokens.get("refresh") or ""),
+        expires_at=_when(tokens.get("expires_at")),
+    )
 
 
 def _when(value: Any) -> dt.datetime | None:
