@@ -181,7 +181,8 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
     )
     assert "not available yet" not in result.stdout
     assert lines["invite screen"] == (
-        "off: the dummy channel manager allows every channel (channel_manager.use)"
+        "off: the dummy channel manager lets the bot into every channel, so there is nothing "
+        "to authorize (channel_manager.use = 'dummy'; 'database' turns the invite screen on)"
     )
     database = {"TMI_CLUSTER_CHANNEL_MANAGER__USE": "database"}
     text = tmi(tmp_path, "features", **database).stdout
@@ -199,11 +200,36 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
     text = tmi(tmp_path, "features", **ready).stdout
     lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.splitlines())
     assert lines["invite screen"] == (
-        "at /tmi-cluster/invite (the web pages' server), signing in with Twitch's application "
+        "at /tmi-cluster/invite/ (the web pages' server), signing in with Twitch's application "
         "'abc', scopes channel:bot; grants stored encrypted"
     )
     assert "cl13ntsecret" not in text
     assert "g" * 40 not in text
+    (tmp_path / "closed_manager.py").write_text(
+        "class NoInvite:\n"
+        "    invite_screen = False\n"
+        + "".join(
+            f"    async def {m}(self, channels, **_):\n        return set()\n"
+            for m in ("authorize", "revoke", "authorized", "acknowledged", "stale")
+        )
+    )
+    own = {**ready, "PYTHONPATH": str(tmp_path)}
+    done = tmi(
+        tmp_path,
+        "features",
+        **{**own, "TMI_CLUSTER_CHANNEL_MANAGER__USE": "closed_manager:NoInvite"},
+    )
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in done.stdout.splitlines())
+    assert lines["invite screen"] == (
+        "off: the channel manager turns it off (its invite_screen is false)"
+    ), done.stderr
+    done = tmi(
+        tmp_path, "features", **{**own, "TMI_CLUSTER_CHANNEL_MANAGER__USE": "nosuch.module:X"}
+    )
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in done.stdout.splitlines())
+    assert (
+        lines["invite screen"] == "off: the channel manager does not load (see 'channel manager')"
+    )
 
 
 def test_features_name_a_server_of_ones_own(tmp_path: Path) -> None:

@@ -171,9 +171,12 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         assert page.status_code == 200
         assert f"{BOT} is a chat bot, authorized in 0 channels" in page.text
         assert "Sign in with Twitch" in page.text
+        # the sign-in starts on the redirect URL's site, where Twitch sends the browser back
+        assert f'href="{site.invite}/login"' in page.text
         # the page sets no cookie until a sign-in starts; the security headers are there
         assert "set-cookie" not in page.headers
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers.get_list("x-frame-options") == ["DENY"]  # once, not once per layer
 
         start = await client.get(f"{site.invite}/login")
         cookie = start.headers["set-cookie"]
@@ -187,6 +190,7 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         callback = await consent(client, start.headers["location"], STREAMER)
         back = await client.get(callback)
         assert back.status_code == 303
+        copied = dict(client.cookies)  # a copy of the signed-in session, holding its grant
         page = await client.get(f"{site.invite}/")
         assert "Signed in as <b>Streamer1</b> (#streamer1)" in page.text
         assert f"{BOT} is not in your chat" in page.text
@@ -239,6 +243,17 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         assert stored_rows(site.cluster) == []
         assert site.sim.oauth.live_tokens(STREAMER) == 0  # withdrawn at Twitch too
 
+        # the copy of an old session cannot add the bot again: its grant is withdrawn
+        async with httpx.AsyncClient(timeout=20, cookies=copied) as thief:
+            old_page = await thief.get(f"{site.invite}/")
+            replayed = await thief.post(
+                f"{site.invite}/authorize", data={"csrf": csrf_of(old_page.text)}
+            )
+        assert replayed.status_code == 401
+        assert "no longer accepts this sign-in" in replayed.text
+        assert stored_rows(site.cluster) == []
+        assert not site.sim.joined(STREAMER)
+
         signed_out = await client.post(f"{site.invite}/logout", data={"csrf": csrf_of(page.text)})
         assert signed_out.status_code == 303
         page = await client.get(f"{site.invite}/")
@@ -248,6 +263,9 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
     # no token, code or secret in what the dashboard wrote
     for secret in (grant.access_token, grant.refresh_token, CLIENT_SECRET, GRANT_KEY):
         assert secret not in err
+    # the dashboard logs what streamers do (and only that: no token)
+    assert "the invite screen: #streamer1 authorized the bot" in err
+    assert "the invite screen: #streamer1 revoked the bot" in err
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert grant.access_token not in logs
 
@@ -309,6 +327,19 @@ async def test_forged_replayed_and_refused_callbacks_change_nothing(
         assert bad.status_code == 502
         assert "Invalid authorization code" in bad.text
 
+        # a state or a CSRF token that is not ASCII, a body that is not UTF-8: refused in words
+        start = await client.get(f"{site.invite}/login")
+        odd = await client.get(f"{site.invite}/callback?state=%C3%A9&code=x")
+        assert odd.status_code == 400
+        assert "does not match" in odd.text
+        for body in (b"csrf=%C3%A9", b"csrf=\xff\xfe"):
+            refused = await client.post(
+                f"{site.invite}/authorize",
+                content=body,
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            assert refused.status_code == 403, refused.text
+
         # a POST without the session's CSRF token: refused, nothing authorized
         page = await client.get(f"{site.invite}/")
         forged_post = await client.post(f"{site.invite}/authorize", data={"csrf": "guess"})
@@ -346,7 +377,8 @@ async def test_the_invite_screen_says_why_it_is_closed(
         for path in ("/", "/login", "/callback?code=x&state=y"):
             answer = await client.get(site.invite + path)
             assert answer.status_code == 409, path
-            assert "lets it into every channel" in answer.text
+            assert "lets the bot into every channel" in answer.text
+            assert "Back to the invite screen" not in answer.text
         assert (await client.post(f"{site.invite}/authorize", data={})).status_code == 409
 
     (tmp_path / "unset").mkdir()
@@ -397,13 +429,69 @@ async def test_twitch_not_answering_or_refusing_the_secret_is_a_clear_page(
         invite_site(tmp_path / "down", redis_server, redis_prefix, start=False) as site,
         httpx.AsyncClient(timeout=20) as client,
     ):
+        page = await sign_in(client, site)
+        added = await client.post(f"{site.invite}/authorize", data={"csrf": csrf_of(page)})
+        assert added.status_code == 303
+        page = (await client.get(f"{site.invite}/")).text
+        # no cluster runs: authorized, joined once it runs
+        assert flash_of(page) == f"{BOT} is authorized: it joins your chat as soon as it runs."
         start = await client.get(f"{site.invite}/login")
         callback = await consent(client, start.headers["location"], STREAMER)
         # the OAuth server goes away between the consent and the callback
         await site.sim.aclose()
         answer = await client.get(callback)
         assert answer.status_code == 502
-        assert "Twitch did not answer (ConnectError" in answer.text
+        assert "Twitch did not answer (ConnectError)" in answer.text
+        assert str(site.sim.control_port) not in answer.text  # the address stays in the log
+        # removed while Twitch does not answer: removed, and the streamer is told the rest
+        removed = await client.post(f"{site.invite}/revoke", data={"csrf": csrf_of(page)})
+        assert removed.status_code == 303
+        page = (await client.get(f"{site.invite}/")).text
+        assert "Twitch did not answer when its access was withdrawn" in flash_of(page)
+        assert stored_rows(site.cluster) == []
+
+
+@run
+async def test_two_browsers_and_a_revoke_from_the_command_line(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    async with (
+        invite_site(tmp_path, redis_server, redis_prefix, start=False) as site,
+        httpx.AsyncClient(timeout=20) as first,
+        httpx.AsyncClient(timeout=20) as second,
+    ):
+        one = await sign_in(first, site)
+        two = await sign_in(second, site)
+        await first.post(f"{site.invite}/authorize", data={"csrf": csrf_of(one)})
+        with Store(site.cluster.db) as store:
+            first_token = Grants(GRANT_KEY).open(store.grants()[0]).access_token
+        # the second browser still offers to add the bot: its grant replaces the first's,
+        # which is withdrawn at Twitch (no token left alive behind the bot's back)
+        assert 'id="authorize"' in two
+        await second.post(f"{site.invite}/authorize", data={"csrf": csrf_of(two)})
+        with Store(site.cluster.db) as store:
+            second_token = Grants(GRANT_KEY).open(store.grants()[0]).access_token
+        assert second_token != first_token
+        assert site.sim.oauth.live_tokens(STREAMER) == 1
+        assert site.sim.oauth.validate(second_token)["login"] == STREAMER
+
+        # the operator revokes the channel from the command line: the grant goes with it
+        done = subprocess.run(
+            [SCRIPT, "authorize", STREAMER, "--revoke"],
+            cwd=tmp_path,
+            env=site.cluster.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert stored_rows(site.cluster) == []
+        # ... and the streamer can add the bot again with a new sign-in
+        page = await sign_in(first, site)
+        assert 'id="authorize"' in page
+        added = await first.post(f"{site.invite}/authorize", data={"csrf": csrf_of(page)})
+        assert added.status_code == 303
+        assert len(stored_rows(site.cluster)) == 1
 
 
 def test_bad_twitch_settings_are_refused_in_words(tmp_path: Path) -> None:
@@ -411,12 +499,20 @@ def test_bad_twitch_settings_are_refused_in_words(tmp_path: Path) -> None:
         "TMI_CLUSTER_TWITCH__REDIRECT_URL": ("https://bot.example/callback", "invite/callback"),
         "TMI_CLUSTER_TWITCH__OAUTH_URL": ("ftp://id.twitch.tv", "http:// or https://"),
         "TMI_CLUSTER_TWITCH__SCOPES": ('["channel bot"]', "scopes such as"),
+        "TMI_CLUSTER_TWITCH__API_URL": ("https://api.twitch.tv/helix?x=1", "without a query"),
         "TMI_CLUSTER_TWITCH__GRANT_KEY": ("short", "at least 32 printable characters"),
     }
     for name, (value, expected) in cases.items():
         with pytest.raises(ConfigError) as caught:
             load_settings(environ={name: value}, cwd=tmp_path)
         assert expected in str(caught.value), (name, str(caught.value))
+    for name, value, expected in [
+        ("TMI_CLUSTER_TWITCH__REDIRECT_URL", "https://b.example/invite/callback/", "callback"),
+        ("TMI_CLUSTER_TWITCH__SCOPES", "[]", "at least one scope"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(environ={name: value}, cwd=tmp_path)
+        assert expected in str(caught.value)
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={"TMI_CLUSTER_TWITCH__GRANT_KEY": "hunter2"}, cwd=tmp_path)
     assert "value hidden" in str(caught.value)
@@ -493,8 +589,6 @@ class Failing:
 async def test_a_manager_that_fails_is_a_page_and_leaves_no_grant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tmi_cluster.web import create_app  # noqa: PLC0415
-
     (tmp_path / "failing_manager.py").write_text(MANAGER)
     monkeypatch.syspath_prepend(str(tmp_path))
     environ = {
@@ -506,14 +600,38 @@ async def test_a_manager_that_fails_is_a_page_and_leaves_no_grant(
         "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
         "TMI_CLUSTER_TWITCH__GRANT_KEY": GRANT_KEY,
     }
+    async with ChatSimulator(control_port=0) as sim:
+        oauth = f"http://{sim.host}:{sim.control_port}"
+        environ["TMI_CLUSTER_TWITCH__OAUTH_URL"] = f"{oauth}/oauth2"
+        environ["TMI_CLUSTER_TWITCH__API_URL"] = f"{oauth}/helix"
+        redirect = environ["TMI_CLUSTER_TWITCH__REDIRECT_URL"]
+        code = sim.oauth.issue_code(CLIENT_ID, redirect, STREAMER, ("channel:bot",))
+        tokens = sim.oauth.token(
+            {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "code": code,
+                "grant_type": "authorization_code",
+                "redirect_uri": redirect,
+            }
+        )
+        await _fail_to_authorize(tmp_path, environ, tokens["access_token"], caplog)
+
+
+async def _fail_to_authorize(
+    tmp_path: Path, environ: dict[str, str], access: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tmi_cluster.simulator.peers import user_id  # noqa: PLC0415
+    from tmi_cluster.web import create_app  # noqa: PLC0415
+
     settings = load_settings(environ=environ, cwd=tmp_path)
     with Store.from_settings(settings) as store:
         store.migrate()
     # a signed-in session, as the callback leaves it
     session = {
         "csrf": "the-csrf-token",
-        "user": {"id": "42", "login": STREAMER, "name": "Streamer1"},
-        "tokens": {"access": "acc355", "refresh": "r3fr35h", "scopes": ["channel:bot"]},
+        "user": {"id": user_id(STREAMER), "login": STREAMER, "name": "Streamer1"},
+        "tokens": {"access": access, "refresh": "r3fr35h", "scopes": ["channel:bot"]},
     }
     cookie = Cipher.for_sessions(GRANT_KEY).seal(json.dumps(session))
     app = create_app(settings)
@@ -532,6 +650,6 @@ async def test_a_manager_that_fails_is_a_page_and_leaves_no_grant(
         await app.state.invite.aclose()
         await app.state.view.aclose()
     assert "the manager's own database is down" in caplog.text
-    assert "acc355" not in caplog.text
+    assert access not in caplog.text
     with Store.from_settings(settings) as store:
         assert store.grants() == []  # the grant went with the failed authorization

@@ -62,6 +62,7 @@ __all__ = [
     "DummyChannelManager",
     "cleans_up",
     "cleanup",
+    "invite_screen_off",
     "joinable",
     "load_manager",
     "restricts",
@@ -228,6 +229,20 @@ def want_again(settings: Settings, store: Store, manager: ChannelManager) -> lis
 def restricts(manager: ChannelManager) -> bool:
     """Whether ``manager`` may refuse a channel (every one but the Dummy manager)."""
     return not isinstance(manager, DummyChannelManager)
+
+
+def invite_screen_off(manager: ChannelManager) -> str | None:
+    """Why the invite screen is off with ``manager`` (None: the manager lets it on): the Dummy
+    manager has nothing to authorize; a manager of one's own turns it off with a false
+    ``invite_screen`` (true by default)."""
+    if not restricts(manager):
+        return (
+            "the dummy channel manager lets the bot into every channel, so there is nothing to "
+            "authorize (channel_manager.use = 'dummy'; 'database' turns the invite screen on)"
+        )
+    if not getattr(manager, "invite_screen", True):
+        return "the channel manager turns it off (its invite_screen is false)"
+    return None
 
 
 def cleans_up(manager: ChannelManager) -> bool:

@@ -33,7 +33,12 @@ _MESSAGE_LENGTH = 200
 
 class OAuthError(TmiClusterError):
     """Twitch refused, or did not answer, a step of the OAuth flow (the text says which and
-    why; it holds no secret)."""
+    why; it holds no secret, nor the address asked). ``status``: Twitch's HTTP status, None
+    when it did not answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +140,13 @@ class TwitchOAuth:
                 method, url, data=data, headers=headers, params=params
             )
         except httpx.HTTPError as exc:
-            raise OAuthError(
-                f"{step}: Twitch did not answer ({type(exc).__name__} at {url})"
-            ) from None
+            log.warning("%s: no answer from %s (%s)", step, url, type(exc).__name__)
+            raise OAuthError(f"{step}: Twitch did not answer ({type(exc).__name__})") from None
         if response.status_code >= 400:
             status = response.status_code
-            raise OAuthError(f"{step}: Twitch answered {status}: {_message(response)}")
+            raise OAuthError(
+                f"{step}: Twitch answered {status}: {_message(response)}", status=status
+            )
         if not response.content:
             return None
         try:

@@ -20,15 +20,19 @@ __all__ = ["dashboard"]
 @click.pass_context
 @long_running
 def dashboard(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Serve the dashboard, statistics API, Prometheus metrics and health check of the cluster
-    until interrupted, under the URL path 'path' (default /tmi-cluster/). Everything but the
-    health check asks for credentials: web.username and web.password (HTTP Basic) or web.token
-    (a bearer token); with neither, a password is made for this run and printed here."""
+    """Serve the dashboard, statistics API, Prometheus metrics, health check and invite screen
+    of the cluster until interrupted, under the URL path 'path' (default /tmi-cluster/).
+    Everything but the health check and the invite screen asks for credentials: web.username
+    and web.password (HTTP Basic) or web.token (a bearer token); with neither, a password is
+    made for this run and printed here. The invite screen's address is printed when it is set
+    up (channel_manager.use = 'database' and twitch.*)."""
     import asyncio
 
+    from tmi_cluster.logs import configure_logging
     from tmi_cluster.web import create_app, mount_path, serve
 
     loaded = cluster_settings(ctx)
+    configure_logging(loaded)
     app = create_app(loaded)
     host = host or loaded.web.host
     port = loaded.web.port if port is None else port
@@ -47,6 +51,8 @@ def dashboard(ctx: click.Context, host: str | None, port: int | None) -> None:
             )
         elif credentials.public:
             click.echo("public: no credentials are asked (web.public)")
+        if app.state.invite.open:
+            click.echo(f"the invite screen: {app.state.invite.address}")
 
     try:
         asyncio.run(serve(loaded, app, host=host, port=port, started=started))

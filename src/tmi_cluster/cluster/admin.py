@@ -190,9 +190,11 @@ async def authorize(
     ``reconnect set`` or ``reconnect cleared`` when a new grant changed that: each grant sets
     it anew), ``revoked``, ``was not authorized``. ``only_new``: the channels authorized
     already are left as they are (``join --authorize``). A revoke makes the channels
-    unwanted whatever the manager, and wakes the coordinator, which parts them within a pass
-    (if Redis does not answer, within its next read of SQL). NotAvailableError for a revoke
-    with the Dummy manager (it allows every channel: nothing can be withdrawn)."""
+    unwanted whatever the manager, deletes what their streamers granted on the invite screen
+    (its tokens are not withdrawn at Twitch from here), and wakes the coordinator, which parts
+    them within a pass (if Redis does not answer, within its next read of SQL).
+    NotAvailableError for a revoke with the Dummy manager (it allows every channel: nothing can
+    be withdrawn)."""
     names = normalise_logins(channels)
     with _store(settings, handles) as store:
         manager = load_manager(settings, store=store)
@@ -211,6 +213,7 @@ async def authorize(
         if revoke:
             await manager.revoke(names)
             await asyncio.to_thread(store.unwant, names)  # the cluster's own record too
+            await asyncio.to_thread(store.delete_grants_of, names)  # the invite screen's
         else:
             granted = [n for n in names if n not in before] if only_new else names
             if granted:

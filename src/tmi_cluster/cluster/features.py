@@ -7,7 +7,13 @@ working feature.
 
 from __future__ import annotations
 
-from tmi_cluster.channels import ChannelManager, DatabaseChannelManager, cleans_up, load_manager
+from tmi_cluster.channels import (
+    ChannelManager,
+    DatabaseChannelManager,
+    cleans_up,
+    invite_screen_off,
+    load_manager,
+)
 from tmi_cluster.chat.ratelimit import AccountRates, Rate
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import find_embedded
@@ -94,7 +100,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             + f"; Shared Chat copies: {settings.handlers.shared_chat}",
         ),
         ("web", _web(settings)),
-        ("invite screen", _invite(settings)),
+        ("invite screen", _invite(settings, manager)),
         ("notifications", _notifications(settings)),
         ("log level", settings.log.level),
     ]
@@ -124,17 +130,19 @@ def _web(settings: Settings) -> str:
     return f"{where}; {who}; /health public{domain}"
 
 
-def _invite(settings: Settings) -> str:
+def _invite(settings: Settings, manager: ChannelManager | None) -> str:
     """Whether the invite screen is open, and where (or why not)."""
     path = "/" + settings.path.strip("/") + ("/" if settings.path.strip("/") else "")
-    use = settings.channel_manager.use
-    if use == "dummy":
-        return "off: the dummy channel manager allows every channel (channel_manager.use)"
+    if manager is None:
+        return "off: the channel manager does not load (see 'channel manager')"
+    off = invite_screen_off(manager)
+    if off is not None:
+        return f"off: {off}"
     missing = settings.twitch.missing()
     if missing:
         return f"not set up: {', '.join(missing)} missing (docs/web.md, the invite screen)"
     return (
-        f"at {path}invite (the web pages' server), signing in with Twitch's application "
+        f"at {path}invite/ (the web pages' server), signing in with Twitch's application "
         f"{settings.twitch.client_id!r}, scopes {' '.join(settings.twitch.scopes)}; grants "
         "stored encrypted"
     )

@@ -552,7 +552,7 @@ def _check_http_url(url: str) -> str:
 
 def _check_redirect_url(url: str) -> str:
     _check_http_url(url)
-    if url and not urlsplit(url).path.rstrip("/").endswith("/invite/callback"):
+    if url and not urlsplit(url).path.endswith("/invite/callback"):
         raise ValueError(
             "expected the invite screen's callback, '<site>/<path>/invite/callback' "
             f"(e.g. 'https://bot.example/tmi-cluster/invite/callback'), got {url!r}"
@@ -561,6 +561,8 @@ def _check_redirect_url(url: str) -> str:
 
 
 def _check_scopes(scopes: list[str]) -> list[str]:
+    if not scopes:
+        raise ValueError("expected at least one scope (today's bot model: 'channel:bot')")
     for scope in scopes:
         if not re.fullmatch(r"[a-z0-9_]+(:[a-z0-9_]+)*", scope):
             raise ValueError(f"expected scopes such as 'channel:bot', got {scope!r}")

@@ -20,6 +20,12 @@ __all__ = ["reference_markdown", "starter_toml"]
 _Row = tuple[tuple[str, ...], FieldInfo, Any]
 
 
+def _summary(model: type) -> str:
+    """The first paragraph of a section's docstring, on one line."""
+    paragraph = (model.__doc__ or "").strip().split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
 def _sections(
     model: BaseModel, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], type[BaseModel], list[_Row]]]:
@@ -114,7 +120,7 @@ def starter_toml() -> str:
     ]
     for path, model, rows in _sections(Settings()):
         if path:
-            doc = (model.__doc__ or "").strip().splitlines()[0]
+            doc = _summary(model)
             lines += ["", f"[{'.'.join(path)}]", f"# {doc}"] if rows else []
         for key, field, value in rows:
             lines += ["", f"# {field.description or ''}", f"# {key[-1]} = {_toml(value)}"]
@@ -158,7 +164,7 @@ def reference_markdown() -> str:
         if not rows:
             continue
         title = "`" + ".".join(path) + "`" if path else "Top level"
-        doc = (model.__doc__ or "").strip().splitlines()[0]
+        doc = _summary(model)
         out += ["", f"## {title}", "", doc if path else "Keys outside any section.", ""]
         out += [
             "| key | type | default | environment variable | meaning |",
@@ -181,7 +187,8 @@ def reference_markdown() -> str:
         "",
         "New keys: `tmi.connection.port/transport/ca_file/ping_interval/ping_timeout/"
         "channels_per_connection`, `auto_scale.cooldown`, `throttle.auth`, `throttle.messages`, "
-        "and the sections `redis`, `database`, `web`, `handlers`, `log`.",
+        "and the sections `redis`, `database`, `web`, `twitch`, `handlers`, `notifications`, "
+        "`log`.",
     ]
     return "\n".join(out) + "\n"
 

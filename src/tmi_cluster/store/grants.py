@@ -90,6 +90,14 @@ class GrantStore(Database):
             result = conn.execute(delete(grant_table).where(grant_table.c.user_id == user_id))
         return bool(result.rowcount)
 
+    def delete_grants_of(self, logins: Sequence[str]) -> int:
+        """Forget the grants of the channels ``logins`` (a revoke); how many there were."""
+        if not logins:
+            return 0
+        with self._write() as conn:
+            result = conn.execute(delete(grant_table).where(grant_table.c.login.in_(list(logins))))
+        return int(result.rowcount or 0)
+
     def grant_count(self) -> int:
         """How many grants are stored."""
         with self._read() as conn:

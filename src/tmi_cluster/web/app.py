@@ -165,7 +165,8 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
 
 
 class SecurityHeaders:
-    """ASGI middleware adding :data:`_SECURITY_HEADERS` to every HTTP response."""
+    """ASGI middleware adding :data:`_SECURITY_HEADERS` to every HTTP response (each one
+    only when the response has none of that name yet)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -177,7 +178,11 @@ class SecurityHeaders:
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_SECURITY_HEADERS]
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                # once, when the app is mounted in a site that adds them too
+                headers += [h for h in _SECURITY_HEADERS if h[0] not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, sending)

@@ -57,12 +57,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tmi_cluster.channels import load_manager, restricts
+from tmi_cluster.channels import invite_screen_off, load_manager
 from tmi_cluster.cluster import admin
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, NotAvailableError, StorageError
 from tmi_cluster.grants import Cipher, GrantKeyError, Grants, TokenGrant
-from tmi_cluster.oauth import OAuthError, TwitchOAuth
+from tmi_cluster.oauth import OAuthError, TwitchOAuth, TwitchUser
 from tmi_cluster.outcomes import JoinStatus
 from tmi_cluster.store import Store
 
@@ -82,11 +82,13 @@ _MAX_FORM = 4096
 class _PageError(Exception):
     """A request the invite screen answers with a page saying what went wrong."""
 
-    def __init__(self, status: int, title: str, text: str) -> None:
+    def __init__(self, status: int, title: str, text: str, *, back: bool = True) -> None:
         super().__init__(text)
         self.status = status
         self.title = title
         self.text = text
+        #: Whether the page links back to the invite screen (not when it is closed).
+        self.back = back
 
 
 @dataclass
@@ -117,6 +119,14 @@ class _Session:
         return token
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A token as checked with Twitch: its user and scopes."""
+
+    user: TwitchUser
+    scopes: tuple[str, ...]
+
+
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
@@ -125,7 +135,8 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<link rel="stylesheet" href="{base}/invite.css"></head>
+<link rel="stylesheet" href="{base}/invite.css">
+<link rel="icon" href="{base}/favicon.svg" type="image/svg+xml"></head>
 <body><main>
 <h1>{title}</h1>
 {body}
@@ -140,7 +151,9 @@ class Invite:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: The bot's name, mid-sentence and at a sentence's start.
         self.bot = settings.tmi.identity.username or "the bot"
+        self.bot_capital = settings.tmi.identity.username or "The bot"
         self._store: Store | None = None
         self._oauth: TwitchOAuth | None = None
         self._closed: _PageError | None = None
@@ -149,6 +162,20 @@ class Invite:
         self._sessions = Cipher.for_sessions(key) if key else None
         self._grants = Grants(key) if key else None
         self._secure = settings.twitch.redirect_url.startswith("https://")
+        #: The sign-in's start on the site of the redirect URL: its session cookie is then the
+        #: one the callback reads, whatever address the page was opened at.
+        self._login_url = settings.twitch.redirect_url.removesuffix("callback") + "login"
+
+    @property
+    def open(self) -> bool:
+        """Whether it is set up as far as the settings tell (``twitch.*`` set, a manager other
+        than the Dummy one): what ``tmi-cluster dashboard`` looks at to print its address."""
+        return self.settings.channel_manager.use != "dummy" and not self.settings.twitch.missing()
+
+    @property
+    def address(self) -> str:
+        """Where streamers open it: the redirect URL's site and path, ``/invite/``."""
+        return self.settings.twitch.redirect_url.removesuffix("callback")
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -183,16 +210,15 @@ class Invite:
         except ConfigError as exc:
             log.error("the invite screen is off: %s", exc)
             closed = _PageError(
-                503, "Not available", "The invite screen is off: its channel manager does not load."
+                503,
+                "Not available",
+                "The invite screen is off: its channel manager does not load.",
+                back=False,
             )
         else:
-            if not restricts(manager) or not getattr(manager, "invite_screen", True):
+            if (off := invite_screen_off(manager)) is not None:
                 closed = _PageError(
-                    409,
-                    "Not available",
-                    "The invite screen is off: this bot's channel manager lets it into every "
-                    "channel, so there is nothing to authorize (channel_manager.use = 'dummy'; "
-                    "'database' turns the invite screen on).",
+                    409, "Not available", f"The invite screen is off: {off}.", back=False
                 )
             elif missing := self.settings.twitch.missing():
                 closed = _PageError(
@@ -200,6 +226,7 @@ class Invite:
                     "Not set up",
                     "The invite screen is not set up: it needs the settings "
                     f"{', '.join(missing)} (see the web page of the docs: the invite screen).",
+                    back=False,
                 )
         self._closed, self._looked = closed, True
         return closed
@@ -241,10 +268,10 @@ class Invite:
         return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
 
     def _error(self, request: Request, error: _PageError) -> HTMLResponse:
-        body = (
-            f'<p class="error" id="error">{_e(error.text)}</p>'
-            f'<p><a href="{_e(self._base(request))}/">Back to the invite screen</a></p>'
-        )
+        body = f'<p class="error" id="error">{_e(error.text)}</p>'
+        if error.back:
+            body += f'<p><a href="{_e(self._base(request))}/">Back to the invite screen</a></p>'
+
         return self._page(request, error.title, body, error.status)
 
     def _back(self, request: Request, session: _Session, flash: str = "") -> Response:
@@ -299,7 +326,7 @@ class Invite:
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
         expected = session.get("csrf")
         given = form.get("csrf", "")
-        if not isinstance(expected, str) or not secrets.compare_digest(given, expected):
+        if not isinstance(expected, str) or not _same(given, expected):
             raise _PageError(
                 403,
                 "Refused",
@@ -318,41 +345,41 @@ class Invite:
         user = session.get("user")
         bot = _e(self.bot)
         parts = [
-            f'<p class="lead">{bot} is a chat bot, authorized in {count} '
+            f'<p class="lead">{_e(self.bot_capital)} is a chat bot, authorized in {count} '
             f"channel{'' if count == 1 else 's'}.</p>"
         ]
         if flash:
             parts.append(f'<p class="flash" id="flash">{_e(flash)}</p>')
         base = _e(self._base(request))
+        login_url = _e(self._login_url)
         if not isinstance(user, dict):
             parts.append(
                 f"<p>Sign in with your Twitch account to add {bot} to your chat, or to remove "
                 "it.</p>"
-                f'<p><a class="button" id="sign-in" href="{base}/login">Sign in with Twitch</a></p>'
+                f'<p><a class="button" id="sign-in" href="{login_url}">Sign in with Twitch</a></p>'
             )
         else:
             login = str(user.get("login", ""))
-            manager = load_manager(self.settings, store=self.store())
-            authorized = login in await manager.authorized([login])
+            authorized = await self._authorized(login)
             csrf = f'<input type="hidden" name="csrf" value="{_e(session.csrf())}">'
             name = _e(user.get("name") or login)
             parts.append(f'<p id="user">Signed in as <b>{name}</b> (#{_e(login)}).</p>')
             if authorized:
                 parts.append(
-                    f'<p id="status">{bot} is authorized for your chat.</p>'
+                    f'<p id="status">{_e(self.bot_capital)} is authorized for your chat.</p>'
                     f'<form method="post" action="{base}/revoke">{csrf}'
                     f'<button id="revoke" class="danger">Remove {bot} from my chat</button></form>'
                 )
             elif isinstance(session.get("tokens"), dict):
                 parts.append(
-                    f'<p id="status">{bot} is not in your chat.</p>'
+                    f'<p id="status">{_e(self.bot_capital)} is not in your chat.</p>'
                     f'<form method="post" action="{base}/authorize">{csrf}'
                     f'<button id="authorize">Add {bot} to my chat</button></form>'
                 )
             else:  # the grant of this sign-in was used and revoked: Twitch must grant anew
                 parts.append(
-                    f'<p id="status">{bot} is not in your chat.</p>'
-                    f'<p><a class="button" id="sign-in" href="{base}/login">Sign in with Twitch '
+                    f'<p id="status">{_e(self.bot_capital)} is not in your chat.</p>'
+                    f'<p><a class="button" id="sign-in" href="{login_url}">Sign in with Twitch '
                     f"again to add {bot}</a></p>"
                 )
             parts.append(
@@ -383,6 +410,8 @@ class Invite:
         session.csrf()
         store = self.store()
         stored = await asyncio.to_thread(store.grant, user_data["id"])
+        if stored is not None and not await self._authorized(user_data["login"]):
+            stored = None  # a grant left by a revoke elsewhere: replaced when they add the bot
         if stored is None:  # kept in the session until the streamer adds the bot
             session.set("tokens", tokens)
         else:  # the bot has their grant already: it is renewed with this sign-in's tokens
@@ -390,7 +419,7 @@ class Invite:
             await asyncio.to_thread(store.save_grant, self._grants.seal(_grant(user_data, tokens)))
             with contextlib.suppress(GrantKeyError):  # sealed with an older key: nothing to do
                 await self._withdraw(self._grants.open(stored).access_token)
-        return self._back(request, session, f"Signed in as {user_data['name']}.")
+        return self._back(request, session)
 
     async def _signed_in(
         self, expected: Any, given: str, params: Any
@@ -405,7 +434,7 @@ class Invite:
                 "This sign-in was not started in this browser, or it was used already (its "
                 f"state is unknown here). {nothing} Sign in again from the invite screen.",
             )
-        if not secrets.compare_digest(given, expected):
+        if not _same(given, expected):
             raise _PageError(
                 400,
                 "Sign-in failed",
@@ -420,19 +449,52 @@ class Invite:
         code = params.get("code")
         if not code:
             raise _PageError(400, "Sign-in failed", f"Twitch sent no code back. {nothing}")
-        oauth = self.oauth()
         try:
-            tokens = await oauth.exchange(code)
-            validation = await oauth.validate(tokens.access_token)
-            user = await oauth.user(tokens.access_token)
+            tokens = await self.oauth().exchange(code)
         except OAuthError as exc:
             log.warning("an invite sign-in failed: %s", exc)
+            raise _PageError(502, "Sign-in failed", f"{exc}. {nothing}") from None
+        try:
+            checked = await self._checked(tokens.access_token)
+        except _PageError:  # the tokens are not kept: withdrawn at Twitch
+            await self._withdraw(tokens.access_token)
+            raise
+        expires = tokens.expires_at.isoformat() if tokens.expires_at else None
+        user = checked.user
+        return (
+            {"id": user.id, "login": user.login, "name": user.display_name},
+            {
+                "access": tokens.access_token,
+                "refresh": tokens.refresh_token,
+                "scopes": list(checked.scopes),
+                "expires_at": expires,
+            },
+        )
+
+    async def _checked(self, access_token: str) -> _Checked:
+        """Who ``access_token`` belongs to, checked: issued to our application, for our
+        scopes, to the user the API shows; _PageError otherwise (401: Twitch does not know the
+        token, 502: Twitch did not answer or answers otherwise, 400: scopes lacking)."""
+        nothing = "Nothing was changed."
+        oauth = self.oauth()
+        try:
+            validation = await oauth.validate(access_token)
+            user = await oauth.user(access_token)
+        except OAuthError as exc:
+            log.warning("an invite sign-in failed: %s", exc)
+            if exc.status == 401:
+                raise _PageError(
+                    401,
+                    "Sign in again",
+                    f"Twitch no longer accepts this sign-in's grant. {nothing} Sign in again "
+                    "from the invite screen.",
+                ) from None
             raise _PageError(502, "Sign-in failed", f"{exc}. {nothing}") from None
         if validation.client_id != oauth.client_id or validation.user_id != user.id:
             raise _PageError(
                 502, "Sign-in failed", f"Twitch's token is not this bot's application's. {nothing}"
             )
-        lacking = [s for s in oauth.scopes if s not in validation.scopes]
+        lacking = [scope for scope in oauth.scopes if scope not in validation.scopes]
         if lacking:
             raise _PageError(
                 400,
@@ -440,16 +502,7 @@ class Invite:
                 f"Twitch granted {' '.join(validation.scopes) or 'no scope'}; the bot needs "
                 f"{' '.join(lacking)} too. {nothing}",
             )
-        expires = tokens.expires_at.isoformat() if tokens.expires_at else None
-        return (
-            {"id": user.id, "login": validation.login, "name": user.display_name},
-            {
-                "access": tokens.access_token,
-                "refresh": tokens.refresh_token,
-                "scopes": list(validation.scopes),
-                "expires_at": expires,
-            },
-        )
+        return _Checked(user=user, scopes=validation.scopes)
 
     def _user(self, session: _Session) -> dict[str, str]:
         user = session.get("user")
@@ -473,8 +526,14 @@ class Invite:
             )
         assert self._grants is not None  # set up: _why_closed checked the key
         grant = _grant(user, tokens)
+        checked = await self._checked(grant.access_token)  # withdrawn since: sign in again
+        if checked.user.id != grant.user_id:
+            raise _PageError(
+                401, "Sign in again", "Sign in with Twitch again; nothing was changed."
+            )
         store = self.store()
         handles = admin.Handles(store=store)
+        replaced = await asyncio.to_thread(store.grant, grant.user_id)
         await asyncio.to_thread(store.save_grant, self._grants.seal(grant))
         try:
             await admin.authorize(self.settings, [grant.login], reconnect=True, handles=handles)
@@ -483,6 +542,11 @@ class Invite:
                 await asyncio.to_thread(store.delete_grant, grant.user_id)
             raise
         session.pop("tokens")  # stored now
+        if replaced is not None:  # another sign-in's grant (another browser): withdrawn
+            with contextlib.suppress(GrantKeyError):
+                old = self._grants.open(replaced).access_token
+                if old != grant.access_token:
+                    await self._withdraw(old)
         log.info("the invite screen: #%s authorized the bot", grant.login)
         return self._back(request, session, await self._joined(grant.login))
 
@@ -496,37 +560,59 @@ class Invite:
                 handles=admin.Handles(store=self.store()),
             )
         except NotAvailableError:
-            return f"{self.bot} is authorized: it joins your chat as soon as it runs."
+            return f"{self.bot_capital} is authorized: it joins your chat as soon as it runs."
         result = results[login]
         if result.status in (JoinStatus.JOINED, JoinStatus.ALREADY):
-            return f"{self.bot} is in your chat now."
+            return f"{self.bot_capital} is in your chat now."
         if result.status is JoinStatus.FAILED:
-            return f"{self.bot} is authorized, but Twitch refused its join: {result.detail}."
-        return f"{self.bot} is authorized and joins your chat in a moment."
+            return (
+                f"{self.bot_capital} is authorized, but Twitch refused its join: {result.detail}."
+            )
+        return f"{self.bot_capital} is authorized and joins your chat in a moment."
 
     async def revoke(self, request: Request) -> Response:
         session = self._session(request)
         await self._form(request, session)
         user = self._user(session)
         store = self.store()
+        sealed = await asyncio.to_thread(store.grant, user["id"])
         await admin.authorize(
             self.settings, [user["login"]], revoke=True, handles=admin.Handles(store=store)
         )
-        sealed = await asyncio.to_thread(store.grant, user["id"])
+        await asyncio.to_thread(store.delete_grant, user["id"])
+        withdrawn = True
         if sealed is not None:
-            await asyncio.to_thread(store.delete_grant, user["id"])
             assert self._grants is not None
             with contextlib.suppress(GrantKeyError):
-                await self._withdraw(self._grants.open(sealed).access_token)
+                withdrawn = await self._withdraw(self._grants.open(sealed).access_token)
         log.info("the invite screen: #%s revoked the bot", user["login"])
-        return self._back(request, session, f"{self.bot} left your chat and has no access to it.")
+        if not withdrawn:
+            return self._back(
+                request,
+                session,
+                f"{self.bot_capital} left your chat, but Twitch did not answer when its access was "
+                "withdrawn: remove it under Connections in your Twitch settings too.",
+            )
+        return self._back(
+            request, session, f"{self.bot_capital} left your chat and has no access to it."
+        )
 
-    async def _withdraw(self, token: str) -> None:
-        """Withdraw a token at Twitch (a failure is logged, never the token)."""
+    async def _withdraw(self, token: str) -> bool:
+        """Withdraw a token at Twitch; whether Twitch did (a failure is logged, never the
+        token; a token Twitch does not know counts as withdrawn)."""
         try:
             await self.oauth().revoke(token)
         except OAuthError as exc:
+            if exc.status is not None and exc.status < 500:
+                return True
             log.warning("the invite screen could not withdraw a token at Twitch: %s", exc)
+            return False
+        return True
+
+    async def _authorized(self, login: str) -> bool:
+        """Whether the channel manager authorizes ``login``."""
+        manager = load_manager(self.settings, store=self.store())
+        return login in await manager.authorized([login])
 
     async def logout(self, request: Request) -> Response:
         session = self._session(request)
@@ -539,10 +625,10 @@ class Invite:
         return self._back(request, session)
 
     async def stylesheet(self, request: Request) -> Response:
-        body = resources.files("tmi_cluster.web").joinpath("static", "invite.css").read_bytes()
-        return Response(
-            body, media_type="text/css; charset=utf-8", headers={"Cache-Control": "no-cache"}
-        )
+        return _static("invite.css", "text/css; charset=utf-8")
+
+    async def favicon(self, request: Request) -> Response:
+        return _static("favicon.svg", "image/svg+xml")
 
     def app(self) -> Starlette:
         """The ASGI app of the invite screen."""
@@ -551,6 +637,7 @@ class Invite:
             routes=[
                 Route("/", handled(self.page), methods=["GET"]),
                 Route("/invite.css", self.stylesheet, methods=["GET"]),
+                Route("/favicon.svg", self.favicon, methods=["GET"]),
                 Route("/login", handled(self.login), methods=["GET"]),
                 Route("/callback", handled(self.callback), methods=["GET"]),
                 Route("/authorize", handled(self.authorize), methods=["POST"]),
@@ -563,6 +650,19 @@ class Invite:
                 else []
             ),
         )
+
+
+def _static(name: str, media_type: str) -> Response:
+    """A file of the package's ``static`` folder."""
+    body = resources.files("tmi_cluster.web").joinpath("static", name).read_bytes()
+    return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+def _same(given: str, expected: str) -> bool:
+    """Whether two secrets are equal, in constant time (any text: compared as UTF-8)."""
+    return secrets.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _grant(user: dict[str, str], tokens: dict[str, Any]) -> TokenGrant:
