@@ -653,3 +653,96 @@ async def _fail_to_authorize(
     assert access not in caplog.text
     with Store.from_settings(settings) as store:
         assert store.grants() == []  # the grant went with the failed authorization
+
+
+@run
+async def test_the_simulator_plays_twitchs_oauth() -> None:
+    async with (
+        ChatSimulator(control_port=0) as sim,
+        httpx.AsyncClient(base_url=f"http://{sim.host}:{sim.control_port}", timeout=10) as http,
+    ):
+        back = "https://bot.example/tmi-cluster/invite/callback"
+        made = await http.post(
+            "/apps", json={"client_id": "app2", "client_secret": "s2", "redirect_uris": [back]}
+        )
+        assert made.status_code == 200
+        query = {"client_id": "app2", "response_type": "code", "scope": "channel:bot"}
+        elsewhere = await http.get(
+            "/oauth2/authorize", params={**query, "redirect_uri": "https://evil.example/x"}
+        )
+        assert elsewhere.status_code == 400
+        assert "redirect_uri does not match" in elsewhere.json()["message"]
+        page = await http.get("/oauth2/authorize", params={**query, "redirect_uri": back})
+        assert page.status_code == 200
+        assert 'id="login"' in page.text
+        unknown = await http.get("/oauth2/authorize", params={**query, "client_id": "nobody"})
+        assert unknown.json() == {"status": 400, "message": "invalid client"}
+        # the consent: back to the redirect URI with a code and the state
+        answer = await http.post(
+            "/oauth2/authorize",
+            data={
+                **query,
+                "redirect_uri": back,
+                "state": "s1",
+                "login": "Alice",
+                "decision": "authorize",
+            },
+        )
+        assert answer.status_code == 302
+        location = parse_qs(urlsplit(answer.headers["location"]).query)
+        assert location["state"] == ["s1"]
+        code = location["code"][0]
+        exchange = {
+            "client_id": "app2",
+            "client_secret": "s2",
+            "code": code,
+            "grant_type": "authorization_code",
+            "redirect_uri": back,
+        }
+        wrong = await http.post("/oauth2/token", data={**exchange, "client_secret": "nope"})
+        assert wrong.status_code == 403
+        tokens = (await http.post("/oauth2/token", data=exchange)).json()
+        assert tokens["scope"] == ["channel:bot"]
+        again = await http.post("/oauth2/token", data=exchange)  # a code is used once
+        assert again.json() == {"status": 400, "message": "Invalid authorization code"}
+        token = tokens["access_token"]
+        valid = await http.get("/oauth2/validate", headers={"Authorization": f"OAuth {token}"})
+        assert valid.json()["login"] == "alice"
+        assert valid.json()["client_id"] == "app2"
+        users = await http.get(
+            "/helix/users", headers={"Authorization": f"Bearer {token}", "Client-Id": "app2"}
+        )
+        [alice] = users.json()["data"]
+        assert alice["login"] == "alice"
+        assert alice["id"] == valid.json()["user_id"]
+        mismatch = await http.get(
+            "/helix/users", headers={"Authorization": f"Bearer {token}", "Client-Id": "other"}
+        )
+        assert mismatch.status_code == 401
+        refreshed = await http.post(
+            "/oauth2/token",
+            data={
+                "client_id": "app2",
+                "client_secret": "s2",
+                "grant_type": "refresh_token",
+                "refresh_token": tokens["refresh_token"],
+            },
+        )
+        new = refreshed.json()["access_token"]
+        assert new != token
+        old = await http.get("/oauth2/validate", headers={"Authorization": f"OAuth {token}"})
+        assert old.status_code == 401  # the refresh replaced it
+        revoked = await http.post("/oauth2/revoke", data={"client_id": "app2", "token": new})
+        assert revoked.status_code == 200
+        assert sim.oauth.live_tokens("alice") == 0
+        cancelled = await http.post(
+            "/oauth2/authorize",
+            data={**query, "redirect_uri": back, "state": "s2", "decision": "cancel"},
+        )
+        assert "error=access_denied" in cancelled.headers["location"]
+        bad_login = await http.post(
+            "/oauth2/authorize",
+            data={**query, "redirect_uri": back, "login": "no spaces", "decision": "authorize"},
+        )
+        assert bad_login.status_code == 400
+        assert "invalid channel name" in bad_login.text

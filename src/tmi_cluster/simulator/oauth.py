@@ -12,7 +12,8 @@ GET    /oauth2/validate        ``Authorization: OAuth <token>``: user, client, s
 POST   /oauth2/revoke          ``client_id``, ``token``
 GET    /helix/users            ``Authorization: Bearer <token>``, ``Client-Id``; ``id`` and
                                ``login`` (repeatable), else the token's user
-POST   /apps                   ``{"client_id", "client_secret"}``: register an application
+POST   /apps                   ``{"client_id", "client_secret", "redirect_uris"}``: register
+                               an application (only those redirect URIs, when given)
 ====== ======================= ===========================================================
 
 Any login signs in (there are no passwords). One application is registered from the start:
@@ -26,7 +27,7 @@ import html
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -81,22 +82,32 @@ class OAuthServer:
 
     def __init__(self) -> None:
         self._apps: dict[str, str] = {CLIENT_ID: CLIENT_SECRET}
+        self._redirects: dict[str, frozenset[str]] = {}
         self._codes: dict[str, _Code] = {}
         self._tokens: dict[str, _Token] = {}
         self._refresh: dict[str, str] = {}  # refresh token: its access token
 
-    def add_app(self, client_id: str, client_secret: str) -> None:
-        """Register an application (replacing its secret)."""
+    def add_app(
+        self, client_id: str, client_secret: str, redirect_uris: Iterable[str] = ()
+    ) -> None:
+        """Register an application (replacing its secret). With ``redirect_uris``, as on
+        Twitch, only those are accepted; without, any http(s) URL (the default application)."""
         if not client_id or not client_secret:
             raise ValueError("an application needs a client id and a client secret")
         self._apps[client_id] = client_secret
+        self._redirects[client_id] = frozenset(redirect_uris)
 
     def check_client(self, client_id: str, redirect_uri: str) -> None:
         """_RefusedError unless the application is known and the redirect URI is http(s)."""
         if client_id not in self._apps:
             raise _RefusedError(400, "invalid client")
         parts = urlsplit(redirect_uri)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        registered = self._redirects.get(client_id)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or (registered and redirect_uri not in registered)
+        ):
             raise _RefusedError(400, "Parameter redirect_uri does not match registered URI")
 
     def issue_code(
@@ -327,7 +338,12 @@ class _OAuthRoutes:
     async def add_app(self, request: Request) -> Response:
         try:
             data = json.loads(await request.body() or b"{}")
-            self.server.add_app(str(data["client_id"]), str(data["client_secret"]))
+            uris = data.get("redirect_uris") or []
+            if not isinstance(uris, list):
+                raise TypeError("redirect_uris must be a list")
+            self.server.add_app(
+                str(data["client_id"]), str(data["client_secret"]), [str(u) for u in uris]
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise _RefusedError(400, f"expected client_id and client_secret: {exc}") from None
         return JSONResponse({"ok": True})
