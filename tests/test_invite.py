@@ -32,6 +32,7 @@ from .test_cli import SCRIPT
 
 STREAMER = "streamer1"
 GRANT_KEY = "k" * 20 + "-invite-test-key-0123456789"
+SESSION = "tmi_cluster_invite"
 CHANNELS = ["alpha", STREAMER, "streamer2"]
 
 pytestmark = pytest.mark.timeout(120)
@@ -167,9 +168,10 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         invite_site(tmp_path, redis_server, redis_prefix) as site,
         httpx.AsyncClient(timeout=20) as client,
     ):
+        assert site.dashboard.line() == f"the invite screen: {site.invite}/\n"
         page = await client.get(f"{site.invite}/")
         assert page.status_code == 200
-        assert f"{BOT} is a chat bot, authorized in 0 channels" in page.text
+        assert f"{BOT} is a chat bot, invited to 0 channels." in page.text
         assert "Sign in with Twitch" in page.text
         # the sign-in starts on the redirect URL's site, where Twitch sends the browser back
         assert f'href="{site.invite}/login"' in page.text
@@ -190,9 +192,8 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         callback = await consent(client, start.headers["location"], STREAMER)
         back = await client.get(callback)
         assert back.status_code == 303
-        copied = dict(client.cookies)  # a copy of the signed-in session, holding its grant
         page = await client.get(f"{site.invite}/")
-        assert "Signed in as <b>Streamer1</b> (#streamer1)" in page.text
+        assert "Signed in as <b>Streamer1</b> (twitch.tv/streamer1)" in page.text
         assert f"{BOT} is not in your chat" in page.text
         assert stored_rows(site.cluster) == []  # nothing stored before the streamer agrees
 
@@ -200,8 +201,8 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         assert added.status_code == 303
         page = await client.get(f"{site.invite}/")
         assert flash_of(page.text) == f"{BOT} is in your chat now."
-        assert f"{BOT} is authorized for your chat" in page.text
-        assert "authorized in 1 channel." in page.text
+        assert f"{BOT} is in your chat." in page.text
+        assert "invited to 1 channel." in page.text
         assert site.sim.joined(STREAMER)  # the bot is in the chat now
 
         # the grant is stored, its tokens encrypted: no token in clear in the database
@@ -225,14 +226,33 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         assert out.status_code == 303
         assert site.sim.oauth.live_tokens(STREAMER) == 1  # the stored grant's stays
         page_text = await sign_in(client, site)
-        assert f"{BOT} is authorized for your chat" in page_text
+        assert f"{BOT} is in your chat." in page_text
         with Store(site.cluster.db) as store:
             renewed = Grants(GRANT_KEY).open(store.grants()[0])
         assert renewed.access_token != grant.access_token
         assert site.sim.oauth.live_tokens(STREAMER) == 1
         assert site.sim.oauth.validate(renewed.access_token)["login"] == STREAMER
         grant = renewed
+
+        # the operator parts the channel: the page says so, and the streamer adds the bot
+        # again (no new sign-in: the bot has their grant)
+        parted = subprocess.run(
+            [SCRIPT, "part", STREAMER],
+            cwd=tmp_path,
+            env=site.cluster.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert parted.returncode == 0, parted.stderr
+        await until(lambda: not site.sim.joined(STREAMER), 15, "the bot parted")
         page = await client.get(f"{site.invite}/")
+        assert f"{BOT} may join your chat, but is not in it now." in page.text
+        again = await client.post(f"{site.invite}/authorize", data={"csrf": csrf_of(page.text)})
+        assert again.status_code == 303
+        page = await client.get(f"{site.invite}/")
+        assert flash_of(page.text) == f"{BOT} is in your chat now."
+        assert site.sim.joined(STREAMER)
 
         removed = await client.post(f"{site.invite}/revoke", data={"csrf": csrf_of(page.text)})
         assert removed.status_code == 303
@@ -243,21 +263,26 @@ async def test_a_streamer_authorizes_then_revokes_the_bot(
         assert stored_rows(site.cluster) == []
         assert site.sim.oauth.live_tokens(STREAMER) == 0  # withdrawn at Twitch too
 
-        # the copy of an old session cannot add the bot again: its grant is withdrawn
+        # a copy of a session whose grant was used and removed cannot add the bot back
+        page_text = await sign_in(client, site)
+        copied, copied_csrf = dict(client.cookies), csrf_of(page_text)
+        await client.post(f"{site.invite}/authorize", data={"csrf": copied_csrf})
+        await client.post(f"{site.invite}/revoke", data={"csrf": copied_csrf})
+        await until(lambda: not site.sim.joined(STREAMER), 15, "the bot parted again")
         async with httpx.AsyncClient(timeout=20, cookies=copied) as thief:
-            old_page = await thief.get(f"{site.invite}/")
-            replayed = await thief.post(
-                f"{site.invite}/authorize", data={"csrf": csrf_of(old_page.text)}
-            )
-        assert replayed.status_code == 401
-        assert "no longer accepts this sign-in" in replayed.text
-        assert stored_rows(site.cluster) == []
-        assert not site.sim.joined(STREAMER)
-
-        signed_out = await client.post(f"{site.invite}/logout", data={"csrf": csrf_of(page.text)})
-        assert signed_out.status_code == 303
-        page = await client.get(f"{site.invite}/")
-        assert "Sign in with Twitch" in page.text
+            replayed = await thief.post(f"{site.invite}/authorize", data={"csrf": copied_csrf})
+            assert replayed.status_code == 401
+            assert "no longer accepts this sign-in" in replayed.text
+            assert stored_rows(site.cluster) == []
+            assert not site.sim.joined(STREAMER)
+            # signed out: no copy of the session is accepted any more, on any host
+            signed_out = await client.post(f"{site.invite}/logout", data={"csrf": copied_csrf})
+            assert signed_out.status_code == 303
+            page = await client.get(f"{site.invite}/")
+            assert "Sign in with Twitch" in page.text
+            stale = await thief.post(f"{site.invite}/revoke", data={"csrf": copied_csrf})
+            assert stale.status_code == 403
+            assert "Sign in with Twitch" in (await thief.get(f"{site.invite}/")).text
         code, err = site.dashboard.stop()
     assert code == 0, err
     # no token, code or secret in what the dashboard wrote
@@ -291,10 +316,21 @@ async def test_forged_replayed_and_refused_callbacks_change_nothing(
         assert forged.status_code == 400
         assert "does not match" in forged.text
         assert "Nothing was changed" in forged.text
-        # ... and the state is used up: the real callback now is a replay
+        # ... the sign-in this browser started still comes back (a forged link does not use
+        # it up), once
+        assert (await client.get(callback)).status_code == 303
         late = await client.get(callback)
         assert late.status_code == 400
         assert "used already" in late.text
+        # two tabs: both sign-ins come back
+        first = await client.get(f"{site.invite}/login")
+        second = await client.get(f"{site.invite}/login")
+        back_one = await consent(client, first.headers["location"], STREAMER)
+        back_two = await consent(client, second.headers["location"], STREAMER)
+        assert (await client.get(back_two)).status_code == 303
+        assert (await client.get(back_one)).status_code == 303
+        # every earlier sign-in's grant, never used, was withdrawn at Twitch: one is left
+        assert site.sim.oauth.live_tokens(STREAMER) == 1
 
         # a real sign-in, then its callback replayed
         start = await client.get(f"{site.invite}/login")
@@ -395,8 +431,12 @@ async def test_the_invite_screen_says_why_it_is_closed(
     ):
         answer = await client.get(f"{site.invite}/")
         assert answer.status_code == 503
-        assert "twitch.client_id, twitch.grant_key" in answer.text
+        assert "not set up yet" in answer.text
+        assert "For the bot's operator: It needs the settings twitch.client_id, " in answer.text
         assert CLIENT_SECRET not in answer.text
+        code, err = site.dashboard.stop()
+        assert code == 0, err
+        assert "the invite screen: off. The invite screen of this bot is not set up yet." in err
 
 
 @run
@@ -418,7 +458,7 @@ async def test_twitch_not_answering_or_refusing_the_secret_is_a_clear_page(
         callback = await consent(client, start.headers["location"], STREAMER)
         answer = await client.get(callback)
         assert answer.status_code == 502
-        assert "Twitch answered 403: invalid client secret" in answer.text
+        assert "Twitch refused the sign-in (403: invalid client secret)" in answer.text
         assert "not-the-secret" not in answer.text
         code = parse_qs(urlsplit(callback).query)["code"][0]
         assert code not in answer.text
@@ -434,20 +474,24 @@ async def test_twitch_not_answering_or_refusing_the_secret_is_a_clear_page(
         assert added.status_code == 303
         page = (await client.get(f"{site.invite}/")).text
         # no cluster runs: authorized, joined once it runs
-        assert flash_of(page) == f"{BOT} is authorized: it joins your chat as soon as it runs."
+        assert flash_of(page) == (
+            f"{BOT} may join your chat now, and joins it as soon as it can (it cannot be "
+            "reached right now)."
+        )
         start = await client.get(f"{site.invite}/login")
         callback = await consent(client, start.headers["location"], STREAMER)
         # the OAuth server goes away between the consent and the callback
         await site.sim.aclose()
         answer = await client.get(callback)
         assert answer.status_code == 502
-        assert "Twitch did not answer (ConnectError)" in answer.text
+        assert "Twitch did not answer. Nothing was changed. Try again in a minute." in answer.text
         assert str(site.sim.control_port) not in answer.text  # the address stays in the log
         # removed while Twitch does not answer: removed, and the streamer is told the rest
         removed = await client.post(f"{site.invite}/revoke", data={"csrf": csrf_of(page)})
         assert removed.status_code == 303
         page = (await client.get(f"{site.invite}/")).text
-        assert "Twitch did not answer when its access was withdrawn" in flash_of(page)
+        assert "could not be withdrawn at Twitch: remove it under Connections" in flash_of(page)
+        assert 'class="flash warning"' in page
         assert stored_rows(site.cluster) == []
 
 
@@ -638,7 +682,7 @@ async def _fail_to_authorize(
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://web", cookies={"tmi_cluster_invite": cookie}
+            transport=transport, base_url="http://web", cookies={SESSION: cookie}
         ) as client:
             page = await client.get("/invite/")
             assert "Signed in as <b>Streamer1</b>" in page.text
@@ -666,6 +710,9 @@ async def test_the_simulator_plays_twitchs_oauth() -> None:
             "/apps", json={"client_id": "app2", "client_secret": "s2", "redirect_uris": [back]}
         )
         assert made.status_code == 200
+        for body in (b"[1]", b"null", b"{", b'{"client_id": "x"}'):
+            bad = await http.post("/apps", content=body)
+            assert bad.status_code == 400, body
         query = {"client_id": "app2", "response_type": "code", "scope": "channel:bot"}
         elsewhere = await http.get(
             "/oauth2/authorize", params={**query, "redirect_uri": "https://evil.example/x"}
@@ -746,3 +793,71 @@ async def test_the_simulator_plays_twitchs_oauth() -> None:
         )
         assert bad_login.status_code == 400
         assert "invalid channel name" in bad_login.text
+
+
+@run
+async def test_a_grant_sealed_with_another_key_is_said_not_hidden(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tmi_cluster.grants import TokenGrant  # noqa: PLC0415
+    from tmi_cluster.simulator.peers import user_id  # noqa: PLC0415
+    from tmi_cluster.web import create_app  # noqa: PLC0415
+
+    old_key, new_key = GRANT_KEY, "a new grant key of at least thirty-two characters"
+    async with ChatSimulator(control_port=0) as sim:
+        oauth = f"http://{sim.host}:{sim.control_port}"
+        environ = {
+            "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
+            "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0",
+            "TMI_CLUSTER_CHANNEL_MANAGER__USE": "database",
+            "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
+            "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
+            "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
+            "TMI_CLUSTER_TWITCH__OAUTH_URL": f"{oauth}/oauth2",
+            "TMI_CLUSTER_TWITCH__API_URL": f"{oauth}/helix",
+            "TMI_CLUSTER_TWITCH__GRANT_KEY": new_key,
+        }
+        settings = load_settings(environ=environ, cwd=tmp_path)
+        redirect = settings.twitch.redirect_url
+        code = sim.oauth.issue_code(CLIENT_ID, redirect, STREAMER, ("channel:bot",))
+        form = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "code": code}
+        tokens = sim.oauth.token(
+            {**form, "grant_type": "authorization_code", "redirect_uri": redirect}
+        )
+        uid = user_id(STREAMER)
+        with Store.from_settings(settings) as store:
+            store.migrate()
+            store.authorize([STREAMER], reconnect=True)
+            sealed = Grants(old_key).seal(  # stored before the key changed
+                TokenGrant(
+                    user_id=uid,
+                    login=STREAMER,
+                    scopes=("channel:bot",),
+                    access_token=tokens["access_token"],
+                    refresh_token=tokens["refresh_token"],
+                )
+            )
+            store.save_grant(sealed)
+        session = {"csrf": "t0k", "sid": "s1", "user": {"id": uid, "login": STREAMER, "name": "S"}}
+        cookie = Cipher.for_sessions(new_key).seal(json.dumps(session))
+        app = create_app(settings)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+                removed = await client.post(
+                    "/invite/revoke",
+                    data={"csrf": "t0k"},
+                    headers={"cookie": f"{SESSION}={cookie}"},
+                )
+                assert removed.status_code == 303
+                after = removed.cookies[SESSION]
+                page = (await client.get("/invite/", headers={"cookie": f"{SESSION}={after}"})).text
+        finally:
+            await app.state.invite.aclose()
+            await app.state.view.aclose()
+        assert "could not be withdrawn at Twitch: remove it under Connections" in flash_of(page)
+        assert "cannot be read with this twitch.grant_key" in caplog.text
+        assert sim.oauth.live_tokens(STREAMER) == 1  # what the streamer is told to remove
+        with Store.from_settings(settings) as store:
+            assert store.grants() == []
+            assert store.authorized_count() == 0

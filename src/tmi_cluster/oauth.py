@@ -36,9 +36,11 @@ class OAuthError(TmiClusterError):
     why; it holds no secret, nor the address asked). ``status``: Twitch's HTTP status, None
     when it did not answer."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
         super().__init__(message)
+        #: Twitch's HTTP status (None: no answer) and its own words, when it answered.
         self.status = status
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,9 @@ class TwitchOAuth:
             raise OAuthError(f"{step}: Twitch did not answer ({type(exc).__name__})") from None
         if response.status_code >= 400:
             status = response.status_code
+            reason = _message(response)
             raise OAuthError(
-                f"{step}: Twitch answered {status}: {_message(response)}", status=status
+                f"{step}: Twitch answered {status}: {reason}", status=status, reason=reason
             )
         if not response.content:
             return None

@@ -45,6 +45,8 @@ default; ``{x}`` a placeholder)::
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
     P lock:{name}                    string (owner token), expires              a short lock
     P incident:{name}                string (who notified), expires after notifications.quiet_period
+    P invite:ended:{session}         string, expires when the session would: an invite screen
+                                     session signed out (its cookie's copies refused)
 
 The assignment script (:mod:`tmi_cluster.bus.assignment`) builds the names of a process's set
 and command stream from the prefix inside Redis, exactly as :meth:`Keys.process_channels` and
@@ -217,6 +219,10 @@ class Keys:
     def guarding(self, process_id: str) -> str:
         """Set of the channels a worker checks for duplicates while it hands them over."""
         return f"{self.prefix}guarding:{process_id}"
+
+    def invite_ended(self, session_id: str) -> str:
+        """An invite screen session that was signed out, until it would have expired."""
+        return f"{self.prefix}invite:ended:{session_id}"
 
     def incident(self, name: str) -> str:
         """An incident notified lately (by whom), until the quiet period ends."""

@@ -1,7 +1,9 @@
 """What the dashboard and the metrics read of the cluster's history: the lengths of its streams
 (the event stream, the send commands waiting or held, the dead letters: one pipelined round
 trip), and the supervisors' latest changes of size (``P scale:history``: each ProcessScaled
-with when it happened, by Redis's clock; the newest :data:`SCALE_HISTORY` kept)."""
+with when it happened, by Redis's clock; the newest :data:`SCALE_HISTORY` kept); and the small
+marks the web pages and notifications leave (an incident notified, an invite screen session
+signed out)."""
 
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ __all__ = [
     "Scaled",
     "StreamLengths",
     "claim_incident",
+    "end_session",
     "recent_scaled",
     "remember_scaled",
+    "session_ended",
     "stream_lengths",
 ]
 
@@ -123,6 +127,21 @@ async def recent_scaled(client: redis.asyncio.Redis, keys: Keys, count: int = 10
         except (msgspec.ValidationError, msgspec.DecodeError):
             continue
     return found
+
+
+async def end_session(
+    client: redis.asyncio.Redis, keys: Keys, session_id: str, ttl_s: float
+) -> None:
+    """Mark the invite screen's session ``session_id`` signed out for ``ttl_s`` seconds (its
+    cookie's life): any copy of its cookie is refused meanwhile, on every host."""
+    with translated(describe_client(client)):
+        await client.set(keys.invite_ended(session_id), "1", px=max(1, int(ttl_s * 1000)))
+
+
+async def session_ended(client: redis.asyncio.Redis, keys: Keys, session_id: str) -> bool:
+    """Whether the invite screen's session ``session_id`` was signed out."""
+    with translated(describe_client(client)):
+        return bool(await client.exists(keys.invite_ended(session_id)))
 
 
 async def claim_incident(

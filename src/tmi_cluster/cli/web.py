@@ -25,7 +25,7 @@ def dashboard(ctx: click.Context, host: str | None, port: int | None) -> None:
     Everything but the health check and the invite screen asks for credentials: web.username
     and web.password (HTTP Basic) or web.token (a bearer token); with neither, a password is
     made for this run and printed here. The invite screen's address is printed when it is set
-    up (channel_manager.use = 'database' and twitch.*)."""
+    up (channel_manager.use = 'database' and twitch.*), or why it is off."""
     import asyncio
 
     from tmi_cluster.logs import configure_logging
@@ -51,8 +51,14 @@ def dashboard(ctx: click.Context, host: str | None, port: int | None) -> None:
             )
         elif credentials.public:
             click.echo("public: no credentials are asked (web.public)")
-        if app.state.invite.open:
-            click.echo(f"the invite screen: {app.state.invite.address}")
+        invite = app.state.invite
+        closed = invite.closed_reason()
+        if closed is None:
+            click.echo(f"the invite screen: {invite.address}")
+            if mismatch := invite.path_mismatch(mount_path(loaded)):
+                click.echo(f"warning: {mismatch}", err=True)
+        elif loaded.channel_manager.use != "dummy":  # off by mistake, not by the default
+            click.echo(f"the invite screen: off. {closed}", err=True)
 
     try:
         asyncio.run(serve(loaded, app, host=host, port=port, started=started))

@@ -338,6 +338,8 @@ class _OAuthRoutes:
     async def add_app(self, request: Request) -> Response:
         try:
             data = json.loads(await request.body() or b"{}")
+            if not isinstance(data, dict):
+                raise TypeError("the body must be a JSON object")
             uris = data.get("redirect_uris") or []
             if not isinstance(uris, list):
                 raise TypeError("redirect_uris must be a list")

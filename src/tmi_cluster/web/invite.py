@@ -3,15 +3,18 @@ for their own channel, or revokes it; the bot is in their chat within seconds.
 
 The flow (OAuth authorization code, :class:`~tmi_cluster.oauth.TwitchOAuth`):
 
-1. ``GET /invite``: the page. Signed out: the bot's name, in how many channels it is
-   authorized, "Sign in with Twitch". Signed in: the streamer's name, whether the bot is
-   authorized for their channel, "Add the bot" or "Remove the bot", "Sign out".
-2. ``GET /invite/login``: a random ``state`` is put in the browser's session, and the browser
-   sent to Twitch's authorize page with it.
+1. ``GET /invite/``: the page. Signed out: the bot's name, in how many channels it is
+   authorized, "Sign in with Twitch" (a link to the sign-in on the redirect URL's site).
+   Signed in: the streamer's name, the bot's state in their chat (in it, joining, refused by
+   Twitch, authorized but not in it), "Add the bot" or "Remove the bot", "Sign out".
+2. ``GET /invite/login``: a random ``state`` is added to the browser's session (the newest
+   few are kept: several tabs may sign in), and the browser sent to Twitch's authorize page
+   with it.
 3. ``GET /invite/callback``: Twitch sends the browser back with ``code`` and ``state``. The
-   state must be the one of this browser's session, and is used up (a replayed or forged
+   state must be one this browser's session started, and is used up (a replayed or forged
    callback changes nothing); the code is exchanged, the token validated (our client id, the
-   scopes asked for) and the user read. Their tokens stay in the (encrypted) session until
+   scopes asked for) and the user read; the tokens of an earlier sign-in never used are
+   withdrawn. Their tokens stay in the (encrypted) session until
    they authorize the bot; when the bot has their grant already, it is renewed with them
    (and the old token withdrawn).
 4. ``POST /invite/authorize``: the grant is stored (tokens encrypted,
@@ -22,13 +25,16 @@ The flow (OAuth authorization code, :class:`~tmi_cluster.oauth.TwitchOAuth`):
 
 Contracts:
 
-- The session is a cookie sealed with a key derived from ``twitch.grant_key`` (Fernet:
-  encrypted and authenticated), ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when the redirect
-  URL is https, scoped to the invite screen's path, living :data:`SESSION_MAX_AGE_S`.
+- The session (:mod:`tmi_cluster.web.sessions`) is a cookie sealed with a key derived from
+  ``twitch.grant_key`` (Fernet: encrypted and authenticated), ``HttpOnly``, ``SameSite=Lax``,
+  ``Secure`` when the redirect URL is https, scoped to the invite screen's path, living
+  :data:`SESSION_MAX_AGE_S`; a signed-out session is remembered in Redis until then, so that
+  no copy of its cookie is accepted. A grant is checked with Twitch before it is stored.
 - Every POST carries the session's CSRF token (a form field); one without it is refused (403)
   and changes nothing.
 - With the Dummy channel manager (or a manager whose ``invite_screen`` is false) every route
-  answers 409 and says why; with ``twitch.*`` not set up, 503 naming the missing settings.
+  answers 409 and says why; with ``twitch.*`` not set up, 503 naming the missing settings
+  (the details in a paragraph for the bot's operator).
 - Every failure is a page that says what failed and that nothing was changed (400 for a bad
   callback, 502 when Twitch refuses or does not answer, 503 when the database does not; any
   other error, such as a channel manager of one's own that raises, 500 with the reason in the
@@ -41,14 +47,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import html
-import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -61,62 +65,39 @@ from tmi_cluster.channels import invite_screen_off, load_manager
 from tmi_cluster.cluster import admin
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, NotAvailableError, StorageError
-from tmi_cluster.grants import Cipher, GrantKeyError, Grants, TokenGrant
+from tmi_cluster.grants import GrantKeyError, Grants, TokenGrant
 from tmi_cluster.oauth import OAuthError, TwitchOAuth, TwitchUser
 from tmi_cluster.outcomes import JoinStatus
-from tmi_cluster.store import Store
+from tmi_cluster.store import SealedGrant, Store
+from tmi_cluster.web.sessions import SESSION_COOKIE, SESSION_MAX_AGE_S, Session, Sessions, same
 
 __all__ = ["SESSION_COOKIE", "SESSION_MAX_AGE_S", "Invite"]
 
 log = logging.getLogger(__name__)
 
-#: The session cookie's name and life.
-SESSION_COOKIE = "tmi_cluster_invite"
-SESSION_MAX_AGE_S = 3600
 #: Seconds the authorize request waits for the bot to be in the chat.
 JOIN_WAIT_S = 5.0
 #: The largest form body read.
 _MAX_FORM = 4096
+_NOTHING = "Nothing was changed."
+#: Where a streamer removes an application's access on Twitch.
+_CONNECTIONS = "under Connections in your Twitch settings"
 
 
 class _PageError(Exception):
-    """A request the invite screen answers with a page saying what went wrong."""
+    """A request the invite screen answers with a page saying what went wrong: ``text`` for
+    the streamer, ``operator`` (optional) for the bot's operator."""
 
-    def __init__(self, status: int, title: str, text: str, *, back: bool = True) -> None:
+    def __init__(
+        self, status: int, title: str, text: str, *, operator: str = "", back: bool = True
+    ) -> None:
         super().__init__(text)
         self.status = status
         self.title = title
         self.text = text
+        self.operator = operator
         #: Whether the page links back to the invite screen (not when it is closed).
         self.back = back
-
-
-@dataclass
-class _Session:
-    """The browser's session: a dict sealed in a cookie (``changed``: write it back)."""
-
-    data: dict[str, Any]
-    changed: bool = False
-
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        self.changed = True
-
-    def pop(self, key: str) -> Any:
-        if key in self.data:
-            self.changed = True
-        return self.data.pop(key, None)
-
-    def csrf(self) -> str:
-        """The session's CSRF token (made on first use)."""
-        token = self.data.get("csrf")
-        if not isinstance(token, str):
-            token = secrets.token_urlsafe(24)
-            self.set("csrf", token)
-        return token
 
 
 @dataclass(frozen=True)
@@ -134,7 +115,7 @@ def _e(text: object) -> str:
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
+{refresh}<title>{title}</title>
 <link rel="stylesheet" href="{base}/invite.css">
 <link rel="icon" href="{base}/favicon.svg" type="image/svg+xml"></head>
 <body><main>
@@ -144,38 +125,74 @@ _PAGE = """<!doctype html>
 """
 
 
+def _twitch_trouble(exc: OAuthError, *, sign_in: bool = True) -> _PageError:
+    """Twitch refused or did not answer: the page for the streamer (the details are logged)."""
+    log.warning("the invite screen: %s", exc)
+    if exc.status is None:
+        return _PageError(
+            502,
+            "Twitch does not answer",
+            f"Twitch did not answer. {_NOTHING} Try again in a minute.",
+        )
+    if exc.status == 401 and not sign_in:
+        return _PageError(
+            401,
+            "Sign in again",
+            f"Twitch no longer accepts this sign-in's grant. {_NOTHING} Sign in with Twitch again.",
+        )
+    return _PageError(
+        502,
+        "Sign-in failed",
+        f"Twitch refused the sign-in ({exc.status}: {exc.reason}). {_NOTHING} Sign in again.",
+    )
+
+
 class Invite:
     """The invite screen of the cluster of ``settings``: :meth:`app` is its ASGI app (mounted at
-    ``/invite`` by :func:`~tmi_cluster.web.create_app`); :meth:`aclose` closes its store and
-    HTTP client."""
+    ``/invite`` by :func:`~tmi_cluster.web.create_app`); :meth:`aclose` closes its store, Redis
+    client and HTTP client."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        #: The bot's name, mid-sentence and at a sentence's start.
-        self.bot = settings.tmi.identity.username or "the bot"
-        self.bot_capital = settings.tmi.identity.username or "The bot"
+        name = settings.tmi.identity.username
+        #: The bot's name mid-sentence and at a sentence's start.
+        self.bot = name or "the bot"
+        self.bot_capital = name or "The bot"
+        self._title = f"Invite {name}" if name else "Invite the bot"
         self._store: Store | None = None
         self._oauth: TwitchOAuth | None = None
         self._closed: _PageError | None = None
         self._looked = False
         key = settings.twitch.grant_key.get_secret_value()
-        self._sessions = Cipher.for_sessions(key) if key else None
         self._grants = Grants(key) if key else None
-        self._secure = settings.twitch.redirect_url.startswith("https://")
+        self.sessions = Sessions(settings)
         #: The sign-in's start on the site of the redirect URL: its session cookie is then the
         #: one the callback reads, whatever address the page was opened at.
         self._login_url = settings.twitch.redirect_url.removesuffix("callback") + "login"
 
     @property
-    def open(self) -> bool:
-        """Whether it is set up as far as the settings tell (``twitch.*`` set, a manager other
-        than the Dummy one): what ``tmi-cluster dashboard`` looks at to print its address."""
-        return self.settings.channel_manager.use != "dummy" and not self.settings.twitch.missing()
-
-    @property
     def address(self) -> str:
         """Where streamers open it: the redirect URL's site and path, ``/invite/``."""
         return self.settings.twitch.redirect_url.removesuffix("callback")
+
+    def closed_reason(self) -> str | None:
+        """Why it is closed, for its operator (None: open): what ``tmi-cluster dashboard``
+        prints instead of its address."""
+        closed = self._why_closed()
+        return None if closed is None else f"{closed.text} {closed.operator}".strip()
+
+    def path_mismatch(self, mount_path: str) -> str | None:
+        """A warning when the redirect URL's path is not the invite screen's callback under
+        ``mount_path`` (where this server serves it): right only behind a proxy that moves
+        the pages, else Twitch sends streamers to a page that does not exist."""
+        path = urlsplit(self.settings.twitch.redirect_url).path
+        expected = f"{mount_path}/invite/callback"
+        if not path or path == expected:
+            return None
+        return (
+            f"twitch.redirect_url's path is {path}, but this server's invite callback is "
+            f"{expected}: right only behind a proxy that moves the pages"
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -192,7 +209,8 @@ class Invite:
         return self._oauth
 
     async def aclose(self) -> None:
-        """Close the store and the HTTP client (idempotent)."""
+        """Close the store, the Redis client and the HTTP client (idempotent)."""
+        await self.sessions.aclose()
         if self._oauth is not None:
             await self._oauth.aclose()
             self._oauth = None
@@ -212,78 +230,63 @@ class Invite:
             closed = _PageError(
                 503,
                 "Not available",
-                "The invite screen is off: its channel manager does not load.",
+                "The invite screen of this bot is off.",
+                operator="Its channel manager does not load (see 'tmi-cluster features').",
                 back=False,
             )
         else:
             if (off := invite_screen_off(manager)) is not None:
                 closed = _PageError(
-                    409, "Not available", f"The invite screen is off: {off}.", back=False
+                    409,
+                    "Not available",
+                    "The invite screen of this bot is off.",
+                    operator=f"The invite screen is off: {off}.",
+                    back=False,
                 )
             elif missing := self.settings.twitch.missing():
                 closed = _PageError(
                     503,
                     "Not set up",
-                    "The invite screen is not set up: it needs the settings "
-                    f"{', '.join(missing)} (see the web page of the docs: the invite screen).",
+                    "The invite screen of this bot is not set up yet.",
+                    operator=f"It needs the settings {', '.join(missing)} (docs/web.md, the "
+                    "invite screen).",
                     back=False,
                 )
         self._closed, self._looked = closed, True
         return closed
 
-    def _session(self, request: Request) -> _Session:
-        raw = request.cookies.get(SESSION_COOKIE)
-        if not raw or self._sessions is None:
-            return _Session({})
-        try:
-            data = json.loads(self._sessions.open(raw, max_age_s=SESSION_MAX_AGE_S))
-        except (GrantKeyError, ValueError):
-            return _Session({}, changed=True)  # expired or not ours: replaced
-        return _Session(data if isinstance(data, dict) else {}, changed=not isinstance(data, dict))
-
-    def _save(self, request: Request, response: Response, session: _Session) -> Response:
-        if not session.changed or self._sessions is None:
-            return response
-        path = request.scope.get("root_path", "") or "/"
-        if not session.data:
-            response.delete_cookie(SESSION_COOKIE, path=path)
-            return response
-        response.set_cookie(
-            SESSION_COOKIE,
-            self._sessions.seal(json.dumps(session.data)),
-            max_age=SESSION_MAX_AGE_S,
-            path=path,
-            secure=self._secure,
-            httponly=True,
-            samesite="lax",
-        )
-        return response
-
     @staticmethod
     def _base(request: Request) -> str:
         return str(request.scope.get("root_path", ""))
 
-    def _page(self, request: Request, title: str, body: str, status: int = 200) -> HTMLResponse:
-        page = _PAGE.format(title=_e(title), base=_e(self._base(request)), body=body)
+    def _page(
+        self, request: Request, title: str, body: str, status: int = 200, *, refresh: bool = False
+    ) -> HTMLResponse:
+        page = _PAGE.format(
+            title=_e(title),
+            base=_e(self._base(request)),
+            body=body,
+            refresh='<meta http-equiv="refresh" content="3">\n' if refresh else "",
+        )
         return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
 
     def _error(self, request: Request, error: _PageError) -> HTMLResponse:
         body = f'<p class="error" id="error">{_e(error.text)}</p>'
+        if error.operator:
+            body += f'<p class="operator">For the bot\'s operator: {_e(error.operator)}</p>'
         if error.back:
             body += f'<p><a href="{_e(self._base(request))}/">Back to the invite screen</a></p>'
-
         return self._page(request, error.title, body, error.status)
 
-    def _back(self, request: Request, session: _Session, flash: str = "") -> Response:
-        if flash:
-            session.set("flash", flash)
+    def _back(self, request: Request, session: Session) -> Response:
         response = RedirectResponse(f"{self._base(request)}/", status_code=303)
-        return self._save(request, response, session)
+        return self.sessions.write(request, response, session)
 
     def _handled(
         self, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
-        """A route: closed → its page; a _PageError → its page; the database down → 503."""
+        """A route: closed → its page; a _PageError → its page; the database down → 503; any
+        other error → 500, the reason in the log only."""
 
         async def run(request: Request) -> Response:
             try:
@@ -293,8 +296,8 @@ class Invite:
                 return await handler(request)
             except _PageError as error:
                 return self._error(request, error)
-            except StorageError:
-                log.warning("the invite screen cannot reach the database", exc_info=True)
+            except StorageError as exc:
+                log.warning("the invite screen cannot reach the database: %s", exc)
                 return self._error(
                     request,
                     _PageError(
@@ -318,142 +321,181 @@ class Invite:
 
         return run
 
-    async def _form(self, request: Request, session: _Session) -> dict[str, str]:
+    async def _form(self, request: Request, session: Session) -> dict[str, str]:
         """The POST's form, once its CSRF token is the session's (else 403, nothing done)."""
         body = await request.body()
         if len(body) > _MAX_FORM:
-            raise _PageError(413, "Refused", "The form is too large; nothing was changed.")
+            raise _PageError(413, "Refused", f"The form is too large. {_NOTHING}")
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
         expected = session.get("csrf")
-        given = form.get("csrf", "")
-        if not isinstance(expected, str) or not _same(given, expected):
+        if not isinstance(expected, str) or not same(form.get("csrf", ""), expected):
             raise _PageError(
                 403,
                 "Refused",
                 "This form is not from this browser's invite screen (its CSRF token does not "
-                "match, or the session expired); nothing was changed. Open the invite screen "
-                "and try again.",
+                f"match, or the session ended). {_NOTHING} Open the invite screen and try again.",
             )
         return form
 
     # -- the routes -------------------------------------------------------------------------
 
     async def page(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self.sessions.read(request)
         count = await asyncio.to_thread(self.store().authorized_count)
         flash = session.pop("flash")
         user = session.get("user")
-        bot = _e(self.bot)
-        parts = [
-            f'<p class="lead">{_e(self.bot_capital)} is a chat bot, authorized in {count} '
-            f"channel{'' if count == 1 else 's'}.</p>"
-        ]
-        if flash:
-            parts.append(f'<p class="flash" id="flash">{_e(flash)}</p>')
-        base = _e(self._base(request))
-        login_url = _e(self._login_url)
+        channels = f"{count} channel{'' if count == 1 else 's'}"
+        name = self.settings.tmi.identity.username
+        lead = (
+            f"{_e(name)} is a chat bot, invited to {channels}."
+            if name
+            else f"This chat bot is invited to {channels}."
+        )
+        parts = [f'<p class="lead">{lead}</p>']
+        if isinstance(flash, dict):
+            kind = "flash warning" if flash.get("warning") else "flash"
+            parts.append(f'<p class="{kind}" id="flash">{_e(flash.get("text", ""))}</p>')
+        refresh = False
         if not isinstance(user, dict):
             parts.append(
-                f"<p>Sign in with your Twitch account to add {bot} to your chat, or to remove "
-                "it.</p>"
-                f'<p><a class="button" id="sign-in" href="{login_url}">Sign in with Twitch</a></p>'
+                f"<p>Sign in with your Twitch account to add {_e(self.bot)} to your chat, or to "
+                "remove it.</p>"
+                f'<p><a class="button" id="sign-in" href="{_e(self._login_url)}">Sign in with '
+                "Twitch</a></p>"
             )
         else:
-            login = str(user.get("login", ""))
-            authorized = await self._authorized(login)
-            csrf = f'<input type="hidden" name="csrf" value="{_e(session.csrf())}">'
-            name = _e(user.get("name") or login)
-            parts.append(f'<p id="user">Signed in as <b>{name}</b> (#{_e(login)}).</p>')
-            if authorized:
+            body, refresh = await self._signed_in_html(request, session, user)
+            parts.append(body)
+        response = self._page(request, self._title, "\n".join(parts), refresh=refresh)
+        return self.sessions.write(request, response, session)
+
+    async def _signed_in_html(
+        self, request: Request, session: Session, user: dict[str, Any]
+    ) -> tuple[str, bool]:
+        """The signed-in part of the page, and whether it refreshes itself (joining)."""
+        login = str(user.get("login", ""))
+        bot, Bot = _e(self.bot), _e(self.bot_capital)  # noqa: N806 - the name at a start
+        base = _e(self._base(request))
+        csrf = f'<input type="hidden" name="csrf" value="{_e(session.csrf())}">'
+        parts = [
+            f'<p id="user">Signed in as <b>{_e(user.get("name") or login)}</b> '
+            f"(twitch.tv/{_e(login)}).</p>"
+        ]
+        add = (
+            f'<form method="post" action="{base}/authorize">{csrf}'
+            f'<button id="authorize">Add {bot} to my chat</button></form>'
+        )
+        remove = (
+            f'<form method="post" action="{base}/revoke">{csrf}'
+            f'<button id="revoke" class="danger">Remove {bot} from my chat</button></form>'
+        )
+        refresh = False
+        if await self._authorized(login):
+            state, failure = await self._channel_state(login)
+            if state in ("joined", "moving"):
+                parts.append(f'<p id="status">{Bot} is in your chat.</p>{remove}')
+            elif state in ("joining", "wanted"):
+                parts.append(f'<p id="status">{Bot} is joining your chat…</p>{remove}')
+                refresh = True
+            elif state == "failed":
+                why = _e(failure or "Twitch refused it")
                 parts.append(
-                    f'<p id="status">{_e(self.bot_capital)} is authorized for your chat.</p>'
-                    f'<form method="post" action="{base}/revoke">{csrf}'
-                    f'<button id="revoke" class="danger">Remove {bot} from my chat</button></form>'
+                    f'<p id="status">{Bot} could not join your chat ({why}); it tries again by '
+                    f"itself unless Twitch said never.</p>{remove}"
                 )
-            elif isinstance(session.get("tokens"), dict):
+            else:  # authorized, not wanted (parted by the operator): it can be added again
                 parts.append(
-                    f'<p id="status">{_e(self.bot_capital)} is not in your chat.</p>'
-                    f'<form method="post" action="{base}/authorize">{csrf}'
-                    f'<button id="authorize">Add {bot} to my chat</button></form>'
+                    f'<p id="status">{Bot} may join your chat, but is not in it now.</p>'
+                    f"{add}{remove}"
                 )
-            else:  # the grant of this sign-in was used and revoked: Twitch must grant anew
-                parts.append(
-                    f'<p id="status">{_e(self.bot_capital)} is not in your chat.</p>'
-                    f'<p><a class="button" id="sign-in" href="{login_url}">Sign in with Twitch '
-                    f"again to add {bot}</a></p>"
-                )
+        elif isinstance(session.get("tokens"), dict):
+            parts.append(f'<p id="status">{Bot} is not in your chat.</p>{add}')
+        else:  # the grant of this sign-in was used and revoked: Twitch must grant anew
             parts.append(
-                f'<form method="post" action="{base}/logout">{csrf}'
-                '<button id="sign-out" class="quiet">Sign out</button></form>'
+                f'<p id="status">{Bot} is not in your chat.</p>'
+                f'<p><a class="button" id="sign-in" href="{_e(self._login_url)}">Sign in with '
+                f"Twitch again to add {bot}</a></p>"
             )
-        response = self._page(request, f"Invite {self.bot}", "\n".join(parts))
-        return self._save(request, response, session)
+        parts.append(
+            f'<form method="post" action="{base}/logout">{csrf}'
+            '<button id="sign-out" class="quiet">Sign out</button></form>'
+        )
+        return "\n".join(parts), refresh
+
+    async def _channel_state(self, login: str) -> tuple[str, str | None]:
+        """The channel's state as ``tmi-cluster channels`` shows it, and its last failure."""
+        rows, _ = await admin.channel_table(
+            self.settings, [login], handles=admin.Handles(store=self.store())
+        )
+        if not rows:
+            return "parted", None
+        row = rows[0]
+        return row.state, row.failure.reason if row.failure is not None else None
 
     async def login(self, request: Request) -> Response:
-        session = self._session(request)
-        state = secrets.token_urlsafe(24)
-        session.set("state", state)
-        session.csrf()
+        session = await self.sessions.read(request)
+        state = session.start_sign_in()
         response = RedirectResponse(self.oauth().authorize_url(state), status_code=303)
-        return self._save(request, response, session)
+        return self.sessions.write(request, response, session)
 
     async def callback(self, request: Request) -> Response:
-        session = self._session(request)
-        expected = session.pop("state")
+        session = await self.sessions.read(request)
         params = request.query_params
         try:
-            user = await self._signed_in(expected, params.get("state", ""), params)
+            user, tokens = await self._signed_in(session, params)
         except _PageError as error:  # the state is used up all the same
-            return self._save(request, self._error(request, error), session)
-        user_data, tokens = user
-        session.set("user", user_data)
+            return self.sessions.write(request, self._error(request, error), session)
+        earlier = session.get("tokens")
+        if isinstance(earlier, dict) and earlier.get("access") != tokens["access"]:
+            await self._withdraw(str(earlier.get("access", "")))  # an unused sign-in's grant
+            session.pop("tokens")
+        session.set("user", user)
         session.csrf()
         store = self.store()
-        stored = await asyncio.to_thread(store.grant, user_data["id"])
-        if stored is not None and not await self._authorized(user_data["login"]):
+        stored = await asyncio.to_thread(store.grant, user["id"])
+        if stored is not None and not await self._authorized(user["login"]):
             stored = None  # a grant left by a revoke elsewhere: replaced when they add the bot
         if stored is None:  # kept in the session until the streamer adds the bot
             session.set("tokens", tokens)
         else:  # the bot has their grant already: it is renewed with this sign-in's tokens
             assert self._grants is not None
-            await asyncio.to_thread(store.save_grant, self._grants.seal(_grant(user_data, tokens)))
-            with contextlib.suppress(GrantKeyError):  # sealed with an older key: nothing to do
-                await self._withdraw(self._grants.open(stored).access_token)
+            await asyncio.to_thread(store.save_grant, self._grants.seal(_grant(user, tokens)))
+            await self._withdraw_stored(stored)
         return self._back(request, session)
 
     async def _signed_in(
-        self, expected: Any, given: str, params: Any
+        self, session: Session, params: Any
     ) -> tuple[dict[str, str], dict[str, Any]]:
-        """The user and tokens of a callback; _PageError when it is not a sign-in of this
-        browser's, or Twitch refused it."""
-        nothing = "Nothing was changed."
-        if not isinstance(expected, str):
+        """The user and tokens of a callback; _PageError when it is not a sign-in this browser
+        started, or Twitch refused it."""
+        started = session.finish_sign_in(params.get("state", ""))
+        if started is None:
             raise _PageError(
                 400,
                 "Sign-in failed",
-                "This sign-in was not started in this browser, or it was used already (its "
-                f"state is unknown here). {nothing} Sign in again from the invite screen.",
+                "This sign-in was not started in this browser, or it was used already. "
+                f"{_NOTHING} Sign in again from the invite screen.",
             )
-        if not _same(given, expected):
+        if not started:
             raise _PageError(
                 400,
                 "Sign-in failed",
-                "This sign-in's state does not match the one this browser started: the link "
-                f"was forged or belongs to another sign-in. {nothing}",
+                "This sign-in does not match one this browser started: the link was forged, "
+                f"or it belongs to an older sign-in. {_NOTHING} Sign in again from the invite "
+                "screen.",
             )
         if params.get("error"):
             reason = params.get("error_description") or params.get("error")
             raise _PageError(
-                400, "Sign-in cancelled", f"Twitch did not grant access: {reason[:200]}. {nothing}"
+                400, "Sign-in cancelled", f"Twitch did not grant access: {reason[:200]}. {_NOTHING}"
             )
         code = params.get("code")
         if not code:
-            raise _PageError(400, "Sign-in failed", f"Twitch sent no code back. {nothing}")
+            raise _PageError(400, "Sign-in failed", f"Twitch sent no code back. {_NOTHING}")
         try:
             tokens = await self.oauth().exchange(code)
         except OAuthError as exc:
-            log.warning("an invite sign-in failed: %s", exc)
-            raise _PageError(502, "Sign-in failed", f"{exc}. {nothing}") from None
+            raise _twitch_trouble(exc) from None
         try:
             checked = await self._checked(tokens.access_token)
         except _PageError:  # the tokens are not kept: withdrawn at Twitch
@@ -471,28 +513,19 @@ class Invite:
             },
         )
 
-    async def _checked(self, access_token: str) -> _Checked:
+    async def _checked(self, access_token: str, *, sign_in: bool = True) -> _Checked:
         """Who ``access_token`` belongs to, checked: issued to our application, for our
-        scopes, to the user the API shows; _PageError otherwise (401: Twitch does not know the
-        token, 502: Twitch did not answer or answers otherwise, 400: scopes lacking)."""
-        nothing = "Nothing was changed."
+        scopes, to the user the API shows; _PageError otherwise."""
         oauth = self.oauth()
         try:
             validation = await oauth.validate(access_token)
             user = await oauth.user(access_token)
         except OAuthError as exc:
-            log.warning("an invite sign-in failed: %s", exc)
-            if exc.status == 401:
-                raise _PageError(
-                    401,
-                    "Sign in again",
-                    f"Twitch no longer accepts this sign-in's grant. {nothing} Sign in again "
-                    "from the invite screen.",
-                ) from None
-            raise _PageError(502, "Sign-in failed", f"{exc}. {nothing}") from None
+            raise _twitch_trouble(exc, sign_in=sign_in) from None
         if validation.client_id != oauth.client_id or validation.user_id != user.id:
+            log.warning("the invite screen: a token of another application, or another user")
             raise _PageError(
-                502, "Sign-in failed", f"Twitch's token is not this bot's application's. {nothing}"
+                502, "Sign-in failed", f"Twitch's answer is not for this bot. {_NOTHING}"
             )
         lacking = [scope for scope in oauth.scopes if scope not in validation.scopes]
         if lacking:
@@ -500,55 +533,54 @@ class Invite:
                 400,
                 "Sign-in failed",
                 f"Twitch granted {' '.join(validation.scopes) or 'no scope'}; the bot needs "
-                f"{' '.join(lacking)} too. {nothing}",
+                f"{' '.join(lacking)} too. {_NOTHING}",
             )
         return _Checked(user=user, scopes=validation.scopes)
 
-    def _user(self, session: _Session) -> dict[str, str]:
+    @staticmethod
+    def _user(session: Session) -> dict[str, str]:
         user = session.get("user")
         if not isinstance(user, dict):
-            raise _PageError(
-                401, "Sign in first", "Sign in with Twitch first; nothing was changed."
-            )
+            raise _PageError(401, "Sign in first", f"Sign in with Twitch first. {_NOTHING}")
         return {str(k): str(v) for k, v in user.items()}
 
     async def authorize(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self.sessions.read(request)
         await self._form(request, session)
         user = self._user(session)
         tokens = session.get("tokens")
         if not isinstance(tokens, dict):
+            if await self._authorized(user["login"]):  # parted meanwhile: wanted again
+                session.flash(await self._joined(user["login"]))
+                return self._back(request, session)
             raise _PageError(
                 401,
                 "Sign in again",
                 "Sign in with Twitch again to add the bot (your sign-in no longer holds "
-                "Twitch's grant); nothing was changed.",
+                f"Twitch's grant). {_NOTHING}",
             )
         assert self._grants is not None  # set up: _why_closed checked the key
         grant = _grant(user, tokens)
-        checked = await self._checked(grant.access_token)  # withdrawn since: sign in again
+        checked = await self._checked(grant.access_token, sign_in=False)  # withdrawn since?
         if checked.user.id != grant.user_id:
-            raise _PageError(
-                401, "Sign in again", "Sign in with Twitch again; nothing was changed."
-            )
+            raise _PageError(401, "Sign in again", f"Sign in with Twitch again. {_NOTHING}")
         store = self.store()
-        handles = admin.Handles(store=store)
         replaced = await asyncio.to_thread(store.grant, grant.user_id)
         await asyncio.to_thread(store.save_grant, self._grants.seal(grant))
         try:
-            await admin.authorize(self.settings, [grant.login], reconnect=True, handles=handles)
+            await admin.authorize(
+                self.settings, [grant.login], reconnect=True, handles=admin.Handles(store=store)
+            )
         except BaseException:
             with contextlib.suppress(StorageError):  # as it was: no grant without the channel
                 await asyncio.to_thread(store.delete_grant, grant.user_id)
             raise
         session.pop("tokens")  # stored now
         if replaced is not None:  # another sign-in's grant (another browser): withdrawn
-            with contextlib.suppress(GrantKeyError):
-                old = self._grants.open(replaced).access_token
-                if old != grant.access_token:
-                    await self._withdraw(old)
+            await self._withdraw_stored(replaced, keep=grant.access_token)
         log.info("the invite screen: #%s authorized the bot", grant.login)
-        return self._back(request, session, await self._joined(grant.login))
+        session.flash(await self._joined(grant.login))
+        return self._back(request, session)
 
     async def _joined(self, login: str) -> str:
         """The join's outcome, in words for the streamer."""
@@ -560,18 +592,19 @@ class Invite:
                 handles=admin.Handles(store=self.store()),
             )
         except NotAvailableError:
-            return f"{self.bot_capital} is authorized: it joins your chat as soon as it runs."
+            return (
+                f"{self.bot_capital} may join your chat now, and joins it as soon as it can "
+                "(it cannot be reached right now)."
+            )
         result = results[login]
         if result.status in (JoinStatus.JOINED, JoinStatus.ALREADY):
             return f"{self.bot_capital} is in your chat now."
         if result.status is JoinStatus.FAILED:
-            return (
-                f"{self.bot_capital} is authorized, but Twitch refused its join: {result.detail}."
-            )
-        return f"{self.bot_capital} is authorized and joins your chat in a moment."
+            return f"{self.bot_capital} may join your chat, but Twitch refused it: {result.detail}."
+        return f"{self.bot_capital} may join your chat now, and joins it in a moment."
 
     async def revoke(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self.sessions.read(request)
         await self._form(request, session)
         user = self._user(session)
         store = self.store()
@@ -580,22 +613,17 @@ class Invite:
             self.settings, [user["login"]], revoke=True, handles=admin.Handles(store=store)
         )
         await asyncio.to_thread(store.delete_grant, user["id"])
-        withdrawn = True
-        if sealed is not None:
-            assert self._grants is not None
-            with contextlib.suppress(GrantKeyError):
-                withdrawn = await self._withdraw(self._grants.open(sealed).access_token)
+        withdrawn = sealed is None or await self._withdraw_stored(sealed)
         log.info("the invite screen: #%s revoked the bot", user["login"])
         if not withdrawn:
-            return self._back(
-                request,
-                session,
-                f"{self.bot_capital} left your chat, but Twitch did not answer when its access was "
-                "withdrawn: remove it under Connections in your Twitch settings too.",
+            session.flash(
+                f"{self.bot_capital} left your chat, but its access could not be withdrawn at "
+                f"Twitch: remove it {_CONNECTIONS} too.",
+                warning=True,
             )
-        return self._back(
-            request, session, f"{self.bot_capital} left your chat and has no access to it."
-        )
+        else:
+            session.flash(f"{self.bot_capital} left your chat and has no access to it.")
+        return self._back(request, session)
 
     async def _withdraw(self, token: str) -> bool:
         """Withdraw a token at Twitch; whether Twitch did (a failure is logged, never the
@@ -609,19 +637,41 @@ class Invite:
             return False
         return True
 
+    async def _withdraw_stored(self, sealed: SealedGrant, *, keep: str = "") -> bool:
+        """Withdraw a stored grant's token at Twitch (not ``keep``); False when Twitch did not
+        answer, or the grant cannot be read (sealed with another ``twitch.grant_key``: logged
+        for the operator)."""
+        assert self._grants is not None
+        try:
+            token = self._grants.open(sealed).access_token
+        except GrantKeyError:
+            log.warning(
+                "the grant of #%s cannot be read with this twitch.grant_key (sealed with "
+                "another one): its token cannot be withdrawn at Twitch",
+                sealed.login,
+            )
+            return False
+        return token == keep or await self._withdraw(token)
+
     async def _authorized(self, login: str) -> bool:
         """Whether the channel manager authorizes ``login``."""
         manager = load_manager(self.settings, store=self.store())
         return login in await manager.authorized([login])
 
     async def logout(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self.sessions.read(request)
         await self._form(request, session)
         tokens = session.get("tokens")
+        withdrawn = True
         if isinstance(tokens, dict):  # a grant never used: withdrawn, not left at Twitch
-            await self._withdraw(str(tokens.get("access", "")))
-        session.data.clear()
-        session.changed = True
+            withdrawn = await self._withdraw(str(tokens.get("access", "")))
+        await self.sessions.end(session)
+        if not withdrawn:
+            session.flash(
+                "Signed out, but this sign-in's access could not be withdrawn at Twitch: "
+                f"remove it {_CONNECTIONS}.",
+                warning=True,
+            )
         return self._back(request, session)
 
     async def stylesheet(self, request: Request) -> Response:
@@ -656,13 +706,6 @@ def _static(name: str, media_type: str) -> Response:
     """A file of the package's ``static`` folder."""
     body = resources.files("tmi_cluster.web").joinpath("static", name).read_bytes()
     return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
-
-
-def _same(given: str, expected: str) -> bool:
-    """Whether two secrets are equal, in constant time (any text: compared as UTF-8)."""
-    return secrets.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    )
 
 
 def _grant(user: dict[str, str], tokens: dict[str, Any]) -> TokenGrant:
