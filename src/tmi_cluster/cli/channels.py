@@ -56,8 +56,9 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant:
 @click.pass_context
 def authorize(ctx: click.Context, channels: tuple[str, ...], revoke: bool, reconnect: bool) -> None:
     """Grant channels their authorization through the channel manager (channel_manager.use),
-    or withdraw it with --revoke (their workers part them within seconds); prints what
-    changed for each."""
+    or withdraw it with --revoke (their workers part them within seconds, and what their
+    streamers granted on the invite screen is deleted; its token is not withdrawn at Twitch
+    from here); prints what changed for each."""
     import asyncio
 
     from tmi_cluster.cluster import admin
