@@ -15,6 +15,10 @@ The tree::
     ├── InvalidChannelError         a channel name is not a Twitch login (also a ValueError)
     ├── LoginError                  Twitch refused a login (bad or malformed token)
     ├── ParseError                  a received line is not a valid IRC message (``line`` holds it)
+    ├── EventSubError               a message of an EventSub WebSocket that cannot be read
+    ├── OAuthError                  Twitch refused, or did not answer, a step of OAuth
+    │                               (``status``, ``reason``: Twitch's own words)
+    ├── GrantKeyError               a sealed grant or session that twitch.grant_key cannot open
     ├── UnsafeLineError             a line to send would not be exactly one valid IRC line
     │                               (CR, LF or NUL in it, a bad parameter); also a ValueError
     ├── MessageTooLongError         text over the length limit where splitting is turned off;
@@ -37,12 +41,15 @@ __all__ = [
     "ConfigError",
     "DeadlineError",
     "EmbeddedRedisError",
+    "EventSubError",
+    "GrantKeyError",
     "InvalidChannelError",
     "LoginError",
     "MessageTooLongError",
     "MigrationError",
     "NoIdentityError",
     "NotAvailableError",
+    "OAuthError",
     "ParseError",
     "RedisUnavailableError",
     "StaleLeaseError",
@@ -115,6 +122,27 @@ class ParseError(TmiClusterError):
         self.reason = reason
         self.line = line if len(line) <= self.MAX_SHOWN else line[: self.MAX_SHOWN] + "..."
         super().__init__(f"{reason}: {self.line!r}")
+
+
+class EventSubError(TmiClusterError):
+    """A message of an EventSub WebSocket that is not JSON, or not of the shape Twitch
+    documents (the text says what is wrong)."""
+
+
+class OAuthError(TmiClusterError):
+    """Twitch refused, or did not answer, a step of the OAuth flow (the text says which and
+    why; it holds no secret, nor the address asked). ``status``: Twitch's HTTP status, None
+    when it did not answer; ``reason``: Twitch's own words, when it answered."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class GrantKeyError(TmiClusterError):
+    """A sealed value that the key cannot open: sealed with another ``twitch.grant_key``, or
+    tampered with, or (a session) expired."""
 
 
 class UnsafeLineError(TmiClusterError, ValueError):

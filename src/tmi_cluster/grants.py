@@ -18,18 +18,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tmi_cluster.errors import ConfigError, TmiClusterError
+from tmi_cluster.errors import ConfigError, GrantKeyError
 from tmi_cluster.store import SealedGrant
 
 __all__ = ["Cipher", "GrantKeyError", "Grants", "TokenGrant"]
 
 _GRANTS = b"tmi-cluster grants v1"
 _SESSION = b"tmi-cluster invite session v1"
-
-
-class GrantKeyError(TmiClusterError):
-    """A sealed value that the key cannot open: sealed with another ``twitch.grant_key``, or
-    tampered with."""
 
 
 class Cipher:

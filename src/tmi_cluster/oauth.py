@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import httpx
 
 from tmi_cluster.config import Settings
-from tmi_cluster.errors import TmiClusterError
+from tmi_cluster.errors import OAuthError, TmiClusterError
 from tmi_cluster.logins import normalise_login
 
 __all__ = ["OAuthError", "Tokens", "TwitchOAuth", "TwitchUser", "Validation"]
@@ -29,18 +29,6 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 10.0
 #: The longest message of Twitch's quoted in an error.
 _MESSAGE_LENGTH = 200
-
-
-class OAuthError(TmiClusterError):
-    """Twitch refused, or did not answer, a step of the OAuth flow (the text says which and
-    why; it holds no secret, nor the address asked). ``status``: Twitch's HTTP status, None
-    when it did not answer."""
-
-    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
-        super().__init__(message)
-        #: Twitch's HTTP status (None: no answer) and its own words, when it answered.
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

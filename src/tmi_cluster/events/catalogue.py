@@ -127,6 +127,15 @@ Malformed tag values degrade to a documented default: a bad number gives 0 (or n
 optional), a bad `tmi-sent-ts` gives `sent_at` null, a badge without `/` and an emote range
 outside the text are left out.
 
+Twitch's EventSub notifications of chat (`channel.chat.message`, `channel.chat.notification`,
+`channel.chat.clear`, `channel.chat.clear_user_messages`, `channel.chat.message_delete`,
+`channel.chat_settings.update`) become the same events, through the IRC message Twitch sends
+for each: same types, same tags, same properties, the same
+`dedupe_key` (the message's id), so a handler cannot tell the route. What EventSub does not
+say, the events do not either: `is_first_message` only for Twitch's first-message intros,
+`is_returning_chatter` false, `is_action` false, a clear of a user's messages is a `ban` (no
+duration), a deleted message has no text.
+
 ## Index
 
 | event | Twitch message | original (PHP) event |
