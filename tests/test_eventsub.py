@@ -41,6 +41,36 @@ SAMPLES = Path(__file__).parent / "eventsub"
 SENT_MS = 1700129472464  # 2023-11-16T10:11:12.464Z, the samples' message_timestamp
 
 
+#: What a handler reads of an event: the same on both routes.
+COMPARED = (
+    "channel",
+    "user",
+    "text",
+    "bits",
+    "is_action",
+    "dedupe_key",
+    "shared_chat_key",
+    "display_name",
+    "user_id",
+    "room_id",
+    "message_id",
+    "sent_at",
+    "color",
+    "badges",
+    "badge_info",
+    "is_mod",
+    "is_subscriber",
+    "emotes",
+    "reply_parent_message_id",
+    "reply_parent_user",
+    "source_room_id",
+    "source_message_id",
+    "msg_id",
+    "system_message",
+    "target_message_id",
+)
+
+
 def sample(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((SAMPLES / name).read_text(encoding="utf-8"))
     return data
@@ -63,35 +93,8 @@ def irc_events(line: str) -> list[Event]:
 def same(eventsub: list[Event], irc: list[Event]) -> None:
     """Both routes' events agree in type and in everything a handler reads."""
     assert [type(e) for e in eventsub] == [type(e) for e in irc]
-    names = (
-        "channel",
-        "user",
-        "text",
-        "bits",
-        "is_action",
-        "dedupe_key",
-        "shared_chat_key",
-        "display_name",
-        "user_id",
-        "room_id",
-        "message_id",
-        "sent_at",
-        "color",
-        "badges",
-        "badge_info",
-        "is_mod",
-        "is_subscriber",
-        "emotes",
-        "reply_parent_message_id",
-        "reply_parent_user",
-        "source_room_id",
-        "source_message_id",
-        "msg_id",
-        "system_message",
-        "msg_params",
-    )
     for ours, theirs in zip(eventsub, irc, strict=True):
-        for name in names:
+        for name in COMPARED:
             if hasattr(theirs, name):
                 assert getattr(ours, name) == getattr(theirs, name), name
 
@@ -225,6 +228,16 @@ def test_clears_deletes_and_room_settings() -> None:
     assert modes[SlowModeEvent].seconds == 10  # type: ignore[attr-defined]
 
 
+def test_each_events_raw_line_is_the_irc_line_of_the_same_events() -> None:
+    for path in sorted(SAMPLES.glob("*.json")):
+        if path.name.startswith(("welcome", "keepalive", "reconnect", "revocation")):
+            continue
+        events = events_of(path.name)
+        assert events[0].raw, path.name
+        same(events, irc_events(events[0].raw))
+        assert parse(events[0].raw).tags == events[0].tags, path.name
+
+
 def test_bad_messages_are_errors_that_say_why() -> None:
     cases = {
         b"not json": "cannot be read",
@@ -280,7 +293,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     kind=st.sampled_from(sorted(MAPPED_TYPES)),
     fields=st.dictionaries(
@@ -313,3 +326,38 @@ def test_any_event_maps_without_raising(kind: str, fields: dict[str, Any], sent_
     assert events
     for event in events:
         assert isinstance(event, Event)
+
+
+def test_the_simulators_chat_as_eventsub_is_the_same_chat() -> None:
+    """Every PRIVMSG, USERNOTICE and CLEARMSG of the simulator's traffic, sent as the EventSub
+    notification Twitch sends for it, maps back to the events of the IRC line."""
+    from tmi_cluster.simulator.eventsub import wire  # noqa: PLC0415
+    from tmi_cluster.simulator.traffic import Traffic  # noqa: PLC0415
+
+    traffic = Traffic({f"channel{i}": str(10_000 + i) for i in range(1, 40)}, seed=11)
+    seen: set[str] = set()
+    for n in range(3000):
+        line = traffic.next(now_ms=SENT_MS + 17 * n).data.decode().rstrip("\r\n")
+        message = parse(line)
+        if message.command not in ("PRIVMSG", "USERNOTICE", "CLEARMSG"):
+            continue
+        built = wire(message)
+        if built is None:
+            continue
+        decoded = decode(json.dumps(built))
+        assert decoded.payload.subscription is not None
+        ours = to_events(
+            decoded.payload.subscription.type,
+            json.loads(bytes(decoded.payload.event)),
+            decoded.metadata.message_timestamp,
+        )
+        theirs = from_message(message)
+        assert [type(e) for e in ours] == [type(e) for e in theirs], line
+        for mine, irc in zip(ours, theirs, strict=True):
+            for name in COMPARED:
+                if (name, message.command) in (("text", "CLEARMSG"), ("is_action", "PRIVMSG")):
+                    continue  # EventSub says neither a deleted message's text nor /me
+                if hasattr(irc, name):
+                    assert getattr(mine, name) == getattr(irc, name), (name, line)
+        seen.add(message.command)
+    assert seen == {"PRIVMSG", "USERNOTICE", "CLEARMSG"}

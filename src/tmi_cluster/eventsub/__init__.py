@@ -6,7 +6,19 @@ The route itself (conduit shards in the workers, the coordinator's conduit and s
 sending through Helix) builds on these; see DESIGN.md, "Twitch today".
 """
 
-from tmi_cluster.eventsub.mapping import MAPPED_TYPES, to_events, to_message
+from tmi_cluster.eventsub.mapping import (
+    MAPPED_TYPES,
+    notification_events,
+    to_events,
+    to_message,
+)
 from tmi_cluster.eventsub.messages import Envelope, decode
 
-__all__ = ["MAPPED_TYPES", "Envelope", "decode", "to_events", "to_message"]
+__all__ = [
+    "MAPPED_TYPES",
+    "Envelope",
+    "decode",
+    "notification_events",
+    "to_events",
+    "to_message",
+]

@@ -11,7 +11,7 @@ of the session that read it. A notification's ``event`` is kept as raw JSON
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -98,6 +98,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(Envelope)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def decode(data: bytes | str) -> Envelope:
@@ -139,4 +140,4 @@ def timestamp_ms(value: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)  # exact: no float

@@ -186,6 +186,8 @@ class Traffic:
             "room-id": "{room}",
             "subscriber": "1" if subscriber else "0",
         }
+        if middle["mod"] == "1":  # as on Twitch: a moderator wears the badge
+            head["badges"] = ",".join(filter(None, ["moderator/1", head["badges"]]))
         kind = rng.random()
         if kind < 0.04:
             bits = rng.choice([1, 100, 500])
