@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from tmi_cluster.errors import InvalidChannelError
 from tmi_cluster.logins import normalise_login
+from tmi_cluster.simulator.conduits import RefusedError
 from tmi_cluster.simulator.peers import user_id
 
 __all__ = ["CLIENT_ID", "CLIENT_SECRET", "OAuthServer", "oauth_routes"]
@@ -86,6 +87,9 @@ class OAuthServer:
         self._codes: dict[str, _Code] = {}
         self._tokens: dict[str, _Token] = {}
         self._refresh: dict[str, str] = {}  # refresh token: its access token
+        #: Called with (client id, login) when a user's last live token of a client is revoked:
+        #: their authorization ends (the simulator's EventSub revokes their subscriptions).
+        self.on_deauthorized: Callable[[str, str], None] | None = None
 
     def add_app(
         self, client_id: str, client_secret: str, redirect_uris: Iterable[str] = ()
@@ -153,6 +157,10 @@ class OAuthServer:
             if form.get("redirect_uri") != code.redirect_uri:
                 raise _RefusedError(400, "Parameter redirect_uri does not match registered URI")
             return self._issue(client_id, code.login, code.scopes)
+        if grant_type == "client_credentials":  # an app access token: no user, no refresh
+            app = secrets.token_hex(15)
+            self._tokens[app] = _Token(client_id, "", (), time.monotonic() + TOKEN_TTL_S, "")
+            return {"access_token": app, "expires_in": TOKEN_TTL_S, "token_type": "bearer"}
         if grant_type == "refresh_token":
             access = self._refresh.pop(form.get("refresh_token", ""), None)
             old = self._tokens.pop(access, None) if access is not None else None
@@ -187,6 +195,34 @@ class OAuthServer:
             raise _RefusedError(400, "Invalid token")
         del self._tokens[access]
         self._refresh.pop(found.refresh_token, None)
+        ended = found.login and not self.authorized(found.client_id, found.login, "")
+        if ended and self.on_deauthorized is not None:
+            self.on_deauthorized(found.client_id, found.login)
+
+    def authorized(self, client_id: str, login: str, scope: str) -> bool:
+        """Whether ``login`` holds a live token of ``client_id`` (with ``scope``, unless
+        empty): their authorization of the application, as EventSub checks it."""
+        now = time.monotonic()
+        return any(
+            t.client_id == client_id
+            and t.login == login
+            and t.expires >= now
+            and (not scope or scope in t.scopes)
+            for t in self._tokens.values()
+        )
+
+    def app_client(self, authorization: str, client_id: str) -> str:
+        """The client id of an app access token's request (``Authorization: Bearer`` and a
+        ``Client-Id`` that matches it); RefusedError 401 otherwise."""
+        scheme, _, token = authorization.partition(" ")
+        found = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if found is None or found.expires < time.monotonic():
+            raise RefusedError(401, "Invalid OAuth token")
+        if found.login:
+            raise RefusedError(401, "An app access token is required")
+        if client_id != found.client_id:
+            raise RefusedError(401, "Client ID and OAuth token do not match")
+        return found.client_id
 
     def logins(self) -> list[str]:
         """The logins that hold a token, sorted."""

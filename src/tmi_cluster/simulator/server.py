@@ -25,7 +25,9 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import serve as websocket_serve
 
 from tmi_cluster.errors import NotAvailableError
+from tmi_cluster.irc import parse
 from tmi_cluster.simulator.commands import SERVER, Commands
+from tmi_cluster.simulator.conduits import Conduits
 from tmi_cluster.simulator.control import ControlServer
 from tmi_cluster.simulator.limits import Limits, Window
 from tmi_cluster.simulator.oauth import OAuthServer
@@ -37,6 +39,7 @@ from tmi_cluster.simulator.peers import (
     _Account,
     _Channel,
     _Connection,
+    user_id,
 )
 from tmi_cluster.simulator.traffic import GeneratedLine, Traffic
 from tmi_cluster.simulator.websocket import serve_connection
@@ -75,6 +78,7 @@ class ChatSimulator:
         tls_port: int | None = None,
         websocket_port: int | None = None,
         control_port: int | None = None,
+        eventsub_port: int | None = None,
         open_channels: bool = False,
     ) -> None:
         self.host = host
@@ -117,6 +121,14 @@ class ChatSimulator:
         self.commands = Commands(self)
         #: Twitch's OAuth server, served on the control port (applications, codes, tokens).
         self.oauth = OAuthServer()
+        #: EventSub: conduits, subscriptions (Helix on the control port) and WebSocket
+        #: sessions (on the EventSub port, when ``eventsub_port`` was given).
+        self.conduits = Conduits(self.oauth.authorized, login_of=self._login_of)
+        self.oauth.on_deauthorized = self.conduits.deauthorized
+        self._requested_eventsub_port = eventsub_port
+        #: The EventSub WebSocket port (after start, when ``eventsub_port`` was given).
+        self.eventsub_port: int | None = None
+        self._eventsub_server: WebSocketServer | None = None
         self.add_channels(channels)
         self.port = 0
 
@@ -143,6 +155,12 @@ class ChatSimulator:
                 max_size=self.limits.max_line_bytes * 64,
             )
             self.websocket_port = int(next(iter(self._websocket_server.sockets)).getsockname()[1])
+        if self._requested_eventsub_port is not None:
+            self._eventsub_server = await websocket_serve(
+                self.conduits.serve, self.host, self._requested_eventsub_port
+            )
+            self.eventsub_port = int(next(iter(self._eventsub_server.sockets)).getsockname()[1])
+            self.conduits.url = f"ws://{self.host}:{self.eventsub_port}/ws"
         if self._requested_control_port is not None:
             self._control = ControlServer(self, self.host, self._requested_control_port)
             self.control_port = self._control.port
@@ -167,15 +185,17 @@ class ChatSimulator:
         servers = [server for server in (self._server, self._tls_server) if server is not None]
         for server in servers:
             server.close()
-        if self._websocket_server is not None:
-            self._websocket_server.close()
+        for ws_server in (self._websocket_server, self._eventsub_server):
+            if ws_server is not None:
+                ws_server.close()
         for connection in list(self._connections.values()):
             connection.abort()
         for server in servers:
             await server.wait_closed()
-        if self._websocket_server is not None:
-            await self._websocket_server.wait_closed()
-        self._server = self._tls_server = self._websocket_server = None
+        for ws_server in (self._websocket_server, self._eventsub_server):
+            if ws_server is not None:
+                await ws_server.wait_closed()
+        self._server = self._tls_server = self._websocket_server = self._eventsub_server = None
         if self._tls_folder is not None:
             shutil.rmtree(self._tls_folder, ignore_errors=True)
             self._tls_folder = None
@@ -225,7 +245,8 @@ class ChatSimulator:
         for name in names:
             login = name.lstrip("#").lower()
             if login not in self._channels:
-                self._channels[login] = _Channel(login, str(100_000 + len(self._channels)))
+                # a channel's id is its broadcaster's user id (the OAuth server's too)
+                self._channels[login] = _Channel(login, user_id(login))
                 added = True
         if added:
             self._traffic.set_channels({c.name: c.room_id for c in self._channels.values()})
@@ -417,6 +438,10 @@ class ChatSimulator:
                     outgoing[member].append(data)
         for connection, chunks in outgoing.items():
             connection.write(b"".join(chunks))
+        if self.conduits.subscribed:  # the same chat through EventSub, where subscribed
+            for line in lines:
+                if self.conduits.wants(channels[line.channel].room_id):
+                    self.conduits.deliver(parse(line.data.decode("utf-8", "replace").rstrip()))
         self._touch()
 
     async def _generate_forever(self) -> None:
@@ -444,6 +469,14 @@ class ChatSimulator:
             for connection in list(self._connections.values()):
                 if connection.login is not None:
                     connection.send(f"PING :{SERVER}")
+
+    def _login_of(self, uid: str) -> str | None:
+        """The login of a user id the simulator knows (a channel's, an account's, a holder of
+        a token), or None."""
+        for login in (*self._channels, *self._accounts, *self.oauth.logins()):
+            if user_id(login) == uid:
+                return login
+        return None
 
     def _violation_for(self, stats: AccountStats, kind: str, detail: str) -> None:
         stats.violations.append(Violation(kind, time.monotonic(), detail))

@@ -1,0 +1,254 @@
+"""The simulator's EventSub (Helix conduits, shards, subscriptions; WebSocket sessions), spoken
+to over real sockets: what the EventSub route of the cluster will be tested against."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tmi_cluster.events import MessageEvent
+from tmi_cluster.events.build import from_message
+from tmi_cluster.eventsub import decode, notification_events
+from tmi_cluster.irc import parse
+from tmi_cluster.simulator import ChatSimulator
+from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
+from tmi_cluster.simulator.peers import user_id
+
+from .helpers import run
+
+BOT = "tmibot"
+pytestmark = pytest.mark.timeout(60)
+
+
+def grant(sim: ChatSimulator, login: str, *scopes: str) -> str:
+    """``login`` authorizes the simulator's application for ``scopes``; their token."""
+    back = "http://127.0.0.1/cb"
+    code = sim.oauth.issue_code(CLIENT_ID, back, login, scopes)
+    tokens = sim.oauth.token(
+        {
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "code": code,
+            "grant_type": "authorization_code",
+            "redirect_uri": back,
+        }
+    )
+    return str(tokens["access_token"])
+
+
+async def helix(sim: ChatSimulator) -> httpx.AsyncClient:
+    """A Helix client of the simulator with an app access token."""
+    base = f"http://{sim.host}:{sim.control_port}"
+    async with httpx.AsyncClient(base_url=base) as plain:
+        app = await plain.post(
+            "/oauth2/token",
+            data={
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "grant_type": "client_credentials",
+            },
+        )
+    token = app.json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}", "Client-Id": CLIENT_ID}
+    return httpx.AsyncClient(base_url=base, headers=headers, timeout=10)
+
+
+async def until_closed(socket: ClientConnection, timeout_s: float = 5) -> None:
+    """Read until the server closes ``socket`` (ConnectionClosed), at most ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            await socket.recv()
+
+
+async def receive(socket: ClientConnection, kind: str, timeout_s: float = 5) -> dict[str, Any]:
+    """The next message of ``kind`` (keepalives skipped unless asked for)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message: dict[str, Any] = json.loads(await socket.recv())
+            if message["metadata"]["message_type"] == kind:
+                return message
+
+
+def subscription(conduit: str, channel: str) -> dict[str, Any]:
+    return {
+        "type": "channel.chat.message",
+        "version": "1",
+        "condition": {"broadcaster_user_id": user_id(channel), "user_id": user_id(BOT)},
+        "transport": {"method": "conduit", "conduit_id": conduit},
+    }
+
+
+@run
+async def test_a_conduit_delivers_the_chat_of_its_subscriptions() -> None:
+    async with ChatSimulator(
+        channels=["alpha", "beta", "gamma"], control_port=0, eventsub_port=0
+    ) as sim:
+        grant(sim, BOT, "user:bot", "user:read:chat")
+        grant(sim, "alpha", "channel:bot")
+        broadcaster = grant(sim, "beta", "channel:bot")
+        api = await helix(sim)
+        async with api, connect(f"ws://{sim.host}:{sim.eventsub_port}/ws") as one:
+            welcome = await receive(one, "session_welcome")
+            session = welcome["payload"]["session"]
+            assert session["keepalive_timeout_seconds"] == 10
+            made = await api.post("/helix/eventsub/conduits", json={"shard_count": 1})
+            conduit = made.json()["data"][0]["id"]
+            bound = await api.patch(
+                "/helix/eventsub/conduits/shards",
+                json={
+                    "conduit_id": conduit,
+                    "shards": [
+                        {
+                            "id": "0",
+                            "transport": {"method": "websocket", "session_id": session["id"]},
+                        },
+                        {
+                            "id": "7",
+                            "transport": {"method": "websocket", "session_id": session["id"]},
+                        },
+                    ],
+                },
+            )
+            assert bound.status_code == 202
+            assert bound.json()["data"][0]["status"] == "enabled"
+            assert bound.json()["errors"][0]["id"] == "7"
+            created = await api.post(
+                "/helix/eventsub/subscriptions", json=subscription(conduit, "alpha")
+            )
+            assert created.status_code == 202, created.text
+            again = await api.post(
+                "/helix/eventsub/subscriptions", json=subscription(conduit, "alpha")
+            )
+            assert again.status_code == 409
+            assert again.json()["id"] == created.json()["data"][0]["id"]
+            refused = await api.post(
+                "/helix/eventsub/subscriptions", json=subscription(conduit, "gamma")
+            )
+            assert refused.status_code == 403
+            assert "channel:bot" in refused.json()["message"]
+            assert (
+                await api.post("/helix/eventsub/subscriptions", json=subscription(conduit, "beta"))
+            ).status_code == 202
+            listed = await api.get("/helix/eventsub/subscriptions", params={"conduit_id": conduit})
+            assert listed.json()["total"] == 2
+
+            # the chat of alpha, as notifications: the same events as its IRC lines
+            lines = sim.generate(30, "alpha")
+            expected = {
+                e.dedupe_key
+                for line in lines
+                if line.command == "PRIVMSG"
+                for e in from_message(parse(line.data.decode().rstrip()))
+                if isinstance(e, MessageEvent)
+            }
+            got: set[str | None] = set()
+            async with asyncio.timeout(10):
+                while len(got) < len(expected):
+                    raw = await one.recv()
+                    envelope = decode(raw)
+                    if envelope.metadata.message_type != "notification":
+                        continue
+                    for event in notification_events(envelope):
+                        if isinstance(event, MessageEvent):
+                            assert event.channel == "alpha"
+                            got.add(event.dedupe_key)
+            assert got == expected
+
+            # the broadcaster's authorization ends: the subscription is revoked, and said
+            await (await api.get("/helix/eventsub/conduits")).aread()
+            async with httpx.AsyncClient(base_url=str(api.base_url)) as plain:
+                await plain.post(
+                    "/oauth2/revoke", data={"client_id": CLIENT_ID, "token": broadcaster}
+                )
+            revocation = await receive(one, "revocation")
+            assert revocation["payload"]["subscription"]["status"] == "authorization_revoked"
+            listed = await api.get("/helix/eventsub/subscriptions", params={"conduit_id": conduit})
+            assert listed.json()["total"] == 1
+
+        # the session went away: its shard says so
+        async with await helix(sim) as api:
+            shards = await api.get(
+                "/helix/eventsub/conduits/shards", params={"conduit_id": conduit}
+            )
+            assert shards.json()["data"][0]["status"] == "websocket_disconnected"
+
+
+@run
+async def test_sessions_keep_alive_reconnect_and_close_when_unused() -> None:
+    async with ChatSimulator(channels=["alpha"], control_port=0, eventsub_port=0) as sim:
+        sim.conduits.keepalive_s = 1
+        sim.conduits.unused_s = 1.5
+        url = f"ws://{sim.host}:{sim.eventsub_port}/ws"
+        async with connect(url) as idle:
+            await receive(idle, "session_welcome")
+            with pytest.raises(ConnectionClosed) as closed:
+                await until_closed(idle)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4003
+
+        async with await helix(sim) as api, connect(url) as old:
+            first = (await receive(old, "session_welcome"))["payload"]["session"]["id"]
+            conduit = (await api.post("/helix/eventsub/conduits", json={"shard_count": 1})).json()[
+                "data"
+            ][0]["id"]
+            await api.patch(
+                "/helix/eventsub/conduits/shards",
+                json={
+                    "conduit_id": conduit,
+                    "shards": [
+                        {"id": "0", "transport": {"method": "websocket", "session_id": first}}
+                    ],
+                },
+            )
+            await receive(old, "session_keepalive", timeout_s=3)  # nothing else to say
+            assert await sim.conduits.reconnect(first)
+            reconnect = await receive(old, "session_reconnect")
+            new_url = reconnect["payload"]["session"]["reconnect_url"]
+            async with connect(new_url) as new:
+                second = (await receive(new, "session_welcome"))["payload"]["session"]["id"]
+                with pytest.raises(ConnectionClosed):
+                    await until_closed(old)
+                shards = await api.get(
+                    "/helix/eventsub/conduits/shards", params={"conduit_id": conduit}
+                )
+                [shard] = shards.json()["data"]
+                assert shard["transport"]["session_id"] == second
+                assert shard["status"] == "enabled"
+
+
+@run
+async def test_helix_refuses_in_twitchs_words() -> None:
+    async with ChatSimulator(channels=["alpha"], control_port=0) as sim:
+        base = f"http://{sim.host}:{sim.control_port}"
+        async with httpx.AsyncClient(base_url=base) as plain:
+            unauthenticated = await plain.get("/helix/eventsub/conduits")
+            assert unauthenticated.status_code == 401
+            user_token = grant(sim, "alpha", "channel:bot")
+            as_user = await plain.get(
+                "/helix/eventsub/conduits",
+                headers={"Authorization": f"Bearer {user_token}", "Client-Id": CLIENT_ID},
+            )
+            assert as_user.status_code == 401
+            assert "app access token" in as_user.json()["message"]
+        async with await helix(sim) as api:
+            for count in (0, 20_001, "2"):
+                bad = await api.post("/helix/eventsub/conduits", json={"shard_count": count})
+                assert bad.status_code == 400
+            for _ in range(5):
+                assert (
+                    await api.post("/helix/eventsub/conduits", json={"shard_count": 1})
+                ).status_code == 200
+            sixth = await api.post("/helix/eventsub/conduits", json={"shard_count": 1})
+            assert sixth.status_code == 429
+            missing = await api.get(
+                "/helix/eventsub/conduits/shards", params={"conduit_id": "nope"}
+            )
+            assert missing.status_code == 404
+            not_json = await api.post("/helix/eventsub/subscriptions", content=b"{")
+            assert not_json.status_code == 400
