@@ -30,7 +30,8 @@ bound to a shard within :data:`UNUSED_S` seconds is closed with 4003, as Twitch 
 whose session goes away is ``websocket_disconnected``. Faults: :meth:`Conduits.reconnect`
 (``session_reconnect`` with a URL; the new session takes over the old one's shards once
 welcomed, the old one closes), :meth:`Conduits.retry` (a notification delivered again on
-another shard, as Twitch does when a shard misses one).
+another shard, as Twitch does when a shard misses one), :meth:`Conduits.repeat` (again on the
+same shard), :meth:`Conduits.silence` (a half-open socket: nothing more sent).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import secrets
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,6 +189,9 @@ class Conduits:
         self._subscriptions: dict[str, _Subscription] = {}
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._silent: set[str] = set()
+        #: Every notification and revocation sent, in order (the newest 1,000), for tests.
+        self.sent: deque[dict[str, Any]] = deque(maxlen=1000)
         #: Where a reconnecting session connects (set by the server that serves sessions).
         self.url = "ws://127.0.0.1/ws"
 
@@ -383,11 +388,34 @@ class Conduits:
 
     def _send(self, shard: _Shard, message: dict[str, Any]) -> None:
         session = self._sessions.get(shard.session_id or "")
-        if session is None:
+        if session is None or session.id in self._silent:
             return
+        self.sent.append(message)
         task = asyncio.get_running_loop().create_task(session.send(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def silence(self, session_id: str, silent: bool = True) -> None:
+        """A half-open socket: nothing more is sent to the session (keepalives neither)."""
+        if silent:
+            self._silent.add(session_id)
+        else:
+            self._silent.discard(session_id)
+
+    def repeat(self, message: dict[str, Any]) -> bool:
+        """Deliver a notification again on the shard it went to (Twitch delivers at least
+        once): the same message id. False when its subscription is gone."""
+        payload = message["payload"]
+        sub = self._subscriptions.get(payload["subscription"]["id"])
+        if sub is None:
+            return False
+        with contextlib.suppress(LookupError):
+            shard = self._shard_for(
+                self._conduits[sub.conduit_id], sub.condition["broadcaster_user_id"]
+            )
+            self._send(shard, message)
+            return True
+        return False
 
     def retry(self, message: dict[str, Any]) -> bool:
         """Deliver a notification again, on another shard of its conduit than the one it was
@@ -484,7 +512,7 @@ class Conduits:
             if not session.bound.is_set() and now > unused_until:
                 await socket.close(4003, "connection unused")
                 return
-            if now - session.last_sent >= self.keepalive_s:
+            if now - session.last_sent >= self.keepalive_s and session.id not in self._silent:
                 await session.send(
                     {
                         "metadata": {
