@@ -4,6 +4,7 @@ to over real sockets: what the EventSub route of the cluster will be tested agai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -15,12 +16,12 @@ from websockets.exceptions import ConnectionClosed
 from tmi_cluster.events import MessageEvent
 from tmi_cluster.events.build import from_message
 from tmi_cluster.eventsub import decode, notification_events
-from tmi_cluster.irc import parse
+from tmi_cluster.irc import Message, parse
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
 from tmi_cluster.simulator.peers import user_id
 
-from .helpers import run
+from .helpers import run, until
 
 BOT = "tmibot"
 pytestmark = pytest.mark.timeout(60)
@@ -73,6 +74,39 @@ async def receive(socket: ClientConnection, kind: str, timeout_s: float = 5) -> 
             message: dict[str, Any] = json.loads(await socket.recv())
             if message["metadata"]["message_type"] == kind:
                 return message
+
+
+class ChatClient:
+    """An anonymous IRC reader of the simulator's channels (to see what Helix said there)."""
+
+    def __init__(self, sim: ChatSimulator) -> None:
+        self.sim = sim
+
+    async def __aenter__(self) -> ChatClient:
+        self.reader, self.writer = await asyncio.open_connection(self.sim.host, self.sim.port)
+        self.writer.write(b"CAP REQ :twitch.tv/tags twitch.tv/commands\r\nNICK justinfan1\r\n")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    async def join(self, *channels: str) -> None:
+        for channel in channels:
+            self.writer.write(f"JOIN #{channel}\r\n".encode())
+
+        def joined() -> bool:
+            return all(self.sim.joined(c) for c in channels)
+
+        await until(joined, 5, f"joined {channels}")
+
+    async def privmsg(self) -> Message:
+        async with asyncio.timeout(5):
+            while True:
+                message = parse((await self.reader.readline()).decode().rstrip("\r\n"))
+                if message.command == "PRIVMSG":
+                    return message
 
 
 def subscription(conduit: str, channel: str) -> dict[str, Any]:
@@ -252,3 +286,49 @@ async def test_helix_refuses_in_twitchs_words() -> None:
             assert missing.status_code == 404
             not_json = await api.post("/helix/eventsub/subscriptions", content=b"{")
             assert not_json.status_code == 400
+
+
+@run
+async def test_send_chat_message_says_it_in_the_channel_with_the_badge() -> None:
+    async with ChatSimulator(channels=["alpha", "beta"], control_port=0, eventsub_port=0) as sim:
+        grant(sim, BOT, "user:bot", "user:write:chat")
+        grant(sim, "alpha", "channel:bot")
+        user = grant(sim, "viewer1", "user:write:chat")
+        base = f"http://{sim.host}:{sim.control_port}"
+        async with await helix(sim) as api, ChatClient(sim) as reader:
+            await reader.join("alpha", "beta")
+            body = {"broadcaster_id": user_id("alpha"), "sender_id": user_id(BOT), "message": "hi"}
+            sent = await api.post("/helix/chat/messages", json=body)
+            assert sent.status_code == 200, sent.text
+            [result] = sent.json()["data"]
+            assert result["is_sent"] is True
+            line = await reader.privmsg()
+            assert line.params == ["#alpha", "hi"]
+            assert line.tags["id"] == result["message_id"]
+            assert "bot-badge/1" in line.tags["badges"]  # app token, channel:bot: the badge
+            # beta never granted channel:bot: said, without the badge
+            other = {**body, "broadcaster_id": user_id("beta"), "message": "hello beta"}
+            assert (await api.post("/helix/chat/messages", json=other)).json()["data"][0]["is_sent"]
+            line = await reader.privmsg()
+            assert "bot-badge" not in line.tags["badges"]
+            # Twitch's refusals: too quick, the same text, a ban; answered, not said
+            again = await api.post("/helix/chat/messages", json=body)
+            assert again.json()["data"][0]["drop_reason"]["code"] == "msg_ratelimit"
+            await asyncio.sleep(sim.limits.channel_interval_s)
+            duplicate = await api.post("/helix/chat/messages", json=body)
+            assert duplicate.json()["data"][0]["drop_reason"]["code"] == "msg_duplicate"
+            sim.ban(BOT, "alpha")
+            banned = await api.post("/helix/chat/messages", json={**body, "message": "x"})
+            assert banned.json()["data"][0]["drop_reason"]["code"] == "user_banned"
+            # a user token of someone else, or bad bodies
+            async with httpx.AsyncClient(base_url=base) as plain:
+                as_viewer = await plain.post(
+                    "/helix/chat/messages",
+                    json=body,
+                    headers={"Authorization": f"Bearer {user}", "Client-Id": CLIENT_ID},
+                )
+                assert as_viewer.status_code == 401
+            for bad in ({}, {**body, "message": ""}, {**body, "message": "x" * 501}):
+                assert (await api.post("/helix/chat/messages", json=bad)).status_code == 400
+            unknown = await api.post("/helix/chat/messages", json={**body, "broadcaster_id": "1"})
+            assert unknown.status_code == 404

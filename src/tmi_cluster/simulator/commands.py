@@ -308,6 +308,8 @@ class Commands:
         for member in channel.members.values():
             if member is not connection:
                 member.write(data if member.full else member.shape(data, "PRIVMSG"))
+        if self.sim.conduits.subscribed:  # said on IRC, read through EventSub too
+            self.sim.conduits.deliver(parse(data.decode("utf-8", "replace").rstrip()))
         connection.send(
             self._tagged(
                 connection,

@@ -45,6 +45,7 @@ from starlette.routing import Route
 from tmi_cluster.errors import InvalidChannelError
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.simulator.conduits import helix_routes
+from tmi_cluster.simulator.helixchat import chat_routes
 from tmi_cluster.simulator.oauth import oauth_routes
 
 if TYPE_CHECKING:
@@ -260,6 +261,7 @@ def control_app(sim: ChatSimulator) -> Starlette:
         + [Route(path, _guarded(handler), methods=["POST"]) for path, handler in post]
         + oauth_routes(sim.oauth)
         + helix_routes(sim.conduits, sim.oauth.app_client)
+        + chat_routes(sim)
     )
 
 

@@ -211,18 +211,24 @@ class OAuthServer:
             for t in self._tokens.values()
         )
 
-    def app_client(self, authorization: str, client_id: str) -> str:
-        """The client id of an app access token's request (``Authorization: Bearer`` and a
-        ``Client-Id`` that matches it); RefusedError 401 otherwise."""
+    def request_holder(self, authorization: str, client_id: str) -> tuple[_Token, str]:
+        """The token of a Helix request (``Authorization: Bearer``, a user's or an app's) and
+        its client id (the ``Client-Id`` header must match); RefusedError 401 otherwise."""
         scheme, _, token = authorization.partition(" ")
         found = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if found is None or found.expires < time.monotonic():
             raise RefusedError(401, "Invalid OAuth token")
-        if found.login:
-            raise RefusedError(401, "An app access token is required")
         if client_id != found.client_id:
             raise RefusedError(401, "Client ID and OAuth token do not match")
-        return found.client_id
+        return found, found.client_id
+
+    def app_client(self, authorization: str, client_id: str) -> str:
+        """The client id of an app access token's request (``Authorization: Bearer`` and a
+        ``Client-Id`` that matches it); RefusedError 401 otherwise."""
+        found, client = self.request_holder(authorization, client_id)
+        if found.login:
+            raise RefusedError(401, "An app access token is required")
+        return client
 
     def logins(self) -> list[str]:
         """The logins that hold a token, sorted."""
