@@ -26,6 +26,7 @@ PUBLIC = [
     "Grant",
     "GrantKeyError",
     "Handlers",
+    "HelixError",
     "InvalidChannelError",
     "JoinOutcome",
     "JoinResult",

@@ -19,6 +19,8 @@ The tree::
     ├── OAuthError                  Twitch refused, or did not answer, a step of OAuth
     │                               (``status``, ``reason``: Twitch's own words)
     ├── GrantKeyError               a sealed grant or session that twitch.grant_key cannot open
+    ├── HelixError                  Twitch's API refused, or did not answer, a request
+    │                               (``status``, ``reason``; ``retry_after_s`` on a 429)
     ├── UnsafeLineError             a line to send would not be exactly one valid IRC line
     │                               (CR, LF or NUL in it, a bad parameter); also a ValueError
     ├── MessageTooLongError         text over the length limit where splitting is turned off;
@@ -43,6 +45,7 @@ __all__ = [
     "EmbeddedRedisError",
     "EventSubError",
     "GrantKeyError",
+    "HelixError",
     "InvalidChannelError",
     "LoginError",
     "MessageTooLongError",
@@ -138,6 +141,25 @@ class OAuthError(TmiClusterError):
         super().__init__(message)
         self.status = status
         self.reason = reason
+
+
+class HelixError(TmiClusterError):
+    """Twitch's API (Helix) refused, or did not answer, a request: the text says which and
+    why, without a token. ``status``: the HTTP status (None: no answer); ``reason``: Twitch's
+    words; ``retry_after_s``: on a 429, when the budget is back (None when not said)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.retry_after_s = retry_after_s
 
 
 class GrantKeyError(TmiClusterError):

@@ -179,6 +179,21 @@ class TwitchOAuth:
         )
         return self._tokens("exchanging the code", body)
 
+    async def app_token(self) -> Tokens:
+        """An app access token (the client-credentials grant): what EventSub's conduits and
+        the Chat Bot badge's sends need. No refresh token: ask again before it expires."""
+        body = await self._call(
+            "getting an app token",
+            "POST",
+            f"{self.oauth_url}/token",
+            data={
+                "client_id": self.client_id,
+                "client_secret": self._secret,
+                "grant_type": "client_credentials",
+            },
+        )
+        return self._tokens("getting an app token", body)
+
     async def refresh(self, refresh_token: str) -> Tokens:
         """New tokens for a refresh token."""
         body = await self._call(
