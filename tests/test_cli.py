@@ -367,6 +367,8 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
             "0",
             "--control-port",
             "0",
+            "--eventsub-port",
+            "0",
         ],
         cwd=tmp_path,
         env=_env(),
@@ -385,6 +387,9 @@ def test_simulate_serves_chat_until_sigterm(tmp_path: Path) -> None:
         assert process.stdout.readline().startswith("WebSocket on ws://127.0.0.1:")
         control = process.stdout.readline()
         assert control.startswith("control port on http://127.0.0.1:"), control
+        eventsub = process.stdout.readline()
+        assert eventsub.startswith("EventSub on ws://127.0.0.1:"), eventsub
+        assert eventsub.rstrip().endswith("/ws")
         with urllib.request.urlopen(control.split(" on ")[1].strip() + "/state") as response:  # noqa: S310
             assert json.loads(response.read())["channels"] == {"alpha": [], "beta": []}
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

@@ -179,6 +179,11 @@ class _Rate(click.FloatRange):
     help="Serve the HTTP control port (faults, traffic, accounting as JSON) here (0: any free).",
 )
 @click.option(
+    "--eventsub-port",
+    type=_Port(),
+    help="Serve EventSub WebSocket sessions here (0: any free); Helix is on the control port.",
+)
+@click.option(
     "--channels",
     default="10",
     show_default=True,
@@ -211,6 +216,7 @@ def simulate(
     tls_port: int | None,
     websocket_port: int | None,
     control_port: int | None,
+    eventsub_port: int | None,
     channels: str,
     rate: float,
     accounts: Path | None,
@@ -221,7 +227,8 @@ def simulate(
 
     It behaves like Twitch's chat servers: login (anonymous justinfan or accounts), CAP, JOIN
     and PART, generated chat with realistic tags, relay of PRIVMSG, Twitch's limits per account,
-    PING; TLS, WebSocket and an HTTP control port on request.
+    PING; TLS, WebSocket and an HTTP control port on request (with Twitch's OAuth, users and
+    EventSub API), and EventSub WebSocket sessions.
     """
     import asyncio
 
@@ -245,6 +252,7 @@ def simulate(
             tls_port=tls_port,
             websocket_port=websocket_port,
             control_port=control_port,
+            eventsub_port=eventsub_port,
             limits=limit_settings,
         )
         for spec in specs:
@@ -268,6 +276,8 @@ def simulate(
             click.echo(f"WebSocket on ws://{host}:{simulator.websocket_port}")
         if simulator.control_port is not None:
             click.echo(f"control port on http://{host}:{simulator.control_port}")
+        if simulator.eventsub_port is not None:
+            click.echo(f"EventSub on ws://{host}:{simulator.eventsub_port}/ws")
         await stop.wait()
         await simulator.aclose()
         click.echo("simulator stopped")
