@@ -8,6 +8,7 @@ import asyncio
 import functools
 import inspect
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -109,3 +110,10 @@ def run_documented_example(document: str, test: str) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(code, f"docs/{document}", "exec"), namespace)  # noqa: S102 - our own docs
     namespace[test]()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import redis
 
 from tmi_cluster.embedded import EmbeddedRedis, find_embedded, redis_server_executable
 from tmi_cluster.errors import EmbeddedRedisError
+
+from .helpers import free_port
 
 
 def test_start_find_and_stop(tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def _wait_gone(process: psutil.Process) -> None:
 
 def test_stray_server_of_dead_owner_is_reclaimed(tmp_path: Path) -> None:
     # A server whose owner died without stopping it (as on a system without PDEATHSIG).
-    port = _free_port()
+    port = free_port()
     with subprocess.Popen(
         [redis_server_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
         stdout=subprocess.DEVNULL,
@@ -110,12 +111,6 @@ def test_stray_server_of_dead_owner_is_reclaimed(tmp_path: Path) -> None:
         with EmbeddedRedis(tmp_path) as server:
             assert stray.wait(timeout=10) == 0  # stopped by the new owner
             assert server.pid != stray.pid
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_missing_executable_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +26,7 @@ from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
 from tmi_cluster.store import Store
 
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
-from .helpers import Foreground, run, until
+from .helpers import Foreground, free_port, run, until
 from .test_cli import SCRIPT
 
 STREAMER = "streamer1"
@@ -36,12 +35,6 @@ SESSION = "tmi_cluster_invite"
 CHANNELS = ["alpha", STREAMER, "streamer2"]
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def invite_settings(sim: ChatSimulator, port: int, **changed: str) -> dict[str, str]:
@@ -62,6 +55,21 @@ def invite_settings(sim: ChatSimulator, port: int, **changed: str) -> dict[str, 
         "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": "1",
         "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": "1",
         **IDENTITY,
+        **changed,
+    }
+
+
+def asgi_environ(folder: Path, **changed: str) -> dict[str, str]:
+    """The variables of an app served through its ASGI interface (host ``web``): SQLite in
+    ``folder``, a Redis that does not answer, the Database manager, the simulator's client."""
+    return {
+        "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{folder / 'cluster.db'}",
+        "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0",
+        "TMI_CLUSTER_CHANNEL_MANAGER__USE": "database",
+        "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
+        "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
+        "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
+        "TMI_CLUSTER_TWITCH__GRANT_KEY": GRANT_KEY,
         **changed,
     }
 
@@ -580,15 +588,9 @@ def test_ciphers_keep_their_purposes_apart() -> None:
 async def test_a_database_that_does_not_answer_is_a_page_not_a_crash(tmp_path: Path) -> None:
     from tmi_cluster.web import create_app  # noqa: PLC0415
 
-    environ = {
-        "TMI_CLUSTER_DATABASE__URL": "postgresql://tmi:dbp4ss@127.0.0.1:1/nowhere",
-        "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0",
-        "TMI_CLUSTER_CHANNEL_MANAGER__USE": "database",
-        "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
-        "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
-        "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
-        "TMI_CLUSTER_TWITCH__GRANT_KEY": GRANT_KEY,
-    }
+    environ = asgi_environ(
+        tmp_path, TMI_CLUSTER_DATABASE__URL="postgresql://tmi:dbp4ss@127.0.0.1:1/nowhere"
+    )
     app = create_app(load_settings(environ=environ, cwd=tmp_path))
     try:
         transport = httpx.ASGITransport(app=app)
@@ -635,15 +637,7 @@ async def test_a_manager_that_fails_is_a_page_and_leaves_no_grant(
 ) -> None:
     (tmp_path / "failing_manager.py").write_text(MANAGER)
     monkeypatch.syspath_prepend(str(tmp_path))
-    environ = {
-        "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
-        "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0",
-        "TMI_CLUSTER_CHANNEL_MANAGER__USE": "failing_manager:Failing",
-        "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
-        "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
-        "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
-        "TMI_CLUSTER_TWITCH__GRANT_KEY": GRANT_KEY,
-    }
+    environ = asgi_environ(tmp_path, TMI_CLUSTER_CHANNEL_MANAGER__USE="failing_manager:Failing")
     async with ChatSimulator(control_port=0) as sim:
         oauth = f"http://{sim.host}:{sim.control_port}"
         environ["TMI_CLUSTER_TWITCH__OAUTH_URL"] = f"{oauth}/oauth2"
@@ -806,17 +800,12 @@ async def test_a_grant_sealed_with_another_key_is_said_not_hidden(
     old_key, new_key = GRANT_KEY, "a new grant key of at least thirty-two characters"
     async with ChatSimulator(control_port=0) as sim:
         oauth = f"http://{sim.host}:{sim.control_port}"
-        environ = {
-            "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{tmp_path / 'cluster.db'}",
-            "TMI_CLUSTER_REDIS__URL": "redis://127.0.0.1:1/0",
-            "TMI_CLUSTER_CHANNEL_MANAGER__USE": "database",
-            "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
-            "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
-            "TMI_CLUSTER_TWITCH__REDIRECT_URL": "http://web/tmi-cluster/invite/callback",
-            "TMI_CLUSTER_TWITCH__OAUTH_URL": f"{oauth}/oauth2",
-            "TMI_CLUSTER_TWITCH__API_URL": f"{oauth}/helix",
-            "TMI_CLUSTER_TWITCH__GRANT_KEY": new_key,
-        }
+        environ = asgi_environ(
+            tmp_path,
+            TMI_CLUSTER_TWITCH__OAUTH_URL=f"{oauth}/oauth2",
+            TMI_CLUSTER_TWITCH__API_URL=f"{oauth}/helix",
+            TMI_CLUSTER_TWITCH__GRANT_KEY=new_key,
+        )
         settings = load_settings(environ=environ, cwd=tmp_path)
         redirect = settings.twitch.redirect_url
         code = sim.oauth.issue_code(CLIENT_ID, redirect, STREAMER, ("channel:bot",))

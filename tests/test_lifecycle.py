@@ -24,7 +24,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ from tmi_cluster.bus import Keys
 from tmi_cluster.harness import ProcessHarness
 from tmi_cluster.worker.watchdog import EXIT_STOP_DEADLINE
 
-from .helpers import wait_for
+from .helpers import free_port, wait_for
 from .test_cli import SCRIPT, _env, tmi
 from .test_processes import Supervisor, _statuses, cluster
 
@@ -204,12 +203,6 @@ class Lane:
         return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _workers_of(supervisor: psutil.Process | None, harness: ProcessHarness) -> list[psutil.Process]:
     """The supervisor's worker processes (its children, or any tagged one once it is gone)."""
     found = []
@@ -295,7 +288,7 @@ def _lane(lane: Lane, cycles: int) -> None:
     port = None
     chat = ProcessHarness()  # the simulator outlives the cycles' reaping
     if lane.index % 2:  # odd lanes: a simulator of their own, alive while the supervisor dies
-        port = _free_port()
+        port = free_port()
         simulator = chat.spawn(
             [SCRIPT, "simulate", "--port", str(port), "--channels", str(CHANNELS), "--rate", "100"],
             env=_env(),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,15 +23,8 @@ from tmi_cluster.events import ConnectedEvent, DisconnectedEvent
 from tmi_cluster.simulator import ChatSimulator, Limits
 from tmi_cluster.worker.worker import build_pool
 
-from .helpers import run
+from .helpers import free_port, run
 from .test_connection import Recorder
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RedisProcess:
@@ -40,7 +32,7 @@ class RedisProcess:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 

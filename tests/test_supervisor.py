@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -23,16 +22,10 @@ from tmi_cluster.events import ClusterEvent, ProcessScaled
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.supervisor.supervisor import Supervisor
 
-from .helpers import until
+from .helpers import free_port, until
 from .test_cli import SCRIPT, _env
 
 Make = Callable[..., Settings]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -84,7 +77,7 @@ class RedisServer:
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer(_free_port())
+    server = RedisServer(free_port())
     yield server
     server.stop()
 
@@ -148,7 +141,7 @@ def test_aclose_before_start(make_settings: Make, tmp_path: Path, redis_server: 
 
 
 def test_start_gives_up_when_redis_never_answers(make_settings: Make, tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     settings = _settings(make_settings, tmp_path, f"redis://127.0.0.1:{port}/0")
     supervisor = Supervisor(settings, redis_wait_s=0.5)
 

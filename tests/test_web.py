@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.web import create_app
 
 from .clusterproc import ProcessCluster
-from .helpers import Foreground, run
+from .helpers import Foreground, free_port, run
 from .test_cli import SCRIPT
 
 CHANNELS = ["alpha", "beta", "gamma"]
@@ -417,16 +416,10 @@ def test_dashboard_command_says_why_it_cannot_listen(tmp_path: Path) -> None:
     assert done.stderr.startswith("error: cannot serve the dashboard on 203.0.113.1:1"), done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_run_with_web_enabled_serves_the_pages(
     tmp_path: Path, redis_server: str, redis_prefix: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")} | {
         "TMI_CLUSTER_REDIS__URL": redis_server,
         "TMI_CLUSTER_PREFIX": redis_prefix,
