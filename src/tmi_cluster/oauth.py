@@ -21,7 +21,7 @@ from tmi_cluster.config import Settings
 from tmi_cluster.errors import OAuthError, TmiClusterError
 from tmi_cluster.logins import normalise_login
 
-__all__ = ["OAuthError", "Tokens", "TwitchOAuth", "TwitchUser", "Validation"]
+__all__ = ["OAuthError", "Tokens", "TwitchOAuth", "TwitchUser", "Validation", "twitch_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class TwitchUser:
     display_name: str
 
 
-def _message(response: httpx.Response) -> str:
+def twitch_reason(response: httpx.Response) -> str:
     """Twitch's message in an error response (its ``message`` or ``error``), short."""
     try:
         body = response.json()
@@ -134,7 +134,7 @@ class TwitchOAuth:
             raise OAuthError(f"{step}: Twitch did not answer ({type(exc).__name__})") from None
         if response.status_code >= 400:
             status = response.status_code
-            reason = _message(response)
+            reason = twitch_reason(response)
             raise OAuthError(
                 f"{step}: Twitch answered {status}: {reason}", status=status, reason=reason
             )

@@ -26,7 +26,7 @@ import httpx
 
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import HelixError, OAuthError
-from tmi_cluster.oauth import TIMEOUT_S, TwitchOAuth
+from tmi_cluster.oauth import TIMEOUT_S, TwitchOAuth, twitch_reason
 
 __all__ = ["RENEW_BEFORE_S", "ChatSent", "Conduit", "Helix", "Shard", "Subscription"]
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds before its expiry an app token is renewed.
 RENEW_BEFORE_S = 600.0
-_REASON_LENGTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +73,6 @@ class ChatSent:
     is_sent: bool
     drop_code: str | None = None
     drop_message: str | None = None
-
-
-def _reason(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    text = str(body.get("message") or "") if isinstance(body, dict) else ""
-    return (text or response.reason_phrase or "no reason given")[:_REASON_LENGTH]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -171,7 +161,7 @@ class Helix:
                 continue
             if response.status_code < 400 or response.status_code in allowed:
                 return response
-            reason = _reason(response)
+            reason = twitch_reason(response)
             raise HelixError(
                 f"{what}: Twitch answered {response.status_code}: {reason}",
                 status=response.status_code,

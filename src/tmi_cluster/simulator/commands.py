@@ -114,7 +114,8 @@ class Commands:
             connection.send(f":{SERVER} NOTICE * :Login authentication failed")
             connection.abort()
             return
-        if account is None or account.token != password[len("oauth:") :]:
+        # an account made by the API alone has no token: no IRC login matches it
+        if account is None or not account.token or account.token != password[len("oauth:") :]:
             connection.send(f":{SERVER} NOTICE * :Login authentication failed")
             connection.abort()
             return

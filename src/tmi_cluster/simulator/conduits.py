@@ -44,7 +44,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from tmi_cluster.irc import Message
-from tmi_cluster.simulator.eventsub import notification
+from tmi_cluster.simulator.eventsub import envelope, notification
 from tmi_cluster.simulator.peers import user_id
 
 __all__ = [
@@ -97,6 +97,20 @@ class RefusedError(Exception):
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+
+
+def _message(
+    kind: str, payload: dict[str, Any], sub: _Subscription | None = None
+) -> dict[str, Any]:
+    """A WebSocket message of EventSub's, sent now."""
+    metadata = {
+        "message_id": str(uuid.uuid4()),
+        "message_type": kind,
+        "message_timestamp": _now(),
+    }
+    if sub is not None:
+        metadata |= {"subscription_type": sub.type, "subscription_version": sub.version}
+    return {"metadata": metadata, "payload": payload}
 
 
 @dataclass
@@ -187,6 +201,8 @@ class Conduits:
         self.unused_s = UNUSED_S
         self._conduits: dict[str, _Conduit] = {}
         self._subscriptions: dict[str, _Subscription] = {}
+        #: The subscriptions by broadcaster (what each chat line looks up).
+        self._by_room: dict[str, dict[str, _Subscription]] = {}
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._silent: set[str] = set()
@@ -238,7 +254,7 @@ class Conduits:
         conduit = self._conduit(client_id, conduit_id)
         del self._conduits[conduit.id]
         for sub in [s for s in self._subscriptions.values() if s.conduit_id == conduit.id]:
-            del self._subscriptions[sub.id]
+            self._drop(sub)
 
     def update_shards(self, client_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """``PATCH /helix/eventsub/conduits/shards``: each shard bound to a session, or the
@@ -296,7 +312,7 @@ class Conduits:
         if channel is None or not self._authorized(client_id, channel, "channel:bot"):
             raise RefusedError(403, "subscription missing proper authorization (channel:bot)")
         wanted = {"broadcaster_user_id": broadcaster, "user_id": bot}
-        for existing in self._subscriptions.values():
+        for existing in self._by_room.get(broadcaster, {}).values():
             if (existing.type, existing.condition, existing.client_id) == (
                 kind,
                 wanted,
@@ -305,6 +321,7 @@ class Conduits:
                 raise RefusedError(409, "subscription already exists", id=existing.id)
         sub = _Subscription(str(uuid.uuid4()), kind, version, wanted, conduit.id, client_id, _now())
         self._subscriptions[sub.id] = sub
+        self._by_room.setdefault(broadcaster, {})[sub.id] = sub
         return {"data": [sub.json()], "total": len(self._subscriptions), "total_cost": 0}
 
     def subscriptions(
@@ -325,7 +342,15 @@ class Conduits:
         sub = self._subscriptions.get(subscription_id)
         if sub is None or sub.client_id != client_id:
             raise RefusedError(404, "subscription not found")
+        self._drop(sub)
+
+    def _drop(self, sub: _Subscription) -> None:
+        """Forget a subscription (and its place in the index by broadcaster)."""
         del self._subscriptions[sub.id]
+        room = sub.condition["broadcaster_user_id"]
+        self._by_room[room].pop(sub.id)
+        if not self._by_room[room]:
+            del self._by_room[room]
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -336,10 +361,7 @@ class Conduits:
 
     def wants(self, broadcaster: str) -> bool:
         """Whether a subscription names ``broadcaster`` (a user id)."""
-        return any(
-            s.condition.get("broadcaster_user_id") == broadcaster
-            for s in self._subscriptions.values()
-        )
+        return broadcaster in self._by_room
 
     def _shard_for(self, conduit: _Conduit, broadcaster: str, skip: str | None = None) -> _Shard:
         enabled = [s for s in conduit.shards if s.status == "enabled" and s.session_id != skip]
@@ -356,8 +378,8 @@ class Conduits:
         kind, event = found
         broadcaster = event["broadcaster_user_id"]
         sent = 0
-        for sub in list(self._subscriptions.values()):
-            if sub.type != kind or sub.condition.get("broadcaster_user_id") != broadcaster:
+        for sub in list(self._by_room.get(broadcaster, {}).values()):
+            if sub.type != kind:
                 continue
             conduit = self._conduits.get(sub.conduit_id)
             if conduit is None:
@@ -371,27 +393,29 @@ class Conduits:
     def _notification(
         self, sub: _Subscription, event: dict[str, Any], message: Message
     ) -> dict[str, Any]:
+        """The notification of ``event`` for ``sub``, stamped when the chat line was sent."""
         sent = message.tags.get("tmi-sent-ts", "")
-        at = time.gmtime(int(sent) / 1000) if sent.isdigit() else time.gmtime()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", at)
-        millis = int(sent) % 1000 if sent.isdigit() else 0
-        return {
-            "metadata": {
-                "message_id": str(uuid.uuid4()),
-                "message_type": "notification",
-                "message_timestamp": f"{stamp}.{millis:03d}000000Z",
-                "subscription_type": sub.type,
-                "subscription_version": sub.version,
-            },
-            "payload": {"subscription": sub.json(), "event": event},
-        }
+        built = envelope(
+            sub.type,
+            event,
+            subscription_id=sub.id,
+            condition=sub.condition,
+            transport={"method": "conduit", "conduit_id": sub.conduit_id},
+            sent_ms=int(sent) if sent.isdigit() else None,
+        )
+        built["payload"]["subscription"] = sub.json()
+        return built
 
     def _send(self, shard: _Shard, message: dict[str, Any]) -> None:
         session = self._sessions.get(shard.session_id or "")
         if session is None or session.id in self._silent:
             return
         self.sent.append(message)
-        task = asyncio.get_running_loop().create_task(session.send(message))
+        self._spawn(session.send(message))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` in a task kept until it ends (a task nobody holds may vanish)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -441,26 +465,14 @@ class Conduits:
         for sub in list(self._subscriptions.values()):
             if sub.client_id != client_id or uid not in sub.condition.values():
                 continue
-            del self._subscriptions[sub.id]
+            self._drop(sub)
             sub.status = "authorization_revoked"
             conduit = self._conduits.get(sub.conduit_id)
             if conduit is None:
                 continue
             with contextlib.suppress(LookupError):
                 shard = self._shard_for(conduit, sub.condition["broadcaster_user_id"])
-                self._send(
-                    shard,
-                    {
-                        "metadata": {
-                            "message_id": str(uuid.uuid4()),
-                            "message_type": "revocation",
-                            "message_timestamp": _now(),
-                            "subscription_type": sub.type,
-                            "subscription_version": sub.version,
-                        },
-                        "payload": {"subscription": sub.json()},
-                    },
-                )
+                self._send(shard, _message("revocation", {"subscription": sub.json()}, sub))
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -471,25 +483,15 @@ class Conduits:
         replaced = query.removeprefix("reconnect=") if query.startswith("reconnect=") else None
         self._sessions[session.id] = session
         try:
-            await session.send(
-                {
-                    "metadata": {
-                        "message_id": str(uuid.uuid4()),
-                        "message_type": "session_welcome",
-                        "message_timestamp": _now(),
-                    },
-                    "payload": {
-                        "session": {
-                            "id": session.id,
-                            "status": "connected",
-                            "connected_at": _now(),
-                            "keepalive_timeout_seconds": self.keepalive_s,
-                            "reconnect_url": None,
-                            "recovery_url": None,
-                        }
-                    },
-                }
-            )
+            welcome = {
+                "id": session.id,
+                "status": "connected",
+                "connected_at": _now(),
+                "keepalive_timeout_seconds": self.keepalive_s,
+                "reconnect_url": None,
+                "recovery_url": None,
+            }
+            await session.send(_message("session_welcome", {"session": welcome}))
             if replaced is not None:
                 self._take_over(replaced, session)
             await self._keep(session)
@@ -513,16 +515,7 @@ class Conduits:
                 await socket.close(4003, "connection unused")
                 return
             if now - session.last_sent >= self.keepalive_s and session.id not in self._silent:
-                await session.send(
-                    {
-                        "metadata": {
-                            "message_id": str(uuid.uuid4()),
-                            "message_type": "session_keepalive",
-                            "message_timestamp": _now(),
-                        },
-                        "payload": {},
-                    }
-                )
+                await session.send(_message("session_keepalive", {}))
 
     def _take_over(self, old_id: str, new: _Session) -> None:
         """A reconnect: the new session has the old one's shards; the old one closes."""
@@ -533,9 +526,7 @@ class Conduits:
                     new.bound.set()
         old = self._sessions.get(old_id)
         if old is not None:
-            task = asyncio.get_running_loop().create_task(old.socket.close(4004, "reconnected"))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(old.socket.close(4004, "reconnected"))
 
     def _disconnected(self, session_id: str) -> None:
         for conduit in self._conduits.values():
@@ -549,24 +540,14 @@ class Conduits:
         session = self._sessions.get(session_id)
         if session is None:
             return False
-        return await session.send(
-            {
-                "metadata": {
-                    "message_id": str(uuid.uuid4()),
-                    "message_type": "session_reconnect",
-                    "message_timestamp": _now(),
-                },
-                "payload": {
-                    "session": {
-                        "id": session.id,
-                        "status": "reconnecting",
-                        "keepalive_timeout_seconds": None,
-                        "reconnect_url": f"{self.url}?reconnect={session.id}",
-                        "connected_at": _now(),
-                    }
-                },
-            }
-        )
+        moving = {
+            "id": session.id,
+            "status": "reconnecting",
+            "keepalive_timeout_seconds": None,
+            "reconnect_url": f"{self.url}?reconnect={session.id}",
+            "connected_at": _now(),
+        }
+        return await session.send(_message("session_reconnect", {"session": moving}))
 
     def session_ids(self) -> list[str]:
         """The open sessions' ids."""

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tmi_cluster.events import values
 from tmi_cluster.irc import Message
 
 __all__ = ["SUBSCRIPTION_TYPES", "envelope", "notification", "wire"]
@@ -55,25 +56,17 @@ _ALL_NOTICES = sorted(set(_NOTICE_TYPES.values()))
 
 
 def _badges(tags: Mapping[str, str], name: str, info_name: str) -> list[dict[str, str]]:
-    infos = dict(item.split("/", 1) for item in tags.get(info_name, "").split(",") if "/" in item)
-    badges = []
-    for item in tags.get(name, "").split(","):
-        set_id, slash, version = item.partition("/")
-        if slash and set_id:
-            badges.append({"set_id": set_id, "id": version, "info": infos.get(set_id, "")})
-    return badges
+    """IRC's ``badges`` and ``badge-info`` tags as EventSub's badges."""
+    infos = values.badges(dict(tags), info_name)
+    return [
+        {"set_id": set_id, "id": version, "info": infos.get(set_id, "")}
+        for set_id, version in values.badges(dict(tags), name).items()
+    ]
 
 
 def _fragments(text: str, emotes: str) -> list[dict[str, Any]]:
-    """``text`` cut into text and emote fragments by an ``emotes`` tag (code points)."""
-    spans: list[tuple[int, int, str]] = []
-    for group in emotes.split("/") if emotes else ():
-        emote_id, _, ranges = group.partition(":")
-        for span in ranges.split(","):
-            first, _, last = span.partition("-")
-            if first.isdigit() and last.isdigit() and int(first) <= int(last) < len(text):
-                spans.append((int(first), int(last), emote_id))
-    spans.sort()
+    """``text`` cut into text and emote fragments by an ``emotes`` tag (code points; the
+    ranges read as every event reads them: :func:`tmi_cluster.events.values.emotes`)."""
     fragments: list[dict[str, Any]] = []
     position = 0
 
@@ -83,21 +76,25 @@ def _fragments(text: str, emotes: str) -> list[dict[str, Any]]:
                 {"type": "text", "text": piece, "cheermote": None, "emote": None, "mention": None}
             )
 
-    for start, end, emote_id in spans:
-        if start < position:
+    for emote in values.emotes(emotes, text):
+        if emote.start < position:
             continue  # overlapping ranges: the first wins
-        plain(text[position:start])
-        emote = {"id": emote_id, "emote_set_id": "0", "owner_id": "0", "format": ["static"]}
+        plain(text[position : emote.start])
         fragments.append(
             {
                 "type": "emote",
-                "text": text[start : end + 1],
+                "text": text[emote.start : emote.end + 1],
                 "cheermote": None,
-                "emote": emote,
+                "emote": {
+                    "id": emote.id,
+                    "emote_set_id": "0",
+                    "owner_id": "0",
+                    "format": ["static"],
+                },
                 "mention": None,
             }
         )
-        position = end + 1
+        position = emote.end + 1
     plain(text[position:])
     return fragments
 

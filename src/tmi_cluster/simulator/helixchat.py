@@ -29,7 +29,6 @@ from starlette.routing import Route
 
 from tmi_cluster.irc import parse, serialize
 from tmi_cluster.simulator.conduits import RefusedError
-from tmi_cluster.simulator.limits import Window
 from tmi_cluster.simulator.peers import Delivery, _Account, _Channel, user_id
 
 if TYPE_CHECKING:
@@ -44,18 +43,8 @@ BADGE = "bot-badge/1"
 def _account(sim: ChatSimulator, login: str) -> _Account:
     """The sender's account (made for an API-only bot, with Twitch's budgets)."""
     account = sim._accounts.get(login)
-    if account is None:
-        limits = sim.limits
-        account = _Account(
-            login,
-            "",
-            set(),
-            Window(limits.join_allow, limits.join_every_s),
-            Window(limits.auth_allow, limits.auth_every_s),
-            Window(limits.message_allow, limits.message_every_s),
-            Window(limits.moderator_message_allow, limits.message_every_s),
-        )
-        sim._accounts[login] = account
+    if account is None:  # no IRC login (no token): only the API sends as it
+        account = sim._accounts[login] = _Account.fresh(login, "", set(), sim.limits)
     return account
 
 

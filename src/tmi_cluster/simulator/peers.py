@@ -8,7 +8,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tmi_cluster.simulator.limits import Window
+from tmi_cluster.simulator.limits import Limits, Window
 
 if TYPE_CHECKING:
     from tmi_cluster.simulator.server import ChatSimulator
@@ -75,6 +75,19 @@ class _Account:
     auths: Window
     messages: Window
     moderator_messages: Window
+
+    @classmethod
+    def fresh(cls, login: str, token: str, moderator_in: set[str], limits: Limits) -> _Account:
+        """An account with Twitch's budgets, none of them used."""
+        return cls(
+            login,
+            token,
+            moderator_in,
+            Window(limits.join_allow, limits.join_every_s),
+            Window(limits.auth_allow, limits.auth_every_s),
+            Window(limits.message_allow, limits.message_every_s),
+            Window(limits.moderator_message_allow, limits.message_every_s),
+        )
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tmi_cluster.irc import parse
 from tmi_cluster.simulator.commands import SERVER, Commands
 from tmi_cluster.simulator.conduits import Conduits
 from tmi_cluster.simulator.control import ControlServer
-from tmi_cluster.simulator.limits import Limits, Window
+from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.simulator.oauth import OAuthServer
 from tmi_cluster.simulator.peers import (
     AccountStats,
@@ -253,15 +253,11 @@ class ChatSimulator:
 
     def add_account(self, login: str, token: str, *, moderator_in: Iterable[str] = ()) -> None:
         """Accept ``PASS oauth:<token>`` + ``NICK <login>``; a moderator in the given channels."""
-        limits = self.limits
-        self._accounts[login.lower()] = _Account(
+        self._accounts[login.lower()] = _Account.fresh(
             login.lower(),
             token.removeprefix("oauth:"),
             {c.lstrip("#").lower() for c in moderator_in},
-            Window(limits.join_allow, limits.join_every_s),
-            Window(limits.auth_allow, limits.auth_every_s),
-            Window(limits.message_allow, limits.message_every_s),
-            Window(limits.moderator_message_allow, limits.message_every_s),
+            self.limits,
         )
 
     def suspend(self, channel: str, suspended: bool = True) -> None:

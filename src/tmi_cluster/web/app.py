@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,6 +21,7 @@ from tmi_cluster.cluster import admin
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import ConfigError, StorageError
 from tmi_cluster.web import metrics
+from tmi_cluster.web.assets import asset, asset_response
 from tmi_cluster.web.auth import Authorize, Credentials, RequireCredentials
 from tmi_cluster.web.invite import Invite
 from tmi_cluster.web.openapi import openapi
@@ -58,10 +58,6 @@ class _BadRequestError(ValueError):
     """A query parameter that is not what the endpoint takes (answered 400, naming it)."""
 
 
-def _asset(name: str) -> bytes:
-    return resources.files("tmi_cluster.web").joinpath("static", name).read_bytes()
-
-
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -92,14 +88,14 @@ class _Pages:
         self.view = view
 
     async def dashboard(self, request: Request) -> Response:
-        return Response(_asset("dashboard.html"), media_type="text/html; charset=utf-8")
+        return Response(asset("dashboard.html"), media_type="text/html; charset=utf-8")
 
     async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
         media_type = _ASSETS.get(name)
         if media_type is None:
             return JSONResponse({"error": f"no such file: {name}"}, status_code=404)
-        return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "no-cache"})
+        return asset_response(name, media_type)
 
     async def statistics(self, request: Request) -> Response:
         return JSONResponse((await self.view.snapshot()).statistics())

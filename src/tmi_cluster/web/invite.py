@@ -50,7 +50,6 @@ import html
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -69,6 +68,7 @@ from tmi_cluster.grants import GrantKeyError, Grants, TokenGrant
 from tmi_cluster.oauth import OAuthError, TwitchOAuth, TwitchUser
 from tmi_cluster.outcomes import JoinStatus
 from tmi_cluster.store import SealedGrant, Store
+from tmi_cluster.web.assets import asset_response
 from tmi_cluster.web.sessions import SESSION_COOKIE, SESSION_MAX_AGE_S, Session, Sessions, same
 
 __all__ = ["SESSION_COOKIE", "SESSION_MAX_AGE_S", "Invite"]
@@ -675,10 +675,10 @@ class Invite:
         return self._back(request, session)
 
     async def stylesheet(self, request: Request) -> Response:
-        return _static("invite.css", "text/css; charset=utf-8")
+        return asset_response("invite.css", "text/css; charset=utf-8")
 
     async def favicon(self, request: Request) -> Response:
-        return _static("favicon.svg", "image/svg+xml")
+        return asset_response("favicon.svg", "image/svg+xml")
 
     def app(self) -> Starlette:
         """The ASGI app of the invite screen."""
@@ -700,12 +700,6 @@ class Invite:
                 else []
             ),
         )
-
-
-def _static(name: str, media_type: str) -> Response:
-    """A file of the package's ``static`` folder."""
-    body = resources.files("tmi_cluster.web").joinpath("static", name).read_bytes()
-    return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
 def _grant(user: dict[str, str], tokens: dict[str, Any]) -> TokenGrant:
