@@ -13,6 +13,7 @@ from tmi_cluster import errors
 PUBLIC = [
     "ChannelJoin",
     "ChannelManager",
+    "ChatRefusedError",
     "Cluster",
     "ConfigError",
     "Connection",

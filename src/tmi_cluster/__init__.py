@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import (
+    ChatRefusedError,
     ConfigError,
     DeadlineError,
     EmbeddedRedisError,
@@ -69,6 +70,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChannelJoin",
     "ChannelManager",
+    "ChatRefusedError",
     "Cluster",
     "ConfigError",
     "Connection",

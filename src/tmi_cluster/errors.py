@@ -21,6 +21,8 @@ The tree::
     ├── GrantKeyError               a sealed grant or session that twitch.grant_key cannot open
     ├── HelixError                  Twitch's API refused, or did not answer, a request
     │                               (``status``, ``reason``; ``retry_after_s`` on a 429)
+    ├── ChatRefusedError            Twitch refused or dropped a chat message sent through its
+    │                               API (``reason``: the send result's refusal)
     ├── UnsafeLineError             a line to send would not be exactly one valid IRC line
     │                               (CR, LF or NUL in it, a bad parameter); also a ValueError
     ├── MessageTooLongError         text over the length limit where splitting is turned off;
@@ -40,6 +42,7 @@ went wrong and what to do about it, and never contain a secret.
 from __future__ import annotations
 
 __all__ = [
+    "ChatRefusedError",
     "ConfigError",
     "DeadlineError",
     "EmbeddedRedisError",
@@ -160,6 +163,16 @@ class HelixError(TmiClusterError):
         self.status = status
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+class ChatRefusedError(TmiClusterError):
+    """Twitch refused, or dropped, a chat message sent through its API (Send Chat Message):
+    nothing was said. ``reason`` is the :class:`~tmi_cluster.outcomes.SendRefusal` value the
+    send's result carries; the text says Twitch's own code and words."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class GrantKeyError(TmiClusterError):

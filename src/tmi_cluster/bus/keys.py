@@ -45,6 +45,10 @@ default; ``{x}`` a placeholder)::
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
     P lock:{name}                    string (owner token), expires              a short lock
     P incident:{name}                string (who notified), expires after notifications.quiet_period
+    P eventsub:conduit               string (JSON RouteStatus): the conduit, its shards, counts
+    P eventsub:routes                hash   channel login -> broadcaster id: read through EventSub
+    P eventsub:problems              hash   channel login -> why its subscription failed
+    P eventsub:revoked               set    broadcaster ids whose subscriptions Twitch revoked
     P invite:ended:{session}         string, expires when the session would: an invite screen
                                      session signed out (its cookie's copies refused)
 
@@ -219,6 +223,26 @@ class Keys:
     def guarding(self, process_id: str) -> str:
         """Set of the channels a worker checks for duplicates while it hands them over."""
         return f"{self.prefix}guarding:{process_id}"
+
+    @property
+    def eventsub_conduit(self) -> str:
+        """The EventSub route's state: the conduit, its shards, the subscriptions' counts."""
+        return f"{self.prefix}eventsub:conduit"
+
+    @property
+    def eventsub_routes(self) -> str:
+        """Hash of the channels read through EventSub -> their broadcaster's user id."""
+        return f"{self.prefix}eventsub:routes"
+
+    @property
+    def eventsub_problems(self) -> str:
+        """Hash of the channels whose subscription failed -> why."""
+        return f"{self.prefix}eventsub:problems"
+
+    @property
+    def eventsub_revoked(self) -> str:
+        """Set of the broadcaster ids whose subscriptions Twitch revoked (workers add them)."""
+        return f"{self.prefix}eventsub:revoked"
 
     def invite_ended(self, session_id: str) -> str:
         """An invite screen session that was signed out, until it would have expired."""

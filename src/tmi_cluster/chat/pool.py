@@ -196,6 +196,8 @@ class Pool:
             await connection.aclose()
         if self.sender is not None:
             await self.sender.connection.aclose()
+            if self.sender.api is not None:
+                await self.sender.api.helix.aclose()
         self.connections.clear()
         self._where.clear()
         self._moving.clear()
@@ -488,6 +490,17 @@ class Pool:
                 "tmi.identity.password"
             )
         self.sender.check(text, reply_to)  # refused at once, before any wait
+        via = await self.sender.via(channel, action=action)
+        if via is not None:  # through Twitch's API: no IRC connection needed
+            return await self.sender.say(
+                channel,
+                text,
+                reply_to=reply_to,
+                action=action,
+                deadline=deadline,
+                begin=begin,
+                via=via,
+            )
         connection = self.sender.connection
         try:
             async with asyncio.timeout_at(deadline):

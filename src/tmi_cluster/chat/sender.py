@@ -41,12 +41,18 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import regex
 
 from tmi_cluster.chat.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, Window
-from tmi_cluster.errors import DeadlineError, MessageTooLongError, UnsafeLineError
+from tmi_cluster.errors import (
+    ChatRefusedError,
+    DeadlineError,
+    MessageTooLongError,
+    UnsafeLineError,
+)
 from tmi_cluster.events import Event, UserStateEvent
 from tmi_cluster.logins import normalise_login
 
 if TYPE_CHECKING:  # not at run time: Cluster.send checks its text without a connection
     from tmi_cluster.chat.connection import Connection
+    from tmi_cluster.eventsub.sending import ApiChat, ApiTarget
 
 __all__ = ["LastMessages", "PartlySentError", "Sender", "check_text", "split_text"]
 
@@ -153,6 +159,7 @@ class Sender:
         margin_s: float = DEFAULT_MARGIN_S,
         channel_window: Callable[[str, float], Window] | None = None,
         last_messages: LastMessages | None = None,
+        api: ApiChat | None = None,
     ) -> None:
         if max_length <= len(_INVISIBLE):
             raise ValueError(f"max_length must be more than {len(_INVISIBLE)}")
@@ -166,6 +173,8 @@ class Sender:
         self.channel_window = channel_window
         self.last_messages = last_messages
         self.moderator_in: set[str] = set()
+        #: Sending through Twitch's API where a channel is read through EventSub (None: IRC).
+        self.api = api
         self._last: dict[str, tuple[float, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -181,6 +190,13 @@ class Sender:
         """The parts ``text`` is sent in (see :func:`check_text`)."""
         return check_text(text, reply_to, max_length=self.max_length, long_text=self.long_text)
 
+    async def via(self, channel: str, *, action: bool = False) -> ApiTarget | None:
+        """Where ``channel``'s messages go through the API (:attr:`api`); None: through the
+        IRC connection (always for an action: the API has no ``/me``)."""
+        if self.api is None or action:
+            return None
+        return await self.api.target(normalise_login(channel))
+
     async def say(
         self,
         channel: str,
@@ -190,12 +206,16 @@ class Sender:
         action: bool = False,
         deadline: float | None = None,
         begin: Callable[[], Awaitable[None]] | None = None,
+        via: ApiTarget | None = None,
     ) -> int:
         """Send ``text`` to ``channel`` within the rules; return the number of messages sent.
+        ``via``: through the API to that target (:meth:`via`), else the IRC connection; the
+        budgets are the same.
 
         Raises UnsafeLineError (CR, LF or NUL in the text or ``reply_to``) or
         MessageTooLongError (``long_text="refuse"``) before anything is sent; DeadlineError
-        when the first part could not be written by ``deadline``; whatever ``begin`` raises.
+        when the first part could not be written by ``deadline``; ChatRefusedError when Twitch's
+        API refused the first part; whatever ``begin`` raises.
         """
         name = normalise_login(channel)
         parts = self.check(text, reply_to)
@@ -221,8 +241,11 @@ class Sender:
                     line = await self._prepare(name, part, action)
                     if index == 0 and begin is not None:
                         await begin()  # the last step before the first write
-                    await self._write(name, line, tags)
-                except ConnectionError as exc:
+                    if via is not None:
+                        await self._write_api(via, name, line, reply_to if index == 0 else None)
+                    else:
+                        await self._write(name, line, tags)
+                except (ConnectionError, ChatRefusedError) as exc:
                     if index == 0:
                         raise
                     raise PartlySentError(index, len(parts), exc) from exc
@@ -258,6 +281,15 @@ class Sender:
         if duplicate:
             text = f"{text[:-1]}{_INVISIBLE}\x01" if action else text + _INVISIBLE
         return text
+
+    async def _write_api(
+        self, via: ApiTarget, channel: str, text: str, reply_to: str | None
+    ) -> None:
+        assert self.api is not None
+        await self.api.send(via, text, reply_to=reply_to)
+        self._last[channel] = (time.monotonic(), text)
+        if self.last_messages is not None:
+            await self.last_messages.remember(channel, text)
 
     async def _write(self, channel: str, text: str, tags: dict[str, str] | None) -> None:
         await self.connection.send("PRIVMSG", [f"#{channel}", text], tags=tags)

@@ -104,8 +104,9 @@ def channels(
     ctx: click.Context, names: tuple[str, ...], states: tuple[str, ...], as_json: bool
 ) -> None:
     """Each channel's state (wanted, joining, joined, moving, failed, parted, unauthorized),
-    owner process, since when, and its last failure; every known channel, or the ones named.
-    While the cluster is down, the database's states, marked '?', with a warning."""
+    owner process, route (irc or eventsub) and why, since when, and its last failure; every
+    known channel, or the ones named. While the cluster is down, the database's states, marked
+    '?', with a warning."""
     import asyncio
     import json
 
@@ -124,12 +125,21 @@ def channels(
             str(c["channel"]),
             str(c["state"]) + ("" if c["live"] else "?"),
             c["process"] or "",
+            str(c["route"]),
             str(c["since"]),
             _failure_shown(c),
         ]
         for c in shown
     ]
-    click.echo(table(["channel", "state", "process", "since", "last failure"], rows, "no channels"))
+    headers = ["channel", "state", "process", "route", "since", "last failure"]
+    click.echo(table(headers, rows, "no channels"))
+    reasons = sorted({(str(c["route"]), str(c["route_reason"])) for c in shown})
+    if len(reasons) == 1 and reasons[0][1]:  # one reason for all: said once
+        click.echo(f"route: {reasons[0][0]}: {reasons[0][1]}")
+    elif reasons and shown:
+        click.echo("routes (--json says each channel's reason):")
+        for route, reason in reasons[:5]:
+            click.echo(f"  {route}: {reason}")
 
 
 @click.command()

@@ -32,6 +32,7 @@ from tmi_cluster.bus import (
     send_order,
     wanted_changed,
 )
+from tmi_cluster.bus.routes import EventSubRoutes, is_shard
 from tmi_cluster.channels import DatabaseChannelManager, load_manager, restricts
 from tmi_cluster.cluster import housekeeping
 from tmi_cluster.config import Settings
@@ -44,6 +45,7 @@ from tmi_cluster.errors import (
 )
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.outcomes import ChannelJoin, Grant, JoinResult, JoinStatus
+from tmi_cluster.routes import Route, Routing
 from tmi_cluster.store import Channel, Failure, Store
 
 __all__ = [
@@ -418,6 +420,34 @@ class ChannelRow(NamedTuple):
     #: Its record's last change, or its last failure.
     since: datetime
     failure: Failure | None
+    #: ``irc`` or ``eventsub`` (:class:`~tmi_cluster.routes.Route`), and why.
+    route: str = "irc"
+    route_reason: str = ""
+
+
+@dataclass(frozen=True)
+class _LiveRoutes:
+    """The EventSub route as Redis has it: routed channels, their problems."""
+
+    routed: Mapping[str, str]
+    problems: Mapping[str, str]
+
+
+def _route_of(login: str, routing: Routing, live: _LiveRoutes | None) -> tuple[str, str]:
+    """A channel's route and why: what reads it now (Redis), else what should."""
+    choice = routing.choose(login)
+    if live is not None and login in live.routed:
+        if choice.route is Route.EVENTSUB:
+            return Route.EVENTSUB.value, choice.reason
+        return Route.EVENTSUB.value, f"moving back to IRC: {choice.reason}"
+    problem = live.problems.get(login) if live is not None else None
+    if problem is not None:
+        return Route.IRC.value, f"{problem}; read through IRC until it works (tried again)"
+    if choice.route is Route.EVENTSUB and choice.broadcaster_id is not None:
+        return Route.IRC.value, (
+            f"{choice.reason}: subscribing through EventSub, read through IRC until then"
+        )
+    return choice.route.value, choice.reason
 
 
 async def channel_table(
@@ -439,8 +469,10 @@ async def channel_table(
             if restricts(manager)
             else None
         )
+        grants = await asyncio.to_thread(store.grants)
+        routes: _LiveRoutes | None = None
         try:
-            owners, held_by, live = await _live_channels(
+            owners, held_by, live, routes = await _live_channels(
                 settings, store, rows, everything=not logins, handles=handles
             )
         except (RedisUnavailableError, EmbeddedRedisError) as error:
@@ -450,7 +482,15 @@ async def channel_table(
             owners, held_by, live = {}, {}, None
     # the classification of every row, off the event loop (100,000 rows take a while)
     table = await asyncio.to_thread(
-        _classify, rows, failures, allowed=allowed, owners=owners, held_by=held_by, live=live
+        _classify,
+        rows,
+        failures,
+        allowed=allowed,
+        owners=owners,
+        held_by=held_by,
+        live=live,
+        routing=Routing(settings, grants),
+        routes=routes,
     )
     return table, live is not None
 
@@ -463,6 +503,8 @@ def _classify(
     owners: Mapping[str, str | None],
     held_by: Mapping[str, set[str]],
     live: Mapping[str, object] | None,
+    routing: Routing,
+    routes: _LiveRoutes | None,
 ) -> list[ChannelRow]:
     table: list[ChannelRow] = []
     nobody: set[str] = set()
@@ -472,12 +514,15 @@ def _classify(
             owner = None  # assigned to a process that is gone: waiting for a new owner
         holders = held_by.get(login, nobody)
         failure = failures.get(login)
+        route, reason = _route_of(login, routing, routes)
         if allowed is not None and login not in allowed and not holders:
             current = "unauthorized"  # refused, revoked (held: being parted, shown so)
+        elif wanted and routes is not None and login in routes.routed and not holders:
+            current = _JOINED  # read through EventSub: no IRC connection holds it
         else:
             current = _channel_state(wanted, owner, holders, failed=failure is not None)
         changed = (failure.failed_at or since) if current == "failed" and failure else since
-        table.append(ChannelRow(login, current, owner, changed, failure))
+        table.append(ChannelRow(login, current, owner, changed, failure, route, reason))
     return table
 
 
@@ -521,6 +566,8 @@ def channel_json(row: ChannelRow, *, live: bool) -> dict[str, Any]:
         ),
         "given_up": failure.given_up if failure is not None else False,
         "live": live,
+        "route": row.route,
+        "route_reason": row.route_reason,
     }
 
 
@@ -531,9 +578,12 @@ async def _live_channels(
     *,
     everything: bool = False,
     handles: Handles = _NONE,
-) -> tuple[Mapping[str, str | None], dict[str, set[str]], dict[str, Beat[ProcessStatus]]]:
-    """Who owns and who holds each channel now, and the live workers (from Redis);
-    ``everything``: the rows are every known channel (the whole assignment is read)."""
+) -> tuple[
+    Mapping[str, str | None], dict[str, set[str]], dict[str, Beat[ProcessStatus]], _LiveRoutes
+]:
+    """Who owns and who holds each channel now, the live workers, and the EventSub routes
+    (from Redis); ``everything``: the rows are every known channel (the whole assignment is
+    read)."""
     keys = Keys.from_settings(settings)
     async with _redis(settings, "channels", handles) as client:
         assignment = Assignment(client, keys)
@@ -544,11 +594,14 @@ async def _live_channels(
             else await assignment.owners([login for login, _, _ in rows])
         )
         held = await assignment.held_of(sorted(live))
+        bus = EventSubRoutes(client, keys)
+        routes = _LiveRoutes(await bus.routes(), await bus.problems())
     held_by: dict[str, set[str]] = {}
     for process_id, channels in held.items():
         for channel in channels:
-            held_by.setdefault(channel, set()).add(process_id)
-    return owners, held_by, live
+            if not is_shard(channel):
+                held_by.setdefault(channel, set()).add(process_id)
+    return owners, held_by, live, routes
 
 
 def _channel_state(wanted: bool, owner: str | None, holders: set[str], *, failed: bool) -> str:

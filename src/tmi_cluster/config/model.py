@@ -24,6 +24,7 @@ from pydantic import (
 from tmi_cluster.config.urls import check_redis_url, mask_url, normalise_database_url
 
 __all__ = [
+    "EVENTSUB_TYPES",
     "SECRET_KEYS",
     "URL_KEYS",
     "AuthThrottle",
@@ -47,6 +48,7 @@ __all__ = [
     "SupervisorSettings",
     "Throttle",
     "Tmi",
+    "TransportSettings",
     "TwitchApp",
     "Web",
 ]
@@ -201,12 +203,78 @@ class Options(_Section):
     )
 
 
+#: The EventSub types the route maps into events (tmi_cluster.eventsub.mapping.MAPPED_TYPES).
+EVENTSUB_TYPES = (
+    "channel.chat.message",
+    "channel.chat.notification",
+    "channel.chat.clear",
+    "channel.chat.clear_user_messages",
+    "channel.chat.message_delete",
+    "channel.chat_settings.update",
+)
+
+
+class TransportSettings(_Section):
+    """Which route reads and sends in each channel: Twitch's IRC, or EventSub and its API for
+    the channels whose broadcaster granted the bot ``channel:bot`` (see docs/routes.md)."""
+
+    route: Literal["auto", "irc", "eventsub"] = Field(
+        "auto",
+        description="'auto': EventSub (a conduit, an app token, the Chat Bot badge) where the "
+        "broadcaster granted channel:bot on the invite screen and the bot granted user:bot, "
+        "IRC elsewhere; 'irc': IRC everywhere; 'eventsub': EventSub only (a channel without "
+        "the grant waits for it and is not read through IRC).",
+    )
+    eventsub_url: str = Field(
+        "wss://eventsub.wss.twitch.tv/ws",
+        description="Twitch's EventSub WebSocket server. The simulator serves one at "
+        "ws://<host>:<eventsub port>/ws.",
+    )
+    shards: int = Field(
+        0,
+        ge=0,
+        le=20000,
+        description="Shards of the application's conduit, each a WebSocket session held by a "
+        "worker process. 0: one per live worker process.",
+    )
+    subscriptions: list[str] = Field(
+        default_factory=lambda: list(EVENTSUB_TYPES),
+        description="The EventSub types subscribed in each EventSub channel (the IRC events "
+        "they stand for: PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG and ROOMSTATE). "
+        "'channel.chat.message' is required: a channel counts as read once it is subscribed.",
+    )
+    subscribe_concurrency: int = Field(
+        8, ge=1, le=100, description="Helix calls the coordinator makes at once to subscribe."
+    )
+
+    @field_validator("eventsub_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        return value
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        unknown = [kind for kind in value if kind not in EVENTSUB_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown EventSub types {unknown}; known: {', '.join(EVENTSUB_TYPES)}"
+            )
+        if "channel.chat.message" not in value:
+            raise ValueError("'channel.chat.message' is required: it carries the chat")
+        return list(dict.fromkeys(value))
+
+
 class Tmi(_Section):
     """The Twitch chat client."""
 
     identity: Identity = Field(default_factory=Identity)
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
     options: Options = Field(default_factory=Options)
+    transport: TransportSettings = Field(default_factory=TransportSettings)
 
 
 # ---------------------------------------------------------------------------------------------

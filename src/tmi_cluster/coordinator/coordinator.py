@@ -72,6 +72,7 @@ from tmi_cluster.chat.ratelimit import AccountRates
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator.autoscale import ScalePolicy
 from tmi_cluster.coordinator.cleanup import StaleCleanup
+from tmi_cluster.coordinator.eventsub import ConduitKeeper
 from tmi_cluster.coordinator.failures import JoinFailures
 from tmi_cluster.coordinator.planner import Member, Plan, Snapshot, plan
 from tmi_cluster.coordinator.sizing import Sizing
@@ -80,7 +81,9 @@ from tmi_cluster.errors import (
     StaleLeaseError,
     StorageError,
 )
+from tmi_cluster.routes import eventsub_configured
 from tmi_cluster.store import Store
+from tmi_cluster.tasks import cancel_and_wait
 
 __all__ = [
     "ADOPT_GRACE_S",
@@ -167,6 +170,7 @@ class Coordinator:
         supervisor_fresh_s: float = 10.0,
         manager: ChannelManager | None = None,
         cleanup_every: tuple[float, float] | None = None,
+        eventsub: ConduitKeeper | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -197,6 +201,8 @@ class Coordinator:
                 lease=self.lease,
                 every=cleanup_every,
             )
+        #: The EventSub route (None: off, or no Twitch application configured).
+        self.eventsub = eventsub
         self._manager_problem: str | None = None
         #: Whether the last pass held the lease.
         self.leading = False
@@ -250,7 +256,7 @@ class Coordinator:
         keys = Keys.from_settings(settings)
         beat_s = min(settings.process.periodic_timer, keys.supervisor_ttl_s / 3)
         auto = settings.channel_manager.auto_cleanup
-        return cls(
+        coordinator = cls(
             client,
             store,
             keys,
@@ -262,6 +268,9 @@ class Coordinator:
             manager=manager,
             cleanup_every=(auto.interval, auto.max_delay) if auto.enabled else None,
         )
+        if eventsub_configured(settings):
+            coordinator.eventsub = ConduitKeeper(settings, client, keys, store, coordinator.lease)
+        return coordinator
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -269,7 +278,14 @@ class Coordinator:
         """Make a pass every ``pass_s`` seconds, or at once when woken, until ``stop`` is set;
         then give the lease up. Never raises: an outage is waited out, an error shown."""
         after = "$"
+        keeper = None
+        if self.eventsub is not None:
+            keeper = asyncio.create_task(
+                self.eventsub.run(lambda: self.leading, stop), name="EventSub route"
+            )
         while not stop.is_set():
+            if keeper is not None and keeper.done() and not keeper.cancelled():
+                self.problem = f"the EventSub route stopped: {keeper.exception()!r}"  # a bug
             try:
                 await self.run_once()
                 self.outage.ended()
@@ -287,6 +303,7 @@ class Coordinator:
                     await asyncio.wait_for(stop.wait(), self.pass_s)
         if self.cleanup is not None:
             await self.cleanup.aclose()
+        await cancel_and_wait(keeper, what="the EventSub route")
         with contextlib.suppress(RedisUnavailableError):
             if self.leading:
                 await self.lease.release()
@@ -325,7 +342,11 @@ class Coordinator:
         wanted = await self._load_wanted()
         if wanted is None:
             return None
+        if self.eventsub is not None:  # EventSub's channels leave IRC; its shards are placed
+            wanted = self.eventsub.placed(wanted)
         view = await self._read(wanted)
+        if self.eventsub is not None:
+            self.eventsub.saw(len(view.snapshot.members))
         snapshot = view.snapshot
         # no moves while the workers report what they hold
         result = plan(snapshot, max_moves=0 if view.adopting else self.max_moves)

@@ -123,6 +123,18 @@ class Delivery:
         if not self._ready.is_set():
             self._ready.set()
 
+    def put_checked(self, event: Event) -> None:
+        """Deliver ``event`` only if no process saw it first, whatever its channel (the
+        EventSub route: a notification retried on another shard, a channel moving between
+        routes). Without ``seen``, at once. Never waits."""
+        if self.seen is None:
+            self._deliver(event)
+            return
+        self._waiting.append(event)
+        self._queued[event.channel] = self._queued.get(event.channel, 0) + 1
+        if not self._ready.is_set():
+            self._ready.set()
+
     def _deliver(self, event: Event) -> None:
         for sink in self.sinks:
             sink(event)

@@ -12,7 +12,9 @@ true to what happened:
 - refused with a :class:`~tmi_cluster.outcomes.SendRefusal` when nothing was written: no
   identity, text too long, no room in the budget before the deadline (``rate_limited``), the
   sending connection not up before the deadline (``not_connected``), Twitch refusing the login
-  (``unauthorized``), or an error of ours (``failed``: logged with its traceback, the command
+  (``unauthorized``), Twitch's API refusing or dropping the message in an EventSub channel
+  (:func:`~tmi_cluster.eventsub.sending.refusal_of`: Twitch's code in the detail), or an error
+  of ours (``failed``: logged with its traceback, the command
   dead-lettered);
 - timed out when the deadline passed before it began (nothing written), or ``in_flight`` when a
   worker that ended had begun it (it may have reached Twitch; it is not written again).
@@ -46,6 +48,7 @@ from tmi_cluster.chat.connection import ConnectionState
 from tmi_cluster.chat.pool import Pool
 from tmi_cluster.chat.sender import PartlySentError
 from tmi_cluster.errors import (
+    ChatRefusedError,
     DeadlineError,
     LoginError,
     MessageTooLongError,
@@ -358,12 +361,15 @@ class Outbox:
             return result(SendStatus.REFUSED, str(exc), reason=reason.value)
         except _REFUSABLE as exc:
             reason, shown = next((r, f) for kind, r, f in _REFUSALS if isinstance(exc, kind))
-            return result(SendStatus.REFUSED, shown.format(exc), reason=reason.value)
+            # Twitch's API says its own reason (ChatRefusedError.reason)
+            said = exc.reason if isinstance(exc, ChatRefusedError) else reason.value
+            return result(SendStatus.REFUSED, shown.format(exc), reason=said)
         return result(SendStatus.WRITTEN, parts=parts, process=self.queue.consumer)
 
 
 #: What a refused send says for each error: checked in order, the first match wins.
 _REFUSALS: tuple[tuple[type[Exception], SendRefusal, str], ...] = (
+    (ChatRefusedError, SendRefusal.FAILED, "{}"),  # its own reason
     (NoIdentityError, SendRefusal.NO_IDENTITY, "{}"),
     (MessageTooLongError, SendRefusal.TOO_LONG, "{}"),
     (UnsafeLineError, SendRefusal.FAILED, "invalid: {}"),

@@ -64,6 +64,7 @@ from tmi_cluster.bus import (
     connect_async,
 )
 from tmi_cluster.bus.heartbeat import mark_alive
+from tmi_cluster.bus.routes import is_shard
 from tmi_cluster.channels import load_manager
 from tmi_cluster.chat.pool import Pool
 from tmi_cluster.config import Settings, load_settings
@@ -77,10 +78,12 @@ from tmi_cluster.events import (
     PeriodicTimerCalled,
 )
 from tmi_cluster.outcomes import JoinResult
+from tmi_cluster.routes import eventsub_configured
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 from tmi_cluster.worker.handlers import load_handlers
 from tmi_cluster.worker.handover import HandOver
+from tmi_cluster.worker.shards import Shards
 from tmi_cluster.worker.watchdog import (
     PARENT_DEATH_SIGNAL,
     StopWatchdog,
@@ -170,6 +173,8 @@ class WorkerProcess:
         self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
         self._worker: Worker | None = None
         self._handover: HandOver | None = None
+        #: The conduit shards it holds (None: the EventSub route is not configured).
+        self._shards: Shards | None = None
         self._process = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._orphan_logged = False
@@ -332,6 +337,10 @@ class WorkerProcess:
             observer=self._on_event,
             on_failure=self._worker_failed,
         )
+        if eventsub_configured(settings):
+            self._shards = Shards(
+                settings, client, self.keys, worker.put_checked, on_bound=self._shard_bound
+            )
         self._handover = HandOver(
             worker,
             self.id,
@@ -361,6 +370,9 @@ class WorkerProcess:
             following.cancel()
             worker.stop_sending()
             await self._hand_over(assignment)
+            if self._shards is not None:
+                self._phase = "closing its EventSub shards"
+                await self._shards.aclose()
             self._phase = "closing its worker"
             await worker.aclose(self._remaining())
             beating.cancel()
@@ -484,9 +496,15 @@ class WorkerProcess:
             await handover.stop_leaving(assignment, list(handover.leaving))
         if not settled or time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
             # confirmed ones only; under a new epoch, saying that this is all
-            await assignment.set_held(self.id, pool.held, epoch=None if settled else epoch)
+            held_now = pool.held | (self._shards.held if self._shards is not None else set())
+            await assignment.set_held(self.id, held_now, epoch=None if settled else epoch)
             self._held_recorded_at = time.monotonic()
         wanted = await assignment.of(self.id)
+        shards = {name for name in wanted if is_shard(name)}
+        if shards or self._shards is not None:
+            wanted -= shards
+            if self._shards is not None:
+                await self._shards.follow(() if self._stop.is_set() else shards)
         held = pool.channels
         busy = self._joining is not None and not self._joining.done()
         now = time.monotonic()
@@ -502,6 +520,11 @@ class WorkerProcess:
             return
         await handover.start_leaving(assignment, sorted(held - wanted - handover.leaving.keys()))
         self._parted(await handover.part_handed_over(assignment, now))
+
+    def _shard_bound(self, name: str) -> None:
+        """A shard's session was bound: held, reported like a join."""
+        self._outcomes[name] = JoinResult.JOINED.value
+        self._wake.set()
 
     async def _join(self, channels: list[str]) -> None:
         """Join ``channels``; the results are reported by the next reconciliation."""

@@ -39,6 +39,7 @@ from typing import Any, Self
 from tmi_cluster.bus import AsyncRedis, Keys, Outage, SharedWindow, shared_account_windows
 from tmi_cluster.bus.commands import SendQueue
 from tmi_cluster.bus.events import EventPublisher, Seen
+from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.bus.windows import SharedLastMessages
 from tmi_cluster.channels import load_manager
 from tmi_cluster.chat.connection import Connection, ConnectionOptions
@@ -47,7 +48,10 @@ from tmi_cluster.chat.ratelimit import AccountRates, AccountWindows, Rate
 from tmi_cluster.chat.sender import Sender
 from tmi_cluster.config import Settings
 from tmi_cluster.events import Event, IrcCommandEvent, IrcMessageEvent
+from tmi_cluster.eventsub.helix import Helix
+from tmi_cluster.eventsub.sending import ApiChat
 from tmi_cluster.logins import normalise_login
+from tmi_cluster.routes import eventsub_configured
 from tmi_cluster.tasks import cancel_and_wait
 from tmi_cluster.worker.delivery import Delivery
 from tmi_cluster.worker.handlers import Dispatcher, Handler, Handlers, load_handlers
@@ -127,8 +131,12 @@ def build_pool(
             channel_window = _channel_windows(redis_client, keys, login, outage)
             window_s = settings.throttle.messages.duplicate_window
             last_messages = SharedLastMessages(redis_client, keys, login, window_s)
+        api = None
+        if redis_client is not None and eventsub_configured(settings):
+            api = ApiChat(Helix(settings), EventSubRoutes(redis_client, keys).send_target)
         sender = Sender(
             sending,
+            api=api,
             channel_window=channel_window,
             last_messages=last_messages,
             messages=account.messages,
@@ -338,6 +346,15 @@ class Worker:
         if observer is not None:
             observer(event)
         self.delivery.put(event)
+
+    def put_checked(self, events: list[Event]) -> None:
+        """Events of the EventSub route: to the observer, then each through the cluster-wide
+        check (a notification may come twice, on two shards). Never waits."""
+        observer = self._observer
+        for event in events:
+            if observer is not None:
+                observer(event)
+            self.delivery.put_checked(event)
 
     # -- life ----------------------------------------------------------------------------------
 

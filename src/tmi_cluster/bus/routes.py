@@ -1,0 +1,181 @@
+"""The EventSub route's state in Redis: the application's conduit and its shards, the channels
+read through EventSub, the subscriptions that failed and the revocations the workers saw.
+
+- The coordinator writes :class:`RouteStatus`, the routes and the problems, each write fenced
+  by its lease's token (:class:`~tmi_cluster.bus.coordination.Coordination`'s script).
+- Any process reads them: a worker binds its shards to :attr:`RouteStatus.conduit_id` and sends
+  to a channel in :meth:`EventSubRoutes.routes` through Helix; ``channels`` shows each channel's
+  route.
+- A worker that reads a ``revocation`` adds the broadcaster's id to ``P eventsub:revoked``
+  (unfenced: it is a report); the coordinator takes them with :meth:`EventSubRoutes.take_revoked`.
+
+A conduit's shard is placed like a channel: the pseudo-channel :func:`shard_name` in the
+assignment (:mod:`tmi_cluster.bus.assignment`) is held by the worker whose WebSocket session the
+shard is bound to, so that a dead worker's shards move as its channels do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import msgspec
+import redis.asyncio
+
+from tmi_cluster.bus.client import describe_client, translated
+from tmi_cluster.bus.coordination import Coordination, _Ops
+from tmi_cluster.bus.keys import Keys
+
+__all__ = ["SHARD_PREFIX", "EventSubRoutes", "RouteStatus", "is_shard", "shard_name", "shard_of"]
+
+#: The assignment's name of a conduit shard: ``~eventsub/<shard id>`` (never a login).
+SHARD_PREFIX = "~eventsub/"
+
+
+def shard_name(shard: int | str) -> str:
+    """The pseudo-channel of shard ``shard`` in the assignment."""
+    return f"{SHARD_PREFIX}{shard}"
+
+
+def is_shard(name: str) -> bool:
+    """Whether ``name`` (an assignment entry) is a conduit shard, not a channel."""
+    return name.startswith(SHARD_PREFIX)
+
+
+def shard_of(name: str) -> str:
+    """The shard id of the pseudo-channel ``name``."""
+    return name[len(SHARD_PREFIX) :]
+
+
+class RouteStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The EventSub route as the coordinator last saw it (all empty: the route is off)."""
+
+    #: The application's conduit (empty: none yet).
+    conduit_id: str = ""
+    #: Its shard count.
+    shards: int = 0
+    #: The bot's Twitch user id (the ``user_id`` of every subscription, the sender of Helix).
+    bot_id: str = ""
+    bot_login: str = ""
+    #: Channels read through EventSub, and the subscriptions behind them.
+    channels: int = 0
+    subscriptions: int = 0
+    #: Twitch's cost of the subscriptions, and its maximum (0: not known).
+    cost: int = 0
+    max_cost: int = 0
+    #: Why the route is off, or what failed last (None: nothing).
+    problem: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(RouteStatus)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class EventSubRoutes:
+    """The EventSub route's keys of cluster ``keys``; see the module. RedisUnavailableError
+    when Redis does not answer; the fenced writes StaleLeaseError when ``token`` is stale."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._where = describe_client(client)
+        self._coordination = Coordination(client, keys)
+
+    # -- the coordinator's, fenced ------------------------------------------------------------
+
+    async def publish(
+        self,
+        token: int,
+        status: RouteStatus,
+        *,
+        routes: Mapping[str, str] | None = None,
+        unroute: Iterable[str] = (),
+        problems: Mapping[str, str] | None = None,
+        solved: Iterable[str] = (),
+    ) -> None:
+        """Write ``status`` and the changes of the routes (channel -> broadcaster id added,
+        ``unroute`` removed) and of the problems, in one fenced script."""
+        ops = _Ops()
+        ops.add("SET", self.keys.eventsub_conduit, _encoder.encode(status).decode())
+        gone = sorted(set(unroute))
+        if gone:
+            ops.add("HDEL", self.keys.eventsub_routes, *gone)
+        if routes:
+            pairs = [part for item in sorted(routes.items()) for part in item]
+            ops.add("HSET", self.keys.eventsub_routes, *pairs)
+        fixed = sorted(set(solved))
+        if fixed:
+            ops.add("HDEL", self.keys.eventsub_problems, *fixed)
+        if problems:
+            pairs = [part for item in sorted(problems.items()) for part in item]
+            ops.add("HSET", self.keys.eventsub_problems, *pairs)
+        await self._coordination._run(token, ops)
+
+    async def take_revoked(self, token: int, broadcaster_ids: Iterable[str]) -> None:
+        """Forget revocations the coordinator acted on."""
+        ids = sorted(set(broadcaster_ids))
+        if ids:
+            ops = _Ops()
+            ops.add("SREM", self.keys.eventsub_revoked, *ids)
+            await self._coordination._run(token, ops)
+
+    # -- anyone's ---------------------------------------------------------------------------
+
+    async def status(self) -> RouteStatus:
+        """The route's state (empty when the coordinator wrote none)."""
+        with translated(self._where):
+            raw = await self.client.get(self.keys.eventsub_conduit)
+        if raw is None:
+            return RouteStatus()
+        try:
+            return _decoder.decode(raw)
+        except msgspec.DecodeError:  # written by another version: as if none
+            return RouteStatus(problem="the EventSub state in Redis could not be read")
+
+    async def routes(self) -> dict[str, str]:
+        """The channels read through EventSub -> their broadcaster's user id."""
+        with translated(self._where):
+            raw = await self.client.hgetall(self.keys.eventsub_routes)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def route_of(self, channel: str) -> str | None:
+        """The broadcaster id of ``channel`` when it is read through EventSub, else None."""
+        with translated(self._where):
+            raw = await self.client.hget(self.keys.eventsub_routes, channel)
+        return None if raw is None else _text(raw)
+
+    async def send_target(self, channel: str) -> tuple[str, str] | None:
+        """(broadcaster id, bot id) when ``channel`` is read through EventSub, else None (one
+        round trip)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.eventsub_routes, channel)
+            pipe.get(self.keys.eventsub_conduit)
+            with translated(self._where):
+                broadcaster, raw = await pipe.execute()
+        if broadcaster is None or raw is None:
+            return None
+        try:
+            bot_id = _decoder.decode(raw).bot_id
+        except msgspec.DecodeError:
+            return None
+        return (_text(broadcaster), bot_id) if bot_id else None
+
+    async def problems(self) -> dict[str, str]:
+        """The channels whose subscription failed -> why."""
+        with translated(self._where):
+            raw = await self.client.hgetall(self.keys.eventsub_problems)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def revoked(self, broadcaster_id: str) -> None:
+        """Report that Twitch revoked a subscription of ``broadcaster_id``'s channel."""
+        with translated(self._where):
+            await self.client.sadd(self.keys.eventsub_revoked, broadcaster_id)
+
+    async def revocations(self) -> set[str]:
+        """The broadcaster ids whose revocations wait for the coordinator."""
+        with translated(self._where):
+            raw = await self.client.smembers(self.keys.eventsub_revoked)
+        return {_text(v) for v in raw}

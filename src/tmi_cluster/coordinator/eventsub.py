@@ -1,0 +1,364 @@
+"""The coordinator's EventSub route: the application's conduit, its shards and the chat
+subscriptions of the channels read through it (:class:`ConduitKeeper`).
+
+The leader runs it beside its passes (:meth:`ConduitKeeper.run`); each step, at most every
+:data:`STEP_S` seconds or when woken:
+
+1. the routes (:class:`~tmi_cluster.routes.Routing`) of the wanted channels from the stored
+   grants: the channels to read through EventSub, each with its broadcaster's user id;
+   revocations the workers saw (``P eventsub:revoked``) end their channel's grant first;
+2. the conduit: the application's own, reused across restarts and leaders (never a second),
+   grown to ``tmi.transport.shards`` or one shard per live worker process (never shrunk: a
+   spare shard is held by a remaining worker);
+3. the subscriptions: listed from Twitch once per leadership (so a restart reconciles, and
+   duplicates nothing); each missing one made (``tmi.transport.subscriptions`` per channel,
+   ``subscribe_concurrency`` calls at once, a 429 waited out); a channel counts as routed once
+   all of its types exist, and goes into ``P eventsub:routes``; its IRC connection is then
+   parted by the next pass (the worker checks its events against duplicates until it has);
+4. a channel no longer routed (its grant revoked, unwanted, the route turned off) leaves
+   ``P eventsub:routes`` at once, so that IRC joins it again; its subscriptions are deleted
+   once its IRC holder has it, or after :data:`LEAVE_S`;
+5. :class:`~tmi_cluster.bus.routes.RouteStatus` (the conduit, counts, cost, the problem) and
+   the per-channel problems (a refused subscription: the channel stays on IRC, retried after
+   :data:`RETRY_S`) are published, fenced by the lease's token.
+
+The coordinator's pass places :meth:`ConduitKeeper.placed` instead of the wanted channels: the
+channels not routed, and the conduit's shards as pseudo-channels
+(:func:`~tmi_cluster.bus.routes.shard_name`), each held by one worker's WebSocket session.
+A Helix error is a visible :attr:`ConduitKeeper.problem`, never the end of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tmi_cluster.bus import Assignment, AsyncRedis, Keys
+from tmi_cluster.bus.lease import Lease
+from tmi_cluster.bus.routes import EventSubRoutes, RouteStatus, shard_name
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import HelixError, RedisUnavailableError, StaleLeaseError, StorageError
+from tmi_cluster.eventsub.helix import Conduit, Helix
+from tmi_cluster.routes import Routing
+from tmi_cluster.store import Store
+
+__all__ = ["LEAVE_S", "RETRY_S", "STEP_S", "ConduitKeeper"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two steps when nothing wakes the keeper.
+STEP_S = 2.0
+#: Seconds a channel moved back to IRC keeps its subscriptions at most, waiting for IRC.
+LEAVE_S = 15.0
+#: Seconds before a refused subscription is tried again.
+RETRY_S = 30.0
+#: Seconds of Helix calls in one step at most (the rest goes on in the next).
+STEP_WORK_S = 5.0
+
+
+@dataclass
+class _Known:
+    """What the keeper knows of Twitch's side (forgotten when it stops leading)."""
+
+    conduit: Conduit | None = None
+    listed: bool = False
+    #: broadcaster id -> type -> subscription id
+    subs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+class ConduitKeeper:
+    """The EventSub route of the coordinator holding ``lease``; see the module."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: AsyncRedis,
+        keys: Keys,
+        store: Store,
+        lease: Lease,
+        *,
+        helix: Helix | None = None,
+        step_s: float = STEP_S,
+        leave_s: float = LEAVE_S,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.lease = lease
+        self.keys = keys
+        self.bus = EventSubRoutes(client, keys)
+        self.assignment = Assignment(client, keys)
+        self.helix = helix if helix is not None else Helix(settings)
+        self.step_s = step_s
+        self.leave_s = leave_s
+        self.types = list(settings.tmi.transport.subscriptions)
+        #: The wanted channels and the live worker processes, set by each pass.
+        self.wanted: frozenset[str] = frozenset()
+        self.workers = 0
+        #: Channels read through EventSub -> broadcaster id (as published).
+        self.routed: dict[str, str] = {}
+        #: Channels read by no route (``route = "eventsub"`` without a grant).
+        self.waiting: set[str] = set()
+        #: The shard count published (0: no conduit).
+        self.shards = 0
+        #: What failed last (a Helix error, the database), else None.
+        self.problem: str | None = None
+        self.steps = 0
+        self._known = _Known()
+        self._problems: dict[str, str] = {}
+        self._retry_at: dict[str, float] = {}
+        self._leaving: dict[str, tuple[str, float]] = {}  # channel -> (broadcaster, deadline)
+        self._paused_until = 0.0
+        self._wake = asyncio.Event()
+        self._published: RouteStatus | None = None
+        self._token = 0
+
+    def wake(self) -> None:
+        """Step now (the wanted channels or the workers changed)."""
+        self._wake.set()
+
+    def placed(self, wanted: frozenset[str]) -> frozenset[str]:
+        """What the pass places instead of ``wanted``: the channels IRC reads, and the shards;
+        the keeper steps at once when the wanted channels changed."""
+        if wanted != self.wanted:
+            self.wanted = wanted
+            self.wake()
+        if not self.routed and not self.waiting and not self.shards:
+            return wanted
+        shards = {shard_name(n) for n in range(self.shards)}
+        return frozenset((wanted - self.routed.keys() - self.waiting) | shards)
+
+    def saw(self, workers: int) -> None:
+        """The pass saw ``workers`` live worker processes: a step at once when it changed."""
+        if workers != self.workers:
+            self.workers = workers
+            self.wake()
+
+    async def run(self, leading: Callable[[], bool], stop: asyncio.Event) -> None:
+        """Step while ``leading()``, until ``stop``; never raises (problems are shown)."""
+        try:
+            while not stop.is_set():
+                if leading():
+                    await self._guarded_step()
+                elif self._token:
+                    self._forget()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.step_s)
+                self._wake.clear()
+        finally:
+            await self.helix.aclose()
+
+    async def _guarded_step(self) -> None:
+        try:
+            await self.step()
+        except StaleLeaseError as error:
+            log.warning("EventSub route: %s", error)
+            self._forget()
+        except RedisUnavailableError as error:
+            self.problem = f"Redis: {error}"
+        except Exception as error:  # a bug: visible, and the next step goes on
+            log.exception("EventSub route: a step failed")
+            self.problem = f"{type(error).__name__}: {error}"
+
+    def _forget(self) -> None:
+        """Not leading: what was known of Twitch may be stale by the next leadership."""
+        self._known = _Known()
+        self._token = 0
+        self._published = None
+
+    async def step(self) -> None:
+        """One step (see the module); StaleLeaseError once the lease is lost."""
+        token = self.lease.token
+        if token != self._token:  # a new leadership: go on from what was published
+            self._forget()
+            self._token = token
+            self.routed = await self.bus.routes()
+            self._problems = await self.bus.problems()
+        self.steps += 1
+        try:
+            grants = await asyncio.to_thread(self.store.grants)
+        except StorageError as error:  # the database is away: keep the routes as they are
+            self.problem = f"the grants could not be read: {error}"
+            return
+        revoked = await self.bus.revocations()
+        if revoked:
+            await self._end_revoked(token, revoked)
+            grants = [g for g in grants if g.user_id not in revoked]
+        routing = Routing(self.settings, grants)
+        target = routing.eventsub_channels(self.wanted)
+        self.waiting = routing.waiting(self.wanted)
+        known = self._known
+        problem: str | None = routing.unavailable
+        if target or known.conduit is not None or self.routed:
+            try:
+                await self._reconcile(token, target, routing.bot_id or "")
+                problem = None if target or routing.available else routing.unavailable
+            except HelixError as error:
+                problem = str(error)
+                if error.retry_after_s:
+                    self._paused_until = time.monotonic() + error.retry_after_s
+        self.problem = problem
+        await self._publish(token, routing, problem)
+
+    async def _end_revoked(self, token: int, revoked: set[str]) -> None:
+        """Twitch revoked these broadcasters' subscriptions: their grants end."""
+        for broadcaster in sorted(revoked):
+            log.info("EventSub route: Twitch revoked the grant of broadcaster %s", broadcaster)
+            with contextlib.suppress(StorageError):
+                await asyncio.to_thread(self.store.delete_grant, broadcaster)
+            self._known.subs.pop(broadcaster, None)
+        await self.bus.take_revoked(token, revoked)
+
+    async def _reconcile(self, token: int, target: dict[str, str], bot_id: str) -> None:
+        known = self._known
+        if time.monotonic() < self._paused_until:
+            return
+        shards = self.settings.tmi.transport.shards or max(
+            1, self.workers, known.conduit.shard_count if known.conduit else 0
+        )
+        if known.conduit is None or known.conduit.shard_count != shards:
+            known.conduit = await self.helix.conduit(shards)
+            log.info(
+                "EventSub route: conduit %s with %d shards",
+                known.conduit.id,
+                known.conduit.shard_count,
+            )
+        self.shards = known.conduit.shard_count
+        if not known.listed:
+            known.subs = {}
+            for sub in await self.helix.subscriptions(known.conduit.id):
+                broadcaster = str(sub.condition.get("broadcaster_user_id", ""))
+                known.subs.setdefault(broadcaster, {})[sub.type] = sub.id
+            known.listed = True
+        await self._subscribe(target, bot_id, known.conduit.id)
+        self._leave(target)
+        await self._unsubscribe(target)
+
+    async def _subscribe(self, target: dict[str, str], bot_id: str, conduit_id: str) -> None:
+        """Make the missing subscriptions of ``target`` (within :data:`STEP_WORK_S`)."""
+        subs = self._known.subs
+        now = time.monotonic()
+        self._forget_problems(target, now)
+        todo = [
+            (channel, broadcaster, kind)
+            for channel, broadcaster in sorted(target.items())
+            if self._retry_at.get(channel, 0.0) <= now
+            for kind in self.types
+            if kind not in subs.get(broadcaster, {})
+        ]
+        gate = asyncio.Semaphore(self.settings.tmi.transport.subscribe_concurrency)
+        deadline = now + STEP_WORK_S
+        limited: list[HelixError] = []
+
+        async def one(channel: str, broadcaster: str, kind: str) -> None:
+            async with gate:
+                if time.monotonic() > deadline or limited or channel in self._problems:
+                    return
+                await self._subscribe_one(
+                    channel,
+                    broadcaster,
+                    kind,
+                    bot_id=bot_id,
+                    conduit_id=conduit_id,
+                    limited=limited,
+                )
+
+        async with asyncio.TaskGroup() as tasks:
+            for item in todo:
+                tasks.create_task(one(*item))
+        for channel, broadcaster in target.items():
+            if channel in self._problems:
+                continue
+            if all(kind in subs.get(broadcaster, {}) for kind in self.types):
+                self.routed[channel] = broadcaster
+                self._leaving.pop(channel, None)
+        if limited:
+            raise limited[0]
+
+    async def _subscribe_one(
+        self,
+        channel: str,
+        broadcaster: str,
+        kind: str,
+        *,
+        bot_id: str,
+        conduit_id: str,
+        limited: list[HelixError],
+    ) -> None:
+        """One subscription; a refusal is the channel's problem, a 429 stops the step (in
+        ``limited``), no answer from Twitch ends it (raised)."""
+        try:
+            sub = await self.helix.subscribe(kind, broadcaster, bot_id, conduit_id)
+        except HelixError as error:
+            if error.status == 429:
+                limited.append(error)
+                return
+            if error.status is None:
+                raise
+            self._problems[channel] = f"Twitch refused the {kind} subscription: {error.reason}"
+            self._retry_at[channel] = time.monotonic() + RETRY_S
+            return
+        self._known.subs.setdefault(broadcaster, {})[kind] = sub.id
+
+    def _forget_problems(self, target: dict[str, str], now: float) -> None:
+        """Problems of channels no longer targeted, or due for another try, are forgotten."""
+        self._problems = {
+            c: p
+            for c, p in self._problems.items()
+            if c in target and self._retry_at.get(c, 0.0) > now
+        }
+
+    def _leave(self, target: dict[str, str]) -> None:
+        """Routed channels no longer in ``target`` go back to IRC at once."""
+        deadline = time.monotonic() + self.leave_s
+        for channel in sorted(self.routed.keys() - target.keys()):
+            self._leaving[channel] = (self.routed.pop(channel), deadline)
+
+    async def _unsubscribe(self, target: dict[str, str]) -> None:
+        """Delete the subscriptions of broadcasters not read through EventSub: those leaving
+        once IRC holds their channel (or their time is up), the others at once."""
+        subs = self._known.subs
+        now = time.monotonic()
+        leaving = self._leaving
+        owners = await self.assignment.owners(sorted(leaving)) if leaving else {}
+        pairs = {c: p for c, p in owners.items() if p is not None}
+        held = await self.assignment.holding(pairs) if pairs else set()
+        done = {c for c, (_, deadline) in leaving.items() if c in held or deadline <= now}
+        for channel in done:
+            del leaving[channel]
+        keep = set(target.values()) | {b for b, _ in leaving.values()}
+        gone = [b for b in subs if b not in keep]
+        deadline = now + STEP_WORK_S
+        for broadcaster in gone:
+            if time.monotonic() > deadline:
+                break
+            for sub_id in list(subs[broadcaster].values()):
+                await self.helix.unsubscribe(sub_id)
+            del subs[broadcaster]
+
+    async def _publish(self, token: int, routing: Routing, problem: str | None) -> None:
+        known = self._known
+        status = RouteStatus(
+            conduit_id=known.conduit.id if known.conduit else "",
+            shards=self.shards,
+            bot_id=routing.bot_id or "",
+            bot_login=routing.bot_login,
+            channels=len(self.routed),
+            subscriptions=sum(len(s) for s in known.subs.values()),
+            problem=problem,
+        )
+        current = await self.bus.routes()
+        add = {c: b for c, b in self.routed.items() if current.get(c) != b}
+        gone = current.keys() - self.routed.keys()
+        published = await self.bus.problems()
+        new_problems = {c: p for c, p in self._problems.items() if published.get(c) != p}
+        solved = published.keys() - self._problems.keys()
+        if status == self._published and not add and not gone and not new_problems and not solved:
+            return
+        await self.bus.publish(
+            token, status, routes=add, unroute=gone, problems=new_problems, solved=solved
+        )
+        self._published = status
