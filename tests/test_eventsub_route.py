@@ -6,9 +6,13 @@ says each channel's route and why; a grant revoked moves the channel back to IRC
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import os
+import signal
 import subprocess
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from tmi_cluster import Connection, ConnectionOptions
+from tmi_cluster import Cluster, Connection, ConnectionOptions
 from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.events import Event, MessageEvent
 from tmi_cluster.grants import Grants, TokenGrant
 from tmi_cluster.routes import BOT_SCOPES
 from tmi_cluster.simulator import ChatSimulator
+from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
 from tmi_cluster.simulator.peers import user_id
 from tmi_cluster.store import Store
@@ -218,3 +223,192 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         logs = cluster.logs()
         assert logs.count("PONG alpha written") == 1, logs  # once: read once, answered once
         assert logs.count("PONG beta written") == 1, logs
+
+
+_RECORDER = """
+import os
+import time
+import tmi_cluster
+from tmi_cluster.events import Event
+
+FOLDER = os.environ["TEST_HANDLER_FOLDER"]
+
+
+@tmi_cluster.on(Event)
+def record(event):
+    if event.dedupe_key is not None:
+        with open(os.path.join(FOLDER, f"{os.getpid()}.ids"), "a") as out:
+            out.write(f"{event.dedupe_key} {time.time()!r}\\n")
+"""
+
+EVENTSUB_ROOMS = [f"es{i:04}" for i in range(1000)]
+IRC_ROOMS = [f"irc{i:03}" for i in range(50)]
+
+
+def store_grants(cluster: ProcessCluster, sim: ChatSimulator, logins: list[str]) -> None:
+    """Each of ``logins`` grants channel:bot (in one store session)."""
+    sealer = Grants(GRANT_KEY)
+    with Store(cluster.db) as store:
+        for login in logins:
+            token = grant(sim, login, "channel:bot")
+            store.save_grant(
+                sealer.seal(
+                    TokenGrant(
+                        user_id=user_id(login),
+                        login=login,
+                        scopes=("channel:bot",),
+                        access_token=token,
+                        refresh_token="r" + token,
+                    )
+                )
+            )
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_killed_its_shards_and_channels_back_within_5_s_nothing_twice(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    asyncio.run(_failover(tmp_path, redis_server, redis_prefix))
+
+
+async def _failover(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
+    (tmp_path / "recorder.py").write_text(_RECORDER)
+    (tmp_path / "ids").mkdir()
+    rooms = EVENTSUB_ROOMS + IRC_ROOMS
+    limits = Limits(anonymous_join_allow=500)
+    async with ChatSimulator(channels=rooms, control_port=0, eventsub_port=0, limits=limits) as sim:
+        sim.add_account(BOT, TOKEN)
+        extra = route_settings(
+            sim,
+            PYTHONPATH=str(tmp_path),
+            TEST_HANDLER_FOLDER=str(tmp_path / "ids"),
+            TMI_CLUSTER_HANDLERS__MODULES='["recorder"]',
+            TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN="2",
+            TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX="2",
+            TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS="1000",
+            TMI_CLUSTER_THROTTLE__JOIN__ANONYMOUS_ALLOW="500",
+            TMI_CLUSTER_TMI__TRANSPORT__SUBSCRIBE_CONCURRENCY="32",
+        )
+        cluster = ProcessCluster(tmp_path, sim, redis_server, redis_prefix, **extra)
+        try:
+            cluster.start("sup-a")
+            await cluster.until(lambda: _running(cluster, 2), 60, "two workers")
+            await asyncio.to_thread(store_grant, cluster, sim, BOT, *BOT_SCOPES)
+            await asyncio.to_thread(store_grants, cluster, sim, EVENTSUB_ROOMS)
+            await cluster.want(rooms)
+            routes = EventSubRoutes(cluster.client, cluster.keys)
+
+            async def settled() -> bool:
+                routed = await routes.routes()
+                held = await cluster.held()
+                shards = {c for channels in held.values() for c in channels if c[0] == "~"}
+                return (
+                    len(routed) == len(EVENTSUB_ROOMS)
+                    and all(len(sim.joined(r)) == 1 for r in IRC_ROOMS)
+                    and not any(sim.joined(r) for r in EVENTSUB_ROOMS)
+                    and len(shards) == 2
+                )
+
+            await cluster.until(settled, 90, "1,000 channels on EventSub, 50 on IRC, 2 shards")
+            async with Cluster(cluster.settings()) as app:
+                reader = await app.events().start()
+                streamed: collections.Counter[str] = collections.Counter()
+
+                async def read() -> None:
+                    async for event in reader:
+                        if event.dedupe_key is not None:
+                            streamed[event.dedupe_key] += 1
+
+                reading = asyncio.create_task(read())
+                sim.set_rate(300.0)
+                await asyncio.sleep(2.0)
+                pids = await cluster.worker_pids()
+                held = await cluster.held()
+                victim_id = next(p for p in sorted(pids) if any(c[0] == "~" for c in held[p]))
+                victim_connections = {
+                    c for r in held[victim_id] if r[0] != "~" for c in sim.joined(r)
+                }
+                killed_at = time.time()
+                os.kill(pids[victim_id], signal.SIGKILL)
+                await cluster.until(
+                    lambda: _back(cluster, sim, victim_id), 30, "shards and IRC channels back"
+                )
+                back_s = time.time() - killed_at
+                await asyncio.sleep(2.0)
+                sim.set_rate(0.0)
+                delivered = _delivered(sim, rooms)
+                window = (killed_at, killed_at + back_s)
+                expected = {
+                    m
+                    for m, (room, at, connections) in delivered.items()
+                    if (room in IRC_ROOMS and connections - victim_connections)
+                    or (room not in IRC_ROOMS and not window[0] <= at <= window[1])
+                }
+
+                def through() -> bool:
+                    return expected <= _ids(_handled(tmp_path)) and expected <= _ids(streamed)
+
+                try:
+                    await until(through, 30, "the last events through")
+                except AssertionError:
+                    missing = expected - _ids(_handled(tmp_path))
+                    rooms_missing = collections.Counter(delivered[m][0][:2] for m in missing)
+                    at = sorted(delivered[m][1] - killed_at for m in missing)
+                    raise AssertionError(
+                        f"{len(missing)} of {len(expected)} not handled ({rooms_missing}), "
+                        f"at {at[:3]}..{at[-3:]} s after the kill (back after {back_s:.2f} s); "
+                        f"{len(expected - _ids(streamed))} not streamed\n{cluster.logs()}"
+                    ) from None
+                reading.cancel()
+                await reader.aclose()
+        finally:
+            await cluster.stop()
+    handled = _handled(tmp_path)
+    twice = sorted(k for k, n in handled.items() if n > 1)
+    assert not twice, f"{len(twice)} events reached the handlers twice: {twice[:5]}"
+    twice = sorted(k for k, n in streamed.items() if n > 1)
+    assert not twice, f"{len(twice)} events reached the stream twice: {twice[:5]}"
+    lost = set(delivered) - expected
+    missed = len(lost - _ids(handled))
+    print(
+        f"\nfailover of a worker with a shard: back in {back_s:.2f} s; {len(delivered)} "
+        f"messages, {missed} lost in the failover window"
+    )
+    assert back_s < 5.0, f"back after {back_s:.2f} s"
+
+
+async def _running(cluster: ProcessCluster, count: int, exclude: str = "") -> bool:
+    workers = await cluster.workers()
+    return len([p for p, s in workers.items() if s.state == "running" and p != exclude]) == count
+
+
+async def _back(cluster: ProcessCluster, sim: ChatSimulator, victim: str) -> bool:
+    """Both shards held by live workers other than ``victim``, each IRC room joined once."""
+    workers = await cluster.workers()
+    held = await cluster.held()
+    shards = {c for p, channels in held.items() if p != victim and p in workers for c in channels}
+    return len({c for c in shards if c[0] == "~"}) == 2 and all(
+        len(sim.joined(r)) == 1 and r in shards for r in IRC_ROOMS
+    )
+
+
+def _delivered(sim: ChatSimulator, rooms: list[str]) -> dict[str, tuple[str, float, set[int]]]:
+    """Every line with an id the simulator sent: its room, when (wall clock) and the
+    connections joined then."""
+    offset = time.time() - time.monotonic()
+    return {
+        d.message_id: (room, d.at + offset, set(d.connections))
+        for room in rooms
+        for d in sim.deliveries(room)
+    }
+
+
+def _handled(folder: Path) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    for path in (folder / "ids").glob("*.ids"):
+        counts.update(line.split()[0] for line in path.read_text().splitlines() if line)
+    return counts
+
+
+def _ids(keys: collections.Counter[str]) -> set[str]:
+    return {key.partition(":")[2] for key in keys}

@@ -371,7 +371,8 @@ class WorkerProcess:
             worker.stop_sending()
             await self._hand_over(assignment)
             if self._shards is not None:
-                self._phase = "closing its EventSub shards"
+                self._phase = "handing its EventSub shards over"
+                await self._shards.hand_over(assignment, self.id, self._remaining())
                 await self._shards.aclose()
             self._phase = "closing its worker"
             await worker.aclose(self._remaining())
@@ -504,7 +505,7 @@ class WorkerProcess:
         if shards or self._shards is not None:
             wanted -= shards
             if self._shards is not None:
-                await self._shards.follow(() if self._stop.is_set() else shards)
+                await self._shards.follow(shards, assignment)
         held = pool.channels
         busy = self._joining is not None and not self._joining.done()
         now = time.monotonic()

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from tmi_cluster.bus import AsyncRedis, Keys, wake
+from tmi_cluster.bus import Assignment, AsyncRedis, Keys, wake
 from tmi_cluster.bus.routes import EventSubRoutes, shard_of
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EventSubError, HelixError, RedisUnavailableError
@@ -31,9 +32,12 @@ from tmi_cluster.eventsub.messages import Subscription
 from tmi_cluster.eventsub.shard import ShardSession
 from tmi_cluster.tasks import cancel_and_wait
 
-__all__ = ["Shards"]
+__all__ = ["LEAVE_S", "Shards"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a shard no longer ours keeps its session at most, waiting for its new holder.
+LEAVE_S = 10.0
 
 
 class Shards:
@@ -58,6 +62,8 @@ class Shards:
         self._on_bound = on_bound
         self.sessions: dict[str, ShardSession] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Shards no longer ours whose session stays until their new holder has them.
+        self.leaving: dict[str, float] = {}
         self._reports: set[asyncio.Task[None]] = set()
 
     @property
@@ -70,9 +76,11 @@ class Shards:
         """Notifications delivered by every session so far."""
         return sum(session.notifications for session in self.sessions.values())
 
-    async def follow(self, wanted: Iterable[str]) -> None:
-        """Hold exactly the shards ``wanted`` (pseudo-channels): new sessions opened, the
-        others closed."""
+    async def follow(self, wanted: Iterable[str], assignment: Assignment | None = None) -> None:
+        """Hold the shards ``wanted`` (pseudo-channels): new sessions opened; a shard no longer
+        wanted is closed once its new holder holds it (``assignment`` says; make-before-break:
+        Twitch moves a shard to the session bound last), nobody owns it, or after
+        :data:`LEAVE_S`; without ``assignment``, at once."""
         names = set(wanted)
         for name in sorted(names - self.sessions.keys()):
             session = ShardSession(
@@ -84,10 +92,25 @@ class Shards:
             self.sessions[name] = session
             self._tasks[name] = asyncio.create_task(session.run(), name=f"EventSub {name}")
             self._tasks[name].add_done_callback(self._ended)
-        gone = sorted(self.sessions.keys() - names)
-        for name in gone:
+        now = time.monotonic()
+        for name in names:
+            self.leaving.pop(name, None)
+        for name in self.sessions.keys() - names:
+            self.leaving.setdefault(name, now + LEAVE_S)
+        done = set(self.leaving)
+        if assignment is not None and self.leaving:
+            owners = await assignment.owners(sorted(self.leaving))
+            elsewhere = {c: p for c, p in owners.items() if p is not None}
+            taken = await assignment.holding(elsewhere) if elsewhere else set()
+            done = {
+                name
+                for name, deadline in self.leaving.items()
+                if owners.get(name) is None or name in taken or deadline <= now
+            }
+        for name in done:
+            del self.leaving[name]
             del self.sessions[name]
-        await cancel_and_wait(*(self._tasks.pop(name) for name in gone), what="EventSub shards")
+        await cancel_and_wait(*(self._tasks.pop(name) for name in done), what="EventSub shards")
 
     def _binder(self, name: str) -> Callable[[str], Awaitable[None]]:
         shard = shard_of(name)
@@ -137,6 +160,19 @@ class Shards:
             except RedisUnavailableError:
                 await asyncio.sleep(2.0)
         log.error("EventSub: the revocation of broadcaster %s could not be reported", broadcaster)
+
+    async def hand_over(self, assignment: Assignment, process_id: str, within_s: float) -> None:
+        """While stopping (``process_id``'s shards unassigned by the coordinator): each shard
+        goes to its new holder, within ``within_s``; the rest close with :meth:`aclose`."""
+        deadline = time.monotonic() + within_s
+        while self.sessions and time.monotonic() < deadline:
+            try:
+                ours = await assignment.of(process_id)
+                await self.follow((n for n in self.sessions if n in ours), assignment)
+            except RedisUnavailableError:
+                return
+            if self.sessions:
+                await asyncio.sleep(0.1)
 
     async def aclose(self) -> None:
         """Close every session, and the Helix client."""
