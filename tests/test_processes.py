@@ -554,8 +554,12 @@ def test_channels_shows_each_channel_state(
     zeta = tmi(tmp_path, "channels", "zeta", **env).stdout.splitlines()[1]
     assert zeta.endswith("msg_banned, given up: join it again to retry")
     table = tmi(tmp_path, "channels", "alpha", **env).stdout.splitlines()
-    assert table[0].split() == ["channel", "state", "process", "since", "last", "failure"]
+    assert table[0].split() == ["channel", "state", "process", "route", "since", "last", "failure"]
     assert table[1].split()[:2] == ["alpha", "joined"]
+    assert table[1].split()[3] == "irc"
+    assert table[-1].startswith("route: irc: "), table  # one reason for all: said once
+    assert rows["alpha"]["route"] == "irc"
+    assert rows["alpha"]["route_reason"], rows["alpha"]
     bad = tmi(tmp_path, "channels", "--state", "nonsense", **env)
     assert bad.returncode == 2
 

@@ -5,7 +5,8 @@ read through EventSub, the subscriptions that failed and the revocations the wor
   by its lease's token (:class:`~tmi_cluster.bus.coordination.Coordination`'s script).
 - Any process reads them: a worker binds its shards to :attr:`RouteStatus.conduit_id` and sends
   to a channel in :meth:`EventSubRoutes.routes` through Helix; ``channels`` shows each channel's
-  route.
+  route. A channel moving back to IRC stays in ``P eventsub:routes`` marked :data:`LEAVING`
+  until its IRC holder has it: meanwhile both routes check its events against duplicates.
 - A worker that reads a ``revocation`` adds the broadcaster's id to ``P eventsub:revoked``
   (unfenced: it is a report); the coordinator takes them with :meth:`EventSubRoutes.take_revoked`.
 
@@ -16,7 +17,7 @@ shard is bound to, so that a dead worker's shards move as its channels do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 import redis.asyncio
@@ -25,8 +26,19 @@ from tmi_cluster.bus.client import describe_client, translated
 from tmi_cluster.bus.coordination import Coordination, _Ops
 from tmi_cluster.bus.keys import Keys
 
-__all__ = ["SHARD_PREFIX", "EventSubRoutes", "RouteStatus", "is_shard", "shard_name", "shard_of"]
+__all__ = [
+    "LEAVING",
+    "SHARD_PREFIX",
+    "EventSubRoutes",
+    "RouteStatus",
+    "is_shard",
+    "shard_name",
+    "shard_of",
+]
 
+#: The mark of a channel moving back to IRC in ``P eventsub:routes`` (``-<broadcaster id>``):
+#: EventSub still reads it, checked, until its IRC holder has it.
+LEAVING = "-"
 #: The assignment's name of a conduit shard: ``~eventsub/<shard id>`` (never a login).
 SHARD_PREFIX = "~eventsub/"
 
@@ -96,8 +108,9 @@ class EventSubRoutes:
         problems: Mapping[str, str] | None = None,
         solved: Iterable[str] = (),
     ) -> None:
-        """Write ``status`` and the changes of the routes (channel -> broadcaster id added,
-        ``unroute`` removed) and of the problems, in one fenced script."""
+        """Write ``status`` and the changes of the routes (channel -> broadcaster id, or
+        :data:`LEAVING` + id, added; ``unroute`` removed) and of the problems, in one fenced
+        script."""
         ops = _Ops()
         ops.add("SET", self.keys.eventsub_conduit, _encoder.encode(status).decode())
         gone = sorted(set(unroute))
@@ -136,16 +149,39 @@ class EventSubRoutes:
             return RouteStatus(problem="the EventSub state in Redis could not be read")
 
     async def routes(self) -> dict[str, str]:
-        """The channels read through EventSub -> their broadcaster's user id."""
+        """The channels read through EventSub -> their broadcaster's user id (not those
+        moving back to IRC)."""
+        return (await self.table())[0]
+
+    async def table(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The channels read through EventSub, and those moving back to IRC (each ->
+        its broadcaster's user id)."""
         with translated(self._where):
             raw = await self.client.hgetall(self.keys.eventsub_routes)
-        return {_text(k): _text(v) for k, v in raw.items()}
+        routed: dict[str, str] = {}
+        leaving: dict[str, str] = {}
+        for key, value in raw.items():
+            text = _text(value)
+            if text.startswith(LEAVING):
+                leaving[_text(key)] = text[len(LEAVING) :]
+            else:
+                routed[_text(key)] = text
+        return routed, leaving
 
-    async def route_of(self, channel: str) -> str | None:
-        """The broadcaster id of ``channel`` when it is read through EventSub, else None."""
+    async def states(self, channels: Sequence[str]) -> dict[str, str | None]:
+        """Each of ``channels``: ``"routed"``, ``"leaving"`` (moving back to IRC) or None."""
+        if not channels:
+            return {}
         with translated(self._where):
-            raw = await self.client.hget(self.keys.eventsub_routes, channel)
-        return None if raw is None else _text(raw)
+            raw = await self.client.hmget(self.keys.eventsub_routes, list(channels))
+        return {
+            channel: None
+            if value is None
+            else "leaving"
+            if _text(value).startswith(LEAVING)
+            else "routed"
+            for channel, value in zip(channels, raw, strict=True)
+        }
 
     async def send_target(self, channel: str) -> tuple[str, str] | None:
         """(broadcaster id, bot id) when ``channel`` is read through EventSub, else None (one
@@ -155,7 +191,7 @@ class EventSubRoutes:
             pipe.get(self.keys.eventsub_conduit)
             with translated(self._where):
                 broadcaster, raw = await pipe.execute()
-        if broadcaster is None or raw is None:
+        if broadcaster is None or raw is None or _text(broadcaster).startswith(LEAVING):
             return None
         try:
             bot_id = _decoder.decode(raw).bot_id

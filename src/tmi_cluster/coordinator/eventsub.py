@@ -15,9 +15,10 @@ The leader runs it beside its passes (:meth:`ConduitKeeper.run`); each step, at 
    ``subscribe_concurrency`` calls at once, a 429 waited out); a channel counts as routed once
    all of its types exist, and goes into ``P eventsub:routes``; its IRC connection is then
    parted by the next pass (the worker checks its events against duplicates until it has);
-4. a channel no longer routed (its grant revoked, unwanted, the route turned off) leaves
-   ``P eventsub:routes`` at once, so that IRC joins it again; its subscriptions are deleted
-   once its IRC holder has it, or after :data:`LEAVE_S`;
+4. a channel no longer routed (its grant revoked, unwanted, the route turned off) is marked
+   leaving in ``P eventsub:routes`` (:data:`~tmi_cluster.bus.routes.LEAVING`) at once, so that
+   IRC joins it again, checking its events against EventSub's; once its IRC holder has it (or
+   after :data:`LEAVE_S`) it leaves ``P eventsub:routes`` and its subscriptions are deleted;
 5. :class:`~tmi_cluster.bus.routes.RouteStatus` (the conduit, counts, cost, the problem) and
    the per-channel problems (a refused subscription: the channel stays on IRC, retried after
    :data:`RETRY_S`) are published, fenced by the lease's token.
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 
 from tmi_cluster.bus import Assignment, AsyncRedis, Keys
 from tmi_cluster.bus.lease import Lease
-from tmi_cluster.bus.routes import EventSubRoutes, RouteStatus, shard_name
+from tmi_cluster.bus.routes import LEAVING, EventSubRoutes, RouteStatus, shard_name
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import HelixError, RedisUnavailableError, StaleLeaseError, StorageError
 from tmi_cluster.eventsub.helix import Conduit, Helix
@@ -175,7 +176,9 @@ class ConduitKeeper:
         if token != self._token:  # a new leadership: go on from what was published
             self._forget()
             self._token = token
-            self.routed = await self.bus.routes()
+            self.routed, leaving = await self.bus.table()
+            deadline = time.monotonic() + self.leave_s
+            self._leaving = {c: (b, deadline) for c, b in leaving.items()}
             self._problems = await self.bus.problems()
         self.steps += 1
         try:
@@ -192,7 +195,7 @@ class ConduitKeeper:
         self.waiting = routing.waiting(self.wanted)
         known = self._known
         problem: str | None = routing.unavailable
-        if target or known.conduit is not None or self.routed:
+        if target or known.conduit is not None or self.routed or self._leaving:
             try:
                 await self._reconcile(token, target, routing.bot_id or "")
                 problem = None if target or routing.available else routing.unavailable
@@ -326,7 +329,11 @@ class ConduitKeeper:
         owners = await self.assignment.owners(sorted(leaving)) if leaving else {}
         pairs = {c: p for c, p in owners.items() if p is not None}
         held = await self.assignment.holding(pairs) if pairs else set()
-        done = {c for c, (_, deadline) in leaving.items() if c in held or deadline <= now}
+        done = {
+            c
+            for c, (_, deadline) in leaving.items()
+            if c in held or deadline <= now or c not in self.wanted  # unwanted: nobody takes it
+        }
         for channel in done:
             del leaving[channel]
         keep = set(target.values()) | {b for b, _ in leaving.values()}
@@ -350,9 +357,14 @@ class ConduitKeeper:
             subscriptions=sum(len(s) for s in known.subs.values()),
             problem=problem,
         )
-        current = await self.bus.routes()
-        add = {c: b for c, b in self.routed.items() if current.get(c) != b}
-        gone = current.keys() - self.routed.keys()
+        routed, leaving = await self.bus.table()
+        current = {**routed, **{c: LEAVING + b for c, b in leaving.items()}}
+        wanted = {
+            **self.routed,
+            **{c: LEAVING + b for c, (b, _) in self._leaving.items() if c not in self.routed},
+        }
+        add = {c: b for c, b in wanted.items() if current.get(c) != b}
+        gone = current.keys() - wanted.keys()
         published = await self.bus.problems()
         new_problems = {c: p for c, p in self._problems.items() if published.get(c) != p}
         solved = published.keys() - self._problems.keys()

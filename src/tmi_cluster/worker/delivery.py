@@ -20,6 +20,11 @@ With ``handlers.shared_chat = "once"``, the copies of a Shared Chat message (tag
 ``source-id``) are checked by their shared key wherever they arrive, so that the message
 reaches the application once for the whole shared session.
 
+A channel moving to the EventSub route (:mod:`tmi_cluster.worker.shards`) is checked here from
+the moment its hand-over begins; with ``recent_s``, the keys of the events delivered unchecked
+in the last seconds are marked seen too (:meth:`Delivery.mark_recent`), so that their EventSub
+copies, which may arrive later, are dropped.
+
 While Redis does not answer, checked events are delivered unchecked after
 :data:`UNCHECKED_AFTER_S` (counted in :attr:`Delivery.unchecked`): a duplicate is better than
 a lost event.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
@@ -37,12 +43,15 @@ from tmi_cluster.bus.events import Seen
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.events import Event
 
-__all__ = ["UNCHECKED_AFTER_S", "Delivery", "event_key"]
+__all__ = ["RECENT_S", "UNCHECKED_AFTER_S", "Delivery", "event_key"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a checked event waits for Redis before it is delivered unchecked.
 UNCHECKED_AFTER_S = 5.0
+#: Seconds the keys of unchecked events are remembered where the EventSub route runs (longer
+#: than an EventSub copy takes to arrive after its IRC twin).
+RECENT_S = 5.0
 
 
 def event_key(event: Event, *, shared_chat: bool = False) -> str:
@@ -66,9 +75,14 @@ class Delivery:
         seen: Seen | None,
         *,
         shared_chat_once: bool = False,
+        recent_s: float = 0.0,
     ) -> None:
         self.sinks = list(sinks)
         self.seen = seen
+        #: Seconds the keys of the events delivered unchecked are remembered (0: not at all),
+        #: for :meth:`mark_recent`.
+        self.recent_s = recent_s if seen is not None else 0.0
+        self._recent: deque[tuple[float, str | None, str]] = deque()
         self.shared_chat_once = shared_chat_once and seen is not None
         #: Events that went through the cluster-wide check, that it dropped as seen before,
         #: and that went unchecked because Redis did not answer.
@@ -117,11 +131,37 @@ class Delivery:
         ):
             for sink in self.sinks:
                 sink(event)
+            if self.recent_s:
+                self._remember(event)
             return
         self._waiting.append(event)  # checked, or behind checked events of its channel
         self._queued[channel] = self._queued.get(channel, 0) + 1
         if not self._ready.is_set():
             self._ready.set()
+
+    def _remember(self, event: Event) -> None:
+        key = event.dedupe_key
+        if key is None:
+            return
+        now = time.monotonic()
+        recent = self._recent
+        recent.append((now, event.channel, key))
+        horizon = now - self.recent_s
+        while recent[0][0] < horizon:
+            recent.popleft()
+
+    async def mark_recent(self, channels: Iterable[str]) -> int:
+        """Mark the events of ``channels`` delivered unchecked within ``recent_s`` as seen
+        cluster-wide, so that their copies on another route are dropped (a channel moving to
+        EventSub: call it once its events are guarded, before saying so); how many.
+        RedisUnavailableError when Redis does not answer."""
+        if self.seen is None or not self._recent:
+            return 0
+        names = set(channels)
+        keys = [key for _, channel, key in self._recent if channel in names]
+        if keys:
+            await self.seen.first(keys)
+        return len(keys)
 
     def put_checked(self, event: Event) -> None:
         """Deliver ``event`` only if no process saw it first, whatever its channel (the

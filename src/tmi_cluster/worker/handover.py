@@ -8,7 +8,8 @@ its events reach the application exactly once (:mod:`tmi_cluster.worker.delivery
 - Taking over: a channel held by another process is joined once its holder guards it (or did
   not say so within :data:`GUARD_WAIT_S`), and its events are checked here as well until
   nobody else has held it for :data:`GUARD_LINGER_S` (their last copies elsewhere have
-  arrived by then).
+  arrived by then). A channel moving back from the EventSub route (whose events are always
+  checked) is joined at once and checked the same way until EventSub no longer reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from tmi_cluster.bus import Assignment, AsyncRedis, Keys, live, read
+from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.worker.worker import Worker
 
 __all__ = ["GUARD_LINGER_S", "GUARD_WAIT_S", "HandOver"]
@@ -46,12 +48,15 @@ class HandOver:
         *,
         timeout_s: float,
         stopping: Callable[[], bool],
+        eventsub: bool = False,
     ) -> None:
         self.worker = worker
         self.id = process_id
         self.keys = keys
         self.timeout_s = timeout_s
         self.stopping = stopping
+        #: Whether channels may come from the EventSub route (their events are checked there).
+        self.eventsub = eventsub
         #: Channels being handed over -> the deadline of their hand-over (monotonic).
         self.leaving: dict[str, float] = {}
         #: Channels to take over -> since when they wait for their holder's guard.
@@ -72,6 +77,7 @@ class HandOver:
             return
         deadline = time.monotonic() + self.timeout_s
         self.worker.delivery.guard(channels)
+        await self.worker.delivery.mark_recent(channels)  # their EventSub copies, if any
         await assignment.guard(self.id, channels)
         log.debug("%s hands %d channels over, checking their events", self.id, len(channels))
         for channel in channels:
@@ -103,6 +109,10 @@ class HandOver:
         nobody else holds them."""
         peers = await self.other_processes(assignment.client, fresh=True)
         holders = await assignment.held_by(peers, fresh)
+        from_eventsub = await self._on_eventsub(assignment, fresh)
+        if from_eventsub:  # EventSub checks their events already: taken over, checked here too
+            self.taking.update(dict.fromkeys(from_eventsub))
+            self.worker.delivery.guard(from_eventsub)
         if not holders:
             return fresh
         guarded = await assignment.guarded({c: owners[0] for c, owners in holders.items()})
@@ -127,13 +137,23 @@ class HandOver:
             )
         return ready
 
+    async def _on_eventsub(self, assignment: Assignment, channels: list[str]) -> list[str]:
+        """Of ``channels``, those EventSub still reads (moving back to IRC, or not yet)."""
+        if not self.eventsub or not channels:
+            return []
+        states = await EventSubRoutes(assignment.client, self.keys).states(channels)
+        return [c for c in channels if states[c] is not None]
+
     async def lift_taken(self, assignment: Assignment) -> None:
         """Stop checking the channels taken over that nobody else has held for
         :data:`GUARD_LINGER_S` (their last copies elsewhere have arrived by then)."""
         if not self.taking:
             return
         taking = sorted(self.taking)
-        holders = await assignment.held_by(await self.other_processes(assignment.client), taking)
+        holders = set(await self._on_eventsub(assignment, taking))
+        holders |= (
+            await assignment.held_by(await self.other_processes(assignment.client), taking)
+        ).keys()
         now = time.monotonic()
         lifted = []
         for channel in taking:

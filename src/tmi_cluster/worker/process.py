@@ -83,7 +83,7 @@ from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 from tmi_cluster.worker.handlers import load_handlers
 from tmi_cluster.worker.handover import HandOver
-from tmi_cluster.worker.shards import Shards
+from tmi_cluster.worker.shards import RouteGate, Shards
 from tmi_cluster.worker.watchdog import (
     PARENT_DEATH_SIGNAL,
     StopWatchdog,
@@ -337,16 +337,17 @@ class WorkerProcess:
             observer=self._on_event,
             on_failure=self._worker_failed,
         )
+        gate = None
         if eventsub_configured(settings):
-            self._shards = Shards(
-                settings, client, self.keys, worker.put_checked, on_bound=self._shard_bound
-            )
+            gate = RouteGate(client, self.keys, worker.put_checked)
+            self._shards = Shards(settings, client, self.keys, gate.put, on_bound=self._shard_bound)
         self._handover = HandOver(
             worker,
             self.id,
             self.keys,
             timeout_s=settings.process.timeout,
             stopping=self._stop.is_set,
+            eventsub=self._shards is not None,
         )
         with contextlib.suppress(TmiClusterError):  # an earlier life's guards mean nothing now
             await assignment.clear_guards(self.id)
@@ -354,6 +355,7 @@ class WorkerProcess:
             beating = tasks.create_task(self._beat(heartbeat, client), name="heartbeat")
             following = tasks.create_task(self._follow(assignment), name="assignment")
             ticking = tasks.create_task(self._tick(worker), name="periodic timer")
+            gating = tasks.create_task(gate.run(), name="EventSub gate") if gate else None
             if not self.paused:
                 self.state = ProcessState.RUNNING
             print(READY, flush=True)
@@ -374,6 +376,7 @@ class WorkerProcess:
                 self._phase = "handing its EventSub shards over"
                 await self._shards.hand_over(assignment, self.id, self._remaining())
                 await self._shards.aclose()
+            await cancel_and_wait(gating, what="the EventSub gate")
             self._phase = "closing its worker"
             await worker.aclose(self._remaining())
             beating.cancel()

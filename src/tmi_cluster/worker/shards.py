@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from tmi_cluster.bus import Assignment, AsyncRedis, Keys, wake
+from tmi_cluster.bus import Assignment, AsyncRedis, Keys, live, wake
 from tmi_cluster.bus.routes import EventSubRoutes, shard_of
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EventSubError, HelixError, RedisUnavailableError
@@ -32,12 +32,130 @@ from tmi_cluster.eventsub.messages import Subscription
 from tmi_cluster.eventsub.shard import ShardSession
 from tmi_cluster.tasks import cancel_and_wait
 
-__all__ = ["LEAVE_S", "Shards"]
+__all__ = ["GATE_FRESH_S", "GATE_WAIT_S", "LEAVE_S", "RouteGate", "Shards"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a shard no longer ours keeps its session at most, waiting for its new holder.
 LEAVE_S = 10.0
+#: Seconds a channel's gate stays as decided before it is looked up again.
+GATE_FRESH_S = 5.0
+#: Seconds an event waits at the gate at most (older ones were delivered by IRC).
+GATE_WAIT_S = 4.0
+#: Seconds between two looks at channels whose IRC holder does not check them yet.
+_GATE_RETRY_S = 0.2
+
+
+class RouteGate:
+    """Which EventSub events go on to the worker (its checked path), so that a channel moving
+    from IRC to EventSub reaches the application once:
+
+    - a channel not in ``P eventsub:routes`` (subscribed, not routed yet; or gone): its
+      events are dropped (IRC delivers them);
+    - a routed channel that an IRC connection of the cluster still holds: its events wait
+      (at most :data:`GATE_WAIT_S`) until every holder checks the channel's events (its
+      hand-over began, the keys of its recent unchecked events marked seen), then go on;
+    - a routed channel nobody holds on IRC, or one moving back to IRC: its events go on.
+
+    Each decision holds :data:`GATE_FRESH_S`. :meth:`put` never waits; :meth:`run` decides.
+    While Redis does not answer, events go on (the checked path waits for Redis, then
+    delivers: a duplicate is better than a loss).
+    """
+
+    def __init__(
+        self,
+        client: AsyncRedis,
+        keys: Keys,
+        deliver: Callable[[list[Event]], None],
+    ) -> None:
+        self.bus = EventSubRoutes(client, keys)
+        self.assignment = Assignment(client, keys)
+        self.client = client
+        self.keys = keys
+        self._deliver = deliver
+        self._open: dict[str, float] = {}
+        self._closed: dict[str, float] = {}
+        self._pending: dict[str, list[tuple[float, Event]]] = {}
+        self._ready = asyncio.Event()
+        #: Events dropped (not routed: IRC has them), and dropped after waiting too long.
+        self.dropped = 0
+        self.expired = 0
+
+    def put(self, events: list[Event]) -> None:
+        """Events of a shard: on, dropped, or kept until their channel is decided."""
+        now = time.monotonic()
+        passing: list[Event] = []
+        for event in events:
+            channel = event.channel
+            if channel is None:
+                passing.append(event)
+            elif channel in self._pending:
+                self._pending[channel].append((now, event))
+            elif self._open.get(channel, 0.0) > now:
+                passing.append(event)
+            elif self._closed.get(channel, 0.0) > now:
+                self.dropped += 1
+            else:
+                self._pending[channel] = [(now, event)]
+                self._ready.set()
+        if passing:
+            self._deliver(passing)
+
+    async def run(self) -> None:
+        """Decide the waiting channels until cancelled."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            waiting = sorted(self._pending)
+            try:
+                decided = await self._decide(waiting)
+            except RedisUnavailableError:
+                decided = dict.fromkeys(waiting, True)
+            now = time.monotonic()
+            for channel, go in decided.items():
+                if go is None:
+                    continue
+                events = self._pending.pop(channel, [])
+                if go:
+                    self._open[channel] = now + GATE_FRESH_S
+                    fresh = [e for at, e in events if now - at <= GATE_WAIT_S]
+                    self.expired += len(events) - len(fresh)
+                    if fresh:
+                        self._deliver(fresh)
+                else:
+                    self._closed[channel] = now + 1.0
+                    self.dropped += len(events)
+            for channel in [c for c, v in decided.items() if v is None]:
+                queued = self._pending[channel]
+                kept = [(at, e) for at, e in queued if now - at <= GATE_WAIT_S]
+                self.expired += len(queued) - len(kept)
+                self._pending[channel] = kept
+            if len(self._open) > 50_000:
+                self._open = {c: t for c, t in self._open.items() if t > now}
+                self._closed = {c: t for c, t in self._closed.items() if t > now}
+            if self._pending:
+                await asyncio.sleep(_GATE_RETRY_S)
+                self._ready.set()
+
+    async def _decide(self, channels: list[str]) -> dict[str, bool | None]:
+        """Each channel: True (on), False (dropped), None (wait)."""
+        states = await self.bus.states(channels)
+        routed = [c for c in channels if states[c] == "routed"]
+        decided: dict[str, bool | None] = {
+            c: states[c] == "leaving" for c in channels if states[c] != "routed"
+        }
+        if routed:
+            processes = sorted(await live(self.client, self.keys, "process"))
+            holders = await self.assignment.held_by(processes, routed)
+            pairs = [(c, p) for c, ps in holders.items() for p in ps]
+            guarded: set[tuple[str, str]] = set()
+            for channel, process in pairs:  # usually none, or one holder per channel
+                if channel in await self.assignment.guarded({channel: process}):
+                    guarded.add((channel, process))
+            for channel in routed:
+                unchecked = [p for p in holders.get(channel, []) if (channel, p) not in guarded]
+                decided[channel] = None if unchecked else True
+        return decided
 
 
 class Shards:

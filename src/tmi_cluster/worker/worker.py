@@ -53,7 +53,7 @@ from tmi_cluster.eventsub.sending import ApiChat
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.routes import eventsub_configured
 from tmi_cluster.tasks import cancel_and_wait
-from tmi_cluster.worker.delivery import Delivery
+from tmi_cluster.worker.delivery import RECENT_S, Delivery
 from tmi_cluster.worker.handlers import Dispatcher, Handler, Handlers, load_handlers
 from tmi_cluster.worker.outbox import Outbox
 
@@ -221,13 +221,14 @@ class Worker:
         outbox: Outbox | None = None,
         observer: Callable[[Event], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        recent_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.outbox = outbox
         sinks = [dispatcher.put, *([publisher.put] if publisher is not None else [])]
-        self.delivery = Delivery(sinks, seen, shared_chat_once=shared_chat_once)
+        self.delivery = Delivery(sinks, seen, shared_chat_once=shared_chat_once, recent_s=recent_s)
         self.state = WorkerState.IDLE
         #: The error a task of the worker ended with, else None.
         self.failure: BaseException | None = None
@@ -308,6 +309,7 @@ class Worker:
             outbox=outbox,
             observer=observer,
             on_failure=on_failure,
+            recent_s=RECENT_S if eventsub_configured(settings) else 0.0,
         )
 
     # -- counters ------------------------------------------------------------------------------
