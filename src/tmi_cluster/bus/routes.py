@@ -18,6 +18,7 @@ shard is bound to, so that a dead worker's shards move as its channels do.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import msgspec
 import redis.asyncio
@@ -78,8 +79,17 @@ class RouteStatus(msgspec.Struct, frozen=True, kw_only=True):
     problem: str | None = None
 
 
+#: Items per command of a fenced script (Lua's ``unpack`` takes about 8,000 values at most).
+_CHUNK = 1000
+T = TypeVar("T")
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RouteStatus)
+
+
+def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` in pieces that Lua's ``unpack`` takes (at most :data:`_CHUNK` each)."""
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
 def _text(value: bytes | str) -> str:
@@ -113,18 +123,15 @@ class EventSubRoutes:
         script."""
         ops = _Ops()
         ops.add("SET", self.keys.eventsub_conduit, _encoder.encode(status).decode())
-        gone = sorted(set(unroute))
-        if gone:
-            ops.add("HDEL", self.keys.eventsub_routes, *gone)
-        if routes:
-            pairs = [part for item in sorted(routes.items()) for part in item]
-            ops.add("HSET", self.keys.eventsub_routes, *pairs)
-        fixed = sorted(set(solved))
-        if fixed:
-            ops.add("HDEL", self.keys.eventsub_problems, *fixed)
-        if problems:
-            pairs = [part for item in sorted(problems.items()) for part in item]
-            ops.add("HSET", self.keys.eventsub_problems, *pairs)
+        routes_key, problems_key = self.keys.eventsub_routes, self.keys.eventsub_problems
+        for names in _chunks(sorted(set(unroute))):
+            ops.add("HDEL", routes_key, *names)
+        for pairs in _chunks(sorted(routes.items()) if routes else []):
+            ops.add("HSET", routes_key, *(part for item in pairs for part in item))
+        for names in _chunks(sorted(set(solved))):
+            ops.add("HDEL", problems_key, *names)
+        for pairs in _chunks(sorted(problems.items()) if problems else []):
+            ops.add("HSET", problems_key, *(part for item in pairs for part in item))
         await self._coordination._run(token, ops)
 
     async def take_revoked(self, token: int, broadcaster_ids: Iterable[str]) -> None:

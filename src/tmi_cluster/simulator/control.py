@@ -279,6 +279,9 @@ class ControlServer:
     def __init__(self, sim: ChatSimulator, host: str, port: int) -> None:
         self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # accepted connections inherit it: a response's head and body written apart are not
+        # held back for the client's delayed ACK (40 ms per request on a kept-alive connection)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind((host, port))
         self._socket.listen(128)
         self._socket.setblocking(False)

@@ -86,6 +86,7 @@ class OAuthServer:
         self._redirects: dict[str, frozenset[str]] = {}
         self._codes: dict[str, _Code] = {}
         self._tokens: dict[str, _Token] = {}
+        self._of_user: dict[tuple[str, str], set[str]] = {}  # (client, login) -> access tokens
         self._refresh: dict[str, str] = {}  # refresh token: its access token
         #: Called with (client id, login) when a user's last live token of a client is revoked:
         #: their authorization ends (the simulator's EventSub revokes their subscriptions).
@@ -126,9 +127,7 @@ class OAuthServer:
 
     def _issue(self, client_id: str, login: str, scopes: tuple[str, ...]) -> dict[str, Any]:
         access, refresh = secrets.token_hex(15), secrets.token_hex(25)
-        self._tokens[access] = _Token(
-            client_id, login, scopes, time.monotonic() + TOKEN_TTL_S, refresh
-        )
+        self._add(access, _Token(client_id, login, scopes, time.monotonic() + TOKEN_TTL_S, refresh))
         self._refresh[refresh] = access
         return {
             "access_token": access,
@@ -159,11 +158,11 @@ class OAuthServer:
             return self._issue(client_id, code.login, code.scopes)
         if grant_type == "client_credentials":  # an app access token: no user, no refresh
             app = secrets.token_hex(15)
-            self._tokens[app] = _Token(client_id, "", (), time.monotonic() + TOKEN_TTL_S, "")
+            self._add(app, _Token(client_id, "", (), time.monotonic() + TOKEN_TTL_S, ""))
             return {"access_token": app, "expires_in": TOKEN_TTL_S, "token_type": "bearer"}
         if grant_type == "refresh_token":
             access = self._refresh.pop(form.get("refresh_token", ""), None)
-            old = self._tokens.pop(access, None) if access is not None else None
+            old = self._remove(access) if access is not None else None
             if old is None or old.client_id != client_id:
                 raise _RefusedError(400, "Invalid refresh token")
             return self._issue(client_id, old.login, old.scopes)
@@ -193,7 +192,7 @@ class OAuthServer:
         found = self._tokens.get(access)
         if found is None or found.client_id != client_id:
             raise _RefusedError(400, "Invalid token")
-        del self._tokens[access]
+        self._remove(access)
         self._refresh.pop(found.refresh_token, None)
         ended = found.login and not self.authorized(found.client_id, found.login, "")
         if ended and self.on_deauthorized is not None:
@@ -203,13 +202,24 @@ class OAuthServer:
         """Whether ``login`` holds a live token of ``client_id`` (with ``scope``, unless
         empty): their authorization of the application, as EventSub checks it."""
         now = time.monotonic()
+        tokens = self._tokens
         return any(
-            t.client_id == client_id
-            and t.login == login
-            and t.expires >= now
-            and (not scope or scope in t.scopes)
-            for t in self._tokens.values()
+            (t := tokens[access]).expires >= now and (not scope or scope in t.scopes)
+            for access in self._of_user.get((client_id, login), ())
         )
+
+    def _add(self, access: str, token: _Token) -> None:
+        self._tokens[access] = token
+        self._of_user.setdefault((token.client_id, token.login), set()).add(access)
+
+    def _remove(self, access: str) -> _Token | None:
+        token = self._tokens.pop(access, None)
+        if token is not None:
+            mine = self._of_user.get((token.client_id, token.login), set())
+            mine.discard(access)
+            if not mine:
+                self._of_user.pop((token.client_id, token.login), None)
+        return token
 
     def request_holder(self, authorization: str, client_id: str) -> tuple[_Token, str]:
         """The token of a Helix request (``Authorization: Bearer``, a user's or an app's) and

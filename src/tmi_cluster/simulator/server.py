@@ -123,6 +123,7 @@ class ChatSimulator:
         self.oauth = OAuthServer()
         #: EventSub: conduits, subscriptions (Helix on the control port) and WebSocket
         #: sessions (on the EventSub port, when ``eventsub_port`` was given).
+        self._uids: dict[str, str] = {}  # user id -> login, as far as looked up
         self.conduits = Conduits(self.oauth.authorized, login_of=self._login_of)
         self.oauth.on_deauthorized = self.conduits.deauthorized
         self._requested_eventsub_port = eventsub_port
@@ -469,10 +470,14 @@ class ChatSimulator:
     def _login_of(self, uid: str) -> str | None:
         """The login of a user id the simulator knows (a channel's, an account's, a holder of
         a token), or None."""
-        for login in (*self._channels, *self._accounts, *self.oauth.logins()):
-            if user_id(login) == uid:
-                return login
-        return None
+        found = self._uids.get(uid)
+        if found is None:  # a login new since the last look (ids never change): look again
+            self._uids = {
+                user_id(login): login
+                for login in (*self._channels, *self._accounts, *self.oauth.logins())
+            }
+            found = self._uids.get(uid)
+        return found
 
     def _violation_for(self, stats: AccountStats, kind: str, detail: str) -> None:
         stats.violations.append(Violation(kind, time.monotonic(), detail))

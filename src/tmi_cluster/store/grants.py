@@ -45,6 +45,15 @@ class GrantStore(Database):
         """Insert or replace the grant of ``grant.user_id``. A grant of another user under the
         same login (a login that changed hands on Twitch) is deleted first: a login is one
         user's at a time."""
+        self.save_grants([grant])
+
+    def save_grants(self, grants: Sequence[SealedGrant]) -> None:
+        """:meth:`save_grant` for each of ``grants``, in one transaction."""
+        with self._write() as conn:
+            for grant in grants:
+                self._save(conn, grant)
+
+    def _save(self, conn: Any, grant: SealedGrant) -> None:
         at = utcnow()
         values = {
             "user_id": grant.user_id,
@@ -60,13 +69,12 @@ class GrantStore(Database):
         stmt = stmt.on_conflict_do_update(
             index_elements=["user_id"], set_={k: v for k, v in values.items() if k != "user_id"}
         )
-        with self._write() as conn:
-            conn.execute(
-                delete(grant_table).where(
-                    grant_table.c.login == grant.login, grant_table.c.user_id != grant.user_id
-                )
+        conn.execute(
+            delete(grant_table).where(
+                grant_table.c.login == grant.login, grant_table.c.user_id != grant.user_id
             )
-            conn.execute(stmt)
+        )
+        conn.execute(stmt)
 
     def grant(self, user_id: str) -> SealedGrant | None:
         """The grant of the Twitch user ``user_id`` (None: none)."""

@@ -79,6 +79,9 @@ async def serve(
     # the socket is ours: an address that cannot be had is an OSError here, in words
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listening = socket.create_server((host, port), family=family)
+    # accepted connections inherit it (asyncio sets it only on sockets it made): a response's
+    # head and body, written apart, are not held for the client's delayed ACK (40 ms each)
+    listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server = _Server(config, handle_signals=handle_signals)
     task = asyncio.create_task(server.serve(sockets=[listening]), name="web server")
     try:
