@@ -124,7 +124,7 @@ async def _reconcile(redis_url: str, count: int) -> dict[str, float]:
                                 login=login,
                                 scopes=scopes,
                                 access_token=_grant(sim, login, scopes),
-                                refresh_token="r",
+                                refresh_token=f"refresh-{login}",
                             )
                         )
                         for login, scopes in [(BOT, BOT_SCOPES)]

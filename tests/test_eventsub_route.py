@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from tmi_cluster import Cluster, Connection, ConnectionOptions
@@ -34,6 +36,7 @@ from tmi_cluster.store import Store
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
 from .helpers import until
 from .test_cli import SCRIPT
+from .test_invite import STREAMER, consent, csrf_of, flash_of, invite_site, sign_in
 from .test_simulator_eventsub import grant
 
 pytestmark = pytest.mark.timeout(120)
@@ -512,3 +515,76 @@ async def _moving(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
     twice = sorted(k for k, n in streamed.items() if n > 1)
     assert not twice, f"{len(twice)} events reached the stream twice: {twice[:5]}"
     print(f"\n{len(delivered)} messages while 10 of 20 channels moved both ways, each once")
+
+
+@pytest.mark.timeout(120)
+def test_the_invite_screen_signs_the_bot_in_and_a_streamer_adds_it_to_eventsub(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    asyncio.run(_through_the_invite_screen(tmp_path, redis_server, redis_prefix))
+
+
+async def _through_the_invite_screen(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
+    (tmp_path / "pingbot.py").write_text(PINGBOT)
+    handlers = {"PYTHONPATH": str(tmp_path), "TMI_CLUSTER_HANDLERS__MODULES": '["pingbot"]'}
+    async with (
+        invite_site(tmp_path, redis_server, redis_prefix, eventsub=True, **handlers) as site,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        sim, cluster = site.sim, site.cluster
+        sim.add_account(VIEWER, VIEWER_TOKEN)
+        # someone who is not the bot cannot sign in as it: refused, their grant withdrawn
+        start = await client.get(f"{site.invite}/bot")
+        assert start.status_code == 303, start.text
+        query = parse_qs(urlsplit(start.headers["location"]).query)
+        assert query["scope"] == [" ".join(BOT_SCOPES)]
+        refused = await client.get(await consent(client, start.headers["location"], "streamer2"))
+        assert refused.status_code == 403, refused.text
+        assert "not as the bot (tmibot)" in refused.text
+        assert sim.oauth.live_tokens("streamer2") == 0
+        # the bot signs in with its own account
+        start = await client.get(f"{site.invite}/bot")
+        back = await client.get(await consent(client, start.headers["location"], BOT))
+        assert back.status_code == 303, back.text
+        page = await client.get(f"{site.invite}/")
+        assert flash_of(page.text).startswith(f"{BOT} is signed in"), page.text
+        with Store(cluster.db) as store:
+            [bot] = store.grants([BOT])
+        assert bot.scopes == BOT_SCOPES
+        # a streamer adds the bot: joined through IRC at once, then read through EventSub
+        page_text = await sign_in(client, site, STREAMER)
+        added = await client.post(f"{site.invite}/authorize", data={"csrf": csrf_of(page_text)})
+        assert added.status_code == 303
+        routes = EventSubRoutes(cluster.client, cluster.keys)
+        await cluster.until(
+            lambda: _routed(routes, STREAMER), 30, "the streamer's channel on EventSub"
+        )
+        await cluster.until(lambda: not sim.joined(STREAMER), 30, "parted on IRC")
+        page = await client.get(f"{site.invite}/")
+        assert f"{BOT} is in your chat." in page.text  # whatever the route
+        row = channels_json(cluster)[STREAMER]
+        assert (row["route"], row["state"]) == ("eventsub", "joined"), row
+        reader = Reader(sim)
+        async with reader.connection:
+            await reader.connection.start()
+            await reader.connection.join([STREAMER])
+            await say(sim, STREAMER, "!ping via the invite screen")
+            await until(lambda: reader.said_by(BOT, STREAMER), 20, "the bot's answer")
+        [pong] = reader.said_by(BOT, STREAMER)
+        assert pong.text == "pong !ping via the invite screen"
+        assert "bot-badge" in pong.tags.get("badges", ""), pong.tags
+        # the streamer removes it: no route, no channel
+        page = await client.get(f"{site.invite}/")
+        removed = await client.post(f"{site.invite}/revoke", data={"csrf": csrf_of(page.text)})
+        assert removed.status_code == 303
+        await cluster.until(lambda: _unrouted(routes, STREAMER), 30, "the route gone")
+        assert not sim.joined(STREAMER)
+
+
+async def _routed(routes: EventSubRoutes, channel: str) -> bool:
+    return channel in await routes.routes()
+
+
+async def _unrouted(routes: EventSubRoutes, channel: str) -> bool:
+    routed, leaving = await routes.table()
+    return channel not in routed and channel not in leaving

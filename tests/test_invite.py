@@ -85,13 +85,24 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def invite_site(
-    tmp_path: Path, redis_server: str, redis_prefix: str, *, start: bool = True, **changed: str
+    tmp_path: Path,
+    redis_server: str,
+    redis_prefix: str,
+    *,
+    start: bool = True,
+    eventsub: bool = False,
+    **changed: str,
 ) -> AsyncIterator[Site]:
     """A cluster (one supervisor, unless not ``start``) and ``tmi-cluster dashboard`` serving
-    its invite screen."""
-    async with ChatSimulator(channels=CHANNELS, control_port=0) as sim:
+    its invite screen; with ``eventsub``, the simulator's EventSub server too."""
+    async with ChatSimulator(
+        channels=CHANNELS, control_port=0, eventsub_port=0 if eventsub else None
+    ) as sim:
         sim.add_account(BOT, TOKEN)
         port = free_port()
+        if eventsub:
+            url = f"ws://{sim.host}:{sim.eventsub_port}/ws"
+            changed = {"TMI_CLUSTER_TMI__TRANSPORT__EVENTSUB_URL": url, **changed}
         extra = invite_settings(sim, port, **changed)
         cluster = ProcessCluster(tmp_path, sim, redis_server, redis_prefix, **extra)
         try:

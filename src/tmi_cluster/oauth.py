@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -101,14 +101,17 @@ class TwitchOAuth:
         """Close the HTTP client (idempotent)."""
         await self._http.aclose()
 
-    def authorize_url(self, state: str, *, force_verify: bool = True) -> str:
-        """Where to send the streamer's browser to sign in and grant the scopes; Twitch sends
-        it back to ``redirect_url`` with ``code`` and ``state`` (or ``error``)."""
+    def authorize_url(
+        self, state: str, *, force_verify: bool = True, scopes: Sequence[str] | None = None
+    ) -> str:
+        """Where to send the streamer's browser to sign in and grant the scopes (``scopes``,
+        else ``twitch.scopes``); Twitch sends it back to ``redirect_url`` with ``code`` and
+        ``state`` (or ``error``)."""
         query = {
             "client_id": self.client_id,
             "redirect_uri": self.redirect_url,
             "response_type": "code",
-            "scope": " ".join(self.scopes),
+            "scope": " ".join(self.scopes if scopes is None else scopes),
             "state": state,
         }
         if force_verify:

@@ -134,10 +134,8 @@ def channels(
     headers = ["channel", "state", "process", "route", "since", "last failure"]
     click.echo(table(headers, rows, "no channels"))
     reasons = sorted({(str(c["route"]), str(c["route_reason"])) for c in shown})
-    if len(reasons) == 1 and reasons[0][1]:  # one reason for all: said once
-        click.echo(f"route: {reasons[0][0]}: {reasons[0][1]}")
-    elif reasons and shown:
-        click.echo("routes (--json says each channel's reason):")
+    if len(reasons) > 1 or any(route != "irc" for route, _ in reasons):  # EventSub in play
+        click.echo("routes (--json says each channel's):")
         for route, reason in reasons[:5]:
             click.echo(f"  {route}: {reason}")
 

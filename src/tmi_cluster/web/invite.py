@@ -10,6 +10,9 @@ The flow (OAuth authorization code, :class:`~tmi_cluster.oauth.TwitchOAuth`):
 2. ``GET /invite/login``: a random ``state`` is added to the browser's session (the newest
    few are kept: several tabs may sign in), and the browser sent to Twitch's authorize page
    with it.
+   ``GET /invite/bot``: the same for the bot's own account, asking for
+   :data:`~tmi_cluster.routes.BOT_SCOPES` (the EventSub route); its callback stores the bot's
+   grant at once, and refuses (withdrawing the grant) an account that is not the bot.
 3. ``GET /invite/callback``: Twitch sends the browser back with ``code`` and ``state``. The
    state must be one this browser's session started, and is used up (a replayed or forged
    callback changes nothing); the code is exchanged, the token validated (our client id, the
@@ -48,7 +51,7 @@ import contextlib
 import datetime as dt
 import html
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -67,6 +70,7 @@ from tmi_cluster.errors import ConfigError, NotAvailableError, StorageError
 from tmi_cluster.grants import GrantKeyError, Grants, TokenGrant
 from tmi_cluster.oauth import OAuthError, TwitchOAuth, TwitchUser
 from tmi_cluster.outcomes import JoinStatus
+from tmi_cluster.routes import BOT_SCOPES
 from tmi_cluster.store import SealedGrant, Store
 from tmi_cluster.web.assets import asset_response
 from tmi_cluster.web.sessions import SESSION_COOKIE, SESSION_MAX_AGE_S, Session, Sessions, same
@@ -80,6 +84,8 @@ JOIN_WAIT_S = 5.0
 #: The largest form body read.
 _MAX_FORM = 4096
 _NOTHING = "Nothing was changed."
+#: The start of the ``state`` of the bot's own sign-in.
+_BOT_STATE = "bot."
 #: Where a streamer removes an application's access on Twitch.
 _CONNECTIONS = "under Connections in your Twitch settings"
 
@@ -438,9 +444,25 @@ class Invite:
         response = RedirectResponse(self.oauth().authorize_url(state), status_code=303)
         return self.sessions.write(request, response, session)
 
+    async def bot_login(self, request: Request) -> Response:
+        """The bot's own sign-in: its account grants :data:`~tmi_cluster.routes.BOT_SCOPES`
+        (the EventSub route reads and sends as it)."""
+        if not self.settings.tmi.identity.username:
+            raise _PageError(
+                409,
+                "No bot to sign in",
+                f"tmi.identity.username is not set: the cluster has no bot account. {_NOTHING}",
+            )
+        session = await self.sessions.read(request)
+        state = session.start_sign_in(prefix=_BOT_STATE)
+        url = self.oauth().authorize_url(state, scopes=BOT_SCOPES)
+        return self.sessions.write(request, RedirectResponse(url, status_code=303), session)
+
     async def callback(self, request: Request) -> Response:
         session = await self.sessions.read(request)
         params = request.query_params
+        if str(params.get("state", "")).startswith(_BOT_STATE):
+            return await self._bot_callback(request, session, params)
         try:
             user, tokens = await self._signed_in(session, params)
         except _PageError as error:  # the state is used up all the same
@@ -463,8 +485,37 @@ class Invite:
             await self._withdraw_stored(stored)
         return self._back(request, session)
 
+    async def _bot_callback(self, request: Request, session: Session, params: Any) -> Response:
+        """The bot signed in: its grant stored at once (no "Add" step), or a page saying why
+        not (another account signed in: its grant withdrawn)."""
+        try:
+            user, tokens = await self._signed_in(session, params, needed=BOT_SCOPES)
+        except _PageError as error:
+            return self.sessions.write(request, self._error(request, error), session)
+        if user["login"] != self.settings.tmi.identity.username:
+            await self._withdraw(str(tokens["access"]))
+            other = _PageError(
+                403,
+                "Not the bot",
+                f"You signed in as {user['login']}, not as the bot ({self.bot}). Sign out of "
+                f"Twitch and sign in as {self.bot}. {_NOTHING}",
+            )
+            return self.sessions.write(request, self._error(request, other), session)
+        store = self.store()
+        stored = await asyncio.to_thread(store.grant, user["id"])
+        assert self._grants is not None
+        await asyncio.to_thread(store.save_grant, self._grants.seal(_grant(user, tokens)))
+        if stored is not None:
+            await self._withdraw_stored(stored, keep=str(tokens["access"]))
+        log.info("the invite screen: the bot %s granted %s", user["login"], " ".join(BOT_SCOPES))
+        session.flash(
+            f"{self.bot_capital} is signed in: channels whose broadcaster adds it here are read "
+            "through EventSub and answered with the Chat Bot badge."
+        )
+        return self._back(request, session)
+
     async def _signed_in(
-        self, session: Session, params: Any
+        self, session: Session, params: Any, *, needed: Sequence[str] | None = None
     ) -> tuple[dict[str, str], dict[str, Any]]:
         """The user and tokens of a callback; _PageError when it is not a sign-in this browser
         started, or Twitch refused it."""
@@ -497,7 +548,7 @@ class Invite:
         except OAuthError as exc:
             raise _twitch_trouble(exc) from None
         try:
-            checked = await self._checked(tokens.access_token)
+            checked = await self._checked(tokens.access_token, needed=needed)
         except _PageError:  # the tokens are not kept: withdrawn at Twitch
             await self._withdraw(tokens.access_token)
             raise
@@ -513,9 +564,12 @@ class Invite:
             },
         )
 
-    async def _checked(self, access_token: str, *, sign_in: bool = True) -> _Checked:
+    async def _checked(
+        self, access_token: str, *, sign_in: bool = True, needed: Sequence[str] | None = None
+    ) -> _Checked:
         """Who ``access_token`` belongs to, checked: issued to our application, for our
-        scopes, to the user the API shows; _PageError otherwise."""
+        scopes (``needed``, else ``twitch.scopes``), to the user the API shows; _PageError
+        otherwise."""
         oauth = self.oauth()
         try:
             validation = await oauth.validate(access_token)
@@ -527,7 +581,8 @@ class Invite:
             raise _PageError(
                 502, "Sign-in failed", f"Twitch's answer is not for this bot. {_NOTHING}"
             )
-        lacking = [scope for scope in oauth.scopes if scope not in validation.scopes]
+        wanted = oauth.scopes if needed is None else needed
+        lacking = [scope for scope in wanted if scope not in validation.scopes]
         if lacking:
             raise _PageError(
                 400,
@@ -689,6 +744,7 @@ class Invite:
                 Route("/invite.css", self.stylesheet, methods=["GET"]),
                 Route("/favicon.svg", self.favicon, methods=["GET"]),
                 Route("/login", handled(self.login), methods=["GET"]),
+                Route("/bot", handled(self.bot_login), methods=["GET"]),
                 Route("/callback", handled(self.callback), methods=["GET"]),
                 Route("/authorize", handled(self.authorize), methods=["POST"]),
                 Route("/revoke", handled(self.revoke), methods=["POST"]),

@@ -68,9 +68,10 @@ class Session:
             self.set("sid", secrets.token_urlsafe(16))
         return token
 
-    def start_sign_in(self) -> str:
-        """A new sign-in's ``state``, kept with the newest :data:`MAX_PENDING` pending ones."""
-        state = secrets.token_urlsafe(24)
+    def start_sign_in(self, prefix: str = "") -> str:
+        """A new sign-in's ``state`` (``prefix`` + a random token), kept with the newest
+        :data:`MAX_PENDING` pending ones."""
+        state = prefix + secrets.token_urlsafe(24)
         pending = [s for s in self.data.get("states") or [] if isinstance(s, str)]
         self.set("states", [*pending, state][-MAX_PENDING:])
         self.csrf()
