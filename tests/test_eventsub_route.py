@@ -526,9 +526,15 @@ def test_the_invite_screen_signs_the_bot_in_and_a_streamer_adds_it_to_eventsub(
 
 async def _through_the_invite_screen(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
     (tmp_path / "pingbot.py").write_text(PINGBOT)
-    handlers = {"PYTHONPATH": str(tmp_path), "TMI_CLUSTER_HANDLERS__MODULES": '["pingbot"]'}
     async with (
-        invite_site(tmp_path, redis_server, redis_prefix, eventsub=True, **handlers) as site,
+        invite_site(
+            tmp_path,
+            redis_server,
+            redis_prefix,
+            eventsub=True,
+            PYTHONPATH=str(tmp_path),
+            TMI_CLUSTER_HANDLERS__MODULES='["pingbot"]',
+        ) as site,
         httpx.AsyncClient(timeout=20) as client,
     ):
         sim, cluster = site.sim, site.cluster
