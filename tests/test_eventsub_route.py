@@ -83,9 +83,9 @@ def route_settings(sim: ChatSimulator, **changed: str) -> dict[str, str]:
     }
 
 
-def store_grant(cluster: ProcessCluster, sim: ChatSimulator, login: str, *scopes: str) -> None:
+def store_grant(cluster: ProcessCluster, sim: ChatSimulator, login: str, *scopes: str) -> str:
     """``login`` grants ``scopes`` at the simulator's Twitch, stored as the invite screen
-    stores it."""
+    stores it; the access token."""
     token = grant(sim, login, *scopes)
     sealed = Grants(GRANT_KEY).seal(
         TokenGrant(
@@ -98,6 +98,7 @@ def store_grant(cluster: ProcessCluster, sim: ChatSimulator, login: str, *scopes
     )
     with Store(cluster.db) as store:
         store.save_grant(sealed)
+    return token
 
 
 def channels_json(cluster: ProcessCluster) -> dict[str, dict[str, Any]]:
@@ -190,7 +191,7 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         assert "user:bot" in rows["alpha"]["route_reason"], rows["alpha"]  # the bot's grant
         # the bot signs in (user:bot ...), the broadcaster of alpha grants channel:bot
         store_grant(cluster, sim, BOT, *BOT_SCOPES)
-        store_grant(cluster, sim, "alpha", "channel:bot")
+        alpha_token = store_grant(cluster, sim, "alpha", "channel:bot")
         routes = EventSubRoutes(cluster.client, cluster.keys)
         await cluster.until(routes.routes, 30, "alpha routed through EventSub")
         assert await routes.routes() == {"alpha": user_id("alpha")}
@@ -226,6 +227,15 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         logs = cluster.logs()
         assert logs.count("PONG alpha written") == 1, logs  # once: read once, answered once
         assert logs.count("PONG beta written") == 1, logs
+        # the broadcaster disconnects the application at Twitch: revocations reach the shards,
+        # the grant ends, alpha goes back to IRC
+        sim.oauth.revoke(CLIENT_ID, alpha_token)
+        await cluster.until(lambda: _unrouted(routes, "alpha"), 30, "alpha's route gone")
+        await cluster.until(lambda: sim.joined("alpha"), 30, "alpha joined on IRC again")
+        with Store(cluster.db) as store:
+            assert store.grants(["alpha"]) == []
+        assert "Twitch revoked the channel.chat.message subscription" in cluster.logs()
+        assert channels_json(cluster)["alpha"]["route"] == "irc"
 
 
 _RECORDER = """

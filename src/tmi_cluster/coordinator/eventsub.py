@@ -19,7 +19,10 @@ The leader runs it beside its passes (:meth:`ConduitKeeper.run`); each step, at 
    leaving in ``P eventsub:routes`` (:data:`~tmi_cluster.bus.routes.LEAVING`) at once, so that
    IRC joins it again, checking its events against EventSub's; once its IRC holder has it (or
    after :data:`LEAVE_S`) it leaves ``P eventsub:routes`` and its subscriptions are deleted;
-5. :class:`~tmi_cluster.bus.routes.RouteStatus` (the conduit, counts, cost, the problem) and
+5. the grants' user tokens validated hourly and refreshed
+   (:class:`~tmi_cluster.coordinator.tokens.TokenKeeper`, with ``twitch.grant_key``): a grant
+   that ended is deleted, and its channel goes back to IRC like a revoked one;
+6. :class:`~tmi_cluster.bus.routes.RouteStatus` (the conduit, counts, cost, the problem) and
    the per-channel problems (a refused subscription: the channel stays on IRC, retried after
    :data:`RETRY_S`) are published, fenced by the lease's token.
 
@@ -42,6 +45,7 @@ from tmi_cluster.bus import Assignment, AsyncRedis, Keys
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.bus.routes import LEAVING, EventSubRoutes, RouteStatus, shard_name
 from tmi_cluster.config import Settings
+from tmi_cluster.coordinator.tokens import TokenKeeper
 from tmi_cluster.errors import HelixError, RedisUnavailableError, StaleLeaseError, StorageError
 from tmi_cluster.eventsub.helix import Conduit, Helix
 from tmi_cluster.routes import Routing
@@ -85,6 +89,7 @@ class ConduitKeeper:
         helix: Helix | None = None,
         step_s: float = STEP_S,
         leave_s: float = LEAVE_S,
+        tokens: TokenKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -93,6 +98,10 @@ class ConduitKeeper:
         self.bus = EventSubRoutes(client, keys)
         self.assignment = Assignment(client, keys)
         self.helix = helix if helix is not None else Helix(settings)
+        #: The grants' tokens kept valid (None: no ``twitch.grant_key`` to open them with).
+        self.tokens = tokens
+        if tokens is None and settings.twitch.grant_key.get_secret_value():
+            self.tokens = TokenKeeper(settings, store, step_s=step_s)
         self.step_s = step_s
         self.leave_s = leave_s
         self.types = list(settings.tmi.transport.subscriptions)
@@ -151,6 +160,8 @@ class ConduitKeeper:
                 self._wake.clear()
         finally:
             await self.helix.aclose()
+            if self.tokens is not None:
+                await self.tokens.aclose()
 
     async def _guarded_step(self) -> None:
         try:
@@ -186,6 +197,9 @@ class ConduitKeeper:
         except StorageError as error:  # the database is away: keep the routes as they are
             self.problem = f"the grants could not be read: {error}"
             return
+        if self.tokens is not None:  # hourly validation, refreshes; an ended grant is gone
+            ended = await self.tokens.step(grants)
+            grants = [g for g in grants if g.user_id not in ended]
         revoked = await self.bus.revocations()
         if revoked:
             await self._end_revoked(token, revoked)
