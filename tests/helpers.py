@@ -5,15 +5,20 @@ another process's state otherwise (:func:`until`, :func:`wait_for`), always with
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import inspect
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from tmi_cluster import Cluster
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -117,3 +122,25 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def streamed_keys(app: Cluster) -> AsyncIterator[collections.Counter[str]]:
+    """How often each de-duplication key comes through the event stream, counted from now
+    until the block ends."""
+    reader = await app.events().start()
+    counts: collections.Counter[str] = collections.Counter()
+
+    async def read() -> None:
+        async for event in reader:
+            if event.dedupe_key is not None:
+                counts[event.dedupe_key] += 1
+
+    reading = asyncio.create_task(read())
+    try:
+        yield counts
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        await reader.aclose()

@@ -34,8 +34,9 @@ from tmi_cluster.simulator.peers import user_id
 from tmi_cluster.store import Store
 
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
-from .helpers import until
+from .helpers import streamed_keys, until
 from .test_cli import SCRIPT
+from .test_exactly_once import _handled_counts, _ids
 from .test_invite import STREAMER, consent, csrf_of, flash_of, invite_site, sign_in
 from .test_simulator_eventsub import grant
 
@@ -325,16 +326,10 @@ async def _failover(tmp_path: Path, redis_server: str, redis_prefix: str) -> Non
                 )
 
             await cluster.until(settled, 90, "1,000 channels on EventSub, 50 on IRC, 2 shards")
-            async with Cluster(cluster.settings()) as app:
-                reader = await app.events().start()
-                streamed: collections.Counter[str] = collections.Counter()
-
-                async def read() -> None:
-                    async for event in reader:
-                        if event.dedupe_key is not None:
-                            streamed[event.dedupe_key] += 1
-
-                reading = asyncio.create_task(read())
+            async with (
+                Cluster(cluster.settings()) as app,
+                streamed_keys(app) as streamed,
+            ):
                 sim.set_rate(300.0)
                 await asyncio.sleep(2.0)
                 pids = await cluster.worker_pids()
@@ -363,12 +358,13 @@ async def _failover(tmp_path: Path, redis_server: str, redis_prefix: str) -> Non
                 }
 
                 def through() -> bool:
-                    return expected <= _ids(_handled(tmp_path)) and expected <= _ids(streamed)
+                    handled = _ids(_handled_counts(tmp_path))
+                    return expected <= handled and expected <= _ids(streamed)
 
                 try:
                     await until(through, 30, "the last events through")
                 except AssertionError:
-                    missing = expected - _ids(_handled(tmp_path))
+                    missing = expected - _ids(_handled_counts(tmp_path))
                     rooms_missing = collections.Counter(delivered[m][0][:2] for m in missing)
                     at = sorted(delivered[m][1] - killed_at for m in missing)
                     raise AssertionError(
@@ -376,11 +372,9 @@ async def _failover(tmp_path: Path, redis_server: str, redis_prefix: str) -> Non
                         f"at {at[:3]}..{at[-3:]} s after the kill (back after {back_s:.2f} s); "
                         f"{len(expected - _ids(streamed))} not streamed\n{cluster.logs()}"
                     ) from None
-                reading.cancel()
-                await reader.aclose()
         finally:
             await cluster.stop()
-    handled = _handled(tmp_path)
+    handled = _handled_counts(tmp_path)
     twice = sorted(k for k, n in handled.items() if n > 1)
     assert not twice, f"{len(twice)} events reached the handlers twice: {twice[:5]}"
     twice = sorted(k for k, n in streamed.items() if n > 1)
@@ -420,17 +414,6 @@ def _delivered(sim: ChatSimulator, rooms: list[str]) -> dict[str, tuple[str, flo
     }
 
 
-def _handled(folder: Path) -> collections.Counter[str]:
-    counts: collections.Counter[str] = collections.Counter()
-    for path in (folder / "ids").glob("*.ids"):
-        counts.update(line.split()[0] for line in path.read_text().splitlines() if line)
-    return counts
-
-
-def _ids(keys: collections.Counter[str]) -> set[str]:
-    return {key.partition(":")[2] for key in keys}
-
-
 MOVING = [f"mv{i:02}" for i in range(20)]
 
 
@@ -465,19 +448,14 @@ async def _moving(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
                 lambda: all(len(sim.joined(r)) == 1 for r in MOVING), 30, "all on IRC"
             )
             routes = EventSubRoutes(cluster.client, cluster.keys)
-            async with Cluster(cluster.settings()) as app:
-                reader = await app.events().start()
-                streamed: collections.Counter[str] = collections.Counter()
-
-                async def read() -> None:
-                    async for event in reader:
-                        if event.dedupe_key is not None:
-                            streamed[event.dedupe_key] += 1
-
-                reading = asyncio.create_task(read())
+            async with (
+                Cluster(cluster.settings()) as app,
+                streamed_keys(app) as streamed,
+            ):
                 sim.set_rate(200.0)
                 await asyncio.sleep(1.0)
                 # ten broadcasters grant channel:bot: their channels move to EventSub
+                marks = {"grant": time.time()}
                 await asyncio.to_thread(store_grants, cluster, sim, granted)
 
                 async def moved() -> bool:
@@ -486,8 +464,10 @@ async def _moving(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
                     )
 
                 await cluster.until(moved, 30, "ten channels moved to EventSub")
+                marks["moved"] = time.time()
                 await asyncio.sleep(1.5)
                 # their grants end: back to IRC
+                marks["revoke"] = time.time()
                 with Store(cluster.db) as store:
                     for login in granted:
                         store.delete_grant(user_id(login))
@@ -499,27 +479,30 @@ async def _moving(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
                     )
 
                 await cluster.until(back, 40, "the ten back on IRC")
+                marks["back"] = time.time()
                 await asyncio.sleep(1.5)
                 sim.set_rate(0.0)
                 delivered = _delivered(sim, MOVING)
                 expected = set(delivered)
 
                 def through() -> bool:
-                    return expected <= _ids(_handled(tmp_path)) and expected <= _ids(streamed)
+                    handled = _ids(_handled_counts(tmp_path))
+                    return expected <= handled and expected <= _ids(streamed)
 
                 try:
                     await until(through, 20, "every message through")
                 except AssertionError:
-                    missing = expected - _ids(_handled(tmp_path))
+                    missing = expected - _ids(_handled_counts(tmp_path))
+                    base = marks["grant"]
+                    lost = sorted((delivered[m][1] - base, delivered[m][0]) for m in missing)
+                    phases = {k: round(v - base, 2) for k, v in marks.items()}
                     raise AssertionError(
-                        f"{len(missing)} of {len(expected)} messages lost: "
-                        f"{sorted(delivered[m][0] for m in missing)[:10]}\\n{cluster.logs()}"
+                        f"{len(missing)} of {len(expected)} messages lost: {lost[:10]}, "
+                        f"phases {phases}\n{cluster.logs()}"
                     ) from None
-                reading.cancel()
-                await reader.aclose()
         finally:
             await cluster.stop()
-    handled = _handled(tmp_path)
+    handled = _handled_counts(tmp_path)
     twice = sorted(k for k, n in handled.items() if n > 1)
     assert not twice, f"{len(twice)} of {len(handled)} events twice to the handlers: {twice[:5]}"
     twice = sorted(k for k, n in streamed.items() if n > 1)

@@ -33,7 +33,7 @@ from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
-from .helpers import run
+from .helpers import run, streamed_keys
 
 ROOMS = [f"room{i:03}" for i in range(100)]
 SENDS = 10_000
@@ -187,16 +187,10 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
             await cluster.until(
                 lambda: all(len(sim.joined(r)) == 1 for r in ROOMS), 60, "every room joined once"
             )
-            async with Cluster(cluster.settings()) as app:
-                reader = await app.events().start()
-                streamed: collections.Counter[str] = collections.Counter()
-
-                async def read() -> None:
-                    async for event in reader:
-                        if event.dedupe_key is not None:
-                            streamed[event.dedupe_key] += 1
-
-                reading = asyncio.create_task(read())
+            async with (
+                Cluster(cluster.settings()) as app,
+                streamed_keys(app) as streamed,
+            ):
                 sim.set_rate(300.0)
                 start = time.monotonic()
                 # a rebalance: a third worker, channels move to it make-before-break
@@ -244,8 +238,6 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
                     )
 
                 await cluster.until(through, 60, "the last events through")
-                reading.cancel()
-                await reader.aclose()
         finally:
             await cluster.stop()
         handled = _handled_counts(tmp_path)

@@ -18,6 +18,7 @@ from tmi_cluster.chat.ratelimit import AccountRates, Rate
 from tmi_cluster.config import Settings, mask_url
 from tmi_cluster.embedded import find_embedded
 from tmi_cluster.errors import TmiClusterError
+from tmi_cluster.routes import eventsub_configured
 
 __all__ = ["describe"]
 
@@ -101,6 +102,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         ("web", _web(settings)),
         ("invite screen", _invite(settings, manager)),
+        ("EventSub route", _eventsub(settings)),
         ("notifications", _notifications(settings)),
         ("log level", settings.log.level),
     ]
@@ -128,6 +130,24 @@ def _web(settings: Settings) -> str:
         who = "credentials: a password made at each start, printed once"
     domain = f"; only for host {settings.domain}" if settings.domain else ""
     return f"{where}; {who}; /health public{domain}"
+
+
+def _eventsub(settings: Settings) -> str:
+    """Whether channels may be read through EventSub, and how (docs/routes.md)."""
+    transport = settings.tmi.transport
+    if not eventsub_configured(settings):
+        if transport.route == "irc":
+            return 'off: tmi.transport.route = "irc"'
+        if settings.tmi.identity.anonymous:
+            return "off: it reads as the bot, and tmi.identity.username is not set"
+        return "off: twitch.client_id and twitch.client_secret are not set (docs/routes.md)"
+    shards = f"{transport.shards} shards" if transport.shards else "a shard per worker"
+    return (
+        f"on ({transport.route}): channels whose broadcaster granted channel:bot, once the bot "
+        f"signed in at /invite/bot; {transport.eventsub_url}, {shards}, "
+        f"{len(transport.subscriptions)} subscription types per channel; 'tmi-cluster "
+        "channels' says each channel's route"
+    )
 
 
 def _invite(settings: Settings, manager: ChannelManager | None) -> str:

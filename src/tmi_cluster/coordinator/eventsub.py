@@ -13,7 +13,8 @@ The leader runs it beside its passes (:meth:`ConduitKeeper.run`); each step, at 
 3. the subscriptions: listed from Twitch once per leadership (so a restart reconciles, and
    duplicates nothing); each missing one made (``tmi.transport.subscriptions`` per channel,
    ``subscribe_concurrency`` calls at once, a 429 waited out); a channel counts as routed once
-   all of its types exist, and goes into ``P eventsub:routes``; its IRC connection is then
+   all of its types exist and a worker holds a shard of the conduit (Twitch drops what no
+   bound shard can take), and goes into ``P eventsub:routes``; its IRC connection is then
    parted by the next pass (the worker checks its events against duplicates until it has);
 4. a channel no longer routed (its grant revoked, unwanted, the route turned off) is marked
    leaving in ``P eventsub:routes`` (:data:`~tmi_cluster.bus.routes.LEAVING`) at once, so that
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tmi_cluster.bus import Assignment, AsyncRedis, Keys
+from tmi_cluster.bus import Assignment, AsyncRedis, Keys, live
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.bus.routes import LEAVING, EventSubRoutes, RouteStatus, shard_name
 from tmi_cluster.config import Settings
@@ -286,9 +287,10 @@ class ConduitKeeper:
         async with asyncio.TaskGroup() as tasks:
             for item in todo:
                 tasks.create_task(one(*item))
+        bound = await self._bound_shards()
         for channel, broadcaster in target.items():
-            if channel in self._problems:
-                continue
+            if channel in self._problems or (not bound and channel not in self.routed):
+                continue  # no shard bound yet: Twitch would drop its notifications
             if all(kind in subs.get(broadcaster, {}) for kind in self.types):
                 self.routed[channel] = broadcaster
                 self._leaving.pop(channel, None)
@@ -319,6 +321,12 @@ class ConduitKeeper:
             self._retry_at[channel] = time.monotonic() + RETRY_S
             return
         self._known.subs.setdefault(broadcaster, {})[kind] = sub.id
+
+    async def _bound_shards(self) -> int:
+        """How many of the conduit's shards a live worker holds (bound to its session)."""
+        names = [shard_name(n) for n in range(self.shards)]
+        processes = sorted(await live(self.assignment.client, self.keys, "process"))
+        return len(await self.assignment.held_by(processes, names)) if processes else 0
 
     def _forget_problems(self, target: dict[str, str], now: float) -> None:
         """Problems of channels no longer targeted, or due for another try, are forgotten."""

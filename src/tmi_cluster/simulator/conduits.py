@@ -54,6 +54,7 @@ from starlette.routing import Route
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from tmi_cluster.config.model import EVENTSUB_TYPES
 from tmi_cluster.irc import Message
 from tmi_cluster.simulator.eventsub import envelope, notification
 from tmi_cluster.simulator.peers import user_id
@@ -73,16 +74,7 @@ MAX_SHARDS = 20_000
 #: Seconds a new session may stay unbound before it is closed (4003).
 UNUSED_S = 10.0
 #: The subscription types whose condition names a broadcaster and the bot.
-CHAT_TYPES = frozenset(
-    {
-        "channel.chat.message",
-        "channel.chat.notification",
-        "channel.chat.clear",
-        "channel.chat.clear_user_messages",
-        "channel.chat.message_delete",
-        "channel.chat_settings.update",
-    }
-)
+CHAT_TYPES = frozenset(EVENTSUB_TYPES)
 
 
 class RefusedError(Exception):

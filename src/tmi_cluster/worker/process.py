@@ -377,6 +377,15 @@ class WorkerProcess:
                 await self._shards.hand_over(assignment, self.id, self._remaining())
                 await self._shards.aclose()
             await cancel_and_wait(gating, what="the EventSub gate")
+            if gate is not None and self._shards is not None:
+                log.info(
+                    "worker process %s: %d EventSub notifications, %d events too old at the "
+                    "gate, %d duplicates dropped",
+                    self.id,
+                    self._shards.notifications,
+                    gate.expired,
+                    worker.delivery.duplicates,
+                )
             self._phase = "closing its worker"
             await worker.aclose(self._remaining())
             beating.cancel()

@@ -32,12 +32,14 @@ from tmi_cluster.eventsub.messages import Subscription
 from tmi_cluster.eventsub.shard import ShardSession
 from tmi_cluster.tasks import cancel_and_wait
 
-__all__ = ["GATE_FRESH_S", "GATE_WAIT_S", "LEAVE_S", "RouteGate", "Shards"]
+__all__ = ["DRAIN_S", "GATE_FRESH_S", "GATE_WAIT_S", "LEAVE_S", "RouteGate", "Shards"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a shard no longer ours keeps its session at most, waiting for its new holder.
 LEAVE_S = 10.0
+#: Seconds a moved shard's old session is still read (what Twitch sent it before the move).
+DRAIN_S = 1.0
 #: Seconds a channel's gate stays as decided before it is looked up again.
 GATE_FRESH_S = 5.0
 #: Seconds an event waits at the gate at most (older ones were delivered by IRC).
@@ -50,14 +52,17 @@ class RouteGate:
     """Which EventSub events go on to the worker (its checked path), so that a channel moving
     from IRC to EventSub reaches the application once:
 
-    - a channel not in ``P eventsub:routes`` (subscribed, not routed yet; or gone): its
-      events are dropped (IRC delivers them);
-    - a routed channel that an IRC connection of the cluster still holds: its events wait
-      (at most :data:`GATE_WAIT_S`) until every holder checks the channel's events (its
-      hand-over began, the keys of its recent unchecked events marked seen), then go on;
-    - a routed channel nobody holds on IRC, or one moving back to IRC: its events go on.
+    - a channel not in ``P eventsub:routes`` (subscribed, not routed yet; or gone), or a
+      routed one that an IRC connection of the cluster holds without checking its events:
+      its events wait, at most :data:`GATE_WAIT_S` (IRC delivered those, unchecked);
+    - a routed channel whose IRC holders all check its events (their hand-over began, the
+      keys of their recent unchecked events marked seen), that nobody holds on IRC, or one
+      moving back to IRC: its events go on, the waiting ones first, through the cluster-wide
+      check (those IRC delivered are dropped there).
 
-    Each decision holds :data:`GATE_FRESH_S`. :meth:`put` never waits; :meth:`run` decides.
+    An open channel stays open :data:`GATE_FRESH_S`, then is looked up again. Nothing is
+    dropped on a decision that may be stale: an event leaves the gate only on, or too old.
+    :meth:`put` never waits; :meth:`run` decides.
     While Redis does not answer, events go on (the checked path waits for Redis, then
     delivers: a duplicate is better than a loss).
     """
@@ -74,11 +79,9 @@ class RouteGate:
         self.keys = keys
         self._deliver = deliver
         self._open: dict[str, float] = {}
-        self._closed: dict[str, float] = {}
         self._pending: dict[str, list[tuple[float, Event]]] = {}
         self._ready = asyncio.Event()
-        #: Events dropped (not routed: IRC has them), and dropped after waiting too long.
-        self.dropped = 0
+        #: Events dropped after waiting :data:`GATE_WAIT_S` (IRC delivered them).
         self.expired = 0
 
     def put(self, events: list[Event]) -> None:
@@ -93,8 +96,6 @@ class RouteGate:
                 self._pending[channel].append((now, event))
             elif self._open.get(channel, 0.0) > now:
                 passing.append(event)
-            elif self._closed.get(channel, 0.0) > now:
-                self.dropped += 1
             else:
                 self._pending[channel] = [(now, event)]
                 self._ready.set()
@@ -109,52 +110,40 @@ class RouteGate:
             waiting = sorted(self._pending)
             try:
                 decided = await self._decide(waiting)
-            except RedisUnavailableError:
+            except RedisUnavailableError:  # a duplicate is better than a loss
                 decided = dict.fromkeys(waiting, True)
             now = time.monotonic()
             for channel, go in decided.items():
-                if go is None:
-                    continue
-                events = self._pending.pop(channel, [])
+                queued = self._pending.pop(channel, [])
+                fresh = [(at, e) for at, e in queued if now - at <= GATE_WAIT_S]
+                self.expired += len(queued) - len(fresh)
                 if go:
                     self._open[channel] = now + GATE_FRESH_S
-                    fresh = [e for at, e in events if now - at <= GATE_WAIT_S]
-                    self.expired += len(events) - len(fresh)
                     if fresh:
-                        self._deliver(fresh)
-                else:
-                    self._closed[channel] = now + 1.0
-                    self.dropped += len(events)
-            for channel in [c for c, v in decided.items() if v is None]:
-                queued = self._pending[channel]
-                kept = [(at, e) for at, e in queued if now - at <= GATE_WAIT_S]
-                self.expired += len(queued) - len(kept)
-                self._pending[channel] = kept
+                        self._deliver([e for _, e in fresh])
+                elif fresh:
+                    self._pending[channel] = fresh
             if len(self._open) > 50_000:
                 self._open = {c: t for c, t in self._open.items() if t > now}
-                self._closed = {c: t for c, t in self._closed.items() if t > now}
             if self._pending:
                 await asyncio.sleep(_GATE_RETRY_S)
                 self._ready.set()
 
-    async def _decide(self, channels: list[str]) -> dict[str, bool | None]:
-        """Each channel: True (on), False (dropped), None (wait)."""
+    async def _decide(self, channels: list[str]) -> dict[str, bool]:
+        """Each channel: True (on) or False (waits)."""
         states = await self.bus.states(channels)
         routed = [c for c in channels if states[c] == "routed"]
-        decided: dict[str, bool | None] = {
-            c: states[c] == "leaving" for c in channels if states[c] != "routed"
-        }
+        decided = {c: states[c] == "leaving" for c in channels if states[c] != "routed"}
         if routed:
             processes = sorted(await live(self.client, self.keys, "process"))
             holders = await self.assignment.held_by(processes, routed)
-            pairs = [(c, p) for c, ps in holders.items() for p in ps]
             guarded: set[tuple[str, str]] = set()
-            for channel, process in pairs:  # usually none, or one holder per channel
-                if channel in await self.assignment.guarded({channel: process}):
-                    guarded.add((channel, process))
+            for channel, owners in holders.items():  # usually none, or one per channel
+                for process in owners:
+                    if channel in await self.assignment.guarded({channel: process}):
+                        guarded.add((channel, process))
             for channel in routed:
-                unchecked = [p for p in holders.get(channel, []) if (channel, p) not in guarded]
-                decided[channel] = None if unchecked else True
+                decided[channel] = all((channel, p) in guarded for p in holders.get(channel, []))
         return decided
 
 
@@ -182,6 +171,8 @@ class Shards:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: Shards no longer ours whose session stays until their new holder has them.
         self.leaving: dict[str, float] = {}
+        #: Shards the new holder has, their session read until the time given (monotonic).
+        self._draining: dict[str, float] = {}
         self._reports: set[asyncio.Task[None]] = set()
 
     @property
@@ -196,9 +187,10 @@ class Shards:
 
     async def follow(self, wanted: Iterable[str], assignment: Assignment | None = None) -> None:
         """Hold the shards ``wanted`` (pseudo-channels): new sessions opened; a shard no longer
-        wanted is closed once its new holder holds it (``assignment`` says; make-before-break:
-        Twitch moves a shard to the session bound last), nobody owns it, or after
-        :data:`LEAVE_S`; without ``assignment``, at once."""
+        wanted is closed :data:`DRAIN_S` after its new holder holds it (``assignment`` says;
+        make-before-break: Twitch moves a shard to the session bound last, and what it sent
+        before is still read), nobody owns it, or after :data:`LEAVE_S`; without
+        ``assignment``, at once."""
         names = set(wanted)
         for name in sorted(names - self.sessions.keys()):
             session = ShardSession(
@@ -213,7 +205,7 @@ class Shards:
         now = time.monotonic()
         for name in names:
             self.leaving.pop(name, None)
-        for name in self.sessions.keys() - names:
+        for name in self.sessions.keys() - names - self._draining.keys():
             self.leaving.setdefault(name, now + LEAVE_S)
         done = set(self.leaving)
         if assignment is not None and self.leaving:
@@ -225,10 +217,16 @@ class Shards:
                 for name, deadline in self.leaving.items()
                 if owners.get(name) is None or name in taken or deadline <= now
             }
-        for name in done:
+        for name in done:  # what Twitch sent before it moved the shard is read for a moment
             del self.leaving[name]
-            del self.sessions[name]
-        await cancel_and_wait(*(self._tasks.pop(name) for name in done), what="EventSub shards")
+            self._draining.setdefault(name, now + (DRAIN_S if assignment is not None else 0.0))
+        closing = [n for n, at in self._draining.items() if at <= now or n in names]
+        for name in closing:
+            del self._draining[name]
+            if name not in names:
+                del self.sessions[name]
+        gone = [self._tasks.pop(n) for n in closing if n not in names]
+        await cancel_and_wait(*gone, what="EventSub shards")
 
     def _binder(self, name: str) -> Callable[[str], Awaitable[None]]:
         shard = shard_of(name)
