@@ -204,6 +204,17 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         # IRC parts alpha (nothing of the cluster's holds it), keeps beta
         await cluster.until(lambda: not sim.joined("alpha"), 30, "alpha parted on IRC")
         assert sim.joined("beta")
+        listed = subprocess.run(
+            [SCRIPT, "list", "--json"],
+            cwd=cluster.folder,
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        shown = json.loads(listed.stdout)["eventsub"]
+        assert (shown["channels"], shown["subscriptions"], shown["bot_login"]) == (1, 6, BOT)
         rows = channels_json(cluster)
         assert rows["alpha"]["route"] == "eventsub", rows["alpha"]
         assert rows["alpha"]["route_reason"] == "the broadcaster granted channel:bot"

@@ -3,13 +3,20 @@ against the simulator's Twitch OAuth and a real SQLite store."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
+from tmi_cluster.bus import Assignment, Heartbeat, Keys, ProcessStatus
+from tmi_cluster.bus.lease import Lease
+from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.config import Settings, load_settings
+from tmi_cluster.coordinator.eventsub import ConduitKeeper
 from tmi_cluster.coordinator.tokens import TokenKeeper
 from tmi_cluster.grants import Grants, TokenGrant
+from tmi_cluster.routes import BOT_SCOPES
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
 from tmi_cluster.simulator.peers import user_id
@@ -107,3 +114,125 @@ async def test_twitch_not_answering_deletes_nothing(tmp_path: Path) -> None:
             assert "a-token" not in keeper.problem
         finally:
             await keeper.aclose()
+
+
+# -- the coordinator's EventSub keeper, step by step, under faults ----------------------------
+
+
+def keeper_settings(folder: Path, sim: ChatSimulator, api: str | None = None) -> Settings:
+    base = f"http://{sim.host}:{sim.control_port}"
+    return load_settings(
+        environ={
+            "TMI_CLUSTER_TWITCH__CLIENT_ID": CLIENT_ID,
+            "TMI_CLUSTER_TWITCH__CLIENT_SECRET": CLIENT_SECRET,
+            "TMI_CLUSTER_TWITCH__OAUTH_URL": f"{base}/oauth2",
+            "TMI_CLUSTER_TWITCH__API_URL": api or f"{base}/helix",
+            "TMI_CLUSTER_TMI__IDENTITY__USERNAME": "tmibot",
+        },
+        cwd=folder,
+    )
+
+
+@run
+async def test_the_keeper_reconciles_after_a_restart_a_redis_loss_and_twitch_away(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    channels = ["alpha", "beta", "gamma"]
+    async with ChatSimulator(control_port=0) as sim:
+        settings = keeper_settings(tmp_path, sim)
+        with Store(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
+            store.migrate()
+            sealer = Grants(KEY)
+            store.save_grants(
+                [
+                    sealer.seal(
+                        TokenGrant(
+                            user_id=user_id(login),
+                            login=login,
+                            scopes=scopes,
+                            access_token=grant(sim, login, *scopes),
+                            refresh_token=f"refresh-{login}",
+                        )
+                    )
+                    for login, scopes in [("tmibot", BOT_SCOPES)]
+                    + [(c, ("channel:bot",)) for c in channels]
+                ]
+            )
+            client = redis.asyncio.Redis.from_url(redis_server)
+            keys = Keys(redis_prefix, 10.0, 10.0)
+            lease = Lease(client, keys, "test", 60.0)
+            await lease.acquire()
+            shard_holder = await _a_shard_holder(client, keys)
+            try:
+                first = ConduitKeeper(settings, client, keys, store, lease)
+                first.wanted, first.workers = frozenset(channels), 1
+                await first.step()  # conduit and subscriptions; no shard bound yet: not routed
+                assert first.shards == 1
+                assert first.routed == {}
+                assert first.placed(frozenset(channels)) == {*channels, "~eventsub/0"}
+                await shard_holder("~eventsub/0")
+                await first.step()
+                routes = EventSubRoutes(client, keys)
+                assert set(await routes.routes()) == set(channels)
+                assert first.placed(frozenset(channels)) == {"~eventsub/0"}  # IRC reads none
+                made = len(sim.conduits._subscriptions)
+                assert made == 3 * len(settings.tmi.transport.subscriptions)
+                await first.helix.aclose()
+                # a new leader (a restart): lists, reconciles, makes nothing twice
+                second = ConduitKeeper(settings, client, keys, store, lease)
+                second.wanted, second.workers = frozenset(channels), 1
+                await second.step()
+                assert len(sim.conduits._subscriptions) == made
+                assert len(sim.conduits.conduits(CLIENT_ID)["data"]) == 1
+                assert set(second.routed) == set(channels)
+                # Redis forgets everything: the next step writes the routes again
+                await client.delete(keys.eventsub_routes, keys.eventsub_conduit)
+                await second.step()
+                assert set(await routes.routes()) == set(channels)
+                assert (await routes.status()).subscriptions == made
+                # a broadcaster revoked at Twitch (a worker reported it): back to IRC
+                await routes.revoked(user_id("beta"))
+                await second.step()
+                routed, leaving = await routes.table()
+                assert set(routed) == {"alpha", "gamma"}
+                assert set(leaving) == {"beta"}  # until IRC holds it, or 15 s
+                assert [g.login for g in store.grants(["beta"])] == []
+                assert "beta" in second.placed(frozenset(channels))
+                await second.helix.aclose()
+                # Twitch's API away: the problem is shown, the routes stay
+                third = ConduitKeeper(
+                    keeper_settings(tmp_path, sim, f"http://127.0.0.1:{free_port()}/helix"),
+                    client,
+                    keys,
+                    store,
+                    lease,
+                )
+                third.wanted, third.workers = frozenset(channels), 1
+                await third.step()
+                assert third.problem is not None
+                assert "did not answer" in third.problem
+                assert set(await routes.routes()) == {"alpha", "gamma"}
+                await third.helix.aclose()
+            finally:
+                await client.aclose()
+
+
+async def _a_shard_holder(
+    client: redis.asyncio.Redis, keys: Keys
+) -> Callable[[str], Awaitable[None]]:
+    """A live worker process of the test's own that says it holds a shard."""
+    heartbeat = Heartbeat(
+        client,
+        keys,
+        "process",
+        "worker-1",
+        ttl_s=60,
+        interval_s=1,
+        status_of=lambda: ProcessStatus(supervisor="sup", pid=1, state="running"),
+    )
+    await heartbeat.beat()
+
+    async def hold(name: str) -> None:
+        await Assignment(client, keys).record_held("worker-1", joined=[name])
+
+    return hold

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import msgspec
+import redis
 import redis.asyncio
 
 from tmi_cluster.bus.client import describe_client, translated
@@ -33,6 +34,7 @@ __all__ = [
     "EventSubRoutes",
     "RouteStatus",
     "is_shard",
+    "route_status_sync",
     "shard_name",
     "shard_of",
 ]
@@ -94,6 +96,19 @@ def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def route_status_sync(client: redis.Redis, keys: Keys) -> RouteStatus | None:
+    """The route's state through a synchronous client (``list``); None when the coordinator
+    wrote none. RedisUnavailableError when Redis does not answer."""
+    with translated(describe_client(client)):
+        raw = client.get(keys.eventsub_conduit)
+    if raw is None:
+        return None
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError:
+        return RouteStatus(problem="the EventSub state in Redis could not be read")
 
 
 class EventSubRoutes:

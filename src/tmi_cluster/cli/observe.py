@@ -66,7 +66,7 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> Non
     """
     import json
 
-    from tmi_cluster.cluster.listing import check_liveness, cluster_json
+    from tmi_cluster.cluster.listing import check_liveness, cluster_json, eventsub_line
 
     if show_all and alive:
         raise click.UsageError("--all and --alive exclude each other")
@@ -84,6 +84,9 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool, alive: bool) -> Non
         return
     shown_count = _echo_tables(supervisors, processes, liveness, hidden)
     _echo_simulated(liveness)
+    route = eventsub_line(liveness.eventsub)
+    if route is not None:
+        click.echo(f"\n{route}")
     left_out = len(supervisors) + len(processes) - shown_count
     if left_out:
         what = "stopped or dead" if alive else "stopped"

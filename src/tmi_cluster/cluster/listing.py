@@ -23,6 +23,7 @@ import msgspec
 
 from tmi_cluster.bus import Beat, Keys, ProcessStatus, SupervisorStatus, connect, read_sync
 from tmi_cluster.bus.heartbeat import last_beats_sync, of_live_supervisors
+from tmi_cluster.bus.routes import RouteStatus, route_status_sync
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EmbeddedRedisError, RedisUnavailableError
 from tmi_cluster.store import RunState
@@ -34,6 +35,7 @@ __all__ = [
     "Liveness",
     "check_liveness",
     "cluster_json",
+    "eventsub_line",
     "health",
     "process_rows",
     "shown_state",
@@ -65,6 +67,8 @@ class Liveness:
     #: When the dead ones beat last (the registry remembers it for an hour), by id.
     supervisors_last: Mapping[str, datetime] = field(default_factory=dict)
     processes_last: Mapping[str, datetime] = field(default_factory=dict)
+    #: The EventSub route as the coordinator last wrote it (None: it wrote none).
+    eventsub: RouteStatus | None = None
 
 
 def check_liveness(
@@ -96,6 +100,7 @@ def check_liveness(
         dead_processes = [i for i in process_ids if i not in live_processes]
         supervisors_last = last_beats_sync(client, keys, "supervisor", dead_supervisors)
         processes_last = last_beats_sync(client, keys, "process", dead_processes)
+        eventsub = route_status_sync(client, keys)
     except RedisUnavailableError as error:
         return Liveness(
             None,
@@ -110,6 +115,7 @@ def check_liveness(
         of_live_supervisors(live_processes, live_supervisors),
         supervisors_last={i: datetime.fromtimestamp(t, UTC) for i, t in supervisors_last.items()},
         processes_last={i: datetime.fromtimestamp(t, UTC) for i, t in processes_last.items()},
+        eventsub=eventsub,
     )
 
 
@@ -300,8 +306,10 @@ def cluster_json(
     supervisors: Sequence[SupervisorRecord],
     processes: Sequence[ProcessRecord],
     liveness: Liveness,
-) -> dict[str, list[dict[str, Any]]]:
-    """What ``list --json`` prints (the keys are a contract; times in ISO 8601)."""
+) -> dict[str, Any]:
+    """What ``list --json`` prints (the keys are a contract; times in ISO 8601): the
+    supervisors, the processes, and ``eventsub`` (the EventSub route's conduit, shards,
+    channels, subscriptions and problem; null when it never ran)."""
     shown_supervisors = []
     for s in supervisors:
         beat = _beat(s.id, liveness.supervisors)
@@ -341,7 +349,21 @@ def cluster_json(
                 "problem": status.status.problem if status is not None and live else None,
             }
         )
-    return {"supervisors": shown_supervisors, "processes": shown_processes}
+    eventsub = msgspec.to_builtins(liveness.eventsub) if liveness.eventsub is not None else None
+    return {"supervisors": shown_supervisors, "processes": shown_processes, "eventsub": eventsub}
+
+
+def eventsub_line(status: RouteStatus | None) -> str | None:
+    """The EventSub route in one line for ``list`` (None when it never ran)."""
+    if status is None or (not status.conduit_id and status.problem is None):
+        return None
+    if not status.conduit_id:
+        return f"EventSub: off ({status.problem})"
+    line = (
+        f"EventSub: conduit {status.conduit_id}, {status.shards} shards, "
+        f"{status.channels} channels, {status.subscriptions} subscriptions"
+    )
+    return line + (f"; last problem: {status.problem}" if status.problem else "")
 
 
 def _short(
