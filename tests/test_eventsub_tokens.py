@@ -77,6 +77,10 @@ async def test_tokens_validated_refreshed_and_ended_grants_deleted(tmp_path: Pat
                     sealer.seal(sealed("stale", "expired-access-token", stale_refresh)),
                     # neither: the user disconnected the application
                     sealer.seal(sealed("gone", "expired-access-token", "revoked-refresh")),
+                    # sealed with another twitch.grant_key: said, never deleted
+                    Grants("another key of at least thirty-two characters").seal(
+                        sealed("other", "a-token", "a-refresh")
+                    ),
                 ]
             )
             keeper = TokenKeeper(settings, store, every_s=3600, step_s=3600)
@@ -84,7 +88,10 @@ async def test_tokens_validated_refreshed_and_ended_grants_deleted(tmp_path: Pat
                 ended = await keeper.step(store.grants())
                 assert ended == {user_id("gone")}
                 assert (keeper.validated, keeper.refreshed, keeper.ended) == (1, 1, 1)
-                left = {g.login: sealer.open(g) for g in store.grants()}
+                assert keeper.problem is not None
+                assert "1 grants cannot be read" in keeper.problem
+                assert "other" in keeper.problem
+                left = {g.login: sealer.open(g) for g in store.grants() if g.login != "other"}
                 assert sorted(left) == ["good", "stale"]
                 assert left["good"].access_token == good  # untouched
                 renewed = left["stale"].access_token
@@ -94,7 +101,6 @@ async def test_tokens_validated_refreshed_and_ended_grants_deleted(tmp_path: Pat
                 # checked within the hour: the next step asks Twitch nothing
                 assert await keeper.step(store.grants()) == set()
                 assert (keeper.validated, keeper.refreshed) == (1, 1)
-                assert keeper.problem is None
             finally:
                 await keeper.aclose()
 

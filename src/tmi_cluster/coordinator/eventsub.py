@@ -218,6 +218,8 @@ class ConduitKeeper:
                 problem = str(error)
                 if error.retry_after_s:
                     self._paused_until = time.monotonic() + error.retry_after_s
+        if problem is None and self.tokens is not None:
+            problem = self.tokens.problem  # a grant that cannot be opened or checked
         self.problem = problem
         await self._publish(token, routing, problem)
 

@@ -65,15 +65,17 @@ class TokenKeeper:
         self.validated = 0
         self.refreshed = 0
         self.ended = 0
-        #: What went wrong last (Twitch not answering, a grant that cannot be opened).
-        self.problem: str | None = None
+        self._trouble: str | None = None  # Twitch not answering, the database
+        self._unreadable: dict[str, str] = {}  # user id -> login: sealed with another key
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self.oauth.aclose()
 
     async def step(self, grants: Sequence[SealedGrant]) -> set[str]:
-        """Check this step's share of ``grants``; the user ids whose grant ended (deleted)."""
+        """Check this step's share of ``grants``; the user ids whose grant ended (deleted).
+        :attr:`problem` says what went wrong in the last step that checked any (None: all
+        well)."""
         now = time.monotonic()
         known = {g.user_id for g in grants}
         self._checked = {u: t for u, t in self._checked.items() if u in known}
@@ -83,18 +85,33 @@ class TokenKeeper:
         )
         share = max(1, math.ceil(len(grants) * self.step_s / self.every_s))
         ended: set[str] = set()
+        self._unreadable = {u: n for u, n in self._unreadable.items() if u in known}
         for sealed in due[:share]:
             try:
                 if not await self._keep(sealed):
                     ended.add(sealed.user_id)
             except OAuthError as error:  # Twitch does not answer: the rest waits
-                self.problem = f"Twitch did not answer a token check: {error}"
+                self._trouble = f"Twitch did not answer a token check: {error}"
                 break
             except StorageError as error:
-                self.problem = f"a grant could not be stored: {error}"
+                self._trouble = f"a grant could not be stored: {error}"
                 break
+            self._trouble = None
             self._checked[sealed.user_id] = time.monotonic()
         return ended
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong now (Twitch not answering, grants sealed with another key), or None."""
+        if self._trouble is not None:
+            return self._trouble
+        if self._unreadable:
+            logins = ", ".join(sorted(self._unreadable.values())[:5])
+            return (
+                f"{len(self._unreadable)} grants cannot be read with this twitch.grant_key "
+                f"(sealed with another one; not checked): {logins}"
+            )
+        return None
 
     async def _keep(self, sealed: SealedGrant) -> bool:
         """Validate (or refresh) one grant; False when it ended (and was deleted).
@@ -102,11 +119,9 @@ class TokenKeeper:
         try:
             grant = self.grants.open(sealed)
         except GrantKeyError:
-            self.problem = (
-                f"the grant of {sealed.login} cannot be read with this twitch.grant_key: "
-                "it is not checked"
-            )
+            self._unreadable[sealed.user_id] = sealed.login
             return True
+        self._unreadable.pop(sealed.user_id, None)
         expires = grant.expires_at
         soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=REFRESH_BEFORE_S)
         if expires is None or expires > soon:
