@@ -291,6 +291,8 @@ def supervisor(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
         env=_env(
             TMI_CLUSTER_TMI__IDENTITY__PASSWORD="oauth:zzsecret",
             TMI_CLUSTER_TMI__CONNECTION__SIMULATE="always",
+            # a worker slow to stop on a loaded machine is killed well within the test's wait
+            TMI_CLUSTER_PROCESS__TIMEOUT="15",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -320,7 +322,12 @@ def test_run_starts_embedded_redis_and_stops_it_on_sigterm(
     server = psutil.Process(state.pid)
 
     supervisor.send_signal(signal.SIGTERM)
-    out, err = supervisor.communicate(timeout=30)
+    try:
+        out, err = supervisor.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        supervisor.kill()
+        out, err = supervisor.communicate()
+        raise AssertionError(f"not stopped 40 s after SIGTERM:\n{out}\n{err}") from None
     assert supervisor.returncode == 0, err
     assert "stopped" in out
     assert "zzsecret" not in out + err

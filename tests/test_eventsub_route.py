@@ -246,7 +246,9 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         await cluster.until(lambda: sim.joined("alpha"), 30, "alpha joined on IRC again")
         with Store(cluster.db) as store:
             assert store.grants(["alpha"]) == []
-        assert "Twitch revoked the channel.chat.message subscription" in cluster.logs()
+        logs = cluster.logs()
+        assert logs.count("Twitch revoked the grant of alpha: back to IRC") == 1, logs
+        assert logs.count(f"revoked the subscriptions of broadcaster {user_id('alpha')}") == 1
         assert channels_json(cluster)["alpha"]["route"] == "irc"
 
 
@@ -583,6 +585,26 @@ async def _through_the_invite_screen(tmp_path: Path, redis_server: str, redis_pr
         [pong] = reader.said_by(BOT, STREAMER)
         assert pong.text == "pong !ping via the invite screen"
         assert "bot-badge" in pong.tags.get("badges", ""), pong.tags
+        # a channel the operator added by hand: its streamer can still grant channel:bot
+        joined = await asyncio.to_thread(  # the simulator answers the join meanwhile
+            subprocess.run,
+            [SCRIPT, "join", "streamer2", "--authorize"],
+            cwd=cluster.folder,
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert joined.returncode == 0, joined.stderr
+        async with httpx.AsyncClient(timeout=20) as other:
+            page_text = await sign_in(other, site, "streamer2")
+            assert 'id="grant"' in page_text, page_text
+            granted = await other.post(
+                f"{site.invite}/authorize", data={"csrf": csrf_of(page_text)}
+            )
+            assert granted.status_code == 303
+        await cluster.until(lambda: _routed(routes, "streamer2"), 30, "streamer2 on EventSub")
         # the streamer removes it: no route, no channel
         page = await client.get(f"{site.invite}/")
         removed = await client.post(f"{site.invite}/revoke", data={"csrf": csrf_of(page.text)})

@@ -13,7 +13,7 @@ from tmi_cluster.bus import Assignment, Heartbeat, Keys, ProcessStatus
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.config import Settings, load_settings
-from tmi_cluster.coordinator.eventsub import ConduitKeeper
+from tmi_cluster.coordinator.eventsub import CHECK_S, ConduitKeeper
 from tmi_cluster.coordinator.tokens import TokenKeeper
 from tmi_cluster.grants import Grants, TokenGrant
 from tmi_cluster.routes import BOT_SCOPES
@@ -196,6 +196,15 @@ async def test_the_keeper_reconciles_after_a_restart_a_redis_loss_and_twitch_awa
                 await second.step()
                 assert set(await routes.routes()) == set(channels)
                 assert (await routes.status()).subscriptions == made
+                # the conduit deleted at Twitch: found at the next look, made again, subscribed
+                old = (await routes.status()).conduit_id
+                sim.conduits.delete_conduit(CLIENT_ID, old)
+                second._known.checked_at = -CHECK_S  # the look is due (every CHECK_S)
+                await second.step()
+                status = await routes.status()
+                assert status.conduit_id not in ("", old)
+                assert len(sim.conduits._subscriptions) == made
+                assert set(await routes.routes()) == set(channels)
                 # a broadcaster revoked at Twitch (a worker reported it): back to IRC
                 await routes.revoked(user_id("beta"))
                 await second.step()

@@ -102,7 +102,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ),
         ("web", _web(settings)),
         ("invite screen", _invite(settings, manager)),
-        ("EventSub route", _eventsub(settings)),
+        ("EventSub route", _eventsub(settings, manager)),
         ("notifications", _notifications(settings)),
         ("log level", settings.log.level),
     ]
@@ -132,9 +132,15 @@ def _web(settings: Settings) -> str:
     return f"{where}; {who}; /health public{domain}"
 
 
-def _eventsub(settings: Settings) -> str:
+def _eventsub(settings: Settings, manager: ChannelManager | None) -> str:
     """Whether channels may be read through EventSub, and how (docs/routes.md)."""
     transport = settings.tmi.transport
+    off = invite_screen_off(manager) if manager is not None else "the channel manager fails"
+    if eventsub_configured(settings) and off is not None:
+        return (
+            "off in practice: it reads with the grants the invite screen stores, and the "
+            f"invite screen is off ({off})"
+        )
     if not eventsub_configured(settings):
         if transport.route == "irc":
             return 'off: tmi.transport.route = "irc"'

@@ -650,7 +650,8 @@ def _check_grant_key(key: SecretStr) -> SecretStr:
 
 class TwitchApp(_Section):
     """The bot's Twitch application (register it at dev.twitch.tv/console): the invite screen
-    signs streamers in with it and stores what they grant."""
+    signs streamers (and the bot) in with it and stores what they grant; the EventSub route
+    reads and sends with its app token (docs/routes.md)."""
 
     client_id: str = Field(
         "", description="Client id of the Twitch application. Empty: no invite screen."
@@ -676,8 +677,8 @@ class TwitchApp(_Section):
     )
     api_url: str = Field(
         "https://api.twitch.tv/helix",
-        description="Twitch's API (users). The simulator serves one at "
-        "http://<host>:<control port>/helix.",
+        description="Twitch's API (users; EventSub conduits, shards and subscriptions; Send "
+        "Chat Message). The simulator serves one at http://<host>:<control port>/helix.",
     )
     grant_key: SecretStr = Field(
         SecretStr(""),

@@ -81,7 +81,6 @@ from tmi_cluster.errors import (
     StaleLeaseError,
     StorageError,
 )
-from tmi_cluster.routes import eventsub_configured
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 
@@ -268,7 +267,8 @@ class Coordinator:
             manager=manager,
             cleanup_every=(auto.interval, auto.max_delay) if auto.enabled else None,
         )
-        if eventsub_configured(settings):
+        twitch = settings.twitch
+        if twitch.client_id and twitch.client_secret.get_secret_value():  # also to wind it down
             coordinator.eventsub = ConduitKeeper(settings, client, keys, store, coordinator.lease)
         return coordinator
 

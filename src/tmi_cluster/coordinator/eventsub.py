@@ -49,10 +49,10 @@ from tmi_cluster.config import Settings
 from tmi_cluster.coordinator.tokens import TokenKeeper
 from tmi_cluster.errors import HelixError, RedisUnavailableError, StaleLeaseError, StorageError
 from tmi_cluster.eventsub.helix import Conduit, Helix
-from tmi_cluster.routes import Routing
+from tmi_cluster.routes import Routing, eventsub_configured
 from tmi_cluster.store import Store
 
-__all__ = ["LEAVE_S", "RETRY_S", "STEP_S", "ConduitKeeper"]
+__all__ = ["CHECK_S", "LEAVE_S", "RELIST_S", "RETRY_S", "STEP_S", "ConduitKeeper"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ LEAVE_S = 15.0
 RETRY_S = 30.0
 #: Seconds of Helix calls in one step at most (the rest goes on in the next).
 STEP_WORK_S = 5.0
+#: Seconds between two looks at whether the conduit still exists at Twitch (one call).
+CHECK_S = 30.0
+#: Seconds between two listings of the conduit's subscriptions (one call per 100 at Twitch):
+#: one deleted without a revocation is made again.
+RELIST_S = 600.0
 
 
 @dataclass
@@ -72,6 +77,9 @@ class _Known:
 
     conduit: Conduit | None = None
     listed: bool = False
+    #: When the subscriptions were listed, and the conduit last seen at Twitch (monotonic).
+    listed_at: float = 0.0
+    checked_at: float = 0.0
     #: broadcaster id -> type -> subscription id
     subs: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -126,6 +134,9 @@ class ConduitKeeper:
         self._wake = asyncio.Event()
         self._published: RouteStatus | None = None
         self._token = 0
+        #: Channels to read through EventSub now; whether workers read EventSub at all.
+        self._targets = 0
+        self._reading = eventsub_configured(settings)
 
     def wake(self) -> None:
         """Step now (the wanted channels or the workers changed)."""
@@ -137,9 +148,9 @@ class ConduitKeeper:
         if wanted != self.wanted:
             self.wanted = wanted
             self.wake()
-        if not self.routed and not self.waiting and not self.shards:
-            return wanted
-        shards = {shard_name(n) for n in range(self.shards)}
+        if not (self.routed or self.waiting or self._targets or self._leaving):
+            return wanted  # no channel on EventSub, or moving: no shard needed either
+        shards = {shard_name(n) for n in range(self.shards)} if self._reading else set()
         return frozenset((wanted - self.routed.keys() - self.waiting) | shards)
 
     def saw(self, workers: int) -> None:
@@ -203,11 +214,12 @@ class ConduitKeeper:
             grants = [g for g in grants if g.user_id not in ended]
         revoked = await self.bus.revocations()
         if revoked:
-            await self._end_revoked(token, revoked)
+            await self._end_revoked(token, revoked, {g.user_id: g.login for g in grants})
             grants = [g for g in grants if g.user_id not in revoked]
         routing = Routing(self.settings, grants)
         target = routing.eventsub_channels(self.wanted)
         self.waiting = routing.waiting(self.wanted)
+        self._targets = len(target)
         known = self._known
         problem: str | None = routing.unavailable
         if target or known.conduit is not None or self.routed or self._leaving:
@@ -218,27 +230,42 @@ class ConduitKeeper:
                 problem = str(error)
                 if error.retry_after_s:
                     self._paused_until = time.monotonic() + error.retry_after_s
+        if problem is None and self.routed and not await self._bound_shards():
+            problem = (
+                f"no worker holds a shard of the conduit: its {len(self.routed)} channels are "
+                "not read (the EventSub server unreachable, or no worker running)"
+            )
         if problem is None and self.tokens is not None:
             problem = self.tokens.problem  # a grant that cannot be opened or checked
         self.problem = problem
         await self._publish(token, routing, problem)
 
-    async def _end_revoked(self, token: int, revoked: set[str]) -> None:
+    async def _end_revoked(self, token: int, revoked: set[str], logins: dict[str, str]) -> None:
         """Twitch revoked these broadcasters' subscriptions: their grants end."""
         for broadcaster in sorted(revoked):
-            log.info("EventSub route: Twitch revoked the grant of broadcaster %s", broadcaster)
-            with contextlib.suppress(StorageError):
-                await asyncio.to_thread(self.store.delete_grant, broadcaster)
+            login = logins.get(broadcaster)
+            if login is not None:  # else its grant ended already (reported by several types)
+                log.info("EventSub route: Twitch revoked the grant of %s: back to IRC", login)
+                with contextlib.suppress(StorageError):
+                    await asyncio.to_thread(self.store.delete_grant, broadcaster)
             self._known.subs.pop(broadcaster, None)
         await self.bus.take_revoked(token, revoked)
 
     async def _reconcile(self, token: int, target: dict[str, str], bot_id: str) -> None:
         known = self._known
-        if time.monotonic() < self._paused_until:
+        now = time.monotonic()
+        if now < self._paused_until:
             return
+        if known.conduit is not None and now >= known.checked_at + CHECK_S:
+            await self._check_conduit()
+            known = self._known  # made anew when the conduit was gone
+        if known.conduit is None:  # a new leadership: the application's conduit as it is
+            existing = await self.helix.conduits()
+            known.conduit = existing[0] if existing else None
+            known.checked_at = now
         shards = self.settings.tmi.transport.shards or max(
             1, self.workers, known.conduit.shard_count if known.conduit else 0
-        )
+        )  # grows with the workers, never shrinks (a leader that just came sees fewer)
         if known.conduit is None or known.conduit.shard_count != shards:
             known.conduit = await self.helix.conduit(shards)
             log.info(
@@ -247,15 +274,30 @@ class ConduitKeeper:
                 known.conduit.shard_count,
             )
         self.shards = known.conduit.shard_count
-        if not known.listed:
+        if not known.listed or now >= known.listed_at + RELIST_S:
             known.subs = {}
             for sub in await self.helix.subscriptions(known.conduit.id):
                 broadcaster = str(sub.condition.get("broadcaster_user_id", ""))
                 known.subs.setdefault(broadcaster, {})[sub.type] = sub.id
-            known.listed = True
+            known.listed, known.listed_at = True, now
         await self._subscribe(target, bot_id, known.conduit.id)
         self._leave(target)
         await self._unsubscribe(target)
+
+    async def _check_conduit(self) -> None:
+        """Whether the conduit is still there at Twitch (deleted by hand, or Twitch forgot it):
+        if not, everything is made again, now."""
+        known = self._known
+        assert known.conduit is not None
+        ids = {c.id for c in await self.helix.conduits()}
+        known.checked_at = time.monotonic()
+        if known.conduit.id not in ids:
+            log.warning(
+                "EventSub route: conduit %s is gone at Twitch; making a new one and "
+                "subscribing again",
+                known.conduit.id,
+            )
+            self._known = _Known(checked_at=known.checked_at)
 
     async def _subscribe(self, target: dict[str, str], bot_id: str, conduit_id: str) -> None:
         """Make the missing subscriptions of ``target`` (within :data:`STEP_WORK_S`)."""

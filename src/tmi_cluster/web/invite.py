@@ -397,6 +397,15 @@ class Invite:
         )
         refresh = False
         if await self._authorized(login):
+            if isinstance(session.get("tokens"), dict):  # authorized without a grant of theirs
+                grant = (
+                    f'<form method="post" action="{base}/authorize">{csrf}'
+                    f'<button id="grant">Let {bot} answer with its Chat Bot badge</button></form>'
+                )
+                parts.append(
+                    f'<p id="grant-note">{Bot} was added to your chat without your grant: it '
+                    f"reads it the old way. Grant it to let it use Twitch's chat API.</p>{grant}"
+                )
             state, failure = await self._channel_state(login)
             if state in ("joined", "moving"):
                 parts.append(f'<p id="status">{Bot} is in your chat.</p>{remove}')

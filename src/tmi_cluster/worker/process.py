@@ -276,7 +276,8 @@ class WorkerProcess:
             memory_bytes=self._process.memory_info().rss,
             messages_per_s=round(rate, 1),
             sends=pool is not None and pool.sender is not None,
-            problem=pool.problem if pool is not None else None,
+            problem=(pool.problem if pool is not None else None)
+            or (self._shards.problem if self._shards is not None else None),
             handler_errors=worker.handler_errors if worker is not None else 0,
             events_published=worker.events_published if worker is not None else 0,
             events_dropped=worker.events_dropped if worker is not None else 0,

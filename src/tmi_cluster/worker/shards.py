@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -138,10 +139,13 @@ class RouteGate:
             processes = sorted(await live(self.client, self.keys, "process"))
             holders = await self.assignment.held_by(processes, routed)
             guarded: set[tuple[str, str]] = set()
-            for channel, owners in holders.items():  # usually none, or one per channel
-                for process in owners:
-                    if channel in await self.assignment.guarded({channel: process}):
-                        guarded.add((channel, process))
+            rank = 0
+            while True:  # one round trip per rank: usually one holder per channel at most
+                pairs = {c: owners[rank] for c, owners in holders.items() if len(owners) > rank}
+                if not pairs:
+                    break
+                guarded |= {(c, pairs[c]) for c in await self.assignment.guarded(pairs)}
+                rank += 1
             for channel in routed:
                 decided[channel] = all((channel, p) in guarded for p in holders.get(channel, []))
         return decided
@@ -173,6 +177,8 @@ class Shards:
         self.leaving: dict[str, float] = {}
         #: Shards the new holder has, their session read until the time given (monotonic).
         self._draining: dict[str, float] = {}
+        self._closed_notifications = 0
+        self._revocations: dict[str, float] = {}  # broadcaster id -> when reported
         self._reports: set[asyncio.Task[None]] = set()
 
     @property
@@ -182,8 +188,20 @@ class Shards:
 
     @property
     def notifications(self) -> int:
-        """Notifications delivered by every session so far."""
-        return sum(session.notifications for session in self.sessions.values())
+        """Notifications delivered by every session so far (closed ones included)."""
+        return self._closed_notifications + sum(s.notifications for s in self.sessions.values())
+
+    @property
+    def problem(self) -> str | None:
+        """Why shards this worker should hold are not bound (None: all are)."""
+        down = sorted(
+            f"{name} {session.state}: {session.problem}"
+            for name, session in self.sessions.items()
+            if session.state != "open" and session.problem and name not in self.leaving
+        )
+        if not down:
+            return None
+        return "EventSub shard " + "; ".join(down[:3])
 
     async def follow(self, wanted: Iterable[str], assignment: Assignment | None = None) -> None:
         """Hold the shards ``wanted`` (pseudo-channels): new sessions opened; a shard no longer
@@ -224,7 +242,7 @@ class Shards:
         for name in closing:
             del self._draining[name]
             if name not in names:
-                del self.sessions[name]
+                self._closed_notifications += self.sessions.pop(name).notifications
         gone = [self._tasks.pop(n) for n in closing if n not in names]
         await cancel_and_wait(*gone, what="EventSub shards")
 
@@ -255,17 +273,22 @@ class Shards:
             log.error("an EventSub shard session failed", exc_info=task.exception())
 
     def _revoked(self, subscription: Subscription) -> None:
+        """A ``revocation``: reported to the coordinator once per broadcaster (each of the
+        channel's subscription types gets one) and logged once."""
         broadcaster = str(subscription.condition.get("broadcaster_user_id", ""))
-        log.warning(
-            "EventSub: Twitch revoked the %s subscription of broadcaster %s (%s)",
-            subscription.type,
+        now = time.monotonic()
+        if not broadcaster or self._revocations.get(broadcaster, -math.inf) > now - 60.0:
+            return
+        self._revocations[broadcaster] = now
+        log.info(
+            "EventSub: Twitch revoked the subscriptions of broadcaster %s (%s): reported to "
+            "the coordinator",
             broadcaster,
             subscription.status,
         )
-        if broadcaster:
-            task = asyncio.create_task(self._report(broadcaster), name="EventSub revocation")
-            self._reports.add(task)
-            task.add_done_callback(self._reports.discard)
+        task = asyncio.create_task(self._report(broadcaster), name="EventSub revocation")
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     async def _report(self, broadcaster: str) -> None:
         for _ in range(30):  # Redis may be away a while: tried for about a minute
@@ -279,16 +302,24 @@ class Shards:
 
     async def hand_over(self, assignment: Assignment, process_id: str, within_s: float) -> None:
         """While stopping (``process_id``'s shards unassigned by the coordinator): each shard
-        goes to its new holder, within ``within_s``; the rest close with :meth:`aclose`."""
+        goes to its new holder, within ``within_s``, or at once when no other live worker
+        could take it (the whole cluster stops); the rest close with :meth:`aclose`."""
         deadline = time.monotonic() + within_s
         while self.sessions and time.monotonic() < deadline:
             try:
+                if not await self._others(process_id):
+                    return  # nobody to take them over: the whole cluster stops
                 ours = await assignment.of(process_id)
                 await self.follow((n for n in self.sessions if n in ours), assignment)
             except RedisUnavailableError:
                 return
             if self.sessions:
                 await asyncio.sleep(0.1)
+
+    async def _others(self, process_id: str) -> bool:
+        """Whether another live worker process that is not stopping could take a shard."""
+        beats = await live(self.client, self.keys, "process")
+        return any(p != process_id and b.status.state != "stopping" for p, b in beats.items())
 
     async def aclose(self) -> None:
         """Close every session, and the Helix client."""
