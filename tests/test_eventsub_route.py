@@ -102,9 +102,11 @@ def store_grant(cluster: ProcessCluster, sim: ChatSimulator, login: str, *scopes
     return token
 
 
-def channels_json(cluster: ProcessCluster) -> dict[str, dict[str, Any]]:
-    done = subprocess.run(
-        [SCRIPT, "channels", "--json"],
+def cli(cluster: ProcessCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tmi-cluster ARGS`` for ``cluster`` (run it in a thread from a test whose loop serves
+    the simulator, when the command needs it)."""
+    return subprocess.run(
+        [SCRIPT, *args],
         cwd=cluster.folder,
         env=cluster.env,
         capture_output=True,
@@ -112,6 +114,10 @@ def channels_json(cluster: ProcessCluster) -> dict[str, dict[str, Any]]:
         check=False,
         timeout=60,
     )
+
+
+def channels_json(cluster: ProcessCluster) -> dict[str, dict[str, Any]]:
+    done = cli(cluster, "channels", "--json")
     assert done.returncode == 0, done.stderr
     return {row["channel"]: row for row in json.loads(done.stdout)}
 
@@ -204,15 +210,8 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         # IRC parts alpha (nothing of the cluster's holds it), keeps beta
         await cluster.until(lambda: not sim.joined("alpha"), 30, "alpha parted on IRC")
         assert sim.joined("beta")
-        listed = subprocess.run(
-            [SCRIPT, "list", "--json"],
-            cwd=cluster.folder,
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
+        listed = cli(cluster, "list", "--json")
+        assert listed.returncode == 0, listed.stderr
         shown = json.loads(listed.stdout)["eventsub"]
         assert (shown["channels"], shown["subscriptions"], shown["bot_login"]) == (1, 6, BOT)
         rows = channels_json(cluster)
@@ -586,16 +585,8 @@ async def _through_the_invite_screen(tmp_path: Path, redis_server: str, redis_pr
         assert pong.text == "pong !ping via the invite screen"
         assert "bot-badge" in pong.tags.get("badges", ""), pong.tags
         # a channel the operator added by hand: its streamer can still grant channel:bot
-        joined = await asyncio.to_thread(  # the simulator answers the join meanwhile
-            subprocess.run,
-            [SCRIPT, "join", "streamer2", "--authorize"],
-            cwd=cluster.folder,
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        # (in a thread: the simulator, on this loop, answers the join meanwhile)
+        joined = await asyncio.to_thread(cli, cluster, "join", "streamer2", "--authorize")
         assert joined.returncode == 0, joined.stderr
         async with httpx.AsyncClient(timeout=20) as other:
             page_text = await sign_in(other, site, "streamer2")
