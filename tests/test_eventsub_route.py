@@ -575,6 +575,13 @@ async def _through_the_invite_screen(tmp_path: Path, redis_server: str, redis_pr
         assert f"{BOT} is in your chat." in page.text  # whatever the route
         row = channels_json(cluster)[STREAMER]
         assert (row["route"], row["state"]) == ("eventsub", "joined"), row
+        metrics = await client.get(
+            site.invite.removesuffix("/invite") + "/metrics",
+            auth=("admin", "invite-test-password"),
+        )
+        assert metrics.status_code == 200, metrics.text
+        assert "tmi_cluster_eventsub_channels 1.0" in metrics.text
+        assert "tmi_cluster_eventsub_problem 0.0" in metrics.text
         reader = Reader(sim)
         async with reader.connection:
             await reader.connection.start()

@@ -9,8 +9,9 @@ events published, dropped and duplicates (counters since the process started), c
 connections, resident memory, messages per second, the heartbeat's age. Per cluster: its
 status, live supervisors and processes, channels by state, messages and commands per second,
 the coordinator's leader and passes, each supervisor's processes, target and worker restarts,
-the auto-scaler's pause, the streams' lengths; each worker's joins by result and its waits for
-Twitch's rate windows by bucket.
+the auto-scaler's pause, the streams' lengths, the EventSub route (channels, subscriptions,
+shards, a problem); each worker's joins by result and its waits for Twitch's rate windows by
+bucket.
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class _SnapshotCollector(Collector):
             "Send commands answered per second by the cluster.",
             value=s.commands_per_s,
         )
+        route = s.liveness.eventsub
+        if route is not None:  # the EventSub route, as the coordinator last wrote it
+            for name, value, what in (
+                ("channels", route.channels, "Channels read through EventSub."),
+                ("subscriptions", route.subscriptions, "EventSub subscriptions of the conduit."),
+                ("shards", route.shards, "Shards of the application's conduit."),
+            ):
+                yield GaugeMetricFamily(f"tmi_cluster_eventsub_{name}", what, value=value)
+            yield GaugeMetricFamily(
+                "tmi_cluster_eventsub_problem",
+                "1 while the EventSub route reports a problem (tmi-cluster list says which).",
+                value=1.0 if route.problem else 0.0,
+            )
         if s.scaling is not None:
             yield GaugeMetricFamily(
                 "tmi_cluster_autoscale_paused",
