@@ -158,6 +158,9 @@ async def _check(chromium: object, url: str, cluster: ProcessCluster, tmp_path: 
     await expect(rows.first).to_contain_text("room7")
     await expect(rows.first).to_contain_text(owner)
     await expect(rows.first).to_contain_text("joined")
+    route = rows.first.locator("td.route")
+    await expect(route).to_have_text("irc")
+    assert await route.get_attribute("title")  # why: the route's reason, on hover
     await page.fill("#search", "")
     await expect(rows).to_have_count(len(CHANNELS), timeout=10_000)
 

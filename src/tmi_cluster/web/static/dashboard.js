@@ -154,9 +154,14 @@ async function showChannels() {
   const answer = await getJSON(`api/channels?${query}`);
   total = answer.total;
   const body = $("channels").querySelector("tbody");
-  body.replaceChildren(...answer.channels.map((c) => row([
-    [c.channel], [c.state], [c.process], [ago(c.since)], [failureText(c), "failure"],
-  ])));
+  body.replaceChildren(...answer.channels.map((c) => {
+    const tr = row([
+      [c.channel], [c.state], [c.process], [c.route, "route"], [ago(c.since)],
+      [failureText(c), "failure"],
+    ]);
+    tr.children[3].title = c.route_reason || "";  // why this route: on hover
+    return tr;
+  }));
   const pages = Math.max(1, Math.ceil(total / PER_PAGE));
   $("page").textContent = `page ${page} of ${pages} (${total} channels)`;
   $("previous").disabled = page <= 1;
