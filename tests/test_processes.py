@@ -560,6 +560,7 @@ def test_channels_shows_each_channel_state(
     assert len(table) == 2, table  # IRC for one reason everywhere: nothing more said
     assert rows["alpha"]["route"] == "irc"
     assert rows["alpha"]["route_reason"], rows["alpha"]
+    assert rows["beta"]["route_reason"].startswith("not read (parted); once joined: ")
     bad = tmi(tmp_path, "channels", "--state", "nonsense", **env)
     assert bad.returncode == 2
 

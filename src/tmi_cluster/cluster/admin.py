@@ -522,6 +522,8 @@ def _classify(
         else:
             current = _channel_state(wanted, owner, holders, failed=failure is not None)
         changed = (failure.failed_at or since) if current == "failed" and failure else since
+        if current in ("parted", "unauthorized") and not (routes and login in routes.routed):
+            reason = f"not read ({current}); once joined: {reason}"
         table.append(ChannelRow(login, current, owner, changed, failure, route, reason))
     return table
 
