@@ -36,7 +36,7 @@ from tmi_cluster.store import Store
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
 from .helpers import streamed_keys, until
 from .test_cli import SCRIPT
-from .test_exactly_once import _handled_counts, _ids
+from .test_exactly_once import _HANDLER, _handled_counts, _ids, assert_once
 from .test_invite import STREAMER, consent, csrf_of, flash_of, invite_site, sign_in
 from .test_simulator_eventsub import grant
 
@@ -251,22 +251,6 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         assert channels_json(cluster)["alpha"]["route"] == "irc"
 
 
-_RECORDER = """
-import os
-import time
-import tmi_cluster
-from tmi_cluster.events import Event
-
-FOLDER = os.environ["TEST_HANDLER_FOLDER"]
-
-
-@tmi_cluster.on(Event)
-def record(event):
-    if event.dedupe_key is not None:
-        with open(os.path.join(FOLDER, f"{os.getpid()}.ids"), "a") as out:
-            out.write(f"{event.dedupe_key} {time.time()!r}\\n")
-"""
-
 #: Seconds before a kill within which the killed worker may have read a message and died.
 IN_FLIGHT_S = 0.5
 EVENTSUB_ROOMS = [f"es{i:04}" for i in range(1000)]
@@ -300,7 +284,7 @@ def test_a_worker_killed_its_shards_and_channels_back_within_5_s_nothing_twice(
 
 
 async def _failover(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
-    (tmp_path / "recorder.py").write_text(_RECORDER)
+    (tmp_path / "recorder.py").write_text(_HANDLER)
     (tmp_path / "ids").mkdir()
     rooms = EVENTSUB_ROOMS + IRC_ROOMS
     limits = Limits(anonymous_join_allow=500)
@@ -387,10 +371,7 @@ async def _failover(tmp_path: Path, redis_server: str, redis_prefix: str) -> Non
         finally:
             await cluster.stop()
     handled = _handled_counts(tmp_path)
-    twice = sorted(k for k, n in handled.items() if n > 1)
-    assert not twice, f"{len(twice)} events reached the handlers twice: {twice[:5]}"
-    twice = sorted(k for k, n in streamed.items() if n > 1)
-    assert not twice, f"{len(twice)} events reached the stream twice: {twice[:5]}"
+    assert_once(handled, streamed)
     lost = set(delivered) - expected
     missed = len(lost - _ids(handled))
     print(
@@ -437,7 +418,7 @@ def test_channels_moving_between_routes_reach_the_application_once(
 
 
 async def _moving(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
-    (tmp_path / "recorder.py").write_text(_RECORDER)
+    (tmp_path / "recorder.py").write_text(_HANDLER)
     (tmp_path / "ids").mkdir()
     async with ChatSimulator(channels=MOVING, control_port=0, eventsub_port=0) as sim:
         sim.add_account(BOT, TOKEN)
@@ -515,10 +496,7 @@ async def _moving(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
         finally:
             await cluster.stop()
     handled = _handled_counts(tmp_path)
-    twice = sorted(k for k, n in handled.items() if n > 1)
-    assert not twice, f"{len(twice)} of {len(handled)} events twice to the handlers: {twice[:5]}"
-    twice = sorted(k for k, n in streamed.items() if n > 1)
-    assert not twice, f"{len(twice)} events reached the stream twice: {twice[:5]}"
+    assert_once(handled, streamed)
     print(f"\n{len(delivered)} messages while 10 of 20 channels moved both ways, each once")
 
 

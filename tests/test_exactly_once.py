@@ -241,10 +241,7 @@ async def test_chat_events_once_each_under_rebalance_reconnects_and_a_kill(
         finally:
             await cluster.stop()
         handled = _handled_counts(tmp_path)
-        twice = sorted(k for k, n in handled.items() if n > 1)
-        assert not twice, f"{len(twice)} events reached the handlers twice: {twice[:5]}"
-        twice = sorted(k for k, n in streamed.items() if n > 1)
-        assert not twice, f"{len(twice)} events reached the stream twice: {twice[:5]}"
+        assert_once(handled, streamed)
         lost = set(delivered) - expected  # only the killed worker's connections had them
         missed = len(lost - _ids(handled))
         print(
@@ -273,6 +270,14 @@ def _delivered(sim: ChatSimulator) -> dict[str, set[int]]:
             if delivery.connections:
                 found[delivery.message_id] = set(delivery.connections)
     return found
+
+
+def assert_once(handled: collections.Counter[str], streamed: collections.Counter[str]) -> None:
+    """No event reached the handlers, nor the stream, twice."""
+    twice = sorted(k for k, n in handled.items() if n > 1)
+    assert not twice, f"{len(twice)} events reached the handlers twice: {twice[:5]}"
+    twice = sorted(k for k, n in streamed.items() if n > 1)
+    assert not twice, f"{len(twice)} events reached the stream twice: {twice[:5]}"
 
 
 def _handled_counts(folder: Path) -> collections.Counter[str]:

@@ -46,7 +46,7 @@ def eventsub_configured(settings: Settings) -> bool:
     twitch = settings.twitch
     return (
         settings.tmi.transport.route != "irc"
-        and bool(twitch.client_id and twitch.client_secret.get_secret_value())
+        and twitch.has_app
         and not settings.tmi.identity.anonymous
     )
 
@@ -89,7 +89,7 @@ class Routing:
         twitch = settings.twitch
         if self.forced == "irc":
             return 'tmi.transport.route = "irc"'
-        if not twitch.client_id or not twitch.client_secret.get_secret_value():
+        if not twitch.has_app:
             return "EventSub needs a Twitch application: twitch.client_id and twitch.client_secret"
         if not self.bot_login:
             return "EventSub reads as the bot: tmi.identity.username is not set"

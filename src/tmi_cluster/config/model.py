@@ -692,6 +692,11 @@ class TwitchApp(_Section):
     _scopes = field_validator("scopes")(_check_scopes)
     _key = field_validator("grant_key")(_check_grant_key)
 
+    @property
+    def has_app(self) -> bool:
+        """Whether the application is configured: a client id and its secret."""
+        return bool(self.client_id and self.client_secret.get_secret_value())
+
     def missing(self) -> list[str]:
         """The settings the invite screen needs that are empty (none: it is set up)."""
         needed = {

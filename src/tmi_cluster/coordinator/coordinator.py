@@ -267,8 +267,7 @@ class Coordinator:
             manager=manager,
             cleanup_every=(auto.interval, auto.max_delay) if auto.enabled else None,
         )
-        twitch = settings.twitch
-        if twitch.client_id and twitch.client_secret.get_secret_value():  # also to wind it down
+        if settings.twitch.has_app:  # also to wind the route down when it is turned off
             coordinator.eventsub = ConduitKeeper(settings, client, keys, store, coordinator.lease)
         return coordinator
 

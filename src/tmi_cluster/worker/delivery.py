@@ -134,10 +134,7 @@ class Delivery:
             if self.recent_s:
                 self._remember(event)
             return
-        self._waiting.append(event)  # checked, or behind checked events of its channel
-        self._queued[channel] = self._queued.get(channel, 0) + 1
-        if not self._ready.is_set():
-            self._ready.set()
+        self._queue(event)  # checked, or behind checked events of its channel
 
     def _remember(self, event: Event) -> None:
         key = event.dedupe_key
@@ -170,6 +167,10 @@ class Delivery:
         if self.seen is None:
             self._deliver(event)
             return
+        self._queue(event)
+
+    def _queue(self, event: Event) -> None:
+        """``event`` waits for the check, behind the others of its channel."""
         self._waiting.append(event)
         self._queued[event.channel] = self._queued.get(event.channel, 0) + 1
         if not self._ready.is_set():
