@@ -100,12 +100,12 @@ def test_install_migrate_features_leave_no_redis_behind(tmp_path: Path) -> None:
     result = tmi(tmp_path, "install")
     assert result.returncode == 0, result.stderr
     assert "wrote tmi-cluster.toml" in result.stdout
-    assert "to revision 0004" in result.stdout
+    assert "to revision 0005" in result.stdout
     assert (tmp_path / "tmi-cluster.db").exists()
     for _ in range(2):
         result = tmi(tmp_path, "migrate")
         assert result.returncode == 0, result.stderr
-        assert "is up to date (revision 0004)" in result.stdout
+        assert "is up to date (revision 0005)" in result.stdout
     result = tmi(tmp_path, "features")
     assert result.returncode == 0, result.stderr
     assert f"config file        {tmp_path / 'tmi-cluster.toml'}" in result.stdout
@@ -123,7 +123,7 @@ def test_install_never_overwrites_without_force(tmp_path: Path) -> None:
     assert (
         "kept the existing tmi-cluster.toml (--force writes a fresh starter file)" in result.stdout
     )
-    assert "is up to date" in result.stdout or "to revision 0004" in result.stdout
+    assert "is up to date" in result.stdout or "to revision 0005" in result.stdout
     assert (tmp_path / "tmi-cluster.toml").read_text() == "prefix = 'mine:'\n"
     assert tmi(tmp_path, "install", "--force").returncode == 0
     assert "# prefix = " in (tmp_path / "tmi-cluster.toml").read_text()
@@ -132,9 +132,9 @@ def test_install_never_overwrites_without_force(tmp_path: Path) -> None:
 def test_migrate_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     first = tmi(tmp_path, "migrate", TMI_CLUSTER_DATABASE__URL=postgres_url)
     assert first.returncode == 0, first.stderr
-    assert "to revision 0004" in first.stdout
+    assert "to revision 0005" in first.stdout
     second = tmi(tmp_path, "migrate", TMI_CLUSTER_DATABASE__URL=postgres_url)
-    assert "is up to date (revision 0004)" in second.stdout
+    assert "is up to date (revision 0005)" in second.stdout
 
 
 def test_features_never_show_secrets(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from tmi_cluster import Cluster, Connection, ConnectionOptions
 from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.events import Event, MessageEvent
 from tmi_cluster.grants import Grants, TokenGrant
-from tmi_cluster.routes import BOT_SCOPES
+from tmi_cluster.routes import BOT_SCOPES, MODERATED_SCOPE
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
@@ -140,10 +140,15 @@ class Reader:
 
 @asynccontextmanager
 async def route_cluster(
-    tmp_path: Path, redis_server: str, redis_prefix: str, channels: list[str], **changed: str
+    tmp_path: Path,
+    redis_server: str,
+    redis_prefix: str,
+    channels: list[str],
+    moderates: tuple[str, ...] = (),
+    **changed: str,
 ) -> AsyncIterator[tuple[ChatSimulator, ProcessCluster]]:
     async with ChatSimulator(channels=channels, control_port=0, eventsub_port=0) as sim:
-        sim.add_account(BOT, TOKEN)
+        sim.add_account(BOT, TOKEN, moderator_in=moderates)
         sim.add_account(VIEWER, VIEWER_TOKEN)
         (tmp_path / "pingbot.py").write_text(PINGBOT)
         extra = route_settings(
@@ -249,6 +254,41 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
         assert logs.count("Twitch revoked the grant of alpha: back to IRC") == 1, logs
         assert logs.count(f"revoked the subscriptions of broadcaster {user_id('alpha')}") == 1
         assert channels_json(cluster)["alpha"]["route"] == "irc"
+
+
+def test_a_channel_the_bot_moderates_is_read_through_eventsub_without_a_grant(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    asyncio.run(_moderated_channel(tmp_path, redis_server, redis_prefix))
+
+
+async def _moderated_channel(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
+    async with route_cluster(
+        tmp_path, redis_server, redis_prefix, ["gamma", "delta"], moderates=("gamma",)
+    ) as (sim, cluster):
+        cluster.start("sup-a")
+        await cluster.until(cluster.workers, 30, "a running worker")
+        await cluster.want(["gamma", "delta"])
+        # the bot grants the EventSub scopes and its moderated channels; no broadcaster does
+        store_grant(cluster, sim, BOT, *BOT_SCOPES, MODERATED_SCOPE)
+        routes = EventSubRoutes(cluster.client, cluster.keys)
+        await cluster.until(routes.routes, 30, "gamma routed through EventSub")
+        assert await routes.routes() == {"gamma": user_id("gamma")}
+        await cluster.until(lambda: not sim.joined("gamma"), 30, "gamma parted on IRC")
+        rows = channels_json(cluster)
+        assert (rows["gamma"]["route"], rows["gamma"]["state"]) == ("eventsub", "joined")
+        assert rows["gamma"]["route_reason"] == "the bot moderates the channel", rows["gamma"]
+        assert rows["delta"]["route"] == "irc"
+        assert "does not moderate" in rows["delta"]["route_reason"], rows["delta"]
+        reader = Reader(sim)
+        async with reader.connection:
+            await reader.connection.start()
+            await reader.connection.join(["gamma"])
+            await say(sim, "gamma", "!ping gamma")
+            await until(lambda: reader.said_by(BOT, "gamma"), 20, "the bot's pong in gamma")
+            [pong] = reader.said_by(BOT, "gamma")
+            assert "bot-badge" in pong.tags.get("badges", ""), pong.tags  # app token, as mod
+        assert cluster.logs().count("PONG gamma written") == 1
 
 
 #: Seconds before a kill within which the killed worker may have read a message and died.
@@ -526,7 +566,7 @@ async def _through_the_invite_screen(tmp_path: Path, redis_server: str, redis_pr
         start = await client.get(f"{site.invite}/bot")
         assert start.status_code == 303, start.text
         query = parse_qs(urlsplit(start.headers["location"]).query)
-        assert query["scope"] == [" ".join(BOT_SCOPES)]
+        assert query["scope"] == [" ".join((*BOT_SCOPES, MODERATED_SCOPE))]
         refused = await client.get(await consent(client, start.headers["location"], "streamer2"))
         assert refused.status_code == 403, refused.text
         assert "not as the bot (tmibot)" in refused.text
@@ -539,7 +579,7 @@ async def _through_the_invite_screen(tmp_path: Path, redis_server: str, redis_pr
         assert flash_of(page.text).startswith(f"{BOT} is signed in"), page.text
         with Store(cluster.db) as store:
             [bot] = store.grants([BOT])
-        assert bot.scopes == BOT_SCOPES
+        assert bot.scopes == (*BOT_SCOPES, MODERATED_SCOPE)
         # a streamer adds the bot: joined through IRC at once, then read through EventSub
         page_text = await sign_in(client, site, STREAMER)
         added = await client.post(f"{site.invite}/authorize", data={"csrf": csrf_of(page_text)})

@@ -30,9 +30,9 @@ def store(database_url: str) -> Iterator[Store]:
 def test_migrate_is_idempotent(database_url: str) -> None:
     with Store(database_url) as store:
         assert store.revision() is None
-        assert store.migrate() == ["0001", "0002", "0003", "0004"]
+        assert store.migrate() == ["0001", "0002", "0003", "0004", "0005"]
         assert store.migrate() == []
-        assert store.revision() == "0004"
+        assert store.revision() == "0005"
 
 
 def test_models_and_migrations_agree(store: Store) -> None:
@@ -210,7 +210,7 @@ def test_several_processes_migrate_one_sqlite_file_at_once(tmp_path: Path) -> No
     assert [run.returncode for run in runs] == [0] * 4, results
     applied = sorted(out.strip() for out, _ in results)
     assert applied == [
-        "['0001', '0002', '0003', '0004']",
+        "['0001', '0002', '0003', '0004', '0005']",
         "[]",
         "[]",
         "[]",

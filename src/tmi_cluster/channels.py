@@ -10,6 +10,10 @@ answer for all of them out; no round trip per channel):
 - ``acknowledged(channels)``: fresh interest in them (pushes their stale cleanup back).
 - ``stale(channels)``: those of ``channels`` whose last acknowledgement is older than
   ``channel_manager.channel.stale`` hours.
+- optional, ``senders(channels)``: of ``channels``, those with a chosen sender -> the bot
+  account's login (one of ``tmi.identity`` and ``tmi.identities``). A manager without it, or a
+  channel it leaves out, is sent to by the account whose ``channels`` lists it, else by
+  ``tmi.identity`` (:meth:`~tmi_cluster.config.Tmi.sender_of`).
 
 The managers:
 
@@ -55,6 +59,7 @@ from tmi_cluster.logins import normalise_logins
 from tmi_cluster.store import Store
 
 __all__ = [
+    "OPTIONAL_METHODS",
     "PROTOCOL_METHODS",
     "ChannelManager",
     "Cleanup",
@@ -72,6 +77,8 @@ __all__ = [
 
 #: The methods a channel manager has (each a coroutine function).
 PROTOCOL_METHODS = ("authorize", "revoke", "authorized", "acknowledged", "stale")
+#: The methods a channel manager may have (each a coroutine function when it does).
+OPTIONAL_METHODS = ("senders",)
 
 
 @runtime_checkable
@@ -170,6 +177,24 @@ class DatabaseChannelManager:
         names = normalise_logins(channels)
         return await asyncio.to_thread(self.store.stale_among, names, stale_horizon(self.settings))
 
+    async def senders(self, channels: Sequence[str]) -> dict[str, str]:
+        """Of ``channels``, those whose sender was chosen (:meth:`choose_sender`) -> it."""
+        names = normalise_logins(channels)
+        return await asyncio.to_thread(self.store.senders_among, names)
+
+    async def choose_sender(self, channels: Sequence[str], account: str | None) -> None:
+        """Record that bot account ``account`` sends in ``channels`` (None: the settings
+        choose again); ValueError when ``account`` is not configured."""
+        names = normalise_logins(channels)
+        if account is not None:
+            known = [bot.username for bot in self.settings.tmi.accounts]
+            if account.lower() not in known:
+                raise ValueError(
+                    f"{account!r} is no bot account of this cluster (tmi.identity and "
+                    f"tmi.identities: {', '.join(known) or 'none'})"
+                )
+        await asyncio.to_thread(self.store.set_sender, names, account)
+
 
 def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelManager:
     """The manager ``channel_manager.use`` names, made (the Database one on ``store``, else a
@@ -192,6 +217,10 @@ def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelMa
         raise ConfigError([f"{where}: {module_name} has no class {attribute!r}"])
     missing = [
         m for m in PROTOCOL_METHODS if not inspect.iscoroutinefunction(getattr(cls, m, None))
+    ] + [
+        m
+        for m in OPTIONAL_METHODS
+        if hasattr(cls, m) and not inspect.iscoroutinefunction(getattr(cls, m))
     ]
     if missing:
         raise ConfigError(

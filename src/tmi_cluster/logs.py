@@ -29,6 +29,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.web.password.get_secret_value(),
         settings.twitch.client_secret.get_secret_value(),
         settings.twitch.grant_key.get_secret_value(),
+        *(account.token for account in settings.tmi.identities),
     ]
     for url in (settings.redis.url, settings.database.url):
         try:

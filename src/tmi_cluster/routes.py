@@ -9,7 +9,9 @@ Two routes read chat (see docs/routes.md):
   processes hold, sent to through Helix with the app token (the Chat Bot badge). It needs the
   application (``twitch.client_id`` and ``twitch.client_secret``), the bot's grant of
   :data:`BOT_SCOPES` (the bot signs in on the invite screen) and the broadcaster's grant of
-  ``channel:bot`` (the invite screen's default scope).
+  ``channel:bot`` (the invite screen's default scope), or, in a channel the bot moderates,
+  nothing more: the coordinator lists the bot's moderated channels when the bot granted
+  :data:`MODERATED_SCOPE` too (``moderated``).
 
 :class:`Routing` decides from the settings and the stored grants (their scopes are stored in
 clear; no token is opened). It never raises on bad data: a grant without the scope is no grant.
@@ -18,7 +20,7 @@ clear; no token is opened). It never raises on bad data: a grant without the sco
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from tmi_cluster.config import Settings
@@ -27,6 +29,7 @@ from tmi_cluster.store import SealedGrant
 __all__ = [
     "BOT_SCOPES",
     "BROADCASTER_SCOPE",
+    "MODERATED_SCOPE",
     "Route",
     "RouteChoice",
     "Routing",
@@ -38,6 +41,9 @@ __all__ = [
 BOT_SCOPES = ("user:bot", "user:read:chat", "user:write:chat")
 #: What a broadcaster grants so that the bot reads and sends in their chat through EventSub.
 BROADCASTER_SCOPE = "channel:bot"
+#: What the bot may grant too, so that the channels it moderates are read through EventSub
+#: without the broadcaster's grant (Get Moderated Channels).
+MODERATED_SCOPE = "user:read:moderated_channels"
 
 
 def eventsub_configured(settings: Settings) -> bool:
@@ -70,7 +76,12 @@ class RouteChoice:
 class Routing:
     """The routes of ``settings``' cluster given the stored ``grants``; see the module."""
 
-    def __init__(self, settings: Settings, grants: Iterable[SealedGrant]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        grants: Iterable[SealedGrant],
+        moderated: Mapping[str, str] | None = None,
+    ) -> None:
         self.forced = settings.tmi.transport.route
         self.bot_login = settings.tmi.identity.username
         by_login = {grant.login: grant for grant in grants}
@@ -82,6 +93,10 @@ class Routing:
             for login, grant in by_login.items()
             if BROADCASTER_SCOPE in grant.scopes
         }
+        #: The channels the bot moderates -> their broadcaster's id (as last listed).
+        self.moderated: dict[str, str] = dict(moderated or {})
+        #: Whether the bot granted :data:`MODERATED_SCOPE` (its moderated channels are listed).
+        self.lists_moderated = bot is not None and MODERATED_SCOPE in bot.scopes
         #: Why no channel can be read through EventSub (None: it can be).
         self.unavailable = self._why_not(settings, bot)
 
@@ -119,24 +134,40 @@ class Routing:
             return RouteChoice(
                 Route.EVENTSUB, f"the broadcaster granted {BROADCASTER_SCOPE}", broadcaster
             )
+        moderated = self.moderated.get(channel)
+        if moderated is not None:
+            return RouteChoice(Route.EVENTSUB, "the bot moderates the channel", moderated)
         if self.forced == "eventsub":
             return RouteChoice(
                 Route.EVENTSUB,
                 f"waiting for the broadcaster's {BROADCASTER_SCOPE} grant "
                 '(tmi.transport.route = "eventsub" reads no channel through IRC)',
             )
+        unmoderated = "" if self.lists_moderated else f"; the bot's grant lacks {MODERATED_SCOPE}"
         return RouteChoice(
-            Route.IRC, f"the broadcaster has not granted {BROADCASTER_SCOPE} (invite screen)"
+            Route.IRC,
+            f"the broadcaster has not granted {BROADCASTER_SCOPE} (invite screen) and the bot "
+            f"does not moderate the channel{unmoderated}",
         )
 
     def eventsub_channels(self, channels: Iterable[str]) -> dict[str, str]:
         """Of ``channels``, those to read through EventSub -> their broadcaster's user id."""
         if self.unavailable is not None:
             return {}
-        return {c: self._broadcasters[c] for c in channels if c in self._broadcasters}
+        found: dict[str, str] = {}
+        for channel in channels:
+            broadcaster = self._broadcasters.get(channel) or self.moderated.get(channel)
+            if broadcaster is not None:
+                found[channel] = broadcaster
+        return found
 
     def waiting(self, channels: Iterable[str]) -> set[str]:
         """Of ``channels``, those read by no route: ``route = "eventsub"`` without a grant."""
         if self.forced != "eventsub":
             return set()
-        return {c for c in channels if self.unavailable is not None or c not in self._broadcasters}
+        return {
+            c
+            for c in channels
+            if self.unavailable is not None
+            or (c not in self._broadcasters and c not in self.moderated)
+        }

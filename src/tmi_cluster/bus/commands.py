@@ -105,6 +105,9 @@ class SendCommand(msgspec.Struct, frozen=True, kw_only=True):
     action: bool = False
     timeout_s: float = 10.0
     reply: str = ""
+    #: The bot account that sends it (a login); None: the channel's sender (see
+    #: :mod:`tmi_cluster.worker.senders`).
+    sender: str | None = None
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import itertools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
@@ -111,6 +112,7 @@ class Pool:
         connect_burst: int = 1,
         join_timeout_s: float | None = None,
         sender: Sender | None = None,
+        senders: Sequence[Sender] = (),
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
         if channels_per_connection < 1:
@@ -138,6 +140,12 @@ class Pool:
         )
         #: Sends for :meth:`say`; None when the pool has no identity to send with.
         self.sender = sender
+        if senders and sender is None:
+            raise ValueError("further senders need a first one (sender)")
+        #: Every bot account's sender by its login, the first (:attr:`sender`) included.
+        self.senders: dict[str, Sender] = {
+            s.connection.options.login or "": s for s in ([sender] if sender else []) + [*senders]
+        }
         #: Where every event of every connection goes (on the read path: it must not wait); the
         #: owner may set it after construction (a Worker does).
         self.on_event: Callable[[Event], None] = on_event or (lambda event: None)
@@ -148,16 +156,16 @@ class Pool:
         self._names = itertools.count(1)
         self._lock = asyncio.Lock()
         self._login_refused: str | None = None
-        if sender is not None:
-            sender.connection.on_event = self._sender_event
+        for each in self.senders.values():
+            each.connection.on_event = functools.partial(self._sender_event, each)
 
     @property
     def login_problem(self) -> str | None:
         """Why Twitch refused the identity's login (the sender's, or a reading connection's
         that ended so), else None; never the token."""
-        sender = self.sender
-        if sender is not None and isinstance(sender.connection.failure, LoginError):
-            return _refused(sender.connection)
+        for sender in self.senders.values():
+            if isinstance(sender.connection.failure, LoginError):
+                return _refused(sender.connection)
         return self._login_refused
 
     @property
@@ -169,14 +177,30 @@ class Pool:
         if login is not None:
             return login
         connections = [*self.connections.values()]
-        if self.sender is not None:
-            connections.append(self.sender.connection)
+        connections.extend(sender.connection for sender in self.senders.values())
         return next((c.connect_problem for c in connections if c.connect_problem), None)
 
-    def _sender_event(self, event: Event) -> None:
-        assert self.sender is not None
-        self.sender.observe(event)
+    def _sender_event(self, sender: Sender, event: Event) -> None:
+        sender.observe(event)
         self.on_event(event)
+
+    def sender_for(self, account: str | None = None) -> Sender:
+        """The sender of bot account ``account`` (None: the first); NoIdentityError when the
+        pool has no such account."""
+        if self.sender is None:
+            raise NoIdentityError(
+                "sending needs a Twitch identity: set tmi.identity.username and "
+                "tmi.identity.password"
+            )
+        if account is None:
+            return self.sender
+        found = self.senders.get(account)
+        if found is None:
+            raise NoIdentityError(
+                f"no bot account {account!r} is configured: add it to tmi.identities "
+                f"(configured: {', '.join(sorted(self.senders))})"
+            )
+        return found
 
     async def __aenter__(self) -> Self:
         return self
@@ -194,10 +218,10 @@ class Pool:
         self.state = PoolState.CLOSED
         for connection in list(self.connections.values()):
             await connection.aclose()
-        if self.sender is not None:
-            await self.sender.connection.aclose()
-            if self.sender.api is not None:
-                await self.sender.api.helix.aclose()
+        for sender in self.senders.values():
+            await sender.connection.aclose()
+            if sender.api is not None:
+                await sender.api.helix.aclose()
         self.connections.clear()
         self._where.clear()
         self._moving.clear()
@@ -474,25 +498,23 @@ class Pool:
         action: bool = False,
         deadline: float | None = None,
         begin: Callable[[], Awaitable[None]] | None = None,
+        account: str | None = None,
     ) -> int:
-        """Send through the authenticated identity (see :meth:`Sender.say`, whose ``deadline``
-        and ``begin`` this passes on); return the number of messages sent. NoIdentityError
-        when the pool has none; RuntimeError once closed.
+        """Send through the authenticated identity ``account`` (None: the first; see
+        :meth:`Sender.say`, whose ``deadline`` and ``begin`` this passes on); return the
+        number of messages sent. NoIdentityError when the pool has no such account;
+        RuntimeError once closed.
 
         Waits while the sending connection (opened at the first message) logs in, however
         long its login window makes it wait (a Redis outage is waited out), or until
         ``deadline`` (DeadlineError, nothing sent); LoginError when Twitch refuses the token.
         Wrap it in ``asyncio.timeout`` for a deadline of your own."""
         self._check_open()
-        if self.sender is None:
-            raise NoIdentityError(
-                "sending needs a Twitch identity: set tmi.identity.username and "
-                "tmi.identity.password"
-            )
-        self.sender.check(text, reply_to)  # refused at once, before any wait
-        via = await self.sender.via(channel, action=action)
+        sender = self.sender_for(account)
+        sender.check(text, reply_to)  # refused at once, before any wait
+        via = await sender.via(channel, action=action)
         if via is not None:  # through Twitch's API: no IRC connection needed
-            return await self.sender.say(
+            return await sender.say(
                 channel,
                 text,
                 reply_to=reply_to,
@@ -501,7 +523,7 @@ class Pool:
                 begin=begin,
                 via=via,
             )
-        connection = self.sender.connection
+        connection = sender.connection
         try:
             async with asyncio.timeout_at(deadline):
                 await connection.start()  # at the first message; idempotent
@@ -510,14 +532,15 @@ class Pool:
             raise DeadlineError(
                 f"{connection.name} did not log in before the deadline; nothing was sent"
             ) from None
-        return await self.sender.say(
+        return await sender.say(
             channel, text, reply_to=reply_to, action=action, deadline=deadline, begin=begin
         )
 
 
 def _refused(connection: Connection) -> str:
     """A refused login in words, without the token."""
+    login = connection.options.login
     return (
-        f"Twitch refused the bot's login ({connection.failure}): check "
-        "tmi.identity.username and tmi.identity.password"
+        f"Twitch refused the bot's login as {login} ({connection.failure}): check its "
+        "username and password in tmi.identity or tmi.identities"
     )

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from tmi_cluster.cli.common import ExitCode, Seconds, cluster_settings, fail, plural, table
+from tmi_cluster.errors import TmiClusterError
 
 __all__ = ["authorize", "channels", "join", "part"]
 
@@ -53,8 +54,20 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant:
 @click.argument("channels", nargs=-1, required=True)
 @click.option("--revoke", is_flag=True, help="Withdraw the authorization (parts the channels).")
 @click.option("--reconnect", is_flag=True, help="Wanted again after any restart.")
+@click.option(
+    "--sender",
+    metavar="LOGIN",
+    help="The bot account that sends in the channels (tmi.identity or one of "
+    "tmi.identities; channel_manager.use = 'database').",
+)
 @click.pass_context
-def authorize(ctx: click.Context, channels: tuple[str, ...], revoke: bool, reconnect: bool) -> None:
+def authorize(
+    ctx: click.Context,
+    channels: tuple[str, ...],
+    revoke: bool,
+    reconnect: bool,
+    sender: str | None,
+) -> None:
     """Grant channels their authorization through the channel manager (channel_manager.use),
     or withdraw it with --revoke (their workers part them within seconds, and what their
     streamers granted on the invite screen is deleted; its token is not withdrawn at Twitch
@@ -65,11 +78,24 @@ def authorize(ctx: click.Context, channels: tuple[str, ...], revoke: bool, recon
 
     if revoke and reconnect:
         fail("--revoke and --reconnect do not go together", ExitCode.USAGE)
-    changes = asyncio.run(
-        admin.authorize(cluster_settings(ctx), list(channels), revoke=revoke, reconnect=reconnect)
-    )
+    if revoke and sender:
+        fail("--revoke and --sender do not go together", ExitCode.USAGE)
+    try:
+        changes = asyncio.run(
+            admin.authorize(
+                cluster_settings(ctx),
+                list(channels),
+                revoke=revoke,
+                reconnect=reconnect,
+                sender=sender,
+            )
+        )
+    except ValueError as error:
+        if isinstance(error, TmiClusterError):
+            raise
+        fail(str(error), ExitCode.USAGE)
     for channel, change in changes.items():
-        click.echo(f"#{channel}: {change}")
+        click.echo(f"#{channel}: {change}" + (f", sent to by {sender.lower()}" if sender else ""))
     changed = sum(1 for c in changes.values() if c in admin.AUTHORIZE_CHANGES)
     click.echo(f"{plural(changed, 'channel')} changed, {len(changes) - changed} unchanged")
 
@@ -132,6 +158,10 @@ def channels(
         for c in shown
     ]
     headers = ["channel", "state", "process", "route", "since", "last failure"]
+    if len({c["sender"] for c in shown}) > 1:  # several bot accounts send: say which where
+        headers.insert(4, "sender")
+        for row, c in zip(rows, shown, strict=True):
+            row.insert(4, str(c["sender"] or ""))
     click.echo(table(headers, rows, "no channels"))
     reasons = sorted({(str(c["route"]), str(c["route_reason"])) for c in shown})
     if len(reasons) > 1 or any(route != "irc" for route, _ in reasons):  # EventSub in play

@@ -43,6 +43,12 @@ SEND_EXIT = {
     help="Idempotency key: another send with this key within an hour sends "
     "nothing and answers this one's result.",
 )
+@click.option(
+    "--sender",
+    metavar="LOGIN",
+    help="The bot account that sends it (tmi.identity or one of tmi.identities); "
+    "default: the channel's sender.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def send(
@@ -53,6 +59,7 @@ def send(
     action: bool,
     timeout_s: float,
     key: str | None,
+    sender: str | None,
     as_json: bool,
 ) -> None:
     """Send TEXT to CHANNEL through a worker with the bot's identity, and say what became of
@@ -68,7 +75,13 @@ def send(
     async def go() -> Any:
         async with Cluster(settings(ctx)) as cluster:
             return await cluster.send(
-                channel, text, reply_to=reply_to, action=action, timeout_s=timeout_s, key=key
+                channel,
+                text,
+                reply_to=reply_to,
+                action=action,
+                timeout_s=timeout_s,
+                key=key,
+                sender=sender,
             )
 
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,10 +34,16 @@ from tmi_cluster.bus import (
     wanted_changed,
 )
 from tmi_cluster.bus.routes import EventSubRoutes, is_shard
-from tmi_cluster.channels import DatabaseChannelManager, load_manager, restricts
+from tmi_cluster.channels import (
+    ChannelManager,
+    DatabaseChannelManager,
+    load_manager,
+    restricts,
+)
 from tmi_cluster.cluster import housekeeping
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator.autoscale import Cause
+from tmi_cluster.coordinator.eventsub import stored_moderated
 from tmi_cluster.errors import (
     EmbeddedRedisError,
     NotAvailableError,
@@ -64,6 +71,8 @@ __all__ = [
     "scaling",
     "terminate",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The states ``tmi-cluster channels`` shows.
 CHANNEL_STATES = ("wanted", "joining", "joined", "moving", "failed", "parted", "unauthorized")
@@ -185,6 +194,7 @@ async def authorize(
     revoke: bool = False,
     reconnect: bool = False,
     only_new: bool = False,
+    sender: str | None = None,
     handles: Handles = _NONE,
 ) -> dict[str, Grant]:
     """Grant (or with ``revoke`` withdraw) ``channels`` through ``channel_manager.use``; each
@@ -196,10 +206,22 @@ async def authorize(
     (its tokens are not withdrawn at Twitch from here), and wakes the coordinator, which parts
     them within a pass (if Redis does not answer, within its next read of SQL).
     NotAvailableError for a revoke with the Dummy manager (it allows every channel: nothing can
-    be withdrawn)."""
+    be withdrawn). ``sender`` records the bot account that sends in the channels (the Database
+    manager's :meth:`~tmi_cluster.channels.DatabaseChannelManager.choose_sender`; ValueError for
+    an account the cluster does not have, NotAvailableError with another manager)."""
     names = normalise_logins(channels)
     with _store(settings, handles) as store:
         manager = load_manager(settings, store=store)
+        if sender is not None:
+            if revoke:
+                raise ValueError("a revoked channel has no sender: --sender goes with a grant")
+            if not isinstance(manager, DatabaseChannelManager):
+                raise NotAvailableError(
+                    f"the {settings.channel_manager.use} channel manager records no sender: "
+                    "list the channel in the account's tmi.identities channels, or set "
+                    "channel_manager.use = 'database'"
+                )
+            await manager.choose_sender(names, sender)
         if revoke and not restricts(manager):
             raise NotAvailableError(
                 "nothing revoked: the dummy channel manager allows every channel (set "
@@ -423,6 +445,8 @@ class ChannelRow(NamedTuple):
     #: ``irc`` or ``eventsub`` (:class:`~tmi_cluster.routes.Route`), and why.
     route: str = "irc"
     route_reason: str = ""
+    #: The bot account that sends in it (None: no account, the cluster reads anonymously).
+    sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -470,6 +494,8 @@ async def channel_table(
             else None
         )
         grants = await asyncio.to_thread(store.grants)
+        moderated = await asyncio.to_thread(stored_moderated, store)
+        senders = await _senders(settings, manager, [login for login, _, _ in rows])
         routes: _LiveRoutes | None = None
         try:
             owners, held_by, live, routes = await _live_channels(
@@ -489,10 +515,25 @@ async def channel_table(
         owners=owners,
         held_by=held_by,
         live=live,
-        routing=Routing(settings, grants),
+        routing=Routing(settings, grants, moderated),
         routes=routes,
+        senders=senders,
     )
     return table, live is not None
+
+
+async def _senders(
+    settings: Settings, manager: ChannelManager, channels: list[str]
+) -> Callable[[str], str | None]:
+    """Each channel's sending account: the manager's choice, else the settings'."""
+    chosen: Mapping[str, str] = {}
+    ask = getattr(manager, "senders", None)
+    if ask is not None and len(settings.tmi.accounts) > 1 and channels:
+        try:
+            chosen = await ask(channels)
+        except Exception as error:  # a manager of one's own: the settings' choice is shown
+            log.warning("the channel manager cannot say the channels' senders: %s", error)
+    return lambda channel: chosen.get(channel) or settings.tmi.sender_of(channel)
 
 
 def _classify(
@@ -505,6 +546,7 @@ def _classify(
     live: Mapping[str, object] | None,
     routing: Routing,
     routes: _LiveRoutes | None,
+    senders: Callable[[str], str | None],
 ) -> list[ChannelRow]:
     table: list[ChannelRow] = []
     nobody: set[str] = set()
@@ -524,7 +566,9 @@ def _classify(
         changed = (failure.failed_at or since) if current == "failed" and failure else since
         if current in ("parted", "unauthorized") and not (routes and login in routes.routed):
             reason = f"not read ({current}); once joined: {reason}"
-        table.append(ChannelRow(login, current, owner, changed, failure, route, reason))
+        table.append(
+            ChannelRow(login, current, owner, changed, failure, route, reason, senders(login))
+        )
     return table
 
 
@@ -570,6 +614,7 @@ def channel_json(row: ChannelRow, *, live: bool) -> dict[str, Any]:
         "live": live,
         "route": row.route,
         "route_reason": row.route_reason,
+        "sender": row.sender,
     }
 
 

@@ -279,10 +279,21 @@ class Cluster:
         action: bool = False,
         timeout_s: float = 10.0,
         key: str | None = None,
+        sender: str | None = None,
     ) -> SendResult:
         """Send ``text`` to ``channel`` through a worker with the bot's identity; the result
-        (see the module). Bad input raises before anything is queued."""
+        (see the module). ``sender`` names the bot account that sends it (one of
+        ``tmi.identity`` and ``tmi.identities``; None: the channel's, see
+        :mod:`tmi_cluster.worker.senders`). Bad input raises before anything is queued."""
         name = normalise_login(channel)
+        if sender is not None:
+            sender = normalise_login(sender)
+            accounts = [bot.username for bot in self.settings.tmi.accounts]
+            if sender not in accounts:
+                raise ValueError(
+                    f"sender {sender!r} is no bot account of this cluster (tmi.identity and "
+                    f"tmi.identities: {', '.join(accounts) or 'none'})"
+                )
         messages = self.settings.throttle.messages
         check_text(text, reply_to, max_length=messages.max_length, long_text=messages.long_text)
         if not 0 < timeout_s <= MAX_TIMEOUT_S:
@@ -298,6 +309,7 @@ class Cluster:
             action=action,
             timeout_s=timeout_s,
             reply=sends.client_id,
+            sender=sender,
         )
         if key is not None and (known := await sends.known(key)) is not None:
             return known
@@ -528,11 +540,18 @@ class SyncCluster:
         action: bool = False,
         timeout_s: float = 10.0,
         key: str | None = None,
+        sender: str | None = None,
     ) -> SendResult:
         """As :meth:`Cluster.send`."""
         return self._call(
             self._cluster.send(
-                channel, text, reply_to=reply_to, action=action, timeout_s=timeout_s, key=key
+                channel,
+                text,
+                reply_to=reply_to,
+                action=action,
+                timeout_s=timeout_s,
+                key=key,
+                sender=sender,
             )
         )
 

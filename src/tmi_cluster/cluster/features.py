@@ -23,6 +23,14 @@ from tmi_cluster.routes import eventsub_configured
 __all__ = ["describe"]
 
 
+def _listed(channels: list[str]) -> str:
+    """An account's listed channels, in a few words."""
+    if not channels:
+        return "where the channel manager says"
+    shown = ", ".join(f"#{c}" for c in channels[:3])
+    return f"in {shown}" + (f" and {len(channels) - 3} more" if len(channels) > 3 else "")
+
+
 def describe(settings: Settings) -> list[tuple[str, str]]:
     """(aspect, description) pairs of the active setup; never contains a secret."""
     connection = settings.tmi.connection
@@ -41,6 +49,10 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             "identity",
             f"{identity.username} (token set)"
             + (", reading anonymously" if connection.read_anonymously else "")
+            + "".join(
+                f"; also sends as {a.username} ({_listed(a.channels)})"
+                for a in settings.tmi.identities
+            )
             if not identity.anonymous
             else "anonymous justinfan (read only)"
             + (" - a token is set but no username" if identity.token else ""),

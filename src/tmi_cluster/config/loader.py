@@ -338,8 +338,8 @@ def _expected(message: str) -> str:
 
 def _show(key: str, value: Any) -> str:
     """``value`` as shown in a message: secrets hidden, passwords in URLs masked, shortened."""
-    if key in SECRET_KEYS:
-        return "<secret>"
+    if key in SECRET_KEYS or key.endswith(".password") or isinstance(value, dict):
+        return "<secret>"  # a table may hold a secret (tmi.identities' passwords)
     if isinstance(value, str) and (key in URL_KEYS or "@" in value):
         return repr(mask_url(value))
     text = repr(value)
@@ -407,6 +407,8 @@ def settings_json(settings: Settings) -> str:
     data["redis"]["url"] = mask_url(settings.redis.url)
     data["database"]["url"] = mask_url(settings.database.url)
     data["tmi"]["identity"]["password"] = "***" if settings.tmi.identity.token else ""
+    for account in data["tmi"]["identities"]:
+        account["password"] = "***"  # noqa: S105 (the mask, not a password)
     data["web"]["token"] = "***" if settings.web.token.get_secret_value() else ""
     data["web"]["password"] = "***" if settings.web.password.get_secret_value() else ""
     data["notifications"]["urls"] = ["***" for _ in settings.notifications.urls]

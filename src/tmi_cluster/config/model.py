@@ -27,6 +27,7 @@ __all__ = [
     "EVENTSUB_TYPES",
     "SECRET_KEYS",
     "URL_KEYS",
+    "Account",
     "AuthThrottle",
     "AutoCleanup",
     "AutoScale",
@@ -57,6 +58,7 @@ __all__ = [
 SECRET_KEYS = frozenset(
     {
         "tmi.identity.password",
+        "tmi.identities",
         "web.password",
         "web.token",
         "notifications.urls",
@@ -268,13 +270,84 @@ class TransportSettings(_Section):
         return list(dict.fromkeys(value))
 
 
+class Account(Identity):
+    """A further bot account (``tmi.identities``): it sends in the channels the channel
+    manager gives it, or those listed here."""
+
+    username: str = Field(..., description="Twitch login of the account.")
+    password: SecretStr = Field(
+        ...,
+        description="OAuth token of the account (scopes chat:read, chat:edit). Secret: never "
+        "printed or logged.",
+    )
+    channels: list[str] = Field(
+        default_factory=list,
+        description="Channels this account sends in (logins), unless the channel manager "
+        "chooses another sender. A channel listed by no account is sent to by tmi.identity.",
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        names = [name.strip().lstrip("#").lower() for name in value]
+        bad = [name for name in names if not re.fullmatch(r"[a-z0-9_]{1,25}", name)]
+        if bad:
+            raise ValueError(f"expected Twitch logins, got {bad}")
+        return list(dict.fromkeys(names))
+
+
 class Tmi(_Section):
     """The Twitch chat client."""
 
     identity: Identity = Field(default_factory=Identity)
+    identities: list[Account] = Field(
+        default_factory=list,
+        description="Further bot accounts, each with its own budgets: "
+        '[[tmi.identities]] username = "...", password = "...", channels = [...]. Each '
+        "channel's sender is the one the channel manager names, else the account that lists "
+        "the channel, else tmi.identity (reading stays with tmi.identity or anonymous). In "
+        "the environment: TMI_CLUSTER_TMI__IDENTITIES as a JSON list.",
+    )
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
     options: Options = Field(default_factory=Options)
     transport: TransportSettings = Field(default_factory=TransportSettings)
+
+    @model_validator(mode="after")
+    def _accounts(self) -> Tmi:
+        if self.identities and self.identity.anonymous:
+            raise ValueError(
+                "tmi.identities are further bot accounts: set tmi.identity (the first) too"
+            )
+        seen = {self.identity.username}
+        for account in self.identities:
+            if account.anonymous or not account.token:
+                raise ValueError("each of tmi.identities needs a username and a password")
+            if account.username in seen:
+                raise ValueError(f"the account {account.username!r} is configured twice")
+            seen.add(account.username)
+        claimed: dict[str, str] = {}
+        for account in self.identities:
+            for channel in account.channels:
+                if channel in claimed:
+                    raise ValueError(
+                        f"#{channel} is listed by both {claimed[channel]!r} and "
+                        f"{account.username!r} in tmi.identities: one sender per channel"
+                    )
+                claimed[channel] = account.username
+        return self
+
+    @property
+    def accounts(self) -> list[Identity]:
+        """Every bot account, ``identity`` first; empty when reading anonymously."""
+        return [] if self.identity.anonymous else [self.identity, *self.identities]
+
+    def sender_of(self, channel: str) -> str | None:
+        """The account that sends in ``channel`` by these settings (a further account that
+        lists it, else ``identity``); None when anonymous."""
+        for account in self.identities:
+            if channel in account.channels:
+                return account.username
+        return None if self.identity.anonymous else self.identity.username
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,7 +60,8 @@ def _type_name(field: FieldInfo) -> str:
         return "secret string"
     name = getattr(annotation, "__name__", None) or str(annotation)
     text = str(annotation) if getattr(annotation, "__args__", None) else name
-    return text.replace("typing.", "")
+    # a list of tables: the table's name, not its module path (tmi.identities: list[Account])
+    return re.sub(r"\btmi_cluster\.[\w.]*\.(\w+)", r"\1", text.replace("typing.", ""))
 
 
 #: What each reserved variable is for, one entry per name of ``RESERVED_ENV`` (a test pins it).

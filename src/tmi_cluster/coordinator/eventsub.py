@@ -20,10 +20,14 @@ The leader runs it beside its passes (:meth:`ConduitKeeper.run`); each step, at 
    leaving in ``P eventsub:routes`` (:data:`~tmi_cluster.bus.routes.LEAVING`) at once, so that
    IRC joins it again, checking its events against EventSub's; once its IRC holder has it (or
    after :data:`LEAVE_S`) it leaves ``P eventsub:routes`` and its subscriptions are deleted;
-5. the grants' user tokens validated hourly and refreshed
+5. the channels the bot moderates, listed every :data:`MODERATED_S` when the bot granted
+   ``user:read:moderated_channels`` (stored in SQL, :data:`MODERATED_KEY`): read through
+   EventSub without their broadcaster's grant; a revocation there (the bot unmodded) ends it
+   at once and lists them again;
+6. the grants' user tokens validated hourly and refreshed
    (:class:`~tmi_cluster.coordinator.tokens.TokenKeeper`, with ``twitch.grant_key``): a grant
    that ended is deleted, and its channel goes back to IRC like a revoked one;
-6. :class:`~tmi_cluster.bus.routes.RouteStatus` (the conduit, counts, cost, the problem) and
+7. :class:`~tmi_cluster.bus.routes.RouteStatus` (the conduit, counts, cost, the problem) and
    the per-channel problems (a refused subscription: the channel stays on IRC, retried after
    :data:`RETRY_S`) are published, fenced by the lease's token.
 
@@ -47,12 +51,28 @@ from tmi_cluster.bus.lease import Lease
 from tmi_cluster.bus.routes import LEAVING, EventSubRoutes, RouteStatus, shard_name
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator.tokens import TokenKeeper
-from tmi_cluster.errors import HelixError, RedisUnavailableError, StaleLeaseError, StorageError
+from tmi_cluster.errors import (
+    GrantKeyError,
+    HelixError,
+    RedisUnavailableError,
+    StaleLeaseError,
+    StorageError,
+)
 from tmi_cluster.eventsub.helix import Conduit, Helix
-from tmi_cluster.routes import Routing, eventsub_configured
-from tmi_cluster.store import Store
+from tmi_cluster.routes import MODERATED_SCOPE, Routing, eventsub_configured
+from tmi_cluster.store import SealedGrant, Store
 
-__all__ = ["CHECK_S", "LEAVE_S", "RELIST_S", "RETRY_S", "STEP_S", "ConduitKeeper"]
+__all__ = [
+    "CHECK_S",
+    "LEAVE_S",
+    "MODERATED_KEY",
+    "MODERATED_S",
+    "RELIST_S",
+    "RETRY_S",
+    "STEP_S",
+    "ConduitKeeper",
+    "stored_moderated",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +89,11 @@ CHECK_S = 30.0
 #: Seconds between two listings of the conduit's subscriptions (one call per 100 at Twitch):
 #: one deleted without a revocation is made again.
 RELIST_S = 600.0
+#: Seconds between two listings of the channels the bot moderates (one call per 100).
+MODERATED_S = 300.0
+#: The key of the stored moderated channels (the cluster's state in SQL): ``{"channels":
+#: {login: broadcaster id}}``, read by ``tmi-cluster channels`` and by the next leader.
+MODERATED_KEY = "eventsub.moderated"
 
 
 @dataclass
@@ -137,6 +162,12 @@ class ConduitKeeper:
         #: Channels to read through EventSub now; whether workers read EventSub at all.
         self._targets = 0
         self._reading = eventsub_configured(settings)
+        #: The channels the bot moderates -> broadcaster id (listed every MODERATED_S with
+        #: the bot's grant of ``user:read:moderated_channels``; stored in SQL).
+        self.moderated: dict[str, str] = {}
+        self.moderated_every_s = MODERATED_S
+        self._moderated_at: float | None = None
+        self._moderation_problem: str | None = None
 
     def wake(self) -> None:
         """Step now (the wanted channels or the workers changed)."""
@@ -196,27 +227,17 @@ class ConduitKeeper:
     async def step(self) -> None:
         """One step (see the module); StaleLeaseError once the lease is lost."""
         token = self.lease.token
-        if token != self._token:  # a new leadership: go on from what was published
-            self._forget()
-            self._token = token
-            self.routed, leaving = await self.bus.table()
-            deadline = time.monotonic() + self.leave_s
-            self._leaving = {c: (b, deadline) for c, b in leaving.items()}
-            self._problems = await self.bus.problems()
+        if token != self._token:
+            await self._lead(token)
         self.steps += 1
         try:
             grants = await asyncio.to_thread(self.store.grants)
         except StorageError as error:  # the database is away: keep the routes as they are
             self.problem = f"the grants could not be read: {error}"
             return
-        if self.tokens is not None:  # hourly validation, refreshes; an ended grant is gone
-            ended = await self.tokens.step(grants)
-            grants = [g for g in grants if g.user_id not in ended]
-        revoked = await self.bus.revocations()
-        if revoked:
-            await self._end_revoked(token, revoked, {g.user_id: g.login for g in grants})
-            grants = [g for g in grants if g.user_id not in revoked]
-        routing = Routing(self.settings, grants)
+        grants = await self._live_grants(token, grants)
+        await self._list_moderated(grants)
+        routing = Routing(self.settings, grants, self.moderated)
         target = routing.eventsub_channels(self.wanted)
         self.waiting = routing.waiting(self.wanted)
         self._targets = len(target)
@@ -237,11 +258,73 @@ class ConduitKeeper:
             )
         if problem is None and self.tokens is not None:
             problem = self.tokens.problem  # a grant that cannot be opened or checked
+        if problem is None:
+            problem = self._moderation_problem
         self.problem = problem
         await self._publish(token, routing, problem)
 
+    async def _live_grants(self, token: int, grants: list[SealedGrant]) -> list[SealedGrant]:
+        """``grants`` without those that ended: Twitch no longer accepts their tokens (the
+        hourly validation, refreshes), or it revoked their subscriptions."""
+        if self.tokens is not None:
+            ended = await self.tokens.step(grants)
+            grants = [g for g in grants if g.user_id not in ended]
+        revoked = await self.bus.revocations()
+        if revoked:
+            await self._end_revoked(token, revoked, {g.user_id: g.login for g in grants})
+            grants = [g for g in grants if g.user_id not in revoked]
+        return grants
+
+    async def _lead(self, token: int) -> None:
+        """A new leadership: go on from what was published and stored."""
+        self._forget()
+        self._token = token
+        self.routed, leaving = await self.bus.table()
+        deadline = time.monotonic() + self.leave_s
+        self._leaving = {c: (b, deadline) for c, b in leaving.items()}
+        self._problems = await self.bus.problems()
+        with contextlib.suppress(StorageError):
+            self.moderated = await asyncio.to_thread(stored_moderated, self.store)
+        self._moderated_at = None
+
+    async def _list_moderated(self, grants: list[SealedGrant]) -> None:
+        """List the channels the bot moderates, every :attr:`moderated_every_s`, when the bot
+        granted :data:`~tmi_cluster.routes.MODERATED_SCOPE` (else none is known); stored in
+        SQL when they changed. Twitch not answering keeps the list as it was."""
+        now = time.monotonic()
+        if self._moderated_at is not None and now - self._moderated_at < self.moderated_every_s:
+            return
+        self._moderated_at = now
+        login = self.settings.tmi.identity.username
+        bot = next((g for g in grants if g.login == login), None)
+        found: dict[str, str] = {}
+        if bot is not None and MODERATED_SCOPE in bot.scopes and self.tokens is not None:
+            try:
+                token = self.tokens.grants.open(bot).access_token
+                found = await self.helix.moderated_channels(bot.user_id, token)
+            except (GrantKeyError, HelixError) as error:
+                self._moderation_problem = f"the bot's moderated channels are not known: {error}"
+                return
+        self._moderation_problem = None
+        if found != self.moderated:
+            gained, lost = found.keys() - self.moderated.keys(), self.moderated.keys() - found
+            log.info(
+                "EventSub route: the bot moderates %d channel(s) (%d new, %d no longer)",
+                len(found),
+                len(gained),
+                len(lost),
+            )
+            self.moderated = found
+            with contextlib.suppress(StorageError):
+                await asyncio.to_thread(self.store.set_state, MODERATED_KEY, {"channels": found})
+
     async def _end_revoked(self, token: int, revoked: set[str], logins: dict[str, str]) -> None:
-        """Twitch revoked these broadcasters' subscriptions: their grants end."""
+        """Twitch revoked these broadcasters' subscriptions: their grants end (a channel the
+        bot moderated is no longer taken for one: the bot was unmodded, most likely)."""
+        unmodded = {c for c, b in self.moderated.items() if b in revoked}
+        if unmodded:
+            self.moderated = {c: b for c, b in self.moderated.items() if c not in unmodded}
+            self._moderated_at = None  # listed again at this step
         for broadcaster in sorted(revoked):
             login = logins.get(broadcaster)
             if login is not None:  # else its grant ended already (reported by several types)
@@ -440,3 +523,13 @@ class ConduitKeeper:
             token, status, routes=add, unroute=gone, problems=new_problems, solved=solved
         )
         self._published = status
+
+
+def stored_moderated(store: Store) -> dict[str, str]:
+    """The channels the bot moderates as the keeper last stored them (login -> broadcaster
+    id); empty when never listed."""
+    value = store.state(MODERATED_KEY) or {}
+    channels = value.get("channels")
+    if not isinstance(channels, dict):
+        return {}
+    return {str(login): str(broadcaster) for login, broadcaster in channels.items()}

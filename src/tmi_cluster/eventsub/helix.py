@@ -143,13 +143,13 @@ class Helix:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         allowed: Sequence[int] = (),
+        user_token: str | None = None,
     ) -> httpx.Response:
-        """One call, the app token renewed and the call made again once after a 401."""
+        """One call, the app token renewed and the call made again once after a 401; with
+        ``user_token``, that user's token instead (a 401 is the caller's to refresh it)."""
         for attempt in (1, 2):
-            headers = {
-                "Authorization": f"Bearer {await self._app_token(renew=attempt == 2)}",
-                "Client-Id": self.client_id,
-            }
+            token = user_token or await self._app_token(renew=attempt == 2)
+            headers = {"Authorization": f"Bearer {token}", "Client-Id": self.client_id}
             try:
                 response = await self._http.request(
                     method, f"{self.api_url}{path}", json=body, params=params, headers=headers
@@ -157,7 +157,7 @@ class Helix:
             except httpx.HTTPError as exc:
                 log.warning("%s: no answer from %s (%s)", what, self.api_url, type(exc).__name__)
                 raise HelixError(f"{what}: Twitch did not answer ({type(exc).__name__})") from None
-            if response.status_code == 401 and attempt == 1:
+            if response.status_code == 401 and attempt == 1 and user_token is None:
                 continue
             if response.status_code < 400 or response.status_code in allowed:
                 return response
@@ -268,11 +268,39 @@ class Helix:
 
     # -- chat -------------------------------------------------------------------------------
 
+    async def moderated_channels(self, user_id: str, user_token: str) -> dict[str, str]:
+        """The channels user ``user_id`` moderates (login -> broadcaster id), with the user's
+        own token (``user:read:moderated_channels``): Get Moderated Channels, every page."""
+        found: dict[str, str] = {}
+        params = {"user_id": user_id, "first": "100"}
+        while True:
+            response = await self._call(
+                "listing the bot's moderated channels",
+                "GET",
+                "/moderation/channels",
+                params=params,
+                user_token=user_token,
+            )
+            page = response.json()
+            for row in page.get("data") or []:
+                found[str(row["broadcaster_login"]).lower()] = str(row["broadcaster_id"])
+            cursor = (page.get("pagination") or {}).get("cursor")
+            if not cursor:
+                return found
+            params = {**params, "after": str(cursor)}
+
     async def send_chat(
-        self, broadcaster_id: str, sender_id: str, text: str, *, reply_to: str | None = None
+        self,
+        broadcaster_id: str,
+        sender_id: str,
+        text: str,
+        *,
+        reply_to: str | None = None,
+        user_token: str | None = None,
     ) -> ChatSent:
         """Send a chat message with the app token (the Chat Bot badge where the broadcaster
-        granted ``channel:bot`` or the bot moderates)."""
+        granted ``channel:bot`` or the bot moderates), or with the sender's ``user_token``
+        (``user:write:chat``; no badge)."""
         body: dict[str, Any] = {
             "broadcaster_id": broadcaster_id,
             "sender_id": sender_id,
@@ -280,7 +308,9 @@ class Helix:
         }
         if reply_to:
             body["reply_parent_message_id"] = reply_to
-        response = await self._call("sending a chat message", "POST", "/chat/messages", body=body)
+        response = await self._call(
+            "sending a chat message", "POST", "/chat/messages", body=body, user_token=user_token
+        )
         data = response.json()["data"][0]
         drop = data.get("drop_reason") or {}
         return ChatSent(

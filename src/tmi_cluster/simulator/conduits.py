@@ -185,9 +185,12 @@ class Conduits:
         *,
         keepalive_s: int = 10,
         login_of: Callable[[str], str | None] | None = None,
+        moderates: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._authorized = authorized
         self._login_of = login_of or (lambda _: None)
+        #: Whether a user (login) moderates a channel (login): it stands for ``channel:bot``.
+        self._moderates = moderates or (lambda user, channel: False)
         self.keepalive_s = keepalive_s
         #: Seconds a new session may stay unbound (:data:`UNUSED_S`; tests shorten it).
         self.unused_s = UNUSED_S
@@ -284,7 +287,8 @@ class Conduits:
 
     def subscribe(self, client_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /helix/eventsub/subscriptions`` (202): a chat subscription over a conduit,
-        when the bot granted ``user:bot`` and the broadcaster ``channel:bot``; RefusedError
+        when the bot granted ``user:bot`` and the broadcaster ``channel:bot`` (or the bot
+        moderates the channel); RefusedError
         409 with the existing one's id for a duplicate."""
         kind, version = str(body.get("type", "")), str(body.get("version", ""))
         condition = body.get("condition")
@@ -301,8 +305,13 @@ class Conduits:
         bot_login, channel = self._login_of(bot), self._login_of(broadcaster)
         if bot_login is None or not self._authorized(client_id, bot_login, "user:bot"):
             raise RefusedError(403, "subscription missing proper authorization (user:bot)")
-        if channel is None or not self._authorized(client_id, channel, "channel:bot"):
-            raise RefusedError(403, "subscription missing proper authorization (channel:bot)")
+        if channel is None or not (
+            self._authorized(client_id, channel, "channel:bot")
+            or self._moderates(bot_login, channel)
+        ):
+            raise RefusedError(
+                403, "subscription missing proper authorization (channel:bot or moderator)"
+            )
         wanted = {"broadcaster_user_id": broadcaster, "user_id": bot}
         for existing in self._by_room.get(broadcaster, {}).values():
             if (existing.type, existing.condition, existing.client_id) == (

@@ -6,7 +6,8 @@ moderator status.
 Rules, each answered as Twitch does:
 
 - the token: the sender's user token with ``user:write:chat``, or an app token of a client the
-  sender granted ``user:bot`` and ``user:write:chat`` (else 401/403);
+  sender granted ``user:bot`` and ``user:write:chat``, where the broadcaster granted
+  ``channel:bot`` or the sender moderates (else 401/403);
 - the body: ``broadcaster_id``, ``sender_id``, ``message`` (1 to 500 characters), optional
   ``reply_parent_message_id`` (else 400); an unknown broadcaster is 404 (``is_sent`` is for
   Twitch's own refusals below);
@@ -15,6 +16,10 @@ Rules, each answered as Twitch does:
   30 s (``msg_duplicate``), under a second since the sender's last message in the channel
   (``msg_ratelimit``);
 - the sender's budget, shared with IRC (20 per 30 s, 100 as a moderator): beyond it, 429.
+
+Beside it, Get Moderated Channels (``GET /helix/moderation/channels?user_id=``): the channels
+the user moderates, with the user's own token and ``user:read:moderated_channels``, in pages
+(``first``, ``after``).
 """
 
 from __future__ import annotations
@@ -106,6 +111,10 @@ def send_chat(
     channel = sim._channels[name]
     account = _account(sim, login)
     moderator = name in account.moderator_in or login == name
+    if not holder.login and not (sim.oauth.authorized(client_id, name, "channel:bot") or moderator):
+        raise RefusedError(
+            403, "with an app token, the broadcaster grants channel:bot or the sender moderates"
+        )
     now = time.monotonic()
     refused = _refusal(sim, channel, login, text, now)
     if refused is not None:
@@ -175,4 +184,44 @@ def chat_routes(sim: ChatSimulator) -> list[Route]:
             answer = {"error": "", "status": refused.status, "message": refused.message}
             return JSONResponse(answer, status_code=refused.status)
 
-    return [Route("/helix/chat/messages", send, methods=["POST"])]
+    async def moderated(request: Request) -> Response:
+        try:
+            holder, _ = sim.oauth.request_holder(
+                request.headers.get("authorization", ""), request.headers.get("client-id", "")
+            )
+            return JSONResponse(moderated_channels(sim, holder, request.query_params))
+        except RefusedError as refused:
+            answer = {"error": "", "status": refused.status, "message": refused.message}
+            return JSONResponse(answer, status_code=refused.status)
+
+    return [
+        Route("/helix/chat/messages", send, methods=["POST"]),
+        Route("/helix/moderation/channels", moderated, methods=["GET"]),
+    ]
+
+
+def moderated_channels(sim: ChatSimulator, holder: Any, query: Any) -> dict[str, Any]:
+    """``GET /helix/moderation/channels?user_id=`` (Get Moderated Channels): the user's own
+    token with ``user:read:moderated_channels``; pages of ``first`` (at most 100) with a
+    cursor ``after``."""
+    user = str(query.get("user_id", ""))
+    login = sim._login_of(user)
+    if login is None or not holder.login or login != holder.login:
+        raise RefusedError(401, "the token is not the user's own")
+    if "user:read:moderated_channels" not in holder.scopes:
+        raise RefusedError(401, "missing scope user:read:moderated_channels")
+    try:
+        first = int(query.get("first", "20"))
+        start = int(query.get("after") or "0")
+    except ValueError:
+        raise RefusedError(400, "first and after are numbers here") from None
+    if not 1 <= first <= 100:
+        raise RefusedError(400, "first is 1 to 100")
+    account = _account(sim, login)
+    names = sorted(n for n in account.moderator_in if n in sim._channels)
+    page = names[start : start + first]
+    data = [
+        {"broadcaster_id": user_id(n), "broadcaster_login": n, "broadcaster_name": n} for n in page
+    ]
+    more = start + first < len(names)
+    return {"data": data, "pagination": {"cursor": str(start + first)} if more else {}}

@@ -124,7 +124,9 @@ class ChatSimulator:
         #: EventSub: conduits, subscriptions (Helix on the control port) and WebSocket
         #: sessions (on the EventSub port, when ``eventsub_port`` was given).
         self._uids: dict[str, str] = {}  # user id -> login, as far as looked up
-        self.conduits = Conduits(self.oauth.authorized, login_of=self._login_of)
+        self.conduits = Conduits(
+            self.oauth.authorized, login_of=self._login_of, moderates=self._moderates
+        )
         self.oauth.on_deauthorized = self.conduits.deauthorized
         self._requested_eventsub_port = eventsub_port
         #: The EventSub WebSocket port (after start, when ``eventsub_port`` was given).
@@ -466,6 +468,11 @@ class ChatSimulator:
             for connection in list(self._connections.values()):
                 if connection.login is not None:
                     connection.send(f"PING :{SERVER}")
+
+    def _moderates(self, login: str, channel: str) -> bool:
+        """Whether account ``login`` moderates ``channel`` (or is its broadcaster)."""
+        account = self._accounts.get(login)
+        return login == channel or (account is not None and channel in account.moderator_in)
 
     def _login_of(self, uid: str) -> str | None:
         """The login of a user id the simulator knows (a channel's, an account's, a holder of

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from tmi_cluster.logins import normalise_logins
+from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.store.database import CHUNK_SIZE, Database, chunks, dialect_insert
 from tmi_cluster.store.models import channel_table, utcnow
@@ -228,6 +228,24 @@ class ChannelStore(Database):
         return self._logins_where(
             channels, channel_table.c.authorized.is_(True), channel_table.c.revoked.is_(False)
         )
+
+    def set_sender(self, channels: Iterable[str], sender: str | None) -> None:
+        """Record the bot account that sends in ``channels`` (None: the settings choose); a
+        channel not known yet is recorded, not wanted."""
+        at = utcnow()
+        self._upsert(channels, {"sender": normalise_login(sender) if sender else None}, at)
+
+    def senders_among(self, channels: Iterable[str]) -> dict[str, str]:
+        """Of ``channels``, those with a recorded sender -> its login."""
+        logins = normalise_logins(channels)
+        found: dict[str, str] = {}
+        with self._read() as conn:
+            for chunk in self._batches(logins):
+                query = select(channel_table.c.login, channel_table.c.sender).where(
+                    self._login_in(chunk), channel_table.c.sender.is_not(None)
+                )
+                found.update((login, sender) for login, sender in conn.execute(query))
+        return found
 
     def stale_among(self, channels: Iterable[str], horizon: datetime) -> set[str]:
         """Those of ``channels`` last acknowledged before ``horizon`` (never: not stale)."""

@@ -125,6 +125,8 @@ channel_table = Table(
     Column("given_up", Boolean, nullable=False, default=False, server_default=false()),
     Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
     Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
+    # The bot account that sends in the channel (NULL: the settings choose).
+    Column("sender", String(MAX_LOGIN_LENGTH), nullable=True),
     # The stale cleanup's query: the wanted channels by their last acknowledgement.
     Index("ix_tmi_cluster_channels_wanted_acknowledged", "wanted", "acknowledged_at"),
 )

@@ -55,7 +55,8 @@ def _simulated_identity(settings: Settings, simulator: ChatSimulator) -> dict[st
     workers then read anonymously, as without one, and send as that bot)."""
     identity = settings.tmi.identity
     if identity.username:
-        simulator.add_account(identity.username, identity.token)
+        for account in settings.tmi.accounts:
+            simulator.add_account(account.username, account.token)
         return {}
     token = secrets.token_hex(12)
     simulator.add_account(SIMULATED_BOT, token)

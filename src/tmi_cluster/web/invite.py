@@ -11,7 +11,9 @@ The flow (OAuth authorization code, :class:`~tmi_cluster.oauth.TwitchOAuth`):
    few are kept: several tabs may sign in), and the browser sent to Twitch's authorize page
    with it.
    ``GET /invite/bot``: the same for the bot's own account, asking for
-   :data:`~tmi_cluster.routes.BOT_SCOPES` (the EventSub route); its callback stores the bot's
+   :data:`~tmi_cluster.routes.BOT_SCOPES` (the EventSub route) and
+   :data:`~tmi_cluster.routes.MODERATED_SCOPE` (optional: the channels the bot moderates are
+   read through EventSub too); its callback stores the bot's
    grant at once, and refuses (withdrawing the grant) an account that is not the bot.
 3. ``GET /invite/callback``: Twitch sends the browser back with ``code`` and ``state``. The
    state must be one this browser's session started, and is used up (a replayed or forged
@@ -70,7 +72,7 @@ from tmi_cluster.errors import ConfigError, NotAvailableError, StorageError
 from tmi_cluster.grants import GrantKeyError, Grants, TokenGrant
 from tmi_cluster.oauth import OAuthError, TwitchOAuth, TwitchUser
 from tmi_cluster.outcomes import JoinStatus
-from tmi_cluster.routes import BOT_SCOPES
+from tmi_cluster.routes import BOT_SCOPES, MODERATED_SCOPE
 from tmi_cluster.store import SealedGrant, Store
 from tmi_cluster.web.assets import asset_response
 from tmi_cluster.web.sessions import SESSION_COOKIE, SESSION_MAX_AGE_S, Session, Sessions, same
@@ -464,7 +466,8 @@ class Invite:
             )
         session = await self.sessions.read(request)
         state = session.start_sign_in(prefix=_BOT_STATE)
-        url = self.oauth().authorize_url(state, scopes=BOT_SCOPES)
+        # and the moderated channels: those the bot moderates are read through EventSub too
+        url = self.oauth().authorize_url(state, scopes=(*BOT_SCOPES, MODERATED_SCOPE))
         return self.sessions.write(request, RedirectResponse(url, status_code=303), session)
 
     async def callback(self, request: Request) -> Response:

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from tmi_cluster.bus import Outage
@@ -57,6 +57,8 @@ from tmi_cluster.errors import (
     UnsafeLineError,
 )
 from tmi_cluster.outcomes import SendRefusal, SendResult, SendStatus
+from tmi_cluster.worker.asking import Batched
+from tmi_cluster.worker.senders import SenderChoice
 
 __all__ = ["MAX_IN_FLIGHT", "Outbox"]
 
@@ -92,6 +94,7 @@ class Outbox:
         *,
         outage: Outage | None = None,
         restrict_to: ChannelManager | None = None,
+        senders: SenderChoice | None = None,
     ) -> None:
         self.queue = queue
         self.pool = pool
@@ -99,10 +102,18 @@ class Outbox:
         #: With a manager (``channel_manager.channel.restrict_messages``): only channels it
         #: authorizes are sent to; the others are refused ``unauthorized``.
         self.restrict_to = restrict_to
-        self._allowed: dict[str, tuple[float, bool]] = {}  # channel -> (checked at, allowed)
-        self._asking: dict[str, asyncio.Future[bool]] = {}  # channels for the next question
-        self._answering: dict[str, asyncio.Future[bool]] = {}  # channels of the one under way
-        self._asker: asyncio.Task[None] | None = None
+        self._allowed: Batched[bool] | None = None
+        if restrict_to is not None:
+            manager = restrict_to
+
+            async def authorized(channels: Sequence[str]) -> dict[str, bool]:
+                return dict.fromkeys(await manager.authorized(channels), True)
+
+            self._allowed = Batched(
+                authorized, missing=False, fallback=False, keep_s=_AUTHORIZED_S, what="about"
+            )
+        #: Which bot account sends each command that names none (None: the first).
+        self.senders = senders
         #: Commands answered, by status, since the outbox started.
         self.answered: dict[str, int] = {status.value: 0 for status in SendStatus}
         #: Commands moved to the dead-letter stream, since the outbox started.
@@ -143,6 +154,10 @@ class Outbox:
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._allowed is not None:
+                await self._allowed.aclose()
+            if self.senders is not None:
+                await self.senders.aclose()
 
     async def _turn(self, own: bool) -> None:
         now = time.monotonic()
@@ -266,44 +281,7 @@ class Outbox:
         :data:`_AUTHORIZED_S` per channel, and the channels of every send that waits for an
         answer asked together, one ``authorized()`` call at a time (no call per channel);
         a manager that cannot answer refuses."""
-        if self.restrict_to is None:
-            return True
-        checked = self._allowed.get(channel)
-        if checked is not None and time.monotonic() - checked[0] < _AUTHORIZED_S:
-            return checked[1]
-        future = self._asking.get(channel) or self._answering.get(channel)
-        if future is None:
-            future = self._asking[channel] = asyncio.get_running_loop().create_future()
-        if self._asker is None or self._asker.done():
-            self._asker = asyncio.create_task(self._ask(self.restrict_to), name="authorized")
-        return await asyncio.shield(future)
-
-    async def _ask(self, manager: ChannelManager) -> None:
-        """Ask the manager about the channels waiting, in batches, until none waits."""
-        await asyncio.sleep(0)  # the sends started in this turn ask together
-        while self._asking:
-            batch = self._answering = self._asking
-            self._asking = {}
-            try:
-                allowed = await manager.authorized(sorted(batch))
-            except Exception as error:  # the database, a manager of one's own: refuse
-                log.warning(
-                    "cannot ask the channel manager about %d channel(s) (%s): %s",
-                    len(batch),
-                    ", ".join(sorted(batch)[:5]),
-                    error,
-                )
-                for future in batch.values():
-                    future.set_result(False)
-                continue
-            finally:
-                self._answering = {}
-            if len(self._allowed) > 10_000:
-                self._allowed.clear()
-            now = time.monotonic()
-            for channel, future in batch.items():
-                self._allowed[channel] = (now, channel in allowed)
-                future.set_result(channel in allowed)
+        return True if self._allowed is None else await self._allowed.get(channel)
 
     async def _say(self, command: SendCommand, remaining_s: float) -> SendResult:
         """Write ``command`` within ``remaining_s``; its result, whatever happens."""
@@ -338,6 +316,9 @@ class Outbox:
         result: Callable[..., SendResult],
         loop: asyncio.AbstractEventLoop,
     ) -> SendResult:
+        account = command.sender
+        if account is None and self.senders is not None:
+            account = await self.senders.account(command.channel)
         try:
             parts = await self.pool.say(
                 command.channel,
@@ -346,6 +327,7 @@ class Outbox:
                 action=command.action,
                 deadline=loop.time() + remaining_s,
                 begin=begin,
+                account=account,
             )
         except _NotOursError as stop:
             return timed_out(command, stop.marker)
@@ -355,8 +337,8 @@ class Outbox:
         except DeadlineError as exc:
             if remaining_s < _TOO_SHORT_S:  # no time to do anything: not a matter of budget
                 return timed_out(command, Marker())
-            sender = self.pool.sender
-            up = sender is not None and sender.connection.state is ConnectionState.CONNECTED
+            sender = self.pool.sender_for(account)
+            up = sender.connection.state is ConnectionState.CONNECTED
             reason = SendRefusal.RATE_LIMITED if up else SendRefusal.NOT_CONNECTED
             return result(SendStatus.REFUSED, str(exc), reason=reason.value)
         except _REFUSABLE as exc:

@@ -611,9 +611,11 @@ def _rate_limit_waits(pool: Pool) -> dict[str, float]:
     waits = {"join": round(join, 3)}
     if pool.auth_window is not None:
         waits["auth"] = round(pool.auth_window.tally.waited_s, 3)
-    sender = pool.sender
-    if sender is not None:
-        messages = sender.messages.tally.waited_s + sender.moderator_messages.tally.waited_s
+    if pool.senders:
+        messages = sum(
+            sender.messages.tally.waited_s + sender.moderator_messages.tally.waited_s
+            for sender in pool.senders.values()
+        )
         waits["messages"] = round(messages, 3)
     return waits
 

@@ -56,6 +56,7 @@ from tmi_cluster.tasks import cancel_and_wait
 from tmi_cluster.worker.delivery import RECENT_S, Delivery
 from tmi_cluster.worker.handlers import Dispatcher, Handler, Handlers, load_handlers
 from tmi_cluster.worker.outbox import Outbox
+from tmi_cluster.worker.senders import SenderChoice
 
 __all__ = [
     "SENDS_STOP_S",
@@ -121,30 +122,22 @@ def build_pool(
         read, read_options = windows(ANONYMOUS_ACCOUNT), replace(options, login=None, token="")
     else:
         read, read_options = account, options
-    sender = None
-    if account is not None:
-        messages = settings.throttle.messages
-        sending = Connection(replace(options, name=f"{name}-send"), auth_window=account.auth)
-        channel_window = last_messages = None
-        if redis_client is not None:  # a channel's interval and duplicate rule, cluster-wide
-            login = normalise_login(identity.username)
-            channel_window = _channel_windows(redis_client, keys, login, outage)
-            window_s = settings.throttle.messages.duplicate_window
-            last_messages = SharedLastMessages(redis_client, keys, login, window_s)
-        api = None
-        if redis_client is not None and eventsub_configured(settings):
-            api = ApiChat(Helix(settings), EventSubRoutes(redis_client, keys).send_target)
-        sender = Sender(
-            sending,
-            api=api,
-            channel_window=channel_window,
-            last_messages=last_messages,
-            messages=account.messages,
-            moderator_messages=account.moderator_messages,
-            channel_interval_s=messages.channel_interval,
-            duplicate_window_s=messages.duplicate_window,
-            max_length=messages.max_length,
-            long_text=messages.long_text,
+    senders: list[Sender] = []
+    for number, bot in enumerate(settings.tmi.accounts):
+        login = normalise_login(bot.username)
+        windows_of = account if number == 0 and account is not None else windows(login)
+        senders.append(
+            _sender(
+                settings,
+                replace(options, login=login, token=bot.token),
+                windows_of,
+                redis_client=redis_client,
+                keys=keys,
+                outage=outage,
+                name=f"{name}-send" if number == 0 else f"{name}-send-{login}",
+                # Twitch's API sends as the first account (its grant is the bot's)
+                api=number == 0,
+            )
         )
     anonymous = account is None or connection.read_anonymously
     join = settings.throttle.join
@@ -157,8 +150,46 @@ def build_pool(
         auth_window=read.auth,  # counted for logins with an account only
         connect_interval_s=connection.connect_interval,
         connect_burst=connection.connect_burst,
-        sender=sender,
+        sender=senders[0] if senders else None,
+        senders=senders[1:],
         on_event=on_event,
+    )
+
+
+def _sender(
+    settings: Settings,
+    options: ConnectionOptions,
+    account: AccountWindows,
+    *,
+    redis_client: AsyncRedis | None,
+    keys: Keys,
+    outage: Outage,
+    name: str,
+    api: bool,
+) -> Sender:
+    """One bot account's sender: its own connection and budgets (shared by every process
+    through Redis when there is a client)."""
+    messages = settings.throttle.messages
+    login = options.login or ""
+    sending = Connection(replace(options, name=name), auth_window=account.auth)
+    channel_window = last_messages = None
+    if redis_client is not None:  # a channel's interval and duplicate rule, cluster-wide
+        channel_window = _channel_windows(redis_client, keys, login, outage)
+        last_messages = SharedLastMessages(redis_client, keys, login, messages.duplicate_window)
+    chat = None
+    if api and redis_client is not None and eventsub_configured(settings):
+        chat = ApiChat(Helix(settings), EventSubRoutes(redis_client, keys).send_target)
+    return Sender(
+        sending,
+        api=chat,
+        channel_window=channel_window,
+        last_messages=last_messages,
+        messages=account.messages,
+        moderator_messages=account.moderator_messages,
+        channel_interval_s=messages.channel_interval,
+        duplicate_window_s=messages.duplicate_window,
+        max_length=messages.max_length,
+        long_text=messages.long_text,
     )
 
 
@@ -297,9 +328,16 @@ class Worker:
         outbox = None
         if pool.sender is not None:
             restrict = settings.channel_manager.channel.restrict_messages
-            manager = load_manager(settings) if restrict else None
+            several = len(settings.tmi.accounts) > 1
+            manager = load_manager(settings) if restrict or several else None
             queue = SendQueue(client, keys, process_id)
-            outbox = Outbox(queue, pool, outage=outage, restrict_to=manager)
+            outbox = Outbox(
+                queue,
+                pool,
+                outage=outage,
+                restrict_to=manager if restrict else None,
+                senders=SenderChoice(settings, manager) if several else None,
+            )
         return cls(
             pool,
             Dispatcher.from_settings(registry, options),
