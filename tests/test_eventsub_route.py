@@ -144,10 +144,14 @@ async def route_cluster(
     redis_server: str,
     redis_prefix: str,
     channels: list[str],
+    *,
     moderates: tuple[str, ...] = (),
+    limits: Limits | None = None,
     **changed: str,
 ) -> AsyncIterator[tuple[ChatSimulator, ProcessCluster]]:
-    async with ChatSimulator(channels=channels, control_port=0, eventsub_port=0) as sim:
+    async with ChatSimulator(
+        channels=channels, control_port=0, eventsub_port=0, limits=limits
+    ) as sim:
         sim.add_account(BOT, TOKEN, moderator_in=moderates)
         sim.add_account(VIEWER, VIEWER_TOKEN)
         (tmp_path / "pingbot.py").write_text(PINGBOT)
@@ -289,6 +293,49 @@ async def _moderated_channel(tmp_path: Path, redis_server: str, redis_prefix: st
             [pong] = reader.said_by(BOT, "gamma")
             assert "bot-badge" in pong.tags.get("badges", ""), pong.tags  # app token, as mod
         assert cluster.logs().count("PONG gamma written") == 1
+
+
+def test_the_bot_sends_with_its_own_user_token_everywhere(
+    tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    asyncio.run(_user_token(tmp_path, redis_server, redis_prefix))
+
+
+async def _user_token(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
+    async with route_cluster(
+        tmp_path,
+        redis_server,
+        redis_prefix,
+        ["beta"],
+        limits=Limits(channel_interval_s=0.0),  # the viewer pings twice within a second
+        TMI_CLUSTER_TMI__TRANSPORT__SEND_WITH="user",
+    ) as (sim, cluster):
+        cluster.start("sup-a")
+        await cluster.until(cluster.workers, 30, "a running worker")
+        await cluster.want(["beta"])
+        await cluster.until(lambda: sim.joined("beta"), 30, "beta joined on IRC")
+        old = store_grant(cluster, sim, BOT, *BOT_SCOPES)
+        logins = sim.account(BOT).authentications
+        reader = Reader(sim)
+        async with reader.connection:
+            await reader.connection.start()
+            await reader.connection.join(["beta"])
+            await say(sim, "beta", "!ping one")
+            await until(lambda: reader.said_by(BOT, "beta"), 20, "the bot's pong in beta")
+            [pong] = reader.said_by(BOT, "beta")
+            assert pong.text == "pong !ping one"
+            assert "bot-badge" not in pong.tags.get("badges", ""), pong.tags  # a user token
+            # Twitch's API, not an IRC connection: the bot logged in nowhere to send it
+            assert sim.account(BOT).authentications == logins
+            # the token is refreshed (stored anew) and the old one stops working: the worker
+            # reads the grant again after Twitch's 401, and sends with the new token
+            store_grant(cluster, sim, BOT, *BOT_SCOPES)
+            sim.oauth.revoke(CLIENT_ID, old)
+            await say(sim, "beta", "!ping two")
+            await until(lambda: len(reader.said_by(BOT, "beta")) == 2, 20, "the second pong")
+        logs = cluster.logs()
+        assert logs.count("PONG beta written") == 2, logs
+        assert old not in logs
 
 
 #: Seconds before a kill within which the killed worker may have read a message and died.

@@ -221,7 +221,7 @@ class Pool:
         for sender in self.senders.values():
             await sender.connection.aclose()
             if sender.api is not None:
-                await sender.api.helix.aclose()
+                await sender.api.aclose()
         self.connections.clear()
         self._where.clear()
         self._moving.clear()

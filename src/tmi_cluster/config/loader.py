@@ -369,7 +369,8 @@ def _problems(exc: ValidationError, sources: Mapping[tuple[str, ...], Source]) -
         value = error["input"]
         shows_input = bool(loc) and not isinstance(value, Mapping) and ", got " not in detail
         got = f", got {_show(key, value)}" if shows_input else ""
-        problems.append((order, f"{where}{key}: {detail}{got}"))
+        named = f"{key}: " if key else ""  # a rule of the whole names its keys itself
+        problems.append((order, f"{where}{named}{detail}{got}"))
     return problems
 
 

@@ -248,6 +248,15 @@ class TransportSettings(_Section):
     subscribe_concurrency: int = Field(
         8, ge=1, le=100, description="Helix calls the coordinator makes at once to subscribe."
     )
+    send_with: Literal["app", "user", "irc"] = Field(
+        "app",
+        description="How the bot (tmi.identity) sends. 'app': through Twitch's API with the "
+        "app token in the channels read through EventSub (the Chat Bot badge), through its "
+        "IRC connection elsewhere; 'user': through Twitch's API with the bot's own user token "
+        "(its grant on the invite screen, user:write:chat) in every channel, no badge, no IRC "
+        "connection for sending; 'irc': through its IRC connection everywhere. Further "
+        "accounts (tmi.identities) send through IRC.",
+    )
 
     @field_validator("eventsub_url")
     @classmethod
@@ -920,6 +929,25 @@ class Settings(_Section):
     log: Log = Field(default_factory=Log)
 
     _config_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _sending_as_user(self) -> Settings:
+        if self.tmi.transport.send_with == "user":
+            lacking = [
+                name
+                for name, missing in (
+                    ("tmi.identity.username", self.tmi.identity.anonymous),
+                    ("twitch.client_id and twitch.client_secret", not self.twitch.has_app),
+                    ("twitch.grant_key", not self.twitch.grant_key.get_secret_value()),
+                )
+                if missing
+            ]
+            if lacking:
+                raise ValueError(
+                    'tmi.transport.send_with = "user" sends with the bot\'s grant from the '
+                    f"invite screen: set {', '.join(lacking)}"
+                )
+        return self
 
     @property
     def config_file(self) -> Path | None:

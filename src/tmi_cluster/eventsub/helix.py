@@ -141,7 +141,7 @@ class Helix:
         path: str,
         *,
         body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | list[tuple[str, str | int | float | bool | None]] | None = None,
         allowed: Sequence[int] = (),
         user_token: str | None = None,
     ) -> httpx.Response:
@@ -267,6 +267,18 @@ class Helix:
         )
 
     # -- chat -------------------------------------------------------------------------------
+
+    async def user_ids(self, logins: Sequence[str]) -> dict[str, str]:
+        """The Twitch user ids of ``logins`` (at most 100) -> login; one unknown to Twitch is
+        left out."""
+        if not logins:
+            return {}
+        response = await self._call(
+            "looking up users", "GET", "/users", params=[("login", n) for n in logins[:100]]
+        )
+        return {
+            str(row["login"]).lower(): str(row["id"]) for row in response.json().get("data") or []
+        }
 
     async def moderated_channels(self, user_id: str, user_token: str) -> dict[str, str]:
         """The channels user ``user_id`` moderates (login -> broadcaster id), with the user's

@@ -7,8 +7,12 @@ Contracts:
   channel's broadcaster id and the bot's user id, looked up through ``lookup`` (the cluster's
   routes in Redis) and kept :data:`CACHE_S` seconds; None sends through IRC (also when the
   lookup fails: IRC is the route every channel has).
+- With ``as_user`` (``tmi.transport.send_with = "user"``), every channel is sent to through
+  the API with the bot's own user token (:class:`BotToken`: its grant in the store, read again
+  after a 401, as the coordinator refreshes it): the broadcaster's id from the routes or looked
+  up (kept), the bot's from its grant. No badge; no IRC connection needed.
 - :meth:`ApiChat.send` sends one message with the application's app token (the Chat Bot badge
-  where the broadcaster granted ``channel:bot``). Twitch's refusals become
+  where the broadcaster granted ``channel:bot``), or the bot's user token. Twitch's refusals become
   :class:`~tmi_cluster.errors.ChatRefusedError` with the send result's reason (see
   :func:`refusal_of`): nothing was said. No answer at all is a ConnectionError (the send's
   ``not_connected``).
@@ -16,20 +20,26 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tmi_cluster.errors import ChatRefusedError, HelixError, TmiClusterError
-from tmi_cluster.eventsub.helix import Helix
+from tmi_cluster.config import Settings
+from tmi_cluster.errors import ChatRefusedError, GrantKeyError, HelixError, TmiClusterError
+from tmi_cluster.eventsub.helix import ChatSent, Helix
+from tmi_cluster.grants import Grants, TokenGrant
+from tmi_cluster.store import Store
 
-__all__ = ["CACHE_S", "ApiChat", "ApiTarget", "refusal_of"]
+__all__ = ["CACHE_S", "USER_SEND_SCOPE", "ApiChat", "ApiTarget", "BotToken", "refusal_of"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a channel's route is kept before it is looked up again.
 CACHE_S = 2.0
+#: What the bot's grant needs for it to send with its own user token.
+USER_SEND_SCOPE = "user:write:chat"
 
 #: Twitch's drop codes and the send results' refusals (others: "failed").
 _DROPS = {
@@ -60,9 +70,50 @@ def refusal_of(*, drop_code: str | None = None, status: int | None = None, text:
     return _STATUSES.get(status or 0, "failed")
 
 
+class BotToken:
+    """The bot's own user token, from its grant in ``store`` opened with ``twitch.grant_key``
+    (the bot signs in on the invite screen's ``/invite/bot``); read again when asked
+    ``fresh`` (after a 401: the coordinator's TokenKeeper refreshes and stores it)."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.login = settings.tmi.identity.username
+        self._grants = Grants(settings.twitch.grant_key.get_secret_value())
+        self._settings = settings
+        self._store = store
+        self._own_store = store is None
+        self._grant: TokenGrant | None = None
+
+    async def grant(self, *, fresh: bool = False) -> TokenGrant:
+        """The bot's grant in clear (its user id and access token); ChatRefusedError
+        ``unauthorized`` when there is none, it lacks ``user:write:chat``, or this key cannot
+        open it."""
+        if self._grant is None or fresh:
+            if self._store is None:
+                self._store = Store.from_settings(self._settings)
+            sealed = await asyncio.to_thread(self._store.grants, [self.login])
+            if not sealed or USER_SEND_SCOPE not in sealed[0].scopes:
+                raise ChatRefusedError(
+                    f"sending with the bot's user token needs its grant of {USER_SEND_SCOPE}: "
+                    "sign the bot in on the invite screen (/invite/bot)",
+                    reason="unauthorized",
+                )
+            try:
+                self._grant = self._grants.open(sealed[0])
+            except GrantKeyError as error:
+                raise ChatRefusedError(str(error), reason="unauthorized") from None
+        return self._grant
+
+    def close(self) -> None:
+        """Close the store it opened (idempotent)."""
+        if self._own_store and self._store is not None:
+            self._store.close()
+            self._store = None
+
+
 class ApiChat:
-    """Sends through ``helix`` to the channels ``lookup`` routes to EventSub; see the module.
-    ``lookup(channel)`` answers (broadcaster id, bot id) or None."""
+    """Sends through ``helix`` to the channels ``lookup`` routes to EventSub (or, ``as_user``,
+    to every channel); see the module. ``lookup(channel)`` answers (broadcaster id, bot id) or
+    None."""
 
     def __init__(
         self,
@@ -70,14 +121,23 @@ class ApiChat:
         lookup: Callable[[str], Awaitable[tuple[str, str] | None]],
         *,
         cache_s: float = CACHE_S,
+        as_user: BotToken | None = None,
     ) -> None:
         self.helix = helix
         self._lookup = lookup
         self.cache_s = cache_s
+        self.as_user = as_user
         self._cache: dict[str, tuple[float, ApiTarget | None]] = {}
+        self._user_ids: dict[str, str] = {}  # login -> Twitch user id (they do not change)
         #: Messages sent through the API, and refused by Twitch.
         self.sent = 0
         self.refused = 0
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients and the store (idempotent)."""
+        await self.helix.aclose()
+        if self.as_user is not None:
+            self.as_user.close()
 
     async def target(self, channel: str) -> ApiTarget | None:
         """Where ``channel``'s messages go through the API; None: through IRC."""
@@ -85,6 +145,8 @@ class ApiChat:
         cached = self._cache.get(channel)
         if cached is not None and cached[0] > now:
             return cached[1]
+        if self.as_user is not None:
+            return await self._user_target(channel)
         try:
             found = await self._lookup(channel)
         except TmiClusterError as error:  # Redis away: IRC, which every channel has
@@ -96,13 +158,31 @@ class ApiChat:
         self._cache[channel] = (now + self.cache_s, target)
         return target
 
+    async def _user_target(self, channel: str) -> ApiTarget:
+        """Every channel, as the bot's user: its broadcaster's id looked up once (kept)."""
+        assert self.as_user is not None
+        bot = await self.as_user.grant()
+        broadcaster = self._user_ids.get(channel)
+        if broadcaster is None:
+            try:
+                found = await self.helix.user_ids([channel])
+            except HelixError as error:
+                if error.status is None:
+                    raise ConnectionError(str(error)) from None
+                raise ChatRefusedError(str(error), reason=refusal_of(status=error.status)) from None
+            broadcaster = found.get(channel)
+            if broadcaster is None:
+                raise ChatRefusedError(f"Twitch knows no user {channel!r}", reason="failed")
+            if len(self._user_ids) > 100_000:
+                self._user_ids.clear()
+            self._user_ids[channel] = broadcaster
+        return ApiTarget(broadcaster, bot.user_id)
+
     async def send(self, target: ApiTarget, text: str, *, reply_to: str | None = None) -> str:
         """Send ``text``; Twitch's message id. ChatRefusedError when Twitch refused or dropped
         it, ConnectionError when it did not answer (nothing was said either way)."""
         try:
-            sent = await self.helix.send_chat(
-                target.broadcaster_id, target.sender_id, text, reply_to=reply_to
-            )
+            sent = await self._send(target, text, reply_to)
         except HelixError as error:
             if error.status is None:
                 raise ConnectionError(str(error)) from None
@@ -118,3 +198,25 @@ class ApiChat:
             )
         self.sent += 1
         return sent.message_id
+
+    async def _send(self, target: ApiTarget, text: str, reply_to: str | None) -> ChatSent:
+        """One Send Chat Message: with the app token, or the bot's user token (read again from
+        the store after a 401, and tried once more)."""
+        if self.as_user is None:
+            return await self.helix.send_chat(
+                target.broadcaster_id, target.sender_id, text, reply_to=reply_to
+            )
+        for fresh in (False, True):
+            token = (await self.as_user.grant(fresh=fresh)).access_token
+            try:
+                return await self.helix.send_chat(
+                    target.broadcaster_id,
+                    target.sender_id,
+                    text,
+                    reply_to=reply_to,
+                    user_token=token,
+                )
+            except HelixError as error:
+                if error.status != 401 or fresh:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover

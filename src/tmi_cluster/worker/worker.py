@@ -49,7 +49,7 @@ from tmi_cluster.chat.sender import Sender
 from tmi_cluster.config import Settings
 from tmi_cluster.events import Event, IrcCommandEvent, IrcMessageEvent
 from tmi_cluster.eventsub.helix import Helix
-from tmi_cluster.eventsub.sending import ApiChat
+from tmi_cluster.eventsub.sending import ApiChat, BotToken
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.routes import eventsub_configured
 from tmi_cluster.tasks import cancel_and_wait
@@ -177,8 +177,13 @@ def _sender(
         channel_window = _channel_windows(redis_client, keys, login, outage)
         last_messages = SharedLastMessages(redis_client, keys, login, messages.duplicate_window)
     chat = None
-    if api and redis_client is not None and eventsub_configured(settings):
-        chat = ApiChat(Helix(settings), EventSubRoutes(redis_client, keys).send_target)
+    send_with = settings.tmi.transport.send_with
+    if api and redis_client is not None and send_with != "irc":
+        routes = EventSubRoutes(redis_client, keys).send_target
+        if send_with == "user":  # every channel through the API, as the bot's own user
+            chat = ApiChat(Helix(settings), routes, as_user=BotToken(settings))
+        elif eventsub_configured(settings):
+            chat = ApiChat(Helix(settings), routes)
     return Sender(
         sending,
         api=chat,
