@@ -159,7 +159,7 @@ def test_events_api_lists_every_event_type() -> None:
     assert len(set(events.__all__)) == len(events.__all__)  # ruff (RUF022) keeps it sorted
     names = {cls.__name__ for cls in events.ALL_EVENT_TYPES}
     assert names <= set(events.__all__)
-    assert len(events.ALL_EVENT_TYPES) == 54  # the raw-line and the cluster's events included
+    assert len(events.ALL_EVENT_TYPES) == 57  # the raw-line and the cluster's events included
     for name in (
         "ALL_EVENT_TYPES",
         "Emote",

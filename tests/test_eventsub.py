@@ -25,6 +25,8 @@ from tmi_cluster.events import (
     RaidEvent,
     ResubEvent,
     RoomStateEvent,
+    SharedChatBeginEvent,
+    SharedChatEndEvent,
     SlowModeEvent,
     SubGiftEvent,
     UnknownEvent,
@@ -34,6 +36,7 @@ from tmi_cluster.events import (
 )
 from tmi_cluster.events.build import from_message
 from tmi_cluster.eventsub import MAPPED_TYPES, decode, to_events
+from tmi_cluster.eventsub.mapping import notification_events
 from tmi_cluster.eventsub.messages import timestamp_ms
 from tmi_cluster.irc import parse
 
@@ -82,8 +85,12 @@ def events_of(name: str) -> list[Event]:
     assert envelope.metadata.message_type == "notification"
     assert envelope.payload.subscription is not None
     assert envelope.payload.event
+    events = notification_events(envelope)
     event = json.loads(bytes(envelope.payload.event))
-    return to_events(envelope.payload.subscription.type, event, envelope.metadata.message_timestamp)
+    kind, sent_at = envelope.payload.subscription.type, envelope.metadata.message_timestamp
+    if not kind.startswith("channel.shared_chat."):  # the same as without the envelope
+        assert events == to_events(kind, event, sent_at)
+    return events
 
 
 def irc_events(line: str) -> list[Event]:
@@ -230,12 +237,37 @@ def test_clears_deletes_and_room_settings() -> None:
 
 def test_each_events_raw_line_is_the_irc_line_of_the_same_events() -> None:
     for path in sorted(SAMPLES.glob("*.json")):
-        if path.name.startswith(("welcome", "keepalive", "reconnect", "revocation")):
+        if path.name.startswith(("welcome", "keepalive", "reconnect", "revocation", "shared_chat")):
             continue
         events = events_of(path.name)
         assert events[0].raw, path.name
         same(events, irc_events(events[0].raw))
         assert parse(events[0].raw).tags == events[0].tags, path.name
+
+
+def test_shared_chat_sessions_are_events_of_their_own() -> None:
+    [begin] = events_of("shared_chat_begin.json")
+    assert isinstance(begin, SharedChatBeginEvent)
+    assert (begin.channel, begin.host_id) == ("streamerdave", "1971641")
+    assert begin.session_id == "2b64a92a-dbb8-424e-b1c3-304423ba1b6f"
+    assert begin.participants == ["1971641", "112233"]
+    assert begin.participant_logins == ["streamerdave", "gamerbob"]
+    # keyed by the notification's id: a retry on another shard is the same event
+    assert begin.dedupe_key == "SharedChatBeginEvent:a1b2c3d4-0000-4000-8000-000000000001"
+    assert begin.sent_at is not None
+    assert from_json(to_json(begin)) == begin  # streamed like any other
+    [end] = events_of("shared_chat_end.json")
+    assert isinstance(end, SharedChatEndEvent)
+    assert end.participants == []
+    event = sample("shared_chat_begin.json")["payload"]["event"]
+    event["participants"] = "everyone"
+    [bad] = to_events("channel.shared_chat.update", event)
+    assert isinstance(bad, UnknownEvent)
+    assert "participants are not a list" in bad.params[1]
+    del event["broadcaster_user_login"]
+    [missing] = to_events("channel.shared_chat.begin", event)
+    assert isinstance(missing, UnknownEvent)
+    assert "without broadcaster_user_login" in missing.params[1]
 
 
 def test_bad_messages_are_errors_that_say_why() -> None:

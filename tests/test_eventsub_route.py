@@ -23,8 +23,10 @@ import httpx
 import pytest
 
 from tmi_cluster import Cluster, Connection, ConnectionOptions
+from tmi_cluster.bus.events import EventReader
 from tmi_cluster.bus.routes import EventSubRoutes
-from tmi_cluster.events import Event, MessageEvent
+from tmi_cluster.config.model import CHAT_TYPES, SHARED_CHAT_TYPES
+from tmi_cluster.events import Event, MessageEvent, SharedChatBeginEvent, SharedChatEndEvent
 from tmi_cluster.grants import Grants, TokenGrant
 from tmi_cluster.routes import BOT_SCOPES, MODERATED_SCOPE
 from tmi_cluster.simulator import ChatSimulator
@@ -267,8 +269,14 @@ def test_a_channel_the_bot_moderates_is_read_through_eventsub_without_a_grant(
 
 
 async def _moderated_channel(tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
+    kinds = json.dumps([*CHAT_TYPES, *SHARED_CHAT_TYPES])
     async with route_cluster(
-        tmp_path, redis_server, redis_prefix, ["gamma", "delta"], moderates=("gamma",)
+        tmp_path,
+        redis_server,
+        redis_prefix,
+        ["gamma", "delta"],
+        moderates=("gamma",),
+        TMI_CLUSTER_TMI__TRANSPORT__SUBSCRIPTIONS=kinds,
     ) as (sim, cluster):
         cluster.start("sup-a")
         await cluster.until(cluster.workers, 30, "a running worker")
@@ -293,6 +301,26 @@ async def _moderated_channel(tmp_path: Path, redis_server: str, redis_prefix: st
             [pong] = reader.said_by(BOT, "gamma")
             assert "bot-badge" in pong.tags.get("badges", ""), pong.tags  # app token, as mod
         assert cluster.logs().count("PONG gamma written") == 1
+        # Shared Chat sessions, subscribed on request: their own events, each once
+        assert (await routes.status()).subscriptions == 9
+        stream = EventReader(
+            cluster.client,
+            cluster.keys,
+            types=frozenset({"SharedChatBeginEvent", "SharedChatEndEvent"}),
+        )
+        await stream.start()
+        try:
+            assert sim.conduits.share_chat("begin", ["gamma", "delta"], "gamma") == 1
+            begin = await asyncio.wait_for(stream.__anext__(), 20)
+            assert isinstance(begin, SharedChatBeginEvent)
+            assert (begin.channel, begin.participant_logins) == ("gamma", ["gamma", "delta"])
+            told = sim.conduits.sent[-1]
+            assert sim.conduits.retry(told) or sim.conduits.repeat(told)  # Twitch's retry
+            assert sim.conduits.share_chat("end", ["gamma"], "gamma") == 1
+            end = await asyncio.wait_for(stream.__anext__(), 20)
+            assert isinstance(end, SharedChatEndEvent), end  # the retried begin: not again
+        finally:
+            await stream.aclose()
 
 
 def test_the_bot_sends_with_its_own_user_token_everywhere(

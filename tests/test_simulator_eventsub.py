@@ -306,9 +306,20 @@ async def test_send_chat_message_says_it_in_the_channel_with_the_badge() -> None
             assert line.params == ["#alpha", "hi"]
             assert line.tags["id"] == result["message_id"]
             assert "bot-badge/1" in line.tags["badges"]  # app token, channel:bot: the badge
-            # beta never granted channel:bot: said, without the badge
+            # beta never granted channel:bot and the bot does not moderate it: not with an app
+            # token; with the bot's own user token, said without the badge
             other = {**body, "broadcaster_id": user_id("beta"), "message": "hello beta"}
-            assert (await api.post("/helix/chat/messages", json=other)).json()["data"][0]["is_sent"]
+            refused = await api.post("/helix/chat/messages", json=other)
+            assert refused.status_code == 403
+            assert "channel:bot" in refused.json()["message"]
+            own = grant(sim, BOT, "user:write:chat")
+            async with httpx.AsyncClient(base_url=base) as plain:
+                as_bot = await plain.post(
+                    "/helix/chat/messages",
+                    json=other,
+                    headers={"Authorization": f"Bearer {own}", "Client-Id": CLIENT_ID},
+                )
+            assert as_bot.json()["data"][0]["is_sent"], as_bot.text
             line = await reader.privmsg()
             assert "bot-badge" not in line.tags["badges"]
             # Twitch's refusals: too quick, the same text, a ban; answered, not said
@@ -332,3 +343,63 @@ async def test_send_chat_message_says_it_in_the_channel_with_the_badge() -> None
                 assert (await api.post("/helix/chat/messages", json=bad)).status_code == 400
             unknown = await api.post("/helix/chat/messages", json={**body, "broadcaster_id": "1"})
             assert unknown.status_code == 404
+
+
+@run
+async def test_moderated_channels_stand_for_channel_bot() -> None:
+    channels = ["alpha", "beta", "gamma"]
+    async with ChatSimulator(channels=channels, control_port=0, eventsub_port=0) as sim:
+        sim.add_account(BOT, "bottoken", moderator_in=["beta", "gamma"])
+        token = grant(sim, BOT, "user:bot", "user:read:chat", "user:read:moderated_channels")
+        base = f"http://{sim.host}:{sim.control_port}"
+        headers = {"Authorization": f"Bearer {token}", "Client-Id": CLIENT_ID}
+        async with httpx.AsyncClient(base_url=base, headers=headers) as plain:
+            first = await plain.get(
+                "/helix/moderation/channels", params={"user_id": user_id(BOT), "first": 1}
+            )
+            assert first.status_code == 200, first.text
+            [row] = first.json()["data"]
+            assert row == {
+                "broadcaster_id": user_id("beta"),
+                "broadcaster_login": "beta",
+                "broadcaster_name": "beta",
+            }
+            cursor = first.json()["pagination"]["cursor"]
+            rest = await plain.get(
+                "/helix/moderation/channels",
+                params={"user_id": user_id(BOT), "first": 1, "after": cursor},
+            )
+            assert [r["broadcaster_login"] for r in rest.json()["data"]] == ["gamma"]
+            assert rest.json()["pagination"] == {}
+            other = await plain.get("/helix/moderation/channels", params={"user_id": "1"})
+            assert other.status_code == 401  # only one's own
+        narrow = grant(sim, BOT, "user:bot")
+        async with httpx.AsyncClient(base_url=base) as plain:
+            lacking = await plain.get(
+                "/helix/moderation/channels",
+                params={"user_id": user_id(BOT)},
+                headers={"Authorization": f"Bearer {narrow}", "Client-Id": CLIENT_ID},
+            )
+            assert lacking.status_code == 401
+            assert "user:read:moderated_channels" in lacking.json()["message"]
+        async with await helix(sim) as api:
+            made = await api.post("/helix/eventsub/conduits", json={"shard_count": 1})
+            conduit = made.json()["data"][0]["id"]
+
+            async def subscribe(channel: str, kind: str = "channel.chat.message") -> int:
+                condition = {"broadcaster_user_id": user_id(channel)}
+                if not kind.startswith("channel.shared_chat."):
+                    condition["user_id"] = user_id(BOT)
+                body = {
+                    "type": kind,
+                    "version": "1",
+                    "condition": condition,
+                    "transport": {"method": "conduit", "conduit_id": conduit},
+                }
+                answer = await api.post("/helix/eventsub/subscriptions", json=body)
+                return answer.status_code
+
+            assert await subscribe("beta") == 202  # a moderator: no channel:bot needed
+            assert await subscribe("alpha") == 403  # neither
+            assert await subscribe("alpha", "channel.shared_chat.begin") == 202  # no grant needed
+            assert await subscribe("alpha", "channel.shared_chat.begin") == 409

@@ -24,8 +24,10 @@ from pydantic import (
 from tmi_cluster.config.urls import check_redis_url, mask_url, normalise_database_url
 
 __all__ = [
+    "CHAT_TYPES",
     "EVENTSUB_TYPES",
     "SECRET_KEYS",
+    "SHARED_CHAT_TYPES",
     "URL_KEYS",
     "Account",
     "AuthThrottle",
@@ -206,7 +208,8 @@ class Options(_Section):
 
 
 #: The EventSub types the route maps into events (tmi_cluster.eventsub.mapping.MAPPED_TYPES).
-EVENTSUB_TYPES = (
+#: The EventSub types subscribed in each EventSub channel by default (the IRC events).
+CHAT_TYPES = (
     "channel.chat.message",
     "channel.chat.notification",
     "channel.chat.clear",
@@ -214,6 +217,14 @@ EVENTSUB_TYPES = (
     "channel.chat.message_delete",
     "channel.chat_settings.update",
 )
+#: Shared Chat's session types: their condition is the broadcaster alone (no bot).
+SHARED_CHAT_TYPES = (
+    "channel.shared_chat.begin",
+    "channel.shared_chat.update",
+    "channel.shared_chat.end",
+)
+#: Every EventSub type the route subscribes to when asked (``tmi.transport.subscriptions``).
+EVENTSUB_TYPES = CHAT_TYPES + SHARED_CHAT_TYPES
 
 
 class TransportSettings(_Section):
@@ -240,10 +251,12 @@ class TransportSettings(_Section):
         "worker process. 0: one per live worker process.",
     )
     subscriptions: list[str] = Field(
-        default_factory=lambda: list(EVENTSUB_TYPES),
+        default_factory=lambda: list(CHAT_TYPES),
         description="The EventSub types subscribed in each EventSub channel (the IRC events "
         "they stand for: PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG and ROOMSTATE). "
-        "'channel.chat.message' is required: a channel counts as read once it is subscribed.",
+        "'channel.chat.message' is required: a channel counts as read once it is subscribed. "
+        "Add 'channel.shared_chat.begin', '.update' and '.end' for the Shared Chat session "
+        "events (SharedChatBeginEvent, ...; EventSub only).",
     )
     subscribe_concurrency: int = Field(
         8, ge=1, le=100, description="Helix calls the coordinator makes at once to subscribe."

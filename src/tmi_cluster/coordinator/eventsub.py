@@ -167,6 +167,7 @@ class ConduitKeeper:
         self.moderated: dict[str, str] = {}
         self.moderated_every_s = MODERATED_S
         self._moderated_at: float | None = None
+        self._moderated_grant: tuple[str, str] | None = None  # the bot's grant listed with
         self._moderation_problem: str | None = None
 
     def wake(self) -> None:
@@ -292,13 +293,16 @@ class ConduitKeeper:
         granted :data:`~tmi_cluster.routes.MODERATED_SCOPE` (else none is known); stored in
         SQL when they changed. Twitch not answering keeps the list as it was."""
         now = time.monotonic()
-        if self._moderated_at is not None and now - self._moderated_at < self.moderated_every_s:
-            return
-        self._moderated_at = now
         login = self.settings.tmi.identity.username
         bot = next((g for g in grants if g.login == login), None)
+        usable = bot is not None and MODERATED_SCOPE in bot.scopes and self.tokens is not None
+        grant = (bot.user_id, bot.access_token) if bot is not None and usable else None
+        due = self._moderated_at is None or now - self._moderated_at >= self.moderated_every_s
+        if not due and grant == self._moderated_grant:  # a new grant is listed at once
+            return
+        self._moderated_at, self._moderated_grant = now, grant
         found: dict[str, str] = {}
-        if bot is not None and MODERATED_SCOPE in bot.scopes and self.tokens is not None:
+        if bot is not None and usable and self.tokens is not None:
             try:
                 token = self.tokens.grants.open(bot).access_token
                 found = await self.helix.moderated_channels(bot.user_id, token)

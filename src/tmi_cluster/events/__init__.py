@@ -56,6 +56,10 @@ from tmi_cluster.events.types import (
     ResubEvent,
     RitualEvent,
     RoomStateEvent,
+    SharedChatBeginEvent,
+    SharedChatEndEvent,
+    SharedChatEvent,
+    SharedChatUpdateEvent,
     SlowModeEvent,
     SubEvent,
     SubGiftEvent,
@@ -121,6 +125,10 @@ __all__ = [
     "ResubEvent",
     "RitualEvent",
     "RoomStateEvent",
+    "SharedChatBeginEvent",
+    "SharedChatEndEvent",
+    "SharedChatEvent",
+    "SharedChatUpdateEvent",
     "SlowModeEvent",
     "SubEvent",
     "SubGiftEvent",
@@ -150,7 +158,7 @@ __all__ = [
 ALL_EVENT_TYPES: tuple[type[Event], ...] = tuple(
     getattr(types, name)
     for name in types.__all__
-    if name not in ("Event", "UserEvent", "ModeEvent", "ClusterEvent")
+    if name not in ("Event", "UserEvent", "ModeEvent", "ClusterEvent", "SharedChatEvent")
 )
 #: The raw-line events: made only for handlers that subscribe to them, never streamed.
 RAW_LINE_EVENTS: tuple[type[Event], ...] = (IrcMessageEvent, IrcCommandEvent)

@@ -58,6 +58,10 @@ __all__ = [
     "ResubEvent",
     "RitualEvent",
     "RoomStateEvent",
+    "SharedChatBeginEvent",
+    "SharedChatEndEvent",
+    "SharedChatEvent",
+    "SharedChatUpdateEvent",
     "SlowModeEvent",
     "SubEvent",
     "SubGiftEvent",
@@ -537,6 +541,39 @@ class RoomStateEvent(Event, frozen=True, kw_only=True):
     r9k: bool | None = None
     slow: int | None = None
     subs_only: bool | None = None
+
+
+class SharedChatEvent(Event, frozen=True, kw_only=True):
+    """Base of the Shared Chat session events of a channel (EventSub's
+    ``channel.shared_chat.*``: IRC has no such message, so they come through the EventSub route
+    only). ``channel`` is the channel that was told; ``host_id`` the session's host broadcaster;
+    ``participants`` the broadcasters in the session (their user ids) and ``participant_logins``
+    their logins, in the same order. Its ``dedupe_key`` is the notification's id (a retry on
+    another shard is delivered once)."""
+
+    session_id: str = ""
+    host_id: str = ""
+    participants: list[str] = msgspec.field(default_factory=list)
+    participant_logins: list[str] = msgspec.field(default_factory=list)
+
+    @cached_property
+    def sent_at(self) -> datetime | None:
+        """When Twitch sent the notification, aware UTC; None when it did not say."""
+        return values.sent_at(self.tags)
+
+
+class SharedChatBeginEvent(SharedChatEvent, frozen=True, kw_only=True):
+    """The channel joined a Shared Chat session (``channel.shared_chat.begin``)."""
+
+
+class SharedChatUpdateEvent(SharedChatEvent, frozen=True, kw_only=True):
+    """A channel joined or left the channel's Shared Chat session
+    (``channel.shared_chat.update``)."""
+
+
+class SharedChatEndEvent(SharedChatEvent, frozen=True, kw_only=True):
+    """The channel's Shared Chat session ended, or the channel left it
+    (``channel.shared_chat.end``; ``participants`` is empty)."""
 
 
 class ModeEvent(Event, frozen=True, kw_only=True):

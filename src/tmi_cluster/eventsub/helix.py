@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from tmi_cluster.config import Settings
+from tmi_cluster.config.model import SHARED_CHAT_TYPES
 from tmi_cluster.errors import HelixError, OAuthError
 from tmi_cluster.oauth import TIMEOUT_S, TwitchOAuth, twitch_reason
 
@@ -231,10 +232,13 @@ class Helix:
     ) -> Subscription:
         """Subscribe the conduit to ``kind`` (version 1) in a broadcaster's channel, reading as
         the bot; the existing subscription when there is one (409)."""
+        condition = {"broadcaster_user_id": broadcaster_id}
+        if kind not in SHARED_CHAT_TYPES:  # Shared Chat's conditions name no reader
+            condition["user_id"] = bot_id
         body = {
             "type": kind,
             "version": "1",
-            "condition": {"broadcaster_user_id": broadcaster_id, "user_id": bot_id},
+            "condition": condition,
             "transport": {"method": "conduit", "conduit_id": conduit_id},
         }
         response = await self._call(
@@ -242,7 +246,6 @@ class Helix:
         )
         if response.status_code == 409:
             existing = str(response.json().get("id", ""))
-            condition = {"broadcaster_user_id": broadcaster_id, "user_id": bot_id}
             return Subscription(existing, kind, "enabled", condition, conduit_id)
         return _subscription(response.json()["data"][0])
 

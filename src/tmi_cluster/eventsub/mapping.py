@@ -19,7 +19,13 @@ subscription type                   events (as from)
 ``channel.chat.clear_user_messages`` ClearChatEvent ``ban`` (CLEARCHAT with a target)
 ``channel.chat.message_delete``     ClearMsgEvent (CLEARMSG)
 ``channel.chat_settings.update``    RoomStateEvent and the mode events (ROOMSTATE)
+``channel.shared_chat.begin``       SharedChatBeginEvent (no IRC message: EventSub only)
+``channel.shared_chat.update``      SharedChatUpdateEvent (EventSub only)
+``channel.shared_chat.end``         SharedChatEndEvent (EventSub only)
 =================================== ===============================================
+
+The Shared Chat session events have no IRC message to stand for: they are made directly, their
+``dedupe_key`` the notification's id (a retry on another shard is delivered once).
 
 What EventSub does not say, the events do not either: no ``first-msg`` flag but for Twitch's
 ``user_intro`` messages, no ``returning-chatter``, no ``/me`` (``is_action`` is false), no
@@ -37,7 +43,14 @@ from typing import Any
 
 import msgspec
 
-from tmi_cluster.events import Event, UnknownEvent
+from tmi_cluster.events import (
+    Event,
+    SharedChatBeginEvent,
+    SharedChatEndEvent,
+    SharedChatEvent,
+    SharedChatUpdateEvent,
+    UnknownEvent,
+)
 from tmi_cluster.events.build import from_message
 from tmi_cluster.eventsub.messages import Envelope, timestamp_ms
 from tmi_cluster.irc import Message, escape_tag_value
@@ -374,8 +387,46 @@ _MAPPINGS: dict[str, Callable[[Mapping[str, Any], int | None], Message]] = {
     "channel.chat.message_delete": _message_delete,
     "channel.chat_settings.update": _chat_settings,
 }
+_SESSIONS: dict[str, type[SharedChatEvent]] = {
+    "channel.shared_chat.begin": SharedChatBeginEvent,
+    "channel.shared_chat.update": SharedChatUpdateEvent,
+    "channel.shared_chat.end": SharedChatEndEvent,
+}
 #: The subscription types mapped to events.
-MAPPED_TYPES = frozenset(_MAPPINGS)
+MAPPED_TYPES = frozenset(_MAPPINGS) | frozenset(_SESSIONS)
+
+
+def _session(
+    kind: type[SharedChatEvent], event: Mapping[str, Any], notification_id: str, sent_at: str
+) -> SharedChatEvent:
+    """A Shared Chat session event; ValueError for one missing what it needs."""
+    try:
+        channel = _channel(event)
+        room = _required(event, "broadcaster_user_id")
+    except _MissingError as exc:
+        raise ValueError(f"a Shared Chat event without {exc.args[0]}") from None
+    raw = event.get("participants") or []
+    if not isinstance(raw, list):
+        raise ValueError("a Shared Chat event whose participants are not a list")
+    ids, logins = [], []
+    for participant in raw:
+        if isinstance(participant, dict):
+            ids.append(_str(participant, "broadcaster_user_id"))
+            logins.append(_str(participant, "broadcaster_user_login").lower())
+    tags = {"room-id": room}
+    if notification_id:
+        tags["id"] = notification_id
+    sent_ms = timestamp_ms(sent_at)
+    if sent_ms is not None:
+        tags["tmi-sent-ts"] = str(sent_ms)
+    return kind(
+        channel=channel,
+        tags=tags,
+        session_id=_str(event, "session_id"),
+        host_id=_str(event, "host_broadcaster_user_id"),
+        participants=ids,
+        participant_logins=logins,
+    )
 
 
 def to_message(subscription_type: str, event: Mapping[str, Any], sent_at: str = "") -> Message:
@@ -425,12 +476,25 @@ def _unknown(subscription_type: str, why: str, event: Any) -> list[Event]:
     ]
 
 
-def to_events(subscription_type: str, event: Any, sent_at: str = "") -> list[Event]:
+def to_events(
+    subscription_type: str, event: Any, sent_at: str = "", notification_id: str = ""
+) -> list[Event]:
     """The events of one notification: the same, type for type and property for property, as
-    the IRC message Twitch sends for it (see the module). Never raises: an unknown type, or an
-    event missing what its type needs, is one UnknownEvent saying so (logged)."""
+    the IRC message Twitch sends for it (see the module; ``notification_id``: the
+    notification's message id, the key of the events no IRC message stands for). Never raises:
+    an unknown type, or an event missing what its type needs, is one UnknownEvent saying so
+    (logged)."""
     if not isinstance(event, dict):
         return _unknown(subscription_type, "the event is not an object", event)
+    session = _SESSIONS.get(subscription_type)
+    if session is not None:
+        try:
+            return [_session(session, event, notification_id, sent_at)]
+        except ValueError as exc:
+            log.warning(
+                "an EventSub %s notification that cannot be mapped: %s", subscription_type, exc
+            )
+            return _unknown(subscription_type, str(exc), event)
     if subscription_type not in _MAPPINGS:
         return _unknown(subscription_type, "no mapping for this subscription type", event)
     try:
@@ -451,4 +515,5 @@ def notification_events(envelope: Envelope) -> list[Event]:
         event = msgspec.json.decode(envelope.payload.event)
     except msgspec.DecodeError as exc:
         return _unknown(subscription.type, f"the event is not JSON: {exc}", None)
-    return to_events(subscription.type, event, envelope.metadata.message_timestamp)
+    metadata = envelope.metadata
+    return to_events(subscription.type, event, metadata.message_timestamp, metadata.message_id)

@@ -54,7 +54,7 @@ from starlette.routing import Route
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from tmi_cluster.config.model import EVENTSUB_TYPES
+from tmi_cluster.config.model import EVENTSUB_TYPES, SHARED_CHAT_TYPES
 from tmi_cluster.irc import Message
 from tmi_cluster.simulator.eventsub import envelope, notification
 from tmi_cluster.simulator.peers import user_id
@@ -301,18 +301,12 @@ class Conduits:
             raise RefusedError(400, "transport method must be 'conduit' here")
         conduit = self._conduit(client_id, str(transport.get("conduit_id", "")))
         broadcaster = str(condition.get("broadcaster_user_id", ""))
-        bot = str(condition.get("user_id", ""))
-        bot_login, channel = self._login_of(bot), self._login_of(broadcaster)
-        if bot_login is None or not self._authorized(client_id, bot_login, "user:bot"):
-            raise RefusedError(403, "subscription missing proper authorization (user:bot)")
-        if channel is None or not (
-            self._authorized(client_id, channel, "channel:bot")
-            or self._moderates(bot_login, channel)
-        ):
-            raise RefusedError(
-                403, "subscription missing proper authorization (channel:bot or moderator)"
-            )
-        wanted = {"broadcaster_user_id": broadcaster, "user_id": bot}
+        if kind in SHARED_CHAT_TYPES:  # the broadcaster alone; no authorization needed
+            if self._login_of(broadcaster) is None:
+                raise RefusedError(400, "the broadcaster does not exist")
+            wanted = {"broadcaster_user_id": broadcaster}
+        else:
+            wanted = self._chat_condition(client_id, broadcaster, str(condition.get("user_id", "")))
         for existing in self._by_room.get(broadcaster, {}).values():
             if (existing.type, existing.condition, existing.client_id) == (
                 kind,
@@ -324,6 +318,56 @@ class Conduits:
         self._subscriptions[sub.id] = sub
         self._by_room.setdefault(broadcaster, {})[sub.id] = sub
         return {"data": [sub.json()], "total": len(self._subscriptions), "total_cost": 0}
+
+    def _chat_condition(self, client_id: str, broadcaster: str, bot: str) -> dict[str, str]:
+        """A chat subscription's condition, when the bot granted ``user:bot`` and the
+        broadcaster ``channel:bot`` (or the bot moderates); RefusedError 403 when not."""
+        bot_login, channel = self._login_of(bot), self._login_of(broadcaster)
+        if bot_login is None or not self._authorized(client_id, bot_login, "user:bot"):
+            raise RefusedError(403, "subscription missing proper authorization (user:bot)")
+        if channel is None or not (
+            self._authorized(client_id, channel, "channel:bot")
+            or self._moderates(bot_login, channel)
+        ):
+            raise RefusedError(
+                403, "subscription missing proper authorization (channel:bot or moderator)"
+            )
+        return {"broadcaster_user_id": broadcaster, "user_id": bot}
+
+    def share_chat(self, kind: str, channels: list[str], host: str) -> int:
+        """Tell each of ``channels`` (logins) that Shared Chat ``kind`` (``begin``, ``update``
+        or ``end``) happened in their session hosted by ``host``, the participants being
+        ``channels`` (none for ``end``), as Twitch does, to the subscriptions of
+        ``channel.shared_chat.<kind>``; how many notifications were sent."""
+        session = f"session-{host}"
+        participants = [] if kind == "end" else [_broadcaster(c) for c in channels]
+        sent = 0
+        for channel in channels:
+            event: dict[str, Any] = {
+                "session_id": session,
+                **_broadcaster(channel),
+                **{f"host_{k}": v for k, v in _broadcaster(host).items()},
+            }
+            if kind != "end":
+                event["participants"] = participants
+            room = user_id(channel)
+            for sub in list(self._by_room.get(room, {}).values()):
+                conduit = self._conduits.get(sub.conduit_id)
+                if sub.type != f"channel.shared_chat.{kind}" or conduit is None:
+                    continue
+                with contextlib.suppress(LookupError):
+                    shard = self._shard_for(conduit, room)
+                    built = envelope(
+                        sub.type,
+                        event,
+                        subscription_id=sub.id,
+                        condition=sub.condition,
+                        transport={"method": "conduit", "conduit_id": sub.conduit_id},
+                    )
+                    built["payload"]["subscription"] = sub.json()
+                    self._send(shard, built)
+                    sent += 1
+        return sent
 
     def subscriptions(
         self, client_id: str, conduit_id: str | None, kind: str | None
@@ -638,3 +682,12 @@ def helix_routes(conduits: Conduits, client_of: Callable[[str, str], str]) -> li
         Route(f"{base}{path}", answering(handler, status), methods=[method])
         for path, method, handler, status in table
     ]
+
+
+def _broadcaster(login: str) -> dict[str, str]:
+    """A broadcaster's fields as EventSub writes them."""
+    return {
+        "broadcaster_user_id": user_id(login),
+        "broadcaster_user_login": login,
+        "broadcaster_user_name": login,
+    }

@@ -17,6 +17,8 @@ POST   /channels/{name}/ban                     ``{"login", "banned": true}``
 POST   /channels/{name}/kick                    ``{"login": null}``: a server-side PART
 POST   /traffic                                 ``{"rate"}`` and/or ``{"paused"}``
 POST   /generate                                ``{"count", "channel"}``: lines now
+POST   /shared-chat                             ``{"kind", "channels", "host"}``: EventSub's
+                                                ``channel.shared_chat.<kind>`` notifications
 POST   /faults/reconnect                        ``{"connections": [ids] or null, "close_after_s"}``
 POST   /faults/drop                             ``{"connections"}``
 POST   /faults/stall                            ``{"connections", "stalled": true}``
@@ -217,6 +219,17 @@ class _Routes:
             for line in lines
         ]
 
+    async def shared_chat(self, request: Request) -> Any:
+        data = await _body(request)
+        kind = _field(data, "kind", str)
+        if kind not in ("begin", "update", "end"):
+            raise _BadRequestError("'kind' must be 'begin', 'update' or 'end'")
+        channels = [normalise_login(str(c)) for c in _field(data, "channels", list)]
+        host = normalise_login(_field(data, "host", str, channels[0] if channels else ""))
+        for channel in (*channels, host):
+            self.sim.joined(channel)  # KeyError: 404
+        return {"sent": self.sim.conduits.share_chat(kind, channels, host)}
+
     async def reconnect(self, request: Request) -> Any:
         data = await _body(request)
         delay = _field(data, "close_after_s", (int, float), 30.0)
@@ -251,6 +264,7 @@ def control_app(sim: ChatSimulator) -> Starlette:
         ("/channels/{name}/kick", routes.kick),
         ("/traffic", routes.traffic),
         ("/generate", routes.generate),
+        ("/shared-chat", routes.shared_chat),
         ("/faults/reconnect", routes.reconnect),
         ("/faults/drop", routes.drop),
         ("/faults/stall", routes.stall),
