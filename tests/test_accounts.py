@@ -175,8 +175,19 @@ def test_the_cli_sets_and_shows_each_channels_sender(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     senders = {row["channel"]: row["sender"] for row in json.loads(done.stdout)}
     assert senders == {"room0": "mybot", "room1": "second", "room2": "third"}
-    table = tmi(tmp_path, "channels", **env).stdout
+    table = tmi(tmp_path, "channels", "room0", **env).stdout  # one row: the column all the same
     assert "sender" in table.splitlines()[0]
+    changed = tmi(tmp_path, "authorize", "room2", "--sender", "second", **env)
+    assert "#room2: sender set, sent to by second" in changed.stdout, changed.stdout
+    assert "1 channel changed" in changed.stdout
+    default = tmi(tmp_path, "authorize", "room2", "--default-sender", **env)
+    assert "#room2: sender set" in default.stdout, default.stdout
+    tmi(tmp_path, "authorize", "room0", "--sender", "third", **env)
+    assert tmi(tmp_path, "authorize", "room0", "--revoke", **env).returncode == 0
+    rows = json.loads(tmi(tmp_path, "channels", "--json", **env).stdout)
+    senders = {row["channel"]: row["sender"] for row in rows}
+    assert senders["room2"] == "mybot"  # the settings choose again
+    assert senders["room0"] == "mybot"  # a revoke forgets the sender
     refused = tmi(tmp_path, "authorize", "room2", "--sender", "ghost", **env)
     assert refused.returncode == 2
     assert "'ghost' is no bot account" in refused.stderr
@@ -184,6 +195,21 @@ def test_the_cli_sets_and_shows_each_channels_sender(tmp_path: Path) -> None:
     refused = tmi(tmp_path, "send", "room0", "hi", "--sender", "ghost", **env)
     assert refused.returncode == 2
     assert "no bot account" in refused.stderr
+    empty = tmi(tmp_path, "send", "room0", "hi", "--sender", "", **env)
+    assert empty.returncode == 2
+    assert "sender '' is no bot account" in empty.stderr
+    dummy = tmi(
+        tmp_path, "authorize", "x", "--sender", "ghost", TMI_CLUSTER_CHANNEL_MANAGER__USE="dummy"
+    )
+    assert dummy.returncode == 2  # the account is checked first, whatever the manager
+    listed = tmi(
+        tmp_path,
+        "features",
+        TMI_CLUSTER_TMI__IDENTITIES='[{"username": "four", "passwrd": "hunter22secret"}]',
+    )
+    assert listed.returncode == 78
+    assert "TMI_CLUSTER_TMI__IDENTITIES: tmi.identities.0.passwrd: unknown key" in listed.stderr
+    assert "hunter22secret" not in listed.stdout + listed.stderr
     shown = tmi(tmp_path, "features", **env).stdout
     assert "also sends as second (in #room1)" in shown
     assert "secret" not in shown.replace("client_secret", "")

@@ -181,5 +181,7 @@ class Grant(enum.StrEnum):
     ALREADY = "already authorized"
     RECONNECT_SET = "reconnect set"
     RECONNECT_CLEARED = "reconnect cleared"
+    #: Authorized already; the account that sends in it changed (``--sender``).
+    SENDER_SET = "sender set"
     REVOKED = "revoked"
     NOT_AUTHORIZED = "was not authorized"

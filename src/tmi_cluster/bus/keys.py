@@ -49,6 +49,7 @@ default; ``{x}`` a placeholder)::
     P eventsub:routes                hash   channel login -> broadcaster id: read through EventSub
     P eventsub:problems              hash   channel login -> why its subscription failed
     P eventsub:revoked               set    broadcaster ids whose subscriptions Twitch revoked
+    P eventsub:disabled              hash   shard id -> the session id Twitch disabled it with
     P invite:ended:{session}         string, expires when the session would: an invite screen
                                      session signed out (its cookie's copies refused)
 
@@ -243,6 +244,13 @@ class Keys:
     def eventsub_revoked(self) -> str:
         """Set of the broadcaster ids whose subscriptions Twitch revoked (workers add them)."""
         return f"{self.prefix}eventsub:revoked"
+
+    @property
+    def eventsub_disabled(self) -> str:
+        """Hash of the conduit's shards Twitch disabled -> the session id it disabled (the
+        coordinator's check and the workers' ``conduit.shard.disabled`` notifications add them;
+        the holder of that session binds a new one and takes its entry away)."""
+        return f"{self.prefix}eventsub:disabled"
 
     def invite_ended(self, session_id: str) -> str:
         """An invite screen session that was signed out, until it would have expired."""

@@ -9,6 +9,10 @@ read through EventSub, the subscriptions that failed and the revocations the wor
   until its IRC holder has it: meanwhile both routes check its events against duplicates.
 - A worker that reads a ``revocation`` adds the broadcaster's id to ``P eventsub:revoked``
   (unfenced: it is a report); the coordinator takes them with :meth:`EventSubRoutes.take_revoked`.
+- A shard Twitch disabled goes into ``P eventsub:disabled`` with the session it was bound to
+  (a worker that reads ``conduit.shard.disabled`` reports it; the coordinator's check of the
+  shards marks it, fenced); the worker holding that very session opens a new one, binds it, and
+  takes the entry away (:meth:`EventSubRoutes.renewed`: only while it still names that session).
 
 A conduit's shard is placed like a channel: the pseudo-channel :func:`shard_name` in the
 assignment (:mod:`tmi_cluster.bus.assignment`) is held by the worker whose WebSocket session the
@@ -85,6 +89,14 @@ class RouteStatus(msgspec.Struct, frozen=True, kw_only=True):
 _CHUNK = 1000
 T = TypeVar("T")
 
+#: HDEL a field only while it holds the value given (compare and delete).
+_RENEWED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RouteStatus)
 
@@ -120,6 +132,7 @@ class EventSubRoutes:
         self.keys = keys
         self._where = describe_client(client)
         self._coordination = Coordination(client, keys)
+        self._renewed = client.register_script(_RENEWED)
 
     # -- the coordinator's, fenced ------------------------------------------------------------
 
@@ -148,6 +161,14 @@ class EventSubRoutes:
         for pairs in _chunks(sorted(problems.items()) if problems else []):
             ops.add("HSET", problems_key, *(part for item in pairs for part in item))
         await self._coordination._run(token, ops)
+
+    async def mark_disabled(self, token: int, shards: Mapping[str, str]) -> None:
+        """The coordinator's check found ``shards`` (id -> session id) disabled at Twitch."""
+        if shards:
+            ops = _Ops()
+            pairs = sorted(shards.items())
+            ops.add("HSET", self.keys.eventsub_disabled, *(part for item in pairs for part in item))
+            await self._coordination._run(token, ops)
 
     async def take_revoked(self, token: int, broadcaster_ids: Iterable[str]) -> None:
         """Forget revocations the coordinator acted on."""
@@ -220,6 +241,24 @@ class EventSubRoutes:
         except msgspec.DecodeError:
             return None
         return (_text(broadcaster), bot_id) if bot_id else None
+
+    async def report_disabled(self, shard: str, session_id: str) -> None:
+        """Report that Twitch disabled ``shard`` bound to ``session_id`` (a worker read
+        ``conduit.shard.disabled``)."""
+        with translated(self._where):
+            await self.client.hset(self.keys.eventsub_disabled, shard, session_id)
+
+    async def disabled(self) -> dict[str, str]:
+        """The shards Twitch disabled -> the session id each was bound to."""
+        with translated(self._where):
+            raw = await self.client.hgetall(self.keys.eventsub_disabled)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def renewed(self, shard: str, session_id: str) -> None:
+        """``shard``'s disabled session was replaced: its entry goes, if it still names
+        ``session_id`` (a newer report stays)."""
+        with translated(self._where):
+            await self._renewed(keys=[self.keys.eventsub_disabled], args=[shard, session_id])
 
     async def problems(self) -> dict[str, str]:
         """The channels whose subscription failed -> why."""

@@ -546,9 +546,10 @@ class Connection:
             except LoginError as exc:
                 self.failure = exc
                 log.error(
-                    "%s: Twitch refused the login (%s); the connection stops (check "
-                    "tmi.identity.username and tmi.identity.password)",
+                    "%s: Twitch refused the login of %s (%s); the connection stops (check its "
+                    "username and password in tmi.identity or tmi.identities)",
                     self.name,
+                    options.login,
                     exc,
                 )
                 self._end(ConnectionState.FAILED, str(exc), JoinResult.LOGIN_REFUSED)

@@ -512,7 +512,8 @@ class Pool:
         self._check_open()
         sender = self.sender_for(account)
         sender.check(text, reply_to)  # refused at once, before any wait
-        via = await sender.via(channel, action=action)
+        # "/me ..." is an action on IRC; Twitch's API would say it as written
+        via = await sender.via(channel, action=action or text.startswith("/me "))
         if via is not None:  # through Twitch's API: no IRC connection needed
             return await sender.say(
                 channel,

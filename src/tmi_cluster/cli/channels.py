@@ -60,6 +60,11 @@ def join(ctx: click.Context, channels: tuple[str, ...], timeout_s: float, grant:
     help="The bot account that sends in the channels (tmi.identity or one of "
     "tmi.identities; channel_manager.use = 'database').",
 )
+@click.option(
+    "--default-sender",
+    is_flag=True,
+    help="Forget the channels' recorded sender: the settings choose again.",
+)
 @click.pass_context
 def authorize(
     ctx: click.Context,
@@ -67,6 +72,7 @@ def authorize(
     revoke: bool,
     reconnect: bool,
     sender: str | None,
+    default_sender: bool,
 ) -> None:
     """Grant channels their authorization through the channel manager (channel_manager.use),
     or withdraw it with --revoke (their workers part them within seconds, and what their
@@ -78,8 +84,14 @@ def authorize(
 
     if revoke and reconnect:
         fail("--revoke and --reconnect do not go together", ExitCode.USAGE)
-    if revoke and sender:
+    if revoke and (sender is not None or default_sender):
         fail("--revoke and --sender do not go together", ExitCode.USAGE)
+    if sender is not None and default_sender:
+        fail("--sender and --default-sender do not go together", ExitCode.USAGE)
+    if sender is not None and not sender.strip():
+        fail("--sender needs a login (--default-sender forgets the sender)", ExitCode.USAGE)
+    if default_sender:
+        sender = ""
     try:
         changes = asyncio.run(
             admin.authorize(
@@ -95,7 +107,8 @@ def authorize(
             raise
         fail(str(error), ExitCode.USAGE)
     for channel, change in changes.items():
-        click.echo(f"#{channel}: {change}" + (f", sent to by {sender.lower()}" if sender else ""))
+        shown = f", sent to by {sender.lower()}" if sender else ""
+        click.echo(f"#{channel}: {change}{shown}" if sender != "" else f"#{channel}: {change}")
     changed = sum(1 for c in changes.values() if c in admin.AUTHORIZE_CHANGES)
     click.echo(f"{plural(changed, 'channel')} changed, {len(changes) - changed} unchanged")
 
@@ -158,7 +171,7 @@ def channels(
         for c in shown
     ]
     headers = ["channel", "state", "process", "route", "since", "last failure"]
-    if len({c["sender"] for c in shown}) > 1:  # several bot accounts send: say which where
+    if len(settings.tmi.accounts) > 1:  # several bot accounts: which sends where
         headers.insert(4, "sender")
         for row, c in zip(rows, shown, strict=True):
             row.insert(4, str(c["sender"] or ""))

@@ -184,7 +184,7 @@ async def purge(settings: Settings, *, handles: Handles = _NONE) -> housekeeping
 
 
 #: The changes ``authorize`` reports that changed something.
-AUTHORIZE_CHANGES = ("authorized", "revoked", "reconnect set", "reconnect cleared")
+AUTHORIZE_CHANGES = ("authorized", "revoked", "reconnect set", "reconnect cleared", "sender set")
 
 
 async def authorize(
@@ -206,22 +206,26 @@ async def authorize(
     (its tokens are not withdrawn at Twitch from here), and wakes the coordinator, which parts
     them within a pass (if Redis does not answer, within its next read of SQL).
     NotAvailableError for a revoke with the Dummy manager (it allows every channel: nothing can
-    be withdrawn). ``sender`` records the bot account that sends in the channels (the Database
-    manager's :meth:`~tmi_cluster.channels.DatabaseChannelManager.choose_sender`; ValueError for
-    an account the cluster does not have, NotAvailableError with another manager)."""
+    be withdrawn). ``sender`` records the bot account that sends in the channels, ``""``
+    forgets it (the settings choose again; the Database manager's
+    :meth:`~tmi_cluster.channels.DatabaseChannelManager.choose_sender`; ValueError for an
+    account the cluster does not have, NotAvailableError with another manager); a channel whose
+    sender changed says ``sender set``. A revoke forgets the channels' senders too."""
     names = normalise_logins(channels)
+    _check_sender(settings, sender, revoke=revoke)
     with _store(settings, handles) as store:
         manager = load_manager(settings, store=store)
+        changed: set[str] = set()
         if sender is not None:
-            if revoke:
-                raise ValueError("a revoked channel has no sender: --sender goes with a grant")
             if not isinstance(manager, DatabaseChannelManager):
                 raise NotAvailableError(
                     f"the {settings.channel_manager.use} channel manager records no sender: "
                     "list the channel in the account's tmi.identities channels, or set "
                     "channel_manager.use = 'database'"
                 )
-            await manager.choose_sender(names, sender)
+            previous = await manager.senders(names)
+            await manager.choose_sender(names, sender or None)
+            changed = {n for n in names if previous.get(n) != (sender.lower() or None)}
         if revoke and not restricts(manager):
             raise NotAvailableError(
                 "nothing revoked: the dummy channel manager allows every channel (set "
@@ -238,16 +242,37 @@ async def authorize(
             await manager.revoke(names)
             await asyncio.to_thread(store.unwant, names)  # the cluster's own record too
             await asyncio.to_thread(store.delete_grants_of, names)  # the invite screen's
+            if isinstance(manager, DatabaseChannelManager):
+                await asyncio.to_thread(store.set_sender, names, None)
         else:
             granted = [n for n in names if n not in before] if only_new else names
             if granted:
                 await manager.authorize(granted, reconnect=reconnect)
     if not revoke:
-        return {n: _granted(n in before, known.get(n), reconnect, only_new) for n in names}
+        return {
+            n: Grant.SENDER_SET
+            if n in before and n in changed
+            else _granted(n in before, known.get(n), reconnect, only_new)
+            for n in names
+        }
     with contextlib.suppress(TmiClusterError):  # the coordinator parts them now
         async with _redis(settings, "authorize", handles) as client:
             await wanted_changed(client, Keys.from_settings(settings))
     return {n: Grant.REVOKED if n in before else Grant.NOT_AUTHORIZED for n in names}
+
+
+def _check_sender(settings: Settings, sender: str | None, *, revoke: bool) -> None:
+    """ValueError when ``sender`` is no account of the cluster, or goes with a revoke."""
+    if sender is None:
+        return
+    if revoke:
+        raise ValueError("a revoked channel has no sender: --sender goes with a grant")
+    accounts = [bot.username for bot in settings.tmi.accounts]
+    if sender and sender.lower() not in accounts:
+        raise ValueError(
+            f"{sender!r} is no bot account of this cluster (tmi.identity and "
+            f"tmi.identities: {', '.join(accounts) or 'none'})"
+        )
 
 
 def _granted(was: bool, known: Channel | None, reconnect: bool, only_new: bool) -> Grant:

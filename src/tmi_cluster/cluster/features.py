@@ -115,6 +115,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         ("web", _web(settings)),
         ("invite screen", _invite(settings, manager)),
         ("EventSub route", _eventsub(settings, manager)),
+        ("sending", _sending(settings)),
         ("notifications", _notifications(settings)),
         ("log level", settings.log.level),
     ]
@@ -161,11 +162,25 @@ def _eventsub(settings: Settings, manager: ChannelManager | None) -> str:
         return "off: twitch.client_id and twitch.client_secret are not set (docs/routes.md)"
     shards = f"{transport.shards} shards" if transport.shards else "a shard per worker"
     return (
-        f"on ({transport.route}): channels whose broadcaster granted channel:bot, once the bot "
-        f"signed in at /invite/bot; {transport.eventsub_url}, {shards}, "
+        f"on ({transport.route}): channels whose broadcaster granted channel:bot or the bot "
+        f"moderates, once the bot signed in at /invite/bot; {transport.eventsub_url}, {shards}, "
         f"{len(transport.subscriptions)} subscription types per channel; 'tmi-cluster "
         "channels' says each channel's route"
     )
+
+
+def _sending(settings: Settings) -> str:
+    """How the bot sends (``tmi.transport.send_with``)."""
+    if settings.tmi.identity.anonymous:
+        return "off: no identity (tmi.identity)"
+    how = {
+        "app": "Twitch's API with the app token in EventSub channels (the Chat Bot badge), "
+        "the bot's IRC connection elsewhere",
+        "user": "Twitch's API with the bot's own user token in every channel (no badge)",
+        "irc": "the bot's IRC connection in every channel",
+    }[settings.tmi.transport.send_with]
+    more = " (further accounts: IRC)" if settings.tmi.identities else ""
+    return f"{how} (tmi.transport.send_with = {settings.tmi.transport.send_with!r}){more}"
 
 
 def _invite(settings: Settings, manager: ChannelManager | None) -> str:

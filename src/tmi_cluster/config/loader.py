@@ -300,6 +300,19 @@ def _coerce(annotation: Any, raw: str) -> Any:
     plain comma-separated values: ``a,b``)."""
     adapter: TypeAdapter[Any] = TypeAdapter(annotation)
     origin = getattr(annotation, "__origin__", None)
+    item = (getattr(annotation, "__args__", None) or (None,))[0]
+    if origin is list and isinstance(item, type) and issubclass(item, BaseModel):
+        # a list of tables (tmi.identities): the settings' own checks name each entry's keys
+        try:
+            tables = json.loads(raw)
+        except ValueError:
+            tables = None
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise ValueError(
+                'expected a JSON list of tables, for example [{"username": "...", '
+                '"password": "..."}]'
+            ) from None
+        return tables
     try:
         if origin is list and raw.lstrip().startswith("["):
             return adapter.validate_json(raw)
