@@ -7,17 +7,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from websockets.asyncio.client import connect
 
 from tmi_cluster.config import Settings, load_settings
-from tmi_cluster.errors import HelixError
+from tmi_cluster.config.model import Identity
+from tmi_cluster.errors import ChatRefusedError, HelixError
 from tmi_cluster.eventsub.helix import Helix
+from tmi_cluster.eventsub.sending import ApiChat, BotToken
+from tmi_cluster.grants import Grants, TokenGrant
 from tmi_cluster.simulator import ChatSimulator, Limits
 from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
 from tmi_cluster.simulator.peers import user_id
+from tmi_cluster.store import Store
 
 from .helpers import run
 from .test_simulator_eventsub import BOT, grant, receive
+
+GRANT_KEY = "a grant key of at least thirty-two characters"
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,6 +88,8 @@ async def test_send_chat_and_twitchs_refusals(tmp_path: Path) -> None:
     channels = ["alpha", "beta", "gamma"]
     async with ChatSimulator(channels=channels, control_port=0, limits=limits) as sim:
         grant(sim, BOT, "user:bot", "user:write:chat")
+        for channel in channels:  # the app token sends where the broadcaster granted channel:bot
+            grant(sim, channel, "channel:bot")
         async with Helix(settings_for(sim, tmp_path)) as helix:
             bot = user_id(BOT)
             sent = await helix.send_chat(user_id("alpha"), bot, "hello")
@@ -114,3 +123,62 @@ async def test_no_answer_is_an_error_that_says_so(tmp_path: Path) -> None:
             with pytest.raises(HelixError, match="getting an app token") as refused:
                 await helix.conduits()
             assert refused.value.status == 400
+
+
+@run
+async def test_sending_as_the_bots_user_needs_its_grant(tmp_path: Path) -> None:
+    """``send_with = "user"``: the bot's grant from the store; without one (or without
+    user:write:chat, or sealed with another key) nothing is sent, ``unauthorized``."""
+    async with ChatSimulator(channels=["alpha"], control_port=0) as sim:
+        base = settings_for(sim, tmp_path)
+        settings = base.model_copy(
+            update={
+                "twitch": base.twitch.model_copy(update={"grant_key": SecretStr(GRANT_KEY)}),
+                "tmi": base.tmi.model_copy(
+                    update={"identity": Identity(username=BOT, password=SecretStr("x"))}
+                ),
+            }
+        )
+        with Store(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
+            store.migrate()
+            chat = ApiChat(Helix(settings), _nowhere, as_user=BotToken(settings, store))
+            try:
+                with pytest.raises(ChatRefusedError, match="needs its grant") as none:
+                    await chat.target("alpha")
+                assert none.value.reason == "unauthorized"
+                token = grant(sim, BOT, "user:write:chat")
+                store.save_grant(
+                    Grants(GRANT_KEY).seal(
+                        TokenGrant(
+                            user_id=user_id(BOT),
+                            login=BOT,
+                            scopes=("user:write:chat",),
+                            access_token=token,
+                            refresh_token="r",
+                        )
+                    )
+                )
+                target = await chat.target("alpha")
+                assert target is not None
+                assert (target.broadcaster_id, target.sender_id) == (user_id("alpha"), user_id(BOT))
+                assert await chat.send(target, "as the bot itself")
+                assert ("alpha", "as the bot itself") in sim.account(BOT).said
+                other = BotToken(
+                    settings.model_copy(
+                        update={
+                            "twitch": settings.twitch.model_copy(
+                                update={"grant_key": SecretStr("another key" * 4)}
+                            )
+                        }
+                    ),
+                    store,
+                )
+                with pytest.raises(ChatRefusedError) as unreadable:
+                    await other.grant()
+                assert unreadable.value.reason == "unauthorized"
+            finally:
+                await chat.aclose()
+
+
+async def _nowhere(channel: str) -> tuple[str, str] | None:
+    return None

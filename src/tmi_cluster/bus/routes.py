@@ -163,12 +163,14 @@ class EventSubRoutes:
         await self._coordination._run(token, ops)
 
     async def mark_disabled(self, token: int, shards: Mapping[str, str]) -> None:
-        """The coordinator's check found ``shards`` (id -> session id) disabled at Twitch."""
-        if shards:
-            ops = _Ops()
-            pairs = sorted(shards.items())
+        """The coordinator's check found ``shards`` (id -> session id) disabled at Twitch:
+        they replace the entries (those Twitch no longer has disabled go)."""
+        ops = _Ops()
+        ops.add("DEL", self.keys.eventsub_disabled)
+        pairs = sorted(shards.items())
+        if pairs:
             ops.add("HSET", self.keys.eventsub_disabled, *(part for item in pairs for part in item))
-            await self._coordination._run(token, ops)
+        await self._coordination._run(token, ops)
 
     async def take_revoked(self, token: int, broadcaster_ids: Iterable[str]) -> None:
         """Forget revocations the coordinator acted on."""

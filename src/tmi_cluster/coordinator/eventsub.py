@@ -59,6 +59,7 @@ from tmi_cluster.errors import (
     StorageError,
 )
 from tmi_cluster.eventsub.helix import Conduit, Helix
+from tmi_cluster.eventsub.shard import SHARD_DISABLED
 from tmi_cluster.routes import MODERATED_SCOPE, Routing, eventsub_configured
 from tmi_cluster.store import SealedGrant, Store
 
@@ -107,6 +108,8 @@ class _Known:
     checked_at: float = 0.0
     #: broadcaster id -> type -> subscription id
     subs: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The conduit's ``conduit.shard.disabled`` subscription (None: not made yet).
+    watch: str | None = None
 
 
 class ConduitKeeper:
@@ -203,9 +206,13 @@ class ConduitKeeper:
                     await asyncio.wait_for(self._wake.wait(), self.step_s)
                 self._wake.clear()
         finally:
-            await self.helix.aclose()
-            if self.tokens is not None:
-                await self.tokens.aclose()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients (Helix, the token keeper's). Idempotent."""
+        await self.helix.aclose()
+        if self.tokens is not None:
+            await self.tokens.aclose()
 
     async def _guarded_step(self) -> None:
         try:
@@ -344,7 +351,7 @@ class ConduitKeeper:
         if now < self._paused_until:
             return
         if known.conduit is not None and now >= known.checked_at + CHECK_S:
-            await self._check_conduit()
+            await self._check_conduit(token)
             known = self._known  # made anew when the conduit was gone
         if known.conduit is None:  # a new leadership: the application's conduit as it is
             existing = await self.helix.conduits()
@@ -362,18 +369,25 @@ class ConduitKeeper:
             )
         self.shards = known.conduit.shard_count
         if not known.listed or now >= known.listed_at + RELIST_S:
-            known.subs = {}
+            known.subs, known.watch = {}, None
             for sub in await self.helix.subscriptions(known.conduit.id):
+                if sub.type == SHARD_DISABLED:
+                    known.watch = sub.id
+                    continue
                 broadcaster = str(sub.condition.get("broadcaster_user_id", ""))
                 known.subs.setdefault(broadcaster, {})[sub.type] = sub.id
             known.listed, known.listed_at = True, now
+        if known.watch is None and target:
+            await self._watch_shards(known.conduit.id)
         await self._subscribe(target, bot_id, known.conduit.id)
         self._leave(target)
         await self._unsubscribe(target)
 
-    async def _check_conduit(self) -> None:
+    async def _check_conduit(self, token: int) -> None:
         """Whether the conduit is still there at Twitch (deleted by hand, or Twitch forgot it):
-        if not, everything is made again, now."""
+        if not, everything is made again, now. Its shards that Twitch disabled while bound to
+        a session are marked, for their holder to bind a new one (the backstop of
+        ``conduit.shard.disabled``, which no shard can carry when all are down)."""
         known = self._known
         assert known.conduit is not None
         ids = {c.id for c in await self.helix.conduits()}
@@ -385,6 +399,29 @@ class ConduitKeeper:
                 known.conduit.id,
             )
             self._known = _Known(checked_at=known.checked_at)
+            return
+        down = {
+            shard.id: shard.session_id
+            for shard in await self.helix.shards(known.conduit.id)
+            if shard.status != "enabled" and shard.session_id
+        }
+        if down:
+            log.warning(
+                "EventSub route: Twitch disabled shard(s) %s: their holders bind new sessions",
+                ", ".join(sorted(down)),
+            )
+        await self.bus.mark_disabled(token, down)  # and those enabled again are forgotten
+
+    async def _watch_shards(self, conduit_id: str) -> None:
+        """Subscribe to ``conduit.shard.disabled``; a refusal is logged and tried again at the
+        next listing (the check of the shards stands in meanwhile)."""
+        try:
+            self._known.watch = (await self.helix.watch_shards(conduit_id)).id
+        except HelixError as error:
+            if error.status is None or error.status == 429:
+                raise
+            log.warning("EventSub route: conduit.shard.disabled not subscribed: %s", error)
+            self._known.watch = ""
 
     async def _subscribe(self, target: dict[str, str], bot_id: str, conduit_id: str) -> None:
         """Make the missing subscriptions of ``target`` (within :data:`STEP_WORK_S`)."""

@@ -249,6 +249,30 @@ class Helix:
             return Subscription(existing, kind, "enabled", condition, conduit_id)
         return _subscription(response.json()["data"][0])
 
+    async def watch_shards(self, conduit_id: str) -> Subscription:
+        """Subscribe the conduit to ``conduit.shard.disabled`` for itself (Twitch tells one of
+        its other shards when one is disabled); the existing subscription when there is one."""
+        condition = {"client_id": self.client_id, "conduit_id": conduit_id}
+        body = {
+            "type": "conduit.shard.disabled",
+            "version": "1",
+            "condition": condition,
+            "transport": {"method": "conduit", "conduit_id": conduit_id},
+        }
+        response = await self._call(
+            "subscribing to conduit.shard.disabled",
+            "POST",
+            "/eventsub/subscriptions",
+            body=body,
+            allowed=(409,),
+        )
+        if response.status_code == 409:
+            existing = str(response.json().get("id", ""))
+            return Subscription(
+                existing, "conduit.shard.disabled", "enabled", condition, conduit_id
+            )
+        return _subscription(response.json()["data"][0])
+
     async def subscriptions(self, conduit_id: str) -> list[Subscription]:
         """The conduit's subscriptions (what a restart reconciles against)."""
         response = await self._call(

@@ -16,6 +16,8 @@ Contracts:
   closed socket, or a close code of Twitch's: a new session after a backoff (1 s doubling to
   :data:`BACKOFF_MAX_S`, reset once a session is bound), bound again. A message that cannot be
   read is logged and skipped, never the end of the session.
+- A ``conduit.shard.disabled`` notification is no chat event: its shard and session go to
+  ``disabled`` (the owner reports it, and the holder of that session calls :meth:`renew`).
 - :meth:`run` returns only when cancelled; :attr:`state` and :attr:`problem` tell the owner
   what it is doing and why it last failed.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -36,7 +39,7 @@ from tmi_cluster.events import Event
 from tmi_cluster.eventsub.mapping import notification_events
 from tmi_cluster.eventsub.messages import Envelope, Subscription, decode
 
-__all__ = ["BACKOFF_MAX_S", "DEDUPE_MEMORY", "GRACE_S", "ShardSession"]
+__all__ = ["BACKOFF_MAX_S", "DEDUPE_MEMORY", "GRACE_S", "SHARD_DISABLED", "ShardSession"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ GRACE_S = 5.0
 BACKOFF_MAX_S = 30.0
 #: Seconds to wait for a welcome.
 WELCOME_TIMEOUT_S = 10.0
+#: The subscription type that tells a conduit's shard was disabled (not a chat event).
+SHARD_DISABLED = "conduit.shard.disabled"
 
 
 class ShardSession:
@@ -60,11 +65,15 @@ class ShardSession:
         bind: Callable[[str], Awaitable[None]],
         deliver: Callable[[list[Event]], None],
         revoked: Callable[[Subscription], None] | None = None,
+        disabled: Callable[[str, str], None] | None = None,
     ) -> None:
         self.url = url
         self._bind = bind
         self._deliver = deliver
         self._revoked = revoked
+        self._disabled = disabled
+        self._socket: ClientConnection | None = None
+        self._renewing = False
         self._seen: OrderedDict[str, None] = OrderedDict()
         #: ``connecting``, ``binding``, ``open`` or ``backing_off``.
         self.state = "connecting"
@@ -80,6 +89,18 @@ class ShardSession:
         self.grace_s = GRACE_S
         self._opened = False
 
+    async def renew(self) -> None:
+        """Drop the current session (Twitch disabled its shard): a new one is opened and
+        bound after the usual short wait."""
+        socket = self._socket
+        if socket is not None:
+            self._renewing = True  # no backoff: nothing failed on our side
+            log.warning(
+                "EventSub session %s: its shard was disabled at Twitch; opening a new one",
+                self.session_id,
+            )
+            await socket.close()
+
     async def run(self) -> None:
         """Keep a session open until cancelled (see the module)."""
         delay = 1.0
@@ -94,6 +115,9 @@ class ShardSession:
                 self.problem = str(exc)
             if self._opened:  # it worked for a while: try again soon
                 delay = 1.0
+            if self._renewing:  # dropped on purpose: a new session at once
+                self._renewing = False
+                continue
             log.warning(
                 "EventSub session of %s lost (%s); again in %g s", self.url, self.problem, delay
             )
@@ -114,6 +138,7 @@ class ShardSession:
     async def _session(self, url: str) -> None:
         self.state = "connecting"
         async with connect(url, max_size=2**20) as socket:
+            self._socket = socket
             session_id, keepalive = await self._welcome(socket)
             self.session_id, self.sessions = session_id, self.sessions + 1
             self.state = "binding"
@@ -145,6 +170,7 @@ class ShardSession:
                 target = session.reconnect_url if session is not None else None
                 if target:
                     socket, keepalive = await self._replace(socket, target)
+                    self._socket = socket
 
     async def _replace(self, old: ClientConnection, url: str) -> tuple[ClientConnection, float]:
         """Make-before-break: the new socket welcomed, the old one drained and closed."""
@@ -174,4 +200,23 @@ class ShardSession:
         if len(self._seen) > DEDUPE_MEMORY:
             self._seen.popitem(last=False)
         self.notifications += 1
+        subscription = envelope.payload.subscription
+        if subscription is not None and subscription.type == SHARD_DISABLED:
+            self._shard_disabled(envelope)
+            return
         self._deliver(notification_events(envelope))
+
+    def _shard_disabled(self, envelope: Envelope) -> None:
+        """``conduit.shard.disabled``: which shard, bound to which session (for the owner)."""
+        try:
+            event = json.loads(bytes(envelope.payload.event or b"{}"))
+            shard = str(event["shard_id"])
+            session = str((event.get("transport") or {}).get("session_id") or "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("EventSub: a conduit.shard.disabled notification that cannot be read")
+            return
+        log.warning(
+            "EventSub: Twitch disabled shard %s (%s)", shard, event.get("status", "no status")
+        )
+        if self._disabled is not None and session:
+            self._disabled(shard, session)

@@ -31,7 +31,10 @@ whose session goes away is ``websocket_disconnected``. Faults: :meth:`Conduits.r
 (``session_reconnect`` with a URL; the new session takes over the old one's shards once
 welcomed, the old one closes), :meth:`Conduits.retry` (a notification delivered again on
 another shard, as Twitch does when a shard misses one), :meth:`Conduits.repeat` (again on the
-same shard), :meth:`Conduits.silence` (a half-open socket: nothing more sent).
+same shard), :meth:`Conduits.silence` (a half-open socket: nothing more sent),
+:meth:`Conduits.disable` (Twitch disables a shard: it takes no more notifications, its session
+may stay open, and ``conduit.shard.disabled`` goes to the conduit's subscribers of it, on
+another enabled shard).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ MAX_SHARDS = 20_000
 UNUSED_S = 10.0
 #: The subscription types whose condition names a broadcaster and the bot.
 CHAT_TYPES = frozenset(EVENTSUB_TYPES)
+#: Twitch tells that a conduit's shard was disabled.
+SHARD_DISABLED = "conduit.shard.disabled"
 
 
 class RefusedError(Exception):
@@ -293,7 +298,7 @@ class Conduits:
         kind, version = str(body.get("type", "")), str(body.get("version", ""))
         condition = body.get("condition")
         transport = body.get("transport")
-        if kind not in CHAT_TYPES or version != "1":
+        if (kind not in CHAT_TYPES and kind != SHARD_DISABLED) or version != "1":
             raise RefusedError(400, f"unsupported subscription type {kind!r} version {version!r}")
         if not isinstance(condition, dict) or not isinstance(transport, dict):
             raise RefusedError(400, "condition and transport are required")
@@ -301,12 +306,7 @@ class Conduits:
             raise RefusedError(400, "transport method must be 'conduit' here")
         conduit = self._conduit(client_id, str(transport.get("conduit_id", "")))
         broadcaster = str(condition.get("broadcaster_user_id", ""))
-        if kind in SHARED_CHAT_TYPES:  # the broadcaster alone; no authorization needed
-            if self._login_of(broadcaster) is None:
-                raise RefusedError(400, "the broadcaster does not exist")
-            wanted = {"broadcaster_user_id": broadcaster}
-        else:
-            wanted = self._chat_condition(client_id, broadcaster, str(condition.get("user_id", "")))
+        wanted = self._condition(client_id, kind, condition)
         for existing in self._by_room.get(broadcaster, {}).values():
             if (existing.type, existing.condition, existing.client_id) == (
                 kind,
@@ -318,6 +318,23 @@ class Conduits:
         self._subscriptions[sub.id] = sub
         self._by_room.setdefault(broadcaster, {})[sub.id] = sub
         return {"data": [sub.json()], "total": len(self._subscriptions), "total_cost": 0}
+
+    def _condition(self, client_id: str, kind: str, condition: dict[str, Any]) -> dict[str, str]:
+        """The condition of a subscription of ``kind``, as Twitch keeps it; RefusedError when
+        its authorization is missing."""
+        broadcaster = str(condition.get("broadcaster_user_id", ""))
+        if kind == SHARD_DISABLED:  # the application's own conduits: its client id
+            if condition.get("client_id") != client_id:
+                raise RefusedError(403, "the condition's client_id is not the token's")
+            wanted = {"client_id": client_id}
+            if condition.get("conduit_id"):
+                wanted["conduit_id"] = str(condition["conduit_id"])
+            return wanted
+        if kind in SHARED_CHAT_TYPES:  # the broadcaster alone; no authorization needed
+            if self._login_of(broadcaster) is None:
+                raise RefusedError(400, "the broadcaster does not exist")
+            return {"broadcaster_user_id": broadcaster}
+        return self._chat_condition(client_id, broadcaster, str(condition.get("user_id", "")))
 
     def _chat_condition(self, client_id: str, broadcaster: str, bot: str) -> dict[str, str]:
         """A chat subscription's condition, when the bot granted ``user:bot`` and the
@@ -333,6 +350,42 @@ class Conduits:
                 403, "subscription missing proper authorization (channel:bot or moderator)"
             )
         return {"broadcaster_user_id": broadcaster, "user_id": bot}
+
+    def disable(
+        self, conduit_id: str, shard_id: str, status: str = "websocket_failed_ping_pong"
+    ) -> int:
+        """Twitch disables a shard (``status``): it takes no more notifications (they go to the
+        other enabled shards); its session stays open (close it with the socket for the
+        other case). ``conduit.shard.disabled`` goes to the conduit's subscriptions of it, each
+        on an enabled shard; how many were sent."""
+        conduit = self._conduits[conduit_id]
+        shard = next(s for s in conduit.shards if s.id == shard_id)
+        shard.status, shard.disconnected_at = status, _now()
+        event = {
+            "conduit_id": conduit.id,
+            "shard_id": shard.id,
+            "status": status,
+            "transport": shard.json()["transport"],
+        }
+        sent = 0
+        for sub in list(self._subscriptions.values()):
+            if sub.type != SHARD_DISABLED or sub.client_id != conduit.client_id:
+                continue
+            if sub.condition.get("conduit_id") not in (None, conduit.id):
+                continue
+            with contextlib.suppress(LookupError):  # no enabled shard: nobody hears it
+                target = self._conduits[sub.conduit_id]
+                built = envelope(
+                    sub.type,
+                    event,
+                    subscription_id=sub.id,
+                    condition=sub.condition,
+                    transport={"method": "conduit", "conduit_id": sub.conduit_id},
+                )
+                built["payload"]["subscription"] = sub.json()
+                self._send(self._shard_for(target, conduit.id), built)
+                sent += 1
+        return sent
 
     def share_chat(self, kind: str, channels: list[str], host: str) -> int:
         """Tell each of ``channels`` (logins) that Shared Chat ``kind`` (``begin``, ``update``
@@ -392,7 +445,7 @@ class Conduits:
     def _drop(self, sub: _Subscription) -> None:
         """Forget a subscription (and its place in the index by broadcaster)."""
         del self._subscriptions[sub.id]
-        room = sub.condition["broadcaster_user_id"]
+        room = sub.condition.get("broadcaster_user_id", "")
         self._by_room[room].pop(sub.id)
         if not self._by_room[room]:
             del self._by_room[room]
@@ -480,7 +533,7 @@ class Conduits:
             return False
         with contextlib.suppress(LookupError):
             shard = self._shard_for(
-                self._conduits[sub.conduit_id], sub.condition["broadcaster_user_id"]
+                self._conduits[sub.conduit_id], sub.condition.get("broadcaster_user_id", "")
             )
             self._send(shard, message)
             return True
@@ -495,7 +548,7 @@ class Conduits:
         if sub is None:
             return False
         conduit = self._conduits[sub.conduit_id]
-        first = self._shard_for(conduit, sub.condition["broadcaster_user_id"])
+        first = self._shard_for(conduit, sub.condition.get("broadcaster_user_id", ""))
         try:
             other = self._shard_for(conduit, "retry", skip=first.session_id)
         except LookupError:
@@ -516,7 +569,7 @@ class Conduits:
             if conduit is None:
                 continue
             with contextlib.suppress(LookupError):
-                shard = self._shard_for(conduit, sub.condition["broadcaster_user_id"])
+                shard = self._shard_for(conduit, sub.condition.get("broadcaster_user_id", ""))
                 self._send(shard, _message("revocation", {"subscription": sub.json()}, sub))
 
     # -- sessions ---------------------------------------------------------------------------

@@ -12,7 +12,9 @@ to the conduit's other shards until the new holder binds it.
 Contracts: :meth:`Shards.follow` never waits on the network; a session that cannot bind (no
 conduit yet, Twitch refuses) tries again with the session's backoff; :attr:`Shards.held` is what
 is bound now; a ``revocation`` is reported to the coordinator
-(:meth:`~tmi_cluster.bus.routes.EventSubRoutes.revoked`).
+(:meth:`~tmi_cluster.bus.routes.EventSubRoutes.revoked`); a shard Twitch disabled (reported by
+whichever worker read ``conduit.shard.disabled``, or by the coordinator's check) gets a new
+session, bound again, from the worker whose session it was.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from tmi_cluster.bus import Assignment, AsyncRedis, Keys, live, wake
-from tmi_cluster.bus.routes import EventSubRoutes, shard_of
+from tmi_cluster.bus.routes import EventSubRoutes, shard_name, shard_of
 from tmi_cluster.config import Settings
 from tmi_cluster.errors import EventSubError, HelixError, RedisUnavailableError
 from tmi_cluster.events import Event
@@ -179,6 +181,8 @@ class Shards:
         self._draining: dict[str, float] = {}
         self._closed_notifications = 0
         self._revocations: dict[str, float] = {}  # broadcaster id -> when reported
+        #: Sessions replaced because Twitch disabled their shard.
+        self.renewed = 0
         self._reports: set[asyncio.Task[None]] = set()
 
     @property
@@ -210,12 +214,14 @@ class Shards:
         before is still read), nobody owns it, or after :data:`LEAVE_S`; without
         ``assignment``, at once."""
         names = set(wanted)
+        await self._renew_disabled()
         for name in sorted(names - self.sessions.keys()):
             session = ShardSession(
                 self.url,
                 bind=self._binder(name),
                 deliver=self._deliver,
                 revoked=self._revoked,
+                disabled=self._disabled,
             )
             self.sessions[name] = session
             self._tasks[name] = asyncio.create_task(session.run(), name=f"EventSub {name}")
@@ -245,6 +251,37 @@ class Shards:
                 self._closed_notifications += self.sessions.pop(name).notifications
         gone = [self._tasks.pop(n) for n in closing if n not in names]
         await cancel_and_wait(*gone, what="EventSub shards")
+
+    async def _renew_disabled(self) -> None:
+        """Open a new session for each shard Twitch disabled while bound to our session (the
+        entry then goes; one naming another session is another holder's)."""
+        if not self.sessions:
+            return
+        disabled = await self.bus.disabled()
+        for shard, session_id in disabled.items():
+            session = self.sessions.get(shard_name(shard))
+            if session is None or session.session_id != session_id:
+                continue
+            await session.renew()
+            await self.bus.renewed(shard, session_id)
+            self.renewed += 1
+
+    def _disabled(self, shard: str, session_id: str) -> None:
+        """A ``conduit.shard.disabled`` read here: reported for the shard's holder."""
+        task = asyncio.create_task(
+            self._report_disabled(shard, session_id), name="EventSub shard disabled"
+        )
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report_disabled(self, shard: str, session_id: str) -> None:
+        for _ in range(30):  # Redis may be away a while: tried for about a minute
+            try:
+                await self.bus.report_disabled(shard, session_id)
+                return
+            except RedisUnavailableError:
+                await asyncio.sleep(2.0)
+        log.error("EventSub: that shard %s was disabled could not be reported", shard)
 
     def _binder(self, name: str) -> Callable[[str], Awaitable[None]]:
         shard = shard_of(name)
