@@ -99,7 +99,9 @@ async def test_each_channel_is_sent_to_by_its_account_within_that_accounts_budge
             "[channel_manager]\nuse = 'database'\n"
             f"[tmi.connection]\nserver = '127.0.0.1'\nport = {sim.port}\nsecure = false\n"
             "connect_interval = 0\nread_anonymously = true\n"
-            "[throttle.messages]\nallow = 2\nevery = 30\nchannel_interval = 0\n" + ACCOUNTS
+            "[throttle.messages]\nallow = 2\nevery = 30\nchannel_interval = 0\n"
+            + ACCOUNTS
+            + '[[tmi.identities]]\nusername = "fourth"\npassword = "not-its-token"\n'
         )
         with Store.from_settings(settings) as store:
             store.migrate()
@@ -113,7 +115,7 @@ async def test_each_channel_is_sent_to_by_its_account_within_that_accounts_budge
         try:
             worker = Worker.in_cluster(settings, client, "p-accounts", handlers=None)
             assert worker.outbox is not None
-            assert set(worker.pool.senders) == {"mybot", "second", "third"}
+            assert set(worker.pool.senders) == {"mybot", "second", "third", "fourth"}
             async with worker, Cluster(settings) as cluster:
                 sent = await asyncio.gather(
                     cluster.send("room0", "from the first"),
@@ -154,6 +156,13 @@ async def test_each_channel_is_sent_to_by_its_account_within_that_accounts_budge
                 ], more
                 assert {r.reason for r in more[:2]} == {None, SendRefusal.RATE_LIMITED.value}
                 assert more[2].status is SendStatus.WRITTEN, more
+                # an account whose token Twitch refuses: refused, and said which one
+                refused = await cluster.send("room0", "as fourth", sender="fourth")
+                assert refused.reason == SendRefusal.UNAUTHORIZED.value, refused
+                problem = worker.pool.login_problem or ""
+                assert "as fourth" in problem
+                assert "tmi.identities" in problem
+                assert "not-its-token" not in problem + refused.detail
                 assert len(sim.account("mybot").said) == 2
                 assert len(sim.account("second").said) == 2
         finally:

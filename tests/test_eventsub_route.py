@@ -300,7 +300,9 @@ async def _moderated_channel(tmp_path: Path, redis_server: str, redis_prefix: st
             await until(lambda: reader.said_by(BOT, "gamma"), 20, "the bot's pong in gamma")
             [pong] = reader.said_by(BOT, "gamma")
             assert "bot-badge" in pong.tags.get("badges", ""), pong.tags  # app token, as mod
-        assert cluster.logs().count("PONG gamma written") == 1
+        written = "PONG gamma written"  # the handler prints it once the send returned
+        await cluster.until(lambda: written in cluster.logs(), 10, "the handler's line")
+        assert cluster.logs().count(written) == 1
         # Shared Chat sessions, subscribed on request: their own events, each once
         assert (await routes.status()).subscriptions == 9
         stream = EventReader(
@@ -361,6 +363,9 @@ async def _user_token(tmp_path: Path, redis_server: str, redis_prefix: str) -> N
             sim.oauth.revoke(CLIENT_ID, old)
             await say(sim, "beta", "!ping two")
             await until(lambda: len(reader.said_by(BOT, "beta")) == 2, 20, "the second pong")
+        await cluster.until(
+            lambda: cluster.logs().count("PONG beta written") >= 2, 10, "the handler's lines"
+        )
         logs = cluster.logs()
         assert logs.count("PONG beta written") == 2, logs
         assert old not in logs

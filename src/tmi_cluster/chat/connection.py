@@ -546,8 +546,9 @@ class Connection:
             except LoginError as exc:
                 self.failure = exc
                 log.error(
-                    "%s: Twitch refused the login of %s (%s); the connection stops (check its "
-                    "username and password in tmi.identity or tmi.identities)",
+                    "%s: Twitch refused the login of %s (%s); the connection stops (check "
+                    "tmi.identity.username and tmi.identity.password, or the account's entry "
+                    "in tmi.identities)",
                     self.name,
                     options.login,
                     exc,

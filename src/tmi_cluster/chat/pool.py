@@ -165,7 +165,7 @@ class Pool:
         that ended so), else None; never the token."""
         for sender in self.senders.values():
             if isinstance(sender.connection.failure, LoginError):
-                return _refused(sender.connection)
+                return _refused(sender.connection, further=sender is not self.sender)
         return self._login_refused
 
     @property
@@ -538,10 +538,15 @@ class Pool:
         )
 
 
-def _refused(connection: Connection) -> str:
-    """A refused login in words, without the token."""
-    login = connection.options.login
+def _refused(connection: Connection, *, further: bool = False) -> str:
+    """A refused login in words, without the token (``further``: an account of
+    ``tmi.identities``)."""
+    if further:
+        return (
+            f"Twitch refused the bot's login as {connection.options.login} "
+            f"({connection.failure}): check its username and password in tmi.identities"
+        )
     return (
-        f"Twitch refused the bot's login as {login} ({connection.failure}): check its "
-        "username and password in tmi.identity or tmi.identities"
+        f"Twitch refused the bot's login ({connection.failure}): check "
+        "tmi.identity.username and tmi.identity.password"
     )
