@@ -246,6 +246,13 @@ async def _granted_channel(tmp_path: Path, redis_server: str, redis_prefix: str)
             [other] = reader.said_by(BOT, "beta")
             assert other.text == "pong !ping beta"
             assert "bot-badge" not in other.tags.get("badges", ""), other.tags  # IRC
+        await cluster.until(  # the handler prints its line once the send returned
+            lambda: (
+                "PONG alpha written" in cluster.logs() and "PONG beta written" in cluster.logs()
+            ),
+            10,
+            "the handler's lines",
+        )
         logs = cluster.logs()
         assert logs.count("PONG alpha written") == 1, logs  # once: read once, answered once
         assert logs.count("PONG beta written") == 1, logs

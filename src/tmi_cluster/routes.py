@@ -24,16 +24,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from tmi_cluster.config import Settings
-from tmi_cluster.store import SealedGrant
+from tmi_cluster.store import SealedGrant, Store
 
 __all__ = [
     "BOT_SCOPES",
     "BROADCASTER_SCOPE",
+    "MODERATED_KEY",
     "MODERATED_SCOPE",
     "Route",
     "RouteChoice",
     "Routing",
     "eventsub_configured",
+    "stored_moderated",
 ]
 
 #: What the bot's own account grants the application for the EventSub route (reading as the
@@ -44,6 +46,10 @@ BROADCASTER_SCOPE = "channel:bot"
 #: What the bot may grant too, so that the channels it moderates are read through EventSub
 #: without the broadcaster's grant (Get Moderated Channels).
 MODERATED_SCOPE = "user:read:moderated_channels"
+#: The key of the stored moderated channels (the cluster's state in SQL): ``{"channels":
+#: {login: broadcaster id}}``, written by the coordinator, read by ``tmi-cluster channels``
+#: and by the next leader.
+MODERATED_KEY = "eventsub.moderated"
 
 
 def eventsub_configured(settings: Settings) -> bool:
@@ -171,3 +177,13 @@ class Routing:
             if self.unavailable is not None
             or (c not in self._broadcasters and c not in self.moderated)
         }
+
+
+def stored_moderated(store: Store) -> dict[str, str]:
+    """The channels the bot moderates as the coordinator last stored them (login ->
+    broadcaster id); empty when never listed."""
+    value = store.state(MODERATED_KEY) or {}
+    channels = value.get("channels")
+    if not isinstance(channels, dict):
+        return {}
+    return {str(login): str(broadcaster) for login, broadcaster in channels.items()}

@@ -43,7 +43,6 @@ from tmi_cluster.channels import (
 from tmi_cluster.cluster import housekeeping
 from tmi_cluster.config import Settings
 from tmi_cluster.coordinator.autoscale import Cause
-from tmi_cluster.coordinator.eventsub import stored_moderated
 from tmi_cluster.errors import (
     EmbeddedRedisError,
     NotAvailableError,
@@ -52,7 +51,7 @@ from tmi_cluster.errors import (
 )
 from tmi_cluster.logins import normalise_logins
 from tmi_cluster.outcomes import ChannelJoin, Grant, JoinResult, JoinStatus
-from tmi_cluster.routes import Route, Routing
+from tmi_cluster.routes import Route, Routing, stored_moderated
 from tmi_cluster.store import Channel, Failure, Store
 
 __all__ = [

@@ -60,19 +60,23 @@ from tmi_cluster.errors import (
 )
 from tmi_cluster.eventsub.helix import Conduit, Helix
 from tmi_cluster.eventsub.shard import SHARD_DISABLED
-from tmi_cluster.routes import MODERATED_SCOPE, Routing, eventsub_configured
+from tmi_cluster.routes import (
+    MODERATED_KEY,
+    MODERATED_SCOPE,
+    Routing,
+    eventsub_configured,
+    stored_moderated,
+)
 from tmi_cluster.store import SealedGrant, Store
 
 __all__ = [
     "CHECK_S",
     "LEAVE_S",
-    "MODERATED_KEY",
     "MODERATED_S",
     "RELIST_S",
     "RETRY_S",
     "STEP_S",
     "ConduitKeeper",
-    "stored_moderated",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,9 +96,6 @@ CHECK_S = 30.0
 RELIST_S = 600.0
 #: Seconds between two listings of the channels the bot moderates (one call per 100).
 MODERATED_S = 300.0
-#: The key of the stored moderated channels (the cluster's state in SQL): ``{"channels":
-#: {login: broadcaster id}}``, read by ``tmi-cluster channels`` and by the next leader.
-MODERATED_KEY = "eventsub.moderated"
 
 
 @dataclass
@@ -564,13 +565,3 @@ class ConduitKeeper:
             token, status, routes=add, unroute=gone, problems=new_problems, solved=solved
         )
         self._published = status
-
-
-def stored_moderated(store: Store) -> dict[str, str]:
-    """The channels the bot moderates as the keeper last stored them (login -> broadcaster
-    id); empty when never listed."""
-    value = store.state(MODERATED_KEY) or {}
-    channels = value.get("channels")
-    if not isinstance(channels, dict):
-        return {}
-    return {str(login): str(broadcaster) for login, broadcaster in channels.items()}
