@@ -330,6 +330,12 @@ async def _moderated_channel(tmp_path: Path, redis_server: str, redis_prefix: st
             assert isinstance(end, SharedChatEndEvent), end  # the retried begin: not again
         finally:
             await stream.aclose()
+        # the bot unmodded: Twitch revokes the subscriptions, the channel goes back to IRC
+        sim.moderate(BOT, "gamma", moderator=False)
+        await cluster.until(lambda: _unrouted(routes, "gamma"), 30, "gamma's route gone")
+        await cluster.until(lambda: sim.joined("gamma"), 30, "gamma joined on IRC again")
+        assert "the bot no longer moderates #gamma: back to IRC" in cluster.logs()
+        assert channels_json(cluster)["gamma"]["route"] == "irc"
 
 
 def test_the_bot_sends_with_its_own_user_token_everywhere(

@@ -403,3 +403,37 @@ async def test_moderated_channels_stand_for_channel_bot() -> None:
             assert await subscribe("alpha") == 403  # neither
             assert await subscribe("alpha", "channel.shared_chat.begin") == 202  # no grant needed
             assert await subscribe("alpha", "channel.shared_chat.begin") == 409
+            # unmodded: the subscription its moderator status authorized is revoked
+            assert await subscribe("gamma") == 202
+            sim.moderate(BOT, "gamma", moderator=False)
+            revoked = sim.conduits.subscriptions(CLIENT_ID, conduit, "channel.chat.message")
+            assert [s["condition"]["broadcaster_user_id"] for s in revoked["data"]] == [
+                user_id("beta")
+            ]
+        async with httpx.AsyncClient(base_url=base) as control:
+            shown = (await control.get(f"/accounts/{BOT}")).json()
+            assert shown["moderator_in"] == ["beta"]
+            again = await control.post(
+                "/channels/gamma/moderator", json={"login": BOT, "moderator": True}
+            )
+            assert again.status_code == 200, again.text
+            assert sim.moderator_in(BOT) == ["beta", "gamma"]
+            nobody = await control.post("/channels/gamma/moderator", json={"login": "nobody"})
+            assert nobody.status_code == 400
+            bad = await control.post(
+                "/accounts", json={"login": BOT, "token": "t", "moderator_in": [5]}
+            )
+            assert bad.status_code == 400
+            assert "list of channel names" in bad.json()["error"]
+            cases = [
+                ({"kind": "begin", "channels": []}, 400),
+                ({"kind": "begin", "channels": ["alpha", "alpha"]}, 400),
+                ({"kind": "begin", "channels": ["alpha", "beta"], "host": "gamma"}, 400),
+                ({"kind": "begin", "channels": [1]}, 400),
+                ({"kind": "later", "channels": ["alpha"]}, 400),
+                ({"kind": "begin", "channels": ["nowhere"]}, 404),
+                ({"kind": "begin", "channels": ["alpha", "beta"], "host": "beta"}, 200),
+            ]
+            for body, status in cases:
+                answer = await control.post("/shared-chat", json=body)
+                assert answer.status_code == status, (body, answer.text)

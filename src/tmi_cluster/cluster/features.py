@@ -161,10 +161,11 @@ def _eventsub(settings: Settings, manager: ChannelManager | None) -> str:
             return "off: it reads as the bot, and tmi.identity.username is not set"
         return "off: twitch.client_id and twitch.client_secret are not set (docs/routes.md)"
     shards = f"{transport.shards} shards" if transport.shards else "a shard per worker"
+    kinds = len(transport.subscriptions)
     return (
         f"on ({transport.route}): channels whose broadcaster granted channel:bot or the bot "
         f"moderates, once the bot signed in at /invite/bot; {transport.eventsub_url}, {shards}, "
-        f"{len(transport.subscriptions)} subscription types per channel; 'tmi-cluster "
+        f"{kinds} subscription type{'' if kinds == 1 else 's'} per channel; 'tmi-cluster "
         "channels' says each channel's route"
     )
 

@@ -334,6 +334,8 @@ class ConduitKeeper:
         """Twitch revoked these broadcasters' subscriptions: their grants end (a channel the
         bot moderated is no longer taken for one: the bot was unmodded, most likely)."""
         unmodded = {c for c, b in self.moderated.items() if b in revoked}
+        for channel in sorted(unmodded):
+            log.info("EventSub route: the bot no longer moderates #%s: back to IRC", channel)
         if unmodded:
             self.moderated = {c: b for c, b in self.moderated.items() if c not in unmodded}
             self._moderated_at = None  # listed again at this step

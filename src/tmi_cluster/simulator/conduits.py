@@ -49,6 +49,7 @@ import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from starlette.requests import Request
@@ -90,6 +91,11 @@ class RefusedError(Exception):
         self.status = status
         self.message = message
         self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        """The answer's JSON, as Twitch writes it."""
+        phrase = HTTPStatus(self.status).phrase
+        return {"error": phrase, "status": self.status, "message": self.message} | self.extra
 
 
 def _now() -> str:
@@ -572,6 +578,28 @@ class Conduits:
                 shard = self._shard_for(conduit, sub.condition.get("broadcaster_user_id", ""))
                 self._send(shard, _message("revocation", {"subscription": sub.json()}, sub))
 
+    def unmodded(self, bot: str, channel: str) -> int:
+        """``bot`` (a login) no longer moderates ``channel``: its chat subscriptions there that
+        only its moderator status authorized (the broadcaster never granted ``channel:bot``)
+        are revoked (``moderator_removed``), each said on its shard; how many."""
+        bot_id, room = user_id(bot), user_id(channel)
+        revoked = 0
+        for sub in list(self._by_room.get(room, {}).values()):
+            if sub.condition.get("user_id") != bot_id:
+                continue
+            if self._authorized(sub.client_id, channel, "channel:bot"):
+                continue
+            self._drop(sub)
+            sub.status = "moderator_removed"
+            revoked += 1
+            conduit = self._conduits.get(sub.conduit_id)
+            if conduit is None:
+                continue
+            with contextlib.suppress(LookupError):
+                shard = self._shard_for(conduit, room)
+                self._send(shard, _message("revocation", {"subscription": sub.json()}, sub))
+        return revoked
+
     # -- sessions ---------------------------------------------------------------------------
 
     async def serve(self, socket: ServerConnection) -> None:
@@ -710,8 +738,7 @@ def helix_routes(conduits: Conduits, client_of: Callable[[str, str], str]) -> li
                 client = client_of(headers.get("authorization", ""), headers.get("client-id", ""))
                 result = await handler(request, client)
             except RefusedError as refused:
-                body = {"error": "", "status": refused.status, "message": refused.message}
-                return JSONResponse(body | refused.extra, status_code=refused.status)
+                return JSONResponse(refused.body(), status_code=refused.status)
             if result is None:
                 return Response(status_code=204)
             return JSONResponse(result, status_code=status)

@@ -11,6 +11,9 @@ GET    /connections                             every connection (login, channel
 GET    /accounts/{login}                        an account's logins, joins, messages, violations
 GET    /channels/{name}/deliveries              message ids sent into a channel, and to whom
 POST   /accounts                                ``{"login", "token", "moderator_in": [...]}``
+                                                (an account again: replaced)
+POST   /channels/{name}/moderator               ``{"login", "moderator": true}``: (un)mod;
+                                                unmodded, its EventSub subscriptions go
 POST   /channels                                ``{"name"}``: make a channel exist
 POST   /channels/{name}/suspend                 ``{"suspended": true}``
 POST   /channels/{name}/ban                     ``{"login", "banned": true}``
@@ -19,6 +22,8 @@ POST   /traffic                                 ``{"rate"}`` and/or ``{"paused"}
 POST   /generate                                ``{"count", "channel"}``: lines now
 POST   /shared-chat                             ``{"kind", "channels", "host"}``: EventSub's
                                                 ``channel.shared_chat.<kind>`` notifications
+                                                (``host``: one of ``channels``, the first by
+                                                default)
 POST   /faults/reconnect                        ``{"connections": [ids] or null, "close_after_s"}``
 POST   /faults/drop                             ``{"connections"}``
 POST   /faults/stall                            ``{"connections", "stalled": true}``
@@ -149,7 +154,11 @@ class _Routes:
         ]
 
     async def account(self, request: Request) -> Any:
-        return asdict(self.sim.account(normalise_login(request.path_params["login"])))
+        login = normalise_login(request.path_params["login"])
+        found = asdict(self.sim.account(login))
+        with contextlib.suppress(KeyError):  # a login that never had an account: no list
+            found["moderator_in"] = self.sim.moderator_in(login)
+        return found
 
     async def deliveries(self, request: Request) -> Any:
         name = normalise_login(request.path_params["name"])
@@ -162,11 +171,24 @@ class _Routes:
     async def add_account(self, request: Request) -> Any:
         data = await _body(request)
         moderator = _field(data, "moderator_in", list, [])
+        if not all(isinstance(c, str) for c in moderator):
+            raise _BadRequestError("'moderator_in' must be a list of channel names")
         self.sim.add_account(
             normalise_login(_field(data, "login", str)),
             _field(data, "token", str),
-            moderator_in=[normalise_login(str(c)) for c in moderator],
+            moderator_in=[normalise_login(c) for c in moderator],
         )
+
+    async def moderator(self, request: Request) -> Any:
+        data = await _body(request)
+        name = normalise_login(request.path_params["name"])
+        self.sim.joined(name)  # KeyError: 404
+        login = normalise_login(_field(data, "login", str))
+        moderator = _field(data, "moderator", bool, True)
+        try:
+            self.sim.moderate(login, name, moderator)
+        except KeyError:
+            raise _BadRequestError(f"no account {login!r} (POST /accounts first)") from None
 
     async def add_channel(self, request: Request) -> Any:
         self.sim.add_channel(normalise_login(_field(await _body(request), "name", str)))
@@ -224,9 +246,16 @@ class _Routes:
         kind = _field(data, "kind", str)
         if kind not in ("begin", "update", "end"):
             raise _BadRequestError("'kind' must be 'begin', 'update' or 'end'")
-        channels = [normalise_login(str(c)) for c in _field(data, "channels", list)]
-        host = normalise_login(_field(data, "host", str, channels[0] if channels else ""))
-        for channel in (*channels, host):
+        raw = _field(data, "channels", list)
+        if not raw or not all(isinstance(c, str) for c in raw):
+            raise _BadRequestError("'channels' must be a list of one or more channel names")
+        channels = [normalise_login(c) for c in raw]
+        if len(set(channels)) != len(channels):
+            raise _BadRequestError("'channels' names a channel twice")
+        host = normalise_login(_field(data, "host", str, channels[0]))
+        if host not in channels:
+            raise _BadRequestError("'host' must be one of 'channels' (the host takes part)")
+        for channel in channels:
             self.sim.joined(channel)  # KeyError: 404
         return {"sent": self.sim.conduits.share_chat(kind, channels, host)}
 
@@ -262,6 +291,7 @@ def control_app(sim: ChatSimulator) -> Starlette:
         ("/channels/{name}/suspend", routes.suspend),
         ("/channels/{name}/ban", routes.ban),
         ("/channels/{name}/kick", routes.kick),
+        ("/channels/{name}/moderator", routes.moderator),
         ("/traffic", routes.traffic),
         ("/generate", routes.generate),
         ("/shared-chat", routes.shared_chat),

@@ -181,8 +181,7 @@ def chat_routes(sim: ChatSimulator) -> list[Route]:
                 raise RefusedError(400, "the body must be a JSON object")
             return JSONResponse(send_chat(sim, holder, client_id, body))
         except RefusedError as refused:
-            answer = {"error": "", "status": refused.status, "message": refused.message}
-            return JSONResponse(answer, status_code=refused.status)
+            return JSONResponse(refused.body(), status_code=refused.status)
 
     async def moderated(request: Request) -> Response:
         try:
@@ -191,8 +190,7 @@ def chat_routes(sim: ChatSimulator) -> list[Route]:
             )
             return JSONResponse(moderated_channels(sim, holder, request.query_params))
         except RefusedError as refused:
-            answer = {"error": "", "status": refused.status, "message": refused.message}
-            return JSONResponse(answer, status_code=refused.status)
+            return JSONResponse(refused.body(), status_code=refused.status)
 
     return [
         Route("/helix/chat/messages", send, methods=["POST"]),
@@ -205,6 +203,8 @@ def moderated_channels(sim: ChatSimulator, holder: Any, query: Any) -> dict[str,
     token with ``user:read:moderated_channels``; pages of ``first`` (at most 100) with a
     cursor ``after``."""
     user = str(query.get("user_id", ""))
+    if not user:
+        raise RefusedError(400, 'Missing required parameter "user_id"')
     login = sim._login_of(user)
     if login is None or not holder.login or login != holder.login:
         raise RefusedError(401, "the token is not the user's own")

@@ -255,13 +255,33 @@ class ChatSimulator:
             self._traffic.set_channels({c.name: c.room_id for c in self._channels.values()})
 
     def add_account(self, login: str, token: str, *, moderator_in: Iterable[str] = ()) -> None:
-        """Accept ``PASS oauth:<token>`` + ``NICK <login>``; a moderator in the given channels."""
-        self._accounts[login.lower()] = _Account.fresh(
-            login.lower(),
-            token.removeprefix("oauth:"),
-            {c.lstrip("#").lower() for c in moderator_in},
-            self.limits,
+        """Accept ``PASS oauth:<token>`` + ``NICK <login>``; a moderator in the given channels
+        (an account added again is replaced: a channel no longer listed is unmodded, see
+        :meth:`moderate`)."""
+        name = login.lower()
+        before = self._accounts.get(name)
+        channels = {c.lstrip("#").lower() for c in moderator_in}
+        self._accounts[name] = _Account.fresh(
+            name, token.removeprefix("oauth:"), channels, self.limits
         )
+        for channel in sorted(before.moderator_in - channels) if before is not None else ():
+            self.conduits.unmodded(name, channel)
+
+    def moderate(self, login: str, channel: str, moderator: bool = True) -> None:
+        """Make account ``login`` a moderator of ``channel``, or no longer one: then its
+        EventSub subscriptions there that only its moderator status authorized are revoked, as
+        Twitch does. KeyError for an unknown account."""
+        account = self._accounts[login.lower()]
+        name = channel.lstrip("#").lower()
+        if moderator:
+            account.moderator_in.add(name)
+        elif name in account.moderator_in:
+            account.moderator_in.discard(name)
+            self.conduits.unmodded(login.lower(), name)
+
+    def moderator_in(self, login: str) -> list[str]:
+        """The channels account ``login`` moderates (KeyError for an unknown account)."""
+        return sorted(self._accounts[login.lower()].moderator_in)
 
     def suspend(self, channel: str, suspended: bool = True) -> None:
         """Mark a channel suspended: joins get ``msg_channel_suspended``."""
