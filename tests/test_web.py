@@ -279,6 +279,8 @@ async def test_metrics_say_what_the_cluster_holds(
         assert samples[("tmi_cluster_channels", (("state", "joined"),))] == 3
         assert samples[("tmi_cluster_supervisors", ())] == 1
         assert samples[("tmi_cluster_processes", ())] == 1
+        capacity = settings.auto_scale.thresholds.channels  # 3 joined on 1 process
+        assert samples[("tmi_cluster_channel_usage_percent", ())] == 100.0 * 3 / capacity
         group = (("group", "dash-test"),)
         assert samples[("tmi_cluster_stream_events_group_pending_entries", group)] == 0
         assert samples[("tmi_cluster_stream_events_group_lag_entries", group)] >= written >= 1

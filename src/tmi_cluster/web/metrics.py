@@ -83,6 +83,13 @@ class _SnapshotCollector(Collector):
         for state, count in s.channel_states.items():
             channels.add_metric([state], count)
         yield channels
+        if s.usage_percent is not None:  # none without a live process
+            yield GaugeMetricFamily(
+                "tmi_cluster_channel_usage_percent",
+                "Channels to hold over the live processes' capacity "
+                "(auto_scale.thresholds.channels each), in percent: the auto-scaler's measure.",
+                value=s.usage_percent,
+            )
         yield GaugeMetricFamily(
             "tmi_cluster_messages_per_second",
             "Chat messages read per second by the cluster.",
@@ -93,19 +100,7 @@ class _SnapshotCollector(Collector):
             "Send commands answered per second by the cluster.",
             value=s.commands_per_s,
         )
-        route = s.liveness.eventsub
-        if route is not None:  # the EventSub route, as the coordinator last wrote it
-            for name, value, what in (
-                ("channels", route.channels, "Channels read through EventSub."),
-                ("subscriptions", route.subscriptions, "EventSub subscriptions of the conduit."),
-                ("shards", route.shards, "Shards of the application's conduit."),
-            ):
-                yield GaugeMetricFamily(f"tmi_cluster_eventsub_{name}", what, value=value)
-            yield GaugeMetricFamily(
-                "tmi_cluster_eventsub_problem",
-                "1 while the EventSub route reports a problem (tmi-cluster list says which).",
-                value=1.0 if route.problem else 0.0,
-            )
+        yield from self._eventsub()
         if s.scaling is not None:
             yield GaugeMetricFamily(
                 "tmi_cluster_autoscale_paused",
@@ -135,6 +130,23 @@ class _SnapshotCollector(Collector):
                     lag.add_metric([group.group], group.lag)
             yield pending
             yield lag
+
+    def _eventsub(self) -> Iterator[Metric]:
+        """The EventSub route, as the coordinator last wrote it (nothing when it is off)."""
+        route = self.snapshot.liveness.eventsub
+        if route is None:
+            return
+        for name, value, what in (
+            ("channels", route.channels, "Channels read through EventSub."),
+            ("subscriptions", route.subscriptions, "EventSub subscriptions of the conduit."),
+            ("shards", route.shards, "Shards of the application's conduit."),
+        ):
+            yield GaugeMetricFamily(f"tmi_cluster_eventsub_{name}", what, value=value)
+        yield GaugeMetricFamily(
+            "tmi_cluster_eventsub_problem",
+            "1 while the EventSub route reports a problem (tmi-cluster list says which).",
+            value=1.0 if route.problem else 0.0,
+        )
 
     def _supervisors(self) -> Iterator[Metric]:
         beats = self.snapshot.liveness.supervisors or {}
