@@ -20,17 +20,14 @@ from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.coordinator.eventsub import CHECK_S, ConduitKeeper
 from tmi_cluster.events import Event, MessageEvent
-from tmi_cluster.grants import Grants, TokenGrant
 from tmi_cluster.routes import BOT_SCOPES
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
-from tmi_cluster.simulator.peers import user_id
 from tmi_cluster.store import Store
 from tmi_cluster.worker.shards import Shards
 
 from .helpers import run, until
-from .test_eventsub_tokens import KEY, _a_shard_holder
-from .test_simulator_eventsub import grant
+from .test_eventsub_tokens import KEY, _a_shard_holder, save_granted
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -75,19 +72,7 @@ async def test_a_disabled_shard_is_bound_to_a_new_session(
         got: list[Event] = []
         with Store(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
             store.migrate()
-            sealer = Grants(KEY)
-            for login, scopes in (("tmibot", BOT_SCOPES), ("alpha", ("channel:bot",))):
-                store.save_grant(
-                    sealer.seal(
-                        TokenGrant(
-                            user_id=user_id(login),
-                            login=login,
-                            scopes=scopes,
-                            access_token=grant(sim, login, *scopes),
-                            refresh_token=f"refresh-{login}",
-                        )
-                    )
-                )
+            save_granted(store, sim, [("tmibot", BOT_SCOPES), ("alpha", ("channel:bot",))])
             client = redis.asyncio.Redis.from_url(redis_server)
             keys = Keys(redis_prefix, 10.0, 10.0)
             lease = Lease(client, keys, "test", 60.0)

@@ -125,6 +125,28 @@ async def test_twitch_not_answering_deletes_nothing(tmp_path: Path) -> None:
 # -- the coordinator's EventSub keeper, step by step, under faults ----------------------------
 
 
+def save_granted(
+    store: Store, sim: ChatSimulator, grants: list[tuple[str, tuple[str, ...]]]
+) -> None:
+    """Each (login, scopes) granted at the simulator's Twitch and stored sealed with
+    :data:`KEY`, as the invite screen stores it."""
+    sealer = Grants(KEY)
+    store.save_grants(
+        [
+            sealer.seal(
+                TokenGrant(
+                    user_id=user_id(login),
+                    login=login,
+                    scopes=scopes,
+                    access_token=grant(sim, login, *scopes),
+                    refresh_token=f"refresh-{login}",
+                )
+            )
+            for login, scopes in grants
+        ]
+    )
+
+
 def keeper_settings(folder: Path, sim: ChatSimulator, api: str | None = None) -> Settings:
     base = f"http://{sim.host}:{sim.control_port}"
     return load_settings(
@@ -148,21 +170,8 @@ async def test_the_keeper_reconciles_after_a_restart_a_redis_loss_and_twitch_awa
         settings = keeper_settings(tmp_path, sim)
         with Store(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
             store.migrate()
-            sealer = Grants(KEY)
-            store.save_grants(
-                [
-                    sealer.seal(
-                        TokenGrant(
-                            user_id=user_id(login),
-                            login=login,
-                            scopes=scopes,
-                            access_token=grant(sim, login, *scopes),
-                            refresh_token=f"refresh-{login}",
-                        )
-                    )
-                    for login, scopes in [("tmibot", BOT_SCOPES)]
-                    + [(c, ("channel:bot",)) for c in channels]
-                ]
+            save_granted(
+                store, sim, [("tmibot", BOT_SCOPES)] + [(c, ("channel:bot",)) for c in channels]
             )
             client = redis.asyncio.Redis.from_url(redis_server)
             keys = Keys(redis_prefix, 10.0, 10.0)

@@ -186,14 +186,8 @@ class DatabaseChannelManager:
         """Record that bot account ``account`` sends in ``channels`` (None: the settings
         choose again); ValueError when ``account`` is not configured."""
         names = normalise_logins(channels)
-        if account is not None:
-            known = [bot.username for bot in self.settings.tmi.accounts]
-            if account.lower() not in known:
-                raise ValueError(
-                    f"{account!r} is no bot account of this cluster (tmi.identity and "
-                    f"tmi.identities: {', '.join(known) or 'none'})"
-                )
-        await asyncio.to_thread(self.store.set_sender, names, account)
+        login = None if account is None else self.settings.tmi.account(account)
+        await asyncio.to_thread(self.store.set_sender, names, login)
 
 
 def load_manager(settings: Settings, *, store: Store | None = None) -> ChannelManager:

@@ -266,12 +266,8 @@ def _check_sender(settings: Settings, sender: str | None, *, revoke: bool) -> No
         return
     if revoke:
         raise ValueError("a revoked channel has no sender: --sender goes with a grant")
-    accounts = [bot.username for bot in settings.tmi.accounts]
-    if sender and sender.lower() not in accounts:
-        raise ValueError(
-            f"{sender!r} is no bot account of this cluster (tmi.identity and "
-            f"tmi.identities: {', '.join(accounts) or 'none'})"
-        )
+    if sender:  # "" forgets the sender
+        settings.tmi.account(sender)
 
 
 def _granted(was: bool, known: Channel | None, reconnect: bool, only_new: bool) -> Grant:

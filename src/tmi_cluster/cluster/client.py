@@ -287,13 +287,7 @@ class Cluster:
         :mod:`tmi_cluster.worker.senders`). Bad input raises before anything is queued."""
         name = normalise_login(channel)
         if sender is not None:
-            accounts = [bot.username for bot in self.settings.tmi.accounts]
-            if sender.strip().lower() not in accounts:
-                raise ValueError(
-                    f"sender {sender!r} is no bot account of this cluster (tmi.identity and "
-                    f"tmi.identities: {', '.join(accounts) or 'none'})"
-                )
-            sender = sender.strip().lower()
+            sender = self.settings.tmi.account(sender)
         messages = self.settings.throttle.messages
         check_text(text, reply_to, max_length=messages.max_length, long_text=messages.long_text)
         if not 0 < timeout_s <= MAX_TIMEOUT_S:

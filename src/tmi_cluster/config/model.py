@@ -363,6 +363,18 @@ class Tmi(_Section):
         """Every bot account, ``identity`` first; empty when reading anonymously."""
         return [] if self.identity.anonymous else [self.identity, *self.identities]
 
+    def account(self, name: str) -> str:
+        """The login of bot account ``name`` (any case; spaces around it ignored); ValueError
+        naming the configured accounts when the cluster has no such one."""
+        login = name.strip().lower()
+        known = [account.username for account in self.accounts]
+        if login not in known:
+            raise ValueError(
+                f"sender {name!r} is no bot account of this cluster (tmi.identity and "
+                f"tmi.identities: {', '.join(known) or 'none'})"
+            )
+        return login
+
     def sender_of(self, channel: str) -> str | None:
         """The account that sends in ``channel`` by these settings (a further account that
         lists it, else ``identity``); None when anonymous."""

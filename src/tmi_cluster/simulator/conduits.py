@@ -381,15 +381,7 @@ class Conduits:
                 continue
             with contextlib.suppress(LookupError):  # no enabled shard: nobody hears it
                 target = self._conduits[sub.conduit_id]
-                built = envelope(
-                    sub.type,
-                    event,
-                    subscription_id=sub.id,
-                    condition=sub.condition,
-                    transport={"method": "conduit", "conduit_id": sub.conduit_id},
-                )
-                built["payload"]["subscription"] = sub.json()
-                self._send(self._shard_for(target, conduit.id), built)
+                self._send(self._shard_for(target, conduit.id), self._envelope(sub, event))
                 sent += 1
         return sent
 
@@ -415,16 +407,7 @@ class Conduits:
                 if sub.type != f"channel.shared_chat.{kind}" or conduit is None:
                     continue
                 with contextlib.suppress(LookupError):
-                    shard = self._shard_for(conduit, room)
-                    built = envelope(
-                        sub.type,
-                        event,
-                        subscription_id=sub.id,
-                        condition=sub.condition,
-                        transport={"method": "conduit", "conduit_id": sub.conduit_id},
-                    )
-                    built["payload"]["subscription"] = sub.json()
-                    self._send(shard, built)
+                    self._send(self._shard_for(conduit, room), self._envelope(sub, event))
                     sent += 1
         return sent
 
@@ -499,13 +482,21 @@ class Conduits:
     ) -> dict[str, Any]:
         """The notification of ``event`` for ``sub``, stamped when the chat line was sent."""
         sent = message.tags.get("tmi-sent-ts", "")
+        return self._envelope(sub, event, int(sent) if sent.isdigit() else None)
+
+    @staticmethod
+    def _envelope(
+        sub: _Subscription, event: dict[str, Any], sent_ms: int | None = None
+    ) -> dict[str, Any]:
+        """The notification of ``event`` for ``sub`` over its conduit (stamped ``sent_ms``,
+        else now)."""
         built = envelope(
             sub.type,
             event,
             subscription_id=sub.id,
             condition=sub.condition,
             transport={"method": "conduit", "conduit_id": sub.conduit_id},
-            sent_ms=int(sent) if sent.isdigit() else None,
+            sent_ms=sent_ms,
         )
         built["payload"]["subscription"] = sub.json()
         return built
