@@ -21,7 +21,7 @@ from tmi_cluster.simulator.oauth import CLIENT_ID, CLIENT_SECRET
 from tmi_cluster.simulator.peers import user_id
 from tmi_cluster.store import Store
 
-from .helpers import run
+from .helpers import free_port, run
 from .test_simulator_eventsub import BOT, grant, receive
 
 GRANT_KEY = "a grant key of at least thirty-two characters"
@@ -176,6 +176,12 @@ async def test_sending_as_the_bots_user_needs_its_grant(tmp_path: Path) -> None:
                 with pytest.raises(ChatRefusedError) as unreadable:
                     await other.grant()
                 assert unreadable.value.reason == "unauthorized"
+                # the database away: nothing sent, the send's not_connected (not a bug of ours)
+                with (
+                    Store(f"postgresql://postgres@127.0.0.1:{free_port()}/test") as away,
+                    pytest.raises(ConnectionError, match="grant could not be read"),
+                ):
+                    await BotToken(settings, away).grant()
             finally:
                 await chat.aclose()
 

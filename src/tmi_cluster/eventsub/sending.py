@@ -27,7 +27,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tmi_cluster.config import Settings
-from tmi_cluster.errors import ChatRefusedError, GrantKeyError, HelixError, TmiClusterError
+from tmi_cluster.errors import (
+    ChatRefusedError,
+    GrantKeyError,
+    HelixError,
+    StorageError,
+    TmiClusterError,
+)
 from tmi_cluster.eventsub.helix import ChatSent, Helix
 from tmi_cluster.grants import Grants, TokenGrant
 from tmi_cluster.store import Store
@@ -86,11 +92,14 @@ class BotToken:
     async def grant(self, *, fresh: bool = False) -> TokenGrant:
         """The bot's grant in clear (its user id and access token); ChatRefusedError
         ``unauthorized`` when there is none, it lacks ``user:write:chat``, or this key cannot
-        open it."""
+        open it; ConnectionError (the send's ``not_connected``) when the database is away."""
         if self._grant is None or fresh:
             if self._store is None:
                 self._store = Store.from_settings(self._settings)
-            sealed = await asyncio.to_thread(self._store.grants, [self.login])
+            try:
+                sealed = await asyncio.to_thread(self._store.grants, [self.login])
+            except StorageError as error:  # the database away: nothing sent, not our bug
+                raise ConnectionError(f"the bot's grant could not be read: {error}") from None
             if not sealed or USER_SEND_SCOPE not in sealed[0].scopes:
                 raise ChatRefusedError(
                     f"sending with the bot's user token needs its grant of {USER_SEND_SCOPE}: "
