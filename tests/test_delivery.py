@@ -128,3 +128,37 @@ async def test_shared_chat_copies_once_for_the_session(
             assert [e.channel for e in once] == ["host", "guest"]
             assert [e.tags["id"] for e in once] == ["m1", "m3"]
             assert len(each) == 3  # 'each': every channel's copy, as Twitch sends them
+
+
+@run
+async def test_a_fenced_worker_checks_every_channel_until_unfenced(
+    redis_server: str, redis_prefix: str
+) -> None:
+    # Another worker took the channel while this one could not renew its heartbeat: once
+    # fenced, what this one reads of it again is dropped as seen, whatever its guards.
+    async with _seen(redis_server, redis_prefix) as seen:
+        theirs: list[Event] = []
+        ours: list[Event] = []
+        new_owner = Delivery([theirs.append], seen)
+        stale = Delivery([ours.append], seen)
+        async with _running(new_owner, stale):
+            new_owner.guard(["alpha"])
+            for number in range(3):
+                new_owner.put(_message("alpha", number))
+            await _until(lambda: len(theirs) == 3)
+            stale.fence()
+            assert stale.fenced
+            for number in range(4):  # the three it missed while away, and a new one
+                stale.put(_message("alpha", number))
+            await _until(lambda: stale.checked == 4)
+            assert [e.text for e in ours if isinstance(e, MessageEvent)] == ["3"]
+            assert stale.duplicates == 3
+            stale.unfence()
+            stale.put(_message("alpha", 0))  # unguarded again: straight through
+            assert len(ours) == 2
+
+
+def test_without_a_cluster_fencing_changes_nothing() -> None:
+    lonely = Delivery([], None)
+    lonely.fence()
+    assert not lonely.fenced

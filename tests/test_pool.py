@@ -103,6 +103,54 @@ async def test_each_anonymous_connection_has_a_join_budget_of_its_own() -> None:
             assert violations == []
 
 
+async def _anonymous_join(
+    count: int, rate: Rate, *, connect_interval_s: float, connect_burst: int
+) -> tuple[float, list[int]]:
+    """Join ``count`` channels through a pool whose connections each have the budget ``rate``
+    (the simulator enforcing it); the seconds taken and the channels per connection."""
+    names = [f"c{i}" for i in range(count)]
+    limits = Limits(anonymous_join_allow=rate.allow, join_every_s=rate.every_s)
+    async with (
+        ChatSimulator(channels=names, limits=limits) as sim,
+        Pool(
+            _options(sim),
+            channels_per_connection=50,
+            connection_join_rate=rate,
+            connect_interval_s=connect_interval_s,
+            connect_burst=connect_burst,
+        ) as pool,
+    ):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcomes = await asyncio.wait_for(pool.join(names), 20.0)
+        elapsed = loop.time() - started
+        assert all(o.ok for o in outcomes.values())
+        violations = [v for c in sim.connections() for v in sim.account(c.login or "").violations]
+        assert violations == []  # every connection within its own budget
+        return elapsed, sorted(len(c.channels) for c in pool.connections.values())
+
+
+@run
+async def test_anonymous_joins_go_to_fresh_connections_rather_than_wait_for_a_budget() -> None:
+    # A failover's channels at today's anonymous budget (20 per 10 s per connection): five
+    # fresh connections of 20 join at once, where two full ones would wait out a window.
+    elapsed, sizes = await _anonymous_join(
+        100, Rate(20, 10.0), connect_interval_s=0.05, connect_burst=10
+    )
+    assert sizes == [20] * 5
+    assert elapsed < 5.0  # no window of 10 s waited out
+
+
+@run
+async def test_a_connection_waits_for_its_budget_when_the_pacing_is_slower() -> None:
+    # Opening another connection would take 30 s; the one open frees its budget in 1 s.
+    elapsed, sizes = await _anonymous_join(
+        12, Rate(5, 1.0), connect_interval_s=30.0, connect_burst=1
+    )
+    assert sizes == [12]
+    assert elapsed >= 2.0  # 12 JOINs at 5 per second, one identity
+
+
 @run
 async def test_held_is_what_the_server_confirmed_not_what_is_being_joined() -> None:
     async with ChatSimulator(channels=["alpha"]) as sim:  # "ghost" does not exist: silence

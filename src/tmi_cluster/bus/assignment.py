@@ -280,6 +280,18 @@ class Assignment:
                     found.setdefault(channel, []).append(process_id)
         return found
 
+    async def orphaned(self, channels: Sequence[str]) -> list[str]:
+        """Of ``channels``, those taken from a worker presumed dead in the last
+        :data:`~tmi_cluster.bus.keys.ORPHAN_GUARD_S` (one round trip)."""
+        if not channels:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.exists(self.keys.orphan(channel))
+            with translated(self._where):
+                answers = await pipe.execute()
+        return [c for c, found in zip(channels, answers, strict=True) if found]
+
     async def guard(self, process_id: str, channels: Iterable[str], *, on: bool = True) -> None:
         """Say that ``process_id`` checks ``channels``' events against duplicates (``on``),
         or no longer; a worker taking a channel over joins only once its holder says so."""

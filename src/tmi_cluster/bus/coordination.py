@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import redis.asyncio
 
 from tmi_cluster.bus.client import block_ms, describe_client, translated
-from tmi_cluster.bus.keys import Keys
+from tmi_cluster.bus.keys import ORPHAN_GUARD_S, Keys
 from tmi_cluster.bus.lease import FENCE_CHECK
 from tmi_cluster.errors import RedisUnavailableError, StaleLeaseError
 
@@ -88,11 +88,14 @@ class _Ops:
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.ops: list[list[str | int]] = []
+        self._index: dict[str, int] = {}
 
     def add(self, command: str, key: str, *args: object) -> None:
-        if key not in self.keys:
+        index = self._index.get(key)
+        if index is None:
+            index = self._index[key] = len(self.keys)
             self.keys.append(key)
-        self.ops.append([command, self.keys.index(key) + 2, *(str(a) for a in args)])
+        self.ops.append([command, index + 2, *(str(a) for a in args)])
 
 
 async def wake(client: redis.asyncio.Redis, keys: Keys) -> None:
@@ -161,6 +164,16 @@ class Coordination:
         ops = _Ops()
         ops.add("SET", self.keys.coordinator_reports, after)
         await self._run(token, ops)
+
+    async def mark_orphans(self, token: int, channels: Iterable[str]) -> None:
+        """Mark channels taken from workers presumed dead, for
+        :data:`~tmi_cluster.bus.keys.ORPHAN_GUARD_S` (their new owners check their events)."""
+        names = sorted(channels)
+        for start in range(0, len(names), 500):  # bounded scripts
+            ops = _Ops()
+            for channel in names[start : start + 500]:
+                ops.add("SET", self.keys.orphan(channel), "1", "EX", ORPHAN_GUARD_S)
+            await self._run(token, ops)
 
     async def forget_targets(self, token: int, supervisors: Iterable[str]) -> None:
         """The targets of supervisors that ended without saying so count no more."""

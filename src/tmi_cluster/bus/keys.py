@@ -72,6 +72,12 @@ __all__ = ["DEDUPE_S", "LEASE_S", "Keys"]
 LEASE_S = 10
 #: Seconds an event's de-duplication key lives (longer than any reconnect overlap).
 DEDUPE_S = 120
+#: Seconds the new owner of a channel taken from a worker presumed dead checks its events
+#: cluster-wide: the old worker may only have been cut off, and delivers what its connections
+#: still read once it is back, until it has read its assignment. Beyond this, its connections
+#: have failed their own PING (``tmi.connection.ping_interval`` + ``ping_timeout``, 35 s by
+#: default) and rejoin nothing before it has read the assignment.
+ORPHAN_GUARD_S = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +284,11 @@ class Keys:
     def ratelimit_epoch(self) -> str:
         """A token naming the current memory of Redis: a new one means the windows were lost."""
         return f"{self.prefix}ratelimit:epoch"
+
+    def orphan(self, channel: str) -> str:
+        """Mark of a channel taken from a worker presumed dead (expires after
+        :data:`ORPHAN_GUARD_S`): its new owner checks its events, for the old one may come back."""
+        return f"{self.prefix}orphan:{channel}"
 
     def dedupe(self, key: str) -> str:
         """De-duplication marker of one event (expires after :data:`DEDUPE_S`)."""

@@ -4,7 +4,12 @@ Contracts:
 
 - Each connection holds at most ``channels_per_connection`` channels; a new connection is opened
   when all are full: ``connect_burst`` at once, then one per ``connect_interval_s`` (a leaky
-  bucket: after a quiet spell, a burst again).
+  bucket: after a quiet spell, a burst again). With ``connection_join_rate`` (each connection
+  its own JOIN budget), a channel goes where its JOIN can be sent soonest: on an open
+  connection with room whose budget admits it, else on a new connection when the connection
+  pacing lets one open (and log in, :data:`NEW_CONNECTION_S`) before any open connection's
+  budget frees; so a failover's 1,000 channels are spread over fresh connections and joined in
+  seconds instead of waiting out windows of 10 s, every connection within its own budget.
 - Joins are sent in batches (``JOIN #a,#b,...`` within the line limit), each batch taken from
   the account's join window first (:mod:`tmi_cluster.chat.ratelimit`; shared through Redis when the
   pool is given a shared window), so the budget holds however many pools share the account.
@@ -41,6 +46,8 @@ import asyncio
 import enum
 import functools
 import itertools
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -49,17 +56,21 @@ from typing import Self
 from aiolimiter import AsyncLimiter
 
 from tmi_cluster.chat.connection import Connection, ConnectionOptions
-from tmi_cluster.chat.ratelimit import LocalWindow, Rate, WaitTally, Window
+from tmi_cluster.chat.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, WaitTally, Window
 from tmi_cluster.chat.sender import Sender
 from tmi_cluster.errors import DeadlineError, LoginError, NoIdentityError
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent, Event
 from tmi_cluster.logins import normalise_login, normalise_logins
 from tmi_cluster.outcomes import JoinResult
 
-__all__ = ["ANONYMOUS_ACCOUNT", "JoinOutcome", "Pool", "PoolState"]
+__all__ = ["ANONYMOUS_ACCOUNT", "NEW_CONNECTION_S", "JoinOutcome", "Pool", "PoolState"]
 
 #: The account name under which anonymous connections share their windows.
 ANONYMOUS_ACCOUNT = "justinfan"
+
+#: Seconds a new connection is reckoned to take to connect and log in, when the pool weighs
+#: opening one against waiting for an open connection's own JOIN budget.
+NEW_CONNECTION_S = 0.5
 
 #: Events the pool's own map follows (they have no subclasses).
 _BOOKKEEPING = frozenset({ChannelLostEvent, DisconnectedEvent})
@@ -84,6 +95,33 @@ class JoinOutcome:
     def ok(self) -> bool:
         """True when the channel was joined."""
         return self.result is JoinResult.JOINED
+
+
+class _Slots:
+    """When the next JOINs of one connection can be sent under its own JOIN budget: a model of
+    its sliding window (``rate`` plus ``margin_s``), fed with the pool's placements. An estimate
+    (the connection's own window is the authority: rejoins after a reconnect take from it too,
+    unseen here), used only to choose where a channel goes."""
+
+    __slots__ = ("allow", "times", "window_s")
+
+    def __init__(self, rate: Rate, margin_s: float = DEFAULT_MARGIN_S) -> None:
+        self.allow = rate.allow
+        self.window_s = rate.every_s + margin_s
+        self.times: deque[float] = deque()  # sent or planned JOINs, in order
+
+    def next(self, now: float) -> float:
+        """The soonest time at or after ``now`` another JOIN fits."""
+        times = self.times
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if len(times) < self.allow:
+            return now
+        return max(now, times[-self.allow] + self.window_s)
+
+    def add(self, at: float) -> None:
+        """Plan a JOIN at ``at`` (a value :meth:`next` gave: never before the last)."""
+        self.times.append(at)
 
 
 @dataclass
@@ -130,6 +168,8 @@ class Pool:
         #: The waits of the connections' own JOIN budgets (``connection_join_rate``), all of
         #: them, those closed since included.
         self.connection_join_waits = WaitTally()
+        self._slots: dict[str, _Slots] = {}  # with connection_join_rate: each one's budget
+        self._connect_interval_s = connect_interval_s
         if connect_burst < 1:
             raise ValueError("connect_burst must be at least 1")
         # A leaky bucket, not a window: after a quiet spell a failover may open a burst at once.
@@ -223,6 +263,7 @@ class Pool:
             if sender.api is not None:
                 await sender.api.aclose()
         self.connections.clear()
+        self._slots.clear()
         self._where.clear()
         self._moving.clear()
 
@@ -299,27 +340,57 @@ class Pool:
         self, channels: list[str], *, avoid: str | None = None
     ) -> list[tuple[str, list[str]]]:
         """Assign channels to connections with room (not ``avoid``), opening connections as
-        needed. Reserves them in ``_where`` unless ``avoid`` is given (a move reserves its own).
+        needed (with ``connection_join_rate``: where each JOIN can be sent soonest). Reserves
+        them in ``_where`` unless ``avoid`` is given (a move reserves its own).
         """
         placed: dict[str, list[str]] = {}
         load = self._load()
         for channel in channels:
-            name = next(
-                (
-                    n
-                    for n, used in load.items()
-                    if used < self.channels_per_connection and n != avoid
-                ),
-                None,
-            )
+            room = [n for n, used in load.items() if used < self.channels_per_connection]
+            room = [n for n in room if n != avoid]
+            if self.connection_join_rate is None:
+                name = room[0] if room else None
+            else:
+                name, at = self._soonest(room, time.monotonic())
+                if name is not None:
+                    self._slots[name].add(at)
             if name is None:
                 name = await self._open()
                 load[name] = 0
+                if (slots := self._slots.get(name)) is not None:
+                    slots.add(slots.next(time.monotonic()))
             load[name] += 1
             placed.setdefault(name, []).append(channel)
             if avoid is None:
                 self._where[channel] = name  # reserved; released again if the join fails
         return list(placed.items())
+
+    def _soonest(self, room: list[str], now: float) -> tuple[str | None, float]:
+        """The open connection (of ``room``) whose own JOIN budget admits one more JOIN
+        soonest, and when; (None, 0) when a new connection would be sooner."""
+        best, at = None, 0.0
+        for name in room:
+            slots = self._slots.get(name)
+            if slots is None:
+                continue
+            when = slots.next(now)
+            if best is None or when < at:
+                best, at = name, when
+                if when <= now:
+                    break  # it fits now: nothing is sooner
+        if best is None or at <= now:
+            return best, at
+        if now + self._open_wait_s() + NEW_CONNECTION_S < at:
+            return None, 0.0
+        return best, at
+
+    def _open_wait_s(self) -> float:
+        """Seconds until the connection pacing lets one more connection open (at most one
+        connection's interval: the leaky bucket drains one per interval)."""
+        limiter = self._opens
+        if limiter is None or limiter.has_capacity():
+            return 0.0
+        return self._connect_interval_s
 
     async def _open(self) -> str:
         if self._opens is not None:
@@ -337,6 +408,8 @@ class Pool:
             auth_window=self.auth_window,
         )
         self.connections[name] = connection
+        if self.connection_join_rate is not None:
+            self._slots[name] = _Slots(self.connection_join_rate)
         await connection.start()
         return name
 
@@ -384,6 +457,7 @@ class Pool:
         """Connection ``name`` ended for good (its channels were reported): forget it, and
         remember a refused login."""
         ended = self.connections.pop(name, None)
+        self._slots.pop(name, None)
         if ended is not None and isinstance(ended.failure, LoginError):
             self._login_refused = _refused(ended)
 

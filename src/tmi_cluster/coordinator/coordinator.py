@@ -350,6 +350,14 @@ class Coordinator:
         # no moves while the workers report what they hold
         result = plan(snapshot, max_moves=0 if view.adopting else self.max_moves)
         fenced = Assignment(self.client, self.keys, token=token)
+        alive = {m.id for m in snapshot.members}
+        orphans = [
+            c
+            for c, owner in result.assign.items()
+            if (before := snapshot.assignment.get(c)) and before not in alive and before != owner
+        ]
+        if orphans:  # their old owner may only be cut off: the new one checks their events
+            await self.coordination.mark_orphans(token, orphans)
         if result.unassign:
             await fenced.unassign(sorted(result.unassign))
         if result.assign:

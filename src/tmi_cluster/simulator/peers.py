@@ -64,6 +64,8 @@ class ConnectionInfo:
     capabilities: frozenset[str]
     sent: tuple[str, ...]
     open: bool
+    #: The client's address and port, ("", 0) when the transport does not tell.
+    peer: tuple[str, int] = ("", 0)
 
 
 @dataclass
@@ -122,6 +124,7 @@ class _Connection(asyncio.Protocol):
         self.channels: set[str] = set()
         self.sent: list[str] = []
         self.half_open = False
+        self.peer: tuple[str, int] = ("", 0)
         self.held: list[bytes] | None = None  # a lagging link: what is written waits here
         self.held_bytes = 0
         self.closed = False
@@ -135,6 +138,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = (str(peer[0]), int(peer[1]))
         self.sim._connections[self.id] = self
 
     def data_received(self, data: bytes) -> None:

@@ -384,9 +384,15 @@ class ChatSimulator:
                 frozenset(c.capabilities),
                 tuple(c.sent),
                 not c.closed,
+                c.peer,
             )
             for c in self._all_connections.values()
         ]
+
+    def peer(self, connection: int) -> tuple[str, int]:
+        """The address and port connection ``connection`` came from (("", 0): unknown)."""
+        found = self._all_connections.get(connection)
+        return found.peer if found is not None else ("", 0)
 
     def buffered_bytes(self) -> int:
         """Bytes written to connections that their sockets have not taken yet."""

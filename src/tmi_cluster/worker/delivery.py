@@ -25,6 +25,11 @@ the moment its hand-over begins; with ``recent_s``, the keys of the events deliv
 in the last seconds are marked seen too (:meth:`Delivery.mark_recent`), so that their EventSub
 copies, which may arrive later, are dropped.
 
+A worker that has not renewed its heartbeat for longer than it lives (a host cut off, Redis
+out of its reach) is *fenced* (:meth:`Delivery.fence`): the cluster may have given its channels
+to others, who deliver their events too, so every event of every channel is checked until the
+worker has read its assignment again and handed over what went elsewhere.
+
 While Redis does not answer, checked events are delivered unchecked after
 :data:`UNCHECKED_AFTER_S` (counted in :attr:`Delivery.unchecked`): a duplicate is better than
 a lost event.
@@ -89,6 +94,8 @@ class Delivery:
         self.checked = 0
         self.duplicates = 0
         self.unchecked = 0
+        #: Every event is checked (:meth:`fence`).
+        self.fenced = False
         self._guarded: set[str] = set()
         self._lifting: set[str] = set()
         self._waiting: deque[Event] = deque()
@@ -120,12 +127,22 @@ class Delivery:
             self._guarded -= self._lifting
             self._lifting.clear()
 
+    def fence(self) -> None:
+        """Check every event, whatever its channel, until :meth:`unfence` (see the module).
+        Without ``seen`` (no cluster), nothing changes."""
+        self.fenced = self.seen is not None
+
+    def unfence(self) -> None:
+        """Back to checking the guarded channels only."""
+        self.fenced = False
+
     def put(self, event: Event) -> None:
         """Deliver ``event``, or queue it for the check. Never waits."""
         guarded = self._guarded
         channel = event.channel
         if (
-            (not guarded or channel not in guarded)
+            not self.fenced
+            and (not guarded or channel not in guarded)
             and not (self.shared_chat_once and "source-id" in event.tags)
             and (not self._waiting or not self._queued.get(channel))
         ):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from tmi_cluster.bus import Assignment, AsyncRedis, Keys, live, read
+from tmi_cluster.bus.keys import ORPHAN_GUARD_S
 from tmi_cluster.bus.routes import EventSubRoutes
 from tmi_cluster.worker.worker import Worker
 
@@ -107,6 +108,12 @@ class HandOver:
         process, or held by one that checks their events already (or that did not say so
         within :data:`GUARD_WAIT_S`). Those held elsewhere are checked from now on, until
         nobody else holds them."""
+        orphans = await assignment.orphaned(fresh)
+        if orphans:  # their old owner may only be cut off: checked until the mark's end
+            until = time.monotonic() + ORPHAN_GUARD_S
+            for channel in orphans:
+                self.taking[channel] = until
+            self.worker.delivery.guard(orphans)
         peers = await self.other_processes(assignment.client, fresh=True)
         holders = await assignment.held_by(peers, fresh)
         from_eventsub = await self._on_eventsub(assignment, fresh)

@@ -170,6 +170,8 @@ class WorkerProcess:
         self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
         self._joining: asyncio.Task[None] | None = None
         self._held_recorded_at = 0.0  # monotonic; 0: record in full at the next reconcile
+        self._beat_at = time.monotonic()  # the last heartbeat that Redis took
+        self._fenced_at: float | None = None  # when the worker fenced itself (see _fence)
         self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
         self._worker: Worker | None = None
         self._handover: HandOver | None = None
@@ -356,6 +358,7 @@ class WorkerProcess:
             beating = tasks.create_task(self._beat(heartbeat, client), name="heartbeat")
             following = tasks.create_task(self._follow(assignment), name="assignment")
             ticking = tasks.create_task(self._tick(worker), name="periodic timer")
+            fencing = tasks.create_task(self._fence(worker), name="fencing")
             gating = tasks.create_task(gate.run(), name="EventSub gate") if gate else None
             if not self.paused:
                 self.state = ProcessState.RUNNING
@@ -390,6 +393,7 @@ class WorkerProcess:
             self._phase = "closing its worker"
             await worker.aclose(self._remaining())
             beating.cancel()
+            fencing.cancel()
         self._phase = "clearing its records in Redis"
         try:
             await assignment.set_held(self.id, ())
@@ -434,8 +438,31 @@ class WorkerProcess:
             except RedisUnavailableError as error:
                 self.outage.began(error, f"worker process {self.id}")
             else:
+                self._beat_at = time.monotonic()
                 self.outage.ended()
             await asyncio.sleep(heartbeat.interval_s)
+
+    async def _fence(self, worker: Worker) -> None:
+        """Fence the worker once its last heartbeat is older than ``process.stale`` (the
+        cluster may have declared it dead and given its channels away: a host cut off, or a
+        Redis call that hangs), however its Redis calls fare: from then on every event is
+        checked cluster-wide (:meth:`~tmi_cluster.worker.delivery.Delivery.fence`) until a
+        reconcile begun after the fence has handed over what went elsewhere."""
+        stale = self.settings.process.stale
+        while True:
+            await asyncio.sleep(max(stale / 3, 0.1))
+            silent = time.monotonic() - self._beat_at
+            if self._fenced_at is None and silent > stale:
+                self._fenced_at = time.monotonic()
+                worker.delivery.fence()
+                log.warning(
+                    "worker process %s: no heartbeat taken for %.1f s (process.stale %g s): "
+                    "the cluster may have given its channels to others; every event is checked "
+                    "until its assignment is read again",
+                    self.id,
+                    silent,
+                    stale,
+                )
 
     async def _tick(self, worker: Worker) -> None:
         """PeriodicTimerCalled to the handlers every ``process.periodic_timer`` seconds (the
@@ -500,6 +527,7 @@ class WorkerProcess:
                 self._lost.pop(channel, None)
 
     async def _reconcile(self, assignment: Assignment) -> None:
+        began = time.monotonic()
         pool = self._require_pool()
         handover = self._require_handover()
         await self._flush(assignment)
@@ -534,6 +562,17 @@ class WorkerProcess:
             return
         await handover.start_leaving(assignment, sorted(held - wanted - handover.leaving.keys()))
         self._parted(await handover.part_handed_over(assignment, now))
+        if self._fenced_at is not None and began > self._fenced_at:
+            # read after the fence: what went elsewhere is being handed over (guarded)
+            log.warning(
+                "worker process %s: its assignment read again %.1f s after its fence; "
+                "channels given to others are handed over",
+                self.id,
+                time.monotonic() - self._fenced_at,
+            )
+            self._fenced_at = None
+            assert self._worker is not None
+            self._worker.delivery.unfence()
 
     def _shard_bound(self, name: str) -> None:
         """A shard's session was bound: held, reported like a join."""
