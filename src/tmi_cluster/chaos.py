@@ -196,6 +196,8 @@ class Report:
     lost_samples: list[str] = field(default_factory=list)
     #: Where the messages carried twice were sent: after which fault, how long after.
     twice_where: Counter[str] = field(default_factory=Counter)
+    #: Those: the channel, when, and the connections joined at that moment.
+    twice_samples: list[str] = field(default_factory=list)
     budget_violations: list[str] = field(default_factory=list)
     owner_violations: list[str] = field(default_factory=list)
     fencing_violations: list[str] = field(default_factory=list)
@@ -248,6 +250,9 @@ class Report:
         )
         lines.append("invariants: " + ("all held" if not self.problems else "BROKEN"))
         lines += [f"  - {p}" for p in self.problems]
+        if self.twice_samples:
+            lines.append("  lines carried twice, such as:")
+            lines += [f"    {sample}" for sample in self.twice_samples[:10]]
         if self.lost_samples:
             lines.append("  messages lost outside a window, such as:")
             lines += [f"    {sample}" for sample in self.lost_samples[:10]]
@@ -545,6 +550,10 @@ def _judge_lines(
             report.messages += 1
             if delivery.message_id in twice:
                 report.twice_where[_after(report, delivery.at)] += 1
+                holders = [f"{c}@host{_peer_host(hosts, c)}" for c in delivery.connections]
+                report.twice_samples.append(
+                    f"#{channel} {_after(report, delivery.at)}: joined {holders}"
+                )
             if ledger.events.get(delivery.message_id):
                 continue
             window = next((r for r in windows if r.began <= delivery.at <= r.window_end), None)

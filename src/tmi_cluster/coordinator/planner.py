@@ -40,9 +40,6 @@ from dataclasses import dataclass, field
 
 __all__ = ["Member", "Plan", "Snapshot", "plan"]
 
-#: A member's place in the placement heap: room (negative), host load, supervisor load, id.
-_Key = tuple[int, int, int, str]
-
 
 @dataclass(frozen=True)
 class Member:
@@ -157,12 +154,12 @@ class _Budget:
         slots = self.slots.get(member)
         return (self.total is None or self.total > 0) and (slots is None or slots > 0)
 
-    def spend(self, member: str) -> None:
+    def spend(self, member: str, count: int = 1) -> None:
         if self.total is not None:
-            self.total -= 1
+            self.total -= count
         slots = self.slots.get(member)
         if slots is not None:
-            self.slots[member] = slots - 1
+            self.slots[member] = slots - count
 
     @property
     def spent(self) -> bool:
@@ -204,35 +201,92 @@ def _place(
     budget: _Budget,
 ) -> None:
     """Rules 3 and 4: each unowned channel to the member with the most room, spread across
-    hosts, within the join budgets."""
+    hosts, within the join budgets.
+
+    The counts are those of placing one channel at a time on the member with the most room
+    (:func:`_fill`); the few at the level that take one more are chosen by their host's, then
+    their supervisor's load, then id (:func:`_at_level`). Then each member takes its count of
+    the sorted channels. O(members * log capacity + channels)."""
+    total = len(unowned) if budget.total is None else min(len(unowned), max(budget.total, 0))
+    room: dict[str, tuple[int, int]] = {}  # member -> (free, how many it may take)
+    for m in takers:
+        free = m.capacity - load[m.id]
+        slots = budget.slots.get(m.id)
+        can = free if slots is None else min(free, slots)
+        if can > 0:
+            room[m.id] = (free, can)
+    takes, level = _fill(room, total)
+    _at_level(takes, room, level, total - sum(takes.values()), load=load, members=members)
+    position = 0
+    for member_id in sorted(takes, key=lambda m: (-takes[m], m)):
+        count = takes[member_id]
+        for channel in unowned[position : position + count]:
+            result.assign[channel] = member_id
+            owners[channel] = member_id
+        position += count
+        load[member_id] += count
+        budget.spend(member_id, count)
+    rest = unowned[position:]
+    if rest:
+        room_left = any(load[m.id] < m.capacity for m in takers)
+        (result.paced if room_left else result.waiting).extend(rest)
+
+
+def _fill(room: Mapping[str, tuple[int, int]], total: int) -> tuple[dict[str, int], int]:
+    """Water-filling: how many of ``total`` channels each member takes so that all are filled
+    down to one level of free room (each within what it may take), and that level."""
+
+    def takes_at(level: int) -> int:
+        return sum(min(can, max(0, free - level)) for free, can in room.values())
+
+    level = 0
+    if room and takes_at(0) > total:  # the lowest level the channels fill down to
+        low, high = 0, max(free for free, _ in room.values())
+        while low < high:
+            middle = (low + high) // 2
+            if takes_at(middle) <= total:
+                high = middle
+            else:
+                low = middle + 1
+        level = low
+    return {m: min(can, max(0, free - level)) for m, (free, can) in room.items()}, level
+
+
+def _at_level(
+    takes: dict[str, int],
+    room: Mapping[str, tuple[int, int]],
+    level: int,
+    left: int,
+    *,
+    load: Counter[str],
+    members: Mapping[str, Member],
+) -> None:
+    """The ``left`` channels after the fill: one more each for members at the level that may
+    take one, those whose host, then supervisor, holds the fewest channels first."""
+    if left <= 0:
+        return
     host_load = Counter({m.host: 0 for m in members.values()})
     supervisor_load = Counter({m.supervisor: 0 for m in members.values()})
-    for owner, count in load.items():
+    for owner, count in (load + Counter(takes)).items():
         host_load[members[owner].host] += count
         supervisor_load[members[owner].supervisor] += count
-
-    def key(m: Member) -> _Key:
-        return (load[m.id] - m.capacity, host_load[m.host], supervisor_load[m.supervisor], m.id)
-
-    # The host and supervisor loads in a member's key are those of when it was queued: each
-    # pop re-queues one member only, so placing a channel costs O(log members).
-    heap = [key(m) for m in takers if load[m.id] < m.capacity and budget.allows(m.id)]
-    heapq.heapify(heap)
-    for position, channel in enumerate(unowned):
-        if not heap or budget.spent:
-            rest = unowned[position:]
-            room = any(load[m.id] < m.capacity for m in takers)
-            (result.paced if room else result.waiting).extend(rest)
-            return
-        target = members[heapq.heappop(heap)[3]]
-        result.assign[channel] = target.id
-        owners[channel] = target.id
-        budget.spend(target.id)
-        load[target.id] += 1
+    queue = [
+        (host_load[members[m].host], supervisor_load[members[m].supervisor], m)
+        for m, (free, can) in room.items()
+        if takes[m] < can and free - takes[m] == level
+    ]
+    heapq.heapify(queue)
+    while left > 0 and queue:
+        host, supervisor, member_id = heapq.heappop(queue)
+        target = members[member_id]
+        now = (host_load[target.host], supervisor_load[target.supervisor])
+        if now != (host, supervisor):  # its host took one meanwhile: queued again
+            heapq.heappush(queue, (*now, member_id))
+            continue
+        takes[member_id] += 1
+        left -= 1
         host_load[target.host] += 1
         supervisor_load[target.supervisor] += 1
-        if load[target.id] < target.capacity and budget.allows(target.id):
-            heapq.heappush(heap, key(target))
 
 
 def _rebalance(

@@ -114,6 +114,13 @@ class HandOver:
             for channel in orphans:
                 self.taking[channel] = until
             self.worker.delivery.guard(orphans)
+            log.info(
+                "%s takes %d channels from a worker presumed dead; their events are checked "
+                "for %d s (it may only have been cut off)",
+                self.id,
+                len(orphans),
+                ORPHAN_GUARD_S,
+            )
         peers = await self.other_processes(assignment.client, fresh=True)
         holders = await assignment.held_by(peers, fresh)
         from_eventsub = await self._on_eventsub(assignment, fresh)
