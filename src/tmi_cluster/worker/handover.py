@@ -93,6 +93,18 @@ class HandOver:
         self.worker.delivery.lift(channels)
         await assignment.guard(self.id, channels, on=False)
 
+    async def keep(self, assignment: Assignment, channels: list[str]) -> None:
+        """``channels``, being handed over, are ours again: no longer leaving, but still checked
+        as channels taken over (until nobody else has held them for :data:`GUARD_LINGER_S`):
+        their would-be new owner may hold them already, and it checks its copies against
+        ours."""
+        if not channels:
+            return
+        for channel in channels:
+            self.leaving.pop(channel, None)
+            self.taking[channel] = None
+        await assignment.guard(self.id, channels, on=False)
+
     async def other_processes(self, client: AsyncRedis, *, fresh: bool = False) -> list[str]:
         """The other live worker processes (read again when ``fresh``, else every
         :data:`_PEERS_S`: a worker that started a moment ago must not be missed before a join)."""

@@ -535,7 +535,7 @@ class WorkerProcess:
         settled = epoch is not None and epoch == self._epoch
         if not settled:  # a new assignment: say what is held, part nothing until it settles
             self._epoch = epoch
-            await handover.stop_leaving(assignment, list(handover.leaving))
+            await handover.keep(assignment, list(handover.leaving))
         if not settled or time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
             # confirmed ones only; under a new epoch, saying that this is all
             held_now = pool.held | (self._shards.held if self._shards is not None else set())
@@ -556,7 +556,7 @@ class WorkerProcess:
             if fresh:
                 self._joining = asyncio.create_task(self._join(fresh), name="joins")
                 self._joining.add_done_callback(self._joined)
-        await handover.stop_leaving(assignment, sorted(wanted & handover.leaving.keys()))  # ours
+        await handover.keep(assignment, sorted(wanted & handover.leaving.keys()))  # ours again
         await handover.lift_taken(assignment)
         if not settled:
             return
