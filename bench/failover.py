@@ -11,9 +11,10 @@ judge: who is joined where, what was delivered to whom, every budget violation.
   kill until every one of its channels is joined by a new connection (the simulator's word),
   and the messages sent into those channels meanwhile that no live connection received. With
   a budget that is not the bottleneck (simulator and cluster both at 2,000 JOINs per 10 s per
-  anonymous connection), and with today's normal budget (20 per 10 s per connection), where the
-  budget bounds it: then the share of the budget used is the soonest the budget allows the
-  last JOIN (per new connection: ``every * (ceil(joins / allow) - 1)``) over the time taken.
+  anonymous connection), and with today's normal budget (20 per 10 s per connection): the pool
+  then spreads the rejoins over fresh connections, 20 each (target: under 5 s); were one to
+  take more than 20, the share of the budget used would be printed too (the soonest the budget
+  allows its last JOIN, ``every * (ceil(joins / allow) - 1)``, over the time taken).
 - **Cold start**: 10,000 wanted channels, read with the bot's account (``throttle.preset =
   "verified"``: 2,000 JOINs per 10 s, shared by every process); the share of the budget is
   the soonest the budget allows the last JOIN, ``10 s * (ceil(10,000 / 2,000) - 1)``, over the
@@ -295,7 +296,7 @@ async def main() -> None:
             args.redis, folder, channels=400 if quick else 4000, runs=1 if quick else 5, budget=2000
         )
         normal = await failover(
-            args.redis, folder, channels=160 if quick else 4000, runs=1 if quick else 2, budget=20
+            args.redis, folder, channels=160 if quick else 4000, runs=1 if quick else 5, budget=20
         )
         cold = await cold_start(
             args.redis, folder, channels=400 if quick else 10_000, allow=200 if quick else 2000

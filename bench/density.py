@@ -1,0 +1,248 @@
+"""Density: how many channels and messages one 2-core machine holds, every message once.
+
+Run: ``python bench/density.py`` (100,000 channels, 10,000 messages per second in all, 10
+workers, 30 s measured) or ``python bench/density.py --quick`` (10,000 channels, 2,000 per
+second, 2 workers, 10 s: under a minute). Needs Redis on 127.0.0.1:6379 (or ``--redis URL``).
+
+``tmi-cluster run`` reads anonymously from a simulator in this process (the JOIN budget and the
+connection pacing raised: the cold start is not what is measured here). Once every channel is
+joined, the simulator generates the traffic for the measured window. Measured: the rate the
+simulator achieved, the CPU time of the cluster's processes (supervisor and workers) per 1,000
+messages per second, their resident memory per 1,000 channels (all of it, the supervisor's
+fixed part included) and in all (target: under 2 GiB), Redis's memory, and whether every
+message of the window reached the event stream exactly once (read back afterwards).
+
+The peers, printed beside: recent-messages2 holds about 161,000 channels on a larger server; a
+worker here used 1.1-1.4 MiB per 1,000 channels in issue 5 (0.8-1.0 MiB in issue 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import redis.asyncio
+
+from tmi_cluster.bus import Keys, wanted_changed
+from tmi_cluster.cluster.client import Cluster
+from tmi_cluster.config import load_settings
+from tmi_cluster.harness import ProcessHarness
+from tmi_cluster.simulator import ChatSimulator, Limits
+from tmi_cluster.store import Store
+
+SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
+MIB = 1024 * 1024
+TARGET_RSS_MIB = 2048
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        top = psutil.Process(pid)
+        return [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _rss(processes: list[psutil.Process]) -> int:
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+async def _until(check: object, timeout_s: float, what: str, every_s: float = 1.0) -> float:
+    assert callable(check)
+    began = time.monotonic()
+    while not check():
+        if time.monotonic() - began > timeout_s:
+            raise TimeoutError(f"not {what} after {timeout_s:g} s")
+        await asyncio.sleep(every_s)
+    return time.monotonic() - began
+
+
+async def density(
+    redis_url: str, folder: Path, *, channels: int, rate: float, workers: int, seconds: float
+) -> dict[str, float]:
+    names = [f"dense{i:06}" for i in range(channels)]
+    prefix = f"density-{secrets.token_hex(3)}:"
+    limits = Limits(anonymous_join_allow=5000, join_every_s=10.0, ping_interval_s=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMI_CLUSTER_")}
+    async with ChatSimulator(channels=names, limits=limits, seed=5) as sim:
+        variables = {
+            "TMI_CLUSTER_REDIS__URL": redis_url,
+            "TMI_CLUSTER_PREFIX": prefix,
+            "TMI_CLUSTER_DATABASE__URL": f"sqlite:///{folder / 'density.db'}",
+            "TMI_CLUSTER_TMI__CONNECTION__SERVER": sim.host,
+            "TMI_CLUSTER_TMI__CONNECTION__PORT": str(sim.port),
+            "TMI_CLUSTER_TMI__CONNECTION__SECURE": "false",
+            "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "never",
+            "TMI_CLUSTER_TMI__CONNECTION__CONNECT_INTERVAL": "0.02",
+            "TMI_CLUSTER_TMI__CONNECTION__CONNECT_BURST": "50",
+            "TMI_CLUSTER_THROTTLE__JOIN__ANONYMOUS_ALLOW": "5000",
+            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MIN": str(workers),
+            "TMI_CLUSTER_AUTO_SCALE__PROCESSES__MAX": str(workers),
+            "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": str(math.ceil(channels / workers)),
+            "TMI_CLUSTER_PROCESS__MEMORY": "4096",
+            "TMI_CLUSTER_HANDLERS__STREAM_MAXLEN": str(int(rate * seconds * 3) + 100_000),
+            "TMI_CLUSTER_LOG__LEVEL": "warning",
+        }
+        env.update(variables)
+        client = redis.asyncio.Redis.from_url(redis_url)
+        log = (folder / "density.log").open("w")
+        harness = ProcessHarness()
+        supervisor = harness.spawn(
+            [SCRIPT, "run", "--id", "density"],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            with Store(variables["TMI_CLUSTER_DATABASE__URL"]) as store:
+                await asyncio.to_thread(store.want, names)
+            await wanted_changed(client, Keys(prefix, 30.0, 3.0))
+
+            def joined() -> bool:
+                if supervisor.poll() is not None:
+                    raise RuntimeError("the supervisor ended: " + _tail(folder))
+                return all(sim.joined(n) for n in names)
+
+            cold = await _until(joined, 1200, f"{channels:,} channels joined", every_s=2.0)
+            await asyncio.sleep(3.0)  # the rebalancing after the joins settles
+            processes = _tree(supervisor.pid)
+            cpu_before = _cpu_s(processes)
+            began = time.monotonic()
+            sim.set_rate(rate)
+            await asyncio.sleep(seconds)
+            sim.set_rate(0.0)
+            ended = time.monotonic()
+            cpu = _cpu_s(processes) - cpu_before
+            rss = _rss(_tree(supervisor.pid))
+            info = await client.info("memory")
+            await asyncio.sleep(3.0)  # the last events reach the stream
+            generated = [
+                d.message_id
+                for n in names
+                for d in sim.deliveries(n)
+                if began <= d.at <= ended and d.connections
+            ]
+            once, twice, missing = await _count(env, folder, set(generated))
+            achieved = len(generated) / (ended - began)
+            return {
+                "cold_s": cold,
+                "achieved": achieved,
+                "cpu_cores": cpu / (ended - began),
+                "cpu_per_1000": cpu / (ended - began) / (achieved / 1000),
+                "rss_mib": rss / MIB,
+                "per_1000_channels_mib": rss / MIB / (channels / 1000),
+                "redis_mib": int(info["used_memory"]) / MIB,
+                "processes": len(_tree(supervisor.pid)),
+                "generated": len(generated),
+                "once": once,
+                "twice": twice,
+                "missing": missing,
+            }
+        finally:
+            left = await asyncio.to_thread(harness.stop, supervisor)
+            if left:
+                print(f"warning: processes left running, killed: {left}", file=sys.stderr)
+            log.close()
+            keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+
+async def _count(env: dict[str, str], folder: Path, wanted: set[str]) -> tuple[int, int, int]:
+    """Of ``wanted`` message ids: on the event stream once, more than once, not at all."""
+    settings = load_settings(environ=env, cwd=folder)
+    seen: Counter[str] = Counter()
+    async with Cluster(settings) as app:
+        reader = app.events(types=["MessageEvent"], since="0")
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(reader.__anext__(), 5.0)
+                except (TimeoutError, StopAsyncIteration):
+                    break
+                line_id = event.tags.get("id")
+                if line_id in wanted:
+                    seen[line_id] += 1
+        finally:
+            await reader.aclose()
+    once = sum(1 for n in seen.values() if n == 1)
+    twice = sum(1 for n in seen.values() if n > 1)
+    return once, twice, len(wanted) - len(seen)
+
+
+def _tail(folder: Path) -> str:
+    return (folder / "density.log").read_text(errors="replace")[-3000:]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller: under a minute")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--channels", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=None, help="messages per second in all")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=None, help="the measured window")
+    args = parser.parse_args()
+    quick = args.quick
+    channels = args.channels or (10_000 if quick else 100_000)
+    rate = args.rate or (2_000.0 if quick else 10_000.0)
+    workers = args.workers or (2 if quick else 10)
+    seconds = args.seconds or (10.0 if quick else 30.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = await density(
+            args.redis, Path(tmp), channels=channels, rate=rate, workers=workers, seconds=seconds
+        )
+    print(f"{channels:,} channels, {workers} workers, target {rate:,.0f} messages/s, {seconds:g} s")
+    rows = [
+        ("cold start, every channel joined (s)", f"{r['cold_s']:.1f}", ""),
+        ("messages per second the simulator achieved", f"{r['achieved']:,.0f}", f"{rate:,.0f}"),
+        ("cluster CPU (cores)", f"{r['cpu_cores']:.2f}", "2 in all"),
+        ("CPU per 1,000 messages/s (cores)", f"{r['cpu_per_1000']:.3f}", ""),
+        ("resident memory, all processes (MiB)", f"{r['rss_mib']:,.0f}", f"< {TARGET_RSS_MIB}"),
+        ("  per 1,000 channels (MiB)", f"{r['per_1000_channels_mib']:.2f}", "1.1-1.4 (issue 5)"),
+        ("Redis used_memory (MiB)", f"{r['redis_mib']:,.0f}", ""),
+        ("processes (supervisor and workers)", f"{r['processes']}", ""),
+        (
+            "messages in the window: once, twice, missing",
+            f"{r['once']:,} / {r['twice']} / {r['missing']}",
+            f"{r['generated']:,} sent",
+        ),
+    ]
+    print(f"{'':48} {'ours':>22}  target or peer")
+    for label, ours, peer in rows:
+        print(f"{label:48} {ours:>22}  {peer}")
+    print("peer: recent-messages2 holds about 161,000 channels on a larger server")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
