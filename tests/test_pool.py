@@ -152,6 +152,34 @@ async def test_a_connection_waits_for_its_budget_when_the_pacing_is_slower() -> 
 
 
 @run
+async def test_joins_a_connection_took_itself_count_against_its_budget() -> None:
+    # A connection's rejoins after a reconnect take from its own window, unseen by the pool's
+    # placements: the pool reads that window too, and opens a connection rather than wait.
+    names = [f"c{i}" for i in range(8)]
+    limits = Limits(anonymous_join_allow=5, join_every_s=1.0)
+    async with (
+        ChatSimulator(channels=names, limits=limits) as sim,
+        Pool(
+            _options(sim),
+            channels_per_connection=50,
+            connection_join_rate=Rate(5, 1.0),
+            connect_interval_s=0.05,
+            connect_burst=10,
+        ) as pool,
+    ):
+        await pool.join(names[:5])
+        assert len(pool.connections) == 1
+        await asyncio.sleep(1.5)  # its budget is free again, as the pool's placements see it
+        first = next(iter(pool.connections.values()))
+        assert first.join_window is not None
+        await first.join_window.take(5)  # as rejoins after a reconnect would
+        outcomes = await asyncio.wait_for(pool.join(names[5:]), 5.0)
+        assert all(o.ok for o in outcomes.values())
+        assert len(pool.connections) == 2
+        assert {outcomes[n].connection for n in names[5:]} != {first.name}
+
+
+@run
 async def test_held_is_what_the_server_confirmed_not_what_is_being_joined() -> None:
     async with ChatSimulator(channels=["alpha"]) as sim:  # "ghost" does not exist: silence
         pool = Pool(_options(sim), join_timeout_s=0.5, connect_interval_s=0)

@@ -99,9 +99,10 @@ class JoinOutcome:
 
 class _Slots:
     """When the next JOINs of one connection can be sent under its own JOIN budget: a model of
-    its sliding window (``rate`` plus ``margin_s``), fed with the pool's placements. An estimate
-    (the connection's own window is the authority: rejoins after a reconnect take from it too,
-    unseen here), used only to choose where a channel goes."""
+    its sliding window (``rate`` plus ``margin_s``), fed with the pool's placements, before
+    their JOINs are taken from the connection's own window. The pool takes the later of this
+    and the connection's window (which also counts its rejoins after a reconnect): an
+    estimate, used only to choose where a channel goes."""
 
     __slots__ = ("allow", "times", "window_s")
 
@@ -374,6 +375,9 @@ class Pool:
             if slots is None:
                 continue
             when = slots.next(now)
+            window = getattr(self.connections.get(name), "join_window", None)
+            if isinstance(window, LocalWindow):  # what it took that the pool did not place
+                when = max(when, now + window.wait_at(now))  # (a rejoin after a reconnect)
             if best is None or when < at:
                 best, at = name, when
                 if when <= now:
