@@ -157,6 +157,7 @@ async def density(
             await _until(ready, 120, f"{workers} workers")
             await asyncio.sleep(3.0)  # they have started
             empty = _rss(_tree(supervisor.pid))
+            redis_empty = int((await client.info("memory"))["used_memory"])
             with Store(variables["TMI_CLUSTER_DATABASE__URL"]) as store:
                 await asyncio.to_thread(store.migrate)  # the supervisor may not have yet
                 await asyncio.to_thread(store.want, names)
@@ -171,6 +172,9 @@ async def density(
             await asyncio.sleep(3.0)  # the rebalancing after the joins settles
             processes = _tree(supervisor.pid)
             cpu_before = _cpu_s(processes)
+            stream = Keys(prefix, 30.0, 3.0).events
+            redis_before = int((await client.info("memory"))["used_memory"])
+            stream_before = await client.memory_usage(stream) or 0
             began = time.monotonic()
             sim.set_rate(rate)
             await asyncio.sleep(seconds)
@@ -180,6 +184,9 @@ async def density(
             rss = _rss(_tree(supervisor.pid))
             info = await client.info("memory")
             await asyncio.sleep(3.0)  # the last events reach the stream
+            entries, stream_bytes = await asyncio.gather(
+                client.xlen(stream), client.memory_usage(stream)
+            )
             generated = [
                 d.message_id
                 for n in names
@@ -198,6 +205,10 @@ async def density(
                 "empty_mib": empty / MIB,
                 "added_per_1000_mib": (rss - empty) / MIB / (channels / 1000),
                 "redis_mib": int(info["used_memory"]) / MIB,
+                "redis_channels_mib": (redis_before - redis_empty - stream_before) / MIB,
+                "redis_per_channel_b": (redis_before - redis_empty - stream_before) / channels,
+                "redis_per_entry_b": (stream_bytes or 0) / max(entries, 1),
+                "stream_entries": entries,
                 "processes": len(_tree(supervisor.pid)),
                 "generated": len(generated),
                 "once": once,
@@ -280,6 +291,13 @@ async def main() -> None:
         ("  added per 1,000 channels (MiB)", f"{r['added_per_1000_mib']:.2f}", "1.1-1.4 (issue 5)"),
         ("  all of it per 1,000 channels (MiB)", f"{r['per_1000_channels_mib']:.2f}", ""),
         ("Redis used_memory (MiB)", f"{r['redis_mib']:,.0f}", ""),
+        ("  the channels' keys, stream aside (MiB)", f"{r['redis_channels_mib']:,.1f}", ""),
+        ("  per channel (bytes)", f"{r['redis_per_channel_b']:,.0f}", ""),
+        (
+            "  per event-stream entry (bytes)",
+            f"{r['redis_per_entry_b']:,.0f}",
+            f"{r['stream_entries']:,.0f} entries",
+        ),
         ("processes (supervisor and workers)", f"{r['processes']}", ""),
         (
             "messages in the window: once, twice, missing",

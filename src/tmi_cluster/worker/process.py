@@ -429,6 +429,7 @@ class WorkerProcess:
 
     async def _beat(self, heartbeat: Heartbeat[ProcessStatus], client: AsyncRedis) -> None:
         pool = self._require_pool()
+        self._beat_at = time.monotonic()  # the fence counts from the first beat's attempt
         while True:
             try:
                 await heartbeat.beat()
