@@ -12,6 +12,7 @@ import redis
 import redis.asyncio
 
 from tmi_cluster.bus import Assignment, Coordination, Keys
+from tmi_cluster.bus.keys import ORPHAN_GUARD_S
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.errors import StaleLeaseError
 
@@ -27,6 +28,7 @@ WRITES: list[tuple[str, Write]] = [
     ("reports cursor", lambda c, a: c.set_reports_cursor(a.token or 0, "9-9")),
     ("forget targets", lambda c, a: c.forget_targets(a.token or 0, ["s1"])),
     ("drain", lambda c, a: c.drain(a.token or 0, "p1", "scale_in")),
+    ("orphans", lambda c, a: c.mark_orphans(a.token or 0, ["chan"])),
     (
         "targets and orders",
         lambda c, a: c.apply_targets(
@@ -107,5 +109,9 @@ async def test_the_current_leader_writes_each_and_orders_each_supervisor(
         assert redis_client.xlen(keys.cleanup_runs) == 1
         await coordination.set_reports_cursor(token, "5-0")
         assert await coordination.reports_cursor() == "5-0"
+        await coordination.mark_orphans(token, ["alpha", "beta"])
+        assignment = Assignment(client, keys)
+        assert await assignment.orphaned(["alpha", "gamma", "beta"]) == ["alpha", "beta"]
+        assert 0 < redis_client.ttl(keys.orphan("alpha")) <= ORPHAN_GUARD_S
     finally:
         await client.aclose()

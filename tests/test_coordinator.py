@@ -80,6 +80,10 @@ async def test_only_the_leader_acts_and_the_dead_lose_their_channels(
         # them; if it is dead, they go to the first with room)
         assert Counter(owners.values()) == {"p1": 4, "p2": 2}
         assert len(second.waiting) == 2
+        # the two taken from p2, presumed dead, are marked: p1 checks their events a while
+        taken = sorted(c for c, owner in second.assign.items() if owner == "p1")
+        assert len(taken) == 1
+        assert await Assignment(client, keys).orphaned(CHANNELS) == taken
         again = await leader.run_once()
         assert again is not None
         assert again.assign == {}  # level-triggered: the same snapshot, nothing more to do

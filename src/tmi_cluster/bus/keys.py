@@ -43,6 +43,7 @@ default; ``{x}`` a placeholder)::
     P ratelimit:{account}:{bucket}   sorted set, expires with its window         a rate window
     P ratelimit:epoch                string (random token), no expiry           Redis's memory
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
+    P orphan:{channel}               string, expires after ORPHAN_GUARD_S       taken from the dead
     P lock:{name}                    string (owner token), expires              a short lock
     P incident:{name}                string (who notified), expires after notifications.quiet_period
     P eventsub:conduit               string (JSON RouteStatus): the conduit, its shards, counts
