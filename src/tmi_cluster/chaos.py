@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tmi_cluster.bus import Keys, wanted_changed
+from tmi_cluster.bus.client import close_client, connect_async
 from tmi_cluster.cluster.client import Cluster
 from tmi_cluster.config import load_settings
 from tmi_cluster.hosts import Hosts
@@ -380,7 +381,11 @@ async def run(
     reader = asyncio.create_task(_read(cluster, ledger, reading))
     sender: asyncio.Task[None] | None = None
     try:
-        await wanted_changed(await cluster._redis(), keys)
+        bus = connect_async(settings, name="tmi-cluster:chaos")
+        try:
+            await wanted_changed(bus, keys)
+        finally:
+            await close_client(bus)
         await asyncio.wait_for(reading.wait(), 30)
         first = await _until(lambda: _steady(hosts, channels), settle_timeout_s, "all joined")
         log(f"steady after {first:.1f} s: {len(channels)} channels on {len(hosts.hosts)} hosts")

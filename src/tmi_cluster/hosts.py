@@ -44,7 +44,6 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 import psutil
-import redis
 
 from tmi_cluster.embedded import redis_server_executable
 from tmi_cluster.errors import TmiClusterError
@@ -284,19 +283,11 @@ class PrivateRedis:
         argv += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
         argv += ["--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")]
         self.process = self.harness.spawn(argv, stdout=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
         deadline = time.monotonic() + 30
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.exceptions.ConnectionError:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise HostsError("the private Redis did not start") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        while not _answers(self.port):  # a raw PING, as the embedded server's: no client here
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise HostsError("the private Redis did not start")
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL it (what it held is gone)."""
@@ -365,6 +356,16 @@ class PrivatePostgres:
         """Stop it as a crash would (``immediate``), then start it again."""
         self.stop("immediate")
         self.start()
+
+
+def _answers(port: int) -> bool:
+    """Whether the Redis server on 127.0.0.1:``port`` answers a PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def _ports_to(pid: int, remote_port: int) -> set[int]:
