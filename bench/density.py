@@ -2,7 +2,8 @@
 
 Run: ``python bench/density.py`` (100,000 channels, 10,000 messages per second in all, 10
 workers, 30 s measured) or ``python bench/density.py --quick`` (10,000 channels, 2,000 per
-second, 2 workers, 10 s: under a minute). Needs Redis on 127.0.0.1:6379 (or ``--redis URL``).
+second, 2 workers, 10 s: under a minute). Needs Redis on 127.0.0.1:6379 (or ``--redis URL``;
+the Redis figures are differences of the whole server's memory: use a Redis of its own).
 
 ``tmi-cluster run`` reads anonymously from a simulator in this process (the JOIN budget and the
 connection pacing raised: the cold start is not what is measured here). Once every channel is

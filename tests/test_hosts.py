@@ -14,13 +14,15 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tmi_cluster.chaos import FAULTS, scenario, sequence
-from tmi_cluster.hosts import PREFIX, Network, missing
+from tmi_cluster.hosts import FOLDER_PREFIX, PREFIX, Network, missing, sweep
 
 from .helpers import run
 
@@ -148,3 +150,25 @@ async def test_three_hosts_under_seeded_chaos_keep_every_invariant() -> None:
             assert recovery.heard_while_cut == 0
     assert report.messages > 1000
     assert report.commands_written > 10
+
+
+def test_sweep_removes_what_a_killed_run_left() -> None:
+    _need_hosts()
+    left = Network(1)
+    left.create()  # a run killed before it removed its network
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    server = subprocess.Popen(  # one of its private servers, naming its folder
+        [sys.executable, "-c", "import time; time.sleep(120)", str(folder)]
+    )
+    try:
+        removed = sweep()
+        assert left.namespaces[0] in removed
+        assert server.wait(10) != 0  # killed
+        assert not folder.exists()
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+        assert left.namespaces[0] not in listed.stdout
+    finally:
+        left.remove()
+        if server.poll() is None:
+            server.kill()
+            server.wait()

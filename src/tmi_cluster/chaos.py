@@ -100,7 +100,7 @@ async def scenario(
         log(f"seed {seed}: " + ", ".join(str(f) for f in plan))
         try:
             return await run(made, plan, names, seed=seed, log=log)
-        except BaseException:
+        except Exception:
             for host in range(hosts):
                 tail = made.log_path(host).read_text(errors="replace")[-3000:]
                 log(f"--- host{host} (last lines)\n{tail}")
@@ -396,7 +396,7 @@ async def run(
             log(f"fault: {fault}")
             recovery = await _play(hosts, fault, channels, rng, settle_timeout_s)
             report.recoveries.append(recovery)
-            log(f"  back {recovery.back_s}, steady {recovery.steady_s}, stale {recovery.stale_s}")
+            log("  " + _recovered(recovery))
         await asyncio.sleep(3.0)  # the last sends and events land
         await cancel_and_wait(sender)
         sender = None
@@ -492,6 +492,20 @@ def _stale(hosts: Hosts, channels: Sequence[str], host: int) -> bool:
         if len(joined) > 1 and any(_peer_host(hosts, c) == host for c in joined):
             return True
     return False
+
+
+def _recovered(recovery: Recovery) -> str:
+    """A fault's recovery in words, for the progress lines."""
+    parts = [
+        f"{label} {value:.2f} s"
+        for label, value in (
+            ("held again after", recovery.back_s),
+            ("steady after", recovery.steady_s),
+            ("stale connections gone", recovery.stale_s),
+        )
+        if value is not None
+    ]
+    return ", ".join(parts)
 
 
 def _peer_host(hosts: Hosts, connection: int) -> int | None:

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 PREFIX = "tmic"
 #: The first two octets of the bridge's network.
 NETWORK = "10.213"
+#: The private servers' folders begin so (in the temporary directory).
+FOLDER_PREFIX = "tmi-hosts-"
 #: Seconds any one command may take.
 COMMAND_TIMEOUT_S = 30.0
 SCRIPT = shutil.which("tmi-cluster", path=str(Path(sys.executable).parent)) or "tmi-cluster"
@@ -134,9 +136,20 @@ def _has_qdisc(namespace: str, device: str, kind: str) -> bool:
 
 
 def sweep() -> list[str]:
-    """Remove the namespaces and links that a killed run left (names beginning ``tmic``);
-    the names removed."""
+    """Remove what a killed run left: the namespaces and links (names beginning ``tmic``) and
+    the processes in them, the private servers (processes whose command line names a
+    ``tmi-hosts-`` folder) and those folders; what was removed. Never while a run is under way:
+    it would remove that run's too."""
     removed = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if FOLDER_PREFIX in cmdline and process.pid != os.getpid():
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+                removed.append(f"process {process.pid}")
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(str(folder))
     for line in _run(["ip", "netns", "list"], check=False).splitlines():
         name = line.split()[0] if line.split() else ""
         if name.startswith(PREFIX):
@@ -424,11 +437,13 @@ class Hosts:
         seed: int | None = None,
         folder: Path | None = None,
     ) -> None:
+        if not 1 <= count <= 50:
+            raise ValueError("between 1 and 50 hosts")
         reason = missing()
         if reason is not None:
             raise HostsError(f"hosts cannot be made here: {reason}")
         self._own_folder = folder is None
-        self.folder = Path(folder or tempfile.mkdtemp(prefix="tmi-hosts-"))
+        self.folder = Path(folder or tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         self.network = Network(count)
         self.harness = ProcessHarness(grace_s=5.0)
         self.hosts = [Host(i, a) for i, a in enumerate(self.network.addresses)]
@@ -484,6 +499,8 @@ class Hosts:
     async def aclose(self) -> None:
         """Remove everything (see the module); safe to call twice."""
         self.unstarve()
+        for host in self.hosts:  # a test bed: no graceful stop to wait for
+            await asyncio.to_thread(self.kill, host.index)
         await asyncio.to_thread(self.harness.reap)
         await asyncio.to_thread(self.network.remove)
         await self.sim.aclose()
