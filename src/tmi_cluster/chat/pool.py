@@ -47,7 +47,6 @@ import enum
 import functools
 import itertools
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -56,7 +55,7 @@ from typing import Self
 from aiolimiter import AsyncLimiter
 
 from tmi_cluster.chat.connection import Connection, ConnectionOptions
-from tmi_cluster.chat.ratelimit import DEFAULT_MARGIN_S, LocalWindow, Rate, WaitTally, Window
+from tmi_cluster.chat.ratelimit import LocalWindow, Rate, WaitTally, Window
 from tmi_cluster.chat.sender import Sender
 from tmi_cluster.errors import DeadlineError, LoginError, NoIdentityError
 from tmi_cluster.events import ChannelLostEvent, DisconnectedEvent, Event
@@ -95,34 +94,6 @@ class JoinOutcome:
     def ok(self) -> bool:
         """True when the channel was joined."""
         return self.result is JoinResult.JOINED
-
-
-class _Slots:
-    """When the next JOINs of one connection can be sent under its own JOIN budget: a model of
-    its sliding window (``rate`` plus ``margin_s``), fed with the pool's placements, before
-    their JOINs are taken from the connection's own window. The pool takes the later of this
-    and the connection's window (which also counts its rejoins after a reconnect): an
-    estimate, used only to choose where a channel goes."""
-
-    __slots__ = ("allow", "times", "window_s")
-
-    def __init__(self, rate: Rate, margin_s: float = DEFAULT_MARGIN_S) -> None:
-        self.allow = rate.allow
-        self.window_s = rate.every_s + margin_s
-        self.times: deque[float] = deque()  # sent or planned JOINs, in order
-
-    def next(self, now: float) -> float:
-        """The soonest time at or after ``now`` another JOIN fits."""
-        times = self.times
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if len(times) < self.allow:
-            return now
-        return max(now, times[-self.allow] + self.window_s)
-
-    def add(self, at: float) -> None:
-        """Plan a JOIN at ``at`` (a value :meth:`next` gave: never before the last)."""
-        self.times.append(at)
 
 
 @dataclass
@@ -169,7 +140,11 @@ class Pool:
         #: The waits of the connections' own JOIN budgets (``connection_join_rate``), all of
         #: them, those closed since included.
         self.connection_join_waits = WaitTally()
-        self._slots: dict[str, _Slots] = {}  # with connection_join_rate: each one's budget
+        #: With ``connection_join_rate``: each connection's JOINs as the pool placed them, sent or
+        #: still to be (planned times included), in a window of the same rate: the pool takes the
+        #: later of this and the connection's own window (which also counts its rejoins after a
+        #: reconnect) to choose where a channel goes.
+        self._planned: dict[str, LocalWindow] = {}
         self._connect_interval_s = connect_interval_s
         if connect_burst < 1:
             raise ValueError("connect_burst must be at least 1")
@@ -264,7 +239,7 @@ class Pool:
             if sender.api is not None:
                 await sender.api.aclose()
         self.connections.clear()
-        self._slots.clear()
+        self._planned.clear()
         self._where.clear()
         self._moving.clear()
 
@@ -347,37 +322,39 @@ class Pool:
         placed: dict[str, list[str]] = {}
         load = self._load()
         for channel in channels:
-            room = [n for n, used in load.items() if used < self.channels_per_connection]
-            room = [n for n in room if n != avoid]
+            room = (
+                n for n, used in load.items() if used < self.channels_per_connection and n != avoid
+            )
             if self.connection_join_rate is None:
-                name = room[0] if room else None
+                name = next(room, None)
             else:
                 name, at = self._soonest(room, time.monotonic())
                 if name is not None:
-                    self._slots[name].add(at)
+                    self._planned[name].try_take_at(at)
             if name is None:
                 name = await self._open()
                 load[name] = 0
-                if (slots := self._slots.get(name)) is not None:
-                    slots.add(slots.next(time.monotonic()))
+                if (planned := self._planned.get(name)) is not None:
+                    planned.try_take_at(time.monotonic())
             load[name] += 1
             placed.setdefault(name, []).append(channel)
             if avoid is None:
                 self._where[channel] = name  # reserved; released again if the join fails
         return list(placed.items())
 
-    def _soonest(self, room: list[str], now: float) -> tuple[str | None, float]:
+    def _soonest(self, room: Iterable[str], now: float) -> tuple[str | None, float]:
         """The open connection (of ``room``) whose own JOIN budget admits one more JOIN
         soonest, and when; (None, 0) when a new connection would be sooner."""
         best, at = None, 0.0
         for name in room:
-            slots = self._slots.get(name)
-            if slots is None:
+            planned = self._planned.get(name)
+            if planned is None:
                 continue
-            when = slots.next(now)
+            wait_s = planned.wait_at(now)
             window = getattr(self.connections.get(name), "join_window", None)
             if isinstance(window, LocalWindow):  # what it took that the pool did not place
-                when = max(when, now + window.wait_at(now))  # (a rejoin after a reconnect)
+                wait_s = max(wait_s, window.wait_at(now))  # (a rejoin after a reconnect)
+            when = now + wait_s
             if best is None or when < at:
                 best, at = name, when
                 if when <= now:
@@ -413,7 +390,7 @@ class Pool:
         )
         self.connections[name] = connection
         if self.connection_join_rate is not None:
-            self._slots[name] = _Slots(self.connection_join_rate)
+            self._planned[name] = LocalWindow(self.connection_join_rate)
         await connection.start()
         return name
 
@@ -461,7 +438,7 @@ class Pool:
         """Connection ``name`` ended for good (its channels were reported): forget it, and
         remember a refused login."""
         ended = self.connections.pop(name, None)
-        self._slots.pop(name, None)
+        self._planned.pop(name, None)
         if ended is not None and isinstance(ended.failure, LoginError):
             self._login_refused = _refused(ended)
 
