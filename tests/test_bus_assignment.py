@@ -59,3 +59,39 @@ async def test_reports_are_read_in_order_after_an_id(redis_server: str, redis_pr
         assert await assignment.reports(second.id, 0.05) == []
     finally:
         await client.aclose()
+
+
+@run
+async def test_second_copies_share_the_sets_and_a_promotion_keeps_the_channel(
+    redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    assignment = Assignment(client, keys)
+    try:
+        await assignment.assign({"a": "p1", "b": "p1"}, {"a": "p2", "b": "p2"})
+        assert await assignment.all() == {"a": "p1", "b": "p1"}
+        assert await assignment.replicas() == {"a": "p2", "b": "p2"}
+        assert (await assignment.of("p1"), await assignment.of("p2")) == ({"a", "b"}, {"a", "b"})
+        after = (await assignment.notices("p2", "0-0", 0.1))[0]
+        # p1 gone: p2's copy of "a" is promoted and p3 takes a new one; p2 keeps "a" throughout
+        assert await assignment.assign({"a": "p2"}, {"a": "p3"}) == {"a": "p1"}
+        assert await assignment.of("p2") == {"a", "b"}
+        assert (await assignment.notices("p2", after, 0.1))[1] == 0  # nothing changed for p2
+        assert await assignment.of("p3") == {"a"}
+        assert await assignment.of("p1") == {"b"}
+        # only the second copy changes ('=' keeps the owner); one equal to the owner is none
+        await assignment.assign({}, {"b": "p3"})
+        assert (await assignment.all())["b"] == "p1"
+        assert await assignment.of("p2") == {"a"}
+        await assignment.assign({"b": "p3"})  # the owner moves onto its second copy: one left
+        assert await assignment.replicas() == {"a": "p3"}
+        assert await assignment.of("p3") == {"a", "b"}
+        await assignment.assign({}, {"a": None})
+        assert await assignment.replicas() == {}
+        assert await assignment.of("p3") == {"b"}
+        assert await assignment.of("p2") == {"a"}
+        await assignment.unassign(["a", "b"])  # both copies go
+        assert [await assignment.of(p) for p in ("p1", "p2", "p3")] == [set(), set(), set()]
+    finally:
+        await client.aclose()

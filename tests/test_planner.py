@@ -184,3 +184,159 @@ def test_held_channels_without_an_owner_are_adopted_without_a_join() -> None:
     assert result.adopted == 2
     assert result.joins == 1
     assert "c" in result.assign
+
+
+# -- two copies of each channel (coordinator.replicas = 2) ------------------------------------
+
+
+def _apart(members: list[Member], a: str, b: str) -> bool:
+    by_id = {m.id: m for m in members}
+    return by_id[a].host != by_id[b].host
+
+
+def test_two_copies_go_to_two_hosts_and_count_as_load() -> None:
+    members = _members("a1@sa/ha", "a2@sa/ha", "b1@sb/hb", "b2@sb/hb", capacity=10)
+    wanted = [f"c{i}" for i in range(10)]
+    result = plan(Snapshot.of(wanted, members, {}, copies=2))
+    assert set(result.assign) == set(result.replicas) == set(wanted)
+    for channel in wanted:
+        assert _apart(members, result.assign[channel], result.replicas[channel]), channel
+    load = Counter(result.assign.values()) + Counter(result.replicas.values())
+    assert sorted(load.values()) == [5, 5, 5, 5]
+    assert result.joins == 20
+
+
+def test_a_dead_owner_s_second_copy_is_promoted_without_a_join_and_a_new_one_placed() -> None:
+    members = _members("a1@sa/ha", "b1@sb/hb", "c1@sc/hc", capacity=10)
+    assignment = {"x": "dead", "y": "dead", "z": "b1"}
+    replicas = {"x": "a1", "y": "b1", "z": "dead"}
+    result = plan(Snapshot.of(["x", "y", "z"], members, assignment, replicas=replicas, copies=2))
+    assert result.assign == {"x": "a1", "y": "b1"}
+    assert result.promoted == 2
+    after = result.applied(assignment)
+    second = result.applied_replicas(replicas)
+    assert set(second) == {"x", "y", "z"}
+    for channel in "xyz":
+        assert second[channel] != after[channel]
+        assert second[channel] != "dead"
+    assert result.joins == 3  # only the three new second copies
+
+
+def test_copies_stay_apart_by_supervisor_on_one_host_else_by_member() -> None:
+    one_host = _members("a1@sa/h", "a2@sa/h", "b1@sb/h", capacity=10)
+    by_id = {m.id: m for m in one_host}
+    result = plan(Snapshot.of(["x", "y", "z"], one_host, {}, copies=2))
+    for channel in "xyz":
+        first, second = result.assign[channel], result.replicas[channel]
+        assert by_id[first].supervisor != by_id[second].supervisor
+    lone = _members("a1@sa/h", "a2@sa/h", capacity=10)
+    result = plan(Snapshot.of(["x", "y"], lone, {}, copies=2))
+    assert all(result.assign[c] != result.replicas[c] for c in "xy")
+    single = _members("a1", capacity=10)
+    result = plan(Snapshot.of(["x"], single, {}, copies=2))
+    assert result.replicas == {}
+    assert result.replicas_waiting == ["x"]  # a reason to scale out
+
+
+def test_held_copies_are_adopted_after_redis_forgot() -> None:
+    members = _members("a1@sa/ha", "b1@sb/hb", capacity=10)
+    snapshot = Snapshot.of(
+        ["x"], members, {}, holders={"x": "a1"}, held={"x": {"a1", "b1"}}, copies=2
+    )
+    result = plan(snapshot)
+    assert result.assign == {"x": "a1"}
+    assert result.replicas == {"x": "b1"}
+    assert result.joins == 0
+
+
+def test_back_to_one_copy_and_unwanted_channels_drop_their_second_copy() -> None:
+    members = _members("a1@sa/ha", "b1@sb/hb", capacity=10)
+    assignment, replicas = {"x": "a1", "y": "a1"}, {"x": "b1", "y": "b1"}
+    one = plan(Snapshot.of(["x", "y"], members, assignment, replicas=replicas))
+    assert one.unreplicate == {"x", "y"}
+    assert one.applied_replicas(replicas) == {}
+    gone = plan(Snapshot.of(["x"], members, assignment, replicas=replicas, copies=2))
+    assert gone.unassign == {"y"}
+    assert gone.applied_replicas(replicas) == {"x": "b1"}
+
+
+def test_second_copies_sharing_their_owner_s_host_move_to_another_once_there_is_one() -> None:
+    members = _members("a1@sa/ha", "a2@sa/ha", "b1@sb/hb", "b2@sb/hb", capacity=20)
+    assignment = {f"c{i}": "a1" for i in range(6)}
+    replicas = {f"c{i}": "a2" for i in range(6)}
+    result = plan(
+        Snapshot.of(assignment, members, assignment, replicas=replicas, copies=2), max_moves=100
+    )
+    after = result.applied(assignment)
+    second = result.applied_replicas(replicas)
+    assert all(_apart(members, after[c], second[c]) for c in assignment)
+
+
+@settings(max_examples=300)
+@given(
+    members_strategy,
+    channels,
+    st.dictionaries(
+        st.sampled_from([f"c{i}" for i in range(30)]), st.sampled_from([f"p{i}" for i in range(10)])
+    ),
+    st.dictionaries(
+        st.sampled_from([f"c{i}" for i in range(30)]), st.sampled_from([f"p{i}" for i in range(10)])
+    ),
+    st.integers(0, 10),
+    st.one_of(st.none(), st.integers(0, 20)),
+)
+def test_properties_of_two_copies(  # noqa: PLR0917 (hypothesis gives them positionally)
+    members: list[Member],
+    wanted: set[str],
+    assignment: dict[str, str],
+    replicas: dict[str, str],
+    max_moves: int,
+    budget: int | None,
+) -> None:
+    replicas = {c: p for c, p in replicas.items() if assignment.get(c) != p}
+    snapshot = Snapshot.of(wanted, members, assignment, replicas=replicas, copies=2, budget=budget)
+    result = plan(snapshot, max_moves=max_moves)
+    after = result.applied(assignment)
+    second = result.applied_replicas(replicas)
+    live = {m.id: m for m in members}
+    # never both copies on one member; new second copies only for owned channels, on live
+    # members that are not draining
+    for channel, holder in second.items():
+        assert holder != after.get(channel), channel
+    for channel, holder in result.replicas.items():
+        assert channel in after
+        assert holder in live
+        assert not live[holder].draining
+    assert not result.replicas.keys() & (result.unreplicate | result.unassign)
+    # the joins (new owners not promoted, new second copies) stay within the budget
+    if budget is not None:
+        assert result.joins <= budget
+    # no member gets more than its capacity (both copies counted) from the plan
+    promoted = {c for c, p in result.assign.items() if replicas.get(c) == p}  # no new load
+    assert len(promoted) == result.promoted
+    new = Counter(p for c, p in result.assign.items() if c not in promoted)
+    new += Counter(result.replicas.values())
+    for member, count in new.items():
+        before = sum(1 for c, p in assignment.items() if p == member and c in after) + sum(
+            1 for c, p in replicas.items() if p == member and second.get(c) == member
+        )
+        assert before + count <= max(live[member].capacity, before), (member, result)
+    # a second copy waits only when no other member had room (both copies counted)
+    load = Counter(after.values()) + Counter(second.values())
+    unlimited = budget is None and all(m.slots is None for m in members)
+    for channel in result.replicas_waiting:
+        if unlimited:
+            room = [
+                m.id
+                for m in members
+                if not m.draining and m.id != after[channel] and load[m.id] < m.capacity
+            ]
+            assert room == [], (channel, room, result)
+    # every owned channel has a second copy, or one waiting or paced
+    for channel, owner in after.items():
+        if owner in live and not live[owner].draining and channel in wanted:
+            assert (
+                channel in second
+                or channel in result.replicas_waiting
+                or channel in result.replicas_paced
+            ), (channel, result)

@@ -6,6 +6,10 @@ assigned to it, parts what is not) and reports back what the server confirmed. C
 - :meth:`Assignment.assign` and :meth:`Assignment.unassign` change the hash and each process's
   own set of channels in one atomic script, so that a channel is assigned to at most one process
   at any moment; every process whose set changed gets a ``sync`` notice on its command stream.
+- With ``coordinator.replicas = 2`` a channel also has a second copy (``P replicas``,
+  :meth:`Assignment.replicas`), never on its owner: a process's set holds the channels it
+  holds either way (it joins both alike), and the same script changes both hashes, so that a
+  second copy promoted to owner stays in its process's set throughout.
   A notice carries no data (the sets are the truth): one lost or read twice changes nothing.
 - A worker records what it holds (:meth:`Assignment.record_held`), and a worker that gives a
   channel up to another process parts it only once :meth:`Assignment.holding` says the other
@@ -36,13 +40,14 @@ REPORTS_MAXLEN = 10_000
 #: About how many notices a process's command stream keeps.
 _NOTICES_MAXLEN = 100
 
-# KEYS[1]: the assignment hash, KEYS[2]: the coordinator's fence. ARGV[1]: the key prefix,
-# ARGV[2]: the writer's fencing token ('' for an unfenced write); then pairs of channel, process
-# ('' to unassign). Returns the previous owner of each channel ('' for none), or the error
-# 'STALE <current>' before writing anything when the token is not the current one. Each
-# process's set is ``<prefix>process:<id>:channels`` and its command stream
-# ``<prefix>commands:process:<id>`` (the names of Keys.process_channels and
-# Keys.process_commands).
+# KEYS[1]: the assignment hash, KEYS[2]: the coordinator's fence, KEYS[3]: the second copies'
+# hash. ARGV[1]: the key prefix, ARGV[2]: the writer's fencing token ('' for an unfenced
+# write); then triples of channel, owner, second copy, each '' for none and '=' for unchanged.
+# A second copy equal to the owner is none. Returns the previous owner of each channel ('' for
+# none), or the error 'STALE <current>' before writing anything when the token is not the
+# current one. Each process's set (the channels it holds, either copy) is
+# ``<prefix>process:<id>:channels`` and its command stream ``<prefix>commands:process:<id>``
+# (the names of Keys.process_channels and Keys.process_commands).
 _ASSIGN = """
 local prefix = ARGV[1]
 if ARGV[2] ~= '' then
@@ -53,21 +58,35 @@ if ARGV[2] ~= '' then
 end
 local previous = {}
 local touched = {}
-for i = 3, #ARGV, 2 do
-  local channel, process = ARGV[i], ARGV[i + 1]
+for i = 3, #ARGV, 3 do
+  local channel, owner, second = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local old = redis.call('HGET', KEYS[1], channel) or ''
-  if old ~= process then
-    if old ~= '' then
-      redis.call('SREM', prefix .. 'process:' .. old .. ':channels', channel)
-      touched[old] = true
+  local old_second = redis.call('HGET', KEYS[3], channel) or ''
+  if owner == '=' then owner = old end
+  if second == '=' then second = old_second end
+  if second == owner then second = '' end
+  if owner ~= old or second ~= old_second then
+    local before, after = {}, {}
+    if old ~= '' then before[old] = true end
+    if old_second ~= '' then before[old_second] = true end
+    if owner ~= '' then after[owner] = true end
+    if second ~= '' then after[second] = true end
+    for process, _ in pairs(before) do
+      if not after[process] then
+        redis.call('SREM', prefix .. 'process:' .. process .. ':channels', channel)
+        touched[process] = true
+      end
     end
-    if process == '' then
-      redis.call('HDEL', KEYS[1], channel)
-    else
-      redis.call('HSET', KEYS[1], channel, process)
-      redis.call('SADD', prefix .. 'process:' .. process .. ':channels', channel)
-      touched[process] = true
+    for process, _ in pairs(after) do
+      if not before[process] then
+        redis.call('SADD', prefix .. 'process:' .. process .. ':channels', channel)
+        touched[process] = true
+      end
     end
+    if owner == '' then redis.call('HDEL', KEYS[1], channel)
+    else redis.call('HSET', KEYS[1], channel, owner) end
+    if second == '' then redis.call('HDEL', KEYS[3], channel)
+    else redis.call('HSET', KEYS[3], channel, second) end
   end
   previous[#previous + 1] = old
 end
@@ -77,6 +96,8 @@ for process, _ in pairs(touched) do
 end
 return previous
 """.replace("ARGV_MAXLEN", str(_NOTICES_MAXLEN))
+#: In a triple of the script: the field keeps its value.
+_SAME = "="
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,24 +136,39 @@ class Assignment:
 
     # -- writers (the coordinator's, and until it exists the CLI's and the supervisor's) -------
 
-    async def assign(self, channels: Mapping[str, str]) -> dict[str, str | None]:
-        """Assign each channel to its process, atomically; return each one's previous owner."""
-        return await self._run([(c, p) for c, p in channels.items()])
+    async def assign(
+        self, channels: Mapping[str, str], replicas: Mapping[str, str | None] | None = None
+    ) -> dict[str, str | None]:
+        """Assign each channel to its process, and each of ``replicas`` its second copy (None:
+        none), atomically; return each channel's previous owner. A second copy given to the
+        channel's owner is none."""
+        seconds = replicas or {}
+        triples = [
+            (c, p, _SAME if c not in seconds else seconds[c] or "") for c, p in channels.items()
+        ]
+        triples += [(c, _SAME, p or "") for c, p in seconds.items() if c not in channels]
+        return await self._run(triples)
 
     async def unassign(self, channels: Iterable[str]) -> dict[str, str | None]:
-        """Assign channels to no one; return each one's previous owner."""
-        return await self._run([(channel, "") for channel in channels])
+        """Assign channels to no one (nor their second copies); return each one's previous
+        owner."""
+        return await self._run([(channel, "", "") for channel in channels])
 
-    async def _run(self, pairs: Sequence[tuple[str, str]]) -> dict[str, str | None]:
+    async def _run(self, triples: Sequence[tuple[str, str, str]]) -> dict[str, str | None]:
         previous: dict[str, str | None] = {}
-        for start in range(0, len(pairs), 1000):  # bounded scripts: Redis serves others between
-            chunk = pairs[start : start + 1000]
+        for start in range(0, len(triples), 1000):  # bounded scripts: Redis serves others between
+            chunk = triples[start : start + 1000]
             token = "" if self.token is None else str(self.token)
-            argv = [self.keys.prefix, token, *(x for pair in chunk for x in pair)]
+            argv = [self.keys.prefix, token, *(x for triple in chunk for x in triple)]
             try:
                 with translated(self._where):
                     owners = await self._script(
-                        keys=[self.keys.assignment, self.keys.coordinator_fence], args=argv
+                        keys=[
+                            self.keys.assignment,
+                            self.keys.coordinator_fence,
+                            self.keys.replicas,
+                        ],
+                        args=argv,
                     )
             except RedisUnavailableError as error:
                 if str(error.__cause__).startswith("STALE"):
@@ -142,7 +178,7 @@ class Assignment:
                         "over; nothing was written"
                     ) from error
                 raise
-            for (channel, _), owner in zip(chunk, owners, strict=True):
+            for (channel, _, _), owner in zip(chunk, owners, strict=True):
                 previous[channel] = _text(owner) or None
         return previous
 
@@ -172,8 +208,14 @@ class Assignment:
             values = await self.client.hmget(self.keys.assignment, list(channels))
         return {c: _text(v) if v else None for c, v in zip(channels, values, strict=True)}
 
+    async def replicas(self) -> dict[str, str]:
+        """The second copies: channel -> process (empty with ``coordinator.replicas = 1``)."""
+        with translated(self._where):
+            raw: Any = await self.client.hgetall(self.keys.replicas)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
     async def of(self, process_id: str) -> set[str]:
-        """The channels assigned to a process."""
+        """The channels assigned to a process (as owner or second copy)."""
         with translated(self._where):
             members = await self.client.smembers(self.keys.process_channels(process_id))
         return {_text(m) for m in members}

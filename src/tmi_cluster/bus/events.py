@@ -9,7 +9,15 @@ unless ``handlers.stream_raw``). Readers filter on ``t`` and ``c`` without decod
   what waits in batches, each batch trimmed to about ``maxlen`` entries, and every
   :data:`TRIM_EVERY_S` the entries older than ``max_age_s`` go (``XTRIM MINID``). While Redis
   is away, at most ``buffer`` events wait (the oldest dropped beyond, counted and logged).
-  A batch is one script call that adds each event as its own entry.
+  A batch is one script call that adds each event as its own entry. With ``dedupe_key`` (the
+  second copies of ``coordinator.replicas = 2``: two processes read every channel), each
+  event is added only if no publisher added it before, in the same script: ``SET NX`` of
+  ``P published:{key}`` (expiring after :data:`~tmi_cluster.bus.keys.DEDUPE_S`, or
+  :data:`~tmi_cluster.bus.keys.RAW_DEDUPE_S` for a key made from a raw line), then ``XADD``.
+  The check and the write are one step: whichever copy's publisher comes first writes the
+  event, and a process killed before it wrote anything has marked nothing, so the other copy
+  writes it; the stream holds it once either way, and a channel's events keep the order in
+  which both copies read them.
 - :class:`EventReader` (any process): an async iterator of events, filtered by channel and
   type. Without a group it reads from its first read or :meth:`~EventReader.start` (or from
   ``since``, an entry id) and
@@ -20,7 +28,8 @@ unless ``handlers.stream_raw``). Readers filter on ``t`` and ``c`` without decod
   consumer that went away are taken over after :data:`CLAIM_IDLE_S` (and a consumer idle for
   :data:`CONSUMER_IDLE_S` with nothing pending leaves the group).
 - :class:`Seen`: ``SET NX`` of each event's key with an expiry of
-  :data:`~tmi_cluster.bus.keys.DEDUPE_S`, pipelined; True for the first process to see an event.
+  :data:`~tmi_cluster.bus.keys.DEDUPE_S` (:data:`~tmi_cluster.bus.keys.RAW_DEDUPE_S` for a key
+  made from a raw line), pipelined; True for the first process to see an event.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import msgspec
@@ -40,7 +49,7 @@ import redis.asyncio
 import redis.exceptions
 
 from tmi_cluster.bus.client import block_ms, describe_client, translated
-from tmi_cluster.bus.keys import DEDUPE_S, Keys
+from tmi_cluster.bus.keys import DEDUPE_S, RAW_DEDUPE_S, RAW_KEY_MARK, Keys
 from tmi_cluster.bus.windows import Outage
 from tmi_cluster.config.model import HandlersSettings
 from tmi_cluster.errors import RedisUnavailableError
@@ -70,24 +79,44 @@ _BATCH = 500
 # after the other (Redis's cmsgpack reads no msgpack bin, hence the lengths). One XADD per
 # event, inside Redis, and one XTRIM: one command of three arguments a batch instead of a
 # command per event (the client's cost per command and per argument bounds a worker's rate).
+# ARGV[4]: '' (every event written), or a msgpack array of the events' dedupe keys, each
+# written only if ``ARGV[5] .. key`` (the prefix of Keys.published) could be set: for ARGV[6]
+# seconds, ARGV[7] for a key holding ARGV[8] (a key made from a raw line). Returns how many
+# were written.
 _PUBLISH = """
 local key, maxlen, blob = KEYS[1], ARGV[1], ARGV[3]
 local items = cmsgpack.unpack(ARGV[2])
+local checked = ARGV[4] ~= ''
+local dedupe = {}
+if checked then dedupe = cmsgpack.unpack(ARGV[4]) end
 local at = 1
+local written = 0
 for i = 1, #items, 3 do
   local size = items[i + 2]
-  redis.call('XADD', key, '*', 't', items[i], 'c', items[i + 1],
-             'e', string.sub(blob, at, at + size - 1))
+  local first = true
+  if checked then
+    local mark = dedupe[(i + 2) / 3]
+    local ttl = ARGV[6]
+    if string.find(mark, ARGV[8], 1, true) then ttl = ARGV[7] end
+    first = redis.call('SET', ARGV[5] .. mark, '1', 'NX', 'EX', ttl)
+  end
+  if first then
+    redis.call('XADD', key, '*', 't', items[i], 'c', items[i + 1],
+               'e', string.sub(blob, at, at + size - 1))
+    written = written + 1
+  end
   at = at + size
 end
 redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
-return #items / 3
+return written
 """
 
 _ENCODE = msgspec.msgpack.Encoder()
 _REPLACE = msgspec.structs.replace
 _DECODE: msgspec.msgpack.Decoder[Event] = msgspec.msgpack.Decoder(Union[ALL_EVENT_TYPES])  # noqa: UP007
 _NOT_STREAMED = frozenset((*RAW_LINE_EVENTS, *LOCAL_EVENTS))
+#: An event waiting for the stream: its type, channel, msgpack form and dedupe key ("": none).
+_Entry = tuple[str, str, bytes, str]
 
 
 def _text(value: bytes | str) -> str:
@@ -107,6 +136,7 @@ class EventPublisher:
         raw: bool = False,
         buffer: int = 100_000,
         outage: Outage | None = None,
+        dedupe_key: Callable[[Event], str] | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -115,12 +145,16 @@ class EventPublisher:
         self.raw = raw
         self.buffer = buffer
         self.outage = outage or Outage()
-        #: Events written to the stream, and dropped (the buffer full while Redis was away).
+        #: Each event's key for the check before it is written (None: no check); see the module.
+        self.dedupe_key = dedupe_key
+        #: Events written to the stream, dropped (the buffer full while Redis was away), and
+        #: not written because another publisher had written them (with ``dedupe_key``).
         self.published = 0
         self.dropped = 0
+        self.duplicates = 0
         # encoded at once: bytes wait, not event objects (less memory, nothing for the
         # garbage collector to walk while a burst waits)
-        self._waiting: deque[tuple[str, str, bytes]] = deque()
+        self._waiting: deque[_Entry] = deque()
         self._ready = asyncio.Event()
         self._where = describe_client(client)
         self._script = client.register_script(_PUBLISH)
@@ -134,9 +168,10 @@ class EventPublisher:
         options: HandlersSettings,
         *,
         outage: Outage | None = None,
+        dedupe_key: Callable[[Event], str] | None = None,
     ) -> EventPublisher:
         """A publisher as ``handlers.stream_maxlen``, ``stream_max_age`` and ``stream_raw``
-        describe it."""
+        describe it (checking each event with ``dedupe_key``, when given)."""
         return cls(
             client,
             keys,
@@ -144,6 +179,7 @@ class EventPublisher:
             max_age_s=options.stream_max_age,
             raw=options.stream_raw,
             outage=outage,
+            dedupe_key=dedupe_key,
         )
 
     def put(self, event: Event) -> None:
@@ -200,26 +236,43 @@ class EventPublisher:
         """Write ``events`` now (one pipeline), and trim by age when it is time."""
         await self._write([self._entry(e) for e in events])
 
-    def _entry(self, event: Event) -> tuple[str, str, bytes]:
-        """An event as the stream keeps it: its type, channel and msgpack form."""
+    def _entry(self, event: Event) -> _Entry:
+        """An event as the stream keeps it: its type, channel and msgpack form, and its key
+        for the check ("" without one)."""
+        key = self.dedupe_key(event) if self.dedupe_key is not None else ""
         if event.raw and not self.raw:
             event = _REPLACE(event, raw="")
-        return type(event).__name__, event.channel or "", _ENCODE.encode(event)
+        return type(event).__name__, event.channel or "", _ENCODE.encode(event), key
 
-    async def _write(self, entries: Sequence[tuple[str, str, bytes]]) -> None:
-        """Write encoded ``entries`` (type, channel, event), and trim by age when it is time."""
+    async def _write(self, entries: Sequence[_Entry]) -> None:
+        """Write encoded ``entries`` (type, channel, event, key), and trim by age when it is
+        time."""
         key = self.keys.events
-        items = [x for kind, channel, data in entries for x in (kind, channel, len(data))]
-        blob = b"".join(data for _, _, data in entries)
+        items = [x for kind, channel, data, _ in entries for x in (kind, channel, len(data))]
+        blob = b"".join(data for _, _, data, _ in entries)
+        checked = b""
+        if self.dedupe_key is not None:
+            checked = _ENCODE.encode([mark for _, _, _, mark in entries])
+        args: list[bytes | str | int] = [
+            self.maxlen,
+            _ENCODE.encode(items),
+            blob,
+            checked,
+            self.keys.published(""),
+            DEDUPE_S,
+            RAW_DEDUPE_S,
+            RAW_KEY_MARK,
+        ]
         with translated(self._where):
-            await self._script(keys=[key], args=[self.maxlen, _ENCODE.encode(items), blob])
+            written = await self._script(keys=[key], args=args)
             now = time.monotonic()
             if now - self._trimmed_at >= TRIM_EVERY_S:
                 self._trimmed_at = now
                 seconds, micros = await self.client.time()
                 oldest_ms = int((float(seconds) + float(micros) / 1e6 - self.max_age_s) * 1000)
                 await self.client.xtrim(key, minid=oldest_ms, approximate=True)
-        self.published += len(entries)
+        self.published += int(written)
+        self.duplicates += len(entries) - int(written)
 
 
 class Seen:
@@ -238,7 +291,8 @@ class Seen:
         with translated(self._where):
             pipe = self.client.pipeline(transaction=False)
             for key in dedupe_keys:
-                pipe.set(self.keys.dedupe(key), b"1", nx=True, ex=self.ttl_s)
+                ttl = min(self.ttl_s, RAW_DEDUPE_S) if RAW_KEY_MARK in key else self.ttl_s
+                pipe.set(self.keys.dedupe(key), b"1", nx=True, ex=ttl)
             answers = await pipe.execute()
         return [bool(a) for a in answers]
 

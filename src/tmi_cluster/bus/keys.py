@@ -28,6 +28,8 @@ default; ``{x}`` a placeholder)::
     P scale:state                    hash   paused (0/1), last change (Redis time), cause
     P scale:history                  list (the newest 50): the supervisors' ProcessScaled, stamped
     P assignment                     hash   channel login -> process id         who holds a channel
+    P replicas                       hash   channel login -> process id         its second copy
+                                     (coordinator.replicas = 2; never the same process)
     P commands:process:{id}          stream of notices for one worker (``op``: sync, pause, ...)
     P commands:supervisor:{id}       stream of commands for one supervisor (scale, terminate)
     P commands:send                  stream of chat messages to send; group "senders": the
@@ -43,6 +45,9 @@ default; ``{x}`` a placeholder)::
     P ratelimit:{account}:{bucket}   sorted set, expires with its window         a rate window
     P ratelimit:epoch                string (random token), no expiry           Redis's memory
     P dedupe:{key}                   string, expires after DEDUPE_S             events seen once
+                                     (RAW_DEDUPE_S for events known by their raw line only)
+    P published:{key}                string, expires likewise: an event is on the stream
+                                     (written with it, by the second copies' publishers)
     P orphan:{channel}               string, expires after ORPHAN_GUARD_S       taken from the dead
     P lock:{name}                    string (owner token), expires              a short lock
     P incident:{name}                string (who notified), expires after notifications.quiet_period
@@ -56,9 +61,11 @@ default; ``{x}`` a placeholder)::
 
 The assignment script (:mod:`tmi_cluster.bus.assignment`) builds the names of a process's set
 and command stream from the prefix inside Redis, exactly as :meth:`Keys.process_channels` and
-:meth:`Keys.process_commands` do. Command streams are read by consumer groups (``XREADGROUP``)
-and acknowledged after execution, so that a command read by a worker that then dies is claimed
-by another; heartbeats are keys with expiry, never SQL rows. Only commands of Redis 6.2 are used.
+:meth:`Keys.process_commands` do; the checked publishing script (:mod:`tmi_cluster.bus.events`)
+builds ``P published:{key}`` likewise (:meth:`Keys.published`). Command streams are read by
+consumer groups (``XREADGROUP``) and acknowledged after execution, so that a command read by a
+worker that then dies is claimed by another; heartbeats are keys with expiry, never SQL rows.
+Only commands of Redis 6.2 are used.
 """
 
 from __future__ import annotations
@@ -67,12 +74,18 @@ from dataclasses import dataclass
 
 from tmi_cluster.config import Settings
 
-__all__ = ["DEDUPE_S", "LEASE_S", "Keys"]
+__all__ = ["DEDUPE_S", "LEASE_S", "RAW_DEDUPE_S", "RAW_KEY_MARK", "Keys"]
 
 #: Seconds a coordinator lease lives without renewal.
 LEASE_S = 10
 #: Seconds an event's de-duplication key lives (longer than any reconnect overlap).
 DEDUPE_S = 120
+#: Seconds the key of an event known only by its raw line lives (JOIN, PART, ROOMSTATE, ...):
+#: long enough for the copies of one line on two connections, short enough that the same line
+#: sent again later (a user joining again) is an event of its own.
+RAW_DEDUPE_S = 10
+#: What marks a dedupe key made from a raw line (``Class:raw:digest``).
+RAW_KEY_MARK = ":raw:"
 #: Seconds the new owner of a channel taken from a worker presumed dead checks its events
 #: cluster-wide: the old worker may only have been cut off, and delivers what its connections
 #: still read once it is back, until it has read its assignment. Beyond this, its connections
@@ -201,6 +214,15 @@ class Keys:
     def assignment(self) -> str:
         """Hash of channel login to the id of the process that holds it."""
         return f"{self.prefix}assignment"
+
+    @property
+    def replicas(self) -> str:
+        """Hash of channel login to the id of the process that holds its second copy."""
+        return f"{self.prefix}replicas"
+
+    def published(self, key: str) -> str:
+        """Mark that the event of dedupe key ``key`` is on the stream (expires)."""
+        return f"{self.prefix}published:{key}"
 
     def process_commands(self, process_id: str) -> str:
         """Command stream of one worker."""

@@ -425,6 +425,20 @@ class Process(_Section):
     )
 
 
+class CoordinatorSettings(_Section):
+    """How the coordinator places channels."""
+
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=2,
+        description="How many worker processes hold each channel. 2: a second copy on another "
+        "host (else another supervisor, else another process), every event checked so that "
+        "the stream and the handlers get it once, and a host's death loses no message (twice "
+        "the connections and joins; every process of a cluster needs the same value).",
+    )
+
+
 class ScaleProcesses(_Section):
     """Bounds of the worker count."""
 
@@ -942,6 +956,7 @@ class Settings(_Section):
     tmi: Tmi = Field(default_factory=Tmi)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     process: Process = Field(default_factory=Process)
+    coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
     auto_scale: AutoScale = Field(default_factory=AutoScale)
     throttle: Throttle = Field(default_factory=Throttle)
     channel_manager: ChannelManagerSettings = Field(default_factory=ChannelManagerSettings)

@@ -170,11 +170,14 @@ class Coordinator:
         manager: ChannelManager | None = None,
         cleanup_every: tuple[float, float] | None = None,
         eventsub: ConduitKeeper | None = None,
+        copies: int = 1,
     ) -> None:
         self.client = client
         self.store = store
         self.keys = keys
         self.capacity = capacity
+        #: How many processes hold each channel (``coordinator.replicas``).
+        self.copies = copies
         self.budget = budget or JoinBudget()
         #: The auto-scaler's policy; None: the coordinator does not scale.
         self.policy = policy
@@ -266,6 +269,7 @@ class Coordinator:
             supervisor_fresh_s=3 * beat_s + 1.0,
             manager=manager,
             cleanup_every=(auto.interval, auto.max_delay) if auto.enabled else None,
+            copies=settings.coordinator.replicas,
         )
         if settings.twitch.has_app:  # also to wind the route down when it is turned off
             coordinator.eventsub = ConduitKeeper(settings, client, keys, store, coordinator.lease)
@@ -360,30 +364,40 @@ class Coordinator:
             await self.coordination.mark_orphans(token, orphans)
         if result.unassign:
             await fenced.unassign(sorted(result.unassign))
-        if result.assign:
-            await fenced.assign(result.assign)
+        seconds: dict[str, str | None] = dict(result.replicas)
+        seconds.update(dict.fromkeys(result.unreplicate))
+        if result.assign or seconds:
+            await fenced.assign(result.assign, seconds)
         self.last_plan = result
-        if result.assign or result.unassign:
+        if result.assign or result.unassign or seconds:
             log.debug(
-                "coordinator: %d assigned (%d moves, %d adopted), %d unassigned, "
+                "coordinator: %d assigned (%d moves, %d adopted, %d promoted), %d unassigned, "
+                "%d waiting, %d paced; second copies: %d placed (%d adopted), %d removed, "
                 "%d waiting, %d paced",
                 len(result.assign),
                 result.moves,
                 result.adopted,
+                result.promoted,
                 len(result.unassign),
                 len(result.waiting),
                 len(result.paced),
+                len(result.replicas),
+                result.replicas_adopted,
+                len(result.unreplicate),
+                len(result.replicas_waiting),
+                len(result.replicas_paced),
             )
         await self.failures.write()
         if self.cleanup is not None:
             await self.cleanup.maybe_start()
         if self.sizing is not None:
-            after = result.applied(snapshot.assignment)
+            load = Counter(result.applied(snapshot.assignment).values())
+            load.update(result.applied_replicas(snapshot.replicas).values())
             await self.sizing.scale(
                 list(snapshot.members),
                 view.targets,
-                channels=view.placeable,
-                after=after,
+                channels=view.placeable * self.copies,
+                load=load,
             )
         return result
 
@@ -394,27 +408,37 @@ class Coordinator:
         adopting = await self._adopting(epoch, members, supervisors)
         reader = Assignment(self.client, self.keys)
         assignment = await reader.all()
+        replicas = await reader.replicas()  # also with one copy: to remove what is left
         await self._read_reports(assignment, members)
         held = await reader.held_of([m.id for m in members])
         blocked = self.failures.blocked()
-        members = self._with_slots(members, assignment, held)
+        members = self._with_slots(members, assignment, held, replicas)
         takers = [m for m in members if not m.draining]
         targets = await self.sizing.targets(supervisors) if self.sizing is not None else {}
         at_max = self.policy is None or sum(targets.values()) >= self.policy.maximum
         placeable = len(wanted - blocked)
-        if takers and at_max and placeable > self.capacity * len(takers):
-            even = math.ceil(placeable / len(takers))  # no more processes: overload evenly
+        if takers and at_max and placeable * self.copies > self.capacity * len(takers):
+            # no more processes: overload evenly
+            even = math.ceil(placeable * self.copies / len(takers))
             members = [replace(m, capacity=even) for m in members]
         holders = {c: p for p, channels in held.items() for c in channels if c not in assignment}
         if adopting:  # a new assignment: keep what is held where it is, place the rest later
             blocked |= wanted - holders.keys() - assignment.keys()
+        everyone: dict[str, set[str]] = {}
+        if self.copies > 1:  # who holds what, to adopt second copies
+            for process_id, channels in held.items():
+                for channel in channels:
+                    everyone.setdefault(channel, set()).add(process_id)
         snapshot = Snapshot.of(
             wanted,
             members,
             assignment,
             blocked,
             holders=holders,
-            budget=self._account_budget(assignment, held),
+            budget=self._account_budget(assignment, held, replicas),
+            replicas=replicas,
+            copies=self.copies,
+            held=everyone,
         )
         return _View(snapshot, targets, placeable, adopting)
 
@@ -518,23 +542,33 @@ class Coordinator:
         return members, supervisors
 
     def _with_slots(
-        self, members: list[Member], assignment: Mapping[str, str], held: Mapping[str, set[str]]
+        self,
+        members: list[Member],
+        assignment: Mapping[str, str],
+        held: Mapping[str, set[str]],
+        replicas: Mapping[str, str],
     ) -> list[Member]:
-        """Each member's slots: the per-process budget less its joins under way."""
+        """Each member's slots: the per-process budget less its joins under way (either
+        copy)."""
         if self.budget.per_process is None:
             return members
         pending = Counter(p for c, p in assignment.items() if c not in held.get(p, ()))
+        pending.update(p for c, p in replicas.items() if c not in held.get(p, ()))
         room = self.budget.per_process
         return [
             replace(m, slots=0 if m.slots == 0 else max(0, room - pending[m.id])) for m in members
         ]
 
     def _account_budget(
-        self, assignment: Mapping[str, str], held: Mapping[str, set[str]]
+        self,
+        assignment: Mapping[str, str],
+        held: Mapping[str, set[str]],
+        replicas: Mapping[str, str],
     ) -> int | None:
         if self.budget.account is None:
             return None
         pending = sum(1 for c, p in assignment.items() if c not in held.get(p, ()))
+        pending += sum(1 for c, p in replicas.items() if c not in held.get(p, ()))
         return max(0, self.budget.account - pending)
 
     async def _read_reports(self, assignment: Mapping[str, str], members: list[Member]) -> None:

@@ -25,6 +25,24 @@ load out, a bounded number per plan. Rules, in order:
    the least loaded one (both not draining, the latter below its capacity), one channel moves
    from the first to the second, at most ``max_moves`` per plan and within the budgets.
 
+With ``copies = 2`` (``coordinator.replicas``), each channel also has a *second copy*
+(:attr:`Snapshot.replicas`): a second member holds it too, and the cluster delivers each of its
+events once (the first copy to see it wins), so that a member's death loses nothing.
+
+6. A member's load counts both copies it holds; a channel's two copies are never on one
+   member, and are kept apart: on two hosts when the takers run on more than one, else on two
+   supervisors when more than one, else on two members (the *domains*).
+7. A channel whose owner is gone or draining while its second copy lives is *promoted*: the
+   second copy becomes its owner (no join, no gap), and a new second copy is placed.
+8. A missing second copy is adopted from a member that holds the channel already (after Redis
+   forgot the assignment), else placed on the member with the most free capacity in another
+   domain than the owner's (else on another member of the same domain), within the budgets;
+   what finds no room is :attr:`Plan.replicas_waiting` (a reason to scale out), what the
+   budgets leave out :attr:`Plan.replicas_paced`. Second copies sharing their owner's domain
+   while another domain could take them move there, at most ``max_moves`` per plan.
+9. Rebalancing (rule 5) never moves a channel onto its second copy's member, nor into its
+   domain when there are several.
+
 Invariants (property-tested): no channel has two owners; no member gets more than its capacity
 or its slots from the plan; the plan's joins stay within the budget; every wanted, unblocked
 channel is assigned when the capacity and the budgets allow; at most ``max_moves`` rebalancing
@@ -68,6 +86,12 @@ class Snapshot:
     holders: Mapping[str, str] = field(default_factory=dict)
     #: How many joins the whole plan may cost; None: no limit.
     budget: int | None = None
+    #: The second copy of each channel: ``channel -> member`` (``copies`` 2).
+    replicas: Mapping[str, str] = field(default_factory=dict)
+    #: How many members hold each channel: 1, or 2 (``coordinator.replicas``).
+    copies: int = 1
+    #: Every member that holds each channel (``copies`` 2: adopting second copies).
+    held: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -79,6 +103,9 @@ class Snapshot:
         *,
         holders: Mapping[str, str] | None = None,
         budget: int | None = None,
+        replicas: Mapping[str, str] | None = None,
+        copies: int = 1,
+        held: Mapping[str, Iterable[str]] | None = None,
     ) -> Snapshot:
         """A snapshot from any iterables."""
         return cls(
@@ -88,6 +115,9 @@ class Snapshot:
             frozenset(blocked),
             dict(holders or {}),
             budget,
+            dict(replicas or {}),
+            copies,
+            {c: frozenset(m) for c, m in (held or {}).items()},
         )
 
 
@@ -104,16 +134,42 @@ class Plan:
     moves: int = 0
     #: How many of :attr:`assign` are adoptions (held already: no join).
     adopted: int = 0
+    #: How many of :attr:`assign` are second copies promoted to owners (held: no join).
+    promoted: int = 0
+    #: Second copies to (re)place: ``channel -> member`` (copies 2).
+    replicas: dict[str, str] = field(default_factory=dict)
+    #: Channels whose second copy goes, with no other (no longer wanted, or promoted with
+    #: no member to take a new one).
+    unreplicate: set[str] = field(default_factory=set)
+    #: How many of :attr:`replicas` are adoptions (held already: no join).
+    replicas_adopted: int = 0
+    #: Second copies that no member could take (a reason to scale out), and those the join
+    #: budgets left for a later plan.
+    replicas_waiting: list[str] = field(default_factory=list)
+    replicas_paced: list[str] = field(default_factory=list)
 
     @property
     def joins(self) -> int:
         """How many JOINs carrying out the plan costs."""
-        return len(self.assign) - self.adopted
+        return (
+            len(self.assign)
+            - self.adopted
+            - self.promoted
+            + len(self.replicas)
+            - self.replicas_adopted
+        )
 
     def applied(self, assignment: Mapping[str, str]) -> dict[str, str]:
         """``assignment`` after this plan."""
         result = {c: p for c, p in assignment.items() if c not in self.unassign}
         result.update(self.assign)
+        return result
+
+    def applied_replicas(self, replicas: Mapping[str, str]) -> dict[str, str]:
+        """The second copies ``replicas`` after this plan."""
+        gone = self.unassign | self.unreplicate
+        result = {c: p for c, p in replicas.items() if c not in gone}
+        result.update(self.replicas)
         return result
 
 
@@ -127,20 +183,237 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
             result.unassign.add(channel)
         elif owner in members and not members[owner].draining:
             kept[channel] = owner
+    second = _kept_seconds(snapshot, result, kept, members)
     load = Counter(kept.values())
+    load.update(second.values())
     takers = [m for m in members.values() if not m.draining]
     unowned = sorted(snapshot.wanted - snapshot.blocked - kept.keys())
+    if second:
+        unowned = _promote(result, unowned, second, kept)
     unowned = _adopt(result, unowned, snapshot.holders, owners=kept, load=load, members=members)
     budget = _Budget(snapshot.budget, {m.id: m.slots for m in takers})
     _place(result, unowned, owners=kept, load=load, members=members, takers=takers, budget=budget)
     # What nobody can take yet stays where it is assigned: a draining owner keeps holding it
     # (make-before-break, never a gap), and an owner without a heartbeat may only be late to
     # beat: unassigning would make it part a channel that nobody else joins.
-    _rebalance(result, kept, load, takers, max_moves=max_moves, tolerance=tolerance, budget=budget)
+    domain = _domains(takers)
+    _rebalance(
+        result,
+        kept,
+        load,
+        takers,
+        max_moves=max_moves,
+        tolerance=tolerance,
+        budget=budget,
+        apart=(second, domain),
+    )
     for channel, owner in list(result.assign.items()):
         if snapshot.assignment.get(channel) == owner:
             del result.assign[channel]  # no change after all
+    if snapshot.copies > 1:
+        seconds = _Seconds(
+            snapshot, result, owners=kept, second=second, load=load, takers=takers, budget=budget
+        )
+        seconds.place(domain, max_moves)
     return result
+
+
+def _kept_seconds(
+    snapshot: Snapshot, result: Plan, kept: Mapping[str, str], members: Mapping[str, Member]
+) -> dict[str, str]:
+    """The second copies that stay (wanted, on a live member that is not draining, not the
+    owner's); the others are removed from the plan's view (and from the assignment when no
+    longer wanted, or copies went back to 1)."""
+    second: dict[str, str] = {}
+    for channel, holder in snapshot.replicas.items():
+        wanted = channel in snapshot.wanted and channel not in snapshot.blocked
+        if not wanted or snapshot.copies < 2:
+            if channel not in result.unassign:
+                result.unreplicate.add(channel)
+            continue
+        member = members.get(holder)
+        if member is not None and not member.draining and kept.get(channel) != holder:
+            second[channel] = holder
+    return second
+
+
+def _promote(
+    result: Plan, unowned: list[str], second: dict[str, str], owners: dict[str, str]
+) -> list[str]:
+    """Rule 7: unowned channels whose second copy lives are owned by it (held: no join); the
+    others returned."""
+    rest = []
+    for channel in unowned:
+        holder = second.pop(channel, None)
+        if holder is None:
+            rest.append(channel)
+            continue
+        result.assign[channel] = owners[channel] = holder
+        result.promoted += 1
+    return rest
+
+
+def _domains(takers: Iterable[Member]) -> dict[str, str]:
+    """Rule 6: each member's domain: its host when the takers run on several, else its
+    supervisor when several, else itself."""
+    members = list(takers)
+    if len({m.host for m in members}) > 1:
+        return {m.id: f"h:{m.host}" for m in members}
+    if len({m.supervisor for m in members}) > 1:
+        return {m.id: f"s:{m.supervisor}" for m in members}
+    return {m.id: f"m:{m.id}" for m in members}
+
+
+class _Seconds:
+    """Rule 8: the second copies that are missing (or share their owner's domain) placed."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        result: Plan,
+        *,
+        owners: Mapping[str, str],
+        second: dict[str, str],
+        load: Counter[str],
+        takers: list[Member],
+        budget: _Budget,
+    ) -> None:
+        self.snapshot = snapshot
+        self.result = result
+        self.owners = owners
+        self.second = second
+        self.load = load
+        self.members = {m.id: m for m in takers}
+        self.budget = budget
+        self.domain: Mapping[str, str] = {}
+        # members with room and budget, most free first: (-free, id)
+        self.heap = [
+            (load[m.id] - m.capacity, m.id)
+            for m in takers
+            if load[m.id] < m.capacity and budget.allows(m.id)
+        ]
+        heapq.heapify(self.heap)
+
+    def place(self, domain: Mapping[str, str], max_moves: int) -> None:
+        """Place the missing second copies, then spread those sharing their owner's domain
+        (``domain``: each member's), at most ``max_moves``."""
+        self.domain = domain
+        missing, crowded = self._classify()
+        self._fill(self._adopt(missing))
+        self._spread(crowded, max_moves)
+        result, second = self.result, self.second
+        for channel in self.snapshot.replicas.keys() & self.owners.keys():
+            if channel not in second and channel not in result.replicas:
+                result.unreplicate.add(channel)  # promoted, and no member for a new copy
+        for channel, member in list(result.replicas.items()):
+            if self.snapshot.replicas.get(channel) == member:
+                del result.replicas[channel]  # no change after all
+
+    def _classify(self) -> tuple[list[str], list[str]]:
+        """The owned channels without a second copy, and those whose copy shares the owner's
+        domain while there are several."""
+        second, owners, domain = self.second, self.owners, self.domain
+        several = len(set(domain.values())) > 1
+        missing: list[str] = []
+        crowded: list[str] = []
+        for channel in sorted(owners):
+            owner = owners[channel]
+            have = second.get(channel)
+            if have is None or have == owner:
+                second.pop(channel, None)
+                missing.append(channel)
+            elif several and domain.get(have) == domain.get(owner):
+                crowded.append(channel)
+        return missing, crowded
+
+    def _fill(self, missing: list[str]) -> None:
+        """Place ``missing`` second copies while room and budgets last; say why the rest wait."""
+        result = self.result
+        for channel in missing:
+            taker = (
+                None if self.budget.spent else self._take(self.owners[channel], apart_only=False)
+            )
+            if taker is None:
+                break
+            self.second[channel] = result.replicas[channel] = taker
+        left = [c for c in missing if c not in result.replicas]
+        # left for a later plan by the budgets while room remains, else waiting for room
+        limited = self.budget.spent or any(not self.budget.allows(m) for m in self.members)
+        paced = limited and any(_free(m, self.load) for m in self.members.values())
+        (result.replicas_paced if paced else result.replicas_waiting).extend(left)
+
+    def _spread(self, crowded: list[str], max_moves: int) -> None:
+        """Move second copies sharing their owner's domain to another, at most ``max_moves``."""
+        for channel in crowded[:max_moves]:
+            owner = self.owners[channel]
+            taker = None if self.budget.spent else self._take(owner, apart_only=True)
+            if taker is None:
+                return
+            self.load[self.second[channel]] -= 1
+            self.second[channel] = self.result.replicas[channel] = taker
+
+    def _adopt(self, missing: list[str]) -> list[str]:
+        """Missing second copies that a member (not the owner) holds already; the rest."""
+        held, members, load = self.snapshot.held, self.members, self.load
+        if not held:
+            return missing
+        rest = []
+        for channel in missing:
+            owner = self.owners[channel]
+            found = sorted(
+                m
+                for m in held.get(channel, ())
+                if m != owner and m in members and load[m] < members[m].capacity
+            )
+            if not found:
+                rest.append(channel)
+                continue
+            holder = found[0]
+            self.second[channel] = self.result.replicas[channel] = holder
+            self.result.replicas_adopted += 1
+            load[holder] += 1
+        if self.result.replicas_adopted:  # the free room changed: the heap made again
+            self.heap = [
+                (load[m.id] - m.capacity, m.id)
+                for m in members.values()
+                if _free(m, load) and self.budget.allows(m.id)
+            ]
+            heapq.heapify(self.heap)
+        return rest
+
+    def _take(self, owner: str, *, apart_only: bool) -> str | None:
+        """The member with the most free room in another domain than ``owner``'s (else, unless
+        ``apart_only``, another member of it); its load and budget counted; None: none."""
+        heap, domain = self.heap, self.domain
+        mine = domain.get(owner)
+        skipped: list[tuple[int, str]] = []
+        chosen: tuple[int, str] | None = None
+        while heap:
+            entry = heapq.heappop(heap)
+            if domain[entry[1]] != mine:
+                chosen = entry
+                break
+            skipped.append(entry)
+        if chosen is None and not apart_only:
+            for index, entry in enumerate(skipped):
+                if entry[1] != owner:
+                    chosen = skipped.pop(index)
+                    break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        if chosen is None:
+            return None
+        member = chosen[1]
+        self.load[member] += 1
+        self.budget.spend(member)
+        if _free(self.members[member], self.load) and self.budget.allows(member):
+            heapq.heappush(heap, (chosen[0] + 1, member))
+        return member
+
+
+def _free(member: Member, load: Counter[str]) -> bool:
+    """Whether ``member`` has room left."""
+    return load[member.id] < member.capacity
 
 
 class _Budget:
@@ -298,10 +571,14 @@ def _rebalance(
     max_moves: int,
     tolerance: int,
     budget: _Budget,
+    apart: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}),
 ) -> None:
-    """Rule 5: move channels from the most to the least loaded member, in bounded steps."""
+    """Rule 5: move channels from the most to the least loaded member, in bounded steps; with
+    ``apart`` (second copies, domains), rule 9."""
     if len(takers) < 2 or max_moves <= 0:
         return
+    second, domain = apart
+    several = len(set(domain.values())) > 1
     by_member: dict[str, list[str]] = {m.id: [] for m in takers}
     for channel, owner in owners.items():
         if owner in by_member:
@@ -316,11 +593,33 @@ def _rebalance(
         least = min(open_, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
         if load[most.id] - load[least.id] <= tolerance or load[least.id] >= least.capacity:
             return
+        candidates = by_member[most.id]
+        index = _movable(candidates, least.id, second, domain if several else {})
+        if index is None:
+            return
         budget.spend(least.id)
-        channel = by_member[most.id].pop()
+        channel = candidates.pop(index)
         by_member[least.id].append(channel)
         owners[channel] = least.id
         load[most.id] -= 1
         load[least.id] += 1
         result.assign[channel] = least.id
         result.moves += 1
+
+
+def _movable(
+    candidates: list[str], target: str, second: Mapping[str, str], domain: Mapping[str, str]
+) -> int | None:
+    """The index of the channel of ``candidates`` to move to ``target``: the last, or with
+    second copies the last of the 64 last that neither holds its second copy nor shares its
+    domain (``domain``: empty when there is one); None: none of them."""
+    if not candidates:
+        return None
+    if not second:
+        return len(candidates) - 1
+    mine = domain.get(target)
+    for index in range(len(candidates) - 1, max(-1, len(candidates) - 65), -1):
+        other = second.get(candidates[index])
+        if other is None or (other != target and (not domain or domain.get(other) != mine)):
+            return index
+    return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Mapping
 
 from tmi_cluster.bus import Coordination
@@ -76,9 +75,11 @@ class Sizing:
         targets: dict[str, int],
         *,
         channels: int,
-        after: Mapping[str, str],
+        load: Mapping[str, int],
     ) -> None:
-        """Decide the cluster's size and carry a change out (see the module's docstring)."""
+        """Decide the cluster's size and carry a change out (see the module's docstring):
+        ``channels`` is the load to carry (each copy of a channel counts), ``load`` each
+        member's after the pass's plan."""
         if not targets:
             return
         state, now = await self.coordination.scale_state()
@@ -100,7 +101,7 @@ class Sizing:
                 changes[supervisor] = (targets[supervisor], decision.cause)
         elif decision.change < 0:
             await self._drain(
-                members, targets, after, changes, count=-decision.change, cause=decision.cause
+                members, targets, load, changes, count=-decision.change, cause=decision.cause
             )
         elif (
             decision.cause is Cause.STEADY
@@ -111,7 +112,7 @@ class Sizing:
             least = min(targets, key=lambda t: (targets[t], t))
             if targets[most] - targets[least] > 1:  # spread over the hosts: one at a time
                 moved = await self._drain(
-                    members, targets, after, changes, count=1, cause=Cause.SPREAD, only=most
+                    members, targets, load, changes, count=1, cause=Cause.SPREAD, only=most
                 )
                 if moved:
                     targets[least] += 1
@@ -128,7 +129,7 @@ class Sizing:
         self,
         members: list[Member],
         targets: dict[str, int],
-        after: Mapping[str, str],
+        load: Mapping[str, int],
         changes: dict[str, tuple[int, Cause]],
         *,
         count: int,
@@ -137,7 +138,6 @@ class Sizing:
     ) -> int:
         """Drain the ``count`` least-loaded workers (of supervisor ``only``, else of any with a
         target), their supervisors' targets one lower each; how many."""
-        load = Counter(after.values())
         candidates = sorted(
             (
                 m
@@ -146,13 +146,15 @@ class Sizing:
                 and targets.get(m.supervisor, 0) > 0
                 and (only is None or m.supervisor == only)
             ),
-            key=lambda m: (load[m.id], m.id),
+            key=lambda m: (load.get(m.id, 0), m.id),
         )
         for member in candidates[:count]:
             targets[member.supervisor] -= 1
             changes[member.supervisor] = (targets[member.supervisor], cause)
             await self.coordination.drain(self.lease.token, member.id, cause.value)
-            log.info("coordinator: %s drains (%s, %d channels)", member.id, cause, load[member.id])
+            log.info(
+                "coordinator: %s drains (%s, %d channels)", member.id, cause, load.get(member.id, 0)
+            )
         return len(candidates[:count])
 
     async def _targets_for_new(self, targets: dict[str, int]) -> dict[str, tuple[int, Cause]]:

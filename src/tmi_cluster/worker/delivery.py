@@ -30,6 +30,12 @@ out of its reach) is *fenced* (:meth:`Delivery.fence`): the cluster may have giv
 to others, who deliver their events too, so every event of every channel is checked until the
 worker has read its assignment again and handed over what went elsewhere.
 
+With ``coordinator.replicas = 2`` (``check_all``), two processes hold every channel: every
+event is checked, and only the handlers' (``wanted``: the events some handler takes) are
+checked here; the event stream's publisher checks each event itself as it writes it
+(:class:`~tmi_cluster.bus.events.EventPublisher` with ``dedupe_key``), so that a process
+killed between the check and the write loses nothing.
+
 While Redis does not answer, checked events are delivered unchecked after
 :data:`UNCHECKED_AFTER_S` (counted in :attr:`Delivery.unchecked`): a duplicate is better than
 a lost event.
@@ -45,6 +51,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from tmi_cluster.bus.events import Seen
+from tmi_cluster.bus.keys import RAW_KEY_MARK
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.events import Event
 
@@ -66,7 +73,7 @@ def event_key(event: Event, *, shared_chat: bool = False) -> str:
     if key is not None:
         return key
     digest = hashlib.blake2b(event.raw.encode(), digest_size=12).hexdigest()
-    return f"{type(event).__name__}:raw:{digest}"
+    return f"{type(event).__name__}{RAW_KEY_MARK}{digest}"
 
 
 class Delivery:
@@ -81,9 +88,15 @@ class Delivery:
         *,
         shared_chat_once: bool = False,
         recent_s: float = 0.0,
+        check_all: bool = False,
+        wanted: Callable[[Event], bool] | None = None,
     ) -> None:
         self.sinks = list(sinks)
         self.seen = seen
+        #: Every event is checked, always (two copies of every channel; see the module), and
+        #: of those only the ones ``wanted`` says a sink takes (None: all).
+        self.check_all = check_all and seen is not None
+        self.wanted = wanted
         #: Seconds the keys of the events delivered unchecked are remembered (0: not at all),
         #: for :meth:`mark_recent`.
         self.recent_s = recent_s if seen is not None else 0.0
@@ -138,6 +151,10 @@ class Delivery:
 
     def put(self, event: Event) -> None:
         """Deliver ``event``, or queue it for the check. Never waits."""
+        if self.check_all:
+            if self.wanted is None or self.wanted(event):
+                self._queue(event)
+            return
         guarded = self._guarded
         channel = event.channel
         if (

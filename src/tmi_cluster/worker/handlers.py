@@ -352,6 +352,14 @@ class Dispatcher:
         """Events waiting for the handlers, in every channel."""
         return sum(len(lane.events) for lane in self._lanes.values())
 
+    def wants(self, event: Event) -> bool:
+        """Whether some handler takes ``event``."""
+        kind = type(event)
+        calls = self._resolved_calls.get(kind)
+        if calls is None:
+            calls = self.handlers.calls(kind)
+        return bool(calls)
+
     def put(self, event: Event) -> None:
         """Queue ``event`` for its channel's handlers (none: nothing to do). Never waits."""
         kind = type(event)

@@ -10,6 +10,8 @@ its events reach the application exactly once (:mod:`tmi_cluster.worker.delivery
   nobody else has held it for :data:`GUARD_LINGER_S` (their last copies elsewhere have
   arrived by then). A channel moving back from the EventSub route (whose events are always
   checked) is joined at once and checked the same way until EventSub no longer reads it.
+- With two copies of every channel (``checks_all``: ``coordinator.replicas = 2``), every event
+  is checked everywhere already: a channel is joined at once, whoever else holds it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class HandOver:
         timeout_s: float,
         stopping: Callable[[], bool],
         eventsub: bool = False,
+        checks_all: bool = False,
     ) -> None:
         self.worker = worker
         self.id = process_id
@@ -58,6 +61,8 @@ class HandOver:
         self.stopping = stopping
         #: Whether channels may come from the EventSub route (their events are checked there).
         self.eventsub = eventsub
+        #: Whether every event of every channel is checked here (two copies of each channel).
+        self.checks_all = checks_all
         #: Channels being handed over -> the deadline of their hand-over (monotonic).
         self.leaving: dict[str, float] = {}
         #: Channels to take over -> since when they wait for their holder's guard.
@@ -119,7 +124,9 @@ class HandOver:
         """Of ``fresh`` (channels to join), those that may be joined now: held by no other
         process, or held by one that checks their events already (or that did not say so
         within :data:`GUARD_WAIT_S`). Those held elsewhere are checked from now on, until
-        nobody else holds them."""
+        nobody else holds them. With :attr:`checks_all`, all of them."""
+        if self.checks_all:
+            return fresh
         orphans = await assignment.orphaned(fresh)
         if orphans:  # their old owner may only be cut off: checked until the mark's end
             until = time.monotonic() + ORPHAN_GUARD_S

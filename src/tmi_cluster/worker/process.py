@@ -351,6 +351,7 @@ class WorkerProcess:
             timeout_s=settings.process.timeout,
             stopping=self._stop.is_set,
             eventsub=self._shards is not None,
+            checks_all=worker.replicated,
         )
         with contextlib.suppress(TmiClusterError):  # an earlier life's guards mean nothing now
             await assignment.clear_guards(self.id)

@@ -53,7 +53,7 @@ from tmi_cluster.eventsub.sending import ApiChat, BotToken
 from tmi_cluster.logins import normalise_login
 from tmi_cluster.routes import eventsub_configured
 from tmi_cluster.tasks import cancel_and_wait
-from tmi_cluster.worker.delivery import RECENT_S, Delivery
+from tmi_cluster.worker.delivery import RECENT_S, Delivery, event_key
 from tmi_cluster.worker.handlers import Dispatcher, Handler, Handlers, load_handlers
 from tmi_cluster.worker.outbox import Outbox
 from tmi_cluster.worker.senders import SenderChoice
@@ -258,13 +258,26 @@ class Worker:
         observer: Callable[[Event], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
         recent_s: float = 0.0,
+        replicated: bool = False,
     ) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.outbox = outbox
-        sinks = [dispatcher.put, *([publisher.put] if publisher is not None else [])]
-        self.delivery = Delivery(sinks, seen, shared_chat_once=shared_chat_once, recent_s=recent_s)
+        #: Every channel has a second copy elsewhere (``coordinator.replicas = 2``): every
+        #: event is checked, the handlers' here, the stream's by the publisher as it writes.
+        self.replicated = replicated and seen is not None
+        direct = publisher is not None and self.replicated
+        sinks = [dispatcher.put, *([publisher.put] if publisher is not None and not direct else [])]
+        self.delivery = Delivery(
+            sinks,
+            seen,
+            shared_chat_once=shared_chat_once,
+            recent_s=recent_s,
+            check_all=self.replicated,
+            wanted=dispatcher.wants if self.replicated else None,
+        )
+        self._direct = publisher.put if direct and publisher is not None else None
         self.state = WorkerState.IDLE
         #: The error a task of the worker ended with, else None.
         self.failure: BaseException | None = None
@@ -276,9 +289,10 @@ class Worker:
         self._stop_publishing = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
-        # put() is the pool's destination; without an observer, straight to the check (a call
-        # less per event on the read path).
-        pool.on_event = self.put if observer is not None else self.delivery.put
+        # put() is the pool's destination; without an observer (nor a publisher of its own),
+        # straight to the check (a call less per event on the read path).
+        direct_path = observer is None and self._direct is None
+        pool.on_event = self.delivery.put if direct_path else self.put
 
     @classmethod
     def from_settings(
@@ -324,9 +338,21 @@ class Worker:
         keys = Keys.from_settings(settings)
         outage = outage or Outage()
         registry = _registry(handlers, settings)
+        replicated = settings.coordinator.replicas > 1
         publisher = None
         if options.stream:
-            publisher = EventPublisher.from_settings(client, keys, options, outage=outage)
+            once = options.shared_chat == "once"
+            publisher = EventPublisher.from_settings(
+                client,
+                keys,
+                options,
+                outage=outage,
+                dedupe_key=(
+                    (lambda e: event_key(e, shared_chat=once and "source-id" in e.tags))
+                    if replicated
+                    else None
+                ),
+            )
         pool = build_pool(
             settings, redis_client=client, name=process_id, raw_lines=_wants_raw(registry)
         )
@@ -353,6 +379,7 @@ class Worker:
             observer=observer,
             on_failure=on_failure,
             recent_s=RECENT_S if eventsub_configured(settings) else 0.0,
+            replicated=replicated,
         )
 
     # -- counters ------------------------------------------------------------------------------
@@ -390,6 +417,8 @@ class Worker:
         observer = self._observer
         if observer is not None:
             observer(event)
+        if self._direct is not None:
+            self._direct(event)
         self.delivery.put(event)
 
     def put_checked(self, events: list[Event]) -> None:
@@ -399,6 +428,8 @@ class Worker:
         for event in events:
             if observer is not None:
                 observer(event)
+            if self._direct is not None:
+                self._direct(event)
             self.delivery.put_checked(event)
 
     # -- life ----------------------------------------------------------------------------------
