@@ -62,13 +62,15 @@ ORIGINAL = "90-100 s"
 
 @dataclass
 class Cluster:
-    """``tmi-cluster run`` against the bench's simulator, its keys and its store."""
+    """``tmi-cluster run`` against the bench's simulator, its keys and its store: one
+    supervisor per id of ``ids`` (:attr:`processes`; :attr:`process` is the first)."""
 
     sim: ChatSimulator
     redis_url: str
     folder: Path
     extra: dict[str, str] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: f"bench-{secrets.token_hex(3)}:")
+    ids: tuple[str, ...] = ("bench",)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.prefix, 30.0, 3.0)
@@ -89,14 +91,18 @@ class Cluster:
             }
         )
         self.log = (self.folder / f"{self.prefix.rstrip(':')}.log").open("w")
-        self.harness = ProcessHarness()  # the supervisor and its workers, none left behind
-        self.process = self.harness.spawn(
-            [SCRIPT, "run", "--id", "bench"],
-            cwd=self.folder,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.harness = ProcessHarness()  # the supervisors and their workers, none left behind
+        self.processes = {
+            supervisor: self.harness.spawn(
+                [SCRIPT, "run", "--id", supervisor],
+                cwd=self.folder,
+                env=env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
+            for supervisor in self.ids
+        }
+        self.process = self.processes[self.ids[0]]
 
     async def statuses(self) -> dict[str, ProcessStatus]:
         found: dict[str, Beat[ProcessStatus]] = await live(self.client, self.keys, "process")
@@ -112,7 +118,12 @@ class Cluster:
         return {m.decode() for m in members}
 
     async def stop(self) -> None:
-        left = await asyncio.to_thread(self.harness.stop, self.process)
+        for process in self.processes.values():  # all told first: they stop together
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        left = []
+        for process in self.processes.values():
+            left += await asyncio.to_thread(self.harness.stop, process)
         if left:
             print(f"warning: processes the cluster left running, killed: {left}", file=sys.stderr)
         self.log.close()

@@ -120,6 +120,8 @@ class Traffic:
                 self._tails[key] = parts
         head, middle, tail = parts
         if not template.has_id:
+            if template.command == "CLEARMSG":  # each deletion of a message of its own
+                head += b"target-msg-id=" + self.new_id().encode() + b";"
             data = b"@" + head + b"tmi-sent-ts=" + stamp + tail
             return GeneratedLine(channel, None, data, template.command)
         message_id = self.new_id()
@@ -296,9 +298,8 @@ class Traffic:
 
     def _clearmsg(self) -> _Template:
         login, _, _ = self._user()
-        target = f"{self._rng.getrandbits(128):032x}"
         tail = " :tmi.twitch.tv CLEARMSG #{channel} :a\\sdeleted message\r\n"
-        head = f"login={login};room-id={{room}};target-msg-id={target};"
+        head = f"login={login};room-id={{room}};"  # target-msg-id: fresh on each line
         return _Template(head.encode(), b"", tail.replace("\\s", " ").encode(), False, "CLEARMSG")
 
     def _roomstate(self) -> _Template:
