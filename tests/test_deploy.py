@@ -22,6 +22,8 @@ from tmi_cluster.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
+#: The overlay that scales the pods by a HorizontalPodAutoscaler.
+HPA = KUBERNETES / "hpa"
 #: The Kubernetes version the manifests are checked against (the oldest one supported).
 K8S_VERSION = "1.30"
 
@@ -30,18 +32,43 @@ def _documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
 
 
-def _manifests() -> list[tuple[str, dict[str, Any]]]:
+def _manifests(folder: Path = KUBERNETES) -> list[tuple[str, dict[str, Any]]]:
     found = []
-    for path in sorted(KUBERNETES.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         found += [(f"{path.name}: {doc['kind']}", doc) for doc in _documents(path)]
     return found
 
 
-@pytest.mark.parametrize(("name", "manifest"), _manifests(), ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(
+    ("name", "manifest"), _manifests() + _manifests(HPA), ids=lambda v: str(v)[:40]
+)
 def test_each_manifest_is_valid_kubernetes(name: str, manifest: dict[str, Any]) -> None:
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_the_hpa_overlay_fixes_the_workers_per_pod_and_scales_the_supervisors() -> None:
+    [kustomization] = _documents(HPA / "kustomization.yaml")
+    assert set(kustomization["resources"]) == {"..", "hpa.yaml"}
+    env: dict[str, str] = {}
+    for _, manifest in _manifests():
+        if manifest["kind"] == "ConfigMap":
+            env.update(manifest["data"])
+    [patch] = kustomization["patches"]
+    assert patch["target"] == {"kind": "ConfigMap", "name": "tmi-cluster"}
+    for operation in yaml.safe_load(patch["patch"]):
+        assert operation["op"] == "add"
+        env[operation["path"].rsplit("/", 1)[1]] = operation["value"]
+    assert load_settings(environ=env).supervisor.processes > 0  # the cluster sizes nothing
+    [(_, hpa)] = _manifests(HPA)
+    [supervisor] = [m for _, m in _manifests() if m["metadata"]["name"] == "tmi-cluster-supervisor"]
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", supervisor["metadata"]["name"])
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["object"]["metric"]["name"] == "tmi_cluster_channel_usage_percent"
+    services = [m for _, m in _manifests() if m["kind"] == "Service"]
+    assert metric["object"]["describedObject"]["name"] in {m["metadata"]["name"] for m in services}
 
 
 def test_the_kustomization_lists_every_manifest() -> None:

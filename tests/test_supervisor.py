@@ -8,13 +8,14 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 
-from tmi_cluster.bus import Order
+from tmi_cluster.bus import Coordination, Keys, Order, read
 from tmi_cluster.config import Settings
 from tmi_cluster.embedded import redis_server_executable
 from tmi_cluster.errors import RedisUnavailableError
@@ -82,7 +83,9 @@ def own_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-def _settings(make: Make, tmp_path: Path, redis_url: str, prefix: str = "t:") -> Settings:
+def _settings(
+    make: Make, tmp_path: Path, redis_url: str, prefix: str = "t:", **extra: str
+) -> Settings:
     return make(
         None,
         {
@@ -92,6 +95,7 @@ def _settings(make: Make, tmp_path: Path, redis_url: str, prefix: str = "t:") ->
             "TMI_CLUSTER_SUPERVISOR__STALE": "3",
             "TMI_CLUSTER_PROCESS__PERIODIC_TIMER": "0.1",
             "TMI_CLUSTER_TMI__CONNECTION__SIMULATE": "always",  # never Twitch in a test
+            **extra,
         },
     )
 
@@ -346,3 +350,47 @@ def test_the_coordinator_sizes_the_supervisor_with_process_scaled_events(
     assert scaled[1] == ProcessScaled(supervisor="sup-s", before=2, after=3, cause="manual")
     assert supervisor.coordinator is not None
     assert not supervisor.coordinator.leading  # the lease was given up at the stop
+
+
+def test_a_supervisor_of_fixed_size_runs_its_own_count_and_the_auto_scaler_leaves_it(
+    make_settings: Make, tmp_path: Path, redis_server: str, redis_prefix: str
+) -> None:
+    settings = _settings(
+        make_settings, tmp_path, redis_server, redis_prefix, TMI_CLUSTER_SUPERVISOR__PROCESSES="3"
+    )
+    events: list[ClusterEvent] = []
+
+    async def scenario() -> None:
+        supervisor = Supervisor(settings, supervisor_id="sup-f", on_event=events.append)
+        async with supervisor:
+            assert supervisor.processes is not None
+            assert supervisor.processes.target == 3  # not the cluster's min (2)
+            client = redis.asyncio.Redis.from_url(redis_server)
+            keys = Keys.from_settings(settings)
+            try:
+                # beating, it says it sizes itself; the coordinator sets it no target
+                await _until_async(lambda: _says_fixed(client, keys, "sup-f"))
+                assert supervisor.coordinator is not None
+                for _ in range(3):
+                    await supervisor.coordinator.run_once()
+                assert "sup-f" not in await Coordination(client, keys).targets()
+            finally:
+                await client.aclose()
+            supervisor.order(Order.SCALE, {"processes": "1", "cause": "manual"})  # ignored
+            assert supervisor.processes.target == 3
+
+    asyncio.run(scenario())
+    scaled = [e for e in events if isinstance(e, ProcessScaled)]
+    assert scaled == [ProcessScaled(supervisor="sup-f", before=0, after=3, cause="fixed")]
+
+
+async def _says_fixed(client: redis.asyncio.Redis, keys: Keys, supervisor_id: str) -> bool:
+    beats = await read(client, keys, "supervisor", {supervisor_id})
+    return supervisor_id in beats and beats[supervisor_id].status.fixed
+
+
+async def _until_async(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)

@@ -74,8 +74,11 @@ class SupervisorStatus(msgspec.Struct, frozen=True, kw_only=True):
     problem: str | None = None
     #: It holds the coordinator's lease.
     coordinator: bool = False
-    #: How many workers it runs for (the coordinator's target).
+    #: How many workers it runs for (the coordinator's target, or its own fixed count).
     target: int = 0
+    #: It runs a fixed number of workers (``supervisor.processes``): the auto-scaler leaves
+    #: it alone.
+    fixed: bool = False
     #: When it started (Unix time, its own host's clock: for display only).
     started: float = 0.0
     #: Where its workers read chat: "twitch", "simulator" (the built-in one), or "host:port".

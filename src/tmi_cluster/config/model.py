@@ -391,6 +391,15 @@ class Tmi(_Section):
 class SupervisorSettings(_Section):
     """Supervisors (one per ``tmi-cluster run``)."""
 
+    processes: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Worker processes this supervisor always runs, whatever the cluster's "
+        "auto-scaler decides (it then sizes only the other supervisors). 0: the auto-scaler "
+        "sizes it. For scaling by adding hosts, such as pods under a HorizontalPodAutoscaler "
+        "(docs/deployment.md).",
+    )
     stale: float = Field(
         30.0,
         gt=0,

@@ -147,6 +147,8 @@ class _View:
     targets: dict[str, int]
     placeable: int
     adopting: bool
+    #: Workers of supervisors that size themselves (``supervisor.processes``).
+    fixed: int = 0
 
 
 class Coordinator:
@@ -396,7 +398,8 @@ class Coordinator:
             await self.sizing.scale(
                 list(snapshot.members),
                 view.targets,
-                channels=view.placeable * self.copies,
+                # what the self-sized supervisors' workers hold is not the auto-scaler's
+                channels=max(0, view.placeable * self.copies - view.fixed * self.capacity),
                 load=load,
             )
         return result
@@ -415,7 +418,13 @@ class Coordinator:
         members = self._with_slots(members, assignment, held, replicas)
         takers = [m for m in members if not m.draining]
         targets = await self.sizing.targets(supervisors) if self.sizing is not None else {}
-        at_max = self.policy is None or sum(targets.values()) >= self.policy.maximum
+        fixed = sum(b.status.processes for b in supervisors.values() if b.status.fixed)
+        # no more processes to come from the auto-scaler: at its maximum, or nothing to size
+        at_max = (
+            self.policy is None
+            or sum(targets.values()) >= self.policy.maximum
+            or (fixed > 0 and not targets)
+        )
         placeable = len(wanted - blocked)
         if takers and at_max and placeable * self.copies > self.capacity * len(takers):
             # no more processes: overload evenly
@@ -440,7 +449,7 @@ class Coordinator:
             copies=self.copies,
             held=everyone,
         )
-        return _View(snapshot, targets, placeable, adopting)
+        return _View(snapshot, targets, placeable, adopting, fixed)
 
     # -- reading --------------------------------------------------------------------------------
 

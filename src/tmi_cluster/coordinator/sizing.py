@@ -58,12 +58,14 @@ class Sizing:
         killed with SIGKILL keeps its key until ``supervisor.stale``, but its beats stop, and
         so do its workers, at once); ages on Redis's clock."""
         targets = await self.coordination.targets()
-        gone = [s for s in targets if s not in supervisors]
-        if gone:  # supervisors that ended without saying so: their targets count no more
+        gone = [s for s in targets if s not in supervisors or supervisors[s].status.fixed]
+        if gone:  # supervisors that ended without saying so (or size themselves): no target
             await self.coordination.forget_targets(self.lease.token, gone)
         result = {}
         for supervisor, beat in supervisors.items():
             if beat.status.state == "stopping" or beat.age_s > self.supervisor_fresh_s:
+                continue
+            if beat.status.fixed:  # it sizes itself (supervisor.processes)
                 continue
             shown = beat.status.target  # what it runs for: a Redis that forgot keeps it
             result[supervisor] = targets.get(supervisor, shown if shown > 0 else -1)

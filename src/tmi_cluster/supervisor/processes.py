@@ -144,6 +144,9 @@ class Processes:
         self.on_event = on_event or (lambda event: None)
         #: How many workers should run.
         self.target = settings.auto_scale.processes.min
+        #: The fixed number of workers (``supervisor.processes``; 0: the target follows the
+        #: coordinator's orders).
+        self.fixed = settings.supervisor.processes
         self.children: dict[str, Child] = {}
         #: Why workers cannot start (the last UnableToLaunchProcess), until one runs again.
         self.problem: str | None = None
@@ -177,7 +180,17 @@ class Processes:
 
     def set_target(self, target: int, cause: str) -> None:
         """Run ``target`` workers from now on (the coordinator's decision, or a size set by
-        hand), said in the log and as a :class:`ProcessScaled` event with ``cause``."""
+        hand), said in the log and as a :class:`ProcessScaled` event with ``cause``. With a
+        fixed number of workers (``supervisor.processes``), that number whatever ``target``."""
+        if self.fixed and target != self.fixed:
+            log.info(
+                "supervisor %s: a target of %d ignored: it runs %d worker processes "
+                "(supervisor.processes)",
+                self.supervisor_id,
+                target,
+                self.fixed,
+            )
+            target = self.fixed
         before = self.target
         if target == before:
             return

@@ -284,6 +284,8 @@ class Supervisor:
         # (a target left by an earlier run of this id is not this run's).
         await self._coordination_of(self._client).forget_target(self.id)
         self.processes.target = 0
+        if self.processes.fixed:  # its own size: the auto-scaler leaves it alone
+            self.processes.set_target(self.processes.fixed, "fixed")
         again = await asyncio.to_thread(want_again, self.settings, store, manager)
         if again:  # a restart: the channels authorized with reconnect
             log.info(
@@ -421,6 +423,7 @@ class Supervisor:
             problem=self._problem(),
             coordinator=self.coordinator is not None and self.coordinator.leading,
             target=processes.target if processes is not None else 0,
+            fixed=self.settings.supervisor.processes > 0,
             started=self._started_at,
             restarts_total=processes.restarts if processes is not None else 0,
             coordinator_passes_total=self.coordinator.passes if self.coordinator else 0,

@@ -68,16 +68,19 @@ class Snapshot:
     channel_states: Mapping[str, int] = field(default_factory=dict)
     #: Channels one worker process holds at 100 % (``auto_scale.thresholds.channels``).
     channel_capacity: int = 0
+    #: How many processes hold each channel (``coordinator.replicas``).
+    copies: int = 1
 
     @property
     def usage_percent(self) -> float | None:
-        """The channels to hold (wanted, joining, joined, moving) over the live processes'
-        capacity, in percent: the auto-scaler's measure; None with no live process."""
+        """The channels to hold (wanted, joining, joined, moving; each copy counted) over the
+        live processes' capacity, in percent: the auto-scaler's measure; None with no live
+        process."""
         if not self.live_processes or self.channel_capacity <= 0:
             return None
         states = self.channel_states
         held = sum(states.get(s, 0) for s in ("wanted", "joining", "joined", "moving"))
-        return 100.0 * held / (len(self.live_processes) * self.channel_capacity)
+        return 100.0 * held * self.copies / (len(self.live_processes) * self.channel_capacity)
 
     @functools.cached_property
     def _names(self) -> tuple[str, list[int]]:
@@ -309,4 +312,5 @@ class ClusterView:
             streams=streams,
             channel_states={state: counts.get(state, 0) for state in admin.CHANNEL_STATES},
             channel_capacity=self.settings.auto_scale.thresholds.channels,
+            copies=self.settings.coordinator.replicas,
         )
