@@ -479,3 +479,48 @@ async def test_a_failed_cleanup_is_shown_and_tried_again_later(
         assert await client.pttl(keys.cleanup_due) > 290_000
     finally:
         await client.aclose()
+
+
+@run
+async def test_two_copies_on_two_hosts_and_a_promotion_when_an_owner_dies(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        for process_id, supervisor in (("p1", "s1"), ("p2", "s2"), ("p3", "s3")):
+            await _beat_as(client, keys, process_id, supervisor)
+            await _supervisor(client, keys, supervisor)  # each on a host of its own
+        leader = _coordinator(client, store, keys, "s1", capacity=10, copies=2)
+        assert await leader.run_once() is not None
+        reader = Assignment(client, keys)
+        owners, seconds = await reader.all(), await reader.replicas()
+        assert set(owners) == set(seconds) == set(CHANNELS)
+        assert all(owners[c] != seconds[c] for c in CHANNELS)
+        load = Counter(owners.values()) + Counter(seconds.values())
+        assert sum(load.values()) == 12  # both copies count
+        assert max(load.values()) - min(load.values()) <= 2  # the rebalancing's tolerance
+        # p1 dies: its channels' second copies own them (no join), new ones go to the third
+        mine = sorted(c for c, p in owners.items() if p == "p1")
+        before = dict(seconds)
+        await client.delete(keys.process_heartbeat("p1"))
+        promoted = await leader.run_once()
+        assert promoted is not None
+        assert promoted.promoted == len(mine)
+        owners, seconds = await reader.all(), await reader.replicas()
+        for channel in mine:  # owned by the process that held its second copy
+            assert owners[channel] == before[channel]
+        assert "p1" not in set(owners.values()) | set(seconds.values())
+        assert all(owners[c] != seconds[c] for c in CHANNELS)
+        assert await reader.of("p1") == set()
+        # back to one copy: the second copies go
+        single = _coordinator(client, store, keys, "s1", capacity=10)
+        result = await single.run_once()
+        assert result is not None
+        assert result.unreplicate == set(CHANNELS)
+        assert await reader.replicas() == {}
+        p2, p3 = await reader.of("p2"), await reader.of("p3")
+        assert sorted(p2 | p3) == CHANNELS
+        assert not p2 & p3  # one copy each
+    finally:
+        await client.aclose()
