@@ -340,3 +340,11 @@ def test_properties_of_two_copies(  # noqa: PLR0917 (hypothesis gives them posit
                 or channel in result.replicas_waiting
                 or channel in result.replicas_paced
             ), (channel, result)
+
+
+def test_second_copies_spread_evenly_over_three_hosts() -> None:
+    members = _members("p1@s1/h1", "p2@s2/h2", "p3@s3/h3", capacity=30)
+    wanted = [f"c{i}" for i in range(30)]
+    result = plan(Snapshot.of(wanted, members, {}, copies=2))
+    load = Counter(result.assign.values()) + Counter(result.replicas.values())
+    assert sorted(load.values()) == [20, 20, 20]

@@ -324,7 +324,16 @@ class _Seconds:
                 missing.append(channel)
             elif several and domain.get(have) == domain.get(owner):
                 crowded.append(channel)
-        return missing, crowded
+        # the owners taken in turn (one channel of each, then a second of each, ...): taking
+        # all of one owner's first leaves its domain alone with room at the end
+        rank: Counter[str] = Counter()
+        turns = []
+        for channel in missing:
+            owner = owners[channel]
+            turns.append((rank[owner], owner, channel))
+            rank[owner] += 1
+        turns.sort()
+        return [channel for _, _, channel in turns], crowded
 
     def _fill(self, missing: list[str]) -> None:
         """Place ``missing`` second copies while room and budgets last; say why the rest wait."""
