@@ -348,3 +348,18 @@ def test_second_copies_spread_evenly_over_three_hosts() -> None:
     result = plan(Snapshot.of(wanted, members, {}, copies=2))
     load = Counter(result.assign.values()) + Counter(result.replicas.values())
     assert sorted(load.values()) == [20, 20, 20]
+
+
+def test_a_promoted_channel_is_not_moved_in_the_same_plan_and_a_copy_fits_past_a_full_one() -> None:
+    # found by the property test: p1 has room for one channel, p0 for three, on one supervisor
+    members = [Member("p0", "s1", "h1", 3), Member("p1", "s1", "h1", 1)]
+    wanted = ["c0", "c1", "c2"]
+    promoted = plan(Snapshot.of(wanted, members, {}, replicas={"c2": "p0"}, copies=2), max_moves=1)
+    assert promoted.assign["c2"] == "p0"  # promoted (held: no join), not moved on to p1
+    assert promoted.promoted == 1
+    assert promoted.joins == len(promoted.assign) - 1 + len(promoted.replicas)
+    fresh = plan(Snapshot.of(wanted, members, {}, copies=2), max_moves=1)
+    owners = fresh.assign
+    for channel in wanted:  # a second copy wherever another member has room
+        if owners[channel] == "p1":
+            assert fresh.replicas.get(channel) == "p0"

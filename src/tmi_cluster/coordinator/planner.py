@@ -191,6 +191,7 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
     if second:
         unowned = _promote(result, unowned, second, kept)
     unowned = _adopt(result, unowned, snapshot.holders, owners=kept, load=load, members=members)
+    held_here = set(result.assign)  # promoted and adopted: held, no join; not moved now
     budget = _Budget(snapshot.budget, {m.id: m.slots for m in takers})
     _place(result, unowned, owners=kept, load=load, members=members, takers=takers, budget=budget)
     # What nobody can take yet stays where it is assigned: a draining owner keeps holding it
@@ -206,6 +207,7 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
         tolerance=tolerance,
         budget=budget,
         apart=(second, domain),
+        stay=held_here,
     )
     for channel, owner in list(result.assign.items()):
         if snapshot.assignment.get(channel) == owner:
@@ -339,12 +341,11 @@ class _Seconds:
         """Place ``missing`` second copies while room and budgets last; say why the rest wait."""
         result = self.result
         for channel in missing:
-            taker = (
-                None if self.budget.spent else self._take(self.owners[channel], apart_only=False)
-            )
-            if taker is None:
+            if self.budget.spent or not self.heap:
                 break
-            self.second[channel] = result.replicas[channel] = taker
+            taker = self._take(self.owners[channel], apart_only=False)
+            if taker is not None:  # else only its owner has room: the next may fit elsewhere
+                self.second[channel] = result.replicas[channel] = taker
         left = [c for c in missing if c not in result.replicas]
         # left for a later plan by the budgets while room remains, else waiting for room
         limited = self.budget.spent or any(not self.budget.allows(m) for m in self.members)
@@ -581,16 +582,18 @@ def _rebalance(
     tolerance: int,
     budget: _Budget,
     apart: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}),
+    stay: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Rule 5: move channels from the most to the least loaded member, in bounded steps; with
-    ``apart`` (second copies, domains), rule 9."""
+    ``apart`` (second copies, domains), rule 9. Channels of ``stay`` (adopted or promoted by
+    this plan: held, no join) do not move in it."""
     if len(takers) < 2 or max_moves <= 0:
         return
     second, domain = apart
     several = len(set(domain.values())) > 1
     by_member: dict[str, list[str]] = {m.id: [] for m in takers}
     for channel, owner in owners.items():
-        if owner in by_member:
+        if owner in by_member and channel not in stay:
             by_member[owner].append(channel)
     for channels in by_member.values():
         channels.sort()  # the last in name order moves first: deterministic
