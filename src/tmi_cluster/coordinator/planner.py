@@ -226,17 +226,16 @@ def _kept_seconds(
     """The second copies that stay (wanted, on a live member that is not draining, not the
     owner's); the others are removed from the plan's view (and from the assignment when no
     longer wanted, or copies went back to 1)."""
-    second: dict[str, str] = {}
-    for channel, holder in snapshot.replicas.items():
-        wanted = channel in snapshot.wanted and channel not in snapshot.blocked
-        if not wanted or snapshot.copies < 2:
-            if channel not in result.unassign:
-                result.unreplicate.add(channel)
-            continue
-        member = members.get(holder)
-        if member is not None and not member.draining and kept.get(channel) != holder:
-            second[channel] = holder
-    return second
+    replicas = snapshot.replicas
+    if not replicas:
+        return {}
+    placeable = snapshot.wanted - snapshot.blocked
+    gone = replicas.keys() - placeable if snapshot.copies > 1 else set(replicas)
+    result.unreplicate.update(gone - result.unassign)
+    if snapshot.copies < 2:
+        return {}
+    live = {m.id for m in members.values() if not m.draining}
+    return {c: h for c, h in replicas.items() if h in live and c in placeable and kept.get(c) != h}
 
 
 def _promote(
@@ -304,9 +303,9 @@ class _Seconds:
         self._fill(self._adopt(missing))
         self._spread(crowded, max_moves)
         result, second = self.result, self.second
-        for channel in self.snapshot.replicas.keys() & self.owners.keys():
-            if channel not in second and channel not in result.replicas:
-                result.unreplicate.add(channel)  # promoted, and no member for a new copy
+        for channel in self.snapshot.replicas.keys() - second.keys():
+            if channel in self.owners and channel not in result.replicas:
+                result.unreplicate.add(channel)  # promoted, or its holder gone: none instead
         for channel, member in list(result.replicas.items()):
             if self.snapshot.replicas.get(channel) == member:
                 del result.replicas[channel]  # no change after all
@@ -318,14 +317,15 @@ class _Seconds:
         several = len(set(domain.values())) > 1
         missing: list[str] = []
         crowded: list[str] = []
-        for channel in sorted(owners):
-            owner = owners[channel]
+        for channel, owner in owners.items():
             have = second.get(channel)
             if have is None or have == owner:
                 second.pop(channel, None)
                 missing.append(channel)
             elif several and domain.get(have) == domain.get(owner):
                 crowded.append(channel)
+        missing.sort()  # deterministic: the same snapshot, the same plan
+        crowded.sort()
         # the owners taken in turn (one channel of each, then a second of each, ...): taking
         # all of one owner's first leaves its domain alone with room at the end
         rank: Counter[str] = Counter()
