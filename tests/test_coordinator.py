@@ -503,6 +503,8 @@ async def test_two_copies_on_two_hosts_and_a_promotion_when_an_owner_dies(
         # p1 dies: its channels' second copies own them (no join), new ones go to the third
         mine = sorted(c for c, p in owners.items() if p == "p1")
         before = dict(seconds)
+        for process_id in ("p1", "p2", "p3"):  # the workers joined what they were given
+            await reader.set_held(process_id, await reader.of(process_id))
         await client.delete(keys.process_heartbeat("p1"))
         promoted = await leader.run_once()
         assert promoted is not None

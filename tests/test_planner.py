@@ -210,7 +210,11 @@ def test_a_dead_owner_s_second_copy_is_promoted_without_a_join_and_a_new_one_pla
     members = _members("a1@sa/ha", "b1@sb/hb", "c1@sc/hc", capacity=10)
     assignment = {"x": "dead", "y": "dead", "z": "b1"}
     replicas = {"x": "a1", "y": "b1", "z": "dead"}
-    result = plan(Snapshot.of(["x", "y", "z"], members, assignment, replicas=replicas, copies=2))
+    held = {"x": {"a1"}, "y": {"b1"}, "z": {"b1"}}  # the second copies joined
+    snapshot = Snapshot.of(
+        ["x", "y", "z"], members, assignment, replicas=replicas, copies=2, held=held
+    )
+    result = plan(snapshot)
     assert result.assign == {"x": "a1", "y": "b1"}
     assert result.promoted == 2
     after = result.applied(assignment)
@@ -294,7 +298,10 @@ def test_properties_of_two_copies(  # noqa: PLR0917 (hypothesis gives them posit
     budget: int | None,
 ) -> None:
     replicas = {c: p for c, p in replicas.items() if assignment.get(c) != p}
-    snapshot = Snapshot.of(wanted, members, assignment, replicas=replicas, copies=2, budget=budget)
+    held = {c: {p} for c, p in replicas.items()}  # every second copy has joined
+    snapshot = Snapshot.of(
+        wanted, members, assignment, replicas=replicas, copies=2, budget=budget, held=held
+    )
     result = plan(snapshot, max_moves=max_moves)
     after = result.applied(assignment)
     second = result.applied_replicas(replicas)
@@ -354,7 +361,10 @@ def test_a_promoted_channel_is_not_moved_in_the_same_plan_and_a_copy_fits_past_a
     # found by the property test: p1 has room for one channel, p0 for three, on one supervisor
     members = [Member("p0", "s1", "h1", 3), Member("p1", "s1", "h1", 1)]
     wanted = ["c0", "c1", "c2"]
-    promoted = plan(Snapshot.of(wanted, members, {}, replicas={"c2": "p0"}, copies=2), max_moves=1)
+    snapshot = Snapshot.of(
+        wanted, members, {}, replicas={"c2": "p0"}, copies=2, held={"c2": {"p0"}}
+    )
+    promoted = plan(snapshot, max_moves=1)
     assert promoted.assign["c2"] == "p0"  # promoted (held: no join), not moved on to p1
     assert promoted.promoted == 1
     assert promoted.joins == len(promoted.assign) - 1 + len(promoted.replicas)
@@ -363,3 +373,27 @@ def test_a_promoted_channel_is_not_moved_in_the_same_plan_and_a_copy_fits_past_a
     for channel in wanted:  # a second copy wherever another member has room
         if owners[channel] == "p1":
             assert fresh.replicas.get(channel) == "p0"
+
+
+def test_a_second_copy_still_joining_is_not_promoted() -> None:
+    members = _members("a1@sa/ha", "b1@sb/hb", "c1@sc/hc", capacity=10)
+    snapshot = Snapshot.of(["x"], members, {"x": "dead"}, replicas={"x": "b1"}, copies=2)
+    result = plan(snapshot)  # b1 holds nothing yet: placed as any other channel, a join
+    assert result.promoted == 0
+    assert result.joins >= 1
+    assert result.applied({"x": "dead"})["x"] != "dead"
+
+
+def test_second_copies_piled_on_one_member_are_evened_out() -> None:
+    # after a failover (found by hand): every second copy on a1, owners on d1 and d2
+    members = _members("a1@sa/h", "a4@sa/h", "d1@sd/h", "d2@sd/h", capacity=40)
+    channels = [f"c{i:02}" for i in range(26)]
+    assignment = {c: ("d1" if i % 2 else "d2") for i, c in enumerate(channels)}
+    replicas = dict.fromkeys(channels, "a1")
+    result = plan(Snapshot.of(channels, members, assignment, replicas=replicas, copies=2))
+    after = result.applied(assignment)
+    second = result.applied_replicas(replicas)
+    load = Counter(after.values()) + Counter(second.values())
+    assert max(load.values()) - min(load.values()) <= 2, load
+    assert all(after[c] != second[c] for c in channels)
+    assert result.replica_moves == len(result.replicas)

@@ -32,8 +32,9 @@ events once (the first copy to see it wins), so that a member's death loses noth
 6. A member's load counts both copies it holds; a channel's two copies are never on one
    member, and are kept apart: on two hosts when the takers run on more than one, else on two
    supervisors when more than one, else on two members (the *domains*).
-7. A channel whose owner is gone or draining while its second copy lives is *promoted*: the
-   second copy becomes its owner (no join, no gap), and a new second copy is placed.
+7. A channel whose owner is gone or draining while its second copy lives and holds it
+   (:attr:`Snapshot.held`) is *promoted*: the second copy becomes its owner (no join, no gap),
+   and a new second copy is placed.
 8. A missing second copy is adopted from a member that holds the channel already (after Redis
    forgot the assignment), else placed on the member with the most free capacity in another
    domain than the owner's (else on another member of the same domain), within the budgets;
@@ -41,7 +42,9 @@ events once (the first copy to see it wins), so that a member's death loses noth
    budgets leave out :attr:`Plan.replicas_paced`. Second copies sharing their owner's domain
    while another domain could take them move there, at most ``max_moves`` per plan.
 9. Rebalancing (rule 5) never moves a channel onto its second copy's member, nor into its
-   domain when there are several.
+   domain when there are several; a member whose channels cannot move is passed over for the
+   next most loaded. Then second copies are evened out the same way (each move a join, within
+   the budgets and ``max_moves`` in all).
 
 Invariants (property-tested): no channel has two owners; no member gets more than its capacity
 or its slots from the plan; the plan's joins stay within the budget; every wanted, unblocked
@@ -141,8 +144,10 @@ class Plan:
     #: Channels whose second copy goes, with no other (no longer wanted, or promoted with
     #: no member to take a new one).
     unreplicate: set[str] = field(default_factory=set)
-    #: How many of :attr:`replicas` are adoptions (held already: no join).
+    #: How many of :attr:`replicas` are adoptions (held already: no join), and how many are
+    #: moves of a second copy (spreading it apart from its owner, or evening the load).
     replicas_adopted: int = 0
+    replica_moves: int = 0
     #: Second copies that no member could take (a reason to scale out), and those the join
     #: budgets left for a later plan.
     replicas_waiting: list[str] = field(default_factory=list)
@@ -189,7 +194,7 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
     takers = [m for m in members.values() if not m.draining]
     unowned = sorted(snapshot.wanted - snapshot.blocked - kept.keys())
     if second:
-        unowned = _promote(result, unowned, second, kept)
+        unowned = _promote(result, unowned, second, kept, snapshot.held)
     unowned = _adopt(result, unowned, snapshot.holders, owners=kept, load=load, members=members)
     held_here = set(result.assign)  # promoted and adopted: held, no join; not moved now
     budget = _Budget(snapshot.budget, {m.id: m.slots for m in takers})
@@ -216,7 +221,7 @@ def plan(snapshot: Snapshot, *, max_moves: int = 100, tolerance: int = 2) -> Pla
         seconds = _Seconds(
             snapshot, result, owners=kept, second=second, load=load, takers=takers, budget=budget
         )
-        seconds.place(domain, max_moves)
+        seconds.place(domain, max_moves, tolerance)
     return result
 
 
@@ -239,16 +244,22 @@ def _kept_seconds(
 
 
 def _promote(
-    result: Plan, unowned: list[str], second: dict[str, str], owners: dict[str, str]
+    result: Plan,
+    unowned: list[str],
+    second: dict[str, str],
+    owners: dict[str, str],
+    held: Mapping[str, frozenset[str]],
 ) -> list[str]:
-    """Rule 7: unowned channels whose second copy lives are owned by it (held: no join); the
-    others returned."""
+    """Rule 7: unowned channels whose second copy lives and holds them (``held``: joined, not
+    only assigned) are owned by it: no join, no gap; the others returned (a second copy still
+    joining keeps its place, and the channel is placed as any other)."""
     rest = []
     for channel in unowned:
-        holder = second.pop(channel, None)
-        if holder is None:
+        holder = second.get(channel)
+        if holder is None or holder not in held.get(channel, ()):
             rest.append(channel)
             continue
+        del second[channel]
         result.assign[channel] = owners[channel] = holder
         result.promoted += 1
     return rest
@@ -295,13 +306,16 @@ class _Seconds:
         ]
         heapq.heapify(self.heap)
 
-    def place(self, domain: Mapping[str, str], max_moves: int) -> None:
+    def place(self, domain: Mapping[str, str], max_moves: int, tolerance: int) -> None:
         """Place the missing second copies, then spread those sharing their owner's domain
-        (``domain``: each member's), at most ``max_moves``."""
+        (``domain``: each member's), then even the load out (``max_moves`` moves in all,
+        the plan's own counted)."""
         self.domain = domain
         missing, crowded = self._classify()
         self._fill(self._adopt(missing))
-        self._spread(crowded, max_moves)
+        left = max_moves - self.result.moves
+        left -= self._spread(crowded, left)
+        self._even(left, tolerance)
         result, second = self.result, self.second
         for channel in self.snapshot.replicas.keys() - second.keys():
             if channel in self.owners and channel not in result.replicas:
@@ -352,15 +366,67 @@ class _Seconds:
         paced = limited and any(_free(m, self.load) for m in self.members.values())
         (result.replicas_paced if paced else result.replicas_waiting).extend(left)
 
-    def _spread(self, crowded: list[str], max_moves: int) -> None:
-        """Move second copies sharing their owner's domain to another, at most ``max_moves``."""
-        for channel in crowded[:max_moves]:
+    def _spread(self, crowded: list[str], max_moves: int) -> int:
+        """Move second copies sharing their owner's domain to another, at most ``max_moves``;
+        how many moved."""
+        moved = 0
+        for channel in crowded[: max(0, max_moves)]:
             owner = self.owners[channel]
             taker = None if self.budget.spent else self._take(owner, apart_only=True)
             if taker is None:
-                return
+                break
             self.load[self.second[channel]] -= 1
             self.second[channel] = self.result.replicas[channel] = taker
+            moved += 1
+        self.result.replica_moves += moved
+        return moved
+
+    def _even(self, max_moves: int, tolerance: int) -> None:
+        """Move second copies from the most to the least loaded member (rule 9), at most
+        ``max_moves``: never onto the channel's owner, nor into its domain when there are
+        several; a member none of whose copies may go is passed over."""
+        members, load, budget, domain = self.members, self.load, self.budget, self.domain
+        if len(members) < 2 or max_moves <= 0:
+            return
+        several = len(set(domain.values())) > 1
+        copies: dict[str, list[str]] = {m: [] for m in members}
+        for channel, holder in self.second.items():
+            if holder in copies:
+                copies[holder].append(channel)
+        for channels in copies.values():
+            channels.sort(reverse=True)  # the last in name order moves first: deterministic
+        stuck: set[str] = set()
+        moved = 0
+        while moved < max_moves:
+            givers = [m for m in members.values() if m.id not in stuck and copies[m.id]]
+            open_ = [m for m in members.values() if budget.allows(m.id)]
+            if not givers or not open_:
+                break
+            most = max(givers, key=lambda m: (load[m.id], m.id))
+            least = min(open_, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
+            if load[most.id] - load[least.id] <= tolerance or load[least.id] >= least.capacity:
+                break
+            target = domain.get(least.id)
+            found = next(
+                (
+                    i
+                    for i, c in enumerate(copies[most.id][:64])
+                    if (owner := self.owners.get(c)) != least.id
+                    and not (several and domain.get(owner or "") == target)
+                ),
+                None,
+            )
+            if found is None:
+                stuck.add(most.id)
+                continue
+            channel = copies[most.id].pop(found)
+            copies[least.id].append(channel)
+            budget.spend(least.id)
+            load[most.id] -= 1
+            load[least.id] += 1
+            self.second[channel] = self.result.replicas[channel] = least.id
+            moved += 1
+        self.result.replica_moves += moved
 
     def _adopt(self, missing: list[str]) -> list[str]:
         """Missing second copies that a member (not the owner) holds already; the rest."""
@@ -597,18 +663,21 @@ def _rebalance(
             by_member[owner].append(channel)
     for channels in by_member.values():
         channels.sort()  # the last in name order moves first: deterministic
+    stuck: set[str] = set()  # members none of whose channels may move to the least loaded
     while result.moves < max_moves:
-        most = max(takers, key=lambda m: (load[m.id], m.id))
+        givers = [m for m in takers if m.id not in stuck]
         open_ = [m for m in takers if budget.allows(m.id)]
-        if not open_:
+        if not givers or not open_:
             return
+        most = max(givers, key=lambda m: (load[m.id], m.id))
         least = min(open_, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
         if load[most.id] - load[least.id] <= tolerance or load[least.id] >= least.capacity:
             return
         candidates = by_member[most.id]
         index = _movable(candidates, least.id, second, domain if several else {})
         if index is None:
-            return
+            stuck.add(most.id)
+            continue
         budget.spend(least.id)
         channel = candidates.pop(index)
         by_member[least.id].append(channel)
