@@ -148,8 +148,10 @@ async def _beat_as(
     process_id: str,
     supervisor: str,
     state: str = "running",
+    *,
+    replicas: int = 1,
 ) -> None:
-    status = ProcessStatus(supervisor=supervisor, state=state)
+    status = ProcessStatus(supervisor=supervisor, state=state, replicas=replicas)
     await Heartbeat(
         client, keys, "process", process_id, ttl_s=30, interval_s=1, status_of=lambda: status
     ).beat()
@@ -489,11 +491,18 @@ async def test_two_copies_on_two_hosts_and_a_promotion_when_an_owner_dies(
     keys = Keys(redis_prefix, 30.0, 3.0)
     try:
         for process_id, supervisor in (("p1", "s1"), ("p2", "s2"), ("p3", "s3")):
-            await _beat_as(client, keys, process_id, supervisor)
+            # p3 has another setting: it would not check every event
+            await _beat_as(client, keys, process_id, supervisor, replicas=1 + (process_id != "p3"))
             await _supervisor(client, keys, supervisor)  # each on a host of its own
         leader = _coordinator(client, store, keys, "s1", capacity=10, copies=2)
         assert await leader.run_once() is not None
         reader = Assignment(client, keys)
+        assert await reader.replicas() == {}  # one copy while a worker differs, and said so
+        assert leader.copies_problem is not None
+        assert "p3" in leader.copies_problem
+        await _beat_as(client, keys, "p3", "s3", replicas=2)  # restarted with the setting
+        assert await leader.run_once() is not None
+        assert leader.copies_problem is None
         owners, seconds = await reader.all(), await reader.replicas()
         assert set(owners) == set(seconds) == set(CHANNELS)
         assert all(owners[c] != seconds[c] for c in CHANNELS)

@@ -122,6 +122,9 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds its takes from Twitch's rate windows waited since it started, by bucket
     #: (``join``, ``auth``, ``messages``).
     rate_limit_waits: dict[str, float] = msgspec.field(default_factory=dict)
+    #: Its ``coordinator.replicas``: 2 when it checks every event (the coordinator places
+    #: second copies only while every worker does).
+    replicas: int = 1
     #: When it beat last (Redis's clock, Unix seconds), stamped by the beat's script.
     at: float = 0.0
 

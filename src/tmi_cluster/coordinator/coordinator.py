@@ -214,6 +214,10 @@ class Coordinator:
         self.passes = 0
         #: Why the last pass failed (an unexpected error), else None.
         self.problem: str | None = None
+        #: Live workers whose ``coordinator.replicas`` differs from this one's (see
+        #: :meth:`_copies_now`), and what is said of it (None: nothing wrong).
+        self._differing: list[str] = []
+        self._copies_problem: str | None = None
         #: The last plan carried out.
         self.last_plan: Plan | None = None
         #: Live workers whose supervisor has no heartbeat, and since when (monotonic, here).
@@ -239,6 +243,12 @@ class Coordinator:
             if policy is not None
             else None
         )
+
+    @property
+    def copies_problem(self) -> str | None:
+        """Why the cluster runs one copy of each channel while ``coordinator.replicas`` says
+        two (a worker with another setting), else None."""
+        return self._copies_problem
 
     @property
     def cleanup_problem(self) -> str | None:
@@ -446,7 +456,7 @@ class Coordinator:
             holders=holders,
             budget=self._account_budget(assignment, held, replicas),
             replicas=replicas,
-            copies=self.copies,
+            copies=self._copies_now(),
             held=everyone,
         )
         return _View(snapshot, targets, placeable, adopting, fixed)
@@ -523,6 +533,9 @@ class Coordinator:
 
     async def _members(self) -> tuple[list[Member], dict[str, Beat[SupervisorStatus]]]:
         processes: dict[str, Beat[ProcessStatus]] = await live(self.client, self.keys, "process")
+        self._differing = sorted(
+            p for p, b in processes.items() if b.status.replicas != self.copies
+        )
         supervisors: dict[str, Beat[SupervisorStatus]] = await live(
             self.client, self.keys, "supervisor"
         )
@@ -549,6 +562,26 @@ class Coordinator:
                 )
             )
         return members, supervisors
+
+    def _copies_now(self) -> int:
+        """The copies this pass places: :attr:`copies`, or one while a live worker's
+        ``coordinator.replicas`` differs (an old worker during a rolling change, a setting
+        that differs: a worker with 1 does not check every event), said once as a warning and
+        as the problem until every worker has this coordinator's setting."""
+        if not self._differing:
+            if self._copies_problem is not None:
+                log.warning("coordinator: every worker has coordinator.replicas = %d", self.copies)
+            self._copies_problem = None
+            return self.copies
+        shown = ", ".join(self._differing[:5]) + (" ..." if len(self._differing) > 5 else "")
+        problem = (
+            f"coordinator.replicas is {self.copies} here but not on worker(s) {shown}: one copy "
+            "of each channel until every process has the same setting"
+        )
+        if problem != self._copies_problem:
+            log.warning("coordinator: %s", problem)
+        self._copies_problem = problem
+        return 1
 
     def _with_slots(
         self,

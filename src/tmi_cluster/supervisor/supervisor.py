@@ -472,6 +472,8 @@ class Supervisor:
             return f"coordinator: {self.coordinator.problem}"
         if self.coordinator is not None and self.coordinator.cleanup_problem:
             return f"coordinator: {self.coordinator.cleanup_problem}"
+        if self.coordinator is not None and self.coordinator.copies_problem:
+            return f"coordinator: {self.coordinator.copies_problem}"
         return None
 
     def _spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

@@ -287,6 +287,7 @@ class WorkerProcess:
             messages_total=self._messages,
             commands_total=commands,
             commands_per_s=round(commands_rate, 1),
+            replicas=self.settings.coordinator.replicas,
             joins=dict(self._join_results),
             rate_limit_waits=_rate_limit_waits(pool) if pool is not None else {},
             reconnects_total=(

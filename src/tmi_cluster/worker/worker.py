@@ -406,8 +406,10 @@ class Worker:
 
     @property
     def duplicates_dropped(self) -> int:
-        """Events the duplicate check found seen by another process first."""
-        return self.delivery.duplicates
+        """Events the duplicate check found seen by another process first (the handlers', and
+        with second copies the stream's)."""
+        published = self.publisher.duplicates if self.publisher is not None else 0
+        return self.delivery.duplicates + published
 
     # -- the event path ------------------------------------------------------------------------
 
