@@ -27,6 +27,7 @@ import redis.asyncio
 from tmi_cluster import Cluster
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.events import EventPublisher, Seen
+from tmi_cluster.cluster import admin
 from tmi_cluster.events import Event, JoinEvent, MessageEvent
 from tmi_cluster.events.build import from_message
 from tmi_cluster.irc.message import parse
@@ -183,6 +184,9 @@ async def test_a_supervisor_killed_loses_no_message_with_two_copies(
             await cluster.until(three, 60, "a worker on each supervisor")
             await cluster.want(ROOMS)
             await cluster.until(lambda: _copies(cluster, sim, set()), 90, "two copies of each")
+            rows = await admin.channels(cluster.settings(), [])
+            assert {r["state"] for r in rows} == {"joined"}  # a second copy is no hand-over
+            assert all(r["replica"] and r["replica"] != r["process"] for r in rows)
             async with (
                 Cluster(cluster.settings()) as app,
                 streamed_keys(app) as streamed,

@@ -16,9 +16,10 @@ import redis
 import redis.asyncio
 
 from tmi_cluster.bus import Coordination, Keys, Order, read
+from tmi_cluster.cluster import admin
 from tmi_cluster.config import Settings
 from tmi_cluster.embedded import redis_server_executable
-from tmi_cluster.errors import RedisUnavailableError
+from tmi_cluster.errors import RedisUnavailableError, TmiClusterError
 from tmi_cluster.events import ClusterEvent, ProcessScaled
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.supervisor.supervisor import Supervisor
@@ -378,6 +379,9 @@ def test_a_supervisor_of_fixed_size_runs_its_own_count_and_the_auto_scaler_leave
                 await client.aclose()
             supervisor.order(Order.SCALE, {"processes": "1", "cause": "manual"})  # ignored
             assert supervisor.processes.target == 3
+            with pytest.raises(TmiClusterError, match=r"sup-f runs a fixed 3 .*processes"):
+                await admin.scale(settings, "sup-f", 1)  # by hand: refused, saying why
+            assert (await admin.scaling(settings))["fixed"] == {"sup-f": 3}
 
     asyncio.run(scenario())
     scaled = [e for e in events if isinstance(e, ProcessScaled)]

@@ -214,6 +214,14 @@ class Assignment:
             raw: Any = await self.client.hgetall(self.keys.replicas)
         return {_text(k): _text(v) for k, v in raw.items()}
 
+    async def seconds(self, channels: Sequence[str]) -> dict[str, str | None]:
+        """The process holding each channel's second copy (None: none)."""
+        if not channels:
+            return {}
+        with translated(self._where):
+            values = await self.client.hmget(self.keys.replicas, list(channels))
+        return {c: _text(v) if v else None for c, v in zip(channels, values, strict=True)}
+
     async def of(self, process_id: str) -> set[str]:
         """The channels assigned to a process (as owner or second copy)."""
         with translated(self._where):

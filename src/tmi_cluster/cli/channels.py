@@ -171,10 +171,15 @@ def channels(
         for c in shown
     ]
     headers = ["channel", "state", "process", "route", "since", "last failure"]
-    if len(settings.tmi.accounts) > 1:  # several bot accounts: which sends where
-        headers.insert(4, "sender")
+    if settings.coordinator.replicas > 1:  # two copies: where the second one is
+        headers.insert(3, "second copy")
         for row, c in zip(rows, shown, strict=True):
-            row.insert(4, str(c["sender"] or ""))
+            row.insert(3, str(c["replica"] or ""))
+    if len(settings.tmi.accounts) > 1:  # several bot accounts: which sends where
+        at = headers.index("route") + 1
+        headers.insert(at, "sender")
+        for row, c in zip(rows, shown, strict=True):
+            row.insert(at, str(c["sender"] or ""))
     click.echo(table(headers, rows, "no channels"))
     reasons = sorted({(str(c["route"]), str(c["route_reason"])) for c in shown})
     if len(reasons) > 1 or any(route != "irc" for route, _ in reasons):  # EventSub in play

@@ -72,6 +72,8 @@ def scale(
     )
     for supervisor_id, target in state["targets"].items():
         click.echo(f"{supervisor_id}: {target}")
+    for supervisor_id, count in state["fixed"].items():
+        click.echo(f"{supervisor_id}: {count} (fixed: supervisor.processes)")
 
 
 @click.command()

@@ -467,6 +467,8 @@ class ChannelRow(NamedTuple):
     route_reason: str = ""
     #: The bot account that sends in it (None: no account, the cluster reads anonymously).
     sender: str | None = None
+    #: The live process that holds its second copy (``coordinator.replicas = 2``), if any.
+    replica: str | None = None
 
 
 @dataclass(frozen=True)
@@ -517,8 +519,9 @@ async def channel_table(
         moderated = await asyncio.to_thread(stored_moderated, store)
         senders = await _senders(settings, manager, [login for login, _, _ in rows])
         routes: _LiveRoutes | None = None
+        seconds: Mapping[str, str | None] = {}
         try:
-            owners, held_by, live, routes = await _live_channels(
+            owners, held_by, live, routes, seconds = await _live_channels(
                 settings, store, rows, everything=not logins, handles=handles
             )
         except (RedisUnavailableError, EmbeddedRedisError) as error:
@@ -538,6 +541,7 @@ async def channel_table(
         routing=Routing(settings, grants, moderated),
         routes=routes,
         senders=senders,
+        seconds=seconds,
     )
     return table, live is not None
 
@@ -567,13 +571,18 @@ def _classify(
     routing: Routing,
     routes: _LiveRoutes | None,
     senders: Callable[[str], str | None],
+    seconds: Mapping[str, str | None] | None = None,
 ) -> list[ChannelRow]:
     table: list[ChannelRow] = []
     nobody: set[str] = set()
+    seconds = seconds or {}
     for login, wanted, since in rows:
         owner = owners.get(login)
         if live is not None and owner not in live:
             owner = None  # assigned to a process that is gone: waiting for a new owner
+        second = seconds.get(login)
+        if live is not None and second not in live:
+            second = None
         holders = held_by.get(login, nobody)
         failure = failures.get(login)
         route, reason = _route_of(login, routing, routes)
@@ -582,12 +591,16 @@ def _classify(
         elif wanted and routes is not None and login in routes.routed and not holders:
             current = _JOINED  # read through EventSub: no IRC connection holds it
         else:
-            current = _channel_state(wanted, owner, holders, failed=failure is not None)
+            current = _channel_state(
+                wanted, owner, holders, failed=failure is not None, second=second
+            )
         changed = (failure.failed_at or since) if current == "failed" and failure else since
         if current in ("parted", "unauthorized") and not (routes and login in routes.routed):
             reason = f"not read ({current}); once joined: {reason}"
         table.append(
-            ChannelRow(login, current, owner, changed, failure, route, reason, senders(login))
+            ChannelRow(
+                login, current, owner, changed, failure, route, reason, senders(login), second
+            )
         )
     return table
 
@@ -635,6 +648,7 @@ def channel_json(row: ChannelRow, *, live: bool) -> dict[str, Any]:
         "route": row.route,
         "route_reason": row.route_reason,
         "sender": row.sender,
+        "replica": row.replica,
     }
 
 
@@ -646,11 +660,15 @@ async def _live_channels(
     everything: bool = False,
     handles: Handles = _NONE,
 ) -> tuple[
-    Mapping[str, str | None], dict[str, set[str]], dict[str, Beat[ProcessStatus]], _LiveRoutes
+    Mapping[str, str | None],
+    dict[str, set[str]],
+    dict[str, Beat[ProcessStatus]],
+    _LiveRoutes,
+    Mapping[str, str | None],
 ]:
-    """Who owns and who holds each channel now, the live workers, and the EventSub routes
-    (from Redis); ``everything``: the rows are every known channel (the whole assignment is
-    read)."""
+    """Who owns and who holds each channel now, the live workers, the EventSub routes, and
+    where each channel's second copy is (from Redis); ``everything``: the rows are every known
+    channel (the whole assignment is read)."""
     keys = Keys.from_settings(settings)
     async with _redis(settings, "channels", handles) as client:
         assignment = Assignment(client, keys)
@@ -660,6 +678,11 @@ async def _live_channels(
             if everything
             else await assignment.owners([login for login, _, _ in rows])
         )
+        seconds: Mapping[str, str | None] = (
+            await assignment.replicas()
+            if everything
+            else await assignment.seconds([login for login, _, _ in rows])
+        )
         held = await assignment.held_of(sorted(live))
         bus = EventSubRoutes(client, keys)
         routes = _LiveRoutes(await bus.routes(), await bus.problems())
@@ -668,15 +691,20 @@ async def _live_channels(
         for channel in channels:
             if not is_shard(channel):
                 held_by.setdefault(channel, set()).add(process_id)
-    return owners, held_by, live, routes
+    return owners, held_by, live, routes, seconds
 
 
-def _channel_state(wanted: bool, owner: str | None, holders: set[str], *, failed: bool) -> str:
-    """A channel's state from whether it is wanted, its live owner and who holds it."""
+def _channel_state(
+    wanted: bool, owner: str | None, holders: set[str], *, failed: bool, second: str | None = None
+) -> str:
+    """A channel's state from whether it is wanted, its live owner, its second copy's process
+    and who holds it: held by its own processes only, joined (its second copy too, or only it
+    while the owner joins); held by another one as well, moving."""
     if not wanted:
         return "parted"
-    if owner is not None and owner in holders:
-        return "moving" if holders - {owner} else _JOINED
+    mine = {owner, second}
+    if holders and not holders - mine:
+        return _JOINED
     if holders:
         return "moving"
     if owner is not None:
@@ -688,14 +716,21 @@ async def scale(
     settings: Settings, supervisor_id: str, processes: int, *, handles: Handles = _NONE
 ) -> int:
     """Set supervisor ``supervisor_id``'s number of worker processes by hand; its number
-    before. TmiClusterError for an unknown or dead supervisor, or a number that would take the
-    cluster outside ``auto_scale.processes.min``..``max`` (the auto-scaler would undo it at
-    once). The auto-scaler may change it again after its cooldown unless paused
+    before. TmiClusterError for an unknown or dead supervisor, one that runs a fixed number of
+    workers (``supervisor.processes``), or a number that would take the cluster outside
+    ``auto_scale.processes.min``..``max`` (the auto-scaler would undo it at once). The
+    auto-scaler may change it again after its cooldown unless paused
     (:func:`pause_scaling`)."""
     keys = Keys.from_settings(settings)
     bounds = settings.auto_scale.processes
     async with _redis(settings, "scale", handles) as client:
         live = await _live_supervisors(settings, client, keys, supervisor_id, handles=handles)
+        status = live[supervisor_id].status
+        if status.fixed:
+            raise TmiClusterError(
+                f"{supervisor_id} runs a fixed {status.target} worker processes "
+                "(supervisor.processes): change its setting, or add or remove supervisors"
+            )
         coordination = Coordination(client, keys)
         _, now = await coordination.scale_state()
         targets = {s: n for s, n in (await coordination.targets()).items() if s in live}
@@ -725,7 +760,8 @@ async def pause_scaling(settings: Settings, paused: bool, *, handles: Handles = 
 
 async def scaling(settings: Settings, *, handles: Handles = _NONE) -> dict[str, Any]:
     """The auto-scaler's state: ``paused``, ``cause`` of the last change, ``targets`` of the
-    live supervisors, ``processes`` (their sum)."""
+    live supervisors it sizes, ``processes`` (their sum), and ``fixed``: the live supervisors
+    that run a fixed number of workers (``supervisor.processes``), with that number."""
     keys = Keys.from_settings(settings)
     async with _redis(settings, "scale", handles) as client:
         with _store(settings, handles) as store:
@@ -733,9 +769,11 @@ async def scaling(settings: Settings, *, handles: Handles = _NONE) -> dict[str, 
         coordination = Coordination(client, keys)
         state, _ = await coordination.scale_state()
         targets = {s: n for s, n in (await coordination.targets()).items() if s in live}
+    fixed = {s: beat.status.target for s, beat in live.items() if beat.status.fixed}
     return {
         "paused": state.paused,
         "cause": state.cause,
         "targets": dict(sorted(targets.items())),
         "processes": sum(targets.values()),
+        "fixed": dict(sorted(fixed.items())),
     }
