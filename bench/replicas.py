@@ -255,9 +255,9 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, help="messages/s (default 2,000; quick 500)")
     parser.add_argument("--seconds", type=float, help="steady measure (default 20; quick 4)")
     args = parser.parse_args()
-    channels = args.channels or (200 if args.quick else 2000)
-    rate = args.rate or (500.0 if args.quick else 2000.0)
-    seconds = args.seconds or (4.0 if args.quick else 20.0)
+    channels = args.channels if args.channels is not None else (200 if args.quick else 2000)
+    rate = args.rate if args.rate is not None else (500.0 if args.quick else 2000.0)
+    seconds = args.seconds if args.seconds is not None else (4.0 if args.quick else 20.0)
     if channels < 1 or rate <= 0 or seconds <= 0:
         parser.error("--channels, --rate and --seconds must be positive")
     rows = []
@@ -296,4 +296,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # the clusters were stopped on the way out
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

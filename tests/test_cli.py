@@ -179,6 +179,15 @@ def test_features_say_what_is_not_available_yet(tmp_path: Path) -> None:
     assert lines["memory limit"] == (
         "supervisor 256 MB (then it starts itself again), worker 128 MB (then it is replaced)"
     )
+    assert lines["copies"] == "1 of each channel (coordinator.replicas)"
+    two = tmi(
+        tmp_path,
+        "features",
+        TMI_CLUSTER_COORDINATOR__REPLICAS="2",
+        TMI_CLUSTER_SUPERVISOR__PROCESSES="3",
+    ).stdout
+    assert "2 of each channel" in two
+    assert "this supervisor runs a fixed 3" in two
     assert "not available yet" not in result.stdout
     assert lines["invite screen"] == (
         "off: the dummy channel manager lets the bot into every channel, so there is nothing "
@@ -559,7 +568,7 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
     out = tmp_path / "demo.out"
     with out.open("w") as sink:
         process = subprocess.Popen(
-            [SCRIPT, "demo", "--channels", "30"],
+            [SCRIPT, "demo", "--channels", "30", "--replicas", "2"],
             cwd=tmp_path,
             stdout=sink,
             stderr=subprocess.PIPE,
@@ -567,7 +576,9 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
             env=_env(TMI_CLUSTER_TMI__CONNECTION__SIMULATE="never"),  # ignored: the demo's own
         )
         deadline = time.monotonic() + 60
-        while "30 of 30 simulated channels joined" not in out.read_text():
+        while "30 of 30 simulated channels joined (each on 2 workers: 60 held)" not in (
+            out.read_text()
+        ):
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, out.read_text()
             time.sleep(0.2)
@@ -579,6 +590,8 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
     assert out.read_text().rstrip().endswith("demo stopped; nothing left behind")
     assert "built-in simulator" in out.read_text()
     assert "try in another terminal:" in out.read_text()  # off a terminal too
+    assert "ignored: " in out.read_text()  # the variables of the user's own cluster, said
+    assert "TMI_CLUSTER_TMI__CONNECTION__SIMULATE" in out.read_text()
     assert not folder.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.out", "tmi-cluster.toml"]
 

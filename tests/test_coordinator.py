@@ -524,6 +524,14 @@ async def test_two_copies_on_two_hosts_and_a_promotion_when_an_owner_dies(
         assert "p1" not in set(owners.values()) | set(seconds.values())
         assert all(owners[c] != seconds[c] for c in CHANNELS)
         assert await reader.of("p1") == set()
+        # one worker left: no second copy has room, and that is said
+        await client.delete(keys.process_heartbeat("p3"))
+        assert await leader.run_once() is not None
+        assert leader.copies_problem is not None
+        assert "without a second copy" in leader.copies_problem
+        await _beat_as(client, keys, "p3", "s3", replicas=2)
+        assert await leader.run_once() is not None
+        assert leader.copies_problem is None
         # back to one copy: the second copies go
         single = _coordinator(client, store, keys, "s1", capacity=10)
         result = await single.run_once()

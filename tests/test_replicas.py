@@ -75,13 +75,13 @@ async def test_two_publishers_write_each_event_once_in_order(
         assert all(f"msg-{n:04}".encode() in text for n, text in enumerate(texts))  # in order
         assert first.published + second.published == 200
         assert first.duplicates + second.duplicates == 200  # every event was read twice
-        # the same line again later, as an event of its own (a raw-line key lives 10 s only)
+        # the same line again later, as an event of its own (a raw-line key lives 3 s only)
         join = _event(_JOIN)
         await first.publish([join])
         await second.publish([join])
         assert await client.xlen(keys.events) == 201
         ttl = await client.ttl(keys.published(event_key(join)))
-        assert 0 < ttl <= 10
+        assert 0 < ttl <= 3
     finally:
         await client.aclose()
 

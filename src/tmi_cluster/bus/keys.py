@@ -80,10 +80,12 @@ __all__ = ["DEDUPE_S", "LEASE_S", "RAW_DEDUPE_S", "RAW_KEY_MARK", "Keys"]
 LEASE_S = 10
 #: Seconds an event's de-duplication key lives (longer than any reconnect overlap).
 DEDUPE_S = 120
-#: Seconds the key of an event known only by its raw line lives (JOIN, PART, ROOMSTATE, ...):
-#: long enough for the copies of one line on two connections, short enough that the same line
-#: sent again later (a user joining again) is an event of its own.
-RAW_DEDUPE_S = 10
+#: Seconds the key of an event known only by its raw line lives (JOIN, PART, ROOMSTATE, ...,
+#: which carry no id): long enough for the copies of one line on two connections (they arrive
+#: within milliseconds of each other), short enough that the same line sent again (a slow mode
+#: turned off and on again, a user joining again) is an event of its own. A copy read more
+#: than this late is delivered twice; the same line within it, once.
+RAW_DEDUPE_S = 3
 #: What marks a dedupe key made from a raw line (``Class:raw:digest``).
 RAW_KEY_MARK = ":raw:"
 #: Seconds the new owner of a channel taken from a worker presumed dead checks its events

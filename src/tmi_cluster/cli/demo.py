@@ -56,10 +56,12 @@ DEMO_CHANNELS = 300
 _LINES = 6
 
 
-def demo_toml(folder: Path) -> str:
-    """The demo's whole configuration: everything in ``folder``, the simulator always."""
+def demo_toml(folder: Path, *, replicas: int = 1) -> str:
+    """The demo's whole configuration: everything in ``folder``, the simulator always,
+    ``replicas`` copies of each channel."""
     return (
         "# tmi-cluster demo: written by 'tmi-cluster demo', deleted when it stops\n"
+        f"[coordinator]\nreplicas = {replicas}\n\n"
         f'[database]\nurl = "sqlite:///{folder / "demo.db"}"\n\n'
         f'[redis]\nembedded_dir = "{folder / "redis"}"\n\n'
         '[tmi.connection]\nsimulate = "always"\nconnect_interval = 0.05\n\n'
@@ -72,9 +74,13 @@ def demo_toml(folder: Path) -> str:
 class Demo:
     """One demo run: :meth:`run` until ``stop`` is set; the folder is gone when it returns."""
 
-    def __init__(self, *, channels: int = DEMO_CHANNELS, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, *, channels: int = DEMO_CHANNELS, out: TextIO = sys.stdout, replicas: int = 1
+    ) -> None:
         self.channels = [f"demo{n:04}" for n in range(1, channels + 1)]
         self.out = out
+        #: Copies of each channel (``coordinator.replicas``): 2 holds each on both workers.
+        self.replicas = replicas
         _remove_stale_folders()
         self.folder = Path(tempfile.mkdtemp(prefix=_PREFIX))
         (self.folder / _OWNER).write_text(str(os.getpid()), encoding="utf-8")
@@ -87,10 +93,16 @@ class Demo:
         from tmi_cluster.supervisor import supervisor as supervisors
 
         try:
-            self.config.write_text(demo_toml(self.folder), encoding="utf-8")
+            self.config.write_text(demo_toml(self.folder, replicas=self.replicas), encoding="utf-8")
             # the workers inherit the environment: nothing of the user's cluster leaks in
-            for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+            ignored = sorted(n for n in os.environ if n.startswith(ENV_PREFIX))
+            for name in ignored:
                 del os.environ[name]
+            if ignored:
+                print(
+                    f"note: the demo runs on its own settings; ignored: {', '.join(ignored)}",
+                    file=self.out,
+                )
             os.environ[f"{ENV_PREFIX}CONFIG"] = str(self.config)
             settings = load_settings(self.config, environ={}, cwd=self.folder)
             supervisor = supervisors.Supervisor(
@@ -149,11 +161,16 @@ class Demo:
         )
 
     def _draw(self, workers: dict[str, Beat[ProcessStatus]], terminal: bool) -> None:
-        joined = sum(beat.status.channels for beat in workers.values())
+        held = sum(beat.status.channels for beat in workers.values())
         rate = sum(beat.status.messages_per_s for beat in workers.values())
+        copies = ""
+        if self.replicas > 1:  # each channel held twice; each message read twice, shown once
+            copies = f" (each on {self.replicas} workers: {held} held)"
+            rate /= self.replicas
+        joined = min(len(self.channels), held // self.replicas)
         head = (
             f"tmi-cluster demo: {joined} of {len(self.channels)} simulated channels "
-            f"joined, {rate:.0f} messages/s, {len(workers)} worker processes"
+            f"joined{copies}, {rate:.0f} messages/s, {len(workers)} worker processes"
         )
         if not terminal:
             print(head, file=self.out, flush=True)

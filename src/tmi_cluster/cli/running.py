@@ -97,12 +97,21 @@ def without_id(args: list[str]) -> list[str]:
     show_default=True,
     help="How many simulated channels to join.",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1, max=2),
+    default=1,
+    show_default=True,
+    help="Copies of each channel (coordinator.replicas): 2 holds each one on both workers, "
+    "every event delivered once.",
+)
 @long_running
-def demo(count: int) -> None:
+def demo(count: int, replicas: int) -> None:
     """Run a whole cluster on this machine, set up by nothing and leaving nothing: a private
     Redis server and a SQLite database in a temporary folder, a supervisor with two worker
     processes reading the built-in Twitch chat simulator (never Twitch), channels joined, a
-    live summary. Ctrl-C stops everything and deletes the folder."""
+    live summary. Ctrl-C stops everything and deletes the folder. It runs on its own settings
+    (TMI_CLUSTER_* variables and tmi-cluster.toml are not read)."""
     import asyncio
 
     from tmi_cluster.cli.demo import Demo
@@ -112,7 +121,7 @@ def demo(count: int) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal too
             loop.add_signal_handler(signum, stop.set)
-        await Demo(channels=count).run(stop, on_ready=click.echo)
+        await Demo(channels=count, replicas=replicas).run(stop, on_ready=click.echo)
 
     asyncio.run(main())
     click.echo("demo stopped; nothing left behind")

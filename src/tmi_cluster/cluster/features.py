@@ -79,7 +79,20 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             f"{scale.processes.min}-{scale.processes.max} processes, "
             f"{scale.thresholds.channels} channels = 100 %, in below "
             f"{scale.thresholds.scale_in:g} %, out above {scale.thresholds.scale_out:g} %, "
-            f"cooldown {scale.cooldown:g} s, restore {_on(scale.restore)}",
+            f"cooldown {scale.cooldown:g} s, restore {_on(scale.restore)}"
+            + (
+                f"; this supervisor runs a fixed {settings.supervisor.processes} "
+                "(supervisor.processes: the auto-scaler sizes only the others)"
+                if settings.supervisor.processes
+                else ""
+            ),
+        ),
+        (
+            "copies",
+            "2 of each channel, on two hosts where there are several (every event checked: "
+            "a host's death loses nothing)"
+            if settings.coordinator.replicas > 1
+            else "1 of each channel (coordinator.replicas)",
         ),
         (
             "limits",

@@ -218,6 +218,7 @@ class Coordinator:
         #: :meth:`_copies_now`), and what is said of it (None: nothing wrong).
         self._differing: list[str] = []
         self._copies_problem: str | None = None
+        self._seconds_problem: str | None = None
         #: The last plan carried out.
         self.last_plan: Plan | None = None
         #: Live workers whose supervisor has no heartbeat, and since when (monotonic, here).
@@ -246,9 +247,9 @@ class Coordinator:
 
     @property
     def copies_problem(self) -> str | None:
-        """Why the cluster runs one copy of each channel while ``coordinator.replicas`` says
-        two (a worker with another setting), else None."""
-        return self._copies_problem
+        """Why channels have one copy while ``coordinator.replicas`` says two (a worker with
+        another setting, or no room for the second copies), else None."""
+        return self._copies_problem or self._seconds_problem
 
     @property
     def cleanup_problem(self) -> str | None:
@@ -381,6 +382,7 @@ class Coordinator:
         if result.assign or seconds:
             await fenced.assign(result.assign, seconds)
         self.last_plan = result
+        self._note_seconds(result, snapshot.copies)
         if result.assign or result.unassign or seconds:
             log.debug(
                 "coordinator: %d assigned (%d moves, %d adopted, %d promoted), %d unassigned, "
@@ -582,6 +584,23 @@ class Coordinator:
             log.warning("coordinator: %s", problem)
         self._copies_problem = problem
         return 1
+
+    def _note_seconds(self, result: Plan, copies: int) -> None:
+        """Say once (a warning, and the problem) when channels wait for a second copy that no
+        worker has room for, and once when none waits any more."""
+        waiting = len(result.replicas_waiting) if copies > 1 else 0
+        problem = None
+        if waiting:
+            problem = (
+                f"{waiting} channel(s) without a second copy: no other worker has room "
+                "(more workers: auto_scale.processes.max, or more supervisors)"
+            )
+        if (problem is None) != (self._seconds_problem is None):
+            if problem is not None:
+                log.warning("coordinator: %s", problem)
+            else:
+                log.warning("coordinator: every channel has its second copy again")
+        self._seconds_problem = problem
 
     def _with_slots(
         self,

@@ -176,8 +176,8 @@ class _Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if self.closed or self.half_open or transport is None:
-            return
+        if self.closed or self.half_open or transport is None or transport.is_closing():
+            return  # closing: a reset seen by the transport before connection_lost() runs
         if self.held is not None:
             self.held.append(data)
             self.held_bytes += len(data)
