@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+import pytest
 import redis.asyncio
 
 from tmi_cluster.bus import Keys
 from tmi_cluster.bus.events import Seen
 from tmi_cluster.events import CheerEvent, Event, JoinEvent, MessageEvent
+from tmi_cluster.worker import delivery as delivery_module
 from tmi_cluster.worker.delivery import Delivery, event_key
 
 from .helpers import run, until
+from .test_redis_outage import RedisProcess
 
 
 def _message(channel: str, number: int, source: str | None = None) -> MessageEvent:
@@ -162,3 +166,41 @@ def test_without_a_cluster_fencing_changes_nothing() -> None:
     lonely = Delivery([], None)
     lonely.fence()
     assert not lonely.fenced
+
+
+@run
+async def test_an_event_read_after_a_long_outage_waits_its_own_time_before_going_unchecked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host cut off, then back: the outage began long ago, but an event read after it is
+    checked once Redis answers again, not delivered unchecked at once (it was a duplicate of
+    what the channel's new owner delivered meanwhile: found by the chaos suite)."""
+    monkeypatch.setattr(delivery_module, "UNCHECKED_AFTER_S", 1.5)
+    monkeypatch.setattr(delivery_module, "FENCED_UNCHECKED_AFTER_S", 1.5)
+    server = RedisProcess(tmp_path)
+    server.start()
+    client = redis.asyncio.Redis.from_url(server.url, socket_timeout=0.3)
+    keys = Keys("t:", 2.0, 3.0)
+    got: list[Event] = []
+    delivery = Delivery([got.append], Seen(client, keys))
+    delivery.fence()  # every event checked
+    checking = asyncio.create_task(delivery.run())
+    try:
+        server.kill()
+        delivery.put(_message("c", 1))  # Redis away: delivered unchecked after its wait
+        await until(lambda: len(got) == 1, 10, "the first event, unchecked")
+        assert delivery.unchecked == 1
+        delivery.put(_message("c", 2))  # read long after the outage began
+        await asyncio.sleep(0.15)  # its check failed: it waits its own time, Redis still away
+        assert len(got) == 1
+        server.start()
+        await Seen(client, keys).first([event_key(_message("c", 2))])  # another delivered it
+        await until(lambda: delivery.duplicates == 1, 10, "the second event, checked")
+        assert [e.tags["id"] for e in got] == ["m1"]
+        assert delivery.unchecked == 1
+    finally:
+        checking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checking
+        await client.aclose()
+        server.kill()

@@ -36,9 +36,12 @@ checked here; the event stream's publisher checks each event itself as it writes
 (:class:`~tmi_cluster.bus.events.EventPublisher` with ``dedupe_key``), so that a process
 killed between the check and the write loses nothing.
 
-While Redis does not answer, checked events are delivered unchecked after
-:data:`UNCHECKED_AFTER_S` (counted in :attr:`Delivery.unchecked`): a duplicate is better than
-a lost event.
+While Redis does not answer, a checked event is delivered unchecked once it has waited
+:data:`UNCHECKED_AFTER_S` itself while Redis did not answer (counted in
+:attr:`Delivery.unchecked`): a duplicate is better than a lost event. Each event waits its own
+time: an event read just after a long outage (a host cut off, then back) is checked as soon as
+Redis answers again, not delivered unchecked because the outage began long ago; while fenced,
+the wait is :data:`FENCED_UNCHECKED_AFTER_S` (its channels may be read by others meanwhile).
 """
 
 from __future__ import annotations
@@ -55,12 +58,14 @@ from tmi_cluster.bus.keys import RAW_KEY_MARK
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.events import Event
 
-__all__ = ["RECENT_S", "UNCHECKED_AFTER_S", "Delivery", "event_key"]
+__all__ = ["FENCED_UNCHECKED_AFTER_S", "RECENT_S", "UNCHECKED_AFTER_S", "Delivery", "event_key"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a checked event waits for Redis before it is delivered unchecked.
 UNCHECKED_AFTER_S = 5.0
+#: The same for a fenced worker (cut off: others may hold its channels, checking theirs).
+FENCED_UNCHECKED_AFTER_S = 30.0
 #: Seconds the keys of unchecked events are remembered where the EventSub route runs (longer
 #: than an EventSub copy takes to arrive after its IRC twin).
 RECENT_S = 5.0
@@ -112,6 +117,7 @@ class Delivery:
         self._guarded: set[str] = set()
         self._lifting: set[str] = set()
         self._waiting: deque[Event] = deque()
+        self._since: deque[float] = deque()  # when each waiting event was queued (monotonic)
         self._queued: dict[str | None, int] = {}  # channel -> its events in _waiting
         self._ready = asyncio.Event()
 
@@ -206,6 +212,7 @@ class Delivery:
     def _queue(self, event: Event) -> None:
         """``event`` waits for the check, behind the others of its channel."""
         self._waiting.append(event)
+        self._since.append(time.monotonic())
         self._queued[event.channel] = self._queued.get(event.channel, 0) + 1
         if not self._ready.is_set():
             self._ready.set()
@@ -226,38 +233,47 @@ class Delivery:
                 continue
             batch = list(waiting)
             firsts, failing_since = await self._check(batch, failing_since)
-            if firsts is None:
+            if not firsts:
                 await asyncio.sleep(0.2)  # Redis away: the batch waits, in order
                 continue
-            self._pass(batch, firsts)
+            self._pass(batch[: len(firsts)], firsts)
 
     async def _check(
         self, batch: list[Event], failing_since: float | None
     ) -> tuple[list[bool] | None, float | None]:
-        """For each event of ``batch``, whether it is the first sighting in the cluster (all
-        True once Redis has been away for :data:`UNCHECKED_AFTER_S`; None while it waits)."""
+        """For each event of ``batch``, whether it is the first sighting in the cluster; while
+        Redis does not answer, True for the first ones that have waited long enough themselves
+        (see the module) and None when none has."""
         once = self.shared_chat_once
         keys = [event_key(e, shared_chat=once and "source-id" in e.tags) for e in batch]
         assert self.seen is not None
         try:
             firsts = await self.seen.first(keys)
         except RedisUnavailableError as error:
-            now = asyncio.get_running_loop().time()
+            now = time.monotonic()
             if failing_since is None:
                 log.warning("the duplicate check waits for Redis: %s", error)
                 failing_since = now
-            if now - failing_since < UNCHECKED_AFTER_S:
+            limit = FENCED_UNCHECKED_AFTER_S if self.fenced else UNCHECKED_AFTER_S
+            # each event's own wait while Redis did not answer: the outage's start, or its own
+            ready = 0
+            for queued_at in self._since:
+                if now - max(queued_at, failing_since) < limit:
+                    break
+                ready += 1
+            if not ready:
                 return None, failing_since
-            self.unchecked += len(batch)
-            return [True] * len(batch), failing_since
+            self.unchecked += ready
+            return [True] * ready, failing_since
         self.checked += len(batch)
         return firsts, None
 
     def _pass(self, batch: list[Event], firsts: list[bool]) -> None:
         """Take ``batch`` off the queue; deliver the first sightings, count the rest."""
-        waiting, queued = self._waiting, self._queued
+        waiting, queued, since = self._waiting, self._queued, self._since
         for event, first in zip(batch, firsts, strict=True):
             waiting.popleft()
+            since.popleft()
             left = queued[event.channel] - 1
             if left:
                 queued[event.channel] = left
