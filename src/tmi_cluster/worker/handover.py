@@ -206,9 +206,14 @@ class HandOver:
             )
         self.worker.delivery.lift(lifted)
 
-    async def part_handed_over(self, assignment: Assignment, now: float) -> list[str]:
+    async def part_handed_over(
+        self, assignment: Assignment, now: float, *, settled: bool = True
+    ) -> list[str]:
         """Part the channels leaving us whose new owner holds them, or that nobody owns now,
-        or whose hand-over ran out of time; those parted."""
+        or whose hand-over ran out of time; those parted. Not ``settled`` (the assignment's
+        epoch is not the one this worker knows: Redis forgot it, and it is being rebuilt),
+        a channel that nobody owns may only not be placed again yet: it is kept until its
+        new owner holds it, or its deadline."""
         if not self.leaving:
             return []
         pool = self.worker.pool
@@ -222,7 +227,10 @@ class HandOver:
         done = [
             c
             for c in leaving
-            if owners[c] is None or c in taken or deadlines[c] <= now or c not in pool.channels
+            if (owners[c] is None and settled)
+            or c in taken
+            or deadlines[c] <= now
+            or c not in pool.channels
         ]
         late = [c for c in done if deadlines[c] <= now and c not in taken and owners[c]]
         if late:
@@ -233,8 +241,23 @@ class HandOver:
                 self.timeout_s,
             )
         if done:
-            await pool.part(done)
+            log.debug(
+                "%s parts %d channels handed over: %d held by their new owner, %d owned by "
+                "nobody, %d out of time, %d lost already (such as %s)",
+                self.id,
+                len(done),
+                sum(1 for c in done if c in taken),
+                sum(1 for c in done if owners[c] is None),
+                sum(1 for c in done if deadlines[c] <= now),
+                sum(1 for c in done if c not in pool.channels),
+                ", ".join(done[:3]),
+            )
+            # no longer held from now on, for the others: a PART can take seconds to be
+            # confirmed, and meanwhile a coordinator rebuilding the assignment (Redis forgot it)
+            # would adopt the channel here, where it is being parted, and its other holder
+            # would part it too
             await assignment.record_held(self.id, left=done)
+            await pool.part(done)
             await self.stop_leaving(assignment, done)
         return done
 

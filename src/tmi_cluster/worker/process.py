@@ -173,6 +173,7 @@ class WorkerProcess:
         self._beat_at = time.monotonic()  # the last heartbeat that Redis took
         self._fenced_at: float | None = None  # when the worker fenced itself (see _fence)
         self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
+        self._stop_epoch: str | None = None  # a new epoch it reported its held set for, stopping
         self._worker: Worker | None = None
         self._handover: HandOver | None = None
         #: The conduit shards it holds (None: the EventSub route is not configured).
@@ -517,7 +518,13 @@ class WorkerProcess:
         the next time if Redis does not answer)."""
         if self._outcomes:
             outcomes = dict(self._outcomes)
-            joined = [c for c, result in outcomes.items() if result == JoinResult.JOINED]
+            held = self._require_pool().held | (
+                self._shards.held if self._shards is not None else set()
+            )
+            # a join confirmed, and not parted since (a part is recorded before it is sent)
+            joined = [
+                c for c, result in outcomes.items() if c in held and result == JoinResult.JOINED
+            ]
             await assignment.record_held(self.id, joined=joined)
             await assignment.report(self.id, outcomes)
             for channel in outcomes:
@@ -624,6 +631,16 @@ class WorkerProcess:
     async def _reconcile_leaving(self, assignment: Assignment) -> None:
         pool = self._require_pool()
         await self._flush(assignment)
+        epoch = await assignment.epoch()
+        # Redis forgot the assignment (a restart while this one stops): its channels are
+        # placed again after the coordinator's adoption grace; until their new owners hold
+        # them, they are not "owned by nobody" (parting them then would leave them unread)
+        settled = epoch is not None and epoch == self._epoch
+        if not settled and epoch is not None and epoch != self._stop_epoch:
+            # say what it holds under the new epoch: the coordinator then places those
+            # channels on others at once (it adopts nothing onto a worker that stops)
+            await assignment.set_held(self.id, pool.held, epoch=epoch)
+            self._stop_epoch = epoch
         wanted = await assignment.of(self.id)
         now = time.monotonic()
         handover = self._require_handover()
@@ -631,7 +648,7 @@ class WorkerProcess:
         await handover.start_leaving(assignment, leaving)
         for channel in leaving:
             handover.leaving[channel] = min(handover.leaving[channel], now + self._remaining())
-        self._parted(await handover.part_handed_over(assignment, now))
+        self._parted(await handover.part_handed_over(assignment, now, settled=settled))
 
     def _parted(self, channels: list[str]) -> None:
         """``channels`` were parted after their hand-over: no retry of theirs is due."""
