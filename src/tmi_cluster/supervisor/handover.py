@@ -52,7 +52,11 @@ async def hand_over(
         while time.monotonic() < deadline:
             sizes = await coordination.sizes(mine)
             held = sum(h for _, h in sizes.values())
-            if not any(a or h for a, h in sizes.values()):
+            # right after a Redis restart every set reads empty while the workers still hold
+            # their channels: not "handed over" until they have said what they hold
+            if not any(a or h for a, h in sizes.values()) and not (
+                await coordination.forgot_recently()
+            ):
                 log.info("supervisor %s: its channels are handed over", supervisor_id)
                 return
             if not await _someone_to_take_over(client, keys, supervisor_id, mine):

@@ -421,13 +421,17 @@ class Processes:
             await self._drain(child, "surplus")
 
     async def _stop_drained(self, draining: list[Child], now: float) -> None:
-        """Of the ``draining`` workers, stop those that hold and are assigned nothing, or that
-        drained for longer than :data:`DRAIN_LIMIT_S`."""
+        """Of the ``draining`` workers, stop those that hold and are assigned nothing (as Redis
+        says, and as the worker's own last status says), or that drained for longer than
+        :data:`DRAIN_LIMIT_S`. Not while Redis has just forgotten everything (a restart: every
+        worker's sets read empty there while it still holds its channels)."""
         sizes = await self.coordination.sizes([c.id for c in draining])
+        forgot = await self.coordination.forgot_recently()
         for child in draining:
             assigned, held = sizes[child.id]
+            own = child.status.channels if child.status is not None else 0
             late = now - (child.draining_since or now) > DRAIN_LIMIT_S
-            if (assigned == 0 and held == 0) or late:
+            if (assigned == 0 and held == 0 and own == 0 and not forgot) or late:
                 if late:
                     log.warning(
                         "worker process %s: %d channels left after draining %g s; stopping it",
