@@ -394,28 +394,17 @@ class _Seconds:
             if holder in copies:
                 copies[holder].append(channel)
         for channels in copies.values():
-            channels.sort(reverse=True)  # the last in name order moves first: deterministic
+            channels.sort()  # the last in name order moves first: deterministic
+        owners = self.owners
         stuck: set[str] = set()
         moved = 0
         while moved < max_moves:
             givers = [m for m in members.values() if m.id not in stuck and copies[m.id]]
-            open_ = [m for m in members.values() if budget.allows(m.id)]
-            if not givers or not open_:
+            pair = _pair(givers, list(members.values()), load, budget, tolerance)
+            if pair is None:
                 break
-            most = max(givers, key=lambda m: (load[m.id], m.id))
-            least = min(open_, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
-            if load[most.id] - load[least.id] <= tolerance or load[least.id] >= least.capacity:
-                break
-            target = domain.get(least.id)
-            found = next(
-                (
-                    i
-                    for i, c in enumerate(copies[most.id][:64])
-                    if (owner := self.owners.get(c)) != least.id
-                    and not (several and domain.get(owner or "") == target)
-                ),
-                None,
-            )
+            most, least = pair
+            found = _movable(copies[most.id], least.id, owners, domain if several else {})
             if found is None:
                 stuck.add(most.id)
                 continue
@@ -665,14 +654,10 @@ def _rebalance(
         channels.sort()  # the last in name order moves first: deterministic
     stuck: set[str] = set()  # members none of whose channels may move to the least loaded
     while result.moves < max_moves:
-        givers = [m for m in takers if m.id not in stuck]
-        open_ = [m for m in takers if budget.allows(m.id)]
-        if not givers or not open_:
+        pair = _pair([m for m in takers if m.id not in stuck], takers, load, budget, tolerance)
+        if pair is None:
             return
-        most = max(givers, key=lambda m: (load[m.id], m.id))
-        least = min(open_, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
-        if load[most.id] - load[least.id] <= tolerance or load[least.id] >= least.capacity:
-            return
+        most, least = pair
         candidates = by_member[most.id]
         index = _movable(candidates, least.id, second, domain if several else {})
         if index is None:
@@ -688,11 +673,33 @@ def _rebalance(
         result.moves += 1
 
 
+def _pair(
+    givers: list[Member],
+    takers: list[Member],
+    load: Counter[str],
+    budget: _Budget,
+    tolerance: int,
+) -> tuple[Member, Member] | None:
+    """The most loaded of ``givers`` and the least loaded of ``takers`` the budgets allow,
+    when a move between them evens the load out (more than ``tolerance`` apart, room left);
+    else None."""
+    open_ = [m for m in takers if budget.allows(m.id)]
+    if not givers or not open_:
+        return None
+    most = max(givers, key=lambda m: (load[m.id], m.id))
+    least = min(open_, key=lambda m: (load[m.id] - m.capacity, load[m.id], m.id))
+    if load[most.id] - load[least.id] <= tolerance or load[least.id] >= least.capacity:
+        return None
+    return most, least
+
+
 def _movable(
     candidates: list[str], target: str, second: Mapping[str, str], domain: Mapping[str, str]
 ) -> int | None:
-    """The index of the channel of ``candidates`` to move to ``target``: the last, or with
-    second copies the last of the 64 last that neither holds its second copy nor shares its
+    """The index of the channel of ``candidates`` (one copy of each, held by one member) to
+    move to ``target``: the last, or with other copies (``second``: channel -> the member of
+    its other copy, the second copy's for an owner's channels and the owner's for second
+    copies) the last of the 64 last whose other copy is neither on ``target`` nor in its
     domain (``domain``: empty when there is one); None: none of them."""
     if not candidates:
         return None
