@@ -427,6 +427,20 @@ async def test_a_worker_draining_through_a_redis_restart_parts_nothing_unread(
             await cluster.until(
                 lambda: all(len(sim.joined(n)) == 1 for n in names), 60, "every channel joined"
             )
+
+            async def settled() -> bool:
+                # both hold channels, and their heartbeats say what the server says they hold:
+                # the supervisor picks the worker to drain by the heartbeats' counts
+                found = await cluster.workers()
+                counts = [
+                    sum(1 for n in names if set(sim.joined(n)) & _connections_of(sim, [s.pid]))
+                    for s in found.values()
+                ]
+                return all(
+                    c > 0 and s.channels == c for c, s in zip(counts, found.values(), strict=True)
+                )
+
+            await cluster.until(settled, 60, "both workers holding channels, as they report")
             statuses = await cluster.workers()
             # the least loaded drains (the first by id among equals); the other one's link lags
             drained = min(statuses, key=lambda p: (statuses[p].channels, p))
