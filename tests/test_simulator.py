@@ -174,7 +174,9 @@ async def test_generated_traffic_reaches_the_reader_exactly_once() -> None:
         for _ in range(5):
             await client.expect(command("366"))
         generated = sim.generate(300)
+        assert sim.lines_generated == 300  # every line, with an id or not
         with_ids = [line for line in generated if line.message_id]
+        assert len(with_ids) < 300  # CLEARCHAT, CLEARMSG and ROOMSTATE carry none
         received: list[str] = []
         for _ in generated:
             message = await client.read()

@@ -104,6 +104,9 @@ class ChatSimulator:
         self.limits = limits or Limits()
         self.rate = rate
         self.record = record
+        #: Every line generated since the start (messages with an id, and the lines without one:
+        #: CLEARCHAT, CLEARMSG, ROOMSTATE): the rate a benchmark achieved is its difference.
+        self.lines_generated = 0
         self._seed = seed
         self._channels: dict[str, _Channel] = {}
         self._accounts: dict[str, _Account] = {}
@@ -444,6 +447,7 @@ class ChatSimulator:
             self._traffic.next(channel.lstrip("#").lower() if channel else None)
             for _ in range(count)
         ]
+        self.lines_generated += len(lines)
         self._deliver(lines)
         return lines
 
