@@ -43,6 +43,12 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=8.0, help="seconds a cut or slow lasts")
     parser.add_argument("--rate", type=float, default=50.0, help="chat messages per second")
     parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning"],
+        default="info",
+        help="the hosts' log level (debug: to replay a seed that broke an invariant)",
+    )
+    parser.add_argument(
         "--sweep",
         action="store_true",
         help="remove what a killed run left (never while another run is under way)",
@@ -75,6 +81,7 @@ def main() -> int:
                     channels=channels,
                     hold_s=args.hold,
                     rate=args.rate,
+                    log_level=args.log_level,
                 )
             )
         )

@@ -81,17 +81,19 @@ async def scenario(
     hold_s: float = 8.0,
     rate: float = 50.0,
     log: Callable[[str], object] = print,
+    log_level: str = "info",
 ) -> Report:
     """A whole chaos run: ``hosts`` hosts (:func:`host_settings`), ``channels`` channels read
     at today's anonymous budget (20 JOINs per 10 s per connection), ``rate`` chat lines per
-    second, and ``faults`` faults drawn from ``seed``; the report. On an error, the hosts'
+    second, and ``faults`` faults drawn from ``seed``; the report. The hosts log at
+    ``log_level`` (``debug`` to replay a seed that broke an invariant). On an error, the hosts'
     last log lines go to ``log`` before it is raised."""
     names = [f"chaos{i:05}" for i in range(channels)]
     limits = Limits(anonymous_join_allow=20, join_every_s=10.0)
     async with Hosts(
         hosts,
         channels=names,
-        settings=host_settings(hosts),
+        settings=host_settings(hosts, log_level),
         limits=limits,
         rate=rate,
         seed=seed,
@@ -107,10 +109,10 @@ async def scenario(
             raise
 
 
-def host_settings(hosts: int) -> dict[str, str]:
+def host_settings(hosts: int, log_level: str = "info") -> dict[str, str]:
     """The settings of every host of a chaos run (as ``TMI_CLUSTER_*`` variables): two workers
     per host, reading anonymously and sending as :data:`BOT`, scaling decisions at once, a
-    dead supervisor seen within 3 s."""
+    dead supervisor seen within 3 s, logging at ``log_level``."""
     return {
         "TMI_CLUSTER_TMI__IDENTITY__USERNAME": BOT,
         "TMI_CLUSTER_TMI__IDENTITY__PASSWORD": f"oauth:{TOKEN}",
@@ -121,7 +123,7 @@ def host_settings(hosts: int) -> dict[str, str]:
         "TMI_CLUSTER_AUTO_SCALE__THRESHOLDS__CHANNELS": "500",
         "TMI_CLUSTER_SUPERVISOR__STALE": "3",
         "TMI_CLUSTER_PROCESS__TIMEOUT": "10",
-        "TMI_CLUSTER_LOG__LEVEL": "info",
+        "TMI_CLUSTER_LOG__LEVEL": log_level,
     }
 
 
