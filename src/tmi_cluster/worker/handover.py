@@ -69,6 +69,9 @@ class HandOver:
         self.deferred: dict[str, float] = {}
         #: Channels taken over -> when their check lifts (None: still held elsewhere).
         self.taking: dict[str, float | None] = {}
+        #: Channels taken from a worker presumed dead -> the end of their check at the
+        #: earliest (that worker may only be cut off), whoever else holds them meanwhile.
+        self.orphaned: dict[str, float] = {}
         self._peers: tuple[float, list[str]] = (-1e9, [])  # when read, the other processes
 
     @property
@@ -132,6 +135,7 @@ class HandOver:
             until = time.monotonic() + ORPHAN_GUARD_S
             for channel in orphans:
                 self.taking[channel] = until
+                self.orphaned[channel] = until
             self.worker.delivery.guard(orphans)
             log.info(
                 "%s takes %d channels from a worker presumed dead; their events are checked "
@@ -183,10 +187,10 @@ class HandOver:
         if not self.taking:
             return
         taking = sorted(self.taking)
-        holders = set(await self._on_eventsub(assignment, taking))
-        holders |= (
-            await assignment.held_by(await self.other_processes(assignment.client), taking)
-        ).keys()
+        holders = await self._held_elsewhere(assignment, taking, fresh=False)
+        if not holders.issuperset(taking):  # about to linger or lift: a worker started in the
+            # last seconds (not in the cached list of the others) may hold them too
+            holders = await self._held_elsewhere(assignment, taking, fresh=True)
         now = time.monotonic()
         lifted = []
         for channel in taking:
@@ -194,17 +198,28 @@ class HandOver:
                 self.taking[channel] = None
                 continue
             until = self.taking[channel]
-            if until is None:
-                self.taking[channel] = now + GUARD_LINGER_S
+            if until is None:  # the linger, and never before an orphan's own check ends
+                self.taking[channel] = max(now + GUARD_LINGER_S, self.orphaned.get(channel, 0.0))
             elif until <= now:
                 lifted.append(channel)
         for channel in lifted:
             del self.taking[channel]
+            self.orphaned.pop(channel, None)
         if lifted:
             log.debug(
                 "%s took %d channels over; their events go unchecked again", self.id, len(lifted)
             )
         self.worker.delivery.lift(lifted)
+
+    async def _held_elsewhere(
+        self, assignment: Assignment, channels: list[str], *, fresh: bool
+    ) -> set[str]:
+        """Of ``channels``, those another worker process holds, or EventSub reads (the list
+        of the other processes read again when ``fresh``)."""
+        holders = set(await self._on_eventsub(assignment, channels))
+        peers = await self.other_processes(assignment.client, fresh=fresh)
+        holders |= (await assignment.held_by(peers, channels)).keys()
+        return holders
 
     async def part_handed_over(
         self, assignment: Assignment, now: float, *, settled: bool = True

@@ -1,0 +1,87 @@
+"""A worker's hand-overs (:class:`~tmi_cluster.worker.handover.HandOver`) on real Redis: a
+channel taken over stays checked while anyone else holds it, a worker started a moment ago
+included, and a channel taken from a worker presumed dead stays checked for the orphan's own
+time (found by the chaos suite, seed 3: a line twice while a new worker held a channel that
+another had stopped checking)."""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio
+
+from tmi_cluster import Dispatcher, Handlers, Pool, Worker
+from tmi_cluster.bus import Assignment, Keys, ProcessStatus
+from tmi_cluster.bus.events import Seen
+from tmi_cluster.bus.heartbeat import Heartbeat
+from tmi_cluster.bus.keys import ORPHAN_GUARD_S
+from tmi_cluster.simulator import ChatSimulator
+from tmi_cluster.worker.handover import GUARD_LINGER_S, HandOver
+
+from .helpers import run
+from .test_pool import _options
+
+
+async def _beat(client: redis.asyncio.Redis, keys: Keys, process_id: str) -> None:
+    """A live heartbeat of worker process ``process_id`` (one beat, alive for 30 s)."""
+    await Heartbeat(
+        client, keys, "process", process_id, ttl_s=30.0, interval_s=1.0, status_of=ProcessStatus
+    ).beat()
+
+
+@run
+async def test_a_take_over_stays_checked_while_a_worker_started_moments_ago_holds_it(
+    redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    assignment = Assignment(client, keys)
+    try:
+        async with ChatSimulator(channels=["alpha"]) as sim:
+            worker = Worker(Pool(_options(sim)), Dispatcher(Handlers()), seen=Seen(client, keys))
+            handover = HandOver(worker, "p-a", keys, timeout_s=10.0, stopping=lambda: False)
+            assert await handover.other_processes(client) == []  # read now, kept for seconds
+            handover.taking["alpha"] = None
+            worker.delivery.guard(["alpha"])
+            await _beat(client, keys, "p-b")  # a worker started after that read
+            await assignment.record_held("p-b", joined=["alpha"])
+            await handover.lift_taken(assignment)
+            assert handover.taking["alpha"] is None  # held elsewhere: still checked
+            assert "alpha" in worker.delivery.guarded
+            await assignment.record_held("p-b", left=["alpha"])
+            before = time.monotonic()
+            await handover.lift_taken(assignment)
+            lingers = handover.taking["alpha"]
+            assert lingers is not None
+            assert lingers <= time.monotonic() + GUARD_LINGER_S
+            assert lingers >= before + GUARD_LINGER_S
+    finally:
+        await client.aclose()
+
+
+@run
+async def test_a_channel_taken_from_a_worker_presumed_dead_stays_checked_for_its_own_time(
+    redis_server: str, redis_prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    assignment = Assignment(client, keys)
+    try:
+        async with ChatSimulator(channels=["beta"]) as sim:
+            worker = Worker(Pool(_options(sim)), Dispatcher(Handlers()), seen=Seen(client, keys))
+            handover = HandOver(worker, "p-a", keys, timeout_s=10.0, stopping=lambda: False)
+            await client.set(keys.orphan("beta"), "1", ex=int(ORPHAN_GUARD_S))
+            await _beat(client, keys, "p-b")  # another survivor holds it too, checking it
+            await assignment.record_held("p-b", joined=["beta"])
+            await assignment.guard("p-b", ["beta"])
+            taken = time.monotonic()
+            assert await handover.ready_to_take(assignment, ["beta"]) == ["beta"]
+            assert handover.taking["beta"] is None  # held elsewhere
+            await assignment.record_held("p-b", left=["beta"])
+            await handover.lift_taken(assignment)
+            until = handover.taking["beta"]
+            assert until is not None
+            assert until >= taken + ORPHAN_GUARD_S  # not the 2 s linger: its old holder may
+            assert "beta" in worker.delivery.guarded  # only be cut off, and come back
+    finally:
+        await client.aclose()
