@@ -172,6 +172,34 @@ async def _supervisor(
 
 
 @run
+async def test_a_failed_join_leaves_the_channel_where_a_live_worker_holds_it(
+    store: Store, redis_server: str, redis_prefix: str
+) -> None:
+    """The new owner's join timed out while the old owner still holds the channel (a hand-over
+    under faults): not unassigned (the old owner would part it, read by nobody; chaos seed 9)."""
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        await _beat(client, keys, "p1")
+        await _beat(client, keys, "p2")
+        coordinator = _coordinator(client, store, keys, "s1", capacity=10)
+        await coordinator.run_once()
+        reporter = Assignment(client, keys)
+        owners = {c: p for p in ("p1", "p2") for c in await reporter.of(p)}
+        channel = CHANNELS[0]
+        other = "p2" if owners[channel] == "p1" else "p1"
+        await reporter.record_held(other, joined=[channel])  # still there, being handed over
+        await reporter.report(owners[channel], {channel: "timeout"})
+        result = await coordinator.run_once()
+        assert result is not None
+        assert channel not in result.unassign
+        assert (await reporter.owners([channel]))[channel] is not None
+        assert channel in store.failures()  # the failure is recorded all the same
+    finally:
+        await client.aclose()
+
+
+@run
 async def test_failed_joins_are_recorded_blocked_retried_and_given_up(
     store: Store, redis_server: str, redis_prefix: str
 ) -> None:

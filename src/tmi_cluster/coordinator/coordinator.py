@@ -426,7 +426,9 @@ class Coordinator:
         replicas = await reader.replicas()  # also with one copy: to remove what is left
         await self._read_reports(assignment, members)
         held = await reader.held_of([m.id for m in members])
-        blocked = self.failures.blocked()
+        # a failed join waits for its retry, unless a live worker holds the channel all the same
+        # (its old owner, handing it over): unassigned, it would be parted there, read by nobody
+        blocked = self.failures.blocked() - {c for channels in held.values() for c in channels}
         members = self._with_slots(members, assignment, held, replicas)
         takers = [m for m in members if not m.draining]
         targets = await self.sizing.targets(supervisors) if self.sizing is not None else {}
