@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import httpx
 import psutil
 import pytest
 import redis
@@ -584,6 +585,15 @@ def test_demo_runs_a_cluster_from_nothing_and_leaves_nothing(tmp_path: Path) -> 
             time.sleep(0.2)
         folder = Path(out.read_text().split("folder: ", 1)[1].split()[0])
         assert folder.is_dir()
+        # the dashboard, served behind the password printed with its address
+        said = r"dashboard: (\S+)  \(sign in as admin, password (\S+)\)"
+        shown = re.search(said, out.read_text())
+        assert shown is not None, out.read_text()
+        url, password = shown.groups()
+        page = httpx.get(url, auth=("admin", password), timeout=10)
+        assert page.status_code == 200
+        assert "tmi-cluster" in page.text
+        assert httpx.get(url, timeout=10).status_code == 401
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err

@@ -5,15 +5,20 @@ Redis server; a supervisor runs there with its worker processes, reading from th
 chat simulator (never from Twitch: the demo's configuration file says so, whatever the current
 folder or the environment holds); a few hundred simulated channels are joined; a one-screen
 summary (channels joined, messages per second, the workers, the last chat lines) is redrawn every
-second on a terminal, or printed every few seconds elsewhere. Ctrl-C (or SIGTERM) stops it all:
-the workers, the Redis server, and the folder is deleted.
+second on a terminal, or printed every few seconds elsewhere, with a progress bar while the
+channels are joined. The supervisor serves the dashboard (on 127.0.0.1:8080, or a free port when
+that one is taken), behind a password made for the run and printed with its address. Ctrl-C (or
+SIGTERM) stops it all: the workers, the web pages, the Redis server, and the folder is deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -43,7 +48,7 @@ from tmi_cluster.tasks import cancel_and_wait
 if TYPE_CHECKING:
     from tmi_cluster.supervisor.supervisor import Supervisor
 
-__all__ = ["DEMO_CHANNELS", "Demo", "demo_toml"]
+__all__ = ["DEMO_CHANNELS", "DEMO_WEB_PORT", "Demo", "demo_toml", "progress"]
 
 #: The demo's folders, in the system's temporary folder.
 _PREFIX = "tmi-cluster-demo-"
@@ -51,17 +56,23 @@ _PREFIX = "tmi-cluster-demo-"
 _OWNER = "demo.pid"
 
 #: Simulated channels the demo joins unless told otherwise.
-DEMO_CHANNELS = 300
+DEMO_CHANNELS = 2_000
+#: The dashboard's port, when it is free.
+DEMO_WEB_PORT = 8080
 #: Chat lines the summary shows.
 _LINES = 6
 
 
-def demo_toml(folder: Path, *, replicas: int = 1) -> str:
+def demo_toml(
+    folder: Path, *, replicas: int = 1, web_port: int = DEMO_WEB_PORT, password: str = ""
+) -> str:
     """The demo's whole configuration: everything in ``folder``, the simulator always,
-    ``replicas`` copies of each channel."""
+    ``replicas`` copies of each channel, the dashboard on ``web_port`` (0: any free) behind
+    ``password`` (empty: one made by the web pages)."""
     return (
         "# tmi-cluster demo: written by 'tmi-cluster demo', deleted when it stops\n"
         f"[coordinator]\nreplicas = {replicas}\n\n"
+        f'[web]\nenabled = true\nport = {web_port}\npassword = "{password}"\n\n'
         f'[database]\nurl = "sqlite:///{folder / "demo.db"}"\n\n'
         f'[redis]\nembedded_dir = "{folder / "redis"}"\n\n'
         '[tmi.connection]\nsimulate = "always"\nconnect_interval = 0.05\n\n'
@@ -86,6 +97,10 @@ class Demo:
         (self.folder / _OWNER).write_text(str(os.getpid()), encoding="utf-8")
         self.config = self.folder / "tmi-cluster.toml"
         self.lines: deque[str] = deque(maxlen=_LINES)
+        #: The dashboard's sign-in: made for this run, shown with its address.
+        self.password = secrets.token_urlsafe(12)
+        #: Where the dashboard is, once served.
+        self.url: str | None = None
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None) -> None:
         """Start everything, show the summary until ``stop``, then stop everything and delete
@@ -93,7 +108,15 @@ class Demo:
         from tmi_cluster.supervisor import supervisor as supervisors
 
         try:
-            self.config.write_text(demo_toml(self.folder, replicas=self.replicas), encoding="utf-8")
+            self.config.write_text(
+                demo_toml(
+                    self.folder,
+                    replicas=self.replicas,
+                    web_port=DEMO_WEB_PORT if _free(DEMO_WEB_PORT) else 0,
+                    password=self.password,
+                ),
+                encoding="utf-8",
+            )
             # the workers inherit the environment: nothing of the user's cluster leaks in
             ignored = sorted(n for n in os.environ if n.startswith(ENV_PREFIX))
             for name in ignored:
@@ -109,8 +132,12 @@ class Demo:
                 settings, supervisor_id="demo", config_path=str(self.config)
             )
             async with supervisor:
+                self.url = supervisor.web.url if supervisor.web is not None else None
                 if on_ready is not None:
-                    on_ready(f"{supervisor.describe()}\nfolder: {self.folder}\n{self.hints()}")
+                    on_ready(
+                        f"{supervisor.describe()}\nfolder: {self.folder}\n"
+                        f"{self.dashboard()}\n{self.hints()}"
+                    )
                 with Store.from_settings(settings) as store:
                     await asyncio.to_thread(store.want, self.channels)
                 client = connect_async(settings, url=supervisor.redis_url, name="demo")
@@ -151,13 +178,19 @@ class Demo:
                 who = event.display_name or event.user
                 self.lines.append(f"#{event.channel} <{who}> {event.text}"[:100])
 
+    def dashboard(self) -> str:
+        """Where the dashboard is and how to sign in."""
+        if self.url is None:
+            return "dashboard: not served"
+        return f"dashboard: {self.url}  (sign in as admin, password {self.password})"
+
     def hints(self) -> str:
         """What to try in another terminal (from any folder)."""
         command = f"tmi-cluster --config {self.config}"
         return (
             "try in another terminal:\n"
             f"  {command} list\n  {command} tail\n  {command} send demo0001 hello\n"
-            f"  {command} dashboard   (the live web pages)"
+            f"  {command} channels --json"
         )
 
     def _draw(self, workers: dict[str, Beat[ProcessStatus]], terminal: bool) -> None:
@@ -177,6 +210,8 @@ class Demo:
             return
         screen = [
             head,
+            progress(joined, len(self.channels)),
+            self.dashboard(),
             "",
             *(
                 f"  {p}: {b.status.state}, {b.status.channels} channels, "
@@ -192,6 +227,23 @@ class Demo:
         ]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(screen) + "\n")
         self.out.flush()
+
+
+def progress(done: int, total: int, width: int = 40) -> str:
+    """A progress bar: ``[#####.....]  50 % joined``; ``all joined`` once done."""
+    if total <= 0 or done >= total:
+        return "all joined"
+    filled = width * done // total
+    return f"[{'#' * filled}{'.' * (width - filled)}] {100 * done // total:3d} % joined"
+
+
+def _free(port: int) -> bool:
+    """Whether ``port`` can be listened on at 127.0.0.1 now."""
+    with socket.socket() as probe, contextlib.suppress(OSError):
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
+        probe.bind(("127.0.0.1", port))
+        return True
+    return False
 
 
 def _remove_stale_folders() -> None:
