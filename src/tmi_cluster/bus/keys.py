@@ -94,6 +94,11 @@ RAW_KEY_MARK = ":raw:"
 #: have failed their own PING (``tmi.connection.ping_interval`` + ``ping_timeout``, 35 s by
 #: default) and rejoin nothing before it has read the assignment.
 ORPHAN_GUARD_S = 60
+#: Seconds at most that a new assignment (a first start, a Redis that forgot everything) only
+#: adopts the channels the workers hold, before it places the others (the coordinator ends it
+#: sooner once every worker has said what it holds). Meanwhile a channel that nobody owns may
+#: only not be adopted yet: a worker handing it over keeps it until then.
+ADOPT_GRACE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ from tmi_cluster.bus.heartbeat import (
     live,
     of_live_supervisors,
 )
+from tmi_cluster.bus.keys import ADOPT_GRACE_S
 from tmi_cluster.bus.lease import Lease
 from tmi_cluster.channels import ChannelManager, DummyChannelManager, cleans_up, joinable
 from tmi_cluster.chat.ratelimit import AccountRates
@@ -102,11 +103,9 @@ LEASE_S = 3.0
 PASS_S = 1.0
 #: Seconds after which the wanted channels are read from SQL again even without a change.
 WANTED_REFRESH_S = 30.0
-#: Seconds at most that a new assignment (a first start, a Redis that forgot everything) only
-#: adopts the channels the workers hold, before it places the others: it ends sooner, once
-#: every worker the supervisors run has said what it holds (and ADOPT_MIN_S has passed, so
-#: that their heartbeats are back).
-ADOPT_GRACE_S = 10.0
+#: ADOPT_GRACE_S (:mod:`tmi_cluster.bus.keys`, which the workers read too): a new assignment's
+#: adoption ends sooner once every worker the supervisors run has said what it holds (and
+#: ADOPT_MIN_S has passed, so that their heartbeats are back).
 ADOPT_MIN_S = 2.0
 #: Seconds until a stale cleanup that failed is tried again.
 CLEANUP_RETRY_S = 30.0

@@ -64,6 +64,7 @@ from tmi_cluster.bus import (
     connect_async,
 )
 from tmi_cluster.bus.heartbeat import mark_alive
+from tmi_cluster.bus.keys import ADOPT_GRACE_S
 from tmi_cluster.bus.routes import is_shard
 from tmi_cluster.channels import load_manager
 from tmi_cluster.chat.pool import Pool
@@ -173,6 +174,7 @@ class WorkerProcess:
         self._beat_at = time.monotonic()  # the last heartbeat that Redis took
         self._fenced_at: float | None = None  # when the worker fenced itself (see _fence)
         self._epoch: str | None = None  # the assignment's epoch seen at the last reconcile
+        self._epoch_at = -ADOPT_GRACE_S  # when it replaced another (monotonic)
         self._stop_epoch: str | None = None  # a new epoch it reported its held set for, stopping
         self._worker: Worker | None = None
         self._handover: HandOver | None = None
@@ -544,6 +546,8 @@ class WorkerProcess:
         epoch = await assignment.epoch()
         settled = epoch is not None and epoch == self._epoch
         if not settled:  # a new assignment: say what is held, part nothing until it settles
+            if self._epoch is not None:  # Redis forgot the last one: the adoption grace runs
+                self._epoch_at = time.monotonic()
             self._epoch = epoch
             await handover.keep(assignment, list(handover.leaving))
         if not settled or time.monotonic() - self._held_recorded_at >= HELD_REFRESH_S:
@@ -571,7 +575,10 @@ class WorkerProcess:
         if not settled:
             return
         await handover.start_leaving(assignment, sorted(held - wanted - handover.leaving.keys()))
-        self._parted(await handover.part_handed_over(assignment, now))
+        # within the coordinator's adoption grace, a channel nobody owns may only not be
+        # adopted yet (this worker's report may have come after the plan): not parted for that
+        adopted = now - self._epoch_at >= ADOPT_GRACE_S
+        self._parted(await handover.part_handed_over(assignment, now, settled=adopted))
         if self._fenced_at is not None and began > self._fenced_at:
             # read after the fence: what went elsewhere is being handed over (guarded)
             log.warning(
