@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import psutil
 import pytest
 import redis
 
+import tmi_cluster
 from tmi_cluster.cli import ExitCode, cli
 from tmi_cluster.cli.common import START_COLLECTION_THRESHOLD, collect_lazily, long_running
 from tmi_cluster.cli.running import simulate
@@ -93,7 +95,11 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
 def test_version(tmp_path: Path) -> None:
     result = tmi(tmp_path, "--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "tmi-cluster, version 0.1.0"
+    assert result.stdout.strip() == f"tmi-cluster, version {tmi_cluster.__version__}"
+    root = Path(__file__).parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["version"] == tmi_cluster.__version__  # one version, said in both places
+    assert f"\n## {tmi_cluster.__version__} " in (root / "CHANGELOG.md").read_text()
 
 
 def test_install_migrate_features_leave_no_redis_behind(tmp_path: Path) -> None:
@@ -488,14 +494,19 @@ def test_simulate_banner_counts_in_the_singular(tmp_path: Path) -> None:
             process.communicate()
 
 
-def test_docs_list_every_simulate_option() -> None:
-    row = next(
-        line
-        for line in (Path(__file__).parent.parent / "docs" / "cli.md").read_text().splitlines()
-        if line.startswith("| `simulate ")
-    )
-    for param in simulate.params:
-        assert f"[{param.opts[0]}" in row, param.opts[0]
+def test_docs_have_a_section_per_command_listing_its_options() -> None:
+    """docs/cli.md: a section per command whose synopsis names each of its options."""
+    page = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    assert isinstance(cli, click.Group)
+    for name, command in cli.commands.items():
+        section = page.split(f"\n## {name}\n", 1)
+        assert len(section) == 2, f"docs/cli.md has no section for {name}"
+        synopsis = section[1].split("```text\n", 1)[1].split("\n", 1)[0]
+        assert synopsis.startswith(f"tmi-cluster {name}"), synopsis
+        for param in command.params:
+            if isinstance(param, click.Option) and param.opts[0] != "--help":
+                assert param.opts[0] in synopsis, f"{name}: {param.opts[0]} not in {synopsis!r}"
+    assert set(simulate.params) <= set(cli.commands["simulate"].params)
 
 
 def test_starter_file_is_ignored_by_git() -> None:

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from tmi_cluster.worker.handlers import Dispatcher, Handlers, Subscriber, on
     from tmi_cluster.worker.worker import Worker, WorkerState, build_pool
 
-__version__ = "0.1.0"
+__version__ = "0.9.0"
 
 __all__ = [
     "ChannelJoin",

@@ -111,6 +111,10 @@ _DIFFERENCES = [
 ]
 
 
+#: Where the documentation is online (the package's Documentation URL), for the starter file.
+DOCS_URL = "https://github.com/tmi-cluster/tmi-cluster-python/blob/main/docs"
+
+
 def starter_toml() -> str:
     """A commented starter ``tmi-cluster.toml``: every key, commented out at its default."""
     lines = [
@@ -118,7 +122,8 @@ def starter_toml() -> str:
         "# Every key is optional: each line below shows a key commented out at its default.",
         "# Any key can also be set by an environment variable, TMI_CLUSTER_<SECTION>__<KEY>,",
         "# for example TMI_CLUSTER_TMI__IDENTITY__PASSWORD (keep secrets out of this file).",
-        "# Reference: docs/configuration.md",
+        "# Each key's meaning is in the comment above it; 'tmi-cluster features' shows the active",
+        "# setup. The whole reference: " + DOCS_URL + "/configuration.md",
     ]
     for path, model, rows in _sections(Settings()):
         if path:
