@@ -346,13 +346,29 @@ def _steady(hosts: Hosts, channels: Sequence[str]) -> bool:
     return all(len(hosts.sim.joined(c)) == 1 for c in channels)
 
 
-async def _until(check: object, timeout_s: float, what: str) -> float:
-    """Seconds until ``check()`` held (checked every 50 ms); TimeoutError after timeout_s."""
+async def _until(
+    check: object,
+    timeout_s: float,
+    what: str,
+    hosts: Hosts | None = None,
+    channels: Sequence[str] = (),
+) -> float:
+    """Seconds until ``check()`` held (checked every 50 ms); TimeoutError after timeout_s,
+    naming the ``channels`` not joined exactly once then (and who joined them)."""
     assert callable(check)
     began = time.monotonic()
     while not check():
         if time.monotonic() - began > timeout_s:
-            raise TimeoutError(f"not {what} after {timeout_s:g} s")
+            odd = (
+                {c: hosts.sim.joined(c) for c in channels if len(hosts.sim.joined(c)) != 1}
+                if hosts
+                else {}
+            )
+            shown = ", ".join(f"{c}: {j}" for c, j in list(odd.items())[:5])
+            raise TimeoutError(
+                f"not {what} after {timeout_s:g} s"
+                + (f" ({len(odd)} channels not joined once, such as {shown})" if odd else "")
+            )
         await asyncio.sleep(0.05)
     return time.monotonic() - began
 
@@ -390,7 +406,9 @@ async def run(
         finally:
             await close_client(bus)
         await asyncio.wait_for(reading.wait(), 30)
-        first = await _until(lambda: _steady(hosts, channels), settle_timeout_s, "all joined")
+        first = await _until(
+            lambda: _steady(hosts, channels), settle_timeout_s, "all joined", hosts, channels
+        )
         log(f"steady after {first:.1f} s: {len(channels)} channels on {len(hosts.hosts)} hosts")
         traffic_from = time.monotonic()
         sender = asyncio.create_task(_send(cluster, ledger, channels, send_every_s))
@@ -438,7 +456,7 @@ async def _play(
     dead = await _inject(hosts, fault, rng)
     if dead:
         recovery.back_s = await _until(
-            lambda: _back(hosts, channels, dead), timeout_s, f"back after {fault}"
+            lambda: _back(hosts, channels, dead), timeout_s, f"back after {fault}", hosts, channels
         )
     elif fault.kind == "kill_worker":
         recovery.back_s = 0.0  # a worker without a chat connection
@@ -459,7 +477,9 @@ async def _play(
         hosts.start(fault.host)
     elif fault.kind == "starve":
         hosts.unstarve()
-    await _until(lambda: _steady(hosts, channels), timeout_s, f"steady after {fault}")
+    await _until(
+        lambda: _steady(hosts, channels), timeout_s, f"steady after {fault}", hosts, channels
+    )
     recovery.steady_s = time.monotonic() - recovery.began
     recovery.window_end = time.monotonic() + WINDOW_MARGIN_S
     await asyncio.sleep(1.0)  # a breath between faults

@@ -598,14 +598,24 @@ class WorkerProcess:
 
     async def _join(self, channels: list[str]) -> None:
         """Join ``channels``; the results are reported by the next reconciliation."""
+        log.debug("%s joins %d channels (such as %s)", self.id, len(channels), channels[:3])
         outcomes = await self._require_pool().join(channels)
+        failed: Counter[str] = Counter()
         for channel, outcome in outcomes.items():
             self._outcomes[channel] = outcome.result.value
             self._join_results[outcome.result.value] += 1
             if outcome.ok:
                 self._retry.pop(channel, None)
             else:
+                failed[outcome.result.value] += 1
                 self._retry_later(channel)
+        log.debug(
+            "%s joined %d of %d channels%s",
+            self.id,
+            len(outcomes) - failed.total(),
+            len(channels),
+            f"; failed: {dict(failed)}" if failed else "",
+        )
         self._wake.set()
 
     def _joined(self, task: asyncio.Task[None]) -> None:
