@@ -262,6 +262,23 @@ class Pool:
         reconnect), not those whose first join is still under way."""
         return self._where.keys() - self._pending.keys()
 
+    def confirmed(self, channels: Iterable[str]) -> set[str]:
+        """Of ``channels``, those the server has confirmed on their connection already, first
+        joins still under way included (:attr:`held` counts those only once their whole join
+        has ended, which can be seconds later for a large one)."""
+        by_connection: dict[str, list[str]] = {}
+        for channel in channels:
+            name = self._where.get(channel)
+            if name is not None:
+                by_connection.setdefault(name, []).append(channel)
+        found: set[str] = set()
+        for name, names in by_connection.items():
+            connection = self.connections.get(name)
+            if connection is not None:
+                joined = connection.joined
+                found.update(c for c in names if c in joined)
+        return found
+
     # -- joining --------------------------------------------------------------------------
 
     async def join(self, channels: Iterable[str]) -> dict[str, JoinOutcome]:

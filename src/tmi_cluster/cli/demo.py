@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -41,6 +41,7 @@ from tmi_cluster.bus import (
 )
 from tmi_cluster.bus.events import EventReader
 from tmi_cluster.config import ENV_PREFIX, load_settings
+from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.events import MessageEvent
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
@@ -101,6 +102,8 @@ class Demo:
         self.password = secrets.token_urlsafe(12)
         #: Where the dashboard is, once served.
         self.url: str | None = None
+        #: Why the summary could not be read last time (Redis did not answer), else None.
+        self.waiting: str | None = None
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None) -> None:
         """Start everything, show the summary until ``stop``, then stop everything and delete
@@ -143,7 +146,7 @@ class Demo:
                 client = connect_async(settings, url=supervisor.redis_url, name="demo")
                 keys = Keys.from_settings(settings)
                 try:
-                    await wanted_changed(client, keys)
+                    await _patiently(lambda: wanted_changed(client, keys), stop)
                     await self._show(client, keys, stop, supervisor)
                 finally:
                     await close_client(client)
@@ -154,14 +157,20 @@ class Demo:
         self, client: AsyncRedis, keys: Keys, stop: asyncio.Event, supervisor: Supervisor
     ) -> None:
         reader = EventReader(client, keys, types=frozenset({MessageEvent.__name__}))
-        await reader.start()
+        await _patiently(reader.start, stop)
         terminal = self.out.isatty()
         every = 1.0 if terminal else 5.0
         reading = asyncio.create_task(self._read(reader), name="demo chat")
         stopped = asyncio.create_task(supervisor.wait(), name="demo supervisor")
         try:
+            workers: dict[str, Beat[ProcessStatus]] = {}
             while not stop.is_set() and not stopped.done():
-                workers: dict[str, Beat[ProcessStatus]] = await live(client, keys, "process")
+                try:
+                    workers = await live(client, keys, "process")
+                except RedisUnavailableError as error:  # a slow moment: shown, and waited out
+                    self.waiting = str(error)
+                else:
+                    self.waiting = None
                 self._draw(workers, terminal)
                 waiting = asyncio.create_task(stop.wait())
                 await asyncio.wait(
@@ -205,6 +214,8 @@ class Demo:
             f"tmi-cluster demo: {joined} of {len(self.channels)} simulated channels "
             f"joined{copies}, {rate:.0f} messages/s, {len(workers)} worker processes"
         )
+        if self.waiting is not None:
+            head += f" (waiting for Redis: {self.waiting})"
         if not terminal:
             print(head, file=self.out, flush=True)
             return
@@ -227,6 +238,19 @@ class Demo:
         ]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(screen) + "\n")
         self.out.flush()
+
+
+async def _patiently(call: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
+    """``call()`` until Redis answers it (a loaded machine can make the private server slow
+    for a moment: the demo waits, it does not end), or until ``stop``."""
+    while not stop.is_set():
+        try:
+            await call()
+        except RedisUnavailableError:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        else:
+            return
 
 
 def progress(done: int, total: int, width: int = 40) -> str:

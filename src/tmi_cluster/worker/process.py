@@ -169,6 +169,9 @@ class WorkerProcess:
         self._retry: dict[str, tuple[float, float]] = {}  # channel -> (next try, delay)
         self._lost: dict[str, str] = {}  # reported by the pool, to be reported on
         self._outcomes: dict[str, str] = {}  # join results, to be reported and recorded
+        # the join batch under way, and those of its channels recorded as held already
+        self._batch: set[str] = set()
+        self._batch_recorded: set[str] = set()
         self._joining: asyncio.Task[None] | None = None
         self._held_recorded_at = 0.0  # monotonic; 0: record in full at the next reconcile
         self._beat_at = time.monotonic()  # the last heartbeat that Redis took
@@ -517,7 +520,15 @@ class WorkerProcess:
 
     async def _flush(self, assignment: Assignment) -> None:
         """Report and record the join results and losses noted since the last time (kept for
-        the next time if Redis does not answer)."""
+        the next time if Redis does not answer). The channels of a join batch under way are
+        recorded as held as soon as each one's join is confirmed, not when the whole batch
+        ends (seconds later, under load): meanwhile the others would see nobody else holding
+        them, and stop checking their copies of the channels' events."""
+        if self._batch:
+            early = sorted(self._require_pool().confirmed(self._batch) - self._batch_recorded)
+            if early:
+                await assignment.record_held(self.id, joined=early)
+                self._batch_recorded.update(early)
         if self._outcomes:
             outcomes = dict(self._outcomes)
             held = self._require_pool().held | (
@@ -599,7 +610,11 @@ class WorkerProcess:
     async def _join(self, channels: list[str]) -> None:
         """Join ``channels``; the results are reported by the next reconciliation."""
         log.debug("%s joins %d channels (such as %s)", self.id, len(channels), channels[:3])
-        outcomes = await self._require_pool().join(channels)
+        self._batch, self._batch_recorded = set(channels), set()
+        try:
+            outcomes = await self._require_pool().join(channels)
+        finally:
+            self._batch = set()
         failed: Counter[str] = Counter()
         for channel, outcome in outcomes.items():
             self._outcomes[channel] = outcome.result.value
