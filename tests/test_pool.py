@@ -528,16 +528,19 @@ async def test_confirmed_counts_the_joins_of_a_batch_still_under_way() -> None:
     """``held`` leaves a first join out until its whole batch has ended; ``confirmed`` says what
     the server confirmed already (a worker records those as held at once: others must see them
     held to keep checking their own copies of the events)."""
-    async with ChatSimulator(channels=["alpha"], seed=5) as sim:
-        async with Pool(_options(sim), connect_interval_s=0, join_timeout_s=3.0) as pool:
-            batch = asyncio.create_task(pool.join(["alpha", "nosuchchannel"]))  # silence: 3 s
-            deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-            while pool.confirmed(["alpha", "nosuchchannel"]) != {"alpha"}:
-                assert asyncio.get_running_loop().time() < deadline, "alpha never confirmed"
-                assert not batch.done(), "the batch ended first"
-                await asyncio.sleep(0.02)
-            assert "alpha" not in pool.held  # its batch is still under way
-            outcomes = await batch
-            assert outcomes["alpha"].ok and not outcomes["nosuchchannel"].ok
-            assert pool.confirmed(["alpha", "nosuchchannel", "other"]) == {"alpha"}
-            assert pool.held == {"alpha"}
+    async with (
+        ChatSimulator(channels=["alpha"], seed=5) as sim,
+        Pool(_options(sim), connect_interval_s=0, join_timeout_s=3.0) as pool,
+    ):
+        batch = asyncio.create_task(pool.join(["alpha", "nosuchchannel"]))  # silence: 3 s
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        while pool.confirmed(["alpha", "nosuchchannel"]) != {"alpha"}:
+            assert asyncio.get_running_loop().time() < deadline, "alpha never confirmed"
+            assert not batch.done(), "the batch ended first"
+            await asyncio.sleep(0.02)
+        assert "alpha" not in pool.held  # its batch is still under way
+        outcomes = await batch
+        assert outcomes["alpha"].ok
+        assert not outcomes["nosuchchannel"].ok
+        assert pool.confirmed(["alpha", "nosuchchannel", "other"]) == {"alpha"}
+        assert pool.held == {"alpha"}

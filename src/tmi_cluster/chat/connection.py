@@ -212,6 +212,15 @@ class Connection:
         return set(self._session.joined) if self._session is not None else set()
 
     @property
+    def confirmed(self) -> set[str]:
+        """:attr:`joined`, less the channels whose JOIN still waits for its answer (a channel
+        parted and joined again at once is still in :attr:`joined` until the server has
+        answered the PART: not confirmed yet)."""
+        if self._session is None:
+            return set()
+        return set(self._session.joined) - self._waiters.keys()
+
+    @property
     def dedupe_keys(self) -> int:
         """Event keys kept for de-duplication now: only while a RECONNECT overlap runs."""
         return self.reconnect.dedupe_keys

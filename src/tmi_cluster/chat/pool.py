@@ -275,8 +275,8 @@ class Pool:
         for name, names in by_connection.items():
             connection = self.connections.get(name)
             if connection is not None:
-                joined = connection.joined
-                found.update(c for c in names if c in joined)
+                confirmed = connection.confirmed
+                found.update(c for c in names if c in confirmed)
         return found
 
     # -- joining --------------------------------------------------------------------------
