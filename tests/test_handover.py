@@ -85,3 +85,30 @@ async def test_a_channel_taken_from_a_worker_presumed_dead_stays_checked_for_its
             assert "beta" in worker.delivery.guarded  # only be cut off, and come back
     finally:
         await client.aclose()
+
+
+@run
+async def test_channels_kept_after_a_fence_stay_checked_while_their_takers_hold_them(
+    redis_server: str, redis_prefix: str
+) -> None:
+    """A worker back from a fence (a host cut off) that keeps, or is given back, channels that
+    others took meanwhile checks them until those others have parted them (seed 9 of the
+    chaos suite: lines twice right after a cut host came back)."""
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    assignment = Assignment(client, keys)
+    try:
+        async with ChatSimulator(channels=["gamma"]) as sim:
+            worker = Worker(Pool(_options(sim)), Dispatcher(Handlers()), seen=Seen(client, keys))
+            handover = HandOver(worker, "p-a", keys, timeout_s=10.0, stopping=lambda: False)
+            await _beat(client, keys, "p-b")  # took gamma while p-a was cut off
+            await assignment.record_held("p-b", joined=["gamma"])
+            handover.recheck(["gamma"])
+            assert "gamma" in worker.delivery.guarded
+            await handover.lift_taken(assignment)
+            assert handover.taking["gamma"] is None  # p-b still holds it
+            await assignment.record_held("p-b", left=["gamma"])
+            await handover.lift_taken(assignment)
+            assert handover.taking["gamma"] is not None  # lingers, then lifts
+    finally:
+        await client.aclose()

@@ -113,6 +113,14 @@ class HandOver:
             self.taking[channel] = None
         await assignment.guard(self.id, channels, on=False)
 
+    def recheck(self, channels: list[str]) -> None:
+        """``channels``, held and ours, are checked as channels taken over (until nobody else
+        has held them for :data:`GUARD_LINGER_S`): a worker back from a fence may have been
+        given back channels that the workers which took them meanwhile still hold."""
+        for channel in channels:
+            self.taking.setdefault(channel, None)
+        self.worker.delivery.guard(channels)
+
     async def other_processes(self, client: AsyncRedis, *, fresh: bool = False) -> list[str]:
         """The other live worker processes (read again when ``fresh``, else every
         :data:`_PEERS_S`: a worker that started a moment ago must not be missed before a join)."""

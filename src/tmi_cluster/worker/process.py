@@ -600,6 +600,9 @@ class WorkerProcess:
             )
             self._fenced_at = None
             assert self._worker is not None
+            # what it keeps, or was given back, others may hold too (they took it while it
+            # was away): checked as taken over until they have parted it, then unfenced
+            handover.recheck(sorted((held & wanted) - handover.leaving.keys()))
             self._worker.delivery.unfence()
 
     def _shard_bound(self, name: str) -> None:
