@@ -236,7 +236,7 @@ def describe_connect_error(error: BaseException) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "the connection was refused (nothing listens there)"
     if isinstance(error, TimeoutError):
-        return "no answer in time (a firewall, or no route)"
+        return "no answer in time (a firewall, no route, or a machine too busy to answer)"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return f"{type(error).__name__}: {error}"

@@ -93,7 +93,8 @@ def event_type_names(types: Iterable[type[Event] | str] | None) -> frozenset[str
                 close = difflib.get_close_matches(item, list(_BY_NAME), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise UnknownEventTypeError(
-                    f"unknown event type {item!r}{hint} (the types: docs/events.md)"
+                    f"unknown event type {item!r}{hint} "
+                    "(the types: docs/events.md, online with the package's documentation)"
                 )
             wanted.append(found)
         elif isinstance(item, type) and issubclass(item, Event):
