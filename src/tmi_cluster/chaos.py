@@ -40,10 +40,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tmi_cluster.bus import Keys, wanted_changed
+from tmi_cluster.bus import Assignment, Keys, live, wanted_changed
 from tmi_cluster.bus.client import close_client, connect_async
 from tmi_cluster.cluster.client import Cluster
-from tmi_cluster.config import load_settings
+from tmi_cluster.config import Settings, load_settings
+from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.hosts import Hosts
 from tmi_cluster.outcomes import SendStatus
 from tmi_cluster.simulator import Limits
@@ -415,7 +416,12 @@ async def run(
         rng = random.Random(seed)  # noqa: S311
         for fault in faults:
             log(f"fault: {fault}")
-            recovery = await _play(hosts, fault, channels, rng, settle_timeout_s)
+            try:
+                recovery = await _play(hosts, fault, channels, rng, settle_timeout_s)
+            except TimeoutError as error:  # what the cluster says of the channels in question
+                raise TimeoutError(
+                    f"{error}\n{await _explain(hosts, settings, channels)}"
+                ) from None
             report.recoveries.append(recovery)
             log("  " + _recovered(recovery))
         await asyncio.sleep(3.0)  # the last sends and events land
@@ -436,6 +442,30 @@ async def run(
     _judge(hosts, channels, report, ledger, _Traffic(traffic_from, traffic_to))
     report.seconds = time.monotonic() - began
     return report
+
+
+async def _explain(hosts: Hosts, settings: Settings, channels: Sequence[str]) -> str:
+    """For the channels not joined exactly once: their owner in the assignment, who records
+    holding them, and who the server says joined them (a timed-out wait's diagnosis)."""
+    odd = [c for c in channels if len(hosts.sim.joined(c)) != 1][:10]
+    if not odd:
+        return "every channel is joined once now"
+    client = connect_async(settings, name="tmi-cluster:chaos-explain")
+    try:
+        keys = Keys(settings.prefix, 30.0, 3.0)
+        reader = Assignment(client, keys)
+        owners = await reader.owners(odd)
+        workers = sorted(await live(client, keys, "process"))
+        holders = await reader.held_by(workers, odd)
+    except RedisUnavailableError as error:
+        return f"(the assignment could not be read: {error})"
+    finally:
+        await close_client(client)
+    return "\n".join(
+        f"  {c}: owner {owners.get(c)}, recorded as held by {holders.get(c, [])}, "
+        f"joined on the server by {list(hosts.sim.joined(c))} (live workers: {len(workers)})"
+        for c in odd
+    )
 
 
 async def _sends_ended(ledger: _Ledger, timeout_s: float = 30.0) -> None:
