@@ -196,10 +196,12 @@ class HandOver:
             return
         taking = sorted(self.taking)
         holders = await self._held_elsewhere(assignment, taking, fresh=False)
-        if not holders.issuperset(taking):  # about to linger or lift: a worker started in the
-            # last seconds (not in the cached list of the others) may hold them too
-            holders = await self._held_elsewhere(assignment, taking, fresh=True)
         now = time.monotonic()
+        # a channel about to start its linger, or to lift: a worker started in the last
+        # seconds (not in the cached list of the others) may hold it too
+        due = [c for c in taking if c not in holders and (self.taking[c] or 0.0) <= now]
+        if due:
+            holders = await self._held_elsewhere(assignment, taking, fresh=True)
         lifted = []
         for channel in taking:
             if channel in holders:  # still held elsewhere: our copies are checked
