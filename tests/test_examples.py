@@ -16,12 +16,12 @@ import httpx
 import pytest
 
 from tmi_cluster.channels import cleans_up, load_manager
-from tmi_cluster.chat.connection import Connection, ConnectionOptions
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.simulator.limits import Limits
 
 from .clusterproc import BOT, IDENTITY, TOKEN, ProcessCluster
 from .helpers import run
+from .test_usage import _ping
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 README = Path(__file__).parent.parent / "README.md"
@@ -101,18 +101,6 @@ async def test_the_examples_run_against_a_cluster(
             await _webapp(sim)
         finally:
             await cluster.stop()
-
-
-async def _ping(sim: ChatSimulator, cluster: ProcessCluster) -> None:
-    """A viewer says !ping; the bot's subscriber, inside the worker, answers pong."""
-    options = ConnectionOptions(
-        host=sim.host, port=sim.port, secure=False, login="viewer", token="viewertoken"
-    )
-    async with Connection(options) as viewer:
-        await viewer.wait_connected(10)
-        await viewer.send("PRIVMSG", ["#alpha", "!ping"])
-        said = sim.account(BOT).said
-        await cluster.until(lambda: ("alpha", "pong") in said, 20, "the bot to answer pong")
 
 
 async def _count(sim: ChatSimulator) -> None:

@@ -7,6 +7,9 @@ another had stopped checking)."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import redis.asyncio
 
@@ -22,6 +25,31 @@ from .helpers import run
 from .test_pool import _options
 
 
+@dataclass
+class _Side:
+    """One worker's hand-overs (process ``p-a``) on real Redis, with the keys and the
+    assignment the other processes write."""
+
+    client: redis.asyncio.Redis
+    keys: Keys
+    assignment: Assignment
+    worker: Worker
+    handover: HandOver
+
+
+@asynccontextmanager
+async def _side(redis_server: str, redis_prefix: str, channel: str) -> AsyncIterator[_Side]:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    keys = Keys(redis_prefix, 30.0, 3.0)
+    try:
+        async with ChatSimulator(channels=[channel]) as sim:
+            worker = Worker(Pool(_options(sim)), Dispatcher(Handlers()), seen=Seen(client, keys))
+            handover = HandOver(worker, "p-a", keys, timeout_s=10.0, stopping=lambda: False)
+            yield _Side(client, keys, Assignment(client, keys), worker, handover)
+    finally:
+        await client.aclose()
+
+
 async def _beat(client: redis.asyncio.Redis, keys: Keys, process_id: str) -> None:
     """A live heartbeat of worker process ``process_id`` (one beat, alive for 30 s)."""
     await Heartbeat(
@@ -33,58 +61,44 @@ async def _beat(client: redis.asyncio.Redis, keys: Keys, process_id: str) -> Non
 async def test_a_take_over_stays_checked_while_a_worker_started_moments_ago_holds_it(
     redis_server: str, redis_prefix: str
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_server)
-    keys = Keys(redis_prefix, 30.0, 3.0)
-    assignment = Assignment(client, keys)
-    try:
-        async with ChatSimulator(channels=["alpha"]) as sim:
-            worker = Worker(Pool(_options(sim)), Dispatcher(Handlers()), seen=Seen(client, keys))
-            handover = HandOver(worker, "p-a", keys, timeout_s=10.0, stopping=lambda: False)
-            assert await handover.other_processes(client) == []  # read now, kept for seconds
-            handover.taking["alpha"] = None
-            worker.delivery.guard(["alpha"])
-            await _beat(client, keys, "p-b")  # a worker started after that read
-            await assignment.record_held("p-b", joined=["alpha"])
-            await handover.lift_taken(assignment)
-            assert handover.taking["alpha"] is None  # held elsewhere: still checked
-            assert "alpha" in worker.delivery.guarded
-            await assignment.record_held("p-b", left=["alpha"])
-            before = time.monotonic()
-            await handover.lift_taken(assignment)
-            lingers = handover.taking["alpha"]
-            assert lingers is not None
-            assert lingers <= time.monotonic() + GUARD_LINGER_S
-            assert lingers >= before + GUARD_LINGER_S
-    finally:
-        await client.aclose()
+    async with _side(redis_server, redis_prefix, "alpha") as side:
+        handover, assignment = side.handover, side.assignment
+        assert await handover.other_processes(side.client) == []  # read now, kept for seconds
+        handover.taking["alpha"] = None
+        side.worker.delivery.guard(["alpha"])
+        await _beat(side.client, side.keys, "p-b")  # a worker started after that read
+        await assignment.record_held("p-b", joined=["alpha"])
+        await handover.lift_taken(assignment)
+        assert handover.taking["alpha"] is None  # held elsewhere: still checked
+        assert "alpha" in side.worker.delivery.guarded
+        await assignment.record_held("p-b", left=["alpha"])
+        before = time.monotonic()
+        await handover.lift_taken(assignment)
+        lingers = handover.taking["alpha"]
+        assert lingers is not None
+        assert lingers <= time.monotonic() + GUARD_LINGER_S
+        assert lingers >= before + GUARD_LINGER_S
 
 
 @run
 async def test_a_channel_taken_from_a_worker_presumed_dead_stays_checked_for_its_own_time(
     redis_server: str, redis_prefix: str
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_server)
-    keys = Keys(redis_prefix, 30.0, 3.0)
-    assignment = Assignment(client, keys)
-    try:
-        async with ChatSimulator(channels=["beta"]) as sim:
-            worker = Worker(Pool(_options(sim)), Dispatcher(Handlers()), seen=Seen(client, keys))
-            handover = HandOver(worker, "p-a", keys, timeout_s=10.0, stopping=lambda: False)
-            await client.set(keys.orphan("beta"), "1", ex=int(ORPHAN_GUARD_S))
-            await _beat(client, keys, "p-b")  # another survivor holds it too, checking it
-            await assignment.record_held("p-b", joined=["beta"])
-            await assignment.guard("p-b", ["beta"])
-            taken = time.monotonic()
-            assert await handover.ready_to_take(assignment, ["beta"]) == ["beta"]
-            assert handover.taking["beta"] is None  # held elsewhere
-            await assignment.record_held("p-b", left=["beta"])
-            await handover.lift_taken(assignment)
-            until = handover.taking["beta"]
-            assert until is not None
-            assert until >= taken + ORPHAN_GUARD_S  # not the 2 s linger: its old holder may
-            assert "beta" in worker.delivery.guarded  # only be cut off, and come back
-    finally:
-        await client.aclose()
+    async with _side(redis_server, redis_prefix, "beta") as side:
+        handover, assignment = side.handover, side.assignment
+        await side.client.set(side.keys.orphan("beta"), "1", ex=int(ORPHAN_GUARD_S))
+        await _beat(side.client, side.keys, "p-b")  # another survivor holds it too, checking it
+        await assignment.record_held("p-b", joined=["beta"])
+        await assignment.guard("p-b", ["beta"])
+        taken = time.monotonic()
+        assert await handover.ready_to_take(assignment, ["beta"]) == ["beta"]
+        assert handover.taking["beta"] is None  # held elsewhere
+        await assignment.record_held("p-b", left=["beta"])
+        await handover.lift_taken(assignment)
+        until = handover.taking["beta"]
+        assert until is not None
+        assert until >= taken + ORPHAN_GUARD_S  # not the 2 s linger: its old holder may
+        assert "beta" in side.worker.delivery.guarded  # only be cut off, and come back
 
 
 @run
@@ -94,21 +108,14 @@ async def test_channels_kept_after_a_fence_stay_checked_while_their_takers_hold_
     """A worker back from a fence (a host cut off) that keeps, or is given back, channels that
     others took meanwhile checks them until those others have parted them (seed 9 of the
     chaos suite: lines twice right after a cut host came back)."""
-    client = redis.asyncio.Redis.from_url(redis_server)
-    keys = Keys(redis_prefix, 30.0, 3.0)
-    assignment = Assignment(client, keys)
-    try:
-        async with ChatSimulator(channels=["gamma"]) as sim:
-            worker = Worker(Pool(_options(sim)), Dispatcher(Handlers()), seen=Seen(client, keys))
-            handover = HandOver(worker, "p-a", keys, timeout_s=10.0, stopping=lambda: False)
-            await _beat(client, keys, "p-b")  # took gamma while p-a was cut off
-            await assignment.record_held("p-b", joined=["gamma"])
-            handover.recheck(["gamma"])
-            assert "gamma" in worker.delivery.guarded
-            await handover.lift_taken(assignment)
-            assert handover.taking["gamma"] is None  # p-b still holds it
-            await assignment.record_held("p-b", left=["gamma"])
-            await handover.lift_taken(assignment)
-            assert handover.taking["gamma"] is not None  # lingers, then lifts
-    finally:
-        await client.aclose()
+    async with _side(redis_server, redis_prefix, "gamma") as side:
+        handover, assignment = side.handover, side.assignment
+        await _beat(side.client, side.keys, "p-b")  # took gamma while p-a was cut off
+        await assignment.record_held("p-b", joined=["gamma"])
+        handover.recheck(["gamma"])
+        assert "gamma" in side.worker.delivery.guarded
+        await handover.lift_taken(assignment)
+        assert handover.taking["gamma"] is None  # p-b still holds it
+        await assignment.record_held("p-b", left=["gamma"])
+        await handover.lift_taken(assignment)
+        assert handover.taking["gamma"] is not None  # lingers, then lifts
