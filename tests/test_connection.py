@@ -31,6 +31,7 @@ from tmi_cluster.events import (
     MessageEvent,
     UserNoticeEvent,
 )
+from tmi_cluster.outcomes import JoinResult
 from tmi_cluster.simulator import ChatSimulator
 
 from .helpers import run, until_set
@@ -341,6 +342,31 @@ async def test_a_replacement_lost_during_the_overlap_keeps_the_old_link() -> Non
             assert connection.reconnects == 0
             assert connection.channels == set(channels) == connection.joined
             assert connection.dedupe_keys == 0  # the overlap really ended
+
+
+@run
+async def test_a_channel_parted_and_joined_again_at_once_is_joined_again() -> None:
+    # The server has not answered the PART yet when the JOIN comes: the channel is still in the
+    # link's joined set. The JOIN must be sent all the same (after the PART), and the join end.
+    async with ChatSimulator(channels=["alpha"]) as sim:
+        events = Recorder()
+        async with Connection(_options(sim), on_event=events) as connection:
+            await connection.join(["alpha"])
+            [link] = sim.joined("alpha")
+            sim.hold([link])  # the server's answers wait
+            await connection.part(["alpha"])
+            rejoin = asyncio.ensure_future(connection.join(["alpha"]))
+            stats = sim.account(str(connection.nick))
+            await sim.wait_until(lambda: stats.joins == 2)  # the JOIN went after the PART
+            assert connection.confirmed == set()  # not confirmed while the JOIN waits
+            sim.hold([link], held=False)
+            assert await asyncio.wait_for(rejoin, TIMEOUT_S) == {"alpha": JoinResult.JOINED}
+            assert sim.joined("alpha") == (link,)
+            assert connection.confirmed == {"alpha"} == connection.channels
+            lines = sim.generate(20, "alpha")
+            wanted = {line.message_id for line in lines if line.command == "PRIVMSG"}
+            await events.until(lambda: {e.message_id for e in events.of(MessageEvent)} >= wanted)
+            assert not events.of(ChannelLostEvent)
 
 
 async def _hostile_server(lines: list[bytes]) -> tuple[asyncio.Server, int]:

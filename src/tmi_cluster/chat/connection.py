@@ -338,7 +338,9 @@ class Connection:
     async def _join_on(self, session: Session, channels: Sequence[str]) -> None:
         """Send JOINs for ``channels`` on ``session`` under the join window, each with its
         confirmation deadline. Channels parted meanwhile, or already joined or awaited there,
-        are skipped; a link that is gone ends quietly (the next link rejoins)."""
+        are skipped; a channel still joined there only because the server has not answered
+        its PART yet is joined again (the JOIN follows the PART). A link that is gone ends
+        quietly (the next link rejoins)."""
         window = self.join_window
         step = window.rate.allow if window is not None else max(len(channels), 1)
         loop = asyncio.get_running_loop()
@@ -353,7 +355,7 @@ class Connection:
                 name
                 for name in channels[start : start + step]
                 if name in self.channels
-                and name not in session.joined
+                and (name not in session.joined or name in session.parting)
                 and name not in session.awaiting
             ]
             if not group or session.closed.is_set():

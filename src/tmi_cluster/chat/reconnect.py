@@ -194,4 +194,4 @@ class Reconnect:
             old.parting.update(gone)
             with contextlib.suppress(ConnectionError):
                 await old.send_lines(join_lines("PART", gone))
-        await c._join_on(old, sorted(c.channels - old.joined - old.awaiting.keys()))
+        await c._join_on(old, sorted(c.channels - (old.joined - old.parting) - old.awaiting.keys()))
