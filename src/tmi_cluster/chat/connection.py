@@ -337,10 +337,11 @@ class Connection:
 
     async def _join_on(self, session: Session, channels: Sequence[str]) -> None:
         """Send JOINs for ``channels`` on ``session`` under the join window, each with its
-        confirmation deadline. Channels parted meanwhile, or already joined or awaited there,
-        are skipped; a channel still joined there only because the server has not answered
-        its PART yet is joined again (the JOIN follows the PART). A link that is gone ends
-        quietly (the next link rejoins)."""
+        confirmation deadline. Channels parted meanwhile or awaited there are skipped; those
+        joined there already count as joined at once (a waiting join ends); one still joined
+        there only because the server has not answered its PART yet is joined again (the JOIN
+        follows the PART). A link that is gone ends quietly (the next link rejoins). No join
+        waits without a JOIN under way or a result."""
         window = self.join_window
         step = window.rate.allow if window is not None else max(len(channels), 1)
         loop = asyncio.get_running_loop()
@@ -351,13 +352,14 @@ class Connection:
                 session, window, len(channels[start : start + step])
             ):
                 return  # the link went while its JOINs waited for the window
-            group = [
-                name
-                for name in channels[start : start + step]
-                if name in self.channels
-                and (name not in session.joined or name in session.parting)
-                and name not in session.awaiting
-            ]
+            group = []
+            for name in channels[start : start + step]:
+                if name not in self.channels or name in session.awaiting:
+                    continue
+                if name in session.joined and name not in session.parting:
+                    self._resolve(name, JoinResult.JOINED)  # held there already: no JOIN
+                else:
+                    group.append(name)
             if not group or session.closed.is_set():
                 continue
             for name in group:
