@@ -114,6 +114,16 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# KEYS[1] heartbeat, KEYS[2..5] held, notices, epoch, guarding, KEYS[6] the draining hash;
+# ARGV[1] process id, ARGV[2] "1" to keep the keys of a process whose heartbeat exists.
+_FORGET = """
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('HDEL', KEYS[6], ARGV[1])
+return 1
+"""
+
+
 class Assignment:
     """The assignment and the holdings of one cluster (``keys``), through ``client``.
 
@@ -132,6 +142,7 @@ class Assignment:
         #: written. None: unfenced (the CLI's and the supervisors' thin path).
         self.token = token
         self._script = client.register_script(_ASSIGN)
+        self._forget = client.register_script(_FORGET)
         self._where = describe_client(client)
 
     # -- writers (the coordinator's, and until it exists the CLI's and the supervisor's) -------
@@ -182,21 +193,26 @@ class Assignment:
                 previous[channel] = _text(owner) or None
         return previous
 
-    async def forget(self, process_id: str) -> None:
+    async def forget(self, process_id: str, *, unless_alive: bool = False) -> bool:
         """Delete the keys of a process that is gone (its heartbeat, what it held, its notices,
         the channels it guarded, its draining mark); the channels still assigned to it stay for
-        the coordinator to place again."""
+        the coordinator to place again. With ``unless_alive``, nothing is deleted while its
+        heartbeat exists (checked and deleted in one script): a process found dead that beats
+        again (back from a cut-off) keeps its keys, which are its own again. True when the
+        keys were deleted."""
+        keys = [
+            self.keys.process_heartbeat(process_id),
+            self.keys.process_held(process_id),
+            self.keys.process_commands(process_id),
+            self.keys.process_epoch(process_id),
+            self.keys.guarding(process_id),
+            self.keys.draining,
+        ]
         with translated(self._where):
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(
-                    self.keys.process_heartbeat(process_id),
-                    self.keys.process_held(process_id),
-                    self.keys.process_commands(process_id),
-                    self.keys.process_epoch(process_id),
-                    self.keys.guarding(process_id),
-                )
-                pipe.hdel(self.keys.draining, process_id)
-                await pipe.execute()
+            done: Any = await self._forget(
+                keys=keys, args=[process_id, "1" if unless_alive else ""]
+            )
+        return bool(done)
 
     # -- readers ------------------------------------------------------------------------------
 

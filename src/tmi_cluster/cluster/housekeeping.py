@@ -7,7 +7,9 @@
   Redis has just forgotten everything (no assignment epoch yet, or a new one younger than
   ``supervisor.stale``: the heartbeats of the living are not back yet); the keys of dead
   processes are deleted (what they held, their notices, their draining mark; their channels
-  are the coordinator's to place again, as it does for any owner without a heartbeat); the rows
+  are the coordinator's to place again, as it does for any owner without a heartbeat), but
+  never those of one that beats again (a process recorded dead while its host was cut off,
+  then back: it goes on, and the others must see what it holds); the rows
   of the dead
   (and of the cleanly stopped) older than ``retention_s`` are deleted (0: all of them), the
   history stays. Supervisors run it every :data:`PURGE_EVERY_S` seconds under one Redis lock,
@@ -151,11 +153,15 @@ def _dead(
 
 
 async def _release(assignment: Assignment, gone: set[str]) -> int:
-    """Forget the assignment's keys of the processes ``gone``; how many channels they had."""
+    """Forget the assignment's keys of the processes ``gone``, but of none that beats again
+    (recorded dead while cut off, then back: its keys are its own again, and deleting them
+    would hide what it holds from the workers taking its channels over); how many channels
+    the forgotten ones had."""
     released = 0
     for process_id in sorted(gone):
-        released += len(await assignment.of(process_id))
-        await assignment.forget(process_id)
+        channels = len(await assignment.of(process_id))
+        if await assignment.forget(process_id, unless_alive=True):
+            released += channels
     return released
 
 
