@@ -119,3 +119,29 @@ async def test_channels_kept_after_a_fence_stay_checked_while_their_takers_hold_
         await assignment.record_held("p-b", left=["gamma"])
         await handover.lift_taken(assignment)
         assert handover.taking["gamma"] is not None  # lingers, then lifts
+
+
+@run
+async def test_a_channel_taken_over_then_handed_over_stays_checked_until_parted(
+    redis_server: str, redis_prefix: str
+) -> None:
+    """A channel taken over moments ago is given to another worker: its take-over's check ends
+    (nobody else holds it yet) while the hand-over runs, but it must stay checked until it is
+    parted, or its new owner's checked copies and ours both go out (chaos seed 9: lines twice
+    after a Redis restart moved channels twice in a row)."""
+    async with _side(redis_server, redis_prefix, "delta") as side:
+        handover, assignment, delivery = side.handover, side.assignment, side.worker.delivery
+        await side.worker.pool.join(["delta"])
+        handover.taking["delta"] = time.monotonic() - 1.0  # its linger is over
+        delivery.guard(["delta"])
+        await assignment.assign({"delta": "p-b"})  # given to another worker meanwhile
+        await handover.start_leaving(assignment, ["delta"])
+        await handover.lift_taken(assignment)
+        assert "delta" not in handover.taking  # the take-over is over
+        assert "delta" in delivery.guarded  # the hand-over is not
+        await _beat(side.client, side.keys, "p-b")
+        await assignment.record_held("p-b", joined=["delta"])
+        assert await handover.part_handed_over(assignment, time.monotonic()) == ["delta"]
+        assert "delta" not in delivery.guarded
+        assert not handover.leaving
+        assert not handover.taking

@@ -5,6 +5,8 @@ its events reach the application exactly once (:mod:`tmi_cluster.worker.delivery
   the moment the worker says so in Redis; the new owner joins once it reads that; the worker
   parts the channel once the new owner holds it, or nobody owns it now, or after
   ``process.timeout`` (while stopping, at once when the new owner is not alive or stops too).
+  It stays guarded until it is parted, also when it was itself taken over a moment before
+  and that take-over's check ends meanwhile.
 - Taking over: a channel held by another process is joined once its holder guards it (or did
   not say so within :data:`GUARD_WAIT_S`), and its events are checked here as well until
   nobody else has held it for :data:`GUARD_LINGER_S` (their last copies elsewhere have
@@ -93,11 +95,14 @@ class HandOver:
             self.leaving.setdefault(channel, deadline)
 
     async def stop_leaving(self, assignment: Assignment, channels: list[str]) -> None:
-        """``channels`` are not being handed over any more (parted, or ours again)."""
+        """``channels``, parted, are not being handed over any more, nor taken over."""
         if not channels:
             return
         for channel in channels:
             self.leaving.pop(channel, None)
+            self.taking.pop(channel, None)
+            self.orphaned.pop(channel, None)
+            self.deferred.pop(channel, None)
         self.worker.delivery.lift(channels)
         await assignment.guard(self.id, channels, on=False)
 
@@ -219,7 +224,9 @@ class HandOver:
             log.debug(
                 "%s took %d channels over; their events go unchecked again", self.id, len(lifted)
             )
-        self.worker.delivery.lift(lifted)
+        # one being handed over meanwhile stays checked until it is parted (its new owner
+        # checks its copies against ours)
+        self.worker.delivery.lift([c for c in lifted if c not in self.leaving])
 
     async def _held_elsewhere(
         self, assignment: Assignment, channels: list[str], *, fresh: bool
