@@ -278,6 +278,9 @@ class _Ledger:
     def __init__(self) -> None:
         self.events: Counter[str] = Counter()  # line id -> events (a line may make several)
         self.kinds: Counter[tuple[str, str]] = Counter()  # (event class, line id) -> events
+        #: line id -> when each of its events was written to the stream (its entry id's Redis
+        #: time, monotonic on this machine): where a line came twice, when each copy came
+        self.written: dict[str, list[float]] = {}
         self.sends: dict[str, SendStatus | None] = {}
         self.reasons: dict[str, str | None] = {}
 
@@ -293,6 +296,9 @@ async def _read(cluster: Cluster, ledger: _Ledger, started: asyncio.Event) -> No
             if line_id:
                 ledger.events[line_id] += 1
                 ledger.kinds[(type(event).__name__, line_id)] += 1
+                redis_ms = int(reader.last_id.split("-")[0])  # the entry's Redis time
+                at = redis_ms / 1000 - (time.time() - time.monotonic())  # one machine's clock
+                ledger.written.setdefault(line_id, []).append(at)
     finally:
         await reader.aclose()
 
@@ -631,8 +637,13 @@ def _judge_lines(
             if delivery.message_id in twice:
                 report.twice_where[_after(report, delivery.at)] += 1
                 holders = [f"{c}@host{_peer_host(hosts, c)}" for c in delivery.connections]
+                copies = ", ".join(
+                    f"+{at - delivery.at:.1f} s"
+                    for at in sorted(ledger.written.get(delivery.message_id, []))
+                )
                 report.twice_samples.append(
-                    f"#{channel} {_after(report, delivery.at)}: joined {holders}"
+                    f"#{channel} {_after(report, delivery.at)}: joined {holders}; "
+                    f"on the stream {copies} after it was sent"
                 )
             if ledger.events.get(delivery.message_id):
                 continue
