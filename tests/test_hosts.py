@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tmi_cluster.chaos import FAULTS, scenario, sequence
+from tmi_cluster.chaos import AMNESIA_S, FAULTS, Report, _straddles, scenario, sequence
 from tmi_cluster.hosts import FOLDER_PREFIX, PREFIX, Network, missing, sweep
 
 from .helpers import run
@@ -50,6 +50,20 @@ def test_a_chaos_sequence_is_replayed_from_its_seed() -> None:
     assert all(fault.hold_s > 0 for fault in first if fault.kind in {"cut", "slow", "starve"})
     with pytest.raises(ValueError, match="two hosts"):
         sequence(1, 3, 1)
+
+
+def test_only_copies_on_both_sides_of_a_redis_restart_count_apart() -> None:
+    # A restarted Redis (nothing on disk) forgets which events were delivered: the copies of a
+    # line read by two holders on either side of it both pass the check. Nothing else may.
+    assert _straddles([10.0, 12.0], [11.0])
+    assert not _straddles([11.5, 12.0], [11.0])  # both after it: a real duplicate
+    assert not _straddles([9.0, 10.0], [11.0])  # both before it
+    assert not _straddles([10.0, 11.0 + AMNESIA_S + 1], [11.0])  # long after it
+    assert not _straddles([10.0], [11.0])
+    assert not _straddles([10.0, 12.0], [])
+    report = Report(seed=1, duplicate_events=0, twice_across_restart=3)
+    assert report.problems == []
+    assert "and 3 across a Redis restart" in report.table()
 
 
 @pytest.fixture
