@@ -182,7 +182,10 @@ def _settings(replicas: int, channels: int) -> dict[str, str]:
         ),
         "TMI_CLUSTER_THROTTLE__JOIN__ANONYMOUS_ALLOW": "500",
         "TMI_CLUSTER_HANDLERS__STREAM_MAXLEN": "2000000",
-        "TMI_CLUSTER_AUTO_SCALE__COOLDOWN": "0",  # spread over the hosts at once
+        "TMI_CLUSTER_AUTO_SCALE__COOLDOWN": "0",
+        # each host runs its share from the start: spreading workers started on one host over
+        # the others moves one at a time (up to 35 s), which is not what this measures
+        "TMI_CLUSTER_SUPERVISOR__PROCESSES": str(WORKERS_PER_HOST),
         "TMI_CLUSTER_PROCESS__TIMEOUT": "10",
     }
 
