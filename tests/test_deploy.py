@@ -166,7 +166,11 @@ def test_the_compose_file_runs_real_commands_with_real_settings() -> None:
         if service.get("image", "").startswith("tmi-cluster"):
             assert command[0] in commands, (name, command)
             env = {
-                key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+                key: re.sub(
+                    r"\$\{[A-Z_]+:\?[^}]*\}",
+                    "set-in-env",
+                    re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)),
+                )
                 for key, value in service["environment"].items()
             }
             load_settings(environ=env)
