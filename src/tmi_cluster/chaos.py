@@ -183,6 +183,8 @@ class Recovery:
     back_s: float | None = None
     steady_s: float | None = None
     lost: int = 0
+    #: A few of those: the channel, how long after the fault began, who was joined then.
+    lost_samples: list[str] = field(default_factory=list)
     stale_s: float | None = None
     window_end: float = 0.0
     #: Lines the simulator had from the host while it was cut off (fencing: must be 0).
@@ -273,6 +275,10 @@ class Report:
         if self.lost_samples:
             lines.append("  messages lost outside a window, such as:")
             lines += [f"    {sample}" for sample in self.lost_samples[:10]]
+        for r in self.recoveries:  # inside the windows (allowed): where, for a replay's reader
+            if r.lost_samples:
+                lines.append(f"  lost in the window of {r.fault}, such as:")
+                lines += [f"    {sample}" for sample in r.lost_samples]
         return "\n".join(lines)
 
     def by_kind(self) -> dict[str, tuple[float, float]]:
@@ -664,9 +670,15 @@ def _judge_lines(
                 )
             if ledger.events.get(delivery.message_id):
                 continue
-            window = next((r for r in windows if r.began <= delivery.at <= r.window_end), None)
+            window = _window_of(windows, delivery.at)
             if window is not None:
                 window.lost += 1
+                sampled = any(x.startswith(f"#{channel} ") for x in window.lost_samples)
+                if len(window.lost_samples) < 5 and not sampled:  # one per channel
+                    holders = [f"{c}@host{_peer_host(hosts, c)}" for c in delivery.connections]
+                    window.lost_samples.append(
+                        f"#{channel} +{delivery.at - window.began:.2f} s: joined {holders}"
+                    )
                 continue
             report.lost_outside += 1
             report.lost_outside_where[_after(report, delivery.at)] += 1
@@ -675,6 +687,12 @@ def _judge_lines(
                 report.lost_samples.append(
                     f"#{channel} {_after(report, delivery.at)}: joined {holders}"
                 )
+
+
+def _window_of(windows: Sequence[Recovery], at: float) -> Recovery | None:
+    """The unplanned failover whose window holds ``at``: the latest one begun (a window's
+    margin can reach into the next fault's, whose loss it then is), else None."""
+    return next((r for r in reversed(windows) if r.began <= at <= r.window_end), None)
 
 
 def _straddles(written: Sequence[float], restarts: Sequence[float]) -> bool:
