@@ -17,13 +17,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import redis.asyncio
+
+from tmi_cluster.bus import Heartbeat, Keys, ProcessStatus
+
 if TYPE_CHECKING:
     from tmi_cluster import Cluster
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["Foreground", "run", "run_documented_example", "until", "until_set", "wait_for"]
+__all__ = [
+    "Foreground",
+    "beat_process",
+    "run",
+    "run_documented_example",
+    "until",
+    "until_set",
+    "wait_for",
+]
 
 
 class Foreground:
@@ -144,3 +156,10 @@ async def streamed_keys(app: Cluster) -> AsyncIterator[collections.Counter[str]]
         with contextlib.suppress(asyncio.CancelledError):
             await reading
         await reader.aclose()
+
+
+async def beat_process(client: redis.asyncio.Redis, keys: Keys, process_id: str) -> None:
+    """A live heartbeat of worker process ``process_id`` (one beat, alive for 30 s)."""
+    await Heartbeat(
+        client, keys, "process", process_id, ttl_s=30.0, interval_s=1.0, status_of=ProcessStatus
+    ).beat()

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 import redis.asyncio
 
 from tmi_cluster import Dispatcher, Handlers, Pool, Worker
-from tmi_cluster.bus import Assignment, Keys, ProcessStatus
+from tmi_cluster.bus import Assignment, Keys
 from tmi_cluster.bus.events import Seen
-from tmi_cluster.bus.heartbeat import Heartbeat
 from tmi_cluster.bus.keys import ORPHAN_GUARD_S
 from tmi_cluster.simulator import ChatSimulator
 from tmi_cluster.worker.handover import GUARD_LINGER_S, HandOver
 
-from .helpers import run
+from .helpers import beat_process, run
 from .test_pool import _options
 
 
@@ -50,13 +49,6 @@ async def _side(redis_server: str, redis_prefix: str, channel: str) -> AsyncIter
         await client.aclose()
 
 
-async def _beat(client: redis.asyncio.Redis, keys: Keys, process_id: str) -> None:
-    """A live heartbeat of worker process ``process_id`` (one beat, alive for 30 s)."""
-    await Heartbeat(
-        client, keys, "process", process_id, ttl_s=30.0, interval_s=1.0, status_of=ProcessStatus
-    ).beat()
-
-
 @run
 async def test_a_take_over_stays_checked_while_a_worker_started_moments_ago_holds_it(
     redis_server: str, redis_prefix: str
@@ -66,7 +58,7 @@ async def test_a_take_over_stays_checked_while_a_worker_started_moments_ago_hold
         assert await handover.other_processes(side.client) == []  # read now, kept for seconds
         handover.taking["alpha"] = None
         side.worker.delivery.guard(["alpha"])
-        await _beat(side.client, side.keys, "p-b")  # a worker started after that read
+        await beat_process(side.client, side.keys, "p-b")  # a worker started after that read
         await assignment.record_held("p-b", joined=["alpha"])
         await handover.lift_taken(assignment)
         assert handover.taking["alpha"] is None  # held elsewhere: still checked
@@ -87,7 +79,7 @@ async def test_a_channel_taken_from_a_worker_presumed_dead_stays_checked_for_its
     async with _side(redis_server, redis_prefix, "beta") as side:
         handover, assignment = side.handover, side.assignment
         await side.client.set(side.keys.orphan("beta"), "1", ex=int(ORPHAN_GUARD_S))
-        await _beat(side.client, side.keys, "p-b")  # another survivor holds it too, checking it
+        await beat_process(side.client, side.keys, "p-b")  # another survivor holds it, checking
         await assignment.record_held("p-b", joined=["beta"])
         await assignment.guard("p-b", ["beta"])
         taken = time.monotonic()
@@ -110,7 +102,7 @@ async def test_channels_kept_after_a_fence_stay_checked_while_their_takers_hold_
     chaos suite: lines twice right after a cut host came back)."""
     async with _side(redis_server, redis_prefix, "gamma") as side:
         handover, assignment = side.handover, side.assignment
-        await _beat(side.client, side.keys, "p-b")  # took gamma while p-a was cut off
+        await beat_process(side.client, side.keys, "p-b")  # took gamma while p-a was cut off
         await assignment.record_held("p-b", joined=["gamma"])
         handover.recheck(["gamma"])
         assert "gamma" in side.worker.delivery.guarded
@@ -139,7 +131,7 @@ async def test_a_channel_taken_over_then_handed_over_stays_checked_until_parted(
         await handover.lift_taken(assignment)
         assert "delta" not in handover.taking  # the take-over is over
         assert "delta" in delivery.guarded  # the hand-over is not
-        await _beat(side.client, side.keys, "p-b")
+        await beat_process(side.client, side.keys, "p-b")
         await assignment.record_held("p-b", joined=["delta"])
         assert await handover.part_handed_over(assignment, time.monotonic()) == ["delta"]
         assert "delta" not in delivery.guarded

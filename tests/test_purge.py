@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import redis.asyncio
 
-from tmi_cluster.bus import Assignment, Heartbeat, Keys, ProcessStatus
+from tmi_cluster.bus import Assignment, Keys
 from tmi_cluster.cluster.housekeeping import purge
 from tmi_cluster.store import RunState, Store
 from tmi_cluster.store.models import utcnow
 
-from .helpers import run
+from .helpers import beat_process, run
 
 
 @run
@@ -22,11 +22,8 @@ async def test_forget_unless_alive_keeps_the_keys_of_a_process_that_beats(
     client = redis.asyncio.Redis.from_url(redis_server)
     keys = Keys(redis_prefix, 30.0, 3.0)
     assignment = Assignment(client, keys)
-    beat = Heartbeat(
-        client, keys, "process", "p1", ttl_s=3.0, interval_s=1.0, status_of=ProcessStatus
-    )
     try:
-        await beat.beat()
+        await beat_process(client, keys, "p1")
         await assignment.record_held("p1", joined=["a"])
         assert not await assignment.forget("p1", unless_alive=True)
         assert await assignment.held_of(["p1"]) == {"p1": {"a"}}
@@ -52,9 +49,6 @@ async def test_a_process_found_dead_that_beats_again_is_not_forgotten_by_the_nex
     client = redis.asyncio.Redis.from_url(redis_server)
     keys = Keys(redis_prefix, 30.0, 3.0)
     assignment = Assignment(client, keys)
-    back = Heartbeat(
-        client, keys, "process", "back", ttl_s=3.0, interval_s=1.0, status_of=ProcessStatus
-    )
     await client.set(keys.assignment_epoch, "1")  # Redis did not just forget everything
     try:
         with Store(sqlite_url) as store:
@@ -72,7 +66,7 @@ async def test_a_process_found_dead_that_beats_again_is_not_forgotten_by_the_nex
                 "back": RunState.DEAD,
                 "silent": RunState.DEAD,
             }
-            await back.beat()  # back from the cut-off, recorded dead still
+            await beat_process(client, keys, "back")  # back, recorded dead still
             await assignment.record_held("back", joined=["back-channel"])
             second = await purge(store, client, keys, now=later)
             assert second.released == 1  # "silent"'s channel, still assigned; "back" is kept

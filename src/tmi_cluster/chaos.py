@@ -53,7 +53,7 @@ from tmi_cluster.config import Settings, load_settings
 from tmi_cluster.errors import RedisUnavailableError
 from tmi_cluster.hosts import Hosts
 from tmi_cluster.outcomes import SendStatus
-from tmi_cluster.simulator import Limits
+from tmi_cluster.simulator import Delivery, Limits
 from tmi_cluster.store import Store
 from tmi_cluster.tasks import cancel_and_wait
 
@@ -305,6 +305,7 @@ class _Ledger:
 
 async def _read(cluster: Cluster, ledger: _Ledger, started: asyncio.Event) -> None:
     reader = cluster.events()
+    wall_less_monotonic = time.time() - time.monotonic()  # one machine: Redis's clock is ours
     try:
         await reader.start()
         started.set()
@@ -315,7 +316,7 @@ async def _read(cluster: Cluster, ledger: _Ledger, started: asyncio.Event) -> No
                 ledger.events[line_id] += 1
                 ledger.kinds[(type(event).__name__, line_id)] += 1
                 redis_ms = int(reader.last_id.split("-")[0])  # the entry's Redis time
-                at = redis_ms / 1000 - (time.time() - time.monotonic())  # one machine's clock
+                at = redis_ms / 1000 - wall_less_monotonic
                 ledger.written.setdefault(line_id, []).append(at)
     finally:
         await reader.aclose()
@@ -658,7 +659,7 @@ def _judge_lines(
             if delivery.message_id in twice:
                 if delivery.message_id not in across:
                     report.twice_where[_after(report, delivery.at)] += 1
-                holders = [f"{c}@host{_peer_host(hosts, c)}" for c in delivery.connections]
+                holders = _holders(hosts, delivery)
                 copies = ", ".join(
                     f"+{at - delivery.at:.1f} s"
                     for at in sorted(ledger.written.get(delivery.message_id, []))
@@ -675,7 +676,7 @@ def _judge_lines(
                 window.lost += 1
                 sampled = any(x.startswith(f"#{channel} ") for x in window.lost_samples)
                 if len(window.lost_samples) < 5 and not sampled:  # one per channel
-                    holders = [f"{c}@host{_peer_host(hosts, c)}" for c in delivery.connections]
+                    holders = _holders(hosts, delivery)
                     window.lost_samples.append(
                         f"#{channel} +{delivery.at - window.began:.2f} s: joined {holders}"
                     )
@@ -683,10 +684,15 @@ def _judge_lines(
             report.lost_outside += 1
             report.lost_outside_where[_after(report, delivery.at)] += 1
             if len(report.lost_samples) < 20:
-                holders = [f"{c}@host{_peer_host(hosts, c)}" for c in delivery.connections]
+                holders = _holders(hosts, delivery)
                 report.lost_samples.append(
                     f"#{channel} {_after(report, delivery.at)}: joined {holders}"
                 )
+
+
+def _holders(hosts: Hosts, delivery: Delivery) -> list[str]:
+    """The connections joined when ``delivery`` was sent, as ``connection@host``."""
+    return [f"{c}@host{_peer_host(hosts, c)}" for c in delivery.connections]
 
 
 def _window_of(windows: Sequence[Recovery], at: float) -> Recovery | None:
